@@ -1,1 +1,4 @@
-fn main() {}
+//! `liandong`: see `liandong --help` and the README.
+fn main() -> std::process::ExitCode {
+    liandong::cli::main()
+}

@@ -10,6 +10,7 @@
 
 pub mod category;
 pub mod geo;
+pub mod json;
 pub mod phone;
 pub mod time;
 
@@ -567,6 +568,23 @@ pub struct Transfer {
 }
 
 impl Transfer {
+    /// The transfer as a request addressed to its destination: the destination's document
+    /// carries the gateway's `transfer_id` in its reference field (`formats.md`).
+    pub fn for_destination(&self) -> TransferRequest {
+        TransferRequest {
+            sender_ref: self.transfer_id.clone(),
+            from: self.from.clone(),
+            to_platform: self.to.platform,
+            to_region: None,
+            reason: self.reason.clone(),
+            requested_at: self.requested_at,
+            case: self.case.clone(),
+        }
+    }
+
+    /// The canonical fields a transfer must have.
+    pub const REQUIRED: &'static [&'static str] = &["transfer_id", "from", "to", "requested_at", "case", "deadlines", "state"];
+
     /// The direction text for a transfer between two platforms.
     pub fn direction_of(from: Platform, to: Platform) -> String {
         format!("{}->{}", from.as_str(), to.as_str())

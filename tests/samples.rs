@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use liandong::formats::{ReceiptKind, Registry};
 use serde_json::Value;
 
+mod common;
+use common::assert_canonical_eq;
+
 fn spec_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec")
 }
@@ -16,33 +19,6 @@ fn spec_dir() -> PathBuf {
 fn manifest() -> Value {
     let text = std::fs::read_to_string(spec_dir().join("samples/manifest.json")).expect("manifest");
     serde_json::from_str(&text).expect("manifest is JSON")
-}
-
-/// Compares canonical JSON: equal values, except points within 2e-6 (samples/README.md).
-fn assert_canonical_eq(actual: &Value, expected: &Value, at: &str) {
-    match (actual, expected) {
-        (Value::Object(a), Value::Object(e)) => {
-            let mut keys_a: Vec<_> = a.keys().collect();
-            let mut keys_e: Vec<_> = e.keys().collect();
-            keys_a.sort();
-            keys_e.sort();
-            assert_eq!(keys_a, keys_e, "keys differ at {at}");
-            for (k, v) in e {
-                assert_canonical_eq(&a[k], v, &format!("{at}.{k}"));
-            }
-        }
-        (Value::Array(a), Value::Array(e)) => {
-            assert_eq!(a.len(), e.len(), "lengths differ at {at}");
-            for (i, (x, y)) in a.iter().zip(e).enumerate() {
-                assert_canonical_eq(x, y, &format!("{at}[{i}]"));
-            }
-        }
-        (Value::Number(a), Value::Number(e)) if at.contains(".point.") => {
-            let (a, e) = (a.as_f64().unwrap(), e.as_f64().unwrap());
-            assert!((a - e).abs() <= 2e-6, "{at}: {a} vs {e}");
-        }
-        (a, e) => assert_eq!(a, e, "values differ at {at}"),
-    }
 }
 
 #[test]

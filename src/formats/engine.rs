@@ -14,9 +14,10 @@ use serde_json::{Map, Value};
 use super::encoding::TextEncoding;
 use super::field::{source_category_path, CodeRow, CodeTable, Field, NativeValue, ReadContext, Scope};
 use super::profile::{DocumentProfile, FieldMapping, FormatProfile, ReceiptProfile, Syntax};
-use super::tree::{canonical, token_of, text_of, Path};
+use super::tree::{text_of, token_of, Path};
+use crate::model::json as canonical;
 use super::{xml, FormatError, ProfileError};
-use crate::model::{category, EndpointId, ModelError, StatusUpdate, TransferRequest, MISSING};
+use crate::model::{category, EndpointId, ModelError, StatusUpdate, TransferRequest};
 
 /// A format profile compiled for use.
 #[derive(Clone, Debug)]
@@ -509,24 +510,7 @@ fn apply_code_table(document: &Document, source: &mut Value, codes: &CodeTable) 
     }
 }
 
-/// Canonical JSON → the typed model: required fields first (named at their native field),
-/// then the model's own types, whose errors are placed the same way.
+/// Canonical JSON → the typed model, with errors placed at the native field.
 fn typed<T: DeserializeOwned>(document: &Document, out: Value, required: &[&str]) -> Result<T, FormatError> {
-    for path in required {
-        if canonical::get(&out, path).is_none() {
-            return Err(FormatError::Field { path: document.native_path(path), problem: MISSING.to_string() });
-        }
-    }
-    serde_path_to_error::deserialize(out).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.inner().to_string();
-        let error = match message.strip_prefix("missing field `").and_then(|m| m.split_once('`')) {
-            Some((field, _)) => {
-                let full = if path == "." { field.to_string() } else { format!("{path}.{field}") };
-                ModelError::missing(full)
-            }
-            None => ModelError::new(path, message),
-        };
-        document.place(error)
-    })
+    canonical::decode(out, required).map_err(|e| document.place(e))
 }

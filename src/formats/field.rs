@@ -8,7 +8,8 @@
 use serde_json::{Map, Value};
 
 use super::profile::{FieldMapping, NamedTimeStyle, NumberStyle};
-use super::tree::{canonical, describe, text_of, token_of, Path};
+use super::tree::{describe, text_of, token_of, Path};
+use crate::model::json as canonical;
 use crate::model::geo::{self, CoordSystem};
 use crate::model::{category, phone, EndpointId, Point, Timestamp};
 
@@ -499,12 +500,7 @@ impl Field {
                 let (lon, lat) = (coordinate("lon")?, coordinate("lat")?);
                 let target = match system {
                     SystemSource::Fixed(system) => *system,
-                    SystemSource::Named { path, systems, render } => {
-                        if let Some((name, _)) = systems.iter().find(|(_, s)| s == render) {
-                            path.set(native, Value::String(name.clone()));
-                        }
-                        *render
-                    }
+                    SystemSource::Named { render, .. } => *render,
                 };
                 let (x, y) = geo::from_wgs84(target, lon, lat);
                 let number = |v: f64| {
@@ -520,6 +516,11 @@ impl Field {
                         lat.set(native, number(y));
                     }
                     PointSource::Pair(pair) => pair.set(native, Value::Array(vec![number(x), number(y)])),
+                }
+                if let SystemSource::Named { path, systems, render } = system {
+                    if let Some((name, _)) = systems.iter().find(|(_, s)| s == render) {
+                        path.set(native, Value::String(name.clone()));
+                    }
                 }
             }
             Field::Category { code, name, canonical } => {

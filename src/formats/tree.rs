@@ -143,35 +143,6 @@ pub fn token_of(value: &Value) -> Result<Option<String>, String> {
     }
 }
 
-/// The canonical-side helpers: the engine builds canonical JSON by dotted paths.
-pub mod canonical {
-    use serde_json::{Map, Value};
-
-    /// Reads the value at a dotted canonical path (`case.caller.phone`).
-    pub fn get<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
-        let mut node = root;
-        for key in path.split('.').filter(|k| !k.is_empty()) {
-            node = node.as_object()?.get(key)?;
-        }
-        (!node.is_null()).then_some(node)
-    }
-
-    /// Writes a value at a dotted canonical path, making objects on the way.
-    pub fn set(root: &mut Value, path: &str, value: Value) {
-        let mut node = root;
-        for key in path.split('.').filter(|k| !k.is_empty()) {
-            if !node.is_object() {
-                *node = Value::Object(Map::new());
-            }
-            node = match node {
-                Value::Object(map) => map.entry(key.to_string()).or_insert(Value::Null),
-                _ => unreachable!("made an object above"),
-            };
-        }
-        *node = value;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,7 @@ pub fn normalize(text: &str) -> Result<String, PhoneError> {
     if international {
         // +86 is followed by a mobile number or a landline without its trunk `0`.
         let mobile = n == 11 && digits.starts_with('1');
-        let landline = (9..=11).contains(&n) && !digits.starts_with('0') && !digits.starts_with('1');
+        let landline = (9..=11).contains(&n) && !digits.starts_with('0') && !(n == 11 && digits.starts_with('1'));
         return if mobile || landline {
             Ok(format!("+86{digits}"))
         } else {
@@ -43,7 +43,9 @@ pub fn normalize(text: &str) -> Result<String, PhoneError> {
     }
     if n == 11 && digits.starts_with('1') {
         Ok(format!("+86{digits}"))
-    } else if (10..=12).contains(&n) && digits.starts_with('0') && !digits.starts_with("00") {
+    } else if (10..=12).contains(&n) && digits.starts_with('0') && !digits.starts_with("00") && !(n == 12 && digits[1..].starts_with('1')) {
+        // (A `0` and eleven digits starting with 1 would read back as a mobile number; no
+        // area code makes such a landline, so it is refused rather than changed.)
         Ok(format!("+86{}", &digits[1..]))
     } else if (3..=5).contains(&n) {
         Ok(digits.to_string())
@@ -55,7 +57,7 @@ pub fn normalize(text: &str) -> Result<String, PhoneError> {
 /// The bare national form that native documents carry: `13900000001`, `057487654321`, `110`.
 pub fn national(canonical: &str) -> String {
     match canonical.strip_prefix("+86") {
-        Some(rest) if rest.starts_with('1') => rest.to_string(),
+        Some(rest) if rest.len() == 11 && rest.starts_with('1') => rest.to_string(),
         Some(rest) => format!("0{rest}"),
         None => canonical.to_string(),
     }
@@ -74,12 +76,14 @@ mod tests {
         assert_eq!(normalize("+86 139-0000-0001").unwrap(), "+8613900000001");
         assert_eq!(normalize("008657487654321").unwrap(), "+8657487654321");
         assert_eq!(normalize("12345").unwrap(), "12345");
+        assert_eq!(normalize("010-12345678").unwrap(), "+861012345678");
+        assert_eq!(normalize("+861012345678").unwrap(), "+861012345678");
         assert_eq!(normalize("110").unwrap(), "110");
     }
 
     #[test]
     fn refusals() {
-        for bad in ["139 0000 000", "", "12", "123456", "1390000000a", "0012345", "+8601234567890", "+86"] {
+        for bad in ["139 0000 000", "", "12", "123456", "1390000000a", "0012345", "+8601234567890", "+86", "018539754712"] {
             let err = normalize(bad).unwrap_err();
             assert_eq!(err.0, bad);
         }
@@ -91,7 +95,7 @@ mod tests {
 
     #[test]
     fn national_form_round_trips() {
-        for native in ["13900000001", "057487654321", "07918612345", "95598"] {
+        for native in ["13900000001", "057487654321", "07918612345", "95598", "01012345678"] {
             assert_eq!(national(&normalize(native).unwrap()), native);
         }
     }

@@ -1,0 +1,238 @@
+//! The `liandong` command line: argument parsing and the commands that need no server.
+//!
+//! Exit status: 0 success; 2 bad input (a document, canonical JSON, a profile, an unknown
+//! endpoint), with one line on stderr naming the field; 1 anything else (a file that cannot
+//! be read). Nothing is printed on stdout when a command fails.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::formats::{Endpoint, FormatError, Registry};
+use crate::model::{json, StatusUpdate, Transfer, TransferRequest};
+
+/// Liandong (联动): the gateway through which 110 police desks and 12345 hotlines hand cases
+/// to each other.
+#[derive(Debug, Parser)]
+#[command(name = "liandong", version, about)]
+pub struct Cli {
+    /// A directory of extra format profiles and endpoint files (*.toml), added to the built-in
+    /// ones; see docs/PROFILES.md.
+    #[arg(long, global = true, env = "LIANDONG_PROFILES", value_name = "DIR")]
+    pub profiles: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Translate a document: native → canonical JSON (--from), canonical JSON → native (--to),
+    /// or native → native (--from and --to).
+    Convert(ConvertArgs),
+    /// List the endpoint registry.
+    Endpoints {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with format profiles.
+    Profiles {
+        #[command(subcommand)]
+        command: ProfilesCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The endpoint that sent the native document (REGION/PLATFORM, e.g. 330200/110).
+    #[arg(long, value_name = "ENDPOINT")]
+    pub from: Option<String>,
+    /// The endpoint to render the document for.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub to: Option<String>,
+    /// Which document: a transfer or a status update.
+    #[arg(long, value_enum)]
+    pub kind: Kind,
+    /// The input file; standard input when absent.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    Transfer,
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfilesCommand {
+    /// Check every profile and endpoint file in DIR; each mistake is reported with its file
+    /// and key.
+    Check {
+        dir: PathBuf,
+    },
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad input: exit status 2.
+    #[error("{0}")]
+    Invalid(String),
+    /// Anything else: exit status 1.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<FormatError> for CliError {
+    fn from(e: FormatError) -> Self {
+        CliError::Invalid(e.to_string())
+    }
+}
+
+/// Runs a parsed command line, printing to the given streams.
+pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
+    let registry = || match &cli.profiles {
+        None => Ok(Registry::builtin()),
+        Some(dir) => Registry::with_dir(dir)
+            .map_err(|errors| CliError::Invalid(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))),
+    };
+    let write = |out: &mut dyn Write, bytes: &[u8]| out.write_all(bytes).map_err(|e| CliError::Failed(format!("cannot write: {e}")));
+    match &cli.command {
+        Command::Convert(args) => {
+            let registry = registry()?;
+            let input = read_input(args.file.as_ref())?;
+            let output = convert(&registry, args, &input)?;
+            write(stdout, &output)
+        }
+        Command::Endpoints { json } => {
+            let registry = registry()?;
+            write(stdout, endpoints(&registry, *json).as_bytes())
+        }
+        Command::Profiles { command: ProfilesCommand::Check { dir } } => {
+            let mut registry = Registry::builtin();
+            let errors = registry.load_dir(dir);
+            if !errors.is_empty() {
+                return Err(CliError::Invalid(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")));
+            }
+            let formats: Vec<&str> = registry.formats().map(|f| f.name.as_str()).collect();
+            let summary = format!(
+                "{}: ok; the registry now has {} formats ({}) and {} endpoints\n",
+                dir.display(),
+                formats.len(),
+                formats.join(", "),
+                registry.endpoints().count()
+            );
+            write(stdout, summary.as_bytes())
+        }
+    }
+}
+
+fn read_input(file: Option<&PathBuf>) -> Result<Vec<u8>, CliError> {
+    let mut input = Vec::new();
+    match file {
+        Some(path) => {
+            input = std::fs::read(path).map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?;
+        }
+        None => {
+            std::io::stdin().read_to_end(&mut input).map_err(|e| CliError::Failed(format!("cannot read standard input: {e}")))?;
+        }
+    }
+    Ok(input)
+}
+
+/// The `convert` command: the translated document's bytes.
+pub fn convert(registry: &Registry, args: &ConvertArgs, input: &[u8]) -> Result<Vec<u8>, CliError> {
+    let endpoint = |name: &String| registry.endpoint_named(name).map_err(CliError::from);
+    let invalid = |e: crate::model::ModelError| CliError::Invalid(e.to_string());
+    match (&args.from, &args.to, args.kind) {
+        (None, None, _) => Err(CliError::Invalid("convert needs --from ENDPOINT, --to ENDPOINT, or both".into())),
+        (Some(from), None, Kind::Transfer) => pretty(&endpoint(from)?.read_transfer(input)?),
+        (Some(from), None, Kind::Status) => pretty(&endpoint(from)?.read_status(input)?),
+        (None, Some(to), Kind::Transfer) => {
+            let request = canonical_transfer(input).map_err(invalid)?;
+            native(endpoint(to)?, endpoint(to)?.write_transfer(&request)?)
+        }
+        (None, Some(to), Kind::Status) => {
+            let mut update: StatusUpdate = json::parse(input, &["state", "at", "by"]).map_err(invalid)?;
+            update.validate().map_err(invalid)?;
+            native(endpoint(to)?, endpoint(to)?.write_status(&update)?)
+        }
+        (Some(from), Some(to), Kind::Transfer) => {
+            let request = endpoint(from)?.read_transfer(input)?;
+            native(endpoint(to)?, endpoint(to)?.write_transfer(&request)?)
+        }
+        (Some(from), Some(to), Kind::Status) => {
+            let update = endpoint(from)?.read_status(input)?;
+            native(endpoint(to)?, endpoint(to)?.write_status(&update)?)
+        }
+    }
+}
+
+/// Canonical JSON of a transfer request, or of a whole transfer (rendered as the gateway sends
+/// it to the destination, with `transfer_id` as the reference).
+fn canonical_transfer(input: &[u8]) -> Result<TransferRequest, crate::model::ModelError> {
+    let is_transfer = serde_json::from_slice::<serde_json::Value>(input).is_ok_and(|v| v.get("transfer_id").is_some());
+    let mut request = if is_transfer {
+        json::parse::<Transfer>(input, Transfer::REQUIRED)?.for_destination()
+    } else {
+        json::parse::<TransferRequest>(input, TransferRequest::REQUIRED)?
+    };
+    request.validate()?;
+    Ok(request)
+}
+
+fn pretty<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CliError> {
+    let mut out = serde_json::to_vec_pretty(value).map_err(|e| CliError::Failed(e.to_string()))?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// Native bytes as written; a JSON document is pretty-printed for people.
+fn native(endpoint: &Endpoint, bytes: Vec<u8>) -> Result<Vec<u8>, CliError> {
+    match endpoint.format.syntax {
+        crate::formats::profile::Syntax::Json => {
+            let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| CliError::Failed(e.to_string()))?;
+            pretty(&value)
+        }
+        crate::formats::profile::Syntax::Xml => Ok(bytes),
+    }
+}
+
+fn endpoints(registry: &Registry, as_json: bool) -> String {
+    if as_json {
+        let list: Vec<serde_json::Value> = registry
+            .endpoints()
+            .map(|e| {
+                let extra: Vec<&str> = e.codes.rows[e.format.codes.rows.len()..].iter().map(|r| r.code.as_str()).collect();
+                serde_json::json!({"id": e.id.to_string(), "format": e.format.name, "place": e.place, "extra_codes": extra})
+            })
+            .collect();
+        return serde_json::to_string_pretty(&list).unwrap_or_default() + "\n";
+    }
+    let mut out = format!("{:<14} {:<15} {}\n", "ENDPOINT", "FORMAT", "PLACE");
+    for e in registry.endpoints() {
+        let extra: Vec<&str> = e.codes.rows[e.format.codes.rows.len()..].iter().map(|r| r.code.as_str()).collect();
+        let extra = if extra.is_empty() { String::new() } else { format!("  (extra codes: {})", extra.join(", ")) };
+        out.push_str(&format!("{:<14} {:<15} {}{}\n", e.id.to_string(), e.format.name, e.place, extra));
+    }
+    out
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut stdout = std::io::stdout().lock();
+    match run(cli, &mut stdout) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = match e {
+                CliError::Invalid(_) => 2,
+                CliError::Failed(_) => 1,
+            };
+            let _ = writeln!(std::io::stderr(), "{e}");
+            ExitCode::from(code)
+        }
+    }
+}

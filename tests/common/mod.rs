@@ -1,0 +1,50 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use serde_json::Value;
+
+/// Compares canonical JSON: equal values, except numbers under a `point` within 2e-6
+/// (samples/README.md: an inverse iterated to 1e-6 may differ in the sixth decimal).
+pub fn assert_canonical_eq(actual: &Value, expected: &Value, at: &str) {
+    if let Err(problem) = canonical_diff(actual, expected, at) {
+        panic!("{problem}\nactual:   {actual}\nexpected: {expected}");
+    }
+}
+
+/// The first difference between two canonical values, if any.
+pub fn canonical_diff(actual: &Value, expected: &Value, at: &str) -> Result<(), String> {
+    match (actual, expected) {
+        (Value::Object(a), Value::Object(e)) => {
+            let mut keys_a: Vec<_> = a.keys().collect();
+            let mut keys_e: Vec<_> = e.keys().collect();
+            keys_a.sort();
+            keys_e.sort();
+            if keys_a != keys_e {
+                return Err(format!("keys differ at {at}: {keys_a:?} vs {keys_e:?}"));
+            }
+            for (k, v) in e {
+                canonical_diff(&a[k], v, &format!("{at}.{k}"))?;
+            }
+            Ok(())
+        }
+        (Value::Array(a), Value::Array(e)) => {
+            if a.len() != e.len() {
+                return Err(format!("lengths differ at {at}"));
+            }
+            for (i, (x, y)) in a.iter().zip(e).enumerate() {
+                canonical_diff(x, y, &format!("{at}[{i}]"))?;
+            }
+            Ok(())
+        }
+        (Value::Number(a), Value::Number(e)) if at.contains(".point.") => {
+            let (a, e) = (a.as_f64().unwrap_or(f64::NAN), e.as_f64().unwrap_or(f64::NAN));
+            if (a - e).abs() <= 2e-6 {
+                Ok(())
+            } else {
+                Err(format!("{at}: {a} vs {e}"))
+            }
+        }
+        (a, e) if a == e => Ok(()),
+        (a, e) => Err(format!("values differ at {at}: {a} vs {e}")),
+    }
+}
