@@ -69,9 +69,7 @@ pub enum Kind {
 pub enum ProfilesCommand {
     /// Check every profile and endpoint file in DIR; each mistake is reported with its file
     /// and key.
-    Check {
-        dir: PathBuf,
-    },
+    Check { dir: PathBuf },
 }
 
 /// Why a command failed.
@@ -98,7 +96,8 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
         Some(dir) => Registry::with_dir(dir)
             .map_err(|errors| CliError::Invalid(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))),
     };
-    let write = |out: &mut dyn Write, bytes: &[u8]| out.write_all(bytes).map_err(|e| CliError::Failed(format!("cannot write: {e}")));
+    let write =
+        |out: &mut dyn Write, bytes: &[u8]| out.write_all(bytes).map_err(|e| CliError::Failed(format!("cannot write: {e}")));
     match &cli.command {
         Command::Convert(args) => {
             let registry = registry()?;

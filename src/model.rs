@@ -33,10 +33,7 @@ pub struct ModelError {
 
 impl ModelError {
     pub fn new(path: impl Into<String>, problem: impl Into<String>) -> Self {
-        ModelError {
-            path: path.into(),
-            problem: problem.into(),
-        }
+        ModelError { path: path.into(), problem: problem.into() }
     }
 
     /// The message for a required field that is absent or blank.
@@ -122,10 +119,7 @@ pub struct EndpointId {
 impl EndpointId {
     /// The same place's endpoint of the other platform.
     pub fn counterpart(&self) -> EndpointId {
-        EndpointId {
-            region: self.region.clone(),
-            platform: self.platform.other(),
-        }
+        EndpointId { region: self.region.clone(), platform: self.platform.other() }
     }
 }
 
@@ -143,10 +137,7 @@ impl FromStr for EndpointId {
         if region.len() != 6 || !region.bytes().all(|b| b.is_ascii_digit()) {
             return Err(fail());
         }
-        Ok(EndpointId {
-            region: region.to_string(),
-            platform: platform.parse().map_err(|_| fail())?,
-        })
+        Ok(EndpointId { region: region.to_string(), platform: platform.parse().map_err(|_| fail())? })
     }
 }
 
@@ -229,10 +220,7 @@ impl Point {
         if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
             return Err(format!("latitude out of range: {lat}"));
         }
-        Ok(Point {
-            lat: geo::round6(lat),
-            lon: geo::round6(lon),
-        })
+        Ok(Point { lat: geo::round6(lat), lon: geo::round6(lon) })
     }
 }
 
@@ -429,10 +417,7 @@ impl fmt::Display for State {
 impl FromStr for State {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        State::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| format!("unknown state {s:?}"))
+        State::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| format!("unknown state {s:?}"))
     }
 }
 
@@ -676,14 +661,8 @@ impl Case {
 
 impl TransferRequest {
     /// The canonical fields a transfer request must have (after trimming).
-    pub const REQUIRED: &'static [&'static str] = &[
-        "sender_ref",
-        "requested_at",
-        "case.origin.local_id",
-        "case.received_at",
-        "case.category",
-        "case.summary",
-    ];
+    pub const REQUIRED: &'static [&'static str] =
+        &["sender_ref", "requested_at", "case.origin.local_id", "case.received_at", "case.category", "case.summary"];
 
     /// Trims texts, drops empty parts and checks the rules that span fields.
     pub fn validate(&mut self) -> Result<(), ModelError> {

@@ -24,7 +24,8 @@ fn time_to_proto(t: Timestamp) -> prost_types::Timestamp {
 
 fn time_from_proto(t: Option<prost_types::Timestamp>, path: &str) -> Result<Timestamp, ModelError> {
     let t = t.ok_or_else(|| ModelError::missing(path))?;
-    Timestamp::from_unix_seconds(t.seconds).ok_or_else(|| ModelError::new(path, format!("time out of range: {} seconds", t.seconds)))
+    Timestamp::from_unix_seconds(t.seconds)
+        .ok_or_else(|| ModelError::new(path, format!("time out of range: {} seconds", t.seconds)))
 }
 
 fn parse<T: FromStr<Err = String>>(text: &str, path: &str) -> Result<T, ModelError> {
@@ -104,7 +105,11 @@ fn resolution_from_proto(r: v1::Resolution, path: &str) -> Result<model::Resolut
 }
 
 fn feedback_to_proto(f: model::Feedback) -> v1::Feedback {
-    v1::Feedback { satisfaction: satisfaction_to_proto(f.satisfaction) as i32, visited_at: Some(time_to_proto(f.visited_at)), note: f.note }
+    v1::Feedback {
+        satisfaction: satisfaction_to_proto(f.satisfaction) as i32,
+        visited_at: Some(time_to_proto(f.visited_at)),
+        note: f.note,
+    }
 }
 
 fn feedback_from_proto(f: v1::Feedback, path: &str) -> Result<model::Feedback, ModelError> {
@@ -120,7 +125,11 @@ impl From<model::Case> for v1::Case {
         use model::{AttachmentKind as K, Urgency as U};
         v1::Case {
             case_id: c.case_id,
-            origin: Some(v1::Origin { endpoint: c.origin.endpoint.to_string(), local_id: c.origin.local_id, unit: c.origin.unit.map(unit_to_proto) }),
+            origin: Some(v1::Origin {
+                endpoint: c.origin.endpoint.to_string(),
+                local_id: c.origin.local_id,
+                unit: c.origin.unit.map(unit_to_proto),
+            }),
             received_at: Some(time_to_proto(c.received_at)),
             caller: c.caller.map(|caller| v1::Caller {
                 name: caller.name,
@@ -189,7 +198,9 @@ pub fn case_from_proto(c: v1::Case, path: &str) -> Result<model::Case, ModelErro
                     region: l.region.map(|r| parse(&r, &format!("{path}.location.region"))).transpose()?,
                     point: l
                         .point
-                        .map(|p| model::Point::new(p.lon, p.lat).map_err(|e| ModelError::new(format!("{path}.location.point"), e)))
+                        .map(|p| {
+                            model::Point::new(p.lon, p.lat).map_err(|e| ModelError::new(format!("{path}.location.point"), e))
+                        })
                         .transpose()?,
                 })
             })
@@ -214,7 +225,12 @@ pub fn case_from_proto(c: v1::Case, path: &str) -> Result<model::Case, ModelErro
                     Ok(v1::AttachmentKind::Image) => K::Image,
                     Ok(v1::AttachmentKind::Video) => K::Video,
                     Ok(v1::AttachmentKind::Document) => K::Document,
-                    _ => return Err(ModelError::new(format!("{path}.attachments[{i}].kind"), format!("expected an attachment kind, got {}", a.kind))),
+                    _ => {
+                        return Err(ModelError::new(
+                            format!("{path}.attachments[{i}].kind"),
+                            format!("expected an attachment kind, got {}", a.kind),
+                        ))
+                    }
                 };
                 Ok(model::Attachment { kind, uri: a.uri, sha256: a.sha256 })
             })

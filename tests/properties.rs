@@ -3,12 +3,12 @@
 //! transforms invert; and no bytes, however wrong, make a parser panic.
 
 use liandong::formats::{Endpoint, Registry};
-use liandong::proto::v1;
 use liandong::model::geo::{self, CoordSystem};
 use liandong::model::{
-    category, Attachment, AttachmentKind, Caller, Case, CategoryCode, EndpointId, Feedback, Location, Origin, Point, Resolution, Satisfaction,
-    SourceCategory, State, StatusUpdate, Timestamp, TransferRequest, Unit, Urgency,
+    category, Attachment, AttachmentKind, Caller, Case, CategoryCode, EndpointId, Feedback, Location, Origin, Point, Resolution,
+    Satisfaction, SourceCategory, State, StatusUpdate, Timestamp, TransferRequest, Unit, Urgency,
 };
+use liandong::proto::v1;
 use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::Value;
@@ -44,28 +44,35 @@ fn region() -> impl Strategy<Value = String> {
 }
 
 fn phone() -> impl Strategy<Value = String> {
-    prop_oneof!["1[3-9][0-9]{9}", "0[2-9][0-9]{8,10}", "010[0-9]{8}", select(vec!["110", "12345", "95598"]).prop_map(str::to_string)]
-        .prop_map(|p| liandong::model::phone::normalize(&p).unwrap())
+    prop_oneof![
+        "1[3-9][0-9]{9}",
+        "0[2-9][0-9]{8,10}",
+        "010[0-9]{8}",
+        select(vec!["110", "12345", "95598"]).prop_map(str::to_string)
+    ]
+    .prop_map(|p| liandong::model::phone::normalize(&p).unwrap())
 }
 
 fn unit() -> impl Strategy<Value = Option<Unit>> {
-    (proptest::option::of(reference()), proptest::option::of(text())).prop_map(|(code, name)| {
-        (code.is_some() || name.is_some()).then_some(Unit { code, name })
-    })
+    (proptest::option::of(reference()), proptest::option::of(text()))
+        .prop_map(|(code, name)| (code.is_some() || name.is_some()).then_some(Unit { code, name }))
 }
 
 fn point() -> impl Strategy<Value = Point> {
-    prop_oneof![(73.0f64..135.0, 4.0f64..53.0), (-179.0f64..179.0, -89.0f64..89.0)].prop_map(|(lon, lat)| Point::new(lon, lat).unwrap())
+    prop_oneof![(73.0f64..135.0, 4.0f64..53.0), (-179.0f64..179.0, -89.0f64..89.0)]
+        .prop_map(|(lon, lat)| Point::new(lon, lat).unwrap())
 }
 
 fn location() -> impl Strategy<Value = Option<Location>> {
-    (proptest::option::of(text()), proptest::option::of(region()), proptest::option::of(point())).prop_map(|(address, region, point)| {
-        (address.is_some() || region.is_some() || point.is_some()).then(|| Location {
-            address,
-            region: region.map(|r| r.parse().unwrap()),
-            point,
-        })
-    })
+    (proptest::option::of(text()), proptest::option::of(region()), proptest::option::of(point())).prop_map(
+        |(address, region, point)| {
+            (address.is_some() || region.is_some() || point.is_some()).then(|| Location {
+                address,
+                region: region.map(|r| r.parse().unwrap()),
+                point,
+            })
+        },
+    )
 }
 
 fn attachment() -> impl Strategy<Value = Attachment> {
@@ -77,53 +84,66 @@ fn attachment() -> impl Strategy<Value = Attachment> {
         .prop_map(|(kind, uri, sha256)| Attachment { kind, uri, sha256 })
 }
 
-/// A transfer request as `endpoint` would send it, with a category its code table has and the
-/// source category that table renders for it.
+/// A transfer request as `endpoint` would send it, with any row of its code table as the
+/// source category.
 fn transfer_from(endpoint: Endpoint) -> impl Strategy<Value = TransferRequest> {
-    let categories: Vec<(String, String, String)> = endpoint.codes.rows.iter().map(|r| (r.canonical.clone(), r.code.clone(), r.name.clone())).collect();
-    let first_rows: Vec<(String, String, String)> = categories
-        .iter()
-        .filter(|(c, code, _)| categories.iter().find(|(c2, _, _)| c2 == c).map(|(_, first, _)| first) == Some(code))
-        .cloned()
-        .collect();
+    let rows: Vec<(String, String, String)> =
+        endpoint.codes.rows.iter().map(|r| (r.canonical.clone(), r.code.clone(), r.name.clone())).collect();
     (
         (reference(), proptest::option::of(region()), proptest::option::of(text()), time(), reference(), unit(), time()),
         (
             proptest::option::of((proptest::option::of(text()), proptest::option::of(phone()), any::<bool>())),
             location(),
-            select(first_rows),
+            select(rows),
             text(),
             proptest::option::of(select(vec![Urgency::Immediate, Urgency::Urgent, Urgency::Normal])),
             proptest::collection::vec(attachment(), 0..3),
         ),
     )
-        .prop_map(move |((sender_ref, to_region, reason, requested_at, local_id, origin_unit, received_at), (caller, location, (canonical, code, name), summary, urgency, attachments))| {
-            TransferRequest {
-                sender_ref,
-                from: endpoint.id.clone(),
-                to_platform: endpoint.id.platform.other(),
-                to_region: to_region.map(|r| r.parse().unwrap()),
-                reason,
-                requested_at,
-                case: Case {
-                    case_id: Case::id_for(&endpoint.id, &local_id),
-                    origin: Origin { endpoint: endpoint.id.clone(), local_id, unit: origin_unit },
-                    received_at,
-                    caller: caller.map(|(name, phone, anonymous)| Caller { name, phone: phone.map(|p| p.parse().unwrap()), anonymous }),
-                    location,
-                    category: canonical.parse::<CategoryCode>().unwrap(),
-                    source_category: Some(SourceCategory { code, name: Some(name) }),
-                    summary,
-                    urgency,
-                    attachments,
-                },
-            }
-        })
+        .prop_map(
+            move |(
+                (sender_ref, to_region, reason, requested_at, local_id, origin_unit, received_at),
+                (caller, location, (canonical, code, name), summary, urgency, attachments),
+            )| {
+                TransferRequest {
+                    sender_ref,
+                    from: endpoint.id.clone(),
+                    to_platform: endpoint.id.platform.other(),
+                    to_region: to_region.map(|r| r.parse().unwrap()),
+                    reason,
+                    requested_at,
+                    case: Case {
+                        case_id: Case::id_for(&endpoint.id, &local_id),
+                        origin: Origin { endpoint: endpoint.id.clone(), local_id, unit: origin_unit },
+                        received_at,
+                        caller: caller.map(|(name, phone, anonymous)| Caller {
+                            name,
+                            phone: phone.map(|p| p.parse().unwrap()),
+                            anonymous,
+                        }),
+                        location,
+                        category: canonical.parse::<CategoryCode>().unwrap(),
+                        source_category: Some(SourceCategory { code, name: Some(name) }),
+                        summary,
+                        urgency,
+                        attachments,
+                    },
+                }
+            },
+        )
 }
 
 /// A status update as `endpoint` would send it, with what its state requires.
 fn status_from(endpoint: Endpoint) -> impl Strategy<Value = StatusUpdate> {
-    let states = vec![State::Received, State::Accepted, State::Rejected, State::InProgress, State::Resolved, State::Closed, State::Cancelled];
+    let states = vec![
+        State::Received,
+        State::Accepted,
+        State::Rejected,
+        State::InProgress,
+        State::Resolved,
+        State::Closed,
+        State::Cancelled,
+    ];
     (
         reference(),
         select(states),
@@ -192,7 +212,12 @@ proptest! {
         let back = destination.format.read_transfer(&native, &origin.id, &destination.codes)
             .map_err(|e| TestCaseError::fail(format!("{e}\n{}", String::from_utf8_lossy(&native))))?;
         let mut expected = request.clone();
-        let (row, catch_all) = destination.codes.row_for(request.case.category.as_str()).unwrap();
+        let source_code = request.case.source_category.as_ref().map(|s| s.code.as_str());
+        let own_row = destination.codes.rows.iter().find(|r| Some(r.code.as_str()) == source_code && r.canonical == request.case.category.as_str());
+        let (row, catch_all) = match own_row.or_else(|| destination.codes.rows.iter().find(|r| r.canonical == request.case.category.as_str())) {
+            Some(row) => (row, false),
+            None => destination.codes.row_for(request.case.category.as_str(), None).unwrap(),
+        };
         if catch_all {
             let name = request.case.source_category.as_ref().and_then(|s| s.name.clone())
                 .unwrap_or_else(|| category::name_of(request.case.category.as_str()).unwrap().to_string());
@@ -300,20 +325,35 @@ fn a_whole_transfer_survives_proto() {
     let back = liandong::model::Transfer::try_from(v1::Transfer::decode(wire.as_slice()).unwrap()).unwrap();
     assert_eq!(json(&back), json(&transfer));
     let record = liandong::model::Record {
-        dataset: "directory".into(), key: "330203/NP07".into(), owner: "330200/12345".into(), version: 7,
-        updated_at: Timestamp::from_unix_seconds(1_683_504_000).unwrap(), deleted: false,
+        dataset: "directory".into(),
+        key: "330203/NP07".into(),
+        owner: "330200/12345".into(),
+        version: 7,
+        updated_at: Timestamp::from_unix_seconds(1_683_504_000).unwrap(),
+        deleted: false,
         body: serde_json::json!({"unit": {"code": "330203-CG", "name": "海曙区综合行政执法局"}, "phone": "0574-12345"}),
     };
-    let back = liandong::model::Record::try_from(v1::Record::decode(v1::Record::from(record.clone()).encode_to_vec().as_slice()).unwrap()).unwrap();
+    let back = liandong::model::Record::try_from(
+        v1::Record::decode(v1::Record::from(record.clone()).encode_to_vec().as_slice()).unwrap(),
+    )
+    .unwrap();
     assert_eq!(back, record);
 }
 
 #[test]
 fn proto_refusals_name_the_field() {
     let mut message = v1::TransferRequest::from(
-        registry().endpoint_named("330200/110").unwrap().read_transfer(
-            &std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json")).unwrap(),
-        ).unwrap(),
+        registry()
+            .endpoint_named("330200/110")
+            .unwrap()
+            .read_transfer(
+                &std::fs::read(
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+                )
+                .unwrap(),
+            )
+            .unwrap(),
     );
     message.case.as_mut().unwrap().category = "NP42".into();
     assert_eq!(TransferRequest::try_from(message.clone()).unwrap_err().path, "case.category");

@@ -32,7 +32,8 @@ fn every_valid_sample_yields_its_canonical_json() {
         let endpoint = registry.endpoint_named(case["endpoint"].as_str().unwrap()).unwrap();
         let bytes = std::fs::read(spec_dir().join("samples").join(file)).unwrap();
         let expected: Value =
-            serde_json::from_slice(&std::fs::read(spec_dir().join("samples").join(case["expected"].as_str().unwrap())).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(spec_dir().join("samples").join(case["expected"].as_str().unwrap())).unwrap())
+                .unwrap();
         let actual = match case["kind"].as_str().unwrap() {
             "transfer" => serde_json::to_value(endpoint.read_transfer(&bytes).unwrap_or_else(|e| panic!("{file}: {e}"))).unwrap(),
             _ => serde_json::to_value(endpoint.read_status(&bytes).unwrap_or_else(|e| panic!("{file}: {e}"))).unwrap(),

@@ -15,8 +15,8 @@ use super::encoding::TextEncoding;
 use super::field::{source_category_path, CodeRow, CodeTable, Field, NativeValue, ReadContext, Scope};
 use super::profile::{DocumentProfile, FieldMapping, FormatProfile, ReceiptProfile, Syntax};
 use super::tree::{text_of, token_of, Path};
-use crate::model::json as canonical;
 use super::{xml, FormatError, ProfileError};
+use crate::model::json as canonical;
 use crate::model::{category, EndpointId, ModelError, StatusUpdate, TransferRequest};
 
 /// A format profile compiled for use.
@@ -179,11 +179,17 @@ fn check_targets(mappings: &[FieldMapping], targets: &[Target], key: &str) -> Re
         };
         let target = targets.iter().find(|t| t.path == canonical).ok_or_else(|| {
             let known: Vec<&str> = targets.iter().map(|t| t.path).collect();
-            ProfileError::at(format!("{at}.canonical"), format!("unknown canonical field {canonical:?}; expected one of {}", known.join(", ")))
+            ProfileError::at(
+                format!("{at}.canonical"),
+                format!("unknown canonical field {canonical:?}; expected one of {}", known.join(", ")),
+            )
         })?;
         let kind = kind_name(mapping);
         if !target.kinds.contains(&kind) {
-            return Err(ProfileError::at(format!("{at}.type"), format!("{canonical} is mapped with type {}, got {kind:?}", target.kinds.join(" or "))));
+            return Err(ProfileError::at(
+                format!("{at}.type"),
+                format!("{canonical} is mapped with type {}, got {kind:?}", target.kinds.join(" or ")),
+            ));
         }
         if !target.values.is_empty() {
             if let Some(bad) = values.iter().find(|v| !target.values.contains(v)) {
@@ -257,15 +263,16 @@ impl Receipts {
 fn fill(template: &Value, reference: Option<&str>, message: Option<&str>) -> Option<Value> {
     match template {
         Value::String(s) => {
-            let whole = |placeholder: &str, value: Option<&str>| (s == placeholder).then(|| value.map(|v| Value::String(v.to_string())));
+            let whole =
+                |placeholder: &str, value: Option<&str>| (s == placeholder).then(|| value.map(|v| Value::String(v.to_string())));
             if let Some(filled) = whole("{ref}", reference).or_else(|| whole("{message}", message)) {
                 return filled;
             }
             Some(Value::String(s.replace("{ref}", reference.unwrap_or("")).replace("{message}", message.unwrap_or(""))))
         }
-        Value::Object(map) => {
-            Some(Value::Object(map.iter().filter_map(|(k, v)| fill(v, reference, message).map(|v| (k.clone(), v))).collect::<Map<_, _>>()))
-        }
+        Value::Object(map) => Some(Value::Object(
+            map.iter().filter_map(|(k, v)| fill(v, reference, message).map(|v| (k.clone(), v))).collect::<Map<_, _>>(),
+        )),
         other => Some(other.clone()),
     }
 }
@@ -295,7 +302,10 @@ impl Format {
                 ProfileError::at(format!("codes.catch_all.{side}"), format!("{code:?} is not a code of the table"))
             })?;
             if !row.canonical.starts_with(side) {
-                return Err(ProfileError::at(format!("codes.catch_all.{side}"), format!("{code:?} maps to {}, not to an {side} code", row.canonical)));
+                return Err(ProfileError::at(
+                    format!("codes.catch_all.{side}"),
+                    format!("{code:?} maps to {}, not to an {side} code", row.canonical),
+                ));
             }
             if side == "NP" {
                 codes.catch_all_np = code.clone();
@@ -331,7 +341,8 @@ impl Format {
         match self.syntax {
             Syntax::Json => {
                 let text = self.encoding.decode(bytes).map_err(FormatError::Document)?;
-                let tree: Value = serde_json::from_str(&text).map_err(|e| FormatError::Document(format!("malformed JSON: {e}")))?;
+                let tree: Value =
+                    serde_json::from_str(&text).map_err(|e| FormatError::Document(format!("malformed JSON: {e}")))?;
                 if !tree.is_object() {
                     return Err(FormatError::Document("malformed JSON: expected an object at the top level".into()));
                 }
@@ -341,7 +352,10 @@ impl Format {
                 let document = xml::parse(bytes, self.encoding).map_err(FormatError::Document)?;
                 if let Some(expected) = root {
                     if document.root != expected {
-                        return Err(FormatError::Document(format!("expected root element <{expected}>, got <{}>", document.root)));
+                        return Err(FormatError::Document(format!(
+                            "expected root element <{expected}>, got <{}>",
+                            document.root
+                        )));
                     }
                 }
                 if let Some(namespace) = &self.namespace {
@@ -359,7 +373,13 @@ impl Format {
     }
 
     /// Reads every field of a document into canonical JSON.
-    fn read_fields(&self, kind: DocumentKind, bytes: &[u8], endpoint: &EndpointId, codes: &CodeTable) -> Result<Value, FormatError> {
+    fn read_fields(
+        &self,
+        kind: DocumentKind,
+        bytes: &[u8],
+        endpoint: &EndpointId,
+        codes: &CodeTable,
+    ) -> Result<Value, FormatError> {
         let document = self.document(kind);
         let tree = self.read_tree(bytes, document.root.as_deref())?;
         let ctx = ReadContext { endpoint, codes, xml: self.syntax == Syntax::Xml };
@@ -486,15 +506,17 @@ pub fn add_row(codes: &mut CodeTable, code: &str, name: &str, canonical_code: &s
     Ok(())
 }
 
-/// Rendering a category: the destination's code table decides the native code and name; a
+/// Rendering a category: the destination's code table decides the native code and name (see
+/// [`CodeTable::row_for`]); a
 /// canonical code without a row renders as the catch-all, and the summary is prefixed with
 /// `【类别：NAME】` and a newline so the destination's desk still sees what it was.
 fn apply_code_table(document: &Document, source: &mut Value, codes: &CodeTable) {
     for field in &document.fields {
         let Field::Category { canonical: path, .. } = field else { continue };
         let Some(code) = canonical::get(source, path).and_then(Value::as_str).map(str::to_string) else { continue };
-        let Some((row, catch_all)) = codes.row_for(&code) else { continue };
         let source_path = source_category_path(path);
+        let source_code = canonical::get(source, &format!("{source_path}.code")).and_then(Value::as_str);
+        let Some((row, catch_all)) = codes.row_for(&code, source_code) else { continue };
         if catch_all {
             let name = canonical::get(source, &format!("{source_path}.name"))
                 .and_then(Value::as_str)

@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 
 use super::profile::{FieldMapping, NamedTimeStyle, NumberStyle};
 use super::tree::{describe, text_of, token_of, Path};
-use crate::model::json as canonical;
 use crate::model::geo::{self, CoordSystem};
+use crate::model::json as canonical;
 use crate::model::{category, phone, EndpointId, Point, Timestamp};
 
 /// A compiled field mapping.
@@ -87,10 +87,13 @@ impl CodeTable {
         self.rows.iter().find(|r| r.code == code).map(|r| r.canonical.as_str())
     }
 
-    /// The row that renders a canonical code: the first with that code, else the catch-all row
-    /// for its side. The flag is true when the catch-all was used.
-    pub fn row_for(&self, canonical_code: &str) -> Option<(&CodeRow, bool)> {
-        if let Some(row) = self.rows.iter().find(|r| r.canonical == canonical_code) {
+    /// The row that renders a canonical code: the source's own native code when this table has
+    /// it for the same canonical code (so a document rendered back to its own kind of endpoint
+    /// keeps `070301` or `JW11`), else the first row with that canonical code, else the
+    /// catch-all row for its side. The flag is true when the catch-all was used.
+    pub fn row_for(&self, canonical_code: &str, source_code: Option<&str>) -> Option<(&CodeRow, bool)> {
+        let own = source_code.and_then(|code| self.rows.iter().find(|r| r.code == code && r.canonical == canonical_code));
+        if let Some(row) = own.or_else(|| self.rows.iter().find(|r| r.canonical == canonical_code)) {
             return Some((row, false));
         }
         let catch_all = match category::side_of(canonical_code)? {
@@ -166,7 +169,10 @@ impl Field {
                 let values = values
                     .iter()
                     .map(|(native, canonical)| {
-                        Ok(NativeChoice { native: NativeValue::from_toml(native).map_err(|e| ("values".to_string(), e))?, canonical: canonical.clone() })
+                        Ok(NativeChoice {
+                            native: NativeValue::from_toml(native).map_err(|e| ("values".to_string(), e))?,
+                            canonical: canonical.clone(),
+                        })
                     })
                     .collect::<Result<_, (String, String)>>()?;
                 Field::Enum { canonical: canonical.clone(), path: path("path", p)?, what: what.clone(), values }
@@ -189,7 +195,10 @@ impl Field {
                         if systems.is_empty() {
                             return Err(("systems".into(), "`system_path` needs the list of `systems` it may name".into()));
                         }
-                        let render = render_system.ok_or(("render_system".to_string(), "`system_path` needs the `render_system` to write".to_string()))?;
+                        let render = render_system.ok_or((
+                            "render_system".to_string(),
+                            "`system_path` needs the `render_system` to write".to_string(),
+                        ))?;
                         if !systems.iter().any(|(_, s)| *s == render) {
                             return Err(("render_system".into(), "must be one of `systems`".into()));
                         }
@@ -208,7 +217,8 @@ impl Field {
                 if flags.is_empty() {
                     return Err(("flags".into(), "at least one flag is needed".into()));
                 }
-                let flags = flags.iter().map(|(p, v)| Ok((path("flags", p)?, v.clone()))).collect::<Result<_, (String, String)>>()?;
+                let flags =
+                    flags.iter().map(|(p, v)| Ok((path("flags", p)?, v.clone()))).collect::<Result<_, (String, String)>>()?;
                 Field::Flags { canonical: canonical.clone(), flags, otherwise: otherwise.clone() }
             }
             FieldMapping::Const { path: p, value, when } => Field::Const {
@@ -264,9 +274,11 @@ impl Field {
                 }
             }
             _ if !inside => None,
-            Field::Text { path, .. } | Field::Time { path, .. } | Field::Phone { path, .. } | Field::Enum { path, .. } | Field::Bool { path, .. } => {
-                Some(scope.name(path))
-            }
+            Field::Text { path, .. }
+            | Field::Time { path, .. }
+            | Field::Phone { path, .. }
+            | Field::Enum { path, .. }
+            | Field::Bool { path, .. } => Some(scope.name(path)),
             Field::Point { source: PointSource::Separate { lon, lat }, .. } => {
                 Some(scope.name(if target.ends_with(".lat") { lat } else { lon }))
             }
@@ -282,10 +294,7 @@ impl Field {
                 let index: usize = index.parse().ok()?;
                 let item_target = rest.strip_prefix('.').unwrap_or(rest);
                 let item_scope = Scope::Item { list: &list, index };
-                items
-                    .iter()
-                    .find_map(|item| item.native_path_for(item_target, item_scope))
-                    .or(Some(format!("{list}[{index}]")))
+                items.iter().find_map(|item| item.native_path_for(item_target, item_scope)).or(Some(format!("{list}[{index}]")))
             }
         }
     }
@@ -319,9 +328,9 @@ impl Field {
                             Value::String(s) if s.trim().is_empty() => return Ok(()),
                             _ => None,
                         };
-                        millis
-                            .and_then(Timestamp::from_epoch_millis)
-                            .ok_or_else(|| (at(path), format!("expected integer milliseconds since the epoch, got {}", describe(value))))?
+                        millis.and_then(Timestamp::from_epoch_millis).ok_or_else(|| {
+                            (at(path), format!("expected integer milliseconds since the epoch, got {}", describe(value)))
+                        })?
                     }
                 };
                 canonical::set(out, canonical, Value::String(time.to_rfc3339()));
@@ -360,19 +369,29 @@ impl Field {
                         let lat_value = read_number(native, lat, scope)?;
                         match (lon_value, lat_value) {
                             (None, None) => None,
-                            (Some(_), None) => return Err((at(lat), format!("latitude is missing while {} gives a longitude", at(lon)))),
-                            (None, Some(_)) => return Err((at(lon), format!("longitude is missing while {} gives a latitude", at(lat)))),
+                            (Some(_), None) => {
+                                return Err((at(lat), format!("latitude is missing while {} gives a longitude", at(lon))))
+                            }
+                            (None, Some(_)) => {
+                                return Err((at(lon), format!("longitude is missing while {} gives a latitude", at(lat))))
+                            }
                             (Some(x), Some(y)) => Some((x, y, at(lon))),
                         }
                     }
                     PointSource::Pair(pair) => match pair.get(native) {
                         None | Some(Value::Null) => None,
                         Some(Value::Array(items)) if items.len() == 2 => {
-                            let number = |v: &Value| v.as_f64().ok_or_else(|| (at(pair), format!("expected [longitude, latitude] numbers, got {}", describe(v))));
+                            let number = |v: &Value| {
+                                v.as_f64().ok_or_else(|| {
+                                    (at(pair), format!("expected [longitude, latitude] numbers, got {}", describe(v)))
+                                })
+                            };
                             Some((number(&items[0])?, number(&items[1])?, at(pair)))
                         }
                         Some(Value::Array(items)) if items.is_empty() => None,
-                        Some(other) => return Err((at(pair), format!("expected [longitude, latitude], got {}", describe(other)))),
+                        Some(other) => {
+                            return Err((at(pair), format!("expected [longitude, latitude], got {}", describe(other))))
+                        }
                     },
                 };
                 if let Some((lon, lat, lon_at)) = coordinates {
@@ -380,13 +399,12 @@ impl Field {
                         SystemSource::Fixed(system) => *system,
                         SystemSource::Named { path, systems, .. } => {
                             let names = || systems.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
-                            let token = read_token(native, path, scope)?
-                                .ok_or_else(|| (at(path), format!("required when coordinates are given; expected one of {}", names())))?;
-                            systems
-                                .iter()
-                                .find(|(name, _)| *name == token)
-                                .map(|(_, s)| *s)
-                                .ok_or_else(|| (at(path), format!("unknown coordinate system {token:?}; expected one of {}", names())))?
+                            let token = read_token(native, path, scope)?.ok_or_else(|| {
+                                (at(path), format!("required when coordinates are given; expected one of {}", names()))
+                            })?;
+                            systems.iter().find(|(name, _)| *name == token).map(|(_, s)| *s).ok_or_else(|| {
+                                (at(path), format!("unknown coordinate system {token:?}; expected one of {}", names()))
+                            })?
                         }
                     };
                     Point::new(lon, lat).map_err(|e| (lon_at.clone(), e))?;
@@ -397,10 +415,9 @@ impl Field {
             }
             Field::Category { canonical, code, name } => {
                 if let Some(native_code) = read_text(native, code, scope)? {
-                    let canonical_code = ctx
-                        .codes
-                        .canonical_of(&native_code)
-                        .ok_or_else(|| (at(code), format!("unknown category code {native_code:?} for endpoint {}", ctx.endpoint)))?;
+                    let canonical_code = ctx.codes.canonical_of(&native_code).ok_or_else(|| {
+                        (at(code), format!("unknown category code {native_code:?} for endpoint {}", ctx.endpoint))
+                    })?;
                     canonical::set(out, canonical, Value::String(canonical_code.to_string()));
                     let mut source = Map::new();
                     source.insert("code".into(), Value::String(native_code));
@@ -490,12 +507,16 @@ impl Field {
                 path.set(native, choice.native.value.clone());
             }
             Field::Bool { path, yes, no, .. } => {
-                let flag = value.as_bool().ok_or_else(|| (own.clone(), format!("expected true or false, got {}", describe(value))))?;
+                let flag =
+                    value.as_bool().ok_or_else(|| (own.clone(), format!("expected true or false, got {}", describe(value))))?;
                 path.set(native, if flag { yes.value.clone() } else { no.value.clone() });
             }
             Field::Point { source, system, write, .. } => {
                 let coordinate = |key: &str| {
-                    value.get(key).and_then(Value::as_f64).ok_or_else(|| (format!("{own}.{key}"), "expected a number".to_string()))
+                    value
+                        .get(key)
+                        .and_then(Value::as_f64)
+                        .ok_or_else(|| (format!("{own}.{key}"), "expected a number".to_string()))
                 };
                 let (lon, lat) = (coordinate("lon")?, coordinate("lat")?);
                 let target = match system {

@@ -149,17 +149,9 @@ pub enum FieldMapping {
     },
     /// A fixed native value written whenever the canonical value at `when` is present
     /// (GeoJSON's `"type": "Point"`); ignored when reading.
-    Const {
-        path: String,
-        value: toml::Value,
-        when: String,
-    },
+    Const { path: String, value: toml::Value, when: String },
     /// A list (attachments): each native item maps through `items`.
-    List {
-        canonical: String,
-        path: String,
-        items: Vec<FieldMapping>,
-    },
+    List { canonical: String, path: String, items: Vec<FieldMapping> },
 }
 
 /// The named native time styles (a layout is the other kind).

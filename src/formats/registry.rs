@@ -117,11 +117,8 @@ impl Registry {
             Ok(entries) => entries,
             Err(e) => return vec![ProfileError::file(dir.display().to_string(), format!("cannot read the directory: {e}"))],
         };
-        let mut files: Vec<_> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
+        let mut files: Vec<_> =
+            entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
         files.sort();
         let mut errors = Vec::new();
         let mut endpoint_files = Vec::new();
@@ -205,7 +202,11 @@ fn deserialize<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        ProfileError { file: Some(file.to_string()), key: if key == "." { String::new() } else { key }, problem: first_line(inner.message()) }
+        ProfileError {
+            file: Some(file.to_string()),
+            key: if key == "." { String::new() } else { key },
+            problem: first_line(inner.message()),
+        }
     })
 }
 

@@ -45,25 +45,17 @@ fn declared_encoding(bytes: &[u8]) -> Result<Option<String>, String> {
     if !bytes.starts_with(b"<?xml") {
         return Ok(None);
     }
-    let end = bytes
-        .windows(2)
-        .position(|w| w == b"?>")
-        .ok_or("malformed XML: unterminated XML declaration")?;
+    let end = bytes.windows(2).position(|w| w == b"?>").ok_or("malformed XML: unterminated XML declaration")?;
     let decl = String::from_utf8_lossy(&bytes[..end]);
     let Some(at) = decl.find("encoding") else {
         return Ok(None);
     };
     let rest = decl[at + "encoding".len()..].trim_start();
-    let rest = rest
-        .strip_prefix('=')
-        .ok_or("malformed XML: bad encoding in the XML declaration")?
-        .trim_start();
+    let rest = rest.strip_prefix('=').ok_or("malformed XML: bad encoding in the XML declaration")?.trim_start();
     let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'');
     let quote = quote.ok_or("malformed XML: bad encoding in the XML declaration")?;
     let value = &rest[1..];
-    let close = value
-        .find(quote)
-        .ok_or("malformed XML: bad encoding in the XML declaration")?;
+    let close = value.find(quote).ok_or("malformed XML: bad encoding in the XML declaration")?;
     Ok(Some(value[..close].to_string()))
 }
 
@@ -151,19 +143,12 @@ fn parse_text(text: &str) -> Result<XmlDocument, String> {
         return Err(malformed_error(text, text.len(), "unexpected end of document"));
     }
     let (root, content) = done.ok_or_else(|| "malformed XML: no root element".to_string())?;
-    Ok(XmlDocument {
-        root: root.name,
-        namespace,
-        content,
-    })
+    Ok(XmlDocument { root: root.name, namespace, content })
 }
 
 fn malformed_error(text: &str, position: usize, what: &str) -> String {
     let (line, column) = line_column(text, position);
-    let what = what
-        .strip_prefix("ill-formed document: ")
-        .or_else(|| what.strip_prefix("syntax error: "))
-        .unwrap_or(what);
+    let what = what.strip_prefix("ill-formed document: ").or_else(|| what.strip_prefix("syntax error: ")).unwrap_or(what);
     format!("malformed XML: {what}: line {line}, column {column}")
 }
 
@@ -183,12 +168,7 @@ fn open_element(start: &BytesStart<'_>, namespace: Option<&mut Option<String>>) 
     let qname = start.name();
     let full: &str = qname.as_ref();
     let prefix = full.split_once(':').map(|(p, _)| p.to_string());
-    let mut open = Open {
-        name: local(full).to_string(),
-        attributes: Map::new(),
-        children: Map::new(),
-        text: String::new(),
-    };
+    let mut open = Open { name: local(full).to_string(), attributes: Map::new(), children: Map::new(), text: String::new() };
     let mut root_namespace = None;
     for attribute in start.attributes().with_checks(true) {
         let attribute = attribute.map_err(|e| format!("malformed XML: {e}"))?;
@@ -309,7 +289,7 @@ fn write_element(out: &mut String, name: &str, value: &Value, depth: usize) {
                 }
                 return;
             }
-            out.push_str(">");
+            out.push('>');
             if let Some(text) = text {
                 escape_into(out, &text, false);
             }

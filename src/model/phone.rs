@@ -35,15 +35,15 @@ pub fn normalize(text: &str) -> Result<String, PhoneError> {
         // +86 is followed by a mobile number or a landline without its trunk `0`.
         let mobile = n == 11 && digits.starts_with('1');
         let landline = (9..=11).contains(&n) && !digits.starts_with('0') && !(n == 11 && digits.starts_with('1'));
-        return if mobile || landline {
-            Ok(format!("+86{digits}"))
-        } else {
-            Err(fail())
-        };
+        return if mobile || landline { Ok(format!("+86{digits}")) } else { Err(fail()) };
     }
     if n == 11 && digits.starts_with('1') {
         Ok(format!("+86{digits}"))
-    } else if (10..=12).contains(&n) && digits.starts_with('0') && !digits.starts_with("00") && !(n == 12 && digits[1..].starts_with('1')) {
+    } else if (10..=12).contains(&n)
+        && digits.starts_with('0')
+        && !digits.starts_with("00")
+        && !(n == 12 && digits[1..].starts_with('1'))
+    {
         // (A `0` and eleven digits starting with 1 would read back as a mobile number; no
         // area code makes such a landline, so it is refused rather than changed.)
         Ok(format!("+86{}", &digits[1..]))

@@ -60,10 +60,7 @@ impl Timestamp {
             return None;
         }
         let days = days_from_civil(civil.year, civil.month, civil.day);
-        let local = days * 86_400
-            + i64::from(civil.hour) * 3600
-            + i64::from(civil.minute) * 60
-            + i64::from(civil.second);
+        let local = days * 86_400 + i64::from(civil.hour) * 3600 + i64::from(civil.minute) * 60 + i64::from(civil.second);
         Timestamp::from_unix_seconds(local - offset_seconds)
     }
 
@@ -73,14 +70,7 @@ impl Timestamp {
         let days = local.div_euclid(86_400);
         let secs = local.rem_euclid(86_400);
         let (year, month, day) = civil_from_days(days);
-        CivilTime {
-            year,
-            month,
-            day,
-            hour: (secs / 3600) as u32,
-            minute: (secs % 3600 / 60) as u32,
-            second: (secs % 60) as u32,
-        }
+        CivilTime { year, month, day, hour: (secs / 3600) as u32, minute: (secs % 3600 / 60) as u32, second: (secs % 60) as u32 }
     }
 
     /// Strict RFC 3339: `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)`. With `default_beijing`, a time
@@ -91,10 +81,7 @@ impl Timestamp {
         } else {
             "an RFC 3339 time with an offset (yyyy-MM-ddTHH:mm:ss+08:00)"
         };
-        let fail = || TimeError {
-            expected: expected.to_string(),
-            got: text.to_string(),
-        };
+        let fail = || TimeError { expected: expected.to_string(), got: text.to_string() };
         let bytes = text.as_bytes();
         if bytes.len() < 19 || !matches!(bytes[10], b'T' | b't' | b' ') {
             return Err(fail());
@@ -119,10 +106,7 @@ impl Timestamp {
     /// A Beijing wall-clock time in a fixed layout of `yyyy MM dd HH mm ss` and literal
     /// separators, such as `yyyy/MM/dd HH:mm:ss` or `yyyyMMddHHmmss`.
     pub fn parse_beijing(text: &str, layout: &str) -> Result<Self, TimeError> {
-        let fail = || TimeError {
-            expected: layout.to_string(),
-            got: text.to_string(),
-        };
+        let fail = || TimeError { expected: layout.to_string(), got: text.to_string() };
         let civil = parse_layout(text, layout, usize::MAX).ok_or_else(fail)?;
         Timestamp::from_civil(civil, BEIJING_OFFSET_SECONDS).ok_or_else(fail)
     }
@@ -213,14 +197,7 @@ fn parse_layout(text: &str, layout: &str, t_at: usize) -> Option<CivilTime> {
     if t.len() != l.len() {
         return None;
     }
-    let mut civil = CivilTime {
-        year: 0,
-        month: 0,
-        day: 0,
-        hour: 0,
-        minute: 0,
-        second: 0,
-    };
+    let mut civil = CivilTime { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0 };
     let mut i = 0;
     while i < l.len() {
         let width = match l[i] {
