@@ -192,7 +192,8 @@ fn pretty<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CliError> {
 fn native(endpoint: &Endpoint, bytes: Vec<u8>) -> Result<Vec<u8>, CliError> {
     match endpoint.format.syntax {
         crate::formats::profile::Syntax::Json => {
-            let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| CliError::Failed(e.to_string()))?;
+            let value: crate::formats::tree::Node =
+                serde_json::from_slice(&bytes).map_err(|e| CliError::Failed(e.to_string()))?;
             pretty(&value)
         }
         crate::formats::profile::Syntax::Xml => Ok(bytes),

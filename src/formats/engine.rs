@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use super::encoding::TextEncoding;
 use super::field::{source_category_path, CodeRow, CodeTable, Field, NativeValue, ReadContext, Scope};
 use super::profile::{DocumentProfile, FieldMapping, FormatProfile, ReceiptProfile, Syntax};
-use super::tree::{text_of, token_of, Path};
+use super::tree::{text_of, token_of, Node, Path};
 use super::{xml, FormatError, ProfileError};
 use crate::model::json as canonical;
 use crate::model::{category, EndpointId, ModelError, StatusUpdate, TransferRequest};
@@ -71,10 +71,10 @@ pub struct ReceiptReading {
 #[derive(Clone, Debug)]
 struct Receipts {
     root: Option<String>,
-    success: Value,
-    invalid: Value,
-    refused: Value,
-    busy: Value,
+    success: Node,
+    invalid: Node,
+    refused: Node,
+    busy: Node,
     ok_path: Path,
     ok_value: NativeValue,
     message_path: Option<Path>,
@@ -234,10 +234,6 @@ impl Document {
     }
 }
 
-fn table_to_json(table: &toml::Table) -> Value {
-    serde_json::to_value(table).unwrap_or(Value::Null)
-}
-
 impl Receipts {
     fn compile(profile: &ReceiptProfile, syntax: Syntax) -> Result<Receipts, ProfileError> {
         if syntax == Syntax::Xml && profile.root.is_none() {
@@ -246,10 +242,10 @@ impl Receipts {
         let path = |key: &str, p: &str| Path::parse(p).map_err(|e| ProfileError::at(format!("receipt.{key}"), e));
         Ok(Receipts {
             root: profile.root.clone(),
-            success: table_to_json(&profile.success),
-            invalid: table_to_json(&profile.invalid),
-            refused: table_to_json(&profile.refused),
-            busy: table_to_json(&profile.busy),
+            success: Node::from_toml_table(&profile.success),
+            invalid: Node::from_toml_table(&profile.invalid),
+            refused: Node::from_toml_table(&profile.refused),
+            busy: Node::from_toml_table(&profile.busy),
             ok_path: path("ok_path", &profile.ok_path)?,
             ok_value: NativeValue::from_toml(&profile.ok_value).map_err(|e| ProfileError::at("receipt.ok_value", e))?,
             message_path: profile.message_path.as_deref().map(|p| path("message_path", p)).transpose()?,
@@ -260,19 +256,18 @@ impl Receipts {
 
 /// Replaces `{ref}` and `{message}` in a receipt template; a leaf that is only a placeholder
 /// with nothing to put in it is left out.
-fn fill(template: &Value, reference: Option<&str>, message: Option<&str>) -> Option<Value> {
+fn fill(template: &Node, reference: Option<&str>, message: Option<&str>) -> Option<Node> {
     match template {
-        Value::String(s) => {
-            let whole =
-                |placeholder: &str, value: Option<&str>| (s == placeholder).then(|| value.map(|v| Value::String(v.to_string())));
+        Node::String(s) => {
+            let whole = |placeholder: &str, value: Option<&str>| (s == placeholder).then(|| value.map(Node::from));
             if let Some(filled) = whole("{ref}", reference).or_else(|| whole("{message}", message)) {
                 return filled;
             }
-            Some(Value::String(s.replace("{ref}", reference.unwrap_or("")).replace("{message}", message.unwrap_or(""))))
+            Some(Node::String(s.replace("{ref}", reference.unwrap_or("")).replace("{message}", message.unwrap_or(""))))
         }
-        Value::Object(map) => Some(Value::Object(
-            map.iter().filter_map(|(k, v)| fill(v, reference, message).map(|v| (k.clone(), v))).collect::<Map<_, _>>(),
-        )),
+        Node::Object(entries) => {
+            Some(Node::Object(entries.iter().filter_map(|(k, v)| fill(v, reference, message).map(|v| (k.clone(), v))).collect()))
+        }
         other => Some(other.clone()),
     }
 }
@@ -337,11 +332,11 @@ impl Format {
     }
 
     /// Decodes and parses a native document into its tree, checking the root (XML).
-    fn read_tree(&self, bytes: &[u8], root: Option<&str>) -> Result<Value, FormatError> {
+    fn read_tree(&self, bytes: &[u8], root: Option<&str>) -> Result<Node, FormatError> {
         match self.syntax {
             Syntax::Json => {
                 let text = self.encoding.decode(bytes).map_err(FormatError::Document)?;
-                let tree: Value =
+                let tree: Node =
                     serde_json::from_str(&text).map_err(|e| FormatError::Document(format!("malformed JSON: {e}")))?;
                 if !tree.is_object() {
                     return Err(FormatError::Document("malformed JSON: expected an object at the top level".into()));
@@ -452,14 +447,14 @@ impl Format {
     fn write(&self, kind: DocumentKind, source: &Value) -> Result<Vec<u8>, FormatError> {
         let document = self.document(kind);
         let xml = self.syntax == Syntax::Xml;
-        let mut native = Value::Object(Map::new());
+        let mut native = Node::Object(Vec::with_capacity(document.fields.len()));
         for field in &document.fields {
             field.render(source, xml, &mut native).map_err(|(path, problem)| FormatError::Field { path, problem })?;
         }
         Ok(self.serialize(document.root.as_deref(), &native))
     }
 
-    fn serialize(&self, root: Option<&str>, native: &Value) -> Vec<u8> {
+    fn serialize(&self, root: Option<&str>, native: &Node) -> Vec<u8> {
         match self.syntax {
             Syntax::Json => serde_json::to_vec(native).unwrap_or_default(),
             Syntax::Xml => xml::write(root.unwrap_or("document"), self.namespace.as_deref(), native, self.encoding),
@@ -474,7 +469,7 @@ impl Format {
             ReceiptKind::Refused => &self.receipt.refused,
             ReceiptKind::Busy => &self.receipt.busy,
         };
-        let native = fill(template, reference, message).unwrap_or(Value::Null);
+        let native = fill(template, reference, message).unwrap_or(Node::Null);
         self.serialize(self.receipt.root.as_deref(), &native)
     }
 

@@ -8,7 +8,7 @@
 use serde_json::{Map, Value};
 
 use super::profile::{FieldMapping, NamedTimeStyle, NumberStyle};
-use super::tree::{describe, text_of, token_of, Path};
+use super::tree::{describe, text_of, token_of, Node, Path};
 use crate::model::geo::{self, CoordSystem};
 use crate::model::json as canonical;
 use crate::model::{category, phone, EndpointId, Point, Timestamp};
@@ -24,7 +24,7 @@ pub enum Field {
     Point { canonical: String, source: PointSource, system: SystemSource, write: NumberStyle },
     Category { canonical: String, code: Path, name: Option<Path> },
     Flags { canonical: String, flags: Vec<(Path, String)>, otherwise: String },
-    Const { path: Path, value: Value, when: String },
+    Const { path: Path, value: Node, when: String },
     List { canonical: String, path: Path, items: Vec<Field> },
 }
 
@@ -39,7 +39,7 @@ pub enum TimeFormat {
 /// A native value as the profile gives it, with its text form for matching.
 #[derive(Clone, Debug)]
 pub struct NativeValue {
-    pub value: Value,
+    pub value: Node,
     pub text: String,
 }
 
@@ -134,9 +134,9 @@ impl Scope<'_> {
 impl NativeValue {
     pub fn from_toml(value: &toml::Value) -> Result<NativeValue, String> {
         let (value, text) = match value {
-            toml::Value::String(s) => (Value::String(s.clone()), s.trim().to_string()),
-            toml::Value::Integer(i) => (Value::from(*i), i.to_string()),
-            toml::Value::Boolean(b) => (Value::Bool(*b), b.to_string()),
+            toml::Value::String(s) => (Node::String(s.clone()), s.trim().to_string()),
+            toml::Value::Integer(i) => (Node::Number((*i).into()), i.to_string()),
+            toml::Value::Boolean(b) => (Node::Bool(*b), b.to_string()),
             other => return Err(format!("a native value must be text, an integer or a boolean, got {other}")),
         };
         Ok(NativeValue { value, text })
@@ -300,7 +300,7 @@ impl Field {
     }
 
     /// Reads this field from `native` into the canonical tree `out`.
-    pub fn read(&self, native: &Value, ctx: &ReadContext<'_>, scope: Scope<'_>, out: &mut Value) -> Result<(), FieldError> {
+    pub fn read(&self, native: &Node, ctx: &ReadContext<'_>, scope: Scope<'_>, out: &mut Value) -> Result<(), FieldError> {
         let at = |path: &Path| scope.name(path);
         match self {
             Field::Text { canonical, path } => {
@@ -323,9 +323,9 @@ impl Field {
                     },
                     TimeFormat::EpochMillis => {
                         let millis = match value {
-                            Value::Number(n) => n.as_i64(),
-                            Value::String(s) if ctx.xml => s.trim().parse::<i64>().ok(),
-                            Value::String(s) if s.trim().is_empty() => return Ok(()),
+                            Node::Number(n) => n.as_i64(),
+                            Node::String(s) if ctx.xml => s.trim().parse::<i64>().ok(),
+                            Node::String(s) if s.trim().is_empty() => return Ok(()),
                             _ => None,
                         };
                         millis.and_then(Timestamp::from_epoch_millis).ok_or_else(|| {
@@ -379,16 +379,17 @@ impl Field {
                         }
                     }
                     PointSource::Pair(pair) => match pair.get(native) {
-                        None | Some(Value::Null) => None,
-                        Some(Value::Array(items)) if items.len() == 2 => {
-                            let number = |v: &Value| {
-                                v.as_f64().ok_or_else(|| {
-                                    (at(pair), format!("expected [longitude, latitude] numbers, got {}", describe(v)))
-                                })
+                        None | Some(Node::Null) => None,
+                        Some(Node::Array(items)) if items.len() == 2 => {
+                            let number = |v: &Node| match v {
+                                Node::Number(n) => n.as_f64().ok_or_else(|| (at(pair), format!("expected a number, got {n}"))),
+                                other => {
+                                    Err((at(pair), format!("expected [longitude, latitude] numbers, got {}", describe(other))))
+                                }
                             };
                             Some((number(&items[0])?, number(&items[1])?, at(pair)))
                         }
-                        Some(Value::Array(items)) if items.is_empty() => None,
+                        Some(Node::Array(items)) if items.is_empty() => None,
                         Some(other) => {
                             return Err((at(pair), format!("expected [longitude, latitude], got {}", describe(other))))
                         }
@@ -450,9 +451,9 @@ impl Field {
             Field::Const { .. } => {}
             Field::List { canonical, path, items } => {
                 let list = scope.name(path);
-                let native_items: Vec<&Value> = match path.get(native) {
-                    None | Some(Value::Null) => Vec::new(),
-                    Some(Value::Array(items)) => items.iter().collect(),
+                let native_items: Vec<&Node> = match path.get(native) {
+                    None | Some(Node::Null) => Vec::new(),
+                    Some(Node::Array(items)) => items.iter().collect(),
                     Some(single) => vec![single],
                 };
                 let mut out_items = Vec::with_capacity(native_items.len());
@@ -474,7 +475,7 @@ impl Field {
 
     /// Writes this field from the canonical tree `source` into the native tree `native`.
     /// Errors name the canonical path.
-    pub fn render(&self, source: &Value, xml: bool, native: &mut Value) -> Result<(), FieldError> {
+    pub fn render(&self, source: &Value, xml: bool, native: &mut Node) -> Result<(), FieldError> {
         let Some(value) = canonical::get(source, self.canonical()) else {
             return Ok(());
         };
@@ -483,21 +484,22 @@ impl Field {
             Value::String(s) => Ok(s.clone()),
             Value::Number(n) => Ok(n.to_string()),
             Value::Bool(b) => Ok(b.to_string()),
-            other => Err((own.clone(), format!("expected text, got {}", describe(other)))),
+            Value::Array(_) => Err((own.clone(), "expected text, got a list".to_string())),
+            _ => Err((own.clone(), "expected text, got an object".to_string())),
         };
         match self {
-            Field::Text { path, .. } => path.set(native, Value::String(text(value)?)),
+            Field::Text { path, .. } => path.set(native, Node::String(text(value)?)),
             Field::Time { path, style, .. } => {
                 let time = Timestamp::parse_rfc3339(&text(value)?, false).map_err(|e| (own.clone(), e.to_string()))?;
                 let rendered = match style {
-                    TimeFormat::Layout(layout) => Value::String(time.format_beijing(layout)),
-                    TimeFormat::Rfc3339 => Value::String(time.to_rfc3339()),
-                    TimeFormat::EpochMillis if xml => Value::String(time.epoch_millis().to_string()),
-                    TimeFormat::EpochMillis => Value::from(time.epoch_millis()),
+                    TimeFormat::Layout(layout) => Node::String(time.format_beijing(layout)),
+                    TimeFormat::Rfc3339 => Node::String(time.to_rfc3339()),
+                    TimeFormat::EpochMillis if xml => Node::String(time.epoch_millis().to_string()),
+                    TimeFormat::EpochMillis => Node::Number(time.epoch_millis().into()),
                 };
                 path.set(native, rendered);
             }
-            Field::Phone { path, .. } => path.set(native, Value::String(phone::national(&text(value)?))),
+            Field::Phone { path, .. } => path.set(native, Node::String(phone::national(&text(value)?))),
             Field::Enum { path, what, values, .. } => {
                 let wanted = text(value)?;
                 let choice = values
@@ -507,8 +509,7 @@ impl Field {
                 path.set(native, choice.native.value.clone());
             }
             Field::Bool { path, yes, no, .. } => {
-                let flag =
-                    value.as_bool().ok_or_else(|| (own.clone(), format!("expected true or false, got {}", describe(value))))?;
+                let flag = value.as_bool().ok_or_else(|| (own.clone(), format!("expected true or false, got {value}")))?;
                 path.set(native, if flag { yes.value.clone() } else { no.value.clone() });
             }
             Field::Point { source, system, write, .. } => {
@@ -526,9 +527,9 @@ impl Field {
                 let (x, y) = geo::from_wgs84(target, lon, lat);
                 let number = |v: f64| {
                     if xml || *write == NumberStyle::String {
-                        Value::String(format!("{v:.6}"))
+                        Node::String(format!("{v:.6}"))
                     } else {
-                        serde_json::Number::from_f64(geo::round6(v)).map_or(Value::Null, Value::Number)
+                        serde_json::Number::from_f64(geo::round6(v)).map_or(Node::Null, Node::Number)
                     }
                 };
                 match source {
@@ -536,11 +537,11 @@ impl Field {
                         lon.set(native, number(x));
                         lat.set(native, number(y));
                     }
-                    PointSource::Pair(pair) => pair.set(native, Value::Array(vec![number(x), number(y)])),
+                    PointSource::Pair(pair) => pair.set(native, Node::Array(vec![number(x), number(y)])),
                 }
                 if let SystemSource::Named { path, systems, render } = system {
                     if let Some((name, _)) = systems.iter().find(|(_, s)| s == render) {
-                        path.set(native, Value::String(name.clone()));
+                        path.set(native, Node::String(name.clone()));
                     }
                 }
             }
@@ -548,34 +549,34 @@ impl Field {
                 let source_path = source_category_path(canonical);
                 let source = canonical::get(source, &source_path);
                 if let Some(code_text) = source.and_then(|s| s.get("code")) {
-                    code.set(native, Value::String(text(code_text)?));
+                    code.set(native, Node::String(text(code_text)?));
                 }
                 if let (Some(name), Some(name_text)) = (name, source.and_then(|s| s.get("name"))) {
-                    name.set(native, Value::String(text(name_text)?));
+                    name.set(native, Node::String(text(name_text)?));
                 }
             }
             Field::Flags { flags, .. } => {
                 let wanted = text(value)?;
                 let rank = flags.iter().position(|(_, v)| *v == wanted);
                 for (i, (path, _)) in flags.iter().enumerate() {
-                    path.set(native, Value::Bool(rank.is_some_and(|r| r <= i)));
+                    path.set(native, Node::Bool(rank.is_some_and(|r| r <= i)));
                 }
             }
             Field::Const { path, value, .. } => path.set(native, value.clone()),
             Field::List { path, items, .. } => {
                 let Value::Array(canonical_items) = value else {
-                    return Err((own, format!("expected a list, got {}", describe(value))));
+                    return Err((own, format!("expected a list, got {value}")));
                 };
                 let mut rendered = Vec::with_capacity(canonical_items.len());
                 for (index, item) in canonical_items.iter().enumerate() {
-                    let mut native_item = Value::Null;
+                    let mut native_item = Node::Null;
                     for field in items {
                         field.render(item, xml, &mut native_item).map_err(|(p, e)| (format!("{own}[{index}].{p}"), e))?;
                     }
                     rendered.push(native_item);
                 }
                 if !rendered.is_empty() {
-                    path.set(native, Value::Array(rendered));
+                    path.set(native, Node::Array(rendered));
                 }
             }
         }
@@ -592,14 +593,14 @@ pub fn source_category_path(category_path: &str) -> String {
     }
 }
 
-fn read_text(native: &Value, path: &Path, scope: Scope<'_>) -> Result<Option<String>, FieldError> {
+fn read_text(native: &Node, path: &Path, scope: Scope<'_>) -> Result<Option<String>, FieldError> {
     match path.get(native) {
         None => Ok(None),
         Some(value) => text_of(value).map_err(|e| (scope.name(path), e)),
     }
 }
 
-fn read_token(native: &Value, path: &Path, scope: Scope<'_>) -> Result<Option<String>, FieldError> {
+fn read_token(native: &Node, path: &Path, scope: Scope<'_>) -> Result<Option<String>, FieldError> {
     match path.get(native) {
         None => Ok(None),
         Some(value) => token_of(value).map_err(|e| (scope.name(path), e)),
@@ -607,12 +608,12 @@ fn read_token(native: &Value, path: &Path, scope: Scope<'_>) -> Result<Option<St
 }
 
 /// A coordinate: a JSON number, or a decimal string (`"121.548164"`).
-fn read_number(native: &Value, path: &Path, scope: Scope<'_>) -> Result<Option<f64>, FieldError> {
-    let fail = |v: &Value| (scope.name(path), format!("expected a decimal number, got {}", describe(v)));
+fn read_number(native: &Node, path: &Path, scope: Scope<'_>) -> Result<Option<f64>, FieldError> {
+    let fail = |v: &Node| (scope.name(path), format!("expected a decimal number, got {}", describe(v)));
     match path.get(native) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_f64().map(Some).ok_or_else(|| fail(&Value::Number(n.clone()))),
-        Some(value @ Value::String(s)) => {
+        None | Some(Node::Null) => Ok(None),
+        Some(value @ Node::Number(n)) => n.as_f64().map(Some).ok_or_else(|| fail(value)),
+        Some(value @ Node::String(s)) => {
             let t = s.trim();
             if t.is_empty() {
                 return Ok(None);

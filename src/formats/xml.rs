@@ -8,10 +8,9 @@
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
-use serde_json::{Map, Value};
 
 use super::encoding::TextEncoding;
-use super::tree::TEXT_KEY;
+use super::tree::{Node, TEXT_KEY};
 
 /// Deeper nesting than this is refused; no native format comes close.
 pub const MAX_DEPTH: usize = 32;
@@ -24,7 +23,7 @@ pub struct XmlDocument {
     /// The root element's namespace, if it declares one.
     pub namespace: Option<String>,
     /// The root element's content as a tree (its attributes as `@name` keys).
-    pub content: Value,
+    pub content: Node,
 }
 
 /// Reads a document; `default` is the encoding assumed when there is no declaration.
@@ -62,8 +61,8 @@ fn declared_encoding(bytes: &[u8]) -> Result<Option<String>, String> {
 /// An element being read.
 struct Open {
     name: String,
-    attributes: Map<String, Value>,
-    children: Map<String, Value>,
+    attributes: Vec<(String, Node)>,
+    children: Vec<(String, Node)>,
     text: String,
 }
 
@@ -71,7 +70,7 @@ fn parse_text(text: &str) -> Result<XmlDocument, String> {
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<Open> = Vec::new();
-    let mut done: Option<(Open, Value)> = None;
+    let mut done: Option<(Open, Node)> = None;
     let mut namespace = None;
     let malformed = |reader: &Reader<&[u8]>, what: &str| {
         let (line, column) = line_column(text, reader.error_position() as usize);
@@ -168,7 +167,7 @@ fn open_element(start: &BytesStart<'_>, namespace: Option<&mut Option<String>>) 
     let qname = start.name();
     let full: &str = qname.as_ref();
     let prefix = full.split_once(':').map(|(p, _)| p.to_string());
-    let mut open = Open { name: local(full).to_string(), attributes: Map::new(), children: Map::new(), text: String::new() };
+    let mut open = Open { name: local(full).to_string(), attributes: Vec::new(), children: Vec::new(), text: String::new() };
     let mut root_namespace = None;
     for attribute in start.attributes().with_checks(true) {
         let attribute = attribute.map_err(|e| format!("malformed XML: {e}"))?;
@@ -184,7 +183,11 @@ fn open_element(start: &BytesStart<'_>, namespace: Option<&mut Option<String>>) 
                 root_namespace = Some(value);
             }
         } else {
-            open.attributes.insert(format!("@{}", local(key)), Value::String(value));
+            let key = format!("@{}", local(key));
+            if open.attributes.iter().any(|(k, _)| *k == key) {
+                return Err(format!("malformed XML: attribute {key} repeated on <{}>", open.name));
+            }
+            open.attributes.push((key, Node::String(value)));
         }
     }
     if let Some(namespace) = namespace {
@@ -193,94 +196,93 @@ fn open_element(start: &BytesStart<'_>, namespace: Option<&mut Option<String>>) 
     Ok(open)
 }
 
-fn close_element(stack: &mut [Open], done: &mut Option<(Open, Value)>, open: Open) {
+fn close_element(stack: &mut [Open], done: &mut Option<(Open, Node)>, open: Open) {
     let mut open = open;
     let value = if open.attributes.is_empty() && open.children.is_empty() {
-        Value::String(std::mem::take(&mut open.text))
+        Node::String(std::mem::take(&mut open.text))
     } else {
-        let mut map = std::mem::take(&mut open.attributes);
-        for (k, v) in std::mem::take(&mut open.children) {
-            map.insert(k, v);
-        }
+        let mut entries = std::mem::take(&mut open.attributes);
+        entries.append(&mut open.children);
         if !open.text.trim().is_empty() {
-            map.insert(TEXT_KEY.to_string(), Value::String(std::mem::take(&mut open.text)));
+            entries.push((TEXT_KEY.to_string(), Node::String(std::mem::take(&mut open.text))));
         }
-        Value::Object(map)
+        Node::Object(entries)
     };
     match stack.last_mut() {
-        Some(parent) => match parent.children.get_mut(&open.name) {
-            Some(Value::Array(items)) => items.push(value),
-            Some(existing) => {
+        Some(parent) => match parent.children.iter_mut().find(|(k, _)| *k == open.name) {
+            Some((_, Node::Array(items))) => items.push(value),
+            Some((_, existing)) => {
                 let first = std::mem::take(existing);
-                *existing = Value::Array(vec![first, value]);
+                *existing = Node::Array(vec![first, value]);
             }
-            None => {
-                parent.children.insert(open.name.clone(), value);
-            }
+            None => parent.children.push((open.name.clone(), value)),
         },
         None => *done = Some((open, value)),
     }
 }
 
 /// Writes a document: declaration, root (with its namespace) and content, two-space indented.
-pub fn write(root: &str, namespace: Option<&str>, content: &Value, encoding: TextEncoding) -> Vec<u8> {
-    let mut out = String::with_capacity(512);
+pub fn write(root: &str, namespace: Option<&str>, content: &Node, encoding: TextEncoding) -> Vec<u8> {
+    let mut out = String::with_capacity(1024);
     out.push_str("<?xml version=\"1.0\" encoding=\"");
     out.push_str(encoding.label());
     out.push_str("\"?>\n");
-    let mut root_content = content.clone();
-    if let (Some(ns), Value::Object(map)) = (namespace, &mut root_content) {
-        let mut with_ns = Map::new();
-        with_ns.insert("@xmlns".to_string(), Value::String(ns.to_string()));
-        with_ns.extend(std::mem::take(map));
-        *map = with_ns;
-    } else if let Some(ns) = namespace {
-        let mut with_ns = Map::new();
-        with_ns.insert("@xmlns".to_string(), Value::String(ns.to_string()));
-        if !root_content.is_null() {
-            with_ns.insert(TEXT_KEY.to_string(), root_content);
+    match namespace {
+        Some(ns) => {
+            let mut entries = vec![("@xmlns".to_string(), Node::String(ns.to_string()))];
+            match content {
+                Node::Object(children) => entries.extend(children.iter().cloned()),
+                Node::Null => {}
+                text => entries.push((TEXT_KEY.to_string(), text.clone())),
+            }
+            write_element(&mut out, root, &Node::Object(entries), 0);
         }
-        root_content = Value::Object(with_ns);
+        None => write_element(&mut out, root, content, 0),
     }
-    write_element(&mut out, root, &root_content, 0);
     encoding.encode_xml(&out)
 }
 
-fn scalar_text(value: &Value) -> String {
+fn push_scalar(out: &mut String, value: &Node, attribute: bool) {
     match value {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
+        Node::String(s) => escape_into(out, s, attribute),
+        Node::Number(n) => out.push_str(&n.to_string()),
+        Node::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Node::Null | Node::Array(_) | Node::Object(_) => {}
     }
 }
 
-fn write_element(out: &mut String, name: &str, value: &Value, depth: usize) {
-    let indent = "  ".repeat(depth);
+fn indent(out: &mut String, depth: usize) {
+    for _ in 0..depth {
+        out.push_str("  ");
+    }
+}
+
+fn write_element(out: &mut String, name: &str, value: &Node, depth: usize) {
     match value {
-        Value::Null => {}
-        Value::Array(items) => {
+        Node::Null => {}
+        Node::Array(items) => {
             for item in items {
                 write_element(out, name, item, depth);
             }
         }
-        Value::Object(map) => {
-            out.push_str(&indent);
+        Node::Object(entries) => {
+            indent(out, depth);
             out.push('<');
             out.push_str(name);
-            for (key, v) in map.iter().filter(|(k, _)| k.starts_with('@')) {
+            for (key, v) in entries.iter().filter(|(k, _)| k.starts_with('@')) {
                 out.push(' ');
                 out.push_str(&key[1..]);
                 out.push_str("=\"");
-                escape_into(out, &scalar_text(v), true);
+                push_scalar(out, v, true);
                 out.push('"');
             }
-            let text = map.get(TEXT_KEY).map(scalar_text);
-            let children: Vec<_> = map.iter().filter(|(k, _)| !k.starts_with('@') && *k != TEXT_KEY).collect();
-            if children.is_empty() {
+            let text = value.get(TEXT_KEY);
+            let mut children = entries.iter().filter(|(k, _)| !k.starts_with('@') && k != TEXT_KEY).peekable();
+            if children.peek().is_none() {
                 match text {
                     Some(text) => {
                         out.push('>');
-                        escape_into(out, &text, false);
+                        push_scalar(out, text, false);
                         out.push_str("</");
                         out.push_str(name);
                         out.push_str(">\n");
@@ -291,23 +293,23 @@ fn write_element(out: &mut String, name: &str, value: &Value, depth: usize) {
             }
             out.push('>');
             if let Some(text) = text {
-                escape_into(out, &text, false);
+                push_scalar(out, text, false);
             }
             out.push('\n');
             for (key, child) in children {
                 write_element(out, key, child, depth + 1);
             }
-            out.push_str(&indent);
+            indent(out, depth);
             out.push_str("</");
             out.push_str(name);
             out.push_str(">\n");
         }
         scalar => {
-            out.push_str(&indent);
+            indent(out, depth);
             out.push('<');
             out.push_str(name);
             out.push('>');
-            escape_into(out, &scalar_text(scalar), false);
+            push_scalar(out, scalar, false);
             out.push_str("</");
             out.push_str(name);
             out.push_str(">\n");
@@ -336,6 +338,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn node(value: serde_json::Value) -> Node {
+        serde_json::from_value(value).unwrap()
+    }
+
     #[test]
     fn elements_attributes_and_repeats() {
         let doc = parse(
@@ -346,8 +352,8 @@ mod tests {
         assert_eq!(doc.root, "R");
         assert_eq!(doc.namespace.as_deref(), Some("urn:x"));
         assert_eq!(
-            doc.content,
-            json!({"A": "1", "B": {"@c": "2", "#text": "t"}, "F": [{"@k": "a", "#text": "u1"}, {"@k": "b", "#text": "u2"}], "E": ""})
+            doc.content.to_json(),
+            (json!({"A": "1", "B": {"@c": "2", "#text": "t"}, "F": [{"@k": "a", "#text": "u1"}, {"@k": "b", "#text": "u2"}], "E": ""}))
         );
     }
 
@@ -366,12 +372,14 @@ mod tests {
 
     #[test]
     fn write_then_read_round_trips_with_gbk_references() {
-        let content = json!({"A": "刘䶮 & <x>", "B": {"@c": "q\"", "#text": "t"}, "F": [{"@k": "a", "#text": "u1"}, "u2"], "E": {"@only": "1"}});
+        let content = node(
+            json!({"A": "刘䶮 & <x>", "B": {"@c": "q\"", "#text": "t"}, "F": [{"@k": "a", "#text": "u1"}, "u2"], "E": {"@only": "1"}}),
+        );
         let bytes = write("R", Some("urn:x"), &content, TextEncoding::Gbk);
         assert!(bytes.windows(8).any(|w| w == b"&#x4DAE;"));
         let doc = parse(&bytes, TextEncoding::Utf8).unwrap();
         assert_eq!(doc.namespace.as_deref(), Some("urn:x"));
-        assert_eq!(doc.content, content);
+        assert_eq!(doc.content.to_json(), content.to_json());
     }
 
     #[test]

@@ -131,7 +131,7 @@ impl Timestamp {
                     continue;
                 }
             };
-            out.push_str(&format!("{value:0width$}"));
+            push_digits(&mut out, value, width);
             rest = &rest[field.len()..];
         }
         out
@@ -188,6 +188,19 @@ impl CivilTime {
             && self.hour < 24
             && self.minute < 60
             && self.second < 60
+    }
+}
+
+/// Writes `value` zero-padded to `width` digits (years are always four here).
+fn push_digits(out: &mut String, value: i64, width: usize) {
+    let mut digits = [b'0'; 4];
+    let mut v = value.unsigned_abs();
+    for slot in digits[..width].iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    for &d in &digits[..width] {
+        out.push(char::from(d));
     }
 }
 

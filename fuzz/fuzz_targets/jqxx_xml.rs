@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| liandong_fuzz::parsers_of("530000/110", data));
