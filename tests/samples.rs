@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use liandong::formats::{ReceiptKind, Registry};
+use liandong::formats::{FormatError, ReceiptKind, Registry};
 use serde_json::Value;
 
 mod common;
@@ -42,18 +42,25 @@ fn every_valid_sample_yields_its_canonical_json() {
     }
 }
 
+/// The sender and the error for an entry of the manifest's `invalid` list.
+fn refusal<'a>(registry: &'a Registry, case: &Value) -> (&'a liandong::formats::Endpoint, FormatError) {
+    let file = case["file"].as_str().unwrap();
+    let endpoint = registry.endpoint_named(case["endpoint"].as_str().unwrap()).unwrap();
+    let bytes = std::fs::read(spec_dir().join("samples").join(file)).unwrap();
+    let error = match case["kind"].as_str().unwrap() {
+        "transfer" => endpoint.read_transfer(&bytes).map(|_| ()).unwrap_err(),
+        _ => endpoint.read_status(&bytes).map(|_| ()).unwrap_err(),
+    };
+    (endpoint, error)
+}
+
 #[test]
 fn every_invalid_sample_is_refused_naming_its_field() {
     let registry = Registry::builtin();
     let manifest = manifest();
     for case in manifest["invalid"].as_array().unwrap() {
         let file = case["file"].as_str().unwrap();
-        let endpoint = registry.endpoint_named(case["endpoint"].as_str().unwrap()).unwrap();
-        let bytes = std::fs::read(spec_dir().join("samples").join(file)).unwrap();
-        let error = match case["kind"].as_str().unwrap() {
-            "transfer" => endpoint.read_transfer(&bytes).map(|_| ()).unwrap_err(),
-            _ => endpoint.read_status(&bytes).map(|_| ()).unwrap_err(),
-        };
+        let (endpoint, error) = refusal(&registry, case);
         let message = error.to_string();
         match case["field"].as_str() {
             Some(field) => {
@@ -141,12 +148,7 @@ fn invalid_messages_say_what_was_expected() {
     let registry = Registry::builtin();
     for case in manifest()["invalid"].as_array().unwrap() {
         let file = case["file"].as_str().unwrap();
-        let endpoint = registry.endpoint_named(case["endpoint"].as_str().unwrap()).unwrap();
-        let bytes = std::fs::read(spec_dir().join("samples").join(file)).unwrap();
-        let error = match case["kind"].as_str().unwrap() {
-            "transfer" => endpoint.read_transfer(&bytes).map(|_| ()).unwrap_err(),
-            _ => endpoint.read_status(&bytes).map(|_| ()).unwrap_err(),
-        };
+        let (_, error) = refusal(&registry, case);
         println!("{file}: {error}");
         // Where the README's example names a field, our message is the same words.
         let example = case["example_message"].as_str().unwrap();
