@@ -203,3 +203,23 @@ fn profile_mistakes_are_reported_with_file_and_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_profile_that_is_not_toml_is_reported_with_its_line() {
+    let dir = std::env::temp_dir().join(format!("liandong-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("bad.toml"), "name = \"x\"\nsyntax = json\n").unwrap();
+    let output = liandong(&["profiles", "check", dir.to_str().unwrap()], None);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("bad.toml: not valid TOML") && stderr.contains("(line 2, column 10)"), "{stderr}");
+}
+
+#[test]
+fn the_built_in_profiles_pass_their_own_check() {
+    let output = liandong(&["profiles", "check", root().join("profiles").to_str().unwrap()], None);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains("6 formats") && stdout.contains("18 endpoints"), "{stdout}");
+}

@@ -146,7 +146,7 @@ impl Registry {
 
     /// Adds a profile now, or keeps an endpoint file for after all profiles are in.
     fn add_file(&mut self, file: &str, text: &str, endpoint_files: &mut Vec<(String, String)>) -> Result<(), ProfileError> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| ProfileError::toml(file, &e))?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| ProfileError::toml(file, text, &e))?;
         if table.contains_key("endpoint") {
             endpoint_files.push((file.to_string(), text.to_string()));
             return Ok(());
@@ -198,7 +198,7 @@ impl Registry {
 }
 
 fn deserialize<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, ProfileError> {
-    let deserializer = toml::Deserializer::parse(text).map_err(|e| ProfileError::toml(file, &e))?;
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| ProfileError::toml(file, text, &e))?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
@@ -215,8 +215,16 @@ fn first_line(text: &str) -> String {
 }
 
 impl ProfileError {
-    fn toml(file: &str, error: &toml::de::Error) -> ProfileError {
-        let location = error.span().map(|span| format!(" (at byte {})", span.start)).unwrap_or_default();
+    fn toml(file: &str, text: &str, error: &toml::de::Error) -> ProfileError {
+        let location = error
+            .span()
+            .map(|span| {
+                let before = &text.as_bytes()[..span.start.min(text.len())];
+                let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+                let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+                format!(" (line {line}, column {column})")
+            })
+            .unwrap_or_default();
         ProfileError::file(file.to_string(), format!("not valid TOML: {}{location}", first_line(error.message())))
     }
 }
