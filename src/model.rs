@@ -11,6 +11,7 @@
 pub mod category;
 pub mod geo;
 pub mod json;
+pub mod lifecycle;
 pub mod phone;
 pub mod time;
 
