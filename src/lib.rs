@@ -28,6 +28,9 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
+pub mod engine;
 pub mod formats;
 pub mod model;
 pub mod proto;
+pub mod store;

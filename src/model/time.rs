@@ -49,6 +49,12 @@ impl Timestamp {
         (MIN_YEAR..=MAX_YEAR).contains(&year).then_some(ts)
     }
 
+    /// The current time, to the second.
+    pub fn now() -> Self {
+        let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Timestamp(i64::try_from(seconds).unwrap_or(i64::MAX))
+    }
+
     /// Seconds since the Unix epoch.
     pub fn unix_seconds(self) -> i64 {
         self.0

@@ -1,0 +1,379 @@
+//! The gateway's configuration: one TOML file of plain data (`liandong serve --config FILE`).
+//!
+//! Every key has a doc comment here and in `docs/CONFIG.md`; unknown keys are refused, so a
+//! misspelt key is an error naming it rather than a setting silently ignored. Relative paths
+//! are taken from the config file's folder. Secrets and addresses may come from the
+//! environment instead (`LIANDONG_STORE_URL`, `LIANDONG_HTTPS`, `LIANDONG_ADMIN`), so one file
+//! serves several replicas. [`Config::validate`] checks what serde cannot and names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::EndpointId;
+
+/// A mistake in the configuration, named by its key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {problem}")]
+pub struct ConfigError {
+    pub file: String,
+    /// The dotted key (`delivery.max_backoff`, `endpoint[2].url`), empty for the whole file.
+    pub key: String,
+    pub problem: String,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the gateway listens.
+    pub listen: Listen,
+    /// The certificates of mutual TLS.
+    pub tls: Tls,
+    /// Where transfers are kept.
+    #[serde(default)]
+    pub store: Store,
+    /// How transfers and status changes are delivered to endpoints.
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// A folder of extra format profiles and endpoint files, added to the built-in ones.
+    #[serde(default)]
+    pub profiles: Option<PathBuf>,
+    /// Per-endpoint settings: where to deliver, deadline overrides.
+    #[serde(default, rename = "endpoint")]
+    pub endpoints: Vec<EndpointSettings>,
+}
+
+/// Listener addresses.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// The mutual-TLS listener for endpoints: native and canonical HTTPS APIs.
+    pub https: SocketAddr,
+    /// The plain-HTTP admin listener: `/healthz`, `/readyz`, `/metrics`. Keep it on localhost.
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+}
+
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+/// TLS files (PEM).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// The CA bundle client certificates must chain to.
+    pub ca: PathBuf,
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+    /// The certificate the gateway presents when it delivers to endpoints.
+    pub client_cert: PathBuf,
+    /// Its private key.
+    pub client_key: PathBuf,
+}
+
+/// The store: SQLite (embedded, the default) or PostgreSQL (several replicas).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum Store {
+    Sqlite {
+        /// The database file; created when missing.
+        #[serde(default = "default_sqlite_path")]
+        path: PathBuf,
+    },
+    Postgres {
+        /// `postgres://user@host:port/db`; `LIANDONG_STORE_URL` overrides it.
+        #[serde(default)]
+        url: String,
+        /// Connections in the pool.
+        #[serde(default = "default_pool")]
+        pool: u32,
+    },
+}
+
+fn default_sqlite_path() -> PathBuf {
+    PathBuf::from("liandong.db")
+}
+
+fn default_pool() -> u32 {
+    16
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::Sqlite { path: default_sqlite_path() }
+    }
+}
+
+/// Delivery: retries, dead letters, liveness.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// The first retry's delay; each retry doubles it, with jitter.
+    #[serde(with = "duration")]
+    pub initial_backoff: Duration,
+    /// The longest delay between retries.
+    #[serde(with = "duration")]
+    pub max_backoff: Duration,
+    /// After this many attempts a delivery becomes a dead letter.
+    pub dead_after_attempts: u32,
+    /// After this long undelivered a delivery becomes a dead letter.
+    #[serde(with = "duration")]
+    pub dead_after: Duration,
+    /// A destination failing for longer than this is reported `unreachable`.
+    #[serde(with = "duration")]
+    pub unreachable_after: Duration,
+    /// How long one delivery request may take.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// How often the deadline sweeper looks for overdue transfers.
+    #[serde(with = "duration")]
+    pub sweep_every: Duration,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            dead_after_attempts: 30,
+            dead_after: Duration::from_secs(24 * 3600),
+            unreachable_after: Duration::from_secs(120),
+            timeout: Duration::from_secs(10),
+            sweep_every: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One endpoint's settings. The endpoint's format comes from the registry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSettings {
+    /// `REGION/PLATFORM`, an endpoint of the registry (`liandong endpoints`).
+    pub id: String,
+    /// Where its native documents are POSTed (`https://…`). Without it, the endpoint pulls.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Overrides the default `receive_by` of transfers to this endpoint.
+    #[serde(default, with = "duration::option")]
+    pub receive_within: Option<Duration>,
+    /// Overrides the default `resolve_by` of transfers to this endpoint.
+    #[serde(default, with = "duration::option")]
+    pub resolve_within: Option<Duration>,
+}
+
+impl Config {
+    /// Reads, applies environment overrides, resolves relative paths and validates.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: name.clone(),
+            key: String::new(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        let mut config = Config::parse(&name, &text)?;
+        config.apply_env(&name, |key| std::env::var(key).ok())?;
+        config.resolve_paths(file.parent().unwrap_or(Path::new(".")));
+        config.validate(&name)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text, naming the key of any mistake.
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let fail = |key: String, problem: String| ConfigError { file: file.to_string(), key, problem };
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| fail(String::new(), e.message().to_string()))?;
+        serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            fail(if key == "." { String::new() } else { key }, e.into_inner().message().to_string())
+        })
+    }
+
+    /// Environment overrides: `LIANDONG_HTTPS`, `LIANDONG_ADMIN`, `LIANDONG_STORE_URL`.
+    pub fn apply_env(&mut self, file: &str, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let fail = |key: &str, problem: String| ConfigError { file: file.to_string(), key: key.to_string(), problem };
+        if let Some(addr) = env("LIANDONG_HTTPS") {
+            self.listen.https = addr.parse().map_err(|e| fail("LIANDONG_HTTPS", format!("expected host:port, {e}")))?;
+        }
+        if let Some(addr) = env("LIANDONG_ADMIN") {
+            self.listen.admin = addr.parse().map_err(|e| fail("LIANDONG_ADMIN", format!("expected host:port, {e}")))?;
+        }
+        if let Some(url) = env("LIANDONG_STORE_URL") {
+            self.store = Store::Postgres {
+                url,
+                pool: match &self.store {
+                    Store::Postgres { pool, .. } => *pool,
+                    Store::Sqlite { .. } => default_pool(),
+                },
+            };
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for p in [&mut self.tls.ca, &mut self.tls.cert, &mut self.tls.key, &mut self.tls.client_cert, &mut self.tls.client_key] {
+            resolve(p);
+        }
+        if let Store::Sqlite { path } = &mut self.store {
+            resolve(path);
+        }
+        if let Some(p) = &mut self.profiles {
+            resolve(p);
+        }
+    }
+
+    /// Checks what the types cannot: endpoint ids, URLs, durations that make sense, files.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let fail = |key: String, problem: String| Err(ConfigError { file: file.to_string(), key, problem });
+        for (key, path) in [
+            ("tls.ca", &self.tls.ca),
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+            ("tls.client_cert", &self.tls.client_cert),
+            ("tls.client_key", &self.tls.client_key),
+        ] {
+            if !path.is_file() {
+                return fail(key.to_string(), format!("no such file: {}", path.display()));
+            }
+        }
+        if let Store::Postgres { url, pool } = &self.store {
+            if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                return fail("store.url".into(), "expected postgres://… (or set LIANDONG_STORE_URL)".into());
+            }
+            if *pool == 0 {
+                return fail("store.pool".into(), "expected at least 1".into());
+            }
+        }
+        let d = &self.delivery;
+        if d.initial_backoff.is_zero() || d.initial_backoff > d.max_backoff {
+            return fail("delivery.initial_backoff".into(), "expected more than 0 and at most delivery.max_backoff".into());
+        }
+        if d.dead_after_attempts == 0 {
+            return fail("delivery.dead_after_attempts".into(), "expected at least 1".into());
+        }
+        if d.timeout.is_zero() || d.sweep_every.is_zero() {
+            return fail("delivery.timeout".into(), "expected more than 0".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            if let Err(e) = endpoint.id.parse::<EndpointId>() {
+                return fail(format!("endpoint[{i}].id"), e);
+            }
+            if !seen.insert(&endpoint.id) {
+                return fail(format!("endpoint[{i}].id"), format!("{} appears twice", endpoint.id));
+            }
+            if let Some(url) = &endpoint.url {
+                if !url.starts_with("https://") || url.parse::<hyper::Uri>().is_err() {
+                    return fail(format!("endpoint[{i}].url"), format!("expected an https:// URL, got {url:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings of one endpoint, if the file has any.
+    pub fn endpoint(&self, id: &EndpointId) -> Option<&EndpointSettings> {
+        let id = id.to_string();
+        self.endpoints.iter().find(|e| e.id == id)
+    }
+}
+
+/// Durations written as `500ms`, `30s`, `10m`, `24h`, `7d`.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let n: u64 = number.parse().map_err(|_| format!("expected a duration such as 30s, 10m, 24h; got {text:?}"))?;
+        let unit_ms = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(format!("expected a duration such as 30s, 10m, 24h; got {text:?}")),
+        };
+        n.checked_mul(unit_ms).map(Duration::from_millis).ok_or_else(|| format!("duration too long: {text:?}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            parse(&String::deserialize(d)?).map(Some).map_err(serde::de::Error::custom)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[listen]
+https = "127.0.0.1:8443"
+[tls]
+ca = "ca.pem"
+cert = "server.pem"
+key = "server-key.pem"
+client_cert = "gateway.pem"
+client_key = "gateway-key.pem"
+"#;
+
+    #[test]
+    fn defaults_fill_what_is_not_given() {
+        let config = Config::parse("t.toml", MINIMAL).unwrap();
+        assert!(matches!(config.store, Store::Sqlite { .. }));
+        assert_eq!(config.delivery.max_backoff, Duration::from_secs(300));
+        assert_eq!(config.listen.admin.port(), 9090);
+    }
+
+    #[test]
+    fn unknown_and_bad_keys_are_named() {
+        let err = Config::parse("t.toml", &format!("{MINIMAL}\n[delivery]\nmax_backof = \"1m\"\n")).unwrap_err();
+        assert_eq!(err.key, "delivery.max_backof");
+        assert!(err.problem.contains("unknown field `max_backof`"), "{err}");
+        let err = Config::parse("t.toml", &format!("{MINIMAL}\n[delivery]\nmax_backoff = \"soon\"\n")).unwrap_err();
+        assert_eq!(err.key, "delivery.max_backoff");
+        let err = Config::parse("t.toml", &MINIMAL.replace("127.0.0.1:8443", "nowhere")).unwrap_err();
+        assert_eq!(err.key, "listen.https");
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let mut config = Config::parse("t.toml", MINIMAL).unwrap();
+        let env = |k: &str| match k {
+            "LIANDONG_STORE_URL" => Some("postgres://127.0.0.1:5432/test".to_string()),
+            "LIANDONG_HTTPS" => Some("0.0.0.0:443".to_string()),
+            _ => None,
+        };
+        config.apply_env("t.toml", env).unwrap();
+        assert!(matches!(&config.store, Store::Postgres { url, .. } if url.ends_with("/test")));
+        assert_eq!(config.listen.https.port(), 443);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration::parse("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(duration::parse("24h").unwrap(), Duration::from_secs(86_400));
+        assert!(duration::parse("5 minutes").is_err());
+        assert!(duration::parse("-1s").is_err());
+    }
+}

@@ -1,0 +1,195 @@
+//! The transfer engine: what happens when an endpoint submits a transfer or reports a status,
+//! between the API (which has identified the caller and translated the document) and the store
+//! (which makes it durable).
+//!
+//! Submitting picks the destination, computes the deadlines and stores the transfer with its
+//! first delivery in one commit; only then is "submitted" answered. The same `sender_ref` from
+//! the same endpoint returns the first transfer, on any replica, after any restart. A status
+//! update is checked against the rules of `model::lifecycle` inside the store's transaction, so
+//! two replicas cannot both apply conflicting updates.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::formats::Registry;
+use crate::model::lifecycle::{self, Outcome, Refusal};
+use crate::model::{
+    Deadlines, EndpointId, HistoryEntry, HistoryEvent, State, StatusUpdate, Timestamp, Transfer, TransferRequest,
+};
+use crate::store::writes::StatusRefused;
+use crate::store::{Store, StoreError, Write, WriteResult};
+
+/// Why the engine refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The request is not acceptable as it stands (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The caller may not do this (403).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// No such transfer, as far as the caller may know (404).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The rules refuse the transition (409); the message names the current state.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The store failed (503): nothing was answered as done.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a submission produced.
+#[derive(Clone, Debug)]
+pub struct Submission {
+    pub transfer: Transfer,
+    /// False when the sender had used this `sender_ref` before: the first transfer is returned.
+    pub created: bool,
+}
+
+/// The engine: the store, the registry and the per-endpoint settings.
+#[derive(Clone)]
+pub struct Engine {
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub config: Arc<Config>,
+}
+
+impl Engine {
+    /// The destination endpoint of a request: the other platform's endpoint for `to_region`'s
+    /// city if one is registered, else its province's; without a region, the sender's own
+    /// city or province.
+    pub fn destination(&self, request: &TransferRequest) -> Result<EndpointId, EngineError> {
+        let region = request.to_region.as_ref().map(|r| r.county().to_string()).unwrap_or_else(|| request.from.region.clone());
+        let platform = request.to_platform;
+        let city = format!("{}00", &region[..4]);
+        let province = format!("{}0000", &region[..2]);
+        for candidate in [city, province] {
+            let id = EndpointId { region: candidate, platform };
+            if self.registry.endpoint(&id).is_ok() {
+                return Ok(id);
+            }
+        }
+        Err(EngineError::Invalid(format!("to_region: no {} endpoint is registered for region {region}", platform.as_str())))
+    }
+
+    /// The deadlines of a transfer to `to`: the endpoint's overrides, else `canonical.md`'s table.
+    pub fn deadlines(&self, request: &TransferRequest, to: &EndpointId) -> Deadlines {
+        let rule = lifecycle::default_deadline(to.platform, request.case.urgency);
+        let settings = self.config.endpoint(to);
+        let receive = settings.and_then(|s| s.receive_within).map_or(rule.receive_within, |d| d.as_secs() as i64);
+        let resolve = settings.and_then(|s| s.resolve_within).map(|d| d.as_secs() as i64).or(rule.resolve_within);
+        Deadlines {
+            receive_by: request.requested_at.plus_seconds(receive),
+            resolve_by: resolve.map(|seconds| request.requested_at.plus_seconds(seconds)),
+        }
+    }
+
+    /// Submits a transfer from `sender` (the caller's identity). Answers once durable.
+    pub async fn submit(&self, sender: &EndpointId, mut request: TransferRequest) -> Result<Submission, EngineError> {
+        if request.from != *sender {
+            return Err(EngineError::Forbidden(format!("{sender} may submit only as itself, not as {}", request.from)));
+        }
+        request.validate().map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let to = self.destination(&request)?;
+        let now = Timestamp::now();
+        let transfer = Transfer {
+            transfer_id: ulid::Ulid::new().to_string(),
+            case: request.case.clone(),
+            from: request.from.clone(),
+            to: to.clone(),
+            direction: Transfer::direction_of(request.from.platform, to.platform),
+            reason: request.reason.clone(),
+            requested_at: request.requested_at,
+            deadlines: self.deadlines(&request, &to),
+            state: State::Submitted,
+            history: vec![HistoryEntry {
+                state: HistoryEvent::State(State::Submitted),
+                at: now,
+                by: sender.to_string(),
+                implied: false,
+                unit: None,
+                note: None,
+            }],
+            resolution: None,
+            feedback: None,
+            overdue: false,
+        };
+        let mut for_destination = transfer.for_destination();
+        for_destination.to_region = request.to_region.clone();
+        let payload = serde_json::to_string(&for_destination).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let write = Write::Submit { transfer: Box::new(transfer), sender_ref: request.sender_ref.clone(), payload };
+        match self.store.write(write).await? {
+            WriteResult::Submitted { transfer, created } => Ok(Submission { transfer: *transfer, created }),
+            other => Err(EngineError::Store(StoreError::Corrupt {
+                id: request.sender_ref,
+                problem: format!("unexpected answer {other:?}"),
+            })),
+        }
+    }
+
+    /// Finds the transfer a status update names, as the caller knows it: by `transfer_id`, or
+    /// by `transfer_ref` (the gateway's id for a destination, its own `sender_ref` for an
+    /// origin). A transfer the caller is no party to is "not found".
+    pub async fn find(&self, caller: &EndpointId, update: &StatusUpdate) -> Result<Transfer, EngineError> {
+        let reference = update.transfer_id.as_deref().or(update.transfer_ref.as_deref()).unwrap_or_default();
+        let found = match &update.transfer_id {
+            Some(id) => self.store.transfer(id).await?,
+            None => self.store.transfer_by_reference(caller, reference).await?,
+        };
+        match found {
+            Some(t) if lifecycle::role_of(&t, caller).is_some() => Ok(t),
+            _ => Err(EngineError::NotFound(format!("no transfer {reference:?} for {caller}"))),
+        }
+    }
+
+    /// Applies a status update from `caller`. Answers once durable.
+    pub async fn update_status(&self, caller: &EndpointId, mut update: StatusUpdate) -> Result<(Transfer, Outcome), EngineError> {
+        if update.by != *caller {
+            return Err(EngineError::Forbidden(format!("{caller} may report status only as itself, not as {}", update.by)));
+        }
+        update.validate().map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let transfer = self.find(caller, &update).await?;
+        let role = lifecycle::role_of(&transfer, caller).ok_or_else(|| EngineError::NotFound(transfer.transfer_id.clone()))?;
+        let write = Write::Status { transfer_id: transfer.transfer_id.clone(), update: Box::new(update), role };
+        match self.store.write(write).await? {
+            WriteResult::Status(Ok((transfer, outcome))) => Ok((*transfer, outcome)),
+            WriteResult::Status(Err(StatusRefused::Rule(refusal))) => Err(EngineError::Refused(refusal)),
+            WriteResult::Status(Err(StatusRefused::NotFound(id))) => Err(EngineError::NotFound(id)),
+            other => Err(EngineError::Store(StoreError::Corrupt {
+                id: transfer.transfer_id,
+                problem: format!("unexpected answer {other:?}"),
+            })),
+        }
+    }
+
+    /// A transfer as `caller` may see it: only its parties.
+    pub async fn transfer_for(&self, caller: &EndpointId, transfer_id: &str) -> Result<Transfer, EngineError> {
+        match self.store.transfer(transfer_id).await? {
+            Some(t) if lifecycle::role_of(&t, caller).is_some() => Ok(t),
+            Some(_) => Err(EngineError::Forbidden(format!("{caller} is not a party to {transfer_id}"))),
+            None => Err(EngineError::NotFound(transfer_id.to_string())),
+        }
+    }
+
+    /// Escalates every transfer that has missed a deadline at `now`; returns how many.
+    pub async fn sweep_deadlines(&self, now: Timestamp) -> Result<usize, EngineError> {
+        let mut escalated = 0;
+        loop {
+            let candidates = self.store.overdue_candidates(now.unix_seconds(), 200).await?;
+            let mut progress = false;
+            for transfer in &candidates {
+                if let Some(deadline) = lifecycle::missed_deadline(transfer, now) {
+                    let write = Write::Escalate { transfer_id: transfer.transfer_id.clone(), deadline, at: now.unix_seconds() };
+                    if let WriteResult::Done(true) = self.store.write(write).await? {
+                        escalated += 1;
+                        progress = true;
+                    }
+                }
+            }
+            if candidates.len() < 200 || !progress {
+                return Ok(escalated);
+            }
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! Durable storage of transfers, their outbox and their event feed: SQLite (embedded, the
+//! default) or PostgreSQL (several replicas share one database).
+//!
+//! Both backends run the same queries through `sqlx::Any`; what differs is chosen here: the
+//! DDL's key type, SQLite's pragmas (WAL, `synchronous = FULL`: a commit is fsynced before
+//! `submitted` is answered), and how delivery work is leased (`FOR UPDATE SKIP LOCKED` on
+//! PostgreSQL, so two replicas never hold the same item; one writer on SQLite).
+//!
+//! Every change is a [`Write`] executed in a transaction by [`writes::execute`]. On SQLite all
+//! writes go through one task that commits several at once ([`group_commit`]): concurrent
+//! submitters share each fsync. On PostgreSQL each write is its own transaction, and the server
+//! shares fsyncs itself.
+//!
+//! Invariants: a transfer is unique by (sender, sender_ref), so a resent document finds the
+//! first transfer; a status change and the notifications it causes commit together; an outbox
+//! item of a transfer is handed out only when every earlier item of that transfer for the same
+//! destination is done (notifications arrive in order).
+
+mod group_commit;
+pub mod schema;
+pub mod writes;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use tokio::sync::{mpsc, oneshot};
+
+pub use writes::{Write, WriteResult};
+
+use crate::model::{EndpointId, State, Timestamp, Transfer};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or could not be reached.
+    #[error("store: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored document no longer reads as the model (a bug or a hand edit).
+    #[error("store: corrupt record {id}: {problem}")]
+    Corrupt { id: String, problem: String },
+    /// A batch commit failed; nothing of it was written.
+    #[error("store: commit failed: {0}")]
+    Commit(String),
+    /// The writer task is gone (the gateway is shutting down).
+    #[error("store: shutting down")]
+    Closed,
+}
+
+/// Which database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// What is delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryKind {
+    /// A transfer, to its destination.
+    Transfer,
+    /// A status change, to the other party.
+    Status,
+}
+
+impl DeliveryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryKind::Transfer => "transfer",
+            DeliveryKind::Status => "status",
+        }
+    }
+}
+
+impl FromStr for DeliveryKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "transfer" => Ok(DeliveryKind::Transfer),
+            "status" => Ok(DeliveryKind::Status),
+            other => Err(format!("unknown delivery kind {other:?}")),
+        }
+    }
+}
+
+/// One delivery in the outbox.
+#[derive(Clone, Debug)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub destination: EndpointId,
+    pub transfer_id: String,
+    pub kind: DeliveryKind,
+    /// Canonical JSON of what to render: a transfer request (for a destination) or a status
+    /// update (with the reference the receiver knows the transfer by).
+    pub payload: String,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub status: String,
+    pub last_error: Option<String>,
+}
+
+/// An endpoint's delivery health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointHealth {
+    pub endpoint: String,
+    pub last_success: Option<i64>,
+    pub failing_since: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Filters for listing transfers.
+#[derive(Clone, Debug, Default)]
+pub struct TransferFilter {
+    /// Transfers this endpoint is a party to.
+    pub party: Option<String>,
+    pub state: Option<State>,
+    pub overdue: Option<bool>,
+    /// Created at or after (Unix seconds).
+    pub since: Option<i64>,
+    /// Created before (Unix seconds).
+    pub until: Option<i64>,
+    /// Page size (at most 500).
+    pub limit: i64,
+    /// Transfer ids after this one (the previous page's last id).
+    pub after: Option<String>,
+}
+
+/// The store.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    pool: AnyPool,
+    /// SQLite only: the single writer that batches commits.
+    writer: Option<mpsc::Sender<group_commit::Job>>,
+}
+
+impl Store {
+    /// Opens a SQLite file (created if missing), applies the schema, and starts the writer.
+    pub async fn sqlite(path: &std::path::Path) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    for pragma in [
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = FULL",
+                        "PRAGMA busy_timeout = 10000",
+                        "PRAGMA foreign_keys = ON",
+                    ] {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let store = Store { backend: Backend::Sqlite, pool: pool.clone(), writer: None };
+        store.migrate().await?;
+        let writer = group_commit::start(pool);
+        Ok(Store { writer: Some(writer), ..store })
+    }
+
+    /// Connects to PostgreSQL and applies the schema.
+    pub async fn postgres(url: &str, pool_size: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new().max_connections(pool_size).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
+        let store = Store { backend: Backend::Postgres, pool, writer: None };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let postgres = self.backend == Backend::Postgres;
+        let mut conn = self.pool.acquire().await?;
+        if postgres {
+            // Replicas starting together must not race each other's DDL.
+            sqlx::query("SELECT pg_advisory_lock(727274)").execute(&mut *conn).await?;
+        }
+        let mut result = Ok(());
+        for statement in schema::statements(postgres) {
+            if let Err(e) = sqlx::query(&statement).execute(&mut *conn).await {
+                result = Err(e.into());
+                break;
+            }
+        }
+        if postgres {
+            sqlx::query("SELECT pg_advisory_unlock(727274)").execute(&mut *conn).await?;
+        }
+        result
+    }
+
+    /// Executes a write durably: when this returns, the change is committed.
+    pub async fn write(&self, write: Write) -> Result<WriteResult, StoreError> {
+        match &self.writer {
+            Some(writer) => {
+                let (reply, answer) = oneshot::channel();
+                writer.send(group_commit::Job { write, reply }).await.map_err(|_| StoreError::Closed)?;
+                answer.await.map_err(|_| StoreError::Closed)?
+            }
+            None => {
+                let mut tx = self.pool.begin().await?;
+                let result = writes::execute(&mut tx, self.backend, write).await?;
+                tx.commit().await?;
+                Ok(result)
+            }
+        }
+    }
+
+    /// A transfer by id.
+    pub async fn transfer(&self, transfer_id: &str) -> Result<Option<Transfer>, StoreError> {
+        let row = sqlx::query("SELECT transfer_id, document FROM transfers WHERE transfer_id = $1")
+            .bind(transfer_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| transfer_from_row(&r)).transpose()
+    }
+
+    /// A transfer by the reference an endpoint knows it by: the gateway's `transfer_id` (the
+    /// destination) or the endpoint's own `sender_ref` (the origin).
+    pub async fn transfer_by_reference(&self, endpoint: &EndpointId, reference: &str) -> Result<Option<Transfer>, StoreError> {
+        let row = sqlx::query(
+            "SELECT transfer_id, document FROM transfers WHERE (sender = $1 AND sender_ref = $2) \
+             OR (transfer_id = $2 AND (sender = $1 OR destination = $1)) LIMIT 1",
+        )
+        .bind(endpoint.to_string())
+        .bind(reference)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| transfer_from_row(&r)).transpose()
+    }
+
+    /// Transfers matching a filter, ordered by id (ULIDs sort by creation time).
+    pub async fn transfers(&self, filter: &TransferFilter) -> Result<Vec<Transfer>, StoreError> {
+        let mut sql = String::from("SELECT transfer_id, document FROM transfers WHERE 1 = 1");
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        let mut binds: Vec<Bind> = Vec::new();
+        if let Some(party) = &filter.party {
+            let (a, b) = (next(), next());
+            sql.push_str(&format!(" AND (sender = {a} OR destination = {b})"));
+            binds.push(Bind::Text(party.clone()));
+            binds.push(Bind::Text(party.clone()));
+        }
+        if let Some(state) = filter.state {
+            sql.push_str(&format!(" AND state = {}", next()));
+            binds.push(Bind::Text(state.as_str().to_string()));
+        }
+        if let Some(overdue) = filter.overdue {
+            sql.push_str(&format!(" AND overdue = {}", next()));
+            binds.push(Bind::Int(i64::from(overdue)));
+        }
+        if let Some(since) = filter.since {
+            sql.push_str(&format!(" AND created_at >= {}", next()));
+            binds.push(Bind::Int(since));
+        }
+        if let Some(until) = filter.until {
+            sql.push_str(&format!(" AND created_at < {}", next()));
+            binds.push(Bind::Int(until));
+        }
+        if let Some(after) = &filter.after {
+            sql.push_str(&format!(" AND transfer_id > {}", next()));
+            binds.push(Bind::Text(after.clone()));
+        }
+        sql.push_str(&format!(" ORDER BY transfer_id LIMIT {}", next()));
+        binds.push(Bind::Int(filter.limit.clamp(1, 500)));
+        let mut query = sqlx::query(&sql);
+        for bind in binds {
+            query = match bind {
+                Bind::Text(t) => query.bind(t),
+                Bind::Int(i) => query.bind(i),
+            };
+        }
+        query.fetch_all(&self.pool).await?.iter().map(transfer_from_row).collect()
+    }
+
+    /// Takes up to `limit` deliveries that are due, for `lease` seconds: pending, due, not held
+    /// by another worker, and the first undone item of their transfer for that destination.
+    pub async fn lease(&self, now: i64, lease: i64, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
+        if self.backend == Backend::Sqlite {
+            return match self.write(Write::Lease { now, lease, limit }).await? {
+                WriteResult::Leased(items) => Ok(items),
+                _ => Ok(Vec::new()),
+            };
+        }
+        let mut tx = self.pool.begin().await?;
+        let result = writes::execute(&mut tx, self.backend, Write::Lease { now, lease, limit }).await?;
+        tx.commit().await?;
+        match result {
+            WriteResult::Leased(items) => Ok(items),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Deliveries in the dead-letter state, oldest first.
+    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(&format!("{OUTBOX_SELECT} WHERE status = 'dead' ORDER BY id LIMIT $1"))
+            .bind(limit.clamp(1, 1000))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    /// Every outbox item of a transfer, in order.
+    pub async fn deliveries_of(&self, transfer_id: &str) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(&format!("{OUTBOX_SELECT} WHERE transfer_id = $1 ORDER BY id"))
+            .bind(transfer_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    /// Delivery health of every endpoint that has been delivered to.
+    pub async fn endpoint_health(&self) -> Result<Vec<EndpointHealth>, StoreError> {
+        let rows = sqlx::query("SELECT endpoint, last_success, failing_since, last_error FROM endpoint_health ORDER BY endpoint")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EndpointHealth {
+                    endpoint: r.try_get(0)?,
+                    last_success: r.try_get(1)?,
+                    failing_since: r.try_get(2)?,
+                    last_error: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Open transfers whose deadline has passed at `now` and that have not been escalated for
+    /// it yet.
+    pub async fn overdue_candidates(&self, now: i64, limit: i64) -> Result<Vec<Transfer>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT transfer_id, document FROM transfers WHERE state NOT IN ('rejected', 'closed', 'cancelled') \
+             AND ((receive_by < $1 AND state IN ('submitted', 'delivered') AND escalations NOT LIKE '%receive_by%') \
+               OR (resolve_by IS NOT NULL AND resolve_by < $2 AND state NOT IN ('resolved') AND escalations NOT LIKE '%resolve_by%')) \
+             ORDER BY transfer_id LIMIT $3",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(transfer_from_row).collect()
+    }
+
+    /// Counts by state, for metrics and reports.
+    pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT state, COUNT(*) FROM transfers GROUP BY state ORDER BY state").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, sqlx::Error>>().map_err(StoreError::from)
+    }
+
+    /// Outbox counts by status (`pending`, `delivered`, `dead`).
+    pub async fn count_outbox(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT status, COUNT(*) FROM outbox GROUP BY status ORDER BY status").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, sqlx::Error>>().map_err(StoreError::from)
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()
+    }
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+pub(crate) const OUTBOX_SELECT: &str =
+    "SELECT id, destination, transfer_id, kind, payload, attempts, created_at, status, last_error FROM outbox";
+
+pub(crate) fn outbox_from_row(row: &AnyRow) -> Result<OutboxItem, StoreError> {
+    let id: i64 = row.try_get(0)?;
+    let corrupt = |problem: String| StoreError::Corrupt { id: format!("outbox {id}"), problem };
+    let destination: String = row.try_get(1)?;
+    let kind: String = row.try_get(3)?;
+    Ok(OutboxItem {
+        id,
+        destination: destination.parse().map_err(corrupt)?,
+        transfer_id: row.try_get(2)?,
+        kind: kind.parse().map_err(corrupt)?,
+        payload: row.try_get(4)?,
+        attempts: row.try_get(5)?,
+        created_at: row.try_get(6)?,
+        status: row.try_get(7)?,
+        last_error: row.try_get(8)?,
+    })
+}
+
+pub(crate) fn transfer_from_row(row: &AnyRow) -> Result<Transfer, StoreError> {
+    let id: String = row.try_get(0)?;
+    let document: String = row.try_get(1)?;
+    serde_json::from_str(&document).map_err(|e| StoreError::Corrupt { id, problem: e.to_string() })
+}
+
+/// The current time in Unix seconds.
+pub fn now() -> i64 {
+    Timestamp::now().unix_seconds()
+}

@@ -1,0 +1,81 @@
+//! SQLite's single writer: writes queue up while a commit is in flight and the next commit
+//! takes all of them, so concurrent submitters share one fsync instead of paying one each.
+//!
+//! Each write runs in its own savepoint: one that fails is rolled back alone and answered with
+//! its error; the others commit. Nobody is answered before the batch's commit returns.
+
+use sqlx::{Acquire, AnyPool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::writes::{execute, Write, WriteResult};
+use super::{Backend, StoreError};
+
+/// The most writes one commit carries.
+const MAX_BATCH: usize = 512;
+
+/// A write and where to send its answer.
+pub struct Job {
+    pub write: Write,
+    pub reply: oneshot::Sender<Result<WriteResult, StoreError>>,
+}
+
+/// Starts the writer; it ends when every sender is dropped.
+pub fn start(pool: AnyPool) -> mpsc::Sender<Job> {
+    let (sender, receiver) = mpsc::channel(8192);
+    tokio::spawn(run(pool, receiver));
+    sender
+}
+
+async fn run(pool: AnyPool, mut receiver: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(job) = receiver.recv().await {
+        batch.push(job);
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit(&pool, &mut batch).await;
+    }
+}
+
+async fn commit(pool: &AnyPool, batch: &mut Vec<Job>) {
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let message = e.to_string();
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(StoreError::Commit(message.clone())));
+            }
+            return;
+        }
+    };
+    let mut answers = Vec::with_capacity(batch.len());
+    for job in batch.drain(..) {
+        let result = match (&mut tx).begin().await {
+            Ok(mut savepoint) => match execute(&mut savepoint, Backend::Sqlite, job.write).await {
+                Ok(result) => savepoint.commit().await.map(|()| result).map_err(StoreError::from),
+                Err(e) => {
+                    let _ = savepoint.rollback().await;
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e.into()),
+        };
+        answers.push((job.reply, result));
+    }
+    match tx.commit().await {
+        Ok(()) => {
+            for (reply, result) in answers {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for (reply, _) in answers {
+                let _ = reply.send(Err(StoreError::Commit(message.clone())));
+            }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The tables, for SQLite and PostgreSQL. Applied at start-up; each statement is idempotent.
+//!
+//! Times are Unix seconds (`BIGINT`), booleans `0`/`1`, documents canonical JSON text: the same
+//! column types on both backends, so the same queries serve both.
+
+/// The statements, with `{serial}` standing for an auto-incrementing key column type.
+const STATEMENTS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS transfers (
+        transfer_id TEXT PRIMARY KEY,
+        sender TEXT NOT NULL,
+        sender_ref TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        state TEXT NOT NULL,
+        overdue BIGINT NOT NULL DEFAULT 0,
+        requested_at BIGINT NOT NULL,
+        receive_by BIGINT NOT NULL,
+        resolve_by BIGINT,
+        escalations TEXT NOT NULL DEFAULT '',
+        document TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        UNIQUE (sender, sender_ref)
+    )",
+    "CREATE INDEX IF NOT EXISTS transfers_destination ON transfers (destination, created_at)",
+    "CREATE INDEX IF NOT EXISTS transfers_open ON transfers (state, receive_by)",
+    "CREATE TABLE IF NOT EXISTS outbox (
+        id {serial},
+        destination TEXT NOT NULL,
+        transfer_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts BIGINT NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT NOT NULL,
+        leased_until BIGINT NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at BIGINT NOT NULL,
+        delivered_at BIGINT
+    )",
+    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, destination, next_attempt_at)",
+    "CREATE INDEX IF NOT EXISTS outbox_transfer ON outbox (transfer_id, destination, status, id)",
+    "CREATE TABLE IF NOT EXISTS events (
+        seq {serial},
+        transfer_id TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL,
+        at BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS endpoint_health (
+        endpoint TEXT PRIMARY KEY,
+        last_success BIGINT,
+        failing_since BIGINT,
+        last_error TEXT
+    )",
+];
+
+/// The statements for a backend.
+pub fn statements(postgres: bool) -> Vec<String> {
+    let serial = if postgres { "BIGSERIAL PRIMARY KEY" } else { "INTEGER PRIMARY KEY AUTOINCREMENT" };
+    STATEMENTS.iter().map(|s| s.replace("{serial}", serial)).collect()
+}

@@ -1,0 +1,368 @@
+//! Every change to the store, as a value, and the transaction that carries it out.
+//!
+//! Keeping writes as data lets the SQLite writer batch them (several per commit) and keeps the
+//! rules of each change — which rows, which notifications, which events — in one place for
+//! both backends.
+
+use sqlx::{Any, Row, Transaction};
+
+use super::{outbox_from_row, transfer_from_row, Backend, DeliveryKind, OutboxItem, StoreError, OUTBOX_SELECT};
+use crate::model::lifecycle::{self, Outcome, Refusal, Role};
+use crate::model::{EndpointId, HistoryEntry, HistoryEvent, State, StatusUpdate, Timestamp, Transfer};
+
+/// A change to make durably.
+#[derive(Debug)]
+pub enum Write {
+    /// A new transfer and its delivery to the destination — or, when the sender has used this
+    /// `sender_ref` before, nothing (the first transfer is returned).
+    Submit { transfer: Box<Transfer>, sender_ref: String, payload: String },
+    /// A status update by one party; the other party is notified in the same commit.
+    Status { transfer_id: String, update: Box<StatusUpdate>, role: Role },
+    /// The destination's system confirmed a delivery (its native success receipt).
+    Delivered { item_id: i64, at: i64 },
+    /// A delivery attempt failed; retried at `next_attempt_at`, or dead when `dead` is true.
+    Failed { item_id: i64, at: i64, error: String, next_attempt_at: i64, dead: bool },
+    /// A deadline was missed: `escalated` in the history, `overdue`, both parties' feeds told.
+    Escalate { transfer_id: String, deadline: &'static str, at: i64 },
+    /// Take due deliveries for a while (see [`super::Store::lease`]).
+    Lease { now: i64, lease: i64, limit: i64 },
+    /// Put a dead letter back in the queue.
+    Replay { item_id: i64, at: i64 },
+}
+
+/// What a write did.
+#[derive(Debug)]
+pub enum WriteResult {
+    Submitted {
+        transfer: Box<Transfer>,
+        created: bool,
+    },
+    Status(Result<(Box<Transfer>, Outcome), StatusRefused>),
+    Leased(Vec<OutboxItem>),
+    /// For the other writes: whether a row was changed.
+    Done(bool),
+}
+
+/// Why a status update changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StatusRefused {
+    #[error("no transfer {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Rule(#[from] Refusal),
+}
+
+/// Carries out one write inside `tx`.
+pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Write) -> Result<WriteResult, StoreError> {
+    match write {
+        Write::Submit { transfer, sender_ref, payload } => submit(tx, *transfer, &sender_ref, &payload).await,
+        Write::Status { transfer_id, update, role } => status(tx, backend, &transfer_id, &update, role).await,
+        Write::Delivered { item_id, at } => delivered(tx, backend, item_id, at).await,
+        Write::Failed { item_id, at, error, next_attempt_at, dead } => {
+            let status = if dead { "dead" } else { "pending" };
+            let changed = sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, status = $1, next_attempt_at = $2, leased_until = 0, last_error = $3 \
+                 WHERE id = $4 AND status = 'pending'",
+            )
+            .bind(status)
+            .bind(next_attempt_at)
+            .bind(&error)
+            .bind(item_id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            let destination: Option<String> = sqlx::query("SELECT destination FROM outbox WHERE id = $1")
+                .bind(item_id)
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|r| r.get(0));
+            if let Some(destination) = destination {
+                sqlx::query(
+                    "INSERT INTO endpoint_health (endpoint, failing_since, last_error) VALUES ($1, $2, $3) \
+                     ON CONFLICT (endpoint) DO UPDATE SET failing_since = COALESCE(endpoint_health.failing_since, $4), last_error = $5",
+                )
+                .bind(&destination)
+                .bind(at)
+                .bind(&error)
+                .bind(at)
+                .bind(&error)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(WriteResult::Done(changed > 0))
+        }
+        Write::Escalate { transfer_id, deadline, at } => escalate(tx, backend, &transfer_id, deadline, at).await,
+        Write::Lease { now, lease, limit } => {
+            let lock = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+            let rows = sqlx::query(&format!(
+                "{OUTBOX_SELECT} o WHERE o.status = 'pending' AND o.next_attempt_at <= $1 AND o.leased_until <= $2 \
+                 AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.transfer_id = o.transfer_id AND p.destination = o.destination \
+                 AND p.status = 'pending' AND p.id < o.id) ORDER BY o.id LIMIT $3{lock}"
+            ))
+            .bind(now)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut **tx)
+            .await?;
+            let items: Vec<OutboxItem> = rows.iter().map(outbox_from_row).collect::<Result<_, _>>()?;
+            for item in &items {
+                sqlx::query("UPDATE outbox SET leased_until = $1 WHERE id = $2")
+                    .bind(now + lease)
+                    .bind(item.id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(WriteResult::Leased(items))
+        }
+        Write::Replay { item_id, at } => {
+            let changed = sqlx::query(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, leased_until = 0 WHERE id = $2 AND status = 'dead'",
+            )
+            .bind(at)
+            .bind(item_id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            Ok(WriteResult::Done(changed > 0))
+        }
+    }
+}
+
+async fn submit(
+    tx: &mut Transaction<'_, Any>,
+    transfer: Transfer,
+    sender_ref: &str,
+    payload: &str,
+) -> Result<WriteResult, StoreError> {
+    let document = serde_json::to_string(&transfer)
+        .map_err(|e| StoreError::Corrupt { id: transfer.transfer_id.clone(), problem: e.to_string() })?;
+    let now = Timestamp::now().unix_seconds();
+    let inserted = sqlx::query(
+        "INSERT INTO transfers (transfer_id, sender, sender_ref, destination, state, overdue, requested_at, receive_by, resolve_by, \
+         document, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (sender, sender_ref) DO NOTHING",
+    )
+    .bind(&transfer.transfer_id)
+    .bind(transfer.from.to_string())
+    .bind(sender_ref)
+    .bind(transfer.to.to_string())
+    .bind(transfer.state.as_str())
+    .bind(transfer.requested_at.unix_seconds())
+    .bind(transfer.deadlines.receive_by.unix_seconds())
+    .bind(transfer.deadlines.resolve_by.map(Timestamp::unix_seconds))
+    .bind(&document)
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        let row = sqlx::query("SELECT transfer_id, document FROM transfers WHERE sender = $1 AND sender_ref = $2")
+            .bind(transfer.from.to_string())
+            .bind(sender_ref)
+            .fetch_one(&mut **tx)
+            .await?;
+        return Ok(WriteResult::Submitted { transfer: Box::new(transfer_from_row(&row)?), created: false });
+    }
+    enqueue(tx, &transfer.to, &transfer.transfer_id, DeliveryKind::Transfer, payload, now).await?;
+    event(tx, &transfer, "submitted", &document, now).await?;
+    Ok(WriteResult::Submitted { transfer: Box::new(transfer), created: true })
+}
+
+async fn load_for_update(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    transfer_id: &str,
+) -> Result<Option<(Transfer, String)>, StoreError> {
+    let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+    let row = sqlx::query(&format!(
+        "SELECT transfer_id, document, sender_ref, escalations FROM transfers WHERE transfer_id = $1{lock}"
+    ))
+    .bind(transfer_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match row {
+        None => Ok(None),
+        Some(row) => {
+            let sender_ref: String = row.try_get(2)?;
+            Ok(Some((transfer_from_row(&row)?, sender_ref)))
+        }
+    }
+}
+
+async fn save(
+    tx: &mut Transaction<'_, Any>,
+    transfer: &Transfer,
+    escalation: Option<&str>,
+    now: i64,
+) -> Result<String, StoreError> {
+    let document = serde_json::to_string(transfer)
+        .map_err(|e| StoreError::Corrupt { id: transfer.transfer_id.clone(), problem: e.to_string() })?;
+    sqlx::query(
+        "UPDATE transfers SET state = $1, overdue = $2, document = $3, updated_at = $4, escalations = escalations || $5 WHERE transfer_id = $6",
+    )
+    .bind(transfer.state.as_str())
+    .bind(i64::from(transfer.overdue))
+    .bind(&document)
+    .bind(now)
+    .bind(escalation.map(|d| format!("{d};")).unwrap_or_default())
+    .bind(&transfer.transfer_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(document)
+}
+
+async fn status(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    transfer_id: &str,
+    update: &StatusUpdate,
+    role: Role,
+) -> Result<WriteResult, StoreError> {
+    let Some((mut transfer, sender_ref)) = load_for_update(tx, backend, transfer_id).await? else {
+        return Ok(WriteResult::Status(Err(StatusRefused::NotFound(transfer_id.to_string()))));
+    };
+    let outcome = match lifecycle::apply(&mut transfer, update, role) {
+        Ok(outcome) => outcome,
+        Err(refusal) => return Ok(WriteResult::Status(Err(refusal.into()))),
+    };
+    if outcome == Outcome::Duplicate {
+        return Ok(WriteResult::Status(Ok((Box::new(transfer), outcome))));
+    }
+    let now = Timestamp::now().unix_seconds();
+    let document = save(tx, &transfer, None, now).await?;
+    // The other party hears of it, by the reference it knows the transfer by.
+    let (receiver, reference) = match role {
+        Role::Destination | Role::Gateway => (transfer.from.clone(), sender_ref),
+        Role::Origin => (transfer.to.clone(), transfer.transfer_id.clone()),
+    };
+    if role != Role::Gateway {
+        let mut notice = update.clone();
+        notice.transfer_id = Some(transfer.transfer_id.clone());
+        notice.transfer_ref = Some(reference);
+        let payload = serde_json::to_string(&notice)
+            .map_err(|e| StoreError::Corrupt { id: transfer_id.to_string(), problem: e.to_string() })?;
+        enqueue(tx, &receiver, &transfer.transfer_id, DeliveryKind::Status, &payload, now).await?;
+    }
+    event(tx, &transfer, update.state.as_str(), &document, now).await?;
+    Ok(WriteResult::Status(Ok((Box::new(transfer), outcome))))
+}
+
+async fn delivered(tx: &mut Transaction<'_, Any>, backend: Backend, item_id: i64, at: i64) -> Result<WriteResult, StoreError> {
+    let row = sqlx::query("SELECT destination, transfer_id, kind FROM outbox WHERE id = $1 AND status = 'pending'")
+        .bind(item_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else {
+        return Ok(WriteResult::Done(false));
+    };
+    let (destination, transfer_id, kind): (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    sqlx::query(
+        "UPDATE outbox SET status = 'delivered', delivered_at = $1, attempts = attempts + 1, leased_until = 0 WHERE id = $2",
+    )
+    .bind(at)
+    .bind(item_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO endpoint_health (endpoint, last_success) VALUES ($1, $2) \
+         ON CONFLICT (endpoint) DO UPDATE SET last_success = $3, failing_since = NULL, last_error = NULL",
+    )
+    .bind(&destination)
+    .bind(at)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    if kind == DeliveryKind::Transfer.as_str() {
+        if let Some((mut transfer, _)) = load_for_update(tx, backend, &transfer_id).await? {
+            let by: EndpointId = transfer.to.clone();
+            let at_time = Timestamp::from_unix_seconds(at).unwrap_or_else(Timestamp::now);
+            let update = StatusUpdate {
+                transfer_id: Some(transfer_id.clone()),
+                transfer_ref: None,
+                state: State::Delivered,
+                at: at_time,
+                by,
+                unit: None,
+                note: None,
+                resolution: None,
+                feedback: None,
+            };
+            // Already past `delivered` (the destination answered first): nothing to record.
+            if let Ok(Outcome::Applied(_)) = lifecycle::apply(&mut transfer, &update, Role::Gateway) {
+                let document = save(tx, &transfer, None, at).await?;
+                event(tx, &transfer, "delivered", &document, at).await?;
+            }
+        }
+    }
+    Ok(WriteResult::Done(true))
+}
+
+async fn escalate(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    transfer_id: &str,
+    deadline: &'static str,
+    at: i64,
+) -> Result<WriteResult, StoreError> {
+    let Some((mut transfer, _)) = load_for_update(tx, backend, transfer_id).await? else {
+        return Ok(WriteResult::Done(false));
+    };
+    let now = Timestamp::from_unix_seconds(at).unwrap_or_else(Timestamp::now);
+    let already = transfer.history.iter().any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some(deadline));
+    if already || lifecycle::missed_deadline(&transfer, now) != Some(deadline) {
+        return Ok(WriteResult::Done(false));
+    }
+    transfer.overdue = true;
+    transfer.history.push(HistoryEntry {
+        state: HistoryEvent::Escalated,
+        at: now,
+        by: "gateway".to_string(),
+        implied: false,
+        unit: None,
+        note: Some(deadline.to_string()),
+    });
+    let document = save(tx, &transfer, Some(deadline), at).await?;
+    event(tx, &transfer, "escalated", &document, at).await?;
+    Ok(WriteResult::Done(true))
+}
+
+async fn enqueue(
+    tx: &mut Transaction<'_, Any>,
+    destination: &EndpointId,
+    transfer_id: &str,
+    kind: DeliveryKind,
+    payload: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO outbox (destination, transfer_id, kind, payload, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(destination.to_string())
+        .bind(transfer_id)
+        .bind(kind.as_str())
+        .bind(payload)
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Appends to the change feed that both parties (and later the gRPC `Watch`) read.
+async fn event(
+    tx: &mut Transaction<'_, Any>,
+    transfer: &Transfer,
+    kind: &str,
+    document: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO events (transfer_id, origin, destination, kind, body, at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(&transfer.transfer_id)
+        .bind(transfer.from.to_string())
+        .bind(transfer.to.to_string())
+        .bind(kind)
+        .bind(document)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! The transfer engine over a real store: one suite, run against SQLite and against the
+//! PostgreSQL server (127.0.0.1:5432, database `test`, or `LIANDONG_TEST_POSTGRES`). A missing
+//! PostgreSQL fails the run: it is never skipped.
+
+use std::sync::Arc;
+
+use liandong::config::Config;
+use liandong::engine::{Engine, EngineError};
+use liandong::formats::Registry;
+use liandong::model::lifecycle::Outcome;
+use liandong::model::{EndpointId, HistoryEvent, State, StatusUpdate, Timestamp, TransferRequest};
+use liandong::store::{Store, Write, WriteResult};
+
+const CONFIG: &str = r#"
+[listen]
+https = "127.0.0.1:0"
+[tls]
+ca = "ca.pem"
+cert = "server.pem"
+key = "server-key.pem"
+client_cert = "gateway.pem"
+client_key = "gateway-key.pem"
+[[endpoint]]
+id = "330200/12345"
+receive_within = "5m"
+"#;
+
+fn postgres_url() -> String {
+    std::env::var("LIANDONG_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A store of each kind, each empty: SQLite in a fresh folder, PostgreSQL in a fresh schema.
+async fn stores(name: &str) -> Vec<(&'static str, Store, tempdir::Dir)> {
+    let dir = tempdir::Dir::new(name);
+    let sqlite = Store::sqlite(&dir.path().join("test.db")).await.expect("sqlite opens");
+    let schema = format!("t_{}_{}", name, std::process::id());
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&postgres_url())
+            .await
+            .expect("PostgreSQL must be running for these tests (.ci/run starts it)");
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.unwrap();
+    }
+    let separator = if postgres_url().contains('?') { '&' } else { '?' };
+    let url = format!("{}{separator}options=-c%20search_path%3D{schema}", postgres_url());
+    let postgres = Store::postgres(&url, 8).await.expect("postgres opens");
+    vec![("sqlite", sqlite, dir.clone()), ("postgres", postgres, dir)]
+}
+
+/// A tiny temporary folder that is removed when the last handle goes.
+mod tempdir {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    #[derive(Clone)]
+    pub struct Dir(Arc<PathBuf>);
+
+    impl Dir {
+        pub fn new(name: &str) -> Dir {
+            let path = std::env::temp_dir().join(format!("liandong-{name}-{}-{}", std::process::id(), ulid::Ulid::new()));
+            std::fs::create_dir_all(&path).unwrap();
+            Dir(Arc::new(path))
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            if Arc::strong_count(&self.0) == 1 {
+                let _ = std::fs::remove_dir_all(&*self.0);
+            }
+        }
+    }
+}
+
+fn engine(store: Store) -> Engine {
+    Engine { store, registry: Arc::new(Registry::builtin()), config: Arc::new(Config::parse("test.toml", CONFIG).unwrap()) }
+}
+
+fn ningbo_request(sender_ref: &str) -> TransferRequest {
+    let registry = Registry::builtin();
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+    )
+    .unwrap();
+    let mut request = registry.endpoint_named("330200/110").unwrap().read_transfer(&bytes).unwrap();
+    request.sender_ref = sender_ref.to_string();
+    request.requested_at = Timestamp::now();
+    request
+}
+
+fn id(s: &str) -> EndpointId {
+    s.parse().unwrap()
+}
+
+fn update(transfer_id: &str, state: State, by: &str) -> StatusUpdate {
+    StatusUpdate {
+        transfer_id: Some(transfer_id.to_string()),
+        transfer_ref: None,
+        state,
+        at: Timestamp::now(),
+        by: id(by),
+        unit: None,
+        note: matches!(state, State::Rejected | State::Cancelled).then(|| "原因".into()),
+        resolution: None,
+        feedback: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_is_idempotent_by_sender_ref() {
+    for (backend, store, _dir) in stores("submit").await {
+        let engine = engine(store.clone());
+        let origin = id("330200/110");
+        let first = engine.submit(&origin, ningbo_request("LZ-1")).await.unwrap();
+        assert!(first.created, "{backend}");
+        assert_eq!(first.transfer.to.to_string(), "330200/12345", "{backend}: Ningbo's own 12345");
+        assert_eq!(first.transfer.direction, "110->12345");
+        let receive = first.transfer.deadlines.receive_by.unix_seconds() - first.transfer.requested_at.unix_seconds();
+        assert_eq!(receive, 300, "{backend}: the endpoint's override of receive_by");
+        let again = engine.submit(&origin, ningbo_request("LZ-1")).await.unwrap();
+        assert!(!again.created, "{backend}");
+        assert_eq!(again.transfer.transfer_id, first.transfer.transfer_id, "{backend}");
+        assert_eq!(store.deliveries_of(&first.transfer.transfer_id).await.unwrap().len(), 1, "{backend}: one delivery");
+        // Concurrent resends of one document make one transfer.
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let engine = engine.clone();
+                let origin = origin.clone();
+                tokio::spawn(async move { engine.submit(&origin, ningbo_request("LZ-2")).await.unwrap() })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for h in handles {
+            let s = h.await.unwrap();
+            ids.push(s.transfer.transfer_id);
+        }
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "{backend}: {ids:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_and_rules_are_enforced_and_refusals_change_nothing() {
+    for (backend, store, _dir) in stores("rules").await {
+        let engine = engine(store.clone());
+        let origin = id("330200/110");
+        let err = engine.submit(&id("330000/110"), ningbo_request("X")).await.unwrap_err();
+        assert!(matches!(err, EngineError::Forbidden(_)), "{backend}: {err}");
+        let t = engine.submit(&origin, ningbo_request("LZ-3")).await.unwrap().transfer;
+        // a stranger cannot see or touch it
+        let err =
+            engine.update_status(&id("210000/12345"), update(&t.transfer_id, State::Accepted, "210000/12345")).await.unwrap_err();
+        assert!(matches!(err, EngineError::NotFound(_)), "{backend}: {err}");
+        // the origin cannot accept; nothing changes
+        let before = store.transfer(&t.transfer_id).await.unwrap().unwrap();
+        let err = engine.update_status(&origin, update(&t.transfer_id, State::Accepted, "330200/110")).await.unwrap_err();
+        assert!(
+            err.to_string().starts_with("refused: the transfer is submitted; accepted may only be set by the destination"),
+            "{backend}: {err}"
+        );
+        assert_eq!(store.transfer(&t.transfer_id).await.unwrap().unwrap(), before, "{backend}");
+        assert_eq!(store.deliveries_of(&t.transfer_id).await.unwrap().len(), 1, "{backend}: no notification");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_flow_notifies_the_other_party_by_its_own_reference() {
+    for (backend, store, _dir) in stores("flow").await {
+        let engine = engine(store.clone());
+        let origin = id("330200/110");
+        let destination = id("330200/12345");
+        let t = engine.submit(&origin, ningbo_request("LZ-4")).await.unwrap().transfer;
+        // the destination names it by transfer_ref = transfer_id
+        let mut accepted = update(&t.transfer_id, State::Accepted, "330200/12345");
+        accepted.transfer_id = None;
+        accepted.transfer_ref = Some(t.transfer_id.clone());
+        let (after, outcome) = engine.update_status(&destination, accepted.clone()).await.unwrap();
+        assert!(matches!(outcome, Outcome::Applied(_)), "{backend}");
+        assert_eq!(after.state, State::Accepted);
+        let states: Vec<_> = after.history.iter().map(|h| (h.state, h.implied)).collect();
+        assert_eq!(
+            states,
+            vec![
+                (HistoryEvent::State(State::Submitted), false),
+                (HistoryEvent::State(State::Delivered), true),
+                (HistoryEvent::State(State::Received), true),
+                (HistoryEvent::State(State::Accepted), false)
+            ],
+            "{backend}"
+        );
+        // a repeat is a success that changes nothing
+        let (_, again) = engine.update_status(&destination, accepted).await.unwrap();
+        assert_eq!(again, Outcome::Duplicate, "{backend}");
+        // the origin is notified, by its own sender_ref
+        let deliveries = store.deliveries_of(&t.transfer_id).await.unwrap();
+        assert_eq!(deliveries.len(), 2, "{backend}");
+        assert_eq!(deliveries[1].destination, origin);
+        let notice: StatusUpdate = serde_json::from_str(&deliveries[1].payload).unwrap();
+        assert_eq!(notice.transfer_ref.as_deref(), Some("LZ-4"), "{backend}");
+        // the origin cancels by its own reference; the destination hears of it by transfer_id
+        let mut cancel = update(&t.transfer_id, State::Cancelled, "330200/110");
+        cancel.transfer_id = None;
+        cancel.transfer_ref = Some("LZ-4".into());
+        engine.update_status(&origin, cancel).await.unwrap();
+        let deliveries = store.deliveries_of(&t.transfer_id).await.unwrap();
+        let notice: StatusUpdate = serde_json::from_str(&deliveries[2].payload).unwrap();
+        assert_eq!(
+            (deliveries[2].destination.clone(), notice.transfer_ref),
+            (destination, Some(t.transfer_id.clone())),
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_leased_in_order_retried_and_dead_lettered() {
+    for (backend, store, _dir) in stores("outbox").await {
+        let engine = engine(store.clone());
+        let origin = id("330200/110");
+        let t = engine.submit(&origin, ningbo_request("LZ-5")).await.unwrap().transfer;
+        engine.update_status(&origin, update(&t.transfer_id, State::Cancelled, "330200/110")).await.unwrap();
+        let now = Timestamp::now().unix_seconds();
+        let leased = store.lease(now, 30, 10).await.unwrap();
+        assert_eq!(leased.len(), 1, "{backend}: the cancellation waits for the transfer's delivery");
+        assert!(store.lease(now, 30, 10).await.unwrap().is_empty(), "{backend}: a leased item is not handed out twice");
+        let item = &leased[0];
+        store
+            .write(Write::Failed {
+                item_id: item.id,
+                at: now,
+                error: "connection refused".into(),
+                next_attempt_at: now + 60,
+                dead: false,
+            })
+            .await
+            .unwrap();
+        assert!(store.lease(now, 30, 10).await.unwrap().is_empty(), "{backend}: not due before its retry time");
+        let retried = store.lease(now + 61, 30, 10).await.unwrap();
+        assert_eq!(retried[0].id, item.id, "{backend}");
+        assert_eq!(retried[0].attempts, 1);
+        store.write(Write::Delivered { item_id: item.id, at: now + 61 }).await.unwrap();
+        // the transfer is cancelled already, so the delivery receipt records nothing new
+        assert_eq!(store.transfer(&t.transfer_id).await.unwrap().unwrap().state, State::Cancelled, "{backend}");
+        let next = store.lease(now + 61, 30, 10).await.unwrap();
+        assert_eq!(next.len(), 1, "{backend}: now the cancellation");
+        store
+            .write(Write::Failed { item_id: next[0].id, at: now, error: "HTTP 500".into(), next_attempt_at: now, dead: true })
+            .await
+            .unwrap();
+        let dead = store.dead_letters(10).await.unwrap();
+        assert_eq!(dead.len(), 1, "{backend}");
+        assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
+        let WriteResult::Done(true) = store.write(Write::Replay { item_id: dead[0].id, at: now }).await.unwrap() else {
+            panic!("{backend}: replayed")
+        };
+        assert_eq!(store.lease(now + 62, 30, 10).await.unwrap().len(), 1, "{backend}");
+        let health = store.endpoint_health().await.unwrap();
+        assert!(health.iter().any(|h| h.endpoint == "330200/12345" && h.failing_since.is_some()), "{backend}: {health:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_receipt_marks_the_transfer_delivered() {
+    for (backend, store, _dir) in stores("delivered").await {
+        let engine = engine(store.clone());
+        let t = engine.submit(&id("330200/110"), ningbo_request("LZ-6")).await.unwrap().transfer;
+        let now = Timestamp::now().unix_seconds();
+        let item = store.lease(now, 30, 10).await.unwrap().remove(0);
+        store.write(Write::Delivered { item_id: item.id, at: now }).await.unwrap();
+        let t = store.transfer(&t.transfer_id).await.unwrap().unwrap();
+        assert_eq!(t.state, State::Delivered, "{backend}");
+        assert_eq!(t.history.last().unwrap().by, "gateway");
+        assert_eq!(store.endpoint_health().await.unwrap()[0].failing_since, None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_deadlines_are_escalated_once() {
+    for (backend, store, _dir) in stores("deadline").await {
+        let engine = engine(store.clone());
+        let t = engine.submit(&id("330200/110"), ningbo_request("LZ-7")).await.unwrap().transfer;
+        let later = t.deadlines.receive_by.plus_seconds(1);
+        assert_eq!(engine.sweep_deadlines(t.deadlines.receive_by).await.unwrap(), 0, "{backend}: not yet");
+        assert_eq!(engine.sweep_deadlines(later).await.unwrap(), 1, "{backend}");
+        assert_eq!(engine.sweep_deadlines(later).await.unwrap(), 0, "{backend}: only once");
+        let t = store.transfer(&t.transfer_id).await.unwrap().unwrap();
+        assert!(t.overdue, "{backend}");
+        assert_eq!(t.history.iter().filter(|h| h.state == HistoryEvent::Escalated).count(), 1);
+    }
+}
