@@ -19,7 +19,15 @@ seed gd_json gd-json invalid
 seed workorder_xml workorder-xml invalid
 seed ticket_json ticket-json invalid
 mkdir -p corpus/canonical_json && for f in "$samples"/*/*.canonical.json; do cp "$f" corpus/canonical_json/; done
-for target in jjd_json jqxx_xml incident_json gd_json workorder_xml ticket_json canonical_json; do
-  echo "== $target (${seconds}s)"
-  RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$seconds" -max_len=8192 2>&1 | tail -n 3
+mkdir -p logs
+targets=${TARGETS:-jjd_json jqxx_xml incident_json gd_json workorder_xml ticket_json canonical_json}
+for target in $targets; do
+  echo "== $target (${seconds}s), log in fuzz/logs/$target.log"
+  if RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$seconds" -max_len=8192 >"logs/$target.log" 2>&1; then
+    grep -E "^Done" "logs/$target.log" || true
+  else
+    echo "!! $target failed; see fuzz/logs/$target.log and fuzz/artifacts/$target/"
+    tail -n 30 "logs/$target.log"
+    exit 1
+  fi
 done

@@ -42,6 +42,69 @@ pub enum Command {
         #[command(subcommand)]
         command: ProfilesCommand,
     },
+    /// Run the gateway (`--config FILE`), or check a configuration and exit (`--check-config FILE`).
+    Serve(ServeArgs),
+    /// Write a working site to try the gateway with: config, development CA and certificates.
+    Init(InitArgs),
+    /// List and replay deliveries (dead letters).
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE", required_unless_present = "check_config", conflicts_with = "check_config")]
+    pub config: Option<PathBuf>,
+    /// Check this configuration (keys, files, certificates, profiles) and exit.
+    #[arg(long, value_name = "FILE")]
+    pub check_config: Option<PathBuf>,
+    /// Log lines as text or JSON.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The folder to write the site into.
+    pub dir: PathBuf,
+    /// The HTTPS (mutual TLS) address.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: std::net::SocketAddr,
+    /// The admin (plain HTTP) address.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin: std::net::SocketAddr,
+    /// Print a JSON manifest of what was written.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// List dead letters (deliveries given up), oldest first.
+    List {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back in the queue.
+    Replay {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Outbox item ids, as `list` shows them.
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +172,26 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
             let registry = registry()?;
             write(stdout, endpoints(&registry, *json).as_bytes())
         }
+        Command::Serve(args) => serve(args),
+        Command::Init(args) => {
+            let registry = registry()?;
+            let site =
+                crate::site::init(&args.dir, args.listen, args.admin, &registry).map_err(|e| CliError::Failed(e.to_string()))?;
+            let text = if args.json {
+                serde_json::to_string_pretty(&site.manifest()).unwrap_or_default() + "\n"
+            } else {
+                format!(
+                    "wrote a site in {}\n  config:     {}\n  run it:     liandong serve --config {}\n  identities: {} client certificates in {}\n",
+                    site.dir.display(),
+                    site.config.display(),
+                    site.config.display(),
+                    site.identities.len(),
+                    site.dir.join("identities").display()
+                )
+            };
+            write(stdout, text.as_bytes())
+        }
+        Command::Deliveries { command } => deliveries(command, stdout),
         Command::Profiles { command: ProfilesCommand::Check { dir } } => {
             let mut registry = Registry::builtin();
             let errors = registry.load_dir(dir);
@@ -126,6 +209,125 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
             write(stdout, summary.as_bytes())
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot start the runtime: {e}")))
+}
+
+fn load_config(file: &std::path::Path) -> Result<crate::config::Config, CliError> {
+    crate::config::Config::load(file).map_err(|e| CliError::Invalid(e.to_string()))
+}
+
+/// `serve`: check the configuration, or run the gateway until SIGINT or SIGTERM.
+fn serve(args: &ServeArgs) -> Result<(), CliError> {
+    if let Some(file) = &args.check_config {
+        let config = load_config(file)?;
+        crate::server::registry(&config).map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
+        crate::security::tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
+            .map_err(|e| CliError::Invalid(format!("{}: tls: {e}", file.display())))?;
+        crate::security::tls::client_config(&config.tls.ca, &config.tls.client_cert, &config.tls.client_key)
+            .map_err(|e| CliError::Invalid(format!("{}: tls: {e}", file.display())))?;
+        println!("{}: ok", file.display());
+        return Ok(());
+    }
+    let file = args.config.as_ref().ok_or_else(|| CliError::Invalid("serve needs --config FILE".into()))?;
+    let config = load_config(file)?;
+    init_logging(args.log_format);
+    runtime()?.block_on(async move {
+        let https = tokio::net::TcpListener::bind(config.listen.https)
+            .await
+            .map_err(|e| CliError::Failed(format!("listen.https {}: {e}", config.listen.https)))?;
+        let admin = tokio::net::TcpListener::bind(config.listen.admin)
+            .await
+            .map_err(|e| CliError::Failed(format!("listen.admin {}: {e}", config.listen.admin)))?;
+        crate::server::run(config, crate::server::Listeners { https, admin }, shutdown_signal())
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return interrupt.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn deliveries(command: &DeliveriesCommand, stdout: &mut dyn Write) -> Result<(), CliError> {
+    let (DeliveriesCommand::List { config, .. } | DeliveriesCommand::Replay { config, .. }) = command;
+    let config = load_config(config)?;
+    let failed = |e: crate::store::StoreError| CliError::Failed(e.to_string());
+    let text = runtime()?.block_on(async {
+        let store = crate::server::open_store(&config).await.map_err(failed)?;
+        let answer: Result<String, CliError> = async {
+        match command {
+            DeliveriesCommand::List { json, .. } => {
+                let dead = store.dead_letters(1000).await.map_err(failed)?;
+                if *json {
+                    let list: Vec<serde_json::Value> = dead
+                        .iter()
+                        .map(|d| serde_json::json!({"id": d.id, "destination": d.destination.to_string(), "transfer_id": d.transfer_id,
+                            "kind": d.kind.as_str(), "attempts": d.attempts, "last_error": d.last_error}))
+                        .collect();
+                    return Ok(serde_json::to_string_pretty(&list).unwrap_or_default() + "\n");
+                }
+                let mut out = format!("{:<8} {:<14} {:<28} {:<9} {:>8}  {}\n", "ID", "DESTINATION", "TRANSFER", "KIND", "ATTEMPTS", "LAST ERROR");
+                for d in &dead {
+                    out.push_str(&format!(
+                        "{:<8} {:<14} {:<28} {:<9} {:>8}  {}\n",
+                        d.id,
+                        d.destination.to_string(),
+                        d.transfer_id,
+                        d.kind.as_str(),
+                        d.attempts,
+                        d.last_error.as_deref().unwrap_or("")
+                    ));
+                }
+                Ok(out)
+            }
+            DeliveriesCommand::Replay { ids, .. } => {
+                let mut out = String::new();
+                let now = crate::model::Timestamp::now().unix_seconds();
+                for id in ids {
+                    let done = matches!(
+                        store.write(crate::store::Write::Replay { item_id: *id, at: now }).await.map_err(failed)?,
+                        crate::store::WriteResult::Done(true)
+                    );
+                    out.push_str(&format!("{id}: {}\n", if done { "queued again" } else { "not a dead letter" }));
+                }
+                Ok(out)
+            }
+        }
+        }
+        .await;
+        answer
+    })?;
+    stdout.write_all(text.as_bytes()).map_err(|e| CliError::Failed(format!("cannot write: {e}")))
 }
 
 fn read_input(file: Option<&PathBuf>) -> Result<Vec<u8>, CliError> {

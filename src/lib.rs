@@ -27,10 +27,16 @@
 //!   read, never a field of the document.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod engine;
 pub mod formats;
+pub mod metrics;
 pub mod model;
 pub mod proto;
+pub mod security;
+pub mod server;
+pub mod site;
 pub mod store;

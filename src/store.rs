@@ -283,17 +283,22 @@ impl Store {
         query.fetch_all(&self.pool).await?.iter().map(transfer_from_row).collect()
     }
 
-    /// Takes up to `limit` deliveries that are due, for `lease` seconds: pending, due, not held
-    /// by another worker, and the first undone item of their transfer for that destination.
-    pub async fn lease(&self, now: i64, lease: i64, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
+    /// Takes up to `limit` deliveries to the given destinations that are due, for `lease`
+    /// seconds: pending, due, not held by another worker, and the first undone item of their
+    /// transfer for that destination.
+    pub async fn lease(&self, now: i64, lease: i64, limit: i64, destinations: &[String]) -> Result<Vec<OutboxItem>, StoreError> {
+        if destinations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let destinations = destinations.to_vec();
         if self.backend == Backend::Sqlite {
-            return match self.write(Write::Lease { now, lease, limit }).await? {
+            return match self.write(Write::Lease { now, lease, limit, destinations }).await? {
                 WriteResult::Leased(items) => Ok(items),
                 _ => Ok(Vec::new()),
             };
         }
         let mut tx = self.pool.begin().await?;
-        let result = writes::execute(&mut tx, self.backend, Write::Lease { now, lease, limit }).await?;
+        let result = writes::execute(&mut tx, self.backend, Write::Lease { now, lease, limit, destinations }).await?;
         tx.commit().await?;
         match result {
             WriteResult::Leased(items) => Ok(items),

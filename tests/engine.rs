@@ -224,9 +224,12 @@ async fn deliveries_are_leased_in_order_retried_and_dead_lettered() {
         let t = engine.submit(&origin, ningbo_request("LZ-5")).await.unwrap().transfer;
         engine.update_status(&origin, update(&t.transfer_id, State::Cancelled, "330200/110")).await.unwrap();
         let now = Timestamp::now().unix_seconds();
-        let leased = store.lease(now, 30, 10).await.unwrap();
+        let leased = store.lease(now, 30, 10, &everyone()).await.unwrap();
         assert_eq!(leased.len(), 1, "{backend}: the cancellation waits for the transfer's delivery");
-        assert!(store.lease(now, 30, 10).await.unwrap().is_empty(), "{backend}: a leased item is not handed out twice");
+        assert!(
+            store.lease(now, 30, 10, &everyone()).await.unwrap().is_empty(),
+            "{backend}: a leased item is not handed out twice"
+        );
         let item = &leased[0];
         store
             .write(Write::Failed {
@@ -238,14 +241,14 @@ async fn deliveries_are_leased_in_order_retried_and_dead_lettered() {
             })
             .await
             .unwrap();
-        assert!(store.lease(now, 30, 10).await.unwrap().is_empty(), "{backend}: not due before its retry time");
-        let retried = store.lease(now + 61, 30, 10).await.unwrap();
+        assert!(store.lease(now, 30, 10, &everyone()).await.unwrap().is_empty(), "{backend}: not due before its retry time");
+        let retried = store.lease(now + 61, 30, 10, &everyone()).await.unwrap();
         assert_eq!(retried[0].id, item.id, "{backend}");
         assert_eq!(retried[0].attempts, 1);
         store.write(Write::Delivered { item_id: item.id, at: now + 61 }).await.unwrap();
         // the transfer is cancelled already, so the delivery receipt records nothing new
         assert_eq!(store.transfer(&t.transfer_id).await.unwrap().unwrap().state, State::Cancelled, "{backend}");
-        let next = store.lease(now + 61, 30, 10).await.unwrap();
+        let next = store.lease(now + 61, 30, 10, &everyone()).await.unwrap();
         assert_eq!(next.len(), 1, "{backend}: now the cancellation");
         store
             .write(Write::Failed { item_id: next[0].id, at: now, error: "HTTP 500".into(), next_attempt_at: now, dead: true })
@@ -257,7 +260,7 @@ async fn deliveries_are_leased_in_order_retried_and_dead_lettered() {
         let WriteResult::Done(true) = store.write(Write::Replay { item_id: dead[0].id, at: now }).await.unwrap() else {
             panic!("{backend}: replayed")
         };
-        assert_eq!(store.lease(now + 62, 30, 10).await.unwrap().len(), 1, "{backend}");
+        assert_eq!(store.lease(now + 62, 30, 10, &everyone()).await.unwrap().len(), 1, "{backend}");
         let health = store.endpoint_health().await.unwrap();
         assert!(health.iter().any(|h| h.endpoint == "330200/12345" && h.failing_since.is_some()), "{backend}: {health:?}");
     }
@@ -269,7 +272,7 @@ async fn a_delivery_receipt_marks_the_transfer_delivered() {
         let engine = engine(store.clone());
         let t = engine.submit(&id("330200/110"), ningbo_request("LZ-6")).await.unwrap().transfer;
         let now = Timestamp::now().unix_seconds();
-        let item = store.lease(now, 30, 10).await.unwrap().remove(0);
+        let item = store.lease(now, 30, 10, &everyone()).await.unwrap().remove(0);
         store.write(Write::Delivered { item_id: item.id, at: now }).await.unwrap();
         let t = store.transfer(&t.transfer_id).await.unwrap().unwrap();
         assert_eq!(t.state, State::Delivered, "{backend}");
@@ -291,4 +294,8 @@ async fn missed_deadlines_are_escalated_once() {
         assert!(t.overdue, "{backend}");
         assert_eq!(t.history.iter().filter(|h| h.state == HistoryEvent::Escalated).count(), 1);
     }
+}
+
+fn everyone() -> Vec<String> {
+    Registry::builtin().endpoints().map(|e| e.id.to_string()).collect()
 }

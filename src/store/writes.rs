@@ -25,7 +25,7 @@ pub enum Write {
     /// A deadline was missed: `escalated` in the history, `overdue`, both parties' feeds told.
     Escalate { transfer_id: String, deadline: &'static str, at: i64 },
     /// Take due deliveries for a while (see [`super::Store::lease`]).
-    Lease { now: i64, lease: i64, limit: i64 },
+    Lease { now: i64, lease: i64, limit: i64, destinations: Vec<String> },
     /// Put a dead letter back in the queue.
     Replay { item_id: i64, at: i64 },
 }
@@ -92,18 +92,21 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
             Ok(WriteResult::Done(changed > 0))
         }
         Write::Escalate { transfer_id, deadline, at } => escalate(tx, backend, &transfer_id, deadline, at).await,
-        Write::Lease { now, lease, limit } => {
+        Write::Lease { now, lease, limit, destinations } => {
             let lock = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
-            let rows = sqlx::query(&format!(
+            let places: Vec<String> = (0..destinations.len()).map(|i| format!("${}", i + 4)).collect();
+            let sql = format!(
                 "{OUTBOX_SELECT} o WHERE o.status = 'pending' AND o.next_attempt_at <= $1 AND o.leased_until <= $2 \
+                 AND o.destination IN ({}) \
                  AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.transfer_id = o.transfer_id AND p.destination = o.destination \
-                 AND p.status = 'pending' AND p.id < o.id) ORDER BY o.id LIMIT $3{lock}"
-            ))
-            .bind(now)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut **tx)
-            .await?;
+                 AND p.status = 'pending' AND p.id < o.id) ORDER BY o.id LIMIT $3{lock}",
+                places.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(now).bind(now).bind(limit);
+            for destination in &destinations {
+                query = query.bind(destination);
+            }
+            let rows = query.fetch_all(&mut **tx).await?;
             let items: Vec<OutboxItem> = rows.iter().map(outbox_from_row).collect::<Result<_, _>>()?;
             for item in &items {
                 sqlx::query("UPDATE outbox SET leased_until = $1 WHERE id = $2")

@@ -1,0 +1,57 @@
+//! The HTTPS API: native documents from provincial systems, canonical JSON for everything
+//! else. Every request arrives with the caller's [`Identity`], established by the TLS layer
+//! ([`crate::server`]); handlers never look at a document to decide who is calling.
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `POST /v1/native/{region}/{platform}/transfers` | the endpoint's native transfer document | its native receipt |
+//! | `POST /v1/native/{region}/{platform}/status` | its native status document | its native receipt |
+//! | `POST /v1/transfers` | a canonical transfer request | the transfer |
+//! | `GET /v1/transfers/{id}` | | the transfer (its parties only) |
+//! | `POST /v1/transfers/{id}/status` | a canonical status update | the transfer |
+//! | `GET /v1/transfers?state=&overdue=&since=&until=&limit=&after=` | | the caller's transfers |
+//! | `GET /v1/endpoints` | | the registry with each endpoint's delivery health |
+//!
+//! Statuses: 200; 400 a bad document (the native receipt names the field); 403 not yours;
+//! 404; 409 a refused transition (naming the current state); 413 too large; 503 the store
+//! failed (nothing was done).
+
+pub mod errors;
+mod handlers;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::engine::Engine;
+use crate::security::Identity;
+
+/// The largest document accepted.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// The caller, as the TLS layer established it.
+#[derive(Clone, Debug)]
+pub struct Peer(pub Identity);
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    /// A destination failing longer than this (seconds) is reported unreachable.
+    pub unreachable_after: i64,
+}
+
+/// The router of the HTTPS API. The caller's [`Peer`] must be added as an extension.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/native/{region}/{platform}/transfers", post(handlers::native_transfer))
+        .route("/v1/native/{region}/{platform}/status", post(handlers::native_status))
+        .route("/v1/transfers", post(handlers::submit).get(handlers::list))
+        .route("/v1/transfers/{id}", get(handlers::get_transfer))
+        .route("/v1/transfers/{id}/status", post(handlers::status))
+        .route("/v1/endpoints", get(handlers::endpoints))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}

@@ -1,0 +1,75 @@
+//! The one place that turns errors into answers: HTTP statuses, canonical JSON errors and
+//! native receipts of the kind the sender's format has for them.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::engine::EngineError;
+use crate::formats::{Endpoint, FormatError, ReceiptKind};
+
+/// An error answered in canonical JSON: `{"error": {"status": 409, "message": "…"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+}
+
+/// The HTTP status of an engine error.
+pub fn status_of(error: &EngineError) -> StatusCode {
+    match error {
+        EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
+        EngineError::Forbidden(_) => StatusCode::FORBIDDEN,
+        EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+        EngineError::Refused(_) => StatusCode::CONFLICT,
+        EngineError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// The native receipt kind for an HTTP status.
+pub fn receipt_kind(status: StatusCode) -> ReceiptKind {
+    match status {
+        StatusCode::OK => ReceiptKind::Success,
+        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => ReceiptKind::Invalid,
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => ReceiptKind::Busy,
+        _ => ReceiptKind::Refused,
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        ApiError::new(status_of(&error), error.to_string())
+    }
+}
+
+impl From<FormatError> for ApiError {
+    fn from(error: FormatError) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"status": self.status.as_u16(), "message": self.message}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// A native receipt as an HTTP response, with the content type of the endpoint's format.
+pub fn native_receipt(endpoint: &Endpoint, status: StatusCode, reference: Option<&str>, message: Option<&str>) -> Response {
+    let bytes = endpoint.write_receipt(receipt_kind(status), reference, message);
+    let content_type = match endpoint.format.syntax {
+        crate::formats::profile::Syntax::Json => "application/json; charset=utf-8".to_string(),
+        crate::formats::profile::Syntax::Xml => format!("application/xml; charset={}", endpoint.format.encoding.label()),
+    };
+    let mut response = (status, bytes).into_response();
+    if let Ok(value) = HeaderValue::from_str(&content_type) {
+        response.headers_mut().insert(axum::http::header::CONTENT_TYPE, value);
+    }
+    response
+}

@@ -1,0 +1,226 @@
+//! The HTTPS handlers. Each one: who is calling (from [`Peer`]), what they sent (translated or
+//! decoded), what the engine says, and the answer in the caller's own form.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{json, Value};
+
+use super::errors::{native_receipt, status_of, ApiError};
+use super::{AppState, Peer};
+use crate::engine::EngineError;
+use crate::formats::Endpoint;
+use crate::model::{json as canonical, EndpointId, State as TransferState, StatusUpdate, Timestamp, Transfer, TransferRequest};
+use crate::store::TransferFilter;
+
+/// The registered endpoint named by the path, and whether the caller is it.
+fn native_endpoint<'a>(state: &'a AppState, peer: &Peer, region: &str, platform: &str) -> Result<&'a Endpoint, Box<Response>> {
+    let name = format!("{region}/{platform}");
+    let endpoint = state
+        .engine
+        .registry
+        .endpoint_named(&name)
+        .map_err(|e| Box::new(ApiError::new(StatusCode::NOT_FOUND, e.to_string()).into_response()))?;
+    if peer.0.endpoint() != Some(&endpoint.id) {
+        let message = format!("forbidden: {} may send only as itself, not as {name}", peer.0);
+        tracing::warn!(identity = %peer.0, route = %format!("/v1/native/{name}"), reason = %message, "refused");
+        return Err(Box::new(native_receipt(endpoint, StatusCode::FORBIDDEN, None, Some(&message))));
+    }
+    Ok(endpoint)
+}
+
+fn with_header(mut response: Response, name: &'static str, value: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, value);
+    }
+    response
+}
+
+/// Whether a destination has been failing for longer than the configured time.
+async fn reachable(state: &AppState, endpoint: &EndpointId) -> bool {
+    let now = Timestamp::now().unix_seconds();
+    match state.engine.store.endpoint_health().await {
+        Ok(health) => !health.iter().any(|h| {
+            h.endpoint == endpoint.to_string() && h.failing_since.is_some_and(|since| now - since > state.unreachable_after)
+        }),
+        Err(_) => true,
+    }
+}
+
+fn log_refusal(peer: &Peer, route: &str, error: &EngineError) {
+    if matches!(error, EngineError::Forbidden(_) | EngineError::NotFound(_) | EngineError::Refused(_)) {
+        tracing::warn!(identity = %peer.0, route, reason = %error, "refused");
+    } else if let EngineError::Store(e) = error {
+        tracing::error!(identity = %peer.0, route, error = %e, "store failed");
+    }
+}
+
+pub async fn native_transfer(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path((region, platform)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let endpoint = match native_endpoint(&state, &peer, &region, &platform) {
+        Ok(endpoint) => endpoint,
+        Err(response) => return *response,
+    };
+    let request = match endpoint.read_transfer(&body) {
+        Ok(request) => request,
+        Err(e) => return native_receipt(endpoint, StatusCode::BAD_REQUEST, None, Some(&e.to_string())),
+    };
+    let reference = request.sender_ref.clone();
+    match state.engine.submit(&endpoint.id, request).await {
+        Ok(submission) => {
+            let t = &submission.transfer;
+            let response = native_receipt(endpoint, StatusCode::OK, Some(&reference), None);
+            let response = with_header(response, "x-liandong-transfer-id", &t.transfer_id);
+            let response = with_header(response, "x-liandong-destination", &t.to.to_string());
+            let status = if reachable(&state, &t.to).await { "reachable" } else { "unreachable" };
+            with_header(response, "x-liandong-destination-status", status)
+        }
+        Err(e) => {
+            log_refusal(&peer, "native transfers", &e);
+            native_receipt(endpoint, status_of(&e), Some(&reference), Some(&e.to_string()))
+        }
+    }
+}
+
+pub async fn native_status(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path((region, platform)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let endpoint = match native_endpoint(&state, &peer, &region, &platform) {
+        Ok(endpoint) => endpoint,
+        Err(response) => return *response,
+    };
+    let update = match endpoint.read_status(&body) {
+        Ok(update) => update,
+        Err(e) => return native_receipt(endpoint, StatusCode::BAD_REQUEST, None, Some(&e.to_string())),
+    };
+    let reference = update.transfer_ref.clone();
+    match state.engine.update_status(&endpoint.id, update).await {
+        Ok((transfer, _)) => with_header(
+            native_receipt(endpoint, StatusCode::OK, reference.as_deref(), None),
+            "x-liandong-transfer-id",
+            &transfer.transfer_id,
+        ),
+        Err(e) => {
+            log_refusal(&peer, "native status", &e);
+            native_receipt(endpoint, status_of(&e), reference.as_deref(), Some(&e.to_string()))
+        }
+    }
+}
+
+fn caller_endpoint(peer: &Peer) -> Result<&EndpointId, ApiError> {
+    peer.0.endpoint().ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, format!("forbidden: {} is not an endpoint", peer.0)))
+}
+
+pub async fn submit(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = caller_endpoint(&peer)?;
+    let request: TransferRequest =
+        canonical::parse(&body, TransferRequest::REQUIRED).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let submission = state.engine.submit(caller, request).await.inspect_err(|e| log_refusal(&peer, "POST /v1/transfers", e))?;
+    let reachable = reachable(&state, &submission.transfer.to).await;
+    Ok(Json(json!({
+        "transfer": submission.transfer,
+        "created": submission.created,
+        "destination": {"endpoint": submission.transfer.to.to_string(), "reachable": reachable},
+    }))
+    .into_response())
+}
+
+pub async fn get_transfer(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+) -> Result<Json<Transfer>, ApiError> {
+    let caller = caller_endpoint(&peer)?;
+    Ok(Json(state.engine.transfer_for(caller, &id).await.inspect_err(|e| log_refusal(&peer, "GET /v1/transfers/{id}", e))?))
+}
+
+pub async fn status(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Transfer>, ApiError> {
+    let caller = caller_endpoint(&peer)?;
+    let mut value: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
+    let object =
+        value.as_object_mut().ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "malformed JSON: expected an object"))?;
+    object.entry("by").or_insert_with(|| Value::String(caller.to_string()));
+    object.insert("transfer_id".into(), Value::String(id));
+    let update: StatusUpdate =
+        canonical::decode(value, &["state", "at"]).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let (transfer, _) = state
+        .engine
+        .update_status(caller, update)
+        .await
+        .inspect_err(|e| log_refusal(&peer, "POST /v1/transfers/{id}/status", e))?;
+    Ok(Json(transfer))
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = caller_endpoint(&peer)?;
+    let bad = |key: &str, expected: &str| ApiError::new(StatusCode::BAD_REQUEST, format!("{key}: expected {expected}"));
+    let time = |key: &str| -> Result<Option<i64>, ApiError> {
+        query
+            .get(key)
+            .map(|t| Timestamp::parse_rfc3339(t, false).map(Timestamp::unix_seconds).map_err(|_| bad(key, "an RFC 3339 time")))
+            .transpose()
+    };
+    let filter = TransferFilter {
+        party: Some(caller.to_string()),
+        state: query.get("state").map(|s| s.parse::<TransferState>().map_err(|_| bad("state", "a state"))).transpose()?,
+        overdue: query.get("overdue").map(|s| s.parse::<bool>().map_err(|_| bad("overdue", "true or false"))).transpose()?,
+        since: time("since")?,
+        until: time("until")?,
+        limit: query.get("limit").map(|s| s.parse::<i64>().map_err(|_| bad("limit", "a number"))).transpose()?.unwrap_or(100),
+        after: query.get("after").cloned(),
+    };
+    let transfers = state.engine.store.transfers(&filter).await.map_err(EngineError::from)?;
+    let next =
+        (transfers.len() as i64 >= filter.limit.clamp(1, 500)).then(|| transfers.last().map(|t| t.transfer_id.clone())).flatten();
+    Ok(Json(json!({"transfers": transfers, "next": next})))
+}
+
+pub async fn endpoints(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let health = state.engine.store.endpoint_health().await.map_err(EngineError::from)?;
+    let now = Timestamp::now().unix_seconds();
+    let list: Vec<Value> = state
+        .engine
+        .registry
+        .endpoints()
+        .map(|e| {
+            let h = health.iter().find(|h| h.endpoint == e.id.to_string());
+            let unreachable = h.and_then(|h| h.failing_since).is_some_and(|since| now - since > state.unreachable_after);
+            json!({
+                "id": e.id.to_string(),
+                "format": e.format.name,
+                "place": e.place,
+                "delivery": state.engine.config.endpoint(&e.id).and_then(|s| s.url.clone()).map_or("pull", |_| "push"),
+                "last_success": h.and_then(|h| h.last_success).and_then(Timestamp::from_unix_seconds),
+                "failing_since": h.and_then(|h| h.failing_since).and_then(Timestamp::from_unix_seconds),
+                "unreachable": unreachable,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"endpoints": list})))
+}

@@ -1,0 +1,63 @@
+//! A few counters and the Prometheus text the admin listener serves.
+//!
+//! Counters are process-wide atomics; gauges that live in the store (transfers by state, the
+//! delivery backlog, dead letters) are read from it when `/metrics` is scraped.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Process-wide counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub submissions: AtomicU64,
+    pub status_updates: AtomicU64,
+    pub refusals: AtomicU64,
+    pub bad_documents: AtomicU64,
+    pub deliveries_ok: AtomicU64,
+    pub deliveries_failed: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub escalations: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+}
+
+/// The counters of this process.
+pub fn counters() -> &'static Counters {
+    static COUNTERS: std::sync::OnceLock<Counters> = std::sync::OnceLock::new();
+    COUNTERS.get_or_init(Counters::default)
+}
+
+/// Adds one.
+pub fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Renders the Prometheus text exposition.
+pub fn render(states: &[(String, i64)], outbox: &[(String, i64)], unreachable: &[String]) -> String {
+    let c = counters();
+    let mut out = String::with_capacity(2048);
+    let counter = |out: &mut String, name: &str, help: &str, value: &AtomicU64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+    };
+    counter(&mut out, "liandong_submissions_total", "Transfers submitted (new and resent).", &c.submissions);
+    counter(&mut out, "liandong_status_updates_total", "Status updates applied or repeated.", &c.status_updates);
+    counter(&mut out, "liandong_refusals_total", "Requests refused: identity, permission or transition.", &c.refusals);
+    counter(&mut out, "liandong_bad_documents_total", "Documents refused as malformed or invalid.", &c.bad_documents);
+    counter(&mut out, "liandong_deliveries_total", "Deliveries confirmed by a native receipt.", &c.deliveries_ok);
+    counter(&mut out, "liandong_delivery_failures_total", "Delivery attempts that failed.", &c.deliveries_failed);
+    counter(&mut out, "liandong_dead_letters_total", "Deliveries given up as dead letters.", &c.dead_letters);
+    counter(&mut out, "liandong_escalations_total", "Missed deadlines escalated.", &c.escalations);
+    counter(&mut out, "liandong_tls_handshake_failures_total", "TLS handshakes that failed.", &c.tls_handshake_failures);
+    let _ = writeln!(out, "# HELP liandong_transfers Transfers by state.\n# TYPE liandong_transfers gauge");
+    for (state, n) in states {
+        let _ = writeln!(out, "liandong_transfers{{state=\"{state}\"}} {n}");
+    }
+    let _ = writeln!(out, "# HELP liandong_outbox Deliveries by status (pending is the backlog).\n# TYPE liandong_outbox gauge");
+    for (status, n) in outbox {
+        let _ = writeln!(out, "liandong_outbox{{status=\"{status}\"}} {n}");
+    }
+    let _ = writeln!(out, "# HELP liandong_endpoint_unreachable Destinations failing for longer than delivery.unreachable_after.\n# TYPE liandong_endpoint_unreachable gauge");
+    for endpoint in unreachable {
+        let _ = writeln!(out, "liandong_endpoint_unreachable{{endpoint=\"{endpoint}\"}} 1");
+    }
+    out
+}

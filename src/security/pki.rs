@@ -1,0 +1,114 @@
+//! A development certificate authority: what `liandong init` and the tests use to make a site
+//! with real certificates. (Security teams get the full tool, `liandong certs`, in its own
+//! module.)
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+use super::{Identity, TlsError};
+
+/// A CA that can issue certificates.
+pub struct DevCa {
+    params: CertificateParams,
+    key: KeyPair,
+    /// The CA certificate, PEM.
+    pub cert_pem: String,
+}
+
+/// An issued certificate and its key, PEM.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl DevCa {
+    /// A new self-signed CA, valid ten years.
+    pub fn new(name: &str) -> Result<DevCa, TlsError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        dn.push(DnType::OrganizationName, "Liandong development");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2035, 1, 1);
+        let key = KeyPair::generate()?;
+        let cert_pem = params.self_signed(&key)?.pem();
+        Ok(DevCa { params, key, cert_pem })
+    }
+
+    fn issue(&self, common_name: &str, sans: Vec<SanType>, usages: Vec<ExtendedKeyUsagePurpose>) -> Result<Issued, TlsError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        params.distinguished_name = dn;
+        params.subject_alt_names = sans;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = usages;
+        params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2034, 1, 1);
+        let key = KeyPair::generate()?;
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+
+    /// A server certificate for these DNS names and IP addresses.
+    pub fn server(&self, names: &[&str]) -> Result<Issued, TlsError> {
+        let sans = names
+            .iter()
+            .map(|n| match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => Ok(SanType::DnsName((*n).try_into()?)),
+            })
+            .collect::<Result<Vec<_>, rcgen::Error>>()?;
+        self.issue(names.first().copied().unwrap_or("localhost"), sans, vec![ExtendedKeyUsagePurpose::ServerAuth])
+    }
+
+    /// A client certificate carrying an identity as its URI SAN.
+    pub fn client(&self, identity: &Identity) -> Result<Issued, TlsError> {
+        let uri = identity.uri();
+        self.issue(&uri, vec![SanType::URI(uri.as_str().try_into()?)], vec![ExtendedKeyUsagePurpose::ClientAuth])
+    }
+
+    /// A certificate usable both ways (a test destination that is also a client).
+    pub fn server_and_client(&self, names: &[&str], identity: &Identity) -> Result<Issued, TlsError> {
+        let mut sans = vec![SanType::URI(identity.uri().as_str().try_into()?)];
+        for n in names {
+            sans.push(match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName((*n).try_into()?),
+            });
+        }
+        self.issue(&identity.uri(), sans, vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth])
+    }
+}
+
+impl Issued {
+    /// Writes `NAME.pem` and `NAME-key.pem` (mode 0600) into `dir`; returns their paths.
+    pub fn write(&self, dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), TlsError> {
+        let cert = dir.join(format!("{name}.pem"));
+        let key = dir.join(format!("{name}-key.pem"));
+        write_file(&cert, &self.cert_pem, false)?;
+        write_file(&key, &self.key_pem, true)?;
+        Ok((cert, key))
+    }
+}
+
+/// Writes a file; private ones get mode 0600.
+pub fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsError> {
+    let fail = |e: std::io::Error| TlsError::File { path: path.display().to_string(), problem: e.to_string() };
+    std::fs::write(path, contents).map_err(fail)?;
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    }
+    let _ = private;
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! The gateway process: listeners, TLS, and the background workers, wired from a [`Config`].
+//!
+//! [`run`] takes bound listeners and a shutdown future, so tests start the real server on port
+//! 0. On shutdown it stops accepting, lets open requests finish (up to a grace period), and
+//! stops the workers; what was answered "submitted" is already in the store.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::{Extension, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState, Peer};
+use crate::config::{Config, Store as StoreConfig};
+use crate::delivery::Deliverer;
+use crate::engine::Engine;
+use crate::formats::Registry;
+use crate::metrics::{self, counters};
+use crate::model::Timestamp;
+use crate::security::{tls, Identity};
+use crate::store::{Store, StoreError};
+
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open requests may run on after shutdown begins.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] crate::security::TlsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("profiles: {0}")]
+    Profiles(String),
+    #[error("listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The listeners the gateway serves on.
+pub struct Listeners {
+    /// Mutual TLS, the APIs.
+    pub https: TcpListener,
+    /// Plain HTTP, health and metrics.
+    pub admin: TcpListener,
+}
+
+/// Opens the configured store.
+pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
+    match &config.store {
+        StoreConfig::Sqlite { path } => Store::sqlite(path).await,
+        StoreConfig::Postgres { url, pool } => Store::postgres(url, *pool).await,
+    }
+}
+
+/// Loads the registry: the built-in formats and endpoints, plus the configured folder.
+pub fn registry(config: &Config) -> Result<Registry, ServeError> {
+    match &config.profiles {
+        None => Ok(Registry::builtin()),
+        Some(dir) => Registry::with_dir(dir)
+            .map_err(|errors| ServeError::Profiles(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))),
+    }
+}
+
+/// Runs the gateway until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let server_tls = tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    let client_tls = tls::client_config(&config.tls.ca, &config.tls.client_cert, &config.tls.client_key)?;
+    let registry = Arc::new(registry(&config)?);
+    let store = open_store(&config).await?;
+    let config = Arc::new(config);
+    let engine = Engine { store: store.clone(), registry, config: config.clone() };
+    let state =
+        Arc::new(AppState { engine: engine.clone(), unreachable_after: config.delivery.unreachable_after.as_secs() as i64 });
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let deliverer = Deliverer::new(engine.clone(), client_tls, config.delivery.clone());
+    let delivery = tokio::spawn(deliverer.run(stopped.clone()));
+    let sweeper = tokio::spawn(sweep(engine.clone(), config.delivery.sweep_every, stopped.clone()));
+    let admin = tokio::spawn(serve_admin(listeners.admin, state.clone(), stopped.clone()));
+    tracing::info!(https = %listeners.https.local_addr()?, "liandong is serving");
+
+    let router = api::router(state);
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listeners.https.accept() => {
+                let Ok((tcp, remote)) = accepted else { continue };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let router = router.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            metrics::inc(&counters().tls_handshake_failures);
+                            tracing::info!(%remote, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            metrics::inc(&counters().tls_handshake_failures);
+                            tracing::info!(%remote, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let identity = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .ok_or_else(|| "no client certificate".to_string())
+                        .and_then(|leaf| Identity::from_certificate(leaf));
+                    let identity = match identity {
+                        Ok(identity) => identity,
+                        Err(reason) => {
+                            metrics::inc(&counters().refusals);
+                            tracing::warn!(%remote, %reason, "refused: the client certificate names no Liandong identity");
+                            return;
+                        }
+                    };
+                    let service = TowerToHyperService::new(router.layer(Extension(Peer(identity))));
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let connection = builder.serve_connection(TokioIo::new(tls), service);
+                    let _ = watcher.watch(connection.into_owned()).await;
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    tracing::info!("shutting down");
+    drop(listeners.https);
+    let _ = tokio::time::timeout(GRACE, graceful.shutdown()).await;
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(GRACE, async {
+        let _ = delivery.await;
+        let _ = sweeper.await;
+        let _ = admin.await;
+    })
+    .await;
+    Ok(())
+}
+
+/// The deadline sweeper: escalates missed deadlines every `every`.
+async fn sweep(engine: Engine, every: Duration, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        match engine.sweep_deadlines(Timestamp::now()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                counters().escalations.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(escalated = n, "transfers missed a deadline");
+            }
+            Err(e) => tracing::error!(error = %e, "the deadline sweep failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// `/healthz` (the process runs), `/readyz` (the store answers), `/metrics` (Prometheus).
+async fn serve_admin(listener: TcpListener, state: Arc<AppState>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let ready = state.clone();
+    let scrape = state.clone();
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let state = ready.clone();
+                async move {
+                    if state.engine.store.ping().await {
+                        (axum::http::StatusCode::OK, "ready\n")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let state = scrape.clone();
+                async move {
+                    let store = &state.engine.store;
+                    let states = store.count_by_state().await.unwrap_or_default();
+                    let outbox = store.count_outbox().await.unwrap_or_default();
+                    let now = Timestamp::now().unix_seconds();
+                    let unreachable: Vec<String> = store
+                        .endpoint_health()
+                        .await
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|h| h.failing_since.is_some_and(|since| now - since > state.unreachable_after))
+                        .map(|h| h.endpoint)
+                        .collect();
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        metrics::render(&states, &outbox, &unreachable),
+                    )
+                }
+            }),
+        );
+    let _ = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stopped.changed().await;
+        })
+        .await;
+}
