@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod net;
+
 use serde_json::Value;
 
 /// Compares canonical JSON: equal values, except numbers under a `point` within 2e-6

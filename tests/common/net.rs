@@ -1,0 +1,204 @@
+//! A site with real certificates, a mutual-TLS client, and a test endpoint server that records
+//! what the gateway delivers and answers with the endpoint's own native receipt.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use liandong::formats::{ReceiptKind, Registry};
+use liandong::security::tls;
+
+/// A folder with `liandong init`'s site in it, removed at the end.
+pub struct Site {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Site {
+    pub fn new(name: &str) -> Site {
+        let dir = std::env::temp_dir().join(format!("liandong-{name}-{}-{}", std::process::id(), ulid::Ulid::new()));
+        let site =
+            liandong::site::init(&dir, "127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), &Registry::builtin())
+                .unwrap();
+        Site { dir, config: site.config }
+    }
+
+    /// Sets the configuration's text with a function of the current one.
+    pub fn edit_config(&self, f: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, f(text)).unwrap();
+    }
+
+    /// Gives an endpoint a delivery URL.
+    pub fn push_to(&self, endpoint: &str, url: &str) {
+        self.edit_config(|text| {
+            text.replace(
+                &format!("id = \"{endpoint}\"\n# url = \"https://127.0.0.1:9443/receive\""),
+                &format!("id = \"{endpoint}\"\nurl = \"{url}\""),
+            )
+        });
+    }
+
+    pub fn identity(&self, endpoint: &str) -> (PathBuf, PathBuf) {
+        let name = endpoint.replace('/', "-");
+        (self.dir.join("identities").join(format!("{name}.pem")), self.dir.join("identities").join(format!("{name}-key.pem")))
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An HTTPS client presenting one identity's certificate.
+#[derive(Clone)]
+pub struct Client {
+    connector: tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+}
+
+/// An answer: status, headers, body.
+pub struct Answer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    }
+}
+
+impl Client {
+    pub fn new(site: &Site, cert: &Path, key: &Path, addr: SocketAddr) -> Client {
+        let config = tls::client_config(&site.dir.join("ca.pem"), cert, key).unwrap();
+        Client { connector: tokio_rustls::TlsConnector::from(config), addr }
+    }
+
+    pub fn for_endpoint(site: &Site, endpoint: &str, addr: SocketAddr) -> Client {
+        let (cert, key) = site.identity(endpoint);
+        Client::new(site, &cert, &key, addr)
+    }
+
+    pub async fn request(&self, method: &str, path: &str, body: Vec<u8>) -> Result<Answer, String> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = self.connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("https://localhost:{}{path}", self.addr.port()))
+            .header("host", "localhost")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Answer { status, headers, body })
+    }
+
+    pub async fn post(&self, path: &str, body: Vec<u8>) -> Answer {
+        self.request("POST", path, body).await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, Vec::new()).await.unwrap()
+    }
+}
+
+/// What a test endpoint received: its path, the delivery headers, and the native body.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub transfer_id: Option<String>,
+    pub attempt: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// A test endpoint: an HTTPS server (client certificates required) that records deliveries
+/// and answers each with the success receipt of `endpoint`'s format.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    /// When false, it answers 503 with the format's busy receipt.
+    pub up: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Receiver {
+    pub async fn start(site: &Site, endpoint: &str) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Receiver::serve(site, endpoint, listener)
+    }
+
+    pub fn serve(site: &Site, endpoint: &str, listener: tokio::net::TcpListener) -> Receiver {
+        let addr = listener.local_addr().unwrap();
+        let config =
+            tls::server_config(&site.dir.join("ca.pem"), &site.dir.join("server.pem"), &site.dir.join("server-key.pem")).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let registry = Arc::new(Registry::builtin());
+        let endpoint = registry.endpoint_named(endpoint).unwrap().clone();
+        let (record, up_flag) = (received.clone(), up.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let (acceptor, record, up, endpoint) = (acceptor.clone(), record.clone(), up_flag.clone(), endpoint.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let (record, up, endpoint) = (record.clone(), up.clone(), endpoint.clone());
+                        async move {
+                            let path = request.uri().path().to_string();
+                            let header = |n: &str| request.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+                            let (transfer_id, attempt) = (header("x-liandong-transfer-id"), header("x-liandong-attempt"));
+                            let body = request.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+                            if !up.load(std::sync::atomic::Ordering::SeqCst) {
+                                let busy = endpoint.write_receipt(ReceiptKind::Busy, None, Some("down for maintenance"));
+                                return Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder().status(503).body(Full::new(Bytes::from(busy))).unwrap(),
+                                );
+                            }
+                            record.lock().unwrap().push(Received { path, transfer_id, attempt, body });
+                            let ok = endpoint.write_receipt(ReceiptKind::Success, None, None);
+                            Ok(hyper::Response::new(Full::new(Bytes::from(ok))))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Receiver { addr, received, up }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/receive", self.addr.port())
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// Waits until `check` holds, polling, for at most `seconds`.
+pub async fn eventually(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,199 @@
+//! The gateway as endpoints meet it: real TLS with certificates made for the test, the real
+//! server on port 0, test endpoints that receive deliveries and answer with their receipts.
+
+use std::path::Path;
+
+use liandong::config::Config;
+use liandong::server::{self, Listeners};
+
+mod common;
+use common::net::{eventually, Client, Receiver, Site};
+
+fn sample(path: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples").join(path)).unwrap()
+}
+
+/// Starts the gateway of `site`; returns its HTTPS and admin addresses and a stop switch.
+async fn start(site: &Site) -> (std::net::SocketAddr, std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let config = Config::load(&site.config).unwrap();
+    let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, admin_addr) = (https.local_addr().unwrap(), admin.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        server::run(config, Listeners { https, admin }, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (addr, admin_addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_goes_across_and_its_status_comes_back() {
+    let site = Site::new("flow");
+    let hotline = Receiver::start(&site, "330200/12345").await;
+    let police = Receiver::start(&site, "330200/110").await;
+    site.push_to("330200/12345", &hotline.url());
+    site.push_to("330200/110", &police.url());
+    let (addr, admin, _stop) = start(&site).await;
+    let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
+    let ningbo_12345 = Client::for_endpoint(&site, "330200/12345", addr);
+
+    // 110 submits its native document and gets its native receipt
+    let answer = ningbo_110.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["CODE"], "0000");
+    assert_eq!(answer.json()["LZBH"], "LZ202305080001");
+    let transfer_id = answer.header("x-liandong-transfer-id").unwrap();
+    assert_eq!(answer.header("x-liandong-destination").as_deref(), Some("330200/12345"));
+
+    // 12345 receives it in its own format, with the transfer_id as the reference
+    eventually(20, "the delivery to 12345", || !hotline.received().is_empty()).await;
+    let delivered = &hotline.received()[0];
+    let document: serde_json::Value = serde_json::from_slice(&delivered.body).unwrap();
+    assert_eq!(document["lzbh"], transfer_id.as_str());
+    assert_eq!(document["gd"]["sqlx"], "1007");
+    assert_eq!(delivered.transfer_id.as_deref(), Some(transfer_id.as_str()));
+    let path = format!("/v1/transfers/{transfer_id}");
+    for _ in 0..200 {
+        if ningbo_110.get(&path).await.json()["state"] == "delivered" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(ningbo_110.get(&path).await.json()["state"], "delivered");
+
+    // 12345 accepts in its own format; 110 hears of it in its own, by its own reference
+    let accept = format!(
+        r#"{{"lzbh": "{transfer_id}", "gdzt": "受理", "czsj": "2023/05/08 09:47:12", "czdw": {{"dm": "330203-CG", "mc": "海曙区综合行政执法局"}}}}"#
+    );
+    let answer = ningbo_12345.post("/v1/native/330200/12345/status", accept.into_bytes()).await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(answer.json()["code"], "200");
+    eventually(20, "the status notice to 110", || !police.received().is_empty()).await;
+    let notice: serde_json::Value = serde_json::from_slice(&police.received()[0].body).unwrap();
+    assert_eq!(notice["LZBH"], "LZ202305080001");
+    assert_eq!(notice["ZT"], "20");
+    let transfer = ningbo_12345.get(&path).await.json();
+    assert_eq!(transfer["state"], "accepted");
+    let history: Vec<&str> = transfer["history"].as_array().unwrap().iter().map(|h| h["state"].as_str().unwrap()).collect();
+    assert_eq!(history, ["submitted", "delivered", "received", "accepted"]);
+
+    // a refused transition names the current state, in the sender's receipt, and changes nothing
+    let reject = format!(r#"{{"lzbh": "{transfer_id}", "gdzt": "退回", "czsj": "2023/05/08 09:50:00", "sm": "不属于本部门"}}"#);
+    let answer = ningbo_12345.post("/v1/native/330200/12345/status", reject.into_bytes()).await;
+    assert_eq!(answer.status, 409);
+    assert_eq!(answer.json()["code"], "409");
+    assert!(answer.json()["msg"].as_str().unwrap().contains("the transfer is accepted"), "{}", answer.json());
+    assert_eq!(ningbo_12345.get(&path).await.json(), transfer);
+
+    // the admin listener
+    let metrics = reqwest_free_get(admin, "/metrics").await;
+    assert!(metrics.contains("liandong_transfers{state=\"accepted\"} 1"), "{metrics}");
+    assert!(reqwest_free_get(admin, "/readyz").await.contains("ready"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_identities_and_bad_documents_are_refused_and_change_nothing() {
+    let site = Site::new("refusals");
+    let (addr, _, _stop) = start(&site).await;
+    let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
+    let zhejiang_110 = Client::for_endpoint(&site, "330000/110", addr);
+
+    // sending as another endpoint
+    let answer = zhejiang_110.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
+    assert_eq!(answer.status, 403);
+    assert_eq!(answer.json()["CODE"], "1002");
+    // a bad document: the field and what was expected, in the sender's receipt
+    let answer = ningbo_110.post("/v1/native/330200/110/transfers", sample("invalid/jjd-bad-time.json")).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.json()["MSG"], "JQXX.BJSJ: expected yyyy-MM-dd HH:mm:ss, got \"2023/05/08 09:41:09\"");
+    // XML in GBK answers in GBK XML
+    let liaoning = Client::for_endpoint(&site, "210000/110", addr);
+    let answer = liaoning.post("/v1/native/210000/110/transfers", sample("invalid/jqxx-jw11-in-liaoning.xml")).await;
+    assert_eq!(answer.status, 400);
+    let text = liandong::formats::encoding::TextEncoding::Gbk.decode(&answer.body).unwrap();
+    assert!(text.contains("<CODE>1</CODE>") && text.contains("JQXX.JQLB@DM: unknown category code"), "{text}");
+    // too large
+    let answer = ningbo_110.post("/v1/native/330200/110/transfers", vec![b' '; 2 << 20]).await;
+    assert_eq!(answer.status, 413);
+    // status for a transfer that is not theirs
+    let answer = ningbo_110.post("/v1/native/330200/110/status", sample("jjd-json/status-closed.json")).await;
+    assert_eq!(answer.status, 404);
+    // nothing was stored
+    let list = ningbo_110.get("/v1/transfers").await.json();
+    assert_eq!(list["transfers"].as_array().unwrap().len(), 0);
+    let list = zhejiang_110.get("/v1/transfers").await.json();
+    assert_eq!(list["transfers"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canonical_api_and_who_may_read() {
+    let site = Site::new("canonical");
+    let (addr, _, _stop) = start(&site).await;
+    let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
+    let stranger = Client::for_endpoint(&site, "210000/12345", addr);
+    let request = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.canonical.json"),
+    )
+    .unwrap();
+    let answer = ningbo_110.post("/v1/transfers", request.clone().into_bytes()).await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let body = answer.json();
+    assert_eq!(body["created"], true);
+    assert_eq!(body["destination"]["endpoint"], "330200/12345");
+    let id = body["transfer"]["transfer_id"].as_str().unwrap().to_string();
+    // resent: the same transfer
+    let again = ningbo_110.post("/v1/transfers", request.into_bytes()).await.json();
+    assert_eq!((again["created"].as_bool(), again["transfer"]["transfer_id"].as_str()), (Some(false), Some(id.as_str())));
+    assert_eq!(stranger.get(&format!("/v1/transfers/{id}")).await.status, 403);
+    assert_eq!(ningbo_110.get("/v1/transfers/01ZZZZZZZZZZZZZZZZZZZZZZZZ").await.status, 404);
+    // canonical errors name the field
+    let answer = ningbo_110.post("/v1/transfers", br#"{"sender_ref": "x", "from": "330200/110"}"#.to_vec()).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.json()["error"]["message"], "requested_at: required field is missing or empty");
+    let answer = ningbo_110
+        .post(&format!("/v1/transfers/{id}/status"), br#"{"state": "accepted", "at": "2023-05-08T09:47:12+08:00"}"#.to_vec())
+        .await;
+    assert_eq!(answer.status, 409);
+    assert!(answer.json()["error"]["message"].as_str().unwrap().starts_with("refused: the transfer is submitted"));
+    let list = ningbo_110.get("/v1/transfers?state=submitted&limit=10").await.json();
+    assert_eq!(list["transfers"].as_array().unwrap().len(), 1);
+    let endpoints = ningbo_110.get("/v1/endpoints").await.json();
+    assert_eq!(endpoints["endpoints"].as_array().unwrap().len(), 18);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_is_down_gets_its_transfer_when_it_comes_back() {
+    let site = Site::new("down");
+    let hotline = Receiver::start(&site, "330200/12345").await;
+    hotline.up.store(false, std::sync::atomic::Ordering::SeqCst);
+    site.push_to("330200/12345", &hotline.url());
+    site.edit_config(|t| {
+        t.replace("initial_backoff = \"1s\"", "initial_backoff = \"100ms\"")
+            .replace("max_backoff = \"5m\"", "max_backoff = \"1s\"")
+    });
+    let (addr, _, _stop) = start(&site).await;
+    let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
+    let answer = ningbo_110.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
+    let id = answer.header("x-liandong-transfer-id").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(hotline.received().is_empty());
+    hotline.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    eventually(30, "delivery after the destination recovers", || !hotline.received().is_empty()).await;
+    let got = &hotline.received()[0];
+    assert_eq!(got.transfer_id.as_deref(), Some(id.as_str()));
+    assert!(got.attempt.as_deref().unwrap().parse::<u32>().unwrap() > 1, "it was a retry");
+}
+
+/// A plain HTTP GET to the admin listener.
+async fn reqwest_free_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    out
+}
