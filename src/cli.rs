@@ -46,6 +46,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Write a working site to try the gateway with: config, development CA and certificates.
     Init(InitArgs),
+    /// Drive native submissions at the gateway over mutual TLS and report throughput and latency.
+    Bench(BenchArgs),
     /// List and replay deliveries (dead letters).
     Deliveries {
         #[command(subcommand)]
@@ -83,6 +85,28 @@ pub struct InitArgs {
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub admin: std::net::SocketAddr,
     /// Print a JSON manifest of what was written.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A site's configuration (`liandong init`): the address, the CA and the identities come from it.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The endpoint to submit as; its certificate is `identities/REGION-PLATFORM.pem` beside the config.
+    #[arg(long, default_value = "330200/110")]
+    pub endpoint: String,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// How long to run, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = crate::config::duration::parse)]
+    pub duration: std::time::Duration,
+    /// Requests per second in all; flat out when absent.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -192,6 +216,40 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
             write(stdout, text.as_bytes())
         }
         Command::Deliveries { command } => deliveries(command, stdout),
+        Command::Bench(args) => {
+            let config = load_config(&args.config)?;
+            let dir = args.config.parent().unwrap_or(std::path::Path::new("."));
+            let name = args.endpoint.replace('/', "-");
+            let plan = crate::loadgen::Plan {
+                url: format!("https://localhost:{}", config.listen.https.port()),
+                ca: config.tls.ca.clone(),
+                cert: dir.join("identities").join(format!("{name}.pem")),
+                key: dir.join("identities").join(format!("{name}-key.pem")),
+                endpoint: args.endpoint.clone(),
+                concurrency: args.concurrency.max(1),
+                duration: args.duration,
+                rate: args.rate,
+            };
+            let report = runtime()?.block_on(crate::loadgen::run(plan)).map_err(CliError::Failed)?;
+            let text = if args.json {
+                serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+            } else {
+                format!(
+                    "{} ok, {} errors in {:.1} s: {:.0} submissions/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} connections{})\n",
+                    report.ok,
+                    report.errors,
+                    report.seconds,
+                    report.per_second,
+                    report.p50_ms,
+                    report.p90_ms,
+                    report.p99_ms,
+                    report.max_ms,
+                    report.concurrency,
+                    report.rate.map(|r| format!(", {r} per second offered")).unwrap_or_default()
+                )
+            };
+            write(stdout, text.as_bytes())
+        }
         Command::Profiles { command: ProfilesCommand::Check { dir } } => {
             let mut registry = Registry::builtin();
             let errors = registry.load_dir(dir);

@@ -33,6 +33,7 @@ pub mod config;
 pub mod delivery;
 pub mod engine;
 pub mod formats;
+pub mod loadgen;
 pub mod metrics;
 pub mod model;
 pub mod proto;

@@ -1,0 +1,163 @@
+//! `liandong bench`: a load generator that speaks to the gateway as endpoints do — native
+//! documents over mutual TLS on keep-alive connections — at a fixed rate or flat out, and
+//! reports throughput and latency percentiles (HdrHistogram). Neither `wrk` nor `h2load` can
+//! present a client certificate, hence this tool.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+
+use crate::security::tls;
+
+/// The transfer every request sends, each with its own reference and record number.
+const TEMPLATE: &str = include_str!("../tests/spec/samples/jjd-json/transfer-ningbo-township.json");
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub url: String,
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// The endpoint the certificate is (`330200/110`): documents go to its native route.
+    pub endpoint: String,
+    /// Connections, each sending one request at a time.
+    pub concurrency: usize,
+    pub duration: Duration,
+    /// Requests per second in all, or flat out when absent.
+    pub rate: Option<f64>,
+}
+
+/// What happened.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub requests: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub concurrency: usize,
+    pub rate: Option<f64>,
+}
+
+/// Runs the plan.
+pub async fn run(plan: Plan) -> Result<Report, String> {
+    let config = tls::client_config(&plan.ca, &plan.cert, &plan.key).map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let uri: hyper::Uri = plan.url.parse().map_err(|e| format!("{}: {e}", plan.url))?;
+    let host = uri.host().ok_or("the URL has no host")?.to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let path = format!("/v1/native/{}/transfers", plan.endpoint);
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let run_id = ulid::Ulid::new().to_string();
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..plan.concurrency {
+        let (connector, host, path, stop, counter, run_id) =
+            (connector.clone(), host.clone(), path.clone(), stop.clone(), counter.clone(), run_id.clone());
+        let concurrency = plan.concurrency;
+        let interval = plan.rate.map(|r| Duration::from_secs_f64(plan.concurrency as f64 / r));
+        workers.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let (mut ok, mut errors) = (0u64, 0u64);
+            let mut sender = None;
+            // Workers start spread over one interval, so a fixed rate is smooth, not bursty.
+            let mut next_send =
+                Instant::now() + interval.map(|i| i.mul_f64(worker as f64 / concurrency as f64)).unwrap_or_default();
+            while !stop.load(Ordering::Relaxed) {
+                if interval.is_some() {
+                    tokio::time::sleep_until(next_send.into()).await;
+                }
+                let scheduled = if interval.is_some() { next_send } else { Instant::now() };
+                if sender.is_none() {
+                    sender = connect(&connector, &host, port).await.ok();
+                    if sender.is_none() {
+                        errors += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                }
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let body =
+                    TEMPLATE.replace("LZ202305080001", &format!("B{run_id}-{n}")).replace("JJ202305080001", &format!("JB{n}"));
+                let request = hyper::Request::post(path.as_str())
+                    .header(hyper::header::HOST, host.as_str())
+                    .header(hyper::header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from(body)))
+                    .expect("a request");
+                let Some(s) = sender.as_mut() else { continue };
+                match s.send_request(request).await {
+                    Ok(response) => {
+                        let status = response.status();
+                        let _ = response.into_body().collect().await;
+                        if status.is_success() {
+                            ok += 1;
+                        } else {
+                            errors += 1;
+                        }
+                        let micros = scheduled.elapsed().as_micros().min(60_000_000) as u64;
+                        let _ = histogram.record(micros.max(1));
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        sender = None;
+                    }
+                }
+                if let Some(interval) = interval {
+                    next_send += interval;
+                }
+            }
+            (histogram, ok, errors)
+        }));
+    }
+    tokio::time::sleep(plan.duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    let (mut ok, mut errors) = (0, 0);
+    for worker in workers {
+        let (h, o, e) = worker.await.map_err(|e| e.to_string())?;
+        histogram.add(h).map_err(|e| e.to_string())?;
+        ok += o;
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Report {
+        requests: ok + errors,
+        ok,
+        errors,
+        seconds,
+        per_second: ok as f64 / seconds,
+        p50_ms: ms(0.5),
+        p90_ms: ms(0.9),
+        p99_ms: ms(0.99),
+        max_ms: histogram.max() as f64 / 1000.0,
+        concurrency: plan.concurrency,
+        rate: plan.rate,
+    })
+}
+
+async fn connect(
+    connector: &tokio_rustls::TlsConnector,
+    host: &str,
+    port: u16,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+    let tcp = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
