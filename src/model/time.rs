@@ -92,8 +92,11 @@ impl Timestamp {
         if bytes.len() < 19 || !matches!(bytes[10], b'T' | b't' | b' ') {
             return Err(fail());
         }
-        let civil = parse_layout(&text[..19], "yyyy-MM-dd HH:mm:ss", 10).ok_or_else(fail)?;
-        let mut rest = &text[19..];
+        // `get` refuses a cut inside a multi-byte character (found by fuzzing).
+        let (Some(head), Some(mut rest)) = (text.get(..19), text.get(19..)) else {
+            return Err(fail());
+        };
+        let civil = parse_layout(head, "yyyy-MM-dd HH:mm:ss", 10).ok_or_else(fail)?;
         if let Some(fraction) = rest.strip_prefix('.') {
             let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
             if digits == 0 {
@@ -341,6 +344,8 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2024-03-15T16:38:21+08:00");
         let t = Timestamp::parse_rfc3339("2024-03-15T03:08:21-05:30", false).unwrap();
         assert_eq!(t.to_rfc3339(), "2024-03-15T16:38:21+08:00");
+        // fuzzing found this: a multi-byte character across the 19th byte
+        assert!(Timestamp::parse_rfc3339("2023-05-09T09:0回访市民", true).is_err());
     }
 
     #[test]
