@@ -36,11 +36,32 @@ pub const MAX_BODY: usize = 1 << 20;
 pub struct Peer(pub Identity);
 
 /// What the handlers share.
-#[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
     /// A destination failing longer than this (seconds) is reported unreachable.
     pub unreachable_after: i64,
+    /// Endpoint health, read from the store at most once a second (it is on every submit's
+    /// answer; a second's staleness is nothing next to `unreachable_after`).
+    pub health: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::store::EndpointHealth>>)>>,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, unreachable_after: i64) -> AppState {
+        AppState { engine, unreachable_after, health: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Endpoint health, at most a second old.
+    pub async fn health(&self) -> Arc<Vec<crate::store::EndpointHealth>> {
+        let mut cached = self.health.lock().await;
+        if let Some((at, health)) = cached.as_ref() {
+            if at.elapsed() < std::time::Duration::from_secs(1) {
+                return health.clone();
+            }
+        }
+        let health = Arc::new(self.engine.store.endpoint_health().await.unwrap_or_default());
+        *cached = Some((std::time::Instant::now(), health.clone()));
+        health
+    }
 }
 
 /// The router of the HTTPS API. The caller's [`Peer`] must be added as an extension.

@@ -82,8 +82,7 @@ pub async fn run(
     let store = open_store(&config).await?;
     let config = Arc::new(config);
     let engine = Engine { store: store.clone(), registry, config: config.clone() };
-    let state =
-        Arc::new(AppState { engine: engine.clone(), unreachable_after: config.delivery.unreachable_after.as_secs() as i64 });
+    let state = Arc::new(AppState::new(engine.clone(), config.delivery.unreachable_after.as_secs() as i64));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let deliverer = Deliverer::new(engine.clone(), client_tls, config.delivery.clone());

@@ -6,10 +6,10 @@
 //! `submitted` is answered), and how delivery work is leased (`FOR UPDATE SKIP LOCKED` on
 //! PostgreSQL, so two replicas never hold the same item; one writer on SQLite).
 //!
-//! Every change is a [`Write`] executed in a transaction by [`writes::execute`]. On SQLite all
-//! writes go through one task that commits several at once ([`group_commit`]): concurrent
-//! submitters share each fsync. On PostgreSQL each write is its own transaction, and the server
-//! shares fsyncs itself.
+//! Every change is a [`Write`] executed in a transaction by [`writes::execute`]. All of a
+//! replica's writes go through one task that commits several at once ([`group_commit`]), and a
+//! batch's submissions go in multi-row statements: concurrent submitters share each commit and
+//! its fsync. Leases on PostgreSQL bypass it (`SKIP LOCKED` is made for concurrent takers).
 //!
 //! Invariants: a transfer is unique by (sender, sender_ref), so a resent document finds the
 //! first transfer; a status change and the notifications it causes commit together; an outbox
@@ -131,8 +131,8 @@ pub struct TransferFilter {
 pub struct Store {
     backend: Backend,
     pool: AnyPool,
-    /// SQLite only: the single writer that batches commits.
-    writer: Option<mpsc::Sender<group_commit::Job>>,
+    /// The replica's writer, which batches commits.
+    writer: mpsc::Sender<group_commit::Job>,
 }
 
 impl Store {
@@ -157,60 +157,50 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        let store = Store { backend: Backend::Sqlite, pool: pool.clone(), writer: None };
-        store.migrate().await?;
-        let writer = group_commit::start(pool);
-        Ok(Store { writer: Some(writer), ..store })
+        migrate(&pool, Backend::Sqlite).await?;
+        Ok(Store { backend: Backend::Sqlite, pool: pool.clone(), writer: group_commit::start(pool, Backend::Sqlite) })
     }
 
     /// Connects to PostgreSQL and applies the schema.
     pub async fn postgres(url: &str, pool_size: u32) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new().max_connections(pool_size).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
-        let store = Store { backend: Backend::Postgres, pool, writer: None };
-        store.migrate().await?;
-        Ok(store)
+        migrate(&pool, Backend::Postgres).await?;
+        Ok(Store { backend: Backend::Postgres, pool: pool.clone(), writer: group_commit::start(pool, Backend::Postgres) })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
     }
+}
 
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let postgres = self.backend == Backend::Postgres;
-        let mut conn = self.pool.acquire().await?;
-        if postgres {
-            // Replicas starting together must not race each other's DDL.
-            sqlx::query("SELECT pg_advisory_lock(727274)").execute(&mut *conn).await?;
-        }
-        let mut result = Ok(());
-        for statement in schema::statements(postgres) {
-            if let Err(e) = sqlx::query(&statement).execute(&mut *conn).await {
-                result = Err(e.into());
-                break;
-            }
-        }
-        if postgres {
-            sqlx::query("SELECT pg_advisory_unlock(727274)").execute(&mut *conn).await?;
-        }
-        result
+/// Applies the schema.
+async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
+    let postgres = backend == Backend::Postgres;
+    let mut conn = pool.acquire().await?;
+    if postgres {
+        // Replicas starting together must not race each other's DDL.
+        sqlx::query("SELECT pg_advisory_lock(727274)").execute(&mut *conn).await?;
     }
+    let mut result = Ok(());
+    for statement in schema::statements(postgres) {
+        if let Err(e) = sqlx::query(&statement).execute(&mut *conn).await {
+            result = Err(e.into());
+            break;
+        }
+    }
+    if postgres {
+        sqlx::query("SELECT pg_advisory_unlock(727274)").execute(&mut *conn).await?;
+    }
+    result
+}
 
+impl Store {
     /// Executes a write durably: when this returns, the change is committed.
     pub async fn write(&self, write: Write) -> Result<WriteResult, StoreError> {
-        match &self.writer {
-            Some(writer) => {
-                let (reply, answer) = oneshot::channel();
-                writer.send(group_commit::Job { write, reply }).await.map_err(|_| StoreError::Closed)?;
-                answer.await.map_err(|_| StoreError::Closed)?
-            }
-            None => {
-                let mut tx = self.pool.begin().await?;
-                let result = writes::execute(&mut tx, self.backend, write).await?;
-                tx.commit().await?;
-                Ok(result)
-            }
-        }
+        let (reply, answer) = oneshot::channel();
+        self.writer.send(group_commit::Job { write, reply }).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// A transfer by id.

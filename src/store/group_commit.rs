@@ -1,5 +1,7 @@
-//! SQLite's single writer: writes queue up while a commit is in flight and the next commit
-//! takes all of them, so concurrent submitters share one fsync instead of paying one each.
+//! The replica's writer: writes queue up while a commit is in flight and the next commit takes
+//! all of them, so concurrent submitters share one fsync instead of paying one each. On SQLite
+//! it is the only writer; on PostgreSQL each replica has one, and replicas still write
+//! concurrently (row locks and `SKIP LOCKED` keep them apart).
 //!
 //! Each write runs in its own savepoint: one that fails is rolled back alone and answered with
 //! its error; the others commit. Nobody is answered before the batch's commit returns.
@@ -7,7 +9,7 @@
 use sqlx::{Acquire, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::writes::{execute, Write, WriteResult};
+use super::writes::{execute, submit_many, NewTransfer, Write, WriteResult};
 use super::{Backend, StoreError};
 
 /// The most writes one commit carries.
@@ -20,13 +22,13 @@ pub struct Job {
 }
 
 /// Starts the writer; it ends when every sender is dropped.
-pub fn start(pool: AnyPool) -> mpsc::Sender<Job> {
+pub fn start(pool: AnyPool, backend: Backend) -> mpsc::Sender<Job> {
     let (sender, receiver) = mpsc::channel(8192);
-    tokio::spawn(run(pool, receiver));
+    tokio::spawn(run(pool, backend, receiver));
     sender
 }
 
-async fn run(pool: AnyPool, mut receiver: mpsc::Receiver<Job>) {
+async fn run(pool: AnyPool, backend: Backend, mut receiver: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(job) = receiver.recv().await {
         batch.push(job);
@@ -36,11 +38,11 @@ async fn run(pool: AnyPool, mut receiver: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit(&pool, &mut batch).await;
+        commit(&pool, backend, &mut batch).await;
     }
 }
 
-async fn commit(pool: &AnyPool, batch: &mut Vec<Job>) {
+async fn commit(pool: &AnyPool, backend: Backend, batch: &mut Vec<Job>) {
     let mut tx = match pool.begin().await {
         Ok(tx) => tx,
         Err(e) => {
@@ -52,9 +54,38 @@ async fn commit(pool: &AnyPool, batch: &mut Vec<Job>) {
         }
     };
     let mut answers = Vec::with_capacity(batch.len());
-    for job in batch.drain(..) {
+    // All the batch's submissions go in a few multi-row statements.
+    let (submits, others): (Vec<Job>, Vec<Job>) = batch.drain(..).partition(|job| matches!(job.write, Write::Submit { .. }));
+    if !submits.is_empty() {
+        let mut replies = Vec::with_capacity(submits.len());
+        let mut items = Vec::with_capacity(submits.len());
+        for job in submits {
+            if let Write::Submit { transfer, sender_ref, payload } = job.write {
+                items.push(NewTransfer { transfer: *transfer, sender_ref, payload });
+                replies.push(job.reply);
+            }
+        }
+        let results = match (&mut tx).begin().await {
+            Ok(mut savepoint) => match submit_many(&mut savepoint, items).await {
+                Ok(results) => savepoint.commit().await.map(|()| results).map_err(StoreError::from),
+                Err(e) => {
+                    let _ = savepoint.rollback().await;
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e.into()),
+        };
+        match results {
+            Ok(results) => answers.extend(replies.into_iter().zip(results.into_iter().map(Ok))),
+            Err(e) => {
+                let message = e.to_string();
+                answers.extend(replies.into_iter().map(|reply| (reply, Err(StoreError::Commit(message.clone())))));
+            }
+        }
+    }
+    for job in others {
         let result = match (&mut tx).begin().await {
-            Ok(mut savepoint) => match execute(&mut savepoint, Backend::Sqlite, job.write).await {
+            Ok(mut savepoint) => match execute(&mut savepoint, backend, job.write).await {
                 Ok(result) => savepoint.commit().await.map(|()| result).map_err(StoreError::from),
                 Err(e) => {
                     let _ = savepoint.rollback().await;

@@ -55,7 +55,10 @@ pub enum StatusRefused {
 /// Carries out one write inside `tx`.
 pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Write) -> Result<WriteResult, StoreError> {
     match write {
-        Write::Submit { transfer, sender_ref, payload } => submit(tx, *transfer, &sender_ref, &payload).await,
+        Write::Submit { transfer, sender_ref, payload } => {
+            let mut results = submit_many(tx, vec![NewTransfer { transfer: *transfer, sender_ref, payload }]).await?;
+            Ok(results.pop().unwrap_or(WriteResult::Done(false)))
+        }
         Write::Status { transfer_id, update, role } => status(tx, backend, &transfer_id, &update, role).await,
         Write::Delivered { item_id, at } => delivered(tx, backend, item_id, at).await,
         Write::Failed { item_id, at, error, next_attempt_at, dead } => {
@@ -131,45 +134,147 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
     }
 }
 
-async fn submit(
-    tx: &mut Transaction<'_, Any>,
-    transfer: Transfer,
-    sender_ref: &str,
-    payload: &str,
-) -> Result<WriteResult, StoreError> {
-    let document = serde_json::to_string(&transfer)
-        .map_err(|e| StoreError::Corrupt { id: transfer.transfer_id.clone(), problem: e.to_string() })?;
-    let now = Timestamp::now().unix_seconds();
-    let inserted = sqlx::query(
-        "INSERT INTO transfers (transfer_id, sender, sender_ref, destination, state, overdue, requested_at, receive_by, resolve_by, \
-         document, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, $10, $11) \
-         ON CONFLICT (sender, sender_ref) DO NOTHING",
-    )
-    .bind(&transfer.transfer_id)
-    .bind(transfer.from.to_string())
-    .bind(sender_ref)
-    .bind(transfer.to.to_string())
-    .bind(transfer.state.as_str())
-    .bind(transfer.requested_at.unix_seconds())
-    .bind(transfer.deadlines.receive_by.unix_seconds())
-    .bind(transfer.deadlines.resolve_by.map(Timestamp::unix_seconds))
-    .bind(&document)
-    .bind(now)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        let row = sqlx::query("SELECT transfer_id, document FROM transfers WHERE sender = $1 AND sender_ref = $2")
-            .bind(transfer.from.to_string())
-            .bind(sender_ref)
-            .fetch_one(&mut **tx)
-            .await?;
-        return Ok(WriteResult::Submitted { transfer: Box::new(transfer_from_row(&row)?), created: false });
+/// A transfer to store, with its idempotency key and the payload of its first delivery.
+#[derive(Debug)]
+pub struct NewTransfer {
+    pub transfer: Transfer,
+    pub sender_ref: String,
+    pub payload: String,
+}
+
+/// Rows per multi-row statement (11 parameters each stays far below both databases' limits).
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// Placeholders `($a, $b, …), (…)` for `rows` rows of `columns` parameters from `$1`, with
+/// `literal` spliced in after the parameter numbered `literal_after` (0 = none).
+fn values(rows: usize, columns: usize, literal: Option<(usize, &str)>) -> String {
+    let mut out = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        out.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", row * columns + column + 1));
+            if let Some((after, text)) = literal {
+                if column + 1 == after {
+                    out.push_str(", ");
+                    out.push_str(text);
+                }
+            }
+        }
+        out.push(')');
     }
-    enqueue(tx, &transfer.to, &transfer.transfer_id, DeliveryKind::Transfer, payload, now).await?;
-    event(tx, &transfer, "submitted", &document, now).await?;
-    Ok(WriteResult::Submitted { transfer: Box::new(transfer), created: true })
+    out
+}
+
+/// Stores new transfers, several per statement: each is inserted unless its sender used its
+/// `sender_ref` before (then the first transfer is answered, and nothing else is written).
+/// On SQLite a whole group commit's submissions go through here together.
+pub async fn submit_many(tx: &mut Transaction<'_, Any>, items: Vec<NewTransfer>) -> Result<Vec<WriteResult>, StoreError> {
+    let now = Timestamp::now().unix_seconds();
+    let mut documents = Vec::with_capacity(items.len());
+    for item in &items {
+        documents.push(
+            serde_json::to_string(&item.transfer)
+                .map_err(|e| StoreError::Corrupt { id: item.transfer.transfer_id.clone(), problem: e.to_string() })?,
+        );
+    }
+    // The same key twice in one batch: the later ones are answered with the first.
+    let mut first_of: std::collections::HashMap<(String, &str), usize> = std::collections::HashMap::new();
+    let mut duplicate_of = vec![None; items.len()];
+    for (i, item) in items.iter().enumerate() {
+        match first_of.entry((item.transfer.from.to_string(), item.sender_ref.as_str())) {
+            std::collections::hash_map::Entry::Occupied(e) => duplicate_of[i] = Some(*e.get()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(i);
+            }
+        }
+    }
+    let candidates: Vec<usize> = (0..items.len()).filter(|i| duplicate_of[*i].is_none()).collect();
+    let mut inserted = std::collections::HashSet::new();
+    for chunk in candidates.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO transfers (transfer_id, sender, sender_ref, destination, state, requested_at, receive_by, resolve_by, \
+             document, created_at, updated_at) VALUES {} ON CONFLICT (sender, sender_ref) DO NOTHING RETURNING transfer_id",
+            values(chunk.len(), 11, None)
+        );
+        let mut query = sqlx::query(&sql);
+        for &i in chunk {
+            let t = &items[i].transfer;
+            query = query
+                .bind(&t.transfer_id)
+                .bind(t.from.to_string())
+                .bind(&items[i].sender_ref)
+                .bind(t.to.to_string())
+                .bind(t.state.as_str())
+                .bind(t.requested_at.unix_seconds())
+                .bind(t.deadlines.receive_by.unix_seconds())
+                .bind(t.deadlines.resolve_by.map(Timestamp::unix_seconds))
+                .bind(&documents[i])
+                .bind(now)
+                .bind(now);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            inserted.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    let created: Vec<usize> = candidates.iter().copied().filter(|&i| inserted.contains(&items[i].transfer.transfer_id)).collect();
+    for chunk in created.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO outbox (destination, transfer_id, kind, payload, next_attempt_at, created_at) VALUES {}",
+            values(chunk.len(), 6, None)
+        );
+        let mut query = sqlx::query(&sql);
+        for &i in chunk {
+            let t = &items[i].transfer;
+            query = query
+                .bind(t.to.to_string())
+                .bind(&t.transfer_id)
+                .bind(DeliveryKind::Transfer.as_str())
+                .bind(&items[i].payload)
+                .bind(now)
+                .bind(now);
+        }
+        query.execute(&mut **tx).await?;
+        let sql = format!(
+            "INSERT INTO events (transfer_id, origin, destination, kind, body, at) VALUES {}",
+            values(chunk.len(), 6, None)
+        );
+        let mut query = sqlx::query(&sql);
+        for &i in chunk {
+            let t = &items[i].transfer;
+            query = query
+                .bind(&t.transfer_id)
+                .bind(t.from.to_string())
+                .bind(t.to.to_string())
+                .bind("submitted")
+                .bind(&documents[i])
+                .bind(now);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    let mut results: Vec<Option<WriteResult>> = (0..items.len()).map(|_| None).collect();
+    for &i in &candidates {
+        results[i] = Some(if inserted.contains(&items[i].transfer.transfer_id) {
+            WriteResult::Submitted { transfer: Box::new(items[i].transfer.clone()), created: true }
+        } else {
+            let row = sqlx::query("SELECT transfer_id, document FROM transfers WHERE sender = $1 AND sender_ref = $2")
+                .bind(items[i].transfer.from.to_string())
+                .bind(&items[i].sender_ref)
+                .fetch_one(&mut **tx)
+                .await?;
+            WriteResult::Submitted { transfer: Box::new(transfer_from_row(&row)?), created: false }
+        });
+    }
+    for i in 0..items.len() {
+        if let Some(first) = duplicate_of[i] {
+            if let Some(WriteResult::Submitted { transfer, .. }) = &results[first] {
+                results[i] = Some(WriteResult::Submitted { transfer: transfer.clone(), created: false });
+            }
+        }
+    }
+    Ok(results.into_iter().map(|r| r.unwrap_or(WriteResult::Done(false))).collect())
 }
 
 async fn load_for_update(
