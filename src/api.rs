@@ -11,6 +11,8 @@
 //! | `POST /v1/transfers/{id}/status` | a canonical status update | the transfer |
 //! | `GET /v1/transfers?state=&overdue=&since=&until=&limit=&after=` | | the caller's transfers |
 //! | `GET /v1/endpoints` | | the registry with each endpoint's delivery health |
+//! | `GET /v1/deliveries/dead` | | dead letters (operators only) |
+//! | `POST /v1/deliveries/{id}/replay` | | puts a dead letter back in the queue (operators only) |
 //!
 //! Statuses: 200; 400 a bad document (the native receipt names the field); 403 not yours;
 //! 404; 409 a refused transition (naming the current state); 413 too large; 503 the store
@@ -73,6 +75,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/transfers/{id}", get(handlers::get_transfer))
         .route("/v1/transfers/{id}/status", post(handlers::status))
         .route("/v1/endpoints", get(handlers::endpoints))
+        .route("/v1/deliveries/dead", get(handlers::dead_letters))
+        .route("/v1/deliveries/{id}/replay", post(handlers::replay))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

@@ -130,16 +130,20 @@ impl Engine {
 
     /// Finds the transfer a status update names, as the caller knows it: by `transfer_id`, or
     /// by `transfer_ref` (the gateway's id for a destination, its own `sender_ref` for an
-    /// origin). A transfer the caller is no party to is "not found".
+    /// origin). A transfer the caller is no party to is refused as forbidden.
     pub async fn find(&self, caller: &EndpointId, update: &StatusUpdate) -> Result<Transfer, EngineError> {
         let reference = update.transfer_id.as_deref().or(update.transfer_ref.as_deref()).unwrap_or_default();
         let found = match &update.transfer_id {
             Some(id) => self.store.transfer(id).await?,
-            None => self.store.transfer_by_reference(caller, reference).await?,
+            None => match self.store.transfer_by_reference(caller, reference).await? {
+                Some(t) => Some(t),
+                None => self.store.transfer(reference).await?,
+            },
         };
         match found {
             Some(t) if lifecycle::role_of(&t, caller).is_some() => Ok(t),
-            _ => Err(EngineError::NotFound(format!("no transfer {reference:?} for {caller}"))),
+            Some(t) => Err(EngineError::Forbidden(format!("{caller} is not a party to transfer {}", t.transfer_id))),
+            None => Err(EngineError::NotFound(format!("no transfer {reference:?} for {caller}"))),
         }
     }
 

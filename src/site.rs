@@ -51,6 +51,7 @@ pub fn init(dir: &Path, https: SocketAddr, admin: SocketAddr, registry: &Registr
     }
     ca.server(&names)?.write(dir, "server")?;
     ca.client(&Identity::Gateway("gateway".into()))?.write(dir, "gateway")?;
+    ca.client(&Identity::Operator("ops".into()))?.write(&dir.join("identities"), "operator-ops")?;
     let mut identities = Vec::new();
     for endpoint in registry.endpoints() {
         let name = endpoint.id.to_string().replace('/', "-");

@@ -151,10 +151,10 @@ async fn identity_and_rules_are_enforced_and_refusals_change_nothing() {
         let err = engine.submit(&id("330000/110"), ningbo_request("X")).await.unwrap_err();
         assert!(matches!(err, EngineError::Forbidden(_)), "{backend}: {err}");
         let t = engine.submit(&origin, ningbo_request("LZ-3")).await.unwrap().transfer;
-        // a stranger cannot see or touch it
+        // a stranger cannot touch it
         let err =
             engine.update_status(&id("210000/12345"), update(&t.transfer_id, State::Accepted, "210000/12345")).await.unwrap_err();
-        assert!(matches!(err, EngineError::NotFound(_)), "{backend}: {err}");
+        assert!(matches!(err, EngineError::Forbidden(_)), "{backend}: {err}");
         // the origin cannot accept; nothing changes
         let before = store.transfer(&t.transfer_id).await.unwrap().unwrap();
         let err = engine.update_status(&origin, update(&t.transfer_id, State::Accepted, "330200/110")).await.unwrap_err();

@@ -41,8 +41,10 @@ async fn a_transfer_goes_across_and_its_status_comes_back() {
     let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
     let ningbo_12345 = Client::for_endpoint(&site, "330200/12345", addr);
 
-    // 110 submits its native document and gets its native receipt
-    let answer = ningbo_110.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
+    // 110 submits its native document (sent now, so no deadline has passed) and gets its receipt
+    let now = liandong::model::Timestamp::now().format_beijing("yyyy-MM-dd HH:mm:ss");
+    let document = String::from_utf8(sample("jjd-json/transfer-ningbo-township.json")).unwrap().replace("2023-05-08 09:43:00", &now);
+    let answer = ningbo_110.post("/v1/native/330200/110/transfers", document.into_bytes()).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json()["CODE"], "0000");
     assert_eq!(answer.json()["LZBH"], "LZ202305080001");
@@ -80,6 +82,14 @@ async fn a_transfer_goes_across_and_its_status_comes_back() {
     assert_eq!(transfer["state"], "accepted");
     let history: Vec<&str> = transfer["history"].as_array().unwrap().iter().map(|h| h["state"].as_str().unwrap()).collect();
     assert_eq!(history, ["submitted", "delivered", "received", "accepted"]);
+
+    // another 12345 cannot report on it
+    let stranger = Client::for_endpoint(&site, "330000/12345", addr);
+    let answer = stranger
+        .post("/v1/native/330000/12345/status", format!(r#"{{"lzbh": "{transfer_id}", "gdzt": "签收", "czsj": "2023/05/08 09:48:00"}}"#).into_bytes())
+        .await;
+    assert_eq!(answer.status, 403);
+    assert_eq!(answer.json()["code"], "409", "gd-json has one refusal code");
 
     // a refused transition names the current state, in the sender's receipt, and changes nothing
     let reject = format!(r#"{{"lzbh": "{transfer_id}", "gdzt": "退回", "czsj": "2023/05/08 09:50:00", "sm": "不属于本部门"}}"#);
@@ -196,4 +206,33 @@ async fn reqwest_free_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut out = String::new();
     tcp.read_to_string(&mut out).await.unwrap();
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_list_and_replay_dead_letters_over_https() {
+    let site = Site::new("dead");
+    let hotline = Receiver::start(&site, "330200/12345").await;
+    hotline.up.store(false, std::sync::atomic::Ordering::SeqCst);
+    site.push_to("330200/12345", &hotline.url());
+    site.edit_config(|t| t.replace("dead_after_attempts = 30", "dead_after_attempts = 1"));
+    let (addr, _, _stop) = start(&site).await;
+    let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
+    let (cert, key) = (site.dir.join("identities/operator-ops.pem"), site.dir.join("identities/operator-ops-key.pem"));
+    let operator = Client::new(&site, &cert, &key, addr);
+    ningbo_110.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
+    let mut dead = serde_json::Value::Null;
+    for _ in 0..200 {
+        dead = operator.get("/v1/deliveries/dead").await.json();
+        if !dead["dead_letters"].as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let item = &dead["dead_letters"][0];
+    assert!(item["last_error"].as_str().unwrap().contains("down for maintenance"), "{dead}");
+    assert_eq!(ningbo_110.get("/v1/deliveries/dead").await.status, 403, "endpoints are not operators");
+    hotline.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answer = operator.post(&format!("/v1/deliveries/{}/replay", item["id"]), Vec::new()).await;
+    assert_eq!(answer.json()["replayed"], true);
+    eventually(20, "the replayed delivery", || !hotline.received().is_empty()).await;
 }

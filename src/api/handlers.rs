@@ -224,3 +224,35 @@ pub async fn endpoints(State(state): State<Arc<AppState>>) -> Result<Json<Value>
         .collect();
     Ok(Json(json!({"endpoints": list})))
 }
+
+fn operator(peer: &Peer) -> Result<(), ApiError> {
+    match &peer.0 {
+        crate::security::Identity::Operator(_) => Ok(()),
+        other => {
+            tracing::warn!(identity = %other, route = "/v1/deliveries", reason = "not an operator", "refused");
+            Err(ApiError::new(StatusCode::FORBIDDEN, format!("forbidden: {other} is not an operator")))
+        }
+    }
+}
+
+pub async fn dead_letters(State(state): State<Arc<AppState>>, Extension(peer): Extension<Peer>) -> Result<Json<Value>, ApiError> {
+    operator(&peer)?;
+    let dead = state.engine.store.dead_letters(1000).await.map_err(EngineError::from)?;
+    let list: Vec<Value> = dead
+        .iter()
+        .map(|d| {
+            json!({"id": d.id, "destination": d.destination.to_string(), "transfer_id": d.transfer_id, "kind": d.kind.as_str(),
+                   "attempts": d.attempts, "last_error": d.last_error})
+        })
+        .collect();
+    Ok(Json(json!({"dead_letters": list})))
+}
+
+pub async fn replay(State(state): State<Arc<AppState>>, Extension(peer): Extension<Peer>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    operator(&peer)?;
+    let write = crate::store::Write::Replay { item_id: id, at: Timestamp::now().unix_seconds() };
+    match state.engine.store.write(write).await.map_err(EngineError::from)? {
+        crate::store::WriteResult::Done(true) => Ok(Json(json!({"id": id, "replayed": true}))),
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, format!("{id} is not a dead letter"))),
+    }
+}
