@@ -3,171 +3,19 @@
 //! transfer answered "submitted" must exist after the restarts and reach the destination; the
 //! destination may see a transfer more than once only as a retry with the same `transfer_id`.
 //!
-//! `LIANDONG_CRASH_TRANSFERS` (default 2000) and `LIANDONG_CRASH_KILLS` (default 5) set the size;
-//! the long form is documented in docs/RELIABILITY.md. On PostgreSQL the same run uses
+//! `LIANDONG_CRASH_TRANSFERS` (default 2000) and `LIANDONG_CRASH_KILLS` (default 5) set the
+//! size; the long form is in docs/RELIABILITY.md. The PostgreSQL run uses
 //! `LIANDONG_TEST_POSTGRES` (default the local server) in a schema of its own.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
 mod common;
-use common::net::{eventually, Client, Receiver, Site};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn spawn_gateway(site: &Site, store_url: Option<&str>) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_liandong"));
-    command.args(["serve", "--config", site.config.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null());
-    command.env("RUST_LOG", "warn");
-    match store_url {
-        Some(url) => command.env("LIANDONG_STORE_URL", url),
-        None => command.env_remove("LIANDONG_STORE_URL"),
-    };
-    command.spawn().expect("the gateway starts")
-}
-
-async fn wait_ready(admin: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut tcp) = tokio::net::TcpStream::connect(admin).await {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let _ = tcp.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
-            let mut answer = String::new();
-            let _ = tcp.read_to_string(&mut answer).await;
-            if answer.starts_with("HTTP/1.1 200") {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "the gateway did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn document(i: usize) -> Vec<u8> {
-    let sample = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
-    )
-    .unwrap();
-    sample.replace("LZ202305080001", &format!("CRASH-{i:06}")).replace("JJ202305080001", &format!("JJC{i:06}")).into_bytes()
-}
-
-async fn run(store_url: Option<String>) {
-    let transfers: usize = std::env::var("LIANDONG_CRASH_TRANSFERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
-    let kills: usize = std::env::var("LIANDONG_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    let site = Site::new("crash");
-    let destination = Receiver::start(&site, "330200/12345").await;
-    site.push_to("330200/12345", &destination.url());
-    let (https, admin) = (free_port(), free_port());
-    site.edit_config(|t| {
-        t.replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
-            .replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""))
-            .replace("initial_backoff = \"1s\"", "initial_backoff = \"200ms\"")
-            .replace("max_backoff = \"5m\"", "max_backoff = \"1s\"")
-            .replace("timeout = \"10s\"", "timeout = \"2s\"")
-    });
-    let https: SocketAddr = format!("127.0.0.1:{https}").parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-    let gateway = Arc::new(Mutex::new(spawn_gateway(&site, store_url.as_deref())));
-    wait_ready(admin).await;
-
-    // Submitters: each document is sent until it is answered "submitted", resent as it is
-    // after any failure (the gateway may have died before or after committing it).
-    let answered: Arc<Mutex<BTreeMap<usize, BTreeSet<String>>>> = Arc::default();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let client = Client::for_endpoint(&site, "330200/110", https);
-    let mut submitters = Vec::new();
-    for _ in 0..16 {
-        let (client, answered, next) = (client.clone(), answered.clone(), next.clone());
-        submitters.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if i >= transfers {
-                    return;
-                }
-                loop {
-                    match client.request("POST", "/v1/native/330200/110/transfers", document(i)).await {
-                        Ok(answer) if answer.status == 200 => {
-                            let id = answer.header("x-liandong-transfer-id").unwrap();
-                            answered.lock().unwrap().entry(i).or_default().insert(id);
-                            break;
-                        }
-                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
-                    }
-                }
-            }
-        }));
-    }
-    // The killer: SIGKILL, restart, repeatedly, while the submitters run.
-    let mut killed_under_load = 0;
-    for k in 0..kills {
-        tokio::time::sleep(Duration::from_millis(300 + 150 * k as u64)).await;
-        if next.load(std::sync::atomic::Ordering::SeqCst) < transfers {
-            killed_under_load += 1;
-        }
-        {
-            let mut child = gateway.lock().unwrap();
-            child.kill().unwrap();
-            child.wait().unwrap();
-            *child = spawn_gateway(&site, store_url.as_deref());
-        }
-        wait_ready(admin).await;
-    }
-    for s in submitters {
-        s.await.unwrap();
-    }
-    let answered = answered.lock().unwrap().clone();
-    assert_eq!(answered.len(), transfers, "every document was answered in the end");
-    for (i, ids) in &answered {
-        assert_eq!(ids.len(), 1, "document {i} was answered with different transfers: {ids:?}");
-    }
-    // Every answered transfer reaches the destination.
-    let expected: BTreeSet<String> = answered.values().flatten().cloned().collect();
-    eventually(120, "every transfer delivered", || {
-        let got: BTreeSet<String> = destination.received().into_iter().filter_map(|r| r.transfer_id).collect();
-        expected.is_subset(&got)
-    })
-    .await;
-    // The destination never got one case under two transfer ids.
-    let mut by_case: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for received in destination.received() {
-        let doc: serde_json::Value = serde_json::from_slice(&received.body).unwrap();
-        by_case
-            .entry(doc["gd"]["gdbh"].as_str().unwrap().to_string())
-            .or_default()
-            .insert(doc["lzbh"].as_str().unwrap().to_string());
-    }
-    assert_eq!(by_case.len(), transfers, "one case per document");
-    let doubled: Vec<_> = by_case.iter().filter(|(_, ids)| ids.len() > 1).collect();
-    assert!(doubled.is_empty(), "cases delivered as two transfers: {doubled:?}");
-    let repeats = destination.received().len() - transfers;
-    println!(
-        "{transfers} transfers, {kills} kills ({killed_under_load} while submitting): 0 lost, 0 doubled, {repeats} deliveries repeated with the same transfer_id"
-    );
-    assert!(killed_under_load >= 1, "no kill happened while transfers were being submitted");
-    gateway.lock().unwrap().kill().unwrap();
-}
+use common::crash::{postgres_schema, run, Disruption};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_on_sqlite_loses_and_doubles_nothing() {
-    run(None).await;
+    run(None, Disruption::KillGateway(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_on_postgres_loses_and_doubles_nothing() {
-    let base = std::env::var("LIANDONG_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-    let schema = format!("crash_{}", std::process::id());
-    {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&base).await.expect("PostgreSQL must be running for this test");
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await.unwrap();
-        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.unwrap();
-    }
-    let separator = if base.contains('?') { '&' } else { '?' };
-    run(Some(format!("{base}{separator}options=-c%20search_path%3D{schema}"))).await;
+    run(Some(postgres_schema("crash").await), Disruption::KillGateway(5)).await;
 }

@@ -43,7 +43,8 @@ async fn a_transfer_goes_across_and_its_status_comes_back() {
 
     // 110 submits its native document (sent now, so no deadline has passed) and gets its receipt
     let now = liandong::model::Timestamp::now().format_beijing("yyyy-MM-dd HH:mm:ss");
-    let document = String::from_utf8(sample("jjd-json/transfer-ningbo-township.json")).unwrap().replace("2023-05-08 09:43:00", &now);
+    let document =
+        String::from_utf8(sample("jjd-json/transfer-ningbo-township.json")).unwrap().replace("2023-05-08 09:43:00", &now);
     let answer = ningbo_110.post("/v1/native/330200/110/transfers", document.into_bytes()).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json()["CODE"], "0000");
@@ -86,7 +87,10 @@ async fn a_transfer_goes_across_and_its_status_comes_back() {
     // another 12345 cannot report on it
     let stranger = Client::for_endpoint(&site, "330000/12345", addr);
     let answer = stranger
-        .post("/v1/native/330000/12345/status", format!(r#"{{"lzbh": "{transfer_id}", "gdzt": "签收", "czsj": "2023/05/08 09:48:00"}}"#).into_bytes())
+        .post(
+            "/v1/native/330000/12345/status",
+            format!(r#"{{"lzbh": "{transfer_id}", "gdzt": "签收", "czsj": "2023/05/08 09:48:00"}}"#).into_bytes(),
+        )
         .await;
     assert_eq!(answer.status, 403);
     assert_eq!(answer.json()["code"], "409", "gd-json has one refusal code");

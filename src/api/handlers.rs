@@ -248,7 +248,11 @@ pub async fn dead_letters(State(state): State<Arc<AppState>>, Extension(peer): E
     Ok(Json(json!({"dead_letters": list})))
 }
 
-pub async fn replay(State(state): State<Arc<AppState>>, Extension(peer): Extension<Peer>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+pub async fn replay(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
     operator(&peer)?;
     let write = crate::store::Write::Replay { item_id: id, at: Timestamp::now().unix_seconds() };
     match state.engine.store.write(write).await.map_err(EngineError::from)? {

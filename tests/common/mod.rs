@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod crash;
 pub mod net;
 
 use serde_json::Value;

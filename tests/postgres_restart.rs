@@ -1,0 +1,11 @@
+//! PostgreSQL restarts (fast shutdown) three times while clients submit: answers in between
+//! are refusals the clients retry; nothing answered "submitted" is lost or doubled. In a test
+//! binary of its own, so that no other PostgreSQL test runs while the server is down.
+
+mod common;
+use common::crash::{postgres_schema, run, Disruption};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarts_lose_and_double_nothing() {
+    run(Some(postgres_schema("restart").await), Disruption::RestartPostgres(3)).await;
+}
