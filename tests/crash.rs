@@ -2,6 +2,7 @@
 //! again while clients submit transfers and a test destination acknowledges deliveries. Every
 //! transfer answered "submitted" must exist after the restarts and reach the destination; the
 //! destination may see a transfer more than once only as a retry with the same `transfer_id`.
+//! The destination is down for a while in the middle of each run.
 //!
 //! `LIANDONG_CRASH_TRANSFERS` (default 2000) and `LIANDONG_CRASH_KILLS` (default 5) set the
 //! size; the long form is in docs/RELIABILITY.md. The PostgreSQL run uses

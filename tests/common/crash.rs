@@ -115,6 +115,9 @@ pub async fn run(store_url: Option<String>, disruption: Disruption) {
     // The killer: SIGKILL, restart, repeatedly, while the submitters run.
     let mut killed_under_load = 0;
     for k in 0..kills {
+        // The destination is down (answering its "busy" receipt) across the second and third
+        // disruptions, so deliveries pile up, retry, and must all arrive once it is back.
+        destination.up.store(!(1..=2).contains(&k), std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(300 + 150 * k as u64)).await;
         if next.load(std::sync::atomic::Ordering::SeqCst) < transfers {
             killed_under_load += 1;
@@ -132,6 +135,7 @@ pub async fn run(store_url: Option<String>, disruption: Disruption) {
             Disruption::RestartPostgres(_) => restart_postgres().await,
         }
     }
+    destination.up.store(true, std::sync::atomic::Ordering::SeqCst);
     for s in submitters {
         s.await.unwrap();
     }
