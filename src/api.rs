@@ -19,6 +19,7 @@
 //! failed (nothing was done).
 
 pub mod errors;
+pub mod grpc;
 mod handlers;
 
 use std::sync::Arc;

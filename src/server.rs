@@ -91,7 +91,7 @@ pub async fn run(
     let admin = tokio::spawn(serve_admin(listeners.admin, state.clone(), stopped.clone()));
     tracing::info!(https = %listeners.https.local_addr()?, "liandong is serving");
 
-    let router = api::router(state);
+    let router = api::router(state.clone()).merge(api::grpc::routes(state).await);
     let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);

@@ -363,10 +363,79 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, sqlx::Error>>().map_err(StoreError::from)
     }
 
+    /// The change feed as `party` may see it (events of transfers it is origin or destination
+    /// of), after `cursor`, in order, at most `limit`.
+    ///
+    /// On PostgreSQL several replicas write concurrently, and sequence numbers are taken before
+    /// commit, so reading "everything after seq N" could miss an event that commits late. The
+    /// feed is therefore ordered by (transaction id, seq) and only events of transactions older
+    /// than the oldest one still running are handed out: every later event has a larger
+    /// transaction id than any handed out, so nothing is missed and nothing repeats. SQLite has
+    /// one writer, and its order is the sequence's (transaction id 0).
+    pub async fn events_after(&self, party: &str, cursor: FeedCursor, limit: i64) -> Result<Vec<FeedEvent>, StoreError> {
+        let horizon = match self.backend {
+            Backend::Postgres => "AND tx < txid_snapshot_xmin(txid_current_snapshot())",
+            Backend::Sqlite => "",
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT seq, tx, kind, body FROM events WHERE (origin = $1 OR destination = $2) \
+             AND (tx > $3 OR (tx = $4 AND seq > $5)) {horizon} ORDER BY tx, seq LIMIT $6"
+        ))
+        .bind(party)
+        .bind(party)
+        .bind(cursor.tx)
+        .bind(cursor.tx)
+        .bind(cursor.seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let (seq, tx): (i64, i64) = (r.try_get(0)?, r.try_get(1)?);
+                let body: String = r.try_get(3)?;
+                let transfer = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Corrupt { id: format!("event {seq}"), problem: e.to_string() })?;
+                Ok(FeedEvent { cursor: FeedCursor { tx, seq }, kind: r.try_get(2)?, transfer })
+            })
+            .collect()
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()
     }
+}
+
+/// A position in the change feed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedCursor {
+    pub tx: i64,
+    pub seq: i64,
+}
+
+impl FeedCursor {
+    /// The opaque text form handed to clients.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.tx, self.seq)
+    }
+
+    /// Reads a cursor a client gave back; empty is the beginning.
+    pub fn decode(text: &str) -> Result<FeedCursor, String> {
+        if text.is_empty() {
+            return Ok(FeedCursor::default());
+        }
+        let bad = || format!("cursor: expected a cursor from a previous event, got {text:?}");
+        let (tx, seq) = text.split_once('.').ok_or_else(bad)?;
+        Ok(FeedCursor { tx: tx.parse().map_err(|_| bad())?, seq: seq.parse().map_err(|_| bad())? })
+    }
+}
+
+/// One event of the change feed: what happened, and the transfer after it.
+#[derive(Clone, Debug)]
+pub struct FeedEvent {
+    pub cursor: FeedCursor,
+    pub kind: String,
+    pub transfer: Transfer,
 }
 
 enum Bind {

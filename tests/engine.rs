@@ -299,3 +299,34 @@ async fn missed_deadlines_are_escalated_once() {
 fn everyone() -> Vec<String> {
     Registry::builtin().endpoints().map(|e| e.id.to_string()).collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_feed_resumes_from_a_cursor_with_nothing_missed_or_repeated() {
+    use liandong::store::FeedCursor;
+    for (backend, store, _dir) in stores("feed").await {
+        let engine = engine(store.clone());
+        let a = engine.submit(&id("330200/110"), ningbo_request("F-1")).await.unwrap().transfer;
+        let all = store.events_after("330200/12345", FeedCursor::default(), 100).await.unwrap();
+        assert_eq!(all.len(), 1, "{backend}");
+        assert!(
+            store.events_after("210000/12345", FeedCursor::default(), 100).await.unwrap().is_empty(),
+            "{backend}: a stranger sees nothing"
+        );
+        let cursor = FeedCursor::decode(&all[0].cursor.encode()).unwrap();
+        engine.update_status(&id("330200/12345"), update(&a.transfer_id, State::Received, "330200/12345")).await.unwrap();
+        let b = engine.submit(&id("330200/110"), ningbo_request("F-2")).await.unwrap().transfer;
+        let after: Vec<(String, String)> = store
+            .events_after("330200/12345", cursor, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.kind, e.transfer.transfer_id))
+            .collect();
+        assert_eq!(
+            after,
+            vec![("received".to_string(), a.transfer_id.clone()), ("submitted".to_string(), b.transfer_id.clone())],
+            "{backend}"
+        );
+        assert!(FeedCursor::decode("nonsense").is_err());
+    }
+}

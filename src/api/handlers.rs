@@ -42,7 +42,7 @@ fn with_header(mut response: Response, name: &'static str, value: &str) -> Respo
 }
 
 /// Whether a destination has been failing for longer than the configured time.
-async fn reachable(state: &AppState, endpoint: &EndpointId) -> bool {
+pub(crate) async fn reachable(state: &AppState, endpoint: &EndpointId) -> bool {
     let now = Timestamp::now().unix_seconds();
     match state.engine.store.endpoint_health().await {
         Ok(health) => !health.iter().any(|h| {

@@ -66,7 +66,7 @@ async fn commit(pool: &AnyPool, backend: Backend, batch: &mut Vec<Job>) {
             }
         }
         let results = match (&mut tx).begin().await {
-            Ok(mut savepoint) => match submit_many(&mut savepoint, items).await {
+            Ok(mut savepoint) => match submit_many(&mut savepoint, backend, items).await {
                 Ok(results) => savepoint.commit().await.map(|()| results).map_err(StoreError::from),
                 Err(e) => {
                     let _ = savepoint.rollback().await;

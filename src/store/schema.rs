@@ -46,8 +46,10 @@ const STATEMENTS: &[&str] = &[
         destination TEXT NOT NULL,
         kind TEXT NOT NULL,
         body TEXT NOT NULL,
-        at BIGINT NOT NULL
+        at BIGINT NOT NULL,
+        tx BIGINT NOT NULL DEFAULT 0
     )",
+    "CREATE INDEX IF NOT EXISTS events_feed ON events (tx, seq)",
     "CREATE TABLE IF NOT EXISTS endpoint_health (
         endpoint TEXT PRIMARY KEY,
         last_success BIGINT,

@@ -28,6 +28,8 @@ pub enum Write {
     Lease { now: i64, lease: i64, limit: i64, destinations: Vec<String> },
     /// Put a dead letter back in the queue.
     Replay { item_id: i64, at: i64 },
+    /// Pull delivery: the destination confirms it has the transfer (on its `Watch`).
+    Acknowledge { transfer_id: String, destination: String, at: i64 },
 }
 
 /// What a write did.
@@ -56,7 +58,7 @@ pub enum StatusRefused {
 pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Write) -> Result<WriteResult, StoreError> {
     match write {
         Write::Submit { transfer, sender_ref, payload } => {
-            let mut results = submit_many(tx, vec![NewTransfer { transfer: *transfer, sender_ref, payload }]).await?;
+            let mut results = submit_many(tx, backend, vec![NewTransfer { transfer: *transfer, sender_ref, payload }]).await?;
             Ok(results.pop().unwrap_or(WriteResult::Done(false)))
         }
         Write::Status { transfer_id, update, role } => status(tx, backend, &transfer_id, &update, role).await,
@@ -95,6 +97,24 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
             Ok(WriteResult::Done(changed > 0))
         }
         Write::Escalate { transfer_id, deadline, at } => escalate(tx, backend, &transfer_id, deadline, at).await,
+        Write::Acknowledge { transfer_id, destination, at } => {
+            let Some((transfer, _)) = load_for_update(tx, backend, &transfer_id).await? else {
+                return Ok(WriteResult::Done(false));
+            };
+            if transfer.to.to_string() != destination {
+                return Ok(WriteResult::Done(false));
+            }
+            sqlx::query(
+                "UPDATE outbox SET status = 'delivered', delivered_at = $1 WHERE transfer_id = $2 AND destination = $3 \
+                 AND kind = 'transfer' AND status = 'pending'",
+            )
+            .bind(at)
+            .bind(&transfer_id)
+            .bind(&destination)
+            .execute(&mut **tx)
+            .await?;
+            mark_delivered(tx, backend, transfer, at).await
+        }
         Write::Lease { now, lease, limit, destinations } => {
             let lock = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
             let places: Vec<String> = (0..destinations.len()).map(|i| format!("${}", i + 4)).collect();
@@ -142,6 +162,16 @@ pub struct NewTransfer {
     pub payload: String,
 }
 
+/// The SQL that stamps an event with its transaction: PostgreSQL's transaction id, so that
+/// feed readers can order by commit safety (see [`super::Store::events_after`]); SQLite has one
+/// writer, so its order is the sequence's.
+fn tx_stamp(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "txid_current()",
+        Backend::Sqlite => "0",
+    }
+}
+
 /// Rows per multi-row statement (11 parameters each stays far below both databases' limits).
 const ROWS_PER_STATEMENT: usize = 200;
 
@@ -171,7 +201,11 @@ fn values(rows: usize, columns: usize, literal: Option<(usize, &str)>) -> String
 /// Stores new transfers, several per statement: each is inserted unless its sender used its
 /// `sender_ref` before (then the first transfer is answered, and nothing else is written).
 /// On SQLite a whole group commit's submissions go through here together.
-pub async fn submit_many(tx: &mut Transaction<'_, Any>, items: Vec<NewTransfer>) -> Result<Vec<WriteResult>, StoreError> {
+pub async fn submit_many(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    items: Vec<NewTransfer>,
+) -> Result<Vec<WriteResult>, StoreError> {
     let now = Timestamp::now().unix_seconds();
     let mut documents = Vec::with_capacity(items.len());
     for item in &items {
@@ -238,8 +272,8 @@ pub async fn submit_many(tx: &mut Transaction<'_, Any>, items: Vec<NewTransfer>)
         }
         query.execute(&mut **tx).await?;
         let sql = format!(
-            "INSERT INTO events (transfer_id, origin, destination, kind, body, at) VALUES {}",
-            values(chunk.len(), 6, None)
+            "INSERT INTO events (transfer_id, origin, destination, kind, body, at, tx) VALUES {}",
+            values(chunk.len(), 6, Some((6, tx_stamp(backend))))
         );
         let mut query = sqlx::query(&sql);
         for &i in chunk {
@@ -352,7 +386,7 @@ async fn status(
             .map_err(|e| StoreError::Corrupt { id: transfer_id.to_string(), problem: e.to_string() })?;
         enqueue(tx, &receiver, &transfer.transfer_id, DeliveryKind::Status, &payload, now).await?;
     }
-    event(tx, &transfer, update.state.as_str(), &document, now).await?;
+    event(tx, backend, &transfer, update.state.as_str(), &document, now).await?;
     Ok(WriteResult::Status(Ok((Box::new(transfer), outcome))))
 }
 
@@ -382,28 +416,38 @@ async fn delivered(tx: &mut Transaction<'_, Any>, backend: Backend, item_id: i64
     .execute(&mut **tx)
     .await?;
     if kind == DeliveryKind::Transfer.as_str() {
-        if let Some((mut transfer, _)) = load_for_update(tx, backend, &transfer_id).await? {
-            let by: EndpointId = transfer.to.clone();
-            let at_time = Timestamp::from_unix_seconds(at).unwrap_or_else(Timestamp::now);
-            let update = StatusUpdate {
-                transfer_id: Some(transfer_id.clone()),
-                transfer_ref: None,
-                state: State::Delivered,
-                at: at_time,
-                by,
-                unit: None,
-                note: None,
-                resolution: None,
-                feedback: None,
-            };
-            // Already past `delivered` (the destination answered first): nothing to record.
-            if let Ok(Outcome::Applied(_)) = lifecycle::apply(&mut transfer, &update, Role::Gateway) {
-                let document = save(tx, &transfer, None, at).await?;
-                event(tx, &transfer, "delivered", &document, at).await?;
-            }
+        if let Some((transfer, _)) = load_for_update(tx, backend, &transfer_id).await? {
+            mark_delivered(tx, backend, transfer, at).await?;
         }
     }
     Ok(WriteResult::Done(true))
+}
+
+/// Records `delivered` on a transfer, unless it is already past it (the destination answered
+/// first); says whether it was recorded.
+async fn mark_delivered(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    mut transfer: Transfer,
+    at: i64,
+) -> Result<WriteResult, StoreError> {
+    let update = StatusUpdate {
+        transfer_id: Some(transfer.transfer_id.clone()),
+        transfer_ref: None,
+        state: State::Delivered,
+        at: Timestamp::from_unix_seconds(at).unwrap_or_else(Timestamp::now),
+        by: transfer.to.clone(),
+        unit: None,
+        note: None,
+        resolution: None,
+        feedback: None,
+    };
+    if let Ok(Outcome::Applied(_)) = lifecycle::apply(&mut transfer, &update, Role::Gateway) {
+        let document = save(tx, &transfer, None, at).await?;
+        event(tx, backend, &transfer, "delivered", &document, at).await?;
+        return Ok(WriteResult::Done(true));
+    }
+    Ok(WriteResult::Done(false))
 }
 
 async fn escalate(
@@ -431,7 +475,7 @@ async fn escalate(
         note: Some(deadline.to_string()),
     });
     let document = save(tx, &transfer, Some(deadline), at).await?;
-    event(tx, &transfer, "escalated", &document, at).await?;
+    event(tx, backend, &transfer, "escalated", &document, at).await?;
     Ok(WriteResult::Done(true))
 }
 
@@ -455,22 +499,26 @@ async fn enqueue(
     Ok(())
 }
 
-/// Appends to the change feed that both parties (and later the gRPC `Watch`) read.
+/// Appends to the change feed that both parties read (`Watch`).
 async fn event(
     tx: &mut Transaction<'_, Any>,
+    backend: Backend,
     transfer: &Transfer,
     kind: &str,
     document: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO events (transfer_id, origin, destination, kind, body, at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(&transfer.transfer_id)
-        .bind(transfer.from.to_string())
-        .bind(transfer.to.to_string())
-        .bind(kind)
-        .bind(document)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(&format!(
+        "INSERT INTO events (transfer_id, origin, destination, kind, body, at, tx) VALUES ($1, $2, $3, $4, $5, $6, {})",
+        tx_stamp(backend)
+    ))
+    .bind(&transfer.transfer_id)
+    .bind(transfer.from.to_string())
+    .bind(transfer.to.to_string())
+    .bind(kind)
+    .bind(document)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }

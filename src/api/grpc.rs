@@ -1,0 +1,191 @@
+//! `liandong.v1.TransferService` over gRPC, with standard health checking and server
+//! reflection, served on the same mutual-TLS listener as the HTTPS API (HTTP/2 by ALPN). The
+//! caller is the [`Peer`] the TLS layer attached; engine errors become gRPC codes here.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{AppState, Peer};
+use crate::engine::EngineError;
+use crate::model::{EndpointId, Timestamp};
+use crate::proto::v1::{self, transfer_service_server::TransferService};
+use crate::store::{FeedCursor, TransferFilter, Write, WriteResult};
+
+/// How often a watch looks for new events when it has caught up.
+const WATCH_POLL: Duration = Duration::from_millis(100);
+
+/// The gRPC status of an engine error (INVALID_ARGUMENT names the field; FAILED_PRECONDITION
+/// names the current state).
+pub fn status_of(error: EngineError) -> Status {
+    match error {
+        EngineError::Invalid(m) => Status::invalid_argument(m),
+        EngineError::Forbidden(m) => Status::permission_denied(m),
+        EngineError::NotFound(m) => Status::not_found(m),
+        EngineError::Refused(r) => Status::failed_precondition(r.to_string()),
+        EngineError::Store(e) => Status::unavailable(e.to_string()),
+    }
+}
+
+fn model_error(e: crate::model::ModelError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// The calling endpoint.
+fn caller<T>(request: &Request<T>) -> Result<EndpointId, Status> {
+    let peer = request.extensions().get::<Peer>().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    peer.0.endpoint().cloned().ok_or_else(|| Status::permission_denied(format!("{} is not an endpoint", peer.0)))
+}
+
+/// The service.
+pub struct Transfers {
+    pub state: Arc<AppState>,
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TransferService for Transfers {
+    async fn submit_transfer(
+        &self,
+        request: Request<v1::SubmitTransferRequest>,
+    ) -> Result<Response<v1::SubmitTransferResponse>, Status> {
+        let me = caller(&request)?;
+        let message =
+            request.into_inner().request.ok_or_else(|| Status::invalid_argument("request: required field is missing"))?;
+        let submitted = crate::model::TransferRequest::try_from(message).map_err(model_error)?;
+        let submission = self.state.engine.submit(&me, submitted).await.map_err(status_of)?;
+        let reachable = super::handlers::reachable(&self.state, &submission.transfer.to).await;
+        Ok(Response::new(v1::SubmitTransferResponse {
+            transfer: Some(submission.transfer.into()),
+            created: submission.created,
+            destination_reachable: reachable,
+        }))
+    }
+
+    async fn get_transfer(&self, request: Request<v1::GetTransferRequest>) -> Result<Response<v1::Transfer>, Status> {
+        let me = caller(&request)?;
+        let id = request.into_inner().transfer_id;
+        let transfer = self.state.engine.transfer_for(&me, &id).await.map_err(status_of)?;
+        Ok(Response::new(transfer.into()))
+    }
+
+    async fn update_status(&self, request: Request<v1::UpdateStatusRequest>) -> Result<Response<v1::Transfer>, Status> {
+        let me = caller(&request)?;
+        let message = request.into_inner().update.ok_or_else(|| Status::invalid_argument("update: required field is missing"))?;
+        let update = crate::model::StatusUpdate::try_from(message).map_err(model_error)?;
+        let (transfer, _) = self.state.engine.update_status(&me, update).await.map_err(status_of)?;
+        Ok(Response::new(transfer.into()))
+    }
+
+    async fn list_transfers(
+        &self,
+        request: Request<v1::ListTransfersRequest>,
+    ) -> Result<Response<v1::ListTransfersResponse>, Status> {
+        let me = caller(&request)?;
+        let query = request.into_inner();
+        if !query.endpoint.is_empty() && query.endpoint != me.to_string() {
+            return Err(Status::permission_denied(format!("{me} may list only its own transfers")));
+        }
+        let state = match v1::State::try_from(query.state) {
+            Ok(v1::State::Unspecified) => None,
+            Ok(_) => {
+                let probe = v1::StatusUpdate {
+                    state: query.state,
+                    at: Some(prost_types::Timestamp::default()),
+                    by: me.to_string(),
+                    ..Default::default()
+                };
+                Some(crate::model::StatusUpdate::try_from(probe).map_err(model_error)?.state)
+            }
+            Err(_) => return Err(Status::invalid_argument(format!("state: expected a state, got {}", query.state))),
+        };
+        let page = if query.page_size == 0 { 100 } else { i64::from(query.page_size.min(500)) };
+        let filter = TransferFilter {
+            party: Some(me.to_string()),
+            state,
+            overdue: query.overdue,
+            since: query.since.map(|t| t.seconds),
+            until: query.until.map(|t| t.seconds),
+            limit: page,
+            after: (!query.page_token.is_empty()).then_some(query.page_token),
+        };
+        let transfers = self.state.engine.store.transfers(&filter).await.map_err(|e| status_of(e.into()))?;
+        let next = if transfers.len() as i64 >= page {
+            transfers.last().map(|t| t.transfer_id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListTransfersResponse {
+            transfers: transfers.into_iter().map(Into::into).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let me = caller(&request)?.to_string();
+        let mut cursor = FeedCursor::decode(&request.into_inner().cursor).map_err(Status::invalid_argument)?;
+        let store = self.state.engine.store.clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let events = match store.events_after(&me, cursor, 200).await {
+                    Ok(events) => events,
+                    Err(e) => {
+                        let _ = sender.send(Err(Status::unavailable(e.to_string()))).await;
+                        return;
+                    }
+                };
+                let caught_up = events.len() < 200;
+                for event in events {
+                    cursor = event.cursor;
+                    let message =
+                        v1::WatchEvent { cursor: event.cursor.encode(), kind: event.kind, transfer: Some(event.transfer.into()) };
+                    if sender.send(Ok(message)).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+                if caught_up {
+                    tokio::select! {
+                        _ = tokio::time::sleep(WATCH_POLL) => {}
+                        _ = sender.closed() => return,
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+    }
+
+    async fn acknowledge(&self, request: Request<v1::AcknowledgeRequest>) -> Result<Response<v1::AcknowledgeResponse>, Status> {
+        let me = caller(&request)?.to_string();
+        let mut acknowledged = 0;
+        for transfer_id in request.into_inner().transfer_ids {
+            let write = Write::Acknowledge { transfer_id, destination: me.clone(), at: Timestamp::now().unix_seconds() };
+            if let WriteResult::Done(true) = self.state.engine.store.write(write).await.map_err(|e| status_of(e.into()))? {
+                acknowledged += 1;
+            }
+        }
+        Ok(Response::new(v1::AcknowledgeResponse { acknowledged }))
+    }
+}
+
+/// The gRPC routes: the transfer service, health checking and reflection.
+pub async fn routes(state: Arc<AppState>) -> axum::Router {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<v1::transfer_service_server::TransferServiceServer<Transfers>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the compiled-in descriptors are valid");
+    tonic::service::Routes::new(v1::transfer_service_server::TransferServiceServer::new(Transfers { state }))
+        .add_service(health)
+        .add_service(reflection)
+        .prepare()
+        .into_axum_router()
+}

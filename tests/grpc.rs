@@ -1,0 +1,181 @@
+//! gRPC over mutual TLS on the gateway's listener: a tonic client submits, reads, updates,
+//! lists, watches from a cursor across a gateway restart, acknowledges (pull delivery), and
+//! checks health and reflection.
+
+use std::path::Path;
+
+use liandong::config::Config;
+use liandong::proto::v1;
+use liandong::proto::v1::transfer_service_client::TransferServiceClient;
+use liandong::server::{self, Listeners};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+mod common;
+use common::net::Site;
+
+async fn start(site: &Site, https: tokio::net::TcpListener) -> tokio::sync::oneshot::Sender<()> {
+    let config = Config::load(&site.config).unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        server::run(config, Listeners { https, admin }, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    stop
+}
+
+async fn channel(site: &Site, endpoint: &str, port: u16) -> Channel {
+    let (cert, key) = site.identity(endpoint);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(site.dir.join("ca.pem")).unwrap()))
+        .identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()))
+        .domain_name("localhost");
+    Channel::from_shared(format!("https://localhost:{port}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap()
+}
+
+fn request(sender_ref: &str) -> v1::TransferRequest {
+    let registry = liandong::formats::Registry::builtin();
+    let bytes =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"))
+            .unwrap();
+    let mut request = registry.endpoint_named("330200/110").unwrap().read_transfer(&bytes).unwrap();
+    request.sender_ref = sender_ref.to_string();
+    request.requested_at = liandong::model::Timestamp::now();
+    request.into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_service_over_grpc_with_a_resumable_watch() {
+    let site = Site::new("grpc");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = start(&site, listener).await;
+
+    let mut police = TransferServiceClient::new(channel(&site, "330200/110", port).await);
+    let mut hotline = TransferServiceClient::new(channel(&site, "330200/12345", port).await);
+
+    // submit, and a resend is the same transfer
+    let answer = police.submit_transfer(v1::SubmitTransferRequest { request: Some(request("G-1")) }).await.unwrap().into_inner();
+    assert!(answer.created && answer.destination_reachable);
+    let first = answer.transfer.unwrap();
+    assert_eq!(first.to, "330200/12345");
+    let again = police.submit_transfer(v1::SubmitTransferRequest { request: Some(request("G-1")) }).await.unwrap().into_inner();
+    assert!(!again.created);
+    assert_eq!(again.transfer.unwrap().transfer_id, first.transfer_id);
+
+    // error codes
+    let mut bad = request("G-2");
+    bad.case.as_mut().unwrap().category = "NP42".into();
+    let status = police.submit_transfer(v1::SubmitTransferRequest { request: Some(bad) }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().starts_with("case.category: unknown canonical category"), "{}", status.message());
+    let status = hotline.submit_transfer(v1::SubmitTransferRequest { request: Some(request("G-3")) }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "12345 cannot submit as 110");
+    let status =
+        police.get_transfer(v1::GetTransferRequest { transfer_id: "01ZZZZZZZZZZZZZZZZZZZZZZZZ".into() }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    let premature = v1::StatusUpdate {
+        transfer_id: Some(first.transfer_id.clone()),
+        state: v1::State::Closed as i32,
+        at: Some(prost_types::Timestamp { seconds: liandong::model::Timestamp::now().unix_seconds(), nanos: 0 }),
+        by: "330200/12345".into(),
+        feedback: Some(v1::Feedback {
+            satisfaction: v1::Satisfaction::Satisfied as i32,
+            visited_at: Some(prost_types::Timestamp { seconds: 1, nanos: 0 }),
+            note: None,
+        }),
+        ..Default::default()
+    };
+    let status = hotline.update_status(v1::UpdateStatusRequest { update: Some(premature) }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(status.message().contains("the transfer is submitted"), "{}", status.message());
+
+    // the destination watches from the beginning and sees the transfer addressed to it
+    let mut watch = hotline.watch(v1::WatchRequest { cursor: String::new() }).await.unwrap().into_inner();
+    let event = watch.message().await.unwrap().unwrap();
+    assert_eq!(
+        (event.kind.as_str(), event.transfer.as_ref().unwrap().transfer_id.as_str()),
+        ("submitted", first.transfer_id.as_str())
+    );
+    // pull delivery: acknowledging marks it delivered, which the watch then shows
+    let acked =
+        hotline.acknowledge(v1::AcknowledgeRequest { transfer_ids: vec![first.transfer_id.clone()] }).await.unwrap().into_inner();
+    assert_eq!(acked.acknowledged, 1);
+    let delivered = watch.message().await.unwrap().unwrap();
+    assert_eq!(delivered.kind, "delivered");
+    let cursor = delivered.cursor.clone();
+    drop(watch);
+    let read =
+        hotline.get_transfer(v1::GetTransferRequest { transfer_id: first.transfer_id.clone() }).await.unwrap().into_inner();
+    assert_eq!(read.state, v1::State::Delivered as i32);
+
+    // restart the gateway on the same store; resume from the cursor: only what came after
+    let _ = stop.send(());
+    let listener = loop {
+        // the old server lets go of the port as it shuts down
+        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(listener) => break listener,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    };
+    let _stop = start(&site, listener).await;
+    let mut police = TransferServiceClient::new(channel(&site, "330200/110", port).await);
+    let mut hotline = TransferServiceClient::new(channel(&site, "330200/12345", port).await);
+    let second = police
+        .submit_transfer(v1::SubmitTransferRequest { request: Some(request("G-4")) })
+        .await
+        .unwrap()
+        .into_inner()
+        .transfer
+        .unwrap();
+    let mut watch = hotline.watch(v1::WatchRequest { cursor }).await.unwrap().into_inner();
+    let next = watch.message().await.unwrap().unwrap();
+    assert_eq!(
+        (next.kind.as_str(), next.transfer.unwrap().transfer_id),
+        ("submitted", second.transfer_id.clone()),
+        "nothing repeated, nothing missed"
+    );
+
+    // listing, paged
+    let page = police.list_transfers(v1::ListTransfersRequest { page_size: 1, ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(page.transfers.len(), 1);
+    let rest = police
+        .list_transfers(v1::ListTransfersRequest { page_size: 1, page_token: page.next_page_token, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.transfers.len(), 1);
+    assert_ne!(rest.transfers[0].transfer_id, page.transfers[0].transfer_id);
+    let status = police
+        .list_transfers(v1::ListTransfersRequest { endpoint: "330200/12345".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+
+    // standard health checking and reflection
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&site, "330200/110", port).await);
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "liandong.v1.TransferService".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(serving.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse, ServerReflectionRequest,
+    };
+    let mut reflection = ServerReflectionClient::new(channel(&site, "330200/110", port).await);
+    let ask = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut answers = reflection.server_reflection_info(tokio_stream::iter(vec![ask])).await.unwrap().into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = answers.message().await.unwrap().unwrap().message_response else {
+        panic!("a list")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"liandong.v1.TransferService".to_string()) && names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
+}
