@@ -109,6 +109,20 @@ impl Client {
         Ok(Answer { status, headers, body })
     }
 
+    /// Writes raw bytes on a new TLS connection (ignoring a write the server cut short) and
+    /// returns what the server answered, as text.
+    pub async fn raw(&self, bytes: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = self.connector.connect(name, tcp).await.unwrap();
+        let _ = tls.write_all(bytes).await;
+        let _ = tls.flush().await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
     pub async fn post(&self, path: &str, body: Vec<u8>) -> Answer {
         self.request("POST", path, body).await.unwrap()
     }
