@@ -46,11 +46,22 @@ pub struct AppState {
     /// Endpoint health, read from the store at most once a second (it is on every submit's
     /// answer; a second's staleness is nothing next to `unreachable_after`).
     pub health: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::store::EndpointHealth>>)>>,
+    /// Rate limits per identity.
+    pub limits: crate::security::ratelimit::RateLimits,
 }
 
 impl AppState {
     pub fn new(engine: Engine, unreachable_after: i64) -> AppState {
-        AppState { engine, unreachable_after, health: tokio::sync::Mutex::new(None) }
+        let limits = crate::security::ratelimit::RateLimits::new(&engine.config.limits);
+        AppState { engine, unreachable_after, health: tokio::sync::Mutex::new(None), limits }
+    }
+
+    /// Takes one call of `kind` from the caller's budget; when it is spent, how long to wait.
+    pub fn limit(&self, peer: &Peer, kind: crate::security::ratelimit::CallKind) -> Result<(), std::time::Duration> {
+        self.limits.check(&peer.0, kind).inspect_err(|wait| {
+            crate::metrics::inc(&crate::metrics::counters().rate_limited);
+            tracing::info!(identity = %peer.0, ?kind, retry_after_ms = wait.as_millis() as u64, "rate limited");
+        })
     }
 
     /// Endpoint health, at most a second old.

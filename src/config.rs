@@ -41,6 +41,9 @@ pub struct Config {
     /// A folder of extra format profiles and endpoint files, added to the built-in ones.
     #[serde(default)]
     pub profiles: Option<PathBuf>,
+    /// Rate limits per identity class and kind of call (`docs/CONFIG.md`).
+    #[serde(default)]
+    pub limits: crate::security::ratelimit::LimitsConfig,
     /// Per-endpoint settings: where to deliver, deadline overrides.
     #[serde(default, rename = "endpoint")]
     pub endpoints: Vec<EndpointSettings>,
@@ -262,6 +265,9 @@ impl Config {
         }
         if d.timeout.is_zero() || d.sweep_every.is_zero() {
             return fail("delivery.timeout".into(), "expected more than 0".into());
+        }
+        if let Err((key, problem)) = self.limits.validate() {
+            return fail(key, problem);
         }
         let mut seen = std::collections::HashSet::new();
         for (i, endpoint) in self.endpoints.iter().enumerate() {

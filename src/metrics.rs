@@ -18,6 +18,7 @@ pub struct Counters {
     pub dead_letters: AtomicU64,
     pub escalations: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
+    pub rate_limited: AtomicU64,
 }
 
 /// The counters of this process.
@@ -47,6 +48,7 @@ pub fn render(states: &[(String, i64)], outbox: &[(String, i64)], unreachable: &
     counter(&mut out, "liandong_dead_letters_total", "Deliveries given up as dead letters.", &c.dead_letters);
     counter(&mut out, "liandong_escalations_total", "Missed deadlines escalated.", &c.escalations);
     counter(&mut out, "liandong_tls_handshake_failures_total", "TLS handshakes that failed.", &c.tls_handshake_failures);
+    counter(&mut out, "liandong_rate_limited_total", "Calls refused over a rate limit.", &c.rate_limited);
     let _ = writeln!(out, "# HELP liandong_transfers Transfers by state.\n# TYPE liandong_transfers gauge");
     for (state, n) in states {
         let _ = writeln!(out, "liandong_transfers{{state=\"{state}\"}} {n}");

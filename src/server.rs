@@ -89,6 +89,17 @@ pub async fn run(
     let delivery = tokio::spawn(deliverer.run(stopped.clone()));
     let sweeper = tokio::spawn(sweep(engine.clone(), config.delivery.sweep_every, stopped.clone()));
     let admin = tokio::spawn(serve_admin(listeners.admin, state.clone(), stopped.clone()));
+    // governor remembers every key it has seen; forget the idle ones so memory stays bounded.
+    let forgetting = state.clone();
+    let mut forget_stop = stopped.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(60)) => forgetting.limits.forget_idle(),
+                _ = forget_stop.changed() => return,
+            }
+        }
+    });
     tracing::info!(https = %listeners.https.local_addr()?, "liandong is serving");
 
     let router = api::router(state.clone()).merge(api::grpc::routes(state).await);

@@ -244,3 +244,42 @@ async fn operators_list_and_replay_dead_letters_over_https() {
     assert_eq!(answer.json()["replayed"], true);
     eventually(20, "the replayed delivery", || !hotline.received().is_empty()).await;
 }
+
+const TIGHT_LIMITS: &str = r#"
+[limits.endpoint]
+submit = { per_second = 1, burst = 2 }
+immediate = { per_second = 1, burst = 5 }
+status = { per_second = 1, burst = 2 }
+read = { per_second = 100, burst = 100 }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_limit_a_desk_gets_429_its_busy_receipt_and_others_keep_going() {
+    let site = Site::new("limits");
+    site.edit_config(|t| format!("{t}\n{TIGHT_LIMITS}"));
+    let (addr, admin, _stop) = start(&site).await;
+    let noisy = Client::for_endpoint(&site, "330200/110", addr);
+    let quiet = Client::for_endpoint(&site, "360000/110", addr);
+    let document = |i: usize, urgency: &str| {
+        String::from_utf8(sample("jjd-json/transfer-ningbo-township.json"))
+            .unwrap()
+            .replace("LZ202305080001", &format!("RL-{i}"))
+            .replace("\"JQDJ\": \"3\"", &format!("\"JQDJ\": \"{urgency}\""))
+            .into_bytes()
+    };
+    let mut answers = Vec::new();
+    for i in 0..4 {
+        answers.push(noisy.post("/v1/native/330200/110/transfers", document(i, "3")).await);
+    }
+    let limited = answers.iter().find(|a| a.status == 429).expect("the burst is spent");
+    assert_eq!(limited.json()["CODE"], "1003", "jjd-json's busy receipt");
+    assert!(limited.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    // an immediate transfer is never behind the desk's bulk traffic
+    let urgent = noisy.post("/v1/native/330200/110/transfers", document(10, "1")).await;
+    assert_eq!(urgent.status, 200, "{}", String::from_utf8_lossy(&urgent.body));
+    // another desk keeps its own budget
+    let jiangxi = String::from_utf8(sample("jjd-json/transfer-jiangxi-070301.json")).unwrap();
+    assert_eq!(quiet.post("/v1/native/360000/110/transfers", jiangxi.into_bytes()).await.status, 200);
+    let metrics = reqwest_free_get(admin, "/metrics").await;
+    assert!(metrics.contains("liandong_rate_limited_total "), "{metrics}");
+}

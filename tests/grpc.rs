@@ -179,3 +179,26 @@ async fn transfer_service_over_grpc_with_a_resumable_watch() {
         "{names:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_limit_grpc_answers_resource_exhausted_with_retry_info() {
+    let site = Site::new("grpc-limits");
+    site.edit_config(|t| {
+        format!(
+            "{t}\n[limits.endpoint]\nsubmit = {{ per_second = 1, burst = 1 }}\nimmediate = {{ per_second = 1, burst = 5 }}\nstatus = {{ per_second = 1, burst = 1 }}\nread = {{ per_second = 100, burst = 100 }}\n"
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _stop = start(&site, listener).await;
+    let mut police = TransferServiceClient::new(channel(&site, "330200/110", port).await);
+    police.submit_transfer(v1::SubmitTransferRequest { request: Some(request("L-1")) }).await.unwrap();
+    let status = police.submit_transfer(v1::SubmitTransferRequest { request: Some(request("L-2")) }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    use tonic_types::StatusExt;
+    let retry = status.get_error_details().retry_info().cloned().expect("retry info");
+    assert!(retry.retry_delay.is_some_and(|d| d > std::time::Duration::ZERO), "{retry:?}");
+    let mut urgent = request("L-3");
+    urgent.case.as_mut().unwrap().urgency = v1::Urgency::Immediate as i32;
+    police.submit_transfer(v1::SubmitTransferRequest { request: Some(urgent) }).await.expect("immediate has its own budget");
+}

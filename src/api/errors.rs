@@ -12,11 +12,22 @@ use crate::formats::{Endpoint, FormatError, ReceiptKind};
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// For 429: how long until the caller's budget allows another call.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError { status, message: message.into(), retry_after: None }
+    }
+
+    /// Over the rate limit.
+    pub fn limited(wait: std::time::Duration) -> ApiError {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: "busy: over the rate limit; retry later".into(),
+            retry_after: Some(wait),
+        }
     }
 }
 
@@ -56,7 +67,11 @@ impl From<FormatError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {"status": self.status.as_u16(), "message": self.message}});
-        (self.status, axum::Json(body)).into_response()
+        let response = (self.status, axum::Json(body)).into_response();
+        match self.retry_after {
+            Some(wait) => too_many(response, wait),
+            None => response,
+        }
     }
 }
 
@@ -70,6 +85,17 @@ pub fn native_receipt(endpoint: &Endpoint, status: StatusCode, reference: Option
     let mut response = (status, bytes).into_response();
     if let Ok(value) = HeaderValue::from_str(&content_type) {
         response.headers_mut().insert(axum::http::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// The answer to a call over its rate limit: 429 with `Retry-After` (whole seconds, at least 1).
+pub fn too_many(response: Response, wait: std::time::Duration) -> Response {
+    let mut response = response;
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
     }
     response
 }

@@ -13,6 +13,7 @@ use super::{AppState, Peer};
 use crate::engine::EngineError;
 use crate::model::{EndpointId, Timestamp};
 use crate::proto::v1::{self, transfer_service_server::TransferService};
+use crate::security::ratelimit::CallKind;
 use crate::store::{FeedCursor, TransferFilter, Write, WriteResult};
 
 /// How often a watch looks for new events when it has caught up.
@@ -34,9 +35,26 @@ fn model_error(e: crate::model::ModelError) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
+/// Takes one call from the caller's budget, or RESOURCE_EXHAUSTED with a `RetryInfo`.
+fn limit(state: &AppState, peer: &Peer, kind: CallKind) -> Result<(), Status> {
+    state.limit(peer, kind).map_err(|wait| {
+        use tonic_types::StatusExt;
+        Status::with_error_details(
+            tonic::Code::ResourceExhausted,
+            "busy: over the rate limit; retry later",
+            tonic_types::ErrorDetails::with_retry_info(Some(wait)),
+        )
+    })
+}
+
+/// The caller, as the TLS layer established it.
+fn peer<T>(request: &Request<T>) -> Result<Peer, Status> {
+    request.extensions().get::<Peer>().cloned().ok_or_else(|| Status::unauthenticated("no client certificate"))
+}
+
 /// The calling endpoint.
 fn caller<T>(request: &Request<T>) -> Result<EndpointId, Status> {
-    let peer = request.extensions().get::<Peer>().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    let peer = peer(request)?;
     peer.0.endpoint().cloned().ok_or_else(|| Status::permission_denied(format!("{} is not an endpoint", peer.0)))
 }
 
@@ -54,9 +72,13 @@ impl TransferService for Transfers {
         request: Request<v1::SubmitTransferRequest>,
     ) -> Result<Response<v1::SubmitTransferResponse>, Status> {
         let me = caller(&request)?;
+        let who = peer(&request)?;
         let message =
             request.into_inner().request.ok_or_else(|| Status::invalid_argument("request: required field is missing"))?;
         let submitted = crate::model::TransferRequest::try_from(message).map_err(model_error)?;
+        let kind =
+            if submitted.case.urgency == Some(crate::model::Urgency::Immediate) { CallKind::Immediate } else { CallKind::Submit };
+        limit(&self.state, &who, kind)?;
         let submission = self.state.engine.submit(&me, submitted).await.map_err(status_of)?;
         let reachable = super::handlers::reachable(&self.state, &submission.transfer.to).await;
         Ok(Response::new(v1::SubmitTransferResponse {
@@ -68,6 +90,8 @@ impl TransferService for Transfers {
 
     async fn get_transfer(&self, request: Request<v1::GetTransferRequest>) -> Result<Response<v1::Transfer>, Status> {
         let me = caller(&request)?;
+        let who = peer(&request)?;
+        limit(&self.state, &who, CallKind::Read)?;
         let id = request.into_inner().transfer_id;
         let transfer = self.state.engine.transfer_for(&me, &id).await.map_err(status_of)?;
         Ok(Response::new(transfer.into()))
@@ -75,8 +99,10 @@ impl TransferService for Transfers {
 
     async fn update_status(&self, request: Request<v1::UpdateStatusRequest>) -> Result<Response<v1::Transfer>, Status> {
         let me = caller(&request)?;
+        let who = peer(&request)?;
         let message = request.into_inner().update.ok_or_else(|| Status::invalid_argument("update: required field is missing"))?;
         let update = crate::model::StatusUpdate::try_from(message).map_err(model_error)?;
+        limit(&self.state, &who, CallKind::Status)?;
         let (transfer, _) = self.state.engine.update_status(&me, update).await.map_err(status_of)?;
         Ok(Response::new(transfer.into()))
     }
@@ -86,6 +112,8 @@ impl TransferService for Transfers {
         request: Request<v1::ListTransfersRequest>,
     ) -> Result<Response<v1::ListTransfersResponse>, Status> {
         let me = caller(&request)?;
+        let who = peer(&request)?;
+        limit(&self.state, &who, CallKind::Read)?;
         let query = request.into_inner();
         if !query.endpoint.is_empty() && query.endpoint != me.to_string() {
             return Err(Status::permission_denied(format!("{me} may list only its own transfers")));
@@ -129,6 +157,8 @@ impl TransferService for Transfers {
 
     async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let me = caller(&request)?.to_string();
+        let who = peer(&request)?;
+        limit(&self.state, &who, CallKind::Read)?;
         let mut cursor = FeedCursor::decode(&request.into_inner().cursor).map_err(Status::invalid_argument)?;
         let store = self.state.engine.store.clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
@@ -163,6 +193,8 @@ impl TransferService for Transfers {
 
     async fn acknowledge(&self, request: Request<v1::AcknowledgeRequest>) -> Result<Response<v1::AcknowledgeResponse>, Status> {
         let me = caller(&request)?.to_string();
+        let who = peer(&request)?;
+        limit(&self.state, &who, CallKind::Status)?;
         let mut acknowledged = 0;
         for transfer_id in request.into_inner().transfer_ids {
             let write = Write::Acknowledge { transfer_id, destination: me.clone(), at: Timestamp::now().unix_seconds() };

@@ -11,11 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::errors::{native_receipt, status_of, ApiError};
+use super::errors::{native_receipt, status_of, too_many, ApiError};
 use super::{AppState, Peer};
 use crate::engine::EngineError;
 use crate::formats::Endpoint;
 use crate::model::{json as canonical, EndpointId, State as TransferState, StatusUpdate, Timestamp, Transfer, TransferRequest};
+use crate::security::ratelimit::CallKind;
 use crate::store::TransferFilter;
 
 /// The registered endpoint named by the path, and whether the caller is it.
@@ -75,6 +76,17 @@ pub async fn native_transfer(
         Err(e) => return native_receipt(endpoint, StatusCode::BAD_REQUEST, None, Some(&e.to_string())),
     };
     let reference = request.sender_ref.clone();
+    let kind =
+        if request.case.urgency == Some(crate::model::Urgency::Immediate) { CallKind::Immediate } else { CallKind::Submit };
+    if let Err(wait) = state.limit(&peer, kind) {
+        let busy = native_receipt(
+            endpoint,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(&reference),
+            Some("busy: over the rate limit; retry later"),
+        );
+        return too_many(busy, wait);
+    }
     match state.engine.submit(&endpoint.id, request).await {
         Ok(submission) => {
             let t = &submission.transfer;
@@ -106,6 +118,15 @@ pub async fn native_status(
         Err(e) => return native_receipt(endpoint, StatusCode::BAD_REQUEST, None, Some(&e.to_string())),
     };
     let reference = update.transfer_ref.clone();
+    if let Err(wait) = state.limit(&peer, CallKind::Status) {
+        let busy = native_receipt(
+            endpoint,
+            StatusCode::TOO_MANY_REQUESTS,
+            reference.as_deref(),
+            Some("busy: over the rate limit; retry later"),
+        );
+        return too_many(busy, wait);
+    }
     match state.engine.update_status(&endpoint.id, update).await {
         Ok((transfer, _)) => with_header(
             native_receipt(endpoint, StatusCode::OK, reference.as_deref(), None),
@@ -123,6 +144,10 @@ fn caller_endpoint(peer: &Peer) -> Result<&EndpointId, ApiError> {
     peer.0.endpoint().ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, format!("forbidden: {} is not an endpoint", peer.0)))
 }
 
+fn limited(state: &AppState, peer: &Peer, kind: CallKind) -> Result<(), ApiError> {
+    state.limit(peer, kind).map_err(ApiError::limited)
+}
+
 pub async fn submit(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
@@ -131,6 +156,9 @@ pub async fn submit(
     let caller = caller_endpoint(&peer)?;
     let request: TransferRequest =
         canonical::parse(&body, TransferRequest::REQUIRED).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let kind =
+        if request.case.urgency == Some(crate::model::Urgency::Immediate) { CallKind::Immediate } else { CallKind::Submit };
+    limited(&state, &peer, kind)?;
     let submission = state.engine.submit(caller, request).await.inspect_err(|e| log_refusal(&peer, "POST /v1/transfers", e))?;
     let reachable = reachable(&state, &submission.transfer.to).await;
     Ok(Json(json!({
@@ -147,6 +175,7 @@ pub async fn get_transfer(
     Path(id): Path<String>,
 ) -> Result<Json<Transfer>, ApiError> {
     let caller = caller_endpoint(&peer)?;
+    limited(&state, &peer, CallKind::Read)?;
     Ok(Json(state.engine.transfer_for(caller, &id).await.inspect_err(|e| log_refusal(&peer, "GET /v1/transfers/{id}", e))?))
 }
 
@@ -157,6 +186,7 @@ pub async fn status(
     body: Bytes,
 ) -> Result<Json<Transfer>, ApiError> {
     let caller = caller_endpoint(&peer)?;
+    limited(&state, &peer, CallKind::Status)?;
     let mut value: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
     let object =
@@ -179,6 +209,7 @@ pub async fn list(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let caller = caller_endpoint(&peer)?;
+    limited(&state, &peer, CallKind::Read)?;
     let bad = |key: &str, expected: &str| ApiError::new(StatusCode::BAD_REQUEST, format!("{key}: expected {expected}"));
     let time = |key: &str| -> Result<Option<i64>, ApiError> {
         query
