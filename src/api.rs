@@ -21,6 +21,7 @@
 pub mod errors;
 pub mod grpc;
 mod handlers;
+pub mod logging;
 
 use std::sync::Arc;
 

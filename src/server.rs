@@ -102,7 +102,9 @@ pub async fn run(
     });
     tracing::info!(https = %listeners.https.local_addr()?, "liandong is serving");
 
-    let router = api::router(state.clone()).merge(api::grpc::routes(state).await);
+    let router = api::router(state.clone())
+        .merge(api::grpc::routes(state).await)
+        .layer(axum::middleware::from_fn(api::logging::log_request));
     let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
