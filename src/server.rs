@@ -146,7 +146,7 @@ pub async fn run(
                         }
                     };
                     let service = TowerToHyperService::new(router.layer(Extension(Peer(identity))));
-                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let builder = connection_builder();
                     let connection = builder.serve_connection(TokioIo::new(tls), service);
                     let _ = watcher.watch(connection.into_owned()).await;
                 });
@@ -166,6 +166,33 @@ pub async fn run(
     .await;
     Ok(())
 }
+
+/// HTTP settings that keep one client from holding resources: headers must arrive within
+/// [`HEADER_TIMEOUT`] (slowloris), header blocks and buffers are bounded, HTTP/2 connections get
+/// at most [`MAX_STREAMS`] concurrent streams and are pinged so dead peers are dropped.
+fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192) * 4);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest header block accepted.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Concurrent HTTP/2 streams per connection (each Watch is one).
+const MAX_STREAMS: u32 = 128;
 
 /// The deadline sweeper: escalates missed deadlines every `every`.
 async fn sweep(engine: Engine, every: Duration, mut stopped: tokio::sync::watch::Receiver<bool>) {

@@ -4,7 +4,8 @@
 //! concurrently (row locks and `SKIP LOCKED` keep them apart).
 //!
 //! Each write runs in its own savepoint: one that fails is rolled back alone and answered with
-//! its error; the others commit. Nobody is answered before the batch's commit returns.
+//! its error; the others commit. Nobody is answered before the batch's commit returns, and the
+//! commit is attempted only on a transaction shown to be healthy (see [`commit`]).
 
 use sqlx::{Acquire, AnyPool};
 use tokio::sync::{mpsc, oneshot};
@@ -95,6 +96,16 @@ async fn commit(pool: &AnyPool, backend: Backend, batch: &mut Vec<Job>) {
             Err(e) => Err(e.into()),
         };
         answers.push((job.reply, result));
+    }
+    // PostgreSQL answers COMMIT of a transaction that an error left aborted with a silent
+    // ROLLBACK, and sqlx reports that as success. So the transaction is proven healthy first:
+    // in an aborted transaction this statement fails, and the whole batch is answered as failed.
+    if let Err(e) = sqlx::query("SELECT 1").execute(&mut *tx).await {
+        let message = format!("the transaction was aborted: {e}");
+        for (reply, _) in answers {
+            let _ = reply.send(Err(StoreError::Commit(message.clone())));
+        }
+        return;
     }
     match tx.commit().await {
         Ok(()) => {

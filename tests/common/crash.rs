@@ -17,7 +17,9 @@ pub fn free_port() -> u16 {
 
 fn spawn_gateway(site: &Site, store_url: Option<&str>) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_liandong"));
-    command.args(["serve", "--config", site.config.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null());
+    // The gateway's log goes next to its config, for reading after a failure.
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(site.dir.join("gateway.log")).expect("a log file");
+    command.args(["serve", "--config", site.config.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::from(log));
     command.env("RUST_LOG", "warn");
     match store_url {
         Some(url) => command.env("LIANDONG_STORE_URL", url),

@@ -51,6 +51,11 @@ impl Site {
 
 impl Drop for Site {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep the evidence of a failed test: config, database, logs.
+            eprintln!("test site kept at {}", self.dir.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
