@@ -32,6 +32,24 @@ use axum::Router;
 use crate::engine::Engine;
 use crate::security::Identity;
 
+/// The OpenAPI 3 description of this API, served at `/v1/openapi.json` (a test checks it
+/// against the routes).
+pub const OPENAPI: &str = include_str!("api/openapi.json");
+
+/// Every route, as (method, path template): what the OpenAPI document must describe.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/native/{region}/{platform}/transfers"),
+    ("post", "/v1/native/{region}/{platform}/status"),
+    ("post", "/v1/transfers"),
+    ("get", "/v1/transfers"),
+    ("get", "/v1/transfers/{id}"),
+    ("post", "/v1/transfers/{id}/status"),
+    ("get", "/v1/endpoints"),
+    ("get", "/v1/deliveries/dead"),
+    ("post", "/v1/deliveries/{id}/replay"),
+    ("get", "/v1/openapi.json"),
+];
+
 /// The largest document accepted.
 pub const MAX_BODY: usize = 1 << 20;
 
@@ -90,6 +108,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/endpoints", get(handlers::endpoints))
         .route("/v1/deliveries/dead", get(handlers::dead_letters))
         .route("/v1/deliveries/{id}/replay", post(handlers::replay))
+        .route("/v1/openapi.json", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

@@ -283,3 +283,34 @@ async fn over_the_limit_a_desk_gets_429_its_busy_receipt_and_others_keep_going()
     let metrics = reqwest_free_get(admin, "/metrics").await;
     assert!(metrics.contains("liandong_rate_limited_total "), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_exactly_the_routes_that_answer() {
+    let site = Site::new("openapi");
+    let (addr, _, _stop) = start(&site).await;
+    let client = Client::for_endpoint(&site, "330200/110", addr);
+    let served = client.get("/v1/openapi.json").await;
+    assert_eq!(served.status, 200);
+    let doc = served.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let mut described: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            described.push((method.clone(), path.clone()));
+        }
+    }
+    let mut routes: Vec<(String, String)> = liandong::api::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    described.sort();
+    routes.sort();
+    assert_eq!(described, routes, "the document and the router list the same routes");
+    // and each described route is really there: not 404 for want of a route, not 405
+    for (method, path) in &routes {
+        let concrete = path.replace("{region}", "330200").replace("{platform}", "110").replace("{id}", "1");
+        let answer = client.request(&method.to_uppercase(), &concrete, b"{}".to_vec()).await.unwrap();
+        assert_ne!(answer.status, 405, "{method} {path}");
+        if answer.status == 404 {
+            // a 404 must be the API's own answer about a missing thing, not a missing route
+            assert!(!answer.body.is_empty(), "{method} {path} has no route");
+        }
+    }
+}
