@@ -210,14 +210,18 @@ impl TransferService for Transfers {
 pub async fn routes(state: Arc<AppState>) -> axum::Router {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<v1::transfer_service_server::TransferServiceServer<Transfers>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the compiled-in descriptors are valid");
+    // Both reflection versions: grpcurl speaks v1, grpcio's Python client still v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().expect("the compiled-in descriptors are valid");
+    let reflection_v1alpha = reflection().build_v1alpha().expect("the compiled-in descriptors are valid");
     tonic::service::Routes::new(v1::transfer_service_server::TransferServiceServer::new(Transfers { state }))
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .prepare()
         .into_axum_router()
 }
