@@ -41,6 +41,9 @@ pub struct Config {
     /// A folder of extra format profiles and endpoint files, added to the built-in ones.
     #[serde(default)]
     pub profiles: Option<PathBuf>,
+    /// What each partner agency may do (deny by default): `[[agency]]` entries.
+    #[serde(default, rename = "agency")]
+    pub agencies: Vec<crate::security::policy::AgencyGrant>,
     /// Rate limits per identity class and kind of call (`docs/CONFIG.md`).
     #[serde(default)]
     pub limits: crate::security::ratelimit::LimitsConfig,
@@ -268,6 +271,15 @@ impl Config {
         }
         if let Err((key, problem)) = self.limits.validate() {
             return fail(key, problem);
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, agency) in self.agencies.iter().enumerate() {
+            if let Err((key, problem)) = agency.validate() {
+                return fail(format!("agency[{i}].{key}"), problem);
+            }
+            if !names.insert(&agency.name) {
+                return fail(format!("agency[{i}].name"), format!("{} appears twice", agency.name));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (i, endpoint) in self.endpoints.iter().enumerate() {

@@ -16,8 +16,10 @@ use crate::model::lifecycle::{self, Outcome, Refusal};
 use crate::model::{
     Deadlines, EndpointId, HistoryEntry, HistoryEvent, State, StatusUpdate, Timestamp, Transfer, TransferRequest,
 };
+use crate::security::policy::{Policy, Right};
+use crate::security::Identity;
 use crate::store::writes::StatusRefused;
-use crate::store::{Store, StoreError, Write, WriteResult};
+use crate::store::{FeedCursor, FeedEvent, Store, StoreError, TransferFilter, Write, WriteResult};
 
 /// Why the engine refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,15 +49,21 @@ pub struct Submission {
     pub created: bool,
 }
 
-/// The engine: the store, the registry and the per-endpoint settings.
+/// The engine: the store, the registry, the per-endpoint settings and the read policy.
 #[derive(Clone)]
 pub struct Engine {
     pub store: Store,
     pub registry: Arc<Registry>,
     pub config: Arc<Config>,
+    pub policy: Arc<Policy>,
 }
 
 impl Engine {
+    pub fn new(store: Store, registry: Arc<Registry>, config: Arc<Config>) -> Engine {
+        let policy = Arc::new(Policy::new(config.agencies.clone()));
+        Engine { store, registry, config, policy }
+    }
+
     /// The destination endpoint of a request: the other platform's endpoint for `to_region`'s
     /// city if one is registered, else its province's; without a region, the sender's own
     /// city or province.
@@ -167,13 +175,44 @@ impl Engine {
         }
     }
 
-    /// A transfer as `caller` may see it: only its parties.
-    pub async fn transfer_for(&self, caller: &EndpointId, transfer_id: &str) -> Result<Transfer, EngineError> {
+    /// A transfer, if `who` may read it (its parties, operators, agencies granted its region).
+    pub async fn transfer_for(&self, who: &Identity, transfer_id: &str) -> Result<Transfer, EngineError> {
         match self.store.transfer(transfer_id).await? {
-            Some(t) if lifecycle::role_of(&t, caller).is_some() => Ok(t),
-            Some(_) => Err(EngineError::Forbidden(format!("{caller} is not a party to {transfer_id}"))),
+            Some(t) => self.policy.may_read(who, &t).map(|()| t).map_err(EngineError::Forbidden),
             None => Err(EngineError::NotFound(transfer_id.to_string())),
         }
+    }
+
+    /// A page of the transfers `who` may read, and the token of the next page. Endpoints see
+    /// their own; operators everything; agencies what their grant covers.
+    pub async fn transfers_for(
+        &self,
+        who: &Identity,
+        mut filter: TransferFilter,
+    ) -> Result<(Vec<Transfer>, Option<String>), EngineError> {
+        self.policy.has_right(who, Right::ReadTransfers).map_err(EngineError::Forbidden)?;
+        filter.party = who.endpoint().map(ToString::to_string);
+        let page = self.store.transfers(&filter).await?;
+        let next =
+            (page.len() as i64 >= filter.limit.clamp(1, 500)).then(|| page.last().map(|t| t.transfer_id.clone())).flatten();
+        let visible = page.into_iter().filter(|t| self.policy.may_read(who, t).is_ok()).collect();
+        Ok((visible, next))
+    }
+
+    /// Change-feed events after `cursor` that `who` may watch, and the cursor to go on from.
+    pub async fn feed_for(
+        &self,
+        who: &Identity,
+        cursor: FeedCursor,
+        limit: i64,
+    ) -> Result<(Vec<FeedEvent>, FeedCursor, bool), EngineError> {
+        self.policy.has_right(who, Right::Watch).map_err(EngineError::Forbidden)?;
+        let party = who.endpoint().map(ToString::to_string);
+        let events = self.store.events_after(party.as_deref(), cursor, limit).await?;
+        let full = events.len() as i64 >= limit;
+        let last = events.last().map(|e| e.cursor).unwrap_or(cursor);
+        let visible = events.into_iter().filter(|e| self.policy.may(who, &e.transfer, Right::Watch).is_ok()).collect();
+        Ok((visible, last, full))
     }
 
     /// Escalates every transfer that has missed a deadline at `now`; returns how many.

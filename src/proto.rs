@@ -59,7 +59,7 @@ fn state_to_proto(s: model::State) -> v1::State {
     }
 }
 
-fn state_from_proto(value: i32, path: &str) -> Result<model::State, ModelError> {
+pub fn state_from_proto(value: i32, path: &str) -> Result<model::State, ModelError> {
     use model::State as S;
     Ok(match v1::State::try_from(value) {
         Ok(v1::State::Submitted) => S::Submitted,

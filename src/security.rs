@@ -8,6 +8,7 @@
 
 pub mod identity;
 pub mod pki;
+pub mod policy;
 pub mod ratelimit;
 pub mod tls;
 

@@ -81,7 +81,7 @@ pub async fn run(
     let registry = Arc::new(registry(&config)?);
     let store = open_store(&config).await?;
     let config = Arc::new(config);
-    let engine = Engine { store: store.clone(), registry, config: config.clone() };
+    let engine = Engine::new(store.clone(), registry, config.clone());
     let state = Arc::new(AppState::new(engine.clone(), config.delivery.unreachable_after.as_secs() as i64));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);

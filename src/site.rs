@@ -52,6 +52,7 @@ pub fn init(dir: &Path, https: SocketAddr, admin: SocketAddr, registry: &Registr
     ca.server(&names)?.write(dir, "server")?;
     ca.client(&Identity::Gateway("gateway".into()))?.write(dir, "gateway")?;
     ca.client(&Identity::Operator("ops".into()))?.write(&dir.join("identities"), "operator-ops")?;
+    ca.client(&Identity::Agency("demo".into()))?.write(&dir.join("identities"), "agency-demo")?;
     let mut identities = Vec::new();
     for endpoint in registry.endpoints() {
         let name = endpoint.id.to_string().replace('/', "-");
@@ -96,6 +97,13 @@ dead_after = "24h"
 unreachable_after = "2m"
 timeout = "10s"
 sweep_every = "5s"
+
+# What the partner agency `liandong://agency/demo` (identities/agency-demo.pem) may do.
+# Agencies get nothing that is not granted here.
+[[agency]]
+name = "demo"
+regions = ["3302"]
+rights = ["read_transfers", "watch"]
 {endpoints}"#
     );
     let config_path = dir.join("liandong.toml");

@@ -363,8 +363,8 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, sqlx::Error>>().map_err(StoreError::from)
     }
 
-    /// The change feed as `party` may see it (events of transfers it is origin or destination
-    /// of), after `cursor`, in order, at most `limit`.
+    /// The change feed after `cursor`, in order, at most `limit`: of the transfers `party` is
+    /// origin or destination of, or of all transfers when `party` is `None`.
     ///
     /// On PostgreSQL several replicas write concurrently, and sequence numbers are taken before
     /// commit, so reading "everything after seq N" could miss an event that commits late. The
@@ -372,17 +372,17 @@ impl Store {
     /// than the oldest one still running are handed out: every later event has a larger
     /// transaction id than any handed out, so nothing is missed and nothing repeats. SQLite has
     /// one writer, and its order is the sequence's (transaction id 0).
-    pub async fn events_after(&self, party: &str, cursor: FeedCursor, limit: i64) -> Result<Vec<FeedEvent>, StoreError> {
+    pub async fn events_after(&self, party: Option<&str>, cursor: FeedCursor, limit: i64) -> Result<Vec<FeedEvent>, StoreError> {
         let horizon = match self.backend {
             Backend::Postgres => "AND tx < txid_snapshot_xmin(txid_current_snapshot())",
             Backend::Sqlite => "",
         };
         let rows = sqlx::query(&format!(
-            "SELECT seq, tx, kind, body FROM events WHERE (origin = $1 OR destination = $2) \
+            "SELECT seq, tx, kind, body FROM events WHERE ($1 = '' OR origin = $1 OR destination = $2) \
              AND (tx > $3 OR (tx = $4 AND seq > $5)) {horizon} ORDER BY tx, seq LIMIT $6"
         ))
-        .bind(party)
-        .bind(party)
+        .bind(party.unwrap_or(""))
+        .bind(party.unwrap_or(""))
         .bind(cursor.tx)
         .bind(cursor.tx)
         .bind(cursor.seq)

@@ -314,3 +314,43 @@ async fn the_openapi_document_describes_exactly_the_routes_that_answer() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agencies_read_what_their_grant_covers_and_operators_read_all_but_change_nothing() {
+    let site = Site::new("policy");
+    let (addr, _, _stop) = start(&site).await;
+    let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
+    let beijing_110 = Client::for_endpoint(&site, "110000/110", addr);
+    let agency =
+        Client::new(&site, &site.dir.join("identities/agency-demo.pem"), &site.dir.join("identities/agency-demo-key.pem"), addr);
+    let operator = Client::new(
+        &site,
+        &site.dir.join("identities/operator-ops.pem"),
+        &site.dir.join("identities/operator-ops-key.pem"),
+        addr,
+    );
+    let ningbo = ningbo_110.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
+    let ningbo_id = ningbo.header("x-liandong-transfer-id").unwrap();
+    let beijing = beijing_110.post("/v1/native/110000/110/transfers", sample("incident-json/transfer-beijing.json")).await;
+    let beijing_id = beijing.header("x-liandong-transfer-id").unwrap();
+    // the agency is granted Ningbo (3302): it reads that transfer, not Beijing's
+    assert_eq!(agency.get(&format!("/v1/transfers/{ningbo_id}")).await.status, 200);
+    let refused = agency.get(&format!("/v1/transfers/{beijing_id}")).await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.json()["error"]["message"].as_str().unwrap().contains("granted regions"), "{}", refused.json());
+    let listed = agency.get("/v1/transfers").await.json();
+    let ids: Vec<&str> = listed["transfers"].as_array().unwrap().iter().map(|t| t["transfer_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![ningbo_id.as_str()]);
+    // an agency submits nothing and changes nothing
+    assert_eq!(agency.post("/v1/transfers", b"{}".to_vec()).await.status, 403);
+    // the operator reads everything, changes nothing
+    assert_eq!(operator.get(&format!("/v1/transfers/{beijing_id}")).await.status, 200);
+    assert_eq!(operator.get("/v1/transfers").await.json()["transfers"].as_array().unwrap().len(), 2);
+    let change = operator
+        .post(
+            &format!("/v1/transfers/{ningbo_id}/status"),
+            br#"{"state": "cancelled", "at": "2023-05-08T10:00:00+08:00", "note": "x"}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(change.status, 403);
+}

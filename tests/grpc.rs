@@ -202,3 +202,41 @@ async fn over_the_limit_grpc_answers_resource_exhausted_with_retry_info() {
     urgent.case.as_mut().unwrap().urgency = v1::Urgency::Immediate as i32;
     police.submit_transfer(v1::SubmitTransferRequest { request: Some(urgent) }).await.expect("immediate has its own budget");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_watches_only_what_its_grant_covers() {
+    let site = Site::new("grpc-agency");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _stop = start(&site, listener).await;
+    let mut police = TransferServiceClient::new(channel(&site, "330200/110", port).await);
+    let ningbo = police.submit_transfer(v1::SubmitTransferRequest { request: Some(request("A-1")) }).await.unwrap().into_inner();
+    let mut beijing = request("A-2");
+    beijing.from = "110000/110".into();
+    beijing.case.as_mut().unwrap().origin.as_mut().unwrap().endpoint = "110000/110".into();
+    beijing.case.as_mut().unwrap().location = None;
+    beijing.to_region = None;
+    let mut beijing_client = TransferServiceClient::new(channel(&site, "110000/110", port).await);
+    beijing_client.submit_transfer(v1::SubmitTransferRequest { request: Some(beijing) }).await.unwrap();
+    let mut later = request("A-3");
+    later.sender_ref = "A-3".into();
+    let third = police.submit_transfer(v1::SubmitTransferRequest { request: Some(later) }).await.unwrap().into_inner();
+
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(site.dir.join("ca.pem")).unwrap()))
+        .identity(Identity::from_pem(
+            std::fs::read(site.dir.join("identities/agency-demo.pem")).unwrap(),
+            std::fs::read(site.dir.join("identities/agency-demo-key.pem")).unwrap(),
+        ))
+        .domain_name("localhost");
+    let agency_channel =
+        Channel::from_shared(format!("https://localhost:{port}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+    let mut agency = TransferServiceClient::new(agency_channel);
+    let mut watch = agency.watch(v1::WatchRequest { cursor: String::new() }).await.unwrap().into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    let second = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.transfer.unwrap().transfer_id, ningbo.transfer.unwrap().transfer_id);
+    assert_eq!(second.transfer.unwrap().transfer_id, third.transfer.unwrap().transfer_id, "Beijing's transfer is not shown");
+    let status = agency.submit_transfer(v1::SubmitTransferRequest { request: Some(request("A-4")) }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+}

@@ -89,11 +89,10 @@ impl TransferService for Transfers {
     }
 
     async fn get_transfer(&self, request: Request<v1::GetTransferRequest>) -> Result<Response<v1::Transfer>, Status> {
-        let me = caller(&request)?;
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Read)?;
         let id = request.into_inner().transfer_id;
-        let transfer = self.state.engine.transfer_for(&me, &id).await.map_err(status_of)?;
+        let transfer = self.state.engine.transfer_for(&who.0, &id).await.map_err(status_of)?;
         Ok(Response::new(transfer.into()))
     }
 
@@ -111,29 +110,21 @@ impl TransferService for Transfers {
         &self,
         request: Request<v1::ListTransfersRequest>,
     ) -> Result<Response<v1::ListTransfersResponse>, Status> {
-        let me = caller(&request)?;
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Read)?;
         let query = request.into_inner();
-        if !query.endpoint.is_empty() && query.endpoint != me.to_string() {
-            return Err(Status::permission_denied(format!("{me} may list only its own transfers")));
-        }
-        let state = match v1::State::try_from(query.state) {
-            Ok(v1::State::Unspecified) => None,
-            Ok(_) => {
-                let probe = v1::StatusUpdate {
-                    state: query.state,
-                    at: Some(prost_types::Timestamp::default()),
-                    by: me.to_string(),
-                    ..Default::default()
-                };
-                Some(crate::model::StatusUpdate::try_from(probe).map_err(model_error)?.state)
+        if let (Some(me), false) = (who.0.endpoint(), query.endpoint.is_empty()) {
+            if query.endpoint != me.to_string() {
+                return Err(Status::permission_denied(format!("{me} may list only its own transfers")));
             }
-            Err(_) => return Err(Status::invalid_argument(format!("state: expected a state, got {}", query.state))),
+        }
+        let state = match query.state {
+            0 => None,
+            n => Some(crate::proto::state_from_proto(n, "state").map_err(model_error)?),
         };
         let page = if query.page_size == 0 { 100 } else { i64::from(query.page_size.min(500)) };
         let filter = TransferFilter {
-            party: Some(me.to_string()),
+            party: (!query.endpoint.is_empty()).then_some(query.endpoint),
             state,
             overdue: query.overdue,
             since: query.since.map(|t| t.seconds),
@@ -141,12 +132,8 @@ impl TransferService for Transfers {
             limit: page,
             after: (!query.page_token.is_empty()).then_some(query.page_token),
         };
-        let transfers = self.state.engine.store.transfers(&filter).await.map_err(|e| status_of(e.into()))?;
-        let next = if transfers.len() as i64 >= page {
-            transfers.last().map(|t| t.transfer_id.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (transfers, next) = self.state.engine.transfers_for(&who.0, filter).await.map_err(status_of)?;
+        let next = next.unwrap_or_default();
         Ok(Response::new(v1::ListTransfersResponse {
             transfers: transfers.into_iter().map(Into::into).collect(),
             next_page_token: next,
@@ -156,24 +143,25 @@ impl TransferService for Transfers {
     type WatchStream = WatchStream;
 
     async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        let me = caller(&request)?.to_string();
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Read)?;
         let mut cursor = FeedCursor::decode(&request.into_inner().cursor).map_err(Status::invalid_argument)?;
-        let store = self.state.engine.store.clone();
+        // Refuse at once, not in the stream, when the caller may not watch at all.
+        self.state.engine.feed_for(&who.0, cursor, 1).await.map_err(status_of)?;
+        let engine = self.state.engine.clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                let events = match store.events_after(&me, cursor, 200).await {
-                    Ok(events) => events,
+                let (events, next, full) = match engine.feed_for(&who.0, cursor, 200).await {
+                    Ok(page) => page,
                     Err(e) => {
-                        let _ = sender.send(Err(Status::unavailable(e.to_string()))).await;
+                        let _ = sender.send(Err(status_of(e))).await;
                         return;
                     }
                 };
-                let caught_up = events.len() < 200;
+                let caught_up = !full;
+                cursor = next;
                 for event in events {
-                    cursor = event.cursor;
                     let message =
                         v1::WatchEvent { cursor: event.cursor.encode(), kind: event.kind, transfer: Some(event.transfer.into()) };
                     if sender.send(Ok(message)).await.is_err() {

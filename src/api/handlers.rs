@@ -55,6 +55,7 @@ pub(crate) async fn reachable(state: &AppState, endpoint: &EndpointId) -> bool {
 
 fn log_refusal(peer: &Peer, route: &str, error: &EngineError) {
     if matches!(error, EngineError::Forbidden(_) | EngineError::NotFound(_) | EngineError::Refused(_)) {
+        crate::metrics::inc(&crate::metrics::counters().refusals);
         tracing::warn!(identity = %peer.0, route, reason = %error, "refused");
     } else if let EngineError::Store(e) = error {
         tracing::error!(identity = %peer.0, route, error = %e, "store failed");
@@ -174,9 +175,8 @@ pub async fn get_transfer(
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
 ) -> Result<Json<Transfer>, ApiError> {
-    let caller = caller_endpoint(&peer)?;
     limited(&state, &peer, CallKind::Read)?;
-    Ok(Json(state.engine.transfer_for(caller, &id).await.inspect_err(|e| log_refusal(&peer, "GET /v1/transfers/{id}", e))?))
+    Ok(Json(state.engine.transfer_for(&peer.0, &id).await.inspect_err(|e| log_refusal(&peer, "GET /v1/transfers/{id}", e))?))
 }
 
 pub async fn status(
@@ -208,7 +208,6 @@ pub async fn list(
     Extension(peer): Extension<Peer>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = caller_endpoint(&peer)?;
     limited(&state, &peer, CallKind::Read)?;
     let bad = |key: &str, expected: &str| ApiError::new(StatusCode::BAD_REQUEST, format!("{key}: expected {expected}"));
     let time = |key: &str| -> Result<Option<i64>, ApiError> {
@@ -218,7 +217,7 @@ pub async fn list(
             .transpose()
     };
     let filter = TransferFilter {
-        party: Some(caller.to_string()),
+        party: None,
         state: query.get("state").map(|s| s.parse::<TransferState>().map_err(|_| bad("state", "a state"))).transpose()?,
         overdue: query.get("overdue").map(|s| s.parse::<bool>().map_err(|_| bad("overdue", "true or false"))).transpose()?,
         since: time("since")?,
@@ -226,9 +225,8 @@ pub async fn list(
         limit: query.get("limit").map(|s| s.parse::<i64>().map_err(|_| bad("limit", "a number"))).transpose()?.unwrap_or(100),
         after: query.get("after").cloned(),
     };
-    let transfers = state.engine.store.transfers(&filter).await.map_err(EngineError::from)?;
-    let next =
-        (transfers.len() as i64 >= filter.limit.clamp(1, 500)).then(|| transfers.last().map(|t| t.transfer_id.clone())).flatten();
+    let (transfers, next) =
+        state.engine.transfers_for(&peer.0, filter).await.inspect_err(|e| log_refusal(&peer, "GET /v1/transfers", e))?;
     Ok(Json(json!({"transfers": transfers, "next": next})))
 }
 
