@@ -61,10 +61,18 @@ pub struct Listen {
     /// The plain-HTTP admin listener: `/healthz`, `/readyz`, `/metrics`. Keep it on localhost.
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
+    /// How long a client may take to send a request's headers; slower ones are cut off
+    /// (slowloris).
+    #[serde(default = "default_header_timeout", with = "duration")]
+    pub header_timeout: Duration,
 }
 
 fn default_admin() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// TLS files (PEM).
@@ -265,6 +273,9 @@ impl Config {
         }
         if d.dead_after_attempts == 0 {
             return fail("delivery.dead_after_attempts".into(), "expected at least 1".into());
+        }
+        if self.listen.header_timeout.is_zero() {
+            return fail("listen.header_timeout".into(), "expected more than 0".into());
         }
         if d.timeout.is_zero() || d.sweep_every.is_zero() {
             return fail("delivery.timeout".into(), "expected more than 0".into());

@@ -106,6 +106,7 @@ pub async fn run(
         .merge(api::grpc::routes(state).await)
         .layer(axum::middleware::from_fn(api::logging::log_request));
     let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
+    let header_timeout = config.listen.header_timeout;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -146,7 +147,7 @@ pub async fn run(
                         }
                     };
                     let service = TowerToHyperService::new(router.layer(Extension(Peer(identity))));
-                    let builder = connection_builder();
+                    let builder = connection_builder(header_timeout);
                     let connection = builder.serve_connection(TokioIo::new(tls), service);
                     let _ = watcher.watch(connection.into_owned()).await;
                 });
@@ -168,14 +169,14 @@ pub async fn run(
 }
 
 /// HTTP settings that keep one client from holding resources: headers must arrive within
-/// [`HEADER_TIMEOUT`] (slowloris), header blocks and buffers are bounded, HTTP/2 connections get
+/// `header_timeout` (slowloris), header blocks and buffers are bounded, HTTP/2 connections get
 /// at most [`MAX_STREAMS`] concurrent streams and are pinged so dead peers are dropped.
-fn connection_builder() -> auto::Builder<TokioExecutor> {
+fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .max_buf_size(MAX_HEADER_BYTES.max(8192) * 4);
     builder
         .http2()
@@ -187,8 +188,6 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// How long a client may take to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest header block accepted.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Concurrent HTTP/2 streams per connection (each Watch is one).

@@ -135,7 +135,7 @@ async fn wrong_identities_and_bad_documents_are_refused_and_change_nothing() {
         format!("POST /v1/native/330200/110/transfers HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n", 2 << 20)
             .into_bytes();
     oversized.extend(vec![b' '; 2 << 20]);
-    let answer = ningbo_110.raw(&oversized).await;
+    let (answer, _) = ningbo_110.raw(&oversized).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer:.200}");
     // status for a transfer that is not theirs
     let answer = ningbo_110.post("/v1/native/330200/110/status", sample("jjd-json/status-closed.json")).await;
@@ -353,4 +353,19 @@ async fn agencies_read_what_their_grant_covers_and_operators_read_all_but_change
         )
         .await;
     assert_eq!(change.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
+    let site = Site::new("slowloris");
+    site.edit_config(|t| t.replacen("[listen]\n", "[listen]\nheader_timeout = \"300ms\"\n", 1));
+    let (addr, _, _stop) = start(&site).await;
+    let client = Client::for_endpoint(&site, "330200/110", addr);
+    // headers that never end: the server must close the connection by itself
+    let (answer, closed) = client.raw(b"POST /v1/native/330200/110/transfers HTTP/1.1\r\nhost: localhost\r\nx-slow: 1").await;
+    assert!(closed, "the server cut the slow client off");
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer:.200}");
+    // and the gateway keeps serving others
+    let ok = client.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
+    assert_eq!(ok.status, 200);
 }

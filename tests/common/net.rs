@@ -115,8 +115,9 @@ impl Client {
     }
 
     /// Writes raw bytes on a new TLS connection (ignoring a write the server cut short) and
-    /// returns what the server answered, as text.
-    pub async fn raw(&self, bytes: &[u8]) -> String {
+    /// returns what the server answered, as text, and whether the server closed the connection
+    /// (within 10 s).
+    pub async fn raw(&self, bytes: &[u8]) -> (String, bool) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -124,8 +125,8 @@ impl Client {
         let _ = tls.write_all(bytes).await;
         let _ = tls.flush().await;
         let mut answer = Vec::new();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
-        String::from_utf8_lossy(&answer).into_owned()
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut answer)).await.is_ok();
+        (String::from_utf8_lossy(&answer).into_owned(), closed)
     }
 
     pub async fn post(&self, path: &str, body: Vec<u8>) -> Answer {
