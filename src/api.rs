@@ -53,9 +53,17 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The largest document accepted.
 pub const MAX_BODY: usize = 1 << 20;
 
-/// The caller, as the TLS layer established it.
+/// The caller, as the TLS layer established it: the identity, and its URI (made once per
+/// connection; it is the rate limiters' key).
 #[derive(Clone, Debug)]
-pub struct Peer(pub Identity);
+pub struct Peer(pub Identity, pub String);
+
+impl Peer {
+    pub fn new(identity: Identity) -> Peer {
+        let uri = identity.uri();
+        Peer(identity, uri)
+    }
+}
 
 /// What the handlers share.
 pub struct AppState {
@@ -77,7 +85,7 @@ impl AppState {
 
     /// Takes one call of `kind` from the caller's budget; when it is spent, how long to wait.
     pub fn limit(&self, peer: &Peer, kind: crate::security::ratelimit::CallKind) -> Result<(), std::time::Duration> {
-        self.limits.check(&peer.0, kind).inspect_err(|wait| {
+        self.limits.check_keyed(&peer.0, &peer.1, kind).inspect_err(|wait| {
             crate::metrics::inc(&crate::metrics::counters().rate_limited);
             tracing::info!(identity = %peer.0, ?kind, retry_after_ms = wait.as_millis() as u64, "rate limited");
         })

@@ -106,6 +106,9 @@ pub struct BenchArgs {
     /// Requests per second in all; flat out when absent.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Send to this base URL instead of the configured listener (e.g. a proxy to compare with).
+    #[arg(long)]
+    pub url: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -221,7 +224,7 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
             let dir = args.config.parent().unwrap_or(std::path::Path::new("."));
             let name = args.endpoint.replace('/', "-");
             let plan = crate::loadgen::Plan {
-                url: format!("https://localhost:{}", config.listen.https.port()),
+                url: args.url.clone().unwrap_or_else(|| format!("https://localhost:{}", config.listen.https.port())),
                 ca: config.tls.ca.clone(),
                 cert: dir.join("identities").join(format!("{name}.pem")),
                 key: dir.join("identities").join(format!("{name}-key.pem")),

@@ -146,7 +146,7 @@ pub async fn run(
                             return;
                         }
                     };
-                    let service = TowerToHyperService::new(router.layer(Extension(Peer(identity))));
+                    let service = TowerToHyperService::new(router.layer(Extension(Peer::new(identity))));
                     let builder = connection_builder(header_timeout);
                     let connection = builder.serve_connection(TokioIo::new(tls), service);
                     let _ = watcher.watch(connection.into_owned()).await;

@@ -150,8 +150,8 @@ pub struct RateLimits<C: Clock = MonotonicClock> {
     clock: C,
     /// (class, kind) → a limiter keyed by identity.
     classes: HashMap<(u8, CallKind), Keyed<C>>,
-    /// (identity, kind) → that identity's own limiter.
-    overrides: HashMap<(String, CallKind), Keyed<C>>,
+    /// identity URI → kind → that identity's own limiter.
+    overrides: HashMap<String, HashMap<CallKind, Keyed<C>>>,
 }
 
 fn class_of(identity: &Identity) -> u8 {
@@ -179,41 +179,38 @@ impl<C: Clock + Clone> RateLimits<C> {
                 );
             }
         }
-        let overrides = config
-            .overrides
-            .iter()
-            .filter_map(|o| {
-                let kind = parse_kind(&o.kind)?;
-                let limiter = RateLimiter::new(
-                    quota(Rate { per_second: o.per_second, burst: o.burst }),
-                    DefaultKeyedStateStore::default(),
-                    clock.clone(),
-                );
-                Some(((o.identity.clone(), kind), limiter))
-            })
-            .collect();
+        let mut overrides: HashMap<String, HashMap<CallKind, Keyed<C>>> = HashMap::new();
+        for o in &config.overrides {
+            if let Some(kind) = parse_kind(&o.kind) {
+                let rate = Rate { per_second: o.per_second, burst: o.burst };
+                let limiter = RateLimiter::new(quota(rate), DefaultKeyedStateStore::default(), clock.clone());
+                overrides.entry(o.identity.clone()).or_default().insert(kind, limiter);
+            }
+        }
         RateLimits { enabled: config.enabled, clock, classes, overrides }
     }
 
     /// Takes one call from the identity's budget; when it is spent, how long until it is not.
     pub fn check(&self, identity: &Identity, kind: CallKind) -> Result<(), Duration> {
+        self.check_keyed(identity, &identity.uri(), kind)
+    }
+
+    /// [`RateLimits::check`] with the identity's URI already made (the hot path: the TLS layer
+    /// makes it once per connection).
+    pub fn check_keyed(&self, identity: &Identity, key: &String, kind: CallKind) -> Result<(), Duration> {
         if !self.enabled {
             return Ok(());
         }
-        let key = identity.uri();
-        let limiter = match self.overrides.get(&(key.clone(), kind)) {
-            Some(limiter) => limiter,
-            None => match self.classes.get(&(class_of(identity), kind)) {
-                Some(limiter) => limiter,
-                None => return Ok(()),
-            },
+        let own = if self.overrides.is_empty() { None } else { self.overrides.get(key).and_then(|kinds| kinds.get(&kind)) };
+        let Some(limiter) = own.or_else(|| self.classes.get(&(class_of(identity), kind))) else {
+            return Ok(());
         };
-        limiter.check_key(&key).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        limiter.check_key(key).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
     /// Forgets identities whose budgets are full again, and gives the memory back.
     pub fn forget_idle(&self) {
-        for limiter in self.classes.values().chain(self.overrides.values()) {
+        for limiter in self.classes.values().chain(self.overrides.values().flat_map(HashMap::values)) {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -221,7 +218,7 @@ impl<C: Clock + Clone> RateLimits<C> {
 
     /// How many identities the limiters remember (for tests and metrics).
     pub fn remembered(&self) -> usize {
-        self.classes.values().chain(self.overrides.values()).map(|l| l.len()).sum()
+        self.classes.values().chain(self.overrides.values().flat_map(HashMap::values)).map(|l| l.len()).sum()
     }
 }
 
