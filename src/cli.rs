@@ -238,9 +238,10 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
                 serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
             } else {
                 format!(
-                    "{} ok, {} errors in {:.1} s: {:.0} submissions/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} connections{})\n",
+                    "{} ok, {} errors ({} over the rate limit) in {:.1} s: {:.0} submissions/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} connections{})\n",
                     report.ok,
                     report.errors,
+                    report.limited,
                     report.seconds,
                     report.per_second,
                     report.p50_ms,

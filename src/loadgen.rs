@@ -40,6 +40,8 @@ pub struct Report {
     pub requests: u64,
     pub ok: u64,
     pub errors: u64,
+    /// Of the errors, answers 429 (over the gateway's rate limit for the identity).
+    pub limited: u64,
     pub seconds: f64,
     pub per_second: f64,
     pub p50_ms: f64,
@@ -70,7 +72,7 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
         let interval = plan.rate.map(|r| Duration::from_secs_f64(plan.concurrency as f64 / r));
         workers.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-            let (mut ok, mut errors) = (0u64, 0u64);
+            let (mut ok, mut errors, mut limited) = (0u64, 0u64, 0u64);
             let mut sender = None;
             // Workers start spread over one interval, so a fixed rate is smooth, not bursty.
             let mut next_send =
@@ -105,6 +107,7 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
                             ok += 1;
                         } else {
                             errors += 1;
+                            limited += u64::from(status == hyper::StatusCode::TOO_MANY_REQUESTS);
                         }
                         let micros = scheduled.elapsed().as_micros().min(60_000_000) as u64;
                         let _ = histogram.record(micros.max(1));
@@ -118,18 +121,19 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
                     next_send += interval;
                 }
             }
-            (histogram, ok, errors)
+            (histogram, ok, errors, limited)
         }));
     }
     tokio::time::sleep(plan.duration).await;
     stop.store(true, Ordering::Relaxed);
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-    let (mut ok, mut errors) = (0, 0);
+    let (mut ok, mut errors, mut limited) = (0, 0, 0);
     for worker in workers {
-        let (h, o, e) = worker.await.map_err(|e| e.to_string())?;
+        let (h, o, e, l) = worker.await.map_err(|e| e.to_string())?;
         histogram.add(h).map_err(|e| e.to_string())?;
         ok += o;
         errors += e;
+        limited += l;
     }
     let seconds = started.elapsed().as_secs_f64();
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
@@ -137,6 +141,7 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
         requests: ok + errors,
         ok,
         errors,
+        limited,
         seconds,
         per_second: ok as f64 / seconds,
         p50_ms: ms(0.5),
