@@ -3,31 +3,19 @@
 
 use std::path::Path;
 
-use liandong::config::Config;
-use liandong::server::{self, Listeners};
-
 mod common;
-use common::net::{eventually, Client, Receiver, Site};
+use common::net::{eventually, start_gateway, Client, Receiver, Site};
 
 fn sample(path: &str) -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples").join(path)).unwrap()
 }
 
-/// Starts the gateway of `site`; returns its HTTPS and admin addresses and a stop switch.
+/// Starts the gateway of `site` on port 0; returns its HTTPS and admin addresses and a stop switch.
 async fn start(site: &Site) -> (std::net::SocketAddr, std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let config = Config::load(&site.config).unwrap();
     let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (addr, admin_addr) = (https.local_addr().unwrap(), admin.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        server::run(config, Listeners { https, admin }, async move {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    (addr, admin_addr, stop)
+    let addr = https.local_addr().unwrap();
+    let (admin, stop) = start_gateway(site, https).await;
+    (addr, admin, stop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,31 +4,24 @@
 
 use std::path::Path;
 
-use liandong::config::Config;
 use liandong::proto::v1;
 use liandong::proto::v1::transfer_service_client::TransferServiceClient;
-use liandong::server::{self, Listeners};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 mod common;
-use common::net::Site;
+use common::net::{start_gateway, Site};
 
 async fn start(site: &Site, https: tokio::net::TcpListener) -> tokio::sync::oneshot::Sender<()> {
-    let config = Config::load(&site.config).unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        server::run(config, Listeners { https, admin }, async move {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    stop
+    start_gateway(site, https).await.1
 }
 
 async fn channel(site: &Site, endpoint: &str, port: u16) -> Channel {
     let (cert, key) = site.identity(endpoint);
+    channel_as(site, &cert, &key, port).await
+}
+
+/// A channel presenting the certificate `cert` (and its `key`).
+async fn channel_as(site: &Site, cert: &Path, key: &Path, port: u16) -> Channel {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(std::fs::read(site.dir.join("ca.pem")).unwrap()))
         .identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()))
@@ -222,15 +215,9 @@ async fn an_agency_watches_only_what_its_grant_covers() {
     later.sender_ref = "A-3".into();
     let third = police.submit_transfer(v1::SubmitTransferRequest { request: Some(later) }).await.unwrap().into_inner();
 
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(site.dir.join("ca.pem")).unwrap()))
-        .identity(Identity::from_pem(
-            std::fs::read(site.dir.join("identities/agency-demo.pem")).unwrap(),
-            std::fs::read(site.dir.join("identities/agency-demo-key.pem")).unwrap(),
-        ))
-        .domain_name("localhost");
     let agency_channel =
-        Channel::from_shared(format!("https://localhost:{port}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+        channel_as(&site, &site.dir.join("identities/agency-demo.pem"), &site.dir.join("identities/agency-demo-key.pem"), port)
+            .await;
     let mut agency = TransferServiceClient::new(agency_channel);
     let mut watch = agency.watch(v1::WatchRequest { cursor: String::new() }).await.unwrap().into_inner();
     let first = watch.message().await.unwrap().unwrap();

@@ -76,9 +76,7 @@ impl TransferService for Transfers {
         let message =
             request.into_inner().request.ok_or_else(|| Status::invalid_argument("request: required field is missing"))?;
         let submitted = crate::model::TransferRequest::try_from(message).map_err(model_error)?;
-        let kind =
-            if submitted.case.urgency == Some(crate::model::Urgency::Immediate) { CallKind::Immediate } else { CallKind::Submit };
-        limit(&self.state, &who, kind)?;
+        limit(&self.state, &who, CallKind::for_submission(submitted.case.urgency))?;
         let submission = self.state.engine.submit(&me, submitted).await.map_err(status_of)?;
         let reachable = super::handlers::reachable(&self.state, &submission.transfer.to).await;
         Ok(Response::new(v1::SubmitTransferResponse {

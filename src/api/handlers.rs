@@ -62,6 +62,13 @@ fn log_refusal(peer: &Peer, route: &str, error: &EngineError) {
     }
 }
 
+/// Takes a call from the caller's budget; over it, the 429 answer in the sender's own receipt.
+fn native_limit(state: &AppState, peer: &Peer, endpoint: &Endpoint, kind: CallKind, reference: Option<&str>) -> Option<Response> {
+    let wait = state.limit(peer, kind).err()?;
+    let busy = native_receipt(endpoint, StatusCode::TOO_MANY_REQUESTS, reference, Some("busy: over the rate limit; retry later"));
+    Some(too_many(busy, wait))
+}
+
 pub async fn native_transfer(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
@@ -77,16 +84,8 @@ pub async fn native_transfer(
         Err(e) => return native_receipt(endpoint, StatusCode::BAD_REQUEST, None, Some(&e.to_string())),
     };
     let reference = request.sender_ref.clone();
-    let kind =
-        if request.case.urgency == Some(crate::model::Urgency::Immediate) { CallKind::Immediate } else { CallKind::Submit };
-    if let Err(wait) = state.limit(&peer, kind) {
-        let busy = native_receipt(
-            endpoint,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&reference),
-            Some("busy: over the rate limit; retry later"),
-        );
-        return too_many(busy, wait);
+    if let Some(busy) = native_limit(&state, &peer, endpoint, CallKind::for_submission(request.case.urgency), Some(&reference)) {
+        return busy;
     }
     match state.engine.submit(&endpoint.id, request).await {
         Ok(submission) => {
@@ -119,14 +118,8 @@ pub async fn native_status(
         Err(e) => return native_receipt(endpoint, StatusCode::BAD_REQUEST, None, Some(&e.to_string())),
     };
     let reference = update.transfer_ref.clone();
-    if let Err(wait) = state.limit(&peer, CallKind::Status) {
-        let busy = native_receipt(
-            endpoint,
-            StatusCode::TOO_MANY_REQUESTS,
-            reference.as_deref(),
-            Some("busy: over the rate limit; retry later"),
-        );
-        return too_many(busy, wait);
+    if let Some(busy) = native_limit(&state, &peer, endpoint, CallKind::Status, reference.as_deref()) {
+        return busy;
     }
     match state.engine.update_status(&endpoint.id, update).await {
         Ok((transfer, _)) => with_header(
@@ -157,9 +150,7 @@ pub async fn submit(
     let caller = caller_endpoint(&peer)?;
     let request: TransferRequest =
         canonical::parse(&body, TransferRequest::REQUIRED).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let kind =
-        if request.case.urgency == Some(crate::model::Urgency::Immediate) { CallKind::Immediate } else { CallKind::Submit };
-    limited(&state, &peer, kind)?;
+    limited(&state, &peer, CallKind::for_submission(request.case.urgency))?;
     let submission = state.engine.submit(caller, request).await.inspect_err(|e| log_refusal(&peer, "POST /v1/transfers", e))?;
     let reachable = reachable(&state, &submission.transfer.to).await;
     Ok(Json(json!({

@@ -30,6 +30,17 @@ pub enum CallKind {
     Read,
 }
 
+impl CallKind {
+    /// The budget a submission draws on: `immediate` transfers have their own.
+    pub fn for_submission(urgency: Option<crate::model::Urgency>) -> CallKind {
+        if urgency == Some(crate::model::Urgency::Immediate) {
+            CallKind::Immediate
+        } else {
+            CallKind::Submit
+        }
+    }
+}
+
 /// A quota: so many a second, with a burst.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

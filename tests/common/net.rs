@@ -222,3 +222,20 @@ pub async fn eventually(seconds: u64, what: &str, mut check: impl FnMut() -> boo
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Starts the gateway of `site` in this process on `https` (and an admin listener on port 0);
+/// returns the admin address and a stop switch.
+pub async fn start_gateway(site: &Site, https: tokio::net::TcpListener) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let config = liandong::config::Config::load(&site.config).unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        liandong::server::run(config, liandong::server::Listeners { https, admin }, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (admin_addr, stop)
+}
