@@ -109,6 +109,9 @@ pub struct BenchArgs {
     /// Send to this base URL instead of the configured listener (e.g. a proxy to compare with).
     #[arg(long)]
     pub url: Option<String>,
+    /// Submit over gRPC (liandong.v1.TransferService/SubmitTransfer) instead of native HTTPS.
+    #[arg(long)]
+    pub grpc: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -232,6 +235,7 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
                 concurrency: args.concurrency.max(1),
                 duration: args.duration,
                 rate: args.rate,
+                grpc: args.grpc,
             };
             let report = runtime()?.block_on(crate::loadgen::run(plan)).map_err(CliError::Failed)?;
             let text = if args.json {

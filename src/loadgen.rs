@@ -32,6 +32,9 @@ pub struct Plan {
     pub duration: Duration,
     /// Requests per second in all, or flat out when absent.
     pub rate: Option<f64>,
+    /// Submit over gRPC (`SubmitTransfer`, one HTTP/2 connection per worker) instead of native
+    /// HTTPS documents.
+    pub grpc: bool,
 }
 
 /// What happened.
@@ -54,6 +57,9 @@ pub struct Report {
 
 /// Runs the plan.
 pub async fn run(plan: Plan) -> Result<Report, String> {
+    if plan.grpc {
+        return run_grpc(plan).await;
+    }
     let config = tls::client_config(&plan.ca, &plan.cert, &plan.key).map_err(|e| e.to_string())?;
     let connector = tokio_rustls::TlsConnector::from(config);
     let uri: hyper::Uri = plan.url.parse().map_err(|e| format!("{}: {e}", plan.url))?;
@@ -126,6 +132,13 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
     }
     tokio::time::sleep(plan.duration).await;
     stop.store(true, Ordering::Relaxed);
+    collect(workers, started, &plan).await
+}
+
+type WorkerResult = (Histogram<u64>, u64, u64, u64);
+
+/// Joins the workers and makes the report.
+async fn collect(workers: Vec<tokio::task::JoinHandle<WorkerResult>>, started: Instant, plan: &Plan) -> Result<Report, String> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
     let (mut ok, mut errors, mut limited) = (0, 0, 0);
     for worker in workers {
@@ -165,4 +178,66 @@ async fn connect(
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
     tokio::spawn(connection);
     Ok(sender)
+}
+
+/// The gRPC variant: each worker holds one mTLS channel and submits canonical transfers.
+async fn run_grpc(plan: Plan) -> Result<Report, String> {
+    use crate::proto::v1::{transfer_service_client::TransferServiceClient, SubmitTransferRequest};
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&plan.ca)?))
+        .identity(Identity::from_pem(read(&plan.cert)?, read(&plan.key)?))
+        .domain_name("localhost");
+    let registry = crate::formats::Registry::builtin();
+    let endpoint = registry.endpoint_named(&plan.endpoint).map_err(|e| e.to_string())?;
+    let template = endpoint.read_transfer(TEMPLATE.as_bytes()).map_err(|e| format!("the template is for 330200/110: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let run_id = ulid::Ulid::new().to_string();
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..plan.concurrency {
+        let channel = Channel::from_shared(plan.url.clone())
+            .map_err(|e| e.to_string())?
+            .tls_config(tls.clone())
+            .map_err(|e| e.to_string())?;
+        let (stop, counter, run_id, template) = (stop.clone(), counter.clone(), run_id.clone(), template.clone());
+        let concurrency = plan.concurrency;
+        let interval = plan.rate.map(|r| Duration::from_secs_f64(plan.concurrency as f64 / r));
+        workers.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let (mut ok, mut errors, mut limited) = (0u64, 0u64, 0u64);
+            let Ok(channel) = channel.connect().await else { return (histogram, ok, 1, limited) };
+            let mut client = TransferServiceClient::new(channel);
+            let mut next_send =
+                Instant::now() + interval.map(|i| i.mul_f64(worker as f64 / concurrency as f64)).unwrap_or_default();
+            while !stop.load(Ordering::Relaxed) {
+                if interval.is_some() {
+                    tokio::time::sleep_until(next_send.into()).await;
+                }
+                let scheduled = if interval.is_some() { next_send } else { Instant::now() };
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let mut request = template.clone();
+                request.sender_ref = format!("G{run_id}-{n}");
+                request.case.origin.local_id = format!("JG{n}");
+                request.case.case_id = crate::model::Case::id_for(&request.from, &request.case.origin.local_id);
+                match client.submit_transfer(SubmitTransferRequest { request: Some(request.into()) }).await {
+                    Ok(_) => ok += 1,
+                    Err(status) => {
+                        errors += 1;
+                        limited += u64::from(status.code() == tonic::Code::ResourceExhausted);
+                    }
+                }
+                let _ = histogram.record((scheduled.elapsed().as_micros().min(60_000_000) as u64).max(1));
+                if let Some(interval) = interval {
+                    next_send += interval;
+                }
+            }
+            (histogram, ok, errors, limited)
+        }));
+    }
+    tokio::time::sleep(plan.duration).await;
+    stop.store(true, Ordering::Relaxed);
+    collect(workers, started, &plan).await
 }
