@@ -40,9 +40,13 @@ impl Site {
 
 /// Writes a site into `dir` (created if missing; existing files are replaced).
 pub fn init(dir: &Path, https: SocketAddr, admin: SocketAddr, registry: &Registry) -> Result<Site, TlsError> {
+    init_with_ca(dir, https, admin, registry, &DevCa::new("Liandong development CA")?)
+}
+
+/// [`init`] with a given CA (tests keep it to issue more certificates).
+pub fn init_with_ca(dir: &Path, https: SocketAddr, admin: SocketAddr, registry: &Registry, ca: &DevCa) -> Result<Site, TlsError> {
     let fail = |e: std::io::Error| TlsError::File { path: dir.display().to_string(), problem: e.to_string() };
     std::fs::create_dir_all(dir.join("identities")).map_err(fail)?;
-    let ca = DevCa::new("Liandong development CA")?;
     write_file(&dir.join("ca.pem"), &ca.cert_pem, false)?;
     let host = https.ip().to_string();
     let mut names = vec!["localhost", "127.0.0.1"];

@@ -357,3 +357,29 @@ async fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
     let ok = client.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
     assert_eq!(ok.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_expired_and_misused_certificates_are_refused_and_others_keep_working() {
+    use liandong::security::pki::DevCa;
+    use liandong::security::Identity;
+    let ca = DevCa::new("test CA").unwrap();
+    let site = Site::with_ca("certs", &ca);
+    let (addr, _, _stop) = start(&site).await;
+    let ningbo: Identity = Identity::Endpoint("330200/110".parse().unwrap());
+    let refused = |name: &str, issued: liandong::security::pki::Issued| {
+        let (cert, key) = issued.write(&site.dir, name).unwrap();
+        Client::new(&site, &cert, &key, addr)
+    };
+    let cases = [
+        ("from an unknown CA", refused("rogue", DevCa::new("rogue CA").unwrap().client(&ningbo).unwrap())),
+        ("expired", refused("expired", ca.expired_client(&ningbo).unwrap())),
+        ("a server certificate used as a client one", refused("server-as-client", ca.server(&["localhost"]).unwrap())),
+    ];
+    for (what, client) in &cases {
+        let answer =
+            client.request("POST", "/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
+        assert!(answer.is_err(), "a certificate {what} was let in");
+    }
+    let good = Client::for_endpoint(&site, "330200/110", addr);
+    assert_eq!(good.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await.status, 200);
+}

@@ -20,10 +20,14 @@ pub struct Site {
 
 impl Site {
     pub fn new(name: &str) -> Site {
+        Site::with_ca(name, &liandong::security::pki::DevCa::new("test CA").unwrap())
+    }
+
+    /// A site whose CA the test keeps, to issue more certificates.
+    pub fn with_ca(name: &str, ca: &liandong::security::pki::DevCa) -> Site {
         let dir = std::env::temp_dir().join(format!("liandong-{name}-{}-{}", std::process::id(), ulid::Ulid::new()));
-        let site =
-            liandong::site::init(&dir, "127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), &Registry::builtin())
-                .unwrap();
+        let any = "127.0.0.1:0".parse().unwrap();
+        let site = liandong::site::init_with_ca(&dir, any, any, &Registry::builtin(), ca).unwrap();
         Site { dir, config: site.config }
     }
 
