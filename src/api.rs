@@ -87,6 +87,7 @@ impl AppState {
     pub fn limit(&self, peer: &Peer, kind: crate::security::ratelimit::CallKind) -> Result<(), std::time::Duration> {
         self.limits.check_keyed(&peer.0, &peer.1, kind).inspect_err(|wait| {
             crate::metrics::inc(&crate::metrics::counters().rate_limited);
+            crate::metrics::refuse("rate_limit");
             tracing::info!(identity = %peer.0, ?kind, retry_after_ms = wait.as_millis() as u64, "rate limited");
         })
     }

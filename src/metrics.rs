@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Counters {
     pub submissions: AtomicU64,
     pub status_updates: AtomicU64,
-    pub refusals: AtomicU64,
+    /// Refusals by reason (`refuse`).
+    pub refusals: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     pub bad_documents: AtomicU64,
     pub deliveries_ok: AtomicU64,
     pub deliveries_failed: AtomicU64,
@@ -32,6 +33,14 @@ pub fn inc(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Counts a refusal: `identity` (a caller acting beyond itself), `policy` (beyond its grant),
+/// `transition`, `not_found`, `certificate` (no Liandong identity in it), `bad_document`.
+pub fn refuse(reason: &'static str) {
+    if let Ok(mut by_reason) = counters().refusals.lock() {
+        *by_reason.entry(reason).or_default() += 1;
+    }
+}
+
 /// Renders the Prometheus text exposition.
 pub fn render(states: &[(String, i64)], outbox: &[(String, i64)], unreachable: &[String]) -> String {
     let c = counters();
@@ -41,7 +50,12 @@ pub fn render(states: &[(String, i64)], outbox: &[(String, i64)], unreachable: &
     };
     counter(&mut out, "liandong_submissions_total", "Transfers submitted (new and resent).", &c.submissions);
     counter(&mut out, "liandong_status_updates_total", "Status updates applied or repeated.", &c.status_updates);
-    counter(&mut out, "liandong_refusals_total", "Requests refused: identity, permission or transition.", &c.refusals);
+    let _ = writeln!(out, "# HELP liandong_refusals_total Requests refused, by reason.\n# TYPE liandong_refusals_total counter");
+    if let Ok(by_reason) = c.refusals.lock() {
+        for (reason, n) in by_reason.iter() {
+            let _ = writeln!(out, "liandong_refusals_total{{reason=\"{reason}\"}} {n}");
+        }
+    }
     counter(&mut out, "liandong_bad_documents_total", "Documents refused as malformed or invalid.", &c.bad_documents);
     counter(&mut out, "liandong_deliveries_total", "Deliveries confirmed by a native receipt.", &c.deliveries_ok);
     counter(&mut out, "liandong_delivery_failures_total", "Delivery attempts that failed.", &c.deliveries_failed);

@@ -141,7 +141,7 @@ pub async fn run(
                     let identity = match identity {
                         Ok(identity) => identity,
                         Err(reason) => {
-                            metrics::inc(&counters().refusals);
+                            metrics::refuse("certificate");
                             tracing::warn!(%remote, %reason, "refused: the client certificate names no Liandong identity");
                             return;
                         }

@@ -100,7 +100,7 @@ async fn a_transfer_goes_across_and_its_status_comes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_identities_and_bad_documents_are_refused_and_change_nothing() {
     let site = Site::new("refusals");
-    let (addr, _, _stop) = start(&site).await;
+    let (addr, admin, _stop) = start(&site).await;
     let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
     let zhejiang_110 = Client::for_endpoint(&site, "330000/110", addr);
 
@@ -133,6 +133,11 @@ async fn wrong_identities_and_bad_documents_are_refused_and_change_nothing() {
     assert_eq!(list["transfers"].as_array().unwrap().len(), 0);
     let list = zhejiang_110.get("/v1/transfers").await.json();
     assert_eq!(list["transfers"].as_array().unwrap().len(), 0);
+    // every refusal is counted by its reason
+    let metrics = reqwest_free_get(admin, "/metrics").await;
+    for reason in ["identity", "bad_document", "not_found"] {
+        assert!(metrics.contains(&format!("liandong_refusals_total{{reason=\"{reason}\"}}")), "{reason}: {metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,16 @@ const WATCH_POLL: Duration = Duration::from_millis(100);
 /// The gRPC status of an engine error (INVALID_ARGUMENT names the field; FAILED_PRECONDITION
 /// names the current state).
 pub fn status_of(error: EngineError) -> Status {
+    let reason = match &error {
+        EngineError::Invalid(_) => Some("bad_document"),
+        EngineError::Forbidden(_) => Some("permission"),
+        EngineError::NotFound(_) => Some("not_found"),
+        EngineError::Refused(_) => Some("transition"),
+        EngineError::Store(_) => None,
+    };
+    if let Some(reason) = reason {
+        crate::metrics::refuse(reason);
+    }
     match error {
         EngineError::Invalid(m) => Status::invalid_argument(m),
         EngineError::Forbidden(m) => Status::permission_denied(m),

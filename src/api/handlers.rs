@@ -30,6 +30,7 @@ fn native_endpoint<'a>(state: &'a AppState, peer: &Peer, region: &str, platform:
     if peer.0.endpoint() != Some(&endpoint.id) {
         let message = format!("forbidden: {} may send only as itself, not as {name}", peer.0);
         tracing::warn!(identity = %peer.0, route = %format!("/v1/native/{name}"), reason = %message, "refused");
+        crate::metrics::refuse("identity");
         return Err(Box::new(native_receipt(endpoint, StatusCode::FORBIDDEN, None, Some(&message))));
     }
     Ok(endpoint)
@@ -54,8 +55,18 @@ pub(crate) async fn reachable(state: &AppState, endpoint: &EndpointId) -> bool {
 }
 
 fn log_refusal(peer: &Peer, route: &str, error: &EngineError) {
+    let reason = match error {
+        EngineError::Forbidden(_) if matches!(peer.0, crate::security::Identity::Agency(_)) => Some("policy"),
+        EngineError::Forbidden(_) => Some("identity"),
+        EngineError::NotFound(_) => Some("not_found"),
+        EngineError::Refused(_) => Some("transition"),
+        EngineError::Invalid(_) => Some("bad_document"),
+        EngineError::Store(_) => None,
+    };
+    if let Some(reason) = reason {
+        crate::metrics::refuse(reason);
+    }
     if matches!(error, EngineError::Forbidden(_) | EngineError::NotFound(_) | EngineError::Refused(_)) {
-        crate::metrics::inc(&crate::metrics::counters().refusals);
         tracing::warn!(identity = %peer.0, route, reason = %error, "refused");
     } else if let EngineError::Store(e) = error {
         tracing::error!(identity = %peer.0, route, error = %e, "store failed");
@@ -81,7 +92,10 @@ pub async fn native_transfer(
     };
     let request = match endpoint.read_transfer(&body) {
         Ok(request) => request,
-        Err(e) => return native_receipt(endpoint, StatusCode::BAD_REQUEST, None, Some(&e.to_string())),
+        Err(e) => {
+            crate::metrics::refuse("bad_document");
+            return native_receipt(endpoint, StatusCode::BAD_REQUEST, None, Some(&e.to_string()));
+        }
     };
     let reference = request.sender_ref.clone();
     if let Some(busy) = native_limit(&state, &peer, endpoint, CallKind::for_submission(request.case.urgency), Some(&reference)) {
@@ -115,7 +129,10 @@ pub async fn native_status(
     };
     let update = match endpoint.read_status(&body) {
         Ok(update) => update,
-        Err(e) => return native_receipt(endpoint, StatusCode::BAD_REQUEST, None, Some(&e.to_string())),
+        Err(e) => {
+            crate::metrics::refuse("bad_document");
+            return native_receipt(endpoint, StatusCode::BAD_REQUEST, None, Some(&e.to_string()));
+        }
     };
     let reference = update.transfer_ref.clone();
     if let Some(busy) = native_limit(&state, &peer, endpoint, CallKind::Status, reference.as_deref()) {
@@ -250,6 +267,7 @@ fn operator(peer: &Peer) -> Result<(), ApiError> {
         crate::security::Identity::Operator(_) => Ok(()),
         other => {
             tracing::warn!(identity = %other, route = "/v1/deliveries", reason = "not an operator", "refused");
+            crate::metrics::refuse("policy");
             Err(ApiError::new(StatusCode::FORBIDDEN, format!("forbidden: {other} is not an operator")))
         }
     }
