@@ -104,6 +104,7 @@ pub async fn run(
 
     let router = api::router(state.clone())
         .merge(api::grpc::routes(state).await)
+        .layer(axum::middleware::from_fn(api::logging::time_limit))
         .layer(axum::middleware::from_fn(api::logging::log_request));
     let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
     let header_timeout = config.listen.header_timeout;

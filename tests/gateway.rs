@@ -376,6 +376,7 @@ async fn unknown_expired_and_misused_certificates_are_refused_and_others_keep_wo
         Client::new(&site, &cert, &key, addr)
     };
     let cases = [
+        ("(none at all)", Client::anonymous(&site, addr)),
         ("from an unknown CA", refused("rogue", DevCa::new("rogue CA").unwrap().client(&ningbo).unwrap())),
         ("expired", refused("expired", ca.expired_client(&ningbo).unwrap())),
         ("a server certificate used as a client one", refused("server-as-client", ca.server(&["localhost"]).unwrap())),

@@ -34,6 +34,23 @@ pub async fn log_request(request: Request, next: Next) -> Response {
     response
 }
 
+/// How long a request may take to be answered (its head; a `Watch` stream then runs on).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Answers 503 when a request takes longer than [`REQUEST_TIMEOUT`], so a stuck call never
+/// holds its connection and its resources for ever.
+pub async fn time_limit(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(target: "liandong::request", "request timed out");
+            let mut response = Response::new(axum::body::Body::from("request timed out\n"));
+            *response.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+            response
+        }
+    }
+}
+
 /// A phone number with its middle hidden: `13900000001` → `139****0001`; short numbers stay.
 pub fn mask_phone(phone: &str) -> String {
     let digits: Vec<char> = phone.trim_start_matches("+86").chars().collect();

@@ -93,6 +93,17 @@ impl Client {
         Client { connector: tokio_rustls::TlsConnector::from(config), addr }
     }
 
+    /// A client that presents no certificate at all.
+    pub fn anonymous(site: &Site, addr: SocketAddr) -> Client {
+        liandong::security::install_crypto_provider();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in tls::certificates(&site.dir.join("ca.pem")).unwrap() {
+            roots.add(cert).unwrap();
+        }
+        let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        Client { connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)), addr }
+    }
+
     pub fn for_endpoint(site: &Site, endpoint: &str, addr: SocketAddr) -> Client {
         let (cert, key) = site.identity(endpoint);
         Client::new(site, &cert, &key, addr)
