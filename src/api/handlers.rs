@@ -73,6 +73,25 @@ fn log_refusal(peer: &Peer, route: &str, error: &EngineError) {
     }
 }
 
+/// The endpoint of a native route (the caller must be it) and the document read with `read`;
+/// otherwise the answer, in that endpoint's own receipt where there is one.
+fn native_document<'a, T>(
+    state: &'a AppState,
+    peer: &Peer,
+    region: &str,
+    platform: &str,
+    read: impl FnOnce(&Endpoint) -> Result<T, crate::formats::FormatError>,
+) -> Result<(&'a Endpoint, T), Box<Response>> {
+    let endpoint = native_endpoint(state, peer, region, platform)?;
+    match read(endpoint) {
+        Ok(document) => Ok((endpoint, document)),
+        Err(e) => {
+            crate::metrics::refuse("bad_document");
+            Err(Box::new(native_receipt(endpoint, StatusCode::BAD_REQUEST, None, Some(&e.to_string()))))
+        }
+    }
+}
+
 /// Takes a call from the caller's budget; over it, the 429 answer in the sender's own receipt.
 fn native_limit(state: &AppState, peer: &Peer, endpoint: &Endpoint, kind: CallKind, reference: Option<&str>) -> Option<Response> {
     let wait = state.limit(peer, kind).err()?;
@@ -86,16 +105,9 @@ pub async fn native_transfer(
     Path((region, platform)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let endpoint = match native_endpoint(&state, &peer, &region, &platform) {
-        Ok(endpoint) => endpoint,
+    let (endpoint, request) = match native_document(&state, &peer, &region, &platform, |e| e.read_transfer(&body)) {
+        Ok(found) => found,
         Err(response) => return *response,
-    };
-    let request = match endpoint.read_transfer(&body) {
-        Ok(request) => request,
-        Err(e) => {
-            crate::metrics::refuse("bad_document");
-            return native_receipt(endpoint, StatusCode::BAD_REQUEST, None, Some(&e.to_string()));
-        }
     };
     let reference = request.sender_ref.clone();
     if let Some(busy) = native_limit(&state, &peer, endpoint, CallKind::for_submission(request.case.urgency), Some(&reference)) {
@@ -123,16 +135,9 @@ pub async fn native_status(
     Path((region, platform)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let endpoint = match native_endpoint(&state, &peer, &region, &platform) {
-        Ok(endpoint) => endpoint,
+    let (endpoint, update) = match native_document(&state, &peer, &region, &platform, |e| e.read_status(&body)) {
+        Ok(found) => found,
         Err(response) => return *response,
-    };
-    let update = match endpoint.read_status(&body) {
-        Ok(update) => update,
-        Err(e) => {
-            crate::metrics::refuse("bad_document");
-            return native_receipt(endpoint, StatusCode::BAD_REQUEST, None, Some(&e.to_string()));
-        }
     };
     let reference = update.transfer_ref.clone();
     if let Some(busy) = native_limit(&state, &peer, endpoint, CallKind::Status, reference.as_deref()) {
