@@ -15,11 +15,16 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn spawn_gateway(site: &Site, store_url: Option<&str>) -> Child {
+pub fn spawn_gateway(site: &Site, store_url: Option<&str>) -> Child {
+    spawn_gateway_with(site, &site.config, store_url)
+}
+
+/// Starts the binary with a given configuration file of the site.
+pub fn spawn_gateway_with(site: &Site, config: &Path, store_url: Option<&str>) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_liandong"));
     // The gateway's log goes next to its config, for reading after a failure.
     let log = std::fs::OpenOptions::new().create(true).append(true).open(site.dir.join("gateway.log")).expect("a log file");
-    command.args(["serve", "--config", site.config.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::from(log));
+    command.args(["serve", "--config", config.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::from(log));
     command.env("RUST_LOG", "warn");
     match store_url {
         Some(url) => command.env("LIANDONG_STORE_URL", url),
@@ -28,7 +33,7 @@ fn spawn_gateway(site: &Site, store_url: Option<&str>) -> Child {
     command.spawn().expect("the gateway starts")
 }
 
-async fn wait_ready(admin: SocketAddr) {
+pub async fn wait_ready(admin: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(mut tcp) = tokio::net::TcpStream::connect(admin).await {

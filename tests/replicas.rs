@@ -1,0 +1,108 @@
+//! Two gateway replicas on one PostgreSQL database: submissions arrive through both, the
+//! destination receives each transfer once (two replicas never deliver the same item at once),
+//! and a `Watch` on one replica sees every transfer submitted through either, in order, once.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use liandong::proto::v1::{self, transfer_service_client::TransferServiceClient};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+mod common;
+use common::crash::{free_port, postgres_schema, spawn_gateway_with, wait_ready};
+use common::net::{eventually, Client, Receiver, Site};
+
+fn document(i: usize) -> Vec<u8> {
+    let sample = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+    )
+    .unwrap();
+    sample.replace("LZ202305080001", &format!("REP-{i:05}")).replace("JJ202305080001", &format!("JJR{i:05}")).into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_the_work_without_doubling_and_a_watch_sees_both() {
+    let store = postgres_schema("replicas").await;
+    let site = Site::new("replicas");
+    let destination = Receiver::start(&site, "330200/12345").await;
+    site.push_to("330200/12345", &destination.url());
+    let base = std::fs::read_to_string(&site.config).unwrap();
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let (https, admin) = (free_port(), free_port());
+        let config = site.dir.join(format!("liandong-{name}.toml"));
+        let text = base
+            .replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
+            .replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""));
+        std::fs::write(&config, text).unwrap();
+        let child = spawn_gateway_with(&site, &config, Some(&store));
+        let (https, admin): (SocketAddr, SocketAddr) =
+            (format!("127.0.0.1:{https}").parse().unwrap(), format!("127.0.0.1:{admin}").parse().unwrap());
+        replicas.push((child, https, admin));
+    }
+    for (_, _, admin) in &replicas {
+        wait_ready(*admin).await;
+    }
+
+    // a watch on replica a, from the beginning
+    let (cert, key) = site.identity("330200/12345");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(site.dir.join("ca.pem")).unwrap()))
+        .identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://localhost:{}", replicas[0].1.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut watch =
+        TransferServiceClient::new(channel).watch(v1::WatchRequest { cursor: String::new() }).await.unwrap().into_inner();
+
+    // 300 submissions, alternately through a and b, from 8 concurrent clients
+    let total = 300;
+    let clients: Vec<Client> = replicas.iter().map(|(_, https, _)| Client::for_endpoint(&site, "330200/110", *https)).collect();
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let clients = clients.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in (worker..total).step_by(8) {
+                let answer = clients[i % 2].post("/v1/native/330200/110/transfers", document(i)).await;
+                assert_eq!(answer.status, 200);
+                ids.push(answer.header("x-liandong-transfer-id").unwrap());
+            }
+            ids
+        }));
+    }
+    let mut submitted = Vec::new();
+    for task in tasks {
+        submitted.extend(task.await.unwrap());
+    }
+    assert_eq!(submitted.len(), total);
+
+    // the watch on a sees all of them, once each
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    while seen.values().sum::<usize>() < total {
+        let event = watch.message().await.unwrap().unwrap();
+        if event.kind == "submitted" {
+            *seen.entry(event.transfer.unwrap().transfer_id).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), total, "every transfer, through either replica");
+    assert!(seen.values().all(|n| *n == 1), "nothing twice");
+
+    // every transfer reaches the destination exactly once (it never failed, so no retries)
+    eventually(60, "all delivered", || destination.received().len() >= total).await;
+    let mut delivered: BTreeMap<String, usize> = BTreeMap::new();
+    for received in destination.received() {
+        *delivered.entry(received.transfer_id.unwrap()).or_default() += 1;
+    }
+    assert_eq!(delivered.len(), total);
+    let doubled: Vec<_> = delivered.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "delivered twice by the two replicas: {doubled:?}");
+    for (child, _, _) in &mut replicas {
+        let _ = child.kill();
+    }
+}
