@@ -74,24 +74,16 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
     for worker in 0..plan.concurrency {
         let (connector, host, path, stop, counter, run_id) =
             (connector.clone(), host.clone(), path.clone(), stop.clone(), counter.clone(), run_id.clone());
-        let concurrency = plan.concurrency;
-        let interval = plan.rate.map(|r| Duration::from_secs_f64(plan.concurrency as f64 / r));
+        let mut pacer = Pacer::new(&plan, worker);
         workers.push(tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-            let (mut ok, mut errors, mut limited) = (0u64, 0u64, 0u64);
+            let mut tally = Tally::new();
             let mut sender = None;
-            // Workers start spread over one interval, so a fixed rate is smooth, not bursty.
-            let mut next_send =
-                Instant::now() + interval.map(|i| i.mul_f64(worker as f64 / concurrency as f64)).unwrap_or_default();
             while !stop.load(Ordering::Relaxed) {
-                if interval.is_some() {
-                    tokio::time::sleep_until(next_send.into()).await;
-                }
-                let scheduled = if interval.is_some() { next_send } else { Instant::now() };
+                let scheduled = pacer.next().await;
                 if sender.is_none() {
                     sender = connect(&connector, &host, port).await.ok();
                     if sender.is_none() {
-                        errors += 1;
+                        tally.errors += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -109,25 +101,15 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
                     Ok(response) => {
                         let status = response.status();
                         let _ = response.into_body().collect().await;
-                        if status.is_success() {
-                            ok += 1;
-                        } else {
-                            errors += 1;
-                            limited += u64::from(status == hyper::StatusCode::TOO_MANY_REQUESTS);
-                        }
-                        let micros = scheduled.elapsed().as_micros().min(60_000_000) as u64;
-                        let _ = histogram.record(micros.max(1));
+                        tally.answer(scheduled, status.is_success(), status == hyper::StatusCode::TOO_MANY_REQUESTS);
                     }
                     Err(_) => {
-                        errors += 1;
+                        tally.errors += 1;
                         sender = None;
                     }
                 }
-                if let Some(interval) = interval {
-                    next_send += interval;
-                }
             }
-            (histogram, ok, errors, limited)
+            tally.into_result()
         }));
     }
     tokio::time::sleep(plan.duration).await;
@@ -136,6 +118,64 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
 }
 
 type WorkerResult = (Histogram<u64>, u64, u64, u64);
+
+/// When a worker sends: at a fixed rate (its share of `--rate`, the workers spread over one
+/// interval so the load is smooth, not bursty) or as soon as the last answer is in.
+struct Pacer {
+    interval: Option<Duration>,
+    next_send: Instant,
+}
+
+impl Pacer {
+    fn new(plan: &Plan, worker: usize) -> Pacer {
+        let interval = plan.rate.map(|r| Duration::from_secs_f64(plan.concurrency as f64 / r));
+        let offset = interval.map(|i| i.mul_f64(worker as f64 / plan.concurrency as f64)).unwrap_or_default();
+        Pacer { interval, next_send: Instant::now() + offset }
+    }
+
+    /// Waits for the next send and returns the time it was scheduled for: latency is measured
+    /// from there, so a slow answer that delays later sends is counted, not hidden.
+    async fn next(&mut self) -> Instant {
+        match self.interval {
+            Some(interval) => {
+                tokio::time::sleep_until(self.next_send.into()).await;
+                let scheduled = self.next_send;
+                self.next_send += interval;
+                scheduled
+            }
+            None => Instant::now(),
+        }
+    }
+}
+
+/// One worker's counts and latencies.
+struct Tally {
+    histogram: Histogram<u64>,
+    ok: u64,
+    errors: u64,
+    limited: u64,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally { histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"), ok: 0, errors: 0, limited: 0 }
+    }
+
+    /// An answer to the send scheduled at `scheduled`.
+    fn answer(&mut self, scheduled: Instant, ok: bool, limited: bool) {
+        if ok {
+            self.ok += 1;
+        } else {
+            self.errors += 1;
+            self.limited += u64::from(limited);
+        }
+        let _ = self.histogram.record((scheduled.elapsed().as_micros().min(60_000_000) as u64).max(1));
+    }
+
+    fn into_result(self) -> WorkerResult {
+        (self.histogram, self.ok, self.errors, self.limited)
+    }
+}
 
 /// Joins the workers and makes the report.
 async fn collect(workers: Vec<tokio::task::JoinHandle<WorkerResult>>, started: Instant, plan: &Plan) -> Result<Report, String> {
@@ -203,38 +243,27 @@ async fn run_grpc(plan: Plan) -> Result<Report, String> {
             .tls_config(tls.clone())
             .map_err(|e| e.to_string())?;
         let (stop, counter, run_id, template) = (stop.clone(), counter.clone(), run_id.clone(), template.clone());
-        let concurrency = plan.concurrency;
-        let interval = plan.rate.map(|r| Duration::from_secs_f64(plan.concurrency as f64 / r));
+        let mut pacer = Pacer::new(&plan, worker);
         workers.push(tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-            let (mut ok, mut errors, mut limited) = (0u64, 0u64, 0u64);
-            let Ok(channel) = channel.connect().await else { return (histogram, ok, 1, limited) };
+            let mut tally = Tally::new();
+            let Ok(channel) = channel.connect().await else {
+                tally.errors += 1;
+                return tally.into_result();
+            };
             let mut client = TransferServiceClient::new(channel);
-            let mut next_send =
-                Instant::now() + interval.map(|i| i.mul_f64(worker as f64 / concurrency as f64)).unwrap_or_default();
             while !stop.load(Ordering::Relaxed) {
-                if interval.is_some() {
-                    tokio::time::sleep_until(next_send.into()).await;
-                }
-                let scheduled = if interval.is_some() { next_send } else { Instant::now() };
+                let scheduled = pacer.next().await;
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let mut request = template.clone();
                 request.sender_ref = format!("G{run_id}-{n}");
                 request.case.origin.local_id = format!("JG{n}");
                 request.case.case_id = crate::model::Case::id_for(&request.from, &request.case.origin.local_id);
                 match client.submit_transfer(SubmitTransferRequest { request: Some(request.into()) }).await {
-                    Ok(_) => ok += 1,
-                    Err(status) => {
-                        errors += 1;
-                        limited += u64::from(status.code() == tonic::Code::ResourceExhausted);
-                    }
-                }
-                let _ = histogram.record((scheduled.elapsed().as_micros().min(60_000_000) as u64).max(1));
-                if let Some(interval) = interval {
-                    next_send += interval;
+                    Ok(_) => tally.answer(scheduled, true, false),
+                    Err(status) => tally.answer(scheduled, false, status.code() == tonic::Code::ResourceExhausted),
                 }
             }
-            (histogram, ok, errors, limited)
+            tally.into_result()
         }));
     }
     tokio::time::sleep(plan.duration).await;
