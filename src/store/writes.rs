@@ -254,40 +254,17 @@ pub async fn submit_many(
         }
     }
     let created: Vec<usize> = candidates.iter().copied().filter(|&i| inserted.contains(&items[i].transfer.transfer_id)).collect();
-    for chunk in created.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO outbox (destination, transfer_id, kind, payload, next_attempt_at, created_at) VALUES {}",
-            values(chunk.len(), 6, None)
-        );
-        let mut query = sqlx::query(&sql);
-        for &i in chunk {
+    let deliveries: Vec<Delivery<'_>> = created
+        .iter()
+        .map(|&i| {
             let t = &items[i].transfer;
-            query = query
-                .bind(t.to.to_string())
-                .bind(&t.transfer_id)
-                .bind(DeliveryKind::Transfer.as_str())
-                .bind(&items[i].payload)
-                .bind(now)
-                .bind(now);
-        }
-        query.execute(&mut **tx).await?;
-        let sql = format!(
-            "INSERT INTO events (transfer_id, origin, destination, kind, body, at, tx) VALUES {}",
-            values(chunk.len(), 6, Some((6, tx_stamp(backend))))
-        );
-        let mut query = sqlx::query(&sql);
-        for &i in chunk {
-            let t = &items[i].transfer;
-            query = query
-                .bind(&t.transfer_id)
-                .bind(t.from.to_string())
-                .bind(t.to.to_string())
-                .bind("submitted")
-                .bind(&documents[i])
-                .bind(now);
-        }
-        query.execute(&mut **tx).await?;
-    }
+            Delivery { destination: &t.to, transfer_id: &t.transfer_id, kind: DeliveryKind::Transfer, payload: &items[i].payload }
+        })
+        .collect();
+    enqueue(tx, &deliveries, now).await?;
+    let events: Vec<Event<'_>> =
+        created.iter().map(|&i| Event { transfer: &items[i].transfer, kind: "submitted", document: &documents[i] }).collect();
+    record(tx, backend, &events, now).await?;
     let mut results: Vec<Option<WriteResult>> = (0..items.len()).map(|_| None).collect();
     for &i in &candidates {
         results[i] = Some(if inserted.contains(&items[i].transfer.transfer_id) {
@@ -384,9 +361,15 @@ async fn status(
         notice.transfer_ref = Some(reference);
         let payload = serde_json::to_string(&notice)
             .map_err(|e| StoreError::Corrupt { id: transfer_id.to_string(), problem: e.to_string() })?;
-        enqueue(tx, &receiver, &transfer.transfer_id, DeliveryKind::Status, &payload, now).await?;
+        let delivery = Delivery {
+            destination: &receiver,
+            transfer_id: &transfer.transfer_id,
+            kind: DeliveryKind::Status,
+            payload: &payload,
+        };
+        enqueue(tx, &[delivery], now).await?;
     }
-    event(tx, backend, &transfer, update.state.as_str(), &document, now).await?;
+    record(tx, backend, &[Event { transfer: &transfer, kind: update.state.as_str(), document: &document }], now).await?;
     Ok(WriteResult::Status(Ok((Box::new(transfer), outcome))))
 }
 
@@ -444,7 +427,7 @@ async fn mark_delivered(
     };
     if let Ok(Outcome::Applied(_)) = lifecycle::apply(&mut transfer, &update, Role::Gateway) {
         let document = save(tx, &transfer, None, at).await?;
-        event(tx, backend, &transfer, "delivered", &document, at).await?;
+        record(tx, backend, &[Event { transfer: &transfer, kind: "delivered", document: &document }], at).await?;
         return Ok(WriteResult::Done(true));
     }
     Ok(WriteResult::Done(false))
@@ -475,50 +458,67 @@ async fn escalate(
         note: Some(deadline.to_string()),
     });
     let document = save(tx, &transfer, Some(deadline), at).await?;
-    event(tx, backend, &transfer, "escalated", &document, at).await?;
+    record(tx, backend, &[Event { transfer: &transfer, kind: "escalated", document: &document }], at).await?;
     Ok(WriteResult::Done(true))
 }
 
-async fn enqueue(
-    tx: &mut Transaction<'_, Any>,
-    destination: &EndpointId,
-    transfer_id: &str,
+/// A delivery to queue.
+struct Delivery<'a> {
+    destination: &'a EndpointId,
+    transfer_id: &'a str,
     kind: DeliveryKind,
-    payload: &str,
-    now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO outbox (destination, transfer_id, kind, payload, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(destination.to_string())
-        .bind(transfer_id)
-        .bind(kind.as_str())
-        .bind(payload)
-        .bind(now)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    payload: &'a str,
+}
+
+/// Queues deliveries, due at once: the one writer of outbox rows, several per statement.
+async fn enqueue(tx: &mut Transaction<'_, Any>, deliveries: &[Delivery<'_>], now: i64) -> Result<(), StoreError> {
+    for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO outbox (destination, transfer_id, kind, payload, next_attempt_at, created_at) VALUES {}",
+            values(chunk.len(), 6, None)
+        );
+        let mut query = sqlx::query(&sql);
+        for d in chunk {
+            query = query
+                .bind(d.destination.to_string())
+                .bind(d.transfer_id)
+                .bind(d.kind.as_str())
+                .bind(d.payload)
+                .bind(now)
+                .bind(now);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
-/// Appends to the change feed that both parties read (`Watch`).
-async fn event(
-    tx: &mut Transaction<'_, Any>,
-    backend: Backend,
-    transfer: &Transfer,
-    kind: &str,
-    document: &str,
-    now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(&format!(
-        "INSERT INTO events (transfer_id, origin, destination, kind, body, at, tx) VALUES ($1, $2, $3, $4, $5, $6, {})",
-        tx_stamp(backend)
-    ))
-    .bind(&transfer.transfer_id)
-    .bind(transfer.from.to_string())
-    .bind(transfer.to.to_string())
-    .bind(kind)
-    .bind(document)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+/// A change to a transfer, for the feed: the transfer after it, and its JSON.
+struct Event<'a> {
+    transfer: &'a Transfer,
+    kind: &'a str,
+    document: &'a str,
+}
+
+/// Appends to the change feed that both parties read (`Watch`): the one writer of event rows,
+/// several per statement.
+async fn record(tx: &mut Transaction<'_, Any>, backend: Backend, events: &[Event<'_>], now: i64) -> Result<(), StoreError> {
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO events (transfer_id, origin, destination, kind, body, at, tx) VALUES {}",
+            values(chunk.len(), 6, Some((6, tx_stamp(backend))))
+        );
+        let mut query = sqlx::query(&sql);
+        for e in chunk {
+            let t = e.transfer;
+            query = query
+                .bind(&t.transfer_id)
+                .bind(t.from.to_string())
+                .bind(t.to.to_string())
+                .bind(e.kind)
+                .bind(e.document)
+                .bind(now);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
