@@ -128,7 +128,10 @@ impl Engine {
         let payload = serde_json::to_string(&for_destination).map_err(|e| EngineError::Invalid(e.to_string()))?;
         let write = Write::Submit { transfer: Box::new(transfer), sender_ref: request.sender_ref.clone(), payload };
         match self.store.write(write).await? {
-            WriteResult::Submitted { transfer, created } => Ok(Submission { transfer: *transfer, created }),
+            WriteResult::Submitted { transfer, created } => {
+                crate::metrics::inc(&crate::metrics::counters().submissions);
+                Ok(Submission { transfer: *transfer, created })
+            }
             other => Err(EngineError::Store(StoreError::Corrupt {
                 id: request.sender_ref,
                 problem: format!("unexpected answer {other:?}"),
@@ -165,7 +168,10 @@ impl Engine {
         let role = lifecycle::role_of(&transfer, caller).ok_or_else(|| EngineError::NotFound(transfer.transfer_id.clone()))?;
         let write = Write::Status { transfer_id: transfer.transfer_id.clone(), update: Box::new(update), role };
         match self.store.write(write).await? {
-            WriteResult::Status(Ok((transfer, outcome))) => Ok((*transfer, outcome)),
+            WriteResult::Status(Ok((transfer, outcome))) => {
+                crate::metrics::inc(&crate::metrics::counters().status_updates);
+                Ok((*transfer, outcome))
+            }
             WriteResult::Status(Err(StatusRefused::Rule(refusal))) => Err(EngineError::Refused(refusal)),
             WriteResult::Status(Err(StatusRefused::NotFound(id))) => Err(EngineError::NotFound(id)),
             other => Err(EngineError::Store(StoreError::Corrupt {

@@ -13,7 +13,6 @@ pub struct Counters {
     pub status_updates: AtomicU64,
     /// Refusals by reason (`refuse`).
     pub refusals: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
-    pub bad_documents: AtomicU64,
     pub deliveries_ok: AtomicU64,
     pub deliveries_failed: AtomicU64,
     pub dead_letters: AtomicU64,
@@ -56,7 +55,6 @@ pub fn render(states: &[(String, i64)], outbox: &[(String, i64)], unreachable: &
             let _ = writeln!(out, "liandong_refusals_total{{reason=\"{reason}\"}} {n}");
         }
     }
-    counter(&mut out, "liandong_bad_documents_total", "Documents refused as malformed or invalid.", &c.bad_documents);
     counter(&mut out, "liandong_deliveries_total", "Deliveries confirmed by a native receipt.", &c.deliveries_ok);
     counter(&mut out, "liandong_delivery_failures_total", "Delivery attempts that failed.", &c.deliveries_failed);
     counter(&mut out, "liandong_dead_letters_total", "Deliveries given up as dead letters.", &c.dead_letters);

@@ -94,6 +94,8 @@ async fn a_transfer_goes_across_and_its_status_comes_back() {
     // the admin listener
     let metrics = reqwest_free_get(admin, "/metrics").await;
     assert!(metrics.contains("liandong_transfers{state=\"accepted\"} 1"), "{metrics}");
+    assert!(metrics.contains("liandong_submissions_total ") && !metrics.contains("liandong_submissions_total 0\n"), "{metrics}");
+    assert!(!metrics.contains("liandong_status_updates_total 0\n"), "{metrics}");
     assert!(reqwest_free_get(admin, "/readyz").await.contains("ready"));
 }
 
