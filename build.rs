@@ -7,7 +7,7 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let files = ["liandong/v1/model.proto", "liandong/v1/transfer.proto"];
+    let files = ["liandong/v1/model.proto", "liandong/v1/transfer.proto", "liandong/v1/sync.proto"];
     for file in files {
         println!("cargo:rerun-if-changed=proto/{file}");
     }

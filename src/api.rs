@@ -13,15 +13,22 @@
 //! | `GET /v1/endpoints` | | the registry with each endpoint's delivery health |
 //! | `GET /v1/deliveries/dead` | | dead letters (operators only) |
 //! | `POST /v1/deliveries/{id}/replay` | | puts a dead letter back in the queue (operators only) |
+//! | `GET /v1/datasets/{dataset}/records/{key}` | | one record (keys may contain `/`) |
+//! | `PUT /v1/datasets/{dataset}/records/{key}` | `{"version", "body", "deleted"?, "updated_at"?}` | the record; its owner only |
+//! | `GET /v1/datasets/{dataset}/snapshot?page_token=&page_size=` | | a page of a consistent snapshot and its cursor |
+//! | `GET /v1/datasets/{dataset}/changes?cursor=&limit=` | | changes after a cursor, in commit order |
+//! | `POST /v1/reconcile` | the caller's view `{"transfers": [{"reference", "state"}]}` | every difference |
 //!
 //! Statuses: 200; 400 a bad document (the native receipt names the field); 403 not yours;
 //! 404; 409 a refused transition (naming the current state); 413 too large; 503 the store
 //! failed (nothing was done).
 
+mod datasets;
 pub mod errors;
 pub mod grpc;
 mod handlers;
 pub mod logging;
+mod sync_grpc;
 
 use std::sync::Arc;
 
@@ -47,6 +54,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/endpoints"),
     ("get", "/v1/deliveries/dead"),
     ("post", "/v1/deliveries/{id}/replay"),
+    ("get", "/v1/datasets/{dataset}/records/{key}"),
+    ("put", "/v1/datasets/{dataset}/records/{key}"),
+    ("get", "/v1/datasets/{dataset}/snapshot"),
+    ("get", "/v1/datasets/{dataset}/changes"),
+    ("post", "/v1/reconcile"),
     ("get", "/v1/openapi.json"),
 ];
 
@@ -75,12 +87,15 @@ pub struct AppState {
     pub health: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::store::EndpointHealth>>)>>,
     /// Rate limits per identity.
     pub limits: crate::security::ratelimit::RateLimits,
+    /// The shared datasets.
+    pub datasets: crate::sync::Datasets,
 }
 
 impl AppState {
     pub fn new(engine: Engine, unreachable_after: i64) -> AppState {
         let limits = crate::security::ratelimit::RateLimits::new(&engine.config.limits);
-        AppState { engine, unreachable_after, health: tokio::sync::Mutex::new(None), limits }
+        let datasets = crate::sync::Datasets::new(&engine);
+        AppState { engine, unreachable_after, health: tokio::sync::Mutex::new(None), limits, datasets }
     }
 
     /// Takes one call of `kind` from the caller's budget; when it is spent, how long to wait.
@@ -117,6 +132,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/endpoints", get(handlers::endpoints))
         .route("/v1/deliveries/dead", get(handlers::dead_letters))
         .route("/v1/deliveries/{id}/replay", post(handlers::replay))
+        .route("/v1/datasets/{dataset}/records/{*key}", get(datasets::get_record).put(datasets::put_record))
+        .route("/v1/datasets/{dataset}/snapshot", get(datasets::snapshot))
+        .route("/v1/datasets/{dataset}/changes", get(datasets::changes))
+        .route("/v1/reconcile", post(datasets::reconcile))
         .route("/v1/openapi.json", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

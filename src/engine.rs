@@ -16,6 +16,7 @@ use crate::model::lifecycle::{self, Outcome, Refusal};
 use crate::model::{
     Deadlines, EndpointId, HistoryEntry, HistoryEvent, State, StatusUpdate, Timestamp, Transfer, TransferRequest,
 };
+use crate::routing::{self, Decision, RouteError};
 use crate::security::policy::{Policy, Right};
 use crate::security::Identity;
 use crate::store::writes::StatusRefused;
@@ -64,21 +65,20 @@ impl Engine {
         Engine { store, registry, config, policy }
     }
 
-    /// The destination endpoint of a request: the other platform's endpoint for `to_region`'s
-    /// city if one is registered, else its province's; without a region, the sender's own
-    /// city or province.
-    pub fn destination(&self, request: &TransferRequest) -> Result<EndpointId, EngineError> {
-        let region = request.to_region.as_ref().map(|r| r.county().to_string()).unwrap_or_else(|| request.from.region.clone());
-        let platform = request.to_platform;
-        let city = format!("{}00", &region[..4]);
-        let province = format!("{}0000", &region[..2]);
-        for candidate in [city, province] {
-            let id = EndpointId { region: candidate, platform };
-            if self.registry.endpoint(&id).is_ok() {
-                return Ok(id);
-            }
-        }
-        Err(EngineError::Invalid(format!("to_region: no {} endpoint is registered for region {region}", platform.as_str())))
+    /// Routes a request (three-tier routing, [`crate::routing`]): for `to_region`, else the
+    /// case's location, else the sender's own region, the other platform's endpoint there and
+    /// the directory's handling unit for the case's category.
+    pub async fn route(&self, request: &TransferRequest) -> Result<Decision, EngineError> {
+        let (region, field) = match (&request.to_region, request.case.location.as_ref().and_then(|l| l.region.as_ref())) {
+            (Some(region), _) => (region.as_str(), "to_region"),
+            (None, Some(region)) => (region.as_str(), "case.location.region"),
+            (None, None) => (request.from.region.as_str(), "to_region"),
+        };
+        let category = request.case.category.as_str();
+        routing::route(&self.store, &self.registry, request.to_platform, region, category, field).await.map_err(|e| match e {
+            RouteError::NoEndpoint { .. } => EngineError::Invalid(e.to_string()),
+            RouteError::Store(e) => EngineError::Store(e),
+        })
     }
 
     /// The deadlines of a transfer to `to`: the endpoint's overrides, else `canonical.md`'s table.
@@ -99,8 +99,28 @@ impl Engine {
             return Err(EngineError::Forbidden(format!("{sender} may submit only as itself, not as {}", request.from)));
         }
         request.validate().map_err(|e| EngineError::Invalid(e.to_string()))?;
-        let to = self.destination(&request)?;
+        request.to_unit = None;
+        let decision = self.route(&request).await?;
+        let to = decision.endpoint;
         let now = Timestamp::now();
+        let mut history = vec![HistoryEntry {
+            state: HistoryEvent::State(State::Submitted),
+            at: now,
+            by: sender.to_string(),
+            implied: false,
+            unit: None,
+            note: None,
+        }];
+        if let (Some(unit), Some(record)) = (decision.unit, decision.record) {
+            history.push(HistoryEntry {
+                state: HistoryEvent::Routed,
+                at: now,
+                by: "gateway".to_string(),
+                implied: false,
+                unit: Some(unit),
+                note: Some(format!("directory {} v{}", record.key, record.version)),
+            });
+        }
         let transfer = Transfer {
             transfer_id: ulid::Ulid::new().to_string(),
             case: request.case.clone(),
@@ -111,14 +131,7 @@ impl Engine {
             requested_at: request.requested_at,
             deadlines: self.deadlines(&request, &to),
             state: State::Submitted,
-            history: vec![HistoryEntry {
-                state: HistoryEvent::State(State::Submitted),
-                at: now,
-                by: sender.to_string(),
-                implied: false,
-                unit: None,
-                note: None,
-            }],
+            history,
             resolution: None,
             feedback: None,
             overdue: false,

@@ -19,6 +19,8 @@ pub struct Counters {
     pub escalations: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Dataset records written (new versions, not repetitions).
+    pub records_written: AtomicU64,
 }
 
 /// The counters of this process.
@@ -30,6 +32,11 @@ pub fn counters() -> &'static Counters {
 /// Adds one.
 pub fn inc(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `n`.
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
 }
 
 /// Counts a refusal: `identity` (a caller acting beyond itself), `policy` (beyond its grant),
@@ -55,6 +62,7 @@ pub fn render(states: &[(String, i64)], outbox: &[(String, i64)], unreachable: &
             let _ = writeln!(out, "liandong_refusals_total{{reason=\"{reason}\"}} {n}");
         }
     }
+    counter(&mut out, "liandong_records_written_total", "Shared dataset records written (new versions).", &c.records_written);
     counter(&mut out, "liandong_deliveries_total", "Deliveries confirmed by a native receipt.", &c.deliveries_ok);
     counter(&mut out, "liandong_delivery_failures_total", "Delivery attempts that failed.", &c.deliveries_failed);
     counter(&mut out, "liandong_dead_letters_total", "Deliveries given up as dead letters.", &c.dead_letters);

@@ -355,6 +355,10 @@ pub struct TransferRequest {
     pub reason: Option<String>,
     pub requested_at: Timestamp,
     pub case: Case,
+    /// The handling unit routing chose at the destination (three-tier routing), for formats
+    /// that have a field for it. Never read from a sender's document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_unit: Option<Unit>,
 }
 
 /// The lifecycle of a transfer (`canonical.md`, "States").
@@ -483,11 +487,13 @@ pub struct Deadlines {
     pub resolve_by: Option<Timestamp>,
 }
 
-/// What a history entry records: a state, or an escalation (超时督办), which is not a state.
+/// What a history entry records: a state, or an event that is not a state — an escalation
+/// (超时督办), or the routing decision (分流: the handling unit the directory chose).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HistoryEvent {
     State(State),
     Escalated,
+    Routed,
 }
 
 impl HistoryEvent {
@@ -495,6 +501,7 @@ impl HistoryEvent {
         match self {
             HistoryEvent::State(state) => state.as_str(),
             HistoryEvent::Escalated => "escalated",
+            HistoryEvent::Routed => "routed",
         }
     }
 }
@@ -504,6 +511,8 @@ impl FromStr for HistoryEvent {
     fn from_str(s: &str) -> Result<Self, String> {
         if s == "escalated" {
             Ok(HistoryEvent::Escalated)
+        } else if s == "routed" {
+            Ok(HistoryEvent::Routed)
         } else {
             s.parse().map(HistoryEvent::State)
         }
@@ -565,6 +574,7 @@ impl Transfer {
             reason: self.reason.clone(),
             requested_at: self.requested_at,
             case: self.case.clone(),
+            to_unit: self.history.iter().find(|h| h.state == HistoryEvent::Routed).and_then(|h| h.unit.clone()),
         }
     }
 

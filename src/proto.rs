@@ -44,7 +44,7 @@ fn unit_from_proto(u: v1::Unit) -> model::Unit {
     model::Unit { code: u.code, name: u.name }
 }
 
-fn state_to_proto(s: model::State) -> v1::State {
+pub fn state_to_proto(s: model::State) -> v1::State {
     use model::State as S;
     match s {
         S::Submitted => v1::State::Submitted,
@@ -248,6 +248,7 @@ impl From<model::TransferRequest> for v1::TransferRequest {
             reason: r.reason,
             requested_at: Some(time_to_proto(r.requested_at)),
             case: Some(r.case.into()),
+            to_unit: r.to_unit.map(unit_to_proto),
         }
     }
 }
@@ -263,6 +264,7 @@ impl TryFrom<v1::TransferRequest> for model::TransferRequest {
             reason: r.reason,
             requested_at: time_from_proto(r.requested_at, "requested_at")?,
             case: case_from_proto(required(r.case, "case")?, "case")?,
+            to_unit: r.to_unit.map(unit_from_proto),
         })
     }
 }
@@ -321,9 +323,10 @@ impl From<model::Transfer> for v1::Transfer {
                 .map(|h| v1::HistoryEntry {
                     state: match h.state {
                         model::HistoryEvent::State(s) => state_to_proto(s) as i32,
-                        model::HistoryEvent::Escalated => v1::State::Unspecified as i32,
+                        model::HistoryEvent::Escalated | model::HistoryEvent::Routed => v1::State::Unspecified as i32,
                     },
                     escalated: h.state == model::HistoryEvent::Escalated,
+                    routed: h.state == model::HistoryEvent::Routed,
                     at: Some(time_to_proto(h.at)),
                     by: h.by,
                     implied: h.implied,
@@ -364,6 +367,8 @@ impl TryFrom<v1::Transfer> for model::Transfer {
                     Ok(model::HistoryEntry {
                         state: if h.escalated {
                             model::HistoryEvent::Escalated
+                        } else if h.routed {
+                            model::HistoryEvent::Routed
                         } else {
                             model::HistoryEvent::State(state_from_proto(h.state, &format!("{path}.state"))?)
                         },

@@ -82,6 +82,14 @@ pub async fn run(
     let store = open_store(&config).await?;
     let config = Arc::new(config);
     let engine = Engine::new(store.clone(), registry, config.clone());
+    // The transfer-item lists start as the built-in code tables (added once, never overwritten).
+    let seeded = crate::sync::Datasets::new(&engine).seed_categories().await.map_err(|e| match e {
+        crate::sync::SyncError::Store(e) => ServeError::Store(e),
+        other => ServeError::Profiles(format!("seeding categories: {other}")),
+    })?;
+    if seeded > 0 {
+        tracing::info!(records = seeded, "seeded the categories dataset from the code tables");
+    }
     let state = Arc::new(AppState::new(engine.clone(), config.delivery.unreachable_after.as_secs() as i64));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);

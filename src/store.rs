@@ -17,6 +17,7 @@
 //! destination is done (notifications arrive in order).
 
 mod group_commit;
+pub mod records;
 pub mod schema;
 pub mod writes;
 
@@ -27,6 +28,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
+pub use records::{FeedTable, PutOutcome, Stale};
 pub use writes::{Write, WriteResult};
 
 use crate::model::{EndpointId, State, Timestamp, Transfer};
@@ -373,13 +375,10 @@ impl Store {
     /// transaction id than any handed out, so nothing is missed and nothing repeats. SQLite has
     /// one writer, and its order is the sequence's (transaction id 0).
     pub async fn events_after(&self, party: Option<&str>, cursor: FeedCursor, limit: i64) -> Result<Vec<FeedEvent>, StoreError> {
-        let horizon = match self.backend {
-            Backend::Postgres => "AND tx < txid_snapshot_xmin(txid_current_snapshot())",
-            Backend::Sqlite => "",
-        };
         let rows = sqlx::query(&format!(
             "SELECT seq, tx, kind, body FROM events WHERE ($1 = '' OR origin = $1 OR destination = $2) \
-             AND (tx > $3 OR (tx = $4 AND seq > $5)) {horizon} ORDER BY tx, seq LIMIT $6"
+             AND (tx > $3 OR (tx = $4 AND seq > $5)) {} ORDER BY tx, seq LIMIT $6",
+            self.horizon()
         ))
         .bind(party.unwrap_or(""))
         .bind(party.unwrap_or(""))
@@ -389,15 +388,44 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let (seq, tx): (i64, i64) = (r.try_get(0)?, r.try_get(1)?);
-                let body: String = r.try_get(3)?;
-                let transfer = serde_json::from_str(&body)
-                    .map_err(|e| StoreError::Corrupt { id: format!("event {seq}"), problem: e.to_string() })?;
-                Ok(FeedEvent { cursor: FeedCursor { tx, seq }, kind: r.try_get(2)?, transfer })
-            })
-            .collect()
+        rows.iter().map(|r| event_from_parts(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)).collect()
+    }
+
+    /// Every transfer `party` is a party to, created in `[since, until)` (all when absent), as
+    /// reconciliation compares them: id, sender, sender's reference, state.
+    pub async fn transfers_of(
+        &self,
+        party: &str,
+        since: Option<i64>,
+        until: Option<i64>,
+    ) -> Result<Vec<crate::sync::reconcile::Known>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT transfer_id, sender, sender_ref, state FROM transfers WHERE (sender = $1 OR destination = $2) \
+             AND created_at >= $3 AND created_at < $4 ORDER BY transfer_id",
+        )
+        .bind(party)
+        .bind(party)
+        .bind(since.unwrap_or(i64::MIN))
+        .bind(until.unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(known_from_row).collect()
+    }
+
+    /// One transfer of `party` by the reference it knows it by, as reconciliation compares it.
+    pub async fn transfer_of(&self, party: &str, reference: &str) -> Result<Option<crate::sync::reconcile::Known>, StoreError> {
+        let row = sqlx::query(
+            "SELECT transfer_id, sender, sender_ref, state FROM transfers WHERE (sender = $1 AND sender_ref = $2) \
+             OR (transfer_id = $3 AND (sender = $4 OR destination = $5)) LIMIT 1",
+        )
+        .bind(party)
+        .bind(reference)
+        .bind(reference)
+        .bind(party)
+        .bind(party)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(known_from_row).transpose()
     }
 
     /// Whether the database answers.
@@ -436,6 +464,20 @@ pub struct FeedEvent {
     pub cursor: FeedCursor,
     pub kind: String,
     pub transfer: Transfer,
+}
+
+fn known_from_row(row: &AnyRow) -> Result<crate::sync::reconcile::Known, StoreError> {
+    let transfer_id: String = row.try_get(0)?;
+    let state: String = row.try_get(3)?;
+    let state = state.parse().map_err(|e: String| StoreError::Corrupt { id: transfer_id.clone(), problem: e })?;
+    Ok(crate::sync::reconcile::Known { transfer_id, sender: row.try_get(1)?, sender_ref: row.try_get(2)?, state })
+}
+
+/// An event from its columns.
+pub(crate) fn event_from_parts(seq: i64, tx: i64, kind: String, body: String) -> Result<FeedEvent, StoreError> {
+    let transfer =
+        serde_json::from_str(&body).map_err(|e| StoreError::Corrupt { id: format!("event {seq}"), problem: e.to_string() })?;
+    Ok(FeedEvent { cursor: FeedCursor { tx, seq }, kind, transfer })
 }
 
 enum Bind {

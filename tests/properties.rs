@@ -112,6 +112,8 @@ fn transfer_from(endpoint: Endpoint) -> impl Strategy<Value = TransferRequest> {
                     to_region: to_region.map(|r| r.parse().unwrap()),
                     reason,
                     requested_at,
+                    // Set by routing, never read from a document: native round trips leave it out.
+                    to_unit: None,
                     case: Case {
                         case_id: Case::id_for(&endpoint.id, &local_id),
                         origin: Origin { endpoint: endpoint.id.clone(), local_id, unit: origin_unit },
@@ -313,6 +315,7 @@ fn a_whole_transfer_survives_proto() {
         "state": "accepted",
         "history": [
             {"state": "submitted", "at": "2023-05-08T09:43:00+08:00", "by": "330200/110"},
+            {"state": "routed", "at": "2023-05-08T09:43:00+08:00", "by": "gateway", "unit": {"code": "330203005-ZF", "name": "高桥镇综合执法队"}, "note": "directory 330203005/NP07 v1"},
             {"state": "received", "at": "2023-05-08T09:47:12+08:00", "by": "330200/12345", "implied": true},
             {"state": "escalated", "at": "2023-05-08T10:13:00+08:00", "by": "gateway", "note": "receive_by missed"},
             {"state": "accepted", "at": "2023-05-08T09:47:12+08:00", "by": "330200/12345", "unit": {"code": "330203-CG", "name": "海曙区综合行政执法局"}}
@@ -324,6 +327,14 @@ fn a_whole_transfer_survives_proto() {
     let wire = v1::Transfer::from(transfer.clone()).encode_to_vec();
     let back = liandong::model::Transfer::try_from(v1::Transfer::decode(wire.as_slice()).unwrap()).unwrap();
     assert_eq!(json(&back), json(&transfer));
+    // The destination's copy carries the routed unit, through proto too.
+    let request = transfer.for_destination();
+    assert_eq!(request.to_unit.as_ref().and_then(|u| u.name.as_deref()), Some("高桥镇综合执法队"));
+    let back = TransferRequest::try_from(
+        v1::TransferRequest::decode(v1::TransferRequest::from(request.clone()).encode_to_vec().as_slice()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(back, request);
     let record = liandong::model::Record {
         dataset: "directory".into(),
         key: "330203/NP07".into(),

@@ -15,6 +15,7 @@ use crate::model::{EndpointId, Timestamp};
 use crate::proto::v1::{self, transfer_service_server::TransferService};
 use crate::security::ratelimit::CallKind;
 use crate::store::{FeedCursor, TransferFilter, Write, WriteResult};
+use crate::sync::reconcile::{reconcile, Claim};
 
 /// How often a watch looks for new events when it has caught up.
 const WATCH_POLL: Duration = Duration::from_millis(100);
@@ -41,12 +42,12 @@ pub fn status_of(error: EngineError) -> Status {
     }
 }
 
-fn model_error(e: crate::model::ModelError) -> Status {
+pub(super) fn model_error(e: crate::model::ModelError) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
 /// Takes one call from the caller's budget, or RESOURCE_EXHAUSTED with a `RetryInfo`.
-fn limit(state: &AppState, peer: &Peer, kind: CallKind) -> Result<(), Status> {
+pub(super) fn limit(state: &AppState, peer: &Peer, kind: CallKind) -> Result<(), Status> {
     state.limit(peer, kind).map_err(|wait| {
         use tonic_types::StatusExt;
         Status::with_error_details(
@@ -58,7 +59,7 @@ fn limit(state: &AppState, peer: &Peer, kind: CallKind) -> Result<(), Status> {
 }
 
 /// The caller, as the TLS layer established it.
-fn peer<T>(request: &Request<T>) -> Result<Peer, Status> {
+pub(super) fn peer<T>(request: &Request<T>) -> Result<Peer, Status> {
     request.extensions().get::<Peer>().cloned().ok_or_else(|| Status::unauthenticated("no client certificate"))
 }
 
@@ -66,6 +67,43 @@ fn peer<T>(request: &Request<T>) -> Result<Peer, Status> {
 fn caller<T>(request: &Request<T>) -> Result<EndpointId, Status> {
     let peer = peer(request)?;
     peer.0.endpoint().cloned().ok_or_else(|| Status::permission_denied(format!("{} is not an endpoint", peer.0)))
+}
+
+/// A server stream that follows a feed from `cursor`: `next_page` answers a page, the cursor
+/// after it and whether more are waiting; when caught up the stream waits [`WATCH_POLL`] and
+/// asks again. It ends when the client goes away or a page fails (with that error).
+pub(super) fn follow<C, T, F, Fut>(mut cursor: C, mut next_page: F) -> tokio_stream::wrappers::ReceiverStream<Result<T, Status>>
+where
+    C: Send + 'static,
+    T: Send + 'static,
+    F: FnMut(C) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(Vec<T>, C, bool), Status>> + Send,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (items, next, more) = match next_page(cursor).await {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = sender.send(Err(e)).await;
+                    return;
+                }
+            };
+            cursor = next;
+            for item in items {
+                if sender.send(Ok(item)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+            if !more {
+                tokio::select! {
+                    _ = tokio::time::sleep(WATCH_POLL) => {}
+                    _ = sender.closed() => return,
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
 }
 
 /// The service.
@@ -153,38 +191,26 @@ impl TransferService for Transfers {
     async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Read)?;
-        let mut cursor = FeedCursor::decode(&request.into_inner().cursor).map_err(Status::invalid_argument)?;
+        let cursor = FeedCursor::decode(&request.into_inner().cursor).map_err(Status::invalid_argument)?;
         // Refuse at once, not in the stream, when the caller may not watch at all.
         self.state.engine.feed_for(&who.0, cursor, 1).await.map_err(status_of)?;
         let engine = self.state.engine.clone();
-        let (sender, receiver) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let (events, next, full) = match engine.feed_for(&who.0, cursor, 200).await {
-                    Ok(page) => page,
-                    Err(e) => {
-                        let _ = sender.send(Err(status_of(e))).await;
-                        return;
-                    }
-                };
-                let caught_up = !full;
-                cursor = next;
-                for event in events {
-                    let message =
-                        v1::WatchEvent { cursor: event.cursor.encode(), kind: event.kind, transfer: Some(event.transfer.into()) };
-                    if sender.send(Ok(message)).await.is_err() {
-                        return; // the client went away
-                    }
-                }
-                if caught_up {
-                    tokio::select! {
-                        _ = tokio::time::sleep(WATCH_POLL) => {}
-                        _ = sender.closed() => return,
-                    }
-                }
+        let stream = follow(cursor, move |cursor| {
+            let (engine, who) = (engine.clone(), who.clone());
+            async move {
+                let (events, next, full) = engine.feed_for(&who.0, cursor, 200).await.map_err(status_of)?;
+                let messages = events
+                    .into_iter()
+                    .map(|event| v1::WatchEvent {
+                        cursor: event.cursor.encode(),
+                        kind: event.kind,
+                        transfer: Some(event.transfer.into()),
+                    })
+                    .collect();
+                Ok((messages, next, full))
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn acknowledge(&self, request: Request<v1::AcknowledgeRequest>) -> Result<Response<v1::AcknowledgeResponse>, Status> {
@@ -200,6 +226,42 @@ impl TransferService for Transfers {
         }
         Ok(Response::new(v1::AcknowledgeResponse { acknowledged }))
     }
+
+    async fn reconcile(&self, request: Request<v1::ReconcileRequest>) -> Result<Response<v1::ReconcileResponse>, Status> {
+        let me = caller(&request)?;
+        let who = peer(&request)?;
+        limit(&self.state, &who, CallKind::Read)?;
+        let message = request.into_inner();
+        let claims = message
+            .transfers
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let state = crate::proto::state_from_proto(c.state, &format!("transfers[{i}].state")).map_err(model_error)?;
+                Ok(Claim { reference: c.reference, state })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let report =
+            reconcile(&self.state.engine.store, &me, &claims, message.since.map(|t| t.seconds), message.until.map(|t| t.seconds))
+                .await
+                .map_err(|e| status_of(e.into()))?;
+        let state = |s: Option<crate::model::State>| s.map_or(0, |s| crate::proto::state_to_proto(s) as i32);
+        Ok(Response::new(v1::ReconcileResponse {
+            matched: report.matched as u32,
+            differences: report
+                .differences
+                .into_iter()
+                .map(|d| v1::reconcile_response::Difference {
+                    kind: serde_json::to_value(d.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                    reference: d.reference,
+                    transfer_id: d.transfer_id.unwrap_or_default(),
+                    gateway_state: state(d.gateway_state),
+                    endpoint_state: state(d.endpoint_state),
+                    note: d.note,
+                })
+                .collect(),
+        }))
+    }
 }
 
 /// The gRPC routes: the transfer service, health checking and reflection.
@@ -214,7 +276,9 @@ pub async fn routes(state: Arc<AppState>) -> axum::Router {
     };
     let reflection_v1 = reflection().build_v1().expect("the compiled-in descriptors are valid");
     let reflection_v1alpha = reflection().build_v1alpha().expect("the compiled-in descriptors are valid");
-    tonic::service::Routes::new(v1::transfer_service_server::TransferServiceServer::new(Transfers { state }))
+    reporter.set_serving::<v1::sync_service_server::SyncServiceServer<super::sync_grpc::Sync>>().await;
+    tonic::service::Routes::new(v1::transfer_service_server::TransferServiceServer::new(Transfers { state: state.clone() }))
+        .add_service(v1::sync_service_server::SyncServiceServer::new(super::sync_grpc::Sync { state }))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

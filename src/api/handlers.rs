@@ -156,11 +156,11 @@ pub async fn native_status(
     }
 }
 
-fn caller_endpoint(peer: &Peer) -> Result<&EndpointId, ApiError> {
+pub(super) fn caller_endpoint(peer: &Peer) -> Result<&EndpointId, ApiError> {
     peer.0.endpoint().ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, format!("forbidden: {} is not an endpoint", peer.0)))
 }
 
-fn limited(state: &AppState, peer: &Peer, kind: CallKind) -> Result<(), ApiError> {
+pub(super) fn limited(state: &AppState, peer: &Peer, kind: CallKind) -> Result<(), ApiError> {
     state.limit(peer, kind).map_err(ApiError::limited)
 }
 

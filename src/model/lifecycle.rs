@@ -60,7 +60,8 @@ fn setter(state: State) -> Role {
     }
 }
 
-fn is_terminal(state: State) -> bool {
+/// Whether nothing can follow `state` (rejected, closed, cancelled).
+pub fn is_terminal(state: State) -> bool {
     matches!(state, State::Rejected | State::Closed | State::Cancelled)
 }
 

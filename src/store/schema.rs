@@ -50,6 +50,30 @@ const STATEMENTS: &[&str] = &[
         tx BIGINT NOT NULL DEFAULT 0
     )",
     "CREATE INDEX IF NOT EXISTS events_feed ON events (tx, seq)",
+    "CREATE INDEX IF NOT EXISTS events_transfer ON events (transfer_id, tx, seq)",
+    "CREATE TABLE IF NOT EXISTS records (
+        dataset TEXT NOT NULL,
+        key TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        deleted BIGINT NOT NULL DEFAULT 0,
+        body TEXT NOT NULL,
+        PRIMARY KEY (dataset, key)
+    )",
+    "CREATE TABLE IF NOT EXISTS record_log (
+        seq {serial},
+        dataset TEXT NOT NULL,
+        key TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        deleted BIGINT NOT NULL DEFAULT 0,
+        body TEXT NOT NULL,
+        tx BIGINT NOT NULL DEFAULT 0
+    )",
+    "CREATE INDEX IF NOT EXISTS record_log_feed ON record_log (dataset, tx, seq)",
+    "CREATE INDEX IF NOT EXISTS record_log_key ON record_log (dataset, key, tx, seq)",
     "CREATE TABLE IF NOT EXISTS endpoint_health (
         endpoint TEXT PRIMARY KEY,
         last_success BIGINT,

@@ -8,7 +8,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::{outbox_from_row, transfer_from_row, Backend, DeliveryKind, OutboxItem, StoreError, OUTBOX_SELECT};
 use crate::model::lifecycle::{self, Outcome, Refusal, Role};
-use crate::model::{EndpointId, HistoryEntry, HistoryEvent, State, StatusUpdate, Timestamp, Transfer};
+use crate::model::{EndpointId, HistoryEntry, HistoryEvent, Record, State, StatusUpdate, Timestamp, Transfer};
 
 /// A change to make durably.
 #[derive(Debug)]
@@ -30,6 +30,8 @@ pub enum Write {
     Replay { item_id: i64, at: i64 },
     /// Pull delivery: the destination confirms it has the transfer (on its `Watch`).
     Acknowledge { transfer_id: String, destination: String, at: i64 },
+    /// Records of one shared dataset, all or nothing (see [`super::records::put`]).
+    PutRecords { dataset: String, records: Vec<Record>, seed: bool },
 }
 
 /// What a write did.
@@ -41,6 +43,8 @@ pub enum WriteResult {
     },
     Status(Result<(Box<Transfer>, Outcome), StatusRefused>),
     Leased(Vec<OutboxItem>),
+    /// What became of each record, or the records whose version does not grow.
+    Records(Result<Vec<super::PutOutcome>, Vec<super::Stale>>),
     /// For the other writes: whether a row was changed.
     Done(bool),
 }
@@ -140,6 +144,9 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
             }
             Ok(WriteResult::Leased(items))
         }
+        Write::PutRecords { dataset, records, seed } => {
+            Ok(WriteResult::Records(super::records::put(tx, backend, &dataset, &records, seed).await?))
+        }
         Write::Replay { item_id, at } => {
             let changed = sqlx::query(
                 "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, leased_until = 0 WHERE id = $2 AND status = 'dead'",
@@ -165,7 +172,7 @@ pub struct NewTransfer {
 /// The SQL that stamps an event with its transaction: PostgreSQL's transaction id, so that
 /// feed readers can order by commit safety (see [`super::Store::events_after`]); SQLite has one
 /// writer, so its order is the sequence's.
-fn tx_stamp(backend: Backend) -> &'static str {
+pub(super) fn tx_stamp(backend: Backend) -> &'static str {
     match backend {
         Backend::Postgres => "txid_current()",
         Backend::Sqlite => "0",
@@ -173,11 +180,11 @@ fn tx_stamp(backend: Backend) -> &'static str {
 }
 
 /// Rows per multi-row statement (11 parameters each stays far below both databases' limits).
-const ROWS_PER_STATEMENT: usize = 200;
+pub(super) const ROWS_PER_STATEMENT: usize = 200;
 
 /// Placeholders `($a, $b, …), (…)` for `rows` rows of `columns` parameters from `$1`, with
 /// `literal` spliced in after the parameter numbered `literal_after` (0 = none).
-fn values(rows: usize, columns: usize, literal: Option<(usize, &str)>) -> String {
+pub(super) fn values(rows: usize, columns: usize, literal: Option<(usize, &str)>) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         out.push_str(if row == 0 { "(" } else { ", (" });

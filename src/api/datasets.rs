@@ -1,0 +1,182 @@
+//! The HTTPS face of shared data (`/v1/datasets/…`) and reconciliation (`/v1/reconcile`):
+//! the same operations as gRPC's `SyncService` and `TransferService.Reconcile`, in JSON.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde_json::{json, Value};
+
+use super::errors::ApiError;
+use super::handlers::{caller_endpoint, limited};
+use super::{AppState, Peer};
+use crate::model::Timestamp;
+use crate::security::ratelimit::CallKind;
+use crate::store::PutOutcome;
+use crate::sync::reconcile::Claim;
+use crate::sync::{Dataset, PutRequest, SyncError};
+
+/// The HTTP status of a dataset error.
+pub fn status_of(error: &SyncError) -> StatusCode {
+    match error {
+        SyncError::Invalid { .. } => StatusCode::BAD_REQUEST,
+        SyncError::Forbidden(_) => StatusCode::FORBIDDEN,
+        SyncError::NotFound(_) => StatusCode::NOT_FOUND,
+        SyncError::Stale { .. } => StatusCode::CONFLICT,
+        SyncError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// The refusal reason counted in metrics, if it is a refusal.
+pub fn refusal_reason(peer: &Peer, error: &SyncError) -> Option<&'static str> {
+    match error {
+        SyncError::Forbidden(_) if matches!(peer.0, crate::security::Identity::Agency(_)) => Some("policy"),
+        SyncError::Forbidden(_) => Some("ownership"),
+        SyncError::Invalid { .. } => Some("bad_document"),
+        SyncError::NotFound(_) => Some("not_found"),
+        SyncError::Stale { .. } => Some("version"),
+        SyncError::Store(_) => None,
+    }
+}
+
+/// Logs and counts a refusal, and makes the answer.
+pub fn refused(peer: &Peer, route: &str, error: SyncError) -> ApiError {
+    if let Some(reason) = refusal_reason(peer, &error) {
+        crate::metrics::refuse(reason);
+        tracing::warn!(identity = %peer.0, route, reason = %error, "refused");
+    } else {
+        tracing::error!(identity = %peer.0, route, error = %error, "store failed");
+    }
+    ApiError::new(status_of(&error), error.to_string())
+}
+
+fn dataset(peer: &Peer, name: &str) -> Result<Dataset, ApiError> {
+    name.parse().map_err(|e| refused(peer, "/v1/datasets", e))
+}
+
+fn number(query: &HashMap<String, String>, key: &str, default: i64) -> Result<i64, ApiError> {
+    query
+        .get(key)
+        .map(|v| {
+            v.parse::<i64>().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("{key}: expected a number, got {v:?}")))
+        })
+        .transpose()
+        .map(|v| v.unwrap_or(default))
+}
+
+pub async fn get_record(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path((name, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    limited(&state, &peer, CallKind::Read)?;
+    let dataset = dataset(&peer, &name)?;
+    let record = state
+        .datasets
+        .get(&peer.0, dataset, &key)
+        .await
+        .map_err(|e| refused(&peer, "GET /v1/datasets/{dataset}/records/{key}", e))?;
+    Ok(Json(json!(record)))
+}
+
+pub async fn put_record(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path((name, key)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    limited(&state, &peer, CallKind::Status)?;
+    let dataset = dataset(&peer, &name)?;
+    let request: PutRequest = serde_json::from_slice(&body).map_err(|e| {
+        refused(
+            &peer,
+            "PUT /v1/datasets/{dataset}/records/{key}",
+            SyncError::invalid("body", format!("expected {{\"version\", \"body\", \"deleted\"?, \"updated_at\"?}}: {e}")),
+        )
+    })?;
+    let (record, outcome) = state
+        .datasets
+        .put(&peer.0, dataset, &key, request)
+        .await
+        .map_err(|e| refused(&peer, "PUT /v1/datasets/{dataset}/records/{key}", e))?;
+    Ok(Json(json!({"record": record, "changed": outcome == PutOutcome::Written})))
+}
+
+pub async fn snapshot(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    limited(&state, &peer, CallKind::Read)?;
+    let dataset = dataset(&peer, &name)?;
+    let token = query.get("page_token").map(String::as_str).unwrap_or("");
+    let page = state
+        .datasets
+        .snapshot(&peer.0, dataset, token, number(&query, "page_size", 1000)?)
+        .await
+        .map_err(|e| refused(&peer, "GET /v1/datasets/{dataset}/snapshot", e))?;
+    Ok(Json(json!({"records": page.records, "next_page_token": page.next_page_token, "cursor": page.cursor})))
+}
+
+pub async fn changes(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    limited(&state, &peer, CallKind::Read)?;
+    let dataset = dataset(&peer, &name)?;
+    let cursor = query.get("cursor").map(String::as_str).unwrap_or("");
+    let page = state
+        .datasets
+        .changes(&peer.0, dataset, cursor, number(&query, "limit", 1000)?)
+        .await
+        .map_err(|e| refused(&peer, "GET /v1/datasets/{dataset}/changes", e))?;
+    let changes: Vec<Value> =
+        page.changes.into_iter().map(|(cursor, record)| json!({"cursor": cursor, "record": record})).collect();
+    Ok(Json(json!({"changes": changes, "cursor": page.cursor, "more": page.more})))
+}
+
+/// The body of `POST /v1/reconcile`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileBody {
+    transfers: Vec<Claim>,
+    #[serde(default)]
+    since: Option<Timestamp>,
+    #[serde(default)]
+    until: Option<Timestamp>,
+}
+
+pub async fn reconcile(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let me = caller_endpoint(&peer)?.clone();
+    limited(&state, &peer, CallKind::Read)?;
+    let request: ReconcileBody = serde_json::from_slice(&body).map_err(|e| {
+        refused(
+            &peer,
+            "POST /v1/reconcile",
+            SyncError::invalid(
+                "body",
+                format!("expected {{\"transfers\": [{{\"reference\", \"state\"}}], \"since\"?, \"until\"?}}: {e}"),
+            ),
+        )
+    })?;
+    let report = crate::sync::reconcile::reconcile(
+        &state.engine.store,
+        &me,
+        &request.transfers,
+        request.since.map(Timestamp::unix_seconds),
+        request.until.map(Timestamp::unix_seconds),
+    )
+    .await
+    .map_err(|e| refused(&peer, "POST /v1/reconcile", SyncError::Store(e)))?;
+    Ok(Json(json!(report)))
+}

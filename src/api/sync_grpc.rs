@@ -1,0 +1,143 @@
+//! `liandong.v1.SyncService`: the shared datasets over gRPC (see [`crate::sync`]).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::grpc::{follow, limit, peer};
+use super::AppState;
+use crate::proto::v1::{self, sync_service_server::SyncService};
+use crate::security::ratelimit::CallKind;
+use crate::store::PutOutcome;
+use crate::sync::{Dataset, PutRequest, SyncError};
+
+/// The gRPC status of a dataset error, counted as a refusal where it is one.
+fn status_of(peer: &super::Peer, error: SyncError) -> Status {
+    if let Some(reason) = super::datasets::refusal_reason(peer, &error) {
+        crate::metrics::refuse(reason);
+        tracing::warn!(identity = %peer.0, reason = %error, "refused");
+    }
+    match error {
+        SyncError::Invalid { .. } => Status::invalid_argument(error.to_string()),
+        SyncError::Forbidden(m) => Status::permission_denied(m),
+        SyncError::NotFound(m) => Status::not_found(m),
+        SyncError::Stale { .. } => Status::failed_precondition(error.to_string()),
+        SyncError::Store(e) => Status::unavailable(e.to_string()),
+    }
+}
+
+fn page(requested: u32) -> i64 {
+    if requested == 0 {
+        1000
+    } else {
+        i64::from(requested)
+    }
+}
+
+/// The service.
+pub struct Sync {
+    pub state: Arc<AppState>,
+}
+
+type ChangeStream = Pin<Box<dyn Stream<Item = Result<v1::Change, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SyncService for Sync {
+    async fn put(&self, request: Request<v1::PutRequest>) -> Result<Response<v1::PutResponse>, Status> {
+        let who = peer(&request)?;
+        limit(&self.state, &who, CallKind::Status)?;
+        let message = request.into_inner();
+        let dataset: Dataset = message.dataset.parse().map_err(|e| status_of(&who, e))?;
+        let body = if message.body_json.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&message.body_json)
+                .map_err(|e| status_of(&who, SyncError::invalid("body_json", format!("expected JSON: {e}"))))?
+        };
+        let updated_at = message
+            .updated_at
+            .map(|t| {
+                crate::model::Timestamp::from_unix_seconds(t.seconds)
+                    .ok_or_else(|| SyncError::invalid("updated_at", "out of range"))
+            })
+            .transpose()
+            .map_err(|e| status_of(&who, e))?;
+        let put = PutRequest { version: message.version, deleted: message.deleted, body, updated_at };
+        let (record, outcome) =
+            self.state.datasets.put(&who.0, dataset, &message.key, put).await.map_err(|e| status_of(&who, e))?;
+        Ok(Response::new(v1::PutResponse { record: Some(record.into()), changed: outcome == PutOutcome::Written }))
+    }
+
+    async fn get(&self, request: Request<v1::GetRequest>) -> Result<Response<v1::Record>, Status> {
+        let who = peer(&request)?;
+        limit(&self.state, &who, CallKind::Read)?;
+        let message = request.into_inner();
+        let dataset: Dataset = message.dataset.parse().map_err(|e| status_of(&who, e))?;
+        let record = self.state.datasets.get(&who.0, dataset, &message.key).await.map_err(|e| status_of(&who, e))?;
+        Ok(Response::new(record.into()))
+    }
+
+    async fn snapshot(&self, request: Request<v1::SnapshotRequest>) -> Result<Response<v1::SnapshotResponse>, Status> {
+        let who = peer(&request)?;
+        limit(&self.state, &who, CallKind::Read)?;
+        let message = request.into_inner();
+        let dataset: Dataset = message.dataset.parse().map_err(|e| status_of(&who, e))?;
+        let snapshot = self
+            .state
+            .datasets
+            .snapshot(&who.0, dataset, &message.page_token, page(message.page_size))
+            .await
+            .map_err(|e| status_of(&who, e))?;
+        Ok(Response::new(v1::SnapshotResponse {
+            records: snapshot.records.into_iter().map(Into::into).collect(),
+            next_page_token: snapshot.next_page_token,
+            cursor: snapshot.cursor,
+        }))
+    }
+
+    async fn changes(&self, request: Request<v1::ChangesRequest>) -> Result<Response<v1::ChangesResponse>, Status> {
+        let who = peer(&request)?;
+        limit(&self.state, &who, CallKind::Read)?;
+        let message = request.into_inner();
+        let dataset: Dataset = message.dataset.parse().map_err(|e| status_of(&who, e))?;
+        let changes = self
+            .state
+            .datasets
+            .changes(&who.0, dataset, &message.cursor, page(message.limit))
+            .await
+            .map_err(|e| status_of(&who, e))?;
+        Ok(Response::new(v1::ChangesResponse {
+            changes: changes
+                .changes
+                .into_iter()
+                .map(|(cursor, record)| v1::Change { cursor, record: Some(record.into()) })
+                .collect(),
+            cursor: changes.cursor,
+            more: changes.more,
+        }))
+    }
+
+    type WatchStream = ChangeStream;
+
+    async fn watch(&self, request: Request<v1::ChangesRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let who = peer(&request)?;
+        limit(&self.state, &who, CallKind::Read)?;
+        let message = request.into_inner();
+        let dataset: Dataset = message.dataset.parse().map_err(|e| status_of(&who, e))?;
+        // Refuse at once, not in the stream, when the caller may not read it or the cursor is bad.
+        self.state.datasets.changes(&who.0, dataset, &message.cursor, 1).await.map_err(|e| status_of(&who, e))?;
+        let datasets = self.state.datasets.clone();
+        let stream = follow(message.cursor, move |cursor: String| {
+            let (datasets, who) = (datasets.clone(), who.clone());
+            async move {
+                let page = datasets.changes(&who.0, dataset, &cursor, 500).await.map_err(|e| status_of(&who, e))?;
+                let changes =
+                    page.changes.into_iter().map(|(cursor, record)| v1::Change { cursor, record: Some(record.into()) }).collect();
+                Ok((changes, page.cursor, page.more))
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,113 @@
+//! Three-tier routing (三级分流, `canonical.md` "Routing"): where a transfer goes when its
+//! sender names only the other platform and, perhaps, a region.
+//!
+//! The endpoint is the region's city platform where one is registered, else its province's.
+//! The unit that handles the case there comes from the shared `directory` dataset: the most
+//! specific record for the case's category wins — township (nine digits) over county over city
+//! (`XXXX00`) over province (`XX0000`). One indexed query looks all four up at once.
+
+use crate::formats::Registry;
+use crate::model::{EndpointId, Platform, Record, Unit};
+use crate::store::{Store, StoreError};
+
+/// The directory dataset's name.
+pub const DIRECTORY: &str = "directory";
+
+/// Why a transfer cannot be routed.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// No endpoint of the platform serves the region (names the field that led there).
+    #[error("{field}: no {platform} endpoint is registered for region {region}")]
+    NoEndpoint { field: &'static str, platform: &'static str, region: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where a transfer goes, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub endpoint: EndpointId,
+    /// The directory's handling unit, when a record covers the category there.
+    pub unit: Option<Unit>,
+    /// The record that chose the unit.
+    pub record: Option<Record>,
+    /// The directory keys looked up, most specific first.
+    pub considered: Vec<String>,
+}
+
+/// The endpoint of `platform` serving `region` (six or nine digits): the region's city
+/// platform where one is registered, else its province's.
+pub fn endpoint_for(registry: &Registry, region: &str, platform: Platform) -> Option<EndpointId> {
+    if region.len() < 6 {
+        return None;
+    }
+    [format!("{}00", &region[..4]), format!("{}0000", &region[..2])]
+        .into_iter()
+        .map(|candidate| EndpointId { region: candidate, platform })
+        .find(|id| registry.endpoint(id).is_ok())
+}
+
+/// The directory keys for a category in a region, most specific first: the township (when the
+/// region has nine digits), the county, the city, the province — each once.
+pub fn directory_keys(region: &str, category: &str) -> Vec<String> {
+    let mut places = Vec::with_capacity(4);
+    if region.len() == 9 {
+        places.push(region.to_string());
+    }
+    if region.len() >= 6 {
+        places.push(region[..6].to_string());
+        places.push(format!("{}00", &region[..4]));
+        places.push(format!("{}0000", &region[..2]));
+    }
+    places.dedup();
+    places.into_iter().map(|place| format!("{place}/{category}")).collect()
+}
+
+/// Routes a transfer of `category` for `region` to `platform`. `field` names where the region
+/// came from, for the error.
+pub async fn route(
+    store: &Store,
+    registry: &Registry,
+    platform: Platform,
+    region: &str,
+    category: &str,
+    field: &'static str,
+) -> Result<Decision, RouteError> {
+    let endpoint = endpoint_for(registry, region, platform).ok_or_else(|| RouteError::NoEndpoint {
+        field,
+        platform: platform.as_str(),
+        region: region.to_string(),
+    })?;
+    let considered = directory_keys(region, category);
+    let found = store.records(DIRECTORY, &considered).await?;
+    let record = considered.iter().find_map(|key| found.iter().find(|r| &r.key == key)).cloned();
+    let unit = record.as_ref().and_then(|r| unit_of(&r.body));
+    Ok(Decision { endpoint, unit, record, considered })
+}
+
+/// The `unit` of a directory record's body.
+pub fn unit_of(body: &serde_json::Value) -> Option<Unit> {
+    serde_json::from_value(body.get("unit")?.clone()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_run_from_township_to_province() {
+        assert_eq!(directory_keys("330203005", "NP07"), ["330203005/NP07", "330203/NP07", "330200/NP07", "330000/NP07"]);
+        assert_eq!(directory_keys("330200", "NP07"), ["330200/NP07", "330000/NP07"]);
+        assert_eq!(directory_keys("330000", "PM01"), ["330000/PM01"]);
+    }
+
+    #[test]
+    fn the_city_platform_is_preferred_to_the_province() {
+        let registry = Registry::builtin();
+        let ningbo = endpoint_for(&registry, "330203005", Platform::Hotline).unwrap();
+        assert_eq!(ningbo.to_string(), "330200/12345");
+        let hangzhou = endpoint_for(&registry, "330106", Platform::Hotline).unwrap();
+        assert_eq!(hangzhou.to_string(), "330000/12345");
+        assert_eq!(endpoint_for(&registry, "990101", Platform::Police), None);
+    }
+}

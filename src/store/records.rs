@@ -1,0 +1,326 @@
+//! The shared datasets' records (`canonical.md`, "Shared data"): the current record of each
+//! key in `records`, and every accepted write, in commit order, in `record_log`.
+//!
+//! The log is what followers read. `Changes` is the log after a cursor, in the same
+//! (transaction, sequence) order as the transfer feed and with the same horizon on PostgreSQL
+//! (see [`super::Store::events_after`]), so nothing is missed or repeated across replicas. A
+//! `Snapshot` is the log folded at one cursor: for each key, the last write at or before it —
+//! a true picture of that moment, however long the pages take to read, after which `Changes`
+//! from the same cursor continues without a gap or an overlap.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::writes::{tx_stamp, values, ROWS_PER_STATEMENT};
+use super::{Backend, FeedCursor, Store, StoreError};
+use crate::model::{Record, Timestamp};
+
+/// What became of one record of a put.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Stored as the new version.
+    Written,
+    /// The same version with the same content was already there (a repeated write), or, when
+    /// seeding, the key already had a record.
+    Unchanged,
+}
+
+/// A record whose version does not grow: nothing of its put was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stale {
+    /// Its position in the put.
+    pub index: usize,
+    pub key: String,
+    /// The version stored now.
+    pub current: u64,
+}
+
+/// Stores records of one dataset, all or nothing: when any version does not grow (and is not a
+/// repetition of the stored one), nothing is written and every such record is named. With
+/// `seed`, a key that already has a record is left as it is.
+pub async fn put(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    dataset: &str,
+    records: &[Record],
+    seed: bool,
+) -> Result<Result<Vec<PutOutcome>, Vec<Stale>>, StoreError> {
+    let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+    let mut current: std::collections::HashMap<String, Record> = std::collections::HashMap::new();
+    let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let places: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!("{RECORD_SELECT} FROM records WHERE dataset = $1 AND key IN ({}){lock}", places.join(", "));
+        let mut query = sqlx::query(&sql).bind(dataset);
+        for key in chunk {
+            query = query.bind(*key);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let record = record_from_row(dataset, &row)?;
+            current.insert(record.key.clone(), record);
+        }
+    }
+    let mut outcomes = Vec::with_capacity(records.len());
+    let mut stale = Vec::new();
+    let mut accepted: Vec<&Record> = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        let outcome = match current.get(&record.key) {
+            None => PutOutcome::Written,
+            Some(_) if seed => PutOutcome::Unchanged,
+            Some(now) if record.version > now.version => PutOutcome::Written,
+            Some(now) if record.version == now.version && same_content(now, record) => PutOutcome::Unchanged,
+            Some(now) => {
+                stale.push(Stale { index, key: record.key.clone(), current: now.version });
+                PutOutcome::Unchanged
+            }
+        };
+        if outcome == PutOutcome::Written {
+            current.insert(record.key.clone(), record.clone());
+            accepted.push(record);
+        }
+        outcomes.push(outcome);
+    }
+    if !stale.is_empty() {
+        return Ok(Err(stale));
+    }
+    // The table holds each key's last write; the log every write.
+    let mut last: Vec<&Record> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for record in accepted.iter().rev() {
+        if seen.insert(record.key.as_str()) {
+            last.push(record);
+        }
+    }
+    for chunk in last.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO records (dataset, key, owner, version, updated_at, deleted, body) VALUES {} \
+             ON CONFLICT (dataset, key) DO UPDATE SET owner = excluded.owner, version = excluded.version, \
+             updated_at = excluded.updated_at, deleted = excluded.deleted, body = excluded.body",
+            values(chunk.len(), 7, None)
+        );
+        bind_records(sqlx::query(&sql), dataset, chunk).execute(&mut **tx).await?;
+    }
+    for chunk in accepted.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO record_log (dataset, key, owner, version, updated_at, deleted, body, tx) VALUES {}",
+            values(chunk.len(), 7, Some((7, tx_stamp(backend))))
+        );
+        bind_records(sqlx::query(&sql), dataset, chunk).execute(&mut **tx).await?;
+    }
+    Ok(Ok(outcomes))
+}
+
+fn same_content(a: &Record, b: &Record) -> bool {
+    a.owner == b.owner && a.deleted == b.deleted && a.body == b.body
+}
+
+fn bind_records<'q>(
+    mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    dataset: &'q str,
+    records: &[&'q Record],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    for r in records {
+        query = query
+            .bind(dataset)
+            .bind(r.key.as_str())
+            .bind(r.owner.as_str())
+            .bind(r.version.min(i64::MAX as u64) as i64)
+            .bind(r.updated_at.unix_seconds())
+            .bind(i64::from(r.deleted))
+            .bind(r.body.to_string());
+    }
+    query
+}
+
+const RECORD_SELECT: &str = "SELECT key, owner, version, updated_at, deleted, body";
+
+fn record_from_row(dataset: &str, row: &AnyRow) -> Result<Record, StoreError> {
+    let key: String = row.try_get(0)?;
+    let version: i64 = row.try_get(2)?;
+    let updated_at: i64 = row.try_get(3)?;
+    let deleted: i64 = row.try_get(4)?;
+    let body: String = row.try_get(5)?;
+    let body = serde_json::from_str(&body)
+        .map_err(|e| StoreError::Corrupt { id: format!("record {dataset}/{key}"), problem: e.to_string() })?;
+    Ok(Record {
+        dataset: dataset.to_string(),
+        key,
+        owner: row.try_get(1)?,
+        version: version.max(0) as u64,
+        updated_at: Timestamp::from_unix_seconds(updated_at).unwrap_or_else(Timestamp::now),
+        deleted: deleted != 0,
+        body,
+    })
+}
+
+/// The condition "at or before the cursor bound as `$a` (tx), `$b` (tx), `$c` (seq)".
+fn at_or_before(a: usize, b: usize, c: usize) -> String {
+    format!("(tx < ${a} OR (tx = ${b} AND seq <= ${c}))")
+}
+
+impl Store {
+    /// The current record of a key (tombstones included).
+    pub async fn record(&self, dataset: &str, key: &str) -> Result<Option<Record>, StoreError> {
+        let row = sqlx::query(&format!("{RECORD_SELECT} FROM records WHERE dataset = $1 AND key = $2"))
+            .bind(dataset)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| record_from_row(dataset, &r)).transpose()
+    }
+
+    /// The live records of these keys, in no particular order.
+    pub async fn records(&self, dataset: &str, keys: &[String]) -> Result<Vec<Record>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let places: Vec<String> = (0..keys.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!("{RECORD_SELECT} FROM records WHERE dataset = $1 AND deleted = 0 AND key IN ({})", places.join(", "));
+        let mut query = sqlx::query(&sql).bind(dataset);
+        for key in keys {
+            query = query.bind(key.as_str());
+        }
+        query.fetch_all(&self.pool).await?.iter().map(|r| record_from_row(dataset, r)).collect()
+    }
+
+    /// The feed position that everything committed so far is at or before, and everything
+    /// committed later after: where a snapshot is taken. `table` is `record_log` or `events`.
+    pub async fn feed_head(&self, table: FeedTable) -> Result<FeedCursor, StoreError> {
+        match self.backend {
+            Backend::Sqlite => {
+                let row =
+                    sqlx::query(&format!("SELECT COALESCE(MAX(seq), 0) FROM {}", table.name())).fetch_one(&self.pool).await?;
+                Ok(FeedCursor { tx: 0, seq: row.try_get(0)? })
+            }
+            Backend::Postgres => {
+                // Every transaction below the oldest running one has ended.
+                let row = sqlx::query("SELECT txid_snapshot_xmin(txid_current_snapshot())").fetch_one(&self.pool).await?;
+                let xmin: i64 = row.try_get(0)?;
+                Ok(FeedCursor { tx: xmin - 1, seq: i64::MAX })
+            }
+        }
+    }
+
+    /// Writes of a dataset after `cursor`, in commit order, at most `limit`.
+    pub async fn record_changes(
+        &self,
+        dataset: &str,
+        cursor: FeedCursor,
+        limit: i64,
+    ) -> Result<Vec<(FeedCursor, Record)>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{RECORD_SELECT}, tx, seq FROM record_log WHERE dataset = $1 AND (tx > $2 OR (tx = $3 AND seq > $4)) {} \
+             ORDER BY tx, seq LIMIT $5",
+            self.horizon()
+        ))
+        .bind(dataset)
+        .bind(cursor.tx)
+        .bind(cursor.tx)
+        .bind(cursor.seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((FeedCursor { tx: r.try_get(6)?, seq: r.try_get(7)? }, record_from_row(dataset, r)?))).collect()
+    }
+
+    /// A page of the dataset as it was at `at`: for each key after `after`, in key order, its
+    /// last write at or before `at`, tombstones left out. Returns the records and the last key
+    /// looked at (the next page starts after it), or `None` at the end.
+    pub async fn record_snapshot(
+        &self,
+        dataset: &str,
+        at: FeedCursor,
+        after: &str,
+        limit: i64,
+    ) -> Result<(Vec<Record>, Option<String>), StoreError> {
+        let rows = sqlx::query(&format!(
+            "{RECORD_SELECT} FROM record_log WHERE dataset = $1 AND key > $2 AND {} ORDER BY key, tx DESC, seq DESC LIMIT $6",
+            at_or_before(3, 4, 5)
+        ))
+        .bind(dataset)
+        .bind(after)
+        .bind(at.tx)
+        .bind(at.tx)
+        .bind(at.seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let full = rows.len() as i64 >= limit;
+        let mut records: Vec<Record> = Vec::new();
+        let mut last_key: Option<String> = None;
+        for row in &rows {
+            let key: String = row.try_get(0)?;
+            if last_key.as_deref() == Some(key.as_str()) {
+                continue; // an older write of the same key
+            }
+            last_key = Some(key);
+            let record = record_from_row(dataset, row)?;
+            if !record.deleted {
+                records.push(record);
+            }
+        }
+        Ok((records, if full { last_key } else { None }))
+    }
+
+    /// A page of the transfers `party` is a party to (all when `None`) as they were at `at`,
+    /// after the transfer id `after`, in id order: the `transfer_status` dataset's snapshot.
+    pub async fn transfer_snapshot(
+        &self,
+        party: Option<&str>,
+        at: FeedCursor,
+        after: &str,
+        limit: i64,
+    ) -> Result<(Vec<super::FeedEvent>, Option<String>), StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT transfer_id, seq, tx, kind, body FROM events WHERE transfer_id > $1 AND {} \
+             AND ($5 = '' OR origin = $5 OR destination = $6) ORDER BY transfer_id, tx DESC, seq DESC LIMIT $7",
+            at_or_before(2, 3, 4)
+        ))
+        .bind(after)
+        .bind(at.tx)
+        .bind(at.tx)
+        .bind(at.seq)
+        .bind(party.unwrap_or(""))
+        .bind(party.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let full = rows.len() as i64 >= limit;
+        let mut events = Vec::new();
+        let mut last: Option<String> = None;
+        for row in &rows {
+            let id: String = row.try_get(0)?;
+            if last.as_deref() == Some(id.as_str()) {
+                continue;
+            }
+            last = Some(id);
+            let (seq, tx): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
+            events.push(super::event_from_parts(seq, tx, row.try_get(3)?, row.try_get(4)?)?);
+        }
+        Ok((events, if full { last } else { None }))
+    }
+
+    /// On PostgreSQL, the condition that keeps a feed reader behind every running transaction.
+    pub(crate) fn horizon(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => "AND tx < txid_snapshot_xmin(txid_current_snapshot())",
+            Backend::Sqlite => "",
+        }
+    }
+}
+
+/// The append-only tables a feed is read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedTable {
+    Records,
+    Events,
+}
+
+impl FeedTable {
+    fn name(self) -> &'static str {
+        match self {
+            FeedTable::Records => "record_log",
+            FeedTable::Events => "events",
+        }
+    }
+}

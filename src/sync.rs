@@ -1,0 +1,483 @@
+//! Shared data between the platforms (数据共享, `canonical.md` "Shared data"): the reference
+//! datasets both desks read — transfer-item lists (`categories`), who handles what where
+//! (`directory`), the knowledge base (`knowledge`) — and the status of every transfer
+//! (`transfer_status`), each as records that followers mirror from a change feed.
+//!
+//! The rules live here, between the fronts (HTTPS, gRPC, the CLI) and the store: only a
+//! record's owner writes it, a version only grows, a repeated write is harmless, and reads
+//! follow the identity policy. `transfer_status` is not written by anyone: it is the transfer
+//! engine's own event feed seen as records (key `transfer_id`, owner `gateway`, version the
+//! length of the history), so it can never disagree with the transfers.
+
+pub mod reconcile;
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::engine::Engine;
+use crate::formats::Registry;
+use crate::model::{category, EndpointId, Platform, Record, Timestamp, Transfer};
+use crate::routing;
+use crate::security::policy::{Policy, Right};
+use crate::security::Identity;
+use crate::store::{FeedCursor, FeedEvent, FeedTable, PutOutcome, Store, StoreError, Write, WriteResult};
+
+/// The shared datasets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dataset {
+    Categories,
+    Directory,
+    Knowledge,
+    TransferStatus,
+}
+
+impl Dataset {
+    pub const ALL: [Dataset; 4] = [Dataset::Categories, Dataset::Directory, Dataset::Knowledge, Dataset::TransferStatus];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dataset::Categories => "categories",
+            Dataset::Directory => routing::DIRECTORY,
+            Dataset::Knowledge => "knowledge",
+            Dataset::TransferStatus => "transfer_status",
+        }
+    }
+}
+
+impl FromStr for Dataset {
+    type Err = SyncError;
+    fn from_str(s: &str) -> Result<Self, SyncError> {
+        Dataset::ALL.into_iter().find(|d| d.as_str() == s).ok_or_else(|| {
+            SyncError::invalid("dataset", format!("expected categories, directory, knowledge or transfer_status, got {s:?}"))
+        })
+    }
+}
+
+/// Why a dataset operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// A field is not acceptable (400 / INVALID_ARGUMENT), named.
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
+    /// The caller may not do this (403 / PERMISSION_DENIED).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// No such record (404 / NOT_FOUND).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The version does not grow (409 / FAILED_PRECONDITION), naming the current one.
+    #[error("version: {key} is at version {current}; a write must give a greater version, got {given}")]
+    Stale { key: String, current: u64, given: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SyncError {
+    pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> SyncError {
+        SyncError::Invalid { field: field.into(), problem: problem.into() }
+    }
+}
+
+/// A write, as a client sends it; the owner is the caller, never a field.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutRequest {
+    pub version: u64,
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(default)]
+    pub body: Value,
+    /// When the owner changed it; the gateway's clock when absent.
+    #[serde(default)]
+    pub updated_at: Option<Timestamp>,
+}
+
+/// A page of a snapshot.
+#[derive(Clone, Debug)]
+pub struct SnapshotPage {
+    pub records: Vec<Record>,
+    /// Give it back for the next page; empty on the last.
+    pub next_page_token: String,
+    /// The snapshot is the dataset as of this cursor: follow `Changes` from it.
+    pub cursor: String,
+}
+
+/// A page of changes.
+#[derive(Clone, Debug)]
+pub struct ChangesPage {
+    /// Each change with the cursor just after it.
+    pub changes: Vec<(String, Record)>,
+    /// Where to go on from (past everything looked at, visible or not).
+    pub cursor: String,
+    /// False when the caller has caught up.
+    pub more: bool,
+}
+
+/// The largest page.
+pub const MAX_PAGE: i64 = 5000;
+
+/// The shared datasets: their rules over the store.
+#[derive(Clone)]
+pub struct Datasets {
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub policy: Arc<Policy>,
+}
+
+impl Datasets {
+    pub fn new(engine: &Engine) -> Datasets {
+        Datasets { store: engine.store.clone(), registry: engine.registry.clone(), policy: engine.policy.clone() }
+    }
+
+    /// Writes a record as `who`, its owner. Answers the stored record and whether it changed.
+    pub async fn put(
+        &self,
+        who: &Identity,
+        dataset: Dataset,
+        key: &str,
+        request: PutRequest,
+    ) -> Result<(Record, PutOutcome), SyncError> {
+        let Identity::Endpoint(writer) = who else {
+            return Err(SyncError::Forbidden(format!("{who} may not write datasets: only a record's owning endpoint does")));
+        };
+        let mut record = Record {
+            dataset: dataset.as_str().to_string(),
+            key: key.to_string(),
+            owner: writer.to_string(),
+            version: request.version,
+            updated_at: request.updated_at.unwrap_or_else(Timestamp::now),
+            deleted: request.deleted,
+            body: request.body,
+        };
+        if let Some(current) = self.store.record(dataset.as_str(), key).await? {
+            if current.owner != record.owner {
+                return Err(SyncError::Forbidden(format!("{key} is owned by {}, not {writer}", current.owner)));
+            }
+        }
+        self.check(dataset, &mut record)?;
+        let mut outcomes = self.store_records(dataset, vec![record.clone()], false).await?;
+        Ok((record, outcomes.pop().unwrap_or(PutOutcome::Unchanged)))
+    }
+
+    /// Checks a record against its dataset's rules: the key's form, the owner the key implies,
+    /// the version, the body (normalised in place).
+    pub fn check(&self, dataset: Dataset, record: &mut Record) -> Result<(), SyncError> {
+        let key = record.key.as_str();
+        if key.is_empty() || key.len() > 200 || key.chars().any(char::is_control) {
+            return Err(SyncError::invalid("key", format!("expected 1 to 200 printable characters, got {key:?}")));
+        }
+        if record.version == 0 || record.version > i64::MAX as u64 {
+            return Err(SyncError::invalid("version", "expected a whole number from 1 that grows with each write"));
+        }
+        let owner: EndpointId =
+            record.owner.parse().map_err(|e: String| SyncError::invalid("owner", format!("expected an endpoint: {e}")))?;
+        if self.registry.endpoint(&owner).is_err() {
+            return Err(SyncError::invalid("owner", format!("{owner} is not a registered endpoint")));
+        }
+        match dataset {
+            Dataset::Categories => {
+                let (endpoint, code) = key
+                    .split_once('/')
+                    .and_then(|(r, rest)| {
+                        let (platform, code) = rest.split_once('/')?;
+                        Some((format!("{r}/{platform}"), code))
+                    })
+                    .ok_or_else(|| SyncError::invalid("key", format!("expected ENDPOINT/NATIVE_CODE, got {key:?}")))?;
+                if endpoint != record.owner {
+                    return Err(SyncError::Forbidden(format!("{key} belongs to {endpoint}'s list, not {owner}'s")));
+                }
+                if code.is_empty() {
+                    return Err(SyncError::invalid("key", "the native code is empty"));
+                }
+            }
+            Dataset::Directory => {
+                let (region, code) = key
+                    .split_once('/')
+                    .filter(|(r, _)| (r.len() == 6 || r.len() == 9) && r.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| {
+                        SyncError::invalid(
+                            "key",
+                            format!("expected REGION/CATEGORY with a six- or nine-digit region, got {key:?}"),
+                        )
+                    })?;
+                let platform = match category::side_of(code) {
+                    Some(category::CategorySide::NonPolice) => Platform::Hotline,
+                    Some(category::CategorySide::Police) => Platform::Police,
+                    None => return Err(SyncError::invalid("key", format!("{code:?} is not a canonical category code"))),
+                };
+                let rightful = routing::endpoint_for(&self.registry, region, platform).ok_or_else(|| {
+                    SyncError::invalid("key", format!("no {} endpoint is registered for region {region}", platform.as_str()))
+                })?;
+                if rightful != owner {
+                    return Err(SyncError::Forbidden(format!("{key} is kept by {rightful}, not {owner}")));
+                }
+            }
+            Dataset::Knowledge => {}
+            Dataset::TransferStatus => {
+                return Err(SyncError::Forbidden("transfer_status is written by the gateway alone".into()));
+            }
+        }
+        if record.deleted {
+            record.body = Value::Null;
+            return Ok(());
+        }
+        check_body(dataset, &mut record.body)
+    }
+
+    /// Stores checked records of one dataset in one commit, all or nothing.
+    async fn store_records(&self, dataset: Dataset, records: Vec<Record>, seed: bool) -> Result<Vec<PutOutcome>, SyncError> {
+        let given: Vec<(String, u64)> = records.iter().map(|r| (r.key.clone(), r.version)).collect();
+        let write = Write::PutRecords { dataset: dataset.as_str().to_string(), records, seed };
+        match self.store.write(write).await? {
+            WriteResult::Records(Ok(outcomes)) => {
+                let written = outcomes.iter().filter(|o| **o == PutOutcome::Written).count();
+                crate::metrics::add(&crate::metrics::counters().records_written, written as u64);
+                Ok(outcomes)
+            }
+            WriteResult::Records(Err(stale)) => {
+                let first = &stale[0];
+                Err(SyncError::Stale { key: first.key.clone(), current: first.current, given: given[first.index].1 })
+            }
+            other => Err(SyncError::Store(StoreError::Corrupt {
+                id: dataset.as_str().into(),
+                problem: format!("unexpected answer {other:?}"),
+            })),
+        }
+    }
+
+    /// Imports records (an operator's file): each checked, then all stored in one commit or
+    /// none. Errors are (record number from 1, message), every one found.
+    pub async fn import(&self, dataset: Dataset, mut records: Vec<Record>) -> Result<usize, Vec<(usize, String)>> {
+        let mut errors = Vec::new();
+        for (i, record) in records.iter_mut().enumerate() {
+            if record.dataset.is_empty() {
+                record.dataset = dataset.as_str().to_string();
+            }
+            if record.dataset != dataset.as_str() {
+                errors.push((i + 1, format!("dataset: expected {}, got {:?}", dataset.as_str(), record.dataset)));
+            } else if let Err(e) = self.check(dataset, record) {
+                errors.push((i + 1, e.to_string()));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let given: Vec<u64> = records.iter().map(|r| r.version).collect();
+        let write = Write::PutRecords { dataset: dataset.as_str().to_string(), records, seed: false };
+        match self.store.write(write).await {
+            Ok(WriteResult::Records(Ok(outcomes))) => Ok(outcomes.iter().filter(|o| **o == PutOutcome::Written).count()),
+            Ok(WriteResult::Records(Err(stale))) => Err(stale
+                .iter()
+                .map(|s| {
+                    let e = SyncError::Stale { key: s.key.clone(), current: s.current, given: given[s.index] };
+                    (s.index + 1, e.to_string())
+                })
+                .collect()),
+            Ok(other) => Err(vec![(0, format!("store: unexpected answer {other:?}"))]),
+            Err(e) => Err(vec![(0, e.to_string())]),
+        }
+    }
+
+    /// Seeds `categories` with every endpoint's built-in code table (version 1, owned by the
+    /// endpoint); keys that already have a record are left alone. Returns how many were added.
+    pub async fn seed_categories(&self) -> Result<usize, SyncError> {
+        let now = Timestamp::now();
+        let records: Vec<Record> = self
+            .registry
+            .endpoints()
+            .flat_map(|endpoint| {
+                endpoint.codes.rows.iter().map(move |row| Record {
+                    dataset: Dataset::Categories.as_str().to_string(),
+                    key: format!("{}/{}", endpoint.id, row.code),
+                    owner: endpoint.id.to_string(),
+                    version: 1,
+                    updated_at: now,
+                    deleted: false,
+                    body: json!({"canonical": row.canonical, "name": row.name}),
+                })
+            })
+            .collect();
+        let outcomes = self.store_records(Dataset::Categories, records, true).await?;
+        Ok(outcomes.iter().filter(|o| **o == PutOutcome::Written).count())
+    }
+
+    /// Refuses `who` unless it may read datasets at all (agencies: `read_datasets`); which
+    /// `transfer_status` records it sees is decided per transfer.
+    fn may_read(&self, who: &Identity) -> Result<(), SyncError> {
+        self.policy.has_right(who, Right::ReadDatasets).map_err(SyncError::Forbidden)
+    }
+
+    /// One record.
+    pub async fn get(&self, who: &Identity, dataset: Dataset, key: &str) -> Result<Record, SyncError> {
+        self.may_read(who)?;
+        if dataset == Dataset::TransferStatus {
+            let transfer = self.store.transfer(key).await?.ok_or_else(|| SyncError::NotFound(key.to_string()))?;
+            self.policy.may(who, &transfer, Right::ReadDatasets).map_err(SyncError::Forbidden)?;
+            return Ok(status_record(&transfer));
+        }
+        self.store.record(dataset.as_str(), key).await?.ok_or_else(|| SyncError::NotFound(format!("{} {key}", dataset.as_str())))
+    }
+
+    /// A page of a consistent snapshot. The first page (empty token) fixes the cursor the
+    /// snapshot is taken at; the token carries it to the next pages.
+    pub async fn snapshot(
+        &self,
+        who: &Identity,
+        dataset: Dataset,
+        page_token: &str,
+        page_size: i64,
+    ) -> Result<SnapshotPage, SyncError> {
+        self.may_read(who)?;
+        let limit = page_size.clamp(1, MAX_PAGE);
+        let (at, after) = if page_token.is_empty() {
+            let table = if dataset == Dataset::TransferStatus { FeedTable::Events } else { FeedTable::Records };
+            (self.store.feed_head(table).await?, String::new())
+        } else {
+            let (cursor, after) = page_token
+                .split_once(':')
+                .ok_or_else(|| SyncError::invalid("page_token", "expected a token from a previous page"))?;
+            (
+                FeedCursor::decode(cursor)
+                    .map_err(|_| SyncError::invalid("page_token", "expected a token from a previous page"))?,
+                after.to_string(),
+            )
+        };
+        let (records, next) = if dataset == Dataset::TransferStatus {
+            let party = who.endpoint().map(ToString::to_string);
+            let (events, next) = self.store.transfer_snapshot(party.as_deref(), at, &after, limit).await?;
+            (self.visible_status(who, events).into_iter().map(|(_, r)| r).collect(), next)
+        } else {
+            self.store.record_snapshot(dataset.as_str(), at, &after, limit).await?
+        };
+        Ok(SnapshotPage {
+            records,
+            next_page_token: next.map(|key| format!("{}:{key}", at.encode())).unwrap_or_default(),
+            cursor: at.encode(),
+        })
+    }
+
+    /// Changes after a cursor (empty: from the beginning), in commit order.
+    pub async fn changes(&self, who: &Identity, dataset: Dataset, cursor: &str, limit: i64) -> Result<ChangesPage, SyncError> {
+        self.may_read(who)?;
+        let from =
+            FeedCursor::decode(cursor).map_err(|e| SyncError::invalid("cursor", e.trim_start_matches("cursor: ").to_string()))?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let (changes, last, looked_at) = if dataset == Dataset::TransferStatus {
+            let party = who.endpoint().map(ToString::to_string);
+            let events = self.store.events_after(party.as_deref(), from, limit).await?;
+            let looked_at = events.len();
+            let last = events.last().map_or(from, |e| e.cursor);
+            (self.visible_status(who, events).into_iter().map(|(c, r)| (c.encode(), r)).collect(), last, looked_at)
+        } else {
+            let rows = self.store.record_changes(dataset.as_str(), from, limit).await?;
+            let looked_at = rows.len();
+            let last = rows.last().map_or(from, |(c, _)| *c);
+            (rows.into_iter().map(|(c, r)| (c.encode(), r)).collect(), last, looked_at)
+        };
+        Ok(ChangesPage { changes, cursor: last.encode(), more: looked_at as i64 >= limit })
+    }
+
+    /// The transfer events `who` may see, as `transfer_status` records.
+    fn visible_status(&self, who: &Identity, events: Vec<FeedEvent>) -> Vec<(FeedCursor, Record)> {
+        events
+            .into_iter()
+            .filter(|e| self.policy.may(who, &e.transfer, Right::ReadDatasets).is_ok())
+            .map(|e| (e.cursor, status_record(&e.transfer)))
+            .collect()
+    }
+}
+
+/// A transfer's `transfer_status` record: its state, whether overdue, its last history entry.
+pub fn status_record(transfer: &Transfer) -> Record {
+    let last = transfer.history.last();
+    Record {
+        dataset: Dataset::TransferStatus.as_str().to_string(),
+        key: transfer.transfer_id.clone(),
+        owner: "gateway".to_string(),
+        version: transfer.history.len() as u64,
+        updated_at: last.map_or(transfer.requested_at, |h| h.at),
+        deleted: false,
+        body: json!({
+            "state": transfer.state.as_str(),
+            "overdue": transfer.overdue,
+            "from": transfer.from.to_string(),
+            "to": transfer.to.to_string(),
+            "last": last,
+        }),
+    }
+}
+
+/// Checks and tidies a body by its dataset's shape (`canonical.md`, "Shared data").
+fn check_body(dataset: Dataset, body: &mut Value) -> Result<(), SyncError> {
+    let Value::Object(fields) = body else {
+        return Err(SyncError::invalid("body", "expected a JSON object"));
+    };
+    let allowed: &[&str] = match dataset {
+        Dataset::Categories => &["canonical", "name"],
+        Dataset::Directory => &["unit", "phone", "hours"],
+        Dataset::Knowledge => &["title", "body", "categories", "valid_until"],
+        Dataset::TransferStatus => &[],
+    };
+    if let Some(unknown) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(SyncError::invalid(format!("body.{unknown}"), format!("unknown field; expected {}", allowed.join(", "))));
+    }
+    let text = |fields: &serde_json::Map<String, Value>, name: &str, required: bool| -> Result<(), SyncError> {
+        match fields.get(name) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(()),
+            None | Some(Value::Null) if !required => Ok(()),
+            None | Some(Value::Null) => Err(SyncError::invalid(format!("body.{name}"), crate::model::MISSING)),
+            Some(other) => Err(SyncError::invalid(format!("body.{name}"), format!("expected text, got {other}"))),
+        }
+    };
+    let code = |value: &Value, field: String| -> Result<(), SyncError> {
+        match value.as_str() {
+            Some(c) if category::is_known(c) => Ok(()),
+            _ => Err(SyncError::invalid(field, format!("expected a canonical category code (NP01…, PM01…), got {value}"))),
+        }
+    };
+    match dataset {
+        Dataset::Categories => {
+            code(fields.get("canonical").unwrap_or(&Value::Null), "body.canonical".into())?;
+            text(fields, "name", true)?;
+        }
+        Dataset::Directory => {
+            let unit = fields.get("unit").ok_or_else(|| SyncError::invalid("body.unit", crate::model::MISSING))?;
+            let unit: crate::model::Unit = serde_json::from_value(unit.clone())
+                .map_err(|e| SyncError::invalid("body.unit", format!("expected {{\"code\", \"name\"}}: {e}")))?;
+            if unit.code.as_deref().unwrap_or("").trim().is_empty() && unit.name.as_deref().unwrap_or("").trim().is_empty() {
+                return Err(SyncError::invalid("body.unit", "expected a code or a name"));
+            }
+            text(fields, "phone", false)?;
+            text(fields, "hours", false)?;
+        }
+        Dataset::Knowledge => {
+            text(fields, "title", true)?;
+            text(fields, "body", true)?;
+            match fields.get("categories") {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(codes)) => {
+                    for (i, c) in codes.iter().enumerate() {
+                        code(c, format!("body.categories[{i}]"))?;
+                    }
+                }
+                Some(other) => {
+                    return Err(SyncError::invalid("body.categories", format!("expected a list of codes, got {other}")))
+                }
+            }
+            if let Some(until) = fields.get("valid_until").filter(|v| !v.is_null()) {
+                let parsed = until.as_str().map(|s| Timestamp::parse_rfc3339(s, true));
+                match parsed {
+                    Some(Ok(t)) => {
+                        fields.insert("valid_until".into(), Value::String(t.to_string()));
+                    }
+                    _ => return Err(SyncError::invalid("body.valid_until", format!("expected an RFC 3339 time, got {until}"))),
+                }
+            }
+        }
+        Dataset::TransferStatus => {}
+    }
+    fields.retain(|_, v| !v.is_null());
+    Ok(())
+}
