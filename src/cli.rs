@@ -10,6 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod datasets;
+
 use crate::formats::{Endpoint, FormatError, Registry};
 use crate::model::{json, StatusUpdate, Transfer, TransferRequest};
 
@@ -53,6 +55,15 @@ pub enum Command {
         #[command(subcommand)]
         command: DeliveriesCommand,
     },
+    /// Shared datasets: import and export files, follow a gateway's change feed.
+    Datasets {
+        #[command(subcommand)]
+        command: datasets::DatasetsCommand,
+    },
+    /// Show where a transfer of a category in a region would go, and the directory records behind it.
+    Route(datasets::RouteArgs),
+    /// Compare an endpoint's view of its transfers (a file) with the gateway's records.
+    Reconcile(datasets::ReconcileArgs),
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +233,9 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
             write(stdout, text.as_bytes())
         }
         Command::Deliveries { command } => deliveries(command, stdout),
+        Command::Datasets { command } => datasets::datasets(command, stdout),
+        Command::Route(args) => datasets::route(args, stdout),
+        Command::Reconcile(args) => datasets::reconcile(args, stdout),
         Command::Bench(args) => {
             let config = load_config(&args.config)?;
             let dir = args.config.parent().unwrap_or(std::path::Path::new("."));

@@ -67,11 +67,16 @@ impl Engine {
 
     /// Routes a request (three-tier routing, [`crate::routing`]): for `to_region`, else the
     /// case's location, else the sender's own region, the other platform's endpoint there and
-    /// the directory's handling unit for the case's category.
+    /// the directory's handling unit for the case's category. A location inside `to_region`
+    /// (a township of that county) refines it: the most specific place known is routed on.
     pub async fn route(&self, request: &TransferRequest) -> Result<Decision, EngineError> {
-        let (region, field) = match (&request.to_region, request.case.location.as_ref().and_then(|l| l.region.as_ref())) {
-            (Some(region), _) => (region.as_str(), "to_region"),
-            (None, Some(region)) => (region.as_str(), "case.location.region"),
+        let location = request.case.location.as_ref().and_then(|l| l.region.as_ref()).map(|r| r.as_str());
+        let (region, field) = match (&request.to_region, location) {
+            (Some(to), Some(place)) if place.len() > to.as_str().len() && place.starts_with(to.as_str()) => {
+                (place, "case.location.region")
+            }
+            (Some(to), _) => (to.as_str(), "to_region"),
+            (None, Some(place)) => (place, "case.location.region"),
             (None, None) => (request.from.region.as_str(), "to_region"),
         };
         let category = request.case.category.as_str();
@@ -111,7 +116,7 @@ impl Engine {
             unit: None,
             note: None,
         }];
-        if let (Some(unit), Some(record)) = (decision.unit, decision.record) {
+        if let (Some(unit), Some(record)) = (decision.unit, decision.records.first()) {
             history.push(HistoryEntry {
                 state: HistoryEvent::Routed,
                 at: now,

@@ -29,8 +29,8 @@ pub struct Decision {
     pub endpoint: EndpointId,
     /// The directory's handling unit, when a record covers the category there.
     pub unit: Option<Unit>,
-    /// The record that chose the unit.
-    pub record: Option<Record>,
+    /// The directory records found, most specific first; the first chose the unit.
+    pub records: Vec<Record>,
     /// The directory keys looked up, most specific first.
     pub considered: Vec<String>,
 }
@@ -80,9 +80,9 @@ pub async fn route(
     })?;
     let considered = directory_keys(region, category);
     let found = store.records(DIRECTORY, &considered).await?;
-    let record = considered.iter().find_map(|key| found.iter().find(|r| &r.key == key)).cloned();
-    let unit = record.as_ref().and_then(|r| unit_of(&r.body));
-    Ok(Decision { endpoint, unit, record, considered })
+    let records: Vec<Record> = considered.iter().filter_map(|key| found.iter().find(|r| &r.key == key)).cloned().collect();
+    let unit = records.first().and_then(|r| unit_of(&r.body));
+    Ok(Decision { endpoint, unit, records, considered })
 }
 
 /// The `unit` of a directory record's body.

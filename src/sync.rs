@@ -9,6 +9,7 @@
 //! engine's own event feed seen as records (key `transfer_id`, owner `gateway`, version the
 //! length of the history), so it can never disagree with the transfers.
 
+pub mod follower;
 pub mod reconcile;
 
 use std::str::FromStr;

@@ -1,96 +1,13 @@
 //! The transfer engine over a real store: one suite, run against SQLite and against the
-//! PostgreSQL server (127.0.0.1:5432, database `test`, or `LIANDONG_TEST_POSTGRES`). A missing
-//! PostgreSQL fails the run: it is never skipped.
+//! PostgreSQL server (see `common::stores`).
 
-use std::sync::Arc;
-
-use liandong::config::Config;
-use liandong::engine::{Engine, EngineError};
-use liandong::formats::Registry;
+use liandong::engine::EngineError;
 use liandong::model::lifecycle::Outcome;
-use liandong::model::{EndpointId, HistoryEvent, State, StatusUpdate, Timestamp, TransferRequest};
-use liandong::store::{Store, Write, WriteResult};
+use liandong::model::{EndpointId, HistoryEvent, State, StatusUpdate, Timestamp};
+use liandong::store::{Write, WriteResult};
 
-const CONFIG: &str = r#"
-[listen]
-https = "127.0.0.1:0"
-[tls]
-ca = "ca.pem"
-cert = "server.pem"
-key = "server-key.pem"
-client_cert = "gateway.pem"
-client_key = "gateway-key.pem"
-[[endpoint]]
-id = "330200/12345"
-receive_within = "5m"
-"#;
-
-fn postgres_url() -> String {
-    std::env::var("LIANDONG_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-/// A store of each kind, each empty: SQLite in a fresh folder, PostgreSQL in a fresh schema.
-async fn stores(name: &str) -> Vec<(&'static str, Store, tempdir::Dir)> {
-    let dir = tempdir::Dir::new(name);
-    let sqlite = Store::sqlite(&dir.path().join("test.db")).await.expect("sqlite opens");
-    let schema = format!("t_{}_{}", name, std::process::id());
-    {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&postgres_url())
-            .await
-            .expect("PostgreSQL must be running for these tests (.ci/run starts it)");
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await.unwrap();
-        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.unwrap();
-    }
-    let separator = if postgres_url().contains('?') { '&' } else { '?' };
-    let url = format!("{}{separator}options=-c%20search_path%3D{schema}", postgres_url());
-    let postgres = Store::postgres(&url, 8).await.expect("postgres opens");
-    vec![("sqlite", sqlite, dir.clone()), ("postgres", postgres, dir)]
-}
-
-/// A tiny temporary folder that is removed when the last handle goes.
-mod tempdir {
-    use std::path::{Path, PathBuf};
-    use std::sync::Arc;
-
-    #[derive(Clone)]
-    pub struct Dir(Arc<PathBuf>);
-
-    impl Dir {
-        pub fn new(name: &str) -> Dir {
-            let path = std::env::temp_dir().join(format!("liandong-{name}-{}-{}", std::process::id(), ulid::Ulid::new()));
-            std::fs::create_dir_all(&path).unwrap();
-            Dir(Arc::new(path))
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            if Arc::strong_count(&self.0) == 1 {
-                let _ = std::fs::remove_dir_all(&*self.0);
-            }
-        }
-    }
-}
-
-fn engine(store: Store) -> Engine {
-    Engine::new(store, Arc::new(Registry::builtin()), Arc::new(Config::parse("test.toml", CONFIG).unwrap()))
-}
-
-fn ningbo_request(sender_ref: &str) -> TransferRequest {
-    let registry = Registry::builtin();
-    let bytes = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
-    )
-    .unwrap();
-    let mut request = registry.endpoint_named("330200/110").unwrap().read_transfer(&bytes).unwrap();
-    request.sender_ref = sender_ref.to_string();
-    request.requested_at = Timestamp::now();
-    request
-}
+mod common;
+use common::stores::{engine, ningbo_request, stores};
 
 fn id(s: &str) -> EndpointId {
     s.parse().unwrap()

@@ -3,6 +3,7 @@
 
 pub mod crash;
 pub mod net;
+pub mod stores;
 
 use serde_json::Value;
 

@@ -1,0 +1,559 @@
+//! The operators' commands for shared data: `datasets import|export|follow`, `route` and
+//! `reconcile`. Import and export, route and reconcile work on the configured store directly
+//! (like `deliveries`); `follow` is a client of a running gateway.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Map, Value};
+
+use super::{load_config, runtime, CliError};
+use crate::model::{Platform, Record, Timestamp};
+use crate::sync::{Dataset, Datasets};
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetsCommand {
+    /// Load records from a JSON Lines or CSV file: every line checked, then all written in one
+    /// commit or none.
+    Import {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// categories, directory or knowledge.
+        dataset: String,
+        /// `.jsonl`/`.json` (one record per line) or `.csv` (a header row; see docs/DATASETS.md).
+        file: PathBuf,
+    },
+    /// Print every record of a dataset, tombstones included.
+    Export {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        dataset: String,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: TableFormat,
+    },
+    /// Mirror a dataset from a running gateway over gRPC until caught up, and report the rate.
+    Follow(FollowArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TableFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct FollowArgs {
+    /// A site's configuration (`liandong init`): the address and the CA come from it.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    pub dataset: String,
+    /// The identity to read as: its certificate is `identities/NAME.pem` beside the config
+    /// (`330200-12345`, `operator-ops`, `agency-demo`).
+    #[arg(long = "as", default_value = "operator-ops")]
+    pub identity: String,
+    /// Records per page.
+    #[arg(long, default_value_t = 5000)]
+    pub page: u32,
+    /// Write the copy here as JSON Lines.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RouteArgs {
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Where the case is: six or nine digits.
+    #[arg(long)]
+    pub region: String,
+    /// The canonical category (NP07, PM01, …).
+    #[arg(long)]
+    pub category: String,
+    /// The destination platform; by default the category's (NP → 12345, PM → 110).
+    #[arg(long)]
+    pub platform: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The endpoint whose view this is (REGION/PLATFORM).
+    #[arg(long)]
+    pub endpoint: String,
+    /// Its view: JSON Lines or a JSON array of `{"reference", "state"}`.
+    pub file: PathBuf,
+    /// Only transfers created at or after this time (RFC 3339) count as unknown there.
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub until: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn dataset(name: &str) -> Result<Dataset, CliError> {
+    name.parse().map_err(|e: crate::sync::SyncError| CliError::Invalid(e.to_string()))
+}
+
+/// Opens the configured store and the datasets over it.
+async fn open(config: &crate::config::Config) -> Result<Datasets, CliError> {
+    let store = crate::server::open_store(config).await.map_err(|e| CliError::Failed(e.to_string()))?;
+    let registry = crate::server::registry(config).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let engine = crate::engine::Engine::new(store, std::sync::Arc::new(registry), std::sync::Arc::new(config.clone()));
+    Ok(Datasets::new(&engine))
+}
+
+pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(), CliError> {
+    let text = match command {
+        DatasetsCommand::Import { config, dataset: name, file } => {
+            let dataset = dataset(name)?;
+            if dataset == Dataset::TransferStatus {
+                return Err(CliError::Invalid("transfer_status is written by the gateway alone".into()));
+            }
+            let records = read_records(file, dataset)?;
+            let config = load_config(config)?;
+            let count = records.len();
+            let written = runtime()?.block_on(async {
+                let datasets = open(&config).await?;
+                datasets.import(dataset, records).await.map_err(|errors| {
+                    let lines: Vec<String> = errors
+                        .iter()
+                        .map(|(n, e)| if *n == 0 { e.clone() } else { format!("{}: record {n}: {e}", file.display()) })
+                        .collect();
+                    CliError::Invalid(format!("{}\nnothing was written", lines.join("\n")))
+                })
+            })?;
+            format!("{}: {count} records read, {written} written ({} unchanged)\n", dataset.as_str(), count - written)
+        }
+        DatasetsCommand::Export { config, dataset: name, format } => {
+            let dataset = dataset(name)?;
+            let config = load_config(config)?;
+            let records = runtime()?.block_on(async {
+                let datasets = open(&config).await?;
+                let mut all = Vec::new();
+                let mut token = String::new();
+                let who = crate::security::Identity::Operator("cli".into());
+                loop {
+                    let page = datasets
+                        .snapshot(&who, dataset, &token, crate::sync::MAX_PAGE)
+                        .await
+                        .map_err(|e| CliError::Failed(e.to_string()))?;
+                    all.extend(page.records);
+                    if page.next_page_token.is_empty() {
+                        return Ok::<_, CliError>(all);
+                    }
+                    token = page.next_page_token;
+                }
+            })?;
+            match format {
+                TableFormat::Jsonl => records.iter().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect(),
+                TableFormat::Csv => write_csv(&records),
+            }
+        }
+        DatasetsCommand::Follow(args) => follow(args)?,
+    };
+    stdout.write_all(text.as_bytes()).map_err(|e| CliError::Failed(format!("cannot write: {e}")))
+}
+
+fn follow(args: &FollowArgs) -> Result<String, CliError> {
+    let config = load_config(&args.config)?;
+    let dir = args.config.parent().unwrap_or(Path::new("."));
+    let cert = dir.join("identities").join(format!("{}.pem", args.identity));
+    let key = dir.join("identities").join(format!("{}-key.pem", args.identity));
+    let url = format!("https://localhost:{}", config.listen.https.port());
+    let dataset = dataset(&args.dataset)?;
+    runtime()?.block_on(async {
+        let channel = crate::sync::follower::channel(&url, &config.tls.ca, &cert, &key).await.map_err(CliError::Failed)?;
+        let mut client =
+            crate::proto::v1::sync_service_client::SyncServiceClient::new(channel).max_decoding_message_size(64 << 20);
+        let mut follower = crate::sync::follower::Follower::new(dataset.as_str());
+        let started = std::time::Instant::now();
+        let applied = follower
+            .catch_up(&mut client, args.page)
+            .await
+            .map_err(|e| CliError::Failed(format!("{}: {}", e.code(), e.message())))?;
+        let seconds = started.elapsed().as_secs_f64();
+        if let Some(out) = &args.out {
+            let text: String = follower.copy.values().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect();
+            std::fs::write(out, text).map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
+        }
+        let report = serde_json::json!({
+            "dataset": dataset.as_str(), "records": applied, "live": follower.live().len(), "seconds": seconds,
+            "per_second": applied as f64 / seconds.max(1e-9), "cursor": follower.cursor,
+        });
+        Ok(if args.json {
+            serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+        } else {
+            format!(
+                "{}: {applied} records in {seconds:.2} s ({:.0} records/s), {} live; cursor {}\n",
+                dataset.as_str(),
+                applied as f64 / seconds.max(1e-9),
+                follower.live().len(),
+                follower.cursor
+            )
+        })
+    })
+}
+
+pub fn route(args: &RouteArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
+    let config = load_config(&args.config)?;
+    let platform: Platform = match &args.platform {
+        Some(p) => p.parse().map_err(|e: String| CliError::Invalid(format!("--platform: {e}")))?,
+        None if args.category.starts_with("PM") => Platform::Police,
+        None => Platform::Hotline,
+    };
+    if !crate::model::category::is_known(&args.category) {
+        return Err(CliError::Invalid(format!("--category: expected a canonical category code, got {:?}", args.category)));
+    }
+    let _: crate::model::Region = args.region.parse().map_err(|e: String| CliError::Invalid(format!("--region: {e}")))?;
+    let decision = runtime()?.block_on(async {
+        let datasets = open(&config).await?;
+        crate::routing::route(&datasets.store, &datasets.registry, platform, &args.region, &args.category, "--region")
+            .await
+            .map_err(|e| CliError::Invalid(e.to_string()))
+    })?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&serde_json::json!({
+            "endpoint": decision.endpoint.to_string(), "unit": decision.unit, "considered": decision.considered,
+            "records": decision.records,
+        }))
+        .unwrap_or_default()
+            + "\n"
+    } else {
+        let mut out = format!("endpoint: {}\n", decision.endpoint);
+        match (&decision.unit, decision.records.first()) {
+            (Some(unit), Some(record)) => out.push_str(&format!(
+                "unit:     {} {} (directory {} v{}, owner {})\n",
+                unit.code.as_deref().unwrap_or("-"),
+                unit.name.as_deref().unwrap_or(""),
+                record.key,
+                record.version,
+                record.owner
+            )),
+            _ => out.push_str("unit:     none (no directory record covers this category here)\n"),
+        }
+        out.push_str("looked up, most specific first:\n");
+        for key in &decision.considered {
+            let found = decision.records.iter().find(|r| &r.key == key);
+            out.push_str(&match found {
+                Some(r) => format!("  {key:<22} v{} {}\n", r.version, r.body),
+                None => format!("  {key:<22} -\n"),
+            });
+        }
+        out
+    };
+    stdout.write_all(text.as_bytes()).map_err(|e| CliError::Failed(format!("cannot write: {e}")))
+}
+
+pub fn reconcile(args: &ReconcileArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
+    let config = load_config(&args.config)?;
+    let endpoint: crate::model::EndpointId =
+        args.endpoint.parse().map_err(|e: String| CliError::Invalid(format!("--endpoint: {e}")))?;
+    let time = |t: &Option<String>, flag: &str| {
+        t.as_deref()
+            .map(|t| {
+                Timestamp::parse_rfc3339(t, true)
+                    .map(Timestamp::unix_seconds)
+                    .map_err(|e| CliError::Invalid(format!("{flag}: {e}")))
+            })
+            .transpose()
+    };
+    let (since, until) = (time(&args.since, "--since")?, time(&args.until, "--until")?);
+    let text = std::fs::read_to_string(&args.file).map_err(|e| CliError::Failed(format!("{}: {e}", args.file.display())))?;
+    let claims: Vec<crate::sync::reconcile::Claim> = if text.trim_start().starts_with('[') {
+        serde_json::from_str(&text).map_err(|e| CliError::Invalid(format!("{}: {e}", args.file.display())))?
+    } else {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                serde_json::from_str(l).map_err(|e| CliError::Invalid(format!("{}: line {}: {e}", args.file.display(), i + 1)))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let report = runtime()?.block_on(async {
+        let datasets = open(&config).await?;
+        crate::sync::reconcile::reconcile(&datasets.store, &endpoint, &claims, since, until)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))
+    })?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+    } else {
+        let mut out = format!("{}: {} agree, {} differ\n", report.endpoint, report.matched, report.differences.len());
+        for d in &report.differences {
+            let kind = serde_json::to_value(d.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            out.push_str(&format!(
+                "  {kind:<14} {:<28} {:<28} {}\n",
+                d.reference,
+                d.transfer_id.as_deref().unwrap_or("-"),
+                d.note
+            ));
+        }
+        out
+    };
+    stdout.write_all(text.as_bytes()).map_err(|e| CliError::Failed(format!("cannot write: {e}")))
+}
+
+/// One line of an import file: a record without its dataset (the command names it).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportLine {
+    #[serde(default)]
+    dataset: Option<String>,
+    key: String,
+    owner: String,
+    version: u64,
+    #[serde(default)]
+    updated_at: Option<Timestamp>,
+    #[serde(default)]
+    deleted: bool,
+    #[serde(default)]
+    body: Value,
+}
+
+impl ImportLine {
+    fn into_record(self, dataset: Dataset, now: Timestamp) -> Record {
+        Record {
+            dataset: self.dataset.unwrap_or_else(|| dataset.as_str().to_string()),
+            key: self.key,
+            owner: self.owner,
+            version: self.version,
+            updated_at: self.updated_at.unwrap_or(now),
+            deleted: self.deleted,
+            body: self.body,
+        }
+    }
+}
+
+/// Reads an import file; the first unreadable line stops it, named.
+fn read_records(file: &Path, dataset: Dataset) -> Result<Vec<Record>, CliError> {
+    let text = std::fs::read_to_string(file).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
+    let now = Timestamp::now();
+    let at = |line: usize, problem: String| {
+        CliError::Invalid(format!("{}: line {line}: {problem}\nnothing was written", file.display()))
+    };
+    if file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+        let rows = parse_csv(&text).map_err(|(line, problem)| at(line, problem))?;
+        let Some((header, rows)) = rows.split_first() else {
+            return Ok(Vec::new());
+        };
+        return rows
+            .iter()
+            .map(|(line, cells)| {
+                let line_value = csv_row_to_json(&header.1, cells).map_err(|p| at(*line, p))?;
+                let parsed: ImportLine = decode(line_value).map_err(|p| at(*line, p))?;
+                Ok(parsed.into_record(dataset, now))
+            })
+            .collect();
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            let value: Value = serde_json::from_str(l).map_err(|e| at(i + 1, format!("not JSON: {e}")))?;
+            let parsed: ImportLine = decode(value).map_err(|p| at(i + 1, p))?;
+            Ok(parsed.into_record(dataset, now))
+        })
+        .collect()
+}
+
+/// Decodes with the path of the field at fault.
+fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.into_inner().to_string()
+        } else {
+            format!("{path}: {}", e.into_inner())
+        }
+    })
+}
+
+/// The columns that are the record's own; every other column is a body field.
+const RECORD_COLUMNS: &[&str] = &["dataset", "key", "owner", "version", "updated_at", "deleted"];
+
+/// A CSV row as an import line: body columns nest by dots (`unit.code`); a column named
+/// `NAME[]` is a list separated by `;`; empty cells are absent.
+fn csv_row_to_json(header: &[String], cells: &[String]) -> Result<Value, String> {
+    if cells.len() != header.len() {
+        return Err(format!("expected {} cells as in the header, got {}", header.len(), cells.len()));
+    }
+    let mut line = Map::new();
+    let mut body = Map::new();
+    for (name, cell) in header.iter().zip(cells) {
+        if cell.is_empty() {
+            continue;
+        }
+        if RECORD_COLUMNS.contains(&name.as_str()) {
+            let value = match name.as_str() {
+                "version" => {
+                    Value::from(cell.parse::<u64>().map_err(|_| format!("version: expected a whole number, got {cell:?}"))?)
+                }
+                "deleted" => Value::Bool(matches!(cell.as_str(), "true" | "1" | "yes")),
+                _ => Value::String(cell.clone()),
+            };
+            line.insert(name.clone(), value);
+            continue;
+        }
+        let (path, value) = match name.strip_suffix("[]") {
+            Some(path) => (path, Value::Array(cell.split(';').map(|s| Value::String(s.trim().to_string())).collect())),
+            None => (name.as_str(), Value::String(cell.clone())),
+        };
+        let mut target = &mut body;
+        let parts: Vec<&str> = path.split('.').collect();
+        for part in &parts[..parts.len() - 1] {
+            let entry = target.entry(part.to_string()).or_insert_with(|| Value::Object(Map::new()));
+            target = entry.as_object_mut().ok_or_else(|| format!("{name}: {part} is both a field and a group"))?;
+        }
+        target.insert(parts[parts.len() - 1].to_string(), value);
+    }
+    line.insert("body".into(), Value::Object(body));
+    Ok(Value::Object(line))
+}
+
+/// A CSV row: the line it starts on, and its cells.
+type CsvRow = (usize, Vec<String>);
+
+/// RFC 4180 CSV: rows of cells with the line each starts on; quoted cells may hold commas,
+/// quotes (doubled) and line breaks.
+fn parse_csv(text: &str) -> Result<Vec<CsvRow>, (usize, String)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut rows = Vec::new();
+    let (mut row, mut cell) = (Vec::new(), String::new());
+    let (mut line, mut row_line, mut quoted, mut was_quoted) = (1, 1, false, false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                cell.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => {
+                if c == '\n' {
+                    line += 1;
+                }
+                cell.push(c);
+            }
+            (false, '"') if cell.is_empty() && !was_quoted => {
+                quoted = true;
+                was_quoted = true;
+            }
+            (false, '"') => return Err((line, "a quote inside an unquoted cell".into())),
+            (false, ',') => {
+                row.push(std::mem::take(&mut cell));
+                was_quoted = false;
+            }
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut cell));
+                was_quoted = false;
+                if !(row.len() == 1 && row[0].is_empty()) {
+                    rows.push((row_line, std::mem::take(&mut row)));
+                }
+                row.clear();
+                line += 1;
+                row_line = line;
+            }
+            (false, c) => cell.push(c),
+        }
+    }
+    if quoted {
+        return Err((row_line, "a quoted cell is not closed".into()));
+    }
+    if !cell.is_empty() || !row.is_empty() {
+        row.push(cell);
+        rows.push((row_line, row));
+    }
+    Ok(rows)
+}
+
+/// Records as CSV: the record's columns, then the body's fields flattened the way import reads them.
+fn write_csv(records: &[Record]) -> String {
+    fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, String>) {
+        match value {
+            Value::Object(fields) => {
+                for (k, v) in fields {
+                    flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+                }
+            }
+            Value::Array(items) => {
+                let joined: Vec<String> = items.iter().map(|i| i.as_str().map_or_else(|| i.to_string(), String::from)).collect();
+                out.insert(format!("{prefix}[]"), joined.join(";"));
+            }
+            Value::Null => {}
+            Value::String(s) => {
+                out.insert(prefix.to_string(), s.clone());
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let flat: Vec<BTreeMap<String, String>> = records
+        .iter()
+        .map(|r| {
+            let mut out = BTreeMap::new();
+            flatten("", &r.body, &mut out);
+            out
+        })
+        .collect();
+    let mut columns: Vec<String> = flat.iter().flat_map(|f| f.keys().cloned()).collect();
+    columns.sort();
+    columns.dedup();
+    let quote =
+        |s: &str| if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
+    let mut out = String::from("key,owner,version,updated_at,deleted");
+    for c in &columns {
+        out.push(',');
+        out.push_str(&quote(c));
+    }
+    out.push('\n');
+    for (r, f) in records.iter().zip(&flat) {
+        out.push_str(&format!("{},{},{},{},{}", quote(&r.key), quote(&r.owner), r.version, r.updated_at, r.deleted));
+        for c in &columns {
+            out.push(',');
+            out.push_str(&quote(f.get(c).map(String::as_str).unwrap_or("")));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_quotes_and_line_breaks() {
+        let rows = parse_csv("a,b\n\"x, y\",\"say \"\"hi\"\"\nthere\"\n\nlast,\n").unwrap();
+        assert_eq!(rows[0], (1, vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(rows[1], (2, vec!["x, y".to_string(), "say \"hi\"\nthere".to_string()]));
+        assert_eq!(rows[2], (5, vec!["last".to_string(), String::new()]));
+        assert!(parse_csv("a,\"open\n").is_err());
+        assert!(parse_csv("a,b\"c\n").is_err());
+    }
+
+    #[test]
+    fn csv_rows_nest_body_fields() {
+        let header: Vec<String> =
+            ["key", "owner", "version", "unit.code", "unit.name", "categories[]", "hours"].map(String::from).into();
+        let cells: Vec<String> = ["330203/NP07", "330200/12345", "3", "CG", "城管", "NP07; NP01", ""].map(String::from).into();
+        let line = csv_row_to_json(&header, &cells).unwrap();
+        assert_eq!(
+            line,
+            serde_json::json!({"key": "330203/NP07", "owner": "330200/12345", "version": 3,
+                "body": {"unit": {"code": "CG", "name": "城管"}, "categories": ["NP07", "NP01"]}})
+        );
+        assert!(csv_row_to_json(&header, &cells[..3]).is_err());
+    }
+}

@@ -1,0 +1,439 @@
+//! Shared data, routing and reconciliation over a real store, run against SQLite and
+//! PostgreSQL: ownership and version rules, consistent snapshots with changes after them,
+//! tombstones, `transfer_status` written by the engine, seeding, imports that are all or
+//! nothing, three-tier routing precedence, and reconciliation finding planted differences.
+
+use std::collections::BTreeMap;
+
+use liandong::model::{EndpointId, HistoryEvent, Record, State, StatusUpdate, Timestamp};
+use liandong::security::Identity;
+use liandong::store::PutOutcome;
+use liandong::sync::reconcile::{reconcile, Claim, DifferenceKind};
+use liandong::sync::{Dataset, Datasets, PutRequest, SyncError};
+use serde_json::json;
+
+mod common;
+use common::stores::{engine, ningbo_request, stores};
+
+fn endpoint(s: &str) -> Identity {
+    Identity::Endpoint(s.parse().unwrap())
+}
+
+fn put(version: u64, body: serde_json::Value) -> PutRequest {
+    PutRequest { version, deleted: false, body, updated_at: None }
+}
+
+fn unit(code: &str, name: &str) -> serde_json::Value {
+    json!({"unit": {"code": code, "name": name}, "phone": "0574-87000000"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_owner_writes_versions_grow_and_repeats_are_harmless() {
+    for (backend, store, _dir) in stores("ds_owner").await {
+        let datasets = Datasets::new(&engine(store.clone()));
+        let ningbo = endpoint("330200/12345");
+        let key = "330203/NP07";
+        let (_, outcome) =
+            datasets.put(&ningbo, Dataset::Directory, key, put(1, unit("CG", "海曙区综合行政执法局"))).await.unwrap();
+        assert_eq!(outcome, PutOutcome::Written, "{backend}");
+        // a repeat is harmless
+        let (_, outcome) =
+            datasets.put(&ningbo, Dataset::Directory, key, put(1, unit("CG", "海曙区综合行政执法局"))).await.unwrap();
+        assert_eq!(outcome, PutOutcome::Unchanged, "{backend}");
+        // the same version with other content, or an older one: refused naming the current one
+        for version in [1, 0] {
+            let err = datasets.put(&ningbo, Dataset::Directory, key, put(version, unit("X", "别的单位"))).await.unwrap_err();
+            match (version, err) {
+                (1, SyncError::Stale { current, .. }) => assert_eq!(current, 1),
+                (0, SyncError::Invalid { field, .. }) => assert_eq!(field, "version"),
+                (_, other) => panic!("{backend}: {other}"),
+            }
+        }
+        let err = datasets.put(&ningbo, Dataset::Directory, key, put(1, unit("X", "别的单位"))).await.unwrap_err();
+        assert!(err.to_string().contains("version 1"), "{backend}: {err}");
+        // others may not write it: another endpoint, the wrong platform, an operator, an agency
+        for who in
+            [endpoint("330000/12345"), endpoint("330200/110"), Identity::Operator("ops".into()), Identity::Agency("demo".into())]
+        {
+            let err = datasets.put(&who, Dataset::Directory, key, put(2, unit("X", "别的单位"))).await.unwrap_err();
+            assert!(matches!(err, SyncError::Forbidden(_)), "{backend}: {who}: {err}");
+        }
+        // a police category in the directory belongs to the city's 110
+        datasets.put(&endpoint("330200/110"), Dataset::Directory, "330203/PM01", put(1, unit("HS", "海曙分局"))).await.unwrap();
+        // knowledge: whoever writes first owns it
+        let entry = json!({"title": "挪车怎么办", "body": "拨打12345，由属地交警联系车主", "categories": ["NP07"]});
+        datasets.put(&ningbo, Dataset::Knowledge, "kb/nuoche", put(1, entry.clone())).await.unwrap();
+        let err = datasets.put(&endpoint("330200/110"), Dataset::Knowledge, "kb/nuoche", put(2, entry)).await.unwrap_err();
+        assert!(matches!(err, SyncError::Forbidden(_)), "{backend}: {err}");
+        // bodies are checked, naming the field
+        let err = datasets.put(&ningbo, Dataset::Directory, "330204/NP07", put(1, json!({"phone": "1"}))).await.unwrap_err();
+        assert_eq!(err.to_string(), "body.unit: required field is missing or empty", "{backend}");
+        let err = datasets
+            .put(&ningbo, Dataset::Knowledge, "kb/x", put(1, json!({"title": "t", "body": "b", "categories": ["NP99X"]})))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().starts_with("body.categories[0]: expected a canonical category code"), "{backend}: {err}");
+        let err = datasets.put(&ningbo, Dataset::TransferStatus, "x", put(1, json!({}))).await.unwrap_err();
+        assert!(matches!(err, SyncError::Forbidden(_)), "{backend}: {err}");
+        // nothing refused changed anything
+        let record = datasets.get(&endpoint("330000/110"), Dataset::Directory, key).await.unwrap();
+        assert_eq!((record.version, record.owner.as_str()), (1, "330200/12345"), "{backend}");
+        assert_eq!(record.body["unit"]["name"], "海曙区综合行政执法局", "{backend}");
+        assert!(matches!(
+            datasets.get(&endpoint("330000/110"), Dataset::Directory, "330204/NP07").await,
+            Err(SyncError::NotFound(_))
+        ));
+        // an agency reads only with read_datasets (the test config grants none)
+        let err = datasets.get(&Identity::Agency("demo".into()), Dataset::Directory, key).await.unwrap_err();
+        assert!(matches!(err, SyncError::Forbidden(_)), "{backend}: {err}");
+    }
+}
+
+/// The live records of a dataset read the way a new follower does: snapshot pages, then changes.
+async fn follow(datasets: &Datasets, who: &Identity, dataset: Dataset, page: i64) -> (BTreeMap<String, Record>, String) {
+    let mut copy = BTreeMap::new();
+    let mut token = String::new();
+    let cursor = loop {
+        let snapshot = datasets.snapshot(who, dataset, &token, page).await.unwrap();
+        for r in snapshot.records {
+            copy.insert(r.key.clone(), r);
+        }
+        if snapshot.next_page_token.is_empty() {
+            break snapshot.cursor;
+        }
+        token = snapshot.next_page_token;
+    };
+    let cursor = catch_up(datasets, who, dataset, &mut copy, cursor, page).await;
+    (copy, cursor)
+}
+
+/// Reads changes until a read after a pause brings nothing: on PostgreSQL the feed holds back
+/// writes while an older transaction (of any test) is still running, so "caught up" is only
+/// "caught up for now".
+async fn catch_up(
+    datasets: &Datasets,
+    who: &Identity,
+    dataset: Dataset,
+    copy: &mut BTreeMap<String, Record>,
+    mut cursor: String,
+    page: i64,
+) -> String {
+    let mut quiet = 0;
+    while quiet < 2 {
+        let changes = datasets.changes(who, dataset, &cursor, page).await.unwrap();
+        quiet = if changes.changes.is_empty() { quiet + 1 } else { 0 };
+        for (_, r) in changes.changes {
+            copy.insert(r.key.clone(), r);
+        }
+        cursor = changes.cursor;
+        if !changes.more {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    cursor
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_the_dataset_at_its_cursor_and_changes_continue_from_it() {
+    for (backend, store, _dir) in stores("ds_snapshot").await {
+        let datasets = Datasets::new(&engine(store.clone()));
+        let owner = endpoint("330200/12345");
+        let towns = ["101", "102", "103", "104", "105", "106", "107"];
+        for (i, town) in towns.iter().enumerate() {
+            let key = format!("330203{town}/NP07");
+            datasets.put(&owner, Dataset::Directory, &key, put(1, unit(&format!("U{i}"), "旧"))).await.unwrap();
+        }
+        let reader = endpoint("330200/110");
+        // a snapshot begins; while its pages are read, records change and one is deleted
+        let first = datasets.snapshot(&reader, Dataset::Directory, "", 3).await.unwrap();
+        assert!(first.records.len() <= 3, "{backend}");
+        datasets.put(&owner, Dataset::Directory, "330203107/NP07", put(2, unit("U6", "新"))).await.unwrap();
+        datasets
+            .put(
+                &owner,
+                Dataset::Directory,
+                "330203106/NP07",
+                PutRequest { version: 2, deleted: true, body: json!(null), updated_at: None },
+            )
+            .await
+            .unwrap();
+        datasets.put(&owner, Dataset::Directory, "330203108/NP07", put(1, unit("U7", "新"))).await.unwrap();
+        let mut seen: Vec<Record> = first.records.clone();
+        let mut token = first.next_page_token.clone();
+        while !token.is_empty() {
+            let page = datasets.snapshot(&reader, Dataset::Directory, &token, 3).await.unwrap();
+            assert_eq!(page.cursor, first.cursor, "{backend}: every page is of the same moment");
+            seen.extend(page.records);
+            token = page.next_page_token;
+        }
+        // the snapshot is the moment it began: only the old versions. (On SQLite that is all
+        // seven; on PostgreSQL a write whose transaction overlapped another test's may fall
+        // after the snapshot's cursor and come in the changes instead.)
+        assert!(seen.iter().all(|r| r.version == 1 && r.body["unit"]["name"] == "旧"), "{backend}: {seen:?}");
+        if backend == "sqlite" {
+            assert_eq!(seen.len(), 7);
+        }
+        // changes from its cursor end with the three writes since, in order, and repeat nothing
+        // the snapshot had
+        let mut changes = Vec::new();
+        let mut cursor = first.cursor.clone();
+        for _ in 0..100 {
+            let page = datasets.changes(&reader, Dataset::Directory, &cursor, 100).await.unwrap();
+            changes.extend(page.changes);
+            cursor = page.cursor;
+            if changes.len() + seen.len() >= 10 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let keys: Vec<(&str, u64, bool)> = changes.iter().map(|(_, r)| (r.key.as_str(), r.version, r.deleted)).collect();
+        assert_eq!(
+            keys[keys.len() - 3..],
+            [("330203107/NP07", 2, false), ("330203106/NP07", 2, true), ("330203108/NP07", 1, false)],
+            "{backend}"
+        );
+        assert_eq!(changes.len() + seen.len(), 10, "{backend}: nothing missed, nothing twice");
+        for (_, r) in &changes {
+            assert!(!seen.iter().any(|s| s.key == r.key && s.version == r.version), "{backend}: {} twice", r.key);
+        }
+        // a follower from zero and one from the snapshot end with the same copy; the tombstone
+        // propagated
+        let (copy, end) = follow(&datasets, &reader, Dataset::Directory, 2).await;
+        let mut from_snapshot: BTreeMap<String, Record> = seen.into_iter().map(|r| (r.key.clone(), r)).collect();
+        for (_, r) in changes {
+            from_snapshot.insert(r.key.clone(), r);
+        }
+        let live = |m: &BTreeMap<String, Record>| -> Vec<(String, u64)> {
+            m.values().filter(|r| !r.deleted).map(|r| (r.key.clone(), r.version)).collect()
+        };
+        assert_eq!(live(&copy), live(&from_snapshot), "{backend}");
+        assert_eq!(live(&copy).len(), 7, "{backend}: 8 keys, one deleted");
+        assert!(!live(&copy).iter().any(|(k, _)| k == "330203106/NP07"));
+        // nothing after the end, and a bad cursor is named
+        for at in [&end, &cursor] {
+            assert!(datasets.changes(&reader, Dataset::Directory, at, 100).await.unwrap().changes.is_empty(), "{backend}");
+        }
+        let err = datasets.changes(&reader, Dataset::Directory, "nonsense", 100).await.unwrap_err();
+        assert!(err.to_string().starts_with("cursor:"), "{backend}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_status_mirrors_the_transfers_a_platform_is_party_to() {
+    for (backend, store, _dir) in stores("ds_status").await {
+        let engine = engine(store.clone());
+        let datasets = Datasets::new(&engine);
+        let police: EndpointId = "330200/110".parse().unwrap();
+        let first = engine.submit(&police, ningbo_request("S-1")).await.unwrap().transfer;
+        let second = engine.submit(&police, ningbo_request("S-2")).await.unwrap().transfer;
+        let mut beijing = ningbo_request("S-3");
+        beijing.from = "110000/110".parse().unwrap();
+        beijing.case.origin.endpoint = beijing.from.clone();
+        beijing.to_region = None;
+        beijing.case.location = None;
+        let other = engine.submit(&beijing.from.clone(), beijing).await.unwrap().transfer;
+        let update = StatusUpdate {
+            transfer_id: Some(first.transfer_id.clone()),
+            transfer_ref: None,
+            state: State::Accepted,
+            at: Timestamp::now(),
+            by: "330200/12345".parse().unwrap(),
+            unit: None,
+            note: None,
+            resolution: None,
+            feedback: None,
+        };
+        engine.update_status(&"330200/12345".parse().unwrap(), update).await.unwrap();
+
+        let hotline = endpoint("330200/12345");
+        let (copy, _) = follow(&datasets, &hotline, Dataset::TransferStatus, 10).await;
+        assert_eq!(copy.len(), 2, "{backend}: Ningbo 12345 sees its two, not Beijing's");
+        assert!(!copy.contains_key(&other.transfer_id));
+        let mirrored = &copy[&first.transfer_id];
+        assert_eq!(mirrored.body["state"], "accepted", "{backend}");
+        assert_eq!(mirrored.owner, "gateway");
+        let stored = store.transfer(&first.transfer_id).await.unwrap().unwrap();
+        assert_eq!(mirrored.version, stored.history.len() as u64, "{backend}: the version is the history's length");
+        assert_eq!(copy[&second.transfer_id].body["state"], "submitted");
+        // operators see all three; an endpoint cannot read another's transfer status
+        let (all, _) = follow(&datasets, &Identity::Operator("ops".into()), Dataset::TransferStatus, 10).await;
+        assert_eq!(all.len(), 3, "{backend}");
+        let err = datasets.get(&hotline, Dataset::TransferStatus, &other.transfer_id).await.unwrap_err();
+        assert!(matches!(err, SyncError::Forbidden(_)), "{backend}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn categories_are_seeded_once_and_imports_are_all_or_nothing() {
+    for (backend, store, _dir) in stores("ds_seed").await {
+        let datasets = Datasets::new(&engine(store.clone()));
+        let added = datasets.seed_categories().await.unwrap();
+        assert!(added > 100, "{backend}: {added} rows from the code tables");
+        assert_eq!(datasets.seed_categories().await.unwrap(), 0, "{backend}: seeding twice adds nothing");
+        let jiangxi = datasets.get(&endpoint("360000/12345"), Dataset::Categories, "360000/110/070301").await.unwrap();
+        assert_eq!(jiangxi.body, json!({"canonical": "NP07", "name": "占道停车挪车"}), "{backend}");
+
+        let record = |key: &str, version: u64, name: &str| Record {
+            dataset: "directory".into(),
+            key: key.into(),
+            owner: "330200/12345".into(),
+            version,
+            updated_at: Timestamp::now(),
+            deleted: false,
+            body: unit("U", name),
+        };
+        let written = datasets
+            .import(Dataset::Directory, vec![record("330203/NP01", 1, "a"), record("330203/NP02", 1, "b")])
+            .await
+            .unwrap();
+        assert_eq!(written, 2);
+        // one stale record and one bad owner: every error named, nothing written
+        let mut wrong_owner = record("330203/NP03", 1, "c");
+        wrong_owner.owner = "330000/12345".into();
+        let errors = datasets
+            .import(Dataset::Directory, vec![record("330203/NP04", 1, "d"), wrong_owner, record("330203/NP01", 1, "changed")])
+            .await
+            .unwrap_err();
+        assert_eq!(errors.len(), 1, "{backend}: the owner is checked before the store: {errors:?}");
+        assert_eq!(errors[0].0, 2);
+        let errors = datasets
+            .import(Dataset::Directory, vec![record("330203/NP04", 1, "d"), record("330203/NP01", 1, "changed")])
+            .await
+            .unwrap_err();
+        assert_eq!(errors[0].0, 2, "{backend}: {errors:?}");
+        assert!(errors[0].1.contains("version 1"), "{backend}: {errors:?}");
+        assert!(store.record("directory", "330203/NP04").await.unwrap().is_none(), "{backend}: nothing half-written");
+        let kept = store.record("directory", "330203/NP01").await.unwrap().unwrap();
+        assert_eq!(kept.body["unit"]["name"], "a");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_takes_the_most_specific_directory_record() {
+    for (backend, store, _dir) in stores("ds_route").await {
+        let engine = engine(store.clone());
+        let datasets = Datasets::new(&engine);
+        let (ningbo, zhejiang) = (endpoint("330200/12345"), endpoint("330000/12345"));
+        for (who, key, name) in [
+            (&zhejiang, "330000/NP03", "浙江省人社厅"),
+            (&ningbo, "330200/NP03", "宁波市人社局"),
+            (&ningbo, "330203/NP03", "海曙区人社局"),
+            (&ningbo, "330203101/NP03", "高桥镇劳动保障所"),
+            (&zhejiang, "330100/NP03", "杭州市人社局"),
+        ] {
+            datasets.put(who, Dataset::Directory, key, put(1, unit(key, name))).await.unwrap();
+        }
+        // (region, category) → (endpoint, unit)
+        let table = [
+            ("330203101", "NP03", "330200/12345", Some("高桥镇劳动保障所")),
+            ("330203102", "NP03", "330200/12345", Some("海曙区人社局")),
+            ("330203", "NP03", "330200/12345", Some("海曙区人社局")),
+            ("330205", "NP03", "330200/12345", Some("宁波市人社局")),
+            ("330106", "NP03", "330000/12345", Some("杭州市人社局")),
+            ("330302", "NP03", "330000/12345", Some("浙江省人社厅")),
+            ("330203101", "NP07", "330200/12345", None),
+        ];
+        for (region, category, to, unit) in table {
+            let decision = liandong::routing::route(
+                &store,
+                &engine.registry,
+                liandong::model::Platform::Hotline,
+                region,
+                category,
+                "to_region",
+            )
+            .await
+            .unwrap();
+            assert_eq!(decision.endpoint.to_string(), to, "{backend}: {region} {category}");
+            assert_eq!(decision.unit.and_then(|u| u.name).as_deref(), unit, "{backend}: {region} {category}");
+        }
+        // a deleted township record falls back to the county
+        datasets
+            .put(
+                &ningbo,
+                Dataset::Directory,
+                "330203101/NP03",
+                PutRequest { version: 2, deleted: true, body: json!(null), updated_at: None },
+            )
+            .await
+            .unwrap();
+        let decision = liandong::routing::route(
+            &store,
+            &engine.registry,
+            liandong::model::Platform::Hotline,
+            "330203101",
+            "NP03",
+            "to_region",
+        )
+        .await
+        .unwrap();
+        assert_eq!(decision.unit.and_then(|u| u.name).as_deref(), Some("海曙区人社局"), "{backend}");
+
+        // a submitted wage dispute in the township: the unit is in the history and the destination's copy
+        datasets.put(&ningbo, Dataset::Directory, "330203101/NP03", put(3, unit("GQ-LB", "高桥镇劳动保障所"))).await.unwrap();
+        let mut request = ningbo_request("R-1");
+        request.case.category = "NP03".parse().unwrap();
+        let transfer = engine.submit(&"330200/110".parse().unwrap(), request).await.unwrap().transfer;
+        let routed = transfer.history.iter().find(|h| h.state == HistoryEvent::Routed).expect("a routed entry");
+        assert_eq!(routed.unit.as_ref().and_then(|u| u.name.as_deref()), Some("高桥镇劳动保障所"), "{backend}");
+        assert_eq!(routed.note.as_deref(), Some("directory 330203101/NP03 v3"));
+        assert_eq!(transfer.for_destination().to_unit.and_then(|u| u.code).as_deref(), Some("GQ-LB"));
+        let deliveries = store.deliveries_of(&transfer.transfer_id).await.unwrap();
+        assert!(deliveries[0].payload.contains("GQ-LB"), "{backend}: the outbox payload carries the unit");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_finds_planted_differences() {
+    for (backend, store, _dir) in stores("ds_reconcile").await {
+        let engine = engine(store.clone());
+        let police: EndpointId = "330200/110".parse().unwrap();
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            ids.push(engine.submit(&police, ningbo_request(&format!("RC-{i}"))).await.unwrap().transfer.transfer_id);
+        }
+        let cancel = StatusUpdate {
+            transfer_id: Some(ids[1].clone()),
+            transfer_ref: None,
+            state: State::Cancelled,
+            at: Timestamp::now(),
+            by: police.clone(),
+            unit: None,
+            note: Some("误报".into()),
+            resolution: None,
+            feedback: None,
+        };
+        engine.update_status(&police, cancel).await.unwrap();
+        // the 110's view: RC-0 agrees, RC-1 still open there, RC-2 missing there, RC-3 by
+        // transfer id and agreeing, and one the gateway never saw
+        let claims = vec![
+            Claim { reference: "RC-0".into(), state: State::Submitted },
+            Claim { reference: "RC-1".into(), state: State::Submitted },
+            Claim { reference: ids[3].clone(), state: State::Submitted },
+            Claim { reference: "RC-9".into(), state: State::Accepted },
+        ];
+        let report = reconcile(&store, &police, &claims, None, None).await.unwrap();
+        assert_eq!(report.matched, 2, "{backend}: {report:?}");
+        let kinds: Vec<(DifferenceKind, &str)> = report.differences.iter().map(|d| (d.kind, d.reference.as_str())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (DifferenceKind::StateDiffers, "RC-1"),
+                (DifferenceKind::UnknownHere, "RC-9"),
+                (DifferenceKind::UnknownThere, "RC-2")
+            ],
+            "{backend}"
+        );
+        assert_eq!(report.differences[0].note, "closed here (cancelled), open there (submitted)");
+        // the destination knows them by transfer id
+        let hotline: EndpointId = "330200/12345".parse().unwrap();
+        let claims: Vec<Claim> = ids.iter().map(|id| Claim { reference: id.clone(), state: State::Submitted }).collect();
+        let report = reconcile(&store, &hotline, &claims, None, None).await.unwrap();
+        assert_eq!(report.matched, 3, "{backend}");
+        assert_eq!(report.differences.len(), 1);
+        assert_eq!(report.differences[0].transfer_id.as_deref(), Some(ids[1].as_str()));
+        // a window in the future leaves nothing unknown there
+        let report = reconcile(&store, &police, &[], Some(Timestamp::now().unix_seconds() + 3600), None).await.unwrap();
+        assert!(report.differences.is_empty(), "{backend}");
+    }
+}
