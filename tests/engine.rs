@@ -2,6 +2,7 @@
 //! PostgreSQL server (see `common::stores`).
 
 use liandong::engine::EngineError;
+use liandong::formats::Registry;
 use liandong::model::lifecycle::Outcome;
 use liandong::model::{EndpointId, HistoryEvent, State, StatusUpdate, Timestamp};
 use liandong::store::{Write, WriteResult};
