@@ -223,3 +223,74 @@ fn the_built_in_profiles_pass_their_own_check() {
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(stdout.contains("6 formats") && stdout.contains("18 endpoints"), "{stdout}");
 }
+
+#[test]
+fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
+    let dir = std::env::temp_dir().join(format!("liandong-cli-data-{}", ulid::Ulid::new()));
+    let site = dir.join("site");
+    let output = liandong(&["init", site.to_str().unwrap(), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"], None);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let config = site.join("liandong.toml");
+    let config = config.to_str().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+
+    // a CSV with a bad line: every line is checked, the error names the line and the field, nothing is written
+    let bad = write(
+        "bad.csv",
+        "key,owner,version,unit.code,unit.name,phone\n330203/NP03,330200/12345,1,HS-RS,海曙区人社局,0574-1\n330203101/NP03,330200/12345,x,GQ,\"高桥镇, 劳动保障所\",\n",
+    );
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &bad], None);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 3: version: expected a whole number"), "{stderr}");
+    assert!(stderr.contains("nothing was written"), "{stderr}");
+    let wrong_owner = write(
+        "owner.jsonl",
+        "{\"key\": \"330203/NP03\", \"owner\": \"330000/12345\", \"version\": 1, \"body\": {\"unit\": {\"name\": \"x\"}}}\n",
+    );
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &wrong_owner], None);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("record 1: forbidden: 330203/NP03 is kept by 330200/12345"));
+
+    let good = write(
+        "good.csv",
+        "key,owner,version,unit.code,unit.name,phone\n330203/NP03,330200/12345,1,HS-RS,海曙区人社局,0574-1\n330203101/NP03,330200/12345,1,GQ,\"高桥镇, 劳动保障所\",\n",
+    );
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &good], None);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "directory: 2 records read, 2 written (0 unchanged)\n");
+    let again = liandong(&["datasets", "import", "--config", config, "directory", &good], None);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), "directory: 2 records read, 0 written (2 unchanged)\n");
+
+    // export as JSON Lines and as CSV; the CSV reads back unchanged
+    let output = liandong(&["datasets", "export", "--config", config, "directory"], None);
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["body"]["unit"]["name"], "高桥镇, 劳动保障所");
+    let output = liandong(&["datasets", "export", "--config", config, "directory", "--format", "csv"], None);
+    let csv = write("export.csv", &String::from_utf8_lossy(&output.stdout));
+    let back = liandong(&["datasets", "import", "--config", config, "directory", &csv], None);
+    assert_eq!(String::from_utf8_lossy(&back.stdout), "directory: 2 records read, 0 written (2 unchanged)\n");
+
+    // routing: the township's record wins; another township falls back to the county
+    let route =
+        stdout_json(&liandong(&["route", "--config", config, "--region", "330203101", "--category", "NP03", "--json"], None));
+    assert_eq!(route["endpoint"], "330200/12345");
+    assert_eq!(route["unit"]["code"], "GQ");
+    assert_eq!(route["considered"][0], "330203101/NP03");
+    let output = liandong(&["route", "--config", config, "--region", "330203102", "--category", "NP03"], None);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("unit:     HS-RS 海曙区人社局 (directory 330203/NP03 v1"), "{text}");
+    let output = liandong(&["route", "--config", config, "--region", "33020", "--category", "NP03"], None);
+    assert_eq!(output.status.code(), Some(2));
+
+    // reconcile against an empty store: everything the endpoint claims is unknown here
+    let view = write("view.jsonl", "{\"reference\": \"LZ1\", \"state\": \"accepted\"}\n");
+    let report = stdout_json(&liandong(&["reconcile", "--config", config, "--endpoint", "330200/110", &view, "--json"], None));
+    assert_eq!(report["differences"][0]["kind"], "unknown_here");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,6 +1,7 @@
 //! Two gateway replicas on one PostgreSQL database: submissions arrive through both, the
 //! destination receives each transfer once (two replicas never deliver the same item at once),
-//! and a `Watch` on one replica sees every transfer submitted through either, in order, once.
+//! and a `Watch` on one replica sees every transfer submitted through either, in order, once;
+//! the same for shared dataset records read as changes from one replica.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -102,6 +103,34 @@ async fn two_replicas_share_the_work_without_doubling_and_a_watch_sees_both() {
     assert_eq!(delivered.len(), total);
     let doubled: Vec<_> = delivered.iter().filter(|(_, n)| **n > 1).collect();
     assert!(doubled.is_empty(), "delivered twice by the two replicas: {doubled:?}");
+
+    // shared data too: records written through both replicas reach a follower of one, once each
+    let owners: Vec<Client> = replicas.iter().map(|(_, https, _)| Client::for_endpoint(&site, "330200/12345", *https)).collect();
+    let records = 40;
+    for i in 0..records {
+        let body = serde_json::json!({"version": 1, "body": {"unit": {"code": format!("U{i}"), "name": "单位"}}});
+        let answer = owners[i % 2]
+            .request("PUT", &format!("/v1/datasets/directory/records/330203{i:03}/NP07"), body.to_string().into_bytes())
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200);
+    }
+    let reader = Client::for_endpoint(&site, "330200/110", replicas[0].1);
+    let mut cursor = String::new();
+    let mut keys: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..200 {
+        let page = reader.get(&format!("/v1/datasets/directory/changes?cursor={cursor}&limit=7")).await.json();
+        for change in page["changes"].as_array().unwrap() {
+            *keys.entry(change["record"]["key"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+        cursor = page["cursor"].as_str().unwrap().to_string();
+        if keys.len() == records {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(keys.len(), records, "every record, through either replica");
+    assert!(keys.values().all(|n| *n == 1), "nothing twice: {keys:?}");
     for (child, _, _) in &mut replicas {
         let _ = child.kill();
     }

@@ -1,0 +1,227 @@
+//! Shared data through the running gateway, over real mutual TLS: two gRPC followers — one
+//! disconnected mid-way and resumed from its cursor after a gateway restart — end with
+//! identical copies, tombstones included; a `Watch` stream delivers new writes; the HTTPS
+//! routes enforce ownership and versions; reconciliation answers over both fronts.
+
+use std::path::Path;
+
+use liandong::proto::v1::{self, sync_service_client::SyncServiceClient, transfer_service_client::TransferServiceClient};
+use liandong::sync::follower::{channel, Follower};
+use serde_json::json;
+use tonic::transport::Channel;
+
+mod common;
+use common::net::{start_gateway, Client, Site};
+
+async fn connect(site: &Site, name: &str, port: u16) -> Channel {
+    let dir = site.dir.join("identities");
+    let file = name.replace('/', "-");
+    channel(
+        &format!("https://localhost:{port}"),
+        &site.dir.join("ca.pem"),
+        &dir.join(format!("{file}.pem")),
+        &dir.join(format!("{file}-key.pem")),
+    )
+    .await
+    .unwrap()
+}
+
+fn put(key: &str, version: u64, name: &str) -> v1::PutRequest {
+    v1::PutRequest {
+        dataset: "directory".into(),
+        key: key.into(),
+        version,
+        deleted: false,
+        body_json: json!({"unit": {"code": key, "name": name}}).to_string(),
+        updated_at: None,
+    }
+}
+
+fn delete(key: &str, version: u64) -> v1::PutRequest {
+    v1::PutRequest {
+        dataset: "directory".into(),
+        key: key.into(),
+        version,
+        deleted: true,
+        body_json: String::new(),
+        updated_at: None,
+    }
+}
+
+async fn rebind(port: u16) -> tokio::net::TcpListener {
+    loop {
+        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(listener) => return listener,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_followers_end_identical_across_a_disconnect_and_a_restart() {
+    let site = Site::new("sync-followers");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_, stop) = start_gateway(&site, listener).await;
+
+    let mut owner = SyncServiceClient::new(connect(&site, "330200/12345", port).await);
+    for i in 0..120 {
+        owner.put(put(&format!("330203{i:03}/NP07"), 1, "初版")).await.unwrap();
+    }
+    // follower a: all the way; follower b: only the snapshot's first page, then it drops
+    let mut a_client = SyncServiceClient::new(connect(&site, "330200/110", port).await);
+    let mut a = Follower::new("directory");
+    a.catch_up(&mut a_client, 50).await.unwrap();
+    assert_eq!(a.live().len(), 120);
+    let mut b = {
+        let mut b_client = SyncServiceClient::new(connect(&site, "operator-ops", port).await);
+        let first = b_client
+            .snapshot(v1::SnapshotRequest { dataset: "directory".into(), page_token: String::new(), page_size: 40 })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(first.records.len(), 40);
+        // b completes its snapshot, then disconnects
+        let mut b = Follower::new("directory");
+        let mut token = first.next_page_token.clone();
+        for record in first.records {
+            b.apply(record).unwrap();
+        }
+        while !token.is_empty() {
+            let page = b_client
+                .snapshot(v1::SnapshotRequest { dataset: "directory".into(), page_token: token, page_size: 40 })
+                .await
+                .unwrap()
+                .into_inner();
+            for record in page.records {
+                b.apply(record).unwrap();
+            }
+            b.cursor = page.cursor;
+            token = page.next_page_token;
+        }
+        b
+    };
+    assert_eq!(b.live().len(), 120);
+
+    // while b is away: updates, deletions (tombstones), new records; then the gateway restarts
+    for i in 0..30 {
+        owner.put(put(&format!("330203{i:03}/NP07"), 2, "二版")).await.unwrap();
+    }
+    for i in 30..40 {
+        owner.put(delete(&format!("330203{i:03}/NP07"), 2)).await.unwrap();
+    }
+    owner.put(put("330203500/NP07", 1, "新增")).await.unwrap();
+    let _ = stop.send(());
+    let (_, _stop) = start_gateway(&site, rebind(port).await).await;
+    let mut owner = SyncServiceClient::new(connect(&site, "330200/12345", port).await);
+    owner.put(put("330203501/NP07", 1, "重启后")).await.unwrap();
+
+    // both resume from their cursors on the restarted gateway
+    let mut a_client = SyncServiceClient::new(connect(&site, "330200/110", port).await);
+    let a_applied = a.catch_up(&mut a_client, 50).await.unwrap();
+    assert_eq!(a_applied, 42, "only what came after its cursor: 30 updates, 10 deletions, 2 new");
+    let mut b_client = SyncServiceClient::new(connect(&site, "operator-ops", port).await);
+    b.catch_up(&mut b_client, 7).await.unwrap();
+    assert_eq!(a.copy, b.copy, "identical copies, tombstones included");
+    assert_eq!(a.live().len(), 112);
+    assert!(a.copy["330203035/NP07"].deleted, "the tombstone propagated");
+    assert_eq!(a.copy["330203005/NP07"].version, 2);
+
+    // a watch from the end delivers the next write, once
+    let mut watch = a_client
+        .watch(v1::ChangesRequest { dataset: "directory".into(), cursor: a.cursor.clone(), limit: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    owner.put(put("330203502/NP07", 1, "实时")).await.unwrap();
+    let change = tokio::time::timeout(std::time::Duration::from_secs(10), watch.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(change.record.unwrap().key, "330203502/NP07");
+
+    // refusals carry the proper codes
+    let status = a_client.put(put("330203000/NP07", 3, "冒名")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    let status = owner.put(put("330203000/NP07", 1, "旧版本")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(status.message().contains("version 2"), "{}", status.message());
+    let status = owner.put(put("bad-key", 1, "x")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().starts_with("key:"), "{}", status.message());
+    let status =
+        a_client.changes(v1::ChangesRequest { dataset: "nonsense".into(), cursor: String::new(), limit: 0 }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    // the categories were seeded at start
+    let jiangxi = a_client
+        .get(v1::GetRequest { dataset: "categories".into(), key: "360000/110/070301".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(jiangxi.owner, "360000/110");
+}
+
+fn document(reference: &str) -> Vec<u8> {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+    )
+    .unwrap()
+    .replace("LZ202305080001", reference)
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_datasets_routing_and_reconciliation() {
+    let site = Site::new("sync-https");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_, _stop) = start_gateway(&site, listener).await;
+    let hotline = Client::for_endpoint(&site, "330200/12345", addr);
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+
+    // the owner writes the township's handling unit for wage disputes; others may not
+    let record = json!({"version": 1, "body": {"unit": {"code": "GQ-LB", "name": "高桥镇劳动保障所"}, "hours": "8:30-17:00"}});
+    let answer =
+        hotline.request("PUT", "/v1/datasets/directory/records/330203101/NP03", record.to_string().into_bytes()).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(answer.json()["changed"], true);
+    let again =
+        hotline.request("PUT", "/v1/datasets/directory/records/330203101/NP03", record.to_string().into_bytes()).await.unwrap();
+    assert_eq!((again.status, again.json()["changed"].as_bool()), (200, Some(false)), "a repeat is harmless");
+    let stale = json!({"version": 1, "body": {"unit": {"name": "别处"}}});
+    let answer =
+        hotline.request("PUT", "/v1/datasets/directory/records/330203101/NP03", stale.to_string().into_bytes()).await.unwrap();
+    assert_eq!(answer.status, 409);
+    assert!(
+        answer.json()["error"]["message"].as_str().unwrap().contains("version 1"),
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let answer =
+        police.request("PUT", "/v1/datasets/directory/records/330203101/NP03", record.to_string().into_bytes()).await.unwrap();
+    assert_eq!(answer.status, 403);
+    let answer = police.get("/v1/datasets/directory/records/330203101/NP03").await;
+    assert_eq!(answer.json()["body"]["unit"]["name"], "高桥镇劳动保障所");
+    let changes = police.get("/v1/datasets/directory/changes?cursor=&limit=10").await.json();
+    assert_eq!(changes["changes"].as_array().unwrap().len(), 1);
+    let snapshot = police.get("/v1/datasets/directory/snapshot?page_size=10").await.json();
+    assert_eq!(snapshot["records"][0]["key"], "330203101/NP03");
+    assert_eq!(police.get("/v1/datasets/nonsense/snapshot").await.status, 400);
+
+    // a wage dispute from the township is routed to that unit
+    let wage = String::from_utf8(document("WAGE-1")).unwrap().replace("\"070300\"", "\"060300\"").replace("挪车求助", "劳资纠纷");
+    let answer = police.post("/v1/native/330200/110/transfers", wage.into_bytes()).await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let id = answer.header("x-liandong-transfer-id").unwrap();
+    let transfer = police.get(&format!("/v1/transfers/{id}")).await.json();
+    let routed = transfer["history"].as_array().unwrap().iter().find(|h| h["state"] == "routed").cloned();
+    assert_eq!(routed.map(|h| h["unit"]["code"].clone()), Some(json!("GQ-LB")), "{transfer}");
+
+    // reconciliation: the 110 says WAGE-1 is closed and has one the gateway never saw
+    let view = json!({"transfers": [{"reference": "WAGE-1", "state": "closed"}, {"reference": "GHOST", "state": "submitted"}]});
+    let report = police.post("/v1/reconcile", view.to_string().into_bytes()).await.json();
+    let kinds: Vec<&str> = report["differences"].as_array().unwrap().iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["state_differs", "unknown_here"], "{report}");
+    let mut grpc = TransferServiceClient::new(connect(&site, "330200/12345", addr.port()).await);
+    let report = grpc.reconcile(v1::ReconcileRequest { transfers: vec![], since: None, until: None }).await.unwrap().into_inner();
+    assert_eq!(report.differences.len(), 1, "the 12345 has not heard of it");
+    assert_eq!(report.differences[0].kind, "unknown_there");
+    assert_eq!(report.differences[0].reference, id, "the destination knows it by the gateway's id");
+}
