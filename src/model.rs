@@ -602,6 +602,30 @@ pub struct Record {
     pub body: serde_json::Value,
 }
 
+/// A record as the store keeps it: its canonical JSON. Feeds pass it on as it is — to JSON
+/// answers verbatim, to protobuf without building the body's tree — because decoding and
+/// re-encoding every body is most of the cost of a follower's catch-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordDoc(pub String);
+
+impl RecordDoc {
+    pub fn from_record(record: &Record) -> RecordDoc {
+        RecordDoc(serde_json::to_string(record).unwrap_or_default())
+    }
+
+    /// The record, decoded.
+    pub fn record(&self) -> Result<Record, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+}
+
+impl Serialize for RecordDoc {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw = serde_json::value::RawValue::from_string(self.0.clone()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
 /// Trims text; blank is absent (`canonical.md`, "Text").
 fn tidy(text: &mut Option<String>) {
     if let Some(t) = text {

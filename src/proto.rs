@@ -419,3 +419,32 @@ impl TryFrom<v1::Record> for model::Record {
         })
     }
 }
+
+/// A stored record's JSON straight to protobuf: the body is copied as text, never decoded.
+impl TryFrom<&model::RecordDoc> for v1::Record {
+    type Error = ModelError;
+    fn try_from(doc: &model::RecordDoc) -> Result<Self, ModelError> {
+        #[derive(serde::Deserialize)]
+        struct Light<'a> {
+            dataset: String,
+            key: String,
+            owner: String,
+            version: u64,
+            updated_at: model::Timestamp,
+            #[serde(default)]
+            deleted: bool,
+            #[serde(default, borrow)]
+            body: Option<&'a serde_json::value::RawValue>,
+        }
+        let light: Light<'_> = serde_json::from_str(&doc.0).map_err(|e| ModelError::new("record", e.to_string()))?;
+        Ok(v1::Record {
+            dataset: light.dataset,
+            key: light.key,
+            owner: light.owner,
+            version: light.version,
+            updated_at: Some(time_to_proto(light.updated_at)),
+            deleted: light.deleted,
+            body_json: light.body.map(|b| b.get().to_string()).unwrap_or_else(|| "null".to_string()),
+        })
+    }
+}

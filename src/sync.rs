@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::engine::Engine;
 use crate::formats::Registry;
-use crate::model::{category, EndpointId, Platform, Record, Timestamp, Transfer};
+use crate::model::{category, EndpointId, Platform, Record, RecordDoc, Timestamp, Transfer};
 use crate::routing;
 use crate::security::policy::{Policy, Right};
 use crate::security::Identity;
@@ -98,7 +98,7 @@ pub struct PutRequest {
 /// A page of a snapshot.
 #[derive(Clone, Debug)]
 pub struct SnapshotPage {
-    pub records: Vec<Record>,
+    pub records: Vec<RecordDoc>,
     /// Give it back for the next page; empty on the last.
     pub next_page_token: String,
     /// The snapshot is the dataset as of this cursor: follow `Changes` from it.
@@ -109,7 +109,7 @@ pub struct SnapshotPage {
 #[derive(Clone, Debug)]
 pub struct ChangesPage {
     /// Each change with the cursor just after it.
-    pub changes: Vec<(String, Record)>,
+    pub changes: Vec<(String, RecordDoc)>,
     /// Where to go on from (past everything looked at, visible or not).
     pub cursor: String,
     /// False when the caller has caught up.
@@ -348,7 +348,7 @@ impl Datasets {
         let (records, next) = if dataset == Dataset::TransferStatus {
             let party = who.endpoint().map(ToString::to_string);
             let (events, next) = self.store.transfer_snapshot(party.as_deref(), at, &after, limit).await?;
-            (self.visible_status(who, events).into_iter().map(|(_, r)| r).collect(), next)
+            (self.visible_status(who, events).into_iter().map(|(_, r)| RecordDoc::from_record(&r)).collect(), next)
         } else {
             self.store.record_snapshot(dataset.as_str(), at, &after, limit).await?
         };
@@ -370,7 +370,8 @@ impl Datasets {
             let events = self.store.events_after(party.as_deref(), from, limit).await?;
             let looked_at = events.len();
             let last = events.last().map_or(from, |e| e.cursor);
-            (self.visible_status(who, events).into_iter().map(|(c, r)| (c.encode(), r)).collect(), last, looked_at)
+            let visible = self.visible_status(who, events).into_iter().map(|(c, r)| (c.encode(), RecordDoc::from_record(&r)));
+            (visible.collect(), last, looked_at)
         } else {
             let rows = self.store.record_changes(dataset.as_str(), from, limit).await?;
             let looked_at = rows.len();

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use liandong::model::{EndpointId, HistoryEvent, Record, State, StatusUpdate, Timestamp};
+use liandong::model::{EndpointId, HistoryEvent, Record, RecordDoc, State, StatusUpdate, Timestamp};
 use liandong::security::Identity;
 use liandong::store::PutOutcome;
 use liandong::sync::reconcile::{reconcile, Claim, DifferenceKind};
@@ -89,13 +89,17 @@ async fn only_the_owner_writes_versions_grow_and_repeats_are_harmless() {
     }
 }
 
+fn decoded(docs: Vec<RecordDoc>) -> Vec<Record> {
+    docs.iter().map(|d| d.record().unwrap()).collect()
+}
+
 /// The live records of a dataset read the way a new follower does: snapshot pages, then changes.
 async fn follow(datasets: &Datasets, who: &Identity, dataset: Dataset, page: i64) -> (BTreeMap<String, Record>, String) {
     let mut copy = BTreeMap::new();
     let mut token = String::new();
     let cursor = loop {
         let snapshot = datasets.snapshot(who, dataset, &token, page).await.unwrap();
-        for r in snapshot.records {
+        for r in decoded(snapshot.records) {
             copy.insert(r.key.clone(), r);
         }
         if snapshot.next_page_token.is_empty() {
@@ -122,7 +126,7 @@ async fn catch_up(
     while quiet < 2 {
         let changes = datasets.changes(who, dataset, &cursor, page).await.unwrap();
         quiet = if changes.changes.is_empty() { quiet + 1 } else { 0 };
-        for (_, r) in changes.changes {
+        for r in decoded(changes.changes.into_iter().map(|(_, r)| r).collect()) {
             copy.insert(r.key.clone(), r);
         }
         cursor = changes.cursor;
@@ -158,12 +162,12 @@ async fn a_snapshot_is_the_dataset_at_its_cursor_and_changes_continue_from_it() 
             .await
             .unwrap();
         datasets.put(&owner, Dataset::Directory, "330203108/NP07", put(1, unit("U7", "新"))).await.unwrap();
-        let mut seen: Vec<Record> = first.records.clone();
+        let mut seen: Vec<Record> = decoded(first.records.clone());
         let mut token = first.next_page_token.clone();
         while !token.is_empty() {
             let page = datasets.snapshot(&reader, Dataset::Directory, &token, 3).await.unwrap();
             assert_eq!(page.cursor, first.cursor, "{backend}: every page is of the same moment");
-            seen.extend(page.records);
+            seen.extend(decoded(page.records));
             token = page.next_page_token;
         }
         // the snapshot is the moment it began: only the old versions. (On SQLite that is all
@@ -179,7 +183,7 @@ async fn a_snapshot_is_the_dataset_at_its_cursor_and_changes_continue_from_it() 
         let mut cursor = first.cursor.clone();
         for _ in 0..100 {
             let page = datasets.changes(&reader, Dataset::Directory, &cursor, 100).await.unwrap();
-            changes.extend(page.changes);
+            changes.extend(page.changes.into_iter().map(|(c, r)| (c, r.record().unwrap())));
             cursor = page.cursor;
             if changes.len() + seen.len() >= 10 {
                 break;

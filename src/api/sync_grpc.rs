@@ -28,6 +28,15 @@ fn status_of(peer: &super::Peer, error: SyncError) -> Status {
     }
 }
 
+/// A stored record as protobuf (a record that no longer reads is a bug: DATA_LOSS).
+fn proto_record(doc: &crate::model::RecordDoc) -> Result<v1::Record, Status> {
+    v1::Record::try_from(doc).map_err(|e| Status::data_loss(format!("a stored record does not read: {e}")))
+}
+
+fn proto_changes(changes: Vec<(String, crate::model::RecordDoc)>) -> Result<Vec<v1::Change>, Status> {
+    changes.into_iter().map(|(cursor, record)| Ok(v1::Change { cursor, record: Some(proto_record(&record)?) })).collect()
+}
+
 fn page(requested: u32) -> i64 {
     if requested == 0 {
         1000
@@ -91,7 +100,7 @@ impl SyncService for Sync {
             .await
             .map_err(|e| status_of(&who, e))?;
         Ok(Response::new(v1::SnapshotResponse {
-            records: snapshot.records.into_iter().map(Into::into).collect(),
+            records: snapshot.records.iter().map(proto_record).collect::<Result<_, _>>()?,
             next_page_token: snapshot.next_page_token,
             cursor: snapshot.cursor,
         }))
@@ -109,11 +118,7 @@ impl SyncService for Sync {
             .await
             .map_err(|e| status_of(&who, e))?;
         Ok(Response::new(v1::ChangesResponse {
-            changes: changes
-                .changes
-                .into_iter()
-                .map(|(cursor, record)| v1::Change { cursor, record: Some(record.into()) })
-                .collect(),
+            changes: proto_changes(changes.changes)?,
             cursor: changes.cursor,
             more: changes.more,
         }))
@@ -133,8 +138,7 @@ impl SyncService for Sync {
             let (datasets, who) = (datasets.clone(), who.clone());
             async move {
                 let page = datasets.changes(&who.0, dataset, &cursor, 500).await.map_err(|e| status_of(&who, e))?;
-                let changes =
-                    page.changes.into_iter().map(|(cursor, record)| v1::Change { cursor, record: Some(record.into()) }).collect();
+                let changes = proto_changes(page.changes)?;
                 Ok((changes, page.cursor, page.more))
             }
         });

@@ -146,7 +146,9 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
                         .snapshot(&who, dataset, &token, crate::sync::MAX_PAGE)
                         .await
                         .map_err(|e| CliError::Failed(e.to_string()))?;
-                    all.extend(page.records);
+                    for doc in page.records {
+                        all.push(doc.record().map_err(|e| CliError::Failed(format!("a stored record does not read: {e}")))?);
+                    }
                     if page.next_page_token.is_empty() {
                         return Ok::<_, CliError>(all);
                     }
@@ -182,7 +184,8 @@ fn follow(args: &FollowArgs) -> Result<String, CliError> {
             .map_err(|e| CliError::Failed(format!("{}: {}", e.code(), e.message())))?;
         let seconds = started.elapsed().as_secs_f64();
         if let Some(out) = &args.out {
-            let text: String = follower.copy.values().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect();
+            let records = follower.records().map_err(|e| CliError::Failed(e.to_string()))?;
+            let text: String = records.iter().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect();
             std::fs::write(out, text).map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
         }
         let report = serde_json::json!({

@@ -13,7 +13,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::writes::{tx_stamp, values, ROWS_PER_STATEMENT};
 use super::{Backend, FeedCursor, Store, StoreError};
-use crate::model::{Record, Timestamp};
+use crate::model::{Record, RecordDoc, Timestamp};
 
 /// What became of one record of a put.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,10 +102,15 @@ pub async fn put(
     }
     for chunk in accepted.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO record_log (dataset, key, owner, version, updated_at, deleted, body, tx) VALUES {}",
-            values(chunk.len(), 7, Some((7, tx_stamp(backend))))
+            "INSERT INTO record_log (dataset, key, version, deleted, doc, tx) VALUES {}",
+            values(chunk.len(), 5, Some((5, tx_stamp(backend))))
         );
-        bind_records(sqlx::query(&sql), dataset, chunk).execute(&mut **tx).await?;
+        let mut query = sqlx::query(&sql);
+        for r in chunk {
+            let doc = serde_json::to_string(r).map_err(|e| StoreError::Corrupt { id: r.key.clone(), problem: e.to_string() })?;
+            query = query.bind(dataset).bind(r.key.as_str()).bind(version(r)).bind(i64::from(r.deleted)).bind(doc);
+        }
+        query.execute(&mut **tx).await?;
     }
     Ok(Ok(outcomes))
 }
@@ -124,12 +129,16 @@ fn bind_records<'q>(
             .bind(dataset)
             .bind(r.key.as_str())
             .bind(r.owner.as_str())
-            .bind(r.version.min(i64::MAX as u64) as i64)
+            .bind(version(r))
             .bind(r.updated_at.unix_seconds())
             .bind(i64::from(r.deleted))
             .bind(r.body.to_string());
     }
     query
+}
+
+fn version(record: &Record) -> i64 {
+    record.version.min(i64::MAX as u64) as i64
 }
 
 const RECORD_SELECT: &str = "SELECT key, owner, version, updated_at, deleted, body";
@@ -153,9 +162,9 @@ fn record_from_row(dataset: &str, row: &AnyRow) -> Result<Record, StoreError> {
     })
 }
 
-/// The condition "at or before the cursor bound as `$a` (tx), `$b` (tx), `$c` (seq)".
-fn at_or_before(a: usize, b: usize, c: usize) -> String {
-    format!("(tx < ${a} OR (tx = ${b} AND seq <= ${c}))")
+/// The condition "`table`'s row is at or before the cursor bound as `$a` (tx), `$b` (tx), `$c` (seq)".
+fn at_or_before(table: &str, a: usize, b: usize, c: usize) -> String {
+    format!("({table}.tx < ${a} OR ({table}.tx = ${b} AND {table}.seq <= ${c}))")
 }
 
 impl Store {
@@ -202,64 +211,81 @@ impl Store {
     }
 
     /// Writes of a dataset after `cursor`, in commit order, at most `limit`.
+    ///
+    /// A page is read as one value (`string_agg` of the log's JSON documents, put in order
+    /// here): sqlx hands rows over one at a time between threads, which costs more than the
+    /// query itself.
     pub async fn record_changes(
         &self,
         dataset: &str,
         cursor: FeedCursor,
         limit: i64,
-    ) -> Result<Vec<(FeedCursor, Record)>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "{RECORD_SELECT}, tx, seq FROM record_log WHERE dataset = $1 AND (tx > $2 OR (tx = $3 AND seq > $4)) {} \
-             ORDER BY tx, seq LIMIT $5",
+    ) -> Result<Vec<(FeedCursor, RecordDoc)>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT string_agg(line, $1) FROM (SELECT tx, seq, tx || '.' || seq || ' ' || doc AS line \
+             FROM record_log WHERE dataset = $2 AND (tx > $3 OR (tx = $4 AND seq > $5)) {} ORDER BY tx, seq LIMIT $6) page",
             self.horizon()
         ))
+        .bind("\n")
         .bind(dataset)
         .bind(cursor.tx)
         .bind(cursor.tx)
         .bind(cursor.seq)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok((FeedCursor { tx: r.try_get(6)?, seq: r.try_get(7)? }, record_from_row(dataset, r)?))).collect()
+        let lines: Option<String> = row.try_get(0)?;
+        let mut changes = Vec::new();
+        for line in lines.as_deref().unwrap_or("").lines() {
+            let corrupt = |problem: String| StoreError::Corrupt { id: format!("record_log of {dataset}"), problem };
+            let (position, doc) = line.split_once(' ').ok_or_else(|| corrupt(format!("bad line {line:?}")))?;
+            let position = FeedCursor::decode(position).map_err(corrupt)?;
+            changes.push((position, RecordDoc(doc.to_string())));
+        }
+        // An aggregate's input order is not promised; the positions are.
+        changes.sort_by_key(|(position, _)| *position);
+        Ok(changes)
     }
 
     /// A page of the dataset as it was at `at`: for each key after `after`, in key order, its
     /// last write at or before `at`, tombstones left out. Returns the records and the last key
-    /// looked at (the next page starts after it), or `None` at the end.
+    /// (the next page starts after it), or `None` at the end. Read as one value, like changes.
     pub async fn record_snapshot(
         &self,
         dataset: &str,
         at: FeedCursor,
         after: &str,
         limit: i64,
-    ) -> Result<(Vec<Record>, Option<String>), StoreError> {
-        let rows = sqlx::query(&format!(
-            "{RECORD_SELECT} FROM record_log WHERE dataset = $1 AND key > $2 AND {} ORDER BY key, tx DESC, seq DESC LIMIT $6",
-            at_or_before(3, 4, 5)
+    ) -> Result<(Vec<RecordDoc>, Option<String>), StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT string_agg(page.key || $11 || page.doc, $1), COUNT(*), MAX(page.key) FROM (SELECT l.key, l.doc FROM record_log l \
+             WHERE l.dataset = $2 AND l.key > $3 AND {} AND NOT EXISTS (SELECT 1 FROM record_log m \
+             WHERE m.dataset = l.dataset AND m.key = l.key AND (m.tx > l.tx OR (m.tx = l.tx AND m.seq > l.seq)) AND {}) \
+             AND l.deleted = 0 ORDER BY l.key LIMIT $10) page",
+            at_or_before("l", 4, 5, 6),
+            at_or_before("m", 7, 8, 9)
         ))
+        .bind("\n")
         .bind(dataset)
         .bind(after)
         .bind(at.tx)
         .bind(at.tx)
         .bind(at.seq)
+        .bind(at.tx)
+        .bind(at.tx)
+        .bind(at.seq)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .bind("\t")
+        .fetch_one(&self.pool)
         .await?;
-        let full = rows.len() as i64 >= limit;
-        let mut records: Vec<Record> = Vec::new();
-        let mut last_key: Option<String> = None;
-        for row in &rows {
-            let key: String = row.try_get(0)?;
-            if last_key.as_deref() == Some(key.as_str()) {
-                continue; // an older write of the same key
-            }
-            last_key = Some(key);
-            let record = record_from_row(dataset, row)?;
-            if !record.deleted {
-                records.push(record);
-            }
-        }
-        Ok((records, if full { last_key } else { None }))
+        let (docs, count, last): (Option<String>, i64, Option<String>) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        // Keys hold no control characters, so a tab ends each; keys compare as bytes on both
+        // backends (PostgreSQL's columns are COLLATE "C"), as pages are cut.
+        let mut lines: Vec<(&str, &str)> =
+            docs.as_deref().unwrap_or("").lines().filter_map(|line| line.split_once('\t')).collect();
+        lines.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let records = lines.into_iter().map(|(_, doc)| RecordDoc(doc.to_string())).collect();
+        Ok((records, if count >= limit { last } else { None }))
     }
 
     /// A page of the transfers `party` is a party to (all when `None`) as they were at `at`,
@@ -274,7 +300,7 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT transfer_id, seq, tx, kind, body FROM events WHERE transfer_id > $1 AND {} \
              AND ($5 = '' OR origin = $5 OR destination = $6) ORDER BY transfer_id, tx DESC, seq DESC LIMIT $7",
-            at_or_before(2, 3, 4)
+            at_or_before("events", 2, 3, 4)
         ))
         .bind(after)
         .bind(at.tx)

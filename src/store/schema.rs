@@ -3,7 +3,9 @@
 //! Times are Unix seconds (`BIGINT`), booleans `0`/`1`, documents canonical JSON text: the same
 //! column types on both backends, so the same queries serve both.
 
-/// The statements, with `{serial}` standing for an auto-incrementing key column type.
+/// The statements, with `{serial}` standing for an auto-incrementing key column type and
+/// `{bytes}` for byte-wise ordering of text (SQLite's default; `COLLATE "C"` on PostgreSQL), so
+/// that dataset keys sort the same everywhere.
 const STATEMENTS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS transfers (
         transfer_id TEXT PRIMARY KEY,
@@ -53,7 +55,7 @@ const STATEMENTS: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS events_transfer ON events (transfer_id, tx, seq)",
     "CREATE TABLE IF NOT EXISTS records (
         dataset TEXT NOT NULL,
-        key TEXT NOT NULL,
+        key TEXT {bytes} NOT NULL,
         owner TEXT NOT NULL,
         version BIGINT NOT NULL,
         updated_at BIGINT NOT NULL,
@@ -64,12 +66,10 @@ const STATEMENTS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS record_log (
         seq {serial},
         dataset TEXT NOT NULL,
-        key TEXT NOT NULL,
-        owner TEXT NOT NULL,
+        key TEXT {bytes} NOT NULL,
         version BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL,
         deleted BIGINT NOT NULL DEFAULT 0,
-        body TEXT NOT NULL,
+        doc TEXT NOT NULL,
         tx BIGINT NOT NULL DEFAULT 0
     )",
     "CREATE INDEX IF NOT EXISTS record_log_feed ON record_log (dataset, tx, seq)",
@@ -85,5 +85,6 @@ const STATEMENTS: &[&str] = &[
 /// The statements for a backend.
 pub fn statements(postgres: bool) -> Vec<String> {
     let serial = if postgres { "BIGSERIAL PRIMARY KEY" } else { "INTEGER PRIMARY KEY AUTOINCREMENT" };
-    STATEMENTS.iter().map(|s| s.replace("{serial}", serial)).collect()
+    let bytes = if postgres { "COLLATE \"C\"" } else { "" };
+    STATEMENTS.iter().map(|s| s.replace("{serial}", serial).replace("{bytes}", bytes)).collect()
 }

@@ -33,42 +33,42 @@ pub async fn channel(url: &str, ca: &Path, cert: &Path, key: &Path) -> Result<Ch
 #[derive(Clone, Debug, Default)]
 pub struct Follower {
     pub dataset: String,
-    /// Every key seen, tombstones included.
-    pub copy: BTreeMap<String, Record>,
+    /// Every key seen, tombstones included, as received (bodies stay JSON text).
+    pub copy: BTreeMap<String, v1::Record>,
     /// Empty until the first snapshot.
     pub cursor: String,
 }
+
+type Client = SyncServiceClient<Channel>;
 
 impl Follower {
     pub fn new(dataset: &str) -> Follower {
         Follower { dataset: dataset.to_string(), ..Follower::default() }
     }
 
-    /// Resumes from a cursor a previous run kept, with the copy it had.
-    pub fn resume(dataset: &str, copy: BTreeMap<String, Record>, cursor: String) -> Follower {
-        Follower { dataset: dataset.to_string(), copy, cursor }
-    }
-
     /// Reads until caught up: a snapshot first when there is no cursor, then changes. Returns
-    /// how many records were applied.
-    pub async fn catch_up(&mut self, client: &mut SyncServiceClient<Channel>, page: u32) -> Result<usize, tonic::Status> {
+    /// how many records were applied. The next page is asked for as soon as a page arrives,
+    /// so the gateway reads it while this one is applied.
+    pub async fn catch_up(&mut self, client: &mut Client, page: u32) -> Result<usize, tonic::Status> {
         let mut applied = 0;
         if self.cursor.is_empty() {
-            let mut token = String::new();
-            loop {
-                let answer = client
-                    .snapshot(v1::SnapshotRequest { dataset: self.dataset.clone(), page_token: token, page_size: page })
-                    .await?
-                    .into_inner();
+            let dataset = self.dataset.clone();
+            let ask = |client: &Client, token: String| {
+                let mut client = client.clone();
+                let request = v1::SnapshotRequest { dataset: dataset.clone(), page_token: token, page_size: page };
+                tokio::spawn(async move { client.snapshot(request).await })
+            };
+            let mut pending = Some(ask(client, String::new()));
+            while let Some(answer) = pending.take() {
+                let answer = answer.await.map_err(|e| tonic::Status::internal(e.to_string()))??.into_inner();
+                if !answer.next_page_token.is_empty() {
+                    pending = Some(ask(client, answer.next_page_token));
+                }
                 for record in answer.records {
-                    self.apply(record)?;
+                    self.apply(record);
                     applied += 1;
                 }
                 self.cursor = answer.cursor;
-                if answer.next_page_token.is_empty() {
-                    break;
-                }
-                token = answer.next_page_token;
             }
         }
         loop {
@@ -78,7 +78,7 @@ impl Follower {
                 .into_inner();
             for change in answer.changes {
                 if let Some(record) = change.record {
-                    self.apply(record)?;
+                    self.apply(record);
                     applied += 1;
                 }
             }
@@ -90,19 +90,22 @@ impl Follower {
     }
 
     /// Applies one record: a later version replaces an earlier one; an older one is ignored.
-    pub fn apply(&mut self, record: v1::Record) -> Result<(), tonic::Status> {
-        let record = Record::try_from(record).map_err(|e| tonic::Status::data_loss(e.to_string()))?;
+    pub fn apply(&mut self, record: v1::Record) {
         match self.copy.get(&record.key) {
             Some(held) if held.version >= record.version => {}
             _ => {
                 self.copy.insert(record.key.clone(), record);
             }
         }
-        Ok(())
     }
 
     /// The live records (tombstones left out), by key.
-    pub fn live(&self) -> BTreeMap<&str, &Record> {
+    pub fn live(&self) -> BTreeMap<&str, &v1::Record> {
         self.copy.iter().filter(|(_, r)| !r.deleted).map(|(k, r)| (k.as_str(), r)).collect()
+    }
+
+    /// The copy as canonical records, for writing out.
+    pub fn records(&self) -> Result<Vec<Record>, crate::model::ModelError> {
+        self.copy.values().cloned().map(Record::try_from).collect()
     }
 }
