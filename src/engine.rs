@@ -57,12 +57,14 @@ pub struct Engine {
     pub registry: Arc<Registry>,
     pub config: Arc<Config>,
     pub policy: Arc<Policy>,
+    /// The routing directory, in memory.
+    pub directory: Arc<routing::Directory>,
 }
 
 impl Engine {
     pub fn new(store: Store, registry: Arc<Registry>, config: Arc<Config>) -> Engine {
         let policy = Arc::new(Policy::new(config.agencies.clone()));
-        Engine { store, registry, config, policy }
+        Engine { store, registry, config, policy, directory: Arc::default() }
     }
 
     /// Routes a request (three-tier routing, [`crate::routing`]): for `to_region`, else the
@@ -80,10 +82,12 @@ impl Engine {
             (None, None) => (request.from.region.as_str(), "to_region"),
         };
         let category = request.case.category.as_str();
-        routing::route(&self.store, &self.registry, request.to_platform, region, category, field).await.map_err(|e| match e {
-            RouteError::NoEndpoint { .. } => EngineError::Invalid(e.to_string()),
-            RouteError::Store(e) => EngineError::Store(e),
-        })
+        routing::route(&self.directory, &self.store, &self.registry, request.to_platform, region, category, field).await.map_err(
+            |e| match e {
+                RouteError::NoEndpoint { .. } => EngineError::Invalid(e.to_string()),
+                RouteError::Store(e) => EngineError::Store(e),
+            },
+        )
     }
 
     /// The deadlines of a transfer to `to`: the endpoint's overrides, else `canonical.md`'s table.

@@ -15,10 +15,14 @@
 //!   format's receipts are rendered from its profile.
 //! - [`proto`]: the model as protocol buffers (`proto/liandong/v1/`), for gRPC partners, with
 //!   lossless conversion both ways.
-//! - [`cli`]: the `liandong` command line.
-//!
-//! The transfer engine (store, delivery), the HTTPS and gRPC fronts (api, security), routing and
-//! shared data (sync) are built on these in later stages; see the README.
+//! - [`config`], [`store`], [`engine`]: the configuration, durable storage (SQLite or
+//!   PostgreSQL), and the transfer engine — destinations, deadlines, the transition rules.
+//! - [`routing`]: three-tier routing by the shared `directory` dataset.
+//! - [`sync`]: shared datasets (owners, growing versions, tombstones, change feeds),
+//!   reconciliation, and a follower client.
+//! - [`security`], [`api`], [`delivery`], [`server`]: mutual TLS and identities, policy and rate
+//!   limits; the HTTPS and gRPC fronts; pushing to destinations; the process that runs them.
+//! - [`cli`]: the `liandong` command line; [`site`], [`loadgen`], [`metrics`] serve it.
 //!
 //! # Invariants
 //!

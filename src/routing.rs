@@ -4,11 +4,19 @@
 //! The endpoint is the region's city platform where one is registered, else its province's.
 //! The unit that handles the case there comes from the shared `directory` dataset: the most
 //! specific record for the case's category wins — township (nine digits) over county over city
-//! (`XXXX00`) over province (`XX0000`). One indexed query looks all four up at once.
+//! (`XXXX00`) over province (`XX0000`).
+//!
+//! Routing is on every submission's path, so the directory is read from memory: a [`Directory`]
+//! follows the dataset's log and catches up when this replica has written to it, or when a
+//! second has passed (so another replica's or an import's writes are seen within a second).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::formats::Registry;
 use crate::model::{EndpointId, Platform, Record, Unit};
-use crate::store::{Store, StoreError};
+use crate::store::{FeedCursor, Store, StoreError};
 
 /// The directory dataset's name.
 pub const DIRECTORY: &str = "directory";
@@ -63,9 +71,83 @@ pub fn directory_keys(region: &str, category: &str) -> Vec<String> {
     places.into_iter().map(|place| format!("{place}/{category}")).collect()
 }
 
+/// How long the directory may go without looking for other replicas' writes.
+const REFRESH: Duration = Duration::from_secs(1);
+
+/// The live `directory` records in memory, kept up to date from the dataset's log.
+#[derive(Debug)]
+pub struct Directory {
+    cache: tokio::sync::RwLock<Cache>,
+    /// Set by a write on this replica: catch up before the next lookup.
+    stale: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Cache {
+    /// Where to read the log from next.
+    settled: FeedCursor,
+    records: HashMap<String, Record>,
+    refreshed: Option<Instant>,
+}
+
+impl Default for Directory {
+    fn default() -> Directory {
+        Directory {
+            cache: tokio::sync::RwLock::new(Cache { settled: FeedCursor::default(), records: HashMap::new(), refreshed: None }),
+            stale: AtomicBool::new(true),
+        }
+    }
+}
+
+impl Directory {
+    /// Says the directory was written to: the next lookup catches up first.
+    pub fn invalidate(&self) {
+        self.stale.store(true, Ordering::Release);
+    }
+
+    /// The live records of these keys.
+    pub async fn lookup(&self, store: &Store, keys: &[String]) -> Result<Vec<Record>, StoreError> {
+        let due = |cache: &Cache| cache.refreshed.is_none_or(|at| at.elapsed() >= REFRESH);
+        {
+            let cache = self.cache.read().await;
+            if !self.stale.load(Ordering::Acquire) && !due(&cache) {
+                return Ok(keys.iter().filter_map(|k| cache.records.get(k).cloned()).collect());
+            }
+        }
+        let mut cache = self.cache.write().await;
+        if self.stale.swap(false, Ordering::AcqRel) || due(&cache) {
+            let mut from = cache.settled;
+            loop {
+                let (changes, settled) = store.record_changes_now(DIRECTORY, from, 5000).await?;
+                let full = changes.len() >= 5000;
+                if let Some((last, _)) = changes.last() {
+                    from = *last;
+                }
+                cache.settled = settled;
+                for (_, doc) in changes {
+                    let record =
+                        doc.record().map_err(|e| StoreError::Corrupt { id: "directory".into(), problem: e.to_string() })?;
+                    let newer = cache.records.get(&record.key).is_none_or(|held| record.version >= held.version);
+                    if newer && record.deleted {
+                        cache.records.remove(&record.key);
+                    } else if newer {
+                        cache.records.insert(record.key.clone(), record);
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            cache.refreshed = Some(Instant::now());
+        }
+        Ok(keys.iter().filter_map(|k| cache.records.get(k).cloned()).collect())
+    }
+}
+
 /// Routes a transfer of `category` for `region` to `platform`. `field` names where the region
 /// came from, for the error.
 pub async fn route(
+    directory: &Directory,
     store: &Store,
     registry: &Registry,
     platform: Platform,
@@ -79,7 +161,7 @@ pub async fn route(
         region: region.to_string(),
     })?;
     let considered = directory_keys(region, category);
-    let found = store.records(DIRECTORY, &considered).await?;
+    let found = directory.lookup(store, &considered).await?;
     let records: Vec<Record> = considered.iter().filter_map(|key| found.iter().find(|r| &r.key == key)).cloned().collect();
     let unit = records.first().and_then(|r| unit_of(&r.body));
     Ok(Decision { endpoint, unit, records, considered })

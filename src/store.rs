@@ -398,7 +398,7 @@ impl Store {
         party: &str,
         since: Option<i64>,
         until: Option<i64>,
-    ) -> Result<Vec<crate::sync::reconcile::Known>, StoreError> {
+    ) -> Result<Vec<TransferSummary>, StoreError> {
         let rows = sqlx::query(
             "SELECT transfer_id, sender, sender_ref, state FROM transfers WHERE (sender = $1 OR destination = $2) \
              AND created_at >= $3 AND created_at < $4 ORDER BY transfer_id",
@@ -409,11 +409,11 @@ impl Store {
         .bind(until.unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(known_from_row).collect()
+        rows.iter().map(summary_from_row).collect()
     }
 
     /// One transfer of `party` by the reference it knows it by, as reconciliation compares it.
-    pub async fn transfer_of(&self, party: &str, reference: &str) -> Result<Option<crate::sync::reconcile::Known>, StoreError> {
+    pub async fn transfer_of(&self, party: &str, reference: &str) -> Result<Option<TransferSummary>, StoreError> {
         let row = sqlx::query(
             "SELECT transfer_id, sender, sender_ref, state FROM transfers WHERE (sender = $1 AND sender_ref = $2) \
              OR (transfer_id = $3 AND (sender = $4 OR destination = $5)) LIMIT 1",
@@ -425,12 +425,32 @@ impl Store {
         .bind(party)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(known_from_row).transpose()
+        row.as_ref().map(summary_from_row).transpose()
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()
+    }
+}
+
+/// A transfer in brief, as reconciliation compares it.
+#[derive(Clone, Debug)]
+pub struct TransferSummary {
+    pub transfer_id: String,
+    pub sender: String,
+    pub sender_ref: String,
+    pub state: State,
+}
+
+impl TransferSummary {
+    /// The reference `endpoint` knows it by: its own `sender_ref` as origin, else the id.
+    pub fn reference_for(&self, endpoint: &str) -> &str {
+        if self.sender == endpoint {
+            &self.sender_ref
+        } else {
+            &self.transfer_id
+        }
     }
 }
 
@@ -466,11 +486,11 @@ pub struct FeedEvent {
     pub transfer: Transfer,
 }
 
-fn known_from_row(row: &AnyRow) -> Result<crate::sync::reconcile::Known, StoreError> {
+fn summary_from_row(row: &AnyRow) -> Result<TransferSummary, StoreError> {
     let transfer_id: String = row.try_get(0)?;
     let state: String = row.try_get(3)?;
     let state = state.parse().map_err(|e: String| StoreError::Corrupt { id: transfer_id.clone(), problem: e })?;
-    Ok(crate::sync::reconcile::Known { transfer_id, sender: row.try_get(1)?, sender_ref: row.try_get(2)?, state })
+    Ok(TransferSummary { transfer_id, sender: row.try_get(1)?, sender_ref: row.try_get(2)?, state })
 }
 
 /// An event from its columns.

@@ -125,11 +125,18 @@ pub struct Datasets {
     pub store: Store,
     pub registry: Arc<Registry>,
     pub policy: Arc<Policy>,
+    /// Routing's copy of the directory, told when this replica writes to it.
+    pub directory: Arc<routing::Directory>,
 }
 
 impl Datasets {
     pub fn new(engine: &Engine) -> Datasets {
-        Datasets { store: engine.store.clone(), registry: engine.registry.clone(), policy: engine.policy.clone() }
+        Datasets {
+            store: engine.store.clone(),
+            registry: engine.registry.clone(),
+            policy: engine.policy.clone(),
+            directory: engine.directory.clone(),
+        }
     }
 
     /// Writes a record as `who`, its owner. Answers the stored record and whether it changed.
@@ -231,7 +238,11 @@ impl Datasets {
     async fn store_records(&self, dataset: Dataset, records: Vec<Record>, seed: bool) -> Result<Vec<PutOutcome>, SyncError> {
         let given: Vec<(String, u64)> = records.iter().map(|r| (r.key.clone(), r.version)).collect();
         let write = Write::PutRecords { dataset: dataset.as_str().to_string(), records, seed };
-        match self.store.write(write).await? {
+        let answer = self.store.write(write).await;
+        if dataset == Dataset::Directory {
+            self.directory.invalidate();
+        }
+        match answer? {
             WriteResult::Records(Ok(outcomes)) => {
                 let written = outcomes.iter().filter(|o| **o == PutOutcome::Written).count();
                 crate::metrics::add(&crate::metrics::counters().records_written, written as u64);
@@ -267,7 +278,11 @@ impl Datasets {
         }
         let given: Vec<u64> = records.iter().map(|r| r.version).collect();
         let write = Write::PutRecords { dataset: dataset.as_str().to_string(), records, seed: false };
-        match self.store.write(write).await {
+        let answer = self.store.write(write).await;
+        if dataset == Dataset::Directory {
+            self.directory.invalidate();
+        }
+        match answer {
             Ok(WriteResult::Records(Ok(outcomes))) => Ok(outcomes.iter().filter(|o| **o == PutOutcome::Written).count()),
             Ok(WriteResult::Records(Err(stale))) => Err(stale
                 .iter()

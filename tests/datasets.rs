@@ -339,6 +339,7 @@ async fn routing_takes_the_most_specific_directory_record() {
         ];
         for (region, category, to, unit) in table {
             let decision = liandong::routing::route(
+                &engine.directory,
                 &store,
                 &engine.registry,
                 liandong::model::Platform::Hotline,
@@ -362,6 +363,7 @@ async fn routing_takes_the_most_specific_directory_record() {
             .await
             .unwrap();
         let decision = liandong::routing::route(
+            &engine.directory,
             &store,
             &engine.registry,
             liandong::model::Platform::Hotline,
@@ -384,6 +386,24 @@ async fn routing_takes_the_most_specific_directory_record() {
         assert_eq!(transfer.for_destination().to_unit.and_then(|u| u.code).as_deref(), Some("GQ-LB"));
         let deliveries = store.deliveries_of(&transfer.transfer_id).await.unwrap();
         assert!(deliveries[0].payload.contains("GQ-LB"), "{backend}: the outbox payload carries the unit");
+
+        // another replica's write (another engine on the same store) is routed on within a second
+        let replica = engine(store.clone());
+        Datasets::new(&replica)
+            .put(&ningbo, Dataset::Directory, "330203101/NP03", put(4, unit("GQ-2", "高桥镇劳动保障所（新址）")))
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            let mut request = ningbo_request(&format!("R-2-{}", started.elapsed().as_millis()));
+            request.case.category = "NP03".parse().unwrap();
+            let decision = engine.route(&request).await.unwrap();
+            if decision.unit.and_then(|u| u.code).as_deref() == Some("GQ-2") {
+                break;
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(3), "{backend}: the directory did not catch up");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 }
 

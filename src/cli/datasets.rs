@@ -219,9 +219,17 @@ pub fn route(args: &RouteArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
     let _: crate::model::Region = args.region.parse().map_err(|e: String| CliError::Invalid(format!("--region: {e}")))?;
     let decision = runtime()?.block_on(async {
         let datasets = open(&config).await?;
-        crate::routing::route(&datasets.store, &datasets.registry, platform, &args.region, &args.category, "--region")
-            .await
-            .map_err(|e| CliError::Invalid(e.to_string()))
+        crate::routing::route(
+            &datasets.directory,
+            &datasets.store,
+            &datasets.registry,
+            platform,
+            &args.region,
+            &args.category,
+            "--region",
+        )
+        .await
+        .map_err(|e| CliError::Invalid(e.to_string()))
     })?;
     let text = if args.json {
         serde_json::to_string_pretty(&serde_json::json!({

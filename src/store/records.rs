@@ -178,20 +178,6 @@ impl Store {
         row.map(|r| record_from_row(dataset, &r)).transpose()
     }
 
-    /// The live records of these keys, in no particular order.
-    pub async fn records(&self, dataset: &str, keys: &[String]) -> Result<Vec<Record>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let places: Vec<String> = (0..keys.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!("{RECORD_SELECT} FROM records WHERE dataset = $1 AND deleted = 0 AND key IN ({})", places.join(", "));
-        let mut query = sqlx::query(&sql).bind(dataset);
-        for key in keys {
-            query = query.bind(key.as_str());
-        }
-        query.fetch_all(&self.pool).await?.iter().map(|r| record_from_row(dataset, r)).collect()
-    }
-
     /// The feed position that everything committed so far is at or before, and everything
     /// committed later after: where a snapshot is taken. `table` is `record_log` or `events`.
     pub async fn feed_head(&self, table: FeedTable) -> Result<FeedCursor, StoreError> {
@@ -245,6 +231,48 @@ impl Store {
         // An aggregate's input order is not promised; the positions are.
         changes.sort_by_key(|(position, _)| *position);
         Ok(changes)
+    }
+
+    /// Every write after `cursor` committed so far — including those the feed still holds back
+    /// behind a running transaction on PostgreSQL — and the cursor it is safe to resume from:
+    /// the last write before the first held-back one. Reading again from it repeats the
+    /// held-back writes, which a reader that applies by version does not mind. For in-memory
+    /// caches that must see a write as soon as it is committed.
+    pub async fn record_changes_now(
+        &self,
+        dataset: &str,
+        cursor: FeedCursor,
+        limit: i64,
+    ) -> Result<(Vec<(FeedCursor, RecordDoc)>, FeedCursor), StoreError> {
+        let xmin = match self.backend {
+            Backend::Sqlite => i64::MAX,
+            Backend::Postgres => {
+                let row = sqlx::query("SELECT txid_snapshot_xmin(txid_current_snapshot())").fetch_one(&self.pool).await?;
+                row.try_get(0)?
+            }
+        };
+        let rows = sqlx::query(
+            "SELECT tx, seq, doc FROM record_log WHERE dataset = $1 AND (tx > $2 OR (tx = $3 AND seq > $4)) ORDER BY tx, seq LIMIT $5",
+        )
+        .bind(dataset)
+        .bind(cursor.tx)
+        .bind(cursor.tx)
+        .bind(cursor.seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut settled = cursor;
+        let mut held_back = false;
+        let mut changes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let position = FeedCursor { tx: row.try_get(0)?, seq: row.try_get(1)? };
+            held_back |= position.tx >= xmin;
+            if !held_back {
+                settled = position;
+            }
+            changes.push((position, RecordDoc(row.try_get(2)?)));
+        }
+        Ok((changes, settled))
     }
 
     /// A page of the dataset as it was at `at`: for each key after `after`, in key order, its

@@ -58,26 +58,6 @@ pub struct Report {
     pub differences: Vec<Difference>,
 }
 
-/// A transfer as the gateway has it, for comparing.
-#[derive(Clone, Debug)]
-pub struct Known {
-    pub transfer_id: String,
-    pub sender: String,
-    pub sender_ref: String,
-    pub state: State,
-}
-
-impl Known {
-    /// The reference the endpoint knows it by.
-    fn reference_for(&self, endpoint: &str) -> &str {
-        if self.sender == endpoint {
-            &self.sender_ref
-        } else {
-            &self.transfer_id
-        }
-    }
-}
-
 fn open_or_closed(state: State) -> &'static str {
     if crate::model::lifecycle::is_terminal(state) || state == State::Resolved {
         "closed"

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Follower catch-up from zero over loopback mutual TLS (docs/PERFORMANCE.md, "Shared data").
+#   cargo build --release; benches/sync/run.sh [RECORDS]
+# Makes RECORDS directory records (default 1,000,000), imports them into a fresh SQLite site,
+# starts the gateway and mirrors the dataset three times with `liandong datasets follow`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+records=${1:-1000000}
+site=$(mktemp -d)
+trap 'kill "${gateway:-0}" 2>/dev/null || true; rm -rf "$site"' EXIT
+target/release/liandong init "$site/site" --listen 127.0.0.1:28443 --admin 127.0.0.1:29090 >/dev/null
+# Reading flat out as one identity: lift the read quota (the limiter still checks every call).
+cat >> "$site/site/liandong.toml" <<'LIMITS'
+
+[limits.operator]
+submit = { per_second = 1, burst = 1 }
+immediate = { per_second = 1, burst = 1 }
+status = { per_second = 1, burst = 1 }
+read = { per_second = 1000000, burst = 1000000 }
+LIMITS
+python3 - "$records" "$site/directory.jsonl" <<'PY'
+import json, sys
+count, path = int(sys.argv[1]), sys.argv[2]
+categories = ["NP01", "NP02", "NP03", "NP04", "NP05", "NP06", "NP07", "NP08", "NP09", "NP10"]
+with open(path, "w") as out:
+    for n in range(count):
+        region = "3302%05d" % (n // 10)
+        key = f"{region}/{categories[n % 10]}"
+        out.write(json.dumps({"key": key, "owner": "330200/12345", "version": 1, "updated_at": "2026-11-28T08:00:00+08:00",
+                              "body": {"unit": {"code": key, "name": "宁波市某镇综合执法队"}, "phone": "0574-87000000",
+                                       "hours": "8:30-17:00"}}, ensure_ascii=False) + "\n")
+PY
+echo "import:"
+time target/release/liandong datasets import --config "$site/site/liandong.toml" directory "$site/directory.jsonl"
+RUST_LOG=warn target/release/liandong serve --config "$site/site/liandong.toml" 2>"$site/gateway.log" &
+gateway=$!
+sleep 2
+echo "catch-up from zero (snapshot, then changes), three runs:"
+for run in 1 2 3; do
+  target/release/liandong datasets follow directory --config "$site/site/liandong.toml" --as operator-ops --page 5000
+done
