@@ -554,6 +554,20 @@ mod tests {
         assert!(parse_csv("a,b\"c\n").is_err());
     }
 
+    proptest::proptest! {
+        /// Any text: rows or a line-numbered error, never a panic; and any row becomes a line or an error.
+        #[test]
+        fn csv_never_panics(text in "[a-z,\"\\r\\n.\\[\\]; 的]{0,80}") {
+            if let Ok(rows) = parse_csv(&text) {
+                if let Some(((_, header), rest)) = rows.split_first() {
+                    for (_, cells) in rest {
+                        let _ = csv_row_to_json(header, cells);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn csv_rows_nest_body_fields() {
         let header: Vec<String> =
