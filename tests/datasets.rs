@@ -388,7 +388,7 @@ async fn routing_takes_the_most_specific_directory_record() {
         assert!(deliveries[0].payload.contains("GQ-LB"), "{backend}: the outbox payload carries the unit");
 
         // another replica's write (another engine on the same store) is routed on within a second
-        let replica = engine(store.clone());
+        let replica = common::stores::engine(store.clone());
         Datasets::new(&replica)
             .put(&ningbo, Dataset::Directory, "330203101/NP03", put(4, unit("GQ-2", "高桥镇劳动保障所（新址）")))
             .await

@@ -187,11 +187,19 @@ impl Store {
                     sqlx::query(&format!("SELECT COALESCE(MAX(seq), 0) FROM {}", table.name())).fetch_one(&self.pool).await?;
                 Ok(FeedCursor { tx: 0, seq: row.try_get(0)? })
             }
+            // Every transaction below the oldest running one has ended.
+            Backend::Postgres => Ok(FeedCursor { tx: self.oldest_running().await? - 1, seq: i64::MAX }),
+        }
+    }
+
+    /// PostgreSQL's oldest running transaction id (`i64::MAX` on SQLite, whose one writer
+    /// leaves nothing running behind a reader).
+    async fn oldest_running(&self) -> Result<i64, StoreError> {
+        match self.backend {
+            Backend::Sqlite => Ok(i64::MAX),
             Backend::Postgres => {
-                // Every transaction below the oldest running one has ended.
                 let row = sqlx::query("SELECT txid_snapshot_xmin(txid_current_snapshot())").fetch_one(&self.pool).await?;
-                let xmin: i64 = row.try_get(0)?;
-                Ok(FeedCursor { tx: xmin - 1, seq: i64::MAX })
+                Ok(row.try_get(0)?)
             }
         }
     }
@@ -244,13 +252,7 @@ impl Store {
         cursor: FeedCursor,
         limit: i64,
     ) -> Result<(Vec<(FeedCursor, RecordDoc)>, FeedCursor), StoreError> {
-        let xmin = match self.backend {
-            Backend::Sqlite => i64::MAX,
-            Backend::Postgres => {
-                let row = sqlx::query("SELECT txid_snapshot_xmin(txid_current_snapshot())").fetch_one(&self.pool).await?;
-                row.try_get(0)?
-            }
-        };
+        let xmin = self.oldest_running().await?;
         let rows = sqlx::query(
             "SELECT tx, seq, doc FROM record_log WHERE dataset = $1 AND (tx > $2 OR (tx = $3 AND seq > $4)) ORDER BY tx, seq LIMIT $5",
         )
