@@ -168,7 +168,9 @@ async fn transfer_service_over_grpc_with_a_resumable_watch() {
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(
-        names.contains(&"liandong.v1.TransferService".to_string()) && names.contains(&"grpc.health.v1.Health".to_string()),
+        names.contains(&"liandong.v1.TransferService".to_string())
+            && names.contains(&"liandong.v1.SyncService".to_string())
+            && names.contains(&"grpc.health.v1.Health".to_string()),
         "{names:?}"
     );
 }
