@@ -107,7 +107,7 @@ sweep_every = "5s"
 [[agency]]
 name = "demo"
 regions = ["3302"]
-rights = ["read_transfers", "watch"]
+rights = ["read_transfers", "watch", "read_datasets"]
 {endpoints}"#
     );
     let config_path = dir.join("liandong.toml");
