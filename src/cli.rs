@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod certs;
 mod datasets;
 
 use crate::formats::{Endpoint, FormatError, Registry};
@@ -59,6 +60,11 @@ pub enum Command {
     Datasets {
         #[command(subcommand)]
         command: datasets::DatasetsCommand,
+    },
+    /// Certificates for security teams: a CA, issuing, renewing, revoking, CRLs, expiry checks.
+    Certs {
+        #[command(subcommand)]
+        command: certs::CertsCommand,
     },
     /// Show where a transfer of a category in a region would go, and the directory records behind it.
     Route(datasets::RouteArgs),
@@ -235,6 +241,7 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
         Command::Deliveries { command } => deliveries(command, stdout),
         Command::Datasets { command } => datasets::datasets(command, stdout),
         Command::Route(args) => datasets::route(args, stdout),
+        Command::Certs { command } => certs::certs(command, &registry()?, stdout),
         Command::Reconcile(args) => datasets::reconcile(args, stdout),
         Command::Bench(args) => {
             let config = load_config(&args.config)?;
@@ -307,7 +314,7 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
     if let Some(file) = &args.check_config {
         let config = load_config(file)?;
         crate::server::registry(&config).map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
-        crate::security::tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
+        crate::security::tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key, config.tls.crl.as_deref())
             .map_err(|e| CliError::Invalid(format!("{}: tls: {e}", file.display())))?;
         crate::security::tls::client_config(&config.tls.ca, &config.tls.client_cert, &config.tls.client_key)
             .map_err(|e| CliError::Invalid(format!("{}: tls: {e}", file.display())))?;

@@ -89,6 +89,17 @@ pub struct Tls {
     pub client_cert: PathBuf,
     /// Its private key.
     pub client_key: PathBuf,
+    /// A CRL (PEM, from `liandong certs crl`): client certificates it lists are refused.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
+    /// How often the server certificate, the CA bundle and the CRL are checked for changes
+    /// (they are also reloaded on SIGHUP).
+    #[serde(default = "default_reload_check", with = "duration")]
+    pub reload_check: Duration,
+}
+
+fn default_reload_check() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// The store: SQLite (embedded, the default) or PostgreSQL (several replicas).
@@ -237,6 +248,9 @@ impl Config {
         for p in [&mut self.tls.ca, &mut self.tls.cert, &mut self.tls.key, &mut self.tls.client_cert, &mut self.tls.client_key] {
             resolve(p);
         }
+        if let Some(p) = &mut self.tls.crl {
+            resolve(p);
+        }
         if let Store::Sqlite { path } = &mut self.store {
             resolve(path);
         }
@@ -258,6 +272,9 @@ impl Config {
             if !path.is_file() {
                 return fail(key.to_string(), format!("no such file: {}", path.display()));
             }
+        }
+        if let Some(crl) = self.tls.crl.as_ref().filter(|p| !p.is_file()) {
+            return fail("tls.crl".into(), format!("no such file: {}", crl.display()));
         }
         if let Store::Postgres { url, pool } = &self.store {
             if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {

@@ -21,6 +21,9 @@ pub struct Counters {
     pub rate_limited: AtomicU64,
     /// Dataset records written (new versions, not repetitions).
     pub records_written: AtomicU64,
+    /// TLS material reloaded, and reloads that failed (the old material kept).
+    pub tls_reloads: AtomicU64,
+    pub tls_reload_failures: AtomicU64,
 }
 
 /// The counters of this process.
@@ -62,6 +65,13 @@ pub fn render(states: &[(String, i64)], outbox: &[(String, i64)], unreachable: &
             let _ = writeln!(out, "liandong_refusals_total{{reason=\"{reason}\"}} {n}");
         }
     }
+    counter(&mut out, "liandong_tls_reloads_total", "TLS material reloaded (files changed or SIGHUP).", &c.tls_reloads);
+    counter(
+        &mut out,
+        "liandong_tls_reload_failures_total",
+        "TLS reloads that failed; the old material stayed.",
+        &c.tls_reload_failures,
+    );
     counter(&mut out, "liandong_records_written_total", "Shared dataset records written (new versions).", &c.records_written);
     counter(&mut out, "liandong_deliveries_total", "Deliveries confirmed by a native receipt.", &c.deliveries_ok);
     counter(&mut out, "liandong_delivery_failures_total", "Delivery attempts that failed.", &c.deliveries_failed);

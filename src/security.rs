@@ -6,10 +6,13 @@
 //! (`liandong://endpoint/330200/110`), read after the handshake has verified the chain, and it
 //! travels with the request; nothing a document says about its sender is believed.
 
+pub mod ca;
 pub mod identity;
+pub mod inspect;
 pub mod pki;
 pub mod policy;
 pub mod ratelimit;
+pub mod reload;
 pub mod tls;
 
 pub use identity::Identity;

@@ -76,7 +76,12 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let server_tls = tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    let server_tls = Arc::new(crate::security::reload::TlsReloader::load(
+        &config.tls.ca,
+        &config.tls.cert,
+        &config.tls.key,
+        config.tls.crl.as_deref(),
+    )?);
     let client_tls = tls::client_config(&config.tls.ca, &config.tls.client_cert, &config.tls.client_key)?;
     let registry = Arc::new(registry(&config)?);
     let store = open_store(&config).await?;
@@ -96,7 +101,8 @@ pub async fn run(
     let deliverer = Deliverer::new(engine.clone(), client_tls, config.delivery.clone());
     let delivery = tokio::spawn(deliverer.run(stopped.clone()));
     let sweeper = tokio::spawn(sweep(engine.clone(), config.delivery.sweep_every, stopped.clone()));
-    let admin = tokio::spawn(serve_admin(listeners.admin, state.clone(), stopped.clone()));
+    let admin = tokio::spawn(serve_admin(listeners.admin, state.clone(), server_tls.clone(), stopped.clone()));
+    tokio::spawn(server_tls.clone().run(config.tls.reload_check, stopped.clone()));
     // governor remembers every key it has seen; forget the idle ones so memory stays bounded.
     let forgetting = state.clone();
     let mut forget_stop = stopped.clone();
@@ -114,7 +120,6 @@ pub async fn run(
         .merge(api::grpc::routes(state).await)
         .layer(axum::middleware::from_fn(api::logging::time_limit))
         .layer(axum::middleware::from_fn(api::logging::log_request));
-    let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
     let header_timeout = config.listen.header_timeout;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -123,7 +128,8 @@ pub async fn run(
             accepted = listeners.https.accept() => {
                 let Ok((tcp, remote)) = accepted else { continue };
                 let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
+                // The material current now; a reload later leaves this connection as it is.
+                let acceptor = tokio_rustls::TlsAcceptor::from(server_tls.current());
                 let router = router.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
@@ -221,7 +227,12 @@ async fn sweep(engine: Engine, every: Duration, mut stopped: tokio::sync::watch:
 }
 
 /// `/healthz` (the process runs), `/readyz` (the store answers), `/metrics` (Prometheus).
-async fn serve_admin(listener: TcpListener, state: Arc<AppState>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+async fn serve_admin(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    tls: Arc<crate::security::reload::TlsReloader>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
     let ready = state.clone();
     let scrape = state.clone();
     let router = Router::new()
@@ -243,6 +254,7 @@ async fn serve_admin(listener: TcpListener, state: Arc<AppState>, mut stopped: t
             "/metrics",
             get(move || {
                 let state = scrape.clone();
+                let tls = tls.clone();
                 async move {
                     let store = &state.engine.store;
                     let states = store.count_by_state().await.unwrap_or_default();
@@ -258,7 +270,7 @@ async fn serve_admin(listener: TcpListener, state: Arc<AppState>, mut stopped: t
                         .collect();
                     (
                         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        metrics::render(&states, &outbox, &unreachable),
+                        metrics::render(&states, &outbox, &unreachable) + &tls.metrics(),
                     )
                 }
             }),

@@ -1,6 +1,6 @@
-//! `liandong init DIR`: a working site to try the gateway with — a configuration, a
-//! development CA, a server certificate for localhost, the gateway's delivery certificate and
-//! a client certificate for every registered endpoint.
+//! `liandong init DIR`: a working site to try the gateway with — a configuration, a CA made
+//! with `liandong certs` (in `DIR/ca`), a server certificate for localhost, the gateway's
+//! delivery certificate and a client certificate for every registered endpoint.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::formats::Registry;
+use crate::security::ca::{Algorithm, CaDir, CaError, Subject};
 use crate::security::pki::{write_file, DevCa};
 use crate::security::{Identity, TlsError};
 
@@ -38,21 +39,57 @@ impl Site {
     }
 }
 
-/// Writes a site into `dir` (created if missing; existing files are replaced).
+/// Writes a site into `dir` (created if missing; existing files are replaced), its certificates
+/// made by the security teams' tool ([`CaDir`]): a CA in `ca/` (root, intermediate, ledger, an
+/// empty CRL the gateway loads), and copies under the names the configuration uses.
 pub fn init(dir: &Path, https: SocketAddr, admin: SocketAddr, registry: &Registry) -> Result<Site, TlsError> {
-    init_with_ca(dir, https, admin, registry, &DevCa::new("Liandong development CA")?)
+    let fail = |e: std::io::Error| TlsError::File { path: dir.display().to_string(), problem: e.to_string() };
+    let ca_error = |e: CaError| TlsError::File { path: dir.join("ca").display().to_string(), problem: e.to_string() };
+    std::fs::create_dir_all(dir.join("identities")).map_err(fail)?;
+    if dir.join("ca").exists() {
+        std::fs::remove_dir_all(dir.join("ca")).map_err(fail)?;
+    }
+    let ca = CaDir::init(&dir.join("ca"), Algorithm::P256, None, 3650, 1825).map_err(ca_error)?;
+    std::fs::copy(dir.join("ca/root.pem"), dir.join("ca.pem")).map_err(fail)?;
+    let place = |subject: Subject, folder: &Path, name: &str| -> Result<(PathBuf, PathBuf), TlsError> {
+        let issued = ca.issue(&subject, 825, true).map_err(ca_error)?;
+        let (cert, key) = (folder.join(format!("{name}.pem")), folder.join(format!("{name}-key.pem")));
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(fail);
+        write_file(&cert, &read(&issued.chain)?, false)?;
+        write_file(&key, &read(issued.key.as_deref().unwrap_or(Path::new("")))?, true)?;
+        Ok((cert, key))
+    };
+    place(Subject::Server(server_names(https)), dir, "server")?;
+    place(Subject::Identity(Identity::Gateway("gateway".into())), dir, "gateway")?;
+    let identities_dir = dir.join("identities");
+    place(Subject::Identity(Identity::Operator("ops".into())), &identities_dir, "operator-ops")?;
+    place(Subject::Identity(Identity::Agency("demo".into())), &identities_dir, "agency-demo")?;
+    let mut identities = Vec::new();
+    for endpoint in registry.endpoints() {
+        let name = endpoint.id.to_string().replace('/', "-");
+        let (cert, key) = place(Subject::Identity(Identity::Endpoint(endpoint.id.clone())), &identities_dir, &name)?;
+        identities.push((endpoint.id.to_string(), cert, key));
+    }
+    ca.crl(std::time::Duration::from_secs(30 * 86_400)).map_err(ca_error)?;
+    write_config(dir, https, admin, registry, Some("ca/crl.pem"), identities)
 }
 
-/// [`init`] with a given CA (tests keep it to issue more certificates).
+fn server_names(https: SocketAddr) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let host = https.ip().to_string();
+    if !names.contains(&host) && !https.ip().is_unspecified() {
+        names.push(host);
+    }
+    names
+}
+
+/// [`init`] with a development CA the caller keeps (tests issue more certificates with it).
 pub fn init_with_ca(dir: &Path, https: SocketAddr, admin: SocketAddr, registry: &Registry, ca: &DevCa) -> Result<Site, TlsError> {
     let fail = |e: std::io::Error| TlsError::File { path: dir.display().to_string(), problem: e.to_string() };
     std::fs::create_dir_all(dir.join("identities")).map_err(fail)?;
     write_file(&dir.join("ca.pem"), &ca.cert_pem, false)?;
-    let host = https.ip().to_string();
-    let mut names = vec!["localhost", "127.0.0.1"];
-    if !names.contains(&host.as_str()) && !https.ip().is_unspecified() {
-        names.push(&host);
-    }
+    let names = server_names(https);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     ca.server(&names)?.write(dir, "server")?;
     ca.client(&Identity::Gateway("gateway".into()))?.write(dir, "gateway")?;
     ca.client(&Identity::Operator("ops".into()))?.write(&dir.join("identities"), "operator-ops")?;
@@ -63,6 +100,23 @@ pub fn init_with_ca(dir: &Path, https: SocketAddr, admin: SocketAddr, registry: 
         let (cert, key) = ca.client(&Identity::Endpoint(endpoint.id.clone()))?.write(&dir.join("identities"), &name)?;
         identities.push((endpoint.id.to_string(), cert, key));
     }
+    write_config(dir, https, admin, registry, None, identities)
+}
+
+/// Writes `liandong.toml`.
+fn write_config(
+    dir: &Path,
+    https: SocketAddr,
+    admin: SocketAddr,
+    registry: &Registry,
+    crl: Option<&str>,
+    identities: Vec<(String, PathBuf, PathBuf)>,
+) -> Result<Site, TlsError> {
+    let crl = crl
+        .map(|c| {
+            format!("# Revoked client certificates (`liandong certs revoke` + `certs crl`); reloaded on change.\ncrl = \"{c}\"\n")
+        })
+        .unwrap_or_default();
     let endpoints: String = registry
         .endpoints()
         .map(|e| {
@@ -87,7 +141,7 @@ cert = "server.pem"
 key = "server-key.pem"
 client_cert = "gateway.pem"
 client_key = "gateway-key.pem"
-
+{crl}
 [store]
 # The embedded default. For several replicas: kind = "postgres", url = "postgres://…".
 kind = "sqlite"

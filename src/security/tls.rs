@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
@@ -40,10 +40,27 @@ fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// The server side: our certificate, and client certificates required, chained to `ca`.
-pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// Every CRL in a PEM file.
+pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| file_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if crls.is_empty() {
+        return Err(file_error(path, "no CRL in the file (expected -----BEGIN X509 CRL-----)"));
+    }
+    Ok(crls)
+}
+
+/// The server side: our certificate, and client certificates required, chained to `ca` and
+/// not revoked by `crl` (the leaf is checked: the CRL is the issuing CA's).
+pub fn server_config(ca: &Path, cert: &Path, key: &Path, crl: Option<&Path>) -> Result<Arc<ServerConfig>, TlsError> {
     install_crypto_provider();
-    let verifier = WebPkiClientVerifier::builder(Arc::new(roots(ca)?)).build().map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut builder = WebPkiClientVerifier::builder(Arc::new(roots(ca)?));
+    if let Some(crl) = crl {
+        builder = builder.with_crls(crls(crl)?).only_check_end_entity_revocation();
+    }
+    let verifier = builder.build().map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut config =
         ServerConfig::builder().with_client_cert_verifier(verifier).with_single_cert(certificates(cert)?, private_key(key)?)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

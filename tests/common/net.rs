@@ -19,13 +19,22 @@ pub struct Site {
 }
 
 impl Site {
+    /// A site as `liandong init` writes it: a CA made by the certificate tool (root and
+    /// intermediate; clients present chains) in `DIR/ca`, and a CRL the gateway loads.
     pub fn new(name: &str) -> Site {
-        Site::with_ca(name, &liandong::security::pki::DevCa::new("test CA").unwrap())
+        let dir = Site::folder(name);
+        let any = "127.0.0.1:0".parse().unwrap();
+        let site = liandong::site::init(&dir, any, any, &Registry::builtin()).unwrap();
+        Site { dir, config: site.config }
+    }
+
+    fn folder(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("liandong-{name}-{}-{}", std::process::id(), ulid::Ulid::new()))
     }
 
     /// A site whose CA the test keeps, to issue more certificates.
     pub fn with_ca(name: &str, ca: &liandong::security::pki::DevCa) -> Site {
-        let dir = std::env::temp_dir().join(format!("liandong-{name}-{}-{}", std::process::id(), ulid::Ulid::new()));
+        let dir = Site::folder(name);
         let any = "127.0.0.1:0".parse().unwrap();
         let site = liandong::site::init_with_ca(&dir, any, any, &Registry::builtin(), ca).unwrap();
         Site { dir, config: site.config }
@@ -180,7 +189,8 @@ impl Receiver {
     pub fn serve(site: &Site, endpoint: &str, listener: tokio::net::TcpListener) -> Receiver {
         let addr = listener.local_addr().unwrap();
         let config =
-            tls::server_config(&site.dir.join("ca.pem"), &site.dir.join("server.pem"), &site.dir.join("server-key.pem")).unwrap();
+            tls::server_config(&site.dir.join("ca.pem"), &site.dir.join("server.pem"), &site.dir.join("server-key.pem"), None)
+                .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
         let up = Arc::new(std::sync::atomic::AtomicBool::new(true));

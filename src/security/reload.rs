@@ -1,0 +1,181 @@
+//! The server's TLS material, reloaded while the gateway runs: its certificate, the CA bundle it
+//! trusts and the CRL, when the files change (checked every `tls.reload_check`) and on SIGHUP.
+//!
+//! Each new connection takes the configuration current at its handshake; established
+//! connections keep the one they started with, so a reload drops nobody. A reload that fails
+//! (a half-written file, a key that does not match) keeps the old material and says why, in the
+//! log and in `/metrics`.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::ServerConfig;
+
+use super::TlsError;
+use crate::metrics::{counters, inc};
+
+/// The files, and what was loaded from them.
+pub struct TlsReloader {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    crl: Option<PathBuf>,
+    current: RwLock<Arc<ServerConfig>>,
+    state: Mutex<Loaded>,
+}
+
+/// What the current material says, for `/metrics`.
+#[derive(Clone, Debug, Default)]
+struct Loaded {
+    /// Modification times of the files, as last loaded.
+    stamps: Vec<Option<SystemTime>>,
+    /// `(which, subject, not_after)` of each loaded certificate.
+    expiries: Vec<(&'static str, String, i64)>,
+    crl_next_update: Option<i64>,
+    last_error: Option<String>,
+}
+
+impl TlsReloader {
+    /// Loads the material; a failure here stops the start.
+    pub fn load(ca: &Path, cert: &Path, key: &Path, crl: Option<&Path>) -> Result<TlsReloader, TlsError> {
+        let reloader = TlsReloader {
+            ca: ca.to_path_buf(),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            crl: crl.map(Path::to_path_buf),
+            current: RwLock::new(super::tls::server_config(ca, cert, key, crl)?),
+            state: Mutex::new(Loaded::default()),
+        };
+        let loaded = reloader.describe()?;
+        *reloader.state.lock().unwrap_or_else(|e| e.into_inner()) = loaded;
+        Ok(reloader)
+    }
+
+    /// The configuration for the next handshake.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn files(&self) -> Vec<&Path> {
+        let mut files = vec![self.ca.as_path(), self.cert.as_path(), self.key.as_path()];
+        files.extend(self.crl.as_deref());
+        files
+    }
+
+    fn stamps(&self) -> Vec<Option<SystemTime>> {
+        self.files().iter().map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).collect()
+    }
+
+    /// Reads what the files say (expiries, the CRL's next update) and their stamps.
+    fn describe(&self) -> Result<Loaded, TlsError> {
+        let mut expiries = Vec::new();
+        for (which, path) in [("server", &self.cert), ("ca", &self.ca)] {
+            for der in super::tls::certificates(path)? {
+                if let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) {
+                    expiries.push((which, cert.subject().to_string(), cert.validity().not_after.timestamp()));
+                }
+            }
+        }
+        let crl_next_update = match &self.crl {
+            Some(path) => super::tls::crls(path)?
+                .iter()
+                .filter_map(|der| x509_parser::parse_x509_crl(der).ok())
+                .filter_map(|(_, crl)| crl.next_update().map(|t| t.timestamp()))
+                .min(),
+            None => None,
+        };
+        Ok(Loaded { stamps: self.stamps(), expiries, crl_next_update, last_error: None })
+    }
+
+    /// Loads the files again. On failure the old material stays; the error is logged and
+    /// counted. Returns whether the new material is in use.
+    pub fn reload(&self, why: &str) -> bool {
+        let result = super::tls::server_config(&self.ca, &self.cert, &self.key, self.crl.as_deref())
+            .and_then(|config| self.describe().map(|loaded| (config, loaded)));
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok((config, loaded)) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
+                *state = loaded;
+                inc(&counters().tls_reloads);
+                tracing::info!(why, "reloaded the TLS material (server certificate, CA bundle, CRL)");
+                true
+            }
+            Err(e) => {
+                // Do not try the same files again until they change once more.
+                state.stamps = self.stamps();
+                state.last_error = Some(e.to_string());
+                inc(&counters().tls_reload_failures);
+                tracing::warn!(why, error = %e, "TLS reload failed; keeping the material loaded before");
+                false
+            }
+        }
+    }
+
+    /// Whether any file changed since the last load (or failed load).
+    pub fn changed(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).stamps != self.stamps()
+    }
+
+    /// Reloads when the files change (looked at every `every`) and on SIGHUP, until `stop`.
+    pub async fn run(self: Arc<Self>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        #[cfg(unix)]
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let signalled = async {
+                match hangup.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let signalled = std::future::pending::<Option<()>>();
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {
+                    if self.changed() {
+                        self.reload("the files changed");
+                    }
+                }
+                _ = signalled => {
+                    self.reload("SIGHUP");
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// The Prometheus lines for the loaded material.
+    pub fn metrics(&self) -> String {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP liandong_certificate_expiry_seconds Seconds until each loaded certificate expires.\n# TYPE liandong_certificate_expiry_seconds gauge"
+        );
+        for (which, subject, not_after) in &state.expiries {
+            let subject = subject.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                out,
+                "liandong_certificate_expiry_seconds{{which=\"{which}\",subject=\"{subject}\"}} {}",
+                not_after - now
+            );
+        }
+        if let Some(next) = state.crl_next_update {
+            let _ = writeln!(
+                out,
+                "# HELP liandong_crl_next_update_seconds Seconds until the loaded CRL's next update.\n# TYPE liandong_crl_next_update_seconds gauge\nliandong_crl_next_update_seconds {}",
+                next - now
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP liandong_tls_reload_failing 1 when the last reload failed (the old material is in use).\n# TYPE liandong_tls_reload_failing gauge\nliandong_tls_reload_failing {}",
+            u8::from(state.last_error.is_some())
+        );
+        out
+    }
+}
