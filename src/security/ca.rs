@@ -325,7 +325,7 @@ impl CaDir {
         let der = certificate_der(&cert_path, &cert_pem)?;
         let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| file_error(&cert_path, e))?;
         let not_after = cert.validity().not_after.timestamp();
-        if not_after < OffsetDateTime::now_utc().unix_timestamp() {
+        if not_after <= OffsetDateTime::now_utc().unix_timestamp() {
             return Err(CaError::Expired { path: cert_path.display().to_string(), not_after: date(not_after) });
         }
         let key = self.read_key(&key_path)?;

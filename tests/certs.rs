@@ -1,0 +1,296 @@
+//! `liandong certs` as security teams use it, checked by OpenSSL, and the gateway taking new
+//! material without a restart: a revoked client is refused on new connections after one reload
+//! while the gateway keeps serving others, and a renewed server certificate is picked up while
+//! an old connection keeps working.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use liandong::proto::v1::{self, transfer_service_client::TransferServiceClient};
+use liandong::security::ca::{CaDir, Subject};
+use liandong::security::Identity;
+
+mod common;
+use common::net::{eventually, start_gateway, Client, Site};
+
+fn liandong(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_liandong")).args(args).env_remove("LIANDONG_CA_PASSPHRASE").output().unwrap()
+}
+
+fn ok(output: &Output) -> String {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn refused(output: &Output, code: i32) -> String {
+    assert_eq!(output.status.code(), Some(code), "stdout: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(output.stdout.is_empty());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `openssl verify` of a certificate against the CA folder, optionally with its CRL.
+fn openssl_verify(ca: &Path, cert: &Path, crl: bool) -> Output {
+    let mut command = Command::new("openssl");
+    command.arg("verify").arg("-CAfile").arg(ca.join("root.pem")).arg("-untrusted").arg(ca.join("intermediate.pem"));
+    if crl {
+        command.arg("-crl_check").arg("-CRLfile").arg(ca.join("crl.pem"));
+    }
+    command.arg(cert).output().expect("openssl is installed (.ci/run checks)")
+}
+
+/// The path after "certificate: " / "chain: " / "key: " in an issue's output.
+fn issued(text: &str, what: &str) -> PathBuf {
+    let line = text.lines().find(|l| l.trim_start().starts_with(what)).unwrap_or_else(|| panic!("no {what} in {text}"));
+    PathBuf::from(line.split_whitespace().nth(1).unwrap())
+}
+
+#[test]
+fn the_tool_issues_renews_revokes_and_openssl_agrees() {
+    let dir = std::env::temp_dir().join(format!("liandong-certs-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca");
+    let (ca_arg, pass) = (ca.to_str().unwrap(), dir.join("pass"));
+    std::fs::write(&pass, "correct horse\n").unwrap();
+    std::fs::write(dir.join("wrong"), "battery staple\n").unwrap();
+    let with = |args: &[&str], passphrase: &Path| -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--dir", ca_arg, "--passphrase-file", passphrase.to_str().unwrap()]);
+        liandong(&all)
+    };
+
+    ok(&with(&["certs", "init"], &pass));
+    refused(&with(&["certs", "init"], &pass), 2);
+    #[cfg(unix)]
+    for key in ["root-key.pem", "intermediate-key.pem"] {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(ca.join(key)).unwrap().permissions().mode() & 0o777, 0o600, "{key}");
+        assert!(std::fs::read_to_string(ca.join(key)).unwrap().contains("ENCRYPTED PRIVATE KEY"));
+    }
+    assert!(ok(&openssl_verify(&ca, &ca.join("intermediate.pem"), false)).contains("OK"));
+
+    // issue: refusals first
+    let text = refused(&with(&["certs", "issue", "endpoint", "330200/110"], &dir.join("wrong")), 2);
+    assert!(text.contains("intermediate-key.pem: wrong passphrase"), "{text}");
+    let text = refused(&liandong(&["certs", "issue", "--dir", ca_arg, "endpoint", "330200/110"]), 2);
+    assert!(text.contains("the key is encrypted; give the passphrase"), "{text}");
+    let text = refused(&with(&["certs", "issue", "endpoint", "990000/110"], &pass), 2);
+    assert!(text.contains("990000/110 is not a registered endpoint"), "{text}");
+    let police = ok(&with(&["certs", "issue", "endpoint", "330200/110", "--days", "10"], &pass));
+    let text = refused(&with(&["certs", "issue", "endpoint", "330200/110"], &pass), 2);
+    assert!(text.contains("already has a live certificate"), "{text}");
+    let (police_cert, police_key) = (issued(&police, "certificate:"), issued(&police, "key:"));
+    assert!(ok(&openssl_verify(&ca, &police_cert, false)).contains("OK"));
+    let described = ok(&liandong(&["certs", "inspect", police_cert.to_str().unwrap()]));
+    assert!(described.contains("identity:   liandong://endpoint/330200/110"), "{described}");
+    assert!(described.contains("used for:   client"), "{described}");
+    let chain = ok(&liandong(&["certs", "inspect", issued(&police, "chain:").to_str().unwrap()]));
+    assert!(chain.contains("[2] certificate (a CA)"), "a chain shows both: {chain}");
+    let text = refused(&liandong(&["certs", "inspect", pass.to_str().unwrap()]), 2);
+    assert!(text.contains("expected a certificate, chain, CSR or CRL"), "{text}");
+    let server = ok(&with(&["certs", "issue", "server", "localhost", "127.0.0.1"], &pass));
+    assert!(
+        ok(&liandong(&["certs", "inspect", issued(&server, "certificate:").to_str().unwrap()])).contains("used for:   server")
+    );
+
+    // a partner's CSR claiming an operator identity: the certificate says only what --as says
+    let csr = dir.join("partner.csr");
+    let made = Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=claims/O=x"])
+        .args(["-addext", "subjectAltName=URI:liandong://operator/root", "-keyout"])
+        .arg(dir.join("partner.key"))
+        .arg("-out")
+        .arg(&csr)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(ok(&liandong(&["certs", "inspect", csr.to_str().unwrap()])).contains("certificate signing request"));
+    let signed = ok(&with(&["certs", "sign-csr", csr.to_str().unwrap(), "--as", "agency/fire"], &pass));
+    let described = ok(&liandong(&["certs", "inspect", issued(&signed, "certificate:").to_str().unwrap()]));
+    assert!(described.contains("identity:   liandong://agency/fire"), "{described}");
+    assert!(!described.contains("operator"), "nothing from the CSR's names: {described}");
+    let text = refused(&with(&["certs", "sign-csr", police_key.to_str().unwrap(), "--as", "agency/x"], &pass), 2);
+    assert!(text.contains("expected a certificate signing request"), "{text}");
+
+    // expiry: the 10-day certificate is within 30 days, not within 5
+    let text = refused(&with(&["certs", "check-expiry", "--within", "30d"], &pass), 1);
+    assert!(text.contains("liandong://endpoint/330200/110"), "{text}");
+    ok(&with(&["certs", "check-expiry", "--within", "5d"], &pass));
+
+    // renew: a new certificate, the old one replaced
+    let renewed = ok(&with(&["certs", "renew", "liandong://endpoint/330200/110", "--days", "400"], &pass));
+    let renewed_cert = issued(&renewed, "certificate:");
+    ok(&with(&["certs", "check-expiry", "--within", "30d"], &pass));
+
+    // revoke and publish: OpenSSL refuses the revoked one with the CRL, accepts the others
+    ok(&with(&["certs", "crl"], &pass));
+    assert!(ok(&openssl_verify(&ca, &renewed_cert, true)).contains("OK"));
+    let serial = renewed.split_whitespace().skip_while(|w| *w != "serial").nth(1).unwrap().to_string();
+    ok(&with(&["certs", "revoke", &serial[..10], "--reason", "key-compromise"], &pass));
+    let text = refused(&with(&["certs", "revoke", &serial, "--reason", "key-compromise"], &pass), 2);
+    assert!(text.contains("already revoked"), "{text}");
+    refused(&with(&["certs", "revoke", "--identity", "agency/fire", "--reason", "bored"], &pass), 2);
+    ok(&with(&["certs", "crl", "--next-update", "2d"], &pass));
+    let verdict = openssl_verify(&ca, &renewed_cert, true);
+    assert!(!verdict.status.success());
+    assert!(
+        String::from_utf8_lossy(&verdict.stdout).contains("revoked")
+            || String::from_utf8_lossy(&verdict.stderr).contains("revoked")
+    );
+    assert!(ok(&openssl_verify(&ca, &issued(&signed, "certificate:"), true)).contains("OK"));
+    let crl = ok(&liandong(&["certs", "inspect", ca.join("crl.pem").to_str().unwrap()]));
+    assert!(crl.contains(&serial) && crl.contains("number:      2"), "{crl}");
+    let crl_check = Command::new("openssl")
+        .args(["crl", "-noout", "-CAfile"])
+        .arg(ca.join("chain.pem"))
+        .arg("-in")
+        .arg(ca.join("crl.pem"))
+        .output()
+        .unwrap();
+    assert!(crl_check.status.success(), "the CRL's signature verifies: {}", String::from_utf8_lossy(&crl_check.stderr));
+
+    // the ledger says all of it
+    let list: serde_json::Value = serde_json::from_str(&ok(&with(&["certs", "list", "--json"], &pass))).unwrap();
+    let statuses: Vec<(&str, &str)> =
+        list.as_array().unwrap().iter().map(|e| (e["subject"].as_str().unwrap(), e["status"].as_str().unwrap())).collect();
+    assert_eq!(
+        statuses,
+        [
+            ("liandong://endpoint/330200/110", "replaced"),
+            ("server:localhost,127.0.0.1", "live"),
+            ("liandong://agency/fire", "live"),
+            ("liandong://endpoint/330200/110", "revoked"),
+        ]
+    );
+    // OpenSSL reads the encrypted key with the passphrase
+    let read = Command::new("openssl")
+        .args(["pkey", "-noout", "-passin", "pass:correct horse", "-in"])
+        .arg(ca.join("intermediate-key.pem"))
+        .output()
+        .unwrap();
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_mismatched_key_and_an_expired_ca_are_named() {
+    let dir = std::env::temp_dir().join(format!("liandong-certs-bad-{}", ulid::Ulid::new()));
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    CaDir::init(&a, liandong::security::ca::Algorithm::P256, None, 30, 30).unwrap();
+    CaDir::init(&b, liandong::security::ca::Algorithm::Ed25519, None, 30, 0).unwrap();
+    let subject = Subject::Identity(Identity::Agency("x".into()));
+    let err = CaDir::open(&b, None).unwrap().issue(&subject, 5, false).unwrap_err();
+    assert!(err.to_string().contains("the CA certificate expired"), "{err}");
+    std::fs::copy(b.join("intermediate-key.pem"), a.join("intermediate-key.pem")).unwrap();
+    let err = CaDir::open(&a, None).unwrap().issue(&subject, 5, false).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{} does not belong to {}", a.join("intermediate-key.pem").display(), a.join("intermediate.pem").display())
+    );
+    let err = CaDir::open(&dir.join("nothing"), None).err().unwrap();
+    assert!(err.to_string().contains("no CA here"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn grpc(site: &Site, cert: &Path, key: &Path, port: u16) -> TransferServiceClient<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity as TlsIdentity};
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(site.dir.join("ca.pem")).unwrap()))
+        .identity(TlsIdentity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()))
+        .domain_name("localhost");
+    let channel =
+        Channel::from_shared(format!("https://localhost:{port}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+    TransferServiceClient::new(channel)
+}
+
+/// The serial of the certificate the server presents on a new connection.
+async fn server_serial(site: &Site, addr: std::net::SocketAddr) -> String {
+    let (cert, key) = site.identity("330200/110");
+    let config = liandong::security::tls::client_config(&site.dir.join("ca.pem"), &cert, &key).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+    parsed.raw_serial_as_string().replace(':', "")
+}
+
+async fn list_works(client: &mut TransferServiceClient<tonic::transport::Channel>) -> bool {
+    client.list_transfers(v1::ListTransfersRequest::default()).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_takes_a_crl_and_a_renewed_certificate_without_a_restart() {
+    let site = Site::new("certs-reload");
+    site.edit_config(|t| t.replace("crl = \"ca/crl.pem\"", "crl = \"ca/crl.pem\"\nreload_check = \"100ms\""));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (admin, _stop) = start_gateway(&site, listener).await;
+    let ca = CaDir::open(&site.dir.join("ca"), None).unwrap();
+    let metrics = || async move {
+        let text = reqwest_lite(admin).await;
+        let value = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        (value("liandong_tls_reloads_total").unwrap_or(0.0), value("liandong_tls_reload_failing").unwrap_or(-1.0), text)
+    };
+
+    // a newly issued identity connects; an old connection of it stays open
+    let fire = ca.issue(&Subject::Identity(Identity::Endpoint("330000/110".parse().unwrap())), 30, true).unwrap();
+    let mut old = grpc(&site, &fire.chain, fire.key.as_ref().unwrap(), addr.port()).await;
+    assert!(list_works(&mut old).await);
+    let fresh = Client::new(&site, &fire.chain, fire.key.as_ref().unwrap(), addr);
+    assert_eq!(fresh.get("/v1/transfers").await.status, 200);
+    let (reloads_before, failing, text) = metrics().await;
+    assert_eq!(failing, 0.0, "{text}");
+    assert!(text.contains("liandong_certificate_expiry_seconds{which=\"server\""), "{text}");
+    assert!(text.contains("liandong_crl_next_update_seconds"), "{text}");
+
+    // revoke it and publish the CRL: after one reload new connections are refused, others served
+    ca.revoke(&fire.serial, "key-compromise").unwrap();
+    ca.crl(Duration::from_secs(86_400)).unwrap();
+    eventually(10, "the CRL is reloaded", || {
+        let (reloads, _, _) = futures_lite(metrics());
+        reloads > reloads_before
+    })
+    .await;
+    assert!(fresh.request("GET", "/v1/transfers", Vec::new()).await.is_err(), "a revoked certificate is refused");
+    assert!(list_works(&mut old).await, "an established connection keeps working");
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+    assert_eq!(police.get("/v1/transfers").await.status, 200, "everyone else is served");
+
+    // a broken file: the reload fails, says so, and the old material stays in use
+    let server_pem = std::fs::read(site.dir.join("server.pem")).unwrap();
+    std::fs::write(site.dir.join("server.pem"), b"not a certificate").unwrap();
+    eventually(10, "the failed reload is reported", || futures_lite(metrics()).1 == 1.0).await;
+    assert_eq!(police.get("/v1/transfers").await.status, 200, "still served with the old material");
+
+    // a renewed server certificate is picked up by new connections; old ones keep working
+    let before = server_serial(&site, addr).await;
+    let renewed = ca.issue(&Subject::Server(vec!["localhost".into(), "127.0.0.1".into()]), 30, true).unwrap();
+    std::fs::write(site.dir.join("server-key.pem"), std::fs::read(renewed.key.as_ref().unwrap()).unwrap()).unwrap();
+    std::fs::write(site.dir.join("server.pem"), std::fs::read(&renewed.chain).unwrap()).unwrap();
+    drop(server_pem);
+    eventually(10, "the renewed certificate is served", || futures_lite(server_serial(&site, addr)) == renewed.serial).await;
+    assert_ne!(before, renewed.serial);
+    assert_eq!(futures_lite(metrics()).1, 0.0, "the reload succeeded");
+    assert!(list_works(&mut old).await, "the connection from before the renewal still works");
+}
+
+/// Runs a future to completion from inside `eventually`'s synchronous check.
+fn futures_lite<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+}
+
+/// The admin listener's /metrics text.
+async fn reqwest_lite(admin: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    text
+}
