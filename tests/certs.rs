@@ -88,6 +88,14 @@ fn the_tool_issues_renews_revokes_and_openssl_agrees() {
     assert!(chain.contains("[2] certificate (a CA)"), "a chain shows both: {chain}");
     let text = refused(&liandong(&["certs", "inspect", pass.to_str().unwrap()]), 2);
     assert!(text.contains("expected a certificate, chain, CSR or CRL"), "{text}");
+    // a PKCS#12 bundle for systems that want one: OpenSSL opens it with its passphrase
+    std::fs::write(dir.join("p12pass"), "bundle pass\n").unwrap();
+    let bob = ok(&with(&["certs", "issue", "operator", "bob", "--p12", dir.join("p12pass").to_str().unwrap()], &pass));
+    let bundle = issued(&bob, "pkcs#12:");
+    let opened =
+        Command::new("openssl").args(["pkcs12", "-nokeys", "-passin", "pass:bundle pass", "-in"]).arg(&bundle).output().unwrap();
+    assert!(opened.status.success(), "{}", String::from_utf8_lossy(&opened.stderr));
+    assert!(String::from_utf8_lossy(&opened.stdout).contains("liandong://operator/bob"));
     let server = ok(&with(&["certs", "issue", "server", "localhost", "127.0.0.1"], &pass));
     assert!(
         ok(&liandong(&["certs", "inspect", issued(&server, "certificate:").to_str().unwrap()])).contains("used for:   server")
@@ -157,6 +165,7 @@ fn the_tool_issues_renews_revokes_and_openssl_agrees() {
         statuses,
         [
             ("liandong://endpoint/330200/110", "replaced"),
+            ("liandong://operator/bob", "live"),
             ("server:localhost,127.0.0.1", "live"),
             ("liandong://agency/fire", "live"),
             ("liandong://endpoint/330200/110", "revoked"),

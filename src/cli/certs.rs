@@ -35,6 +35,9 @@ pub enum CertsCommand {
         /// Issue even though the identity has a live certificate (which is marked replaced).
         #[arg(long)]
         replace: bool,
+        /// Also write a PKCS#12 bundle (key + chain to the root), encrypted with the passphrase in this file.
+        #[arg(long, value_name = "FILE")]
+        p12: Option<PathBuf>,
     },
     /// Sign a partner's CSR; the identity comes from --as, never from the CSR.
     SignCsr {
@@ -177,10 +180,25 @@ pub fn certs(command: &CertsCommand, registry: &crate::formats::Registry, stdout
                 dir = ca.dir.display()
             )
         }
-        CertsCommand::Issue { ca, kind, names, days, replace } => {
+        CertsCommand::Issue { ca, kind, names, days, replace, p12 } => {
             let subject = subject(kind, names)?;
             CaDir::check_subject(&subject, registry).map_err(failed)?;
-            issued_text(&ca.open()?.issue(&subject, *days, *replace).map_err(failed)?)
+            let password = p12
+                .as_ref()
+                .map(|file| {
+                    std::fs::read_to_string(file)
+                        .map(|p| p.trim_end_matches(['\n', '\r']).to_string())
+                        .map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))
+                })
+                .transpose()?;
+            let ca = ca.open()?;
+            let files = ca.issue(&subject, *days, *replace).map_err(failed)?;
+            let mut text = issued_text(&files);
+            if let Some(password) = password {
+                let bundle = ca.write_p12(&files, &password).map_err(failed)?;
+                text.push_str(&format!("  pkcs#12:     {} (mode 0600)\n", bundle.display()));
+            }
+            text
         }
         CertsCommand::SignCsr { ca, file, identity, days, replace } => {
             let subject = identity_subject(identity)?;

@@ -450,6 +450,34 @@ impl CaDir {
         Ok(IssuedFiles { serial, subject: name, cert: cert_path, key: key_path, chain: chain_path, not_after })
     }
 
+    /// Writes a PKCS#12 bundle of an issued key and its chain up to the root, next to the
+    /// certificate (`…p12`), encrypted with `password` (PBES2, AES-256, HMAC-SHA-256: what
+    /// OpenSSL 3 and current JDKs read).
+    pub fn write_p12(&self, files: &IssuedFiles, password: &str) -> Result<PathBuf, CaError> {
+        let key_path = files.key.as_ref().ok_or_else(|| CaError::Refused("a signed CSR has no key here to bundle".into()))?;
+        let key = KeyPair::from_pem(&std::fs::read_to_string(key_path).map_err(|e| file_error(key_path, e))?)
+            .map_err(|e| file_error(key_path, e))?;
+        let mut certs = Vec::new();
+        for path in [&files.chain, &self.path("root.pem")] {
+            for der in super::tls::certificates(path).map_err(|e| file_error(path, e))? {
+                certs.push(p12_keystore::Certificate::from_der(&der).map_err(|e| file_error(path, e))?);
+            }
+        }
+        let private = p12_keystore::PrivateKey::from_der(&key.serialize_der()).map_err(|e| file_error(key_path, e))?;
+        let mut store = p12_keystore::KeyStore::new();
+        let chain = p12_keystore::PrivateKeyChain::new(files.serial.as_bytes(), private, certs);
+        store.add_entry(&files.subject, p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+        let bytes = store.writer(password).write().map_err(|e| file_error(&files.cert, e))?;
+        let path = files.cert.with_extension("p12");
+        std::fs::write(&path, bytes).map_err(|e| file_error(&path, e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| file_error(&path, e))?;
+        }
+        Ok(path)
+    }
+
     /// Finds ledger entries by serial (a unique prefix of at least 8 hex digits) or by subject.
     fn find(&self, ledger: &Ledger, which: &str) -> Result<Vec<usize>, CaError> {
         let which = which.trim().to_ascii_lowercase();
