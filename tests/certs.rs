@@ -303,3 +303,24 @@ async fn reqwest_lite(admin: std::net::SocketAddr) -> String {
     tcp.read_to_string(&mut text).await.unwrap();
     text
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_at_once() {
+    let site = Site::new("certs-sighup");
+    site.edit_config(|t| t.replace("crl = \"ca/crl.pem\"", "crl = \"ca/crl.pem\"\nreload_check = \"1h\""));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_admin, _stop) = start_gateway(&site, listener).await;
+    let ca = CaDir::open(&site.dir.join("ca"), None).unwrap();
+    let agency = ca.issue(&Subject::Identity(Identity::Agency("demo".into())), 30, true).unwrap();
+    let client = Client::new(&site, &agency.chain, agency.key.as_ref().unwrap(), addr);
+    assert_eq!(client.get("/v1/transfers").await.status, 200);
+    ca.revoke(&agency.serial, "privilege-withdrawn").unwrap();
+    ca.crl(Duration::from_secs(86_400)).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(client.get("/v1/transfers").await.status, 200, "files are looked at only hourly here");
+    let hup = Command::new("kill").args(["-HUP", &std::process::id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    eventually(10, "SIGHUP reloads the CRL", || futures_lite(client.request("GET", "/v1/transfers", Vec::new())).is_err()).await;
+}
