@@ -61,6 +61,23 @@ pub enum Command {
         #[command(subcommand)]
         command: datasets::DatasetsCommand,
     },
+    /// The whole linkage in one command: a gateway, simulated 110 and 12345 platforms of five
+    /// provinces, a partner agency, and the report's scenarios; ends with a table.
+    Demo {
+        /// How long the volume scenario runs.
+        #[arg(long, default_value = "30s", value_parser = crate::config::duration::parse)]
+        duration: std::time::Duration,
+        /// Jiangxi's car-moving transfers per second.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Write the site here and keep the gateway running until Ctrl-C.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
+    /// Run one simulated platform against a gateway: it receives deliveries in its own format,
+    /// answers them (accepted, resolved), closes its own transfers after a call-back, and
+    /// submits transfers at --rate.
+    Simulate(SimulateArgs),
     /// Certificates for security teams: a CA, issuing, renewing, revoking, CRLs, expiry checks.
     Certs {
         #[command(subcommand)]
@@ -70,6 +87,40 @@ pub enum Command {
     Route(datasets::RouteArgs),
     /// Compare an endpoint's view of its transfers (a file) with the gateway's records.
     Reconcile(datasets::ReconcileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The endpoint to be (REGION/PLATFORM).
+    pub endpoint: String,
+    /// The gateway's mutual-TLS address.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub gateway: std::net::SocketAddr,
+    /// The CA bundle both sides' certificates chain to.
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// This endpoint's client certificate (chain) and key.
+    #[arg(long)]
+    pub cert: PathBuf,
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Where to receive deliveries (give this address's URL as the endpoint's `url`).
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    pub listen: std::net::SocketAddr,
+    /// The receiving server's certificate and key.
+    #[arg(long)]
+    pub server_cert: PathBuf,
+    #[arg(long)]
+    pub server_key: PathBuf,
+    /// Transfers to submit per second (0: only answer).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// The canonical category of submitted transfers.
+    #[arg(long, default_value = "NP07")]
+    pub category: String,
+    /// How long to run; until Ctrl-C when absent.
+    #[arg(long, value_parser = crate::config::duration::parse)]
+    pub duration: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +292,12 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
         Command::Deliveries { command } => deliveries(command, stdout),
         Command::Datasets { command } => datasets::datasets(command, stdout),
         Command::Route(args) => datasets::route(args, stdout),
+        Command::Demo { duration, rate, keep } => {
+            let plan = crate::demo::DemoPlan { duration: *duration, rate: *rate, keep: keep.clone() };
+            let report = runtime()?.block_on(crate::demo::run(plan)).map_err(CliError::Failed)?;
+            write(stdout, report.as_bytes())
+        }
+        Command::Simulate(args) => simulate(args, stdout),
         Command::Certs { command } => certs::certs(command, &registry()?, stdout),
         Command::Reconcile(args) => datasets::reconcile(args, stdout),
         Command::Bench(args) => {
@@ -296,6 +353,58 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
             write(stdout, summary.as_bytes())
         }
     }
+}
+
+/// `simulate`: one simulated platform until the duration ends or Ctrl-C.
+fn simulate(args: &SimulateArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
+    use crate::simulate::{Behaviour, SimulatedPlatform};
+    let registry = Registry::builtin();
+    let behaviour = Behaviour { think: std::time::Duration::from_millis(500), reject: Vec::new() };
+    let report = runtime()?.block_on(async {
+        let platform =
+            SimulatedPlatform::new(&registry, &args.endpoint, args.gateway, &args.ca, &args.cert, &args.key, behaviour)
+                .map_err(CliError::Invalid)?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| CliError::Failed(format!("--listen {}: {e}", args.listen)))?;
+        platform.serve(listener, &args.ca, &args.server_cert, &args.server_key).map_err(CliError::Invalid)?;
+        eprintln!("{} simulated: receiving on https://{}/receive, submitting to {}", args.endpoint, args.listen, args.gateway);
+        let end = args.duration.map(|d| std::time::Instant::now() + d);
+        let tick = (args.rate > 0.0).then(|| std::time::Duration::from_secs_f64(1.0 / args.rate));
+        loop {
+            if end.is_some_and(|end| std::time::Instant::now() >= end) {
+                break;
+            }
+            match tick {
+                Some(tick) => {
+                    let request = platform.request(&args.category, crate::model::Urgency::Normal).map_err(CliError::Invalid)?;
+                    if let Err(e) = platform.submit(&request).await {
+                        eprintln!("submit: {e}");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(tick) => {}
+                        _ = tokio::signal::ctrl_c() => break,
+                    }
+                }
+                None => tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                    _ = tokio::signal::ctrl_c() => break,
+                },
+            }
+        }
+        let t = &platform.tally;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        Ok::<_, CliError>(format!(
+            "{}: submitted {}, received {}, statuses sent {}, closed after call-back {}, errors {}\n",
+            args.endpoint,
+            load(&t.submitted),
+            load(&t.received),
+            load(&t.statuses_sent),
+            load(&t.closed),
+            load(&t.errors)
+        ))
+    })?;
+    stdout.write_all(report.as_bytes()).map_err(|e| CliError::Failed(format!("cannot write: {e}")))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {

@@ -203,6 +203,7 @@ impl Deliverer {
             .header(hyper::header::HOST, format!("{host}:{port}"))
             .header(hyper::header::CONTENT_TYPE, content_type)
             .header("x-liandong-transfer-id", &item.transfer_id)
+            .header("x-liandong-kind", item.kind.as_str())
             .header("x-liandong-delivery", item.id.to_string())
             .header("x-liandong-attempt", (item.attempts + 1).to_string())
             .body(Full::new(Bytes::from(body)))

@@ -428,6 +428,31 @@ impl Store {
         row.as_ref().map(summary_from_row).transpose()
     }
 
+    /// Transfers by sending platform and state, with how many are overdue: `(platform, state,
+    /// overdue, count)`.
+    pub async fn tally(&self) -> Result<Vec<(String, String, bool, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT CASE WHEN sender LIKE '%/110' THEN '110' ELSE '12345' END, state, overdue, COUNT(*) FROM transfers \
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get::<i64, _>(2)? != 0, r.try_get(3)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Deliveries that needed more than one attempt, and how many were given up.
+    pub async fn retried_deliveries(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(CASE WHEN attempts > 1 THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) FROM outbox",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()
