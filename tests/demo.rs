@@ -31,3 +31,54 @@ fn the_demo_plays_every_scenario_and_closes_the_loops() {
     assert!(stdout.contains("platform-side errors: 0"), "{stdout}");
     assert!(stdout.contains("0 dead letters"), "{stdout}");
 }
+
+mod common;
+
+/// `liandong simulate` as a partner runs it: it submits in its own format and answers what it
+/// is sent, against a gateway it does not share a process with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_plays_one_platform_against_a_gateway() {
+    let site = common::net::Site::new("simulate");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    site.push_to("330200/12345", &format!("https://127.0.0.1:{port}/receive"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_, _stop) = common::net::start_gateway(&site, listener).await;
+    let dir = site.dir.to_str().unwrap().to_string();
+    let gateway = addr.to_string();
+    let listen = format!("127.0.0.1:{port}");
+    // the 12345 simulated: answers what the 110 (this test) sends it
+    let hotline = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_liandong"))
+            .args(["simulate", "330200/12345", "--gateway", &gateway, "--listen", &listen, "--duration", "6s"])
+            .args(["--ca", &format!("{dir}/ca.pem"), "--cert", &format!("{dir}/identities/330200-12345.pem")])
+            .args(["--key", &format!("{dir}/identities/330200-12345-key.pem"), "--server-cert", &format!("{dir}/server.pem")])
+            .args(["--server-key", &format!("{dir}/server-key.pem"), "--rate", "1", "--category", "PM04"])
+            .output()
+            .unwrap()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let police = common::net::Client::for_endpoint(&site, "330200/110", addr);
+    let answer = police
+        .post(
+            "/v1/native/330200/110/transfers",
+            std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+            )
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+    let id = answer.header("x-liandong-transfer-id").unwrap();
+    let output = hotline.await.unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(report.contains("received 1,") && report.contains("errors 0"), "{report}");
+    assert!(!report.contains("submitted 0,"), "it submitted police matters to the 110: {report}");
+    let transfer = police.get(&format!("/v1/transfers/{id}")).await.json();
+    assert_eq!(transfer["state"], "resolved", "the simulated 12345 accepted and resolved it: {transfer}");
+}
