@@ -56,6 +56,11 @@ pub enum Command {
         #[command(subcommand)]
         command: DeliveriesCommand,
     },
+    /// The audit trail: check its hash chains, or print one transfer's evidence.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Shared datasets: import and export files, follow a gateway's change feed.
     Datasets {
         #[command(subcommand)]
@@ -186,6 +191,24 @@ pub struct BenchArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk every replica's chain; exit 1 naming the first changed, removed or reordered entry.
+    Verify {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One transfer's whole evidence trail: who sent what, when, and what was answered.
+    Export {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        transfer: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DeliveriesCommand {
     /// List dead letters (deliveries given up), oldest first.
     List {
@@ -290,6 +313,7 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
             write(stdout, text.as_bytes())
         }
         Command::Deliveries { command } => deliveries(command, stdout),
+        Command::Audit { command } => audit(command, stdout),
         Command::Datasets { command } => datasets::datasets(command, stdout),
         Command::Route(args) => datasets::route(args, stdout),
         Command::Demo { duration, rate, keep } => {
@@ -522,6 +546,39 @@ fn deliveries(command: &DeliveriesCommand, stdout: &mut dyn Write) -> Result<(),
         }
         .await;
         answer
+    })?;
+    stdout.write_all(text.as_bytes()).map_err(|e| CliError::Failed(format!("cannot write: {e}")))
+}
+
+fn audit(command: &AuditCommand, stdout: &mut dyn Write) -> Result<(), CliError> {
+    let (AuditCommand::Verify { config, .. } | AuditCommand::Export { config, .. }) = command;
+    let config = load_config(config)?;
+    let failed = |e: crate::store::StoreError| CliError::Failed(e.to_string());
+    let text = runtime()?.block_on(async {
+        let store = crate::server::open_store(&config).await.map_err(failed)?;
+        match command {
+            AuditCommand::Verify { json, .. } => {
+                let verification = store.verify_audit().await.map_err(failed)?;
+                if let Some((seq, problem)) = &verification.first_problem {
+                    return Err(CliError::Failed(format!("audit entry {seq}: {problem}")));
+                }
+                if *json {
+                    return Ok(serde_json::to_string_pretty(&verification).unwrap_or_default() + "\n");
+                }
+                let mut out = String::from("the audit trail is intact\n");
+                for (replica, entries, last) in &verification.chains {
+                    out.push_str(&format!("  {replica}: {entries} entries, last hash {last}\n"));
+                }
+                Ok(out)
+            }
+            AuditCommand::Export { transfer, .. } => {
+                let entries = store.audit_of(transfer).await.map_err(failed)?;
+                if entries.is_empty() {
+                    return Err(CliError::Invalid(format!("--transfer: no audit entries for {transfer:?}")));
+                }
+                Ok(entries.iter().map(|e| serde_json::to_string(e).unwrap_or_default() + "\n").collect())
+            }
+        }
     })?;
     stdout.write_all(text.as_bytes()).map_err(|e| CliError::Failed(format!("cannot write: {e}")))
 }

@@ -24,6 +24,8 @@ pub struct Counters {
     /// TLS material reloaded, and reloads that failed (the old material kept).
     pub tls_reloads: AtomicU64,
     pub tls_reload_failures: AtomicU64,
+    /// Refusal entries the audit trail could not take during a flood.
+    pub audit_dropped: AtomicU64,
 }
 
 /// The counters of this process.
@@ -71,6 +73,12 @@ pub fn render(states: &[(String, i64)], outbox: &[(String, i64)], unreachable: &
         "liandong_tls_reload_failures_total",
         "TLS reloads that failed; the old material stayed.",
         &c.tls_reload_failures,
+    );
+    counter(
+        &mut out,
+        "liandong_audit_dropped_total",
+        "Refusal entries dropped from the audit trail during a flood.",
+        &c.audit_dropped,
     );
     counter(&mut out, "liandong_records_written_total", "Shared dataset records written (new versions).", &c.records_written);
     counter(&mut out, "liandong_deliveries_total", "Deliveries confirmed by a native receipt.", &c.deliveries_ok);

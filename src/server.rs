@@ -86,6 +86,28 @@ pub async fn run(
     let registry = Arc::new(registry(&config)?);
     let store = open_store(&config).await?;
     let config = Arc::new(config);
+    let replica = std::env::var("LIANDONG_REPLICA").ok().filter(|r| !r.is_empty()).unwrap_or_else(|| {
+        let host =
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "host".into());
+        format!("{host}:{}", listeners.https.local_addr().map(|a| a.port()).unwrap_or(0))
+    });
+    crate::store::audit::set_replica(replica.clone());
+    crate::store::audit::start_sink(store.clone());
+    store
+        .audit(vec![crate::store::audit::AuditEntry {
+            at: crate::model::Timestamp::now().unix_seconds(),
+            actor: "gateway".into(),
+            action: "config.loaded".into(),
+            transfer_id: None,
+            detail: serde_json::json!({
+                "replica": replica,
+                "version": env!("CARGO_PKG_VERSION"),
+                "endpoints": config.endpoints.iter().map(|e| e.id.to_string()).collect::<Vec<_>>(),
+                "agencies": config.agencies.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+                "crl": config.tls.crl.is_some(),
+            }),
+        }])
+        .await?;
     let engine = Engine::new(store.clone(), registry, config.clone());
     // The transfer-item lists start as the built-in code tables (added once, never overwritten).
     let seeded = crate::sync::Datasets::new(&engine).seed_categories().await.map_err(|e| match e {

@@ -16,6 +16,7 @@
 //! item of a transfer is handed out only when every earlier item of that transfer for the same
 //! destination is done (notifications arrive in order).
 
+pub mod audit;
 mod group_commit;
 pub mod records;
 pub mod schema;

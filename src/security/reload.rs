@@ -16,6 +16,17 @@ use rustls::ServerConfig;
 use super::TlsError;
 use crate::metrics::{counters, inc};
 
+/// A certificate change, for the audit trail.
+fn note_change(action: &str, detail: serde_json::Value) {
+    crate::store::audit::note(crate::store::audit::AuditEntry {
+        at: time::OffsetDateTime::now_utc().unix_timestamp(),
+        actor: "gateway".into(),
+        action: action.into(),
+        transfer_id: None,
+        detail,
+    });
+}
+
 /// The files, and what was loaded from them.
 pub struct TlsReloader {
     ca: PathBuf,
@@ -98,9 +109,11 @@ impl TlsReloader {
         match result {
             Ok((config, loaded)) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
+                let expiries: Vec<String> = loaded.expiries.iter().map(|(w, s, t)| format!("{w} {s} until {t}")).collect();
                 *state = loaded;
                 inc(&counters().tls_reloads);
                 tracing::info!(why, "reloaded the TLS material (server certificate, CA bundle, CRL)");
+                note_change("tls.reloaded", serde_json::json!({"why": why, "certificates": expiries}));
                 true
             }
             Err(e) => {
@@ -109,6 +122,7 @@ impl TlsReloader {
                 state.last_error = Some(e.to_string());
                 inc(&counters().tls_reload_failures);
                 tracing::warn!(why, error = %e, "TLS reload failed; keeping the material loaded before");
+                note_change("tls.reload_failed", serde_json::json!({"why": why, "error": e.to_string()}));
                 false
             }
         }

@@ -73,6 +73,19 @@ const STATEMENTS: &[&str] = &[
         tx BIGINT NOT NULL DEFAULT 0
     )",
     "CREATE INDEX IF NOT EXISTS record_log_feed ON record_log (dataset, tx, seq)",
+    "CREATE TABLE IF NOT EXISTS audit (
+        seq {serial},
+        replica TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        transfer_id TEXT,
+        detail TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS audit_chain ON audit (replica, seq)",
+    "CREATE INDEX IF NOT EXISTS audit_transfer ON audit (transfer_id, seq)",
     "CREATE INDEX IF NOT EXISTS record_log_key ON record_log (dataset, key, tx, seq)",
     "CREATE TABLE IF NOT EXISTS endpoint_health (
         endpoint TEXT PRIMARY KEY,

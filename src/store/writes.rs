@@ -6,6 +6,7 @@
 
 use sqlx::{Any, Row, Transaction};
 
+use super::audit::AuditEntry;
 use super::{outbox_from_row, transfer_from_row, Backend, DeliveryKind, OutboxItem, StoreError, OUTBOX_SELECT};
 use crate::model::lifecycle::{self, Outcome, Refusal, Role};
 use crate::model::{EndpointId, HistoryEntry, HistoryEvent, Record, State, StatusUpdate, Timestamp, Transfer};
@@ -32,6 +33,8 @@ pub enum Write {
     Acknowledge { transfer_id: String, destination: String, at: i64 },
     /// Records of one shared dataset, all or nothing (see [`super::records::put`]).
     PutRecords { dataset: String, records: Vec<Record>, seed: bool },
+    /// Entries for the audit trail that come with no other change (refusals, loads, reloads).
+    Audit(Vec<super::audit::AuditEntry>),
 }
 
 /// What a write did.
@@ -80,12 +83,23 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
             .execute(&mut **tx)
             .await?
             .rows_affected();
-            let destination: Option<String> = sqlx::query("SELECT destination FROM outbox WHERE id = $1")
+            let row = sqlx::query("SELECT destination, transfer_id, kind, attempts FROM outbox WHERE id = $1")
                 .bind(item_id)
                 .fetch_optional(&mut **tx)
-                .await?
-                .map(|r| r.get(0));
-            if let Some(destination) = destination {
+                .await?;
+            if let Some(row) = row {
+                let (destination, transfer_id, kind, attempts): (String, String, String, i64) =
+                    (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+                if changed > 0 {
+                    let entry = AuditEntry {
+                        at,
+                        actor: "gateway".into(),
+                        action: if dead { "delivery.dead" } else { "delivery.failed" }.into(),
+                        transfer_id: Some(transfer_id),
+                        detail: serde_json::json!({"destination": destination, "kind": kind, "attempt": attempts, "error": error}),
+                    };
+                    super::audit::append(tx, &[entry]).await?;
+                }
                 sqlx::query(
                     "INSERT INTO endpoint_health (endpoint, failing_since, last_error) VALUES ($1, $2, $3) \
                      ON CONFLICT (endpoint) DO UPDATE SET failing_since = COALESCE(endpoint_health.failing_since, $4), last_error = $5",
@@ -143,6 +157,10 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
                     .await?;
             }
             Ok(WriteResult::Leased(items))
+        }
+        Write::Audit(entries) => {
+            super::audit::append(tx, &entries).await?;
+            Ok(WriteResult::Done(true))
         }
         Write::PutRecords { dataset, records, seed } => {
             Ok(WriteResult::Records(super::records::put(tx, backend, &dataset, &records, seed).await?))
@@ -405,6 +423,14 @@ async fn delivered(tx: &mut Transaction<'_, Any>, backend: Backend, item_id: i64
     .bind(at)
     .execute(&mut **tx)
     .await?;
+    let entry = AuditEntry {
+        at,
+        actor: destination.clone(),
+        action: "delivery.delivered".into(),
+        transfer_id: Some(transfer_id.clone()),
+        detail: serde_json::json!({"destination": destination, "kind": kind, "answer": "the destination's success receipt"}),
+    };
+    super::audit::append(tx, &[entry]).await?;
     if kind == DeliveryKind::Transfer.as_str() {
         if let Some((transfer, _)) = load_for_update(tx, backend, &transfer_id).await? {
             mark_delivered(tx, backend, transfer, at).await?;
@@ -527,5 +553,29 @@ async fn record(tx: &mut Transaction<'_, Any>, backend: Backend, events: &[Event
         }
         query.execute(&mut **tx).await?;
     }
-    Ok(())
+    let entries: Vec<AuditEntry> = events
+        .iter()
+        .map(|e| {
+            let last = e.transfer.history.last();
+            AuditEntry {
+                at: now,
+                actor: last.map_or_else(|| e.transfer.from.to_string(), |h| h.by.clone()),
+                action: format!("transfer.{}", e.kind),
+                transfer_id: Some(e.transfer.transfer_id.clone()),
+                detail: serde_json::json!({
+                    "from": e.transfer.from.to_string(),
+                    "to": e.transfer.to.to_string(),
+                    "state": e.transfer.state.as_str(),
+                    "entry": last,
+                    "document_sha256": sha256(e.document),
+                }),
+            }
+        })
+        .collect();
+    super::audit::append(tx, &entries).await
+}
+
+fn sha256(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
