@@ -1,0 +1,127 @@
+//! The abuse suite: hostile input over the real mTLS listener — malformed, oversized, deeply
+//! nested, invalid GBK, entity expansion (billion laughs), external entities, a document that
+//! claims another sender, a flood of idle connections — each refused clearly, the store left
+//! unchanged, and the gateway serving an honest client throughout.
+
+use std::path::Path;
+
+mod common;
+use common::net::{start_gateway, Client, Site};
+
+fn sample(path: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples").join(path)).unwrap()
+}
+
+/// How many transfers the operator can see.
+async fn stored(operator: &Client) -> usize {
+    operator.get("/v1/transfers?limit=500").await.json()["transfers"].as_array().unwrap().len()
+}
+
+/// (what, who sends it, where, the body, the status expected, what the answer must say).
+type Case<'a> = (&'a str, &'a Client, &'a str, Vec<u8>, u16, &'a str);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_documents_are_refused_and_change_nothing_while_others_are_served() {
+    let site = Site::new("abuse");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_, _stop) = start_gateway(&site, listener).await;
+    let operator = Client::new(
+        &site,
+        &site.dir.join("identities/operator-ops.pem"),
+        &site.dir.join("identities/operator-ops-key.pem"),
+        addr,
+    );
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+    let yunnan = Client::for_endpoint(&site, "530000/110", addr);
+    let honest = || async {
+        police.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await.status
+    };
+    assert_eq!(honest().await, 200);
+    let before = stored(&operator).await;
+
+    let deep_json = format!("{}{}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
+    let deep_xml = format!("<?xml version=\"1.0\"?>{}{}", "<JQXX>".repeat(5_000), "</JQXX>".repeat(5_000));
+    let laughs = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;"><!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]><JQXX><BJNR>&lol3;</BJNR></JQXX>"#;
+    let external =
+        r#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><JQXX><BJNR>&xxe;</BJNR></JQXX>"#;
+    let mut bad_gbk = b"<?xml version=\"1.0\" encoding=\"GBK\"?><JQXX><BJNR>".to_vec();
+    bad_gbk.extend_from_slice(&[0x81, 0x20, 0xff, 0xfe]);
+    bad_gbk.extend_from_slice(b"</BJNR></JQXX>");
+    let cases: Vec<Case<'_>> = vec![
+        ("malformed JSON", &police, "/v1/native/330200/110/transfers", b"{\"LZBH\": ".to_vec(), 400, ""),
+        ("not JSON at all", &police, "/v1/native/330200/110/transfers", vec![0u8; 64], 400, ""),
+        ("deeply nested JSON", &police, "/v1/native/330200/110/transfers", deep_json.into_bytes(), 400, ""),
+        ("oversized", &police, "/v1/native/330200/110/transfers", vec![b' '; 2 << 20], 413, ""),
+        ("deeply nested XML", &yunnan, "/v1/native/530000/110/transfers", deep_xml.into_bytes(), 400, "nested too deeply"),
+        ("billion laughs", &yunnan, "/v1/native/530000/110/transfers", laughs.as_bytes().to_vec(), 400, "DOCTYPE is not allowed"),
+        (
+            "external entity",
+            &yunnan,
+            "/v1/native/530000/110/transfers",
+            external.as_bytes().to_vec(),
+            400,
+            "DOCTYPE is not allowed",
+        ),
+        ("invalid GBK", &yunnan, "/v1/native/530000/110/transfers", bad_gbk, 400, "GBK"),
+        (
+            "another endpoint's route",
+            &police,
+            "/v1/native/530000/110/transfers",
+            sample("jqxx-xml/transfer-yunnan-gbk.xml"),
+            403,
+            "",
+        ),
+        (
+            "a canonical request claiming another sender",
+            &police,
+            "/v1/transfers",
+            impostor_canonical(),
+            403,
+            "may submit only as itself",
+        ),
+    ];
+    for (what, client, path, body, status, says) in cases {
+        let answer = client.post(path, body).await;
+        assert_eq!(answer.status, status, "{what}: {}", String::from_utf8_lossy(&answer.body));
+        let text = String::from_utf8_lossy(&answer.body);
+        assert!(text.contains(says), "{what}: the answer should say {says:?}: {text}");
+        assert_eq!(honest().await, 200, "{what}: an honest client is still served");
+    }
+    // the honest resends are the one transfer (the same reference), and nothing hostile was stored
+    assert_eq!(stored(&operator).await, before, "hostile input stored nothing");
+}
+
+/// A canonical request from the Ningbo 110's certificate that says it is from Beijing.
+fn impostor_canonical() -> Vec<u8> {
+    let registry = liandong::formats::Registry::builtin();
+    let mut request =
+        registry.endpoint_named("330200/110").unwrap().read_transfer(&sample("jjd-json/transfer-ningbo-township.json")).unwrap();
+    request.from = "110000/110".parse().unwrap();
+    request.sender_ref = "IMPOSTOR-1".into();
+    serde_json::to_vec(&request).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_does_not_stop_an_honest_client() {
+    let site = Site::new("abuse-flood");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_, _stop) = start_gateway(&site, listener).await;
+    // 400 connections that never start TLS, and 100 that send garbage instead of a handshake
+    let mut idle = Vec::new();
+    for i in 0..500 {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if i % 5 == 0 {
+            use tokio::io::AsyncWriteExt;
+            let _ = tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        }
+        idle.push(tcp);
+    }
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+    let started = std::time::Instant::now();
+    let answer = police.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
+    assert_eq!(answer.status, 200, "served while 500 connections hang");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "and promptly: {:?}", started.elapsed());
+    drop(idle);
+}
