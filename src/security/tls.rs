@@ -15,16 +15,21 @@ fn file_error(path: &Path, problem: impl std::fmt::Display) -> TlsError {
     TlsError::File { path: path.display().to_string(), problem: problem.to_string() }
 }
 
-/// Every certificate in a PEM file.
-pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
+/// Every object of one kind in a PEM file; none is an error saying what was expected.
+fn pem_all<T: PemObject>(path: &Path, none: &str) -> Result<Vec<T>, TlsError> {
+    let items = T::pem_file_iter(path)
         .map_err(|e| file_error(path, e))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| file_error(path, e))?;
-    if certs.is_empty() {
-        return Err(file_error(path, "no certificate in the file"));
+    if items.is_empty() {
+        return Err(file_error(path, none));
     }
-    Ok(certs)
+    Ok(items)
+}
+
+/// Every certificate in a PEM file.
+pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    pem_all(path, "no certificate in the file")
 }
 
 /// The private key in a PEM file.
@@ -42,14 +47,7 @@ fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
 
 /// Every CRL in a PEM file.
 pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let crls = CertificateRevocationListDer::pem_file_iter(path)
-        .map_err(|e| file_error(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(path, e))?;
-    if crls.is_empty() {
-        return Err(file_error(path, "no CRL in the file (expected -----BEGIN X509 CRL-----)"));
-    }
-    Ok(crls)
+    pem_all(path, "no CRL in the file (expected -----BEGIN X509 CRL-----)")
 }
 
 /// The server side: our certificate, and client certificates required, chained to `ca` and
