@@ -214,6 +214,35 @@ async fn missed_deadlines_are_escalated_once() {
     }
 }
 
+/// The clock jumps: three days forward (both deadlines pass at once), then back to the start:
+/// each missed deadline is escalated exactly once, and going back undoes nothing and repeats
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_jump_escalates_each_missed_deadline_once() {
+    for (backend, store, _dir) in stores("clockjump").await {
+        let engine = engine(store.clone());
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            ids.push(engine.submit(&id("330200/110"), ningbo_request(&format!("JUMP-{n}"))).await.unwrap().transfer);
+        }
+        let start = ids[0].requested_at;
+        let jump = start.plus_seconds(4 * 86_400);
+        assert_eq!(engine.sweep_deadlines(jump).await.unwrap(), 5, "{backend}: receive_by of all five");
+        // the resolve deadline (72 h) is missed too; the next pass escalates it
+        assert_eq!(engine.sweep_deadlines(jump).await.unwrap(), 5, "{backend}: resolve_by of all five");
+        assert_eq!(engine.sweep_deadlines(jump).await.unwrap(), 0, "{backend}: nothing twice");
+        assert_eq!(engine.sweep_deadlines(start).await.unwrap(), 0, "{backend}: back in time, nothing");
+        assert_eq!(engine.sweep_deadlines(jump.plus_seconds(86_400)).await.unwrap(), 0, "{backend}: forward again, nothing");
+        for t in &ids {
+            let t = store.transfer(&t.transfer_id).await.unwrap().unwrap();
+            let escalations: Vec<&str> =
+                t.history.iter().filter(|h| h.state == HistoryEvent::Escalated).filter_map(|h| h.note.as_deref()).collect();
+            assert_eq!(escalations, ["receive_by", "resolve_by"], "{backend}: each deadline once");
+            assert!(t.overdue, "{backend}");
+        }
+    }
+}
+
 fn everyone() -> Vec<String> {
     Registry::builtin().endpoints().map(|e| e.id.to_string()).collect()
 }

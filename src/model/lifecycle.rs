@@ -184,14 +184,19 @@ pub fn missed_deadline(transfer: &Transfer, now: Timestamp) -> Option<&'static s
     let reached = |target: State| {
         transfer.history.iter().any(|h| matches!(h.state, HistoryEvent::State(s) if rank(s) >= rank(target) && rank(s).is_some()))
     };
+    // A deadline already escalated is not missed again: a transfer never received gets its
+    // resolve_by escalation too, once.
+    let escalated = |deadline: &str| {
+        transfer.history.iter().any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some(deadline))
+    };
     if is_terminal(transfer.state) {
         return None;
     }
-    if now > transfer.deadlines.receive_by && !reached(State::Received) {
+    if now > transfer.deadlines.receive_by && !reached(State::Received) && !escalated("receive_by") {
         return Some("receive_by");
     }
     match transfer.deadlines.resolve_by {
-        Some(resolve_by) if now > resolve_by && !reached(State::Resolved) => Some("resolve_by"),
+        Some(resolve_by) if now > resolve_by && !reached(State::Resolved) && !escalated("resolve_by") => Some("resolve_by"),
         _ => None,
     }
 }
