@@ -110,6 +110,10 @@ pub enum Store {
         /// The database file; created when missing.
         #[serde(default = "default_sqlite_path")]
         path: PathBuf,
+        /// The most the database may grow to (`500MB`, `20GB`); at the limit writes are refused
+        /// as when the disk is full, and nothing already stored is harmed.
+        #[serde(default, with = "size")]
+        max_size: Option<u64>,
     },
     Postgres {
         /// `postgres://user@host:port/db`; `LIANDONG_STORE_URL` overrides it.
@@ -131,7 +135,7 @@ fn default_pool() -> u32 {
 
 impl Default for Store {
     fn default() -> Self {
-        Store::Sqlite { path: default_sqlite_path() }
+        Store::Sqlite { path: default_sqlite_path(), max_size: None }
     }
 }
 
@@ -251,7 +255,7 @@ impl Config {
         if let Some(p) = &mut self.tls.crl {
             resolve(p);
         }
-        if let Store::Sqlite { path } = &mut self.store {
+        if let Store::Sqlite { path, .. } = &mut self.store {
             resolve(path);
         }
         if let Some(p) = &mut self.profiles {
@@ -334,6 +338,30 @@ impl Config {
 }
 
 /// Durations written as `500ms`, `30s`, `10m`, `24h`, `7d`.
+/// Sizes: `500MB`, `20GB`, `1024KB`, or bytes.
+pub mod size {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn parse(text: &str) -> Result<u64, String> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let n: u64 = number.parse().map_err(|_| format!("expected a size such as 500MB or 20GB, got {text:?}"))?;
+        let unit = match unit.trim() {
+            "" | "B" => 1,
+            "KB" => 1 << 10,
+            "MB" => 1 << 20,
+            "GB" => 1 << 30,
+            _ => return Err(format!("expected a size such as 500MB or 20GB, got {text:?}")),
+        };
+        n.checked_mul(unit).ok_or_else(|| format!("size too large: {text:?}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Option::<String>::deserialize(d)?.map(|t| parse(&t)).transpose().map_err(serde::de::Error::custom)
+    }
+}
+
 pub mod duration {
     use std::time::Duration;
 

@@ -95,7 +95,7 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
     std::fs::write(&site.config, config_text).map_err(|e| e.to_string())?;
     let config = crate::config::Config::load(&site.config).map_err(|e| e.to_string())?;
     let store_path = match &config.store {
-        crate::config::Store::Sqlite { path } => path.clone(),
+        crate::config::Store::Sqlite { path, .. } => path.clone(),
         crate::config::Store::Postgres { .. } => return Err("the demo runs on SQLite".into()),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -56,7 +56,7 @@ pub struct Listeners {
 /// Opens the configured store.
 pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
     match &config.store {
-        StoreConfig::Sqlite { path } => Store::sqlite(path).await,
+        StoreConfig::Sqlite { path, max_size } => Store::sqlite_limited(path, *max_size).await,
         StoreConfig::Postgres { url, pool } => Store::postgres(url, *pool).await,
     }
 }

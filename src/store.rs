@@ -39,7 +39,10 @@ use crate::model::{EndpointId, State, Timestamp, Transfer};
 pub enum StoreError {
     /// The database refused or could not be reached.
     #[error("store: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// The database is full (the disk, or SQLite's `store.max_size`): nothing was written.
+    #[error("store: the database is full (free disk space or raise store.max_size); nothing was written")]
+    Full,
     /// A stored document no longer reads as the model (a bug or a hand edit).
     #[error("store: corrupt record {id}: {problem}")]
     Corrupt { id: String, problem: String },
@@ -49,6 +52,16 @@ pub enum StoreError {
     /// The writer task is gone (the gateway is shutting down).
     #[error("store: shutting down")]
     Closed,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        // SQLite's SQLITE_FULL (13); PostgreSQL's disk_full (53100).
+        match error.as_database_error().and_then(|e| e.code()) {
+            Some(code) if code == "13" || code == "53100" => StoreError::Full,
+            _ => StoreError::Database(error),
+        }
+    }
 }
 
 /// Which database.
@@ -141,11 +154,17 @@ pub struct Store {
 impl Store {
     /// Opens a SQLite file (created if missing), applies the schema, and starts the writer.
     pub async fn sqlite(path: &std::path::Path) -> Result<Store, StoreError> {
+        Store::sqlite_limited(path, None).await
+    }
+
+    /// [`Store::sqlite`], the file growing to at most `max_size` bytes: beyond, writes fail as
+    /// on a full disk ([`StoreError::Full`]) and what is stored stays intact.
+    pub async fn sqlite_limited(path: &std::path::Path, max_size: Option<u64>) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let pool = AnyPoolOptions::new()
             .max_connections(4)
-            .after_connect(|conn, _| {
+            .after_connect(move |conn, _| {
                 Box::pin(async move {
                     for pragma in [
                         "PRAGMA journal_mode = WAL",
@@ -154,6 +173,10 @@ impl Store {
                         "PRAGMA foreign_keys = ON",
                     ] {
                         sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                    if let Some(max) = max_size {
+                        // Pages are 4 KiB (SQLite's default for new files).
+                        sqlx::query(&format!("PRAGMA max_page_count = {}", (max / 4096).max(1))).execute(&mut *conn).await?;
                     }
                     Ok(())
                 })

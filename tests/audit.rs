@@ -67,11 +67,23 @@ async fn the_trail_holds_every_event_and_verify_finds_tampering() {
     let (changed, removed, reordered) = (copies[0].clone(), copies[1].clone(), copies[2].clone());
     sql(&changed, "UPDATE audit SET actor = '330200/12345' WHERE action = 'transfer.submitted'").await;
     sql(&removed, "DELETE FROM audit WHERE action = 'delivery.delivered'").await;
-    sql(&reordered, "UPDATE audit SET seq = -seq WHERE action IN ('delivery.delivered', 'transfer.delivered')").await;
+    // swap the first two entries (the configuration load and the submission)
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", reordered.display())).await.unwrap();
+        let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM audit ORDER BY seq LIMIT 2").fetch_all(&mut conn).await.unwrap();
+        for statement in [
+            format!("UPDATE audit SET seq = -1 WHERE seq = {}", seqs[0]),
+            format!("UPDATE audit SET seq = {} WHERE seq = {}", seqs[0], seqs[1]),
+            format!("UPDATE audit SET seq = {} WHERE seq = -1", seqs[1]),
+        ] {
+            sqlx::query(&statement).execute(&mut conn).await.unwrap();
+        }
+    }
     let cases = [
         (&changed, "transfer.submitted", "was changed"),
         (&removed, "transfer.delivered", "an entry between them was removed, or entries were reordered"),
-        (&reordered, "", "does not"),
+        (&reordered, "", "does not start the chain"),
     ];
     for (file, _, expected) in cases {
         let text = std::fs::read_to_string(&site.config)

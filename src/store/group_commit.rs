@@ -5,7 +5,7 @@
 //!
 //! Each write runs in its own savepoint: one that fails is rolled back alone and answered with
 //! its error; the others commit. Nobody is answered before the batch's commit returns, and the
-//! commit is attempted only on a transaction shown to be healthy (see [`commit`]).
+//! commit is attempted only on a transaction shown to be the one that began (see [`GUARD`]).
 
 use sqlx::{Acquire, AnyPool};
 use tokio::sync::{mpsc, oneshot};
@@ -15,6 +15,9 @@ use super::{Backend, StoreError};
 
 /// The most writes one commit carries.
 const MAX_BATCH: usize = 512;
+
+/// Where a write's answer goes.
+type Reply = oneshot::Sender<Result<WriteResult, StoreError>>;
 
 /// A write and where to send its answer.
 pub struct Job {
@@ -43,20 +46,40 @@ async fn run(pool: AnyPool, backend: Backend, mut receiver: mpsc::Receiver<Job>)
     }
 }
 
+/// A savepoint held for the whole batch: releasing it fails when the transaction is gone —
+/// aborted on PostgreSQL (whose COMMIT would then be a silent ROLLBACK that sqlx reports as
+/// success), or rolled back by SQLite itself (it may do so on a full disk, after which the
+/// statements that follow would run outside any transaction).
+const GUARD: &str = "SAVEPOINT liandong_batch";
+const GUARD_RELEASE: &str = "RELEASE SAVEPOINT liandong_batch";
+
+/// Whether the batch's transaction is still the one it began, re-arming the guard if so.
+async fn still_in_transaction(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), sqlx::Error> {
+    sqlx::query(GUARD_RELEASE).execute(&mut **tx).await?;
+    sqlx::query(GUARD).execute(&mut **tx).await.map(|_| ())
+}
+
 async fn commit(pool: &AnyPool, backend: Backend, batch: &mut Vec<Job>) {
+    let fail_all = |jobs: Vec<Reply>, message: String| {
+        for reply in jobs {
+            let _ = reply.send(Err(StoreError::Commit(message.clone())));
+        }
+    };
     let mut tx = match pool.begin().await {
         Ok(tx) => tx,
         Err(e) => {
-            let message = e.to_string();
-            for job in batch.drain(..) {
-                let _ = job.reply.send(Err(StoreError::Commit(message.clone())));
-            }
+            fail_all(batch.drain(..).map(|job| job.reply).collect(), e.to_string());
             return;
         }
     };
-    let mut answers = Vec::with_capacity(batch.len());
+    if let Err(e) = sqlx::query(GUARD).execute(&mut *tx).await {
+        fail_all(batch.drain(..).map(|job| job.reply).collect(), e.to_string());
+        return;
+    }
+    let mut answers: Vec<(Reply, Result<WriteResult, StoreError>)> = Vec::with_capacity(batch.len());
     // All the batch's submissions go in a few multi-row statements.
     let (submits, others): (Vec<Job>, Vec<Job>) = batch.drain(..).partition(|job| matches!(job.write, Write::Submit { .. }));
+    let mut pending: Vec<Job> = others;
     if !submits.is_empty() {
         let mut replies = Vec::with_capacity(submits.len());
         let mut items = Vec::with_capacity(submits.len());
@@ -80,11 +103,20 @@ async fn commit(pool: &AnyPool, backend: Backend, batch: &mut Vec<Job>) {
             Ok(results) => answers.extend(replies.into_iter().zip(results.into_iter().map(Ok))),
             Err(e) => {
                 let message = e.to_string();
+                if let Err(gone) = still_in_transaction(&mut tx).await {
+                    tracing::error!(error = %message, after = %gone, "the store rolled the batch back");
+                    fail_all(
+                        answers.into_iter().map(|(r, _)| r).chain(replies).chain(pending.into_iter().map(|j| j.reply)).collect(),
+                        message,
+                    );
+                    return;
+                }
                 answers.extend(replies.into_iter().map(|reply| (reply, Err(StoreError::Commit(message.clone())))));
             }
         }
     }
-    for job in others {
+    while !pending.is_empty() {
+        let job = pending.remove(0);
         let result = match (&mut tx).begin().await {
             Ok(mut savepoint) => match execute(&mut savepoint, backend, job.write).await {
                 Ok(result) => savepoint.commit().await.map(|()| result).map_err(StoreError::from),
@@ -95,16 +127,24 @@ async fn commit(pool: &AnyPool, backend: Backend, batch: &mut Vec<Job>) {
             },
             Err(e) => Err(e.into()),
         };
+        if let Err(e) = &result {
+            if let Err(gone) = still_in_transaction(&mut tx).await {
+                let message = e.to_string();
+                tracing::error!(error = %message, after = %gone, "the store rolled the batch back");
+                let replies = answers
+                    .into_iter()
+                    .map(|(r, _)| r)
+                    .chain(std::iter::once(job.reply))
+                    .chain(pending.into_iter().map(|j| j.reply));
+                fail_all(replies.collect(), message);
+                return;
+            }
+        }
         answers.push((job.reply, result));
     }
-    // PostgreSQL answers COMMIT of a transaction that an error left aborted with a silent
-    // ROLLBACK, and sqlx reports that as success. So the transaction is proven healthy first:
-    // in an aborted transaction this statement fails, and the whole batch is answered as failed.
-    if let Err(e) = sqlx::query("SELECT 1").execute(&mut *tx).await {
-        let message = format!("the transaction was aborted: {e}");
-        for (reply, _) in answers {
-            let _ = reply.send(Err(StoreError::Commit(message.clone())));
-        }
+    // The transaction must still be the one that began: otherwise the whole batch failed.
+    if let Err(e) = sqlx::query(GUARD_RELEASE).execute(&mut *tx).await {
+        fail_all(answers.into_iter().map(|(r, _)| r).collect(), format!("the transaction was aborted: {e}"));
         return;
     }
     match tx.commit().await {
@@ -113,11 +153,6 @@ async fn commit(pool: &AnyPool, backend: Backend, batch: &mut Vec<Job>) {
                 let _ = reply.send(result);
             }
         }
-        Err(e) => {
-            let message = e.to_string();
-            for (reply, _) in answers {
-                let _ = reply.send(Err(StoreError::Commit(message.clone())));
-            }
-        }
+        Err(e) => fail_all(answers.into_iter().map(|(r, _)| r).collect(), e.to_string()),
     }
 }
