@@ -121,6 +121,7 @@ pub async fn run(store_url: Option<String>, disruption: Disruption) {
     }
     // The killer: SIGKILL, restart, repeatedly, while the submitters run.
     let mut killed_under_load = 0;
+    let mut slowest_recovery = Duration::ZERO;
     for k in 0..kills {
         // The destination is down (answering its "busy" receipt) across the second and third
         // disruptions, so deliveries pile up, retry, and must all arrive once it is back.
@@ -129,6 +130,7 @@ pub async fn run(store_url: Option<String>, disruption: Disruption) {
         if next.load(std::sync::atomic::Ordering::SeqCst) < transfers {
             killed_under_load += 1;
         }
+        let disrupted = std::time::Instant::now();
         match disruption {
             Disruption::KillGateway(_) => {
                 {
@@ -139,9 +141,15 @@ pub async fn run(store_url: Option<String>, disruption: Disruption) {
                 }
                 wait_ready(admin).await;
             }
-            Disruption::RestartPostgres(_) => restart_postgres().await,
+            Disruption::RestartPostgres(_) => {
+                restart_postgres().await;
+                wait_ready(admin).await;
+            }
         }
+        // Recovered: ready again (the gateway answers /readyz only when its store answers).
+        slowest_recovery = slowest_recovery.max(disrupted.elapsed());
     }
+    let last_disruption = std::time::Instant::now();
     destination.up.store(true, std::sync::atomic::Ordering::SeqCst);
     for s in submitters {
         s.await.unwrap();
@@ -158,6 +166,7 @@ pub async fn run(store_url: Option<String>, disruption: Disruption) {
         expected.is_subset(&got)
     })
     .await;
+    let drained = last_disruption.elapsed();
     // The destination never got one case under two transfer ids.
     let mut by_case: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for received in destination.received() {
@@ -171,8 +180,15 @@ pub async fn run(store_url: Option<String>, disruption: Disruption) {
     let doubled: Vec<_> = by_case.iter().filter(|(_, ids)| ids.len() > 1).collect();
     assert!(doubled.is_empty(), "cases delivered as two transfers: {doubled:?}");
     let repeats = destination.received().len() - transfers;
+    let submitted = answered.len();
+    let delivered = by_case.len();
+    let backend = if store_url.is_some() { "PostgreSQL" } else { "SQLite" };
     println!(
-        "{transfers} transfers, {kills} × {disruption:?} ({killed_under_load} while submitting): 0 lost, 0 doubled, {repeats} deliveries repeated with the same transfer_id"
+        "{backend}: {transfers} transfers, {kills} × {disruption:?} ({killed_under_load} while submitting): submitted {submitted}, delivered {delivered}, \
+         0 lost, 0 doubled, {repeats} deliveries repeated with the same transfer_id; slowest recovery {} ms (disruption → ready), \
+         everything delivered {} ms after the last disruption",
+        slowest_recovery.as_millis(),
+        drained.as_millis()
     );
     assert!(killed_under_load >= 1, "no disruption happened while transfers were being submitted");
     gateway.lock().unwrap().kill().unwrap();
