@@ -224,8 +224,31 @@ async fn an_agency_watches_only_what_its_grant_covers() {
     let mut watch = agency.watch(v1::WatchRequest { cursor: String::new() }).await.unwrap().into_inner();
     let first = watch.message().await.unwrap().unwrap();
     let second = watch.message().await.unwrap().unwrap();
+    let first_id = first.transfer.clone().unwrap().transfer_id;
     assert_eq!(first.transfer.unwrap().transfer_id, ningbo.transfer.unwrap().transfer_id);
     assert_eq!(second.transfer.unwrap().transfer_id, third.transfer.unwrap().transfer_id, "Beijing's transfer is not shown");
     let status = agency.submit_transfer(v1::SubmitTransferRequest { request: Some(request("A-4")) }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    // the refusal is in the audit trail, with who and which method
+    let mut beijing_read = TransferServiceClient::new(channel(&site, "110000/110", port).await);
+    let ningbo_id = first_id;
+    let status = beijing_read.get_transfer(v1::GetTransferRequest { transfer_id: ningbo_id }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    use sqlx::Connection;
+    let db = format!("sqlite://{}", site.dir.join("liandong.db").display());
+    let mut found = 0;
+    for _ in 0..50 {
+        let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
+        found = sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM audit WHERE action = 'refused' AND actor = 'liandong://endpoint/110000/110' AND detail LIKE '%GetTransfer%'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if found > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(found, 1, "the gRPC refusal is audited");
 }

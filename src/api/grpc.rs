@@ -42,6 +42,14 @@ pub fn status_of(error: EngineError) -> Status {
     }
 }
 
+/// [`status_of`] for a refusal of `who` on `method`, also written to the audit trail.
+fn refused(who: &Peer, method: &str, error: EngineError) -> Status {
+    if !matches!(error, EngineError::Store(_)) {
+        crate::store::audit::note_refusal(&who.1, method, "grpc", &error.to_string());
+    }
+    status_of(error)
+}
+
 pub(super) fn model_error(e: crate::model::ModelError) -> Status {
     Status::invalid_argument(e.to_string())
 }
@@ -125,7 +133,7 @@ impl TransferService for Transfers {
             request.into_inner().request.ok_or_else(|| Status::invalid_argument("request: required field is missing"))?;
         let submitted = crate::model::TransferRequest::try_from(message).map_err(model_error)?;
         limit(&self.state, &who, CallKind::for_submission(submitted.case.urgency))?;
-        let submission = self.state.engine.submit(&me, submitted).await.map_err(status_of)?;
+        let submission = self.state.engine.submit(&me, submitted).await.map_err(|e| refused(&who, "SubmitTransfer", e))?;
         let reachable = super::handlers::reachable(&self.state, &submission.transfer.to).await;
         Ok(Response::new(v1::SubmitTransferResponse {
             transfer: Some(submission.transfer.into()),
@@ -138,7 +146,7 @@ impl TransferService for Transfers {
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Read)?;
         let id = request.into_inner().transfer_id;
-        let transfer = self.state.engine.transfer_for(&who.0, &id).await.map_err(status_of)?;
+        let transfer = self.state.engine.transfer_for(&who.0, &id).await.map_err(|e| refused(&who, "GetTransfer", e))?;
         Ok(Response::new(transfer.into()))
     }
 
@@ -148,7 +156,7 @@ impl TransferService for Transfers {
         let message = request.into_inner().update.ok_or_else(|| Status::invalid_argument("update: required field is missing"))?;
         let update = crate::model::StatusUpdate::try_from(message).map_err(model_error)?;
         limit(&self.state, &who, CallKind::Status)?;
-        let (transfer, _) = self.state.engine.update_status(&me, update).await.map_err(status_of)?;
+        let (transfer, _) = self.state.engine.update_status(&me, update).await.map_err(|e| refused(&who, "UpdateStatus", e))?;
         Ok(Response::new(transfer.into()))
     }
 
@@ -178,7 +186,8 @@ impl TransferService for Transfers {
             limit: page,
             after: (!query.page_token.is_empty()).then_some(query.page_token),
         };
-        let (transfers, next) = self.state.engine.transfers_for(&who.0, filter).await.map_err(status_of)?;
+        let (transfers, next) =
+            self.state.engine.transfers_for(&who.0, filter).await.map_err(|e| refused(&who, "ListTransfers", e))?;
         let next = next.unwrap_or_default();
         Ok(Response::new(v1::ListTransfersResponse {
             transfers: transfers.into_iter().map(Into::into).collect(),
@@ -193,7 +202,7 @@ impl TransferService for Transfers {
         limit(&self.state, &who, CallKind::Read)?;
         let cursor = FeedCursor::decode(&request.into_inner().cursor).map_err(Status::invalid_argument)?;
         // Refuse at once, not in the stream, when the caller may not watch at all.
-        self.state.engine.feed_for(&who.0, cursor, 1).await.map_err(status_of)?;
+        self.state.engine.feed_for(&who.0, cursor, 1).await.map_err(|e| refused(&who, "Watch", e))?;
         let engine = self.state.engine.clone();
         let stream = follow(cursor, move |cursor| {
             let (engine, who) = (engine.clone(), who.clone());
