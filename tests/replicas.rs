@@ -135,3 +135,69 @@ async fn two_replicas_share_the_work_without_doubling_and_a_watch_sees_both() {
         let _ = child.kill();
     }
 }
+
+/// One of two replicas is killed while it holds deliveries: the other delivers everything once
+/// the dead replica's leases run out — nothing lost, no case under two transfer ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_while_delivering_leaves_nothing_undelivered() {
+    let store = postgres_schema("replica_kill").await;
+    let site = Site::new("replica-kill");
+    let destination = Receiver::start(&site, "330200/12345").await;
+    site.push_to("330200/12345", &destination.url());
+    // short delivery timeouts, so a dead replica's leases (3 × timeout + 5 s) run out soon
+    site.edit_config(|t| {
+        t.replace("timeout = \"10s\"", "timeout = \"1s\"")
+            .replace("initial_backoff = \"1s\"", "initial_backoff = \"200ms\"")
+            .replace("max_backoff = \"5m\"", "max_backoff = \"1s\"")
+    });
+    let base = std::fs::read_to_string(&site.config).unwrap();
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let (https, admin) = (free_port(), free_port());
+        let config = site.dir.join(format!("liandong-{name}.toml"));
+        let text = base
+            .replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
+            .replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""));
+        std::fs::write(&config, text).unwrap();
+        let child = spawn_gateway_with(&site, &config, Some(&store));
+        let (https, admin): (SocketAddr, SocketAddr) =
+            (format!("127.0.0.1:{https}").parse().unwrap(), format!("127.0.0.1:{admin}").parse().unwrap());
+        replicas.push((child, https, admin));
+    }
+    for (_, _, admin) in &replicas {
+        wait_ready(*admin).await;
+    }
+    // the destination is down while 200 transfers pile up through both replicas
+    destination.up.store(false, std::sync::atomic::Ordering::SeqCst);
+    let total = 200;
+    let clients: Vec<Client> = replicas.iter().map(|(_, https, _)| Client::for_endpoint(&site, "330200/110", *https)).collect();
+    let mut submitted = BTreeMap::new();
+    for i in 0..total {
+        let answer = clients[i % 2].post("/v1/native/330200/110/transfers", document(10_000 + i)).await;
+        assert_eq!(answer.status, 200);
+        submitted.insert(answer.header("x-liandong-transfer-id").unwrap(), i);
+    }
+    // it comes back; replica a is killed as the deliveries start flowing
+    destination.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    eventually(30, "deliveries flowing", || !destination.received().is_empty()).await;
+    let killed_at = std::time::Instant::now();
+    replicas[0].0.kill().unwrap();
+    replicas[0].0.wait().unwrap();
+    eventually(90, "every transfer delivered by the surviving replica", || {
+        let got: std::collections::BTreeSet<String> = destination.received().into_iter().filter_map(|r| r.transfer_id).collect();
+        submitted.keys().all(|id| got.contains(id))
+    })
+    .await;
+    let mut by_case: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for received in destination.received() {
+        let doc: serde_json::Value = serde_json::from_slice(&received.body).unwrap();
+        by_case
+            .entry(doc["gd"]["gdbh"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(doc["lzbh"].as_str().unwrap().to_string());
+    }
+    assert_eq!(by_case.len(), total, "every case delivered");
+    assert!(by_case.values().all(|ids| ids.len() == 1), "no case under two transfer ids");
+    println!("replica killed while delivering: {total} delivered, all within {} ms of the kill", killed_at.elapsed().as_millis());
+    let _ = replicas[1].0.kill();
+}
