@@ -65,15 +65,20 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The largest document accepted.
 pub const MAX_BODY: usize = 1 << 20;
 
-/// The caller, as the TLS layer established it: the identity, and its URI (made once per
-/// connection; it is the rate limiters' key).
+/// The caller, as the TLS layer established it: the identity, its URI (made once per
+/// connection; it is the rate limiters' key), and where its refusals are recorded.
 #[derive(Clone, Debug)]
-pub struct Peer(pub Identity, pub String);
+pub struct Peer(pub Identity, pub String, pub crate::store::audit::Auditor);
 
 impl Peer {
-    pub fn new(identity: Identity) -> Peer {
+    pub fn new(identity: Identity, auditor: crate::store::audit::Auditor) -> Peer {
         let uri = identity.uri();
-        Peer(identity, uri)
+        Peer(identity, uri, auditor)
+    }
+
+    /// Records a refusal of this caller in the audit trail.
+    pub fn refused(&self, route: &str, reason: &str, message: &str) {
+        self.2.refusal(&self.1, route, reason, message);
     }
 }
 

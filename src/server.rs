@@ -92,7 +92,7 @@ pub async fn run(
         format!("{host}:{}", listeners.https.local_addr().map(|a| a.port()).unwrap_or(0))
     });
     crate::store::audit::set_replica(replica.clone());
-    crate::store::audit::start_sink(store.clone());
+    let auditor = crate::store::audit::Auditor::start(store.clone());
     store
         .audit(vec![crate::store::audit::AuditEntry {
             at: crate::model::Timestamp::now().unix_seconds(),
@@ -124,7 +124,7 @@ pub async fn run(
     let delivery = tokio::spawn(deliverer.run(stopped.clone()));
     let sweeper = tokio::spawn(sweep(engine.clone(), config.delivery.sweep_every, stopped.clone()));
     let admin = tokio::spawn(serve_admin(listeners.admin, state.clone(), server_tls.clone(), stopped.clone()));
-    tokio::spawn(server_tls.clone().run(config.tls.reload_check, stopped.clone()));
+    tokio::spawn(server_tls.clone().run(config.tls.reload_check, auditor.clone(), stopped.clone()));
     // governor remembers every key it has seen; forget the idle ones so memory stays bounded.
     let forgetting = state.clone();
     let mut forget_stop = stopped.clone();
@@ -152,6 +152,7 @@ pub async fn run(
                 let _ = tcp.set_nodelay(true);
                 // The material current now; a reload later leaves this connection as it is.
                 let acceptor = tokio_rustls::TlsAcceptor::from(server_tls.current());
+                let auditor = auditor.clone();
                 let router = router.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
@@ -183,7 +184,7 @@ pub async fn run(
                             return;
                         }
                     };
-                    let service = TowerToHyperService::new(router.layer(Extension(Peer::new(identity))));
+                    let service = TowerToHyperService::new(router.layer(Extension(Peer::new(identity, auditor.clone()))));
                     let builder = connection_builder(header_timeout);
                     let connection = builder.serve_connection(TokioIo::new(tls), service);
                     let _ = watcher.watch(connection.into_owned()).await;

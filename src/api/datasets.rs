@@ -46,7 +46,7 @@ pub fn refusal_reason(peer: &Peer, error: &SyncError) -> Option<&'static str> {
 pub fn refused(peer: &Peer, route: &str, error: SyncError) -> ApiError {
     if let Some(reason) = refusal_reason(peer, &error) {
         crate::metrics::refuse(reason);
-        crate::store::audit::note_refusal(&peer.1, route, reason, &error.to_string());
+        peer.refused(route, reason, &error.to_string());
         tracing::warn!(identity = %peer.0, route, reason = %error, "refused");
     } else {
         tracing::error!(identity = %peer.0, route, error = %error, "store failed");

@@ -45,7 +45,7 @@ pub fn status_of(error: EngineError) -> Status {
 /// [`status_of`] for a refusal of `who` on `method`, also written to the audit trail.
 fn refused(who: &Peer, method: &str, error: EngineError) -> Status {
     if !matches!(error, EngineError::Store(_)) {
-        crate::store::audit::note_refusal(&who.1, method, "grpc", &error.to_string());
+        who.refused(method, "grpc", &error.to_string());
     }
     status_of(error)
 }

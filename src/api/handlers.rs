@@ -65,7 +65,7 @@ fn log_refusal(peer: &Peer, route: &str, error: &EngineError) {
     };
     if let Some(reason) = reason {
         crate::metrics::refuse(reason);
-        crate::store::audit::note_refusal(&peer.1, route, reason, &error.to_string());
+        peer.refused(route, reason, &error.to_string());
     }
     if matches!(error, EngineError::Forbidden(_) | EngineError::NotFound(_) | EngineError::Refused(_)) {
         tracing::warn!(identity = %peer.0, route, reason = %error, "refused");

@@ -17,7 +17,7 @@ use crate::sync::{Dataset, PutRequest, SyncError};
 fn status_of(peer: &super::Peer, error: SyncError) -> Status {
     if let Some(reason) = super::datasets::refusal_reason(peer, &error) {
         crate::metrics::refuse(reason);
-        crate::store::audit::note_refusal(&peer.1, "SyncService", reason, &error.to_string());
+        peer.refused("SyncService", reason, &error.to_string());
         tracing::warn!(identity = %peer.0, reason = %error, "refused");
     }
     match error {

@@ -15,10 +15,11 @@ use rustls::ServerConfig;
 
 use super::TlsError;
 use crate::metrics::{counters, inc};
+use crate::store::audit::Auditor;
 
 /// A certificate change, for the audit trail.
-fn note_change(action: &str, detail: serde_json::Value) {
-    crate::store::audit::note(crate::store::audit::AuditEntry {
+fn note_change(auditor: &Auditor, action: &str, detail: serde_json::Value) {
+    auditor.note(crate::store::audit::AuditEntry {
         at: time::OffsetDateTime::now_utc().unix_timestamp(),
         actor: "gateway".into(),
         action: action.into(),
@@ -102,7 +103,7 @@ impl TlsReloader {
 
     /// Loads the files again. On failure the old material stays; the error is logged and
     /// counted. Returns whether the new material is in use.
-    pub fn reload(&self, why: &str) -> bool {
+    pub fn reload(&self, why: &str, auditor: &Auditor) -> bool {
         let result = super::tls::server_config(&self.ca, &self.cert, &self.key, self.crl.as_deref())
             .and_then(|config| self.describe().map(|loaded| (config, loaded)));
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -113,7 +114,7 @@ impl TlsReloader {
                 *state = loaded;
                 inc(&counters().tls_reloads);
                 tracing::info!(why, "reloaded the TLS material (server certificate, CA bundle, CRL)");
-                note_change("tls.reloaded", serde_json::json!({"why": why, "certificates": expiries}));
+                note_change(auditor, "tls.reloaded", serde_json::json!({"why": why, "certificates": expiries}));
                 true
             }
             Err(e) => {
@@ -122,7 +123,7 @@ impl TlsReloader {
                 state.last_error = Some(e.to_string());
                 inc(&counters().tls_reload_failures);
                 tracing::warn!(why, error = %e, "TLS reload failed; keeping the material loaded before");
-                note_change("tls.reload_failed", serde_json::json!({"why": why, "error": e.to_string()}));
+                note_change(auditor, "tls.reload_failed", serde_json::json!({"why": why, "error": e.to_string()}));
                 false
             }
         }
@@ -134,7 +135,7 @@ impl TlsReloader {
     }
 
     /// Reloads when the files change (looked at every `every`) and on SIGHUP, until `stop`.
-    pub async fn run(self: Arc<Self>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, every: Duration, auditor: Auditor, mut stop: tokio::sync::watch::Receiver<bool>) {
         #[cfg(unix)]
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
@@ -150,11 +151,11 @@ impl TlsReloader {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {
                     if self.changed() {
-                        self.reload("the files changed");
+                        self.reload("the files changed", &auditor);
                     }
                 }
                 _ = signalled => {
-                    self.reload("SIGHUP");
+                    self.reload("SIGHUP", &auditor);
                 }
                 _ = stop.changed() => return,
             }

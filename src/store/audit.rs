@@ -31,53 +31,52 @@ pub fn replica() -> &'static str {
     REPLICA.get().map_or("local", String::as_str)
 }
 
-static SINK: OnceLock<tokio::sync::mpsc::Sender<AuditEntry>> = OnceLock::new();
+/// Where a gateway's entries that come with no change to the store go (refusals, reloads):
+/// written shortly, several per commit, to that gateway's store. When 10,000 are waiting (a
+/// flood of refusals), further ones are counted and dropped rather than let memory grow.
+#[derive(Clone, Debug, Default)]
+pub struct Auditor(Option<tokio::sync::mpsc::Sender<AuditEntry>>);
 
-/// Starts the task that writes [`note`]d entries to `store`, several per commit.
-pub fn start_sink(store: Store) {
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<AuditEntry>(10_000);
-    if SINK.set(sender).is_err() {
-        return; // one per process
-    }
-    tokio::spawn(async move {
-        while let Some(first) = receiver.recv().await {
-            let mut batch = vec![first];
-            while let Ok(more) = receiver.try_recv() {
-                batch.push(more);
-                if batch.len() >= 500 {
-                    break;
+impl Auditor {
+    /// Starts the task that writes noted entries to `store`.
+    pub fn start(store: Store) -> Auditor {
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<AuditEntry>(10_000);
+        tokio::spawn(async move {
+            while let Some(first) = receiver.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = receiver.try_recv() {
+                    batch.push(more);
+                    if batch.len() >= 500 {
+                        break;
+                    }
+                }
+                if let Err(e) = store.audit(batch).await {
+                    tracing::error!(error = %e, "could not write audit entries");
                 }
             }
-            if let Err(e) = store.audit(batch).await {
-                tracing::error!(error = %e, "could not write audit entries");
-            }
-        }
-    });
-}
+        });
+        Auditor(Some(sender))
+    }
 
-/// Notes an entry that comes with no change to the store (a refusal): written shortly, in a
-/// batch. When 10,000 are waiting (a flood of refusals), further ones are counted and dropped
-/// rather than let memory grow.
-pub fn note(entry: AuditEntry) {
-    match SINK.get() {
-        Some(sink) => {
+    /// Notes an entry.
+    pub fn note(&self, entry: AuditEntry) {
+        if let Some(sink) = &self.0 {
             if sink.try_send(entry).is_err() {
                 crate::metrics::inc(&crate::metrics::counters().audit_dropped);
             }
         }
-        None => tracing::debug!(action = %entry.action, "no audit sink in this process"),
     }
-}
 
-/// A refusal, for the trail: who, where, why.
-pub fn note_refusal(identity: &str, route: &str, reason: &str, message: &str) {
-    note(AuditEntry {
-        at: crate::model::Timestamp::now().unix_seconds(),
-        actor: identity.to_string(),
-        action: "refused".into(),
-        transfer_id: None,
-        detail: serde_json::json!({"route": route, "reason": reason, "message": message}),
-    });
+    /// A refusal: who, where, why.
+    pub fn refusal(&self, identity: &str, route: &str, reason: &str, message: &str) {
+        self.note(AuditEntry {
+            at: crate::model::Timestamp::now().unix_seconds(),
+            actor: identity.to_string(),
+            action: "refused".into(),
+            transfer_id: None,
+            detail: serde_json::json!({"route": route, "reason": reason, "message": message}),
+        });
+    }
 }
 
 /// An entry to append.
