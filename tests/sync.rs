@@ -225,3 +225,26 @@ async fn https_datasets_routing_and_reconciliation() {
     assert_eq!(report.differences[0].kind, "unknown_there");
     assert_eq!(report.differences[0].reference, id, "the destination knows it by the gateway's id");
 }
+
+/// A follower over its read quota waits as the gateway's RetryInfo says and carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_over_its_read_quota_waits_and_finishes() {
+    let site = Site::new("sync-quota");
+    site.edit_config(|t| {
+        format!(
+            "{t}\n[limits.operator]\nsubmit = {{ per_second = 1, burst = 1 }}\nimmediate = {{ per_second = 1, burst = 1 }}\nstatus = {{ per_second = 1, burst = 1 }}\nread = {{ per_second = 20, burst = 2 }}\n"
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_, _stop) = start_gateway(&site, listener).await;
+    let mut owner = SyncServiceClient::new(connect(&site, "330200/12345", port).await);
+    for i in 0..60 {
+        owner.put(put(&format!("330203{i:03}/NP07"), 1, "单位")).await.unwrap();
+    }
+    let mut client = SyncServiceClient::new(connect(&site, "operator-ops", port).await);
+    let mut follower = Follower::new("directory");
+    let applied = follower.catch_up(&mut client, 5).await.expect("throttled, not failed");
+    assert_eq!(applied, 60);
+    assert_eq!(follower.live().len(), 60);
+}

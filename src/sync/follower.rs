@@ -41,6 +41,12 @@ pub struct Follower {
 
 type Client = SyncServiceClient<Channel>;
 
+/// How long a RESOURCE_EXHAUSTED answer asks to wait (its RetryInfo), else a fifth of a second.
+fn retry_delay(status: &tonic::Status) -> std::time::Duration {
+    use tonic_types::StatusExt;
+    status.get_details_retry_info().and_then(|r| r.retry_delay).unwrap_or(std::time::Duration::from_millis(200))
+}
+
 impl Follower {
     pub fn new(dataset: &str) -> Follower {
         Follower { dataset: dataset.to_string(), ..Follower::default() }
@@ -58,10 +64,21 @@ impl Follower {
                 let request = v1::SnapshotRequest { dataset: dataset.clone(), page_token: token, page_size: page };
                 tokio::spawn(async move { client.snapshot(request).await })
             };
-            let mut pending = Some(ask(client, String::new()));
+            let mut asked = String::new();
+            let mut pending = Some(ask(client, asked.clone()));
             while let Some(answer) = pending.take() {
-                let answer = answer.await.map_err(|e| tonic::Status::internal(e.to_string()))??.into_inner();
+                let answer = match answer.await.map_err(|e| tonic::Status::internal(e.to_string()))? {
+                    Ok(answer) => answer.into_inner(),
+                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                        // Over the read quota: wait as told, and ask for the same page again.
+                        tokio::time::sleep(retry_delay(&status)).await;
+                        pending = Some(ask(client, asked.clone()));
+                        continue;
+                    }
+                    Err(status) => return Err(status),
+                };
                 if !answer.next_page_token.is_empty() {
+                    asked = answer.next_page_token.clone();
                     pending = Some(ask(client, answer.next_page_token));
                 }
                 for record in answer.records {
@@ -72,10 +89,15 @@ impl Follower {
             }
         }
         loop {
-            let answer = client
-                .changes(v1::ChangesRequest { dataset: self.dataset.clone(), cursor: self.cursor.clone(), limit: page })
-                .await?
-                .into_inner();
+            let request = v1::ChangesRequest { dataset: self.dataset.clone(), cursor: self.cursor.clone(), limit: page };
+            let answer = match client.changes(request).await {
+                Ok(answer) => answer.into_inner(),
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                    tokio::time::sleep(retry_delay(&status)).await;
+                    continue;
+                }
+                Err(status) => return Err(status),
+            };
             for change in answer.changes {
                 if let Some(record) = change.record {
                     self.apply(record);
