@@ -4,13 +4,12 @@
 //! the same for shared dataset records read as changes from one replica.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 use liandong::proto::v1::{self, transfer_service_client::TransferServiceClient};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 mod common;
-use common::crash::{free_port, postgres_schema, spawn_gateway_with, wait_ready};
+use common::crash::{postgres_schema, start_replicas, transfers_by_case};
 use common::net::{eventually, Client, Receiver, Site};
 
 fn document(i: usize) -> Vec<u8> {
@@ -27,23 +26,7 @@ async fn two_replicas_share_the_work_without_doubling_and_a_watch_sees_both() {
     let site = Site::new("replicas");
     let destination = Receiver::start(&site, "330200/12345").await;
     site.push_to("330200/12345", &destination.url());
-    let base = std::fs::read_to_string(&site.config).unwrap();
-    let mut replicas = Vec::new();
-    for name in ["a", "b"] {
-        let (https, admin) = (free_port(), free_port());
-        let config = site.dir.join(format!("liandong-{name}.toml"));
-        let text = base
-            .replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
-            .replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""));
-        std::fs::write(&config, text).unwrap();
-        let child = spawn_gateway_with(&site, &config, Some(&store));
-        let (https, admin): (SocketAddr, SocketAddr) =
-            (format!("127.0.0.1:{https}").parse().unwrap(), format!("127.0.0.1:{admin}").parse().unwrap());
-        replicas.push((child, https, admin));
-    }
-    for (_, _, admin) in &replicas {
-        wait_ready(*admin).await;
-    }
+    let mut replicas = start_replicas(&site, &store).await;
 
     // a watch on replica a, from the beginning
     let (cert, key) = site.identity("330200/12345");
@@ -150,23 +133,7 @@ async fn a_replica_killed_while_delivering_leaves_nothing_undelivered() {
             .replace("initial_backoff = \"1s\"", "initial_backoff = \"200ms\"")
             .replace("max_backoff = \"5m\"", "max_backoff = \"1s\"")
     });
-    let base = std::fs::read_to_string(&site.config).unwrap();
-    let mut replicas = Vec::new();
-    for name in ["a", "b"] {
-        let (https, admin) = (free_port(), free_port());
-        let config = site.dir.join(format!("liandong-{name}.toml"));
-        let text = base
-            .replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
-            .replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""));
-        std::fs::write(&config, text).unwrap();
-        let child = spawn_gateway_with(&site, &config, Some(&store));
-        let (https, admin): (SocketAddr, SocketAddr) =
-            (format!("127.0.0.1:{https}").parse().unwrap(), format!("127.0.0.1:{admin}").parse().unwrap());
-        replicas.push((child, https, admin));
-    }
-    for (_, _, admin) in &replicas {
-        wait_ready(*admin).await;
-    }
+    let mut replicas = start_replicas(&site, &store).await;
     // the destination is down while 200 transfers pile up through both replicas
     destination.up.store(false, std::sync::atomic::Ordering::SeqCst);
     let total = 200;
@@ -188,14 +155,7 @@ async fn a_replica_killed_while_delivering_leaves_nothing_undelivered() {
         submitted.keys().all(|id| got.contains(id))
     })
     .await;
-    let mut by_case: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
-    for received in destination.received() {
-        let doc: serde_json::Value = serde_json::from_slice(&received.body).unwrap();
-        by_case
-            .entry(doc["gd"]["gdbh"].as_str().unwrap().to_string())
-            .or_default()
-            .insert(doc["lzbh"].as_str().unwrap().to_string());
-    }
+    let by_case = transfers_by_case(&destination);
     assert_eq!(by_case.len(), total, "every case delivered");
     assert!(by_case.values().all(|ids| ids.len() == 1), "no case under two transfer ids");
     println!("replica killed while delivering: {total} delivered, all within {} ms of the kill", killed_at.elapsed().as_millis());

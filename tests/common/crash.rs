@@ -58,6 +58,43 @@ fn document(i: usize) -> Vec<u8> {
     sample.replace("LZ202305080001", &format!("CRASH-{i:06}")).replace("JJ202305080001", &format!("JJC{i:06}")).into_bytes()
 }
 
+/// What a gd-json destination received: each case's record number, with the transfer ids it
+/// came under (one, when nothing was doubled).
+pub fn transfers_by_case(destination: &Receiver) -> BTreeMap<String, BTreeSet<String>> {
+    let mut by_case: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for received in destination.received() {
+        let doc: serde_json::Value = serde_json::from_slice(&received.body).unwrap();
+        by_case
+            .entry(doc["gd"]["gdbh"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(doc["lzbh"].as_str().unwrap().to_string());
+    }
+    by_case
+}
+
+/// Two gateway processes on one PostgreSQL schema, each on its own ports, ready: `(process,
+/// https, admin)`.
+pub async fn start_replicas(site: &Site, store: &str) -> Vec<(Child, SocketAddr, SocketAddr)> {
+    let base = std::fs::read_to_string(&site.config).unwrap();
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let (https, admin) = (free_port(), free_port());
+        let config = site.dir.join(format!("liandong-{name}.toml"));
+        let text = base
+            .replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
+            .replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""));
+        std::fs::write(&config, text).unwrap();
+        let child = spawn_gateway_with(site, &config, Some(store));
+        let (https, admin): (SocketAddr, SocketAddr) =
+            (format!("127.0.0.1:{https}").parse().unwrap(), format!("127.0.0.1:{admin}").parse().unwrap());
+        replicas.push((child, https, admin));
+    }
+    for (_, _, admin) in &replicas {
+        wait_ready(*admin).await;
+    }
+    replicas
+}
+
 /// How the run is disturbed while the clients submit.
 #[derive(Clone, Copy, Debug)]
 pub enum Disruption {
@@ -168,14 +205,7 @@ pub async fn run(store_url: Option<String>, disruption: Disruption) {
     .await;
     let drained = last_disruption.elapsed();
     // The destination never got one case under two transfer ids.
-    let mut by_case: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for received in destination.received() {
-        let doc: serde_json::Value = serde_json::from_slice(&received.body).unwrap();
-        by_case
-            .entry(doc["gd"]["gdbh"].as_str().unwrap().to_string())
-            .or_default()
-            .insert(doc["lzbh"].as_str().unwrap().to_string());
-    }
+    let by_case = transfers_by_case(&destination);
     assert_eq!(by_case.len(), transfers, "one case per document");
     let doubled: Vec<_> = by_case.iter().filter(|(_, ids)| ids.len() > 1).collect();
     assert!(doubled.is_empty(), "cases delivered as two transfers: {doubled:?}");
