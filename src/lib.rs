@@ -22,7 +22,8 @@
 //!   reconciliation, and a follower client.
 //! - [`security`], [`api`], [`delivery`], [`server`]: mutual TLS and identities, policy and rate
 //!   limits; the HTTPS and gRPC fronts; pushing to destinations; the process that runs them.
-//! - [`cli`]: the `liandong` command line; [`site`], [`loadgen`], [`metrics`] serve it.
+//! - [`cli`]: the `liandong` command line; [`site`], [`loadgen`], [`metrics`], [`simulate`] and
+//!   [`demo`] serve it.
 //!
 //! # Invariants
 //!
