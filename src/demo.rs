@@ -258,27 +258,14 @@ async fn call(
     path: &str,
     body: Vec<u8>,
 ) -> Result<serde_json::Value, String> {
-    use http_body_util::{BodyExt, Full};
     let config = crate::security::tls::client_config(
         &dir.join("ca.pem"),
         &dir.join(format!("identities/{identity}.pem")),
         &dir.join(format!("identities/{identity}-key.pem")),
     )
     .map_err(|e| e.to_string())?;
-    let tcp = tokio::net::TcpStream::connect(gateway).await.map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| e.to_string())?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri(format!("https://localhost:{}{path}", gateway.port()))
-        .header(hyper::header::HOST, "localhost")
-        .body(Full::new(hyper::body::Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-    let bytes = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let (_, _, bytes) = crate::simulate::call(&connector, gateway, method, path, body).await?;
     serde_json::from_slice(&bytes).map_err(|e| format!("{path}: {e}"))
 }
 

@@ -81,7 +81,7 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
             while !stop.load(Ordering::Relaxed) {
                 let scheduled = pacer.next().await;
                 if sender.is_none() {
-                    sender = connect(&connector, &host, port).await.ok();
+                    sender = connect(&connector, (host.as_str(), port), &host).await.ok();
                     if sender.is_none() {
                         tally.errors += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -206,14 +206,15 @@ async fn collect(workers: Vec<tokio::task::JoinHandle<WorkerResult>>, started: I
     })
 }
 
-async fn connect(
+/// An HTTP/1.1 connection over mutual TLS to `addr`, verifying the server as `server_name`.
+pub(crate) async fn connect(
     connector: &tokio_rustls::TlsConnector,
-    host: &str,
-    port: u16,
+    addr: impl tokio::net::ToSocketAddrs,
+    server_name: &str,
 ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
-    let tcp = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
-    let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).map_err(|e| e.to_string())?;
     let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
     tokio::spawn(connection);

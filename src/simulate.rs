@@ -289,20 +289,29 @@ impl SimulatedPlatform {
     }
 
     async fn post(&self, path: &str, body: Vec<u8>) -> Result<(u16, hyper::HeaderMap), String> {
-        let tcp = tokio::net::TcpStream::connect(self.gateway).await.map_err(|e| e.to_string())?;
-        let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-        let tls = self.client.connect(name, tcp).await.map_err(|e| e.to_string())?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        let request = hyper::Request::post(format!("https://localhost:{}{path}", self.gateway.port()))
-            .header(hyper::header::HOST, "localhost")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let _ = response.into_body().collect().await;
-        Ok((status, headers))
+        call(&self.client, self.gateway, "POST", path, body).await.map(|(status, headers, _)| (status, headers))
     }
+}
+
+/// One request to the gateway at `gateway` (verified as `localhost`) on a new mutual-TLS
+/// connection: the status, the headers and the body.
+pub async fn call(
+    connector: &tokio_rustls::TlsConnector,
+    gateway: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(u16, hyper::HeaderMap, Bytes), String> {
+    let mut sender = crate::loadgen::connect(connector, gateway, "localhost").await?;
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("https://localhost:{}{path}", gateway.port()))
+        .header(hyper::header::HOST, "localhost")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, headers, bytes))
 }

@@ -236,7 +236,21 @@ impl Datasets {
 
     /// Stores checked records of one dataset in one commit, all or nothing.
     async fn store_records(&self, dataset: Dataset, records: Vec<Record>, seed: bool) -> Result<Vec<PutOutcome>, SyncError> {
-        let given: Vec<(String, u64)> = records.iter().map(|r| (r.key.clone(), r.version)).collect();
+        match self.write_records(dataset, records, seed).await? {
+            Ok(outcomes) => Ok(outcomes),
+            Err(mut stale) => Err(stale.swap_remove(0).1),
+        }
+    }
+
+    /// The one commit behind every put: what became of each record, or each record (by its
+    /// position) whose version does not grow — then nothing was written.
+    async fn write_records(
+        &self,
+        dataset: Dataset,
+        records: Vec<Record>,
+        seed: bool,
+    ) -> Result<Result<Vec<PutOutcome>, Vec<(usize, SyncError)>>, SyncError> {
+        let given: Vec<u64> = records.iter().map(|r| r.version).collect();
         let write = Write::PutRecords { dataset: dataset.as_str().to_string(), records, seed };
         let answer = self.store.write(write).await;
         if dataset == Dataset::Directory {
@@ -246,12 +260,12 @@ impl Datasets {
             WriteResult::Records(Ok(outcomes)) => {
                 let written = outcomes.iter().filter(|o| **o == PutOutcome::Written).count();
                 crate::metrics::add(&crate::metrics::counters().records_written, written as u64);
-                Ok(outcomes)
+                Ok(Ok(outcomes))
             }
-            WriteResult::Records(Err(stale)) => {
-                let first = &stale[0];
-                Err(SyncError::Stale { key: first.key.clone(), current: first.current, given: given[first.index].1 })
-            }
+            WriteResult::Records(Err(stale)) => Ok(Err(stale
+                .into_iter()
+                .map(|s| (s.index, SyncError::Stale { key: s.key, current: s.current, given: given[s.index] }))
+                .collect())),
             other => Err(SyncError::Store(StoreError::Corrupt {
                 id: dataset.as_str().into(),
                 problem: format!("unexpected answer {other:?}"),
@@ -276,22 +290,9 @@ impl Datasets {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let given: Vec<u64> = records.iter().map(|r| r.version).collect();
-        let write = Write::PutRecords { dataset: dataset.as_str().to_string(), records, seed: false };
-        let answer = self.store.write(write).await;
-        if dataset == Dataset::Directory {
-            self.directory.invalidate();
-        }
-        match answer {
-            Ok(WriteResult::Records(Ok(outcomes))) => Ok(outcomes.iter().filter(|o| **o == PutOutcome::Written).count()),
-            Ok(WriteResult::Records(Err(stale))) => Err(stale
-                .iter()
-                .map(|s| {
-                    let e = SyncError::Stale { key: s.key.clone(), current: s.current, given: given[s.index] };
-                    (s.index + 1, e.to_string())
-                })
-                .collect()),
-            Ok(other) => Err(vec![(0, format!("store: unexpected answer {other:?}"))]),
+        match self.write_records(dataset, records, false).await {
+            Ok(Ok(outcomes)) => Ok(outcomes.iter().filter(|o| **o == PutOutcome::Written).count()),
+            Ok(Err(stale)) => Err(stale.into_iter().map(|(i, e)| (i + 1, e.to_string())).collect()),
             Err(e) => Err(vec![(0, e.to_string())]),
         }
     }
