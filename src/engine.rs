@@ -249,13 +249,21 @@ impl Engine {
         loop {
             let candidates = self.store.overdue_candidates(now.unix_seconds(), 200).await?;
             let mut progress = false;
+            // A page's escalations go to the writer together, so that they share commits.
+            let mut writes = tokio::task::JoinSet::new();
             for transfer in &candidates {
                 if let Some(deadline) = lifecycle::missed_deadline(transfer, now) {
                     let write = Write::Escalate { transfer_id: transfer.transfer_id.clone(), deadline, at: now.unix_seconds() };
-                    if let WriteResult::Done(true) = self.store.write(write).await? {
-                        escalated += 1;
-                        progress = true;
-                    }
+                    let store = self.store.clone();
+                    writes.spawn(async move { store.write(write).await });
+                }
+            }
+            while let Some(done) = writes.join_next().await {
+                let result =
+                    done.map_err(|e| EngineError::Store(StoreError::Commit(format!("an escalation's task failed: {e}"))))?;
+                if let WriteResult::Done(true) = result? {
+                    escalated += 1;
+                    progress = true;
                 }
             }
             if candidates.len() < 200 || !progress {

@@ -123,7 +123,7 @@ pub fn digest(prev_hash: &str, replica: &str, entry: &AuditEntry, detail: &str) 
 }
 
 /// Appends entries to this replica's chain, inside the caller's transaction.
-pub async fn append(tx: &mut Transaction<'_, Any>, entries: &[AuditEntry]) -> Result<(), StoreError> {
+pub async fn append(tx: &mut Transaction<'_, Any>, backend: super::Backend, entries: &[AuditEntry]) -> Result<(), StoreError> {
     if entries.is_empty() {
         return Ok(());
     }
@@ -145,7 +145,7 @@ pub async fn append(tx: &mut Transaction<'_, Any>, entries: &[AuditEntry]) -> Re
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO audit (replica, at, actor, action, transfer_id, detail, prev_hash, hash) VALUES {}",
-            values(chunk.len(), 8, None)
+            values(backend, chunk.len(), 8, None)
         );
         let mut query = sqlx::query(&sql);
         for (entry, detail, prev_hash, hash) in chunk {

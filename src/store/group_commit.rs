@@ -7,7 +7,8 @@
 //! its error; the others commit. Nobody is answered before the batch's commit returns, and the
 //! commit is attempted only on a transaction shown to be the one that began (see [`GUARD`]).
 
-use sqlx::{Acquire, AnyPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Acquire, Any, AnyConnection, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::writes::{execute, submit_many, NewTransfer, Write, WriteResult};
@@ -32,8 +33,11 @@ pub fn start(pool: AnyPool, backend: Backend) -> mpsc::Sender<Job> {
     sender
 }
 
+/// The writer keeps one connection while it works (its prepared statements stay warm, and no
+/// batch waits for the pool); after a batch that failed it takes a fresh one.
 async fn run(pool: AnyPool, backend: Backend, mut receiver: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut held: Option<PoolConnection<Any>> = None;
     while let Some(job) = receiver.recv().await {
         batch.push(job);
         while batch.len() < MAX_BATCH {
@@ -42,7 +46,27 @@ async fn run(pool: AnyPool, backend: Backend, mut receiver: mpsc::Receiver<Job>)
                 Err(_) => break,
             }
         }
-        commit(&pool, backend, &mut batch).await;
+        let conn = match held.as_mut() {
+            Some(conn) => conn,
+            None => match pool.acquire().await {
+                Ok(conn) => held.insert(conn),
+                Err(e) => {
+                    let message = e.to_string();
+                    for job in batch.drain(..) {
+                        let _ = job.reply.send(Err(StoreError::Commit(message.clone())));
+                    }
+                    continue;
+                }
+            },
+        };
+        if !commit(conn, backend, &mut batch).await {
+            if let Some(mut conn) = held.take() {
+                conn.close_on_drop();
+            }
+        }
+    }
+    if let Some(conn) = held {
+        let _ = conn.close().await;
     }
 }
 
@@ -59,22 +83,23 @@ async fn still_in_transaction(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Resu
     sqlx::query(GUARD).execute(&mut **tx).await.map(|_| ())
 }
 
-async fn commit(pool: &AnyPool, backend: Backend, batch: &mut Vec<Job>) {
+/// Commits the batch and answers every write in it; false if anything in it failed.
+async fn commit(conn: &mut AnyConnection, backend: Backend, batch: &mut Vec<Job>) -> bool {
     let fail_all = |jobs: Vec<Reply>, message: String| {
         for reply in jobs {
             let _ = reply.send(Err(StoreError::Commit(message.clone())));
         }
     };
-    let mut tx = match pool.begin().await {
+    let mut tx = match conn.begin().await {
         Ok(tx) => tx,
         Err(e) => {
             fail_all(batch.drain(..).map(|job| job.reply).collect(), e.to_string());
-            return;
+            return false;
         }
     };
     if let Err(e) = sqlx::query(GUARD).execute(&mut *tx).await {
         fail_all(batch.drain(..).map(|job| job.reply).collect(), e.to_string());
-        return;
+        return false;
     }
     let mut answers: Vec<(Reply, Result<WriteResult, StoreError>)> = Vec::with_capacity(batch.len());
     // All the batch's submissions go in a few multi-row statements.
@@ -89,29 +114,46 @@ async fn commit(pool: &AnyPool, backend: Backend, batch: &mut Vec<Job>) {
                 replies.push(job.reply);
             }
         }
-        let results = match (&mut tx).begin().await {
-            Ok(mut savepoint) => match submit_many(&mut savepoint, backend, items).await {
-                Ok(results) => savepoint.commit().await.map(|()| results).map_err(StoreError::from),
+        if pending.is_empty() {
+            // Nothing else rides this commit: no savepoint of their own, and a failure fails
+            // them all (the transaction is dropped, so rolled back).
+            match submit_many(&mut tx, backend, items).await {
+                Ok(results) => answers.extend(replies.into_iter().zip(results.into_iter().map(Ok))),
                 Err(e) => {
-                    let _ = savepoint.rollback().await;
-                    Err(e)
+                    fail_all(replies, e.to_string());
+                    return false;
                 }
-            },
-            Err(e) => Err(e.into()),
-        };
-        match results {
-            Ok(results) => answers.extend(replies.into_iter().zip(results.into_iter().map(Ok))),
-            Err(e) => {
-                let message = e.to_string();
-                if let Err(gone) = still_in_transaction(&mut tx).await {
-                    tracing::error!(error = %message, after = %gone, "the store rolled the batch back");
-                    fail_all(
-                        answers.into_iter().map(|(r, _)| r).chain(replies).chain(pending.into_iter().map(|j| j.reply)).collect(),
-                        message,
-                    );
-                    return;
+            }
+        } else {
+            let results = match (&mut tx).begin().await {
+                Ok(mut savepoint) => match submit_many(&mut savepoint, backend, items).await {
+                    Ok(results) => savepoint.commit().await.map(|()| results).map_err(StoreError::from),
+                    Err(e) => {
+                        let _ = savepoint.rollback().await;
+                        Err(e)
+                    }
+                },
+                Err(e) => Err(e.into()),
+            };
+            match results {
+                Ok(results) => answers.extend(replies.into_iter().zip(results.into_iter().map(Ok))),
+                Err(e) => {
+                    let message = e.to_string();
+                    if let Err(gone) = still_in_transaction(&mut tx).await {
+                        tracing::error!(error = %message, after = %gone, "the store rolled the batch back");
+                        fail_all(
+                            answers
+                                .into_iter()
+                                .map(|(r, _)| r)
+                                .chain(replies)
+                                .chain(pending.into_iter().map(|j| j.reply))
+                                .collect(),
+                            message,
+                        );
+                        return false;
+                    }
+                    answers.extend(replies.into_iter().map(|reply| (reply, Err(StoreError::Commit(message.clone())))));
                 }
-                answers.extend(replies.into_iter().map(|reply| (reply, Err(StoreError::Commit(message.clone())))));
             }
         }
     }
@@ -137,7 +179,7 @@ async fn commit(pool: &AnyPool, backend: Backend, batch: &mut Vec<Job>) {
                     .chain(std::iter::once(job.reply))
                     .chain(pending.into_iter().map(|j| j.reply));
                 fail_all(replies.collect(), message);
-                return;
+                return false;
             }
         }
         answers.push((job.reply, result));
@@ -145,14 +187,18 @@ async fn commit(pool: &AnyPool, backend: Backend, batch: &mut Vec<Job>) {
     // The transaction must still be the one that began: otherwise the whole batch failed.
     if let Err(e) = sqlx::query(GUARD_RELEASE).execute(&mut *tx).await {
         fail_all(answers.into_iter().map(|(r, _)| r).collect(), format!("the transaction was aborted: {e}"));
-        return;
+        return false;
     }
     match tx.commit().await {
         Ok(()) => {
             for (reply, result) in answers {
                 let _ = reply.send(result);
             }
+            true
         }
-        Err(e) => fail_all(answers.into_iter().map(|(r, _)| r).collect(), e.to_string()),
+        Err(e) => {
+            fail_all(answers.into_iter().map(|(r, _)| r).collect(), e.to_string());
+            false
+        }
     }
 }

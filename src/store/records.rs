@@ -96,14 +96,14 @@ pub async fn put(
             "INSERT INTO records (dataset, key, owner, version, updated_at, deleted, body) VALUES {} \
              ON CONFLICT (dataset, key) DO UPDATE SET owner = excluded.owner, version = excluded.version, \
              updated_at = excluded.updated_at, deleted = excluded.deleted, body = excluded.body",
-            values(chunk.len(), 7, None)
+            values(backend, chunk.len(), 7, None)
         );
         bind_records(sqlx::query(&sql), dataset, chunk).execute(&mut **tx).await?;
     }
     for chunk in accepted.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO record_log (dataset, key, version, deleted, doc, tx) VALUES {}",
-            values(chunk.len(), 5, Some((5, tx_stamp(backend))))
+            values(backend, chunk.len(), 5, Some((5, tx_stamp(backend))))
         );
         let mut query = sqlx::query(&sql);
         for r in chunk {

@@ -25,6 +25,9 @@ const STATEMENTS: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS transfers_destination ON transfers (destination, created_at)",
     "CREATE INDEX IF NOT EXISTS transfers_open ON transfers (state, receive_by)",
+    // The open transfers not yet escalated for `resolve_by`, by it: what the sweeper reads.
+    "CREATE INDEX IF NOT EXISTS transfers_resolve_due ON transfers (resolve_by) \
+     WHERE state NOT IN ('rejected', 'closed', 'cancelled', 'resolved') AND escalations NOT LIKE '%resolve_by%'",
     "CREATE TABLE IF NOT EXISTS outbox (
         id {serial},
         destination TEXT NOT NULL,

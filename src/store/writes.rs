@@ -98,7 +98,7 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
                         transfer_id: Some(transfer_id),
                         detail: serde_json::json!({"destination": destination, "kind": kind, "attempt": attempts, "error": error}),
                     };
-                    super::audit::append(tx, &[entry]).await?;
+                    super::audit::append(tx, backend, &[entry]).await?;
                 }
                 sqlx::query(
                     "INSERT INTO endpoint_health (endpoint, failing_since, last_error) VALUES ($1, $2, $3) \
@@ -159,7 +159,7 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
             Ok(WriteResult::Leased(items))
         }
         Write::Audit(entries) => {
-            super::audit::append(tx, &entries).await?;
+            super::audit::append(tx, backend, &entries).await?;
             Ok(WriteResult::Done(true))
         }
         Write::PutRecords { dataset, records, seed } => {
@@ -200,9 +200,11 @@ pub(super) fn tx_stamp(backend: Backend) -> &'static str {
 /// Rows per multi-row statement (11 parameters each stays far below both databases' limits).
 pub(super) const ROWS_PER_STATEMENT: usize = 200;
 
-/// Placeholders `($a, $b, …), (…)` for `rows` rows of `columns` parameters from `$1`, with
-/// `literal` spliced in after the parameter numbered `literal_after` (0 = none).
-pub(super) fn values(rows: usize, columns: usize, literal: Option<(usize, &str)>) -> String {
+/// Placeholders `($1, $2, …), (…)` for `rows` rows of `columns` parameters, with `literal`
+/// spliced in after the row's parameter numbered `literal.0`. SQLite gets anonymous `?`s: sqlx
+/// looks each numbered one up by name, a linear search per parameter that made binding a
+/// 64-row statement cost more than running it.
+pub(super) fn values(backend: Backend, rows: usize, columns: usize, literal: Option<(usize, &str)>) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         out.push_str(if row == 0 { "(" } else { ", (" });
@@ -210,7 +212,13 @@ pub(super) fn values(rows: usize, columns: usize, literal: Option<(usize, &str)>
             if column > 0 {
                 out.push_str(", ");
             }
-            out.push_str(&format!("${}", row * columns + column + 1));
+            match backend {
+                Backend::Sqlite => out.push('?'),
+                Backend::Postgres => {
+                    out.push('$');
+                    out.push_str(&(row * columns + column + 1).to_string());
+                }
+            }
             if let Some((after, text)) = literal {
                 if column + 1 == after {
                     out.push_str(", ");
@@ -256,7 +264,7 @@ pub async fn submit_many(
         let sql = format!(
             "INSERT INTO transfers (transfer_id, sender, sender_ref, destination, state, requested_at, receive_by, resolve_by, \
              document, created_at, updated_at) VALUES {} ON CONFLICT (sender, sender_ref) DO NOTHING RETURNING transfer_id",
-            values(chunk.len(), 11, None)
+            values(backend, chunk.len(), 11, None)
         );
         let mut query = sqlx::query(&sql);
         for &i in chunk {
@@ -286,7 +294,7 @@ pub async fn submit_many(
             Delivery { destination: &t.to, transfer_id: &t.transfer_id, kind: DeliveryKind::Transfer, payload: &items[i].payload }
         })
         .collect();
-    enqueue(tx, &deliveries, now).await?;
+    enqueue(tx, backend, &deliveries, now).await?;
     let events: Vec<Event<'_>> =
         created.iter().map(|&i| Event { transfer: &items[i].transfer, kind: "submitted", document: &documents[i] }).collect();
     record(tx, backend, &events, now).await?;
@@ -392,7 +400,7 @@ async fn status(
             kind: DeliveryKind::Status,
             payload: &payload,
         };
-        enqueue(tx, &[delivery], now).await?;
+        enqueue(tx, backend, &[delivery], now).await?;
     }
     record(tx, backend, &[Event { transfer: &transfer, kind: update.state.as_str(), document: &document }], now).await?;
     Ok(WriteResult::Status(Ok((Box::new(transfer), outcome))))
@@ -430,7 +438,7 @@ async fn delivered(tx: &mut Transaction<'_, Any>, backend: Backend, item_id: i64
         transfer_id: Some(transfer_id.clone()),
         detail: serde_json::json!({"destination": destination, "kind": kind, "answer": "the destination's success receipt"}),
     };
-    super::audit::append(tx, &[entry]).await?;
+    super::audit::append(tx, backend, &[entry]).await?;
     if kind == DeliveryKind::Transfer.as_str() {
         if let Some((transfer, _)) = load_for_update(tx, backend, &transfer_id).await? {
             mark_delivered(tx, backend, transfer, at).await?;
@@ -504,11 +512,16 @@ struct Delivery<'a> {
 }
 
 /// Queues deliveries, due at once: the one writer of outbox rows, several per statement.
-async fn enqueue(tx: &mut Transaction<'_, Any>, deliveries: &[Delivery<'_>], now: i64) -> Result<(), StoreError> {
+async fn enqueue(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    deliveries: &[Delivery<'_>],
+    now: i64,
+) -> Result<(), StoreError> {
     for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO outbox (destination, transfer_id, kind, payload, next_attempt_at, created_at) VALUES {}",
-            values(chunk.len(), 6, None)
+            values(backend, chunk.len(), 6, None)
         );
         let mut query = sqlx::query(&sql);
         for d in chunk {
@@ -538,7 +551,7 @@ async fn record(tx: &mut Transaction<'_, Any>, backend: Backend, events: &[Event
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO events (transfer_id, origin, destination, kind, body, at, tx) VALUES {}",
-            values(chunk.len(), 6, Some((6, tx_stamp(backend))))
+            values(backend, chunk.len(), 6, Some((6, tx_stamp(backend))))
         );
         let mut query = sqlx::query(&sql);
         for e in chunk {
@@ -572,7 +585,7 @@ async fn record(tx: &mut Transaction<'_, Any>, backend: Backend, events: &[Event
             }
         })
         .collect();
-    super::audit::append(tx, &entries).await
+    super::audit::append(tx, backend, &entries).await
 }
 
 fn sha256(text: &str) -> String {
