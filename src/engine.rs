@@ -148,7 +148,7 @@ impl Engine {
         let mut for_destination = transfer.for_destination();
         for_destination.to_region = request.to_region.clone();
         let payload = serde_json::to_string(&for_destination).map_err(|e| EngineError::Invalid(e.to_string()))?;
-        let write = Write::Submit { transfer: Box::new(transfer), sender_ref: request.sender_ref.clone(), payload };
+        let write = Write::submit(transfer, request.sender_ref.clone(), payload)?;
         match self.store.write(write).await? {
             WriteResult::Submitted { transfer, created } => {
                 crate::metrics::inc(&crate::metrics::counters().submissions);

@@ -109,8 +109,8 @@ async fn commit(conn: &mut AnyConnection, backend: Backend, batch: &mut Vec<Job>
         let mut replies = Vec::with_capacity(submits.len());
         let mut items = Vec::with_capacity(submits.len());
         for job in submits {
-            if let Write::Submit { transfer, sender_ref, payload } = job.write {
-                items.push(NewTransfer { transfer: *transfer, sender_ref, payload });
+            if let Write::Submit { transfer, sender_ref, payload, document } = job.write {
+                items.push(NewTransfer { transfer: *transfer, sender_ref, payload, document });
                 replies.push(job.reply);
             }
         }

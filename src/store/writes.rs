@@ -16,7 +16,8 @@ use crate::model::{EndpointId, HistoryEntry, HistoryEvent, Record, State, Status
 pub enum Write {
     /// A new transfer and its delivery to the destination — or, when the sender has used this
     /// `sender_ref` before, nothing (the first transfer is returned).
-    Submit { transfer: Box<Transfer>, sender_ref: String, payload: String },
+    /// Made with [`Write::submit`].
+    Submit { transfer: Box<Transfer>, sender_ref: String, payload: String, document: String },
     /// A status update by one party; the other party is notified in the same commit.
     Status { transfer_id: String, update: Box<StatusUpdate>, role: Role },
     /// The destination's system confirmed a delivery (its native success receipt).
@@ -61,11 +62,22 @@ pub enum StatusRefused {
     Rule(#[from] Refusal),
 }
 
+impl Write {
+    /// A new transfer to store: its JSON is made here, on the submitter's task, not by the
+    /// writer that every submission waits for.
+    pub fn submit(transfer: Transfer, sender_ref: String, payload: String) -> Result<Write, StoreError> {
+        let document = serde_json::to_string(&transfer)
+            .map_err(|e| StoreError::Corrupt { id: transfer.transfer_id.clone(), problem: e.to_string() })?;
+        Ok(Write::Submit { transfer: Box::new(transfer), sender_ref, payload, document })
+    }
+}
+
 /// Carries out one write inside `tx`.
 pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Write) -> Result<WriteResult, StoreError> {
     match write {
-        Write::Submit { transfer, sender_ref, payload } => {
-            let mut results = submit_many(tx, backend, vec![NewTransfer { transfer: *transfer, sender_ref, payload }]).await?;
+        Write::Submit { transfer, sender_ref, payload, document } => {
+            let mut results =
+                submit_many(tx, backend, vec![NewTransfer { transfer: *transfer, sender_ref, payload, document }]).await?;
             Ok(results.pop().unwrap_or(WriteResult::Done(false)))
         }
         Write::Status { transfer_id, update, role } => status(tx, backend, &transfer_id, &update, role).await,
@@ -179,12 +191,14 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
     }
 }
 
-/// A transfer to store, with its idempotency key and the payload of its first delivery.
+/// A transfer to store, with its idempotency key, the payload of its first delivery, and its
+/// JSON.
 #[derive(Debug)]
 pub struct NewTransfer {
     pub transfer: Transfer,
     pub sender_ref: String,
     pub payload: String,
+    pub document: String,
 }
 
 /// The SQL that stamps an event with its transaction: PostgreSQL's transaction id, so that
@@ -240,13 +254,6 @@ pub async fn submit_many(
     items: Vec<NewTransfer>,
 ) -> Result<Vec<WriteResult>, StoreError> {
     let now = Timestamp::now().unix_seconds();
-    let mut documents = Vec::with_capacity(items.len());
-    for item in &items {
-        documents.push(
-            serde_json::to_string(&item.transfer)
-                .map_err(|e| StoreError::Corrupt { id: item.transfer.transfer_id.clone(), problem: e.to_string() })?,
-        );
-    }
     // The same key twice in one batch: the later ones are answered with the first.
     let mut first_of: std::collections::HashMap<(String, &str), usize> = std::collections::HashMap::new();
     let mut duplicate_of = vec![None; items.len()];
@@ -278,7 +285,7 @@ pub async fn submit_many(
                 .bind(t.requested_at.unix_seconds())
                 .bind(t.deadlines.receive_by.unix_seconds())
                 .bind(t.deadlines.resolve_by.map(Timestamp::unix_seconds))
-                .bind(&documents[i])
+                .bind(&items[i].document)
                 .bind(now)
                 .bind(now);
         }
@@ -295,23 +302,26 @@ pub async fn submit_many(
         })
         .collect();
     enqueue(tx, backend, &deliveries, now).await?;
-    let events: Vec<Event<'_>> =
-        created.iter().map(|&i| Event { transfer: &items[i].transfer, kind: "submitted", document: &documents[i] }).collect();
+    let events: Vec<Event<'_>> = created
+        .iter()
+        .map(|&i| Event { transfer: &items[i].transfer, kind: "submitted", document: &items[i].document })
+        .collect();
     record(tx, backend, &events, now).await?;
     let mut results: Vec<Option<WriteResult>> = (0..items.len()).map(|_| None).collect();
-    for &i in &candidates {
-        results[i] = Some(if inserted.contains(&items[i].transfer.transfer_id) {
-            WriteResult::Submitted { transfer: Box::new(items[i].transfer.clone()), created: true }
-        } else {
-            let row = sqlx::query("SELECT transfer_id, document FROM transfers WHERE sender = $1 AND sender_ref = $2")
-                .bind(items[i].transfer.from.to_string())
-                .bind(&items[i].sender_ref)
-                .fetch_one(&mut **tx)
-                .await?;
-            WriteResult::Submitted { transfer: Box::new(transfer_from_row(&row)?), created: false }
-        });
+    for &i in candidates.iter().filter(|&&i| !inserted.contains(&items[i].transfer.transfer_id)) {
+        let row = sqlx::query("SELECT transfer_id, document FROM transfers WHERE sender = $1 AND sender_ref = $2")
+            .bind(items[i].transfer.from.to_string())
+            .bind(&items[i].sender_ref)
+            .fetch_one(&mut **tx)
+            .await?;
+        results[i] = Some(WriteResult::Submitted { transfer: Box::new(transfer_from_row(&row)?), created: false });
     }
-    for i in 0..items.len() {
+    for (i, item) in items.into_iter().enumerate() {
+        if results[i].is_none() && duplicate_of[i].is_none() && inserted.contains(&item.transfer.transfer_id) {
+            results[i] = Some(WriteResult::Submitted { transfer: Box::new(item.transfer), created: true });
+        }
+    }
+    for i in 0..results.len() {
         if let Some(first) = duplicate_of[i] {
             if let Some(WriteResult::Submitted { transfer, .. }) = &results[first] {
                 results[i] = Some(WriteResult::Submitted { transfer: transfer.clone(), created: false });
