@@ -185,6 +185,11 @@ pub struct BenchArgs {
     /// Submit over gRPC (liandong.v1.TransferService/SubmitTransfer) instead of native HTTPS.
     #[arg(long)]
     pub grpc: bool,
+    /// No gateway: submit in this process straight to the site's store through the engine
+    /// (routing, deadlines, durable commit), the baseline for the front door's cost. Stop the
+    /// site's gateway first on SQLite (one writer per file).
+    #[arg(long, conflicts_with_all = ["grpc", "url"])]
+    pub store_only: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -338,13 +343,14 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
                 duration: args.duration,
                 rate: args.rate,
                 grpc: args.grpc,
+                store_only: args.store_only.then(|| Box::new(config.clone())),
             };
             let report = runtime()?.block_on(crate::loadgen::run(plan)).map_err(CliError::Failed)?;
             let text = if args.json {
                 serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
             } else {
                 format!(
-                    "{} ok, {} errors ({} over the rate limit) in {:.1} s: {:.0} submissions/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} connections{})\n",
+                    "{} ok, {} errors ({} over the rate limit) in {:.1} s: {:.0} submissions/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} {}{})\n",
                     report.ok,
                     report.errors,
                     report.limited,
@@ -355,6 +361,7 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
                     report.p99_ms,
                     report.max_ms,
                     report.concurrency,
+                    if args.store_only { "submitters, store only" } else { "connections" },
                     report.rate.map(|r| format!(", {r} per second offered")).unwrap_or_default()
                 )
             };

@@ -47,6 +47,10 @@ pub struct Plan {
     /// Submit over gRPC (`SubmitTransfer`, one HTTP/2 connection per worker) instead of native
     /// HTTPS documents.
     pub grpc: bool,
+    /// Submit in this process to this site's store, through the engine (routing, deadlines,
+    /// the durable commit) and nothing in front of it — no TLS, HTTP, policy, rate check or
+    /// translation: the baseline that the front door's cost is measured against.
+    pub store_only: Option<Box<crate::config::Config>>,
 }
 
 /// What happened.
@@ -69,6 +73,9 @@ pub struct Report {
 
 /// Runs the plan.
 pub async fn run(plan: Plan) -> Result<Report, String> {
+    if let Some(config) = plan.store_only.clone() {
+        return run_store_only(plan, *config).await;
+    }
     if plan.grpc {
         return run_grpc(plan).await;
     }
@@ -275,6 +282,48 @@ async fn run_grpc(plan: Plan) -> Result<Report, String> {
                     Ok(_) => tally.answer(scheduled, true, false),
                     Err(status) => tally.answer(scheduled, false, status.code() == tonic::Code::ResourceExhausted),
                 }
+            }
+            tally.into_result()
+        }));
+    }
+    tokio::time::sleep(plan.duration).await;
+    stop.store(true, Ordering::Relaxed);
+    collect(workers, started, &plan).await
+}
+
+/// The store-only variant: workers call [`crate::engine::Engine::submit`] with canonical
+/// transfers (translated once, before the clock starts).
+async fn run_store_only(plan: Plan, config: crate::config::Config) -> Result<Report, String> {
+    let registry = crate::server::registry(&config).map_err(|e| e.to_string())?;
+    let template = registry
+        .endpoint_named(&plan.endpoint)
+        .map_err(|e| e.to_string())?
+        .read_transfer(TEMPLATE.as_bytes())
+        .map_err(|e| format!("the template is for 330200/110: {e}"))?;
+    let store = crate::server::open_store(&config).await.map_err(|e| e.to_string())?;
+    let engine = crate::engine::Engine::new(store, Arc::new(registry), Arc::new(config));
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let run_id = ulid::Ulid::new().to_string();
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..plan.concurrency {
+        let (stop, counter, run_id, template, engine) =
+            (stop.clone(), counter.clone(), run_id.clone(), template.clone(), engine.clone());
+        let mut pacer = Pacer::new(&plan, worker);
+        workers.push(tokio::spawn(async move {
+            let mut tally = Tally::new();
+            while !stop.load(Ordering::Relaxed) {
+                let scheduled = pacer.next().await;
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let mut request = template.clone();
+                request.sender_ref = format!("S{run_id}-{n}");
+                request.case.origin.local_id = format!("JS{n}");
+                request.case.case_id = crate::model::Case::id_for(&request.from, &request.case.origin.local_id);
+                request.requested_at = crate::model::time::Timestamp::now();
+                let sender = request.from.clone();
+                let ok = engine.submit(&sender, request).await.is_ok();
+                tally.answer(scheduled, ok, false);
             }
             tally.into_result()
         }));

@@ -142,6 +142,17 @@ pub struct TransferFilter {
     pub after: Option<String>,
 }
 
+/// What the deadline sweeper reads: each half is a range of an index (`transfers_open`,
+/// `transfers_resolve_due`). It runs every few seconds over a table that only grows; one
+/// query with an OR of the two read the whole table each time.
+const OVERDUE: &str = "SELECT transfer_id, document FROM transfers \
+     WHERE state IN ('submitted', 'delivered') AND receive_by < $1 AND escalations NOT LIKE '%receive_by%' \
+     UNION \
+     SELECT transfer_id, document FROM transfers \
+     WHERE state NOT IN ('rejected', 'closed', 'cancelled', 'resolved') AND escalations NOT LIKE '%resolve_by%' \
+       AND resolve_by < $2 \
+     ORDER BY transfer_id LIMIT $3";
+
 /// The store.
 #[derive(Clone)]
 pub struct Store {
@@ -366,24 +377,9 @@ impl Store {
     }
 
     /// Open transfers whose deadline has passed at `now` and that have not been escalated for
-    /// it yet. Each half is a range of an index (`transfers_open`, `transfers_resolve_due`):
-    /// the sweeper runs every few seconds over a table that only grows, and one query with an
-    /// OR of the two read the whole table each time.
+    /// it yet (see [`OVERDUE`]).
     pub async fn overdue_candidates(&self, now: i64, limit: i64) -> Result<Vec<Transfer>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT transfer_id, document FROM transfers \
-             WHERE state IN ('submitted', 'delivered') AND receive_by < $1 AND escalations NOT LIKE '%receive_by%' \
-             UNION \
-             SELECT transfer_id, document FROM transfers \
-             WHERE state NOT IN ('rejected', 'closed', 'cancelled', 'resolved') AND escalations NOT LIKE '%resolve_by%' \
-               AND resolve_by < $2 \
-             ORDER BY transfer_id LIMIT $3",
-        )
-        .bind(now)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(OVERDUE).bind(now).bind(now).bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(transfer_from_row).collect()
     }
 
@@ -596,4 +592,30 @@ pub(crate) fn transfer_from_row(row: &AnyRow) -> Result<Transfer, StoreError> {
 /// The current time in Unix seconds.
 pub fn now() -> i64 {
     Timestamp::now().unix_seconds()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sweeper's query reads index ranges: no step of its plan scans the transfers.
+    #[tokio::test]
+    async fn the_sweeper_does_not_scan_the_transfers() {
+        let dir = std::env::temp_dir().join(format!("liandong-plan-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::sqlite(&dir.join("plan.db")).await.unwrap();
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {OVERDUE}"))
+            .bind(0_i64)
+            .bind(0_i64)
+            .bind(10_i64)
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get::<String, _>(3).unwrap())
+            .collect();
+        assert!(plan.iter().any(|step| step.contains("transfers_resolve_due")), "{plan:?}");
+        assert!(!plan.iter().any(|step| step.starts_with("SCAN transfers")), "{plan:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

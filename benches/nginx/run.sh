@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Liandong against nginx on this machine, the same generator for both (docs/PERFORMANCE.md).
-#   apt-get install nginx; cargo build --release; benches/nginx/run.sh [SECONDS]
+#   apt-get install nginx; cargo build --release; benches/nginx/run.sh [SECONDS] [CONNECTIONS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-8}
+connections=${2:-64}
 site=$(mktemp -d)
 target/release/liandong init "$site" --listen 127.0.0.1:28443 --admin 127.0.0.1:29090 >/dev/null
 # One generator identity at full speed: lift its quotas (the limiter still runs every check).
@@ -22,8 +23,8 @@ RUST_LOG=warn target/release/liandong serve --config "$site/liandong.toml" 2>"$s
 gateway=$!
 sleep 2
 echo "nginx (mTLS + limit_req + proxy_pass to a trivial upstream):"
-target/release/liandong bench --config "$site/liandong.toml" --url https://localhost:28444 --concurrency 64 --duration "${seconds}s"
+target/release/liandong bench --config "$site/liandong.toml" --url https://localhost:28444 --concurrency "$connections" --duration "${seconds}s"
 echo "liandong (mTLS + policy + rate check + translation + durable SQLite commit):"
-target/release/liandong bench --config "$site/liandong.toml" --concurrency 64 --duration "${seconds}s"
+target/release/liandong bench --config "$site/liandong.toml" --concurrency "$connections" --duration "${seconds}s"
 kill "$gateway"; nginx -c "$site/nginx.conf" -s stop
 rm -rf "$site"

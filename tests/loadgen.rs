@@ -1,0 +1,81 @@
+//! The load generator (`liandong bench`) counts what it claims: every submission it reports as
+//! answered "ok" is one stored transfer — no more, no fewer — over native HTTPS, over gRPC and
+//! straight to the store; and its cases are taken now, so none is overdue on arrival (the
+//! gateway's escalations would otherwise compete with the load being measured).
+
+mod common;
+
+use common::net::{start_gateway, Site};
+use liandong::loadgen::{run, Plan, Report};
+use liandong::model::Timestamp;
+use liandong::store::Store;
+
+/// The site's configuration with the generator identity's quotas lifted, as docs/PERFORMANCE.md
+/// runs it (the limiter still checks every call).
+fn site(name: &str) -> Site {
+    let site = Site::new(name);
+    site.edit_config(|text| {
+        let quota = "{ per_second = 1000000, burst = 1000000 }";
+        format!("{text}\n[limits.endpoint]\nsubmit = {quota}\nimmediate = {quota}\nstatus = {quota}\nread = {quota}\n")
+    });
+    site
+}
+
+fn plan(site: &Site, url: String) -> Plan {
+    let (cert, key) = site.identity("330200/110");
+    Plan {
+        url,
+        ca: site.dir.join("ca.pem"),
+        cert,
+        key,
+        endpoint: "330200/110".into(),
+        concurrency: 4,
+        duration: std::time::Duration::from_millis(800),
+        rate: None,
+        grpc: false,
+        store_only: None,
+    }
+}
+
+async fn stored(store: &Store) -> i64 {
+    store.count_by_state().await.unwrap().iter().map(|(_, n)| n).sum()
+}
+
+fn assert_clean(report: &Report, what: &str) {
+    assert!(report.ok > 0, "{what}: nothing was answered: {report:?}");
+    assert_eq!(report.errors, 0, "{what}: {report:?}");
+    assert!(report.p50_ms > 0.0 && report.p50_ms <= report.p99_ms && report.p99_ms <= report.max_ms, "{what}: {report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_submission_counted_is_one_transfer_taken_now() {
+    let site = site("loadgen");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_, _stop) = start_gateway(&site, listener).await;
+    let url = format!("https://localhost:{}", addr.port());
+
+    let native = run(plan(&site, url.clone())).await.unwrap();
+    assert_clean(&native, "native");
+    let grpc = run(Plan { grpc: true, ..plan(&site, url) }).await.unwrap();
+    assert_clean(&grpc, "gRPC");
+
+    let config = liandong::config::Config::load(&site.config).unwrap();
+    let store = liandong::server::open_store(&config).await.unwrap();
+    assert_eq!(stored(&store).await as u64, native.ok + grpc.ok, "one stored transfer per answer counted ok");
+    let overdue = store.overdue_candidates(Timestamp::now().unix_seconds(), 10).await.unwrap();
+    assert!(overdue.is_empty(), "cases are taken now, not on the sample's date: {:?}", overdue[0].requested_at);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_only_baseline_writes_through_the_engine() {
+    let site = site("loadgen-store");
+    let config = liandong::config::Config::load(&site.config).unwrap();
+    let report = run(Plan { store_only: Some(Box::new(config.clone())), ..plan(&site, String::new()) }).await.unwrap();
+    assert_clean(&report, "store only");
+    let store = liandong::server::open_store(&config).await.unwrap();
+    assert_eq!(stored(&store).await as u64, report.ok);
+    // what a 110 desk submitted a moment ago: from the 110, submitted, not overdue
+    let tally = store.tally().await.unwrap();
+    assert!(tally.iter().all(|(from, state, overdue, _)| from == "110" && state == "submitted" && !overdue), "{tally:?}");
+}
