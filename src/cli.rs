@@ -167,9 +167,15 @@ pub struct BenchArgs {
     /// A site's configuration (`liandong init`): the address, the CA and the identities come from it.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// The endpoint to submit as; its certificate is `identities/REGION-PLATFORM.pem` beside the config.
-    #[arg(long, default_value = "330200/110")]
-    pub endpoint: String,
+    /// An endpoint to submit as, in its own format; its certificate is
+    /// `identities/REGION-PLATFORM.pem` beside the config. Several (repeated or comma-separated)
+    /// share the connections in turn.
+    #[arg(long = "endpoint", default_value = "330200/110", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Submit as the site's first N endpoints instead (each with its own certificate, format and
+    /// rate-limit budget).
+    #[arg(long, value_name = "N", conflicts_with = "endpoints")]
+    pub identities: Option<usize>,
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
@@ -332,13 +338,25 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
         Command::Bench(args) => {
             let config = load_config(&args.config)?;
             let dir = args.config.parent().unwrap_or(std::path::Path::new("."));
-            let name = args.endpoint.replace('/', "-");
+            let endpoints: Vec<String> = match args.identities {
+                Some(n) => config.endpoints.iter().take(n.max(1)).map(|e| e.id.to_string()).collect(),
+                None => args.endpoints.clone(),
+            };
+            let submitters = endpoints
+                .into_iter()
+                .map(|endpoint| {
+                    let name = endpoint.replace('/', "-");
+                    crate::loadgen::Submitter {
+                        cert: dir.join("identities").join(format!("{name}.pem")),
+                        key: dir.join("identities").join(format!("{name}-key.pem")),
+                        endpoint,
+                    }
+                })
+                .collect();
             let plan = crate::loadgen::Plan {
                 url: args.url.clone().unwrap_or_else(|| format!("https://localhost:{}", config.listen.https.port())),
                 ca: config.tls.ca.clone(),
-                cert: dir.join("identities").join(format!("{name}.pem")),
-                key: dir.join("identities").join(format!("{name}-key.pem")),
-                endpoint: args.endpoint.clone(),
+                submitters,
                 concurrency: args.concurrency.max(1),
                 duration: args.duration,
                 rate: args.rate,
@@ -350,7 +368,7 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
                 serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
             } else {
                 format!(
-                    "{} ok, {} errors ({} over the rate limit) in {:.1} s: {:.0} submissions/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} {}{})\n",
+                    "{} ok, {} errors ({} over the rate limit) in {:.1} s: {:.0} submissions/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} {}{}{})\n",
                     report.ok,
                     report.errors,
                     report.limited,
@@ -362,6 +380,7 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
                     report.max_ms,
                     report.concurrency,
                     if args.store_only { "submitters, store only" } else { "connections" },
+                    if report.identities > 1 { format!(", {} identities", report.identities) } else { String::new() },
                     report.rate.map(|r| format!(", {r} per second offered")).unwrap_or_default()
                 )
             };

@@ -23,7 +23,6 @@ use tokio::sync::{Mutex, Semaphore};
 
 use crate::config::Delivery as Settings;
 use crate::engine::Engine;
-use crate::formats::profile::Syntax;
 use crate::metrics::{self, counters};
 use crate::model::{StatusUpdate, Timestamp, TransferRequest};
 use crate::store::{DeliveryKind, OutboxItem, Write};
@@ -171,10 +170,7 @@ impl Deliverer {
             .endpoint(&item.destination)
             .and_then(|s| s.url.clone())
             .ok_or_else(|| DeliveryError::NoUrl(item.destination.to_string()))?;
-        let content_type = match endpoint.format.syntax {
-            Syntax::Json => "application/json; charset=utf-8".to_string(),
-            Syntax::Xml => format!("application/xml; charset={}", endpoint.format.encoding.label()),
-        };
+        let content_type = endpoint.content_type();
         let timeout = self.settings.timeout;
         let (status, answer) = tokio::time::timeout(timeout, self.post(&url, item, &content_type, body))
             .await

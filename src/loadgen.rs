@@ -15,19 +15,38 @@ use serde::Serialize;
 
 use crate::security::tls;
 
-/// The transfer every request sends, each with its own reference and record number.
+/// The case every request sends: the spec's Ningbo township sample, read once as 330200/110.
 const TEMPLATE: &str = include_str!("../tests/spec/samples/jjd-json/transfer-ningbo-township.json");
 
-/// Request `n` of run `run_id`: the template with its own reference and record number, taken
-/// and handed over now — a case from the sample's date would be overdue on arrival, and the
+/// The case as `endpoint` submits it: from that endpoint to the other platform.
+fn case_for(registry: &crate::formats::Registry, endpoint: &str) -> Result<crate::model::TransferRequest, String> {
+    let sample = registry.endpoint_named("330200/110").map_err(|e| e.to_string())?;
+    let mut case = sample.read_transfer(TEMPLATE.as_bytes()).map_err(|e| format!("the sample: {e}"))?;
+    let sender = registry.endpoint_named(endpoint).map_err(|e| e.to_string())?;
+    case.from = sender.id.clone();
+    case.to_platform = sender.id.platform.other();
+    Ok(case)
+}
+
+/// Request `n` of run `run_id`: the case with its own reference and record number, taken and
+/// handed over now — a case from the sample's date would be overdue on arrival, and the
 /// gateway's escalations of it would compete with the load being measured.
-fn native_document(run_id: &str, n: u64) -> String {
-    let now = crate::model::time::Timestamp::now().format_beijing("yyyy-MM-dd HH:mm:ss");
-    TEMPLATE
-        .replace("LZ202305080001", &format!("B{run_id}-{n}"))
-        .replace("JJ202305080001", &format!("JB{n}"))
-        .replace("2023-05-08 09:43:00", &now)
-        .replace("2023-05-08 09:41:09", &now)
+fn fresh(case: &crate::model::TransferRequest, run_id: &str, n: u64) -> crate::model::TransferRequest {
+    let mut request = case.clone();
+    request.sender_ref = format!("B{run_id}-{n}");
+    request.case.origin.local_id = format!("JB{n}");
+    request.case.case_id = crate::model::Case::id_for(&request.from, &request.case.origin.local_id);
+    request.requested_at = crate::model::time::Timestamp::now();
+    request
+}
+
+/// One identity the generator submits as: an endpoint and its client certificate.
+#[derive(Clone, Debug)]
+pub struct Submitter {
+    /// `330200/110`: documents go to its native route, in its format.
+    pub endpoint: String,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// What to run.
@@ -35,10 +54,8 @@ fn native_document(run_id: &str, n: u64) -> String {
 pub struct Plan {
     pub url: String,
     pub ca: std::path::PathBuf,
-    pub cert: std::path::PathBuf,
-    pub key: std::path::PathBuf,
-    /// The endpoint the certificate is (`330200/110`): documents go to its native route.
-    pub endpoint: String,
+    /// The identities to submit as; connection `i` is submitter `i` modulo their number.
+    pub submitters: Vec<Submitter>,
     /// Connections, each sending one request at a time.
     pub concurrency: usize,
     pub duration: Duration,
@@ -68,6 +85,8 @@ pub struct Report {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub concurrency: usize,
+    /// How many identities the connections shared.
+    pub identities: usize,
     pub rate: Option<f64>,
 }
 
@@ -79,28 +98,39 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
     if plan.grpc {
         return run_grpc(plan).await;
     }
-    let config = tls::client_config(&plan.ca, &plan.cert, &plan.key).map_err(|e| e.to_string())?;
-    let connector = tokio_rustls::TlsConnector::from(config);
     let uri: hyper::Uri = plan.url.parse().map_err(|e| format!("{}: {e}", plan.url))?;
     let host = uri.host().ok_or("the URL has no host")?.to_string();
     let port = uri.port_u16().unwrap_or(443);
-    let path = format!("/v1/native/{}/transfers", plan.endpoint);
+    let registry = crate::formats::Registry::builtin();
+    // Per submitter: its TLS identity, its native route, its format, its case.
+    let mut senders = Vec::with_capacity(plan.submitters.len());
+    for submitter in &plan.submitters {
+        let config = tls::client_config(&plan.ca, &submitter.cert, &submitter.key).map_err(|e| e.to_string())?;
+        let endpoint = registry.endpoint_named(&submitter.endpoint).map_err(|e| e.to_string())?.clone();
+        let path = format!("/v1/native/{}/transfers", submitter.endpoint);
+        let case = case_for(&registry, &submitter.endpoint)?;
+        senders.push(Arc::new((tokio_rustls::TlsConnector::from(config), path, endpoint, case)));
+    }
+    if senders.is_empty() {
+        return Err("no identity to submit as".into());
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(0));
     let run_id = ulid::Ulid::new().to_string();
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..plan.concurrency {
-        let (connector, host, path, stop, counter, run_id) =
-            (connector.clone(), host.clone(), path.clone(), stop.clone(), counter.clone(), run_id.clone());
+        let (identity, host, stop, counter, run_id) =
+            (senders[worker % senders.len()].clone(), host.clone(), stop.clone(), counter.clone(), run_id.clone());
         let mut pacer = Pacer::new(&plan, worker);
         workers.push(tokio::spawn(async move {
+            let (connector, path, endpoint, case) = &*identity;
             let mut tally = Tally::new();
             let mut sender = None;
             while !stop.load(Ordering::Relaxed) {
                 let scheduled = pacer.next().await;
                 if sender.is_none() {
-                    sender = connect(&connector, (host.as_str(), port), &host).await.ok();
+                    sender = connect(connector, (host.as_str(), port), &host).await.ok();
                     if sender.is_none() {
                         tally.errors += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -108,10 +138,13 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
                     }
                 }
                 let n = counter.fetch_add(1, Ordering::Relaxed);
-                let body = native_document(&run_id, n);
+                let Ok(body) = endpoint.write_transfer(&fresh(case, &run_id, n)) else {
+                    tally.errors += 1;
+                    continue;
+                };
                 let request = hyper::Request::post(path.as_str())
                     .header(hyper::header::HOST, host.as_str())
-                    .header(hyper::header::CONTENT_TYPE, "application/json")
+                    .header(hyper::header::CONTENT_TYPE, endpoint.content_type())
                     .body(Full::new(Bytes::from(body)))
                     .expect("a request");
                 let Some(s) = sender.as_mut() else { continue };
@@ -220,6 +253,7 @@ async fn collect(workers: Vec<tokio::task::JoinHandle<WorkerResult>>, started: I
         p99_ms: ms(0.99),
         max_ms: histogram.max() as f64 / 1000.0,
         concurrency: plan.concurrency,
+        identities: plan.submitters.len(),
         rate: plan.rate,
     })
 }
@@ -244,24 +278,28 @@ async fn run_grpc(plan: Plan) -> Result<Report, String> {
     use crate::proto::v1::{transfer_service_client::TransferServiceClient, SubmitTransferRequest};
     use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
     let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&plan.ca)?))
-        .identity(Identity::from_pem(read(&plan.cert)?, read(&plan.key)?))
-        .domain_name("localhost");
     let registry = crate::formats::Registry::builtin();
-    let endpoint = registry.endpoint_named(&plan.endpoint).map_err(|e| e.to_string())?;
-    let template = endpoint.read_transfer(TEMPLATE.as_bytes()).map_err(|e| format!("the template is for 330200/110: {e}"))?;
+    let mut senders = Vec::with_capacity(plan.submitters.len());
+    for submitter in &plan.submitters {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&plan.ca)?))
+            .identity(Identity::from_pem(read(&submitter.cert)?, read(&submitter.key)?))
+            .domain_name("localhost");
+        senders.push((tls, case_for(&registry, &submitter.endpoint)?));
+    }
+    if senders.is_empty() {
+        return Err("no identity to submit as".into());
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(0));
     let run_id = ulid::Ulid::new().to_string();
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..plan.concurrency {
-        let channel = Channel::from_shared(plan.url.clone())
-            .map_err(|e| e.to_string())?
-            .tls_config(tls.clone())
-            .map_err(|e| e.to_string())?;
-        let (stop, counter, run_id, template) = (stop.clone(), counter.clone(), run_id.clone(), template.clone());
+        let (tls, case) = senders[worker % senders.len()].clone();
+        let channel =
+            Channel::from_shared(plan.url.clone()).map_err(|e| e.to_string())?.tls_config(tls).map_err(|e| e.to_string())?;
+        let (stop, counter, run_id) = (stop.clone(), counter.clone(), run_id.clone());
         let mut pacer = Pacer::new(&plan, worker);
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::new();
@@ -273,11 +311,7 @@ async fn run_grpc(plan: Plan) -> Result<Report, String> {
             while !stop.load(Ordering::Relaxed) {
                 let scheduled = pacer.next().await;
                 let n = counter.fetch_add(1, Ordering::Relaxed);
-                let mut request = template.clone();
-                request.sender_ref = format!("G{run_id}-{n}");
-                request.case.origin.local_id = format!("JG{n}");
-                request.case.case_id = crate::model::Case::id_for(&request.from, &request.case.origin.local_id);
-                request.requested_at = crate::model::time::Timestamp::now();
+                let request = fresh(&case, &run_id, n);
                 match client.submit_transfer(SubmitTransferRequest { request: Some(request.into()) }).await {
                     Ok(_) => tally.answer(scheduled, true, false),
                     Err(status) => tally.answer(scheduled, false, status.code() == tonic::Code::ResourceExhausted),
@@ -295,11 +329,10 @@ async fn run_grpc(plan: Plan) -> Result<Report, String> {
 /// transfers (translated once, before the clock starts).
 async fn run_store_only(plan: Plan, config: crate::config::Config) -> Result<Report, String> {
     let registry = crate::server::registry(&config).map_err(|e| e.to_string())?;
-    let template = registry
-        .endpoint_named(&plan.endpoint)
-        .map_err(|e| e.to_string())?
-        .read_transfer(TEMPLATE.as_bytes())
-        .map_err(|e| format!("the template is for 330200/110: {e}"))?;
+    let cases = plan.submitters.iter().map(|s| case_for(&registry, &s.endpoint)).collect::<Result<Vec<_>, String>>()?;
+    if cases.is_empty() {
+        return Err("no identity to submit as".into());
+    }
     let store = crate::server::open_store(&config).await.map_err(|e| e.to_string())?;
     let engine = crate::engine::Engine::new(store, Arc::new(registry), Arc::new(config));
     let stop = Arc::new(AtomicBool::new(false));
@@ -308,19 +341,15 @@ async fn run_store_only(plan: Plan, config: crate::config::Config) -> Result<Rep
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..plan.concurrency {
-        let (stop, counter, run_id, template, engine) =
-            (stop.clone(), counter.clone(), run_id.clone(), template.clone(), engine.clone());
+        let (stop, counter, run_id, case, engine) =
+            (stop.clone(), counter.clone(), run_id.clone(), cases[worker % cases.len()].clone(), engine.clone());
         let mut pacer = Pacer::new(&plan, worker);
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::new();
             while !stop.load(Ordering::Relaxed) {
                 let scheduled = pacer.next().await;
                 let n = counter.fetch_add(1, Ordering::Relaxed);
-                let mut request = template.clone();
-                request.sender_ref = format!("S{run_id}-{n}");
-                request.case.origin.local_id = format!("JS{n}");
-                request.case.case_id = crate::model::Case::id_for(&request.from, &request.case.origin.local_id);
-                request.requested_at = crate::model::time::Timestamp::now();
+                let request = fresh(&case, &run_id, n);
                 let sender = request.from.clone();
                 let ok = engine.submit(&sender, request).await.is_ok();
                 tally.answer(scheduled, ok, false);

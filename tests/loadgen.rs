@@ -1,12 +1,13 @@
 //! The load generator (`liandong bench`) counts what it claims: every submission it reports as
 //! answered "ok" is one stored transfer — no more, no fewer — over native HTTPS, over gRPC and
-//! straight to the store; and its cases are taken now, so none is overdue on arrival (the
-//! gateway's escalations would otherwise compete with the load being measured).
+//! straight to the store; its cases are taken now, so none is overdue on arrival (the
+//! gateway's escalations would otherwise compete with the load being measured); and with
+//! several identities each submits as itself, in its own format.
 
 mod common;
 
 use common::net::{start_gateway, Site};
-use liandong::loadgen::{run, Plan, Report};
+use liandong::loadgen::{run, Plan, Report, Submitter};
 use liandong::model::Timestamp;
 use liandong::store::Store;
 
@@ -21,14 +22,21 @@ fn site(name: &str) -> Site {
     site
 }
 
+fn submitters(site: &Site, endpoints: &[&str]) -> Vec<Submitter> {
+    endpoints
+        .iter()
+        .map(|endpoint| {
+            let (cert, key) = site.identity(endpoint);
+            Submitter { endpoint: endpoint.to_string(), cert, key }
+        })
+        .collect()
+}
+
 fn plan(site: &Site, url: String) -> Plan {
-    let (cert, key) = site.identity("330200/110");
     Plan {
         url,
         ca: site.dir.join("ca.pem"),
-        cert,
-        key,
-        endpoint: "330200/110".into(),
+        submitters: submitters(site, &["330200/110"]),
         concurrency: 4,
         duration: std::time::Duration::from_millis(800),
         rate: None,
@@ -78,4 +86,32 @@ async fn the_store_only_baseline_writes_through_the_engine() {
     // what a 110 desk submitted a moment ago: from the 110, submitted, not overdue
     let tally = store.tally().await.unwrap();
     assert!(tally.iter().all(|(from, state, overdue, _)| from == "110" && state == "submitted" && !overdue), "{tally:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_identities_each_submit_as_themselves_in_their_own_format() {
+    let site = site("loadgen-identities");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_, _stop) = start_gateway(&site, listener).await;
+    // jjd-json, jqxx-xml in GBK, ticket-json: a 110 and a 12345
+    let endpoints = ["330200/110", "210000/110", "110000/12345"];
+    let report = run(Plan {
+        submitters: submitters(&site, &endpoints),
+        concurrency: 6,
+        ..plan(&site, format!("https://localhost:{}", addr.port()))
+    })
+    .await
+    .unwrap();
+    assert_clean(&report, "three identities");
+    assert_eq!(report.identities, 3);
+    let config = liandong::config::Config::load(&site.config).unwrap();
+    let store = liandong::server::open_store(&config).await.unwrap();
+    let mut total = 0;
+    for endpoint in endpoints {
+        let sent = store.transfers_of(endpoint, None, None).await.unwrap().into_iter().filter(|t| t.sender == endpoint).count();
+        assert!(sent > 0, "{endpoint} submitted nothing");
+        total += sent as u64;
+    }
+    assert_eq!(total, report.ok);
 }

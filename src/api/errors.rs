@@ -78,12 +78,8 @@ impl IntoResponse for ApiError {
 /// A native receipt as an HTTP response, with the content type of the endpoint's format.
 pub fn native_receipt(endpoint: &Endpoint, status: StatusCode, reference: Option<&str>, message: Option<&str>) -> Response {
     let bytes = endpoint.write_receipt(receipt_kind(status), reference, message);
-    let content_type = match endpoint.format.syntax {
-        crate::formats::profile::Syntax::Json => "application/json; charset=utf-8".to_string(),
-        crate::formats::profile::Syntax::Xml => format!("application/xml; charset={}", endpoint.format.encoding.label()),
-    };
     let mut response = (status, bytes).into_response();
-    if let Ok(value) = HeaderValue::from_str(&content_type) {
+    if let Ok(value) = HeaderValue::from_str(&endpoint.content_type()) {
         response.headers_mut().insert(axum::http::header::CONTENT_TYPE, value);
     }
     response

@@ -59,6 +59,14 @@ impl Endpoint {
         self.format.write_status(update)
     }
 
+    /// The HTTP content type of this endpoint's documents.
+    pub fn content_type(&self) -> String {
+        match self.format.syntax {
+            super::profile::Syntax::Json => "application/json; charset=utf-8".to_string(),
+            super::profile::Syntax::Xml => format!("application/xml; charset={}", self.format.encoding.label()),
+        }
+    }
+
     /// A receipt in this endpoint's format.
     pub fn write_receipt(&self, kind: ReceiptKind, reference: Option<&str>, message: Option<&str>) -> Vec<u8> {
         self.format.write_receipt(kind, reference, message)
