@@ -1,7 +1,9 @@
 //! `liandong bench`: a load generator that speaks to the gateway as endpoints do — native
-//! documents over mutual TLS on keep-alive connections — at a fixed rate or flat out, and
-//! reports throughput and latency percentiles (HdrHistogram). Neither `wrk` nor `h2load` can
-//! present a client certificate, hence this tool.
+//! documents in each sender's own format (or gRPC) over mutual TLS on keep-alive connections,
+//! as one or several identities — at a fixed rate or flat out, and reports throughput and
+//! latency percentiles (HdrHistogram). Neither `wrk` nor `h2load` can present a client
+//! certificate, hence this tool. `--store-only` measures the engine and store alone, the
+//! baseline for what the front door adds.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
