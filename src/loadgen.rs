@@ -94,6 +94,9 @@ pub struct Report {
 
 /// Runs the plan.
 pub async fn run(plan: Plan) -> Result<Report, String> {
+    if plan.submitters.is_empty() {
+        return Err("no identity to submit as".into());
+    }
     if let Some(config) = plan.store_only.clone() {
         return run_store_only(plan, *config).await;
     }
@@ -113,24 +116,13 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
         let case = case_for(&registry, &submitter.endpoint)?;
         senders.push(Arc::new((tokio_rustls::TlsConnector::from(config), path, endpoint, case)));
     }
-    if senders.is_empty() {
-        return Err("no identity to submit as".into());
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let counter = Arc::new(AtomicU64::new(0));
-    let run_id = ulid::Ulid::new().to_string();
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for worker in 0..plan.concurrency {
-        let (identity, host, stop, counter, run_id) =
-            (senders[worker % senders.len()].clone(), host.clone(), stop.clone(), counter.clone(), run_id.clone());
-        let mut pacer = Pacer::new(&plan, worker);
-        workers.push(tokio::spawn(async move {
+    drive(&plan, |worker, mut turn| {
+        let (identity, host) = (senders[worker % senders.len()].clone(), host.clone());
+        async move {
             let (connector, path, endpoint, case) = &*identity;
             let mut tally = Tally::new();
             let mut sender = None;
-            while !stop.load(Ordering::Relaxed) {
-                let scheduled = pacer.next().await;
+            while let Some((scheduled, n)) = turn.next().await {
                 if sender.is_none() {
                     sender = connect(connector, (host.as_str(), port), &host).await.ok();
                     if sender.is_none() {
@@ -139,8 +131,7 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
                         continue;
                     }
                 }
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                let Ok(body) = endpoint.write_transfer(&fresh(case, &run_id, n)) else {
+                let Ok(body) = endpoint.write_transfer(&fresh(case, &turn.run_id, n)) else {
                     tally.errors += 1;
                     continue;
                 };
@@ -162,15 +153,53 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
                     }
                 }
             }
-            tally.into_result()
-        }));
-    }
-    tokio::time::sleep(plan.duration).await;
-    stop.store(true, Ordering::Relaxed);
-    collect(workers, started, &plan).await
+            tally
+        }
+    })
+    .await
 }
 
-type WorkerResult = (Histogram<u64>, u64, u64, u64);
+/// One worker's place in a run: the switch that ends it, the request numbers all workers
+/// draw from, the run's id, and when this worker sends next.
+struct Turn {
+    stop: Arc<AtomicBool>,
+    counter: Arc<AtomicU64>,
+    run_id: Arc<str>,
+    pacer: Pacer,
+}
+
+impl Turn {
+    /// When the next request is due and its number; none once the run is over.
+    async fn next(&mut self) -> Option<(Instant, u64)> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let scheduled = self.pacer.next().await;
+        Some((scheduled, self.counter.fetch_add(1, Ordering::Relaxed)))
+    }
+}
+
+/// Runs `worker(i, turn)` for each of the plan's connections for the plan's duration, then
+/// joins them and makes the report.
+async fn drive<W, F>(plan: &Plan, mut worker: W) -> Result<Report, String>
+where
+    W: FnMut(usize, Turn) -> F,
+    F: std::future::Future<Output = Tally> + Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let run_id: Arc<str> = ulid::Ulid::new().to_string().into();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..plan.concurrency)
+        .map(|i| {
+            let turn = Turn { stop: stop.clone(), counter: counter.clone(), run_id: run_id.clone(), pacer: Pacer::new(plan, i) };
+            tokio::spawn(worker(i, turn))
+        })
+        .collect();
+    tokio::time::sleep(plan.duration).await;
+    stop.store(true, Ordering::Relaxed);
+    collect(workers, started, plan).await
+}
 
 /// When a worker sends: at a fixed rate (its share of `--rate`, the workers spread over one
 /// interval so the load is smooth, not bursty) or as soon as the last answer is in.
@@ -224,22 +253,18 @@ impl Tally {
         }
         let _ = self.histogram.record((scheduled.elapsed().as_micros().min(60_000_000) as u64).max(1));
     }
-
-    fn into_result(self) -> WorkerResult {
-        (self.histogram, self.ok, self.errors, self.limited)
-    }
 }
 
 /// Joins the workers and makes the report.
-async fn collect(workers: Vec<tokio::task::JoinHandle<WorkerResult>>, started: Instant, plan: &Plan) -> Result<Report, String> {
+async fn collect(workers: Vec<tokio::task::JoinHandle<Tally>>, started: Instant, plan: &Plan) -> Result<Report, String> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
     let (mut ok, mut errors, mut limited) = (0, 0, 0);
     for worker in workers {
-        let (h, o, e, l) = worker.await.map_err(|e| e.to_string())?;
-        histogram.add(h).map_err(|e| e.to_string())?;
-        ok += o;
-        errors += e;
-        limited += l;
+        let tally = worker.await.map_err(|e| e.to_string())?;
+        histogram.add(tally.histogram).map_err(|e| e.to_string())?;
+        ok += tally.ok;
+        errors += tally.errors;
+        limited += tally.limited;
     }
     let seconds = started.elapsed().as_secs_f64();
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
@@ -287,44 +312,30 @@ async fn run_grpc(plan: Plan) -> Result<Report, String> {
             .ca_certificate(Certificate::from_pem(read(&plan.ca)?))
             .identity(Identity::from_pem(read(&submitter.cert)?, read(&submitter.key)?))
             .domain_name("localhost");
-        senders.push((tls, case_for(&registry, &submitter.endpoint)?));
-    }
-    if senders.is_empty() {
-        return Err("no identity to submit as".into());
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let counter = Arc::new(AtomicU64::new(0));
-    let run_id = ulid::Ulid::new().to_string();
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for worker in 0..plan.concurrency {
-        let (tls, case) = senders[worker % senders.len()].clone();
         let channel =
             Channel::from_shared(plan.url.clone()).map_err(|e| e.to_string())?.tls_config(tls).map_err(|e| e.to_string())?;
-        let (stop, counter, run_id) = (stop.clone(), counter.clone(), run_id.clone());
-        let mut pacer = Pacer::new(&plan, worker);
-        workers.push(tokio::spawn(async move {
+        senders.push((channel, case_for(&registry, &submitter.endpoint)?));
+    }
+    drive(&plan, |worker, mut turn| {
+        let (channel, case) = senders[worker % senders.len()].clone();
+        async move {
             let mut tally = Tally::new();
             let Ok(channel) = channel.connect().await else {
                 tally.errors += 1;
-                return tally.into_result();
+                return tally;
             };
             let mut client = TransferServiceClient::new(channel);
-            while !stop.load(Ordering::Relaxed) {
-                let scheduled = pacer.next().await;
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                let request = fresh(&case, &run_id, n);
+            while let Some((scheduled, n)) = turn.next().await {
+                let request = fresh(&case, &turn.run_id, n);
                 match client.submit_transfer(SubmitTransferRequest { request: Some(request.into()) }).await {
                     Ok(_) => tally.answer(scheduled, true, false),
                     Err(status) => tally.answer(scheduled, false, status.code() == tonic::Code::ResourceExhausted),
                 }
             }
-            tally.into_result()
-        }));
-    }
-    tokio::time::sleep(plan.duration).await;
-    stop.store(true, Ordering::Relaxed);
-    collect(workers, started, &plan).await
+            tally
+        }
+    })
+    .await
 }
 
 /// The store-only variant: workers call [`crate::engine::Engine::submit`] with canonical
@@ -332,34 +343,20 @@ async fn run_grpc(plan: Plan) -> Result<Report, String> {
 async fn run_store_only(plan: Plan, config: crate::config::Config) -> Result<Report, String> {
     let registry = crate::server::registry(&config).map_err(|e| e.to_string())?;
     let cases = plan.submitters.iter().map(|s| case_for(&registry, &s.endpoint)).collect::<Result<Vec<_>, String>>()?;
-    if cases.is_empty() {
-        return Err("no identity to submit as".into());
-    }
     let store = crate::server::open_store(&config).await.map_err(|e| e.to_string())?;
     let engine = crate::engine::Engine::new(store, Arc::new(registry), Arc::new(config));
-    let stop = Arc::new(AtomicBool::new(false));
-    let counter = Arc::new(AtomicU64::new(0));
-    let run_id = ulid::Ulid::new().to_string();
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for worker in 0..plan.concurrency {
-        let (stop, counter, run_id, case, engine) =
-            (stop.clone(), counter.clone(), run_id.clone(), cases[worker % cases.len()].clone(), engine.clone());
-        let mut pacer = Pacer::new(&plan, worker);
-        workers.push(tokio::spawn(async move {
+    drive(&plan, |worker, mut turn| {
+        let (case, engine) = (cases[worker % cases.len()].clone(), engine.clone());
+        async move {
             let mut tally = Tally::new();
-            while !stop.load(Ordering::Relaxed) {
-                let scheduled = pacer.next().await;
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                let request = fresh(&case, &run_id, n);
+            while let Some((scheduled, n)) = turn.next().await {
+                let request = fresh(&case, &turn.run_id, n);
                 let sender = request.from.clone();
                 let ok = engine.submit(&sender, request).await.is_ok();
                 tally.answer(scheduled, ok, false);
             }
-            tally.into_result()
-        }));
-    }
-    tokio::time::sleep(plan.duration).await;
-    stop.store(true, Ordering::Relaxed);
-    collect(workers, started, &plan).await
+            tally
+        }
+    })
+    .await
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 mod common;
-use common::net::{start_gateway, Client, Site};
+use common::net::{start_on_free_port, Client, Site};
 
 fn sample(path: &str) -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples").join(path)).unwrap()
@@ -23,9 +23,7 @@ type Case<'a> = (&'a str, &'a Client, &'a str, Vec<u8>, u16, &'a str);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_documents_are_refused_and_change_nothing_while_others_are_served() {
     let site = Site::new("abuse");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_, _stop) = start_gateway(&site, listener).await;
+    let (addr, _, _stop) = start_on_free_port(&site).await;
     let operator = Client::new(
         &site,
         &site.dir.join("identities/operator-ops.pem"),
@@ -105,9 +103,7 @@ fn impostor_canonical() -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_idle_connections_does_not_stop_an_honest_client() {
     let site = Site::new("abuse-flood");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_, _stop) = start_gateway(&site, listener).await;
+    let (addr, _, _stop) = start_on_free_port(&site).await;
     // 400 connections that never start TLS, and 100 that send garbage instead of a handshake
     let mut idle = Vec::new();
     for i in 0..500 {

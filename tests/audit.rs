@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::net::{eventually, start_gateway, Client, Receiver, Site};
+use common::net::{eventually, start_on_free_port, Client, Receiver, Site};
 
 fn liandong(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_liandong")).args(args).output().unwrap()
@@ -23,9 +23,7 @@ async fn the_trail_holds_every_event_and_verify_finds_tampering() {
     let site = Site::new("audit");
     let destination = Receiver::start(&site, "330200/12345").await;
     site.push_to("330200/12345", &destination.url());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_, stop) = start_gateway(&site, listener).await;
+    let (addr, _, stop) = start_on_free_port(&site).await;
     let police = Client::for_endpoint(&site, "330200/110", addr);
     let sample =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"))

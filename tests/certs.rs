@@ -12,7 +12,7 @@ use liandong::security::ca::{CaDir, Subject};
 use liandong::security::Identity;
 
 mod common;
-use common::net::{eventually, start_gateway, Client, Site};
+use common::net::{eventually, start_on_free_port, Client, Site};
 
 fn liandong(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_liandong")).args(args).env_remove("LIANDONG_CA_PASSPHRASE").output().unwrap()
@@ -232,9 +232,7 @@ async fn list_works(client: &mut TransferServiceClient<tonic::transport::Channel
 async fn the_gateway_takes_a_crl_and_a_renewed_certificate_without_a_restart() {
     let site = Site::new("certs-reload");
     site.edit_config(|t| t.replace("crl = \"ca/crl.pem\"", "crl = \"ca/crl.pem\"\nreload_check = \"100ms\""));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (admin, _stop) = start_gateway(&site, listener).await;
+    let (addr, admin, _stop) = start_on_free_port(&site).await;
     let ca = CaDir::open(&site.dir.join("ca"), None).unwrap();
     let metrics = || async move {
         let text = reqwest_lite(admin).await;
@@ -309,9 +307,7 @@ async fn reqwest_lite(admin: std::net::SocketAddr) -> String {
 async fn sighup_reloads_at_once() {
     let site = Site::new("certs-sighup");
     site.edit_config(|t| t.replace("crl = \"ca/crl.pem\"", "crl = \"ca/crl.pem\"\nreload_check = \"1h\""));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_admin, _stop) = start_gateway(&site, listener).await;
+    let (addr, _admin, _stop) = start_on_free_port(&site).await;
     let ca = CaDir::open(&site.dir.join("ca"), None).unwrap();
     let agency = ca.issue(&Subject::Identity(Identity::Agency("demo".into())), 30, true).unwrap();
     let client = Client::new(&site, &agency.chain, agency.key.as_ref().unwrap(), addr);

@@ -44,9 +44,7 @@ async fn simulate_plays_one_platform_against_a_gateway() {
         probe.local_addr().unwrap().port()
     };
     site.push_to("330200/12345", &format!("https://127.0.0.1:{port}/receive"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_, _stop) = common::net::start_gateway(&site, listener).await;
+    let (addr, _, _stop) = common::net::start_on_free_port(&site).await;
     let dir = site.dir.to_str().unwrap().to_string();
     let gateway = addr.to_string();
     let listen = format!("127.0.0.1:{port}");

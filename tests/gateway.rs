@@ -4,18 +4,10 @@
 use std::path::Path;
 
 mod common;
-use common::net::{eventually, start_gateway, Client, Receiver, Site};
+use common::net::{eventually, start_on_free_port, Client, Receiver, Site};
 
 fn sample(path: &str) -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples").join(path)).unwrap()
-}
-
-/// Starts the gateway of `site` on port 0; returns its HTTPS and admin addresses and a stop switch.
-async fn start(site: &Site) -> (std::net::SocketAddr, std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = https.local_addr().unwrap();
-    let (admin, stop) = start_gateway(site, https).await;
-    (addr, admin, stop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,7 +17,7 @@ async fn a_transfer_goes_across_and_its_status_comes_back() {
     let police = Receiver::start(&site, "330200/110").await;
     site.push_to("330200/12345", &hotline.url());
     site.push_to("330200/110", &police.url());
-    let (addr, admin, _stop) = start(&site).await;
+    let (addr, admin, _stop) = start_on_free_port(&site).await;
     let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
     let ningbo_12345 = Client::for_endpoint(&site, "330200/12345", addr);
 
@@ -102,7 +94,7 @@ async fn a_transfer_goes_across_and_its_status_comes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_identities_and_bad_documents_are_refused_and_change_nothing() {
     let site = Site::new("refusals");
-    let (addr, admin, _stop) = start(&site).await;
+    let (addr, admin, _stop) = start_on_free_port(&site).await;
     let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
     let zhejiang_110 = Client::for_endpoint(&site, "330000/110", addr);
 
@@ -145,7 +137,7 @@ async fn wrong_identities_and_bad_documents_are_refused_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canonical_api_and_who_may_read() {
     let site = Site::new("canonical");
-    let (addr, _, _stop) = start(&site).await;
+    let (addr, _, _stop) = start_on_free_port(&site).await;
     let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
     let stranger = Client::for_endpoint(&site, "210000/12345", addr);
     let request = std::fs::read_to_string(
@@ -188,7 +180,7 @@ async fn a_destination_that_is_down_gets_its_transfer_when_it_comes_back() {
         t.replace("initial_backoff = \"1s\"", "initial_backoff = \"100ms\"")
             .replace("max_backoff = \"5m\"", "max_backoff = \"1s\"")
     });
-    let (addr, _, _stop) = start(&site).await;
+    let (addr, _, _stop) = start_on_free_port(&site).await;
     let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
     let answer = ningbo_110.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
     let id = answer.header("x-liandong-transfer-id").unwrap();
@@ -218,7 +210,7 @@ async fn operators_list_and_replay_dead_letters_over_https() {
     hotline.up.store(false, std::sync::atomic::Ordering::SeqCst);
     site.push_to("330200/12345", &hotline.url());
     site.edit_config(|t| t.replace("dead_after_attempts = 30", "dead_after_attempts = 1"));
-    let (addr, _, _stop) = start(&site).await;
+    let (addr, _, _stop) = start_on_free_port(&site).await;
     let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
     let (cert, key) = (site.dir.join("identities/operator-ops.pem"), site.dir.join("identities/operator-ops-key.pem"));
     let operator = Client::new(&site, &cert, &key, addr);
@@ -252,7 +244,7 @@ read = { per_second = 100, burst = 100 }
 async fn over_the_limit_a_desk_gets_429_its_busy_receipt_and_others_keep_going() {
     let site = Site::new("limits");
     site.edit_config(|t| format!("{t}\n{TIGHT_LIMITS}"));
-    let (addr, admin, _stop) = start(&site).await;
+    let (addr, admin, _stop) = start_on_free_port(&site).await;
     let noisy = Client::for_endpoint(&site, "330200/110", addr);
     let quiet = Client::for_endpoint(&site, "360000/110", addr);
     let document = |i: usize, urgency: &str| {
@@ -282,7 +274,7 @@ async fn over_the_limit_a_desk_gets_429_its_busy_receipt_and_others_keep_going()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_exactly_the_routes_that_answer() {
     let site = Site::new("openapi");
-    let (addr, _, _stop) = start(&site).await;
+    let (addr, _, _stop) = start_on_free_port(&site).await;
     let client = Client::for_endpoint(&site, "330200/110", addr);
     let served = client.get("/v1/openapi.json").await;
     assert_eq!(served.status, 200);
@@ -313,7 +305,7 @@ async fn the_openapi_document_describes_exactly_the_routes_that_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agencies_read_what_their_grant_covers_and_operators_read_all_but_change_nothing() {
     let site = Site::new("policy");
-    let (addr, _, _stop) = start(&site).await;
+    let (addr, _, _stop) = start_on_free_port(&site).await;
     let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
     let beijing_110 = Client::for_endpoint(&site, "110000/110", addr);
     let agency =
@@ -354,7 +346,7 @@ async fn agencies_read_what_their_grant_covers_and_operators_read_all_but_change
 async fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
     let site = Site::new("slowloris");
     site.edit_config(|t| t.replacen("[listen]\n", "[listen]\nheader_timeout = \"300ms\"\n", 1));
-    let (addr, _, _stop) = start(&site).await;
+    let (addr, _, _stop) = start_on_free_port(&site).await;
     let client = Client::for_endpoint(&site, "330200/110", addr);
     // headers that never end: the server must close the connection by itself
     let (answer, closed) = client.raw(b"POST /v1/native/330200/110/transfers HTTP/1.1\r\nhost: localhost\r\nx-slow: 1").await;
@@ -371,7 +363,7 @@ async fn unknown_expired_and_misused_certificates_are_refused_and_others_keep_wo
     use liandong::security::Identity;
     let ca = DevCa::new("test CA").unwrap();
     let site = Site::with_ca("certs", &ca);
-    let (addr, _, _stop) = start(&site).await;
+    let (addr, _, _stop) = start_on_free_port(&site).await;
     let ningbo: Identity = Identity::Endpoint("330200/110".parse().unwrap());
     let refused = |name: &str, issued: liandong::security::pki::Issued| {
         let (cert, key) = issued.write(&site.dir, name).unwrap();

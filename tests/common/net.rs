@@ -248,6 +248,15 @@ pub async fn eventually(seconds: u64, what: &str, mut check: impl FnMut() -> boo
     }
 }
 
+/// Starts the gateway of `site` in this process on a free port; returns its HTTPS and admin
+/// addresses and a stop switch.
+pub async fn start_on_free_port(site: &Site) -> (SocketAddr, SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = https.local_addr().unwrap();
+    let (admin, stop) = start_gateway(site, https).await;
+    (addr, admin, stop)
+}
+
 /// Starts the gateway of `site` in this process on `https` (and an admin listener on port 0);
 /// returns the admin address and a stop switch.
 pub async fn start_gateway(site: &Site, https: tokio::net::TcpListener) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
