@@ -94,13 +94,27 @@ pub struct AppState {
     pub limits: crate::security::ratelimit::RateLimits,
     /// The shared datasets.
     pub datasets: crate::sync::Datasets,
+    /// Set when the gateway begins to shut down: open streams end at once (their clients
+    /// resume from their cursors elsewhere) instead of holding the shutdown up.
+    pub closing: tokio::sync::watch::Sender<bool>,
+    /// How long a stream may be quiet before it sends a heartbeat.
+    pub heartbeat: std::time::Duration,
 }
 
 impl AppState {
     pub fn new(engine: Engine, unreachable_after: i64) -> AppState {
         let limits = crate::security::ratelimit::RateLimits::new(&engine.config.limits);
         let datasets = crate::sync::Datasets::new(&engine);
-        AppState { engine, unreachable_after, health: tokio::sync::Mutex::new(None), limits, datasets }
+        let heartbeat = engine.config.listen.stream_heartbeat;
+        AppState {
+            engine,
+            unreachable_after,
+            health: tokio::sync::Mutex::new(None),
+            limits,
+            datasets,
+            closing: tokio::sync::watch::Sender::new(false),
+            heartbeat,
+        }
     }
 
     /// Takes one call of `kind` from the caller's budget; when it is spent, how long to wait.

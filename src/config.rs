@@ -65,6 +65,14 @@ pub struct Listen {
     /// (slowloris).
     #[serde(default = "default_header_timeout", with = "duration")]
     pub header_timeout: Duration,
+    /// How long a `Watch` stream may go without an event before it sends a heartbeat, so that
+    /// a quiet stream can be told from a dead one.
+    #[serde(default = "default_stream_heartbeat", with = "duration")]
+    pub stream_heartbeat: Duration,
+}
+
+fn default_stream_heartbeat() -> Duration {
+    Duration::from_secs(15)
 }
 
 fn default_admin() -> SocketAddr {

@@ -4,9 +4,13 @@
 //! A worker leases due items from the store (so two replicas never deliver the same item at
 //! once), renders each in the destination's native format at send time, POSTs it, and reads
 //! the answer with the destination's own receipt profile. Success marks the item delivered
-//! (and the transfer `delivered`); anything else is retried with exponential backoff and
-//! jitter, until the attempt count or the age makes it a dead letter, which operators list
-//! and replay. Each destination has its own small concurrency budget, so one slow or dead
+//! (and the transfer `delivered`); what [`verdict`]'s table calls permanent (the destination's
+//! `invalid` receipt, a document its own profile would refuse) is a dead letter at once, and
+//! the rest is retried with exponential backoff and jitter until the attempt count or the age
+//! makes it one. A dead transfer is rejected on its destination's behalf so that its origin
+//! hears of it (`canonical.md`, "Undeliverable transfers"); operators list and replay dead
+//! letters. A commit that queues work wakes the worker; a short poll finds retries and other
+//! replicas' work. Each destination has its own small concurrency budget, so one slow or dead
 //! destination never holds up the others; items of one transfer go out in order (the lease
 //! hands out only the first undone one). The receiver recognises a retry by `transfer_id`.
 
@@ -23,33 +27,91 @@ use tokio::sync::{Mutex, Semaphore};
 
 use crate::config::Delivery as Settings;
 use crate::engine::Engine;
+use crate::formats::ReceiptKind;
 use crate::metrics::{self, counters};
-use crate::model::{StatusUpdate, Timestamp, TransferRequest};
-use crate::store::{DeliveryKind, OutboxItem, Write};
+use crate::model::{ReasonCode, StatusUpdate, Timestamp, TransferRequest};
+use crate::store::{now_millis, DeliveryKind, OutboxItem, Write};
 
 /// Concurrent deliveries to one destination.
 const PER_DESTINATION: usize = 8;
 /// Items leased per round.
 const BATCH: i64 = 64;
+/// How often to look for due work when no commit of this process has woken the deliverer:
+/// retries coming due, and other replicas' submissions.
+const POLL: Duration = Duration::from_millis(100);
 
-/// Why one delivery attempt failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    /// The document cannot be rendered for this destination: retrying will not help.
-    #[error("cannot render: {0}")]
-    Render(String),
+/// What one delivery attempt came to.
+#[derive(Debug)]
+pub enum Attempt {
+    /// The destination's success receipt came back.
+    Delivered,
+    /// No valid document for this destination: rendering failed, or the destination's own
+    /// reader refuses what was rendered (a bug or a gap in a profile, never cured by retrying).
+    Unrenderable(String),
     /// The destination has no URL: it pulls.
-    #[error("no delivery URL for {0}")]
     NoUrl(String),
-    #[error("connect: {0}")]
+    /// No connection (refused, unresolvable, TLS failed).
     Connect(String),
-    #[error("HTTP: {0}")]
+    /// The connection broke during the exchange.
     Http(String),
-    #[error("timed out after {0:?}")]
+    /// No answer in time.
     Timeout(Duration),
-    /// The destination answered, but not with its success receipt.
-    #[error("refused by the destination: HTTP {status}: {message}")]
-    Refused { status: u16, message: String },
+    /// The destination answered, but not with its success receipt: the HTTP status, which of
+    /// its receipts it was (if any), and its message.
+    Answered { status: u16, receipt: Option<ReceiptKind>, message: String },
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attempt::Delivered => write!(f, "delivered"),
+            Attempt::Unrenderable(e) => write!(f, "cannot render a document the destination accepts: {e}"),
+            Attempt::NoUrl(d) => write!(f, "no delivery URL for {d}"),
+            Attempt::Connect(e) => write!(f, "connect: {e}"),
+            Attempt::Http(e) => write!(f, "HTTP: {e}"),
+            Attempt::Timeout(d) => write!(f, "timed out after {d:?}"),
+            Attempt::Answered { status, receipt, message } => {
+                let kind = match receipt {
+                    Some(ReceiptKind::Invalid) => "its invalid receipt",
+                    Some(ReceiptKind::Refused) => "its refused receipt",
+                    Some(ReceiptKind::Busy) => "its busy receipt",
+                    Some(ReceiptKind::Success) => "a success receipt",
+                    None => "no receipt of its format",
+                };
+                write!(f, "the destination answered HTTP {status} with {kind}: {message}")
+            }
+        }
+    }
+}
+
+/// What follows an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Delivered,
+    /// Try again after the backoff (until the attempt limit or `dead_after`).
+    Retry,
+    /// A dead letter at once: the same bytes would be refused again.
+    Permanent,
+}
+
+/// The retry table: which outcomes are retried and which are permanent (each row has its test
+/// below). Retrying is the default — at least once, never lost — and permanent is kept for
+/// what will never work: the destination's `invalid` receipt (the document is bad), `413` (too
+/// large for it), or a document the destination's own profile refuses. A `refused` receipt is
+/// retried: vendors answer it for a transient state conflict, and some for a repeated transfer
+/// they already hold, which a dead letter would wrongly hand back.
+pub fn verdict(attempt: &Attempt) -> Verdict {
+    match attempt {
+        Attempt::Delivered => Verdict::Delivered,
+        Attempt::Unrenderable(_) => Verdict::Permanent,
+        Attempt::NoUrl(_) | Attempt::Connect(_) | Attempt::Http(_) | Attempt::Timeout(_) => Verdict::Retry,
+        Attempt::Answered { status, receipt, .. } => match (*status, receipt) {
+            (_, Some(ReceiptKind::Invalid)) => Verdict::Permanent,
+            (413, _) => Verdict::Permanent,
+            (_, Some(ReceiptKind::Busy | ReceiptKind::Refused | ReceiptKind::Success)) => Verdict::Retry,
+            (_, None) => Verdict::Retry,
+        },
+    }
 }
 
 /// The delivery worker.
@@ -76,13 +138,12 @@ impl Deliverer {
     /// Runs until `shutdown` is set.
     pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let push: Vec<String> = self.engine.config.endpoints.iter().filter(|e| e.url.is_some()).map(|e| e.id.clone()).collect();
-        let lease = (self.settings.timeout.as_secs() as i64) * 3 + 5;
+        let lease = (self.settings.timeout.as_millis() as i64) * 3 + 5_000;
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            let now = Timestamp::now().unix_seconds();
-            let items = match self.engine.store.lease(now, lease, BATCH, &push).await {
+            let items = match self.engine.store.lease(now_millis(), lease, BATCH, &push).await {
                 Ok(items) => items,
                 Err(e) => {
                     tracing::error!(error = %e, "leasing deliveries failed");
@@ -100,7 +161,8 @@ impl Deliverer {
             }
             if idle {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = self.engine.store.outbox_ready() => {}
+                    _ = tokio::time::sleep(POLL) => {}
                     _ = shutdown.changed() => {}
                 }
             }
@@ -118,28 +180,44 @@ impl Deliverer {
 
     /// One attempt, and its outcome written to the store.
     pub async fn deliver_and_record(&self, item: OutboxItem) {
-        let result = self.deliver(&item).await;
+        let attempt = self.deliver(&item).await;
         let now = Timestamp::now().unix_seconds();
-        let write = match result {
-            Ok(()) => {
+        let write = match verdict(&attempt) {
+            Verdict::Delivered => {
                 metrics::inc(&counters().deliveries_ok);
                 Write::Delivered { item_id: item.id, at: now }
             }
-            Err(error) => {
+            verdict => {
                 metrics::inc(&counters().deliveries_failed);
                 let attempts = item.attempts + 1;
                 let too_old = now - item.created_at >= self.settings.dead_after.as_secs() as i64;
-                let dead = matches!(error, DeliveryError::Render(_))
-                    || attempts >= i64::from(self.settings.dead_after_attempts)
-                    || too_old;
-                if dead {
-                    metrics::inc(&counters().dead_letters);
-                    tracing::error!(item = item.id, transfer = %item.transfer_id, destination = %item.destination, %error, "dead letter");
-                } else {
-                    tracing::warn!(item = item.id, transfer = %item.transfer_id, destination = %item.destination, attempts, %error, "delivery failed; will retry");
+                let dead = verdict == Verdict::Permanent || attempts >= i64::from(self.settings.dead_after_attempts) || too_old;
+                let (transfer, destination) = (&item.transfer_id, &item.destination);
+                let undeliverable = match (dead, item.kind) {
+                    (false, _) => {
+                        tracing::warn!(item = item.id, %transfer, %destination, attempts, error = %attempt, "delivery failed; will retry");
+                        None
+                    }
+                    (true, DeliveryKind::Transfer) => {
+                        metrics::inc(&counters().dead_letters);
+                        tracing::error!(item = item.id, %transfer, %destination, error = %attempt, "dead letter: the transfer is rejected as undeliverable and its origin told");
+                        Some(self.undeliverable_note(&item, &attempt).await)
+                    }
+                    (true, DeliveryKind::Status) => {
+                        metrics::inc(&counters().dead_letters);
+                        tracing::error!(item = item.id, %transfer, %destination, error = %attempt, "dead letter: a status notice its receiver never took; replay it once the receiver is mended");
+                        None
+                    }
+                };
+                let next = now_millis() + backoff(&self.settings, attempts, item.id).as_millis() as i64;
+                Write::Failed {
+                    item_id: item.id,
+                    at: now,
+                    error: attempt.to_string(),
+                    next_attempt_at: next,
+                    dead,
+                    undeliverable,
                 }
-                let next = now + backoff(&self.settings, attempts, item.id).as_secs() as i64;
-                Write::Failed { item_id: item.id, at: now, error: error.to_string(), next_attempt_at: next, dead }
             }
         };
         if let Err(e) = self.engine.store.write(write).await {
@@ -148,54 +226,81 @@ impl Deliverer {
         }
     }
 
-    /// Renders and POSTs one item; Ok when the destination's success receipt came back.
-    pub async fn deliver(&self, item: &OutboxItem) -> Result<(), DeliveryError> {
-        let endpoint = self.engine.registry.endpoint(&item.destination).map_err(|e| DeliveryError::Render(e.to_string()))?;
-        let body = match item.kind {
-            DeliveryKind::Transfer => {
-                let request: TransferRequest =
-                    serde_json::from_str(&item.payload).map_err(|e| DeliveryError::Render(e.to_string()))?;
-                endpoint.write_transfer(&request)
-            }
-            DeliveryKind::Status => {
-                let update: StatusUpdate =
-                    serde_json::from_str(&item.payload).map_err(|e| DeliveryError::Render(e.to_string()))?;
-                endpoint.write_status(&update)
+    /// The note of the rejection the gateway makes for an undeliverable transfer: why, and
+    /// whom the origin's desk can phone instead (the directory's record for the case).
+    async fn undeliverable_note(&self, item: &OutboxItem, attempt: &Attempt) -> String {
+        let mut note = format!("{} {} could not take it ({attempt})", ReasonCode::UNDELIVERABLE_PREFIX, item.destination);
+        if let Ok(request) = serde_json::from_str::<TransferRequest>(&item.payload) {
+            if let Some(contact) = self.engine.directory_contact(&request).await {
+                note.push_str(&format!("; phone {contact}"));
             }
         }
-        .map_err(|e| DeliveryError::Render(e.to_string()))?;
-        let url = self
-            .engine
-            .config
-            .endpoint(&item.destination)
-            .and_then(|s| s.url.clone())
-            .ok_or_else(|| DeliveryError::NoUrl(item.destination.to_string()))?;
+        note
+    }
+
+    /// Renders, checks and POSTs one item.
+    pub async fn deliver(&self, item: &OutboxItem) -> Attempt {
+        let body = match self.render(item) {
+            Ok(body) => body,
+            Err(problem) => return Attempt::Unrenderable(problem),
+        };
+        let Some(url) = self.engine.config.endpoint(&item.destination).and_then(|s| s.url.clone()) else {
+            return Attempt::NoUrl(item.destination.to_string());
+        };
+        let Ok(endpoint) = self.engine.registry.endpoint(&item.destination) else {
+            return Attempt::Unrenderable(format!("{} is not in the registry", item.destination));
+        };
         let content_type = endpoint.content_type();
         let timeout = self.settings.timeout;
-        let (status, answer) = tokio::time::timeout(timeout, self.post(&url, item, &content_type, body))
-            .await
-            .map_err(|_| DeliveryError::Timeout(timeout))??;
-        let receipt = endpoint
-            .read_receipt(&answer)
-            .map_err(|e| DeliveryError::Refused { status, message: format!("unreadable receipt: {e}") })?;
-        if (200..300).contains(&status) && receipt.ok {
-            Ok(())
-        } else {
-            Err(DeliveryError::Refused { status, message: receipt.message.unwrap_or_else(|| "no message".into()) })
+        let (status, answer) = match tokio::time::timeout(timeout, self.post(&url, item, &content_type, body)).await {
+            Err(_) => return Attempt::Timeout(timeout),
+            Ok(Err(attempt)) => return attempt,
+            Ok(Ok(answered)) => answered,
+        };
+        match endpoint.read_receipt(&answer) {
+            Ok(receipt) if (200..300).contains(&status) && receipt.ok => Attempt::Delivered,
+            Ok(receipt) => Attempt::Answered {
+                status,
+                receipt: receipt.kind,
+                message: receipt.message.unwrap_or_else(|| "no message".into()),
+            },
+            Err(e) => Attempt::Answered { status, receipt: None, message: format!("unreadable receipt: {e}") },
         }
     }
 
-    async fn post(&self, url: &str, item: &OutboxItem, content_type: &str, body: Vec<u8>) -> Result<(u16, Bytes), DeliveryError> {
-        let uri: hyper::Uri = url.parse().map_err(|e| DeliveryError::Connect(format!("{url}: {e}")))?;
-        let host =
-            uri.host().ok_or_else(|| DeliveryError::Connect(format!("{url}: no host")))?.trim_matches(['[', ']']).to_string();
+    /// The item in the destination's native format, read back by the destination's own
+    /// profile before it is sent: a document its reader would refuse is never sent.
+    pub fn render(&self, item: &OutboxItem) -> Result<Vec<u8>, String> {
+        let endpoint = self.engine.registry.endpoint(&item.destination).map_err(|e| e.to_string())?;
+        let own_reader = |e: crate::formats::FormatError| format!("{}'s own reader refuses it: {e}", item.destination);
+        match item.kind {
+            DeliveryKind::Transfer => {
+                let request: TransferRequest = serde_json::from_str(&item.payload).map_err(|e| e.to_string())?;
+                let body = endpoint.write_transfer(&request).map_err(|e| e.to_string())?;
+                endpoint.format.read_transfer(&body, &request.from, &endpoint.codes).map_err(own_reader)?;
+                Ok(body)
+            }
+            DeliveryKind::Status => {
+                let update: StatusUpdate = serde_json::from_str(&item.payload).map_err(|e| e.to_string())?;
+                let body = endpoint.write_status(&update).map_err(|e| e.to_string())?;
+                endpoint.read_status(&body).map_err(own_reader)?;
+                Ok(body)
+            }
+        }
+    }
+
+    async fn post(&self, url: &str, item: &OutboxItem, content_type: &str, body: Vec<u8>) -> Result<(u16, Bytes), Attempt> {
+        let uri: hyper::Uri = url.parse().map_err(|e| Attempt::Connect(format!("{url}: {e}")))?;
+        let host = uri.host().ok_or_else(|| Attempt::Connect(format!("{url}: no host")))?.trim_matches(['[', ']']).to_string();
         let port = uri.port_u16().unwrap_or(443);
         let key = format!("{host}:{port}");
         let mut sender = match self.idle_connection(&key).await {
             Some(sender) => sender,
             None => self.connect(&host, port).await?,
         };
-        let request = hyper::Request::post(uri.clone())
+        // Origin form (RFC 9112 §3.2.1): on a direct connection the request line has the path.
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        let request = hyper::Request::post(target)
             .header(hyper::header::HOST, format!("{host}:{port}"))
             .header(hyper::header::CONTENT_TYPE, content_type)
             .header("x-liandong-transfer-id", &item.transfer_id)
@@ -203,10 +308,10 @@ impl Deliverer {
             .header("x-liandong-delivery", item.id.to_string())
             .header("x-liandong-attempt", (item.attempts + 1).to_string())
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| DeliveryError::Http(e.to_string()))?;
-        let response = sender.send_request(request).await.map_err(|e| DeliveryError::Http(e.to_string()))?;
+            .map_err(|e| Attempt::Http(e.to_string()))?;
+        let response = sender.send_request(request).await.map_err(|e| Attempt::Http(e.to_string()))?;
         let status = response.status().as_u16();
-        let answer = response.into_body().collect().await.map_err(|e| DeliveryError::Http(e.to_string()))?.to_bytes();
+        let answer = response.into_body().collect().await.map_err(|e| Attempt::Http(e.to_string()))?.to_bytes();
         if sender.is_ready() {
             self.idle.lock().await.entry(key).or_default().push(sender);
         }
@@ -224,16 +329,14 @@ impl Deliverer {
         None
     }
 
-    async fn connect(&self, host: &str, port: u16) -> Result<SendRequest<Full<Bytes>>, DeliveryError> {
-        let tcp = tokio::net::TcpStream::connect((host, port))
-            .await
-            .map_err(|e| DeliveryError::Connect(format!("{host}:{port}: {e}")))?;
+    async fn connect(&self, host: &str, port: u16) -> Result<SendRequest<Full<Bytes>>, Attempt> {
+        let tcp =
+            tokio::net::TcpStream::connect((host, port)).await.map_err(|e| Attempt::Connect(format!("{host}:{port}: {e}")))?;
         let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(host.to_string()).map_err(|e| DeliveryError::Connect(format!("{host}: {e}")))?;
-        let tls =
-            self.tls.connect(name, tcp).await.map_err(|e| DeliveryError::Connect(format!("TLS with {host}:{port}: {e}")))?;
+        let name = ServerName::try_from(host.to_string()).map_err(|e| Attempt::Connect(format!("{host}: {e}")))?;
+        let tls = self.tls.connect(name, tcp).await.map_err(|e| Attempt::Connect(format!("TLS with {host}:{port}: {e}")))?;
         let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| DeliveryError::Connect(e.to_string()))?;
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| Attempt::Connect(e.to_string()))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });

@@ -297,8 +297,11 @@ async fn watch_as_agency(dir: &Path, gateway: SocketAddr, events: Arc<std::sync:
     )
     .await?;
     let mut client = crate::proto::v1::transfer_service_client::TransferServiceClient::new(channel);
-    let mut stream =
-        client.watch(crate::proto::v1::WatchRequest { cursor: String::new() }).await.map_err(|e| e.to_string())?.into_inner();
+    let mut stream = client
+        .watch(crate::proto::v1::WatchRequest { cursor: String::new(), from_now: false })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
     tokio::spawn(async move {
         while let Ok(Some(_)) = stream.message().await {
             events.fetch_add(1, Ordering::Relaxed);

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::formats::Registry;
 use crate::model::lifecycle::{self, Outcome, Refusal};
 use crate::model::{
-    Deadlines, EndpointId, HistoryEntry, HistoryEvent, State, StatusUpdate, Timestamp, Transfer, TransferRequest,
+    Deadlines, EndpointId, HistoryEntry, HistoryEvent, Link, LinkRel, State, StatusUpdate, Timestamp, Transfer, TransferRequest,
 };
 use crate::routing::{self, Decision, RouteError};
 use crate::security::policy::{Policy, Right};
@@ -67,20 +67,25 @@ impl Engine {
         Engine { store, registry, config, policy, directory: Arc::default() }
     }
 
-    /// Routes a request (three-tier routing, [`crate::routing`]): for `to_region`, else the
-    /// case's location, else the sender's own region, the other platform's endpoint there and
-    /// the directory's handling unit for the case's category. A location inside `to_region`
-    /// (a township of that county) refines it: the most specific place known is routed on.
-    pub async fn route(&self, request: &TransferRequest) -> Result<Decision, EngineError> {
+    /// The region a request is routed on, and the field it came from (`canonical.md`,
+    /// "Routing"): when `to_region` contains the case's location (regions nest by their
+    /// digits), the location, the more specific; else `to_region`; else the location; else the
+    /// sender's own region.
+    fn routing_region(request: &TransferRequest) -> (&str, &'static str) {
         let location = request.case.location.as_ref().and_then(|l| l.region.as_ref()).map(|r| r.as_str());
-        let (region, field) = match (&request.to_region, location) {
-            (Some(to), Some(place)) if place.len() > to.as_str().len() && place.starts_with(to.as_str()) => {
-                (place, "case.location.region")
-            }
+        match (&request.to_region, location) {
+            (Some(to), Some(place)) if routing::contains(to.as_str(), place) => (place, "case.location.region"),
             (Some(to), _) => (to.as_str(), "to_region"),
             (None, Some(place)) => (place, "case.location.region"),
             (None, None) => (request.from.region.as_str(), "to_region"),
-        };
+        }
+    }
+
+    /// Routes a request (three-tier routing, [`crate::routing`]): the other platform's endpoint
+    /// for [`Engine::routing_region`], and the directory's handling unit there for the case's
+    /// category.
+    pub async fn route(&self, request: &TransferRequest) -> Result<Decision, EngineError> {
+        let (region, field) = Engine::routing_region(request);
         let category = request.case.category.as_str();
         routing::route(&self.directory, &self.store, &self.registry, request.to_platform, region, category, field).await.map_err(
             |e| match e {
@@ -88,6 +93,21 @@ impl Engine {
                 RouteError::Store(e) => EngineError::Store(e),
             },
         )
+    }
+
+    /// Whom to phone about a request's case at its destination, from the `directory`: the
+    /// most specific record's phone, and its unit's name.
+    pub async fn directory_contact(&self, request: &TransferRequest) -> Option<String> {
+        let (region, _) = Engine::routing_region(request);
+        let keys = routing::directory_keys(region, request.case.category.as_str());
+        let records = self.directory.lookup(&self.store, &keys).await.ok()?;
+        keys.iter().filter_map(|key| records.iter().find(|r| &r.key == key)).find_map(|record| {
+            let phone = record.body.get("phone")?.as_str()?.to_string();
+            Some(match routing::unit_of(&record.body).and_then(|unit| unit.name.or(unit.code)) {
+                Some(unit) => format!("{phone} ({unit})"),
+                None => phone,
+            })
+        })
     }
 
     /// The deadlines of a transfer to `to`: the endpoint's overrides, else `canonical.md`'s table.
@@ -107,8 +127,24 @@ impl Engine {
         if request.from != *sender {
             return Err(EngineError::Forbidden(format!("{sender} may submit only as itself, not as {}", request.from)));
         }
+        // The case is the sender's own: its origin and its case_id say so (a native document
+        // gets both from the certificate; a canonical one must not claim another's).
+        if request.case.origin.endpoint != *sender {
+            return Err(EngineError::Forbidden(format!(
+                "case.origin.endpoint: {sender} may hand over only its own cases, not {}'s",
+                request.case.origin.endpoint
+            )));
+        }
+        let own_prefix = format!("{}:{}:", sender.platform.as_str(), sender.region);
+        if !request.case.case_id.starts_with(&own_prefix) {
+            return Err(EngineError::Forbidden(format!(
+                "case.case_id: {sender}'s case ids begin {own_prefix:?}, got {:?}",
+                request.case.case_id
+            )));
+        }
         request.validate().map_err(|e| EngineError::Invalid(e.to_string()))?;
         request.to_unit = None;
+        let links = self.links_for(sender, &request).await?;
         let decision = self.route(&request).await?;
         let to = decision.endpoint;
         let now = Timestamp::now();
@@ -119,6 +155,7 @@ impl Engine {
             implied: false,
             unit: None,
             note: None,
+            reason_code: None,
         }];
         if let (Some(unit), Some(record)) = (decision.unit, decision.records.first()) {
             history.push(HistoryEntry {
@@ -128,9 +165,10 @@ impl Engine {
                 implied: false,
                 unit: Some(unit),
                 note: Some(format!("directory {} v{}", record.key, record.version)),
+                reason_code: None,
             });
         }
-        let transfer = Transfer {
+        let mut transfer = Transfer {
             transfer_id: ulid::Ulid::new().to_string(),
             case: request.case.clone(),
             from: request.from.clone(),
@@ -144,7 +182,11 @@ impl Engine {
             resolution: None,
             feedback: None,
             overdue: false,
+            links,
         };
+        // A transfer that arrives already late is overdue on arrival (`canonical.md`).
+        let misses = lifecycle::missed_deadlines(&transfer, now);
+        lifecycle::record_misses(&mut transfer, &misses, now);
         let mut for_destination = transfer.for_destination();
         for_destination.to_region = request.to_region.clone();
         let payload = serde_json::to_string(&for_destination).map_err(|e| EngineError::Invalid(e.to_string()))?;
@@ -159,6 +201,32 @@ impl Engine {
                 problem: format!("unexpected answer {other:?}"),
             })),
         }
+    }
+
+    /// The links of a new transfer: those the sender names, each to a transfer it is a party
+    /// to, and `rerouted_from` to its own rejected transfers of the same case (改派: the
+    /// gateway adds it, so both desks and the console can follow a case across transfers).
+    async fn links_for(&self, sender: &EndpointId, request: &TransferRequest) -> Result<Vec<Link>, EngineError> {
+        let mut links = Vec::with_capacity(request.links.len());
+        for (i, link) in request.links.iter().enumerate() {
+            let linked = self.store.transfer(&link.transfer_id).await?;
+            if linked.as_ref().is_none_or(|t| lifecycle::role_of(t, sender).is_none()) {
+                return Err(EngineError::Forbidden(format!(
+                    "links[{i}].transfer_id: {sender} is not a party to transfer {:?}",
+                    link.transfer_id
+                )));
+            }
+            if !links.contains(link) {
+                links.push(link.clone());
+            }
+        }
+        for rejected in self.store.rejected_of_case(sender, &request.case.case_id).await? {
+            let link = Link { rel: LinkRel::ReroutedFrom, transfer_id: rejected };
+            if !links.contains(&link) {
+                links.push(link);
+            }
+        }
+        Ok(links)
     }
 
     /// Finds the transfer a status update names, as the caller knows it: by `transfer_id`, or
@@ -219,10 +287,18 @@ impl Engine {
         mut filter: TransferFilter,
     ) -> Result<(Vec<Transfer>, Option<String>), EngineError> {
         self.policy.has_right(who, Right::ReadTransfers).map_err(EngineError::Forbidden)?;
-        filter.party = who.endpoint().map(ToString::to_string);
-        let page = self.store.transfers(&filter).await?;
-        let next =
-            (page.len() as i64 >= filter.limit.clamp(1, 500)).then(|| page.last().map(|t| t.transfer_id.clone())).flatten();
+        // An endpoint sees only its own; an agency or operator may narrow to one endpoint.
+        if let Some(me) = who.endpoint() {
+            filter.party = Some(me.to_string());
+        }
+        // One row more than the page says whether a next page exists: a last page that is
+        // exactly full has no token.
+        let size = filter.limit.clamp(1, 500);
+        filter.limit = size + 1;
+        let mut page = self.store.transfers(&filter).await?;
+        let more = page.len() as i64 > size;
+        page.truncate(size as usize);
+        let next = more.then(|| page.last().map(|t| t.transfer_id.clone())).flatten();
         let visible = page.into_iter().filter(|t| self.policy.may_read(who, t).is_ok()).collect();
         Ok((visible, next))
     }

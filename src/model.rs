@@ -359,6 +359,9 @@ pub struct TransferRequest {
     /// that have a field for it. Never read from a sender's document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_unit: Option<Unit>,
+    /// Other transfers of the same case this one relates to (`canonical.md`, `links`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
 }
 
 /// The lifecycle of a transfer (`canonical.md`, "States").
@@ -476,6 +479,146 @@ pub struct StatusUpdate {
     pub resolution: Option<Resolution>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<Feedback>,
+    /// Why a transfer was rejected (`linkage.md`, "Rejection reasons"); only with `rejected`,
+    /// where it defaults to `other`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<ReasonCode>,
+}
+
+/// Why a destination handed a transfer back (`linkage.md`, "Rejection reasons"). Native
+/// documents carry it as a label in front of the note.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// 非职责范围: not this platform's matter.
+    OutOfScope,
+    /// 非本辖区: another region's matter.
+    WrongRegion,
+    /// 重复: already transferred or handled.
+    Duplicate,
+    /// 信息不全: cannot act on what was sent.
+    InsufficientInformation,
+    /// 无法送达: the gateway could not deliver it (set by the gateway only).
+    Undeliverable,
+    /// Anything else.
+    Other,
+}
+
+impl ReasonCode {
+    /// Every code with its native label (`other` has none).
+    pub const LABELS: [(ReasonCode, &'static str); 5] = [
+        (ReasonCode::OutOfScope, "【非职责范围】"),
+        (ReasonCode::WrongRegion, "【非本辖区】"),
+        (ReasonCode::Duplicate, "【重复】"),
+        (ReasonCode::InsufficientInformation, "【信息不全】"),
+        (ReasonCode::Undeliverable, "【无法送达】"),
+    ];
+
+    /// The canonical note of an undeliverable rejection begins with this.
+    pub const UNDELIVERABLE_PREFIX: &'static str = "undeliverable:";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::OutOfScope => "out_of_scope",
+            ReasonCode::WrongRegion => "wrong_region",
+            ReasonCode::Duplicate => "duplicate",
+            ReasonCode::InsufficientInformation => "insufficient_information",
+            ReasonCode::Undeliverable => "undeliverable",
+            ReasonCode::Other => "other",
+        }
+    }
+
+    /// A native rejection note → (code, canonical note): a leading label is taken off into the
+    /// code (none: `other`); `【无法送达】X` reads back as `undeliverable: X`.
+    pub fn from_native_note(note: &str) -> (ReasonCode, String) {
+        let note = note.trim();
+        for (code, label) in ReasonCode::LABELS {
+            if let Some(rest) = note.strip_prefix(label) {
+                let rest = rest.trim();
+                if code == ReasonCode::Undeliverable {
+                    return (code, format!("{} {rest}", ReasonCode::UNDELIVERABLE_PREFIX).trim_end().to_string());
+                }
+                return (code, rest.to_string());
+            }
+        }
+        (ReasonCode::Other, note.to_string())
+    }
+
+    /// A canonical rejection note → the native note: the code's label, then the note.
+    pub fn to_native_note(self, note: &str) -> String {
+        let label = ReasonCode::LABELS.iter().find(|(c, _)| *c == self).map(|(_, l)| *l);
+        match label {
+            None => note.to_string(),
+            Some(label) if self == ReasonCode::Undeliverable => {
+                let rest = note.strip_prefix(ReasonCode::UNDELIVERABLE_PREFIX).unwrap_or(note).trim();
+                format!("{label}{rest}")
+            }
+            Some(label) => format!("{label}{note}"),
+        }
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ReasonCode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            ReasonCode::OutOfScope,
+            ReasonCode::WrongRegion,
+            ReasonCode::Duplicate,
+            ReasonCode::InsufficientInformation,
+            ReasonCode::Undeliverable,
+            ReasonCode::Other,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+        .ok_or_else(|| format!("unknown reason_code {s:?}"))
+    }
+}
+
+/// How a transfer relates to another transfer of the same case (`canonical.md`, `links`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkRel {
+    /// Sent after the linked transfer was rejected (re-routing, 改派).
+    ReroutedFrom,
+    /// Asks for help on site with the linked transfer (`linkage.md`).
+    AssistFor,
+    /// Any other relation.
+    Related,
+}
+
+impl LinkRel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkRel::ReroutedFrom => "rerouted_from",
+            LinkRel::AssistFor => "assist_for",
+            LinkRel::Related => "related",
+        }
+    }
+}
+
+impl FromStr for LinkRel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [LinkRel::ReroutedFrom, LinkRel::AssistFor, LinkRel::Related]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown link rel {s:?}; expected rerouted_from, assist_for or related"))
+    }
+}
+
+/// One link from a transfer to another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    pub rel: LinkRel,
+    pub transfer_id: String,
 }
 
 /// The deadlines of a transfer (`canonical.md`, "Deadlines").
@@ -535,6 +678,9 @@ pub struct HistoryEntry {
     pub unit: Option<Unit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// With `rejected`: why (`linkage.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<ReasonCode>,
 }
 
 /// A transfer (分流转办) as the gateway keeps it.
@@ -560,6 +706,9 @@ pub struct Transfer {
     pub feedback: Option<Feedback>,
     #[serde(default)]
     pub overdue: bool,
+    /// Other transfers of the same case this one relates to (`canonical.md`, `links`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
 }
 
 impl Transfer {
@@ -575,6 +724,7 @@ impl Transfer {
             requested_at: self.requested_at,
             case: self.case.clone(),
             to_unit: self.history.iter().find(|h| h.state == HistoryEvent::Routed).and_then(|h| h.unit.clone()),
+            links: self.links.clone(),
         }
     }
 
@@ -740,6 +890,14 @@ impl StatusUpdate {
             tidy(&mut feedback.note);
         }
         let required_for = |path: &str| ModelError::new(path, format!("required for state {}", self.state));
+        match (self.state, self.reason_code) {
+            (State::Rejected, None) => self.reason_code = Some(ReasonCode::Other),
+            (State::Rejected, Some(_)) => {}
+            (state, Some(code)) => {
+                return Err(ModelError::new("reason_code", format!("only a rejected update has one, got {code} with {state}")))
+            }
+            (_, None) => {}
+        }
         match self.state {
             State::Rejected | State::Cancelled if self.note.is_none() => Err(required_for("note")),
             State::Resolved if self.resolution.is_none() => Err(required_for("resolution.result")),

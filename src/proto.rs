@@ -249,6 +249,7 @@ impl From<model::TransferRequest> for v1::TransferRequest {
             requested_at: Some(time_to_proto(r.requested_at)),
             case: Some(r.case.into()),
             to_unit: r.to_unit.map(unit_to_proto),
+            links: links_to_proto(r.links),
         }
     }
 }
@@ -265,6 +266,7 @@ impl TryFrom<v1::TransferRequest> for model::TransferRequest {
             requested_at: time_from_proto(r.requested_at, "requested_at")?,
             case: case_from_proto(required(r.case, "case")?, "case")?,
             to_unit: r.to_unit.map(unit_from_proto),
+            links: links_from_proto(r.links)?,
         })
     }
 }
@@ -281,6 +283,7 @@ impl From<model::StatusUpdate> for v1::StatusUpdate {
             note: u.note,
             resolution: u.resolution.map(resolution_to_proto),
             feedback: u.feedback.map(feedback_to_proto),
+            reason_code: u.reason_code.map(|c| c.as_str().to_string()),
         }
     }
 }
@@ -298,6 +301,7 @@ impl TryFrom<v1::StatusUpdate> for model::StatusUpdate {
             note: u.note,
             resolution: u.resolution.map(|r| resolution_from_proto(r, "resolution")).transpose()?,
             feedback: u.feedback.map(|f| feedback_from_proto(f, "feedback")).transpose()?,
+            reason_code: u.reason_code.map(|c| parse(&c, "reason_code")).transpose()?,
         })
     }
 }
@@ -332,11 +336,13 @@ impl From<model::Transfer> for v1::Transfer {
                     implied: h.implied,
                     unit: h.unit.map(unit_to_proto),
                     note: h.note,
+                    reason_code: h.reason_code.map(|c| c.as_str().to_string()),
                 })
                 .collect(),
             resolution: t.resolution.map(resolution_to_proto),
             feedback: t.feedback.map(feedback_to_proto),
             overdue: t.overdue,
+            links: links_to_proto(t.links),
         }
     }
 }
@@ -377,14 +383,28 @@ impl TryFrom<v1::Transfer> for model::Transfer {
                         implied: h.implied,
                         unit: h.unit.map(unit_from_proto),
                         note: h.note,
+                        reason_code: h.reason_code.map(|c| parse(&c, &format!("{path}.reason_code"))).transpose()?,
                     })
                 })
                 .collect::<Result<_, ModelError>>()?,
             resolution: t.resolution.map(|r| resolution_from_proto(r, "resolution")).transpose()?,
             feedback: t.feedback.map(|f| feedback_from_proto(f, "feedback")).transpose()?,
             overdue: t.overdue,
+            links: links_from_proto(t.links)?,
         })
     }
+}
+
+fn links_to_proto(links: Vec<model::Link>) -> Vec<v1::Link> {
+    links.into_iter().map(|l| v1::Link { rel: l.rel.as_str().to_string(), transfer_id: l.transfer_id }).collect()
+}
+
+fn links_from_proto(links: Vec<v1::Link>) -> Result<Vec<model::Link>, ModelError> {
+    links
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| Ok(model::Link { rel: parse(&l.rel, &format!("links[{i}].rel"))?, transfer_id: l.transfer_id }))
+        .collect()
 }
 
 impl From<model::Record> for v1::Record {

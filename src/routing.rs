@@ -55,6 +55,18 @@ pub fn endpoint_for(registry: &Registry, region: &str, platform: Platform) -> Op
         .find(|id| registry.endpoint(id).is_ok())
 }
 
+/// Whether region `outer` contains region `inner` (`canonical.md`: regions nest by their
+/// digits — a province `XX0000` holds every code starting `XX`, a city `XXYY00` every code
+/// starting `XXYY`, a county `XXYYZZ` every township `XXYYZZNNN`). A region contains itself.
+pub fn contains(outer: &str, inner: &str) -> bool {
+    let prefix = match outer.len() {
+        6 if outer.ends_with("0000") => &outer[..2],
+        6 if outer.ends_with("00") => &outer[..4],
+        _ => outer,
+    };
+    inner.starts_with(prefix)
+}
+
 /// The directory keys for a category in a region, most specific first: the township (when the
 /// region has nine digits), the county, the city, the province — each once.
 pub fn directory_keys(region: &str, category: &str) -> Vec<String> {
@@ -181,6 +193,19 @@ mod tests {
         assert_eq!(directory_keys("330203005", "NP07"), ["330203005/NP07", "330203/NP07", "330200/NP07", "330000/NP07"]);
         assert_eq!(directory_keys("330200", "NP07"), ["330200/NP07", "330000/NP07"]);
         assert_eq!(directory_keys("330000", "PM01"), ["330000/PM01"]);
+    }
+
+    #[test]
+    fn regions_nest_by_their_digits() {
+        assert!(contains("330000", "330203101"), "a province holds its townships");
+        assert!(contains("330200", "330203101"), "a city holds its townships");
+        assert!(contains("330203", "330203101"), "a county holds its townships");
+        assert!(contains("330200", "330203"));
+        assert!(contains("330203", "330203"));
+        assert!(!contains("330203", "330204001"), "another county's township");
+        assert!(!contains("330100", "330203101"), "another city");
+        assert!(!contains("330203101", "330203"), "a township does not hold its county");
+        assert!(!contains("320000", "330203"));
     }
 
     #[test]

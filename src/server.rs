@@ -139,7 +139,7 @@ pub async fn run(
     tracing::info!(https = %listeners.https.local_addr()?, "liandong is serving");
 
     let router = api::router(state.clone())
-        .merge(api::grpc::routes(state).await)
+        .merge(api::grpc::routes(state.clone()).await)
         .layer(axum::middleware::from_fn(api::logging::time_limit))
         .layer(axum::middleware::from_fn(api::logging::log_request));
     let header_timeout = config.listen.header_timeout;
@@ -195,8 +195,11 @@ pub async fn run(
     }
     tracing::info!("shutting down");
     drop(listeners.https);
-    let _ = tokio::time::timeout(GRACE, graceful.shutdown()).await;
+    // Streams end at once (their clients resume from their cursors), and the background work
+    // stops before the open requests are waited for.
+    state.closing.send_replace(true);
     let _ = stop.send(true);
+    let _ = tokio::time::timeout(GRACE, graceful.shutdown()).await;
     let _ = tokio::time::timeout(GRACE, async {
         let _ = delivery.await;
         let _ = sweeper.await;

@@ -218,6 +218,7 @@ impl SimulatedPlatform {
 
     fn update(&self, reference: &str, state: State) -> StatusUpdate {
         StatusUpdate {
+            reason_code: None,
             transfer_id: None,
             transfer_ref: Some(reference.to_string()),
             state,

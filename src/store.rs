@@ -23,6 +23,7 @@ pub mod schema;
 pub mod writes;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -160,6 +161,9 @@ pub struct Store {
     pool: AnyPool,
     /// The replica's writer, which batches commits.
     writer: mpsc::Sender<group_commit::Job>,
+    /// Woken when a commit queued deliveries, so the deliverer starts at once rather than at
+    /// its next poll (other replicas' commits are found by that poll).
+    outbox_ready: Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -202,7 +206,12 @@ impl Store {
             .connect(&url)
             .await?;
         migrate(&pool, Backend::Sqlite).await?;
-        Ok(Store { backend: Backend::Sqlite, pool: pool.clone(), writer: group_commit::start(pool, Backend::Sqlite) })
+        Ok(Store {
+            backend: Backend::Sqlite,
+            pool: pool.clone(),
+            writer: group_commit::start(pool, Backend::Sqlite),
+            outbox_ready: Arc::default(),
+        })
     }
 
     /// Connects to PostgreSQL and applies the schema.
@@ -210,7 +219,12 @@ impl Store {
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new().max_connections(pool_size).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
         migrate(&pool, Backend::Postgres).await?;
-        Ok(Store { backend: Backend::Postgres, pool: pool.clone(), writer: group_commit::start(pool, Backend::Postgres) })
+        Ok(Store {
+            backend: Backend::Postgres,
+            pool: pool.clone(),
+            writer: group_commit::start(pool, Backend::Postgres),
+            outbox_ready: Arc::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -242,9 +256,20 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
 impl Store {
     /// Executes a write durably: when this returns, the change is committed.
     pub async fn write(&self, write: Write) -> Result<WriteResult, StoreError> {
+        let queues = matches!(write, Write::Submit { .. } | Write::Status { .. } | Write::Failed { .. } | Write::Replay { .. });
         let (reply, answer) = oneshot::channel();
         self.writer.send(group_commit::Job { write, reply }).await.map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        let result = answer.await.map_err(|_| StoreError::Closed)?;
+        if queues && result.is_ok() {
+            self.outbox_ready.notify_one();
+        }
+        result
+    }
+
+    /// Resolves when a commit of this process may have queued a delivery since the last call
+    /// (a wake-up is kept if nobody was waiting).
+    pub async fn outbox_ready(&self) {
+        self.outbox_ready.notified().await
     }
 
     /// A transfer by id.
@@ -254,6 +279,19 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| transfer_from_row(&r)).transpose()
+    }
+
+    /// The rejected transfers `sender` sent of the case `case_id`, oldest first.
+    pub async fn rejected_of_case(&self, sender: &EndpointId, case_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.transfer_id FROM case_transfers c JOIN transfers t ON t.transfer_id = c.transfer_id \
+             WHERE c.sender = $1 AND c.case_id = $2 AND t.state = 'rejected' ORDER BY c.transfer_id",
+        )
+        .bind(sender.to_string())
+        .bind(case_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| r.try_get::<String, _>(0).map_err(StoreError::from)).collect()
     }
 
     /// A transfer by the reference an endpoint knows it by: the gateway's `transfer_id` (the
@@ -306,7 +344,8 @@ impl Store {
             binds.push(Bind::Text(after.clone()));
         }
         sql.push_str(&format!(" ORDER BY transfer_id LIMIT {}", next()));
-        binds.push(Bind::Int(filter.limit.clamp(1, 500)));
+        // 501: the engine asks for one more than a page to know whether another follows.
+        binds.push(Bind::Int(filter.limit.clamp(1, 501)));
         let mut query = sqlx::query(&sql);
         for bind in binds {
             query = match bind {
@@ -317,8 +356,8 @@ impl Store {
         query.fetch_all(&self.pool).await?.iter().map(transfer_from_row).collect()
     }
 
-    /// Takes up to `limit` deliveries to the given destinations that are due, for `lease`
-    /// seconds: pending, due, not held by another worker, and the first undone item of their
+    /// Takes up to `limit` deliveries to the given destinations that are due at `now`, for
+    /// `lease` (both in milliseconds since the epoch): pending, due, not held by another worker, and the first undone item of their
     /// transfer for that destination.
     pub async fn lease(&self, now: i64, lease: i64, limit: i64, destinations: &[String]) -> Result<Vec<OutboxItem>, StoreError> {
         if destinations.is_empty() {
@@ -421,6 +460,20 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| event_from_parts(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)).collect()
+    }
+
+    /// The cursor of the newest event in the feed: with `settled`, the newest a reader may
+    /// start after without missing a transaction still running (PostgreSQL); without, the
+    /// newest written at all, beyond which no cursor can be genuine.
+    pub async fn feed_end(&self, settled: bool) -> Result<FeedCursor, StoreError> {
+        let horizon = if settled { self.horizon() } else { "" };
+        let row = sqlx::query(&format!("SELECT tx, seq FROM events WHERE 1 = 1 {horizon} ORDER BY tx DESC, seq DESC LIMIT 1"))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => FeedCursor { tx: row.try_get(0)?, seq: row.try_get(1)? },
+            None => FeedCursor::default(),
+        })
     }
 
     /// Every transfer `party` is a party to, created in `[since, until)` (all when absent), as
@@ -560,6 +613,12 @@ pub(crate) fn event_from_parts(seq: i64, tx: i64, kind: String, body: String) ->
 enum Bind {
     Text(String),
     Int(i64),
+}
+
+/// The time now in milliseconds since the epoch: the unit of the outbox's `next_attempt_at`
+/// and `leased_until`, so that sub-second backoff is kept (every other stored time is seconds).
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 pub(crate) const OUTBOX_SELECT: &str =

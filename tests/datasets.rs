@@ -233,10 +233,12 @@ async fn transfer_status_mirrors_the_transfers_a_platform_is_party_to() {
         let mut beijing = ningbo_request("S-3");
         beijing.from = "110000/110".parse().unwrap();
         beijing.case.origin.endpoint = beijing.from.clone();
+        beijing.case.case_id = liandong::model::Case::id_for(&beijing.from, &beijing.case.origin.local_id);
         beijing.to_region = None;
         beijing.case.location = None;
         let other = engine.submit(&beijing.from.clone(), beijing).await.unwrap().transfer;
         let update = StatusUpdate {
+            reason_code: None,
             transfer_id: Some(first.transfer_id.clone()),
             transfer_ref: None,
             state: State::Accepted,
@@ -417,6 +419,7 @@ async fn reconciliation_finds_planted_differences() {
             ids.push(engine.submit(&police, ningbo_request(&format!("RC-{i}"))).await.unwrap().transfer.transfer_id);
         }
         let cancel = StatusUpdate {
+            reason_code: None,
             transfer_id: Some(ids[1].clone()),
             transfer_ref: None,
             state: State::Cancelled,

@@ -25,6 +25,7 @@ fn update(transfer_id: &str, state: State, by: &str) -> StatusUpdate {
         note: matches!(state, State::Rejected | State::Cancelled).then(|| "原因".into()),
         resolution: None,
         feedback: None,
+        reason_code: None,
     }
 }
 
@@ -141,44 +142,54 @@ async fn deliveries_are_leased_in_order_retried_and_dead_lettered() {
         let origin = id("330200/110");
         let t = engine.submit(&origin, ningbo_request("LZ-5")).await.unwrap().transfer;
         engine.update_status(&origin, update(&t.transfer_id, State::Cancelled, "330200/110")).await.unwrap();
-        let now = Timestamp::now().unix_seconds();
-        let leased = store.lease(now, 30, 10, &everyone()).await.unwrap();
+        // The outbox keeps its times in milliseconds; everything else in seconds.
+        let now = liandong::store::now_millis();
+        let at = now / 1000;
+        let leased = store.lease(now, 30_000, 10, &everyone()).await.unwrap();
         assert_eq!(leased.len(), 1, "{backend}: the cancellation waits for the transfer's delivery");
         assert!(
-            store.lease(now, 30, 10, &everyone()).await.unwrap().is_empty(),
+            store.lease(now, 30_000, 10, &everyone()).await.unwrap().is_empty(),
             "{backend}: a leased item is not handed out twice"
         );
         let item = &leased[0];
         store
             .write(Write::Failed {
                 item_id: item.id,
-                at: now,
+                at,
                 error: "connection refused".into(),
-                next_attempt_at: now + 60,
+                next_attempt_at: now + 60_000,
                 dead: false,
+                undeliverable: None,
             })
             .await
             .unwrap();
-        assert!(store.lease(now, 30, 10, &everyone()).await.unwrap().is_empty(), "{backend}: not due before its retry time");
-        let retried = store.lease(now + 61, 30, 10, &everyone()).await.unwrap();
+        assert!(store.lease(now, 30_000, 10, &everyone()).await.unwrap().is_empty(), "{backend}: not due before its retry time");
+        let retried = store.lease(now + 61_000, 30_000, 10, &everyone()).await.unwrap();
         assert_eq!(retried[0].id, item.id, "{backend}");
         assert_eq!(retried[0].attempts, 1);
-        store.write(Write::Delivered { item_id: item.id, at: now + 61 }).await.unwrap();
+        store.write(Write::Delivered { item_id: item.id, at: at + 61 }).await.unwrap();
         // the transfer is cancelled already, so the delivery receipt records nothing new
         assert_eq!(store.transfer(&t.transfer_id).await.unwrap().unwrap().state, State::Cancelled, "{backend}");
-        let next = store.lease(now + 61, 30, 10, &everyone()).await.unwrap();
+        let next = store.lease(now + 61_000, 30_000, 10, &everyone()).await.unwrap();
         assert_eq!(next.len(), 1, "{backend}: now the cancellation");
         store
-            .write(Write::Failed { item_id: next[0].id, at: now, error: "HTTP 500".into(), next_attempt_at: now, dead: true })
+            .write(Write::Failed {
+                item_id: next[0].id,
+                at,
+                error: "HTTP 500".into(),
+                next_attempt_at: now,
+                dead: true,
+                undeliverable: None,
+            })
             .await
             .unwrap();
         let dead = store.dead_letters(10).await.unwrap();
         assert_eq!(dead.len(), 1, "{backend}");
         assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
-        let WriteResult::Done(true) = store.write(Write::Replay { item_id: dead[0].id, at: now }).await.unwrap() else {
+        let WriteResult::Done(true) = store.write(Write::Replay { item_id: dead[0].id, at }).await.unwrap() else {
             panic!("{backend}: replayed")
         };
-        assert_eq!(store.lease(now + 62, 30, 10, &everyone()).await.unwrap().len(), 1, "{backend}");
+        assert_eq!(store.lease(now + 62_000, 30_000, 10, &everyone()).await.unwrap().len(), 1, "{backend}");
         let health = store.endpoint_health().await.unwrap();
         assert!(health.iter().any(|h| h.endpoint == "330200/12345" && h.failing_since.is_some()), "{backend}: {health:?}");
     }
@@ -189,9 +200,10 @@ async fn a_delivery_receipt_marks_the_transfer_delivered() {
     for (backend, store, _dir) in stores("delivered").await {
         let engine = engine(store.clone());
         let t = engine.submit(&id("330200/110"), ningbo_request("LZ-6")).await.unwrap().transfer;
-        let now = Timestamp::now().unix_seconds();
-        let item = store.lease(now, 30, 10, &everyone()).await.unwrap().remove(0);
-        store.write(Write::Delivered { item_id: item.id, at: now }).await.unwrap();
+        let now = liandong::store::now_millis();
+        let at = now / 1000;
+        let item = store.lease(now, 30_000, 10, &everyone()).await.unwrap().remove(0);
+        store.write(Write::Delivered { item_id: item.id, at }).await.unwrap();
         let t = store.transfer(&t.transfer_id).await.unwrap().unwrap();
         assert_eq!(t.state, State::Delivered, "{backend}");
         assert_eq!(t.history.last().unwrap().by, "gateway");

@@ -49,8 +49,10 @@ async fn a_transfer_goes_across_and_its_status_comes_back() {
     assert_eq!(ningbo_110.get(&path).await.json()["state"], "delivered");
 
     // 12345 accepts in its own format; 110 hears of it in its own, by its own reference
+    // (a status may not be older than the transfer's history: it is stamped now)
+    let now = liandong::model::Timestamp::now().format_beijing("yyyy/MM/dd HH:mm:ss");
     let accept = format!(
-        r#"{{"lzbh": "{transfer_id}", "gdzt": "受理", "czsj": "2023/05/08 09:47:12", "czdw": {{"dm": "330203-CG", "mc": "海曙区综合行政执法局"}}}}"#
+        r#"{{"lzbh": "{transfer_id}", "gdzt": "受理", "czsj": "{now}", "czdw": {{"dm": "330203-CG", "mc": "海曙区综合行政执法局"}}}}"#
     );
     let answer = ningbo_12345.post("/v1/native/330200/12345/status", accept.into_bytes()).await;
     assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
@@ -76,7 +78,7 @@ async fn a_transfer_goes_across_and_its_status_comes_back() {
     assert_eq!(answer.json()["code"], "409", "gd-json has one refusal code");
 
     // a refused transition names the current state, in the sender's receipt, and changes nothing
-    let reject = format!(r#"{{"lzbh": "{transfer_id}", "gdzt": "退回", "czsj": "2023/05/08 09:50:00", "sm": "不属于本部门"}}"#);
+    let reject = format!(r#"{{"lzbh": "{transfer_id}", "gdzt": "退回", "czsj": "{now}", "sm": "不属于本部门"}}"#);
     let answer = ningbo_12345.post("/v1/native/330200/12345/status", reject.into_bytes()).await;
     assert_eq!(answer.status, 409);
     assert_eq!(answer.json()["code"], "409");
@@ -160,7 +162,10 @@ async fn canonical_api_and_who_may_read() {
     assert_eq!(answer.status, 400);
     assert_eq!(answer.json()["error"]["message"], "requested_at: required field is missing or empty");
     let answer = ningbo_110
-        .post(&format!("/v1/transfers/{id}/status"), br#"{"state": "accepted", "at": "2023-05-08T09:47:12+08:00"}"#.to_vec())
+        .post(
+            &format!("/v1/transfers/{id}/status"),
+            format!(r#"{{"state": "accepted", "at": "{}"}}"#, liandong::model::Timestamp::now().to_rfc3339()).into_bytes(),
+        )
         .await;
     assert_eq!(answer.status, 409);
     assert!(answer.json()["error"]["message"].as_str().unwrap().starts_with("refused: the transfer is submitted"));

@@ -87,7 +87,7 @@ async fn transfer_service_over_grpc_with_a_resumable_watch() {
     assert!(status.message().contains("the transfer is submitted"), "{}", status.message());
 
     // the destination watches from the beginning and sees the transfer addressed to it
-    let mut watch = hotline.watch(v1::WatchRequest { cursor: String::new() }).await.unwrap().into_inner();
+    let mut watch = hotline.watch(v1::WatchRequest { cursor: String::new(), from_now: false }).await.unwrap().into_inner();
     let event = watch.message().await.unwrap().unwrap();
     assert_eq!(
         (event.kind.as_str(), event.transfer.as_ref().unwrap().transfer_id.as_str()),
@@ -124,7 +124,7 @@ async fn transfer_service_over_grpc_with_a_resumable_watch() {
         .into_inner()
         .transfer
         .unwrap();
-    let mut watch = hotline.watch(v1::WatchRequest { cursor }).await.unwrap().into_inner();
+    let mut watch = hotline.watch(v1::WatchRequest { cursor, from_now: false }).await.unwrap().into_inner();
     let next = watch.message().await.unwrap().unwrap();
     assert_eq!(
         (next.kind.as_str(), next.transfer.unwrap().transfer_id),
@@ -209,6 +209,9 @@ async fn an_agency_watches_only_what_its_grant_covers() {
     let mut beijing = request("A-2");
     beijing.from = "110000/110".into();
     beijing.case.as_mut().unwrap().origin.as_mut().unwrap().endpoint = "110000/110".into();
+    // its own case: the case id names the Beijing 110
+    let case = beijing.case.as_mut().unwrap();
+    case.case_id = case.case_id.replace("110:330200:", "110:110000:");
     beijing.case.as_mut().unwrap().location = None;
     beijing.to_region = None;
     let mut beijing_client = TransferServiceClient::new(channel(&site, "110000/110", port).await);
@@ -221,7 +224,7 @@ async fn an_agency_watches_only_what_its_grant_covers() {
         channel_as(&site, &site.dir.join("identities/agency-demo.pem"), &site.dir.join("identities/agency-demo-key.pem"), port)
             .await;
     let mut agency = TransferServiceClient::new(agency_channel);
-    let mut watch = agency.watch(v1::WatchRequest { cursor: String::new() }).await.unwrap().into_inner();
+    let mut watch = agency.watch(v1::WatchRequest { cursor: String::new(), from_now: false }).await.unwrap().into_inner();
     let first = watch.message().await.unwrap().unwrap();
     let second = watch.message().await.unwrap().unwrap();
     let first_id = first.transfer.clone().unwrap().transfer_id;

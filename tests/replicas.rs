@@ -41,8 +41,11 @@ async fn two_replicas_share_the_work_without_doubling_and_a_watch_sees_both() {
         .connect()
         .await
         .unwrap();
-    let mut watch =
-        TransferServiceClient::new(channel).watch(v1::WatchRequest { cursor: String::new() }).await.unwrap().into_inner();
+    let mut watch = TransferServiceClient::new(channel)
+        .watch(v1::WatchRequest { cursor: String::new(), from_now: false })
+        .await
+        .unwrap()
+        .into_inner();
 
     // 300 submissions, alternately through a and b, from 8 concurrent clients
     let total = 300;

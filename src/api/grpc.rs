@@ -79,8 +79,15 @@ fn caller<T>(request: &Request<T>) -> Result<EndpointId, Status> {
 
 /// A server stream that follows a feed from `cursor`: `next_page` answers a page, the cursor
 /// after it and whether more are waiting; when caught up the stream waits [`WATCH_POLL`] and
-/// asks again. It ends when the client goes away or a page fails (with that error).
-pub(super) fn follow<C, T, F, Fut>(mut cursor: C, mut next_page: F) -> tokio_stream::wrappers::ReceiverStream<Result<T, Status>>
+/// asks again, and after `state.heartbeat` without an item it sends `heartbeat(cursor)` (when
+/// the feed has one). It ends when the client goes away, a page fails (with that error), or the
+/// gateway begins to shut down (UNAVAILABLE: resume from the last cursor).
+pub(super) fn follow<C, T, F, Fut>(
+    state: &AppState,
+    mut cursor: C,
+    heartbeat: impl Fn(&C) -> Option<T> + Send + 'static,
+    mut next_page: F,
+) -> tokio_stream::wrappers::ReceiverStream<Result<T, Status>>
 where
     C: Send + 'static,
     T: Send + 'static,
@@ -88,8 +95,15 @@ where
     Fut: std::future::Future<Output = Result<(Vec<T>, C, bool), Status>> + Send,
 {
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    let mut closing = state.closing.subscribe();
+    let quiet_limit = state.heartbeat;
     tokio::spawn(async move {
+        let mut quiet_since = tokio::time::Instant::now();
         loop {
+            if *closing.borrow_and_update() {
+                let _ = sender.send(Err(Status::unavailable("the gateway is shutting down; resume from your last cursor"))).await;
+                return;
+            }
             let (items, next, more) = match next_page(cursor).await {
                 Ok(page) => page,
                 Err(e) => {
@@ -98,15 +112,27 @@ where
                 }
             };
             cursor = next;
+            if !items.is_empty() {
+                quiet_since = tokio::time::Instant::now();
+            }
             for item in items {
                 if sender.send(Ok(item)).await.is_err() {
                     return; // the client went away
                 }
             }
+            if quiet_since.elapsed() >= quiet_limit {
+                if let Some(beat) = heartbeat(&cursor) {
+                    if sender.send(Ok(beat)).await.is_err() {
+                        return;
+                    }
+                }
+                quiet_since = tokio::time::Instant::now();
+            }
             if !more {
                 tokio::select! {
                     _ = tokio::time::sleep(WATCH_POLL) => {}
                     _ = sender.closed() => return,
+                    _ = closing.changed() => {}
                 }
             }
         }
@@ -129,8 +155,21 @@ impl TransferService for Transfers {
     ) -> Result<Response<v1::SubmitTransferResponse>, Status> {
         let me = caller(&request)?;
         let who = peer(&request)?;
-        let message =
+        let mut message =
             request.into_inner().request.ok_or_else(|| Status::invalid_argument("request: required field is missing"))?;
+        // What the certificate already says need not be repeated: the sender, and its case.
+        if message.from.is_empty() {
+            message.from = me.to_string();
+        }
+        if let Some(case) = message.case.as_mut() {
+            let origin = case.origin.get_or_insert_with(Default::default);
+            if origin.endpoint.is_empty() {
+                origin.endpoint = me.to_string();
+            }
+            if case.case_id.is_empty() && !origin.local_id.is_empty() {
+                case.case_id = crate::model::Case::id_for(&me, &origin.local_id);
+            }
+        }
         let submitted = crate::model::TransferRequest::try_from(message).map_err(model_error)?;
         limit(&self.state, &who, CallKind::for_submission(submitted.case.urgency))?;
         let submission = self.state.engine.submit(&me, submitted).await.map_err(|e| refused(&who, "SubmitTransfer", e))?;
@@ -153,7 +192,11 @@ impl TransferService for Transfers {
     async fn update_status(&self, request: Request<v1::UpdateStatusRequest>) -> Result<Response<v1::Transfer>, Status> {
         let me = caller(&request)?;
         let who = peer(&request)?;
-        let message = request.into_inner().update.ok_or_else(|| Status::invalid_argument("update: required field is missing"))?;
+        let mut message =
+            request.into_inner().update.ok_or_else(|| Status::invalid_argument("update: required field is missing"))?;
+        if message.by.is_empty() {
+            message.by = me.to_string();
+        }
         let update = crate::model::StatusUpdate::try_from(message).map_err(model_error)?;
         limit(&self.state, &who, CallKind::Status)?;
         let (transfer, _) = self.state.engine.update_status(&me, update).await.map_err(|e| refused(&who, "UpdateStatus", e))?;
@@ -176,6 +219,12 @@ impl TransferService for Transfers {
             0 => None,
             n => Some(crate::proto::state_from_proto(n, "state").map_err(model_error)?),
         };
+        if !query.page_token.is_empty() && query.page_token.parse::<ulid::Ulid>().is_err() {
+            return Err(Status::invalid_argument(format!(
+                "page_token: {:?} is not a next_page_token this gateway gave",
+                query.page_token
+            )));
+        }
         let page = if query.page_size == 0 { 100 } else { i64::from(query.page_size.min(500)) };
         let filter = TransferFilter {
             party: (!query.endpoint.is_empty()).then_some(query.endpoint),
@@ -200,11 +249,28 @@ impl TransferService for Transfers {
     async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Read)?;
-        let cursor = FeedCursor::decode(&request.into_inner().cursor).map_err(Status::invalid_argument)?;
+        let message = request.into_inner();
+        let store = &self.state.engine.store;
+        let cursor = match (message.from_now, message.cursor.is_empty()) {
+            (true, false) => return Err(Status::invalid_argument("cursor: give a cursor or from_now, not both")),
+            (true, true) => store.feed_end(true).await.map_err(|e| status_of(e.into()))?,
+            (false, _) => {
+                let cursor = FeedCursor::decode(&message.cursor).map_err(|e| Status::invalid_argument(format!("cursor: {e}")))?;
+                if cursor > store.feed_end(false).await.map_err(|e| status_of(e.into()))? {
+                    return Err(Status::invalid_argument(format!(
+                        "cursor: {:?} is past the end of the feed; it was not given by this gateway",
+                        message.cursor
+                    )));
+                }
+                cursor
+            }
+        };
         // Refuse at once, not in the stream, when the caller may not watch at all.
         self.state.engine.feed_for(&who.0, cursor, 1).await.map_err(|e| refused(&who, "Watch", e))?;
         let engine = self.state.engine.clone();
-        let stream = follow(cursor, move |cursor| {
+        let heartbeat =
+            |cursor: &FeedCursor| Some(v1::WatchEvent { cursor: cursor.encode(), kind: "heartbeat".to_string(), transfer: None });
+        let stream = follow(&self.state, cursor, heartbeat, move |cursor| {
             let (engine, who) = (engine.clone(), who.clone());
             async move {
                 let (events, next, full) = engine.feed_for(&who.0, cursor, 200).await.map_err(status_of)?;

@@ -54,6 +54,16 @@ pub(crate) async fn reachable(state: &AppState, endpoint: &EndpointId) -> bool {
         .any(|h| h.endpoint == name && h.failing_since.is_some_and(|since| now - since > state.unreachable_after))
 }
 
+/// The message of a success receipt whose destination is unreachable: taken and kept, not yet
+/// delivered, and whom to phone if it cannot wait.
+pub(crate) fn unreachable_notice(destination: &EndpointId, contact: Option<String>) -> String {
+    let mut notice = format!("成功：已接收并保存；目标平台 {destination} 暂时无法送达，网关将持续重试");
+    if let Some(contact) = contact {
+        notice.push_str(&format!("；紧急请致电 {contact}"));
+    }
+    notice
+}
+
 fn log_refusal(peer: &Peer, route: &str, error: &EngineError) {
     let reason = match error {
         EngineError::Forbidden(_) if matches!(peer.0, crate::security::Identity::Agency(_)) => Some("policy"),
@@ -114,14 +124,25 @@ pub async fn native_transfer(
     if let Some(busy) = native_limit(&state, &peer, endpoint, CallKind::for_submission(request.case.urgency), Some(&reference)) {
         return busy;
     }
+    let to_region = request.to_region.clone();
     match state.engine.submit(&endpoint.id, request).await {
         Ok(submission) => {
             let t = &submission.transfer;
-            let response = native_receipt(endpoint, StatusCode::OK, Some(&reference), None);
+            let reachable = reachable(&state, &t.to).await;
+            // Vendor desk software reads the receipt's body, not our headers: an unreachable
+            // destination is said there, with whom to phone meanwhile.
+            let notice = match reachable {
+                true => None,
+                false => {
+                    let mut addressed = t.for_destination();
+                    addressed.to_region = to_region;
+                    Some(unreachable_notice(&t.to, state.engine.directory_contact(&addressed).await))
+                }
+            };
+            let response = native_receipt(endpoint, StatusCode::OK, Some(&reference), notice.as_deref());
             let response = with_header(response, "x-liandong-transfer-id", &t.transfer_id);
             let response = with_header(response, "x-liandong-destination", &t.to.to_string());
-            let status = if reachable(&state, &t.to).await { "reachable" } else { "unreachable" };
-            with_header(response, "x-liandong-destination-status", status)
+            with_header(response, "x-liandong-destination-status", if reachable { "reachable" } else { "unreachable" })
         }
         Err(e) => {
             log_refusal(&peer, "native transfers", &e);

@@ -135,14 +135,19 @@ impl SyncService for Sync {
         // Refuse at once, not in the stream, when the caller may not read it or the cursor is bad.
         self.state.datasets.changes(&who.0, dataset, &message.cursor, 1).await.map_err(|e| status_of(&who, e))?;
         let datasets = self.state.datasets.clone();
-        let stream = follow(message.cursor, move |cursor: String| {
-            let (datasets, who) = (datasets.clone(), who.clone());
-            async move {
-                let page = datasets.changes(&who.0, dataset, &cursor, 500).await.map_err(|e| status_of(&who, e))?;
-                let changes = proto_changes(page.changes)?;
-                Ok((changes, page.cursor, page.more))
-            }
-        });
+        let stream = follow(
+            &self.state,
+            message.cursor,
+            |_: &String| None,
+            move |cursor: String| {
+                let (datasets, who) = (datasets.clone(), who.clone());
+                async move {
+                    let page = datasets.changes(&who.0, dataset, &cursor, 500).await.map_err(|e| status_of(&who, e))?;
+                    let changes = proto_changes(page.changes)?;
+                    Ok((changes, page.cursor, page.more))
+                }
+            },
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 }

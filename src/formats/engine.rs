@@ -17,7 +17,7 @@ use super::profile::{DocumentProfile, FieldMapping, FormatProfile, ReceiptProfil
 use super::tree::{text_of, token_of, Node, Path};
 use super::{xml, FormatError, ProfileError};
 use crate::model::json as canonical;
-use crate::model::{category, EndpointId, ModelError, StatusUpdate, TransferRequest};
+use crate::model::{category, EndpointId, ModelError, ReasonCode, State, StatusUpdate, TransferRequest};
 
 /// A format profile compiled for use.
 #[derive(Clone, Debug)]
@@ -64,6 +64,9 @@ pub enum ReceiptKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReceiptReading {
     pub ok: bool,
+    /// Which of the format's receipts it is: the success one, or the error receipt whose fixed
+    /// values (`CODE` `1001`, `error.kind` `invalid`) it carries; `None` when it is none of them.
+    pub kind: Option<ReceiptKind>,
     pub message: Option<String>,
     pub reference: Option<String>,
 }
@@ -79,6 +82,7 @@ struct Receipts {
     ok_value: NativeValue,
     message_path: Option<Path>,
     ref_path: Option<Path>,
+    notice_path: Option<Path>,
 }
 
 /// What a canonical path may be filled with: the kinds of mapping, and for enumerations the
@@ -92,12 +96,13 @@ struct Target {
 const TEXT: &[&str] = &["text"];
 const TIME: &[&str] = &["time"];
 const ENUM: &[&str] = &["enum"];
+const REGION: &[&str] = &["region", "text"];
 
 /// The canonical fields a transfer document may map (`canonical.md`, "Transfer request").
 const TRANSFER_TARGETS: &[Target] = &[
     Target { path: "sender_ref", kinds: TEXT, values: &[] },
     Target { path: "to_platform", kinds: &["text", "enum"], values: &["110", "12345"] },
-    Target { path: "to_region", kinds: TEXT, values: &[] },
+    Target { path: "to_region", kinds: REGION, values: &[] },
     Target { path: "reason", kinds: TEXT, values: &[] },
     Target { path: "requested_at", kinds: TIME, values: &[] },
     Target { path: "case.origin.local_id", kinds: TEXT, values: &[] },
@@ -108,7 +113,7 @@ const TRANSFER_TARGETS: &[Target] = &[
     Target { path: "case.caller.phone", kinds: &["phone"], values: &[] },
     Target { path: "case.caller.anonymous", kinds: &["bool"], values: &[] },
     Target { path: "case.location.address", kinds: TEXT, values: &[] },
-    Target { path: "case.location.region", kinds: TEXT, values: &[] },
+    Target { path: "case.location.region", kinds: REGION, values: &[] },
     Target { path: "case.location.point", kinds: &["point"], values: &[] },
     Target { path: "case.category", kinds: &["category"], values: &[] },
     Target { path: "case.summary", kinds: TEXT, values: &[] },
@@ -146,6 +151,7 @@ fn kind_name(mapping: &FieldMapping) -> &'static str {
         FieldMapping::Text { .. } => "text",
         FieldMapping::Time { .. } => "time",
         FieldMapping::Phone { .. } => "phone",
+        FieldMapping::Region { .. } => "region",
         FieldMapping::Enum { .. } => "enum",
         FieldMapping::Bool { .. } => "bool",
         FieldMapping::Point { .. } => "point",
@@ -166,6 +172,7 @@ fn check_targets(mappings: &[FieldMapping], targets: &[Target], key: &str) -> Re
             FieldMapping::Text { canonical, .. }
             | FieldMapping::Time { canonical, .. }
             | FieldMapping::Phone { canonical, .. }
+            | FieldMapping::Region { canonical, .. }
             | FieldMapping::Bool { canonical, .. }
             | FieldMapping::Point { canonical, .. }
             | FieldMapping::Category { canonical, .. }
@@ -250,6 +257,12 @@ impl Receipts {
             ok_value: NativeValue::from_toml(&profile.ok_value).map_err(|e| ProfileError::at("receipt.ok_value", e))?,
             message_path: profile.message_path.as_deref().map(|p| path("message_path", p)).transpose()?,
             ref_path: profile.ref_path.as_deref().map(|p| path("ref_path", p)).transpose()?,
+            notice_path: profile
+                .notice_path
+                .as_deref()
+                .or(profile.message_path.as_deref())
+                .map(|p| path("notice_path", p))
+                .transpose()?,
         })
     }
 }
@@ -269,6 +282,22 @@ fn fill(template: &Node, reference: Option<&str>, message: Option<&str>) -> Opti
             Some(Node::Object(entries.iter().filter_map(|(k, v)| fill(v, reference, message).map(|v| (k.clone(), v))).collect()))
         }
         other => Some(other.clone()),
+    }
+}
+
+/// Whether `tree` carries every fixed (placeholder-free) value of a receipt `template`: how an
+/// error receipt's kind is told from another's (`CODE` `1001` against `1002`).
+fn carries_fixed_values(template: &Node, tree: &Node) -> bool {
+    match template {
+        Node::Object(entries) => entries.iter().all(|(key, child)| match child {
+            Node::String(s) if s.contains('{') => true,
+            _ => tree.get(key).is_some_and(|value| carries_fixed_values(child, value)),
+        }),
+        Node::String(_) | Node::Number(_) | Node::Bool(_) => {
+            let expected = token_of(template).ok().flatten();
+            expected.is_some() && token_of(tree).ok().flatten() == expected
+        }
+        Node::Null | Node::Array(_) => true,
     }
 }
 
@@ -420,6 +449,18 @@ impl Format {
             }
         }
         let mut update: StatusUpdate = typed(&self.status, out, StatusUpdate::REQUIRED)?;
+        // `linkage.md`: a rejection's reason travels as a label in front of its note.
+        if update.state == State::Rejected {
+            if let Some(note) = &update.note {
+                let (code, note) = ReasonCode::from_native_note(note);
+                let empty = note.is_empty() || note == ReasonCode::UNDELIVERABLE_PREFIX;
+                if empty && code != ReasonCode::Other {
+                    return Err(self.status.place(ModelError::new("note", "a rejection's label needs the reason after it")));
+                }
+                update.note = Some(note);
+                update.reason_code = Some(code);
+            }
+        }
         update.validate().map_err(|e| self.status.place(e))?;
         Ok(update)
     }
@@ -440,6 +481,10 @@ impl Format {
             if let Some(id) = canonical::get(&source, "transfer_id").cloned() {
                 canonical::set(&mut source, "transfer_ref", id);
             }
+        }
+        if let (State::Rejected, Some(note)) = (update.state, &update.note) {
+            let native = update.reason_code.unwrap_or(ReasonCode::Other).to_native_note(note);
+            canonical::set(&mut source, "note", Value::String(native));
         }
         self.write(DocumentKind::Status, &source)
     }
@@ -469,7 +514,10 @@ impl Format {
             ReceiptKind::Refused => &self.receipt.refused,
             ReceiptKind::Busy => &self.receipt.busy,
         };
-        let native = fill(template, reference, message).unwrap_or(Node::Null);
+        let mut native = fill(template, reference, message).unwrap_or(Node::Null);
+        if let (ReceiptKind::Success, Some(notice), Some(path)) = (kind, message, &self.receipt.notice_path) {
+            path.set(&mut native, Node::String(notice.to_string()));
+        }
         self.serialize(self.receipt.root.as_deref(), &native)
     }
 
@@ -478,11 +526,20 @@ impl Format {
         let tree = self.read_tree(bytes, self.receipt.root.as_deref())?;
         let text = |path: &Option<Path>| path.as_ref().and_then(|p| p.get(&tree)).and_then(|v| text_of(v).ok().flatten());
         let ok = self.receipt.ok_path.get(&tree).and_then(|v| token_of(v).ok().flatten());
-        Ok(ReceiptReading {
-            ok: ok.as_deref() == Some(self.receipt.ok_value.text.as_str()),
-            message: text(&self.receipt.message_path),
-            reference: text(&self.receipt.ref_path),
-        })
+        let ok = ok.as_deref() == Some(self.receipt.ok_value.text.as_str());
+        let kind = if ok {
+            Some(ReceiptKind::Success)
+        } else {
+            [
+                (ReceiptKind::Invalid, &self.receipt.invalid),
+                (ReceiptKind::Refused, &self.receipt.refused),
+                (ReceiptKind::Busy, &self.receipt.busy),
+            ]
+            .into_iter()
+            .find(|(_, template)| carries_fixed_values(template, &tree))
+            .map(|(kind, _)| kind)
+        };
+        Ok(ReceiptReading { ok, kind, message: text(&self.receipt.message_path), reference: text(&self.receipt.ref_path) })
     }
 }
 

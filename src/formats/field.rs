@@ -19,6 +19,7 @@ pub enum Field {
     Text { canonical: String, path: Path },
     Time { canonical: String, path: Path, style: TimeFormat },
     Phone { canonical: String, path: Path },
+    Region { canonical: String, path: Path, digits: Vec<usize> },
     Enum { canonical: String, path: Path, what: String, values: Vec<NativeChoice> },
     Bool { canonical: String, path: Path, yes: NativeValue, no: NativeValue },
     Point { canonical: String, source: PointSource, system: SystemSource, write: NumberStyle },
@@ -162,6 +163,12 @@ impl Field {
                 Field::Time { canonical: canonical.clone(), path: path("path", p)?, style }
             }
             FieldMapping::Phone { canonical, path: p } => Field::Phone { canonical: canonical.clone(), path: path("path", p)? },
+            FieldMapping::Region { canonical, path: p, digits } => {
+                if digits.is_empty() || digits.iter().any(|d| *d != 6 && *d != 9) {
+                    return Err(("digits".into(), format!("a region has 6 or 9 digits, got {digits:?}")));
+                }
+                Field::Region { canonical: canonical.clone(), path: path("path", p)?, digits: digits.clone() }
+            }
             FieldMapping::Enum { canonical, path: p, what, values } => {
                 if values.is_empty() {
                     return Err(("values".into(), "an enumeration needs at least one pair".into()));
@@ -246,6 +253,7 @@ impl Field {
             Field::Text { canonical, .. }
             | Field::Time { canonical, .. }
             | Field::Phone { canonical, .. }
+            | Field::Region { canonical, .. }
             | Field::Enum { canonical, .. }
             | Field::Bool { canonical, .. }
             | Field::Point { canonical, .. }
@@ -277,6 +285,7 @@ impl Field {
             Field::Text { path, .. }
             | Field::Time { path, .. }
             | Field::Phone { path, .. }
+            | Field::Region { path, .. }
             | Field::Enum { path, .. }
             | Field::Bool { path, .. } => Some(scope.name(path)),
             Field::Point { source: PointSource::Separate { lon, lat }, .. } => {
@@ -339,6 +348,14 @@ impl Field {
                 if let Some(text) = read_text(native, path, scope)? {
                     let phone = phone::normalize(&text).map_err(|e| (at(path), e.to_string()))?;
                     canonical::set(out, canonical, Value::String(phone));
+                }
+            }
+            Field::Region { canonical, path, digits } => {
+                if let Some(text) = read_text(native, path, scope)? {
+                    if !text.bytes().all(|b| b.is_ascii_digit()) || !digits.contains(&text.len()) {
+                        return Err((at(path), format!("expected {}, got {text:?}", region_form(digits))));
+                    }
+                    canonical::set(out, canonical, Value::String(text));
                 }
             }
             Field::Enum { canonical, path, what, values } => {
@@ -500,6 +517,16 @@ impl Field {
                 path.set(native, rendered);
             }
             Field::Phone { path, .. } => path.set(native, Node::String(phone::national(&text(value)?))),
+            Field::Region { path, digits, .. } => {
+                let region = text(value)?;
+                // Regions nest by their digits: a township's county is its first six.
+                let fitted = match region.len() {
+                    n if digits.contains(&n) => region,
+                    9 if digits.contains(&6) => region[..6].to_string(),
+                    _ => return Err((own.clone(), format!("the format takes {}, got {region:?}", region_form(digits)))),
+                };
+                path.set(native, Node::String(fitted));
+            }
             Field::Enum { path, what, values, .. } => {
                 let wanted = text(value)?;
                 let choice = values
@@ -591,6 +618,12 @@ pub fn source_category_path(category_path: &str) -> String {
         Some((parent, _)) => format!("{parent}.source_category"),
         None => "source_category".to_string(),
     }
+}
+
+/// How a region field's allowed lengths read in an error: "a six-digit region code".
+fn region_form(digits: &[usize]) -> String {
+    let words: Vec<&str> = digits.iter().map(|d| if *d == 6 { "six" } else { "nine" }).collect();
+    format!("a {}-digit region code", words.join("- or "))
 }
 
 fn read_text(native: &Node, path: &Path, scope: Scope<'_>) -> Result<Option<String>, FieldError> {

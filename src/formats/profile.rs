@@ -87,6 +87,15 @@ pub enum FieldMapping {
     },
     /// A telephone number: read into the canonical form, written in the bare national form.
     Phone { canonical: String, path: String },
+    /// A region code (GB/T 2260, six digits, or a township's nine). `digits` lists the lengths
+    /// the format allows (default both): a reader refuses any other, and a writer given a
+    /// township for a six-digit field writes its county (`canonical.md`, regions nest).
+    Region {
+        canonical: String,
+        path: String,
+        #[serde(default = "region_digits")]
+        digits: Vec<usize>,
+    },
     /// One native value per canonical value (urgency, state, satisfaction, attachment kind).
     Enum {
         canonical: String,
@@ -154,6 +163,10 @@ pub enum FieldMapping {
     List { canonical: String, path: String, items: Vec<FieldMapping> },
 }
 
+fn region_digits() -> Vec<usize> {
+    vec![6, 9]
+}
+
 /// The named native time styles (a layout is the other kind).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -194,6 +207,11 @@ pub struct ReceiptProfile {
     pub message_path: Option<String>,
     #[serde(default)]
     pub ref_path: Option<String>,
+    /// Where a success receipt carries a notice for the desk (the destination is unreachable
+    /// and whom to phone), when its success template has no message of its own; default
+    /// `message_path`.
+    #[serde(default)]
+    pub notice_path: Option<String>,
 }
 
 /// A code table: `[native code, name, canonical code]` rows and the catch-alls.

@@ -17,6 +17,7 @@ pub const TAXONOMY: &[(&str, &str, &str)] = &[
     ("NP08", "市政设施", "municipal facilities"),
     ("NP09", "邻里纠纷", "neighbourhood disputes without violence"),
     ("NP10", "环境噪声", "noise and nuisance"),
+    ("NP11", "部门协助", "a department's presence asked for at police handling (linkage.md)"),
     ("NP99", "其他非警务", "other non-police matters"),
     ("PM01", "违法犯罪线索", "crime in progress or leads on crime"),
     ("PM02", "人身安全", "a threat to life or safety"),
@@ -26,6 +27,7 @@ pub const TAXONOMY: &[(&str, &str, &str)] = &[
     ("PM06", "电信诈骗", "telecom and online fraud"),
     ("PM07", "群体性事件", "mass incidents"),
     ("PM08", "危险物品", "dangerous goods, fire or explosion risk"),
+    ("PM10", "派员协助", "police presence asked for at a department's on-site handling (linkage.md)"),
     ("PM99", "其他警务", "other police matters"),
 ];
 

@@ -4,7 +4,9 @@
 //! and when a transfer is due lives here, apart from storage and I/O, so that one table of
 //! tests pins the contract down and every replica applies it identically.
 
-use super::{EndpointId, HistoryEntry, HistoryEvent, Platform, Satisfaction, State, StatusUpdate, Timestamp, Transfer, Urgency};
+use super::{
+    EndpointId, HistoryEntry, HistoryEvent, Platform, ReasonCode, Satisfaction, State, StatusUpdate, Timestamp, Transfer, Urgency,
+};
 
 /// Who is acting on a transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +85,7 @@ pub fn apply(transfer: &mut Transfer, update: &StatusUpdate, role: Role) -> Resu
     let current = transfer.state;
     let refuse = |reason: String| Refusal { current, reason };
     let wanted = update.state;
-    if transfer.history.iter().any(|h| h.state == HistoryEvent::State(wanted) && h.at == update.at && !h.implied) {
+    if is_repeat(transfer, update) {
         return Ok(Outcome::Duplicate);
     }
     if is_terminal(current) {
@@ -102,12 +104,22 @@ pub fn apply(transfer: &mut Transfer, update: &StatusUpdate, role: Role) -> Resu
         from = State::Delivered;
     }
     let reopen = current == State::Resolved && wanted == State::InProgress;
+    // The gateway hands back what it cannot deliver (`canonical.md`, "Undeliverable
+    // transfers"), on the destination's behalf, before the destination has it.
+    let undeliverable = role == Role::Gateway && wanted == State::Rejected;
+    if undeliverable {
+        if update.reason_code != Some(ReasonCode::Undeliverable) || !matches!(current, State::Submitted | State::Delivered) {
+            return Err(refuse("the gateway rejects only an undeliverable transfer, before it is received".into()));
+        }
+    } else if update.reason_code == Some(ReasonCode::Undeliverable) {
+        return Err(refuse("reason_code undeliverable is the gateway's own".into()));
+    }
     if reopen {
         let dissatisfied = update.feedback.as_ref().is_some_and(|f| f.satisfaction == Satisfaction::Dissatisfied);
         if role != Role::Origin || !dissatisfied {
             return Err(refuse("only the origin may reopen (重办) a resolved transfer, with feedback dissatisfied".into()));
         }
-    } else if setter(wanted) != role {
+    } else if !undeliverable && setter(wanted) != role {
         let who = match setter(wanted) {
             Role::Origin => "the origin",
             Role::Destination => "the destination",
@@ -116,6 +128,7 @@ pub fn apply(transfer: &mut Transfer, update: &StatusUpdate, role: Role) -> Resu
         return Err(refuse(format!("{wanted} may only be set by {who}")));
     }
     match wanted {
+        State::Rejected if undeliverable => {}
         State::Rejected if !matches!(from, State::Delivered | State::Received) => {
             return Err(refuse("rejected is allowed only from delivered or received".into()));
         }
@@ -141,6 +154,7 @@ pub fn apply(transfer: &mut Transfer, update: &StatusUpdate, role: Role) -> Resu
     let mut last = entry(wanted, update.at, by, false);
     last.unit = update.unit.clone();
     last.note = update.note.clone();
+    last.reason_code = update.reason_code;
     entries.push(last);
     transfer.state = wanted;
     if let Some(resolution) = &update.resolution {
@@ -154,7 +168,48 @@ pub fn apply(transfer: &mut Transfer, update: &StatusUpdate, role: Role) -> Resu
 }
 
 fn entry(state: State, at: Timestamp, by: String, implied: bool) -> HistoryEntry {
-    HistoryEntry { state: HistoryEvent::State(state), at, by, implied, unit: None, note: None }
+    HistoryEntry { state: HistoryEvent::State(state), at, by, implied, unit: None, note: None, reason_code: None }
+}
+
+/// Whether `update` repeats one already applied (`canonical.md`: same state, same `at`, same
+/// `note`): answered as success, changing nothing. Two progress notes in one second differ.
+pub fn is_repeat(transfer: &Transfer, update: &StatusUpdate) -> bool {
+    transfer
+        .history
+        .iter()
+        .any(|h| h.state == HistoryEvent::State(update.state) && h.at == update.at && !h.implied && h.note == update.note)
+}
+
+/// How far ahead of the gateway's clock a desk's `at` may be, and how far behind an entry the
+/// gateway stamped itself (`delivered`, `escalated`): two clocks never agree exactly.
+pub const CLOCK_SKEW_SECONDS: i64 = 60;
+
+/// Checks a status update's `at` against the history and the clock: the history only moves
+/// forward (no earlier than its last entry, less the skew allowance where the gateway's own
+/// clock stamped that entry), and nothing is reported from the future (beyond the allowance).
+/// Repeats are checked before this and are never refused here.
+pub fn check_time(transfer: &Transfer, update: &StatusUpdate, now: Timestamp) -> Result<(), Refusal> {
+    let refuse = |reason: String| Refusal { current: transfer.state, reason };
+    if update.at.unix_seconds() > now.unix_seconds() + CLOCK_SKEW_SECONDS {
+        return Err(refuse(format!(
+            "at: {} is in the future (the gateway's clock says {}; {CLOCK_SKEW_SECONDS} s of skew allowed)",
+            update.at.to_rfc3339(),
+            now.to_rfc3339()
+        )));
+    }
+    if let Some(last) = transfer.history.last() {
+        let allowance = if last.by == "gateway" { CLOCK_SKEW_SECONDS } else { 0 };
+        if update.at.unix_seconds() < last.at.unix_seconds() - allowance {
+            return Err(refuse(format!(
+                "at: {} is earlier than the transfer's last history entry ({} {} at {})",
+                update.at.to_rfc3339(),
+                last.state.as_str(),
+                last.by,
+                last.at.to_rfc3339()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Deadline defaults and overrides, in seconds (`canonical.md`, "Deadlines").
@@ -175,6 +230,43 @@ pub fn default_deadline(to: Platform, urgency: Option<Urgency>) -> DeadlineRule 
             DeadlineRule { receive_within: 10 * MINUTE, resolve_within: Some(24 * HOUR) }
         }
         (Platform::Hotline, Urgency::Normal) => DeadlineRule { receive_within: 30 * MINUTE, resolve_within: Some(72 * HOUR) },
+    }
+}
+
+/// Every deadline a transfer has missed at `now` and not yet had escalated: what an update
+/// recorded at `now` escalates in its own commit (`canonical.md`: whichever comes first, the
+/// late update or the clock, records the miss, once).
+pub fn missed_deadlines(transfer: &Transfer, now: Timestamp) -> Vec<&'static str> {
+    let mut missed = Vec::new();
+    let mut probe = transfer.clone();
+    while let Some(deadline) = missed_deadline(&probe, now) {
+        missed.push(deadline);
+        probe.history.push(escalation(deadline, now));
+    }
+    missed
+}
+
+/// Marks the deadlines in `misses` as missed on `transfer`: `overdue`, and an `escalated`
+/// entry each.
+pub fn record_misses(transfer: &mut Transfer, misses: &[&str], at: Timestamp) {
+    if !misses.is_empty() {
+        transfer.overdue = true;
+    }
+    for deadline in misses {
+        transfer.history.push(escalation(deadline, at));
+    }
+}
+
+/// The history entry that records a missed deadline (超时督办): not a state.
+pub fn escalation(deadline: &str, at: Timestamp) -> HistoryEntry {
+    HistoryEntry {
+        state: HistoryEvent::Escalated,
+        at,
+        by: "gateway".to_string(),
+        implied: false,
+        unit: None,
+        note: Some(deadline.to_string()),
+        reason_code: None,
     }
 }
 
@@ -239,6 +331,7 @@ mod tests {
     fn update(state: State, by: &str, minute: i64) -> StatusUpdate {
         let at = Timestamp::parse_rfc3339("2023-05-08T09:43:00+08:00", false).unwrap().plus_seconds(minute * 60);
         StatusUpdate {
+            reason_code: (state == State::Rejected).then_some(ReasonCode::Other),
             transfer_id: Some("01HZX3V6Q8K2M7R4T9W1Y5C0DE".into()),
             transfer_ref: None,
             state,

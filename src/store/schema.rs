@@ -90,6 +90,13 @@ const STATEMENTS: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS audit_chain ON audit (replica, seq)",
     "CREATE INDEX IF NOT EXISTS audit_transfer ON audit (transfer_id, seq)",
     "CREATE INDEX IF NOT EXISTS record_log_key ON record_log (dataset, key, tx, seq)",
+    // Which transfers carry a case: how a re-routed transfer finds the rejected one it follows.
+    "CREATE TABLE IF NOT EXISTS case_transfers (
+        case_id TEXT NOT NULL,
+        transfer_id TEXT PRIMARY KEY,
+        sender TEXT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS case_transfers_case ON case_transfers (sender, case_id)",
     "CREATE TABLE IF NOT EXISTS endpoint_health (
         endpoint TEXT PRIMARY KEY,
         last_success BIGINT,

@@ -9,7 +9,7 @@ use sqlx::{Any, Row, Transaction};
 use super::audit::AuditEntry;
 use super::{outbox_from_row, transfer_from_row, Backend, DeliveryKind, OutboxItem, StoreError, OUTBOX_SELECT};
 use crate::model::lifecycle::{self, Outcome, Refusal, Role};
-use crate::model::{EndpointId, HistoryEntry, HistoryEvent, Record, State, StatusUpdate, Timestamp, Transfer};
+use crate::model::{EndpointId, HistoryEvent, Record, State, StatusUpdate, Timestamp, Transfer};
 
 /// A change to make durably.
 #[derive(Debug)]
@@ -22,11 +22,14 @@ pub enum Write {
     Status { transfer_id: String, update: Box<StatusUpdate>, role: Role },
     /// The destination's system confirmed a delivery (its native success receipt).
     Delivered { item_id: i64, at: i64 },
-    /// A delivery attempt failed; retried at `next_attempt_at`, or dead when `dead` is true.
-    Failed { item_id: i64, at: i64, error: String, next_attempt_at: i64, dead: bool },
+    /// A delivery attempt failed; retried at `next_attempt_at` (milliseconds), or dead when
+    /// `dead` is true. A dead transfer delivery with an `undeliverable` note is rejected on
+    /// the destination's behalf in the same commit, and its origin told (`canonical.md`,
+    /// "Undeliverable transfers").
+    Failed { item_id: i64, at: i64, error: String, next_attempt_at: i64, dead: bool, undeliverable: Option<String> },
     /// A deadline was missed: `escalated` in the history, `overdue`, both parties' feeds told.
     Escalate { transfer_id: String, deadline: &'static str, at: i64 },
-    /// Take due deliveries for a while (see [`super::Store::lease`]).
+    /// Take due deliveries for a while (see [`super::Store::lease`]; milliseconds).
     Lease { now: i64, lease: i64, limit: i64, destinations: Vec<String> },
     /// Put a dead letter back in the queue.
     Replay { item_id: i64, at: i64 },
@@ -82,7 +85,7 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
         }
         Write::Status { transfer_id, update, role } => status(tx, backend, &transfer_id, &update, role).await,
         Write::Delivered { item_id, at } => delivered(tx, backend, item_id, at).await,
-        Write::Failed { item_id, at, error, next_attempt_at, dead } => {
+        Write::Failed { item_id, at, error, next_attempt_at, dead, undeliverable } => {
             let status = if dead { "dead" } else { "pending" };
             let changed = sqlx::query(
                 "UPDATE outbox SET attempts = attempts + 1, status = $1, next_attempt_at = $2, leased_until = 0, last_error = $3 \
@@ -107,7 +110,7 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
                         at,
                         actor: "gateway".into(),
                         action: if dead { "delivery.dead" } else { "delivery.failed" }.into(),
-                        transfer_id: Some(transfer_id),
+                        transfer_id: Some(transfer_id.clone()),
                         detail: serde_json::json!({"destination": destination, "kind": kind, "attempt": attempts, "error": error}),
                     };
                     super::audit::append(tx, backend, &[entry]).await?;
@@ -123,6 +126,9 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
                 .bind(&error)
                 .execute(&mut **tx)
                 .await?;
+                if let (true, true, Some(note)) = (changed > 0, kind == DeliveryKind::Transfer.as_str(), undeliverable) {
+                    reject_undeliverable(tx, backend, &transfer_id, note).await?;
+                }
             }
             Ok(WriteResult::Done(changed > 0))
         }
@@ -178,10 +184,11 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
             Ok(WriteResult::Records(super::records::put(tx, backend, &dataset, &records, seed).await?))
         }
         Write::Replay { item_id, at } => {
+            let _ = at;
             let changed = sqlx::query(
                 "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, leased_until = 0 WHERE id = $2 AND status = 'dead'",
             )
-            .bind(at)
+            .bind(super::now_millis())
             .bind(item_id)
             .execute(&mut **tx)
             .await?
@@ -211,7 +218,18 @@ pub(super) fn tx_stamp(backend: Backend) -> &'static str {
     }
 }
 
-/// Rows per multi-row statement (11 parameters each stays far below both databases' limits).
+/// The `escalations` column of a transfer: the deadlines its history records as missed.
+fn escalations_of(transfer: &Transfer) -> String {
+    transfer
+        .history
+        .iter()
+        .filter(|h| h.state == HistoryEvent::Escalated)
+        .filter_map(|h| h.note.as_deref())
+        .map(|deadline| format!("{deadline};"))
+        .collect()
+}
+
+/// Rows per multi-row statement (13 parameters each stays far below both databases' limits).
 pub(super) const ROWS_PER_STATEMENT: usize = 200;
 
 /// Placeholders `($1, $2, …), (…)` for `rows` rows of `columns` parameters, with `literal`
@@ -270,8 +288,9 @@ pub async fn submit_many(
     for chunk in candidates.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO transfers (transfer_id, sender, sender_ref, destination, state, requested_at, receive_by, resolve_by, \
-             document, created_at, updated_at) VALUES {} ON CONFLICT (sender, sender_ref) DO NOTHING RETURNING transfer_id",
-            values(backend, chunk.len(), 11, None)
+             document, created_at, updated_at, overdue, escalations) VALUES {} \
+             ON CONFLICT (sender, sender_ref) DO NOTHING RETURNING transfer_id",
+            values(backend, chunk.len(), 13, None)
         );
         let mut query = sqlx::query(&sql);
         for &i in chunk {
@@ -287,13 +306,25 @@ pub async fn submit_many(
                 .bind(t.deadlines.resolve_by.map(Timestamp::unix_seconds))
                 .bind(&items[i].document)
                 .bind(now)
-                .bind(now);
+                .bind(now)
+                .bind(i64::from(t.overdue))
+                .bind(escalations_of(t));
         }
         for row in query.fetch_all(&mut **tx).await? {
             inserted.insert(row.try_get::<String, _>(0)?);
         }
     }
     let created: Vec<usize> = candidates.iter().copied().filter(|&i| inserted.contains(&items[i].transfer.transfer_id)).collect();
+    for chunk in created.chunks(ROWS_PER_STATEMENT) {
+        let sql =
+            format!("INSERT INTO case_transfers (case_id, transfer_id, sender) VALUES {}", values(backend, chunk.len(), 3, None));
+        let mut query = sqlx::query(&sql);
+        for &i in chunk {
+            let t = &items[i].transfer;
+            query = query.bind(&t.case.case_id).bind(&t.transfer_id).bind(t.from.to_string());
+        }
+        query.execute(&mut **tx).await?;
+    }
     let deliveries: Vec<Delivery<'_>> = created
         .iter()
         .map(|&i| {
@@ -302,10 +333,15 @@ pub async fn submit_many(
         })
         .collect();
     enqueue(tx, backend, &deliveries, now).await?;
-    let events: Vec<Event<'_>> = created
-        .iter()
-        .map(|&i| Event { transfer: &items[i].transfer, kind: "submitted", document: &items[i].document })
-        .collect();
+    let mut events: Vec<Event<'_>> = Vec::with_capacity(created.len());
+    for &i in &created {
+        let (transfer, document) = (&items[i].transfer, items[i].document.as_str());
+        events.push(Event { transfer, kind: "submitted", document });
+        // Overdue on arrival: both parties hear of the escalation like any other.
+        if transfer.overdue {
+            events.push(Event { transfer, kind: "escalated", document });
+        }
+    }
     record(tx, backend, &events, now).await?;
     let mut results: Vec<Option<WriteResult>> = (0..items.len()).map(|_| None).collect();
     for &i in candidates.iter().filter(|&&i| !inserted.contains(&items[i].transfer.transfer_id)) {
@@ -384,6 +420,15 @@ async fn status(
     let Some((mut transfer, sender_ref)) = load_for_update(tx, backend, transfer_id).await? else {
         return Ok(WriteResult::Status(Err(StatusRefused::NotFound(transfer_id.to_string()))));
     };
+    let clock = Timestamp::now();
+    if !lifecycle::is_repeat(&transfer, update) {
+        if let Err(refusal) = lifecycle::check_time(&transfer, update, clock) {
+            return Ok(WriteResult::Status(Err(refusal.into())));
+        }
+    }
+    // Deadlines already passed and not met are missed whatever this update says: the update
+    // that arrives late records the miss, in its own commit (`canonical.md`, "Deadlines").
+    let misses = lifecycle::missed_deadlines(&transfer, clock);
     let outcome = match lifecycle::apply(&mut transfer, update, role) {
         Ok(outcome) => outcome,
         Err(refusal) => return Ok(WriteResult::Status(Err(refusal.into()))),
@@ -391,14 +436,17 @@ async fn status(
     if outcome == Outcome::Duplicate {
         return Ok(WriteResult::Status(Ok((Box::new(transfer), outcome))));
     }
-    let now = Timestamp::now().unix_seconds();
-    let document = save(tx, &transfer, None, now).await?;
+    let now = clock.unix_seconds();
+    lifecycle::record_misses(&mut transfer, &misses, clock);
+    let escalations = escalation_text(&misses);
+    let document = save(tx, &transfer, escalations.as_deref(), now).await?;
     // The other party hears of it, by the reference it knows the transfer by.
     let (receiver, reference) = match role {
         Role::Destination | Role::Gateway => (transfer.from.clone(), sender_ref),
         Role::Origin => (transfer.to.clone(), transfer.transfer_id.clone()),
     };
-    if role != Role::Gateway {
+    // The gateway's own `delivered` is no news to a desk; its undeliverable rejection is.
+    if role != Role::Gateway || update.state == State::Rejected {
         let mut notice = update.clone();
         notice.transfer_id = Some(transfer.transfer_id.clone());
         notice.transfer_ref = Some(reference);
@@ -412,8 +460,45 @@ async fn status(
         };
         enqueue(tx, backend, &[delivery], now).await?;
     }
-    record(tx, backend, &[Event { transfer: &transfer, kind: update.state.as_str(), document: &document }], now).await?;
+    let mut events = vec![Event { transfer: &transfer, kind: update.state.as_str(), document: &document }];
+    if !misses.is_empty() {
+        events.push(Event { transfer: &transfer, kind: "escalated", document: &document });
+    }
+    record(tx, backend, &events, now).await?;
     Ok(WriteResult::Status(Ok((Box::new(transfer), outcome))))
+}
+
+/// Rejects a transfer the gateway could not deliver, on its destination's behalf (`by`
+/// `gateway`, reason `undeliverable`), and tells the origin like any status. A transfer the
+/// destination has answered meanwhile is left as it is.
+async fn reject_undeliverable(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    transfer_id: &str,
+    note: String,
+) -> Result<(), StoreError> {
+    let Some((transfer, _)) = load_for_update(tx, backend, transfer_id).await? else {
+        return Ok(());
+    };
+    let update = StatusUpdate {
+        transfer_id: Some(transfer.transfer_id.clone()),
+        transfer_ref: None,
+        state: State::Rejected,
+        at: Timestamp::now(),
+        by: transfer.to.clone(),
+        unit: None,
+        note: Some(note),
+        resolution: None,
+        feedback: None,
+        reason_code: Some(crate::model::ReasonCode::Undeliverable),
+    };
+    status(tx, backend, transfer_id, &update, Role::Gateway).await?;
+    Ok(())
+}
+
+/// The text for the `escalations` column that `misses` add, if any.
+fn escalation_text(misses: &[&str]) -> Option<String> {
+    (!misses.is_empty()).then(|| misses.join(";"))
 }
 
 async fn delivered(tx: &mut Transaction<'_, Any>, backend: Backend, item_id: i64, at: i64) -> Result<WriteResult, StoreError> {
@@ -475,6 +560,7 @@ async fn mark_delivered(
         note: None,
         resolution: None,
         feedback: None,
+        reason_code: None,
     };
     if let Ok(Outcome::Applied(_)) = lifecycle::apply(&mut transfer, &update, Role::Gateway) {
         let document = save(tx, &transfer, None, at).await?;
@@ -499,16 +585,9 @@ async fn escalate(
     if already || lifecycle::missed_deadline(&transfer, now) != Some(deadline) {
         return Ok(WriteResult::Done(false));
     }
-    transfer.overdue = true;
-    transfer.history.push(HistoryEntry {
-        state: HistoryEvent::Escalated,
-        at: now,
-        by: "gateway".to_string(),
-        implied: false,
-        unit: None,
-        note: Some(deadline.to_string()),
-    });
-    let document = save(tx, &transfer, Some(deadline), at).await?;
+    lifecycle::record_misses(&mut transfer, &[deadline], now);
+    let escalations = escalation_text(&[deadline]);
+    let document = save(tx, &transfer, escalations.as_deref(), at).await?;
     record(tx, backend, &[Event { transfer: &transfer, kind: "escalated", document: &document }], at).await?;
     Ok(WriteResult::Done(true))
 }
@@ -528,6 +607,7 @@ async fn enqueue(
     deliveries: &[Delivery<'_>],
     now: i64,
 ) -> Result<(), StoreError> {
+    let due = super::now_millis();
     for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO outbox (destination, transfer_id, kind, payload, next_attempt_at, created_at) VALUES {}",
@@ -540,7 +620,7 @@ async fn enqueue(
                 .bind(d.transfer_id)
                 .bind(d.kind.as_str())
                 .bind(d.payload)
-                .bind(now)
+                .bind(due)
                 .bind(now);
         }
         query.execute(&mut **tx).await?;
@@ -579,7 +659,9 @@ async fn record(tx: &mut Transaction<'_, Any>, backend: Backend, events: &[Event
     let entries: Vec<AuditEntry> = events
         .iter()
         .map(|e| {
-            let last = e.transfer.history.last();
+            // The entry this event wrote: a status update may be followed by the escalations
+            // it recorded, and a submission by its routing and any miss on arrival.
+            let last = e.transfer.history.iter().rev().find(|h| h.state.as_str() == e.kind).or(e.transfer.history.last());
             AuditEntry {
                 at: now,
                 actor: last.map_or_else(|| e.transfer.from.to_string(), |h| h.by.clone()),
