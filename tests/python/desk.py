@@ -12,7 +12,8 @@ Protocol with the test (tests/desks.rs), one line each:
   stdin  <- PLAN {json}            the desks, certificates and cases to play
   stdout -> READY {endpoint: port}  the desks listen
   stdin  <- GO <gateway port>       the gateway is up: play the cases
-  stdout -> REPORT {json}           what every desk saw, when every case has ended (or timed out)
+  stdin  <- STOP                    the test has seen every case end (or gave up)
+  stdout -> REPORT {json}           what every desk saw and sent
 
 Flows (the destination reads the flow from a tag in the case's summary, `[flow]`):
   normal   received, accepted, two progress notes in the same second, resolved; origin closes
@@ -104,6 +105,14 @@ def category(fmt, code, field):
     return code
 
 
+def parse_xml(body):
+    """An XML document in the encoding its declaration names (ElementTree cannot decode GBK)."""
+    head = body[:100].decode("ascii", "replace")
+    found = re.search(r'encoding="([^"]+)"', head)
+    text = body.decode(found.group(1) if found else "utf-8")
+    return ET.fromstring(re.sub(r"^<\?xml[^>]*\?>", "", text.lstrip("\ufeff")))
+
+
 def xml_text(root, path, ns=None):
     node = root.find(path, ns or {})
     return None if node is None or node.text is None else node.text.strip()
@@ -163,7 +172,7 @@ def read_document(fmt, body):
         head = body[:100].decode("ascii", "replace")
         if 'encoding="GBK"' not in head:
             raise Invalid("the document must declare encoding=\"GBK\"")
-        root = ET.fromstring(body)  # the declaration says GBK: ElementTree decodes it
+        root = parse_xml(body)
         if root.tag == "ZTFK":
             return "status", need(xml_text(root, "LZBH"), "LZBH"), status_fields(
                 fmt, xml_text(root, "ZT"), xml_text(root, "SM"), xml_text(root, "MYD"))
@@ -176,7 +185,7 @@ def read_document(fmt, body):
         return "transfer", need(xml_text(root, "LZBH"), "LZBH"), {"summary": need(xml_text(root, "JQXX/NR"), "JQXX.NR"),
                                                                   "reason": xml_text(root, "ZJYY") or ""}
     if fmt == "workorder-xml":
-        root = ET.fromstring(body)
+        root = parse_xml(body)
         ns = {"w": WO_NS}
         if root.tag == f"{{{WO_NS}}}StatusReport":
             status = root.find("w:Status", ns)
@@ -246,7 +255,7 @@ def receipt_ok(fmt, body):
         if fmt == "incident-json":
             return doc.get("code") == 0, doc.get("message")
         return doc.get("success") is True, (doc.get("error") or {}).get("message") or doc.get("message")
-    root = ET.fromstring(body)
+    root = parse_xml(body)
     if fmt == "jqxx-xml":
         return xml_text(root, "CODE") == "0", xml_text(root, "MSG")
     ns = {"w": WO_NS}
@@ -364,7 +373,12 @@ class Desk:
                 self.log("error", {"path": path, "error": str(e)})
                 time.sleep(0.25)
                 continue
-            ok, message = receipt_ok(self.format, data)
+            try:
+                ok, message = receipt_ok(self.format, data)
+            except Exception as e:  # an answer that is not this desk's receipt is a finding
+                self.log("unreadable_receipt", {"path": path, "status": answer.status, "error": str(e),
+                                                "body": data.decode("utf-8", "replace")})
+                return False, str(e)
             if answer.status == 429:
                 time.sleep(0.5)
                 continue
@@ -398,15 +412,15 @@ class Desk:
             return receipt(self.format, "invalid", "", str(e))
         flow = re.search(r"\[(\w+)\]", fields.get("summary", "")) if kind == "transfer" else None
         flow = flow.group(1) if flow else None
-        with self.lock:
-            self.seen[ref] = self.seen.get(ref, 0) + 1
-            first = self.seen[ref] == 1
         if kind == "transfer" and flow == "invalid":
             self.log("answered_invalid", {"ref": ref})
             return receipt(self.format, "invalid", ref, "本平台不受理该类事项")
         if kind == "transfer" and flow == "busy" and ref not in self.busy_once:
             self.busy_once.add(ref)
             return receipt(self.format, "busy", ref, "系统繁忙")
+        with self.lock:
+            self.seen[ref] = self.seen.get(ref, 0) + 1
+            first = self.seen[ref] == 1
         if kind == "transfer":
             self.log("received", {"ref": ref, "flow": flow, "first": first})
             if first:
@@ -518,8 +532,9 @@ def main():
         time.sleep(down["after"])
         desks[down["endpoint"]].down_until = time.time() + down["seconds"]
         desks[down["endpoint"]].log("down", {"seconds": down["seconds"]})
-    time.sleep(plan.get("settle", 20))
-    print("REPORT " + json.dumps(report, ensure_ascii=False), flush=True)
+    line = sys.stdin.readline()  # STOP: the test has seen every case end (or gave up)
+    with report_lock:
+        print("REPORT " + json.dumps(report, ensure_ascii=False), flush=True)
 
 
 if __name__ == "__main__":
