@@ -358,6 +358,78 @@ pub fn backoff(settings: &Settings, attempts: i64, salt: i64) -> Duration {
 mod tests {
     use super::*;
 
+    fn answered(status: u16, receipt: Option<ReceiptKind>) -> Attempt {
+        Attempt::Answered { status, receipt, message: "m".into() }
+    }
+
+    // The retry table, one test per row.
+
+    #[test]
+    fn the_success_receipt_delivers() {
+        assert_eq!(verdict(&Attempt::Delivered), Verdict::Delivered);
+    }
+
+    #[test]
+    fn a_document_the_destination_cannot_take_is_permanent() {
+        assert_eq!(verdict(&Attempt::Unrenderable("MBQH: expected a six-digit region code".into())), Verdict::Permanent);
+    }
+
+    #[test]
+    fn the_invalid_receipt_is_permanent_whatever_the_status() {
+        for status in [200, 400, 422, 500] {
+            assert_eq!(verdict(&answered(status, Some(ReceiptKind::Invalid))), Verdict::Permanent, "{status}");
+        }
+    }
+
+    #[test]
+    fn too_large_is_permanent() {
+        assert_eq!(verdict(&answered(413, None)), Verdict::Permanent);
+    }
+
+    #[test]
+    fn busy_is_retried() {
+        assert_eq!(verdict(&answered(429, Some(ReceiptKind::Busy))), Verdict::Retry);
+        assert_eq!(verdict(&answered(503, Some(ReceiptKind::Busy))), Verdict::Retry);
+        assert_eq!(verdict(&answered(429, None)), Verdict::Retry);
+    }
+
+    #[test]
+    fn refused_is_retried() {
+        assert_eq!(verdict(&answered(409, Some(ReceiptKind::Refused))), Verdict::Retry);
+    }
+
+    #[test]
+    fn a_success_receipt_with_an_error_status_is_retried() {
+        assert_eq!(verdict(&answered(500, Some(ReceiptKind::Success))), Verdict::Retry);
+    }
+
+    #[test]
+    fn an_answer_in_no_receipt_form_is_retried() {
+        for status in [200, 404, 500, 502] {
+            assert_eq!(verdict(&answered(status, None)), Verdict::Retry, "{status}");
+        }
+    }
+
+    #[test]
+    fn transport_failures_are_retried() {
+        for attempt in [
+            Attempt::Connect("refused".into()),
+            Attempt::Http("connection reset".into()),
+            Attempt::Timeout(Duration::from_secs(10)),
+            Attempt::NoUrl("330200/12345".into()),
+        ] {
+            assert_eq!(verdict(&attempt), Verdict::Retry, "{attempt}");
+        }
+    }
+
+    #[test]
+    fn backoff_keeps_sub_second_precision() {
+        let settings = Settings { initial_backoff: Duration::from_millis(1500), ..Settings::default() };
+        let first = backoff(&settings, 1, 3);
+        assert!(first >= Duration::from_millis(1200) && first <= Duration::from_millis(1800), "{first:?}");
+        assert_ne!(first.subsec_millis(), 0, "{first:?}: not rounded to whole seconds");
+    }
+
     #[test]
     fn backoff_doubles_with_jitter_and_is_capped() {
         let settings = Settings::default();

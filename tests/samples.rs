@@ -157,3 +157,107 @@ fn invalid_messages_say_what_was_expected() {
         }
     }
 }
+
+/// Error receipts are told apart by kind, as each format's section of `formats.md` writes them
+/// (typed in here, not rendered by the gateway): what delivery's retry table reads.
+#[test]
+fn receipts_are_told_apart_by_kind() {
+    let registry = Registry::builtin();
+    let cases: &[(&str, &str, Option<ReceiptKind>)] = &[
+        ("330200/110", r#"{"CODE": "0000", "MSG": "成功", "LZBH": "X"}"#, Some(ReceiptKind::Success)),
+        ("330200/110", r#"{"CODE": "1001", "MSG": "MBQH: bad"}"#, Some(ReceiptKind::Invalid)),
+        ("330200/110", r#"{"CODE": "1002", "MSG": "state"}"#, Some(ReceiptKind::Refused)),
+        ("330200/110", r#"{"CODE": "1003", "MSG": "busy"}"#, Some(ReceiptKind::Busy)),
+        ("330200/110", r#"{"CODE": "9999"}"#, None),
+        ("330200/12345", r#"{"code": "400", "msg": "bad"}"#, Some(ReceiptKind::Invalid)),
+        ("330200/12345", r#"{"code": "429", "msg": "busy"}"#, Some(ReceiptKind::Busy)),
+        ("110000/110", r#"{"code": 400, "message": "bad"}"#, Some(ReceiptKind::Invalid)),
+        ("110000/110", r#"{"code": 409, "message": "no"}"#, Some(ReceiptKind::Refused)),
+        ("110000/12345", r#"{"success": false, "error": {"kind": "invalid", "message": "bad"}}"#, Some(ReceiptKind::Invalid)),
+        ("110000/12345", r#"{"success": false, "error": {"kind": "busy", "message": "later"}}"#, Some(ReceiptKind::Busy)),
+        (
+            "210000/110",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><FHXX><CODE>1</CODE><MSG>bad</MSG></FHXX>",
+            Some(ReceiptKind::Invalid),
+        ),
+        (
+            "210000/110",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><FHXX><CODE>3</CODE><MSG>busy</MSG></FHXX>",
+            Some(ReceiptKind::Busy),
+        ),
+        (
+            "210000/12345",
+            "<Receipt xmlns=\"urn:gov:12345:workorder:2\"><Result>Invalid</Result><Message>bad</Message></Receipt>",
+            Some(ReceiptKind::Invalid),
+        ),
+        (
+            "210000/12345",
+            "<Receipt xmlns=\"urn:gov:12345:workorder:2\"><Result>Refused</Result><Message>no</Message></Receipt>",
+            Some(ReceiptKind::Refused),
+        ),
+    ];
+    for (endpoint, receipt, kind) in cases {
+        let endpoint = registry.endpoint_named(endpoint).unwrap();
+        assert_eq!(endpoint.read_receipt(receipt.as_bytes()).unwrap().kind, *kind, "{} {receipt}", endpoint.id);
+    }
+}
+
+/// A success receipt can carry a notice for the desk (the destination is unreachable), in the
+/// field its format reads messages from, or beside `success` where the receipt has none.
+#[test]
+fn a_success_receipt_carries_a_notice_in_its_body() {
+    let registry = Registry::builtin();
+    for endpoint in registry.endpoints() {
+        let receipt = endpoint.write_receipt(ReceiptKind::Success, Some("R-1"), Some("目标平台暂时无法送达"));
+        let reading = endpoint.read_receipt(&receipt).unwrap();
+        assert!(reading.ok, "{}", endpoint.id);
+        let text = endpoint.format.encoding.decode(&receipt).unwrap_or_default();
+        assert!(text.contains("目标平台暂时无法送达"), "{}: {text}", endpoint.id);
+    }
+}
+
+/// `formats.md`: jjd-json's `MBQH` is six digits. A reader refuses nine; a township written to
+/// it becomes its county.
+#[test]
+fn a_six_digit_region_field_refuses_nine_and_is_written_as_the_county() {
+    let registry = Registry::builtin();
+    let ningbo_110 = registry.endpoint_named("330200/110").unwrap();
+    let sample = std::fs::read_to_string(spec_dir().join("samples/jjd-json/transfer-ningbo-township.json")).unwrap();
+    let township = sample.replace(r#""MBQH": "330203""#, r#""MBQH": "330203101""#);
+    assert_ne!(township, sample);
+    let error = ningbo_110.read_transfer(township.as_bytes()).unwrap_err();
+    assert_eq!(error.to_string(), "MBQH: expected a six-digit region code, got \"330203101\"");
+    let mut request = ningbo_110.read_transfer(sample.as_bytes()).unwrap();
+    request.to_region = Some("330203101".parse().unwrap());
+    let written: Value = serde_json::from_slice(&ningbo_110.write_transfer(&request).unwrap()).unwrap();
+    assert_eq!(written["MBQH"], "330203");
+    // gd-json's region fields take nine digits as they are
+    let gd = registry.endpoint_named("330200/12345").unwrap();
+    let written: Value = serde_json::from_slice(&gd.write_transfer(&request).unwrap()).unwrap();
+    assert_eq!(written["mbqh"], "330203101");
+}
+
+/// `linkage.md`: a rejection's reason travels as a label in front of the native note.
+#[test]
+fn rejection_labels_are_read_into_reason_codes_and_written_back() {
+    use liandong::model::ReasonCode;
+    let registry = Registry::builtin();
+    let jjd = registry.endpoint_named("330200/12345").unwrap();
+    let status = |note: &str| format!(r#"{{"lzbh": "T1", "gdzt": "退回", "czsj": "2026/11/30 10:00:00", "sm": "{note}"}}"#);
+    let read = |note: &str| jjd.read_status(status(note).as_bytes());
+    let update = read("【重复】 已由12345转办").unwrap();
+    assert_eq!((update.reason_code, update.note.as_deref()), (Some(ReasonCode::Duplicate), Some("已由12345转办")));
+    let update = read("不属于本部门").unwrap();
+    assert_eq!((update.reason_code, update.note.as_deref()), (Some(ReasonCode::Other), Some("不属于本部门")));
+    let update = read("【无法送达】目标平台拒收").unwrap();
+    assert_eq!(update.note.as_deref(), Some("undeliverable: 目标平台拒收"));
+    assert_eq!(read("【非本辖区】").unwrap_err().to_string(), "sm: a rejection's label needs the reason after it");
+    let mut update = read("【非本辖区】应由鄞州区办理").unwrap();
+    assert_eq!(update.reason_code, Some(ReasonCode::WrongRegion));
+    let written: Value = serde_json::from_slice(&jjd.write_status(&update).unwrap()).unwrap();
+    assert_eq!(written["sm"], "【非本辖区】应由鄞州区办理");
+    update.reason_code = Some(ReasonCode::Undeliverable);
+    update.note = Some("undeliverable: 330200/110 could not take it".into());
+    let written: Value = serde_json::from_slice(&jjd.write_status(&update).unwrap()).unwrap();
+    assert_eq!(written["sm"], "【无法送达】330200/110 could not take it");
+}

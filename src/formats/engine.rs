@@ -289,15 +289,25 @@ fn fill(template: &Node, reference: Option<&str>, message: Option<&str>) -> Opti
 /// error receipt's kind is told from another's (`CODE` `1001` against `1002`).
 fn carries_fixed_values(template: &Node, tree: &Node) -> bool {
     match template {
-        Node::Object(entries) => entries.iter().all(|(key, child)| match child {
-            Node::String(s) if s.contains('{') => true,
-            _ => tree.get(key).is_some_and(|value| carries_fixed_values(child, value)),
+        Node::Object(entries) => entries.iter().all(|(key, child)| {
+            !has_fixed_values(child) || tree.get(key).is_some_and(|value| carries_fixed_values(child, value))
         }),
+        Node::String(s) if s.contains('{') => true,
         Node::String(_) | Node::Number(_) | Node::Bool(_) => {
             let expected = token_of(template).ok().flatten();
             expected.is_some() && token_of(tree).ok().flatten() == expected
         }
         Node::Null | Node::Array(_) => true,
+    }
+}
+
+/// Whether a template part holds any value that is not a placeholder.
+fn has_fixed_values(template: &Node) -> bool {
+    match template {
+        Node::String(s) => !s.contains('{'),
+        Node::Object(entries) => entries.iter().any(|(_, child)| has_fixed_values(child)),
+        Node::Number(_) | Node::Bool(_) => true,
+        Node::Null | Node::Array(_) => false,
     }
 }
 

@@ -438,6 +438,73 @@ mod tests {
     }
 
     #[test]
+    fn two_progress_notes_in_one_second_are_two_updates() {
+        let mut t = transfer(State::Accepted);
+        let mut first = update(State::InProgress, DEST, 30);
+        first.note = Some("已派员".into());
+        let mut second = first.clone();
+        second.note = Some("已到场".into());
+        assert!(matches!(apply(&mut t, &first, Role::Destination), Ok(Outcome::Applied(_))));
+        assert!(matches!(apply(&mut t, &second, Role::Destination), Ok(Outcome::Applied(_))));
+        assert_eq!(apply(&mut t, &second, Role::Destination), Ok(Outcome::Duplicate), "the same note again is a repeat");
+        assert_eq!(t.history.iter().filter(|h| h.state == HistoryEvent::State(State::InProgress)).count(), 2);
+    }
+
+    #[test]
+    fn a_status_time_before_the_history_or_in_the_future_is_refused_naming_at() {
+        let t = transfer(State::Accepted);
+        let last = t.history.last().unwrap().at;
+        let now = last.plus_seconds(600);
+        let mut early = update(State::InProgress, DEST, 0);
+        early.at = last.plus_seconds(-1);
+        let refusal = check_time(&t, &early, now).unwrap_err();
+        assert!(refusal.reason.starts_with("at: "), "{refusal}");
+        let mut future = update(State::InProgress, DEST, 0);
+        future.at = now.plus_seconds(CLOCK_SKEW_SECONDS + 1);
+        assert!(check_time(&t, &future, now).unwrap_err().reason.contains("future"));
+        let mut fine = update(State::InProgress, DEST, 0);
+        fine.at = now.plus_seconds(CLOCK_SKEW_SECONDS);
+        assert_eq!(check_time(&t, &fine, now), Ok(()), "within the skew allowance");
+        // an entry the gateway stamped with its own clock allows the skew before it
+        let delivered = transfer(State::Delivered);
+        let mut signed = update(State::Received, DEST, 0);
+        signed.at = delivered.history.last().unwrap().at.plus_seconds(-5);
+        assert_eq!(check_time(&delivered, &signed, now), Ok(()));
+    }
+
+    #[test]
+    fn an_update_after_a_deadline_records_every_miss_once() {
+        let mut t = transfer(State::Delivered);
+        t.deadlines =
+            Deadlines { receive_by: t.requested_at.plus_seconds(60), resolve_by: Some(t.requested_at.plus_seconds(120)) };
+        assert_eq!(super::missed_deadlines(&t, t.requested_at.plus_seconds(59)), Vec::<&str>::new());
+        assert_eq!(super::missed_deadlines(&t, t.requested_at.plus_seconds(61)), ["receive_by"]);
+        assert_eq!(super::missed_deadlines(&t, t.requested_at.plus_seconds(121)), ["receive_by", "resolve_by"]);
+        let at = t.requested_at.plus_seconds(61);
+        record_misses(&mut t, &["receive_by"], at);
+        assert!(t.overdue);
+        assert_eq!(super::missed_deadlines(&t, t.requested_at.plus_seconds(121)), ["resolve_by"], "receive_by is not missed twice");
+    }
+
+    #[test]
+    fn only_the_gateway_rejects_as_undeliverable_and_only_before_receipt() {
+        let mut undeliverable = update(State::Rejected, DEST, 1);
+        undeliverable.reason_code = Some(ReasonCode::Undeliverable);
+        undeliverable.note = Some("undeliverable: 330200/12345 could not take it".into());
+        let mut t = transfer(State::Submitted);
+        apply(&mut t, &undeliverable, Role::Gateway).unwrap();
+        assert_eq!((t.state, t.history.last().unwrap().by.as_str()), (State::Rejected, "gateway"));
+        assert_eq!(t.history.last().unwrap().reason_code, Some(ReasonCode::Undeliverable));
+        let mut received = transfer(State::Received);
+        assert!(apply(&mut received, &undeliverable, Role::Gateway).is_err(), "a received transfer was delivered");
+        let mut t = transfer(State::Delivered);
+        assert!(apply(&mut t, &undeliverable, Role::Destination).is_err(), "undeliverable is the gateway's own");
+        let mut plain = update(State::Rejected, DEST, 1);
+        plain.reason_code = Some(ReasonCode::Other);
+        assert!(apply(&mut transfer(State::Submitted), &plain, Role::Gateway).is_err());
+    }
+
+    #[test]
     fn deadline_table() {
         let d = |to, u| default_deadline(to, u);
         assert_eq!(d(Platform::Police, Some(Urgency::Immediate)), DeadlineRule { receive_within: 60, resolve_within: None });
