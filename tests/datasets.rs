@@ -389,6 +389,24 @@ async fn routing_takes_the_most_specific_directory_record() {
         let deliveries = store.deliveries_of(&transfer.transfer_id).await.unwrap();
         assert!(deliveries[0].payload.contains("GQ-LB"), "{backend}: the outbox payload carries the unit");
 
+        // regions nest (canonical.md): a city or province to_region holding the case's township
+        // is routed by the township — its unit, and its city's own platform
+        for to_region in ["330200", "330000"] {
+            let mut request = ningbo_request(&format!("R-nest-{to_region}"));
+            request.case.category = "NP03".parse().unwrap();
+            request.to_region = Some(to_region.parse().unwrap());
+            let transfer = engine.submit(&"330200/110".parse().unwrap(), request).await.unwrap().transfer;
+            assert_eq!(transfer.to.to_string(), "330200/12345", "{backend}: {to_region}");
+            let routed = transfer.history.iter().find(|h| h.state == HistoryEvent::Routed).expect("a routed entry");
+            assert_eq!(routed.note.as_deref(), Some("directory 330203101/NP03 v3"), "{backend}: {to_region}");
+        }
+        // a to_region that does not hold the location decides by itself
+        let mut request = ningbo_request("R-elsewhere");
+        request.case.category = "NP03".parse().unwrap();
+        request.to_region = Some("330106".parse().unwrap());
+        let transfer = engine.submit(&"330200/110".parse().unwrap(), request).await.unwrap().transfer;
+        assert_eq!(transfer.to.to_string(), "330000/12345", "{backend}: Hangzhou has no platform of its own");
+
         // another replica's write (another engine on the same store) is routed on within a second
         let replica = common::stores::engine(store.clone());
         Datasets::new(&replica)

@@ -9,6 +9,7 @@ use liandong::store::{Write, WriteResult};
 
 mod common;
 use common::stores::{engine, ningbo_request, stores};
+use liandong::model::{Link, LinkRel};
 
 fn id(s: &str) -> EndpointId {
     s.parse().unwrap()
@@ -287,5 +288,93 @@ async fn the_change_feed_resumes_from_a_cursor_with_nothing_missed_or_repeated()
             "{backend}"
         );
         assert!(FeedCursor::decode("nonsense").is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canonical_sender_may_not_claim_another_endpoints_case() {
+    for (backend, store, _dir) in stores("claims").await {
+        let engine = engine(store.clone());
+        let origin = id("330200/110");
+        let mut request = ningbo_request("C-1");
+        request.case.origin.endpoint = id("330000/110");
+        let refused = engine.submit(&origin, request).await.unwrap_err();
+        assert!(matches!(refused, EngineError::Forbidden(_)), "{backend}: {refused}");
+        assert!(refused.to_string().contains("case.origin.endpoint"), "{refused}");
+        let mut request = ningbo_request("C-2");
+        request.case.case_id = "110:330000:JJ1".into();
+        let refused = engine.submit(&origin, request).await.unwrap_err();
+        assert!(matches!(refused, EngineError::Forbidden(_)) && refused.to_string().contains("case.case_id"), "{refused}");
+        // a link to a transfer the sender is not party to
+        let beijing = {
+            let mut r = ningbo_request("C-3");
+            r.from = id("110000/110");
+            r.case.origin.endpoint = r.from.clone();
+            r.case.case_id = liandong::model::Case::id_for(&r.from, &r.case.origin.local_id);
+            r.to_region = None;
+            r.case.location = None;
+            engine.submit(&r.from.clone(), r).await.unwrap().transfer
+        };
+        let mut request = ningbo_request("C-4");
+        request.links = vec![Link { rel: LinkRel::Related, transfer_id: beijing.transfer_id.clone() }];
+        let refused = engine.submit(&origin, request).await.unwrap_err();
+        assert!(
+            matches!(refused, EngineError::Forbidden(_)) && refused.to_string().starts_with("forbidden: links[0]"),
+            "{refused}"
+        );
+        assert!(store.transfer_by_reference(&origin, "C-4").await.unwrap().is_none(), "{backend}: nothing stored");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_sent_again_after_its_rejection_links_the_rejected_transfer() {
+    for (backend, store, _dir) in stores("reroute").await {
+        let engine = engine(store.clone());
+        let (origin, destination) = (id("330200/110"), id("330200/12345"));
+        let first = engine.submit(&origin, ningbo_request("RR-1")).await.unwrap().transfer;
+        assert!(first.links.is_empty());
+        engine.update_status(&destination, update(&first.transfer_id, State::Rejected, "330200/12345")).await.unwrap();
+        let again = engine.submit(&origin, ningbo_request("RR-2")).await.unwrap().transfer;
+        assert_eq!(again.case.case_id, first.case.case_id);
+        assert_eq!(again.links, [Link { rel: LinkRel::ReroutedFrom, transfer_id: first.transfer_id.clone() }], "{backend}");
+        let stored = store.transfer(&again.transfer_id).await.unwrap().unwrap();
+        assert_eq!(stored.links, again.links, "{backend}: the link is stored");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_late_on_arrival_is_overdue_at_once_and_a_late_update_records_its_miss() {
+    for (backend, store, _dir) in stores("late").await {
+        let engine = engine(store.clone());
+        let (origin, destination) = (id("330200/110"), id("330200/12345"));
+        // sent 40 minutes ago: receive_by (30 min) has passed on arrival
+        let mut request = ningbo_request("LATE-1");
+        request.requested_at = Timestamp::now().plus_seconds(-40 * 60);
+        let t = engine.submit(&origin, request).await.unwrap().transfer;
+        assert!(t.overdue, "{backend}");
+        let escalated: Vec<_> = t.history.iter().filter(|h| h.state == HistoryEvent::Escalated).collect();
+        assert_eq!(escalated.len(), 1, "{backend}: {:?}", t.history);
+        assert_eq!(escalated[0].note.as_deref(), Some("receive_by"));
+        assert_eq!(engine.sweep_deadlines(Timestamp::now()).await.unwrap(), 0, "{backend}: the sweeper does not count it again");
+        let events = store.events_after(None, Default::default(), 100).await.unwrap();
+        assert!(
+            events.iter().any(|e| e.kind == "escalated" && e.transfer.transfer_id == t.transfer_id),
+            "{backend}: both parties hear"
+        );
+
+        // sent 71 h 59 min 59 s ago and resolved now, after both deadlines: both misses, once each
+        let mut request = ningbo_request("LATE-2");
+        request.requested_at = Timestamp::now().plus_seconds(-(72 * 3600) + 1);
+        let t = engine.submit(&origin, request).await.unwrap().transfer;
+        assert_eq!(t.history.iter().filter(|h| h.state == HistoryEvent::Escalated).count(), 1, "{backend}: receive_by only");
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        let mut resolved = update(&t.transfer_id, State::Resolved, "330200/12345");
+        resolved.resolution =
+            Some(liandong::model::Resolution { result: "已办结".into(), resolved_at: resolved.at, unit: None });
+        let (t, _) = engine.update_status(&destination, resolved).await.unwrap();
+        let misses: Vec<_> =
+            t.history.iter().filter(|h| h.state == HistoryEvent::Escalated).filter_map(|h| h.note.as_deref()).collect();
+        assert_eq!(misses, ["receive_by", "resolve_by"], "{backend}: received late and resolved late");
+        assert!(t.overdue);
     }
 }

@@ -483,7 +483,11 @@ mod tests {
         let at = t.requested_at.plus_seconds(61);
         record_misses(&mut t, &["receive_by"], at);
         assert!(t.overdue);
-        assert_eq!(super::missed_deadlines(&t, t.requested_at.plus_seconds(121)), ["resolve_by"], "receive_by is not missed twice");
+        assert_eq!(
+            super::missed_deadlines(&t, t.requested_at.plus_seconds(121)),
+            ["resolve_by"],
+            "receive_by is not missed twice"
+        );
     }
 
     #[test]
