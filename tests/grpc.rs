@@ -255,3 +255,112 @@ async fn an_agency_watches_only_what_its_grant_covers() {
     }
     assert_eq!(found, 1, "the gRPC refusal is audited");
 }
+
+/// What a partner built from reflection alone found: pages that end exactly, tokens and
+/// cursors the gateway never gave, an operator narrowing to one endpoint, `from` and `by` from
+/// the certificate, a quiet watch that says so, a watch from now, and streams that end at once
+/// when the gateway stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edges_a_partner_found_from_reflection() {
+    let site = Site::new("grpc-edges");
+    site.edit_config(|t| t.replacen("[listen]\n", "[listen]\nstream_heartbeat = \"300ms\"\n", 1));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = liandong::config::Config::load(&site.config).unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server =
+        tokio::spawn(liandong::server::run(config, liandong::server::Listeners { https: listener, admin }, async move {
+            let _ = stopped.await;
+        }));
+    let mut police = TransferServiceClient::new(channel(&site, "330200/110", port).await);
+    let mut hotline = TransferServiceClient::new(channel(&site, "330200/12345", port).await);
+
+    // `from` and the case's origin come from the certificate when left out
+    let mut bare = request("E-1");
+    bare.from.clear();
+    bare.case.as_mut().unwrap().origin.as_mut().unwrap().endpoint.clear();
+    bare.case.as_mut().unwrap().case_id.clear();
+    let first = police.submit_transfer(v1::SubmitTransferRequest { request: Some(bare) }).await.unwrap().into_inner();
+    let first = first.transfer.unwrap();
+    assert_eq!((first.from.as_str(), first.case.as_ref().unwrap().case_id.starts_with("110:330200:")), ("330200/110", true));
+    police.submit_transfer(v1::SubmitTransferRequest { request: Some(request("E-2")) }).await.unwrap();
+    // `by` from the certificate too
+    let accepted = hotline
+        .update_status(v1::UpdateStatusRequest {
+            update: Some(v1::StatusUpdate {
+                transfer_id: Some(first.transfer_id.clone()),
+                state: v1::State::Accepted as i32,
+                at: Some(prost_types::Timestamp { seconds: liandong::model::Timestamp::now().unix_seconds(), nanos: 0 }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(accepted.state, v1::State::Accepted as i32);
+
+    // two transfers, pages of two: no token after an exactly full last page
+    let list = |page_size: u32, page_token: String, endpoint: String| v1::ListTransfersRequest {
+        page_size,
+        page_token,
+        endpoint,
+        ..Default::default()
+    };
+    let page = police.list_transfers(list(2, String::new(), String::new())).await.unwrap().into_inner();
+    assert_eq!((page.transfers.len(), page.next_page_token.as_str()), (2, ""));
+    let page = police.list_transfers(list(1, String::new(), String::new())).await.unwrap().into_inner();
+    assert_eq!(page.transfers.len(), 1);
+    let page = police.list_transfers(list(1, page.next_page_token, String::new())).await.unwrap().into_inner();
+    assert_eq!((page.transfers.len(), page.next_page_token.as_str()), (1, ""));
+    let made_up = police.list_transfers(list(1, "page-2".into(), String::new())).await.unwrap_err();
+    assert_eq!(made_up.code(), tonic::Code::InvalidArgument);
+    assert!(made_up.message().starts_with("page_token: "), "{}", made_up.message());
+    // an operator narrows to one endpoint
+    let (cert, key) = (site.dir.join("identities/operator-ops.pem"), site.dir.join("identities/operator-ops-key.pem"));
+    let mut operator = TransferServiceClient::new(channel_as(&site, &cert, &key, port).await);
+    let mut beijing = request("E-3");
+    beijing.from = "110000/110".into();
+    let case = beijing.case.as_mut().unwrap();
+    case.origin.as_mut().unwrap().endpoint = "110000/110".into();
+    case.case_id = case.case_id.replace("110:330200:", "110:110000:");
+    case.location = None;
+    beijing.to_region = None;
+    TransferServiceClient::new(channel(&site, "110000/110", port).await)
+        .submit_transfer(v1::SubmitTransferRequest { request: Some(beijing) })
+        .await
+        .unwrap();
+    let all = operator.list_transfers(list(10, String::new(), String::new())).await.unwrap().into_inner();
+    assert_eq!(all.transfers.len(), 3);
+    let ningbo = operator.list_transfers(list(10, String::new(), "330200/110".into())).await.unwrap().into_inner();
+    assert_eq!(ningbo.transfers.len(), 2, "the endpoint filter holds for an operator");
+
+    // a cursor past the end was never given
+    let past = hotline.watch(v1::WatchRequest { cursor: "0.999999".into(), from_now: false }).await.unwrap_err();
+    assert_eq!(past.code(), tonic::Code::InvalidArgument);
+    assert!(past.message().starts_with("cursor: "), "{}", past.message());
+    // from now: the next event is the next change, and a quiet stream sends heartbeats
+    let mut watch = hotline.watch(v1::WatchRequest { cursor: String::new(), from_now: true }).await.unwrap().into_inner();
+    let beat = tokio::time::timeout(std::time::Duration::from_secs(10), watch.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!((beat.kind.as_str(), beat.transfer.is_none()), ("heartbeat", true));
+    police.submit_transfer(v1::SubmitTransferRequest { request: Some(request("E-4")) }).await.unwrap();
+    let next = loop {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), watch.message()).await.unwrap().unwrap().unwrap();
+        if event.kind != "heartbeat" {
+            break event;
+        }
+    };
+    assert_eq!((next.kind.as_str(), next.transfer.unwrap().from.as_str()), ("submitted", "330200/110"));
+
+    // stopping: the open watch ends with UNAVAILABLE (resume from the cursor), and the gateway
+    // does not wait out its grace period for it
+    let _ = stop.send(());
+    let ended = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), watch.message()).await.expect("the stream ends") {
+            Ok(Some(event)) if event.kind == "heartbeat" => continue,
+            other => break other,
+        }
+    };
+    assert_eq!(ended.unwrap_err().code(), tonic::Code::Unavailable);
+    tokio::time::timeout(std::time::Duration::from_secs(5), server).await.expect("the gateway stops").unwrap().unwrap();
+}

@@ -255,7 +255,7 @@ impl TransferService for Transfers {
             (true, false) => return Err(Status::invalid_argument("cursor: give a cursor or from_now, not both")),
             (true, true) => store.feed_end(true).await.map_err(|e| status_of(e.into()))?,
             (false, _) => {
-                let cursor = FeedCursor::decode(&message.cursor).map_err(|e| Status::invalid_argument(format!("cursor: {e}")))?;
+                let cursor = FeedCursor::decode(&message.cursor).map_err(Status::invalid_argument)?;
                 if cursor > store.feed_end(false).await.map_err(|e| status_of(e.into()))? {
                     return Err(Status::invalid_argument(format!(
                         "cursor: {:?} is past the end of the feed; it was not given by this gateway",
