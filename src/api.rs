@@ -26,7 +26,7 @@
 mod datasets;
 pub mod errors;
 pub mod grpc;
-mod handlers;
+pub(crate) mod handlers;
 pub mod logging;
 mod sync_grpc;
 

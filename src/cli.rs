@@ -564,7 +564,11 @@ fn deliveries(command: &DeliveriesCommand, stdout: &mut dyn Write) -> Result<(),
                         store.write(crate::store::Write::Replay { item_id: *id, at: now }).await.map_err(failed)?,
                         crate::store::WriteResult::Done(true)
                     );
-                    out.push_str(&format!("{id}: {}\n", if done { "queued again" } else { "not a dead letter" }));
+                    if done {
+                        out.push_str(&format!("{id}: queued again\n"));
+                    } else {
+                        out.push_str(&format!("{id}: {}\n", crate::api::handlers::NOT_REPLAYABLE));
+                    }
                 }
                 Ok(out)
             }

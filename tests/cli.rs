@@ -294,3 +294,15 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
     assert_eq!(report["differences"][0]["kind"], "unknown_here");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `formats.md`: jjd-json's `MBQH` is six digits; `convert` refuses a township's nine.
+#[test]
+fn convert_refuses_a_nine_digit_mbqh() {
+    let document = std::fs::read_to_string(sample("jjd-json/transfer-ningbo-township.json"))
+        .unwrap()
+        .replace(r#""MBQH": "330203""#, r#""MBQH": "330203101""#);
+    let output = liandong(&["convert", "--from", "330200/110", "--kind", "transfer"], Some(document.as_bytes()));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    assert_eq!(String::from_utf8_lossy(&output.stderr).trim(), "MBQH: expected a six-digit region code, got \"330203101\"");
+}

@@ -378,3 +378,60 @@ async fn a_transfer_late_on_arrival_is_overdue_at_once_and_a_late_update_records
         assert!(t.overdue);
     }
 }
+
+/// A transfer whose delivery is dead is rejected on the destination's behalf, its origin told
+/// in the same commit; that dead letter is not replayed (the origin re-sends instead), while a
+/// dead status notice still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeliverable_transfer_is_handed_back_to_its_origin() {
+    for (backend, store, _dir) in stores("undeliverable").await {
+        let engine = engine(store.clone());
+        let t = engine.submit(&id("330200/110"), ningbo_request("UD-1")).await.unwrap().transfer;
+        let now = liandong::store::now_millis();
+        let item = store.lease(now, 30_000, 10, &everyone()).await.unwrap().remove(0);
+        let note = "undeliverable: 330200/12345 could not take it (its invalid receipt); phone 0574-87000000".to_string();
+        let write = Write::Failed {
+            item_id: item.id,
+            at: now / 1000,
+            error: "HTTP 400 invalid".into(),
+            next_attempt_at: now,
+            dead: true,
+            undeliverable: Some(note.clone()),
+        };
+        store.write(write).await.unwrap();
+        let t = store.transfer(&t.transfer_id).await.unwrap().unwrap();
+        assert_eq!(t.state, State::Rejected, "{backend}");
+        let last = t.history.last().unwrap();
+        assert_eq!((last.by.as_str(), last.note.as_deref()), ("gateway", Some(note.as_str())), "{backend}");
+        assert_eq!(last.reason_code, Some(liandong::model::ReasonCode::Undeliverable));
+        let told = store.lease(liandong::store::now_millis(), 30_000, 10, &everyone()).await.unwrap();
+        assert_eq!(told.len(), 1, "{backend}: a notice to the origin");
+        assert_eq!(told[0].destination.to_string(), "330200/110");
+        let notice: StatusUpdate = serde_json::from_str(&told[0].payload).unwrap();
+        assert_eq!(
+            (notice.state, notice.transfer_ref.as_deref()),
+            (State::Rejected, Some("UD-1")),
+            "{backend}: by its own reference"
+        );
+        let WriteResult::Done(replayed) = store.write(Write::Replay { item_id: item.id, at: now / 1000 }).await.unwrap() else {
+            panic!("done")
+        };
+        assert!(!replayed, "{backend}: the origin has it back; it is not sent again");
+        // a dead notice is replayed as before
+        let write = Write::Failed {
+            item_id: told[0].id,
+            at: now / 1000,
+            error: "down".into(),
+            next_attempt_at: now,
+            dead: true,
+            undeliverable: None,
+        };
+        store.write(write).await.unwrap();
+        assert_eq!(store.transfer(&t.transfer_id).await.unwrap().unwrap().history.len(), t.history.len(), "{backend}");
+        let WriteResult::Done(replayed) = store.write(Write::Replay { item_id: told[0].id, at: now / 1000 }).await.unwrap()
+        else {
+            panic!("done")
+        };
+        assert!(replayed, "{backend}");
+    }
+}

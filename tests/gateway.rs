@@ -208,33 +208,55 @@ async fn reqwest_free_get(addr: std::net::SocketAddr, path: &str) -> String {
     out
 }
 
+/// Dead letters over HTTPS: a transfer its destination never took is handed back to its
+/// origin as undeliverable (and not replayed: the origin re-sends it); a status notice that
+/// went dead is replayed by an operator once its receiver is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_list_and_replay_dead_letters_over_https() {
     let site = Site::new("dead");
     let hotline = Receiver::start(&site, "330200/12345").await;
+    let police = Receiver::start(&site, "330200/110").await;
     hotline.up.store(false, std::sync::atomic::Ordering::SeqCst);
+    police.up.store(false, std::sync::atomic::Ordering::SeqCst);
     site.push_to("330200/12345", &hotline.url());
+    site.push_to("330200/110", &police.url());
     site.edit_config(|t| t.replace("dead_after_attempts = 30", "dead_after_attempts = 1"));
     let (addr, _, _stop) = start_on_free_port(&site).await;
     let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
     let (cert, key) = (site.dir.join("identities/operator-ops.pem"), site.dir.join("identities/operator-ops-key.pem"));
     let operator = Client::new(&site, &cert, &key, addr);
-    ningbo_110.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
+    let answer = ningbo_110.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
+    let transfer_id = answer.header("x-liandong-transfer-id").unwrap();
     let mut dead = serde_json::Value::Null;
     for _ in 0..200 {
         dead = operator.get("/v1/deliveries/dead").await.json();
-        if !dead["dead_letters"].as_array().unwrap().is_empty() {
+        if dead["dead_letters"].as_array().unwrap().len() == 2 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let item = &dead["dead_letters"][0];
-    assert!(item["last_error"].as_str().unwrap().contains("down for maintenance"), "{dead}");
+    let letters = dead["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 2, "the transfer, and the notice of its return: {dead}");
+    let (transfer, notice) = (&letters[0], &letters[1]);
+    assert_eq!((transfer["kind"].as_str(), notice["kind"].as_str()), (Some("transfer"), Some("status")), "{dead}");
+    assert!(transfer["last_error"].as_str().unwrap().contains("down for maintenance"), "{dead}");
+    let returned = ningbo_110.get(&format!("/v1/transfers/{transfer_id}")).await.json();
+    assert_eq!(returned["state"], "rejected", "handed back to its origin: {returned}");
     assert_eq!(ningbo_110.get("/v1/deliveries/dead").await.status, 403, "endpoints are not operators");
+
     hotline.up.store(true, std::sync::atomic::Ordering::SeqCst);
-    let answer = operator.post(&format!("/v1/deliveries/{}/replay", item["id"]), Vec::new()).await;
+    let answer = operator.post(&format!("/v1/deliveries/{}/replay", transfer["id"]), Vec::new()).await;
+    assert_eq!(answer.status, 404);
+    assert!(answer.json()["error"]["message"].as_str().unwrap().contains("re-sent by the origin"), "{}", answer.json());
+
+    police.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answer = operator.post(&format!("/v1/deliveries/{}/replay", notice["id"]), Vec::new()).await;
     assert_eq!(answer.json()["replayed"], true);
-    eventually(20, "the replayed delivery", || !hotline.received().is_empty()).await;
+    eventually(20, "the replayed notice", || !police.received().is_empty()).await;
+    let told: serde_json::Value = serde_json::from_slice(&police.received()[0].body).unwrap();
+    assert_eq!((told["LZBH"].as_str(), told["ZT"].as_str()), (Some("LZ202305080001"), Some("30")));
+    assert!(told["SM"].as_str().unwrap().starts_with("【无法送达】330200/12345 could not take it"), "{told}");
+    assert!(hotline.received().is_empty(), "the returned transfer is not sent again");
 }
 
 const TIGHT_LIMITS: &str = r#"
@@ -387,4 +409,45 @@ async fn unknown_expired_and_misused_certificates_are_refused_and_others_keep_wo
     }
     let good = Client::for_endpoint(&site, "330200/110", addr);
     assert_eq!(good.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await.status, 200);
+}
+
+/// Vendor desk software reads the receipt's body, not headers: when the destination has been
+/// unreachable, the origin's success receipt says so, with the directory's phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receipt_says_when_the_destination_is_unreachable_and_whom_to_phone() {
+    let site = Site::new("unreachable");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    site.push_to("330200/12345", &format!("https://127.0.0.1:{closed}/desk"));
+    site.edit_config(|t| t.replace("unreachable_after = \"2m\"", "unreachable_after = \"1s\""));
+    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let hotline = Client::for_endpoint(&site, "330200/12345", addr);
+    let directory =
+        r#"{"version": 1, "body": {"unit": {"code": "HS-ZF", "name": "海曙区综合行政执法局"}, "phone": "0574-87000000"}}"#;
+    let put = hotline.request("PUT", "/v1/datasets/directory/records/330203/NP07", directory.as_bytes().to_vec()).await.unwrap();
+    assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body));
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+    let now = liandong::model::Timestamp::now().format_beijing("yyyy-MM-dd HH:mm:ss");
+    let sample =
+        String::from_utf8(sample("jjd-json/transfer-ningbo-township.json")).unwrap().replace("2023-05-08 09:43:00", &now);
+    let first = police.post("/v1/native/330200/110/transfers", sample.clone().into_bytes()).await;
+    assert_eq!(
+        (first.json()["CODE"].as_str(), first.json()["MSG"].as_str()),
+        (Some("0000"), Some("成功")),
+        "reachable until it fails"
+    );
+    let mut answer = first;
+    for i in 0..100 {
+        if answer.header("x-liandong-destination-status").as_deref() == Some("unreachable") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        answer = police
+            .post("/v1/native/330200/110/transfers", sample.replace("LZ202305080001", &format!("U-{i}")).into_bytes())
+            .await;
+    }
+    let receipt = answer.json();
+    assert_eq!(receipt["CODE"], "0000", "still taken: {receipt}");
+    let message = receipt["MSG"].as_str().unwrap();
+    assert!(message.contains("330200/12345") && message.contains("暂时无法送达"), "{message}");
+    assert!(message.contains("0574-87000000 (海曙区综合行政执法局)"), "{message}");
 }

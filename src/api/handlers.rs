@@ -54,6 +54,10 @@ pub(crate) async fn reachable(state: &AppState, endpoint: &EndpointId) -> bool {
         .any(|h| h.endpoint == name && h.failing_since.is_some_and(|since| now - since > state.unreachable_after))
 }
 
+/// Why a replay changed nothing.
+pub(crate) const NOT_REPLAYABLE: &str = "is not a dead letter that can be replayed (a transfer already handed back to its \
+     origin as undeliverable is re-sent by the origin, not replayed)";
+
 /// The message of a success receipt whose destination is unreachable: taken and kept, not yet
 /// delivered, and whom to phone if it cannot wait.
 pub(crate) fn unreachable_notice(destination: &EndpointId, contact: Option<String>) -> String {
@@ -322,6 +326,6 @@ pub async fn replay(
     let write = crate::store::Write::Replay { item_id: id, at: Timestamp::now().unix_seconds() };
     match state.engine.store.write(write).await.map_err(EngineError::from)? {
         crate::store::WriteResult::Done(true) => Ok(Json(json!({"id": id, "replayed": true}))),
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, format!("{id} is not a dead letter"))),
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, format!("{id} {NOT_REPLAYABLE}"))),
     }
 }

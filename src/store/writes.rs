@@ -31,7 +31,8 @@ pub enum Write {
     Escalate { transfer_id: String, deadline: &'static str, at: i64 },
     /// Take due deliveries for a while (see [`super::Store::lease`]; milliseconds).
     Lease { now: i64, lease: i64, limit: i64, destinations: Vec<String> },
-    /// Put a dead letter back in the queue.
+    /// Put a dead letter back in the queue — unless it is a transfer the gateway has already
+    /// handed back to its origin as undeliverable: that origin re-sends it (docs/DECISIONS.md).
     Replay { item_id: i64, at: i64 },
     /// Pull delivery: the destination confirms it has the transfer (on its `Watch`).
     Acknowledge { transfer_id: String, destination: String, at: i64 },
@@ -186,7 +187,8 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
         Write::Replay { item_id, at } => {
             let _ = at;
             let changed = sqlx::query(
-                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, leased_until = 0 WHERE id = $2 AND status = 'dead'",
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, leased_until = 0 WHERE id = $2 AND status = 'dead' \
+                 AND NOT (kind = 'transfer' AND EXISTS (SELECT 1 FROM transfers t WHERE t.transfer_id = outbox.transfer_id AND t.state = 'rejected'))",
             )
             .bind(super::now_millis())
             .bind(item_id)
