@@ -1,4 +1,5 @@
-//! Translation throughput per format, both directions, on the spec's transfer samples.
+//! Translation throughput per format, both directions, on the spec's transfer samples, and
+//! rendering with delivery's read-back check.
 //!
 //! `cargo bench --bench translate`; figures and the machine are in docs/PERFORMANCE.md.
 
@@ -40,6 +41,21 @@ fn translate(c: &mut Criterion) {
         });
     }
     write.finish();
+    // What delivery does before every send: render, then read the result back with the
+    // destination's own profile (a document its reader would refuse is never sent).
+    let mut checked = c.benchmark_group("canonical_to_native_read_back");
+    checked.throughput(Throughput::Elements(1));
+    for (format, endpoint, file) in SAMPLES {
+        let endpoint = registry.endpoint_named(endpoint).unwrap();
+        let request = endpoint.read_transfer(&std::fs::read(dir.join(file)).unwrap()).unwrap();
+        checked.bench_with_input(BenchmarkId::from_parameter(format), &request, |b, request| {
+            b.iter(|| {
+                let bytes = endpoint.write_transfer(std::hint::black_box(request)).unwrap();
+                endpoint.format.read_transfer(&bytes, &request.from, &endpoint.codes).unwrap()
+            })
+        });
+    }
+    checked.finish();
 }
 
 criterion_group!(benches, translate);

@@ -505,6 +505,15 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
+    pub const ALL: [ReasonCode; 6] = [
+        ReasonCode::OutOfScope,
+        ReasonCode::WrongRegion,
+        ReasonCode::Duplicate,
+        ReasonCode::InsufficientInformation,
+        ReasonCode::Undeliverable,
+        ReasonCode::Other,
+    ];
+
     /// Every code with its native label (`other` has none).
     pub const LABELS: [(ReasonCode, &'static str); 5] = [
         (ReasonCode::OutOfScope, "【非职责范围】"),
@@ -567,17 +576,7 @@ impl fmt::Display for ReasonCode {
 impl FromStr for ReasonCode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        [
-            ReasonCode::OutOfScope,
-            ReasonCode::WrongRegion,
-            ReasonCode::Duplicate,
-            ReasonCode::InsufficientInformation,
-            ReasonCode::Undeliverable,
-            ReasonCode::Other,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == s)
-        .ok_or_else(|| format!("unknown reason_code {s:?}"))
+        ReasonCode::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| format!("unknown reason_code {s:?}"))
     }
 }
 

@@ -155,14 +155,7 @@ fn status_from(endpoint: Endpoint) -> impl Strategy<Value = StatusUpdate> {
         proptest::option::of(text()),
         proptest::option::of(text()),
         proptest::option::of(select(vec![Satisfaction::Satisfied, Satisfaction::BasicallySatisfied, Satisfaction::Dissatisfied])),
-        select(vec![
-            ReasonCode::OutOfScope,
-            ReasonCode::WrongRegion,
-            ReasonCode::Duplicate,
-            ReasonCode::InsufficientInformation,
-            ReasonCode::Undeliverable,
-            ReasonCode::Other,
-        ]),
+        select(ReasonCode::ALL.to_vec()),
     )
         .prop_map(move |(transfer_ref, state, at, unit, note, result, satisfaction, reason)| {
             let note = match state {

@@ -184,8 +184,7 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
         Write::PutRecords { dataset, records, seed } => {
             Ok(WriteResult::Records(super::records::put(tx, backend, &dataset, &records, seed).await?))
         }
-        Write::Replay { item_id, at } => {
-            let _ = at;
+        Write::Replay { item_id, at: _ } => {
             let changed = sqlx::query(
                 "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, leased_until = 0 WHERE id = $2 AND status = 'dead' \
                  AND NOT (kind = 'transfer' AND EXISTS (SELECT 1 FROM transfers t WHERE t.transfer_id = outbox.transfer_id AND t.state = 'rejected'))",
