@@ -196,6 +196,11 @@ pub struct BenchArgs {
     /// site's gateway first on SQLite (one writer per file).
     #[arg(long, conflicts_with_all = ["grpc", "url"])]
     pub store_only: bool,
+    /// Also be the destination: answer, as each endpoint would, at every local delivery `url`
+    /// of the configuration, and report what arrived — delivered/s, the backlog each second,
+    /// submit → destination latency, and the drain after the last submission.
+    #[arg(long, conflicts_with_all = ["grpc", "store_only"])]
+    pub deliver: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -362,11 +367,29 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
                 rate: args.rate,
                 grpc: args.grpc,
                 store_only: args.store_only.then(|| Box::new(config.clone())),
+                deliver: args.deliver.then(|| Box::new(config.clone())),
             };
             let report = runtime()?.block_on(crate::loadgen::run(plan)).map_err(CliError::Failed)?;
             let text = if args.json {
                 serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
             } else {
+                let delivery = report.delivery.as_ref().map(|d| {
+                    let backlog: Vec<String> = d.backlog.iter().map(|[t, n]| format!("{t:.0}s:{n:.0}")).collect();
+                    format!(
+                        "delivered {} ({} repeated, {} undelivered): {:.0}/s while submitting, then drained in {:.1} s at {:.0}/s; submit → destination p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms\nbacklog {}\n",
+                        d.delivered,
+                        d.repeated,
+                        d.undelivered,
+                        d.while_submitting_per_second,
+                        d.drain_seconds,
+                        d.drain_per_second,
+                        d.p50_ms,
+                        d.p90_ms,
+                        d.p99_ms,
+                        d.max_ms,
+                        backlog.join(" ")
+                    )
+                });
                 format!(
                     "{} ok, {} errors ({} over the rate limit) in {:.1} s: {:.0} submissions/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} {}{}{})\n",
                     report.ok,
@@ -382,7 +405,7 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
                     if args.store_only { "submitters, store only" } else { "connections" },
                     if report.identities > 1 { format!(", {} identities", report.identities) } else { String::new() },
                     report.rate.map(|r| format!(", {r} per second offered")).unwrap_or_default()
-                )
+                ) + &delivery.unwrap_or_default()
             };
             write(stdout, text.as_bytes())
         }

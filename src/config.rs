@@ -171,6 +171,11 @@ pub struct Delivery {
     /// How often the deadline sweeper looks for overdue transfers.
     #[serde(with = "duration")]
     pub sweep_every: Duration,
+    /// Deliveries in flight to one destination at once (its connections): one slow desk holds
+    /// up only its own, and a small desk is never sent more than this at a time.
+    pub per_destination: usize,
+    /// Deliveries taken from the queue per round.
+    pub batch: usize,
 }
 
 impl Default for Delivery {
@@ -183,6 +188,8 @@ impl Default for Delivery {
             unreachable_after: Duration::from_secs(120),
             timeout: Duration::from_secs(10),
             sweep_every: Duration::from_secs(5),
+            per_destination: 16,
+            batch: 256,
         }
     }
 }
@@ -302,6 +309,12 @@ impl Config {
         }
         if d.dead_after_attempts == 0 {
             return fail("delivery.dead_after_attempts".into(), "expected at least 1".into());
+        }
+        if !(1..=1024).contains(&d.per_destination) {
+            return fail("delivery.per_destination".into(), "expected 1 to 1024".into());
+        }
+        if !(1..=2000).contains(&d.batch) {
+            return fail("delivery.batch".into(), "expected 1 to 2000".into());
         }
         if self.listen.header_timeout.is_zero() {
             return fail("listen.header_timeout".into(), "expected more than 0".into());

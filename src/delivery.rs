@@ -32,10 +32,6 @@ use crate::metrics::{self, counters};
 use crate::model::{ReasonCode, StatusUpdate, Timestamp, TransferRequest};
 use crate::store::{now_millis, DeliveryKind, OutboxItem, Write};
 
-/// Concurrent deliveries to one destination.
-const PER_DESTINATION: usize = 8;
-/// Items leased per round.
-const BATCH: i64 = 64;
 /// How often to look for due work when no commit of this process has woken the deliverer:
 /// retries coming due, and other replicas' submissions.
 const POLL: Duration = Duration::from_millis(100);
@@ -122,6 +118,8 @@ pub struct Deliverer {
     /// Idle HTTP/1.1 connections, by `host:port`.
     idle: Mutex<HashMap<String, Vec<SendRequest<Full<Bytes>>>>>,
     budgets: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Signalled when a delivery ends, freeing its destination's slot.
+    freed: tokio::sync::Notify,
 }
 
 impl Deliverer {
@@ -132,10 +130,13 @@ impl Deliverer {
             settings,
             idle: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
+            freed: tokio::sync::Notify::new(),
         })
     }
 
-    /// Runs until `shutdown` is set.
+    /// Runs until `shutdown` is set. Each round leases due work only for destinations with a
+    /// free delivery slot, and no more than the free slots in all: a slow or dead destination
+    /// holds its own slots and nobody else's, and nothing waits so long that its lease expires.
     pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let push: Vec<String> = self.engine.config.endpoints.iter().filter(|e| e.url.is_some()).map(|e| e.id.clone()).collect();
         let lease = (self.settings.timeout.as_millis() as i64) * 3 + 5_000;
@@ -143,7 +144,17 @@ impl Deliverer {
             if *shutdown.borrow() {
                 return;
             }
-            let items = match self.engine.store.lease(now_millis(), lease, BATCH, &push).await {
+            let mut open = Vec::with_capacity(push.len());
+            let mut room = 0;
+            for destination in &push {
+                let free = self.budget(destination).await.available_permits();
+                if free > 0 {
+                    open.push(destination.clone());
+                    room += free;
+                }
+            }
+            let limit = room.min(self.settings.batch) as i64;
+            let items = match self.engine.store.lease(now_millis(), lease, limit, &open).await {
                 Ok(items) => items,
                 Err(e) => {
                     tracing::error!(error = %e, "leasing deliveries failed");
@@ -157,11 +168,13 @@ impl Deliverer {
                 tokio::spawn(async move {
                     let Ok(_permit) = budget.acquire_owned().await else { return };
                     this.deliver_and_record(item).await;
+                    this.freed.notify_one();
                 });
             }
-            if idle {
+            if idle || open.is_empty() {
                 tokio::select! {
                     _ = self.engine.store.outbox_ready() => {}
+                    _ = self.freed.notified(), if open.len() < push.len() => {}
                     _ = tokio::time::sleep(POLL) => {}
                     _ = shutdown.changed() => {}
                 }
@@ -174,7 +187,7 @@ impl Deliverer {
             .lock()
             .await
             .entry(destination.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(PER_DESTINATION)))
+            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.per_destination)))
             .clone()
     }
 

@@ -17,6 +17,8 @@ use serde::Serialize;
 
 use crate::security::tls;
 
+pub mod destination;
+
 /// The case every request sends: the spec's Ningbo township sample, read once as 330200/110.
 const TEMPLATE: &str = include_str!("../tests/spec/samples/jjd-json/transfer-ningbo-township.json");
 
@@ -70,6 +72,9 @@ pub struct Plan {
     /// the durable commit) and nothing in front of it — no TLS, HTTP, policy, rate check or
     /// translation: the baseline that the front door's cost is measured against.
     pub store_only: Option<Box<crate::config::Config>>,
+    /// Also play the destinations of this site's configuration (`destination`): count what
+    /// arrives, the backlog each second, submit → destination latency, and the drain after.
+    pub deliver: Option<Box<crate::config::Config>>,
 }
 
 /// What happened.
@@ -90,6 +95,33 @@ pub struct Report {
     /// How many identities the connections shared.
     pub identities: usize,
     pub rate: Option<f64>,
+    /// With `--deliver`: what reached the destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryReport>,
+}
+
+/// What reached the destination in a `--deliver` run.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeliveryReport {
+    /// Transfers that reached the destination, once each.
+    pub delivered: u64,
+    /// Deliveries that came again (retries of ones already there).
+    pub repeated: u64,
+    /// Answered "submitted" but not at the destination when the run gave up waiting.
+    pub undelivered: u64,
+    /// Delivered per second while submissions went on.
+    pub while_submitting_per_second: f64,
+    /// After the last submission: how long until everything had arrived, and at what rate the
+    /// backlog went.
+    pub drain_seconds: f64,
+    pub drain_per_second: f64,
+    /// Submit → destination: from the send's scheduled time to its first arrival.
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// `[seconds since the start, submitted and not yet arrived]`, once a second.
+    pub backlog: Vec<[f64; 2]>,
 }
 
 /// Runs the plan.
@@ -103,6 +135,69 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
     if plan.grpc {
         return run_grpc(plan).await;
     }
+    if let Some(config) = plan.deliver.clone() {
+        return run_delivering(plan, *config).await;
+    }
+    run_native(plan, None).await
+}
+
+/// A native run while playing the destinations: the submissions' report, and what arrived.
+async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Report, String> {
+    let registry = crate::formats::Registry::builtin();
+    let arrivals = destination::start(&config, &registry).await?;
+    let started = Instant::now();
+    let backlog = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sampler = {
+        let (arrivals, backlog) = (arrivals.clone(), backlog.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let waiting = arrivals.sent_count().saturating_sub(arrivals.delivered.load(Ordering::Relaxed));
+                if let Ok(mut b) = backlog.lock() {
+                    b.push([started.elapsed().as_secs_f64().round(), waiting as f64]);
+                }
+            }
+        })
+    };
+    let mut report = run_native(plan, Some(arrivals.clone())).await?;
+    let submitting = started.elapsed().as_secs_f64();
+    let delivered_then = arrivals.delivered.load(Ordering::Relaxed);
+    // The drain: until everything sent has arrived, or nothing has for 30 s.
+    let (mut last, mut still) = (delivered_then, Instant::now());
+    while arrivals.delivered.load(Ordering::Relaxed) < arrivals.sent_count() && still.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = arrivals.delivered.load(Ordering::Relaxed);
+        if now != last {
+            (last, still) = (now, Instant::now());
+        }
+    }
+    sampler.abort();
+    let drain_seconds = started.elapsed().as_secs_f64() - submitting;
+    let delivered = arrivals.delivered.load(Ordering::Relaxed);
+    let (mut latencies, undelivered) = arrivals.latencies();
+    latencies.sort_unstable();
+    let quantile = |q: f64| {
+        latencies.get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)).map_or(0.0, |us| *us as f64 / 1000.0)
+    };
+    report.delivery = Some(DeliveryReport {
+        delivered,
+        repeated: arrivals.repeated.load(Ordering::Relaxed),
+        undelivered,
+        while_submitting_per_second: delivered_then as f64 / submitting,
+        drain_seconds,
+        drain_per_second: (delivered - delivered_then) as f64 / drain_seconds.max(1e-3),
+        p50_ms: quantile(0.5),
+        p90_ms: quantile(0.9),
+        p99_ms: quantile(0.99),
+        max_ms: latencies.last().map_or(0.0, |us| *us as f64 / 1000.0),
+        backlog: backlog.lock().map(|b| b.clone()).unwrap_or_default(),
+    });
+    Ok(report)
+}
+
+/// Native HTTPS documents, each in its sender's format; with `arrivals`, each transfer's send
+/// time is noted for the destination's side.
+async fn run_native(plan: Plan, arrivals: Option<Arc<destination::Arrivals>>) -> Result<Report, String> {
     let uri: hyper::Uri = plan.url.parse().map_err(|e| format!("{}: {e}", plan.url))?;
     let host = uri.host().ok_or("the URL has no host")?.to_string();
     let port = uri.port_u16().unwrap_or(443);
@@ -117,7 +212,7 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
         senders.push(Arc::new((tokio_rustls::TlsConnector::from(config), path, endpoint, case)));
     }
     drive(&plan, |worker, mut turn| {
-        let (identity, host) = (senders[worker % senders.len()].clone(), host.clone());
+        let (identity, host, arrivals) = (senders[worker % senders.len()].clone(), host.clone(), arrivals.clone());
         async move {
             let (connector, path, endpoint, case) = &*identity;
             let mut tally = Tally::new();
@@ -144,6 +239,11 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
                 match s.send_request(request).await {
                     Ok(response) => {
                         let status = response.status();
+                        if let (Some(arrivals), true) = (&arrivals, status.is_success()) {
+                            if let Some(id) = response.headers().get("x-liandong-transfer-id").and_then(|v| v.to_str().ok()) {
+                                arrivals.sent(id.to_string(), scheduled);
+                            }
+                        }
                         let _ = response.into_body().collect().await;
                         tally.answer(scheduled, status.is_success(), status == hyper::StatusCode::TOO_MANY_REQUESTS);
                     }
@@ -282,6 +382,7 @@ async fn collect(workers: Vec<tokio::task::JoinHandle<Tally>>, started: Instant,
         concurrency: plan.concurrency,
         identities: plan.submitters.len(),
         rate: plan.rate,
+        delivery: None,
     })
 }
 

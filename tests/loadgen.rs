@@ -42,6 +42,7 @@ fn plan(site: &Site, url: String) -> Plan {
         rate: None,
         grpc: false,
         store_only: None,
+        deliver: None,
     }
 }
 

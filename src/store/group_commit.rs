@@ -11,7 +11,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, Any, AnyConnection, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::writes::{execute, submit_many, NewTransfer, Write, WriteResult};
+use super::writes::{delivered_many, execute, submit_many, NewTransfer, Write, WriteResult};
 use super::{Backend, StoreError};
 
 /// The most writes one commit carries.
@@ -83,6 +83,51 @@ async fn still_in_transaction(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Resu
     sqlx::query(GUARD).execute(&mut **tx).await.map(|_| ())
 }
 
+/// Writes of one kind that run together, in a few multi-row statements.
+enum GroupWork {
+    Submissions(Vec<NewTransfer>),
+    Receipts(Vec<(i64, i64)>),
+}
+
+/// A group and the replies of its writes, in the same order as its results.
+struct Group {
+    replies: Vec<Reply>,
+    work: GroupWork,
+}
+
+impl Group {
+    fn submissions(jobs: Vec<Job>) -> Group {
+        let (mut replies, mut items) = (Vec::with_capacity(jobs.len()), Vec::with_capacity(jobs.len()));
+        for job in jobs {
+            if let Write::Submit { transfer, sender_ref, payload, document } = job.write {
+                items.push(NewTransfer { transfer: *transfer, sender_ref, payload, document });
+                replies.push(job.reply);
+            }
+        }
+        Group { replies, work: GroupWork::Submissions(items) }
+    }
+
+    fn receipts(jobs: Vec<Job>) -> Group {
+        let (mut replies, mut items) = (Vec::with_capacity(jobs.len()), Vec::with_capacity(jobs.len()));
+        for job in jobs {
+            if let Write::Delivered { item_id, at } = job.write {
+                items.push((item_id, at));
+                replies.push(job.reply);
+            }
+        }
+        Group { replies, work: GroupWork::Receipts(items) }
+    }
+}
+
+impl GroupWork {
+    async fn execute(self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, backend: Backend) -> Result<Vec<WriteResult>, StoreError> {
+        match self {
+            GroupWork::Submissions(items) => submit_many(tx, backend, items).await,
+            GroupWork::Receipts(items) => delivered_many(tx, backend, &items).await,
+        }
+    }
+}
+
 /// Commits the batch and answers every write in it; false if anything in it failed.
 async fn commit(conn: &mut AnyConnection, backend: Backend, batch: &mut Vec<Job>) -> bool {
     let fail_all = |jobs: Vec<Reply>, message: String| {
@@ -102,58 +147,55 @@ async fn commit(conn: &mut AnyConnection, backend: Backend, batch: &mut Vec<Job>
         return false;
     }
     let mut answers: Vec<(Reply, Result<WriteResult, StoreError>)> = Vec::with_capacity(batch.len());
-    // All the batch's submissions go in a few multi-row statements.
+    // The batch's submissions, and its delivery receipts, each go in a few multi-row statements.
     let (submits, others): (Vec<Job>, Vec<Job>) = batch.drain(..).partition(|job| matches!(job.write, Write::Submit { .. }));
-    let mut pending: Vec<Job> = others;
+    let (receipts, mut pending): (Vec<Job>, Vec<Job>) =
+        others.into_iter().partition(|job| matches!(job.write, Write::Delivered { .. }));
+    let mut groups = Vec::with_capacity(2);
     if !submits.is_empty() {
-        let mut replies = Vec::with_capacity(submits.len());
-        let mut items = Vec::with_capacity(submits.len());
-        for job in submits {
-            if let Write::Submit { transfer, sender_ref, payload, document } = job.write {
-                items.push(NewTransfer { transfer: *transfer, sender_ref, payload, document });
-                replies.push(job.reply);
-            }
-        }
-        if pending.is_empty() {
-            // Nothing else rides this commit: no savepoint of their own, and a failure fails
+        groups.push(Group::submissions(submits));
+    }
+    if !receipts.is_empty() {
+        groups.push(Group::receipts(receipts));
+    }
+    let alone = groups.len() == 1 && pending.is_empty();
+    for group in groups {
+        let (replies, work) = (group.replies, group.work);
+        if alone {
+            // Nothing else rides this commit: no savepoint of its own, and a failure fails
             // them all (the transaction is dropped, so rolled back).
-            match submit_many(&mut tx, backend, items).await {
+            match work.execute(&mut tx, backend).await {
                 Ok(results) => answers.extend(replies.into_iter().zip(results.into_iter().map(Ok))),
                 Err(e) => {
                     fail_all(replies, e.to_string());
                     return false;
                 }
             }
-        } else {
-            let results = match (&mut tx).begin().await {
-                Ok(mut savepoint) => match submit_many(&mut savepoint, backend, items).await {
-                    Ok(results) => savepoint.commit().await.map(|()| results).map_err(StoreError::from),
-                    Err(e) => {
-                        let _ = savepoint.rollback().await;
-                        Err(e)
-                    }
-                },
-                Err(e) => Err(e.into()),
-            };
-            match results {
-                Ok(results) => answers.extend(replies.into_iter().zip(results.into_iter().map(Ok))),
+            continue;
+        }
+        let results = match (&mut tx).begin().await {
+            Ok(mut savepoint) => match work.execute(&mut savepoint, backend).await {
+                Ok(results) => savepoint.commit().await.map(|()| results).map_err(StoreError::from),
                 Err(e) => {
-                    let message = e.to_string();
-                    if let Err(gone) = still_in_transaction(&mut tx).await {
-                        tracing::error!(error = %message, after = %gone, "the store rolled the batch back");
-                        fail_all(
-                            answers
-                                .into_iter()
-                                .map(|(r, _)| r)
-                                .chain(replies)
-                                .chain(pending.into_iter().map(|j| j.reply))
-                                .collect(),
-                            message,
-                        );
-                        return false;
-                    }
-                    answers.extend(replies.into_iter().map(|reply| (reply, Err(StoreError::Commit(message.clone())))));
+                    let _ = savepoint.rollback().await;
+                    Err(e)
                 }
+            },
+            Err(e) => Err(e.into()),
+        };
+        match results {
+            Ok(results) => answers.extend(replies.into_iter().zip(results.into_iter().map(Ok))),
+            Err(e) => {
+                let message = e.to_string();
+                if let Err(gone) = still_in_transaction(&mut tx).await {
+                    tracing::error!(error = %message, after = %gone, "the store rolled the batch back");
+                    fail_all(
+                        answers.into_iter().map(|(r, _)| r).chain(replies).chain(pending.into_iter().map(|j| j.reply)).collect(),
+                        message,
+                    );
+                    return false;
+                }
+                answers.extend(replies.into_iter().map(|reply| (reply, Err(StoreError::Commit(message.clone())))));
             }
         }
     }

@@ -85,7 +85,9 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
             Ok(results.pop().unwrap_or(WriteResult::Done(false)))
         }
         Write::Status { transfer_id, update, role } => status(tx, backend, &transfer_id, &update, role).await,
-        Write::Delivered { item_id, at } => delivered(tx, backend, item_id, at).await,
+        Write::Delivered { item_id, at } => {
+            Ok(delivered_many(tx, backend, &[(item_id, at)]).await?.pop().unwrap_or(WriteResult::Done(false)))
+        }
         Write::Failed { item_id, at, error, next_attempt_at, dead, undeliverable } => {
             let status = if dead { "dead" } else { "pending" };
             let changed = sqlx::query(
@@ -150,7 +152,7 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
             .bind(&destination)
             .execute(&mut **tx)
             .await?;
-            mark_delivered(tx, backend, transfer, at).await
+            Ok(WriteResult::Done(mark_delivered_many(tx, backend, &[transfer.transfer_id.as_str()], at).await? > 0))
         }
         Write::Lease { now, lease, limit, destinations } => {
             let lock = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
@@ -502,73 +504,144 @@ fn escalation_text(misses: &[&str]) -> Option<String> {
     (!misses.is_empty()).then(|| misses.join(";"))
 }
 
-async fn delivered(tx: &mut Transaction<'_, Any>, backend: Backend, item_id: i64, at: i64) -> Result<WriteResult, StoreError> {
-    let row = sqlx::query("SELECT destination, transfer_id, kind FROM outbox WHERE id = $1 AND status = 'pending'")
-        .bind(item_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let Some(row) = row else {
-        return Ok(WriteResult::Done(false));
-    };
-    let (destination, transfer_id, kind): (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-    sqlx::query(
-        "UPDATE outbox SET status = 'delivered', delivered_at = $1, attempts = attempts + 1, leased_until = 0 WHERE id = $2",
-    )
-    .bind(at)
-    .bind(item_id)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO endpoint_health (endpoint, last_success) VALUES ($1, $2) \
-         ON CONFLICT (endpoint) DO UPDATE SET last_success = $3, failing_since = NULL, last_error = NULL",
-    )
-    .bind(&destination)
-    .bind(at)
-    .bind(at)
-    .execute(&mut **tx)
-    .await?;
-    let entry = AuditEntry {
-        at,
-        actor: destination.clone(),
-        action: "delivery.delivered".into(),
-        transfer_id: Some(transfer_id.clone()),
-        detail: serde_json::json!({"destination": destination, "kind": kind, "answer": "the destination's success receipt"}),
-    };
-    super::audit::append(tx, backend, &[entry]).await?;
-    if kind == DeliveryKind::Transfer.as_str() {
-        if let Some((transfer, _)) = load_for_update(tx, backend, &transfer_id).await? {
-            mark_delivered(tx, backend, transfer, at).await?;
-        }
-    }
-    Ok(WriteResult::Done(true))
+/// `?, ?, ?` (SQLite) or `$FIRST, …` (PostgreSQL): `n` parameters for an `IN (…)` list. A
+/// statement uses one style throughout: SQLite numbers `$1` and `?` independently.
+fn in_list(backend: Backend, n: usize, first: usize) -> String {
+    (0..n)
+        .map(|i| match backend {
+            Backend::Sqlite => "?".to_string(),
+            Backend::Postgres => format!("${}", first + i),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// Records `delivered` on a transfer, unless it is already past it (the destination answered
-/// first); says whether it was recorded.
-async fn mark_delivered(
+/// Deliveries their destinations confirmed (their native success receipts), several per
+/// statement: each outbox item marked delivered, its destination healthy, an audit entry each,
+/// and `delivered` on the transfers not already past it. An item no longer pending changes
+/// nothing (`Done(false)`). On SQLite a whole group commit's outcomes go through here together.
+pub async fn delivered_many(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
-    mut transfer: Transfer,
-    at: i64,
-) -> Result<WriteResult, StoreError> {
-    let update = StatusUpdate {
-        transfer_id: Some(transfer.transfer_id.clone()),
-        transfer_ref: None,
-        state: State::Delivered,
-        at: Timestamp::from_unix_seconds(at).unwrap_or_else(Timestamp::now),
-        by: transfer.to.clone(),
-        unit: None,
-        note: None,
-        resolution: None,
-        feedback: None,
-        reason_code: None,
-    };
-    if let Ok(Outcome::Applied(_)) = lifecycle::apply(&mut transfer, &update, Role::Gateway) {
-        let document = save(tx, &transfer, None, at).await?;
-        record(tx, backend, &[Event { transfer: &transfer, kind: "delivered", document: &document }], at).await?;
-        return Ok(WriteResult::Done(true));
+    items: &[(i64, i64)],
+) -> Result<Vec<WriteResult>, StoreError> {
+    // id → (destination, transfer, kind, at) of the items still pending.
+    let at_of: std::collections::HashMap<i64, i64> = items.iter().copied().collect();
+    let mut found: Vec<(i64, String, String, String, i64)> = Vec::with_capacity(items.len());
+    let ids: Vec<i64> = at_of.keys().copied().collect();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT id, destination, transfer_id, kind FROM outbox WHERE status = 'pending' AND id IN ({}) ORDER BY id",
+            in_list(backend, chunk.len(), 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let id: i64 = row.try_get(0)?;
+            found.push((id, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, at_of[&id]));
+        }
     }
-    Ok(WriteResult::Done(false))
+    found.sort_by_key(|f| f.0);
+    let at = found.iter().map(|f| f.4).max().unwrap_or_default();
+    for chunk in found.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "UPDATE outbox SET status = 'delivered', delivered_at = {}, attempts = attempts + 1, leased_until = 0 WHERE id IN ({})",
+            in_list(backend, 1, 1),
+            in_list(backend, chunk.len(), 2)
+        );
+        let mut query = sqlx::query(&sql).bind(at);
+        for f in chunk {
+            query = query.bind(f.0);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    let destinations: std::collections::BTreeSet<&str> = found.iter().map(|f| f.1.as_str()).collect();
+    for destination in destinations {
+        sqlx::query(
+            "INSERT INTO endpoint_health (endpoint, last_success) VALUES ($1, $2) \
+             ON CONFLICT (endpoint) DO UPDATE SET last_success = $3, failing_since = NULL, last_error = NULL",
+        )
+        .bind(destination)
+        .bind(at)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let entries: Vec<AuditEntry> = found
+        .iter()
+        .map(|(_, destination, transfer_id, kind, at)| AuditEntry {
+            at: *at,
+            actor: destination.clone(),
+            action: "delivery.delivered".into(),
+            transfer_id: Some(transfer_id.clone()),
+            detail: serde_json::json!({"destination": destination, "kind": kind, "answer": "the destination's success receipt"}),
+        })
+        .collect();
+    super::audit::append(tx, backend, &entries).await?;
+    let transfer_ids: Vec<&str> = found.iter().filter(|f| f.3 == DeliveryKind::Transfer.as_str()).map(|f| f.2.as_str()).collect();
+    mark_delivered_many(tx, backend, &transfer_ids, at).await?;
+    let done: std::collections::HashSet<i64> = found.iter().map(|f| f.0).collect();
+    Ok(items.iter().map(|(id, _)| WriteResult::Done(done.contains(id))).collect())
+}
+
+/// Records `delivered` on these transfers, each unless it is already past it (its destination
+/// answered first), several per statement; returns how many were recorded.
+async fn mark_delivered_many(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    transfer_ids: &[&str],
+    at: i64,
+) -> Result<usize, StoreError> {
+    let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+    let mut changed: Vec<(Transfer, String)> = Vec::new();
+    for chunk in transfer_ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT transfer_id, document FROM transfers WHERE transfer_id IN ({}) ORDER BY transfer_id{lock}",
+            in_list(backend, chunk.len(), 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let mut transfer = transfer_from_row(&row)?;
+            let update = StatusUpdate {
+                transfer_id: Some(transfer.transfer_id.clone()),
+                transfer_ref: None,
+                state: State::Delivered,
+                at: Timestamp::from_unix_seconds(at).unwrap_or_else(Timestamp::now),
+                by: transfer.to.clone(),
+                unit: None,
+                note: None,
+                resolution: None,
+                feedback: None,
+                reason_code: None,
+            };
+            if let Ok(Outcome::Applied(_)) = lifecycle::apply(&mut transfer, &update, Role::Gateway) {
+                let document = serde_json::to_string(&transfer)
+                    .map_err(|e| StoreError::Corrupt { id: transfer.transfer_id.clone(), problem: e.to_string() })?;
+                changed.push((transfer, document));
+            }
+        }
+    }
+    for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "WITH v (id, state, document) AS (VALUES {}) \
+             UPDATE transfers SET state = v.state, document = v.document, updated_at = {at} FROM v WHERE transfers.transfer_id = v.id",
+            values(backend, chunk.len(), 3, None)
+        );
+        let mut query = sqlx::query(&sql);
+        for (transfer, document) in chunk {
+            query = query.bind(&transfer.transfer_id).bind(transfer.state.as_str()).bind(document);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    let events: Vec<Event<'_>> =
+        changed.iter().map(|(transfer, document)| Event { transfer, kind: "delivered", document }).collect();
+    record(tx, backend, &events, at).await?;
+    Ok(changed.len())
 }
 
 async fn escalate(
