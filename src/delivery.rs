@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -120,6 +120,18 @@ pub struct Deliverer {
     budgets: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Signalled when a delivery ends, freeing its destination's slot.
     freed: tokio::sync::Notify,
+    /// SQLite: the outbox items this deliverer has taken (its leases), and those whose
+    /// outcome it recorded lately.
+    taken: std::sync::Mutex<HashMap<i64, Taken>>,
+}
+
+/// An outbox item this deliverer took on SQLite.
+#[derive(Clone, Copy, Debug)]
+enum Taken {
+    /// Being delivered, or its outcome being recorded.
+    Out,
+    /// Its outcome was committed at this moment.
+    Released(Instant),
 }
 
 impl Deliverer {
@@ -131,54 +143,99 @@ impl Deliverer {
             idle: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
             freed: tokio::sync::Notify::new(),
+            taken: std::sync::Mutex::default(),
         })
     }
 
-    /// Runs until `shutdown` is set. Each round leases due work only for destinations with a
-    /// free delivery slot, and no more than the free slots in all: a slow or dead destination
-    /// holds its own slots and nobody else's, and nothing waits so long that its lease expires.
+    /// Runs until `shutdown` is set. Each round takes, per destination, no more due work than
+    /// it has free delivery slots: a slow or dead destination holds its own slots and nobody
+    /// else's, and nothing taken waits for a slot. On PostgreSQL the work is leased in the store
+    /// (replicas share it); on SQLite, whose file one gateway owns, the leases are held here in
+    /// memory and cost no write (a crash forgets them with everything else in flight, and the
+    /// work is simply due again).
     pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let push: Vec<String> = self.engine.config.endpoints.iter().filter(|e| e.url.is_some()).map(|e| e.id.clone()).collect();
         let lease = (self.settings.timeout.as_millis() as i64) * 3 + 5_000;
+        let in_memory = self.engine.store.backend() == crate::store::Backend::Sqlite;
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            let mut open = Vec::with_capacity(push.len());
-            let mut room = 0;
+            // Each destination's free slots, the round's batch shared among them.
+            let mut wants = Vec::with_capacity(push.len());
+            let mut left = self.settings.batch;
             for destination in &push {
-                let free = self.budget(destination).await.available_permits();
+                let free = self.budget(destination).await.available_permits().min(left);
                 if free > 0 {
-                    open.push(destination.clone());
-                    room += free;
+                    wants.push((destination.clone(), free as i64));
+                    left -= free;
                 }
             }
-            let limit = room.min(self.settings.batch) as i64;
-            let items = match self.engine.store.lease(now_millis(), lease, limit, &open).await {
-                Ok(items) => items,
-                Err(e) => {
-                    tracing::error!(error = %e, "leasing deliveries failed");
-                    Vec::new()
-                }
+            let saturated = wants.is_empty();
+            let items = match in_memory {
+                true => self.take_due(wants).await,
+                false => self.engine.store.lease_from(now_millis(), lease, wants).await,
             };
+            let items = items.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "taking due deliveries failed");
+                Vec::new()
+            });
             let idle = items.is_empty();
             for item in items {
                 let budget = self.budget(&item.destination.to_string()).await;
                 let this = self.clone();
                 tokio::spawn(async move {
-                    let Ok(_permit) = budget.acquire_owned().await else { return };
-                    this.deliver_and_record(item).await;
+                    let Ok(permit) = budget.acquire_owned().await else { return };
+                    let attempt = this.deliver(&item).await;
+                    // The slot is the destination's connection: free as soon as it has answered.
+                    drop(permit);
                     this.freed.notify_one();
+                    this.record(&item, attempt).await;
+                    this.release(item.id);
                 });
             }
-            if idle || open.is_empty() {
+            if idle || saturated {
                 tokio::select! {
                     _ = self.engine.store.outbox_ready() => {}
-                    _ = self.freed.notified(), if open.len() < push.len() => {}
+                    _ = self.freed.notified() => {}
                     _ = tokio::time::sleep(POLL) => {}
                     _ = shutdown.changed() => {}
                 }
             }
+        }
+    }
+
+    /// SQLite: the due work of each destination not already taken by this deliverer, marked
+    /// taken here until its outcome is committed. A read that began before an outcome was
+    /// committed may still show that item as due: what was released after the read began is
+    /// left out too.
+    async fn take_due(&self, wants: Vec<(String, i64)>) -> Result<Vec<OutboxItem>, crate::store::StoreError> {
+        let now = now_millis();
+        let mut items = Vec::new();
+        for (destination, free) in wants {
+            let read_began = Instant::now();
+            let held = self.taken.lock().map_or(0, |t| t.len()) as i64;
+            let mut due = self.engine.store.due(now, &destination, free + held).await?;
+            let Ok(mut taken) = self.taken.lock() else { continue };
+            due.retain(|item| match taken.get(&item.id) {
+                None => true,
+                Some(Taken::Out) => false,
+                Some(Taken::Released(at)) => *at < read_began,
+            });
+            due.truncate(free as usize);
+            taken.extend(due.iter().map(|item| (item.id, Taken::Out)));
+            // What was released long before any read still running is of no more use.
+            taken.retain(|_, t| !matches!(t, Taken::Released(at) if at.elapsed() > Duration::from_secs(10)));
+            items.extend(due);
+        }
+        Ok(items)
+    }
+
+    /// The outcome of `item` is committed (or failed to be): it may be taken again by reads
+    /// that begin from now on.
+    fn release(&self, item: i64) {
+        if let Ok(mut taken) = self.taken.lock() {
+            taken.insert(item, Taken::Released(Instant::now()));
         }
     }
 
@@ -191,9 +248,8 @@ impl Deliverer {
             .clone()
     }
 
-    /// One attempt, and its outcome written to the store.
-    pub async fn deliver_and_record(&self, item: OutboxItem) {
-        let attempt = self.deliver(&item).await;
+    /// Writes an attempt's outcome to the store.
+    pub async fn record(&self, item: &OutboxItem, attempt: Attempt) {
         let now = Timestamp::now().unix_seconds();
         let write = match verdict(&attempt) {
             Verdict::Delivered => {
@@ -214,7 +270,7 @@ impl Deliverer {
                     (true, DeliveryKind::Transfer) => {
                         metrics::inc(&counters().dead_letters);
                         tracing::error!(item = item.id, %transfer, %destination, error = %attempt, "dead letter: the transfer is rejected as undeliverable and its origin told");
-                        Some(self.undeliverable_note(&item, &attempt).await)
+                        Some(self.undeliverable_note(item, &attempt).await)
                     }
                     (true, DeliveryKind::Status) => {
                         metrics::inc(&counters().dead_letters);

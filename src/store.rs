@@ -356,27 +356,41 @@ impl Store {
         query.fetch_all(&self.pool).await?.iter().map(transfer_from_row).collect()
     }
 
-    /// Takes up to `limit` deliveries to the given destinations that are due at `now`, for
-    /// `lease` (both in milliseconds since the epoch): pending, due, not held by another worker, and the first undone item of their
-    /// transfer for that destination.
+    /// Takes up to `limit` deliveries of each of the given destinations that are due at `now`,
+    /// for `lease` (both in milliseconds since the epoch); see [`Store::lease_from`].
     pub async fn lease(&self, now: i64, lease: i64, limit: i64, destinations: &[String]) -> Result<Vec<OutboxItem>, StoreError> {
-        if destinations.is_empty() {
+        let wants: Vec<(String, i64)> = destinations.iter().map(|d| (d.clone(), limit)).collect();
+        self.lease_from(now, lease, wants).await
+    }
+
+    /// Takes, for each `(destination, limit)`, up to `limit` of its deliveries that are due at
+    /// `now`, for `lease` (milliseconds): pending, due, not held by another worker, and the
+    /// first undone item of their transfer for that destination.
+    pub async fn lease_from(&self, now: i64, lease: i64, wants: Vec<(String, i64)>) -> Result<Vec<OutboxItem>, StoreError> {
+        if wants.iter().all(|(_, limit)| *limit <= 0) {
             return Ok(Vec::new());
         }
-        let destinations = destinations.to_vec();
         if self.backend == Backend::Sqlite {
-            return match self.write(Write::Lease { now, lease, limit, destinations }).await? {
+            return match self.write(Write::Lease { now, lease, wants }).await? {
                 WriteResult::Leased(items) => Ok(items),
                 _ => Ok(Vec::new()),
             };
         }
         let mut tx = self.pool.begin().await?;
-        let result = writes::execute(&mut tx, self.backend, Write::Lease { now, lease, limit, destinations }).await?;
+        let result = writes::execute(&mut tx, self.backend, Write::Lease { now, lease, wants }).await?;
         tx.commit().await?;
         match result {
             WriteResult::Leased(items) => Ok(items),
             _ => Ok(Vec::new()),
         }
+    }
+
+    /// Up to `limit` of `destination`'s deliveries due at `now` (milliseconds), longest due
+    /// first, read without leasing them: on SQLite, where one gateway owns the file, the
+    /// deliverer holds its leases in memory instead of writing them (see [`crate::delivery`]).
+    pub async fn due(&self, now: i64, destination: &str, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(writes::DUE).bind(destination).bind(now).bind(now).bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(outbox_from_row).collect()
     }
 
     /// Deliveries in the dead-letter state, oldest first.

@@ -7,7 +7,7 @@
 use sqlx::{Any, Row, Transaction};
 
 use super::audit::AuditEntry;
-use super::{outbox_from_row, transfer_from_row, Backend, DeliveryKind, OutboxItem, StoreError, OUTBOX_SELECT};
+use super::{outbox_from_row, transfer_from_row, Backend, DeliveryKind, OutboxItem, StoreError};
 use crate::model::lifecycle::{self, Outcome, Refusal, Role};
 use crate::model::{EndpointId, HistoryEvent, Record, State, StatusUpdate, Timestamp, Transfer};
 
@@ -29,8 +29,9 @@ pub enum Write {
     Failed { item_id: i64, at: i64, error: String, next_attempt_at: i64, dead: bool, undeliverable: Option<String> },
     /// A deadline was missed: `escalated` in the history, `overdue`, both parties' feeds told.
     Escalate { transfer_id: String, deadline: &'static str, at: i64 },
-    /// Take due deliveries for a while (see [`super::Store::lease`]; milliseconds).
-    Lease { now: i64, lease: i64, limit: i64, destinations: Vec<String> },
+    /// Take due deliveries for a while: up to so many of each destination's (see
+    /// [`super::Store::lease_from`]; milliseconds).
+    Lease { now: i64, lease: i64, wants: Vec<(String, i64)> },
     /// Put a dead letter back in the queue — unless it is a transfer the gateway has already
     /// handed back to its origin as undeliverable: that origin re-sends it (docs/DECISIONS.md).
     Replay { item_id: i64, at: i64 },
@@ -154,31 +155,7 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
             .await?;
             Ok(WriteResult::Done(mark_delivered_many(tx, backend, &[transfer.transfer_id.as_str()], at).await? > 0))
         }
-        Write::Lease { now, lease, limit, destinations } => {
-            let lock = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
-            let places: Vec<String> = (0..destinations.len()).map(|i| format!("${}", i + 4)).collect();
-            let sql = format!(
-                "{OUTBOX_SELECT} o WHERE o.status = 'pending' AND o.next_attempt_at <= $1 AND o.leased_until <= $2 \
-                 AND o.destination IN ({}) \
-                 AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.transfer_id = o.transfer_id AND p.destination = o.destination \
-                 AND p.status = 'pending' AND p.id < o.id) ORDER BY o.id LIMIT $3{lock}",
-                places.join(", ")
-            );
-            let mut query = sqlx::query(&sql).bind(now).bind(now).bind(limit);
-            for destination in &destinations {
-                query = query.bind(destination);
-            }
-            let rows = query.fetch_all(&mut **tx).await?;
-            let items: Vec<OutboxItem> = rows.iter().map(outbox_from_row).collect::<Result<_, _>>()?;
-            for item in &items {
-                sqlx::query("UPDATE outbox SET leased_until = $1 WHERE id = $2")
-                    .bind(now + lease)
-                    .bind(item.id)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            Ok(WriteResult::Leased(items))
-        }
+        Write::Lease { now, lease, wants } => lease_due(tx, backend, now, lease, &wants).await,
         Write::Audit(entries) => {
             super::audit::append(tx, backend, &entries).await?;
             Ok(WriteResult::Done(true))
@@ -502,6 +479,50 @@ async fn reject_undeliverable(
 /// The text for the `escalations` column that `misses` add, if any.
 fn escalation_text(misses: &[&str]) -> Option<String> {
     (!misses.is_empty()).then(|| misses.join(";"))
+}
+
+/// A destination's due deliveries (`$1` destination, `$2` and `$3` now, `$4` the limit): pending,
+/// due, not leased, and the first undone item of their transfer for that destination (so each
+/// transfer's deliveries go out in order), longest due first along the `outbox_due` index.
+pub(super) const DUE: &str = "SELECT id, destination, transfer_id, kind, payload, attempts, created_at, status, last_error \
+     FROM outbox o WHERE o.status = 'pending' AND o.destination = $1 AND o.next_attempt_at <= $2 AND o.leased_until <= $3 \
+     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.transfer_id = o.transfer_id AND p.destination = o.destination \
+     AND p.status = 'pending' AND p.id < o.id) ORDER BY o.next_attempt_at LIMIT $4";
+
+/// Leases up to `limit` due deliveries of each destination until `now + lease`: pending, due,
+/// not leased by another worker, and the first undone item of their transfer for that
+/// destination (so each transfer's deliveries go out in order). Longest due first, read along
+/// the `outbox_due` index one destination at a time, so a round costs what it takes, not the
+/// size of the backlog; the leases are taken in one statement.
+async fn lease_due(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    now: i64,
+    lease: i64,
+    wants: &[(String, i64)],
+) -> Result<WriteResult, StoreError> {
+    let lock = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let sql = format!("{DUE}{lock}");
+    let mut items = Vec::new();
+    for (destination, limit) in wants.iter().filter(|(_, limit)| *limit > 0) {
+        let rows = sqlx::query(&sql).bind(destination).bind(now).bind(now).bind(*limit).fetch_all(&mut **tx).await?;
+        for row in &rows {
+            items.push(outbox_from_row(row)?);
+        }
+    }
+    for chunk in items.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "UPDATE outbox SET leased_until = {} WHERE id IN ({})",
+            in_list(backend, 1, 1),
+            in_list(backend, chunk.len(), 2)
+        );
+        let mut query = sqlx::query(&sql).bind(now + lease);
+        for item in chunk {
+            query = query.bind(item.id);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(WriteResult::Leased(items))
 }
 
 /// `?, ?, ?` (SQLite) or `$FIRST, …` (PostgreSQL): `n` parameters for an `IN (…)` list. A

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# End to end: native submissions to a gateway and their deliveries to the other desk, which the
+# generator plays itself (`liandong bench --deliver`): submitted/s, delivered/s, the backlog each
+# second, submit → destination latency and the drain (docs/PERFORMANCE.md, "Delivery").
+#   cargo build --release
+#   benches/deliver/run.sh [SECONDS] [CONNECTIONS] [RATE|max] [postgres]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+seconds=${1:-8}
+connections=${2:-64}
+rate=${3:-max}
+store=${4:-sqlite}
+site=$(mktemp -d)
+target/release/liandong init "$site" --listen 127.0.0.1:28443 --admin 127.0.0.1:29090 >/dev/null
+# Ningbo 12345 (where the generator's Ningbo 110 cases go) is pushed to the generator's desk.
+perl -0pi -e 's|id = "330200/12345"\n# url = "[^"]*"|id = "330200/12345"\nurl = "https://127.0.0.1:28445/desk"|' "$site/liandong.toml"
+# One generator identity at full speed: lift its quotas (the limiter still runs every check).
+cat >> "$site/liandong.toml" <<'LIMITS'
+
+[limits.endpoint]
+submit = { per_second = 1000000, burst = 1000000 }
+immediate = { per_second = 1000000, burst = 1000000 }
+status = { per_second = 1000000, burst = 1000000 }
+read = { per_second = 1000000, burst = 1000000 }
+LIMITS
+if [ "$store" = postgres ]; then
+  psql -q -h 127.0.0.1 -U postgres test -c "DROP SCHEMA IF EXISTS bench_deliver CASCADE; CREATE SCHEMA bench_deliver"
+  export LIANDONG_STORE_URL="postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3Dbench_deliver"
+fi
+RUST_LOG=warn target/release/liandong serve --config "$site/liandong.toml" 2>"$site/gateway.log" &
+gateway=$!
+trap 'kill $gateway 2>/dev/null; rm -rf "$site"' EXIT
+for _ in $(seq 1 50); do curl -sf http://127.0.0.1:29090/readyz >/dev/null && break; sleep 0.2; done
+rate_arg=()
+[ "$rate" != max ] && rate_arg=(--rate "$rate")
+target/release/liandong bench --config "$site/liandong.toml" --deliver --concurrency "$connections" \
+  --duration "${seconds}s" "${rate_arg[@]}"
