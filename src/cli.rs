@@ -201,6 +201,10 @@ pub struct BenchArgs {
     /// submit → destination latency, and the drain after the last submission.
     #[arg(long, conflicts_with_all = ["grpc", "store_only"])]
     pub deliver: bool,
+    /// With --deliver: the destinations are down for this long first (nothing listens), then
+    /// come back: the backlog the outage made, and how fast it drains while submissions go on.
+    #[arg(long, requires = "deliver", value_parser = crate::config::duration::parse)]
+    pub outage: Option<std::time::Duration>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -368,6 +372,7 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
                 grpc: args.grpc,
                 store_only: args.store_only.then(|| Box::new(config.clone())),
                 deliver: args.deliver.then(|| Box::new(config.clone())),
+                outage: args.outage,
             };
             let report = runtime()?.block_on(crate::loadgen::run(plan)).map_err(CliError::Failed)?;
             let text = if args.json {

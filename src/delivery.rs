@@ -120,9 +120,63 @@ pub struct Deliverer {
     budgets: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Signalled when a delivery ends, freeing its destination's slot.
     freed: tokio::sync::Notify,
+    /// The destinations that stopped answering, and when to probe each next.
+    down: std::sync::Mutex<HashMap<String, Down>>,
     /// SQLite: the outbox items this deliverer has taken (its leases), and those whose
     /// outcome it recorded lately.
-    taken: std::sync::Mutex<HashMap<i64, Taken>>,
+    taken: std::sync::Mutex<TakenItems>,
+}
+
+/// A destination that stopped answering.
+#[derive(Clone, Copy, Debug)]
+struct Down {
+    /// Failed attempts in a row.
+    failures: u32,
+    next_probe: Instant,
+}
+
+/// Whether a destination may be sent to.
+enum Probe {
+    /// It answers: as much as its slots allow.
+    No,
+    /// It is down and a probe is due: one delivery.
+    Due,
+    /// It is down: nothing until the next probe.
+    Wait,
+}
+
+/// The longest wait between probes of a destination that is down: how late, at most, the
+/// gateway notices it is back.
+const PROBE_AT_MOST: Duration = Duration::from_secs(5);
+
+/// The outbox items this deliverer took on SQLite, and when their outcomes were committed.
+#[derive(Debug, Default)]
+struct TakenItems {
+    items: HashMap<i64, Taken>,
+    /// How many are out (being delivered or recorded), by destination.
+    out: HashMap<String, usize>,
+    /// Released items, oldest first, to forget them in order.
+    released: std::collections::VecDeque<(Instant, i64)>,
+}
+
+impl TakenItems {
+    fn out_to(&self, destination: &str) -> usize {
+        self.out.get(destination).copied().unwrap_or(0)
+    }
+
+    /// Forgets items released a second before `now` or earlier: no read still running began
+    /// before their commit (a read takes milliseconds).
+    fn forget_old(&mut self, now: Instant) {
+        while let Some((at, item)) = self.released.front().copied() {
+            if now.saturating_duration_since(at) < Duration::from_secs(1) {
+                break;
+            }
+            self.released.pop_front();
+            if matches!(self.items.get(&item), Some(Taken::Released(when)) if *when == at) {
+                self.items.remove(&item);
+            }
+        }
+    }
 }
 
 /// An outbox item this deliverer took on SQLite.
@@ -144,6 +198,7 @@ impl Deliverer {
             budgets: Mutex::new(HashMap::new()),
             freed: tokio::sync::Notify::new(),
             taken: std::sync::Mutex::default(),
+            down: std::sync::Mutex::default(),
         })
     }
 
@@ -161,14 +216,36 @@ impl Deliverer {
             if *shutdown.borrow() {
                 return;
             }
-            // Each destination's free slots, the round's batch shared among them.
+            // PostgreSQL: each destination's free slots, the round's batch shared among them.
+            // SQLite (leases in memory, which never run out): read ahead, up to a batch per
+            // destination, once half of what was read has gone.
             let mut wants = Vec::with_capacity(push.len());
             let mut left = self.settings.batch;
             for destination in &push {
-                let free = self.budget(destination).await.available_permits().min(left);
-                if free > 0 {
-                    wants.push((destination.clone(), free as i64));
+                let want = if in_memory {
+                    let out = self.taken.lock().map_or(0, |t| t.out_to(destination));
+                    if out <= self.settings.batch / 2 {
+                        self.settings.batch - out
+                    } else {
+                        0
+                    }
+                } else {
+                    let free = self.budget(destination).await.available_permits().min(left);
                     left -= free;
+                    free
+                };
+                // A destination that is down gets one probe at a time, paced, not its whole
+                // backlog: the rest waits untried (no backoff, no attempts spent) and is due at
+                // once when a probe gets through.
+                let want = match self.probing(destination) {
+                    Probe::No => want,
+                    Probe::Due if self.budget(destination).await.available_permits() == self.settings.per_destination => {
+                        want.min(1)
+                    }
+                    Probe::Due | Probe::Wait => 0,
+                };
+                if want > 0 {
+                    wants.push((destination.clone(), want as i64));
                 }
             }
             let saturated = wants.is_empty();
@@ -191,7 +268,7 @@ impl Deliverer {
                     drop(permit);
                     this.freed.notify_one();
                     this.record(&item, attempt).await;
-                    this.release(item.id);
+                    this.release(&item);
                 });
             }
             if idle || saturated {
@@ -205,6 +282,39 @@ impl Deliverer {
         }
     }
 
+    /// Whether `destination` is down, and if so whether its next probe is due.
+    fn probing(&self, destination: &str) -> Probe {
+        let Ok(down) = self.down.lock() else { return Probe::No };
+        match down.get(destination) {
+            None => Probe::No,
+            Some(d) if Instant::now() >= d.next_probe => Probe::Due,
+            Some(_) => Probe::Wait,
+        }
+    }
+
+    /// Notes whether `destination` answered: a connection that failed, timed out or broke, or
+    /// a gateway error (502–504), marks it down, with the next probe after a delay that
+    /// doubles from `initial_backoff` up to [`PROBE_AT_MOST`]; any answer of its own marks it up.
+    fn note_health(&self, destination: &str, attempt: &Attempt) {
+        let unreachable = match attempt {
+            Attempt::Connect(_) | Attempt::Http(_) | Attempt::Timeout(_) => true,
+            Attempt::Answered { status, .. } => matches!(status, 502..=504),
+            Attempt::Delivered | Attempt::Unrenderable(_) | Attempt::NoUrl(_) => false,
+        };
+        let Ok(mut down) = self.down.lock() else { return };
+        if !unreachable {
+            if down.remove(destination).is_some() {
+                tracing::info!(%destination, "the destination answers again: its backlog goes out");
+            }
+            return;
+        }
+        let entry = down.entry(destination.to_string()).or_insert(Down { failures: 0, next_probe: Instant::now() });
+        entry.failures = entry.failures.saturating_add(1);
+        let delay =
+            self.settings.initial_backoff.saturating_mul(2u32.saturating_pow(entry.failures.min(16) - 1)).min(PROBE_AT_MOST);
+        entry.next_probe = Instant::now() + delay;
+    }
+
     /// SQLite: the due work of each destination not already taken by this deliverer, marked
     /// taken here until its outcome is committed. A read that began before an outcome was
     /// committed may still show that item as due: what was released after the read began is
@@ -214,18 +324,20 @@ impl Deliverer {
         let mut items = Vec::new();
         for (destination, free) in wants {
             let read_began = Instant::now();
-            let held = self.taken.lock().map_or(0, |t| t.len()) as i64;
+            let held = self.taken.lock().map_or(0, |t| t.out_to(&destination)) as i64;
             let mut due = self.engine.store.due(now, &destination, free + held).await?;
             let Ok(mut taken) = self.taken.lock() else { continue };
-            due.retain(|item| match taken.get(&item.id) {
+            due.retain(|item| match taken.items.get(&item.id) {
                 None => true,
                 Some(Taken::Out) => false,
                 Some(Taken::Released(at)) => *at < read_began,
             });
             due.truncate(free as usize);
-            taken.extend(due.iter().map(|item| (item.id, Taken::Out)));
-            // What was released long before any read still running is of no more use.
-            taken.retain(|_, t| !matches!(t, Taken::Released(at) if at.elapsed() > Duration::from_secs(10)));
+            for item in &due {
+                taken.items.insert(item.id, Taken::Out);
+            }
+            *taken.out.entry(destination.clone()).or_default() += due.len();
+            taken.forget_old(read_began);
             items.extend(due);
         }
         Ok(items)
@@ -233,9 +345,15 @@ impl Deliverer {
 
     /// The outcome of `item` is committed (or failed to be): it may be taken again by reads
     /// that begin from now on.
-    fn release(&self, item: i64) {
+    fn release(&self, item: &OutboxItem) {
         if let Ok(mut taken) = self.taken.lock() {
-            taken.insert(item, Taken::Released(Instant::now()));
+            let now = Instant::now();
+            if taken.items.insert(item.id, Taken::Released(now)).is_some() {
+                if let Some(out) = taken.out.get_mut(&item.destination.to_string()) {
+                    *out = out.saturating_sub(1);
+                }
+            }
+            taken.released.push_back((now, item.id));
         }
     }
 
@@ -250,6 +368,7 @@ impl Deliverer {
 
     /// Writes an attempt's outcome to the store.
     pub async fn record(&self, item: &OutboxItem, attempt: Attempt) {
+        self.note_health(&item.destination.to_string(), &attempt);
         let now = Timestamp::now().unix_seconds();
         let write = match verdict(&attempt) {
             Verdict::Delivered => {

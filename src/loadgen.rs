@@ -75,6 +75,8 @@ pub struct Plan {
     /// Also play the destinations of this site's configuration (`destination`): count what
     /// arrives, the backlog each second, submit → destination latency, and the drain after.
     pub deliver: Option<Box<crate::config::Config>>,
+    /// With `deliver`: the destinations are down (nothing listens) for this long first.
+    pub outage: Option<Duration>,
 }
 
 /// What happened.
@@ -144,7 +146,7 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
 /// A native run while playing the destinations: the submissions' report, and what arrived.
 async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Report, String> {
     let registry = crate::formats::Registry::builtin();
-    let arrivals = destination::start(&config, &registry).await?;
+    let arrivals = destination::start(&config, &registry, plan.outage).await?;
     let started = Instant::now();
     let backlog = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sampler = {
@@ -159,10 +161,14 @@ async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Rep
             }
         })
     };
+    let outage = plan.outage;
     let mut report = run_native(plan, Some(arrivals.clone())).await?;
     let submitting = started.elapsed().as_secs_f64();
     let delivered_then = arrivals.delivered.load(Ordering::Relaxed);
-    // The drain: until everything sent has arrived, or nothing has for 30 s.
+    // The drain: until everything sent has arrived, or nothing has for 30 s (after any outage).
+    if let Some(outage) = outage {
+        tokio::time::sleep_until((started + outage).into()).await;
+    }
     let (mut last, mut still) = (delivered_then, Instant::now());
     while arrivals.delivered.load(Ordering::Relaxed) < arrivals.sent_count() && still.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -43,6 +43,7 @@ fn plan(site: &Site, url: String) -> Plan {
         grpc: false,
         store_only: None,
         deliver: None,
+        outage: None,
     }
 }
 

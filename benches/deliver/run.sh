@@ -4,6 +4,7 @@
 # second, submit → destination latency and the drain (docs/PERFORMANCE.md, "Delivery").
 #   cargo build --release
 #   benches/deliver/run.sh [SECONDS] [CONNECTIONS] [RATE|max] [postgres]
+#   NO_DESTINATION=1 benches/deliver/run.sh …   the same intake with no destination configured
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-8}
@@ -13,7 +14,10 @@ store=${4:-sqlite}
 site=$(mktemp -d)
 target/release/liandong init "$site" --listen 127.0.0.1:28443 --admin 127.0.0.1:29090 >/dev/null
 # Ningbo 12345 (where the generator's Ningbo 110 cases go) is pushed to the generator's desk.
-perl -0pi -e 's|id = "330200/12345"\n# url = "[^"]*"|id = "330200/12345"\nurl = "https://127.0.0.1:28445/desk"|' "$site/liandong.toml"
+[ "${NO_DESTINATION:-}" ] || perl -0pi -e 's|id = "330200/12345"\n# url = "[^"]*"|id = "330200/12345"\nurl = "https://127.0.0.1:28445/desk"|' "$site/liandong.toml"
+# Optional: DELIVERY_PER_DESTINATION=N, DELIVERY_BATCH=N (docs/CONFIG.md).
+[ "${DELIVERY_PER_DESTINATION:-}" ] && sed -i "/^\[delivery\]$/a per_destination = $DELIVERY_PER_DESTINATION" "$site/liandong.toml"
+[ "${DELIVERY_BATCH:-}" ] && sed -i "/^\[delivery\]$/a batch = $DELIVERY_BATCH" "$site/liandong.toml"
 # One generator identity at full speed: lift its quotas (the limiter still runs every check).
 cat >> "$site/liandong.toml" <<'LIMITS'
 
@@ -33,5 +37,7 @@ trap 'kill $gateway 2>/dev/null; rm -rf "$site"' EXIT
 for _ in $(seq 1 50); do curl -sf http://127.0.0.1:29090/readyz >/dev/null && break; sleep 0.2; done
 rate_arg=()
 [ "$rate" != max ] && rate_arg=(--rate "$rate")
-target/release/liandong bench --config "$site/liandong.toml" --deliver --concurrency "$connections" \
+deliver=(--deliver)
+[ "${NO_DESTINATION:-}" ] && deliver=()
+target/release/liandong bench --config "$site/liandong.toml" "${deliver[@]}" ${OUTAGE:+--outage "$OUTAGE"} --concurrency "$connections" \
   --duration "${seconds}s" "${rate_arg[@]}"

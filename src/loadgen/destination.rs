@@ -69,8 +69,13 @@ impl Arrivals {
 }
 
 /// Listens at every local delivery URL of `config` (`https://127.0.0.1:PORT/…` or
-/// `localhost`) as that endpoint would; the listeners live as long as the runtime.
-pub async fn start(config: &crate::config::Config, registry: &Registry) -> Result<Arc<Arrivals>, String> {
+/// `localhost`) as that endpoint would, after `outage` (until then nothing listens: the
+/// destination is down); the listeners live as long as the runtime.
+pub async fn start(
+    config: &crate::config::Config,
+    registry: &Registry,
+    outage: Option<std::time::Duration>,
+) -> Result<Arc<Arrivals>, String> {
     let arrivals = Arc::new(Arrivals::default());
     let tls = crate::security::tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key, None)
         .map_err(|e| e.to_string())?;
@@ -85,12 +90,23 @@ pub async fn start(config: &crate::config::Config, registry: &Registry) -> Resul
         }
         let endpoint = registry.endpoint_named(&settings.id).map_err(|e| e.to_string())?.clone();
         let addr = format!("127.0.0.1:{}", uri.port_u16().unwrap_or(443));
-        let listener =
-            tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("cannot listen as {} at {addr}: {e}", settings.id))?;
+        // Check now that the address is free; listen for good after the outage.
+        drop(tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("cannot listen as {} at {addr}: {e}", settings.id))?);
+        let listening_at = addr.clone();
         let receipt = Bytes::from(endpoint.write_receipt(ReceiptKind::Success, None, None));
         let content_type = endpoint.content_type();
         let (acceptor, arrivals) = (acceptor.clone(), arrivals.clone());
         tokio::spawn(async move {
+            if let Some(outage) = outage {
+                tokio::time::sleep(outage).await;
+            }
+            let listener = match tokio::net::TcpListener::bind(&listening_at).await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    eprintln!("the destination cannot listen at {listening_at}: {e}");
+                    return;
+                }
+            };
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
                 let _ = tcp.set_nodelay(true);
