@@ -672,6 +672,29 @@ mod tests {
     use super::*;
 
     /// The sweeper's query reads index ranges: no step of its plan scans the transfers.
+    /// The deliverer's read of due work walks the `outbox_due` index in order and stops at its
+    /// limit: no sort of the whole backlog (which made the drain slow down as the backlog grew).
+    #[tokio::test]
+    async fn due_deliveries_are_read_along_the_index_without_a_sort() {
+        let dir = std::env::temp_dir().join(format!("liandong-plan-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::sqlite(&dir.join("plan.db")).await.unwrap();
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {}", writes::DUE))
+            .bind("330200/12345")
+            .bind(0_i64)
+            .bind(0_i64)
+            .bind(10_i64)
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get::<String, _>(3).unwrap())
+            .collect();
+        assert!(plan.iter().any(|step| step.contains("USING INDEX outbox_due")), "{plan:?}");
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE") || step.starts_with("SCAN")), "{plan:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn the_sweeper_does_not_scan_the_transfers() {
         let dir = std::env::temp_dir().join(format!("liandong-plan-{}", ulid::Ulid::new()));

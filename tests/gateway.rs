@@ -451,3 +451,41 @@ async fn the_receipt_says_when_the_destination_is_unreachable_and_whom_to_phone(
     assert!(message.contains("330200/12345") && message.contains("暂时无法送达"), "{message}");
     assert!(message.contains("0574-87000000 (海曙区综合行政执法局)"), "{message}");
 }
+
+/// A destination that stops answering is probed, one delivery at a time and paced, not sent
+/// its whole backlog over and over: the backlog waits untried, and goes out, each transfer
+/// once, as soon as a probe gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_is_down_is_probed_not_flooded_and_its_backlog_goes_out_when_it_returns() {
+    let site = Site::new("probe");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener); // nothing listens there: connections are refused
+    site.push_to("330200/12345", &format!("https://127.0.0.1:{port}/receive"));
+    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+    let now = liandong::model::Timestamp::now().format_beijing("yyyy-MM-dd HH:mm:ss");
+    let sample =
+        String::from_utf8(sample("jjd-json/transfer-ningbo-township.json")).unwrap().replace("2023-05-08 09:43:00", &now);
+    for i in 0..20 {
+        let answer = police
+            .post("/v1/native/330200/110/transfers", sample.replace("LZ202305080001", &format!("P-{i}")).into_bytes())
+            .await;
+        assert_eq!(answer.status, 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let attempts: i64 =
+        sqlx::query_scalar::<_, i64>("SELECT COALESCE(SUM(attempts), 0) FROM outbox WHERE destination = '330200/12345'")
+            .fetch_one(&sqlx::SqlitePool::connect(&format!("sqlite://{}", site.dir.join("liandong.db").display())).await.unwrap())
+            .await
+            .unwrap();
+    assert!((1..=6).contains(&attempts), "3 s down: a probe now and then, not 20 transfers retried: {attempts} attempts");
+    // it comes back
+    let desk = Receiver::serve(&site, "330200/12345", tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap());
+    eventually(30, "the backlog delivered", || {
+        let ids: std::collections::BTreeSet<_> = desk.received().iter().filter_map(|r| r.transfer_id.clone()).collect();
+        ids.len() == 20
+    })
+    .await;
+    assert_eq!(desk.received().len(), 20, "each once");
+}
