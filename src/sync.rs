@@ -173,7 +173,8 @@ impl Datasets {
     /// the version, the body (normalised in place).
     pub fn check(&self, dataset: Dataset, record: &mut Record) -> Result<(), SyncError> {
         let key = record.key.as_str();
-        if key.is_empty() || key.len() > 200 || key.chars().any(char::is_control) {
+        // Characters, not bytes: a key of Chinese words counts its words' characters.
+        if key.is_empty() || key.chars().count() > 200 || key.chars().any(char::is_control) {
             return Err(SyncError::invalid("key", format!("expected 1 to 200 printable characters, got {key:?}")));
         }
         if record.version == 0 || record.version > i64::MAX as u64 {

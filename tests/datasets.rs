@@ -73,6 +73,13 @@ async fn only_the_owner_writes_versions_grow_and_repeats_are_harmless() {
             .await
             .unwrap_err();
         assert!(err.to_string().starts_with("body.categories[0]: expected a canonical category code"), "{backend}: {err}");
+        // a key is counted in characters: 82 Chinese ones (246 bytes) are a key, 201 are not
+        let long = "kb/".to_string() + &"挪车".repeat(41);
+        let entry = json!({"title": "t", "body": "b", "categories": ["NP07"]});
+        datasets.put(&ningbo, Dataset::Knowledge, &long, put(1, entry.clone())).await.unwrap();
+        let too_long = "挪".repeat(201);
+        let err = datasets.put(&ningbo, Dataset::Knowledge, &too_long, put(1, entry)).await.unwrap_err();
+        assert!(err.to_string().starts_with("key: expected 1 to 200 printable characters"), "{backend}: {err}");
         let err = datasets.put(&ningbo, Dataset::TransferStatus, "x", put(1, json!({}))).await.unwrap_err();
         assert!(matches!(err, SyncError::Forbidden(_)), "{backend}: {err}");
         // nothing refused changed anything

@@ -244,3 +244,47 @@ async fn a_follower_over_its_read_quota_waits_and_finishes() {
     assert_eq!(applied, 60);
     assert_eq!(follower.live().len(), 60);
 }
+
+/// `liandong datasets import` in its own process while desks submit to the running gateway on
+/// the same SQLite file: the import's transaction takes the write lock up front, so it waits
+/// its turn instead of failing with "database is locked", and every submission is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_succeeds_while_desks_submit() {
+    let site = Site::new("import-live");
+    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let mut csv = String::from("key,owner,version,unit.code,unit.name,phone\n");
+    for i in 0..20_000 {
+        csv.push_str(&format!("3302{:02}{:03}/NP07,330200/12345,1,U{i},单位{i},0574-8700{:04}\n", i % 100, i / 100, i % 10_000));
+    }
+    let file = site.dir.join("directory.csv");
+    std::fs::write(&file, csv).unwrap();
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+    let sample = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+    )
+    .unwrap();
+    let submitting = tokio::spawn(async move {
+        let mut answers = Vec::new();
+        for i in 0..60 {
+            let body = sample.replace("LZ202305080001", &format!("IMP-{i}"));
+            answers.push(police.post("/v1/native/330200/110/transfers", body.into_bytes()).await.status);
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        answers
+    });
+    for round in 0..3 {
+        let config = site.config.clone();
+        let file = file.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_liandong"))
+                .args(["datasets", "import", "--config", config.to_str().unwrap(), "directory", file.to_str().unwrap()])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(output.status.success(), "import {round}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let answers = submitting.await.unwrap();
+    assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+}

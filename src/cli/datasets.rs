@@ -409,7 +409,12 @@ fn csv_row_to_json(header: &[String], cells: &[String]) -> Result<Value, String>
                 "version" => {
                     Value::from(cell.parse::<u64>().map_err(|_| format!("version: expected a whole number, got {cell:?}"))?)
                 }
-                "deleted" => Value::Bool(matches!(cell.as_str(), "true" | "1" | "yes")),
+                // Spreadsheets write TRUE/FALSE: any case of true/false, yes/no, 1/0.
+                "deleted" => Value::Bool(match cell.to_lowercase().as_str() {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    _ => return Err(format!("deleted: expected true or false (yes/no, 1/0), got {cell:?}")),
+                }),
                 _ => Value::String(cell.clone()),
             };
             line.insert(name.clone(), value);
@@ -580,5 +585,22 @@ mod tests {
                 "body": {"unit": {"code": "CG", "name": "城管"}, "categories": ["NP07", "NP01"]}})
         );
         assert!(csv_row_to_json(&header, &cells[..3]).is_err());
+    }
+
+    /// What Excel writes is read as meant; anything else is refused, naming the column.
+    #[test]
+    fn csv_deleted_takes_any_case_and_refuses_the_rest() {
+        let header: Vec<String> = ["key", "owner", "version", "deleted"].map(String::from).into();
+        let row = |deleted: &str| {
+            let cells: Vec<String> = ["330203/NP07", "330200/12345", "3", deleted].map(String::from).into();
+            csv_row_to_json(&header, &cells)
+        };
+        for yes in ["TRUE", "True", "true", "1", "YES"] {
+            assert_eq!(row(yes).unwrap()["deleted"], true, "{yes}");
+        }
+        for no in ["FALSE", "false", "0", "No"] {
+            assert_eq!(row(no).unwrap()["deleted"], false, "{no}");
+        }
+        assert_eq!(row("deleted").unwrap_err(), "deleted: expected true or false (yes/no, 1/0), got \"deleted\"");
     }
 }

@@ -135,7 +135,14 @@ async fn commit(conn: &mut AnyConnection, backend: Backend, batch: &mut Vec<Job>
             let _ = reply.send(Err(StoreError::Commit(message.clone())));
         }
     };
-    let mut tx = match conn.begin().await {
+    // SQLite: take the write lock up front. A transaction that reads first and writes later
+    // cannot upgrade if another process (an import, a second tool) committed in between: that
+    // is "database is locked" at once, whatever the busy timeout.
+    let begun = match backend {
+        Backend::Sqlite => sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await,
+        Backend::Postgres => conn.begin().await,
+    };
+    let mut tx = match begun {
         Ok(tx) => tx,
         Err(e) => {
             fail_all(batch.drain(..).map(|job| job.reply).collect(), e.to_string());
