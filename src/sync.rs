@@ -252,6 +252,7 @@ impl Datasets {
         seed: bool,
     ) -> Result<Result<Vec<PutOutcome>, Vec<(usize, SyncError)>>, SyncError> {
         let given: Vec<u64> = records.iter().map(|r| r.version).collect();
+        let owners: Vec<String> = records.iter().map(|r| r.owner.clone()).collect();
         let write = Write::PutRecords { dataset: dataset.as_str().to_string(), records, seed };
         let answer = self.store.write(write).await;
         if dataset == Dataset::Directory {
@@ -265,7 +266,13 @@ impl Datasets {
             }
             WriteResult::Records(Err(stale)) => Ok(Err(stale
                 .into_iter()
-                .map(|s| (s.index, SyncError::Stale { key: s.key, current: s.current, given: given[s.index] }))
+                .map(|s| match s.owned_by {
+                    Some(owner) => {
+                        let writer = &owners[s.index];
+                        (s.index, SyncError::Forbidden(format!("{} is owned by {owner}, not {writer}", s.key)))
+                    }
+                    None => (s.index, SyncError::Stale { key: s.key, current: s.current, given: given[s.index] }),
+                })
                 .collect())),
             other => Err(SyncError::Store(StoreError::Corrupt {
                 id: dataset.as_str().into(),

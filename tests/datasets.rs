@@ -318,6 +318,23 @@ async fn categories_are_seeded_once_and_imports_are_all_or_nothing() {
         assert!(store.record("directory", "330203/NP04").await.unwrap().is_none(), "{backend}: nothing half-written");
         let kept = store.record("directory", "330203/NP01").await.unwrap().unwrap();
         assert_eq!(kept.body["unit"]["name"], "a");
+        // the knowledge base's first writer owns its key: an import may not take it over
+        let entry = json!({"title": "挪车", "body": "拨打12345", "categories": ["NP07"]});
+        datasets.put(&endpoint("330200/12345"), Dataset::Knowledge, "kb/nuoche", put(1, entry.clone())).await.unwrap();
+        let takeover = Record {
+            dataset: "knowledge".into(),
+            key: "kb/nuoche".into(),
+            owner: "330200/110".into(),
+            version: 2,
+            updated_at: Timestamp::now(),
+            deleted: false,
+            body: entry,
+        };
+        let errors = datasets.import(Dataset::Knowledge, vec![takeover]).await.unwrap_err();
+        assert_eq!(errors[0].0, 1, "{backend}: {errors:?}");
+        assert_eq!(errors[0].1, "forbidden: kb/nuoche is owned by 330200/12345, not 330200/110", "{backend}");
+        let kept = store.record("knowledge", "kb/nuoche").await.unwrap().unwrap();
+        assert_eq!((kept.owner.as_str(), kept.version), ("330200/12345", 1), "{backend}");
     }
 }
 

@@ -25,7 +25,8 @@ pub enum PutOutcome {
     Unchanged,
 }
 
-/// A record whose version does not grow: nothing of its put was written.
+/// A record that may not be written: its version does not grow, or another endpoint owns its
+/// key. Nothing of its put was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stale {
     /// Its position in the put.
@@ -33,6 +34,9 @@ pub struct Stale {
     pub key: String,
     /// The version stored now.
     pub current: u64,
+    /// When the key belongs to another endpoint: that owner (a record's owner never changes;
+    /// the knowledge base's first writer owns its key).
+    pub owned_by: Option<String>,
 }
 
 /// Stores records of one dataset, all or nothing: when any version does not grow (and is not a
@@ -67,10 +71,14 @@ pub async fn put(
         let outcome = match current.get(&record.key) {
             None => PutOutcome::Written,
             Some(_) if seed => PutOutcome::Unchanged,
+            Some(now) if now.owner != record.owner => {
+                stale.push(Stale { index, key: record.key.clone(), current: now.version, owned_by: Some(now.owner.clone()) });
+                PutOutcome::Unchanged
+            }
             Some(now) if record.version > now.version => PutOutcome::Written,
             Some(now) if record.version == now.version && same_content(now, record) => PutOutcome::Unchanged,
             Some(now) => {
-                stale.push(Stale { index, key: record.key.clone(), current: now.version });
+                stale.push(Stale { index, key: record.key.clone(), current: now.version, owned_by: None });
                 PutOutcome::Unchanged
             }
         };
