@@ -248,13 +248,20 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("line 3: version: expected a whole number"), "{stderr}");
     assert!(stderr.contains("nothing was written"), "{stderr}");
+    // errors name the file's line, past blank lines; every unreadable line is named
     let wrong_owner = write(
         "owner.jsonl",
-        "{\"key\": \"330203/NP03\", \"owner\": \"330000/12345\", \"version\": 1, \"body\": {\"unit\": {\"name\": \"x\"}}}\n",
+        "\n{\"key\": \"330203/NP03\", \"owner\": \"330000/12345\", \"version\": 1, \"body\": {\"unit\": {\"name\": \"x\"}}}\n",
     );
     let output = liandong(&["datasets", "import", "--config", config, "directory", &wrong_owner], None);
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("record 1: forbidden: 330203/NP03 is kept by 330200/12345"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("owner.jsonl: line 2: forbidden: 330203/NP03 is kept by 330200/12345"), "{stderr}");
+    let unreadable =
+        write("unreadable.jsonl", "{not json\n{\"key\": \"330203/NP05\", \"owner\": \"330200/12345\", \"version\": \"one\"}\n");
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &unreadable], None);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 1: not JSON") && stderr.contains("line 2: "), "{stderr}");
 
     let good = write(
         "good.csv",
@@ -266,15 +273,22 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
     let again = liandong(&["datasets", "import", "--config", config, "directory", &good], None);
     assert_eq!(String::from_utf8_lossy(&again.stdout), "directory: 2 records read, 0 written (2 unchanged)\n");
 
-    // export as JSON Lines and as CSV; the CSV reads back unchanged
+    // a deletion (TRUE, as Excel writes it) is a tombstone; export lists it
+    let deletion = write("delete.csv", "key,owner,version,deleted\n330203/NP09,330200/12345,1,TRUE\n");
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &deletion], None);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    // export as JSON Lines and as CSV, tombstones included; the CSV reads back unchanged
     let output = liandong(&["datasets", "export", "--config", config, "directory"], None);
     let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 2);
-    assert_eq!(lines[1]["body"]["unit"]["name"], "高桥镇, 劳动保障所");
+    assert_eq!(lines.len(), 3);
+    // in key order, byte-wise: "330203/…" before "330203101/…"
+    assert_eq!((lines[1]["key"].as_str(), lines[1]["deleted"].as_bool()), (Some("330203/NP09"), Some(true)));
+    assert_eq!(lines[2]["body"]["unit"]["name"], "高桥镇, 劳动保障所");
     let output = liandong(&["datasets", "export", "--config", config, "directory", "--format", "csv"], None);
     let csv = write("export.csv", &String::from_utf8_lossy(&output.stdout));
     let back = liandong(&["datasets", "import", "--config", config, "directory", &csv], None);
-    assert_eq!(String::from_utf8_lossy(&back.stdout), "directory: 2 records read, 0 written (2 unchanged)\n");
+    assert_eq!(String::from_utf8_lossy(&back.stdout), "directory: 3 records read, 0 written (3 unchanged)\n");
 
     // routing: the township's record wins; another township falls back to the county
     let route =

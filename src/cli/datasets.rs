@@ -118,17 +118,22 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
             if dataset == Dataset::TransferStatus {
                 return Err(CliError::Invalid("transfer_status is written by the gateway alone".into()));
             }
-            let records = read_records(file, dataset)?;
+            let (lines, records): (Vec<usize>, Vec<Record>) = read_records(file, dataset)?.into_iter().unzip();
             let config = load_config(config)?;
             let count = records.len();
             let written = runtime()?.block_on(async {
                 let datasets = open(&config).await?;
                 datasets.import(dataset, records).await.map_err(|errors| {
-                    let lines: Vec<String> = errors
+                    // Errors name the file's line (a CSV header, blank lines and quoted line
+                    // breaks make it differ from the record's number).
+                    let named: Vec<String> = errors
                         .iter()
-                        .map(|(n, e)| if *n == 0 { e.clone() } else { format!("{}: record {n}: {e}", file.display()) })
+                        .map(|(n, e)| match lines.get(n.wrapping_sub(1)) {
+                            Some(line) if *n > 0 => format!("{}: line {line}: {e}", file.display()),
+                            _ => e.clone(),
+                        })
                         .collect();
-                    CliError::Invalid(format!("{}\nnothing was written", lines.join("\n")))
+                    CliError::Invalid(format!("{}\nnothing was written", named.join("\n")))
                 })
             })?;
             format!("{}: {count} records read, {written} written ({} unchanged)\n", dataset.as_str(), count - written)
@@ -136,23 +141,21 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
         DatasetsCommand::Export { config, dataset: name, format } => {
             let dataset = dataset(name)?;
             let config = load_config(config)?;
+            // Every key's last write, tombstones included (so a copy learns of deletions).
             let records = runtime()?.block_on(async {
-                let datasets = open(&config).await?;
-                let mut all = Vec::new();
-                let mut token = String::new();
-                let who = crate::security::Identity::Operator("cli".into());
+                let store = crate::server::open_store(&config).await.map_err(|e| CliError::Failed(e.to_string()))?;
+                let mut all: Vec<Record> = Vec::new();
                 loop {
-                    let page = datasets
-                        .snapshot(&who, dataset, &token, crate::sync::MAX_PAGE)
+                    let after = all.last().map(|r| r.key.clone()).unwrap_or_default();
+                    let page = store
+                        .records_after(dataset.as_str(), &after, crate::sync::MAX_PAGE)
                         .await
                         .map_err(|e| CliError::Failed(e.to_string()))?;
-                    for doc in page.records {
-                        all.push(doc.record().map_err(|e| CliError::Failed(format!("a stored record does not read: {e}")))?);
-                    }
-                    if page.next_page_token.is_empty() {
+                    let full = page.len() as i64 >= crate::sync::MAX_PAGE;
+                    all.extend(page);
+                    if !full {
                         return Ok::<_, CliError>(all);
                     }
-                    token = page.next_page_token;
                 }
             })?;
             match format {
@@ -346,35 +349,40 @@ impl ImportLine {
 }
 
 /// Reads an import file; the first unreadable line stops it, named.
-fn read_records(file: &Path, dataset: Dataset) -> Result<Vec<Record>, CliError> {
+/// The file's records, each with the line it starts on; or every line that does not read, each
+/// named.
+fn read_records(file: &Path, dataset: Dataset) -> Result<Vec<(usize, Record)>, CliError> {
     let text = std::fs::read_to_string(file).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
     let now = Timestamp::now();
-    let at = |line: usize, problem: String| {
-        CliError::Invalid(format!("{}: line {line}: {problem}\nnothing was written", file.display()))
-    };
-    if file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
-        let rows = parse_csv(&text).map_err(|(line, problem)| at(line, problem))?;
+    let at = |line: usize, problem: String| format!("{}: line {line}: {problem}", file.display());
+    let results: Vec<Result<(usize, Record), String>> = if file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+        let rows = parse_csv(&text).map_err(|(line, problem)| CliError::Invalid(at(line, problem) + "\nnothing was written"))?;
         let Some((header, rows)) = rows.split_first() else {
             return Ok(Vec::new());
         };
-        return rows
-            .iter()
+        rows.iter()
             .map(|(line, cells)| {
                 let line_value = csv_row_to_json(&header.1, cells).map_err(|p| at(*line, p))?;
                 let parsed: ImportLine = decode(line_value).map_err(|p| at(*line, p))?;
-                Ok(parsed.into_record(dataset, now))
+                Ok((*line, parsed.into_record(dataset, now)))
             })
-            .collect();
+            .collect()
+    } else {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                let value: Value = serde_json::from_str(l).map_err(|e| at(i + 1, format!("not JSON: {e}")))?;
+                let parsed: ImportLine = decode(value).map_err(|p| at(i + 1, p))?;
+                Ok((i + 1, parsed.into_record(dataset, now)))
+            })
+            .collect()
+    };
+    let errors: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().cloned()).collect();
+    if !errors.is_empty() {
+        return Err(CliError::Invalid(format!("{}\nnothing was written", errors.join("\n"))));
     }
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            let value: Value = serde_json::from_str(l).map_err(|e| at(i + 1, format!("not JSON: {e}")))?;
-            let parsed: ImportLine = decode(value).map_err(|p| at(i + 1, p))?;
-            Ok(parsed.into_record(dataset, now))
-        })
-        .collect()
+    Ok(results.into_iter().filter_map(Result::ok).collect())
 }
 
 /// Decodes with the path of the field at fault.

@@ -177,6 +177,18 @@ fn at_or_before(table: &str, a: usize, b: usize, c: usize) -> String {
 
 impl Store {
     /// The current record of a key (tombstones included).
+    /// Up to `limit` records of a dataset after the key `after`, in key order, tombstones
+    /// included: each key's last write, as an export lists them.
+    pub async fn records_after(&self, dataset: &str, after: &str, limit: i64) -> Result<Vec<Record>, StoreError> {
+        let rows = sqlx::query(&format!("{RECORD_SELECT} FROM records WHERE dataset = $1 AND key > $2 ORDER BY key LIMIT $3"))
+            .bind(dataset)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| record_from_row(dataset, row)).collect()
+    }
+
     pub async fn record(&self, dataset: &str, key: &str) -> Result<Option<Record>, StoreError> {
         let row = sqlx::query(&format!("{RECORD_SELECT} FROM records WHERE dataset = $1 AND key = $2"))
             .bind(dataset)
