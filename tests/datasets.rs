@@ -431,7 +431,10 @@ async fn routing_takes_the_most_specific_directory_record() {
         let transfer = engine.submit(&"330200/110".parse().unwrap(), request).await.unwrap().transfer;
         assert_eq!(transfer.to.to_string(), "330000/12345", "{backend}: Hangzhou has no platform of its own");
 
-        // another replica's write (another engine on the same store) is routed on within a second
+        // another replica's write (another engine on the same store) is routed on within a
+        // second: the server keeps its directory caught up beside the submissions
+        let (_keep, never) = tokio::sync::watch::channel(false);
+        tokio::spawn(liandong::routing::follow(engine.directory.clone(), store.clone(), never));
         let replica = common::stores::engine(store.clone());
         Datasets::new(&replica)
             .put(&ningbo, Dataset::Directory, "330203101/NP03", put(4, unit("GQ-2", "高桥镇劳动保障所（新址）")))
