@@ -113,3 +113,30 @@ async fn several_identities_each_submit_as_themselves_in_their_own_format() {
     }
     assert_eq!(total, report.ok);
 }
+
+/// `--deliver`: the generator is also the destination, and what it reports arrived is what the
+/// gateway delivered — each transfer it counted ok, once, with none left behind; with
+/// `--outage` the destination is down first and the backlog arrives when it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_counts_what_reached_the_destination() {
+    let site = site("loadgen-deliver");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    site.push_to("330200/12345", &format!("https://127.0.0.1:{port}/desk"));
+    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let config = liandong::config::Config::load(&site.config).unwrap();
+    let deliver = Plan {
+        deliver: Some(Box::new(config.clone())),
+        outage: Some(std::time::Duration::from_millis(1500)),
+        duration: std::time::Duration::from_secs(2),
+        rate: Some(200.0),
+        ..plan(&site, format!("https://localhost:{}", addr.port()))
+    };
+    let report = run(deliver).await.unwrap();
+    assert_clean(&report, "deliver");
+    let delivery = report.delivery.expect("a delivery report");
+    assert_eq!((delivery.delivered, delivery.undelivered, delivery.repeated), (report.ok, 0, 0), "{delivery:?}");
+    assert!(delivery.backlog.iter().any(|[_, waiting]| *waiting > 0.0), "the outage left a backlog: {delivery:?}");
+    assert!(delivery.p50_ms > 0.0 && delivery.p50_ms <= delivery.p99_ms, "{delivery:?}");
+    let store = liandong::server::open_store(&config).await.unwrap();
+    assert_eq!(stored(&store).await as u64, report.ok);
+}
