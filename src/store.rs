@@ -671,47 +671,39 @@ pub fn now() -> i64 {
 mod tests {
     use super::*;
 
-    /// The sweeper's query reads index ranges: no step of its plan scans the transfers.
+    /// The steps of SQLite's plan for `sql` on a fresh store, with these parameters (the texts
+    /// first, then the numbers).
+    async fn plan(sql: &str, texts: &[&str], numbers: &[i64]) -> Vec<String> {
+        let dir = std::env::temp_dir().join(format!("liandong-plan-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::sqlite(&dir.join("plan.db")).await.unwrap();
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut query = sqlx::query(&explain);
+        for text in texts {
+            query = query.bind(*text);
+        }
+        for number in numbers {
+            query = query.bind(*number);
+        }
+        let steps = query.fetch_all(&store.pool).await.unwrap().iter().map(|row| row.try_get::<String, _>(3).unwrap()).collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        steps
+    }
+
     /// The deliverer's read of due work walks the `outbox_due` index in order and stops at its
     /// limit: no sort of the whole backlog (which made the drain slow down as the backlog grew).
     #[tokio::test]
     async fn due_deliveries_are_read_along_the_index_without_a_sort() {
-        let dir = std::env::temp_dir().join(format!("liandong-plan-{}", ulid::Ulid::new()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::sqlite(&dir.join("plan.db")).await.unwrap();
-        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {}", writes::DUE))
-            .bind("330200/12345")
-            .bind(0_i64)
-            .bind(0_i64)
-            .bind(10_i64)
-            .fetch_all(&store.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.try_get::<String, _>(3).unwrap())
-            .collect();
+        let plan = plan(writes::DUE, &["330200/12345"], &[0, 0, 10]).await;
         assert!(plan.iter().any(|step| step.contains("USING INDEX outbox_due")), "{plan:?}");
         assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE") || step.starts_with("SCAN")), "{plan:?}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The sweeper's query reads index ranges: no step of its plan scans the transfers.
     #[tokio::test]
     async fn the_sweeper_does_not_scan_the_transfers() {
-        let dir = std::env::temp_dir().join(format!("liandong-plan-{}", ulid::Ulid::new()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::sqlite(&dir.join("plan.db")).await.unwrap();
-        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {OVERDUE}"))
-            .bind(0_i64)
-            .bind(0_i64)
-            .bind(10_i64)
-            .fetch_all(&store.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.try_get::<String, _>(3).unwrap())
-            .collect();
+        let plan = plan(OVERDUE, &[], &[0, 0, 10]).await;
         assert!(plan.iter().any(|step| step.contains("transfers_resolve_due")), "{plan:?}");
         assert!(!plan.iter().any(|step| step.starts_with("SCAN transfers")), "{plan:?}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

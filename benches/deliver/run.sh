@@ -12,21 +12,13 @@ connections=${2:-64}
 rate=${3:-max}
 store=${4:-sqlite}
 site=$(mktemp -d)
-target/release/liandong init "$site" --listen 127.0.0.1:28443 --admin 127.0.0.1:29090 >/dev/null
+. benches/site.sh
+bench_site "$site"
 # Ningbo 12345 (where the generator's Ningbo 110 cases go) is pushed to the generator's desk.
 [ "${NO_DESTINATION:-}" ] || perl -0pi -e 's|id = "330200/12345"\n# url = "[^"]*"|id = "330200/12345"\nurl = "https://127.0.0.1:28445/desk"|' "$site/liandong.toml"
 # Optional: DELIVERY_PER_DESTINATION=N, DELIVERY_BATCH=N (docs/CONFIG.md).
-[ "${DELIVERY_PER_DESTINATION:-}" ] && sed -i "/^\[delivery\]$/a per_destination = $DELIVERY_PER_DESTINATION" "$site/liandong.toml"
-[ "${DELIVERY_BATCH:-}" ] && sed -i "/^\[delivery\]$/a batch = $DELIVERY_BATCH" "$site/liandong.toml"
-# One generator identity at full speed: lift its quotas (the limiter still runs every check).
-cat >> "$site/liandong.toml" <<'LIMITS'
-
-[limits.endpoint]
-submit = { per_second = 1000000, burst = 1000000 }
-immediate = { per_second = 1000000, burst = 1000000 }
-status = { per_second = 1000000, burst = 1000000 }
-read = { per_second = 1000000, burst = 1000000 }
-LIMITS
+[ "${DELIVERY_PER_DESTINATION:-}" ] && sed -i "/^\\[delivery\\]$/a per_destination = $DELIVERY_PER_DESTINATION" "$site/liandong.toml"
+[ "${DELIVERY_BATCH:-}" ] && sed -i "/^\\[delivery\\]$/a batch = $DELIVERY_BATCH" "$site/liandong.toml"
 if [ "$store" = postgres ]; then
   psql -q -h 127.0.0.1 -U postgres test -c "DROP SCHEMA IF EXISTS bench_deliver CASCADE; CREATE SCHEMA bench_deliver"
   export LIANDONG_STORE_URL="postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3Dbench_deliver"

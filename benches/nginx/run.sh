@@ -6,16 +6,8 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-8}
 connections=${2:-64}
 site=$(mktemp -d)
-target/release/liandong init "$site" --listen 127.0.0.1:28443 --admin 127.0.0.1:29090 >/dev/null
-# One generator identity at full speed: lift its quotas (the limiter still runs every check).
-cat >> "$site/liandong.toml" <<'LIMITS'
-
-[limits.endpoint]
-submit = { per_second = 1000000, burst = 1000000 }
-immediate = { per_second = 1000000, burst = 1000000 }
-status = { per_second = 1000000, burst = 1000000 }
-read = { per_second = 1000000, burst = 1000000 }
-LIMITS
+. benches/site.sh
+bench_site "$site"
 sed "s#SITE#$site#g" benches/nginx/nginx.conf > "$site/nginx.conf"
 mkdir -p "$site/nginx-body" "$site/nginx-proxy"
 nginx -c "$site/nginx.conf"
