@@ -1,18 +1,23 @@
 //! Delivery: the outbox, pushed to each destination over HTTPS with the gateway's client
 //! certificate, at least once, until the destination's native receipt says it has it.
 //!
-//! A worker leases due items from the store (so two replicas never deliver the same item at
-//! once), renders each in the destination's native format at send time, POSTs it, and reads
-//! the answer with the destination's own receipt profile. Success marks the item delivered
-//! (and the transfer `delivered`); what [`verdict`]'s table calls permanent (the destination's
-//! `invalid` receipt, a document its own profile would refuse) is a dead letter at once, and
-//! the rest is retried with exponential backoff and jitter until the attempt count or the age
-//! makes it one. A dead transfer is rejected on its destination's behalf so that its origin
-//! hears of it (`canonical.md`, "Undeliverable transfers"); operators list and replay dead
-//! letters. A commit that queues work wakes the worker; a short poll finds retries and other
-//! replicas' work. Each destination has its own small concurrency budget, so one slow or dead
-//! destination never holds up the others; items of one transfer go out in order (the lease
-//! hands out only the first undone one). The receiver recognises a retry by `transfer_id`.
+//! A worker takes due items per destination — leased in the store on PostgreSQL (so two
+//! replicas never deliver the same item at once), held in memory on SQLite (one gateway owns
+//! the file) — renders each in the destination's native format at send time, reads it back
+//! with the destination's own profile, POSTs it, and reads the answer with the destination's
+//! receipt profile. Success marks the item delivered (and the transfer `delivered`); what
+//! [`verdict`]'s table calls permanent (the destination's `invalid` receipt, a document its own
+//! profile would refuse) is a dead letter at once, and the rest is retried with exponential
+//! backoff and jitter until the attempt count or the age makes it one. A dead transfer is
+//! rejected on its destination's behalf so that its origin hears of it (`canonical.md`,
+//! "Undeliverable transfers"); operators list and replay dead letters.
+//!
+//! Each destination has `per_destination` slots (its connections), freed when it answers, so
+//! one slow or dead destination never holds up the others and a small desk is never flooded;
+//! a destination that stops answering gets one paced probe at a time until it answers again.
+//! Items of one transfer go out in order (only the first undone one is ever due). A commit that
+//! queues work wakes the worker; a short poll finds retries and other replicas' work. The
+//! receiver recognises a retry by `transfer_id`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
