@@ -73,12 +73,7 @@ impl Engine {
     /// sender's own region.
     fn routing_region(request: &TransferRequest) -> (&str, &'static str) {
         let location = request.case.location.as_ref().and_then(|l| l.region.as_ref()).map(|r| r.as_str());
-        match (&request.to_region, location) {
-            (Some(to), Some(place)) if routing::contains(to.as_str(), place) => (place, "case.location.region"),
-            (Some(to), _) => (to.as_str(), "to_region"),
-            (None, Some(place)) => (place, "case.location.region"),
-            (None, None) => (request.from.region.as_str(), "to_region"),
-        }
+        routing::region_for(request.to_region.as_ref().map(|r| r.as_str()), location, request.from.region.as_str())
     }
 
     /// Routes a request (three-tier routing, [`crate::routing`]): the other platform's endpoint

@@ -68,6 +68,18 @@ pub fn contains(outer: &str, inner: &str) -> bool {
     inner.starts_with(prefix)
 }
 
+/// The region a transfer is routed on, and the field it came from (`canonical.md`, "Routing"):
+/// when `to_region` contains the case's `location`, the location (the more specific); else
+/// `to_region`; else the location; else the sender's own region.
+pub fn region_for<'a>(to_region: Option<&'a str>, location: Option<&'a str>, sender: &'a str) -> (&'a str, &'static str) {
+    match (to_region, location) {
+        (Some(to), Some(place)) if contains(to, place) => (place, "case.location.region"),
+        (Some(to), _) => (to, "to_region"),
+        (None, Some(place)) => (place, "case.location.region"),
+        (None, None) => (sender, "to_region"),
+    }
+}
+
 /// The directory keys for a category in a region, most specific first: the township (when the
 /// region has nine digits), the county, the city, the province — each once.
 pub fn directory_keys(region: &str, category: &str) -> Vec<String> {

@@ -301,6 +301,15 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
     assert!(text.contains("unit:     HS-RS 海曙区人社局 (directory 330203/NP03 v1"), "{text}");
     let output = liandong(&["route", "--config", config, "--region", "33020", "--category", "NP03"], None);
     assert_eq!(output.status.code(), Some(2));
+    // as a submission has it: a Zhejiang-wide destination region and the case's township
+    let route = stdout_json(&liandong(
+        &["route", "--config", config, "--to-region", "330000", "--location", "330203101", "--category", "NP03", "--json"],
+        None,
+    ));
+    assert_eq!((route["endpoint"].as_str(), route["unit"]["code"].as_str()), (Some("330200/12345"), Some("GQ")));
+    let route =
+        stdout_json(&liandong(&["route", "--config", config, "--to-region", "330106", "--category", "NP03", "--json"], None));
+    assert_eq!(route["endpoint"], "330000/12345", "Hangzhou has no platform of its own");
 
     // reconcile against an empty store: everything the endpoint claims is unknown here
     let view = write("view.jsonl", "{\"reference\": \"LZ1\", \"state\": \"accepted\"}\n");

@@ -68,9 +68,13 @@ pub struct FollowArgs {
 pub struct RouteArgs {
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// Where the case is: six or nine digits.
+    /// Where the case is (its location's region): six or nine digits.
+    #[arg(long, alias = "location", required_unless_present = "to_region")]
+    pub region: Option<String>,
+    /// The destination region the document names, as a submission has it: the location
+    /// decides when this contains it (regions nest by their digits).
     #[arg(long)]
-    pub region: String,
+    pub to_region: Option<String>,
     /// The canonical category (NP07, PM01, …).
     #[arg(long)]
     pub category: String,
@@ -219,20 +223,18 @@ pub fn route(args: &RouteArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
     if !crate::model::category::is_known(&args.category) {
         return Err(CliError::Invalid(format!("--category: expected a canonical category code, got {:?}", args.category)));
     }
-    let _: crate::model::Region = args.region.parse().map_err(|e: String| CliError::Invalid(format!("--region: {e}")))?;
+    for (flag, region) in [("--region", &args.region), ("--to-region", &args.to_region)] {
+        if let Some(region) = region {
+            let _: crate::model::Region = region.parse().map_err(|e: String| CliError::Invalid(format!("{flag}: {e}")))?;
+        }
+    }
+    let (region, field) = crate::routing::region_for(args.to_region.as_deref(), args.region.as_deref(), "");
+    let field = if field == "to_region" { "--to-region" } else { "--region" };
     let decision = runtime()?.block_on(async {
         let datasets = open(&config).await?;
-        crate::routing::route(
-            &datasets.directory,
-            &datasets.store,
-            &datasets.registry,
-            platform,
-            &args.region,
-            &args.category,
-            "--region",
-        )
-        .await
-        .map_err(|e| CliError::Invalid(e.to_string()))
+        crate::routing::route(&datasets.directory, &datasets.store, &datasets.registry, platform, region, &args.category, field)
+            .await
+            .map_err(|e| CliError::Invalid(e.to_string()))
     })?;
     let text = if args.json {
         serde_json::to_string_pretty(&serde_json::json!({
