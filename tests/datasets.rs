@@ -483,9 +483,15 @@ async fn reconciliation_finds_planted_differences() {
             Claim { reference: "RC-1".into(), state: State::Submitted },
             Claim { reference: ids[3].clone(), state: State::Submitted },
             Claim { reference: "RC-9".into(), state: State::Accepted },
+            // RC-0 again, by its transfer id, in another state: the view disagrees with itself
+            Claim { reference: ids[0].clone(), state: State::Accepted },
         ];
         let report = reconcile(&store, &police, &claims, None, None).await.unwrap();
         assert_eq!(report.matched, 2, "{backend}: {report:?}");
+        let twice: Vec<&str> =
+            report.differences.iter().filter(|d| d.kind == DifferenceKind::ClaimedTwice).map(|d| d.note.as_str()).collect();
+        assert_eq!(twice, [format!("claimed RC-0 as submitted and {} as accepted", ids[0]).as_str()], "{backend}");
+        let report = reconcile(&store, &police, &claims[..4], None, None).await.unwrap();
         let kinds: Vec<(DifferenceKind, &str)> = report.differences.iter().map(|d| (d.kind, d.reference.as_str())).collect();
         assert_eq!(
             kinds,

@@ -29,6 +29,9 @@ pub enum DifferenceKind {
     UnknownHere,
     /// The gateway has it (within the window); the endpoint's view does not.
     UnknownThere,
+    /// The endpoint's view names one transfer twice (by two references, or one twice) in
+    /// different states: its own records disagree.
+    ClaimedTwice,
 }
 
 /// One difference.
@@ -87,6 +90,8 @@ pub async fn reconcile(
     let mut seen = vec![false; known.len()];
     let mut matched = 0;
     let mut differences = Vec::new();
+    // Transfer id → the first claim of it, to find a transfer claimed twice in two states.
+    let mut first_claim: HashMap<String, &Claim> = HashMap::new();
     for claim in claims {
         let found = match by_reference.get(claim.reference.as_str()) {
             Some(&i) => {
@@ -95,6 +100,28 @@ pub async fn reconcile(
             }
             None => store.transfer_of(&me, &claim.reference).await?,
         };
+        if let Some(k) = &found {
+            match first_claim.get(&k.transfer_id) {
+                Some(first) if first.state != claim.state => differences.push(Difference {
+                    kind: DifferenceKind::ClaimedTwice,
+                    reference: claim.reference.clone(),
+                    transfer_id: Some(k.transfer_id.clone()),
+                    gateway_state: Some(k.state),
+                    endpoint_state: Some(claim.state),
+                    note: format!(
+                        "claimed {} as {} and {} as {}",
+                        first.reference,
+                        first.state.as_str(),
+                        claim.reference,
+                        claim.state.as_str()
+                    ),
+                }),
+                Some(_) => {}
+                None => {
+                    first_claim.insert(k.transfer_id.clone(), claim);
+                }
+            }
+        }
         match found {
             Some(k) if k.state == claim.state => matched += 1,
             Some(k) => {
