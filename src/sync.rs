@@ -56,6 +56,17 @@ impl FromStr for Dataset {
     }
 }
 
+/// What an import would do (see [`Datasets::preview`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Preview {
+    pub added: usize,
+    pub changed: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+    /// (record number from 1, why).
+    pub refused: Vec<(usize, String)>,
+}
+
 /// Why a dataset operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -303,6 +314,54 @@ impl Datasets {
             Ok(Err(stale)) => Err(stale.into_iter().map(|(i, e)| (i + 1, e.to_string())).collect()),
             Err(e) => Err(vec![(0, e.to_string())]),
         }
+    }
+
+    /// What importing `records` would do, writing nothing (`datasets import --dry-run`): each
+    /// record added, changed, deleted (a tombstone for a live record), unchanged (a repeat), or
+    /// refused with why (its form, its owner, a version that does not grow).
+    pub async fn preview(&self, dataset: Dataset, mut records: Vec<Record>) -> Result<Preview, SyncError> {
+        let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut current = self.store.records_of(dataset.as_str(), &key_refs).await?;
+        let mut preview = Preview::default();
+        for (i, record) in records.iter_mut().enumerate() {
+            if record.dataset.is_empty() {
+                record.dataset = dataset.as_str().to_string();
+            }
+            let refused = if record.dataset != dataset.as_str() {
+                Some(format!("dataset: expected {}, got {:?}", dataset.as_str(), record.dataset))
+            } else {
+                self.check(dataset, record).err().map(|e| e.to_string())
+            };
+            if let Some(why) = refused {
+                preview.refused.push((i + 1, why));
+                continue;
+            }
+            let outcome = match current.get(&record.key) {
+                Some(now) if now.owner != record.owner => {
+                    Err(format!("forbidden: {} is owned by {}, not {}", record.key, now.owner, record.owner))
+                }
+                Some(now) if record.version == now.version && now.deleted == record.deleted && now.body == record.body => {
+                    Ok(&mut preview.unchanged)
+                }
+                Some(now) if record.version <= now.version => Err(format!(
+                    "version: {} is at version {}; a write must give a greater version, got {}",
+                    record.key, now.version, record.version
+                )),
+                Some(now) if record.deleted && !now.deleted => Ok(&mut preview.deleted),
+                Some(_) => Ok(&mut preview.changed),
+                None if record.deleted => Ok(&mut preview.unchanged),
+                None => Ok(&mut preview.added),
+            };
+            match outcome {
+                Ok(count) => {
+                    *count += 1;
+                    current.insert(record.key.clone(), record.clone());
+                }
+                Err(why) => preview.refused.push((i + 1, why)),
+            }
+        }
+        Ok(preview)
     }
 
     /// Seeds `categories` with every endpoint's built-in code table (version 1, owned by the

@@ -273,6 +273,28 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
     let again = liandong(&["datasets", "import", "--config", config, "directory", &good], None);
     assert_eq!(String::from_utf8_lossy(&again.stdout), "directory: 2 records read, 0 written (2 unchanged)\n");
 
+    // a dry run says what an import would do, and writes nothing
+    let preview = write(
+        "preview.csv",
+        "key,owner,version,unit.code,unit.name,phone,deleted\n\
+         330203/NP03,330200/12345,1,HS-RS,海曙区人社局,0574-1,\n\
+         330203101/NP03,330200/12345,2,GQ2,高桥镇,,\n\
+         330203/NP03,330200/12345,2,,,,TRUE\n\
+         330204/NP03,330200/12345,1,JB,江北区,,\n\
+         330203101/NP03,330200/12345,1,GQ,old,,\n",
+    );
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &preview, "--dry-run"], None);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.starts_with("directory: 5 records read: 1 to add, 1 to change, 1 to delete, 1 unchanged, 1 refused (dry run: nothing was written)\n"),
+        "{text}"
+    );
+    assert!(text.contains("preview.csv: line 6: version: 330203101/NP03 is at version 2"), "{text}");
+    let unchanged =
+        stdout_json(&liandong(&["route", "--config", config, "--region", "330203101", "--category", "NP03", "--json"], None));
+    assert_eq!(unchanged["unit"]["code"], "GQ", "nothing was written");
+
     // a deletion (TRUE, as Excel writes it) is a tombstone; export lists it
     let deletion = write("delete.csv", "key,owner,version,deleted\n330203/NP09,330200/12345,1,TRUE\n");
     let output = liandong(&["datasets", "import", "--config", config, "directory", &deletion], None);

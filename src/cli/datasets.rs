@@ -24,6 +24,10 @@ pub enum DatasetsCommand {
         dataset: String,
         /// `.jsonl`/`.json` (one record per line) or `.csv` (a header row; see docs/DATASETS.md).
         file: PathBuf,
+        /// Write nothing: print what would be added, changed, deleted, left unchanged and
+        /// refused (each refusal by its line).
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print every record of a dataset, tombstones included.
     Export {
@@ -117,7 +121,7 @@ async fn open(config: &crate::config::Config) -> Result<Datasets, CliError> {
 
 pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(), CliError> {
     let text = match command {
-        DatasetsCommand::Import { config, dataset: name, file } => {
+        DatasetsCommand::Import { config, dataset: name, file, dry_run } => {
             let dataset = dataset(name)?;
             if dataset == Dataset::TransferStatus {
                 return Err(CliError::Invalid("transfer_status is written by the gateway alone".into()));
@@ -125,6 +129,25 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
             let (lines, records): (Vec<usize>, Vec<Record>) = read_records(file, dataset)?.into_iter().unzip();
             let config = load_config(config)?;
             let count = records.len();
+            if *dry_run {
+                let preview = runtime()?.block_on(async {
+                    let datasets = open(&config).await?;
+                    datasets.preview(dataset, records).await.map_err(|e| CliError::Failed(e.to_string()))
+                })?;
+                let mut out = format!(
+                    "{}: {count} records read: {} to add, {} to change, {} to delete, {} unchanged, {} refused (dry run: nothing was written)\n",
+                    dataset.as_str(),
+                    preview.added,
+                    preview.changed,
+                    preview.deleted,
+                    preview.unchanged,
+                    preview.refused.len()
+                );
+                for (n, why) in &preview.refused {
+                    out.push_str(&format!("{}: line {}: {why}\n", file.display(), lines.get(n - 1).copied().unwrap_or(*n)));
+                }
+                return stdout.write_all(out.as_bytes()).map_err(|e| CliError::Failed(format!("cannot write: {e}")));
+            }
             let written = runtime()?.block_on(async {
                 let datasets = open(&config).await?;
                 datasets.import(dataset, records).await.map_err(|errors| {

@@ -8,6 +8,8 @@
 //! a true picture of that moment, however long the pages take to read, after which `Changes`
 //! from the same cursor continues without a gap or an overlap.
 
+use std::collections::HashMap;
+
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -177,6 +179,24 @@ fn at_or_before(table: &str, a: usize, b: usize, c: usize) -> String {
 
 impl Store {
     /// The current record of a key (tombstones included).
+    /// The stored records of these keys (tombstones included), several keys per statement.
+    pub async fn records_of(&self, dataset: &str, keys: &[&str]) -> Result<HashMap<String, Record>, StoreError> {
+        let mut found = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let places: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!("{RECORD_SELECT} FROM records WHERE dataset = $1 AND key IN ({})", places.join(", "));
+            let mut query = sqlx::query(&sql).bind(dataset);
+            for key in chunk {
+                query = query.bind(*key);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let record = record_from_row(dataset, &row)?;
+                found.insert(record.key.clone(), record);
+            }
+        }
+        Ok(found)
+    }
+
     /// Up to `limit` records of a dataset after the key `after`, in key order, tombstones
     /// included: each key's last write, as an export lists them.
     pub async fn records_after(&self, dataset: &str, after: &str, limit: i64) -> Result<Vec<Record>, StoreError> {
