@@ -23,6 +23,7 @@ use crate::model::{category, EndpointId, Platform, Record, RecordDoc, Timestamp,
 use crate::routing;
 use crate::security::policy::{Policy, Right};
 use crate::security::Identity;
+use crate::store::audit::AuditEntry;
 use crate::store::{FeedCursor, FeedEvent, FeedTable, PutOutcome, Store, StoreError, Write, WriteResult};
 
 /// The shared datasets.
@@ -54,6 +55,11 @@ impl FromStr for Dataset {
             SyncError::invalid("dataset", format!("expected categories, directory, knowledge or transfer_status, got {s:?}"))
         })
     }
+}
+
+/// The audit entry of a dataset write: who wrote it and what (the store adds the counts).
+fn dataset_audit(actor: String, action: &str, detail: serde_json::Value) -> AuditEntry {
+    AuditEntry { at: Timestamp::now().unix_seconds(), actor, action: action.to_string(), transfer_id: None, detail }
 }
 
 /// What an import would do (see [`Datasets::preview`]).
@@ -176,7 +182,12 @@ impl Datasets {
             }
         }
         self.check(dataset, &mut record)?;
-        let mut outcomes = self.store_records(dataset, vec![record.clone()], false).await?;
+        let audit = dataset_audit(
+            writer.to_string(),
+            "dataset.put",
+            json!({"dataset": dataset.as_str(), "key": key, "version": record.version, "deleted": record.deleted}),
+        );
+        let mut outcomes = self.store_records(dataset, vec![record.clone()], false, audit).await?;
         Ok((record, outcomes.pop().unwrap_or(PutOutcome::Unchanged)))
     }
 
@@ -247,8 +258,14 @@ impl Datasets {
     }
 
     /// Stores checked records of one dataset in one commit, all or nothing.
-    async fn store_records(&self, dataset: Dataset, records: Vec<Record>, seed: bool) -> Result<Vec<PutOutcome>, SyncError> {
-        match self.write_records(dataset, records, seed).await? {
+    async fn store_records(
+        &self,
+        dataset: Dataset,
+        records: Vec<Record>,
+        seed: bool,
+        audit: AuditEntry,
+    ) -> Result<Vec<PutOutcome>, SyncError> {
+        match self.write_records(dataset, records, seed, audit).await? {
             Ok(outcomes) => Ok(outcomes),
             Err(mut stale) => Err(stale.swap_remove(0).1),
         }
@@ -261,10 +278,11 @@ impl Datasets {
         dataset: Dataset,
         records: Vec<Record>,
         seed: bool,
+        audit: AuditEntry,
     ) -> Result<Result<Vec<PutOutcome>, Vec<(usize, SyncError)>>, SyncError> {
         let given: Vec<u64> = records.iter().map(|r| r.version).collect();
         let owners: Vec<String> = records.iter().map(|r| r.owner.clone()).collect();
-        let write = Write::PutRecords { dataset: dataset.as_str().to_string(), records, seed };
+        let write = Write::PutRecords { dataset: dataset.as_str().to_string(), records, seed, audit: Some(audit) };
         let answer = self.store.write(write).await;
         if dataset == Dataset::Directory {
             self.directory.invalidate();
@@ -294,7 +312,9 @@ impl Datasets {
 
     /// Imports records (an operator's file): each checked, then all stored in one commit or
     /// none. Errors are (record number from 1, message), every one found.
-    pub async fn import(&self, dataset: Dataset, mut records: Vec<Record>) -> Result<usize, Vec<(usize, String)>> {
+    /// `source` names what was imported (the file and its SHA-256): the import is one entry of
+    /// the audit trail, with its counts.
+    pub async fn import(&self, dataset: Dataset, mut records: Vec<Record>, source: &str) -> Result<usize, Vec<(usize, String)>> {
         let mut errors = Vec::new();
         for (i, record) in records.iter_mut().enumerate() {
             if record.dataset.is_empty() {
@@ -309,7 +329,8 @@ impl Datasets {
         if !errors.is_empty() {
             return Err(errors);
         }
-        match self.write_records(dataset, records, false).await {
+        let audit = dataset_audit("import".into(), "dataset.import", json!({"dataset": dataset.as_str(), "source": source}));
+        match self.write_records(dataset, records, false, audit).await {
             Ok(Ok(outcomes)) => Ok(outcomes.iter().filter(|o| **o == PutOutcome::Written).count()),
             Ok(Err(stale)) => Err(stale.into_iter().map(|(i, e)| (i + 1, e.to_string())).collect()),
             Err(e) => Err(vec![(0, e.to_string())]),
@@ -383,7 +404,8 @@ impl Datasets {
                 })
             })
             .collect();
-        let outcomes = self.store_records(Dataset::Categories, records, true).await?;
+        let audit = dataset_audit("gateway".into(), "dataset.seed", json!({"dataset": Dataset::Categories.as_str()}));
+        let outcomes = self.store_records(Dataset::Categories, records, true, audit).await?;
         Ok(outcomes.iter().filter(|o| **o == PutOutcome::Written).count())
     }
 

@@ -65,6 +65,11 @@ async fn only_the_owner_writes_versions_grow_and_repeats_are_harmless() {
         datasets.put(&ningbo, Dataset::Knowledge, "kb/nuoche", put(1, entry.clone())).await.unwrap();
         let err = datasets.put(&endpoint("330200/110"), Dataset::Knowledge, "kb/nuoche", put(2, entry)).await.unwrap_err();
         assert!(matches!(err, SyncError::Forbidden(_)), "{backend}: {err}");
+        // every write is in the audit trail with who wrote it; the refused one is not
+        let puts = store.audit_by_action("dataset.put").await.unwrap();
+        let last = &puts.last().unwrap().entry;
+        assert_eq!((last.actor.as_str(), last.detail["key"].as_str()), ("330200/12345", Some("kb/nuoche")), "{backend}");
+        assert!(!puts.iter().any(|p| p.entry.actor == "330200/110" && p.entry.detail["key"] == "kb/nuoche"), "{backend}");
         // bodies are checked, naming the field
         let err = datasets.put(&ningbo, Dataset::Directory, "330204/NP07", put(1, json!({"phone": "1"}))).await.unwrap_err();
         assert_eq!(err.to_string(), "body.unit: required field is missing or empty", "{backend}");
@@ -296,21 +301,33 @@ async fn categories_are_seeded_once_and_imports_are_all_or_nothing() {
             body: unit("U", name),
         };
         let written = datasets
-            .import(Dataset::Directory, vec![record("330203/NP01", 1, "a"), record("330203/NP02", 1, "b")])
+            .import(Dataset::Directory, vec![record("330203/NP01", 1, "a"), record("330203/NP02", 1, "b")], "a.jsonl sha256:00")
             .await
             .unwrap();
         assert_eq!(written, 2);
+        // the import is one entry of the audit trail, naming its source, with its counts
+        let imports = store.audit_by_action("dataset.import").await.unwrap();
+        assert_eq!(imports.len(), 1, "{backend}");
+        assert_eq!(imports[0].entry.detail["source"], "a.jsonl sha256:00");
+        assert_eq!(
+            (imports[0].entry.detail["records"].as_u64(), imports[0].entry.detail["written"].as_u64()),
+            (Some(2), Some(2))
+        );
         // one stale record and one bad owner: every error named, nothing written
         let mut wrong_owner = record("330203/NP03", 1, "c");
         wrong_owner.owner = "330000/12345".into();
         let errors = datasets
-            .import(Dataset::Directory, vec![record("330203/NP04", 1, "d"), wrong_owner, record("330203/NP01", 1, "changed")])
+            .import(
+                Dataset::Directory,
+                vec![record("330203/NP04", 1, "d"), wrong_owner, record("330203/NP01", 1, "changed")],
+                "b",
+            )
             .await
             .unwrap_err();
         assert_eq!(errors.len(), 1, "{backend}: the owner is checked before the store: {errors:?}");
         assert_eq!(errors[0].0, 2);
         let errors = datasets
-            .import(Dataset::Directory, vec![record("330203/NP04", 1, "d"), record("330203/NP01", 1, "changed")])
+            .import(Dataset::Directory, vec![record("330203/NP04", 1, "d"), record("330203/NP01", 1, "changed")], "c")
             .await
             .unwrap_err();
         assert_eq!(errors[0].0, 2, "{backend}: {errors:?}");
@@ -330,7 +347,7 @@ async fn categories_are_seeded_once_and_imports_are_all_or_nothing() {
             deleted: false,
             body: entry,
         };
-        let errors = datasets.import(Dataset::Knowledge, vec![takeover]).await.unwrap_err();
+        let errors = datasets.import(Dataset::Knowledge, vec![takeover], "d").await.unwrap_err();
         assert_eq!(errors[0].0, 1, "{backend}: {errors:?}");
         assert_eq!(errors[0].1, "forbidden: kb/nuoche is owned by 330200/12345, not 330200/110", "{backend}");
         let kept = store.record("knowledge", "kb/nuoche").await.unwrap().unwrap();

@@ -128,6 +128,13 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
             }
             let (lines, records): (Vec<usize>, Vec<Record>) = read_records(file, dataset)?.into_iter().unzip();
             let config = load_config(config)?;
+            // The audit trail names what was imported: the file and its SHA-256.
+            let source = {
+                use sha2::Digest;
+                let bytes = std::fs::read(file).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
+                let hash: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+                format!("{} sha256:{hash}", file.display())
+            };
             let count = records.len();
             if *dry_run {
                 let preview = runtime()?.block_on(async {
@@ -150,7 +157,7 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
             }
             let written = runtime()?.block_on(async {
                 let datasets = open(&config).await?;
-                datasets.import(dataset, records).await.map_err(|errors| {
+                datasets.import(dataset, records, &source).await.map_err(|errors| {
                     // Errors name the file's line (a CSV header, blank lines and quoted line
                     // breaks make it differ from the record's number).
                     let named: Vec<String> = errors

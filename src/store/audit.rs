@@ -239,6 +239,12 @@ impl Store {
         Ok(Verification { chains: chains.into_iter().map(|(r, (n, h, _))| (r, n, h)).collect(), first_problem: None })
     }
 
+    /// Every entry of an action (`dataset.put`, `dataset.import`, …), in order.
+    pub async fn audit_by_action(&self, action: &str) -> Result<Vec<StoredAudit>, StoreError> {
+        let rows = sqlx::query(&format!("{SELECT} WHERE action = $1 ORDER BY seq")).bind(action).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| stored_from_row(r).map(|(s, _)| s)).collect()
+    }
+
     /// One transfer's evidence: every entry that names it, in order.
     pub async fn audit_of(&self, transfer_id: &str) -> Result<Vec<StoredAudit>, StoreError> {
         let rows =

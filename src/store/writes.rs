@@ -38,7 +38,9 @@ pub enum Write {
     /// Pull delivery: the destination confirms it has the transfer (on its `Watch`).
     Acknowledge { transfer_id: String, destination: String, at: i64 },
     /// Records of one shared dataset, all or nothing (see [`super::records::put`]).
-    PutRecords { dataset: String, records: Vec<Record>, seed: bool },
+    /// With `audit`: the entry that says who wrote them (its detail gets the counts), in the
+    /// same commit — when anything was written.
+    PutRecords { dataset: String, records: Vec<Record>, seed: bool, audit: Option<AuditEntry> },
     /// Entries for the audit trail that come with no other change (refusals, loads, reloads).
     Audit(Vec<super::audit::AuditEntry>),
 }
@@ -160,8 +162,19 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
             super::audit::append(tx, backend, &entries).await?;
             Ok(WriteResult::Done(true))
         }
-        Write::PutRecords { dataset, records, seed } => {
-            Ok(WriteResult::Records(super::records::put(tx, backend, &dataset, &records, seed).await?))
+        Write::PutRecords { dataset, records, seed, audit } => {
+            let result = super::records::put(tx, backend, &dataset, &records, seed).await?;
+            if let (Ok(outcomes), Some(mut entry)) = (&result, audit) {
+                let written = outcomes.iter().filter(|o| **o == super::PutOutcome::Written).count();
+                if written > 0 {
+                    if let Some(detail) = entry.detail.as_object_mut() {
+                        detail.insert("records".into(), records.len().into());
+                        detail.insert("written".into(), written.into());
+                    }
+                    super::audit::append(tx, backend, &[entry]).await?;
+                }
+            }
+            Ok(WriteResult::Records(result))
         }
         Write::Replay { item_id, at: _ } => {
             let changed = sqlx::query(
