@@ -93,10 +93,7 @@ impl Engine {
     /// Whom to phone about a request's case at its destination, from the `directory`: the
     /// most specific record's phone, and its unit's name.
     pub async fn directory_contact(&self, request: &TransferRequest) -> Option<String> {
-        let (region, _) = Engine::routing_region(request);
-        let keys = routing::directory_keys(region, request.case.category.as_str());
-        let records = self.directory.lookup(&self.store, &keys).await.ok()?;
-        keys.iter().filter_map(|key| records.iter().find(|r| &r.key == key)).find_map(|record| {
+        self.route(request).await.ok()?.records.iter().find_map(|record| {
             let phone = record.body.get("phone")?.as_str()?.to_string();
             Some(match routing::unit_of(&record.body).and_then(|unit| unit.name.or(unit.code)) {
                 Some(unit) => format!("{phone} ({unit})"),

@@ -237,13 +237,26 @@ pub fn default_deadline(to: Platform, urgency: Option<Urgency>) -> DeadlineRule 
 /// recorded at `now` escalates in its own commit (`canonical.md`: whichever comes first, the
 /// late update or the clock, records the miss, once).
 pub fn missed_deadlines(transfer: &Transfer, now: Timestamp) -> Vec<&'static str> {
-    let mut missed = Vec::new();
-    let mut probe = transfer.clone();
-    while let Some(deadline) = missed_deadline(&probe, now) {
-        missed.push(deadline);
-        probe.history.push(escalation(deadline, now));
+    let reached = |target: State| {
+        transfer.history.iter().any(|h| matches!(h.state, HistoryEvent::State(s) if rank(s) >= rank(target) && rank(s).is_some()))
+    };
+    // A deadline already escalated is not missed again: a transfer never received gets its
+    // resolve_by escalation too, once.
+    let escalated = |deadline: &str| {
+        transfer.history.iter().any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some(deadline))
+    };
+    if is_terminal(transfer.state) {
+        return Vec::new();
     }
-    missed
+    let deadlines = [
+        ("receive_by", Some(transfer.deadlines.receive_by), State::Received),
+        ("resolve_by", transfer.deadlines.resolve_by, State::Resolved),
+    ];
+    deadlines
+        .into_iter()
+        .filter(|(name, by, target)| by.is_some_and(|by| now > by) && !reached(*target) && !escalated(name))
+        .map(|(name, _, _)| name)
+        .collect()
 }
 
 /// Marks the deadlines in `misses` as missed on `transfer`: `overdue`, and an `escalated`
@@ -273,24 +286,7 @@ pub fn escalation(deadline: &str, at: Timestamp) -> HistoryEntry {
 /// Which deadline a transfer has missed at `now`, if any: `receive_by` until it is received,
 /// `resolve_by` until it is resolved. Final states are never overdue.
 pub fn missed_deadline(transfer: &Transfer, now: Timestamp) -> Option<&'static str> {
-    let reached = |target: State| {
-        transfer.history.iter().any(|h| matches!(h.state, HistoryEvent::State(s) if rank(s) >= rank(target) && rank(s).is_some()))
-    };
-    // A deadline already escalated is not missed again: a transfer never received gets its
-    // resolve_by escalation too, once.
-    let escalated = |deadline: &str| {
-        transfer.history.iter().any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some(deadline))
-    };
-    if is_terminal(transfer.state) {
-        return None;
-    }
-    if now > transfer.deadlines.receive_by && !reached(State::Received) && !escalated("receive_by") {
-        return Some("receive_by");
-    }
-    match transfer.deadlines.resolve_by {
-        Some(resolve_by) if now > resolve_by && !reached(State::Resolved) && !escalated("resolve_by") => Some("resolve_by"),
-        _ => None,
-    }
+    missed_deadlines(transfer, now).first().copied()
 }
 
 #[cfg(test)]

@@ -52,20 +52,8 @@ pub async fn put(
     seed: bool,
 ) -> Result<Result<Vec<PutOutcome>, Vec<Stale>>, StoreError> {
     let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
-    let mut current: std::collections::HashMap<String, Record> = std::collections::HashMap::new();
     let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
-    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-        let places: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!("{RECORD_SELECT} FROM records WHERE dataset = $1 AND key IN ({}){lock}", places.join(", "));
-        let mut query = sqlx::query(&sql).bind(dataset);
-        for key in chunk {
-            query = query.bind(*key);
-        }
-        for row in query.fetch_all(&mut **tx).await? {
-            let record = record_from_row(dataset, &row)?;
-            current.insert(record.key.clone(), record);
-        }
-    }
+    let mut current = stored(tx, dataset, &keys, lock).await?;
     let mut outcomes = Vec::with_capacity(records.len());
     let mut stale = Vec::new();
     let mut accepted: Vec<&Record> = Vec::new();
@@ -125,6 +113,30 @@ pub async fn put(
     Ok(Ok(outcomes))
 }
 
+/// The stored records (tombstones included) of these keys of a dataset, several keys per
+/// statement; `lock` is appended to each (`FOR UPDATE` inside a put on PostgreSQL).
+async fn stored(
+    conn: &mut sqlx::AnyConnection,
+    dataset: &str,
+    keys: &[&str],
+    lock: &str,
+) -> Result<HashMap<String, Record>, StoreError> {
+    let mut found = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let places: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!("{RECORD_SELECT} FROM records WHERE dataset = $1 AND key IN ({}){lock}", places.join(", "));
+        let mut query = sqlx::query(&sql).bind(dataset);
+        for key in chunk {
+            query = query.bind(*key);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let record = record_from_row(dataset, &row)?;
+            found.insert(record.key.clone(), record);
+        }
+    }
+    Ok(found)
+}
+
 fn same_content(a: &Record, b: &Record) -> bool {
     a.owner == b.owner && a.deleted == b.deleted && a.body == b.body
 }
@@ -181,20 +193,7 @@ impl Store {
     /// The current record of a key (tombstones included).
     /// The stored records of these keys (tombstones included), several keys per statement.
     pub async fn records_of(&self, dataset: &str, keys: &[&str]) -> Result<HashMap<String, Record>, StoreError> {
-        let mut found = HashMap::with_capacity(keys.len());
-        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-            let places: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-            let sql = format!("{RECORD_SELECT} FROM records WHERE dataset = $1 AND key IN ({})", places.join(", "));
-            let mut query = sqlx::query(&sql).bind(dataset);
-            for key in chunk {
-                query = query.bind(*key);
-            }
-            for row in query.fetch_all(&self.pool).await? {
-                let record = record_from_row(dataset, &row)?;
-                found.insert(record.key.clone(), record);
-            }
-        }
-        Ok(found)
+        stored(&mut *self.pool.acquire().await?, dataset, keys, "").await
     }
 
     /// Up to `limit` records of a dataset after the key `after`, in key order, tombstones
