@@ -21,6 +21,7 @@ use crate::security::policy::{Policy, Right};
 use crate::security::Identity;
 use crate::store::writes::StatusRefused;
 use crate::store::{FeedCursor, FeedEvent, Store, StoreError, TransferFilter, Write, WriteResult};
+use crate::sync::live::LiveDataset;
 
 /// Why the engine refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,13 +59,22 @@ pub struct Engine {
     pub config: Arc<Config>,
     pub policy: Arc<Policy>,
     /// The routing directory, in memory.
-    pub directory: Arc<routing::Directory>,
+    pub directory: Arc<LiveDataset>,
+    /// The transfer-item lists, in memory: the endpoints' live code tables.
+    pub categories: Arc<LiveDataset>,
 }
 
 impl Engine {
     pub fn new(store: Store, registry: Arc<Registry>, config: Arc<Config>) -> Engine {
         let policy = Arc::new(Policy::new(config.agencies.clone()));
-        Engine { store, registry, config, policy, directory: Arc::default() }
+        Engine {
+            store,
+            registry,
+            config,
+            policy,
+            directory: Arc::new(LiveDataset::new(routing::DIRECTORY)),
+            categories: Arc::new(LiveDataset::new(crate::sync::CATEGORIES)),
+        }
     }
 
     /// The region a request is routed on, and the field it came from (`canonical.md`,

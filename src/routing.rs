@@ -6,18 +6,13 @@
 //! specific record for the case's category wins — township (nine digits) over county over city
 //! (`XXXX00`) over province (`XX0000`).
 //!
-//! Routing is on every submission's path, so the directory is read from memory: a [`Directory`]
-//! is loaded before the server says it is ready, follows the dataset's log every second in the
-//! background (another replica's or an import's writes are seen within a second), and catches up
-//! at once when this replica has written to it.
-
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+//! Routing is on every submission's path, so the directory is read from memory (a
+//! [`LiveDataset`], loaded before the server says it is ready and following the dataset's log).
 
 use crate::formats::Registry;
 use crate::model::{EndpointId, Platform, Record, Unit};
-use crate::store::{FeedCursor, Store, StoreError};
+use crate::store::{Store, StoreError};
+use crate::sync::live::LiveDataset;
 
 /// The directory dataset's name.
 pub const DIRECTORY: &str = "directory";
@@ -96,115 +91,10 @@ pub fn directory_keys(region: &str, category: &str) -> Vec<String> {
     places.into_iter().map(|place| format!("{place}/{category}")).collect()
 }
 
-/// How often the server catches the directory up with other replicas' and imports' writes.
-pub const REFRESH: Duration = Duration::from_secs(1);
-
-/// The live `directory` records in memory, kept up to date from the dataset's log.
-#[derive(Debug)]
-pub struct Directory {
-    cache: tokio::sync::RwLock<Cache>,
-    /// Set by a write on this replica: catch up before the next lookup.
-    stale: AtomicBool,
-    /// One catch-up at a time.
-    refreshing: tokio::sync::Mutex<()>,
-}
-
-#[derive(Debug)]
-struct Cache {
-    /// Where to read the log from next.
-    settled: FeedCursor,
-    records: HashMap<String, Record>,
-    refreshed: Option<Instant>,
-}
-
-impl Default for Directory {
-    fn default() -> Directory {
-        Directory {
-            cache: tokio::sync::RwLock::new(Cache { settled: FeedCursor::default(), records: HashMap::new(), refreshed: None }),
-            stale: AtomicBool::new(true),
-            refreshing: tokio::sync::Mutex::new(()),
-        }
-    }
-}
-
-impl Directory {
-    /// Says the directory was written to: the next lookup catches up first.
-    pub fn invalidate(&self) {
-        self.stale.store(true, Ordering::Release);
-    }
-
-    /// The live records of these keys. Reads memory only, except: before the first load, and
-    /// right after this replica wrote to the directory (a small catch-up, so its own writes
-    /// route at once). Everything else is caught up by [`Directory::refresh`], which the server
-    /// runs before it is ready and then every second, off the submission path.
-    pub async fn lookup(&self, store: &Store, keys: &[String]) -> Result<Vec<Record>, StoreError> {
-        let loaded = self.cache.read().await.refreshed.is_some();
-        if !loaded || self.stale.load(Ordering::Acquire) {
-            self.refresh(store).await?;
-        }
-        let cache = self.cache.read().await;
-        Ok(keys.iter().filter_map(|k| cache.records.get(k).cloned()).collect())
-    }
-
-    /// Catches up with the dataset's log: other replicas', imports' and this replica's writes.
-    /// The log is read without holding the cache, and applied a page at a time, so lookups
-    /// wait at most for one page's worth of map updates, never for the store.
-    pub async fn refresh(&self, store: &Store) -> Result<(), StoreError> {
-        let _one = self.refreshing.lock().await;
-        self.stale.store(false, Ordering::Release);
-        let mut from = self.cache.read().await.settled;
-        loop {
-            let (changes, settled) = store.record_changes_now(DIRECTORY, from, 5000).await?;
-            let full = changes.len() >= 5000;
-            if let Some((last, _)) = changes.last() {
-                from = *last;
-            }
-            let mut records = Vec::with_capacity(changes.len());
-            for (_, doc) in changes {
-                records.push(doc.record().map_err(|e| StoreError::Corrupt { id: "directory".into(), problem: e.to_string() })?);
-            }
-            let mut cache = self.cache.write().await;
-            cache.settled = settled;
-            for record in records {
-                let newer = cache.records.get(&record.key).is_none_or(|held| record.version >= held.version);
-                if newer && record.deleted {
-                    cache.records.remove(&record.key);
-                } else if newer {
-                    cache.records.insert(record.key.clone(), record);
-                }
-            }
-            if !full {
-                cache.refreshed = Some(Instant::now());
-                return Ok(());
-            }
-        }
-    }
-
-    /// How many live records the directory holds.
-    pub async fn records(&self) -> usize {
-        self.cache.read().await.records.len()
-    }
-}
-
-/// Keeps `directory` caught up with the store every [`REFRESH`] until `stop` is set: what the
-/// server runs beside the submissions, so that none of them waits for the store.
-pub async fn follow(directory: std::sync::Arc<Directory>, store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(REFRESH) => {
-                if let Err(e) = directory.refresh(&store).await {
-                    tracing::warn!(error = %e, "catching the routing directory up failed; retrying");
-                }
-            }
-            _ = stop.changed() => return,
-        }
-    }
-}
-
 /// Routes a transfer of `category` for `region` to `platform`. `field` names where the region
 /// came from, for the error.
 pub async fn route(
-    directory: &Directory,
+    directory: &LiveDataset,
     store: &Store,
     registry: &Registry,
     platform: Platform,

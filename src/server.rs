@@ -117,11 +117,14 @@ pub async fn run(
     if seeded > 0 {
         tracing::info!(records = seeded, "seeded the categories dataset from the code tables");
     }
-    // The routing directory is in memory before the first submission, and kept up to date
-    // off the submission path.
+    // The routing directory and the transfer-item lists are in memory before the first
+    // submission, and kept up to date off the submission path.
     engine.directory.refresh(&store).await?;
+    engine.categories.refresh(&store).await?;
+    crate::sync::categories::apply(&engine.registry, &engine.categories).await;
     let records = engine.directory.records().await;
-    tracing::info!(records, "routing directory loaded");
+    let items = engine.categories.records().await;
+    tracing::info!(records, items, "routing directory and transfer-item lists loaded");
     let state = Arc::new(AppState::new(engine.clone(), config.delivery.unreachable_after.as_secs() as i64));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -130,7 +133,13 @@ pub async fn run(
     let sweeper = tokio::spawn(sweep(engine.clone(), config.delivery.sweep_every, stopped.clone()));
     let admin = tokio::spawn(serve_admin(listeners.admin, state.clone(), server_tls.clone(), stopped.clone()));
     tokio::spawn(server_tls.clone().run(config.tls.reload_check, auditor.clone(), stopped.clone()));
-    tokio::spawn(crate::routing::follow(engine.directory.clone(), store.clone(), stopped.clone()));
+    tokio::spawn(crate::sync::live::follow(
+        engine.directory.clone(),
+        engine.categories.clone(),
+        engine.registry.clone(),
+        store.clone(),
+        stopped.clone(),
+    ));
     // governor remembers every key it has seen; forget the idle ones so memory stays bounded.
     let forgetting = state.clone();
     let mut forget_stop = stopped.clone();

@@ -30,7 +30,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
-pub use records::{FeedTable, PutOutcome, Stale};
+pub use records::{FeedTable, PutOptions, PutOutcome, PutRefused, Stale};
 pub use writes::{Write, WriteResult};
 
 use crate::model::{EndpointId, State, Timestamp, Transfer};
@@ -247,10 +247,29 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
             break;
         }
     }
+    if result.is_ok() {
+        result = add_columns(&mut conn, postgres).await;
+    }
     if postgres {
         sqlx::query("SELECT pg_advisory_unlock(727274)").execute(&mut *conn).await?;
     }
     result
+}
+
+/// Adds [`schema::ADDED_COLUMNS`] a store made by an earlier release lacks.
+async fn add_columns(conn: &mut sqlx::AnyConnection, postgres: bool) -> Result<(), StoreError> {
+    for (table, column, kind) in schema::ADDED_COLUMNS {
+        let exists = if postgres {
+            "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2"
+        } else {
+            "SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2"
+        };
+        let found: i64 = sqlx::query_scalar(exists).bind(*table).bind(*column).fetch_one(&mut *conn).await?;
+        if found == 0 {
+            sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}")).execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
 }
 
 impl Store {

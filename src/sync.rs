@@ -9,7 +9,9 @@
 //! engine's own event feed seen as records (key `transfer_id`, owner `gateway`, version the
 //! length of the history), so it can never disagree with the transfers.
 
+pub mod categories;
 pub mod follower;
+pub mod live;
 pub mod reconcile;
 
 use std::str::FromStr;
@@ -24,7 +26,11 @@ use crate::routing;
 use crate::security::policy::{Policy, Right};
 use crate::security::Identity;
 use crate::store::audit::AuditEntry;
-use crate::store::{FeedCursor, FeedEvent, FeedTable, PutOutcome, Store, StoreError, Write, WriteResult};
+use crate::store::{FeedCursor, FeedEvent, FeedTable, PutOptions, PutOutcome, PutRefused, Store, StoreError, Write, WriteResult};
+use crate::sync::live::LiveDataset;
+
+/// The transfer-item lists' dataset name.
+pub const CATEGORIES: &str = "categories";
 
 /// The shared datasets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,7 +46,7 @@ impl Dataset {
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Dataset::Categories => "categories",
+            Dataset::Categories => CATEGORIES,
             Dataset::Directory => routing::DIRECTORY,
             Dataset::Knowledge => "knowledge",
             Dataset::TransferStatus => "transfer_status",
@@ -71,6 +77,8 @@ pub struct Preview {
     pub unchanged: usize,
     /// (record number from 1, why).
     pub refused: Vec<(usize, String)>,
+    /// Where the dataset was when previewed: `import --if-version` applies only there.
+    pub version: String,
 }
 
 /// Why a dataset operation was refused or failed.
@@ -88,6 +96,10 @@ pub enum SyncError {
     /// The version does not grow (409 / FAILED_PRECONDITION), naming the current one.
     #[error("version: {key} is at version {current}; a write must give a greater version, got {given}")]
     Stale { key: String, current: u64, given: u64 },
+    /// The dataset changed since the version the write was made against (409 /
+    /// FAILED_PRECONDITION): `import --if-version` after a preview.
+    #[error("version: {dataset} is at version {now}, not {expected} as previewed (preview again)")]
+    Moved { dataset: &'static str, expected: String, now: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -143,7 +155,10 @@ pub struct Datasets {
     pub registry: Arc<Registry>,
     pub policy: Arc<Policy>,
     /// Routing's copy of the directory, told when this replica writes to it.
-    pub directory: Arc<routing::Directory>,
+    pub directory: Arc<LiveDataset>,
+    /// The transfer-item lists in memory, caught up (and the code tables rebuilt) when this
+    /// replica writes to them.
+    pub categories: Arc<LiveDataset>,
 }
 
 impl Datasets {
@@ -153,6 +168,7 @@ impl Datasets {
             registry: engine.registry.clone(),
             policy: engine.policy.clone(),
             directory: engine.directory.clone(),
+            categories: engine.categories.clone(),
         }
     }
 
@@ -187,7 +203,8 @@ impl Datasets {
             "dataset.put",
             json!({"dataset": dataset.as_str(), "key": key, "version": record.version, "deleted": record.deleted}),
         );
-        let mut outcomes = self.store_records(dataset, vec![record.clone()], false, audit).await?;
+        let options = PutOptions { writer: writer.to_string(), ..PutOptions::default() };
+        let mut outcomes = self.store_records(dataset, vec![record.clone()], options, audit).await?;
         Ok((record, outcomes.pop().unwrap_or(PutOutcome::Unchanged)))
     }
 
@@ -219,8 +236,35 @@ impl Datasets {
                 if endpoint != record.owner {
                     return Err(SyncError::Forbidden(format!("{key} belongs to {endpoint}'s list, not {owner}'s")));
                 }
-                if code.is_empty() {
-                    return Err(SyncError::invalid("key", "the native code is empty"));
+                if code.trim().is_empty() || code.trim() != code {
+                    return Err(SyncError::invalid(
+                        "key",
+                        format!("expected a native code without surrounding spaces, got {code:?}"),
+                    ));
+                }
+                let table = &self.registry.endpoint(&owner).map_err(|e| SyncError::invalid("owner", e.to_string()))?.codes;
+                let catch_all = [(&table.catch_all_np, "NP"), (&table.catch_all_pm, "PM")].into_iter().find(|(c, _)| *c == code);
+                if let Some((_, side)) = catch_all {
+                    // Codes with no row render as the catch-all: it may be renamed, never retired
+                    // or moved to the other side.
+                    if record.deleted {
+                        return Err(SyncError::invalid(
+                            "deleted",
+                            format!(
+                                "{code:?} is {owner}'s catch-all for {side} matters and cannot be retired; rename it instead"
+                            ),
+                        ));
+                    }
+                    check_body(dataset, &mut record.body)?;
+                    let canonical = record.body.get("canonical").and_then(Value::as_str).unwrap_or_default();
+                    if !canonical.starts_with(side) {
+                        return Err(SyncError::invalid(
+                            "body.canonical",
+                            format!(
+                                "{code:?} is {owner}'s catch-all for {side} matters; expected an {side} code, got {canonical:?}"
+                            ),
+                        ));
+                    }
                 }
             }
             Dataset::Directory => {
@@ -262,10 +306,10 @@ impl Datasets {
         &self,
         dataset: Dataset,
         records: Vec<Record>,
-        seed: bool,
+        options: PutOptions,
         audit: AuditEntry,
     ) -> Result<Vec<PutOutcome>, SyncError> {
-        match self.write_records(dataset, records, seed, audit).await? {
+        match self.write_records(dataset, records, options, audit).await? {
             Ok(outcomes) => Ok(outcomes),
             Err(mut stale) => Err(stale.swap_remove(0).1),
         }
@@ -277,15 +321,22 @@ impl Datasets {
         &self,
         dataset: Dataset,
         records: Vec<Record>,
-        seed: bool,
+        options: PutOptions,
         audit: AuditEntry,
     ) -> Result<Result<Vec<PutOutcome>, Vec<(usize, SyncError)>>, SyncError> {
         let given: Vec<u64> = records.iter().map(|r| r.version).collect();
         let owners: Vec<String> = records.iter().map(|r| r.owner.clone()).collect();
-        let write = Write::PutRecords { dataset: dataset.as_str().to_string(), records, seed, audit: Some(audit) };
+        let expected = options.expect_at;
+        let write = Write::PutRecords { dataset: dataset.as_str().to_string(), records, options, audit: Some(audit) };
         let answer = self.store.write(write).await;
-        if dataset == Dataset::Directory {
-            self.directory.invalidate();
+        match dataset {
+            Dataset::Directory => self.directory.invalidate(),
+            Dataset::Categories => {
+                // A new or retired transfer item takes effect on this replica at once.
+                self.categories.refresh(&self.store).await?;
+                categories::apply(&self.registry, &self.categories).await;
+            }
+            _ => {}
         }
         match answer? {
             WriteResult::Records(Ok(outcomes)) => {
@@ -293,7 +344,12 @@ impl Datasets {
                 crate::metrics::add(&crate::metrics::counters().records_written, written as u64);
                 Ok(Ok(outcomes))
             }
-            WriteResult::Records(Err(stale)) => Ok(Err(stale
+            WriteResult::Records(Err(PutRefused::Moved { now })) => Err(SyncError::Moved {
+                dataset: dataset.as_str(),
+                expected: expected.unwrap_or_default().encode(),
+                now: now.encode(),
+            }),
+            WriteResult::Records(Err(PutRefused::Stale(stale))) => Ok(Err(stale
                 .into_iter()
                 .map(|s| match s.owned_by {
                     Some(owner) => {
@@ -314,7 +370,15 @@ impl Datasets {
     /// none. Errors are (record number from 1, message), every one found.
     /// `source` names what was imported (the file and its SHA-256): the import is one entry of
     /// the audit trail, with its counts.
-    pub async fn import(&self, dataset: Dataset, mut records: Vec<Record>, source: &str) -> Result<usize, Vec<(usize, String)>> {
+    /// With `if_version` (a preview's `version`), nothing is written unless the dataset is still
+    /// there.
+    pub async fn import(
+        &self,
+        dataset: Dataset,
+        mut records: Vec<Record>,
+        source: &str,
+        if_version: Option<FeedCursor>,
+    ) -> Result<usize, Vec<(usize, String)>> {
         let mut errors = Vec::new();
         for (i, record) in records.iter_mut().enumerate() {
             if record.dataset.is_empty() {
@@ -330,7 +394,8 @@ impl Datasets {
             return Err(errors);
         }
         let audit = dataset_audit("import".into(), "dataset.import", json!({"dataset": dataset.as_str(), "source": source}));
-        match self.write_records(dataset, records, false, audit).await {
+        let options = PutOptions { writer: format!("import {source}"), seed: false, expect_at: if_version };
+        match self.write_records(dataset, records, options, audit).await {
             Ok(Ok(outcomes)) => Ok(outcomes.iter().filter(|o| **o == PutOutcome::Written).count()),
             Ok(Err(stale)) => Err(stale.into_iter().map(|(i, e)| (i + 1, e.to_string())).collect()),
             Err(e) => Err(vec![(0, e.to_string())]),
@@ -341,10 +406,12 @@ impl Datasets {
     /// record added, changed, deleted (a tombstone for a live record), unchanged (a repeat), or
     /// refused with why (its form, its owner, a version that does not grow).
     pub async fn preview(&self, dataset: Dataset, mut records: Vec<Record>) -> Result<Preview, SyncError> {
+        // Read first: a write landing during the preview makes `--if-version` refuse.
+        let version = self.store.dataset_position(dataset.as_str()).await?.encode();
         let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let mut current = self.store.records_of(dataset.as_str(), &key_refs).await?;
-        let mut preview = Preview::default();
+        let mut preview = Preview { version, ..Preview::default() };
         for (i, record) in records.iter_mut().enumerate() {
             if record.dataset.is_empty() {
                 record.dataset = dataset.as_str().to_string();
@@ -405,7 +472,8 @@ impl Datasets {
             })
             .collect();
         let audit = dataset_audit("gateway".into(), "dataset.seed", json!({"dataset": Dataset::Categories.as_str()}));
-        let outcomes = self.store_records(Dataset::Categories, records, true, audit).await?;
+        let options = PutOptions { writer: "gateway (seed)".into(), seed: true, expect_at: None };
+        let outcomes = self.store_records(Dataset::Categories, records, options, audit).await?;
         Ok(outcomes.iter().filter(|o| **o == PutOutcome::Written).count())
     }
 

@@ -287,7 +287,10 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
-        text.starts_with("directory: 5 records read: 1 to add, 1 to change, 1 to delete, 1 unchanged, 1 refused (dry run: nothing was written)\n"),
+        text.starts_with("directory at version ")
+            && text.contains(
+                ": 5 records read: 1 to add, 1 to change, 1 to delete, 1 unchanged, 1 refused (dry run: nothing was written)\n"
+            ),
         "{text}"
     );
     assert!(text.contains("preview.csv: line 6: version: 330203101/NP03 is at version 2"), "{text}");
@@ -295,22 +298,63 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
         stdout_json(&liandong(&["route", "--config", config, "--region", "330203101", "--category", "NP03", "--json"], None));
     assert_eq!(unchanged["unit"]["code"], "GQ", "nothing was written");
 
+    // --if-version: the preview's version; applied only while nothing else wrote the dataset
+    let planned = write("planned.csv", "key,owner,version,unit.code\n330205/NP03,330200/12345,1,ZH\n");
+    let version_of = |output: &std::process::Output| {
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        text.strip_prefix("directory at version ").and_then(|rest| rest.split(':').next()).unwrap().to_string()
+    };
+    let previewed = version_of(&liandong(&["datasets", "import", "--config", config, "directory", &planned, "--dry-run"], None));
+
     // a deletion (TRUE, as Excel writes it) is a tombstone; export lists it
     let deletion = write("delete.csv", "key,owner,version,deleted\n330203/NP09,330200/12345,1,TRUE\n");
     let output = liandong(&["datasets", "import", "--config", config, "directory", &deletion], None);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
+    // the dataset moved since the preview: refused, nothing written; previewed again, applied
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &planned, "--if-version", &previewed], None);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("not {previewed} as previewed")) && stderr.contains("nothing was written"), "{stderr}");
+    let previewed = version_of(&liandong(&["datasets", "import", "--config", config, "directory", &planned, "--dry-run"], None));
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &planned, "--if-version", &previewed], None);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &planned, "--if-version", "soon"], None);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--if-version: expected a version printed by --dry-run"));
+    let retire = write("retire.csv", "key,owner,version,deleted\n330205/NP03,330200/12345,2,true\n");
+    assert!(liandong(&["datasets", "import", "--config", config, "directory", &retire], None).status.success());
+
+    // a record's history: each version, when, by whom
+    let output = liandong(&["datasets", "history", "--config", config, "directory", "330205/NP03", "--json"], None);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let history: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert_eq!((history[0]["version"].as_u64(), history[0]["deleted"].as_bool()), (Some(1), Some(false)));
+    assert_eq!(history[0]["body"]["unit"]["code"], "ZH");
+    assert!(
+        history[0]["writer"].as_str().unwrap().starts_with("import ")
+            && history[0]["writer"].as_str().unwrap().contains("planned.csv sha256:")
+    );
+    assert_eq!((history[1]["version"].as_u64(), history[1]["deleted"].as_bool()), (Some(2), Some(true)));
+    assert!(history[1]["writer"].as_str().unwrap().contains("retire.csv"));
+    let output = liandong(&["datasets", "history", "--config", config, "directory", "330205/NP03"], None);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("v1 ") && text.contains("v2 ") && text.contains("deleted"), "{text}");
+    let output = liandong(&["datasets", "history", "--config", config, "directory", "330299/NP03"], None);
+    assert_eq!(output.status.code(), Some(2), "no such record");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("330299/NP03"));
+
     // export as JSON Lines and as CSV, tombstones included; the CSV reads back unchanged
     let output = liandong(&["datasets", "export", "--config", config, "directory"], None);
     let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 3);
+    assert_eq!(lines.len(), 4);
     // in key order, byte-wise: "330203/…" before "330203101/…"
     assert_eq!((lines[1]["key"].as_str(), lines[1]["deleted"].as_bool()), (Some("330203/NP09"), Some(true)));
     assert_eq!(lines[2]["body"]["unit"]["name"], "高桥镇, 劳动保障所");
     let output = liandong(&["datasets", "export", "--config", config, "directory", "--format", "csv"], None);
     let csv = write("export.csv", &String::from_utf8_lossy(&output.stdout));
     let back = liandong(&["datasets", "import", "--config", config, "directory", &csv], None);
-    assert_eq!(String::from_utf8_lossy(&back.stdout), "directory: 3 records read, 0 written (3 unchanged)\n");
+    assert_eq!(String::from_utf8_lossy(&back.stdout), "directory: 4 records read, 0 written (4 unchanged)\n");
 
     // routing: the township's record wins; another township falls back to the county
     let route =

@@ -301,7 +301,12 @@ async fn categories_are_seeded_once_and_imports_are_all_or_nothing() {
             body: unit("U", name),
         };
         let written = datasets
-            .import(Dataset::Directory, vec![record("330203/NP01", 1, "a"), record("330203/NP02", 1, "b")], "a.jsonl sha256:00")
+            .import(
+                Dataset::Directory,
+                vec![record("330203/NP01", 1, "a"), record("330203/NP02", 1, "b")],
+                "a.jsonl sha256:00",
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(written, 2);
@@ -321,13 +326,14 @@ async fn categories_are_seeded_once_and_imports_are_all_or_nothing() {
                 Dataset::Directory,
                 vec![record("330203/NP04", 1, "d"), wrong_owner, record("330203/NP01", 1, "changed")],
                 "b",
+                None,
             )
             .await
             .unwrap_err();
         assert_eq!(errors.len(), 1, "{backend}: the owner is checked before the store: {errors:?}");
         assert_eq!(errors[0].0, 2);
         let errors = datasets
-            .import(Dataset::Directory, vec![record("330203/NP04", 1, "d"), record("330203/NP01", 1, "changed")], "c")
+            .import(Dataset::Directory, vec![record("330203/NP04", 1, "d"), record("330203/NP01", 1, "changed")], "c", None)
             .await
             .unwrap_err();
         assert_eq!(errors[0].0, 2, "{backend}: {errors:?}");
@@ -347,7 +353,7 @@ async fn categories_are_seeded_once_and_imports_are_all_or_nothing() {
             deleted: false,
             body: entry,
         };
-        let errors = datasets.import(Dataset::Knowledge, vec![takeover], "d").await.unwrap_err();
+        let errors = datasets.import(Dataset::Knowledge, vec![takeover], "d", None).await.unwrap_err();
         assert_eq!(errors[0].0, 1, "{backend}: {errors:?}");
         assert_eq!(errors[0].1, "forbidden: kb/nuoche is owned by 330200/12345, not 330200/110", "{backend}");
         let kept = store.record("knowledge", "kb/nuoche").await.unwrap().unwrap();
@@ -451,7 +457,13 @@ async fn routing_takes_the_most_specific_directory_record() {
         // another replica's write (another engine on the same store) is routed on within a
         // second: the server keeps its directory caught up beside the submissions
         let (_keep, never) = tokio::sync::watch::channel(false);
-        tokio::spawn(liandong::routing::follow(engine.directory.clone(), store.clone(), never));
+        tokio::spawn(liandong::sync::live::follow(
+            engine.directory.clone(),
+            engine.categories.clone(),
+            engine.registry.clone(),
+            store.clone(),
+            never,
+        ));
         let replica = common::stores::engine(store.clone());
         Datasets::new(&replica)
             .put(&ningbo, Dataset::Directory, "330203101/NP03", put(4, unit("GQ-2", "高桥镇劳动保障所（新址）")))
@@ -531,4 +543,130 @@ async fn reconciliation_finds_planted_differences() {
         let report = reconcile(&store, &police, &[], Some(Timestamp::now().unix_seconds() + 3600), None).await.unwrap();
         assert!(report.differences.is_empty(), "{backend}");
     }
+}
+
+/// The Ningbo township sample with its category code (`JQLB`) replaced.
+fn ningbo_document(code: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json");
+    std::fs::read_to_string(path).unwrap().replace("\"070300\"", &format!("\"{code}\"")).into_bytes()
+}
+
+fn item(canonical: &str, name: &str) -> serde_json::Value {
+    json!({"canonical": canonical, "name": name})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transfer_item_list_is_the_live_code_table() {
+    for (backend, store, _dir) in stores("ds_items").await {
+        let engine = engine(store.clone());
+        let datasets = Datasets::new(&engine);
+        datasets.seed_categories().await.unwrap();
+        let ningbo = endpoint("330200/110");
+        let read = |engine: &liandong::engine::Engine, code: &str| {
+            engine.registry.endpoint_named("330200/110").unwrap().read_transfer(&ningbo_document(code))
+        };
+        // a code the profile does not have is refused until the province adds it
+        let err = read(&engine, "070310").unwrap_err().to_string();
+        assert!(err.contains("JQXX.JQLB") && err.contains("unknown category code \"070310\""), "{backend}: {err}");
+        datasets.put(&ningbo, Dataset::Categories, "330200/110/070310", put(1, item("NP07", "占道停车挪车"))).await.unwrap();
+        assert_eq!(read(&engine, "070310").unwrap().case.category.as_str(), "NP07", "{backend}: added at once");
+        // a re-pointed code maps the new way
+        assert_eq!(read(&engine, "070300").unwrap().case.category.as_str(), "NP07", "{backend}");
+        datasets.put(&ningbo, Dataset::Categories, "330200/110/070300", put(2, item("NP08", "挪车求助"))).await.unwrap();
+        assert_eq!(read(&engine, "070300").unwrap().case.category.as_str(), "NP08", "{backend}: re-pointed");
+        // a retired code is refused with its name, and a canonical code left without a row
+        // renders as the catch-all
+        let retire = PutRequest { version: 2, deleted: true, body: json!(null), updated_at: None };
+        datasets.put(&ningbo, Dataset::Categories, "330200/110/070400", retire).await.unwrap();
+        let err = read(&engine, "070400").unwrap_err().to_string();
+        assert!(
+            err.contains("JQXX.JQLB") && err.contains("070400") && err.contains("政务咨询") && err.contains("retired"),
+            "{backend}: {err}"
+        );
+        let mut request = ningbo_request("R-items");
+        request.case.category = "NP06".parse().unwrap();
+        request.case.source_category = None;
+        let rendered = engine.registry.endpoint_named("330200/110").unwrap().write_transfer(&request).unwrap();
+        let rendered: serde_json::Value = serde_json::from_slice(&rendered).unwrap();
+        assert_eq!(rendered["JQXX"]["JQLB"], "079900", "{backend}: {rendered}");
+        // the catch-alls stay: never retired, never moved to the other side
+        let retire = PutRequest { version: 2, deleted: true, body: json!(null), updated_at: None };
+        let err = datasets.put(&ningbo, Dataset::Categories, "330200/110/079900", retire).await.unwrap_err();
+        assert!(err.to_string().contains("catch-all"), "{backend}: {err}");
+        let err =
+            datasets.put(&ningbo, Dataset::Categories, "330200/110/079900", put(2, item("PM99", "其他"))).await.unwrap_err();
+        assert!(err.to_string().contains("body.canonical"), "{backend}: {err}");
+        // another endpoint's list is its own
+        let err = datasets.put(&ningbo, Dataset::Categories, "330000/110/070300", put(2, item("NP07", "x"))).await.unwrap_err();
+        assert!(matches!(err, SyncError::Forbidden(_)), "{backend}: {err}");
+
+        // a restart seeds again and loads the lists: the retired code stays retired, the
+        // added one stays
+        let restarted = common::stores::engine(store.clone());
+        assert_eq!(Datasets::new(&restarted).seed_categories().await.unwrap(), 0, "{backend}");
+        restarted.categories.refresh(&store).await.unwrap();
+        liandong::sync::categories::apply(&restarted.registry, &restarted.categories).await;
+        assert!(read(&restarted, "070400").unwrap_err().to_string().contains("retired"), "{backend}");
+        assert_eq!(read(&restarted, "070310").unwrap().case.category.as_str(), "NP07", "{backend}");
+
+        // another replica's change takes effect here within a second
+        let (_keep, never) = tokio::sync::watch::channel(false);
+        tokio::spawn(liandong::sync::live::follow(
+            restarted.directory.clone(),
+            restarted.categories.clone(),
+            restarted.registry.clone(),
+            store.clone(),
+            never,
+        ));
+        datasets.put(&ningbo, Dataset::Categories, "330200/110/070311", put(1, item("NP05", "开锁"))).await.unwrap();
+        let started = std::time::Instant::now();
+        while read(&restarted, "070311").is_err() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(3), "{backend}: the other replica did not catch up");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(read(&restarted, "070311").unwrap().case.category.as_str(), "NP05", "{backend}");
+    }
+}
+
+/// `record_log` as the release before writers were kept made it.
+const OLD_RECORD_LOG: &str = "CREATE TABLE record_log (seq {serial}, dataset TEXT NOT NULL, key TEXT NOT NULL, \
+    version BIGINT NOT NULL, deleted BIGINT NOT NULL DEFAULT 0, doc TEXT NOT NULL, tx BIGINT NOT NULL DEFAULT 0)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_made_by_an_earlier_release_gets_the_writer_column() {
+    use sqlx::Connection;
+    let old_doc = r#"{"dataset":"directory","key":"330203/NP03","owner":"330200/12345","version":1,"updated_at":"2026-01-01T00:00:00+08:00","deleted":false,"body":{"unit":{"code":"OLD"}}}"#;
+    let insert = format!("INSERT INTO record_log (dataset, key, version, deleted, doc, tx) VALUES ('directory', '330203/NP03', 1, 0, '{old_doc}', 0)");
+    // SQLite
+    let dir = std::env::temp_dir().join(format!("liandong-oldlog-{}-{}", std::process::id(), ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("old.db");
+    {
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query(&OLD_RECORD_LOG.replace("{serial}", "INTEGER PRIMARY KEY AUTOINCREMENT")).execute(&mut conn).await.unwrap();
+        sqlx::query(&insert).execute(&mut conn).await.unwrap();
+    }
+    let sqlite = liandong::store::Store::sqlite(&path).await.expect("an earlier release's store opens");
+    // PostgreSQL
+    let schema = format!("t_oldlog_{}", std::process::id());
+    {
+        let mut conn = sqlx::PgConnection::connect(&common::stores::postgres_url()).await.unwrap();
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("SET search_path TO {schema}")).execute(&mut conn).await.unwrap();
+        sqlx::query(&OLD_RECORD_LOG.replace("{serial}", "BIGSERIAL PRIMARY KEY")).execute(&mut conn).await.unwrap();
+        sqlx::query(&insert).execute(&mut conn).await.unwrap();
+    }
+    let separator = if common::stores::postgres_url().contains('?') { '&' } else { '?' };
+    let url = format!("{}{separator}options=-c%20search_path%3D{schema}", common::stores::postgres_url());
+    let postgres = liandong::store::Store::postgres(&url, 4).await.expect("an earlier release's store opens");
+    for (backend, store) in [("sqlite", sqlite), ("postgres", postgres)] {
+        let datasets = Datasets::new(&engine(store.clone()));
+        datasets.put(&endpoint("330200/12345"), Dataset::Directory, "330203/NP03", put(2, unit("NEW", "新"))).await.unwrap();
+        let history = store.record_history("directory", "330203/NP03").await.unwrap();
+        let seen: Vec<(u64, Option<&str>)> = history.iter().map(|(r, w)| (r.version, w.as_deref())).collect();
+        assert_eq!(seen, [(1, None), (2, Some("330200/12345"))], "{backend}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -25,7 +25,7 @@ pub fn status_of(error: &SyncError) -> StatusCode {
         SyncError::Invalid { .. } => StatusCode::BAD_REQUEST,
         SyncError::Forbidden(_) => StatusCode::FORBIDDEN,
         SyncError::NotFound(_) => StatusCode::NOT_FOUND,
-        SyncError::Stale { .. } => StatusCode::CONFLICT,
+        SyncError::Stale { .. } | SyncError::Moved { .. } => StatusCode::CONFLICT,
         SyncError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -37,7 +37,7 @@ pub fn refusal_reason(peer: &Peer, error: &SyncError) -> Option<&'static str> {
         SyncError::Forbidden(_) => Some("ownership"),
         SyncError::Invalid { .. } => Some("bad_document"),
         SyncError::NotFound(_) => Some("not_found"),
-        SyncError::Stale { .. } => Some("version"),
+        SyncError::Stale { .. } | SyncError::Moved { .. } => Some("version"),
         SyncError::Store(_) => None,
     }
 }

@@ -24,7 +24,7 @@ fn status_of(peer: &super::Peer, error: SyncError) -> Status {
         SyncError::Invalid { .. } => Status::invalid_argument(error.to_string()),
         SyncError::Forbidden(m) => Status::permission_denied(m),
         SyncError::NotFound(m) => Status::not_found(m),
-        SyncError::Stale { .. } => Status::failed_precondition(error.to_string()),
+        SyncError::Stale { .. } | SyncError::Moved { .. } => Status::failed_precondition(error.to_string()),
         SyncError::Store(e) => Status::unavailable(e.to_string()),
     }
 }

@@ -28,6 +28,10 @@ pub enum DatasetsCommand {
         /// refused (each refusal by its line).
         #[arg(long)]
         dry_run: bool,
+        /// Write only if the dataset is still at this version (printed by `--dry-run`): nothing
+        /// has been written to it since the preview.
+        #[arg(long, value_name = "VERSION", conflicts_with = "dry_run")]
+        if_version: Option<String>,
     },
     /// Print every record of a dataset, tombstones included.
     Export {
@@ -36,6 +40,16 @@ pub enum DatasetsCommand {
         dataset: String,
         #[arg(long, value_enum, default_value = "jsonl")]
         format: TableFormat,
+    },
+    /// Show every version of one record: when, by whom (the endpoint, or the import and its
+    /// file's hash), and what it said.
+    History {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        dataset: String,
+        key: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Mirror a dataset from a running gateway over gRPC until caught up, and report the rate.
     Follow(FollowArgs),
@@ -121,7 +135,15 @@ async fn open(config: &crate::config::Config) -> Result<Datasets, CliError> {
 
 pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(), CliError> {
     let text = match command {
-        DatasetsCommand::Import { config, dataset: name, file, dry_run } => {
+        DatasetsCommand::Import { config, dataset: name, file, dry_run, if_version } => {
+            let if_version = if_version
+                .as_deref()
+                .map(|v| {
+                    crate::store::FeedCursor::decode(v).map_err(|_| {
+                        CliError::Invalid(format!("--if-version: expected a version printed by --dry-run, got {v:?}"))
+                    })
+                })
+                .transpose()?;
             let dataset = dataset(name)?;
             if dataset == Dataset::TransferStatus {
                 return Err(CliError::Invalid("transfer_status is written by the gateway alone".into()));
@@ -142,8 +164,9 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
                     datasets.preview(dataset, records).await.map_err(|e| CliError::Failed(e.to_string()))
                 })?;
                 let mut out = format!(
-                    "{}: {count} records read: {} to add, {} to change, {} to delete, {} unchanged, {} refused (dry run: nothing was written)\n",
+                    "{} at version {}: {count} records read: {} to add, {} to change, {} to delete, {} unchanged, {} refused (dry run: nothing was written)\n",
                     dataset.as_str(),
+                    preview.version,
                     preview.added,
                     preview.changed,
                     preview.deleted,
@@ -157,7 +180,7 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
             }
             let written = runtime()?.block_on(async {
                 let datasets = open(&config).await?;
-                datasets.import(dataset, records, &source).await.map_err(|errors| {
+                datasets.import(dataset, records, &source, if_version).await.map_err(|errors| {
                     // Errors name the file's line (a CSV header, blank lines and quoted line
                     // breaks make it differ from the record's number).
                     let named: Vec<String> = errors
@@ -197,9 +220,40 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
                 TableFormat::Csv => write_csv(&records),
             }
         }
+        DatasetsCommand::History { config, dataset: name, key, json } => history(config, dataset(name)?, key, *json)?,
         DatasetsCommand::Follow(args) => follow(args)?,
     };
     stdout.write_all(text.as_bytes()).map_err(|e| CliError::Failed(format!("cannot write: {e}")))
+}
+
+fn history(config: &Path, dataset: Dataset, key: &str, json: bool) -> Result<String, CliError> {
+    let config = load_config(config)?;
+    let versions = runtime()?.block_on(async {
+        let store = crate::server::open_store(&config).await.map_err(|e| CliError::Failed(e.to_string()))?;
+        store.record_history(dataset.as_str(), key).await.map_err(|e| CliError::Failed(e.to_string()))
+    })?;
+    if versions.is_empty() {
+        return Err(CliError::Invalid(format!("{} has no record {key:?}", dataset.as_str())));
+    }
+    if json {
+        let list: Vec<Value> = versions
+            .iter()
+            .map(|(record, writer)| {
+                serde_json::json!({
+                    "version": record.version, "updated_at": record.updated_at.to_string(), "owner": record.owner,
+                    "writer": writer, "deleted": record.deleted, "body": record.body,
+                })
+            })
+            .collect();
+        return Ok(serde_json::to_string_pretty(&list).unwrap_or_default() + "\n");
+    }
+    let mut out = format!("{} {key}: {} versions\n", dataset.as_str(), versions.len());
+    for (record, writer) in &versions {
+        let what = if record.deleted { "deleted".to_string() } else { record.body.to_string() };
+        let writer = writer.as_deref().unwrap_or("(not recorded)");
+        out.push_str(&format!("v{} {} by {writer}: {what}\n", record.version, record.updated_at));
+    }
+    Ok(out)
 }
 
 fn follow(args: &FollowArgs) -> Result<String, CliError> {

@@ -72,6 +72,9 @@ pub struct CodeTable {
     /// `(NP catch-all, PM catch-all)` native codes.
     pub catch_all_np: String,
     pub catch_all_pm: String,
+    /// Codes retired from the live transfer-item list, with their last name: a document that
+    /// still uses one is refused naming it.
+    pub retired: Vec<CodeRow>,
 }
 
 /// One row of a code table.
@@ -434,7 +437,14 @@ impl Field {
             Field::Category { canonical, code, name } => {
                 if let Some(native_code) = read_text(native, code, scope)? {
                     let canonical_code = ctx.codes.canonical_of(&native_code).ok_or_else(|| {
-                        (at(code), format!("unknown category code {native_code:?} for endpoint {}", ctx.endpoint))
+                        let problem = match ctx.codes.retired.iter().find(|r| r.code == native_code) {
+                            Some(row) => format!(
+                                "category code {native_code:?} ({}) was retired from {}'s transfer-item list; expected a current code",
+                                row.name, ctx.endpoint
+                            ),
+                            None => format!("unknown category code {native_code:?} for endpoint {}", ctx.endpoint),
+                        };
+                        (at(code), problem)
                     })?;
                     canonical::set(out, canonical, Value::String(canonical_code.to_string()));
                     let mut source = Map::new();

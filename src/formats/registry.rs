@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path as FsPath;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use super::engine::{add_row, Format, ReceiptKind, ReceiptReading};
 use super::field::CodeTable;
@@ -34,24 +34,39 @@ pub struct Endpoint {
     /// The place, for people.
     pub place: String,
     pub format: Arc<Format>,
-    /// The format's rows plus this endpoint's own extra rows.
-    pub codes: CodeTable,
+    /// The format's rows plus this endpoint's own extra rows: the initial contents of its
+    /// transfer-item list (分流转办事项清单).
+    pub codes: Arc<CodeTable>,
+    /// The live transfer-item list, from the `categories` dataset once a server has loaded it
+    /// (`sync::categories`); until then, `codes`.
+    live_codes: Arc<RwLock<Option<Arc<CodeTable>>>>,
 }
 
 impl Endpoint {
+    /// The code table documents are read and written with: the live transfer-item list.
+    pub fn code_table(&self) -> Arc<CodeTable> {
+        let live = self.live_codes.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.clone().unwrap_or_else(|| self.codes.clone())
+    }
+
+    /// Replaces the live transfer-item list (the `categories` dataset changed).
+    pub fn set_code_table(&self, table: CodeTable) {
+        *self.live_codes.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(table));
+    }
+
     /// Native transfer document → canonical transfer request, as sent by this endpoint.
     pub fn read_transfer(&self, bytes: &[u8]) -> Result<TransferRequest, FormatError> {
-        self.format.read_transfer(bytes, &self.id, &self.codes)
+        self.format.read_transfer(bytes, &self.id, &self.code_table())
     }
 
     /// Native status document → canonical status update, as sent by this endpoint.
     pub fn read_status(&self, bytes: &[u8]) -> Result<StatusUpdate, FormatError> {
-        self.format.read_status(bytes, &self.id, &self.codes)
+        self.format.read_status(bytes, &self.id, &self.code_table())
     }
 
     /// A transfer rendered for this endpoint in its own format and code table.
     pub fn write_transfer(&self, request: &TransferRequest) -> Result<Vec<u8>, FormatError> {
-        self.format.write_transfer(request, &self.codes)
+        self.format.write_transfer(request, &self.code_table())
     }
 
     /// A status update rendered for this endpoint.
@@ -178,7 +193,10 @@ impl Registry {
             for (j, (code, name, canonical)) in entry.extra_codes.iter().enumerate() {
                 add_row(&mut codes, code, name, canonical).map_err(|e| at(&format!("extra_codes[{j}]"), e))?;
             }
-            self.endpoints.insert(id.clone(), Endpoint { id, place: entry.place.clone(), format, codes });
+            self.endpoints.insert(
+                id.clone(),
+                Endpoint { id, place: entry.place.clone(), format, codes: Arc::new(codes), live_codes: Arc::default() },
+            );
         }
         Ok(())
     }

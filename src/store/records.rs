@@ -41,6 +41,41 @@ pub struct Stale {
     pub owned_by: Option<String>,
 }
 
+/// Why a put wrote nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PutRefused {
+    /// Records whose version does not grow, or whose key another endpoint owns.
+    Stale(Vec<Stale>),
+    /// The dataset is no longer where the writer expected (`import --if-version`): it is at
+    /// `now`.
+    Moved { now: FeedCursor },
+}
+
+/// How one put is made: who writes (kept with each version in the log), whether it only
+/// seeds, and where the dataset must still be.
+#[derive(Clone, Debug, Default)]
+pub struct PutOptions {
+    /// The writer, for `datasets history`: the endpoint, `import FILE sha256:…`, or
+    /// `gateway (seed)`.
+    pub writer: String,
+    /// Leave a key that already has a record as it is.
+    pub seed: bool,
+    /// Write only if the dataset's last change is still this one.
+    pub expect_at: Option<FeedCursor>,
+}
+
+/// Where a dataset's log ends: its last change (the beginning when it has none).
+pub async fn position(conn: &mut sqlx::AnyConnection, dataset: &str) -> Result<FeedCursor, StoreError> {
+    let row = sqlx::query("SELECT tx, seq FROM record_log WHERE dataset = $1 ORDER BY tx DESC, seq DESC LIMIT 1")
+        .bind(dataset)
+        .fetch_optional(conn)
+        .await?;
+    Ok(match row {
+        Some(row) => FeedCursor { tx: row.try_get(0)?, seq: row.try_get(1)? },
+        None => FeedCursor::default(),
+    })
+}
+
 /// Stores records of one dataset, all or nothing: when any version does not grow (and is not a
 /// repetition of the stored one), nothing is written and every such record is named. With
 /// `seed`, a key that already has a record is left as it is.
@@ -49,9 +84,23 @@ pub async fn put(
     backend: Backend,
     dataset: &str,
     records: &[Record],
-    seed: bool,
-) -> Result<Result<Vec<PutOutcome>, Vec<Stale>>, StoreError> {
-    let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+    options: &PutOptions,
+) -> Result<Result<Vec<PutOutcome>, PutRefused>, StoreError> {
+    let seed = options.seed;
+    let lock = if backend == Backend::Postgres {
+        // One writer per dataset at a time across replicas, so that "the dataset has not moved"
+        // holds until this commit (SQLite has one writer anyway).
+        sqlx::query("SELECT pg_advisory_xact_lock(727275, hashtext($1))").bind(dataset).execute(&mut **tx).await?;
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    if let Some(expected) = options.expect_at {
+        let now = position(tx, dataset).await?;
+        if now != expected {
+            return Ok(Err(PutRefused::Moved { now }));
+        }
+    }
     let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
     let mut current = stored(tx, dataset, &keys, lock).await?;
     let mut outcomes = Vec::with_capacity(records.len());
@@ -79,7 +128,7 @@ pub async fn put(
         outcomes.push(outcome);
     }
     if !stale.is_empty() {
-        return Ok(Err(stale));
+        return Ok(Err(PutRefused::Stale(stale)));
     }
     // The table holds each key's last write; the log every write.
     let mut last: Vec<&Record> = Vec::new();
@@ -100,13 +149,19 @@ pub async fn put(
     }
     for chunk in accepted.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO record_log (dataset, key, version, deleted, doc, tx) VALUES {}",
-            values(backend, chunk.len(), 5, Some((5, tx_stamp(backend))))
+            "INSERT INTO record_log (dataset, key, version, deleted, doc, writer, tx) VALUES {}",
+            values(backend, chunk.len(), 6, Some((6, tx_stamp(backend))))
         );
         let mut query = sqlx::query(&sql);
         for r in chunk {
             let doc = serde_json::to_string(r).map_err(|e| StoreError::Corrupt { id: r.key.clone(), problem: e.to_string() })?;
-            query = query.bind(dataset).bind(r.key.as_str()).bind(version(r)).bind(i64::from(r.deleted)).bind(doc);
+            query = query
+                .bind(dataset)
+                .bind(r.key.as_str())
+                .bind(version(r))
+                .bind(i64::from(r.deleted))
+                .bind(doc)
+                .bind(options.writer.as_str());
         }
         query.execute(&mut **tx).await?;
     }
@@ -192,6 +247,29 @@ fn at_or_before(table: &str, a: usize, b: usize, c: usize) -> String {
 impl Store {
     /// The current record of a key (tombstones included).
     /// The stored records of these keys (tombstones included), several keys per statement.
+    /// Every version of one record, oldest first, each with who wrote it (`None` for writes
+    /// made before writers were kept).
+    pub async fn record_history(&self, dataset: &str, key: &str) -> Result<Vec<(Record, Option<String>)>, StoreError> {
+        let rows = sqlx::query("SELECT doc, writer FROM record_log WHERE dataset = $1 AND key = $2 ORDER BY tx, seq")
+            .bind(dataset)
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let doc = RecordDoc(row.try_get(0)?);
+                let record = doc.record().map_err(|e| StoreError::Corrupt { id: key.to_string(), problem: e.to_string() })?;
+                Ok((record, row.try_get::<Option<String>, _>(1)?))
+            })
+            .collect()
+    }
+
+    /// Where a dataset's log ends now (its "version" for `import --if-version`).
+    pub async fn dataset_position(&self, dataset: &str) -> Result<FeedCursor, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        position(&mut conn, dataset).await
+    }
+
     pub async fn records_of(&self, dataset: &str, keys: &[&str]) -> Result<HashMap<String, Record>, StoreError> {
         stored(&mut *self.pool.acquire().await?, dataset, keys, "").await
     }

@@ -105,6 +105,14 @@ const STATEMENTS: &[&str] = &[
     )",
 ];
 
+/// Columns added after their table was first released: (table, column, type). A store made
+/// by an earlier release gets them at start; a new store too (its tables are made without).
+pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    // Who wrote each version of a shared record (`datasets history`): the endpoint, or the
+    // import with its file's hash, or the gateway's seeding.
+    ("record_log", "writer", "TEXT"),
+];
+
 /// The statements for a backend.
 pub fn statements(postgres: bool) -> Vec<String> {
     let serial = if postgres { "BIGSERIAL PRIMARY KEY" } else { "INTEGER PRIMARY KEY AUTOINCREMENT" };

@@ -40,7 +40,7 @@ pub enum Write {
     /// Records of one shared dataset, all or nothing (see [`super::records::put`]).
     /// With `audit`: the entry that says who wrote them (its detail gets the counts), in the
     /// same commit — when anything was written.
-    PutRecords { dataset: String, records: Vec<Record>, seed: bool, audit: Option<AuditEntry> },
+    PutRecords { dataset: String, records: Vec<Record>, options: super::PutOptions, audit: Option<AuditEntry> },
     /// Entries for the audit trail that come with no other change (refusals, loads, reloads).
     Audit(Vec<super::audit::AuditEntry>),
 }
@@ -55,7 +55,7 @@ pub enum WriteResult {
     Status(Result<(Box<Transfer>, Outcome), StatusRefused>),
     Leased(Vec<OutboxItem>),
     /// What became of each record, or the records whose version does not grow.
-    Records(Result<Vec<super::PutOutcome>, Vec<super::Stale>>),
+    Records(Result<Vec<super::PutOutcome>, super::PutRefused>),
     /// For the other writes: whether a row was changed.
     Done(bool),
 }
@@ -162,8 +162,8 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
             super::audit::append(tx, backend, &entries).await?;
             Ok(WriteResult::Done(true))
         }
-        Write::PutRecords { dataset, records, seed, audit } => {
-            let result = super::records::put(tx, backend, &dataset, &records, seed).await?;
+        Write::PutRecords { dataset, records, options, audit } => {
+            let result = super::records::put(tx, backend, &dataset, &records, &options).await?;
             if let (Ok(outcomes), Some(mut entry)) = (&result, audit) {
                 let written = outcomes.iter().filter(|o| **o == super::PutOutcome::Written).count();
                 if written > 0 {
