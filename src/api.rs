@@ -17,6 +17,7 @@
 //! | `PUT /v1/datasets/{dataset}/records/{key}` | `{"version", "body", "deleted"?, "updated_at"?}` | the record; its owner only |
 //! | `GET /v1/datasets/{dataset}/snapshot?page_token=&page_size=` | | a page of a consistent snapshot and its cursor |
 //! | `GET /v1/datasets/{dataset}/changes?cursor=&limit=` | | changes after a cursor, in commit order |
+//! | `GET /v1/knowledge?q=&category=&include_expired=&limit=` | | knowledge answers with every word, best first |
 //! | `POST /v1/reconcile` | the caller's view `{"transfers": [{"reference", "state"}]}` | every difference |
 //!
 //! Statuses: 200; 400 a bad document (the native receipt names the field); 403 not yours;
@@ -58,6 +59,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/datasets/{dataset}/records/{key}"),
     ("get", "/v1/datasets/{dataset}/snapshot"),
     ("get", "/v1/datasets/{dataset}/changes"),
+    ("get", "/v1/knowledge"),
     ("post", "/v1/reconcile"),
     ("get", "/v1/openapi.json"),
 ];
@@ -154,6 +156,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/datasets/{dataset}/records/{*key}", get(datasets::get_record).put(datasets::put_record))
         .route("/v1/datasets/{dataset}/snapshot", get(datasets::snapshot))
         .route("/v1/datasets/{dataset}/changes", get(datasets::changes))
+        .route("/v1/knowledge", get(datasets::search_knowledge))
         .route("/v1/reconcile", post(datasets::reconcile))
         .route("/v1/openapi.json", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .layer(DefaultBodyLimit::max(MAX_BODY))

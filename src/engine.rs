@@ -62,6 +62,8 @@ pub struct Engine {
     pub directory: Arc<LiveDataset>,
     /// The transfer-item lists, in memory: the endpoints' live code tables.
     pub categories: Arc<LiveDataset>,
+    /// The knowledge base, in memory with its search index.
+    pub knowledge: Arc<crate::sync::knowledge::KnowledgeIndex>,
 }
 
 impl Engine {
@@ -74,6 +76,7 @@ impl Engine {
             policy,
             directory: Arc::new(LiveDataset::new(routing::DIRECTORY)),
             categories: Arc::new(LiveDataset::new(crate::sync::CATEGORIES)),
+            knowledge: Arc::default(),
         }
     }
 

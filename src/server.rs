@@ -122,9 +122,11 @@ pub async fn run(
     engine.directory.refresh(&store).await?;
     engine.categories.refresh(&store).await?;
     crate::sync::categories::apply(&engine.registry, &engine.categories).await;
+    engine.knowledge.refresh(&store).await?;
     let records = engine.directory.records().await;
     let items = engine.categories.records().await;
-    tracing::info!(records, items, "routing directory and transfer-item lists loaded");
+    let answers = engine.knowledge.records().await;
+    tracing::info!(records, items, answers, "routing directory, transfer-item lists and knowledge index loaded");
     let state = Arc::new(AppState::new(engine.clone(), config.delivery.unreachable_after.as_secs() as i64));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -136,6 +138,7 @@ pub async fn run(
     tokio::spawn(crate::sync::live::follow(
         engine.directory.clone(),
         engine.categories.clone(),
+        engine.knowledge.clone(),
         engine.registry.clone(),
         store.clone(),
         stopped.clone(),

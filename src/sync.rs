@@ -11,6 +11,7 @@
 
 pub mod categories;
 pub mod follower;
+pub mod knowledge;
 pub mod live;
 pub mod reconcile;
 
@@ -159,6 +160,8 @@ pub struct Datasets {
     /// The transfer-item lists in memory, caught up (and the code tables rebuilt) when this
     /// replica writes to them.
     pub categories: Arc<LiveDataset>,
+    /// The knowledge base's search index, caught up when this replica writes to it.
+    pub knowledge: Arc<knowledge::KnowledgeIndex>,
 }
 
 impl Datasets {
@@ -169,6 +172,7 @@ impl Datasets {
             policy: engine.policy.clone(),
             directory: engine.directory.clone(),
             categories: engine.categories.clone(),
+            knowledge: engine.knowledge.clone(),
         }
     }
 
@@ -336,7 +340,8 @@ impl Datasets {
                 self.categories.refresh(&self.store).await?;
                 categories::apply(&self.registry, &self.categories).await;
             }
-            _ => {}
+            Dataset::Knowledge => self.knowledge.refresh(&self.store).await?,
+            Dataset::TransferStatus => {}
         }
         match answer? {
             WriteResult::Records(Ok(outcomes)) => {
@@ -481,6 +486,17 @@ impl Datasets {
     /// `transfer_status` records it sees is decided per transfer.
     fn may_read(&self, who: &Identity) -> Result<(), SyncError> {
         self.policy.has_right(who, Right::ReadDatasets).map_err(SyncError::Forbidden)
+    }
+
+    /// Searches the knowledge base as `who` (anyone who may read datasets).
+    pub async fn search(
+        &self,
+        who: &Identity,
+        query: &knowledge::KnowledgeQuery,
+    ) -> Result<knowledge::KnowledgeAnswer, SyncError> {
+        self.may_read(who)?;
+        query.check()?;
+        Ok(self.knowledge.search(query, Timestamp::now()).await)
     }
 
     /// One record.

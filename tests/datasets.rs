@@ -460,6 +460,7 @@ async fn routing_takes_the_most_specific_directory_record() {
         tokio::spawn(liandong::sync::live::follow(
             engine.directory.clone(),
             engine.categories.clone(),
+            engine.knowledge.clone(),
             engine.registry.clone(),
             store.clone(),
             never,
@@ -614,6 +615,7 @@ async fn the_transfer_item_list_is_the_live_code_table() {
         tokio::spawn(liandong::sync::live::follow(
             restarted.directory.clone(),
             restarted.categories.clone(),
+            restarted.knowledge.clone(),
             restarted.registry.clone(),
             store.clone(),
             never,
@@ -669,4 +671,75 @@ async fn a_store_made_by_an_earlier_release_gets_the_writer_column() {
         assert_eq!(seen, [(1, None), (2, Some("330200/12345"))], "{backend}");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+fn answer(title: &str, body: &str, categories: &[&str], valid_until: Option<&str>) -> serde_json::Value {
+    let mut record = json!({"title": title, "body": body, "categories": categories});
+    if let Some(until) = valid_until {
+        record["valid_until"] = json!(until);
+    }
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_knowledge_base_is_searched_by_every_word_in_chinese() {
+    use liandong::sync::knowledge::KnowledgeQuery;
+    for (backend, store, _dir) in stores("ds_knowledge").await {
+        let engine = engine(store.clone());
+        let datasets = Datasets::new(&engine);
+        let hotline = endpoint("330200/12345");
+        let police = endpoint("330200/110");
+        let entries = [
+            ("water-1", answer("小区停水怎么办", "先查看物业公告，再拨打供水热线96390报修。", &["NP04"], None)),
+            ("water-2", answer("停电报修", "拨打95598。小区停水另见供水答复。", &["NP04"], None)),
+            ("car-1", answer("挪车求助的处理", "联系车主挪车；Car owner not found: call 110.", &["NP07"], None)),
+            ("old", answer("春节停水安排", "2020年春节期间停水的安排。", &["NP04"], Some("2021-01-01T00:00:00+08:00"))),
+        ];
+        for (key, body) in entries {
+            datasets.put(&hotline, Dataset::Knowledge, key, put(1, body)).await.unwrap();
+        }
+        let search = |q: &str| KnowledgeQuery { q: q.into(), ..KnowledgeQuery::default() };
+        let keys = |answer: liandong::sync::knowledge::KnowledgeAnswer| -> Vec<String> {
+            answer.records.into_iter().map(|r| r.key).collect()
+        };
+        // a two-character word, found in titles before bodies; the expired answer left out
+        let found = datasets.search(&police, &search("停水")).await.unwrap();
+        assert_eq!((keys(found.clone()), found.total), (vec!["water-1".to_string(), "water-2".to_string()], 2), "{backend}");
+        // every word must occur, as written (the bigrams of 停水热线 are not enough)
+        assert_eq!(keys(datasets.search(&police, &search("停水 96390")).await.unwrap()), ["water-1"], "{backend}");
+        assert!(datasets.search(&police, &search("停水热线")).await.unwrap().records.is_empty(), "{backend}");
+        // Latin words whatever their case; a lone character
+        assert_eq!(keys(datasets.search(&police, &search("OWNER")).await.unwrap()), ["car-1"], "{backend}");
+        assert_eq!(keys(datasets.search(&police, &search("挪")).await.unwrap()), ["car-1"], "{backend}");
+        // by category; expired ones when asked
+        let water_only = KnowledgeQuery { category: Some("NP07".into()), ..search("停水") };
+        assert!(datasets.search(&police, &water_only).await.unwrap().records.is_empty(), "{backend}");
+        let with_old = KnowledgeQuery { include_expired: true, ..search("停水") };
+        assert_eq!(datasets.search(&police, &with_old).await.unwrap().total, 3, "{backend}");
+        // a change and a deletion are searched at once
+        datasets
+            .put(&hotline, Dataset::Knowledge, "water-1", put(2, answer("燃气报修", "拨打燃气热线。", &["NP04"], None)))
+            .await
+            .unwrap();
+        let deleted = PutRequest { version: 2, deleted: true, body: json!(null), updated_at: None };
+        datasets.put(&hotline, Dataset::Knowledge, "water-2", deleted).await.unwrap();
+        assert!(datasets.search(&police, &search("停水")).await.unwrap().records.is_empty(), "{backend}");
+        assert_eq!(keys(datasets.search(&police, &search("燃气")).await.unwrap()), ["water-1"], "{backend}");
+        // a bad query names its field
+        for (query, field) in [
+            (search("  "), "q"),
+            (KnowledgeQuery { category: Some("XX01".into()), ..search("停水") }, "category"),
+            (KnowledgeQuery { limit: 101, ..search("停水") }, "limit"),
+        ] {
+            match datasets.search(&police, &query).await {
+                Err(SyncError::Invalid { field: named, .. }) => assert_eq!(named, field, "{backend}"),
+                other => panic!("{backend}: {other:?}"),
+            }
+        }
+        // another replica (its own index over the same store) finds what this one wrote
+        let replica = common::stores::engine(store.clone());
+        replica.knowledge.refresh(&store).await.unwrap();
+        let found = Datasets::new(&replica).search(&police, &search("燃气")).await.unwrap();
+        assert_eq!(keys(found), ["water-1"], "{backend}");
+    }
 }

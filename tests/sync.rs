@@ -202,6 +202,48 @@ async fn https_datasets_routing_and_reconciliation() {
     assert_eq!(snapshot["records"][0]["key"], "330203101/NP03");
     assert_eq!(police.get("/v1/datasets/nonsense/snapshot").await.status, 400);
 
+    // the knowledge base searched over HTTPS and gRPC
+    let entry = json!({"version": 1, "body": {"title": "劳资纠纷怎么投诉", "body": "拨打12333或到人社局劳动监察大队。", "categories": ["NP03"]}});
+    let answer =
+        hotline.request("PUT", "/v1/datasets/knowledge/records/wage-howto", entry.to_string().into_bytes()).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let found = police.get("/v1/knowledge?q=%E5%8A%B3%E8%B5%84&category=NP03").await.json();
+    assert_eq!((found["total"].as_u64(), found["records"][0]["key"].as_str()), (Some(1), Some("wage-howto")), "{found}");
+    let refused = police.get("/v1/knowledge?q=").await;
+    assert_eq!(refused.status, 400);
+    assert!(
+        refused.json()["error"]["message"].as_str().unwrap().starts_with("q: "),
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    let mut grpc = SyncServiceClient::new(connect(&site, "330200/110", addr.port()).await);
+    let found = grpc
+        .search(v1::SearchRequest { q: "劳动 监察".into(), category: String::new(), include_expired: false, limit: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((found.total, found.records[0].key.as_str()), (1, "wage-howto"));
+    let refused = grpc
+        .search(v1::SearchRequest { q: "劳动".into(), category: "XX".into(), include_expired: false, limit: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().starts_with("category:"), "{}", refused.message());
+
+    // a transfer item the 110 retires from its list is refused by name in its own receipt
+    let retire = json!({"version": 2, "deleted": true});
+    let answer = police
+        .request("PUT", "/v1/datasets/categories/records/330200/110/070300", retire.to_string().into_bytes())
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let answer = police.post("/v1/native/330200/110/transfers", document("RETIRED-1")).await;
+    let receipt = String::from_utf8_lossy(&answer.body).to_string();
+    assert!(
+        answer.status >= 400 && receipt.contains("JQXX.JQLB") && receipt.contains("挪车求助") && receipt.contains("retired"),
+        "{receipt}"
+    );
+
     // a wage dispute from the township is routed to that unit
     let wage = String::from_utf8(document("WAGE-1")).unwrap().replace("\"070300\"", "\"060300\"").replace("挪车求助", "劳资纠纷");
     let answer = police.post("/v1/native/330200/110/transfers", wage.into_bytes()).await;

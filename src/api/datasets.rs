@@ -16,6 +16,7 @@ use super::{AppState, Peer};
 use crate::model::Timestamp;
 use crate::security::ratelimit::CallKind;
 use crate::store::PutOutcome;
+use crate::sync::knowledge::KnowledgeQuery;
 use crate::sync::reconcile::Claim;
 use crate::sync::{Dataset, PutRequest, SyncError};
 
@@ -104,6 +105,37 @@ pub async fn put_record(
         .await
         .map_err(|e| refused(&peer, "PUT /v1/datasets/{dataset}/records/{key}", e))?;
     Ok(Json(json!({"record": record, "changed": outcome == PutOutcome::Written})))
+}
+
+/// `GET /v1/knowledge?q=&category=&include_expired=&limit=`: the knowledge base searched.
+pub async fn search_knowledge(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    const ROUTE: &str = "GET /v1/knowledge";
+    limited(&state, &peer, CallKind::Read)?;
+    let include_expired = match query.get("include_expired").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            return Err(refused(
+                &peer,
+                ROUTE,
+                SyncError::invalid("include_expired", format!("expected true or false, got {other:?}")),
+            ))
+        }
+    };
+    let limit = number(&query, "limit", 0)?;
+    let search = KnowledgeQuery {
+        q: query.get("q").cloned().unwrap_or_default(),
+        category: query.get("category").filter(|c| !c.is_empty()).cloned(),
+        include_expired,
+        limit: usize::try_from(limit)
+            .map_err(|_| refused(&peer, ROUTE, SyncError::invalid("limit", format!("expected 1 to 100, got {limit}"))))?,
+    };
+    let answer = state.datasets.search(&peer.0, &search).await.map_err(|e| refused(&peer, ROUTE, e))?;
+    Ok(Json(json!({"records": answer.records, "total": answer.total})))
 }
 
 pub async fn snapshot(

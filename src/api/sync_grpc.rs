@@ -125,6 +125,23 @@ impl SyncService for Sync {
         }))
     }
 
+    async fn search(&self, request: Request<v1::SearchRequest>) -> Result<Response<v1::SearchResponse>, Status> {
+        let who = peer(&request)?;
+        limit(&self.state, &who, CallKind::Read)?;
+        let message = request.into_inner();
+        let query = crate::sync::knowledge::KnowledgeQuery {
+            q: message.q,
+            category: Some(message.category).filter(|c| !c.is_empty()),
+            include_expired: message.include_expired,
+            limit: message.limit as usize,
+        };
+        let answer = self.state.datasets.search(&who.0, &query).await.map_err(|e| status_of(&who, e))?;
+        Ok(Response::new(v1::SearchResponse {
+            records: answer.records.into_iter().map(Into::into).collect(),
+            total: answer.total as u64,
+        }))
+    }
+
     type WatchStream = ChangeStream;
 
     async fn watch(&self, request: Request<v1::ChangesRequest>) -> Result<Response<Self::WatchStream>, Status> {

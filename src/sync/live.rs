@@ -88,7 +88,14 @@ impl LiveDataset {
     /// The log is read without holding the cache, and applied a page at a time, so lookups
     /// wait at most for one page's worth of map updates, never for the store.
     pub async fn refresh(&self, store: &Store) -> Result<(), StoreError> {
+        self.refresh_keys(store).await.map(drop)
+    }
+
+    /// [`LiveDataset::refresh`], answering the keys whose record changed (for what is derived
+    /// from them key by key: the knowledge index).
+    pub async fn refresh_keys(&self, store: &Store) -> Result<Vec<String>, StoreError> {
         let _one = self.refreshing.lock().await;
+        let mut changed_keys = Vec::new();
         self.stale.store(false, Ordering::Release);
         let mut from = self.cache.read().await.settled;
         loop {
@@ -105,6 +112,7 @@ impl LiveDataset {
             let mut cache = self.cache.write().await;
             cache.settled = settled;
             for record in records {
+                changed_keys.push(record.key.clone());
                 let newer = cache.records.get(&record.key).is_none_or(|held| record.version >= held.version)
                     && cache.retired.get(&record.key).is_none_or(|held| record.version > held.version);
                 if newer && record.deleted {
@@ -121,7 +129,7 @@ impl LiveDataset {
             }
             if !full {
                 cache.refreshed = Some(Instant::now());
-                return Ok(());
+                return Ok(changed_keys);
             }
         }
     }
@@ -144,13 +152,14 @@ impl LiveDataset {
     }
 }
 
-/// Keeps the routing directory and the transfer-item lists caught up with the store every
+/// Keeps the routing directory, the transfer-item lists and the knowledge index caught up with the store every
 /// [`REFRESH`] until `stop` is set, rebuilding the endpoints' code tables when the lists
 /// changed: what the server runs beside the submissions, so that none of them waits for the
 /// store.
 pub async fn follow(
     directory: Arc<LiveDataset>,
     categories: Arc<LiveDataset>,
+    knowledge: Arc<super::knowledge::KnowledgeIndex>,
     registry: Arc<crate::formats::Registry>,
     store: Store,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -163,6 +172,9 @@ pub async fn follow(
                     if let Err(e) = live.refresh(&store).await {
                         tracing::warn!(dataset = live.dataset(), error = %e, "catching a live dataset up failed; retrying");
                     }
+                }
+                if let Err(e) = knowledge.refresh(&store).await {
+                    tracing::warn!(dataset = "knowledge", error = %e, "catching a live dataset up failed; retrying");
                 }
                 if categories.generation() != applied {
                     applied = categories.generation();
