@@ -91,6 +91,59 @@ pub fn directory_keys(region: &str, category: &str) -> Vec<String> {
     places.into_iter().map(|place| format!("{place}/{category}")).collect()
 }
 
+/// The tier a directory key's region is at.
+pub fn tier_of(region: &str) -> &'static str {
+    match region.len() {
+        9 => "township",
+        _ if region.ends_with("0000") => "province",
+        _ if region.ends_with("00") => "city",
+        _ => "county",
+    }
+}
+
+/// One cell of the directory's coverage: a place and a category, and the record that answers
+/// for it (the most specific of [`directory_keys`]), if any.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Cell {
+    pub region: String,
+    pub category: String,
+    /// The key of the record that gives the unit; `None`: no unit at all.
+    pub answered_by: Option<String>,
+    /// Its tier (`township`, `county`, `city`, `province`).
+    pub tier: Option<&'static str>,
+}
+
+impl Cell {
+    /// Whether the place's own record answers (not a coarser tier, not nobody).
+    pub fn covered_at_its_tier(&self) -> bool {
+        self.tier == Some(tier_of(&self.region))
+    }
+}
+
+/// The coverage of `region` for `categories` (`liandong route --coverage`): a cell for each
+/// township and county the directory names inside `region` (and `region` itself when it is a
+/// county or township), for each category.
+pub fn coverage(records: &std::collections::HashMap<String, Record>, region: &str, categories: &[&str]) -> Vec<Cell> {
+    let mut places: std::collections::BTreeSet<String> = records
+        .keys()
+        .filter_map(|key| key.split_once('/').map(|(place, _)| place))
+        .filter(|place| matches!(tier_of(place), "township" | "county") && contains(region, place))
+        .map(str::to_string)
+        .collect();
+    if matches!(tier_of(region), "township" | "county") {
+        places.insert(region.to_string());
+    }
+    let mut cells = Vec::with_capacity(places.len() * categories.len());
+    for place in &places {
+        for category in categories {
+            let answered_by = directory_keys(place, category).into_iter().find(|key| records.contains_key(key));
+            let tier = answered_by.as_deref().and_then(|k| k.split_once('/')).map(|(r, _)| tier_of(r));
+            cells.push(Cell { region: place.clone(), category: category.to_string(), answered_by, tier });
+        }
+    }
+    cells
+}
+
 /// Routes a transfer of `category` for `region` to `platform`. `field` names where the region
 /// came from, for the error.
 pub async fn route(

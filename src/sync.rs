@@ -123,6 +123,20 @@ pub struct PutRequest {
     /// When the owner changed it; the gateway's clock when absent.
     #[serde(default)]
     pub updated_at: Option<Timestamp>,
+    /// Delete a directory record even when it leaves its cell with no unit.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// How an import is made.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// What was imported (the file and its SHA-256), for the audit trail and the history.
+    pub source: String,
+    /// A preview's version: write only if the dataset is still there.
+    pub if_version: Option<FeedCursor>,
+    /// Delete directory records even when that leaves a cell with no unit.
+    pub force: bool,
 }
 
 /// A page of a snapshot.
@@ -202,6 +216,11 @@ impl Datasets {
             }
         }
         self.check(dataset, &mut record)?;
+        if !request.force {
+            if let Some((_, error)) = self.orphaning(dataset, std::slice::from_ref(&record)).await?.pop() {
+                return Err(error);
+            }
+        }
         let audit = dataset_audit(
             writer.to_string(),
             "dataset.put",
@@ -381,8 +400,7 @@ impl Datasets {
         &self,
         dataset: Dataset,
         mut records: Vec<Record>,
-        source: &str,
-        if_version: Option<FeedCursor>,
+        options: ImportOptions,
     ) -> Result<usize, Vec<(usize, String)>> {
         let mut errors = Vec::new();
         for (i, record) in records.iter_mut().enumerate() {
@@ -395,11 +413,18 @@ impl Datasets {
                 errors.push((i + 1, e.to_string()));
             }
         }
+        if errors.is_empty() && !options.force {
+            match self.orphaning(dataset, &records).await {
+                Ok(orphaned) => errors.extend(orphaned.into_iter().map(|(i, e)| (i + 1, e.to_string()))),
+                Err(e) => return Err(vec![(0, e.to_string())]),
+            }
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
+        let source = options.source;
         let audit = dataset_audit("import".into(), "dataset.import", json!({"dataset": dataset.as_str(), "source": source}));
-        let options = PutOptions { writer: format!("import {source}"), seed: false, expect_at: if_version };
+        let options = PutOptions { writer: format!("import {source}"), seed: false, expect_at: options.if_version };
         match self.write_records(dataset, records, options, audit).await {
             Ok(Ok(outcomes)) => Ok(outcomes.iter().filter(|o| **o == PutOutcome::Written).count()),
             Ok(Err(stale)) => Err(stale.into_iter().map(|(i, e)| (i + 1, e.to_string())).collect()),
@@ -407,12 +432,59 @@ impl Datasets {
         }
     }
 
+    /// The deletions among `records` (by position) that would leave their own cell of the
+    /// directory with no unit: a live record with no coarser record for its category (county,
+    /// city, province) after these records are applied. Such a deletion needs `force`.
+    async fn orphaning(&self, dataset: Dataset, records: &[Record]) -> Result<Vec<(usize, SyncError)>, SyncError> {
+        if dataset != Dataset::Directory || !records.iter().any(|r| r.deleted) {
+            return Ok(Vec::new());
+        }
+        let batch: std::collections::HashMap<&str, &Record> = records.iter().map(|r| (r.key.as_str(), r)).collect();
+        let mut wanted: Vec<String> = Vec::new();
+        for record in records.iter().filter(|r| r.deleted) {
+            if let Some((region, category)) = record.key.split_once('/') {
+                wanted.extend(routing::directory_keys(region, category));
+            }
+        }
+        wanted.sort();
+        wanted.dedup();
+        let refs: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        let stored = self.store.records_of(dataset.as_str(), &refs).await?;
+        let live_after = |key: &str| match batch.get(key) {
+            Some(record) => !record.deleted,
+            None => stored.get(key).is_some_and(|r| !r.deleted),
+        };
+        let mut orphaned = Vec::new();
+        for (index, record) in records.iter().enumerate().filter(|(_, r)| r.deleted) {
+            let Some((region, category)) = record.key.split_once('/') else { continue };
+            let live_now = stored.get(&record.key).is_some_and(|r| !r.deleted);
+            let keys = routing::directory_keys(region, category);
+            if live_now && !keys.iter().skip(1).any(|key| live_after(key)) {
+                orphaned.push((
+                    index,
+                    SyncError::invalid(
+                        "deleted",
+                        format!(
+                            "{} is the only unit for {category} in {region}: no coarser record ({}) covers it, so its cases would have no unit; force the deletion to leave the cell without one",
+                            record.key,
+                            keys[1..].join(", ")
+                        ),
+                    ),
+                ));
+            }
+        }
+        Ok(orphaned)
+    }
+
     /// What importing `records` would do, writing nothing (`datasets import --dry-run`): each
     /// record added, changed, deleted (a tombstone for a live record), unchanged (a repeat), or
     /// refused with why (its form, its owner, a version that does not grow).
-    pub async fn preview(&self, dataset: Dataset, mut records: Vec<Record>) -> Result<Preview, SyncError> {
+    /// Without `force`, a deletion that would leave a cell with no unit is refused.
+    pub async fn preview(&self, dataset: Dataset, mut records: Vec<Record>, force: bool) -> Result<Preview, SyncError> {
         // Read first: a write landing during the preview makes `--if-version` refuse.
         let version = self.store.dataset_position(dataset.as_str()).await?.encode();
+        let mut orphaned: std::collections::HashMap<usize, SyncError> =
+            if force { Default::default() } else { self.orphaning(dataset, &records).await?.into_iter().collect() };
         let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let mut current = self.store.records_of(dataset.as_str(), &key_refs).await?;
@@ -424,7 +496,7 @@ impl Datasets {
             let refused = if record.dataset != dataset.as_str() {
                 Some(format!("dataset: expected {}, got {:?}", dataset.as_str(), record.dataset))
             } else {
-                self.check(dataset, record).err().map(|e| e.to_string())
+                self.check(dataset, record).err().or_else(|| orphaned.remove(&i)).map(|e| e.to_string())
             };
             if let Some(why) = refused {
                 preview.refused.push((i + 1, why));

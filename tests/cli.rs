@@ -283,7 +283,8 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
          330204/NP03,330200/12345,1,JB,江北区,,\n\
          330203101/NP03,330200/12345,1,GQ,old,,\n",
     );
-    let output = liandong(&["datasets", "import", "--config", config, "directory", &preview, "--dry-run"], None);
+    // (--force: the deletion of line 4 leaves its county without a unit, counted as a deletion)
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &preview, "--dry-run", "--force"], None);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -321,8 +322,16 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let output = liandong(&["datasets", "import", "--config", config, "directory", &planned, "--if-version", "soon"], None);
     assert!(String::from_utf8_lossy(&output.stderr).contains("--if-version: expected a version printed by --dry-run"));
+    // deleting the only unit of a cell is refused (in the preview too) unless forced
     let retire = write("retire.csv", "key,owner,version,deleted\n330205/NP03,330200/12345,2,true\n");
-    assert!(liandong(&["datasets", "import", "--config", config, "directory", &retire], None).status.success());
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &retire], None);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("retire.csv: line 2: deleted: 330205/NP03 is the only unit for NP03 in 330205"), "{stderr}");
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &retire, "--dry-run"], None);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("1 refused"), "{}", String::from_utf8_lossy(&output.stdout));
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &retire, "--force"], None);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     // a record's history: each version, when, by whom
     let output = liandong(&["datasets", "history", "--config", config, "directory", "330205/NP03", "--json"], None);
@@ -376,6 +385,25 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
     let route =
         stdout_json(&liandong(&["route", "--config", config, "--to-region", "330106", "--category", "NP03", "--json"], None));
     assert_eq!(route["endpoint"], "330000/12345", "Hangzhou has no platform of its own");
+
+    // coverage: each township and county the directory names, by category, answered where
+    let lock = write("lock.csv", "key,owner,version,unit.code\n330203102/NP05,330200/12345,1,KS\n");
+    assert!(liandong(&["datasets", "import", "--config", config, "directory", &lock], None).status.success());
+    let output = liandong(&["route", "--config", config, "--coverage", "330203", "--category", "NP03"], None);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.starts_with("330203: 3 cells (3 places × 1 categories): 2 answered at their own tier, 1 fall back to a coarser one, 0 have no unit\n"), "{text}");
+    assert!(text.contains("  330203102/NP03  falls back to the county: 330203/NP03\n"), "{text}");
+    let report = stdout_json(&liandong(&["route", "--config", config, "--coverage", "330200", "--json"], None));
+    let taxonomy = liandong::model::category::TAXONOMY.len() as u64;
+    assert_eq!(report["cells"].as_u64(), Some(3 * taxonomy), "{report}");
+    // NP03 answered at both its places; NP05 at the lock-smith's township only
+    assert_eq!(report["covered"].as_u64(), Some(3), "{report}");
+    assert_eq!(report["fall_back"].as_u64(), Some(1), "{report}");
+    assert_eq!(report["no_unit"].as_u64(), Some(3 * taxonomy - 4), "{report}");
+    let output = liandong(&["route", "--config", config, "--coverage", "3302"], None);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--coverage"));
 
     // reconcile against an empty store: everything the endpoint claims is unknown here
     let view = write("view.jsonl", "{\"reference\": \"LZ1\", \"state\": \"accepted\"}\n");

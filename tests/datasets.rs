@@ -9,7 +9,7 @@ use liandong::model::{EndpointId, HistoryEvent, Record, RecordDoc, State, Status
 use liandong::security::Identity;
 use liandong::store::PutOutcome;
 use liandong::sync::reconcile::{reconcile, Claim, DifferenceKind};
-use liandong::sync::{Dataset, Datasets, PutRequest, SyncError};
+use liandong::sync::{Dataset, Datasets, ImportOptions, PutRequest, SyncError};
 use serde_json::json;
 
 mod common;
@@ -20,7 +20,11 @@ fn endpoint(s: &str) -> Identity {
 }
 
 fn put(version: u64, body: serde_json::Value) -> PutRequest {
-    PutRequest { version, deleted: false, body, updated_at: None }
+    PutRequest { version, deleted: false, body, updated_at: None, force: false }
+}
+
+fn import_options(source: &str) -> ImportOptions {
+    ImportOptions { source: source.into(), ..ImportOptions::default() }
 }
 
 fn unit(code: &str, name: &str) -> serde_json::Value {
@@ -169,7 +173,7 @@ async fn a_snapshot_is_the_dataset_at_its_cursor_and_changes_continue_from_it() 
                 &owner,
                 Dataset::Directory,
                 "330203106/NP07",
-                PutRequest { version: 2, deleted: true, body: json!(null), updated_at: None },
+                PutRequest { version: 2, deleted: true, body: json!(null), updated_at: None, force: true },
             )
             .await
             .unwrap();
@@ -304,8 +308,7 @@ async fn categories_are_seeded_once_and_imports_are_all_or_nothing() {
             .import(
                 Dataset::Directory,
                 vec![record("330203/NP01", 1, "a"), record("330203/NP02", 1, "b")],
-                "a.jsonl sha256:00",
-                None,
+                import_options("a.jsonl sha256:00"),
             )
             .await
             .unwrap();
@@ -325,15 +328,18 @@ async fn categories_are_seeded_once_and_imports_are_all_or_nothing() {
             .import(
                 Dataset::Directory,
                 vec![record("330203/NP04", 1, "d"), wrong_owner, record("330203/NP01", 1, "changed")],
-                "b",
-                None,
+                import_options("b"),
             )
             .await
             .unwrap_err();
         assert_eq!(errors.len(), 1, "{backend}: the owner is checked before the store: {errors:?}");
         assert_eq!(errors[0].0, 2);
         let errors = datasets
-            .import(Dataset::Directory, vec![record("330203/NP04", 1, "d"), record("330203/NP01", 1, "changed")], "c", None)
+            .import(
+                Dataset::Directory,
+                vec![record("330203/NP04", 1, "d"), record("330203/NP01", 1, "changed")],
+                import_options("c"),
+            )
             .await
             .unwrap_err();
         assert_eq!(errors[0].0, 2, "{backend}: {errors:?}");
@@ -353,7 +359,7 @@ async fn categories_are_seeded_once_and_imports_are_all_or_nothing() {
             deleted: false,
             body: entry,
         };
-        let errors = datasets.import(Dataset::Knowledge, vec![takeover], "d", None).await.unwrap_err();
+        let errors = datasets.import(Dataset::Knowledge, vec![takeover], import_options("d")).await.unwrap_err();
         assert_eq!(errors[0].0, 1, "{backend}: {errors:?}");
         assert_eq!(errors[0].1, "forbidden: kb/nuoche is owned by 330200/12345, not 330200/110", "{backend}");
         let kept = store.record("knowledge", "kb/nuoche").await.unwrap().unwrap();
@@ -407,7 +413,7 @@ async fn routing_takes_the_most_specific_directory_record() {
                 &ningbo,
                 Dataset::Directory,
                 "330203101/NP03",
-                PutRequest { version: 2, deleted: true, body: json!(null), updated_at: None },
+                PutRequest { version: 2, deleted: true, body: json!(null), updated_at: None, force: false },
             )
             .await
             .unwrap();
@@ -423,6 +429,22 @@ async fn routing_takes_the_most_specific_directory_record() {
         .await
         .unwrap();
         assert_eq!(decision.unit.and_then(|u| u.name).as_deref(), Some("海曙区人社局"), "{backend}");
+
+        // deleting the only unit of a cell (no county, city or province record for NP07) is
+        // refused naming `deleted`, unless forced
+        datasets.put(&ningbo, Dataset::Directory, "330203101/NP07", put(1, unit("CG", "城管中队"))).await.unwrap();
+        let delete = |force| PutRequest { version: 2, deleted: true, body: json!(null), updated_at: None, force };
+        match datasets.put(&ningbo, Dataset::Directory, "330203101/NP07", delete(false)).await {
+            Err(SyncError::Invalid { field, problem }) => {
+                assert_eq!(field, "deleted", "{backend}");
+                assert!(
+                    problem.contains("only unit for NP07 in 330203101") && problem.contains("330203/NP07"),
+                    "{backend}: {problem}"
+                );
+            }
+            other => panic!("{backend}: {other:?}"),
+        }
+        datasets.put(&ningbo, Dataset::Directory, "330203101/NP07", delete(true)).await.unwrap();
 
         // a submitted wage dispute in the township: the unit is in the history and the destination's copy
         datasets.put(&ningbo, Dataset::Directory, "330203101/NP03", put(3, unit("GQ-LB", "高桥镇劳动保障所"))).await.unwrap();
@@ -577,7 +599,7 @@ async fn the_transfer_item_list_is_the_live_code_table() {
         assert_eq!(read(&engine, "070300").unwrap().case.category.as_str(), "NP08", "{backend}: re-pointed");
         // a retired code is refused with its name, and a canonical code left without a row
         // renders as the catch-all
-        let retire = PutRequest { version: 2, deleted: true, body: json!(null), updated_at: None };
+        let retire = PutRequest { version: 2, deleted: true, body: json!(null), updated_at: None, force: false };
         datasets.put(&ningbo, Dataset::Categories, "330200/110/070400", retire).await.unwrap();
         let err = read(&engine, "070400").unwrap_err().to_string();
         assert!(
@@ -591,7 +613,7 @@ async fn the_transfer_item_list_is_the_live_code_table() {
         let rendered: serde_json::Value = serde_json::from_slice(&rendered).unwrap();
         assert_eq!(rendered["JQXX"]["JQLB"], "079900", "{backend}: {rendered}");
         // the catch-alls stay: never retired, never moved to the other side
-        let retire = PutRequest { version: 2, deleted: true, body: json!(null), updated_at: None };
+        let retire = PutRequest { version: 2, deleted: true, body: json!(null), updated_at: None, force: false };
         let err = datasets.put(&ningbo, Dataset::Categories, "330200/110/079900", retire).await.unwrap_err();
         assert!(err.to_string().contains("catch-all"), "{backend}: {err}");
         let err =
@@ -721,7 +743,7 @@ async fn the_knowledge_base_is_searched_by_every_word_in_chinese() {
             .put(&hotline, Dataset::Knowledge, "water-1", put(2, answer("燃气报修", "拨打燃气热线。", &["NP04"], None)))
             .await
             .unwrap();
-        let deleted = PutRequest { version: 2, deleted: true, body: json!(null), updated_at: None };
+        let deleted = PutRequest { version: 2, deleted: true, body: json!(null), updated_at: None, force: false };
         datasets.put(&hotline, Dataset::Knowledge, "water-2", deleted).await.unwrap();
         assert!(datasets.search(&police, &search("停水")).await.unwrap().records.is_empty(), "{backend}");
         assert_eq!(keys(datasets.search(&police, &search("燃气")).await.unwrap()), ["water-1"], "{backend}");

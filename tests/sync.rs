@@ -34,6 +34,7 @@ fn put(key: &str, version: u64, name: &str) -> v1::PutRequest {
         deleted: false,
         body_json: json!({"unit": {"code": key, "name": name}}).to_string(),
         updated_at: None,
+        force: false,
     }
 }
 
@@ -45,6 +46,7 @@ fn delete(key: &str, version: u64) -> v1::PutRequest {
         deleted: true,
         body_json: String::new(),
         updated_at: None,
+        force: true, // the tests delete townships no county record covers
     }
 }
 
@@ -329,4 +331,96 @@ async fn an_import_succeeds_while_desks_submit() {
     }
     let answers = submitting.await.unwrap();
     assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+}
+
+/// `liandong datasets follow` as an operator runs it, against the gateway in this process.
+fn follow_cli(site: &Site, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_liandong"))
+        .args(["datasets", "follow", "--config", site.config.to_str().unwrap(), "directory", "--as", "330200-110"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_resumes_from_its_saved_cursor_watches_and_says_why_it_cannot_connect() {
+    let site = Site::new("sync-follow-cli");
+    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let server = addr.to_string();
+    let mut owner = SyncServiceClient::new(connect(&site, "330200/12345", addr.port()).await);
+    for i in 0..3 {
+        owner.put(put(&format!("330203{i:03}/NP07"), 1, "单位")).await.unwrap();
+    }
+    let copy = site.dir.join("copy.jsonl");
+    let copy_arg = copy.to_str().unwrap().to_string();
+    let report = |output: &std::process::Output| -> serde_json::Value {
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let first = report(&follow_cli(&site, &["--server", &server, "--out", &copy_arg, "--json"]));
+    assert_eq!((first["records"].as_u64(), first["resumed_from"].is_null()), (Some(3), true), "{first}");
+    let cursor = std::fs::read_to_string(liandong::sync::follower::cursor_path(&copy)).unwrap();
+    assert_eq!(cursor, first["cursor"].as_str().unwrap());
+
+    // later: one changed, one deleted; the next run reads only those, from the saved cursor
+    owner.put(put("330203001/NP07", 2, "新单位")).await.unwrap();
+    owner.put(delete("330203002/NP07", 2)).await.unwrap();
+    let second = report(&follow_cli(&site, &["--server", &server, "--out", &copy_arg, "--json"]));
+    assert_eq!(second["resumed_from"].as_str(), Some(cursor.as_str()), "{second}");
+    assert_eq!((second["records"].as_u64(), second["live"].as_u64()), (Some(2), Some(2)), "{second}");
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&copy).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "tombstones kept");
+    assert_eq!(lines[1]["body"]["unit"]["name"], "新单位");
+    assert_eq!(lines[2]["deleted"], true);
+
+    // --watch: a change written later is printed as it comes and saved within a second or so
+    /// Kills the child however the test ends.
+    struct Watcher(std::process::Child);
+    impl Drop for Watcher {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut watcher = Watcher(
+        std::process::Command::new(env!("CARGO_BIN_EXE_liandong"))
+            .args(["datasets", "follow", "--config", site.config.to_str().unwrap(), "directory", "--as", "330200-110"])
+            .args(["--server", &server, "--out", &copy_arg, "--watch", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = watcher.0.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let caught_up = lines_rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    assert!(caught_up.contains("\"records\":0"), "{caught_up}");
+    owner.put(put("330203009/NP07", 1, "夜班")).await.unwrap();
+    let change: serde_json::Value =
+        serde_json::from_str(&lines_rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap()).unwrap();
+    assert_eq!((change["key"].as_str(), change["version"].as_u64()), (Some("330203009/NP07"), Some(1)), "{change}");
+    owner.put(put("330203010/NP07", 1, "白班")).await.unwrap();
+    lines_rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    common::net::eventually(5, "the copy saved", || std::fs::read_to_string(&copy).unwrap().contains("330203009/NP07")).await;
+    drop(watcher);
+
+    // when the gateway cannot be reached, it says why
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let output = follow_cli(&site, &["--server", &closed]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Connection refused") && stderr.contains("is the gateway running"), "{stderr}");
+    let stranger = Site::new("sync-follow-stranger");
+    let output = follow_cli(&stranger, &["--server", &server]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("not signed by the CA given"), "{stderr}");
+    let output = follow_cli(&site, &["--server", "http://x"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--server"));
 }

@@ -74,7 +74,7 @@ impl SyncService for Sync {
             })
             .transpose()
             .map_err(|e| status_of(&who, e))?;
-        let put = PutRequest { version: message.version, deleted: message.deleted, body, updated_at };
+        let put = PutRequest { version: message.version, deleted: message.deleted, body, updated_at, force: message.force };
         let (record, outcome) =
             self.state.datasets.put(&who.0, dataset, &message.key, put).await.map_err(|e| status_of(&who, e))?;
         Ok(Response::new(v1::PutResponse { record: Some(record.into()), changed: outcome == PutOutcome::Written }))

@@ -32,6 +32,10 @@ pub enum DatasetsCommand {
         /// has been written to it since the preview.
         #[arg(long, value_name = "VERSION", conflicts_with = "dry_run")]
         if_version: Option<String>,
+        /// Delete directory records even when a deletion leaves a cell (a place and a
+        /// category) with no unit at all.
+        #[arg(long)]
+        force: bool,
     },
     /// Print every record of a dataset, tombstones included.
     Export {
@@ -74,10 +78,20 @@ pub struct FollowArgs {
     /// Records per page.
     #[arg(long, default_value_t = 5000)]
     pub page: u32,
-    /// Write the copy here as JSON Lines.
+    /// Write the copy here as JSON Lines (tombstones included), and its cursor beside it
+    /// (`FILE.cursor`); when both are there already, resume from that cursor.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Print the report as JSON.
+    /// The gateway's address (`HOST:PORT` or `https://HOST:PORT`); by default the
+    /// configuration's HTTPS listener on localhost.
+    #[arg(long, value_name = "ADDR")]
+    pub server: Option<String>,
+    /// Keep following once caught up: each change printed as it comes, the copy saved at most
+    /// once a second; when the gateway goes away, say why, reconnect and resume. Ctrl-C stops
+    /// (the copy saved first).
+    #[arg(long)]
+    pub watch: bool,
+    /// Print the report (and, with --watch, each change) as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -87,15 +101,20 @@ pub struct RouteArgs {
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
     /// Where the case is (its location's region): six or nine digits.
-    #[arg(long, alias = "location", required_unless_present = "to_region")]
+    #[arg(long, alias = "location", required_unless_present_any = ["to_region", "coverage"])]
     pub region: Option<String>,
     /// The destination region the document names, as a submission has it: the location
     /// decides when this contains it (regions nest by their digits).
     #[arg(long)]
     pub to_region: Option<String>,
-    /// The canonical category (NP07, PM01, …).
-    #[arg(long)]
-    pub category: String,
+    /// The canonical category (NP07, PM01, …); with `--coverage`, only this one.
+    #[arg(long, required_unless_present = "coverage")]
+    pub category: Option<String>,
+    /// Instead of one route: every township and county the directory names inside REGION,
+    /// for every category (or `--category`), whose cases fall back to a coarser tier's unit or
+    /// have no unit at all.
+    #[arg(long, value_name = "REGION", conflicts_with_all = ["region", "to_region", "platform"])]
+    pub coverage: Option<String>,
     /// The destination platform; by default the category's (NP → 12345, PM → 110).
     #[arg(long)]
     pub platform: Option<String>,
@@ -135,7 +154,7 @@ async fn open(config: &crate::config::Config) -> Result<Datasets, CliError> {
 
 pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(), CliError> {
     let text = match command {
-        DatasetsCommand::Import { config, dataset: name, file, dry_run, if_version } => {
+        DatasetsCommand::Import { config, dataset: name, file, dry_run, if_version, force } => {
             let if_version = if_version
                 .as_deref()
                 .map(|v| {
@@ -161,7 +180,7 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
             if *dry_run {
                 let preview = runtime()?.block_on(async {
                     let datasets = open(&config).await?;
-                    datasets.preview(dataset, records).await.map_err(|e| CliError::Failed(e.to_string()))
+                    datasets.preview(dataset, records, *force).await.map_err(|e| CliError::Failed(e.to_string()))
                 })?;
                 let mut out = format!(
                     "{} at version {}: {count} records read: {} to add, {} to change, {} to delete, {} unchanged, {} refused (dry run: nothing was written)\n",
@@ -180,7 +199,8 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
             }
             let written = runtime()?.block_on(async {
                 let datasets = open(&config).await?;
-                datasets.import(dataset, records, &source, if_version).await.map_err(|errors| {
+                let options = crate::sync::ImportOptions { source, if_version, force: *force };
+                datasets.import(dataset, records, options).await.map_err(|errors| {
                     // Errors name the file's line (a CSV header, blank lines and quoted line
                     // breaks make it differ from the record's number).
                     let named: Vec<String> = errors
@@ -221,7 +241,7 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
             }
         }
         DatasetsCommand::History { config, dataset: name, key, json } => history(config, dataset(name)?, key, *json)?,
-        DatasetsCommand::Follow(args) => follow(args)?,
+        DatasetsCommand::Follow(args) => return follow(args, stdout),
     };
     stdout.write_all(text.as_bytes()).map_err(|e| CliError::Failed(format!("cannot write: {e}")))
 }
@@ -256,57 +276,164 @@ fn history(config: &Path, dataset: Dataset, key: &str, json: bool) -> Result<Str
     Ok(out)
 }
 
-fn follow(args: &FollowArgs) -> Result<String, CliError> {
+fn follow(args: &FollowArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
+    use crate::sync::follower::{channel, Follower};
     let config = load_config(&args.config)?;
     let dir = args.config.parent().unwrap_or(Path::new("."));
     let cert = dir.join("identities").join(format!("{}.pem", args.identity));
     let key = dir.join("identities").join(format!("{}-key.pem", args.identity));
-    let url = format!("https://localhost:{}", config.listen.https.port());
+    let url = match &args.server {
+        Some(server) if server.starts_with("https://") => server.clone(),
+        Some(server) if server.contains("://") => {
+            return Err(CliError::Invalid(format!("--server: expected HOST:PORT or https://HOST:PORT, got {server:?}")))
+        }
+        Some(server) => format!("https://{server}"),
+        None => format!("https://localhost:{}", config.listen.https.port()),
+    };
     let dataset = dataset(&args.dataset)?;
+    let print = |stdout: &mut dyn Write, text: String| {
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+            .map_err(|e| CliError::Failed(format!("cannot write: {e}")))
+    };
+    let save = |follower: &Follower| match &args.out {
+        Some(out) => follower.save(out).map_err(CliError::Failed),
+        None => Ok(()),
+    };
     runtime()?.block_on(async {
-        let channel = crate::sync::follower::channel(&url, &config.tls.ca, &cert, &key).await.map_err(CliError::Failed)?;
-        let mut client =
-            crate::proto::v1::sync_service_client::SyncServiceClient::new(channel).max_decoding_message_size(64 << 20);
-        let mut follower = crate::sync::follower::Follower::new(dataset.as_str());
+        let mut follower = match &args.out {
+            Some(out) => Follower::resume(dataset.as_str(), out).map_err(CliError::Invalid)?,
+            None => None,
+        }
+        .unwrap_or_else(|| Follower::new(dataset.as_str()));
+        let resumed_from = (!follower.cursor.is_empty()).then(|| follower.cursor.clone());
+        let connect = || async {
+            let channel = channel(&url, &config.tls.ca, &cert, &key).await.map_err(CliError::Failed)?;
+            Ok::<_, CliError>(
+                crate::proto::v1::sync_service_client::SyncServiceClient::new(channel).max_decoding_message_size(64 << 20),
+            )
+        };
+        let mut client = connect().await?;
         let started = std::time::Instant::now();
         let applied = follower
             .catch_up(&mut client, args.page)
             .await
-            .map_err(|e| CliError::Failed(format!("{}: {}", e.code(), e.message())))?;
+            .map_err(|e| CliError::Failed(format!("{url}: {}: {}", e.code(), e.message())))?;
         let seconds = started.elapsed().as_secs_f64();
-        if let Some(out) = &args.out {
-            let records = follower.records().map_err(|e| CliError::Failed(e.to_string()))?;
-            let text: String = records.iter().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect();
-            std::fs::write(out, text).map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
-        }
+        save(&follower)?;
         let report = serde_json::json!({
             "dataset": dataset.as_str(), "records": applied, "live": follower.live().len(), "seconds": seconds,
-            "per_second": applied as f64 / seconds.max(1e-9), "cursor": follower.cursor,
+            "per_second": applied as f64 / seconds.max(1e-9), "cursor": follower.cursor, "resumed_from": resumed_from,
         });
-        Ok(if args.json {
-            serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
-        } else {
-            format!(
-                "{}: {applied} records in {seconds:.2} s ({:.0} records/s), {} live; cursor {}\n",
-                dataset.as_str(),
-                applied as f64 / seconds.max(1e-9),
-                follower.live().len(),
-                follower.cursor
-            )
-        })
+        print(
+            stdout,
+            if args.json {
+                serde_json::to_string(&report).unwrap_or_default() + "\n"
+            } else {
+                format!(
+                    "{}: {applied} records in {seconds:.2} s ({:.0} records/s), {} live; cursor {}{}\n",
+                    dataset.as_str(),
+                    applied as f64 / seconds.max(1e-9),
+                    follower.live().len(),
+                    follower.cursor,
+                    resumed_from.as_deref().map(|c| format!(" (resumed from {c})")).unwrap_or_default()
+                )
+            },
+        )?;
+        if !args.watch {
+            return Ok(());
+        }
+        // Saved by the second, not by the change: a busy feed does not rewrite the copy each time.
+        let mut unsaved = false;
+        loop {
+            let request = crate::proto::v1::ChangesRequest {
+                dataset: dataset.as_str().to_string(),
+                cursor: follower.cursor.clone(),
+                limit: 0,
+            };
+            let why_stopped = match client.watch(request).await {
+                Err(status) => format!("{}: {}", status.code(), status.message()),
+                Ok(answer) => {
+                    let mut stream = answer.into_inner();
+                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                    loop {
+                        let message = tokio::select! {
+                            message = stream.message() => message,
+                            _ = tick.tick() => {
+                                if unsaved {
+                                    save(&follower)?;
+                                    unsaved = false;
+                                }
+                                continue;
+                            }
+                            _ = tokio::signal::ctrl_c() => {
+                                save(&follower)?;
+                                return Ok(());
+                            }
+                        };
+                        match message {
+                            Ok(Some(change)) => {
+                                if let Some(record) = change.record {
+                                    let line = if args.json {
+                                        serde_json::json!({"cursor": change.cursor, "key": record.key, "version": record.version, "deleted": record.deleted})
+                                            .to_string()
+                                    } else {
+                                        format!(
+                                            "{} {} v{}{}",
+                                            change.cursor,
+                                            record.key,
+                                            record.version,
+                                            if record.deleted { " deleted" } else { "" }
+                                        )
+                                    };
+                                    follower.apply(record);
+                                    print(stdout, line + "\n")?;
+                                    unsaved = true;
+                                }
+                                follower.cursor = change.cursor;
+                            }
+                            Ok(None) => break "the gateway ended the stream".to_string(),
+                            Err(status) => break format!("{}: {}", status.code(), status.message()),
+                        }
+                    }
+                }
+            };
+            save(&follower)?;
+            eprintln!("{url}: {why_stopped}; reconnecting from cursor {}", follower.cursor);
+            // Reconnect with a growing pause; each failure says why.
+            let mut pause = std::time::Duration::from_millis(500);
+            client = loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                }
+                match connect().await {
+                    Ok(client) => break client,
+                    Err(e) => eprintln!("{e}; retrying"),
+                }
+                pause = (pause * 2).min(std::time::Duration::from_secs(10));
+            };
+        }
     })
 }
 
 pub fn route(args: &RouteArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
     let config = load_config(&args.config)?;
+    if let Some(category) = &args.category {
+        if !crate::model::category::is_known(category) {
+            return Err(CliError::Invalid(format!("--category: expected a canonical category code, got {category:?}")));
+        }
+    }
+    if let Some(region) = &args.coverage {
+        return coverage(&config, region, args.category.as_deref(), args.json, stdout);
+    }
+    let category = args.category.clone().unwrap_or_default();
     let platform: Platform = match &args.platform {
         Some(p) => p.parse().map_err(|e: String| CliError::Invalid(format!("--platform: {e}")))?,
-        None if args.category.starts_with("PM") => Platform::Police,
+        None if category.starts_with("PM") => Platform::Police,
         None => Platform::Hotline,
     };
-    if !crate::model::category::is_known(&args.category) {
-        return Err(CliError::Invalid(format!("--category: expected a canonical category code, got {:?}", args.category)));
-    }
     for (flag, region) in [("--region", &args.region), ("--to-region", &args.to_region)] {
         if let Some(region) = region {
             let _: crate::model::Region = region.parse().map_err(|e: String| CliError::Invalid(format!("{flag}: {e}")))?;
@@ -316,7 +443,7 @@ pub fn route(args: &RouteArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
     let field = if field == "to_region" { "--to-region" } else { "--region" };
     let decision = runtime()?.block_on(async {
         let datasets = open(&config).await?;
-        crate::routing::route(&datasets.directory, &datasets.store, &datasets.registry, platform, region, &args.category, field)
+        crate::routing::route(&datasets.directory, &datasets.store, &datasets.registry, platform, region, &category, field)
             .await
             .map_err(|e| CliError::Invalid(e.to_string()))
     })?;
@@ -346,6 +473,54 @@ pub fn route(args: &RouteArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
             out.push_str(&match found {
                 Some(r) => format!("  {key:<22} v{} {}\n", r.version, r.body),
                 None => format!("  {key:<22} -\n"),
+            });
+        }
+        out
+    };
+    stdout.write_all(text.as_bytes()).map_err(|e| CliError::Failed(format!("cannot write: {e}")))
+}
+
+/// `route --coverage REGION`: the cells inside REGION not answered at their own tier.
+fn coverage(
+    config: &crate::config::Config,
+    region: &str,
+    category: Option<&str>,
+    json: bool,
+    stdout: &mut dyn Write,
+) -> Result<(), CliError> {
+    let _: crate::model::Region = region.parse().map_err(|e: String| CliError::Invalid(format!("--coverage: {e}")))?;
+    let categories: Vec<&str> = match category {
+        Some(code) => vec![code],
+        None => crate::model::category::TAXONOMY.iter().map(|(code, _, _)| *code).collect(),
+    };
+    let cells = runtime()?.block_on(async {
+        let datasets = open(config).await?;
+        datasets.directory.refresh(&datasets.store).await.map_err(|e| CliError::Failed(e.to_string()))?;
+        Ok::<_, CliError>(datasets.directory.read(|records, _| crate::routing::coverage(records, region, &categories)).await)
+    })?;
+    let (covered, gaps): (Vec<_>, Vec<_>) = cells.iter().partition(|c| c.covered_at_its_tier());
+    let unanswered = gaps.iter().filter(|c| c.answered_by.is_none()).count();
+    let text = if json {
+        serde_json::to_string_pretty(&serde_json::json!({
+            "region": region, "cells": cells.len(), "covered": covered.len(),
+            "fall_back": gaps.len() - unanswered, "no_unit": unanswered, "gaps": gaps,
+        }))
+        .unwrap_or_default()
+            + "\n"
+    } else {
+        let mut out = format!(
+            "{region}: {} cells ({} places × {} categories): {} answered at their own tier, {} fall back to a coarser one, {} have no unit\n",
+            cells.len(),
+            cells.len() / categories.len().max(1),
+            categories.len(),
+            covered.len(),
+            gaps.len() - unanswered,
+            unanswered
+        );
+        for cell in &gaps {
+            out.push_str(&match (&cell.answered_by, cell.tier) {
+                (Some(key), Some(tier)) => format!("  {}/{}  falls back to the {tier}: {key}\n", cell.region, cell.category),
+                _ => format!("  {}/{}  NO UNIT\n", cell.region, cell.category),
             });
         }
         out

@@ -26,7 +26,43 @@ pub async fn channel(url: &str, ca: &Path, cert: &Path, key: &Path) -> Result<Ch
         .map_err(|e| e.to_string())?
         .connect()
         .await
-        .map_err(|e| format!("{url}: {e}"))
+        .map_err(|e| format!("{url}: {}", why(&e)))
+}
+
+/// An error and every cause under it, with a hint for the common ones: what a person needs to
+/// know when the gateway cannot be reached (tonic's own text is only "transport error").
+pub fn why(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = vec![error.to_string()];
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !chain.iter().any(|held| held.contains(&text)) {
+            chain.push(text);
+        }
+        cause = e.source();
+    }
+    let text = chain.join(": ");
+    let hint = if text.contains("Connection refused") {
+        " (nothing listens there: is the gateway running, and is this its address?)"
+    } else if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+        " (the gateway's certificate is not signed by the CA given: is this the site's ca.pem?)"
+    } else if text.contains("NotValidForName") {
+        " (the gateway's certificate does not name localhost)"
+    } else if text.contains("certificate") || text.contains("alert") {
+        " (TLS refused: is the client certificate one the gateway trusts, and not revoked?)"
+    } else if text.contains("dns error") || text.contains("failed to lookup") {
+        " (the host name does not resolve)"
+    } else {
+        ""
+    };
+    format!("{text}{hint}")
+}
+
+/// Where a saved copy's cursor is kept: beside the copy (`copy.jsonl.cursor`).
+pub fn cursor_path(copy: &Path) -> std::path::PathBuf {
+    let mut name = copy.as_os_str().to_owned();
+    name.push(".cursor");
+    std::path::PathBuf::from(name)
 }
 
 /// A dataset's copy and the cursor it is at.
@@ -130,4 +166,43 @@ impl Follower {
     pub fn records(&self) -> Result<Vec<Record>, crate::model::ModelError> {
         self.copy.values().cloned().map(Record::try_from).collect()
     }
+
+    /// A follower resumed from a copy saved by [`Follower::save`] (JSON Lines, tombstones
+    /// included) and the cursor beside it; `None` when nothing was saved there yet.
+    pub fn resume(dataset: &str, copy: &Path) -> Result<Option<Follower>, String> {
+        let cursor = match std::fs::read_to_string(cursor_path(copy)) {
+            Ok(cursor) => cursor.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", cursor_path(copy).display())),
+        };
+        let text = std::fs::read_to_string(copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+        let mut follower = Follower::new(dataset);
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let record: Record = serde_json::from_str(line).map_err(|e| format!("{}: line {}: {e}", copy.display(), i + 1))?;
+            if record.dataset != dataset {
+                return Err(format!("{}: line {}: a {} record, not {dataset}", copy.display(), i + 1, record.dataset));
+            }
+            follower.apply(record.into());
+        }
+        follower.cursor = cursor;
+        Ok(Some(follower))
+    }
+
+    /// Saves the copy and then its cursor (each written whole and renamed into place), so a
+    /// crash between the two leaves an older cursor with a newer copy: resuming reads some
+    /// changes again, which [`Follower::apply`] ignores, and misses none.
+    pub fn save(&self, copy: &Path) -> Result<(), String> {
+        let records = self.records().map_err(|e| e.to_string())?;
+        let text: String = records.iter().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect();
+        write_whole(copy, text.as_bytes())?;
+        write_whole(&cursor_path(copy), self.cursor.as_bytes())
+    }
+}
+
+/// Writes a file whole: to a temporary beside it, then renamed over it.
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".partial");
+    std::fs::write(&temporary, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::rename(&temporary, path).map_err(|e| format!("{}: {e}", path.display()))
 }
