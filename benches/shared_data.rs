@@ -151,20 +151,28 @@ async fn routing(directory: usize) {
     ));
     let replica = engine(&store);
     let importing = tokio::spawn(async move { load_directory(&Datasets::new(&replica), 0, 100_000.min(directory), 2).await });
-    let mut during = Vec::new();
+    let (mut during, mut routes) = (Vec::new(), Vec::new());
     let mut n = 4_000_000;
+    let mut measure = async |n: usize| {
+        let ask = request(n);
+        let started = Instant::now();
+        restarted.route(&ask).await.unwrap();
+        routes.push(started.elapsed());
+        during.extend(submit(&restarted, 1, n).await);
+    };
     while !importing.is_finished() {
-        during.extend(submit(&restarted, 20, n).await);
-        n += 20;
+        measure(n).await;
+        n += 1;
     }
     importing.await.unwrap();
     // and until this replica has caught up with it
     let caught_up = Instant::now();
     while caught_up.elapsed() < Duration::from_secs(3) {
-        during.extend(submit(&restarted, 20, n).await);
-        n += 20;
+        measure(n).await;
+        n += 1;
     }
-    println!("routing: during and after a replica's import:    {}", percentiles(during));
+    println!("routing: during and after a replica's import, routing alone: {}", percentiles(routes));
+    println!("routing: during and after a replica's import, submissions:   {}", percentiles(during));
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -277,12 +285,12 @@ async fn knowledge(answers: usize) {
         started.elapsed().as_secs_f64(),
         resident_mb() - before
     );
-    type MakeQuery = Box<dyn Fn(usize) -> String>;
+    type MakeQuery<'a> = Box<dyn Fn(usize) -> String + 'a>;
     let kinds: [(&str, MakeQuery); 5] = [
         ("one common word", Box::new(|i| WORDS[i % WORDS.len()].to_string())),
         ("two words", Box::new(|i| format!("{} {}", WORDS[i % WORDS.len()], WORDS[(i * 7 + 3) % WORDS.len()]))),
-        ("a rare phrase", Box::new(|i| format!("第{}号答复", (i * 7919) % answers))),
-        ("a Latin word", Box::new(|i| format!("REF {}", (i * 104_729) % answers))),
+        ("a rare phrase", Box::new(move |i| format!("第{}号答复", (i * 7919) % answers))),
+        ("a Latin word", Box::new(move |i| format!("REF {}", (i * 104_729) % answers))),
         ("a lone character (scans all)", Box::new(|i| ["停", "挪", "锁"][i % 3].to_string())),
     ];
     let who = liandong::security::Identity::Endpoint("330200/110".parse().unwrap());

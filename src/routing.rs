@@ -123,8 +123,8 @@ impl Cell {
 /// The coverage of `region` for `categories` (`liandong route --coverage`): a cell for each
 /// township and county the directory names inside `region` (and `region` itself when it is a
 /// county or township), for each category.
-pub fn coverage(records: &std::collections::HashMap<String, Record>, region: &str, categories: &[&str]) -> Vec<Cell> {
-    let mut places: std::collections::BTreeSet<String> = records
+pub fn coverage(directory: &crate::sync::live::View<'_>, region: &str, categories: &[&str]) -> Vec<Cell> {
+    let mut places: std::collections::BTreeSet<String> = directory
         .keys()
         .filter_map(|key| key.split_once('/').map(|(place, _)| place))
         .filter(|place| matches!(tier_of(place), "township" | "county") && contains(region, place))
@@ -136,7 +136,7 @@ pub fn coverage(records: &std::collections::HashMap<String, Record>, region: &st
     let mut cells = Vec::with_capacity(places.len() * categories.len());
     for place in &places {
         for category in categories {
-            let answered_by = directory_keys(place, category).into_iter().find(|key| records.contains_key(key));
+            let answered_by = directory_keys(place, category).into_iter().find(|key| directory.contains(key));
             let tier = answered_by.as_deref().and_then(|k| k.split_once('/')).map(|(r, _)| tier_of(r));
             cells.push(Cell { region: place.clone(), category: category.to_string(), answered_by, tier });
         }

@@ -30,7 +30,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
-pub use records::{FeedTable, PutOptions, PutOutcome, PutRefused, Stale};
+pub use records::{FeedTable, LogEntry, PutOptions, PutOutcome, PutRefused, Stale};
 pub use writes::{Write, WriteResult};
 
 use crate::model::{EndpointId, State, Timestamp, Transfer};
@@ -481,7 +481,8 @@ impl Store {
     pub async fn events_after(&self, party: Option<&str>, cursor: FeedCursor, limit: i64) -> Result<Vec<FeedEvent>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT seq, tx, kind, body FROM events WHERE ($1 = '' OR origin = $1 OR destination = $2) \
-             AND (tx > $3 OR (tx = $4 AND seq > $5)) {} ORDER BY tx, seq LIMIT $6",
+             AND {} {} ORDER BY tx, seq LIMIT $6",
+            self.after_cursor(3, 4, 5),
             self.horizon()
         ))
         .bind(party.unwrap_or(""))

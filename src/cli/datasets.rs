@@ -496,7 +496,7 @@ fn coverage(
     let cells = runtime()?.block_on(async {
         let datasets = open(config).await?;
         datasets.directory.refresh(&datasets.store).await.map_err(|e| CliError::Failed(e.to_string()))?;
-        Ok::<_, CliError>(datasets.directory.read(|records, _| crate::routing::coverage(records, region, &categories)).await)
+        Ok::<_, CliError>(datasets.directory.read(|view| crate::routing::coverage(view, region, &categories)).await)
     })?;
     let (covered, gaps): (Vec<_>, Vec<_>) = cells.iter().partition(|c| c.covered_at_its_tier());
     let unanswered = gaps.iter().filter(|c| c.answered_by.is_none()).count();

@@ -41,6 +41,16 @@ pub struct Stale {
     pub owned_by: Option<String>,
 }
 
+/// One write of a dataset's log, with what a reader keys it by (no JSON to parse for that).
+#[derive(Clone, Debug)]
+pub struct LogEntry {
+    pub cursor: FeedCursor,
+    pub key: String,
+    pub version: u64,
+    pub deleted: bool,
+    pub doc: RecordDoc,
+}
+
 /// Why a put wrote nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PutRefused {
@@ -334,7 +344,8 @@ impl Store {
     ) -> Result<Vec<(FeedCursor, RecordDoc)>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT string_agg(line, $1) FROM (SELECT tx, seq, tx || '.' || seq || ' ' || doc AS line \
-             FROM record_log WHERE dataset = $2 AND (tx > $3 OR (tx = $4 AND seq > $5)) {} ORDER BY tx, seq LIMIT $6) page",
+             FROM record_log WHERE dataset = $2 AND {} {} ORDER BY tx, seq LIMIT $6) page",
+            self.after_cursor(3, 4, 5),
             self.horizon()
         ))
         .bind("\n")
@@ -368,11 +379,12 @@ impl Store {
         dataset: &str,
         cursor: FeedCursor,
         limit: i64,
-    ) -> Result<(Vec<(FeedCursor, RecordDoc)>, FeedCursor), StoreError> {
+    ) -> Result<(Vec<LogEntry>, FeedCursor), StoreError> {
         let xmin = self.oldest_running().await?;
-        let rows = sqlx::query(
-            "SELECT tx, seq, doc FROM record_log WHERE dataset = $1 AND (tx > $2 OR (tx = $3 AND seq > $4)) ORDER BY tx, seq LIMIT $5",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT tx, seq, key, version, deleted, doc FROM record_log WHERE dataset = $1 AND {} ORDER BY tx, seq LIMIT $5",
+            self.after_cursor(2, 3, 4)
+        ))
         .bind(dataset)
         .bind(cursor.tx)
         .bind(cursor.tx)
@@ -389,7 +401,13 @@ impl Store {
             if !held_back {
                 settled = position;
             }
-            changes.push((position, RecordDoc(row.try_get(2)?)));
+            changes.push(LogEntry {
+                cursor: position,
+                key: row.try_get(2)?,
+                version: row.try_get::<i64, _>(3)? as u64,
+                deleted: row.try_get::<i64, _>(4)? != 0,
+                doc: RecordDoc(row.try_get(5)?),
+            });
         }
         Ok((changes, settled))
     }
@@ -474,6 +492,17 @@ impl Store {
     }
 
     /// On PostgreSQL, the condition that keeps a feed reader behind every running transaction.
+    /// The condition "after the cursor (`$tx`, `$seq`)" in (tx, seq) order, written so the feed
+    /// index reads from the cursor on, not from the beginning (a page must not cost more as
+    /// the log grows). `tx_again` is the cursor's tx bound a second time. SQLite's tx is always
+    /// 0, so seq alone is the range there.
+    pub(crate) fn after_cursor(&self, tx: usize, tx_again: usize, seq: usize) -> String {
+        match self.backend {
+            Backend::Postgres => format!("tx >= ${tx} AND (tx > ${tx_again} OR seq > ${seq})"),
+            Backend::Sqlite => format!("tx = ${tx} AND ${tx_again} = ${tx_again} AND seq > ${seq}"),
+        }
+    }
+
     pub(crate) fn horizon(&self) -> &'static str {
         match self.backend {
             Backend::Postgres => "AND tx < txid_snapshot_xmin(txid_current_snapshot())",

@@ -8,8 +8,6 @@
 //! keeps its profile row; a deleted code is retired: refused on reading, naming it. The
 //! catch-all codes stay (a canonical code with no row renders as its side's catch-all).
 
-use std::collections::HashMap;
-
 use super::live::LiveDataset;
 use crate::formats::field::{CodeRow, CodeTable};
 use crate::formats::Registry;
@@ -20,15 +18,11 @@ use crate::model::Record;
 /// one in place.
 pub async fn apply(registry: &Registry, categories: &LiveDataset) {
     categories
-        .read(|live, retired| {
+        .read(|view| {
             for endpoint in registry.endpoints() {
                 let prefix = format!("{}/", endpoint.id);
-                let mine = |map: &HashMap<String, Record>| {
-                    let mut found: Vec<Record> = map.values().filter(|r| r.key.starts_with(&prefix)).cloned().collect();
-                    found.sort_by(|a, b| a.key.cmp(&b.key));
-                    found
-                };
-                endpoint.set_code_table(table(&endpoint.codes, &prefix, &mine(live), &mine(retired)));
+                let (live, retired) = view.with_prefix(&prefix);
+                endpoint.set_code_table(table(&endpoint.codes, &prefix, &live, &retired));
             }
         })
         .await

@@ -77,14 +77,32 @@ pub struct KnowledgeIndex {
     index: RwLock<Index>,
 }
 
+/// Token → slots, ascending.
+type Postings = HashMap<Box<str>, Vec<u32>>;
+
 #[derive(Debug, Default)]
 struct Index {
-    /// Slot → key; `None` once the key was re-indexed or deleted.
-    slots: Vec<Option<String>>,
+    /// Slot → what ranking and filtering need, without reading the record; `None` once the
+    /// key was re-indexed or deleted.
+    slots: Vec<Option<Slot>>,
     slot_of: HashMap<String, u32>,
-    /// Token → slots holding it, ascending.
-    postings: HashMap<Box<str>, Vec<u32>>,
+    /// The tokens of titles, and of bodies, apart: a two-character word's hits and where they
+    /// are come from these lists alone.
+    title: Postings,
+    body: Postings,
+    /// Each CJK character → the tokens holding it: a one-character query is the union of
+    /// their lists.
+    by_char: HashMap<char, Vec<Box<str>>>,
     dead: usize,
+}
+
+#[derive(Debug)]
+struct Slot {
+    key: String,
+    updated_at: i64,
+    valid_until: Option<i64>,
+    /// Bit i: the answer lists `category::TAXONOMY[i]`.
+    categories: u32,
 }
 
 impl Default for KnowledgeIndex {
@@ -92,6 +110,9 @@ impl Default for KnowledgeIndex {
         KnowledgeIndex { live: Arc::new(LiveDataset::new(KNOWLEDGE)), index: RwLock::default() }
     }
 }
+
+/// One term's hits: (slot, score) by slot.
+type Hits = Vec<(u32, u32)>;
 
 impl KnowledgeIndex {
     /// Catches up with the dataset's log and re-indexes the keys that changed.
@@ -101,19 +122,21 @@ impl KnowledgeIndex {
             return Ok(());
         }
         self.live
-            .read(|records, _| {
+            .read(|view| {
                 let mut index = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                for key in keys {
-                    match records.get(&key) {
-                        Some(record) => index.insert(&key, &searchable(record)),
-                        None => index.remove(&key),
+                for key in &keys {
+                    index.remove(key);
+                    if let Some(record) = view.get(key) {
+                        index.insert(&record);
                     }
                 }
                 // Slots of changed keys pile up; start over once they are half the index.
                 if index.dead > 1024 && index.dead * 2 > index.slots.len() {
                     let mut fresh = Index::default();
-                    for (key, record) in records {
-                        fresh.insert(key, &searchable(record));
+                    for key in view.keys() {
+                        if let Some(record) = view.get(key) {
+                            fresh.insert(&record);
+                        }
                     }
                     *index = fresh;
                 }
@@ -131,58 +154,73 @@ impl KnowledgeIndex {
     /// then more in the body, then the most recently updated.
     pub async fn search(&self, query: &KnowledgeQuery, now: Timestamp) -> KnowledgeAnswer {
         let terms: Vec<String> = query.q.split_whitespace().map(str::to_lowercase).collect();
-        let mut tokens: Vec<String> = Vec::new();
-        for term in &terms {
-            tokens.extend(tokenize(term));
-        }
-        tokens.sort();
-        tokens.dedup();
-        let candidates = self.index.read().unwrap_or_else(std::sync::PoisonError::into_inner).candidates(&tokens);
         let limit = if query.limit == 0 { DEFAULT_RESULTS } else { query.limit.min(MAX_RESULTS) };
+        let wanted_category = query.category.as_deref().and_then(category_bit);
         self.live
-            .read(|records, _| {
-                let mut scored: Vec<(u32, &Record)> = Vec::new();
-                let consider = |record: &Record| score(record, query, &terms, now);
-                match &candidates {
-                    Some(keys) => {
-                        scored.extend(keys.iter().filter_map(|key| records.get(key)).filter_map(|r| consider(r).map(|s| (s, r))))
+            .read(|view| {
+                let index = self.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut hits: Option<Hits> = None;
+                for term in &terms {
+                    let found = index.term(term, view);
+                    hits = Some(match hits {
+                        None => found,
+                        Some(so_far) => both(&so_far, &found),
+                    });
+                    if hits.as_ref().is_some_and(Vec::is_empty) {
+                        break;
                     }
-                    None => scored.extend(records.values().filter_map(|r| consider(r).map(|s| (s, r)))),
                 }
-                let total = scored.len();
-                scored.sort_by(|(a, ra), (b, rb)| {
-                    b.cmp(a).then_with(|| rb.updated_at.cmp(&ra.updated_at)).then_with(|| ra.key.cmp(&rb.key))
-                });
-                KnowledgeAnswer { records: scored.into_iter().take(limit).map(|(_, r)| r.clone()).collect(), total }
+                let now = now.unix_seconds();
+                let mut ranked: Vec<(u32, &Slot)> = hits
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(slot, score)| index.slots[slot as usize].as_ref().map(|s| (score, s)))
+                    .filter(|(_, s)| query.include_expired || s.valid_until.is_none_or(|until| until >= now))
+                    .filter(|(_, s)| wanted_category.is_none_or(|bit| s.categories & bit != 0))
+                    .collect();
+                let total = ranked.len();
+                let order = |a: &(u32, &Slot), b: &(u32, &Slot)| {
+                    b.0.cmp(&a.0).then_with(|| b.1.updated_at.cmp(&a.1.updated_at)).then_with(|| a.1.key.cmp(&b.1.key))
+                };
+                if ranked.len() > limit {
+                    ranked.select_nth_unstable_by(limit, order);
+                    ranked.truncate(limit);
+                }
+                ranked.sort_by(order);
+                KnowledgeAnswer { records: ranked.iter().filter_map(|(_, s)| view.get(&s.key)).collect(), total }
             })
             .await
     }
 }
 
-/// A record's score for the query's terms, or `None` when it does not answer the query (a
-/// term missing, expired, another category).
-fn score(record: &Record, query: &KnowledgeQuery, terms: &[String], now: Timestamp) -> Option<u32> {
-    let body = &record.body;
-    if !query.include_expired && expired(body, now) {
-        return None;
-    }
-    if let Some(code) = &query.category {
-        let listed = body.get("categories").and_then(Value::as_array);
-        if !listed.is_some_and(|codes| codes.iter().any(|c| c.as_str() == Some(code))) {
-            return None;
+/// The hits in both lists, their scores added.
+fn both(a: &Hits, b: &Hits) -> Hits {
+    let (mut i, mut j, mut out) = (0, 0, Vec::with_capacity(a.len().min(b.len())));
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push((a[i].0, a[i].1 + b[j].1));
+                i += 1;
+                j += 1;
+            }
         }
     }
-    let title = body.get("title").and_then(Value::as_str).unwrap_or_default();
-    let text = body.get("body").and_then(Value::as_str).unwrap_or_default();
-    let mut score = 0;
-    for term in terms {
-        let (in_title, in_body) = (contains(title, term), contains(text, term));
-        if !in_title && !in_body {
-            return None;
-        }
-        score += 2 * u32::from(in_title) + u32::from(in_body);
-    }
-    Some(score)
+    out
+}
+
+/// The slots of the union of several ascending lists, ascending.
+fn union(lists: &[&[u32]]) -> Vec<u32> {
+    let mut all: Vec<u32> = lists.iter().flat_map(|l| l.iter().copied()).collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// The bit of a canonical category code.
+fn category_bit(code: &str) -> Option<u32> {
+    category::TAXONOMY.iter().position(|(c, _, _)| *c == code).map(|i| 1 << i)
 }
 
 impl Index {
@@ -193,60 +231,125 @@ impl Index {
         }
     }
 
-    fn insert(&mut self, key: &str, text: &str) {
-        self.remove(key);
+    fn insert(&mut self, record: &Record) {
+        let field = |name: &str| record.body.get(name).and_then(Value::as_str).unwrap_or_default().to_lowercase();
         let slot = self.slots.len() as u32;
-        self.slots.push(Some(key.to_string()));
-        self.slot_of.insert(key.to_string(), slot);
-        let distinct: HashSet<String> = tokenize(&text.to_lowercase()).collect();
-        for token in distinct {
-            self.postings.entry(token.into_boxed_str()).or_default().push(slot);
-        }
-    }
-
-    /// The live keys holding every token, or `None` when the tokens cannot be looked up (a
-    /// lone CJK character is not a token of a longer run): then every record is a candidate.
-    fn candidates(&self, tokens: &[String]) -> Option<Vec<String>> {
-        if tokens.is_empty() || tokens.iter().any(|t| is_lone_cjk(t)) {
-            return None;
-        }
-        let mut lists: Vec<&[u32]> = Vec::with_capacity(tokens.len());
-        for token in tokens {
-            match self.postings.get(token.as_str()) {
-                Some(list) => lists.push(list),
-                None => return Some(Vec::new()),
+        let categories = record
+            .body
+            .get("categories")
+            .and_then(Value::as_array)
+            .map(|codes| codes.iter().filter_map(|c| c.as_str().and_then(category_bit)).fold(0, |bits, bit| bits | bit))
+            .unwrap_or(0);
+        let valid_until = record
+            .body
+            .get("valid_until")
+            .and_then(Value::as_str)
+            .and_then(|t| Timestamp::parse_rfc3339(t, true).ok())
+            .map(Timestamp::unix_seconds);
+        self.slots.push(Some(Slot {
+            key: record.key.clone(),
+            updated_at: record.updated_at.unix_seconds(),
+            valid_until,
+            categories,
+        }));
+        self.slot_of.insert(record.key.clone(), slot);
+        for (text, postings) in [(field("title"), &mut self.title), (field("body"), &mut self.body)] {
+            let distinct: HashSet<String> = tokenize(&text).collect();
+            for token in distinct {
+                let token = token.into_boxed_str();
+                let list = postings.entry(token.clone()).or_default();
+                if list.is_empty() {
+                    for c in token.chars().filter(|c| is_cjk(*c)) {
+                        let holders = self.by_char.entry(c).or_default();
+                        if !holders.contains(&token) {
+                            holders.push(token.clone());
+                        }
+                    }
+                }
+                list.push(slot);
             }
         }
-        lists.sort_by_key(|l| l.len());
-        let (shortest, rest) = lists.split_first()?;
-        Some(
-            shortest
-                .iter()
-                .filter(|slot| rest.iter().all(|list| list.binary_search(slot).is_ok()))
-                .filter_map(|slot| self.slots[*slot as usize].clone())
-                .collect(),
-        )
+    }
+
+    /// The slots holding `token` in titles and in bodies; a lone CJK character is every token
+    /// that holds it.
+    fn lists(&self, token: &str) -> (Vec<u32>, Vec<u32>) {
+        let gather = |postings: &Postings| -> Vec<u32> {
+            if is_lone_cjk(token) {
+                let c = token.chars().next().unwrap_or_default();
+                let holders = self.by_char.get(&c).map(Vec::as_slice).unwrap_or_default();
+                let lists: Vec<&[u32]> = holders.iter().filter_map(|t| postings.get(t)).map(Vec::as_slice).collect();
+                union(&lists)
+            } else {
+                postings.get(token).cloned().unwrap_or_default()
+            }
+        };
+        (gather(&self.title), gather(&self.body))
+    }
+
+    /// One term's hits. A term that is a single token (a two-character word, a character, a
+    /// Latin word) is answered by the lists alone; a longer one by the records holding all its
+    /// tokens, each read to check it holds the term as written.
+    fn term(&self, term: &str, view: &super::live::View<'_>) -> Hits {
+        let tokens: Vec<String> = tokenize(term).collect();
+        if tokens.len() == 1 && tokens[0] == term {
+            let (title, body) = self.lists(term);
+            let mut hits: Hits = Vec::with_capacity(title.len().max(body.len()));
+            let (mut i, mut j) = (0, 0);
+            while i < title.len() || j < body.len() {
+                let (slot, score) = match (title.get(i), body.get(j)) {
+                    (Some(t), Some(b)) if t == b => {
+                        i += 1;
+                        j += 1;
+                        (*t, 3)
+                    }
+                    (Some(t), Some(b)) if t < b => {
+                        i += 1;
+                        (*t, 2)
+                    }
+                    (Some(t), None) => {
+                        i += 1;
+                        (*t, 2)
+                    }
+                    (_, Some(b)) => {
+                        j += 1;
+                        (*b, 1)
+                    }
+                    (None, None) => break,
+                };
+                hits.push((slot, score));
+            }
+            return hits;
+        }
+        // Lone characters inside a longer term narrow nothing the other tokens do not.
+        let mut narrowing: Vec<&String> = tokens.iter().filter(|t| !is_lone_cjk(t)).collect();
+        if narrowing.is_empty() {
+            narrowing = tokens.iter().collect();
+        }
+        let mut candidates: Option<Vec<u32>> = None;
+        for token in narrowing {
+            let (title, body) = self.lists(token);
+            let either = union(&[&title, &body]);
+            candidates = Some(match candidates {
+                None => either,
+                Some(so_far) => so_far.into_iter().filter(|s| either.binary_search(s).is_ok()).collect(),
+            });
+        }
+        let mut hits = Hits::new();
+        for slot in candidates.unwrap_or_default() {
+            let Some(record) = self.slots[slot as usize].as_ref().and_then(|s| view.get(&s.key)) else { continue };
+            let field = |name: &str| record.body.get(name).and_then(Value::as_str).unwrap_or_default().to_lowercase();
+            let (in_title, in_body) = (field("title").contains(term), field("body").contains(term));
+            if in_title || in_body {
+                hits.push((slot, 2 * u32::from(in_title) + u32::from(in_body)));
+            }
+        }
+        hits
     }
 }
 
-/// The text a record is searched by: its title and body.
-fn searchable(record: &Record) -> String {
-    let field = |name: &str| record.body.get(name).and_then(Value::as_str).unwrap_or_default();
-    format!("{}\n{}", field("title"), field("body"))
-}
 
-/// Whether an answer's `valid_until` has passed.
-fn expired(body: &Value, now: Timestamp) -> bool {
-    body.get("valid_until")
-        .and_then(Value::as_str)
-        .and_then(|t| Timestamp::parse_rfc3339(t, true).ok())
-        .is_some_and(|until| until < now)
-}
 
-/// Whether `text` contains `term` (already lowercased), ignoring case.
-fn contains(text: &str, term: &str) -> bool {
-    text.contains(term) || (text.chars().any(char::is_uppercase) && text.to_lowercase().contains(term))
-}
 
 fn is_cjk(c: char) -> bool {
     matches!(c, '\u{3400}'..='\u{4dbf}' | '\u{4e00}'..='\u{9fff}' | '\u{f900}'..='\u{faff}' | '\u{20000}'..='\u{2ffff}')
@@ -300,18 +403,8 @@ mod tests {
     }
 
     #[test]
-    fn candidates_need_every_token_and_skip_replaced_slots() {
-        let mut index = Index::default();
-        index.insert("a", "小区停水怎么办");
-        index.insert("b", "停电通知");
-        index.insert("a", "燃气报修");
-        let find = |q: &str| {
-            let tokens: Vec<String> = tokenize(q).collect();
-            index.candidates(&tokens)
-        };
-        assert_eq!(find("停水"), Some(vec![]), "a no longer says it");
-        assert_eq!(find("燃气"), Some(vec!["a".to_string()]));
-        assert_eq!(find("停电 通知"), Some(vec!["b".to_string()]));
-        assert_eq!(find("停"), None, "a lone character is looked for in every record");
+    fn hits_of_several_terms_are_the_slots_in_all_with_scores_added() {
+        assert_eq!(both(&vec![(1, 2), (4, 1), (9, 3)], &vec![(4, 2), (9, 1), (12, 1)]), vec![(4, 3), (9, 4)]);
+        assert_eq!(union(&[&[1, 5, 9], &[2, 5]]), vec![1, 2, 5, 9]);
     }
 }

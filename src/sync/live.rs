@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::model::Record;
+use crate::model::{Record, RecordDoc};
 use crate::store::{FeedCursor, Store, StoreError};
 
 /// How often the server catches its live datasets up with other replicas' and imports' writes.
@@ -38,10 +38,64 @@ pub struct LiveDataset {
 struct Cache {
     /// Where to read the log from next.
     settled: FeedCursor,
-    records: HashMap<String, Record>,
+    /// Each live key's last write, kept as the stored JSON (a parsed record costs several
+    /// times its text: a million directory records would take gigabytes).
+    records: HashMap<String, Held>,
     /// The last live version of each deleted key (a retired transfer item keeps its name).
-    retired: HashMap<String, Record>,
+    retired: HashMap<String, Held>,
     refreshed: Option<Instant>,
+}
+
+/// One key's write as held in memory.
+#[derive(Debug)]
+struct Held {
+    version: u64,
+    doc: RecordDoc,
+}
+
+/// The records as they are in memory, read under the cache's lock ([`LiveDataset::read`]).
+pub struct View<'a> {
+    records: &'a HashMap<String, Held>,
+    retired: &'a HashMap<String, Held>,
+}
+
+impl View<'_> {
+    /// Whether `key` has a live record.
+    pub fn contains(&self, key: &str) -> bool {
+        self.records.contains_key(key)
+    }
+
+    /// The live record of `key`.
+    pub fn get(&self, key: &str) -> Option<Record> {
+        self.records.get(key).and_then(|held| held.doc.record().ok())
+    }
+
+    /// Every live key.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.records.keys().map(String::as_str)
+    }
+
+    /// How many live records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The live records whose key starts with `prefix`, and the retired ones (each deleted
+    /// key's last live version), each in key order.
+    pub fn with_prefix(&self, prefix: &str) -> (Vec<Record>, Vec<Record>) {
+        let pick = |map: &HashMap<String, Held>| {
+            let mut found: Vec<Record> =
+                map.iter().filter(|(k, _)| k.starts_with(prefix)).filter_map(|(_, held)| held.doc.record().ok()).collect();
+            found.sort_by(|a, b| a.key.cmp(&b.key));
+            found
+        };
+        (pick(self.records), pick(self.retired))
+    }
 }
 
 impl LiveDataset {
@@ -72,7 +126,13 @@ impl LiveDataset {
     pub async fn lookup(&self, store: &Store, keys: &[String]) -> Result<Vec<Record>, StoreError> {
         self.catch_up_if_stale(store).await?;
         let cache = self.cache.read().await;
-        Ok(keys.iter().filter_map(|k| cache.records.get(k).cloned()).collect())
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(held) = cache.records.get(key) {
+                found.push(held.doc.record().map_err(|e| StoreError::Corrupt { id: key.clone(), problem: e.to_string() })?);
+            }
+        }
+        Ok(found)
     }
 
     /// Catches up when never loaded or written to by this replica since the last catch-up.
@@ -101,27 +161,27 @@ impl LiveDataset {
         loop {
             let (changes, settled) = store.record_changes_now(self.dataset, from, PAGE).await?;
             let full = changes.len() as i64 >= PAGE;
-            if let Some((last, _)) = changes.last() {
-                from = *last;
+            if let Some(last) = changes.last() {
+                from = last.cursor;
             }
-            let mut records = Vec::with_capacity(changes.len());
-            for (_, doc) in changes {
-                records.push(doc.record().map_err(|e| StoreError::Corrupt { id: self.dataset.into(), problem: e.to_string() })?);
-            }
-            let changed = !records.is_empty();
+            let changed = !changes.is_empty();
             let mut cache = self.cache.write().await;
             cache.settled = settled;
-            for record in records {
-                changed_keys.push(record.key.clone());
-                let newer = cache.records.get(&record.key).is_none_or(|held| record.version >= held.version)
-                    && cache.retired.get(&record.key).is_none_or(|held| record.version > held.version);
-                if newer && record.deleted {
-                    if let Some(last_live) = cache.records.remove(&record.key) {
-                        cache.retired.insert(record.key.clone(), last_live);
+            for entry in changes {
+                let held_version = |map: &HashMap<String, Held>| map.get(&entry.key).map(|h| h.version);
+                let newer = held_version(&cache.records).is_none_or(|v| entry.version >= v)
+                    && held_version(&cache.retired).is_none_or(|v| entry.version > v);
+                if !newer {
+                    continue;
+                }
+                changed_keys.push(entry.key.clone());
+                if entry.deleted {
+                    if let Some(last_live) = cache.records.remove(&entry.key) {
+                        cache.retired.insert(entry.key, last_live);
                     }
-                } else if newer {
-                    cache.retired.remove(&record.key);
-                    cache.records.insert(record.key.clone(), record);
+                } else {
+                    cache.retired.remove(&entry.key);
+                    cache.records.insert(entry.key, Held { version: entry.version, doc: entry.doc });
                 }
             }
             if changed {
@@ -131,6 +191,8 @@ impl LiveDataset {
                 cache.refreshed = Some(Instant::now());
                 return Ok(changed_keys);
             }
+            // Let lookups in between pages.
+            drop(cache);
         }
     }
 
@@ -144,11 +206,11 @@ impl LiveDataset {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Calls `read` with the live records and the retired ones (each deleted key's last live
-    /// version), under the cache's read lock: no catch-up lands in between.
-    pub async fn read<R>(&self, read: impl FnOnce(&HashMap<String, Record>, &HashMap<String, Record>) -> R) -> R {
+    /// Calls `read` with a view of the records under the cache's read lock: no catch-up lands
+    /// in between.
+    pub async fn read<R>(&self, read: impl FnOnce(&View<'_>) -> R) -> R {
         let cache = self.cache.read().await;
-        read(&cache.records, &cache.retired)
+        read(&View { records: &cache.records, retired: &cache.retired })
     }
 }
 
