@@ -30,7 +30,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
-pub use records::{FeedTable, LogEntry, PutOptions, PutOutcome, PutRefused, Stale};
+pub use records::{FeedTable, ImportWrite, LogEntry, PutOptions, PutOutcome, PutRefused, Stale};
 pub use writes::{Write, WriteResult};
 
 use crate::model::{EndpointId, State, Timestamp, Transfer};

@@ -139,6 +139,81 @@ pub struct ImportOptions {
     pub force: bool,
 }
 
+/// An import under way ([`Datasets::begin_import`]); dropped without [`Import::finish`], it
+/// writes nothing.
+pub struct Import<'a> {
+    datasets: &'a Datasets,
+    dataset: Dataset,
+    write: crate::store::ImportWrite,
+    options: ImportOptions,
+    /// (line, why): every refusal found so far; any one and nothing is committed.
+    errors: Vec<(usize, String)>,
+}
+
+impl Import<'_> {
+    /// Checks one chunk of (line, record) and writes it into the import's transaction.
+    /// Refusals are kept for [`Import::finish`]; after the first, the rest of the file is
+    /// still checked (every bad line is reported) but no longer written.
+    pub async fn add(&mut self, chunk: Vec<(usize, Record)>) {
+        let dataset = self.dataset;
+        let (lines, mut records): (Vec<usize>, Vec<Record>) = chunk.into_iter().unzip();
+        let errors_before = self.errors.len();
+        for (line, record) in lines.iter().zip(records.iter_mut()) {
+            if record.dataset.is_empty() {
+                record.dataset = dataset.as_str().to_string();
+            }
+            if record.dataset != dataset.as_str() {
+                self.errors.push((*line, format!("dataset: expected {}, got {:?}", dataset.as_str(), record.dataset)));
+            } else if let Err(e) = self.datasets.check(dataset, record) {
+                self.errors.push((*line, e.to_string()));
+            }
+        }
+        if self.errors.len() == errors_before && !self.options.force {
+            match self.datasets.orphaning(dataset, &records).await {
+                Ok(orphaned) => self.errors.extend(orphaned.into_iter().map(|(i, e)| (lines[i], e.to_string()))),
+                Err(e) => self.errors.push((0, e.to_string())),
+            }
+        }
+        if !self.errors.is_empty() {
+            return;
+        }
+        match self.write.put(&records).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(PutRefused::Stale(stale))) => {
+                self.errors.extend(Datasets::refusals(stale, &records).into_iter().map(|(i, e)| (lines[i], e.to_string())))
+            }
+            Ok(Err(PutRefused::Moved { now })) => {
+                let moved = SyncError::Moved {
+                    dataset: dataset.as_str(),
+                    expected: self.options.if_version.unwrap_or_default().encode(),
+                    now: now.encode(),
+                };
+                self.errors.push((0, moved.to_string()));
+            }
+            Err(e) => self.errors.push((0, e.to_string())),
+        }
+    }
+
+    /// Records a line of the file that could not be read as a record: nothing is committed.
+    pub fn refuse(&mut self, line: usize, problem: String) {
+        self.errors.push((line, problem));
+    }
+
+    /// Commits the import when nothing was refused, answering how many records were written;
+    /// otherwise writes nothing and answers every refusal by its line (0: not a line's).
+    pub async fn finish(self) -> Result<usize, Vec<(usize, String)>> {
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        let detail = json!({"dataset": self.dataset.as_str(), "source": self.options.source});
+        let audit = dataset_audit("import".into(), "dataset.import", detail);
+        let written = self.write.commit(Some(audit)).await.map_err(|e| vec![(0, e.to_string())])?;
+        crate::metrics::add(&crate::metrics::counters().records_written, written as u64);
+        self.datasets.written(self.dataset).await.map_err(|e| vec![(0, e.to_string())])?;
+        Ok(written)
+    }
+}
+
 /// A page of a snapshot.
 #[derive(Clone, Debug)]
 pub struct SnapshotPage {
@@ -347,21 +422,11 @@ impl Datasets {
         options: PutOptions,
         audit: AuditEntry,
     ) -> Result<Result<Vec<PutOutcome>, Vec<(usize, SyncError)>>, SyncError> {
-        let given: Vec<u64> = records.iter().map(|r| r.version).collect();
-        let owners: Vec<String> = records.iter().map(|r| r.owner.clone()).collect();
         let expected = options.expect_at;
-        let write = Write::PutRecords { dataset: dataset.as_str().to_string(), records, options, audit: Some(audit) };
+        let write =
+            Write::PutRecords { dataset: dataset.as_str().to_string(), records: records.clone(), options, audit: Some(audit) };
         let answer = self.store.write(write).await;
-        match dataset {
-            Dataset::Directory => self.directory.invalidate(),
-            Dataset::Categories => {
-                // A new or retired transfer item takes effect on this replica at once.
-                self.categories.refresh(&self.store).await?;
-                categories::apply(&self.registry, &self.categories).await;
-            }
-            Dataset::Knowledge => self.knowledge.refresh(&self.store).await?,
-            Dataset::TransferStatus => {}
-        }
+        self.written(dataset).await?;
         match answer? {
             WriteResult::Records(Ok(outcomes)) => {
                 let written = outcomes.iter().filter(|o| **o == PutOutcome::Written).count();
@@ -373,16 +438,7 @@ impl Datasets {
                 expected: expected.unwrap_or_default().encode(),
                 now: now.encode(),
             }),
-            WriteResult::Records(Err(PutRefused::Stale(stale))) => Ok(Err(stale
-                .into_iter()
-                .map(|s| match s.owned_by {
-                    Some(owner) => {
-                        let writer = &owners[s.index];
-                        (s.index, SyncError::Forbidden(format!("{} is owned by {owner}, not {writer}", s.key)))
-                    }
-                    None => (s.index, SyncError::Stale { key: s.key, current: s.current, given: given[s.index] }),
-                })
-                .collect())),
+            WriteResult::Records(Err(PutRefused::Stale(stale))) => Ok(Err(Datasets::refusals(stale, &records))),
             other => Err(SyncError::Store(StoreError::Corrupt {
                 id: dataset.as_str().into(),
                 problem: format!("unexpected answer {other:?}"),
@@ -391,45 +447,61 @@ impl Datasets {
     }
 
     /// Imports records (an operator's file): each checked, then all stored in one commit or
-    /// none. Errors are (record number from 1, message), every one found.
-    /// `source` names what was imported (the file and its SHA-256): the import is one entry of
-    /// the audit trail, with its counts.
-    /// With `if_version` (a preview's `version`), nothing is written unless the dataset is still
-    /// there.
+    /// none. Errors are (record number from 1, message), every one found. See
+    /// [`Datasets::begin_import`] for a file read a chunk at a time.
     pub async fn import(
         &self,
         dataset: Dataset,
-        mut records: Vec<Record>,
+        records: Vec<Record>,
         options: ImportOptions,
     ) -> Result<usize, Vec<(usize, String)>> {
-        let mut errors = Vec::new();
-        for (i, record) in records.iter_mut().enumerate() {
-            if record.dataset.is_empty() {
-                record.dataset = dataset.as_str().to_string();
+        let mut import = self.begin_import(dataset, options).await.map_err(|e| vec![(0, e.to_string())])?;
+        import.add(records.into_iter().enumerate().map(|(i, r)| (i + 1, r)).collect()).await;
+        import.finish().await
+    }
+
+    /// Begins an import: chunks of records are checked and written one after another into one
+    /// transaction ([`Import::add`]), committed by [`Import::finish`] only when none was
+    /// refused — all or nothing, with one chunk in memory at a time. `options.source` names
+    /// what was imported (the file and its SHA-256): the import is one entry of the audit
+    /// trail, with its counts. With `options.if_version` (a preview's `version`), nothing is
+    /// written unless the dataset is still there.
+    pub async fn begin_import(&self, dataset: Dataset, options: ImportOptions) -> Result<Import<'_>, SyncError> {
+        if dataset == Dataset::TransferStatus {
+            return Err(SyncError::Forbidden("transfer_status is written by the gateway alone".into()));
+        }
+        let put = PutOptions { writer: format!("import {}", options.source), seed: false, expect_at: options.if_version };
+        let write = self.store.begin_import(dataset.as_str(), put).await?;
+        Ok(Import { datasets: self, dataset, write, options, errors: Vec::new() })
+    }
+
+    /// What to do after this replica wrote to a dataset: the copies in memory catch up.
+    async fn written(&self, dataset: Dataset) -> Result<(), SyncError> {
+        match dataset {
+            Dataset::Directory => self.directory.invalidate(),
+            Dataset::Categories => {
+                // A new or retired transfer item takes effect on this replica at once.
+                self.categories.refresh(&self.store).await?;
+                categories::apply(&self.registry, &self.categories).await;
             }
-            if record.dataset != dataset.as_str() {
-                errors.push((i + 1, format!("dataset: expected {}, got {:?}", dataset.as_str(), record.dataset)));
-            } else if let Err(e) = self.check(dataset, record) {
-                errors.push((i + 1, e.to_string()));
-            }
+            Dataset::Knowledge => self.knowledge.refresh(&self.store).await?,
+            Dataset::TransferStatus => {}
         }
-        if errors.is_empty() && !options.force {
-            match self.orphaning(dataset, &records).await {
-                Ok(orphaned) => errors.extend(orphaned.into_iter().map(|(i, e)| (i + 1, e.to_string()))),
-                Err(e) => return Err(vec![(0, e.to_string())]),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let source = options.source;
-        let audit = dataset_audit("import".into(), "dataset.import", json!({"dataset": dataset.as_str(), "source": source}));
-        let options = PutOptions { writer: format!("import {source}"), seed: false, expect_at: options.if_version };
-        match self.write_records(dataset, records, options, audit).await {
-            Ok(Ok(outcomes)) => Ok(outcomes.iter().filter(|o| **o == PutOutcome::Written).count()),
-            Ok(Err(stale)) => Err(stale.into_iter().map(|(i, e)| (i + 1, e.to_string())).collect()),
-            Err(e) => Err(vec![(0, e.to_string())]),
-        }
+        Ok(())
+    }
+
+    /// The refusals of a put's stale records, by their position in it.
+    fn refusals(stale: Vec<crate::store::Stale>, records: &[Record]) -> Vec<(usize, SyncError)> {
+        stale
+            .into_iter()
+            .map(|s| match s.owned_by {
+                Some(owner) => {
+                    let writer = &records[s.index].owner;
+                    (s.index, SyncError::Forbidden(format!("{} is owned by {owner}, not {writer}", s.key)))
+                }
+                None => (s.index, SyncError::Stale { key: s.key, current: s.current, given: records[s.index].version }),
+            })
+            .collect()
     }
 
     /// The deletions among `records` (by position) that would leave their own cell of the

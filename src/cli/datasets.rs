@@ -167,17 +167,19 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
             if dataset == Dataset::TransferStatus {
                 return Err(CliError::Invalid("transfer_status is written by the gateway alone".into()));
             }
-            let (lines, records): (Vec<usize>, Vec<Record>) = read_records(file, dataset)?.into_iter().unzip();
             let config = load_config(config)?;
             // The audit trail names what was imported: the file and its SHA-256.
             let source = {
                 use sha2::Digest;
-                let bytes = std::fs::read(file).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
-                let hash: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+                let mut hasher = sha2::Sha256::new();
+                let mut input = std::fs::File::open(file).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
+                std::io::copy(&mut input, &mut hasher).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
+                let hash: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
                 format!("{} sha256:{hash}", file.display())
             };
-            let count = records.len();
             if *dry_run {
+                let (lines, records): (Vec<usize>, Vec<Record>) = read_records(file, dataset)?.into_iter().unzip();
+                let count = records.len();
                 let preview = runtime()?.block_on(async {
                     let datasets = open(&config).await?;
                     datasets.preview(dataset, records, *force).await.map_err(|e| CliError::Failed(e.to_string()))
@@ -197,21 +199,40 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
                 }
                 return stdout.write_all(out.as_bytes()).map_err(|e| CliError::Failed(format!("cannot write: {e}")));
             }
-            let written = runtime()?.block_on(async {
+            // Read, checked and written a chunk at a time into one transaction: memory stays
+            // bounded whatever the file's size, and nothing is committed unless every line is
+            // good. Errors name the file's line (a CSV header, blank lines and quoted line
+            // breaks make it differ from the record's number).
+            let (count, written) = runtime()?.block_on(async {
                 let datasets = open(&config).await?;
                 let options = crate::sync::ImportOptions { source, if_version, force: *force };
-                datasets.import(dataset, records, options).await.map_err(|errors| {
-                    // Errors name the file's line (a CSV header, blank lines and quoted line
-                    // breaks make it differ from the record's number).
+                let mut import = datasets.begin_import(dataset, options).await.map_err(|e| CliError::Failed(e.to_string()))?;
+                let input = std::fs::File::open(file).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
+                let (mut chunk, mut count) = (Vec::with_capacity(IMPORT_CHUNK), 0);
+                for (line, parsed) in RecordReader::new(std::io::BufReader::new(input), is_csv(file), dataset) {
+                    match parsed {
+                        Ok(record) => {
+                            count += 1;
+                            chunk.push((line, record));
+                        }
+                        Err(problem) => import.refuse(line, problem),
+                    }
+                    if chunk.len() >= IMPORT_CHUNK {
+                        import.add(std::mem::take(&mut chunk)).await;
+                    }
+                }
+                import.add(chunk).await;
+                let written = import.finish().await.map_err(|errors| {
                     let named: Vec<String> = errors
                         .iter()
-                        .map(|(n, e)| match lines.get(n.wrapping_sub(1)) {
-                            Some(line) if *n > 0 => format!("{}: line {line}: {e}", file.display()),
-                            _ => e.clone(),
+                        .map(|(line, e)| match line {
+                            0 => e.clone(),
+                            line => format!("{}: line {line}: {e}", file.display()),
                         })
                         .collect();
                     CliError::Invalid(format!("{}\nnothing was written", named.join("\n")))
-                })
+                })?;
+                Ok::<_, CliError>((count, written))
             })?;
             format!("{}: {count} records read, {written} written ({} unchanged)\n", dataset.as_str(), count - written)
         }
@@ -612,38 +633,103 @@ impl ImportLine {
 /// Reads an import file; the first unreadable line stops it, named.
 /// The file's records, each with the line it starts on; or every line that does not read, each
 /// named.
+/// Records per chunk of an import: what is in memory at once.
+const IMPORT_CHUNK: usize = 20_000;
+
+fn is_csv(file: &Path) -> bool {
+    file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+}
+
+/// Every record of a file, each with its line, all in memory (`--dry-run`); every unreadable
+/// line is reported.
 fn read_records(file: &Path, dataset: Dataset) -> Result<Vec<(usize, Record)>, CliError> {
-    let text = std::fs::read_to_string(file).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
-    let now = Timestamp::now();
-    let at = |line: usize, problem: String| format!("{}: line {line}: {problem}", file.display());
-    let results: Vec<Result<(usize, Record), String>> = if file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
-        let rows = parse_csv(&text).map_err(|(line, problem)| CliError::Invalid(at(line, problem) + "\nnothing was written"))?;
-        let Some((header, rows)) = rows.split_first() else {
-            return Ok(Vec::new());
-        };
-        rows.iter()
-            .map(|(line, cells)| {
-                let line_value = csv_row_to_json(&header.1, cells).map_err(|p| at(*line, p))?;
-                let parsed: ImportLine = decode(line_value).map_err(|p| at(*line, p))?;
-                Ok((*line, parsed.into_record(dataset, now)))
-            })
-            .collect()
-    } else {
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| {
-                let value: Value = serde_json::from_str(l).map_err(|e| at(i + 1, format!("not JSON: {e}")))?;
-                let parsed: ImportLine = decode(value).map_err(|p| at(i + 1, p))?;
-                Ok((i + 1, parsed.into_record(dataset, now)))
-            })
-            .collect()
-    };
-    let errors: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().cloned()).collect();
+    let input = std::fs::File::open(file).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
+    let (mut records, mut errors) = (Vec::new(), Vec::new());
+    for (line, parsed) in RecordReader::new(std::io::BufReader::new(input), is_csv(file), dataset) {
+        match parsed {
+            Ok(record) => records.push((line, record)),
+            Err(problem) => errors.push(format!("{}: line {line}: {problem}", file.display())),
+        }
+    }
     if !errors.is_empty() {
         return Err(CliError::Invalid(format!("{}\nnothing was written", errors.join("\n"))));
     }
-    Ok(results.into_iter().filter_map(Result::ok).collect())
+    Ok(records)
+}
+
+/// The records of a JSON Lines or CSV file, one at a time, each with the file line it starts
+/// on, or why that line does not read. A CSV row may span lines (a quoted line break): lines
+/// are joined until their quotes balance.
+struct RecordReader<R> {
+    input: R,
+    csv: bool,
+    header: Option<Vec<String>>,
+    line: usize,
+    dataset: Dataset,
+    now: Timestamp,
+    done: bool,
+}
+
+impl<R: std::io::BufRead> RecordReader<R> {
+    fn new(input: R, csv: bool, dataset: Dataset) -> RecordReader<R> {
+        RecordReader { input, csv, header: None, line: 0, dataset, now: Timestamp::now(), done: false }
+    }
+
+    /// The next row's text and the line it starts on; `None` at the end.
+    fn next_row(&mut self) -> Option<(usize, Result<String, String>)> {
+        let start = self.line + 1;
+        let mut text = String::new();
+        loop {
+            match self.input.read_line(&mut text) {
+                Ok(0) => break,
+                Ok(_) => self.line += 1,
+                Err(e) => {
+                    self.done = true;
+                    return Some((start, Err(format!("cannot read: {e}"))));
+                }
+            }
+            if !self.csv || text.matches('"').count() % 2 == 0 {
+                break;
+            }
+        }
+        (!text.is_empty()).then_some((start, Ok(text)))
+    }
+}
+
+impl<R: std::io::BufRead> Iterator for RecordReader<R> {
+    type Item = (usize, Result<Record, String>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let (start, text) = self.next_row()?;
+            let text = match text {
+                Ok(text) => text,
+                Err(e) => return Some((start, Err(e))),
+            };
+            let value = if self.csv {
+                let mut rows = match parse_csv(&text) {
+                    Ok(rows) => rows,
+                    Err((line, problem)) => {
+                        self.done = true;
+                        return Some((start + line - 1, Err(problem)));
+                    }
+                };
+                let Some((_, cells)) = rows.pop() else { continue };
+                let Some(header) = &self.header else {
+                    self.header = Some(cells);
+                    continue;
+                };
+                csv_row_to_json(header, &cells)
+            } else if text.trim().is_empty() {
+                continue;
+            } else {
+                serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))
+            };
+            let record = value.and_then(decode::<ImportLine>).map(|line| line.into_record(self.dataset, self.now));
+            return Some((start, record));
+        }
+        None
+    }
 }
 
 /// Decodes with the path of the field at fault.

@@ -74,6 +74,66 @@ pub struct PutOptions {
     pub expect_at: Option<FeedCursor>,
 }
 
+/// An import's write: chunk after chunk in one transaction, committed whole at the end or
+/// dropped (rolled back) — all or nothing, with only one chunk in memory at a time. Taken
+/// straight from the pool, beside the group-commit writer: an import is one long write, and
+/// on SQLite it holds the write lock (`BEGIN IMMEDIATE`) from its first chunk to its commit.
+pub struct ImportWrite {
+    tx: Transaction<'static, Any>,
+    backend: Backend,
+    dataset: String,
+    options: PutOptions,
+    chunks: usize,
+    records: usize,
+    written: usize,
+}
+
+impl Store {
+    /// Begins an import of `dataset`.
+    pub async fn begin_import(&self, dataset: &str, options: PutOptions) -> Result<ImportWrite, StoreError> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(ImportWrite { tx, backend: self.backend, dataset: dataset.to_string(), options, chunks: 0, records: 0, written: 0 })
+    }
+}
+
+impl ImportWrite {
+    /// Puts one chunk (see [`put`]); `expect_at` is checked before the first.
+    pub async fn put(&mut self, records: &[Record]) -> Result<Result<Vec<PutOutcome>, PutRefused>, StoreError> {
+        let mut options = self.options.clone();
+        if self.chunks > 0 {
+            options.expect_at = None;
+        }
+        self.chunks += 1;
+        self.records += records.len();
+        let result = put(&mut self.tx, self.backend, &self.dataset, records, &options).await?;
+        if let Ok(outcomes) = &result {
+            self.written += outcomes.iter().filter(|o| **o == PutOutcome::Written).count();
+        }
+        Ok(result)
+    }
+
+    /// How many records were written so far (repeats of stored ones are not).
+    pub fn written(&self) -> usize {
+        self.written
+    }
+
+    /// Commits everything put, with `audit` (given the counts) when anything was written.
+    pub async fn commit(mut self, audit: Option<super::audit::AuditEntry>) -> Result<usize, StoreError> {
+        if let (Some(mut entry), true) = (audit, self.written > 0) {
+            if let Some(detail) = entry.detail.as_object_mut() {
+                detail.insert("records".into(), self.records.into());
+                detail.insert("written".into(), self.written.into());
+            }
+            super::audit::append(&mut self.tx, self.backend, &[entry]).await?;
+        }
+        self.tx.commit().await?;
+        Ok(self.written)
+    }
+}
+
 /// Where a dataset's log ends: its last change (the beginning when it has none).
 pub async fn position(conn: &mut sqlx::AnyConnection, dataset: &str) -> Result<FeedCursor, StoreError> {
     let row = sqlx::query("SELECT tx, seq FROM record_log WHERE dataset = $1 ORDER BY tx DESC, seq DESC LIMIT 1")
@@ -381,8 +441,11 @@ impl Store {
         limit: i64,
     ) -> Result<(Vec<LogEntry>, FeedCursor), StoreError> {
         let xmin = self.oldest_running().await?;
-        let rows = sqlx::query(&format!(
-            "SELECT tx, seq, key, version, deleted, doc FROM record_log WHERE dataset = $1 AND {} ORDER BY tx, seq LIMIT $5",
+        // One value for the page (see `record_changes`): tab-separated fields, one line per
+        // write. Keys hold no control characters (the datasets' rule) and JSON none unescaped.
+        let row = sqlx::query(&format!(
+            "SELECT string_agg(line, $6) FROM (SELECT tx, seq, tx || $7 || seq || $8 || version || $9 || deleted || $10 || key || $11 || doc AS line \
+             FROM record_log WHERE dataset = $1 AND {} ORDER BY tx, seq LIMIT $5) page",
             self.after_cursor(2, 3, 4)
         ))
         .bind(dataset)
@@ -390,24 +453,45 @@ impl Store {
         .bind(cursor.tx)
         .bind(cursor.seq)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .bind("\n")
+        .bind("\t")
+        .bind("\t")
+        .bind("\t")
+        .bind("\t")
+        .bind("\t")
+        .fetch_one(&self.pool)
         .await?;
+        let page: Option<String> = row.try_get(0)?;
         let mut settled = cursor;
         let mut held_back = false;
-        let mut changes = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let position = FeedCursor { tx: row.try_get(0)?, seq: row.try_get(1)? };
-            held_back |= position.tx >= xmin;
-            if !held_back {
-                settled = position;
+        let mut changes = Vec::with_capacity(limit.clamp(0, 10_000) as usize);
+        let corrupt = |line: &str| StoreError::Corrupt {
+            id: dataset.to_string(),
+            problem: format!("a log line does not read: {line:.80}"),
+        };
+        for line in page.as_deref().unwrap_or("").split('\n') {
+            if line.is_empty() {
+                continue;
             }
+            let mut fields = line.splitn(6, '\t');
+            let mut number = || fields.next().and_then(|f| f.parse::<i64>().ok()).ok_or_else(|| corrupt(line));
+            let (tx, seq, version, deleted) = (number()?, number()?, number()?, number()?);
+            let (key, doc) = (fields.next().ok_or_else(|| corrupt(line))?, fields.next().ok_or_else(|| corrupt(line))?);
             changes.push(LogEntry {
-                cursor: position,
-                key: row.try_get(2)?,
-                version: row.try_get::<i64, _>(3)? as u64,
-                deleted: row.try_get::<i64, _>(4)? != 0,
-                doc: RecordDoc(row.try_get(5)?),
+                cursor: FeedCursor { tx, seq },
+                key: key.to_string(),
+                version: version as u64,
+                deleted: deleted != 0,
+                doc: RecordDoc(doc.to_string()),
             });
+        }
+        // An aggregate's order is not promised: put the page in log order.
+        changes.sort_by_key(|entry| (entry.cursor.tx, entry.cursor.seq));
+        for entry in &changes {
+            held_back |= entry.cursor.tx >= xmin;
+            if !held_back {
+                settled = entry.cursor;
+            }
         }
         Ok((changes, settled))
     }
