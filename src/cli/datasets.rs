@@ -688,7 +688,7 @@ impl<R: std::io::BufRead> RecordReader<R> {
                     return Some((start, Err(format!("cannot read: {e}"))));
                 }
             }
-            if !self.csv || text.matches('"').count() % 2 == 0 {
+            if !self.csv || text.matches('"').count().is_multiple_of(2) {
                 break;
             }
         }
