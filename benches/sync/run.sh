@@ -30,11 +30,14 @@ with open(path, "w") as out:
                               "body": {"unit": {"code": key, "name": "宁波市某镇综合执法队"}, "phone": "0574-87000000",
                                        "hours": "8:30-17:00"}}, ensure_ascii=False) + "\n")
 PY
-echo "import:"
-time target/release/liandong datasets import --config "$site/site/liandong.toml" directory "$site/directory.jsonl"
+echo "import (one transaction, read a chunk at a time):"
+/usr/bin/time -f "  %e s, %M KB maximum resident" \
+  target/release/liandong datasets import --config "$site/site/liandong.toml" directory "$site/directory.jsonl"
+started=$(date +%s.%N)
 RUST_LOG=warn target/release/liandong serve --config "$site/site/liandong.toml" 2>"$site/gateway.log" &
 gateway=$!
-sleep 2
+until curl -sf -o /dev/null "http://127.0.0.1:29090/readyz"; do sleep 0.1; done
+python3 -c "import sys; print(f'ready after {float(sys.argv[2]) - float(sys.argv[1]):.2f} s, the directory loaded')" "$started" "$(date +%s.%N)"
 echo "catch-up from zero (snapshot, then changes), three runs:"
 for run in 1 2 3; do
   target/release/liandong datasets follow directory --config "$site/site/liandong.toml" --as operator-ops --page 5000

@@ -99,6 +99,10 @@ struct Index {
 #[derive(Debug)]
 struct Slot {
     key: String,
+    /// The title and body, lowercased: a word longer than two characters is checked against
+    /// them, without reading the record.
+    title: Box<str>,
+    body: Box<str>,
     updated_at: i64,
     valid_until: Option<i64>,
     /// Bit i: the answer lists `category::TAXONOMY[i]`.
@@ -161,7 +165,7 @@ impl KnowledgeIndex {
                 let index = self.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let mut hits: Option<Hits> = None;
                 for term in &terms {
-                    let found = index.term(term, view);
+                    let found = index.term(term);
                     hits = Some(match hits {
                         None => found,
                         Some(so_far) => both(&so_far, &found),
@@ -246,14 +250,17 @@ impl Index {
             .and_then(Value::as_str)
             .and_then(|t| Timestamp::parse_rfc3339(t, true).ok())
             .map(Timestamp::unix_seconds);
+        let (title, body) = (field("title"), field("body"));
         self.slots.push(Some(Slot {
             key: record.key.clone(),
+            title: title.clone().into_boxed_str(),
+            body: body.clone().into_boxed_str(),
             updated_at: record.updated_at.unix_seconds(),
             valid_until,
             categories,
         }));
         self.slot_of.insert(record.key.clone(), slot);
-        for (text, postings) in [(field("title"), &mut self.title), (field("body"), &mut self.body)] {
+        for (text, postings) in [(title, &mut self.title), (body, &mut self.body)] {
             let distinct: HashSet<String> = tokenize(&text).collect();
             for token in distinct {
                 let token = token.into_boxed_str();
@@ -288,9 +295,9 @@ impl Index {
     }
 
     /// One term's hits. A term that is a single token (a two-character word, a character, a
-    /// Latin word) is answered by the lists alone; a longer one by the records holding all its
-    /// tokens, each read to check it holds the term as written.
-    fn term(&self, term: &str, view: &super::live::View<'_>) -> Hits {
+    /// Latin word) is answered by the lists alone; a longer one by the answers holding all its
+    /// tokens, each checked to hold the term as written.
+    fn term(&self, term: &str) -> Hits {
         let tokens: Vec<String> = tokenize(term).collect();
         if tokens.len() == 1 && tokens[0] == term {
             let (title, body) = self.lists(term);
@@ -337,9 +344,8 @@ impl Index {
         }
         let mut hits = Hits::new();
         for slot in candidates.unwrap_or_default() {
-            let Some(record) = self.slots[slot as usize].as_ref().and_then(|s| view.get(&s.key)) else { continue };
-            let field = |name: &str| record.body.get(name).and_then(Value::as_str).unwrap_or_default().to_lowercase();
-            let (in_title, in_body) = (field("title").contains(term), field("body").contains(term));
+            let Some(held) = self.slots[slot as usize].as_ref() else { continue };
+            let (in_title, in_body) = (held.title.contains(term), held.body.contains(term));
             if in_title || in_body {
                 hits.push((slot, 2 * u32::from(in_title) + u32::from(in_body)));
             }
