@@ -266,7 +266,14 @@ async fn add_columns(conn: &mut sqlx::AnyConnection, postgres: bool) -> Result<(
         };
         let found: i64 = sqlx::query_scalar(exists).bind(*table).bind(*column).fetch_one(&mut *conn).await?;
         if found == 0 {
-            sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}")).execute(&mut *conn).await?;
+            if let Err(e) = sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}")).execute(&mut *conn).await {
+                // Another process opening the same SQLite file at the same moment (a CLI tool
+                // beside the gateway) may have added it first.
+                let found: i64 = sqlx::query_scalar(exists).bind(*table).bind(*column).fetch_one(&mut *conn).await?;
+                if found == 0 {
+                    return Err(e.into());
+                }
+            }
         }
     }
     Ok(())
@@ -479,21 +486,26 @@ impl Store {
     /// transaction id than any handed out, so nothing is missed and nothing repeats. SQLite has
     /// one writer, and its order is the sequence's (transaction id 0).
     pub async fn events_after(&self, party: Option<&str>, cursor: FeedCursor, limit: i64) -> Result<Vec<FeedEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(&self.events_after_sql())
+            .bind(party.unwrap_or(""))
+            .bind(party.unwrap_or(""))
+            .bind(cursor.tx)
+            .bind(cursor.tx)
+            .bind(cursor.seq)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| event_from_parts(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)).collect()
+    }
+
+    /// The change feed's page: (party, party, tx, tx, seq, limit).
+    fn events_after_sql(&self) -> String {
+        format!(
             "SELECT seq, tx, kind, body FROM events WHERE ($1 = '' OR origin = $1 OR destination = $2) \
              AND {} {} ORDER BY tx, seq LIMIT $6",
             self.after_cursor(3, 4, 5),
             self.horizon()
-        ))
-        .bind(party.unwrap_or(""))
-        .bind(party.unwrap_or(""))
-        .bind(cursor.tx)
-        .bind(cursor.tx)
-        .bind(cursor.seq)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| event_from_parts(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)).collect()
+        )
     }
 
     /// The cursor of the newest event in the feed: with `settled`, the newest a reader may
@@ -694,6 +706,11 @@ mod tests {
     /// The steps of SQLite's plan for `sql` on a fresh store, with these parameters (the texts
     /// first, then the numbers).
     async fn plan(sql: &str, texts: &[&str], numbers: &[i64]) -> Vec<String> {
+        plan_then(sql, texts, numbers, &[]).await
+    }
+
+    /// [`plan`], with more texts after the numbers.
+    async fn plan_then(sql: &str, texts: &[&str], numbers: &[i64], then: &[&str]) -> Vec<String> {
         let dir = std::env::temp_dir().join(format!("liandong-plan-{}", ulid::Ulid::new()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = Store::sqlite(&dir.join("plan.db")).await.unwrap();
@@ -704,6 +721,9 @@ mod tests {
         }
         for number in numbers {
             query = query.bind(*number);
+        }
+        for text in then {
+            query = query.bind(*text);
         }
         let steps = query.fetch_all(&store.pool).await.unwrap().iter().map(|row| row.try_get::<String, _>(3).unwrap()).collect();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -717,6 +737,23 @@ mod tests {
         let plan = plan(writes::DUE, &["330200/12345"], &[0, 0, 10]).await;
         assert!(plan.iter().any(|step| step.contains("USING INDEX outbox_due")), "{plan:?}");
         assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE") || step.starts_with("SCAN")), "{plan:?}");
+    }
+
+    /// The feeds read from the cursor on, along their index (a page must not cost more as the
+    /// log grows): the transfers' change feed, and a dataset's log as the live copies read it.
+    #[tokio::test]
+    async fn the_feeds_read_from_the_cursor_along_their_index() {
+        let dir = std::env::temp_dir().join(format!("liandong-plan-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::sqlite(&dir.join("plan.db")).await.unwrap();
+        let (events, log) = (store.events_after_sql(), store.log_page_sql());
+        std::fs::remove_dir_all(&dir).unwrap();
+        let plan = plan(&events, &["", ""], &[0, 0, 5, 10]).await;
+        assert!(plan.iter().any(|step| step.contains("USING INDEX events_feed (tx=? AND seq>?)")), "{plan:?}");
+        let plan = plan_then(&log, &["directory"], &[0, 0, 5, 10], &["\n", "\t", "\t", "\t", "\t", "\t"]).await;
+        assert!(plan.iter().any(|step| step.contains("USING INDEX record_log_feed (dataset=? AND tx=? AND seq>?)")), "{plan:?}");
+        // (`SCAN page` walks the page the subquery made, not the log.)
+        assert!(!plan.iter().any(|step| step.starts_with("SCAN record_log") || step.contains("TEMP B-TREE")), "{plan:?}");
     }
 
     /// The sweeper's query reads index ranges: no step of its plan scans the transfers.

@@ -294,7 +294,24 @@ async fn a_follower_over_its_read_quota_waits_and_finishes() {
 /// its turn instead of failing with "database is locked", and every submission is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_succeeds_while_desks_submit() {
+    import_while_desks_submit(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_succeeds_while_desks_submit_on_postgres() {
+    import_while_desks_submit(Some(common::crash::postgres_schema("import_live").await)).await;
+}
+
+/// Three imports of 20,000 directory records by the CLI while a desk submits every 25 ms: every
+/// import succeeds and every submission is answered 200.
+async fn import_while_desks_submit(postgres: Option<String>) {
     let site = Site::new("import-live");
+    if let Some(url) = &postgres {
+        site.edit_config(|text| {
+            text.replace("kind = \"sqlite\"\npath = \"liandong.db\"", &format!("kind = \"postgres\"\nurl = \"{url}\"\npool = 4"))
+        });
+        assert!(std::fs::read_to_string(&site.config).unwrap().contains("kind = \"postgres\""));
+    }
     let (addr, _, _stop) = start_on_free_port(&site).await;
     let mut csv = String::from("key,owner,version,unit.code,unit.name,phone\n");
     for i in 0..20_000 {

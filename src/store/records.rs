@@ -443,24 +443,20 @@ impl Store {
         let xmin = self.oldest_running().await?;
         // One value for the page (see `record_changes`): tab-separated fields, one line per
         // write. Keys hold no control characters (the datasets' rule) and JSON none unescaped.
-        let row = sqlx::query(&format!(
-            "SELECT string_agg(line, $6) FROM (SELECT tx, seq, tx || $7 || seq || $8 || version || $9 || deleted || $10 || key || $11 || doc AS line \
-             FROM record_log WHERE dataset = $1 AND {} ORDER BY tx, seq LIMIT $5) page",
-            self.after_cursor(2, 3, 4)
-        ))
-        .bind(dataset)
-        .bind(cursor.tx)
-        .bind(cursor.tx)
-        .bind(cursor.seq)
-        .bind(limit)
-        .bind("\n")
-        .bind("\t")
-        .bind("\t")
-        .bind("\t")
-        .bind("\t")
-        .bind("\t")
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query(&self.log_page_sql())
+            .bind(dataset)
+            .bind(cursor.tx)
+            .bind(cursor.tx)
+            .bind(cursor.seq)
+            .bind(limit)
+            .bind("\n")
+            .bind("\t")
+            .bind("\t")
+            .bind("\t")
+            .bind("\t")
+            .bind("\t")
+            .fetch_one(&self.pool)
+            .await?;
         let page: Option<String> = row.try_get(0)?;
         let mut settled = cursor;
         let mut held_back = false;
@@ -494,6 +490,15 @@ impl Store {
             }
         }
         Ok((changes, settled))
+    }
+
+    /// A page of a dataset's log as one value: (dataset, tx, tx, seq, limit, "\n", "\t" × 5).
+    pub(crate) fn log_page_sql(&self) -> String {
+        format!(
+            "SELECT string_agg(line, $6) FROM (SELECT tx, seq, tx || $7 || seq || $8 || version || $9 || deleted || $10 || key || $11 || doc AS line \
+             FROM record_log WHERE dataset = $1 AND {} ORDER BY tx, seq LIMIT $5) page",
+            self.after_cursor(2, 3, 4)
+        )
     }
 
     /// A page of the dataset as it was at `at`: for each key after `after`, in key order, its
