@@ -34,6 +34,7 @@ mod sync_grpc;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -140,6 +141,27 @@ impl AppState {
         *cached = Some((std::time::Instant::now(), health.clone()));
         health
     }
+}
+
+/// What a request no route takes is answered: a gRPC call (`content-type: application/grpc…`)
+/// `UNIMPLEMENTED` as gRPC says; anything else 404 with the canonical error body — never a
+/// 200, so a document posted to a mistyped path is not taken for delivered.
+pub async fn unknown_route(request: axum::extract::Request) -> axum::response::Response {
+    let grpc = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    if grpc {
+        return tonic::Status::unimplemented(format!("no such method {path}")).into_http();
+    }
+    crate::metrics::refuse("no_route");
+    errors::ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        format!("no route for {method} {path}: the routes are listed at /v1/openapi.json"),
+    )
+    .into_response()
 }
 
 /// The router of the HTTPS API. The caller's [`Peer`] must be added as an extension.

@@ -158,6 +158,8 @@ pub async fn run(
 
     let router = api::router(state.clone())
         .merge(api::grpc::routes(state.clone()).await)
+        // After the merge: replaces tonic's answer to everything unknown (a gRPC 200).
+        .fallback(api::unknown_route)
         .layer(axum::middleware::from_fn(api::logging::time_limit))
         .layer(axum::middleware::from_fn(api::logging::log_request));
     let header_timeout = config.listen.header_timeout;

@@ -50,7 +50,17 @@ async fn hostile_documents_are_refused_and_change_nothing_while_others_are_serve
         ("malformed JSON", &police, "/v1/native/330200/110/transfers", b"{\"LZBH\": ".to_vec(), 400, ""),
         ("not JSON at all", &police, "/v1/native/330200/110/transfers", vec![0u8; 64], 400, ""),
         ("deeply nested JSON", &police, "/v1/native/330200/110/transfers", deep_json.into_bytes(), 400, ""),
-        ("oversized", &police, "/v1/native/330200/110/transfers", vec![b' '; 2 << 20], 413, ""),
+        // over the 1 MiB limit: in the sender's own receipt, or the canonical error, naming it
+        (
+            "oversized",
+            &police,
+            "/v1/native/330200/110/transfers",
+            vec![b' '; 2 << 20],
+            413,
+            "over the 1 MiB limit (1048576 bytes)",
+        ),
+        ("oversized XML", &yunnan, "/v1/native/530000/110/transfers", vec![b' '; 2 << 20], 413, "over the 1 MiB limit"),
+        ("oversized canonical", &police, "/v1/transfers", vec![b' '; 2 << 20], 413, "\"message\":\"body: over the 1 MiB limit"),
         ("deeply nested XML", &yunnan, "/v1/native/530000/110/transfers", deep_xml.into_bytes(), 400, "nested too deeply"),
         ("billion laughs", &yunnan, "/v1/native/530000/110/transfers", laughs.as_bytes().to_vec(), 400, "DOCTYPE is not allowed"),
         (
@@ -120,4 +130,38 @@ async fn a_flood_of_idle_connections_does_not_stop_an_honest_client() {
     assert_eq!(answer.status, 200, "served while 500 connections hang");
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "and promptly: {:?}", started.elapsed());
     drop(idle);
+}
+
+/// A document posted to a path no route takes (a trailing slash, a typo) is answered 404 with
+/// the canonical error naming the path, and nothing is stored; only a gRPC request gets gRPC's
+/// UNIMPLEMENTED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_answer_404_and_store_nothing() {
+    let site = Site::new("abuse-routes");
+    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let operator = Client::new(
+        &site,
+        &site.dir.join("identities/operator-ops.pem"),
+        &site.dir.join("identities/operator-ops-key.pem"),
+        addr,
+    );
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+    let document = sample("jjd-json/transfer-ningbo-township.json");
+    for path in ["/v1/native/330200/110/transfers/", "/v1/native/330200/110/transfer", "/v2/transfers"] {
+        let answer = police.post(path, document.clone()).await;
+        assert_eq!(answer.status, 404, "{path}");
+        assert!(answer.header("content-type").unwrap_or_default().starts_with("application/json"), "{path}");
+        assert_eq!(answer.header("grpc-status"), None, "{path}");
+        let message = answer.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains(path) && message.contains("/v1/openapi.json"), "{message}");
+    }
+    assert_eq!(police.get("/nowhere").await.status, 404);
+    assert_eq!(stored(&operator).await, 0, "nothing was stored");
+    // the same document on its route is taken
+    assert_eq!(police.post("/v1/native/330200/110/transfers", document).await.status, 200);
+    // a gRPC call to no such method: gRPC's own answer
+    let (answer, _) = police
+        .raw(b"POST /liandong.v1.Nope/Nothing HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/grpc\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.to_lowercase().contains("grpc-status: 12"), "{answer}");
 }

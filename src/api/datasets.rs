@@ -4,13 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::errors::ApiError;
+use super::errors::{ApiError, Body};
 use super::handlers::{caller_endpoint, limited};
 use super::{AppState, Peer};
 use crate::model::Timestamp;
@@ -88,7 +87,7 @@ pub async fn put_record(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path((name, key)): Path<(String, String)>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     limited(&state, &peer, CallKind::Status)?;
     let dataset = dataset(&peer, &name)?;
@@ -188,7 +187,7 @@ struct ReconcileBody {
 pub async fn reconcile(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     let me = caller_endpoint(&peer)?.clone();
     limited(&state, &peer, CallKind::Read)?;

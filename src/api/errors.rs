@@ -75,6 +75,33 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Why a request body could not be taken: over the limit (naming it), or cut short.
+pub fn body_problem(rejection: &axum::extract::rejection::BytesRejection) -> String {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        format!("body: over the 1 MiB limit ({} bytes); send a smaller document", super::MAX_BODY)
+    } else {
+        format!("body: could not be read: {}", rejection.body_text())
+    }
+}
+
+/// A request body of at most [`super::MAX_BODY`]; otherwise the canonical error (413 naming
+/// the limit), never axum's plain text.
+pub struct Body(pub axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::body::Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(rejection) => {
+                crate::metrics::refuse("too_large");
+                Err(ApiError::new(rejection.status(), body_problem(&rejection)))
+            }
+        }
+    }
+}
+
 /// A native receipt as an HTTP response, with the content type of the endpoint's format.
 pub fn native_receipt(endpoint: &Endpoint, status: StatusCode, reference: Option<&str>, message: Option<&str>) -> Response {
     let bytes = endpoint.write_receipt(receipt_kind(status), reference, message);

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::errors::{native_receipt, status_of, too_many, ApiError};
+use super::errors::{body_problem, native_receipt, status_of, too_many, ApiError, Body};
 use super::{AppState, Peer};
 use crate::engine::EngineError;
 use crate::formats::Endpoint;
@@ -107,6 +108,25 @@ fn native_document<'a, T>(
     }
 }
 
+/// The body of a native document; when it cannot be taken (over the 1 MiB limit), the answer
+/// in the sender's own receipt, naming the limit.
+fn native_body(
+    state: &AppState,
+    peer: &Peer,
+    region: &str,
+    platform: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, Box<Response>> {
+    let rejection = match body {
+        Ok(body) => return Ok(body),
+        Err(rejection) => rejection,
+    };
+    let endpoint = native_endpoint(state, peer, region, platform)?;
+    crate::metrics::refuse("too_large");
+    peer.refused("native", "too_large", &body_problem(&rejection));
+    Err(Box::new(native_receipt(endpoint, rejection.status(), None, Some(&body_problem(&rejection)))))
+}
+
 /// Takes a call from the caller's budget; over it, the 429 answer in the sender's own receipt.
 fn native_limit(state: &AppState, peer: &Peer, endpoint: &Endpoint, kind: CallKind, reference: Option<&str>) -> Option<Response> {
     let wait = state.limit(peer, kind).err()?;
@@ -118,8 +138,12 @@ pub async fn native_transfer(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path((region, platform)): Path<(String, String)>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match native_body(&state, &peer, &region, &platform, body) {
+        Ok(body) => body,
+        Err(response) => return *response,
+    };
     let (endpoint, request) = match native_document(&state, &peer, &region, &platform, |e| e.read_transfer(&body)) {
         Ok(found) => found,
         Err(response) => return *response,
@@ -159,8 +183,12 @@ pub async fn native_status(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path((region, platform)): Path<(String, String)>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match native_body(&state, &peer, &region, &platform, body) {
+        Ok(body) => body,
+        Err(response) => return *response,
+    };
     let (endpoint, update) = match native_document(&state, &peer, &region, &platform, |e| e.read_status(&body)) {
         Ok(found) => found,
         Err(response) => return *response,
@@ -193,7 +221,7 @@ pub(super) fn limited(state: &AppState, peer: &Peer, kind: CallKind) -> Result<(
 pub async fn submit(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     let caller = caller_endpoint(&peer)?;
     let request: TransferRequest =
@@ -222,7 +250,7 @@ pub async fn status(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<Transfer>, ApiError> {
     let caller = caller_endpoint(&peer)?;
     limited(&state, &peer, CallKind::Status)?;
