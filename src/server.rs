@@ -15,6 +15,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::api::logging::MAX_HEADER_BYTES;
 use crate::api::{self, AppState, Peer};
 use crate::config::{Config, Store as StoreConfig};
 use crate::delivery::Deliverer;
@@ -161,6 +162,7 @@ pub async fn run(
         // After the merge: replaces tonic's answer to everything unknown (a gRPC 200).
         .fallback(api::unknown_route)
         .layer(axum::middleware::from_fn(api::logging::time_limit))
+        .layer(axum::middleware::from_fn(api::logging::header_limit))
         .layer(axum::middleware::from_fn(api::logging::log_request));
     let header_timeout = config.listen.header_timeout;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -238,7 +240,9 @@ fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> 
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .max_buf_size(MAX_HEADER_BYTES.max(8192) * 4);
+        // Room for a header block a little over the limit, so that `header_limit` can answer
+        // it with a body naming the limit; beyond this hyper answers a bare 431.
+        .max_buf_size(MAX_HEADER_BYTES + MAX_HEADER_BYTES / 4);
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -249,8 +253,6 @@ fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> 
     builder
 }
 
-/// The largest header block accepted.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Concurrent HTTP/2 streams per connection (each Watch is one).
 const MAX_STREAMS: u32 = 128;
 

@@ -165,3 +165,25 @@ async fn unknown_routes_answer_404_and_store_nothing() {
         .await;
     assert!(answer.starts_with("HTTP/1.1 200") && answer.to_lowercase().contains("grpc-status: 12"), "{answer}");
 }
+
+/// Request headers over 64 KiB are answered 431 saying the limit (HTTP/1.1 over the real
+/// listener); far over it, still 431.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_over_64_kib_are_answered_431_naming_the_limit() {
+    let site = Site::new("abuse-headers");
+    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+    let request = |size: usize| {
+        format!("GET /v1/endpoints HTTP/1.1\r\nhost: localhost\r\nx-padding: {}\r\nconnection: close\r\n\r\n", "a".repeat(size))
+            .into_bytes()
+    };
+    let (answer, _) = police.raw(&request(60 * 1024)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
+    let (answer, _) = police.raw(&request(70 * 1024)).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.200}");
+    assert!(answer.contains("over the 64 KiB limit (65536 bytes)"), "{answer:.400}");
+    let (answer, _) = police.raw(&request(300 * 1024)).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.200}");
+    // and the gateway goes on serving
+    assert_eq!(police.get("/v1/endpoints").await.status, 200);
+}

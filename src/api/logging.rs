@@ -51,6 +51,27 @@ pub async fn time_limit(request: Request, next: Next) -> Response {
     }
 }
 
+/// The largest header block a request may have.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Answers 431 with the canonical error naming the limit when a request's header block is over
+/// [`MAX_HEADER_BYTES`]. (The HTTP/1.1 reader's own buffer stops a larger block still, with a
+/// bare 431; HTTP/2 refuses it with its header-list limit.)
+pub async fn header_limit(request: Request, next: Next) -> Response {
+    let size: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum::<usize>()
+        + request.uri().to_string().len();
+    if size <= MAX_HEADER_BYTES {
+        return next.run(request).await;
+    }
+    crate::metrics::refuse("headers_too_large");
+    tracing::warn!(target: "liandong::request", size, "refused: request headers over the limit");
+    let problem = format!("request headers: {size} bytes, over the 64 KiB limit ({MAX_HEADER_BYTES} bytes)");
+    axum::response::IntoResponse::into_response(super::errors::ApiError::new(
+        axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        problem,
+    ))
+}
+
 /// A phone number with its middle hidden: `13900000001` → `139****0001`; short numbers stay.
 pub fn mask_phone(phone: &str) -> String {
     let digits: Vec<char> = phone.trim_start_matches("+86").chars().collect();
