@@ -69,6 +69,21 @@ pub struct Listen {
     /// a quiet stream can be told from a dead one.
     #[serde(default = "default_stream_heartbeat", with = "duration")]
     pub stream_heartbeat: Duration,
+    /// Connections open at once on the HTTPS listener, counted before TLS; more are closed at
+    /// once (and counted). Keep it under the process's file-descriptor limit.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one source address.
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_max_connections_per_source() -> usize {
+    1_000
 }
 
 fn default_stream_heartbeat() -> Duration {
@@ -302,6 +317,15 @@ impl Config {
             if *pool == 0 {
                 return fail("store.pool".into(), "expected at least 1".into());
             }
+        }
+        if self.listen.max_connections == 0 {
+            return fail("listen.max_connections".into(), "expected at least 1".into());
+        }
+        if self.listen.max_connections_per_source == 0 || self.listen.max_connections_per_source > self.listen.max_connections {
+            return fail(
+                "listen.max_connections_per_source".into(),
+                format!("expected 1 to listen.max_connections ({})", self.listen.max_connections),
+            );
         }
         let d = &self.delivery;
         if d.initial_backoff.is_zero() || d.initial_backoff > d.max_backoff {

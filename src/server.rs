@@ -165,12 +165,38 @@ pub async fn run(
         .layer(axum::middleware::from_fn(api::logging::header_limit))
         .layer(axum::middleware::from_fn(api::logging::log_request));
     let header_timeout = config.listen.header_timeout;
+    let connections = crate::security::connections::ConnectionLimits::new(
+        config.listen.max_connections,
+        config.listen.max_connections_per_source,
+    );
+    let (mut accept_pause, mut accept_logged) = (ACCEPT_PAUSE_MIN, None);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listeners.https.accept() => {
-                let Ok((tcp, remote)) = accepted else { continue };
+                let (tcp, remote) = match accepted {
+                    Ok(accepted) => {
+                        accept_pause = ACCEPT_PAUSE_MIN;
+                        accepted
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, most likely: pause rather than spin a core on
+                        // an accept that fails at once (the tokio and hyper guides' advice).
+                        metrics::refuse("accept_failed");
+                        if accept_logged.is_none_or(|at: std::time::Instant| at.elapsed() >= Duration::from_secs(1)) {
+                            accept_logged = Some(std::time::Instant::now());
+                            tracing::warn!(error = %e, pause_ms = accept_pause.as_millis() as u64, open = connections.open(), "accepting a connection failed; pausing");
+                        }
+                        tokio::time::sleep(accept_pause).await;
+                        accept_pause = (accept_pause * 2).min(ACCEPT_PAUSE_MAX);
+                        continue;
+                    }
+                };
+                let Ok(admitted) = connections.admit(remote.ip()) else {
+                    drop(tcp);
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 // The material current now; a reload later leaves this connection as it is.
                 let acceptor = tokio_rustls::TlsAcceptor::from(server_tls.current());
@@ -178,6 +204,8 @@ pub async fn run(
                 let router = router.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    // The connection's place, given back when the task ends.
+                    let _admitted = admitted;
                     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(e)) => {
@@ -252,6 +280,10 @@ fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> 
         .keep_alive_timeout(Duration::from_secs(20));
     builder
 }
+
+/// The pause after a failed accept, doubling while accepts keep failing.
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 /// Concurrent HTTP/2 streams per connection (each Watch is one).
 const MAX_STREAMS: u32 = 128;

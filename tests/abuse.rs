@@ -187,3 +187,47 @@ async fn headers_over_64_kib_are_answered_431_naming_the_limit() {
     // and the gateway goes on serving
     assert_eq!(police.get("/v1/endpoints").await.status, 200);
 }
+
+/// Connections over `listen.max_connections_per_source` are closed at once, before TLS, and
+/// counted; when the flood goes, the source is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_shed_before_tls() {
+    use tokio::io::AsyncReadExt;
+    let site = Site::new("abuse-cap");
+    site.edit_config(|text| text.replace("[listen]\n", "[listen]\nmax_connections = 50\nmax_connections_per_source = 30\n"));
+    let (addr, admin, _stop) = start_on_free_port(&site).await;
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+    assert_eq!(police.get("/v1/endpoints").await.status, 200);
+    let mut idle = Vec::new();
+    for _ in 0..30 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // the gateway has counted them (each accept is one task away)
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut over = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buffer = [0u8; 16];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), over.read(&mut buffer)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the 31st connection is closed at once: {closed:?}");
+    let metrics = reqwest_metrics(admin).await;
+    assert!(metrics.contains("reason=\"connections_per_source\""), "{metrics}");
+    drop(idle);
+    let mut served = false;
+    for _ in 0..50 {
+        if police.request("GET", "/v1/endpoints", Vec::new()).await.is_ok_and(|a| a.status == 200) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(served, "served again once the flood went");
+}
+
+/// The admin listener's metrics, over plain HTTP.
+async fn reqwest_metrics(admin: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    answer
+}
