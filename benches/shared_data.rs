@@ -150,14 +150,7 @@ async fn routing(directory: usize) {
 
     // another replica imports 100,000 changed records while this one follows and submits
     let (_keep, stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(liandong::sync::live::follow(
-        restarted.directory.clone(),
-        restarted.categories.clone(),
-        restarted.knowledge.clone(),
-        restarted.registry.clone(),
-        store.clone(),
-        stop,
-    ));
+    tokio::spawn(liandong::sync::live::follow_engine(&restarted, store.clone(), stop));
     let replica = engine(&store);
     let importing = tokio::spawn(async move { load_directory(&Datasets::new(&replica), 0, 100_000.min(directory), 2).await });
     let (mut routes, mut during, mut after) = (Vec::new(), Vec::new(), Vec::new());

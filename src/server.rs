@@ -136,14 +136,7 @@ pub async fn run(
     let sweeper = tokio::spawn(sweep(engine.clone(), config.delivery.sweep_every, stopped.clone()));
     let admin = tokio::spawn(serve_admin(listeners.admin, state.clone(), server_tls.clone(), stopped.clone()));
     tokio::spawn(server_tls.clone().run(config.tls.reload_check, auditor.clone(), stopped.clone()));
-    tokio::spawn(crate::sync::live::follow(
-        engine.directory.clone(),
-        engine.categories.clone(),
-        engine.knowledge.clone(),
-        engine.registry.clone(),
-        store.clone(),
-        stopped.clone(),
-    ));
+    tokio::spawn(crate::sync::live::follow_engine(&engine, store.clone(), stopped.clone()));
     // governor remembers every key it has seen; forget the idle ones so memory stays bounded.
     let forgetting = state.clone();
     let mut forget_stop = stopped.clone();

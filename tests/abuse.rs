@@ -12,6 +12,11 @@ fn sample(path: &str) -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples").join(path)).unwrap()
 }
 
+/// The site's operator, as a client.
+fn operator(site: &Site, addr: std::net::SocketAddr) -> Client {
+    Client::new(site, &site.dir.join("identities/operator-ops.pem"), &site.dir.join("identities/operator-ops-key.pem"), addr)
+}
+
 /// How many transfers the operator can see.
 async fn stored(operator: &Client) -> usize {
     operator.get("/v1/transfers?limit=500").await.json()["transfers"].as_array().unwrap().len()
@@ -24,12 +29,7 @@ type Case<'a> = (&'a str, &'a Client, &'a str, Vec<u8>, u16, &'a str);
 async fn hostile_documents_are_refused_and_change_nothing_while_others_are_served() {
     let site = Site::new("abuse");
     let (addr, _, _stop) = start_on_free_port(&site).await;
-    let operator = Client::new(
-        &site,
-        &site.dir.join("identities/operator-ops.pem"),
-        &site.dir.join("identities/operator-ops-key.pem"),
-        addr,
-    );
+    let operator = operator(&site, addr);
     let police = Client::for_endpoint(&site, "330200/110", addr);
     let yunnan = Client::for_endpoint(&site, "530000/110", addr);
     let honest = || async {
@@ -139,12 +139,7 @@ async fn a_flood_of_idle_connections_does_not_stop_an_honest_client() {
 async fn unknown_routes_answer_404_and_store_nothing() {
     let site = Site::new("abuse-routes");
     let (addr, _, _stop) = start_on_free_port(&site).await;
-    let operator = Client::new(
-        &site,
-        &site.dir.join("identities/operator-ops.pem"),
-        &site.dir.join("identities/operator-ops-key.pem"),
-        addr,
-    );
+    let operator = operator(&site, addr);
     let police = Client::for_endpoint(&site, "330200/110", addr);
     let document = sample("jjd-json/transfer-ningbo-township.json");
     for path in ["/v1/native/330200/110/transfers/", "/v1/native/330200/110/transfer", "/v2/transfers"] {

@@ -479,14 +479,7 @@ async fn routing_takes_the_most_specific_directory_record() {
         // another replica's write (another engine on the same store) is routed on within a
         // second: the server keeps its directory caught up beside the submissions
         let (_keep, never) = tokio::sync::watch::channel(false);
-        tokio::spawn(liandong::sync::live::follow(
-            engine.directory.clone(),
-            engine.categories.clone(),
-            engine.knowledge.clone(),
-            engine.registry.clone(),
-            store.clone(),
-            never,
-        ));
+        tokio::spawn(liandong::sync::live::follow_engine(&engine, store.clone(), never));
         let replica = common::stores::engine(store.clone());
         Datasets::new(&replica)
             .put(&ningbo, Dataset::Directory, "330203101/NP03", put(4, unit("GQ-2", "高桥镇劳动保障所（新址）")))
@@ -634,14 +627,7 @@ async fn the_transfer_item_list_is_the_live_code_table() {
 
         // another replica's change takes effect here within a second
         let (_keep, never) = tokio::sync::watch::channel(false);
-        tokio::spawn(liandong::sync::live::follow(
-            restarted.directory.clone(),
-            restarted.categories.clone(),
-            restarted.knowledge.clone(),
-            restarted.registry.clone(),
-            store.clone(),
-            never,
-        ));
+        tokio::spawn(liandong::sync::live::follow_engine(&restarted, store.clone(), never));
         datasets.put(&ningbo, Dataset::Categories, "330200/110/070311", put(1, item("NP05", "开锁"))).await.unwrap();
         let started = std::time::Instant::now();
         while read(&restarted, "070311").is_err() {

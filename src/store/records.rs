@@ -80,6 +80,7 @@ pub struct PutOptions {
 /// on SQLite it holds the write lock (`BEGIN IMMEDIATE`) from its first chunk to its commit.
 pub struct ImportWrite {
     tx: Transaction<'static, Any>,
+    pool: sqlx::AnyPool,
     backend: Backend,
     dataset: String,
     options: PutOptions,
@@ -95,7 +96,16 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
-        Ok(ImportWrite { tx, backend: self.backend, dataset: dataset.to_string(), options, chunks: 0, records: 0, written: 0 })
+        Ok(ImportWrite {
+            tx,
+            pool: self.pool.clone(),
+            backend: self.backend,
+            dataset: dataset.to_string(),
+            options,
+            chunks: 0,
+            records: 0,
+            written: 0,
+        })
     }
 }
 
@@ -130,6 +140,13 @@ impl ImportWrite {
             super::audit::append(&mut self.tx, self.backend, &[entry]).await?;
         }
         self.tx.commit().await?;
+        if self.backend == Backend::Sqlite {
+            // Fold the import's write-ahead log into the database now, here, rather than leave
+            // it to whichever commit of the gateway's next crosses the checkpoint threshold
+            // (a submission would pay for the import). Best effort: a busy reader only makes
+            // it partial.
+            let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.pool).await;
+        }
         Ok(self.written)
     }
 }

@@ -75,16 +75,6 @@ impl View<'_> {
         self.records.keys().map(String::as_str)
     }
 
-    /// How many live records.
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
     /// The live records whose key starts with `prefix`, and the retired ones (each deleted
     /// key's last live version), each in key order.
     pub fn with_prefix(&self, prefix: &str) -> (Vec<Record>, Vec<Record>) {
@@ -136,7 +126,7 @@ impl LiveDataset {
     }
 
     /// Catches up when never loaded or written to by this replica since the last catch-up.
-    pub async fn catch_up_if_stale(&self, store: &Store) -> Result<(), StoreError> {
+    async fn catch_up_if_stale(&self, store: &Store) -> Result<(), StoreError> {
         let loaded = self.cache.read().await.refreshed.is_some();
         if !loaded || self.stale.load(Ordering::Acquire) {
             self.refresh(store).await?;
@@ -212,6 +202,15 @@ impl LiveDataset {
         let cache = self.cache.read().await;
         read(&View { records: &cache.records, retired: &cache.retired })
     }
+}
+
+/// [`follow`] for an engine's live datasets.
+pub fn follow_engine(
+    engine: &crate::engine::Engine,
+    store: Store,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> {
+    follow(engine.directory.clone(), engine.categories.clone(), engine.knowledge.clone(), engine.registry.clone(), store, stop)
 }
 
 /// Keeps the routing directory, the transfer-item lists and the knowledge index caught up with the store every
