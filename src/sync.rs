@@ -484,7 +484,7 @@ impl Datasets {
                 self.categories.refresh(&self.store).await?;
                 categories::apply(&self.registry, &self.categories).await;
             }
-            Dataset::Knowledge => self.knowledge.refresh(&self.store).await?,
+            Dataset::Knowledge => self.knowledge.live.invalidate(),
             Dataset::TransferStatus => {}
         }
         Ok(())
@@ -640,6 +640,7 @@ impl Datasets {
     ) -> Result<knowledge::KnowledgeAnswer, SyncError> {
         self.may_read(who)?;
         query.check()?;
+        self.knowledge.refresh_if_stale(&self.store).await?;
         Ok(self.knowledge.search(query, Timestamp::now()).await)
     }
 

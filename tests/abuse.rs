@@ -90,7 +90,17 @@ async fn hostile_documents_are_refused_and_change_nothing_while_others_are_serve
         ),
     ];
     for (what, client, path, body, status, says) in cases {
-        let answer = client.post(path, body).await;
+        // An oversized body is answered as soon as the limit is passed, while this client may
+        // still be writing the rest: the server's close can then cut the write short before the
+        // answer is read. That is the test client's race, not an answer; it asks again.
+        let mut attempts = 0;
+        let answer = loop {
+            match client.request("POST", path, body.clone()).await {
+                Ok(answer) => break answer,
+                Err(e) if attempts < 5 && e.contains("writing a body") => attempts += 1,
+                Err(e) => panic!("{what}: {e}"),
+            }
+        };
         assert_eq!(answer.status, status, "{what}: {}", String::from_utf8_lossy(&answer.body));
         let text = String::from_utf8_lossy(&answer.body);
         assert!(text.contains(says), "{what}: the answer should say {says:?}: {text}");

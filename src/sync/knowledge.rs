@@ -149,6 +149,16 @@ impl KnowledgeIndex {
         Ok(())
     }
 
+    /// Catches up when never loaded, or written to by this replica since: a search sees this
+    /// replica's own writes at once, and a process that only writes (an import) never loads
+    /// the index at all.
+    pub async fn refresh_if_stale(&self, store: &Store) -> Result<(), StoreError> {
+        if self.live.needs_catch_up().await {
+            self.refresh(store).await?;
+        }
+        Ok(())
+    }
+
     /// How many records are indexed.
     pub async fn records(&self) -> usize {
         self.live.records().await

@@ -127,11 +127,15 @@ impl LiveDataset {
 
     /// Catches up when never loaded or written to by this replica since the last catch-up.
     async fn catch_up_if_stale(&self, store: &Store) -> Result<(), StoreError> {
-        let loaded = self.cache.read().await.refreshed.is_some();
-        if !loaded || self.stale.load(Ordering::Acquire) {
+        if self.needs_catch_up().await {
             self.refresh(store).await?;
         }
         Ok(())
+    }
+
+    /// Whether it was never loaded, or was written to by this replica since the last catch-up.
+    pub async fn needs_catch_up(&self) -> bool {
+        self.cache.read().await.refreshed.is_none() || self.stale.load(Ordering::Acquire)
     }
 
     /// Catches up with the dataset's log: other replicas', imports' and this replica's writes.
