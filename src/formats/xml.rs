@@ -72,11 +72,11 @@ fn parse_text(text: &str) -> Result<XmlDocument, String> {
     let mut stack: Vec<Open> = Vec::new();
     let mut done: Option<(Open, Node)> = None;
     let mut namespace = None;
-    let malformed = |reader: &Reader<&[u8]>, what: &str| {
-        let (line, column) = line_column(text, reader.error_position() as usize);
-        format!("malformed XML: {what}: line {line}, column {column}")
-    };
+    // A refusal of a well-formed event (a DOCTYPE, a second root, an unknown entity) is placed
+    // where that event starts; quick-xml's error position is set only for its own errors.
+    let malformed = |at: usize, what: &str| malformed_error(text, at, what);
     loop {
+        let event_start = reader.buffer_position() as usize;
         let event = match reader.read_event() {
             Ok(event) => event,
             Err(e) => return Err(malformed_error(text, reader.error_position() as usize, &e.to_string())),
@@ -84,7 +84,7 @@ fn parse_text(text: &str) -> Result<XmlDocument, String> {
         match event {
             Event::Start(start) | Event::Empty(start) if done.is_some() => {
                 let _ = start;
-                return Err(malformed(&reader, "a second root element"));
+                return Err(malformed(event_start, "a second root element"));
             }
             Event::Start(start) => {
                 if stack.len() >= MAX_DEPTH {
@@ -98,7 +98,7 @@ fn parse_text(text: &str) -> Result<XmlDocument, String> {
                 close_element(&mut stack, &mut done, open);
             }
             Event::End(_) => {
-                let open = stack.pop().ok_or_else(|| malformed(&reader, "unexpected end tag"))?;
+                let open = stack.pop().ok_or_else(|| malformed(event_start, "unexpected end tag"))?;
                 close_element(&mut stack, &mut done, open);
             }
             Event::Text(t) => {
@@ -106,12 +106,12 @@ fn parse_text(text: &str) -> Result<XmlDocument, String> {
                 match stack.last_mut() {
                     Some(open) => open.text.push_str(&content),
                     None if content.trim().is_empty() => {}
-                    None => return Err(malformed(&reader, "text outside the root element")),
+                    None => return Err(malformed(event_start, "text outside the root element")),
                 }
             }
             Event::CData(t) => match stack.last_mut() {
                 Some(open) => open.text.push_str(&t.xml10_content()),
-                None => return Err(malformed(&reader, "CDATA outside the root element")),
+                None => return Err(malformed(event_start, "CDATA outside the root element")),
             },
             Event::GeneralRef(r) => {
                 let ch = match r.resolve_char_ref() {
@@ -122,17 +122,17 @@ fn parse_text(text: &str) -> Result<XmlDocument, String> {
                         "gt" => '>',
                         "quot" => '"',
                         "apos" => '\'',
-                        other => return Err(malformed(&reader, &format!("unknown entity &{other};"))),
+                        other => return Err(malformed(event_start, &format!("unknown entity &{other};"))),
                     },
-                    Err(e) => return Err(malformed(&reader, &e.to_string())),
+                    Err(e) => return Err(malformed(event_start, &e.to_string())),
                 };
                 match stack.last_mut() {
                     Some(open) => open.text.push(ch),
-                    None => return Err(malformed(&reader, "reference outside the root element")),
+                    None => return Err(malformed(event_start, "reference outside the root element")),
                 }
             }
             Event::DocType(_) => {
-                return Err(malformed(&reader, "DOCTYPE is not allowed"));
+                return Err(malformed(event_start, "DOCTYPE is not allowed"));
             }
             Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
             Event::Eof => break,
@@ -362,6 +362,16 @@ mod tests {
         let laughs = br#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa">]><r>&a;</r>"#;
         assert!(parse(laughs, TextEncoding::Utf8).unwrap_err().contains("DOCTYPE"));
         assert!(parse(b"<r>&a;</r>", TextEncoding::Utf8).unwrap_err().contains("unknown entity"));
+    }
+
+    #[test]
+    fn refusals_of_well_formed_events_name_where_they_are() {
+        let doctype = parse(b"<?xml version=\"1.0\"?>\n<!DOCTYPE r>\n<r/>", TextEncoding::Utf8).unwrap_err();
+        assert!(doctype.contains("DOCTYPE") && doctype.contains("line 2, column 1"), "{doctype}");
+        let entity = parse(b"<r>\n  <a>x</a>\n  <b>&nope;</b>\n</r>", TextEncoding::Utf8).unwrap_err();
+        assert!(entity.contains("unknown entity") && entity.contains("line 3, column 6"), "{entity}");
+        let second = parse(b"<r/>\n<s/>", TextEncoding::Utf8).unwrap_err();
+        assert!(second.contains("a second root element") && second.contains("line 2, column 1"), "{second}");
     }
 
     #[test]
