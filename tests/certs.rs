@@ -39,6 +39,13 @@ fn openssl_verify(ca: &Path, cert: &Path, crl: bool) -> Output {
     command.arg(cert).output().expect("openssl is installed (.ci/run checks)")
 }
 
+/// A file's permission bits.
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 /// The path after "certificate: " / "chain: " / "key: " in an issue's output.
 fn issued(text: &str, what: &str) -> PathBuf {
     let line = text.lines().find(|l| l.trim_start().starts_with(what)).unwrap_or_else(|| panic!("no {what} in {text}"));
@@ -63,9 +70,13 @@ fn the_tool_issues_renews_revokes_and_openssl_agrees() {
     refused(&with(&["certs", "init"], &pass), 2);
     #[cfg(unix)]
     for key in ["root-key.pem", "intermediate-key.pem"] {
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(ca.join(key)).unwrap().permissions().mode() & 0o777, 0o600, "{key}");
+        assert_eq!(mode(&ca.join(key)), 0o600, "{key}");
         assert!(std::fs::read_to_string(ca.join(key)).unwrap().contains("ENCRYPTED PRIVATE KEY"));
+    }
+    // the CA folder and its issued/ only for its owner; the ledger not for others to read
+    #[cfg(unix)]
+    for (path, wanted) in [(ca.clone(), 0o700), (ca.join("issued"), 0o700), (ca.join("ledger.json"), 0o600)] {
+        assert_eq!(mode(&path), wanted, "{}", path.display());
     }
     assert!(ok(&openssl_verify(&ca, &ca.join("intermediate.pem"), false)).contains("OK"));
 
@@ -92,6 +103,10 @@ fn the_tool_issues_renews_revokes_and_openssl_agrees() {
     std::fs::write(dir.join("p12pass"), "bundle pass\n").unwrap();
     let bob = ok(&with(&["certs", "issue", "operator", "bob", "--p12", dir.join("p12pass").to_str().unwrap()], &pass));
     let bundle = issued(&bob, "pkcs#12:");
+    #[cfg(unix)]
+    assert_eq!(mode(&bundle), 0o600, "the .p12 bundle holds a key");
+    #[cfg(unix)]
+    assert_eq!(mode(&issued(&police, "key:")), 0o600, "an issued key");
     let opened =
         Command::new("openssl").args(["pkcs12", "-nokeys", "-passin", "pass:bundle pass", "-in"]).arg(&bundle).output().unwrap();
     assert!(opened.status.success(), "{}", String::from_utf8_lossy(&opened.stderr));

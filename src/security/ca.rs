@@ -246,7 +246,8 @@ impl CaDir {
         if dir.join("root.pem").exists() {
             return Err(CaError::Exists(dir.display().to_string()));
         }
-        std::fs::create_dir_all(dir.join("issued")).map_err(|e| file_error(dir, e))?;
+        super::pki::private_dir(dir).map_err(|e| file_error(dir, e))?;
+        super::pki::private_dir(&dir.join("issued")).map_err(|e| file_error(dir, e))?;
         let ca = CaDir { dir: dir.to_path_buf(), passphrase };
         let now = OffsetDateTime::now_utc();
         let ca_params = |name: &str, days: u32, path_len: Option<u8>| -> Result<CertificateParams, CaError> {
@@ -346,7 +347,7 @@ impl CaDir {
         let path = self.path("ledger.json");
         let temporary = self.path("ledger.json.new");
         let text = serde_json::to_string_pretty(ledger).map_err(|e| file_error(&path, e))?;
-        write_file(&temporary, &(text + "\n"), false).map_err(|e| file_error(&path, e))?;
+        write_file(&temporary, &(text + "\n"), true).map_err(|e| file_error(&path, e))?;
         std::fs::rename(&temporary, &path).map_err(|e| file_error(&path, e))
     }
 
@@ -469,12 +470,7 @@ impl CaDir {
         store.add_entry(&files.subject, p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
         let bytes = store.writer(password).write().map_err(|e| file_error(&files.cert, e))?;
         let path = files.cert.with_extension("p12");
-        std::fs::write(&path, bytes).map_err(|e| file_error(&path, e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| file_error(&path, e))?;
-        }
+        super::pki::write_bytes(&path, &bytes, true).map_err(|e| file_error(&path, e))?;
         Ok(path)
     }
 

@@ -121,13 +121,35 @@ impl Issued {
 
 /// Writes a file; private ones get mode 0600.
 pub fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsError> {
-    let fail = |e: std::io::Error| TlsError::File { path: path.display().to_string(), problem: e.to_string() };
-    std::fs::write(path, contents).map_err(fail)?;
+    write_bytes(path, contents.as_bytes(), private)
+        .map_err(|e| TlsError::File { path: path.display().to_string(), problem: e.to_string() })
+}
+
+/// Writes a file; a private one (keys, `.p12` bundles, the CA ledger) is created with mode 0600
+/// — never readable by others, not even between its creation and a later chmod — and made
+/// 0600 first when it already exists with a wider mode.
+pub fn write_bytes(path: &Path, contents: &[u8], private: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     if private {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
     }
-    let _ = private;
+    options.open(path)?.write_all(contents)
+}
+
+/// Makes a folder (and its parents) that only its owner may enter: mode 0700 (the CA's).
+pub fn private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
     Ok(())
 }
