@@ -159,12 +159,7 @@ impl Import<'_> {
         let (lines, mut records): (Vec<usize>, Vec<Record>) = chunk.into_iter().unzip();
         let errors_before = self.errors.len();
         for (line, record) in lines.iter().zip(records.iter_mut()) {
-            if record.dataset.is_empty() {
-                record.dataset = dataset.as_str().to_string();
-            }
-            if record.dataset != dataset.as_str() {
-                self.errors.push((*line, format!("dataset: expected {}, got {:?}", dataset.as_str(), record.dataset)));
-            } else if let Err(e) = self.datasets.check(dataset, record) {
+            if let Err(e) = self.datasets.check(dataset, record) {
                 self.errors.push((*line, e.to_string()));
             }
         }
@@ -180,7 +175,7 @@ impl Import<'_> {
         match self.write.put(&records).await {
             Ok(Ok(_)) => {}
             Ok(Err(PutRefused::Stale(stale))) => {
-                self.errors.extend(Datasets::refusals(stale, &records).into_iter().map(|(i, e)| (lines[i], e.to_string())))
+                self.errors.extend(Datasets::refusals(stale).into_iter().map(|(i, e)| (lines[i], e.to_string())))
             }
             Ok(Err(PutRefused::Moved { now })) => {
                 let moved = SyncError::Moved {
@@ -306,9 +301,15 @@ impl Datasets {
         Ok((record, outcomes.pop().unwrap_or(PutOutcome::Unchanged)))
     }
 
-    /// Checks a record against its dataset's rules: the key's form, the owner the key implies,
-    /// the version, the body (normalised in place).
+    /// Checks a record against its dataset's rules: the dataset it names (none: this one), the
+    /// key's form, the owner the key implies, the version, the body (normalised in place).
     pub fn check(&self, dataset: Dataset, record: &mut Record) -> Result<(), SyncError> {
+        if record.dataset.is_empty() {
+            record.dataset = dataset.as_str().to_string();
+        }
+        if record.dataset != dataset.as_str() {
+            return Err(SyncError::invalid("dataset", format!("expected {}, got {:?}", dataset.as_str(), record.dataset)));
+        }
         let key = record.key.as_str();
         // Characters, not bytes: a key of Chinese words counts its words' characters.
         if key.is_empty() || key.chars().count() > 200 || key.chars().any(char::is_control) {
@@ -423,8 +424,7 @@ impl Datasets {
         audit: AuditEntry,
     ) -> Result<Result<Vec<PutOutcome>, Vec<(usize, SyncError)>>, SyncError> {
         let expected = options.expect_at;
-        let write =
-            Write::PutRecords { dataset: dataset.as_str().to_string(), records: records.clone(), options, audit: Some(audit) };
+        let write = Write::PutRecords { dataset: dataset.as_str().to_string(), records, options, audit: Some(audit) };
         let answer = self.store.write(write).await;
         self.written(dataset).await?;
         match answer? {
@@ -438,7 +438,7 @@ impl Datasets {
                 expected: expected.unwrap_or_default().encode(),
                 now: now.encode(),
             }),
-            WriteResult::Records(Err(PutRefused::Stale(stale))) => Ok(Err(Datasets::refusals(stale, &records))),
+            WriteResult::Records(Err(PutRefused::Stale(stale))) => Ok(Err(Datasets::refusals(stale))),
             other => Err(SyncError::Store(StoreError::Corrupt {
                 id: dataset.as_str().into(),
                 problem: format!("unexpected answer {other:?}"),
@@ -491,15 +491,12 @@ impl Datasets {
     }
 
     /// The refusals of a put's stale records, by their position in it.
-    fn refusals(stale: Vec<crate::store::Stale>, records: &[Record]) -> Vec<(usize, SyncError)> {
+    fn refusals(stale: Vec<crate::store::Stale>) -> Vec<(usize, SyncError)> {
         stale
             .into_iter()
             .map(|s| match s.owned_by {
-                Some(owner) => {
-                    let writer = &records[s.index].owner;
-                    (s.index, SyncError::Forbidden(format!("{} is owned by {owner}, not {writer}", s.key)))
-                }
-                None => (s.index, SyncError::Stale { key: s.key, current: s.current, given: records[s.index].version }),
+                Some(owner) => (s.index, SyncError::Forbidden(format!("{} is owned by {owner}, not {}", s.key, s.writer))),
+                None => (s.index, SyncError::Stale { key: s.key, current: s.current, given: s.given }),
             })
             .collect()
     }
@@ -562,14 +559,7 @@ impl Datasets {
         let mut current = self.store.records_of(dataset.as_str(), &key_refs).await?;
         let mut preview = Preview { version, ..Preview::default() };
         for (i, record) in records.iter_mut().enumerate() {
-            if record.dataset.is_empty() {
-                record.dataset = dataset.as_str().to_string();
-            }
-            let refused = if record.dataset != dataset.as_str() {
-                Some(format!("dataset: expected {}, got {:?}", dataset.as_str(), record.dataset))
-            } else {
-                self.check(dataset, record).err().or_else(|| orphaned.remove(&i)).map(|e| e.to_string())
-            };
+            let refused = self.check(dataset, record).err().or_else(|| orphaned.remove(&i)).map(|e| e.to_string());
             if let Some(why) = refused {
                 preview.refused.push((i + 1, why));
                 continue;

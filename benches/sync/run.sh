@@ -8,8 +8,9 @@ cd "$(dirname "$0")/../.."
 records=${1:-1000000}
 site=$(mktemp -d)
 trap 'kill "${gateway:-0}" 2>/dev/null || true; rm -rf "$site"' EXIT
-target/release/liandong init "$site/site" --listen 127.0.0.1:28443 --admin 127.0.0.1:29090 >/dev/null
-# Reading flat out as one identity: lift the read quota (the limiter still checks every call).
+. benches/site.sh
+bench_site "$site/site"
+# Reading flat out as one identity: lift the operator's read quota too.
 cat >> "$site/site/liandong.toml" <<'LIMITS'
 
 [limits.operator]

@@ -36,6 +36,9 @@ pub struct Stale {
     pub key: String,
     /// The version stored now.
     pub current: u64,
+    /// The version and the owner the put gave.
+    pub given: u64,
+    pub writer: String,
     /// When the key belongs to another endpoint: that owner (a record's owner never changes;
     /// the knowledge base's first writer owns its key).
     pub owned_by: Option<String>,
@@ -198,13 +201,27 @@ pub async fn put(
             None => PutOutcome::Written,
             Some(_) if seed => PutOutcome::Unchanged,
             Some(now) if now.owner != record.owner => {
-                stale.push(Stale { index, key: record.key.clone(), current: now.version, owned_by: Some(now.owner.clone()) });
+                stale.push(Stale {
+                    index,
+                    key: record.key.clone(),
+                    current: now.version,
+                    given: record.version,
+                    writer: record.owner.clone(),
+                    owned_by: Some(now.owner.clone()),
+                });
                 PutOutcome::Unchanged
             }
             Some(now) if record.version > now.version => PutOutcome::Written,
             Some(now) if record.version == now.version && same_content(now, record) => PutOutcome::Unchanged,
             Some(now) => {
-                stale.push(Stale { index, key: record.key.clone(), current: now.version, owned_by: None });
+                stale.push(Stale {
+                    index,
+                    key: record.key.clone(),
+                    current: now.version,
+                    given: record.version,
+                    writer: record.owner.clone(),
+                    owned_by: None,
+                });
                 PutOutcome::Unchanged
             }
         };
