@@ -14,7 +14,7 @@
 //! | `GET /v1/deliveries/dead` | | dead letters (operators only) |
 //! | `POST /v1/deliveries/{id}/replay` | | puts a dead letter back in the queue (operators only) |
 //! | `GET /v1/datasets/{dataset}/records/{key}` | | one record (keys may contain `/`) |
-//! | `PUT /v1/datasets/{dataset}/records/{key}` | `{"version", "body", "deleted"?, "updated_at"?}` | the record; its owner only |
+//! | `PUT /v1/datasets/{dataset}/records/{key}` | `{"version", "body", "deleted"?, "updated_at"?, "force"?}` | the record; its owner only |
 //! | `GET /v1/datasets/{dataset}/snapshot?page_token=&page_size=` | | a page of a consistent snapshot and its cursor |
 //! | `GET /v1/datasets/{dataset}/changes?cursor=&limit=` | | changes after a cursor, in commit order |
 //! | `GET /v1/knowledge?q=&category=&include_expired=&limit=` | | knowledge answers with every word, best first |

@@ -95,7 +95,10 @@ pub async fn put_record(
         refused(
             &peer,
             "PUT /v1/datasets/{dataset}/records/{key}",
-            SyncError::invalid("body", format!("expected {{\"version\", \"body\", \"deleted\"?, \"updated_at\"?}}: {e}")),
+            SyncError::invalid(
+                "body",
+                format!("expected {{\"version\", \"body\", \"deleted\"?, \"updated_at\"?, \"force\"?}}: {e}"),
+            ),
         )
     })?;
     let (record, outcome) = state
