@@ -185,7 +185,8 @@ pub struct BenchArgs {
     /// Requests per second in all; flat out when absent.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Send to this base URL instead of the configured listener (e.g. a proxy to compare with).
+    /// Send to this base URL instead of the configured listener (e.g. a proxy to compare with);
+    /// several, comma-separated, spread the connections over them (replicas, native HTTPS).
     #[arg(long)]
     pub url: Option<String>,
     /// Submit over gRPC (liandong.v1.TransferService/SubmitTransfer) instead of native HTTPS.
@@ -380,7 +381,13 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
             } else {
                 let delivery = report.delivery.as_ref().map(|d| {
                     let backlog: Vec<String> = d.backlog.iter().map(|[t, n]| format!("{t:.0}s:{n:.0}")).collect();
-                    format!(
+                    let outage = d.after_outage.as_ref().map_or(String::new(), |o| {
+                        format!(
+                            "after the outage: a backlog of {} cleared in {:.1} s at {:.0} delivered/s\n",
+                            o.backlog, o.cleared_seconds, o.delivered_per_second
+                        )
+                    });
+                    outage + &format!(
                         "delivered {} ({} repeated, {} undelivered): {:.0}/s while submitting, then drained in {:.1} s at {:.0}/s; submit → destination p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms\nbacklog {}\n",
                         d.delivered,
                         d.repeated,

@@ -123,7 +123,9 @@ pub struct Deliverer {
     /// Idle HTTP/1.1 connections, by `host:port`.
     idle: Mutex<HashMap<String, Vec<SendRequest<Full<Bytes>>>>>,
     budgets: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Signalled when a delivery ends, freeing its destination's slot.
+    /// Signalled when a delivery ends, freeing its destination's slot, and when its outcome is
+    /// committed (on SQLite the read-ahead waits for outcomes, not slots: without this wake it
+    /// would wait for the next poll, and a backlog would drain a batch per poll).
     freed: tokio::sync::Notify,
     /// The destinations that stopped answering, and when to probe each next.
     down: std::sync::Mutex<HashMap<String, Down>>,
@@ -274,6 +276,7 @@ impl Deliverer {
                     this.freed.notify_one();
                     this.record(&item, attempt).await;
                     this.release(&item);
+                    this.freed.notify_one();
                 });
             }
             if idle || saturated {
@@ -329,8 +332,12 @@ impl Deliverer {
         let mut items = Vec::new();
         for (destination, free) in wants {
             let read_began = Instant::now();
-            let held = self.taken.lock().map_or(0, |t| t.out_to(&destination)) as i64;
-            let mut due = self.engine.store.due(now, &destination, free + held).await?;
+            // What is out is left out by the read itself (no row of it is read again); what is
+            // released during the read is filtered below.
+            let held: Vec<i64> = self.taken.lock().map_or(Vec::new(), |t| {
+                t.items.iter().filter(|(_, taken)| matches!(taken, Taken::Out)).map(|(id, _)| *id).collect()
+            });
+            let mut due = self.engine.store.due(now, &destination, free, &held).await?;
             let Ok(mut taken) = self.taken.lock() else { continue };
             due.retain(|item| match taken.items.get(&item.id) {
                 None => true,

@@ -124,6 +124,42 @@ pub struct DeliveryReport {
     pub max_ms: f64,
     /// `[seconds since the start, submitted and not yet arrived]`, once a second.
     pub backlog: Vec<[f64; 2]>,
+    /// With `--outage`: the backlog the outage left and how fast it cleared once the
+    /// destination came back (while any submissions still went on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_outage: Option<OutageDrain>,
+}
+
+/// How the backlog an outage left cleared.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutageDrain {
+    /// Submitted and not arrived when the destination came back.
+    pub backlog: u64,
+    /// From then until the backlog first fell to 1 % of that (what new submissions keep in
+    /// flight), and what arrived per second meanwhile.
+    pub cleared_seconds: f64,
+    pub delivered_per_second: f64,
+}
+
+/// One look at the destination's side: when, how many were waiting, how many had arrived.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    at: f64,
+    waiting: u64,
+    delivered: u64,
+}
+
+/// From samples taken every 100 ms: the backlog when the destination came back at `back`
+/// seconds, and how it cleared. `None` if it had not cleared when the run ended.
+fn outage_drain(samples: &[Sample], back: f64) -> Option<OutageDrain> {
+    let start = samples.iter().find(|s| s.at >= back)?;
+    let cleared = samples.iter().find(|s| s.at > start.at && s.waiting * 100 <= start.waiting)?;
+    let seconds = cleared.at - start.at;
+    Some(OutageDrain {
+        backlog: start.waiting,
+        cleared_seconds: seconds,
+        delivered_per_second: (cleared.delivered - start.delivered) as f64 / seconds,
+    })
 }
 
 /// Runs the plan.
@@ -148,15 +184,17 @@ async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Rep
     let registry = crate::formats::Registry::builtin();
     let arrivals = destination::start(&config, &registry, plan.outage).await?;
     let started = Instant::now();
-    let backlog = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let samples = Arc::new(std::sync::Mutex::new(Vec::<Sample>::new()));
     let sampler = {
-        let (arrivals, backlog) = (arrivals.clone(), backlog.clone());
+        let (arrivals, samples) = (arrivals.clone(), samples.clone());
         tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at((started + Duration::from_millis(100)).into(), Duration::from_millis(100));
             loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let waiting = arrivals.sent_count().saturating_sub(arrivals.delivered.load(Ordering::Relaxed));
-                if let Ok(mut b) = backlog.lock() {
-                    b.push([started.elapsed().as_secs_f64().round(), waiting as f64]);
+                tick.tick().await;
+                let delivered = arrivals.delivered.load(Ordering::Relaxed);
+                let waiting = arrivals.sent_count().saturating_sub(delivered);
+                if let Ok(mut s) = samples.lock() {
+                    s.push(Sample { at: started.elapsed().as_secs_f64(), waiting, delivered });
                 }
             }
         })
@@ -178,6 +216,7 @@ async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Rep
         }
     }
     sampler.abort();
+    let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
     let drain_seconds = started.elapsed().as_secs_f64() - submitting;
     let delivered = arrivals.delivered.load(Ordering::Relaxed);
     let (mut latencies, undelivered) = arrivals.latencies();
@@ -196,7 +235,8 @@ async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Rep
         p90_ms: quantile(0.9),
         p99_ms: quantile(0.99),
         max_ms: latencies.last().map_or(0.0, |us| *us as f64 / 1000.0),
-        backlog: backlog.lock().map(|b| b.clone()).unwrap_or_default(),
+        backlog: samples.iter().skip(9).step_by(10).map(|s| [s.at.round(), s.waiting as f64]).collect(),
+        after_outage: outage.and_then(|outage| outage_drain(&samples, outage.as_secs_f64())),
     });
     Ok(report)
 }
@@ -204,9 +244,14 @@ async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Rep
 /// Native HTTPS documents, each in its sender's format; with `arrivals`, each transfer's send
 /// time is noted for the destination's side.
 async fn run_native(plan: Plan, arrivals: Option<Arc<destination::Arrivals>>) -> Result<Report, String> {
-    let uri: hyper::Uri = plan.url.parse().map_err(|e| format!("{}: {e}", plan.url))?;
-    let host = uri.host().ok_or("the URL has no host")?.to_string();
-    let port = uri.port_u16().unwrap_or(443);
+    // Several URLs (replicas with no balancer in front): connection `i` goes to the `i`-th,
+    // modulo their number.
+    let mut targets = Vec::new();
+    for url in plan.url.split(',') {
+        let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+        let host = uri.host().ok_or_else(|| format!("{url}: the URL has no host"))?.to_string();
+        targets.push((host, uri.port_u16().unwrap_or(443)));
+    }
     let registry = crate::formats::Registry::builtin();
     // Per submitter: its TLS identity, its native route, its format, its case.
     let mut senders = Vec::with_capacity(plan.submitters.len());
@@ -218,7 +263,8 @@ async fn run_native(plan: Plan, arrivals: Option<Arc<destination::Arrivals>>) ->
         senders.push(Arc::new((tokio_rustls::TlsConnector::from(config), path, endpoint, case)));
     }
     drive(&plan, |worker, mut turn| {
-        let (identity, host, arrivals) = (senders[worker % senders.len()].clone(), host.clone(), arrivals.clone());
+        let (identity, arrivals) = (senders[worker % senders.len()].clone(), arrivals.clone());
+        let (host, port) = targets[worker % targets.len()].clone();
         async move {
             let (connector, path, endpoint, case) = &*identity;
             let mut tally = Tally::new();
@@ -466,4 +512,34 @@ async fn run_store_only(plan: Plan, config: crate::config::Config) -> Result<Rep
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{outage_drain, Sample};
+
+    /// A destination back at 10 s with 1,000 waiting, 100 new a second arriving and the
+    /// backlog falling by 200 a second: cleared (≤ 10 waiting) at 15 s, 1,500 delivered.
+    #[test]
+    fn the_outage_drain_runs_from_the_return_to_one_percent_of_the_backlog() {
+        let samples: Vec<Sample> = (0..=200)
+            .map(|tenth| {
+                let at = tenth as f64 / 10.0;
+                let back = (at - 10.0).max(0.0);
+                let waiting = if at < 10.0 { (at * 100.0) as u64 } else { (1000.0 - back * 200.0).max(5.0) as u64 };
+                let delivered = (back * 300.0) as u64;
+                Sample { at, waiting, delivered }
+            })
+            .collect();
+        let drain = outage_drain(&samples, 10.0).expect("it cleared");
+        assert_eq!(drain.backlog, 1000);
+        assert!((drain.cleared_seconds - 5.0).abs() < 0.15, "{drain:?}");
+        assert!((drain.delivered_per_second - 300.0).abs() < 10.0, "{drain:?}");
+    }
+
+    #[test]
+    fn a_backlog_that_never_clears_has_no_drain_figure() {
+        let samples: Vec<Sample> = (0..100).map(|i| Sample { at: i as f64 / 10.0, waiting: 500, delivered: 0 }).collect();
+        assert!(outage_drain(&samples, 2.0).is_none());
+    }
 }

@@ -5,6 +5,7 @@
 #   cargo build --release
 #   benches/deliver/run.sh [SECONDS] [CONNECTIONS] [RATE|max] [postgres]
 #   NO_DESTINATION=1 benches/deliver/run.sh …   the same intake with no destination configured
+#   GATEWAY_LOG_LEVEL=warn,sqlx::query=debug KEEP_LOG=FILE …   every statement and its time, kept
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-8}
@@ -23,9 +24,9 @@ if [ "$store" = postgres ]; then
   psql -q -h 127.0.0.1 -U postgres test -c "DROP SCHEMA IF EXISTS bench_deliver CASCADE; CREATE SCHEMA bench_deliver"
   export LIANDONG_STORE_URL="postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3Dbench_deliver"
 fi
-RUST_LOG=warn target/release/liandong serve --config "$site/liandong.toml" 2>"$site/gateway.log" &
+RUST_LOG=${GATEWAY_LOG_LEVEL:-warn} target/release/liandong serve --config "$site/liandong.toml" 2>"$site/gateway.log" &
 gateway=$!
-trap 'kill $gateway 2>/dev/null; rm -rf "$site"' EXIT
+trap 'kill $gateway 2>/dev/null; [ "${KEEP_LOG:-}" ] && cp "$site/gateway.log" "$KEEP_LOG"; rm -rf "$site"' EXIT
 for _ in $(seq 1 50); do curl -sf http://127.0.0.1:29090/readyz >/dev/null && break; sleep 0.2; done
 rate_arg=()
 [ "$rate" != max ] && rate_arg=(--rate "$rate")
