@@ -193,6 +193,7 @@ pub async fn run(
                 let _ = tcp.set_nodelay(true);
                 // The material current now; a reload later leaves this connection as it is.
                 let acceptor = tokio_rustls::TlsAcceptor::from(server_tls.current());
+                let reloader = server_tls.clone();
                 let auditor = auditor.clone();
                 let router = router.clone();
                 let watcher = graceful.watcher();
@@ -212,13 +213,11 @@ pub async fn run(
                             return;
                         }
                     };
-                    let identity = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
+                    let leaf = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|leaf| leaf.to_vec());
+                    let identity = leaf
+                        .as_deref()
                         .ok_or_else(|| "no client certificate".to_string())
-                        .and_then(|leaf| Identity::from_certificate(leaf));
+                        .and_then(Identity::from_certificate);
                     let identity = match identity {
                         Ok(identity) => identity,
                         Err(reason) => {
@@ -227,10 +226,18 @@ pub async fn run(
                             return;
                         }
                     };
+                    let who = identity.uri();
                     let service = TowerToHyperService::new(router.layer(Extension(Peer::new(identity, auditor.clone()))));
                     let builder = connection_builder(header_timeout);
                     let connection = builder.serve_connection(TokioIo::new(tls), service);
-                    let _ = watcher.watch(connection.into_owned()).await;
+                    let leaf = leaf.unwrap_or_default();
+                    tokio::select! {
+                        _ = watcher.watch(connection.into_owned()) => {}
+                        why = reloader.withdrawn(&leaf) => {
+                            metrics::refuse("certificate_withdrawn");
+                            tracing::warn!(%remote, identity = %who, why, "closed an open connection: its client certificate was {why}");
+                        }
+                    }
                 });
             }
             _ = &mut shutdown => break,

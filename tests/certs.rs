@@ -1,7 +1,7 @@
 //! `liandong certs` as security teams use it, checked by OpenSSL, and the gateway taking new
-//! material without a restart: a revoked client is refused on new connections after one reload
-//! while the gateway keeps serving others, and a renewed server certificate is picked up while
-//! an old connection keeps working.
+//! material without a restart: a revoked client is refused on new connections and its open ones
+//! are closed after one reload while the gateway keeps serving others, and a renewed server
+//! certificate is picked up while an old connection keeps working.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -154,6 +154,8 @@ fn the_tool_issues_renews_revokes_and_openssl_agrees() {
     assert!(text.contains("already revoked"), "{text}");
     refused(&with(&["certs", "revoke", "--identity", "agency/fire", "--reason", "bored"], &pass), 2);
     ok(&with(&["certs", "crl", "--next-update", "2d"], &pass));
+    let text = refused(&with(&["certs", "check-expiry", "--within", "3d"], &pass), 1);
+    assert!(text.contains("crl (its next update)"), "the CRL's next update is watched too: {text}");
     let verdict = openssl_verify(&ca, &renewed_cert, true);
     assert!(!verdict.status.success());
     assert!(
@@ -193,6 +195,34 @@ fn the_tool_issues_renews_revokes_and_openssl_agrees() {
         .output()
         .unwrap();
     assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A certificate asked to outlive its intermediate ends with it, and says so; `check-expiry`
+/// watches the CA's own certificates; each CA's names are its own.
+#[test]
+fn no_certificate_outlives_its_issuer_and_the_ca_itself_is_watched() {
+    let dir = std::env::temp_dir().join(format!("liandong-certs-cap-{}", ulid::Ulid::new()));
+    let (ca, other) = (dir.join("ca"), dir.join("other"));
+    ok(&liandong(&["certs", "init", "--dir", ca.to_str().unwrap(), "--intermediate-days", "20"]));
+    ok(&liandong(&["certs", "init", "--dir", other.to_str().unwrap()]));
+    let issued_text = ok(&liandong(&["certs", "issue", "--dir", ca.to_str().unwrap(), "agency", "fire", "--days", "365"]));
+    assert!(issued_text.contains("warning: shortened to end with the intermediate CA"), "{issued_text}");
+    let not_after = |path: &Path| {
+        let out = Command::new("openssl").args(["x509", "-noout", "-enddate", "-in"]).arg(path).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(not_after(&issued(&issued_text, "certificate:")), not_after(&ca.join("intermediate.pem")));
+    assert!(ok(&openssl_verify(&ca, &issued(&issued_text, "certificate:"), false)).contains("OK"));
+    let text = refused(&liandong(&["certs", "check-expiry", "--dir", ca.to_str().unwrap(), "--within", "30d"]), 1);
+    assert!(text.contains("ca:intermediate") && !text.contains("ca:root"), "{text}");
+    let subject = |path: &Path| {
+        let out = Command::new("openssl").args(["x509", "-noout", "-subject", "-in"]).arg(path).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for file in ["root.pem", "intermediate.pem"] {
+        assert_ne!(subject(&ca.join(file)), subject(&other.join(file)), "two CAs, two names: {file}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -266,6 +296,9 @@ async fn the_gateway_takes_a_crl_and_a_renewed_certificate_without_a_restart() {
     assert!(list_works(&mut old).await);
     let fresh = Client::new(&site, &fire.chain, fire.key.as_ref().unwrap(), addr);
     assert_eq!(fresh.get("/v1/transfers").await.status, 200);
+    let police_pair = site.identity("330200/110");
+    let mut police_open = grpc(&site, &police_pair.0, &police_pair.1, addr.port()).await;
+    assert!(list_works(&mut police_open).await);
     let (reloads_before, failing, text) = metrics().await;
     assert_eq!(failing, 0.0, "{text}");
     assert!(text.contains("liandong_certificate_expiry_seconds{which=\"server\""), "{text}");
@@ -280,7 +313,8 @@ async fn the_gateway_takes_a_crl_and_a_renewed_certificate_without_a_restart() {
     })
     .await;
     assert!(fresh.request("GET", "/v1/transfers", Vec::new()).await.is_err(), "a revoked certificate is refused");
-    assert!(list_works(&mut old).await, "an established connection keeps working");
+    assert!(!list_works(&mut old).await, "the revoked certificate's open connection is closed at the reload");
+    assert!(list_works(&mut police_open).await, "another identity's open connection keeps working");
     let police = Client::for_endpoint(&site, "330200/110", addr);
     assert_eq!(police.get("/v1/transfers").await.status, 200, "everyone else is served");
 
@@ -299,7 +333,7 @@ async fn the_gateway_takes_a_crl_and_a_renewed_certificate_without_a_restart() {
     eventually(10, "the renewed certificate is served", || futures_lite(server_serial(&site, addr)) == renewed.serial).await;
     assert_ne!(before, renewed.serial);
     assert_eq!(futures_lite(metrics()).1, 0.0, "the reload succeeded");
-    assert!(list_works(&mut old).await, "the connection from before the renewal still works");
+    assert!(list_works(&mut police_open).await, "a connection from before the renewal still works");
 }
 
 /// Runs a future to completion from inside `eventually`'s synchronous check.
@@ -334,4 +368,94 @@ async fn sighup_reloads_at_once() {
     let hup = Command::new("kill").args(["-HUP", &std::process::id().to_string()]).status().unwrap();
     assert!(hup.success());
     eventually(10, "SIGHUP reloads the CRL", || futures_lite(client.request("GET", "/v1/transfers", Vec::new())).is_err()).await;
+}
+
+/// Concatenates PEM files (a CA or CRL bundle).
+fn bundle(to: &Path, from: &[PathBuf]) {
+    let text: String = from.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+    std::fs::write(to, text).unwrap();
+}
+
+/// Rotation as certs/README.md walks it: a second CA beside the first, both trusted (the new
+/// one's chain.pem added to `tls.ca`) and both CRLs loaded. Clients of each are served; a
+/// revocation by either CA refuses its client and spares the other's; a client of a third CA
+/// is refused with the `unknown_ca` alert; a third CA's CRL, or an expired one, is refused at
+/// reload and the material before it stays in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cas_overlap_during_a_rotation_with_both_crls_loaded() {
+    use liandong::security::ca::Algorithm;
+    let site = Site::new("certs-rotation");
+    let old = CaDir::open(&site.dir.join("ca"), None).unwrap();
+    let new = CaDir::init(&site.dir.join("ca2"), Algorithm::P256, None, 3650, 1825).unwrap();
+    new.crl(Duration::from_secs(86_400)).unwrap();
+    let crls = [site.dir.join("ca/crl.pem"), site.dir.join("ca2/crl.pem")];
+    bundle(&site.dir.join("trust.pem"), &[site.dir.join("ca.pem"), site.dir.join("ca2/chain.pem")]);
+    bundle(&site.dir.join("crls.pem"), &crls);
+    site.edit_config(|t| {
+        t.replace("ca = \"ca.pem\"", "ca = \"trust.pem\"")
+            .replace("crl = \"ca/crl.pem\"", "crl = \"crls.pem\"\nreload_check = \"100ms\"")
+    });
+    let (addr, admin, _stop) = start_on_free_port(&site).await;
+    let failing = || {
+        let text = futures_lite(reqwest_lite(admin));
+        text.lines().find_map(|l| l.strip_prefix("liandong_tls_reload_failing ")).map(str::to_string).unwrap_or_default()
+    };
+    let agency = Subject::Identity(Identity::Agency("demo".into()));
+    let client =
+        |files: &liandong::security::ca::IssuedFiles| Client::new(&site, &files.chain, files.key.as_ref().unwrap(), addr);
+    let (of_old, of_new) = (old.issue(&agency, 30, true).unwrap(), new.issue(&agency, 30, true).unwrap());
+    let (old_client, new_client) = (client(&of_old), client(&of_new));
+    assert_eq!(old_client.get("/v1/transfers").await.status, 200, "the old CA's client");
+    assert_eq!(new_client.get("/v1/transfers").await.status, 200, "the new CA's client");
+
+    // the new CA revokes its client: refused after the reload, the old CA's client still served
+    new.revoke(&of_new.serial, "key-compromise").unwrap();
+    new.crl(Duration::from_secs(86_400)).unwrap();
+    bundle(&site.dir.join("crls.pem"), &crls);
+    eventually(10, "the new CA's revocation takes effect", || {
+        futures_lite(new_client.request("GET", "/v1/transfers", Vec::new())).is_err()
+    })
+    .await;
+    assert_eq!(old_client.get("/v1/transfers").await.status, 200, "the other CA's client is spared");
+
+    // a client of a CA the gateway does not trust: the unknown_ca alert
+    let stranger = CaDir::init(&site.dir.join("ca3"), Algorithm::P256, None, 3650, 1825).unwrap();
+    let foreign = stranger.issue(&agency, 30, true).unwrap();
+    let (cert, key) = (foreign.chain.clone(), foreign.key.clone().unwrap());
+    let said = tokio::task::spawn_blocking(move || {
+        let mut s_client = Command::new("openssl")
+            .args(["s_client", "-connect", &addr.to_string(), "-servername", "localhost", "-cert"])
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // TLS 1.3 sends the client's certificate last: the verdict comes with the first read
+        use std::io::Write;
+        let _ = s_client.stdin.take().unwrap().write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n");
+        let output = s_client.wait_with_output().unwrap();
+        String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
+    })
+    .await
+    .unwrap();
+    assert!(said.contains("alert unknown ca"), "OpenSSL hears unknown_ca: {said}");
+
+    // a stranger's CRL copied over tls.crl: refused, the loaded CRLs stay in use
+    stranger.crl(Duration::from_secs(86_400)).unwrap();
+    std::fs::copy(site.dir.join("ca3/crl.pem"), site.dir.join("crls.pem")).unwrap();
+    eventually(10, "the stranger's CRL is refused", || failing() == "1").await;
+    assert_eq!(old_client.get("/v1/transfers").await.status, 200, "served with the CRLs loaded before");
+    assert!(new_client.request("GET", "/v1/transfers", Vec::new()).await.is_err(), "the revocation still holds");
+
+    // an expired CRL is refused the same way
+    bundle(&site.dir.join("crls.pem"), &crls);
+    eventually(10, "the good bundle loads again", || failing() == "0").await;
+    old.crl(Duration::ZERO).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    bundle(&site.dir.join("crls.pem"), &crls);
+    eventually(10, "the expired CRL is refused", || failing() == "1").await;
+    assert_eq!(old_client.get("/v1/transfers").await.status, 200);
 }

@@ -165,6 +165,12 @@ fn issued_text(files: &IssuedFiles) -> String {
     if let Some(key) = &files.key {
         out.push_str(&format!("  key:         {} (mode 0600)\n", key.display()));
     }
+    if files.capped_by_issuer {
+        out.push_str(&format!(
+            "warning: shortened to end with the intermediate CA ({}): no certificate outlives its issuer; make a new CA before then (certs/README.md, rotation)\n",
+            date(files.not_after)
+        ));
+    }
     out
 }
 

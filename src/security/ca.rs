@@ -211,6 +211,8 @@ pub struct IssuedFiles {
     pub key: Option<PathBuf>,
     pub chain: PathBuf,
     pub not_after: i64,
+    /// Shorter than asked: it would have outlived the intermediate that signed it.
+    pub capped_by_issuer: bool,
 }
 
 /// A CA folder.
@@ -264,12 +266,16 @@ impl CaDir {
             params.key_identifier_method = KeyIdMethod::Sha256;
             Ok(params)
         };
+        // Each CA's names carry its key's id: verifiers (webpki among them) find a CRL's issuer
+        // and a chain's next link by name, so two CAs trusted at once (a rotation) must never
+        // share one.
         let root_key = KeyPair::generate_for(algorithm.rcgen())?;
-        let root_params = ca_params("Liandong root CA", root_days, None)?;
+        let root_params = ca_params(&format!("Liandong root CA {}", key_id(&root_key)), root_days, None)?;
         let root = root_params.self_signed(&root_key)?;
-        let mut intermediate_params = ca_params("Liandong intermediate CA", intermediate_days, Some(0))?;
-        intermediate_params.use_authority_key_identifier_extension = true;
         let intermediate_key = KeyPair::generate_for(algorithm.rcgen())?;
+        let mut intermediate_params =
+            ca_params(&format!("Liandong intermediate CA {}", key_id(&intermediate_key)), intermediate_days, Some(0))?;
+        intermediate_params.use_authority_key_identifier_extension = true;
         let intermediate = intermediate_params.signed_by(&intermediate_key, &Issuer::from_params(&root_params, &root_key))?;
         write_file(&ca.path("root.pem"), &root.pem(), false).map_err(|e| file_error(dir, e))?;
         ca.write_key(&ca.path("root-key.pem"), &root_key)?;
@@ -318,8 +324,9 @@ impl CaDir {
         }
     }
 
-    /// The intermediate as an issuer, after checking it: a certificate, not expired, its key.
-    fn issuer(&self) -> Result<Issuer<'static, KeyPair>, CaError> {
+    /// The intermediate as an issuer, after checking it (a certificate, not expired, its key),
+    /// and when it expires.
+    fn issuer(&self) -> Result<(Issuer<'static, KeyPair>, i64), CaError> {
         let cert_path = self.path("intermediate.pem");
         let key_path = self.path("intermediate-key.pem");
         let cert_pem = std::fs::read_to_string(&cert_path).map_err(|e| file_error(&cert_path, e))?;
@@ -333,7 +340,7 @@ impl CaDir {
         if key.subject_public_key_info() != cert.tbs_certificate.subject_pki.raw {
             return Err(CaError::KeyMismatch { key: key_path.display().to_string(), cert: cert_path.display().to_string() });
         }
-        Ok(Issuer::from_ca_cert_der(&der.into(), key)?)
+        Ok((Issuer::from_ca_cert_der(&der.into(), key)?, not_after))
     }
 
     /// The ledger.
@@ -393,7 +400,7 @@ impl CaDir {
         if days == 0 {
             return Err(CaError::Refused("--days: expected at least 1".into()));
         }
-        let issuer = self.issuer()?;
+        let (issuer, issuer_not_after) = self.issuer()?;
         let mut ledger = self.ledger()?;
         let name = subject.name();
         let now = OffsetDateTime::now_utc();
@@ -410,7 +417,15 @@ impl CaDir {
                 ledger.certificates[first].serial
             )));
         }
-        let params = subject.params(now - time::Duration::minutes(5), now + time::Duration::days(i64::from(days)))?;
+        // A certificate never outlives its issuer: verifiers stop trusting it when the
+        // intermediate expires, whatever its own date says.
+        let asked = now + time::Duration::days(i64::from(days));
+        let not_after = match OffsetDateTime::from_unix_timestamp(issuer_not_after) {
+            Ok(cap) if cap < asked => cap,
+            _ => asked,
+        };
+        let capped_by_issuer = not_after < asked;
+        let params = subject.params(now - time::Duration::minutes(5), not_after)?;
         let serial = hex(&params.serial_number.as_ref().map(SerialNumber::to_bytes).unwrap_or_default());
         let (cert, key_pem) = match signee {
             Signee::Key(key) => (params.signed_by(key, &issuer)?, Some(key.serialize_pem())),
@@ -436,7 +451,7 @@ impl CaDir {
         for i in live {
             ledger.certificates[i].status = Status::Replaced;
         }
-        let not_after = (now + time::Duration::days(i64::from(days))).unix_timestamp();
+        let not_after = not_after.unix_timestamp();
         ledger.certificates.push(Entry {
             serial: serial.clone(),
             subject: name.clone(),
@@ -448,7 +463,7 @@ impl CaDir {
             reason: None,
         });
         self.save(&ledger)?;
-        Ok(IssuedFiles { serial, subject: name, cert: cert_path, key: key_path, chain: chain_path, not_after })
+        Ok(IssuedFiles { serial, subject: name, cert: cert_path, key: key_path, chain: chain_path, not_after, capped_by_issuer })
     }
 
     /// Writes a PKCS#12 bundle of an issued key and its chain up to the root, next to the
@@ -557,7 +572,7 @@ impl CaDir {
     /// Writes `crl.pem`: every revoked certificate not yet expired, signed by the intermediate,
     /// with the next CRL number; valid until now + `next_update`.
     pub fn crl(&self, next_update: Duration) -> Result<PathBuf, CaError> {
-        let issuer = self.issuer()?;
+        let (issuer, _) = self.issuer()?;
         let mut ledger = self.ledger()?;
         let now = OffsetDateTime::now_utc();
         ledger.crl_number += 1;
@@ -591,16 +606,60 @@ impl CaDir {
         Ok(path)
     }
 
-    /// Live certificates that expire within `window` (already expired ones included).
+    /// What expires within `window` (already expired included): live certificates, the CA's
+    /// own two (`ca:root`, `ca:intermediate`), and the CRL (`crl`, its next update — after it,
+    /// verifiers that check dates refuse it).
     pub fn expiring(&self, window: Duration) -> Result<Vec<Entry>, CaError> {
         let limit = OffsetDateTime::now_utc().unix_timestamp() + window.as_secs() as i64;
-        Ok(self.ledger()?.certificates.into_iter().filter(|e| e.status == Status::Live && e.not_after <= limit).collect())
+        let mut all = self.ledger()?.certificates;
+        for which in ["root", "intermediate"] {
+            let path = self.path(&format!("{which}.pem"));
+            let pem = std::fs::read_to_string(&path).map_err(|e| file_error(&path, e))?;
+            let der = certificate_der(&path, &pem)?;
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| file_error(&path, e))?;
+            all.push(Entry {
+                serial: cert.raw_serial_as_string().replace(':', ""),
+                subject: format!("ca:{which} ({})", cert.subject()),
+                not_before: cert.validity().not_before.timestamp(),
+                not_after: cert.validity().not_after.timestamp(),
+                status: Status::Live,
+                file: format!("{which}.pem"),
+                revoked_at: None,
+                reason: None,
+            });
+        }
+        let crl_path = self.path("crl.pem");
+        if let Ok(pem) = std::fs::read(&crl_path) {
+            use rustls::pki_types::pem::PemObject;
+            let der =
+                rustls::pki_types::CertificateRevocationListDer::from_pem_slice(&pem).map_err(|e| file_error(&crl_path, e))?;
+            let (_, crl) = x509_parser::parse_x509_crl(&der).map_err(|e| file_error(&crl_path, e))?;
+            if let Some(next) = crl.next_update() {
+                all.push(Entry {
+                    serial: crl.crl_number().map_or(String::new(), |n| format!("#{n}")),
+                    subject: "crl (its next update)".into(),
+                    not_before: crl.last_update().timestamp(),
+                    not_after: next.timestamp(),
+                    status: Status::Live,
+                    file: "crl.pem".into(),
+                    revoked_at: None,
+                    reason: None,
+                });
+            }
+        }
+        Ok(all.into_iter().filter(|e| e.status == Status::Live && e.not_after <= limit).collect())
     }
 }
 
 enum Signee<'a> {
     Key(&'a KeyPair),
     Csr(Box<CertificateSigningRequestParams>),
+}
+
+/// The first 8 hex digits of the SHA-256 of a public key: what tells two CAs' names apart.
+fn key_id(key: &KeyPair) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(key.subject_public_key_info())[..4])
 }
 
 /// The label of the first PEM block (`CERTIFICATE`, `PRIVATE KEY`, …).

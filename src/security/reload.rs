@@ -6,6 +6,7 @@
 //! (a half-written file, a key that does not match) keeps the old material and says why, in the
 //! log and in `/metrics`.
 
+use std::collections::HashSet;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -36,6 +37,8 @@ pub struct TlsReloader {
     crl: Option<PathBuf>,
     current: RwLock<Arc<ServerConfig>>,
     state: Mutex<Loaded>,
+    /// Bumped on every reload that took: open connections look at their peer again.
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 /// What the current material says, for `/metrics`.
@@ -46,6 +49,8 @@ struct Loaded {
     /// `(which, subject, not_after)` of each loaded certificate.
     expiries: Vec<(&'static str, String, i64)>,
     crl_next_update: Option<i64>,
+    /// `(issuer name, serial)` of every certificate the loaded CRLs revoke.
+    revoked: Arc<HashSet<(Vec<u8>, Vec<u8>)>>,
     last_error: Option<String>,
 }
 
@@ -59,6 +64,7 @@ impl TlsReloader {
             crl: crl.map(Path::to_path_buf),
             current: RwLock::new(super::tls::server_config(ca, cert, key, crl)?),
             state: Mutex::new(Loaded::default()),
+            reloads: tokio::sync::watch::Sender::new(0),
         };
         let loaded = reloader.describe()?;
         *reloader.state.lock().unwrap_or_else(|e| e.into_inner()) = loaded;
@@ -90,15 +96,20 @@ impl TlsReloader {
                 }
             }
         }
-        let crl_next_update = match &self.crl {
-            Some(path) => super::tls::crls(path)?
-                .iter()
-                .filter_map(|der| x509_parser::parse_x509_crl(der).ok())
-                .filter_map(|(_, crl)| crl.next_update().map(|t| t.timestamp()))
-                .min(),
-            None => None,
+        let crls = match &self.crl {
+            Some(path) => super::tls::crls(path)?,
+            None => Vec::new(),
         };
-        Ok(Loaded { stamps: self.stamps(), expiries, crl_next_update, last_error: None })
+        let parsed: Vec<_> = crls.iter().filter_map(|der| x509_parser::parse_x509_crl(der).ok().map(|(_, crl)| crl)).collect();
+        let crl_next_update = parsed.iter().filter_map(|crl| crl.next_update().map(|t| t.timestamp())).min();
+        let revoked = parsed
+            .iter()
+            .flat_map(|crl| {
+                let issuer = crl.issuer().as_raw().to_vec();
+                crl.iter_revoked_certificates().map(move |r| (issuer.clone(), r.raw_serial().to_vec()))
+            })
+            .collect();
+        Ok(Loaded { stamps: self.stamps(), expiries, crl_next_update, revoked: Arc::new(revoked), last_error: None })
     }
 
     /// Loads the files again. On failure the old material stays; the error is logged and
@@ -112,6 +123,7 @@ impl TlsReloader {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
                 let expiries: Vec<String> = loaded.expiries.iter().map(|(w, s, t)| format!("{w} {s} until {t}")).collect();
                 *state = loaded;
+                self.reloads.send_modify(|n| *n += 1);
                 inc(&counters().tls_reloads);
                 tracing::info!(why, "reloaded the TLS material (server certificate, CA bundle, CRL)");
                 note_change(auditor, "tls.reloaded", serde_json::json!({"why": why, "certificates": expiries}));
@@ -125,6 +137,32 @@ impl TlsReloader {
                 tracing::warn!(why, error = %e, "TLS reload failed; keeping the material loaded before");
                 note_change(auditor, "tls.reload_failed", serde_json::json!({"why": why, "error": e.to_string()}));
                 false
+            }
+        }
+    }
+
+    /// Resolves when a connection's client certificate (its DER `leaf`) may no longer be used:
+    /// a reload brought a CRL that revokes it, or its `notAfter` passed. The connection is then
+    /// closed — certificate status is checked per connection, so a connection must not outlive
+    /// its certificate's withdrawal. Never resolves for a certificate that stays good.
+    pub async fn withdrawn(&self, leaf: &[u8]) -> &'static str {
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else { return std::future::pending().await };
+        let key = (cert.issuer().as_raw().to_vec(), cert.raw_serial().to_vec());
+        let left = cert.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
+        let expiry = tokio::time::sleep(Duration::from_secs(left.max(0) as u64));
+        tokio::pin!(expiry);
+        let mut reloads = self.reloads.subscribe();
+        loop {
+            if self.state.lock().unwrap_or_else(|e| e.into_inner()).revoked.contains(&key) {
+                return "revoked";
+            }
+            tokio::select! {
+                _ = &mut expiry => return "expired",
+                changed = reloads.changed() => {
+                    if changed.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
             }
         }
     }
