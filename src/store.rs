@@ -753,6 +753,15 @@ mod tests {
         assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE") || step.starts_with("SCAN o")), "{plan:?}");
     }
 
+    /// Recording outcomes reads the items by id, however many: never a walk of the backlog
+    /// (with the status in the condition and a long id list, SQLite chose `outbox_due`).
+    #[tokio::test]
+    async fn outcomes_read_their_items_by_id() {
+        let ids: Vec<i64> = (1..=200).collect();
+        let steps = plan(&writes::outbox_items_sql(Backend::Sqlite, ids.len()), &[], &ids).await;
+        assert!(steps.iter().all(|step| step.contains("USING INTEGER PRIMARY KEY")), "{steps:?}");
+    }
+
     /// The feeds read from the cursor on, along their index (a page must not cost more as the
     /// log grows): the transfers' change feed, and a dataset's log as the live copies read it.
     #[tokio::test]

@@ -6,6 +6,7 @@
 # second over the next seconds.
 #   apt-get install nginx sqlite3; cargo build --release
 #   benches/deliver/backlog.sh [N] [SECONDS]        # e.g. 1000000 10
+#   GATEWAY_LOG_LEVEL=warn,sqlx::query=debug KEEP_LOG=FILE …   every statement and its time, kept
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-1000000}
@@ -19,6 +20,7 @@ gateway=
 cleanup() {
   [ "$gateway" ] && kill "$gateway" 2>/dev/null
   [ -f "$site/nginx.pid" ] && nginx -c "$site/nginx.conf" -s stop 2>/dev/null
+  [ "${KEEP_LOG:-}" ] && cp "$site/gateway.log" "$KEEP_LOG"
   rm -rf "$site"
 }
 trap cleanup EXIT
@@ -35,7 +37,7 @@ kill "$gateway"; wait "$gateway" 2>/dev/null || true; gateway=
 #    its delivery due now.
 template=$(sqlite3 "$site/liandong.db" "SELECT transfer_id FROM transfers ORDER BY transfer_id LIMIT 1")
 started=$(date +%s.%N)
-sqlite3 "$site/liandong.db" <<SQL
+sqlite3 "$site/liandong.db" >/dev/null <<SQL
 PRAGMA journal_mode = WAL;
 BEGIN;
 CREATE TEMP TABLE ids AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $n)
@@ -51,6 +53,7 @@ INSERT INTO outbox (destination, transfer_id, kind, payload, next_attempt_at, cr
 COMMIT;
 PRAGMA wal_checkpoint(TRUNCATE);
 SQL
+
 waiting=$(sqlite3 "$site/liandong.db" "SELECT COUNT(*) FROM outbox WHERE status = 'pending'")
 printf 'backlog: %s deliveries waiting (copied in %.0f s); store %s\n' "$waiting" \
   "$(echo "$(date +%s.%N) - $started" | bc)" "$(du -h "$site/liandong.db" | cut -f1)"
@@ -60,7 +63,7 @@ sed "s#SITE#$site#g" benches/deliver/nginx-desk.conf > "$site/nginx.conf"
 mkdir -p "$site/nginx-body"
 nginx -c "$site/nginx.conf"
 t0=$(date +%s.%N)
-RUST_LOG=warn target/release/liandong serve --config "$site/liandong.toml" 2>>"$site/gateway.log" &
+RUST_LOG=${GATEWAY_LOG_LEVEL:-warn} target/release/liandong serve --config "$site/liandong.toml" 2>>"$site/gateway.log" &
 gateway=$!
 until ready; do sleep 0.01; done
 t_ready=$(date +%s.%N)
