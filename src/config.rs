@@ -104,6 +104,11 @@ fn default_header_timeout() -> Duration {
 pub struct Tls {
     /// The CA bundle client certificates must chain to.
     pub ca: PathBuf,
+    /// The CA bundle the desks' receiving servers must chain to when the gateway delivers;
+    /// `ca` when absent. Kept apart so that trusting a province's own PKI for its desk servers
+    /// never lets that PKI mint client identities.
+    #[serde(default)]
+    pub destination_ca: Option<PathBuf>,
     /// The server's certificate chain.
     pub cert: PathBuf,
     /// The server's private key.
@@ -282,7 +287,7 @@ impl Config {
         for p in [&mut self.tls.ca, &mut self.tls.cert, &mut self.tls.key, &mut self.tls.client_cert, &mut self.tls.client_key] {
             resolve(p);
         }
-        if let Some(p) = &mut self.tls.crl {
+        for p in [&mut self.tls.crl, &mut self.tls.destination_ca].into_iter().flatten() {
             resolve(p);
         }
         if let Store::Sqlite { path, .. } = &mut self.store {
@@ -307,8 +312,10 @@ impl Config {
                 return fail(key.to_string(), format!("no such file: {}", path.display()));
             }
         }
-        if let Some(crl) = self.tls.crl.as_ref().filter(|p| !p.is_file()) {
-            return fail("tls.crl".into(), format!("no such file: {}", crl.display()));
+        for (key, path) in [("tls.crl", &self.tls.crl), ("tls.destination_ca", &self.tls.destination_ca)] {
+            if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
+                return fail(key.into(), format!("no such file: {}", path.display()));
+            }
         }
         if let Store::Postgres { url, pool } = &self.store {
             if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {

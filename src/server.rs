@@ -83,7 +83,8 @@ pub async fn run(
         &config.tls.key,
         config.tls.crl.as_deref(),
     )?);
-    let client_tls = tls::client_config(&config.tls.ca, &config.tls.client_cert, &config.tls.client_key)?;
+    let destination_ca = config.tls.destination_ca.as_ref().unwrap_or(&config.tls.ca);
+    let client_tls = tls::client_config(destination_ca, &config.tls.client_cert, &config.tls.client_key)?;
     let registry = Arc::new(registry(&config)?);
     let store = open_store(&config).await?;
     let config = Arc::new(config);

@@ -313,6 +313,24 @@ async fn the_gateway_takes_a_crl_and_a_renewed_certificate_without_a_restart() {
     })
     .await;
     assert!(fresh.request("GET", "/v1/transfers", Vec::new()).await.is_err(), "a revoked certificate is refused");
+    // the refusal is counted by its reason and audited with the certificate it was about
+    eventually(10, "the handshake refusal is counted", || {
+        futures_lite(metrics()).2.contains("liandong_refusals_total{reason=\"certificate_revoked\"}")
+    })
+    .await;
+    let store = liandong::store::Store::sqlite(&site.dir.join("liandong.db")).await.unwrap();
+    let mut refused = Vec::new();
+    for _ in 0..100 {
+        refused = store.audit_by_action("tls.client_refused").await.unwrap();
+        if !refused.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let detail = &refused.first().expect("the refusal is in the audit trail").entry.detail;
+    assert_eq!(detail["reason"], "certificate_revoked", "{detail}");
+    assert_eq!(detail["serial"].as_str().unwrap().trim_start_matches('0'), fire.serial.trim_start_matches('0'), "{detail}");
+    assert_eq!(detail["identity"], "liandong://endpoint/330000/110", "{detail}");
     assert!(!list_works(&mut old).await, "the revoked certificate's open connection is closed at the reload");
     assert!(list_works(&mut police_open).await, "another identity's open connection keeps working");
     let police = Client::for_endpoint(&site, "330200/110", addr);
@@ -458,4 +476,34 @@ async fn two_cas_overlap_during_a_rotation_with_both_crls_loaded() {
     bundle(&site.dir.join("crls.pem"), &crls);
     eventually(10, "the expired CRL is refused", || failing() == "1").await;
     assert_eq!(old_client.get("/v1/transfers").await.status, 200);
+}
+
+/// A province's own PKI signs its desk's receiving server: trusted for delivery through
+/// `tls.destination_ca` alone, so the same PKI mints no client identity at the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desks_own_pki_is_trusted_for_delivery_and_nothing_else() {
+    use common::net::Receiver;
+    use liandong::security::ca::Algorithm;
+    let site = Site::new("certs-destination-ca");
+    let province = CaDir::init(&site.dir.join("province-ca"), Algorithm::P256, None, 3650, 1825).unwrap();
+    let server = province.issue(&Subject::Server(vec!["127.0.0.1".into(), "localhost".into()]), 30, true).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let desk = Receiver::serve_as(&site, "330200/12345", listener, &server.chain, server.key.as_ref().unwrap());
+    site.push_to("330200/12345", &desk.url());
+    site.edit_config(|t| t.replace("ca = \"ca.pem\"", "ca = \"ca.pem\"\ndestination_ca = \"province-ca/root.pem\""));
+    let (addr, _admin, _stop) = start_on_free_port(&site).await;
+
+    let now = liandong::model::Timestamp::now().format_beijing("yyyy-MM-dd HH:mm:ss");
+    let document = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+    )
+    .unwrap()
+    .replace("2023-05-08 09:43:00", &now);
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+    assert_eq!(police.post("/v1/native/330200/110/transfers", document.into_bytes()).await.status, 200);
+    eventually(20, "the delivery to the desk whose server the province's PKI signed", || !desk.received().is_empty()).await;
+
+    let minted = province.issue(&Subject::Identity(Identity::Endpoint("330200/110".parse().unwrap())), 30, true).unwrap();
+    let impostor = Client::new(&site, &minted.chain, minted.key.as_ref().unwrap(), addr);
+    assert!(impostor.request("GET", "/v1/transfers", Vec::new()).await.is_err(), "the province's PKI is no client CA here");
 }

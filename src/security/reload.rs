@@ -39,6 +39,8 @@ pub struct TlsReloader {
     state: Mutex<Loaded>,
     /// Bumped on every reload that took: open connections look at their peer again.
     reloads: tokio::sync::watch::Sender<u64>,
+    /// Where handshake refusals are audited (set when [`TlsReloader::run`] starts).
+    refusals: super::tls::RefusalAudit,
 }
 
 /// What the current material says, for `/metrics`.
@@ -57,14 +59,16 @@ struct Loaded {
 impl TlsReloader {
     /// Loads the material; a failure here stops the start.
     pub fn load(ca: &Path, cert: &Path, key: &Path, crl: Option<&Path>) -> Result<TlsReloader, TlsError> {
+        let refusals = super::tls::RefusalAudit::default();
         let reloader = TlsReloader {
             ca: ca.to_path_buf(),
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             crl: crl.map(Path::to_path_buf),
-            current: RwLock::new(super::tls::server_config(ca, cert, key, crl)?),
+            current: RwLock::new(super::tls::audited_server_config(ca, cert, key, crl, Some(refusals.clone()))?),
             state: Mutex::new(Loaded::default()),
             reloads: tokio::sync::watch::Sender::new(0),
+            refusals,
         };
         let loaded = reloader.describe()?;
         *reloader.state.lock().unwrap_or_else(|e| e.into_inner()) = loaded;
@@ -115,8 +119,9 @@ impl TlsReloader {
     /// Loads the files again. On failure the old material stays; the error is logged and
     /// counted. Returns whether the new material is in use.
     pub fn reload(&self, why: &str, auditor: &Auditor) -> bool {
-        let result = super::tls::server_config(&self.ca, &self.cert, &self.key, self.crl.as_deref())
-            .and_then(|config| self.describe().map(|loaded| (config, loaded)));
+        let result =
+            super::tls::audited_server_config(&self.ca, &self.cert, &self.key, self.crl.as_deref(), Some(self.refusals.clone()))
+                .and_then(|config| self.describe().map(|loaded| (config, loaded)));
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok((config, loaded)) => {
@@ -174,6 +179,7 @@ impl TlsReloader {
 
     /// Reloads when the files change (looked at every `every`) and on SIGHUP, until `stop`.
     pub async fn run(self: Arc<Self>, every: Duration, auditor: Auditor, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let _ = self.refusals.set(auditor.clone());
         #[cfg(unix)]
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {

@@ -4,8 +4,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
@@ -90,9 +92,114 @@ fn check_crls(path: &Path, crls: &[CertificateRevocationListDer<'_>], known: &[C
     Ok(())
 }
 
+/// Where handshake refusals are audited, once the audit trail has started.
+pub type RefusalAudit = Arc<std::sync::OnceLock<crate::store::audit::Auditor>>;
+
+/// Client certificate verification as webpki does it, with each refusal counted by its reason
+/// (`liandong_refusals_total{reason="certificate_revoked"}`, …), logged and audited with the
+/// certificate it was about — serial, subject, identity — instead of the remote address alone.
+#[derive(Debug)]
+struct Reporting {
+    inner: Arc<dyn ClientCertVerifier>,
+    audit: Option<RefusalAudit>,
+}
+
+/// The refusal reason of a certificate error, as counted and audited.
+fn refusal_reason(error: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as E;
+    match error {
+        rustls::Error::InvalidCertificate(e) => match e {
+            E::Revoked => "certificate_revoked",
+            E::Expired | E::ExpiredContext { .. } => "certificate_expired",
+            E::NotValidYet | E::NotValidYetContext { .. } => "certificate_not_yet_valid",
+            E::UnknownIssuer => "certificate_unknown_ca",
+            E::InvalidPurpose | E::InvalidPurposeContext { .. } => "certificate_not_for_clients",
+            E::BadSignature => "certificate_bad_signature",
+            _ => "certificate_invalid",
+        },
+        _ => "certificate_invalid",
+    }
+}
+
+impl ClientCertVerifier for Reporting {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verdict = self.inner.verify_client_cert(end_entity, intermediates, now);
+        if let Err(error) = &verdict {
+            let reason = refusal_reason(error);
+            crate::metrics::refuse(reason);
+            let (serial, subject) = match x509_parser::parse_x509_certificate(end_entity) {
+                Ok((_, cert)) => (cert.raw_serial_as_string().replace(':', ""), cert.subject().to_string()),
+                Err(_) => (String::new(), "(unreadable)".to_string()),
+            };
+            let identity = super::Identity::from_certificate(end_entity).map(|i| i.uri()).unwrap_or_default();
+            tracing::warn!(reason, %serial, %subject, %identity, %error, "refused a client certificate at the handshake");
+            if let Some(auditor) = self.audit.as_ref().and_then(|a| a.get()) {
+                auditor.note(crate::store::audit::AuditEntry {
+                    at: time::OffsetDateTime::now_utc().unix_timestamp(),
+                    actor: if identity.is_empty() { "unknown".into() } else { identity.clone() },
+                    action: "tls.client_refused".into(),
+                    transfer_id: None,
+                    detail: serde_json::json!({"reason": reason, "serial": serial, "subject": subject, "identity": identity, "error": error.to_string()}),
+                });
+            }
+        }
+        verdict
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// The server side: our certificate, and client certificates required, chained to `ca` and
 /// not revoked by `crl` (the leaf is checked: the CRL is the issuing CA's).
 pub fn server_config(ca: &Path, cert: &Path, key: &Path, crl: Option<&Path>) -> Result<Arc<ServerConfig>, TlsError> {
+    audited_server_config(ca, cert, key, crl, None)
+}
+
+/// [`server_config`], its handshake refusals audited through `audit` as well as logged.
+pub fn audited_server_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    crl: Option<&Path>,
+    audit: Option<RefusalAudit>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     install_crypto_provider();
     let mut builder = WebPkiClientVerifier::builder(Arc::new(roots(ca)?));
     if let Some(crl) = crl {
@@ -102,7 +209,7 @@ pub fn server_config(ca: &Path, cert: &Path, key: &Path, crl: Option<&Path>) -> 
         check_crls(crl, &list, &known)?;
         builder = builder.with_crls(list).only_check_end_entity_revocation();
     }
-    let verifier = builder.build().map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier = Arc::new(Reporting { inner: builder.build().map_err(|e| TlsError::Verifier(e.to_string()))?, audit });
     let mut config =
         ServerConfig::builder().with_client_cert_verifier(verifier).with_single_cert(certificates(cert)?, private_key(key)?)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

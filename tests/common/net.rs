@@ -187,10 +187,13 @@ impl Receiver {
     }
 
     pub fn serve(site: &Site, endpoint: &str, listener: tokio::net::TcpListener) -> Receiver {
+        Receiver::serve_as(site, endpoint, listener, &site.dir.join("server.pem"), &site.dir.join("server-key.pem"))
+    }
+
+    /// [`Receiver::serve`] with its own server certificate (a desk with a PKI of its own).
+    pub fn serve_as(site: &Site, endpoint: &str, listener: tokio::net::TcpListener, cert: &Path, key: &Path) -> Receiver {
         let addr = listener.local_addr().unwrap();
-        let config =
-            tls::server_config(&site.dir.join("ca.pem"), &site.dir.join("server.pem"), &site.dir.join("server-key.pem"), None)
-                .unwrap();
+        let config = tls::server_config(&site.dir.join("ca.pem"), cert, key, None).unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
         let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
