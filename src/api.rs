@@ -24,6 +24,7 @@
 //! 404; 409 a refused transition (naming the current state); 413 too large; 503 the store
 //! failed (nothing was done).
 
+pub mod bodies;
 mod datasets;
 pub mod errors;
 pub mod grpc;
@@ -102,6 +103,8 @@ pub struct AppState {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// How long a stream may be quiet before it sends a heartbeat.
     pub heartbeat: std::time::Duration,
+    /// The memory budget of request bodies in flight.
+    pub bodies: bodies::BodyBudget,
 }
 
 impl AppState {
@@ -109,6 +112,8 @@ impl AppState {
         let limits = crate::security::ratelimit::RateLimits::new(&engine.config.limits);
         let datasets = crate::sync::Datasets::new(&engine);
         let heartbeat = engine.config.listen.stream_heartbeat;
+        let listen = &engine.config.listen;
+        let bodies = bodies::BodyBudget::new(listen.body_budget, listen.body_budget_per_identity, listen.body_timeout);
         AppState {
             engine,
             unreachable_after,
@@ -117,6 +122,7 @@ impl AppState {
             datasets,
             closing: tokio::sync::watch::Sender::new(false),
             heartbeat,
+            bodies,
         }
     }
 
@@ -182,5 +188,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/reconcile", post(datasets::reconcile))
         .route("/v1/openapi.json", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), bodies::bounded_bodies))
         .with_state(state)
 }

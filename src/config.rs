@@ -76,6 +76,28 @@ pub struct Listen {
     /// Connections open at once from one source address.
     #[serde(default = "default_max_connections_per_source")]
     pub max_connections_per_source: usize,
+    /// How long a request body may take to arrive, whole (a body of at most 1 MiB: 10 s is
+    /// ~100 KiB/s at the least); slower ones are cut off (408).
+    #[serde(default = "default_body_timeout", with = "duration")]
+    pub body_timeout: Duration,
+    /// Bytes of request bodies in flight, from all clients together; beyond, "busy" (503).
+    #[serde(default = "default_body_budget")]
+    pub body_budget: usize,
+    /// Bytes of request bodies in flight from one client identity.
+    #[serde(default = "default_body_budget_per_identity")]
+    pub body_budget_per_identity: usize,
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_body_budget() -> usize {
+    64 << 20
+}
+
+fn default_body_budget_per_identity() -> usize {
+    8 << 20
 }
 
 fn default_max_connections() -> usize {

@@ -244,3 +244,41 @@ async fn reqwest_metrics(admin: std::net::SocketAddr) -> String {
     tcp.read_to_string(&mut answer).await.unwrap();
     answer
 }
+
+/// Unfinished bodies are bounded: one identity holding its share of the body budget with
+/// bodies it never finishes is answered "busy" (503, in its own busy receipt, `Retry-After`)
+/// while another identity is served; a body sent too slowly is cut off (408) instead of held,
+/// and its share is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_bodies_are_bounded_per_identity_and_cut_off_when_slow() {
+    use tokio::io::AsyncReadExt;
+    let site = Site::new("abuse-bodies");
+    site.edit_config(|t| t.replace("[listen]\n", "[listen]\nbody_budget_per_identity = 2000000\nbody_timeout = \"2s\"\n"));
+    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+    let head = b"POST /v1/native/330200/110/transfers HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n\r\n{\"JJDBH\": \"";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(police.unfinished(head).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let busy = police.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
+    assert_eq!(busy.status, 503, "{}", busy.text());
+    assert_eq!(busy.header("retry-after").as_deref(), Some("1"));
+    assert!(busy.text().contains("memory budget"), "the native receipt says why: {}", busy.text());
+    assert_ne!(busy.json()["CODE"], "0000");
+
+    let hotline = Client::for_endpoint(&site, "330200/12345", addr);
+    let served = hotline.post("/v1/native/330200/12345/transfers", sample("gd-json/transfer-ningbo.json")).await;
+    assert_ne!(served.status, 503, "another identity is not held up: {}", served.text());
+
+    for mut stream in held {
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "a body too slow is cut off: {answer}");
+        assert!(answer.contains("not received within 2 s"), "{answer}");
+    }
+    let answer = police.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
+    assert_eq!(answer.status, 200, "the share is free again: {}", answer.text());
+}

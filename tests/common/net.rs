@@ -94,6 +94,9 @@ impl Answer {
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
     }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
 impl Client {
@@ -151,6 +154,18 @@ impl Client {
         let mut answer = Vec::new();
         let closed = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut answer)).await.is_ok();
         (String::from_utf8_lossy(&answer).into_owned(), closed)
+    }
+
+    /// Opens a connection and sends `bytes` (a request's head and the start of its body), and
+    /// leaves the request unfinished: the stream, to read the answer from later.
+    pub async fn unfinished(&self, bytes: &[u8]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        use tokio::io::AsyncWriteExt;
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = self.connector.connect(name, tcp).await.unwrap();
+        tls.write_all(bytes).await.unwrap();
+        tls.flush().await.unwrap();
+        tls
     }
 
     pub async fn post(&self, path: &str, body: Vec<u8>) -> Answer {
