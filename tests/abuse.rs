@@ -282,3 +282,54 @@ async fn unfinished_bodies_are_bounded_per_identity_and_cut_off_when_slow() {
     let answer = police.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
     assert_eq!(answer.status, 200, "the share is free again: {}", answer.text());
 }
+
+/// Out of file descriptors (the process's limit lowered with `prlimit`, then a flood of plain
+/// connections): accepting fails, and the listener pauses and says so (logged, counted as
+/// `accept_failed`) instead of spinning; once the flood goes, an honest client is served.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_the_listener_pauses_and_recovers() {
+    use common::crash::{free_port, spawn_gateway, wait_ready};
+    let site = Site::new("abuse-descriptors");
+    let (https, admin) = (free_port(), free_port());
+    site.edit_config(|t| {
+        t.replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
+            .replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""))
+    });
+    let (https, admin): (std::net::SocketAddr, std::net::SocketAddr) =
+        (format!("127.0.0.1:{https}").parse().unwrap(), format!("127.0.0.1:{admin}").parse().unwrap());
+    let mut gateway = spawn_gateway(&site, None);
+    wait_ready(admin).await;
+    let police = Client::for_endpoint(&site, "330200/110", https);
+    assert_eq!(
+        police.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await.status,
+        200
+    );
+    // a limit just above what the gateway holds open now
+    let open = std::fs::read_dir(format!("/proc/{}/fd", gateway.id())).unwrap().count();
+    let limit = format!("--nofile={}:{}", open + 8, open + 8);
+    let lowered = std::process::Command::new("prlimit").args(["--pid", &gateway.id().to_string(), &limit]).status().unwrap();
+    assert!(lowered.success());
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        flood.push(tokio::net::TcpStream::connect(https).await.unwrap());
+    }
+    // the admin listener is out of descriptors too: the log says it first
+    common::net::eventually(30, "the failed accept is logged", || {
+        std::fs::read_to_string(site.dir.join("gateway.log")).unwrap().contains("accepting a connection failed; pausing")
+    })
+    .await;
+    drop(flood);
+    let mut served = false;
+    for _ in 0..50 {
+        if let Ok(answer) = police.request("GET", "/v1/transfers", Vec::new()).await {
+            served = answer.status == 200;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(served, "served again once the descriptors are back");
+    assert!(reqwest_metrics(admin).await.contains("liandong_refusals_total{reason=\"accept_failed\"}"));
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+}
