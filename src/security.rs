@@ -7,6 +7,7 @@
 //! travels with the request; nothing a document says about its sender is believed.
 
 pub mod ca;
+pub mod ca_log;
 pub mod connections;
 pub mod identity;
 pub mod inspect;

@@ -226,6 +226,46 @@ fn no_certificate_outlives_its_issuer_and_the_ca_itself_is_watched() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A ledger edited by hand (a revoked certificate set back to `live`, which would drop it from
+/// the next CRL) is refused by `certs crl` and `certs list`, naming the serial; a CA log edited
+/// by hand is refused naming its first changed entry.
+#[test]
+fn a_ledger_or_log_edited_by_hand_is_refused() {
+    let dir = std::env::temp_dir().join(format!("liandong-certs-log-{}", ulid::Ulid::new()));
+    let ca = dir.join("ca");
+    let at = ca.to_str().unwrap();
+    ok(&liandong(&["certs", "init", "--dir", at]));
+    let issued_text = ok(&liandong(&["certs", "issue", "--dir", at, "agency", "fire"]));
+    let serial = issued_text.split_whitespace().skip_while(|w| *w != "serial").nth(1).unwrap().to_string();
+    ok(&liandong(&["certs", "revoke", "--dir", at, &serial, "--reason", "key-compromise"]));
+    ok(&liandong(&["certs", "crl", "--dir", at]));
+    #[cfg(unix)]
+    assert_eq!(mode(&ca.join("ca.log")), 0o600);
+    let log = std::fs::read_to_string(ca.join("ca.log")).unwrap();
+    let actions: Vec<String> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(actions, ["init", "issue", "revoke", "crl"]);
+
+    let ledger = std::fs::read_to_string(ca.join("ledger.json")).unwrap();
+    let edited = ledger.replacen("\"status\": \"revoked\"", "\"status\": \"live\"", 1);
+    assert_ne!(ledger, edited);
+    std::fs::write(ca.join("ledger.json"), &edited).unwrap();
+    for command in [vec!["certs", "crl", "--dir", at], vec!["certs", "list", "--dir", at]] {
+        let text = refused(&liandong(&command), 1);
+        assert!(text.contains(&serial) && text.contains("edited by hand"), "{text}");
+    }
+    std::fs::write(ca.join("ledger.json"), &ledger).unwrap();
+    ok(&liandong(&["certs", "list", "--dir", at]));
+
+    let changed = log.replacen("key-compromise", "superseded", 1);
+    std::fs::write(ca.join("ca.log"), changed).unwrap();
+    let text = refused(&liandong(&["certs", "list", "--dir", at]), 1);
+    assert!(text.contains("entry 3 (revoke"), "the first changed entry is named: {text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_mismatched_key_and_an_expired_ca_are_named() {
     let dir = std::env::temp_dir().join(format!("liandong-certs-bad-{}", ulid::Ulid::new()));

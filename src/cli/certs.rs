@@ -128,7 +128,7 @@ impl CaArgs {
 /// A CA error as the command's failure: refusals and wrong input exit 2, the rest 1.
 fn failed(error: CaError) -> CliError {
     match error {
-        CaError::File { .. } | CaError::Generate(_) => CliError::Failed(error.to_string()),
+        CaError::File { .. } | CaError::Generate(_) | CaError::Tampered(_) => CliError::Failed(error.to_string()),
         _ => CliError::Invalid(error.to_string()),
     }
 }

@@ -51,6 +51,9 @@ pub enum CaError {
     Expired { path: String, not_after: String },
     #[error("{0}")]
     Refused(String),
+    /// The CA log's chain is broken, or the ledger differs from it.
+    #[error("{0}")]
+    Tampered(String),
     #[error("{path}: {problem}")]
     File { path: String, problem: String },
     #[error("certificate: {0}")]
@@ -283,7 +286,7 @@ impl CaDir {
         ca.write_key(&ca.path("intermediate-key.pem"), &intermediate_key)?;
         write_file(&ca.path("chain.pem"), &format!("{}{}", intermediate.pem(), root.pem()), false)
             .map_err(|e| file_error(dir, e))?;
-        ca.save(&Ledger { algorithm: Some(algorithm), ..Ledger::default() })?;
+        ca.commit("init", Vec::new(), &Ledger { algorithm: Some(algorithm), ..Ledger::default() })?;
         Ok(ca)
     }
 
@@ -343,11 +346,24 @@ impl CaDir {
         Ok((Issuer::from_ca_cert_der(&der.into(), key)?, not_after))
     }
 
-    /// The ledger.
+    /// The ledger, once checked against the CA log (see [`super::ca_log`]). A CA folder from
+    /// before the log gets one, starting from its ledger as it is (an `adopt` entry).
     pub fn ledger(&self) -> Result<Ledger, CaError> {
         let path = self.path("ledger.json");
         let text = std::fs::read_to_string(&path).map_err(|e| file_error(&path, e))?;
-        serde_json::from_str(&text).map_err(|e| file_error(&path, e))
+        let ledger: Ledger = serde_json::from_str(&text).map_err(|e| file_error(&path, e))?;
+        let log = self.path("ca.log");
+        if !log.exists() {
+            super::ca_log::append(&log, "adopt", ledger.certificates.clone(), ledger.crl_number)?;
+        }
+        super::ca_log::check(&log, &ledger)?;
+        Ok(ledger)
+    }
+
+    /// Records `action` in the CA log with the certificates it changed, then saves the ledger.
+    fn commit(&self, action: &str, changed: Vec<Entry>, ledger: &Ledger) -> Result<(), CaError> {
+        super::ca_log::append(&self.path("ca.log"), action, changed, ledger.crl_number)?;
+        self.save(ledger)
     }
 
     fn save(&self, ledger: &Ledger) -> Result<(), CaError> {
@@ -448,8 +464,10 @@ impl CaDir {
             }
             None => None,
         };
+        let mut changed = Vec::new();
         for i in live {
             ledger.certificates[i].status = Status::Replaced;
+            changed.push(ledger.certificates[i].clone());
         }
         let not_after = not_after.unix_timestamp();
         ledger.certificates.push(Entry {
@@ -462,7 +480,8 @@ impl CaDir {
             revoked_at: None,
             reason: None,
         });
-        self.save(&ledger)?;
+        changed.extend(ledger.certificates.last().cloned());
+        self.commit("issue", changed, &ledger)?;
         Ok(IssuedFiles { serial, subject: name, cert: cert_path, key: key_path, chain: chain_path, not_after, capped_by_issuer })
     }
 
@@ -559,14 +578,15 @@ impl CaDir {
                 entry.status = Status::Revoked;
                 entry.revoked_at = Some(now);
                 entry.reason = Some(reason.to_string());
-                revoked.push(entry.serial.clone());
+                revoked.push(entry.clone());
             }
         }
         if revoked.is_empty() {
             return Err(CaError::Refused(format!("{which}: already revoked")));
         }
-        self.save(&ledger)?;
-        Ok(revoked)
+        let serials = revoked.iter().map(|e| e.serial.clone()).collect();
+        self.commit("revoke", revoked, &ledger)?;
+        Ok(serials)
     }
 
     /// Writes `crl.pem`: every revoked certificate not yet expired, signed by the intermediate,
@@ -602,7 +622,7 @@ impl CaDir {
         let crl = params.signed_by(&issuer)?;
         let path = self.path("crl.pem");
         write_file(&path, &crl.pem()?, false).map_err(|e| file_error(&path, e))?;
-        self.save(&ledger)?;
+        self.commit("crl", Vec::new(), &ledger)?;
         Ok(path)
     }
 

@@ -143,6 +143,18 @@ pub fn write_bytes(path: &Path, contents: &[u8], private: bool) -> std::io::Resu
     options.open(path)?.write_all(contents)
 }
 
+/// Opens a private file (mode 0600 when created) for appending: the CA log.
+pub fn append_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
 /// Makes a folder (and its parents) that only its owner may enter: mode 0700 (the CA's).
 pub fn private_dir(path: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(path)?;
