@@ -266,6 +266,36 @@ fn a_ledger_or_log_edited_by_hand_is_refused() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An issued key is written in the clear unless asked (and says so), or encrypted for its
+/// holder with `--encrypt`, which OpenSSL opens with that passphrase.
+#[test]
+fn issued_keys_are_encrypted_on_request() {
+    let dir = std::env::temp_dir().join(format!("liandong-certs-encrypt-{}", ulid::Ulid::new()));
+    let ca = dir.join("ca");
+    let at = ca.to_str().unwrap();
+    ok(&liandong(&["certs", "init", "--dir", at]));
+    let clear = ok(&liandong(&["certs", "issue", "--dir", at, "agency", "fire"]));
+    assert!(clear.contains("NOT encrypted: --encrypt FILE"), "{clear}");
+    std::fs::write(dir.join("holder-pass"), "for the holder\n").unwrap();
+    let encrypted = ok(&liandong(&[
+        "certs",
+        "issue",
+        "--dir",
+        at,
+        "agency",
+        "water",
+        "--encrypt",
+        dir.join("holder-pass").to_str().unwrap(),
+    ]));
+    assert!(encrypted.contains("encrypted with the --encrypt passphrase"), "{encrypted}");
+    let key = issued(&encrypted, "key:");
+    assert!(std::fs::read_to_string(&key).unwrap().contains("ENCRYPTED PRIVATE KEY"));
+    let read =
+        Command::new("openssl").args(["pkey", "-noout", "-passin", "pass:for the holder", "-in"]).arg(&key).output().unwrap();
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_mismatched_key_and_an_expired_ca_are_named() {
     let dir = std::env::temp_dir().join(format!("liandong-certs-bad-{}", ulid::Ulid::new()));

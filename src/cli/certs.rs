@@ -38,6 +38,10 @@ pub enum CertsCommand {
         /// Also write a PKCS#12 bundle (key + chain to the root), encrypted with the passphrase in this file.
         #[arg(long, value_name = "FILE")]
         p12: Option<PathBuf>,
+        /// Write the new key encrypted (PKCS#8, as the CA's keys) with the passphrase in this
+        /// file, for its holder; without it the key is written in the clear (mode 0600).
+        #[arg(long, value_name = "FILE", conflicts_with = "p12")]
+        encrypt: Option<PathBuf>,
     },
     /// Sign a partner's CSR; the identity comes from --as, never from the CSR.
     SignCsr {
@@ -186,20 +190,26 @@ pub fn certs(command: &CertsCommand, registry: &crate::formats::Registry, stdout
                 dir = ca.dir.display()
             )
         }
-        CertsCommand::Issue { ca, kind, names, days, replace, p12 } => {
+        CertsCommand::Issue { ca, kind, names, days, replace, p12, encrypt } => {
             let subject = subject(kind, names)?;
             CaDir::check_subject(&subject, registry).map_err(failed)?;
-            let password = p12
-                .as_ref()
-                .map(|file| {
-                    std::fs::read_to_string(file)
-                        .map(|p| p.trim_end_matches(['\n', '\r']).to_string())
-                        .map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))
-                })
-                .transpose()?;
+            let secret = |file: &PathBuf| {
+                std::fs::read_to_string(file)
+                    .map(|p| p.trim_end_matches(['\n', '\r']).to_string())
+                    .map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))
+            };
+            let password = p12.as_ref().map(secret).transpose()?;
+            let key_passphrase = encrypt.as_ref().map(secret).transpose()?;
             let ca = ca.open()?;
-            let files = ca.issue(&subject, *days, *replace).map_err(failed)?;
+            let files = ca.issue_with(&subject, *days, *replace, key_passphrase.as_deref()).map_err(failed)?;
             let mut text = issued_text(&files);
+            text = match (key_passphrase.is_some(), &files.key) {
+                (true, Some(_)) => text.replace("(mode 0600)", "(mode 0600, encrypted with the --encrypt passphrase)"),
+                (false, Some(_)) if password.is_none() => {
+                    text.replace("(mode 0600)", "(mode 0600, NOT encrypted: --encrypt FILE encrypts it for its holder)")
+                }
+                _ => text,
+            };
             if let Some(password) = password {
                 let bundle = ca.write_p12(&files, &password).map_err(failed)?;
                 text.push_str(&format!("  pkcs#12:     {} (mode 0600)\n", bundle.display()));

@@ -393,9 +393,21 @@ impl CaDir {
     /// refused unless `replace` (the old one is then marked replaced, and stays valid until it
     /// expires: revoke it when it must stop at once).
     pub fn issue(&self, subject: &Subject, days: u32, replace: bool) -> Result<IssuedFiles, CaError> {
+        self.issue_with(subject, days, replace, None)
+    }
+
+    /// [`CaDir::issue`], the new key written encrypted with `key_passphrase` when given (the
+    /// CA's own passphrase never protects an issued key: its holder would need it).
+    pub fn issue_with(
+        &self,
+        subject: &Subject,
+        days: u32,
+        replace: bool,
+        key_passphrase: Option<&str>,
+    ) -> Result<IssuedFiles, CaError> {
         let algorithm = self.ledger()?.algorithm.unwrap_or(Algorithm::P256);
         let key = KeyPair::generate_for(algorithm.rcgen())?;
-        self.sign(subject, days, replace, Signee::Key(&key))
+        self.sign(subject, days, replace, Signee::Key(&key, key_passphrase))
     }
 
     /// Signs a partner's CSR as `subject`; nothing of the CSR but its public key is used.
@@ -444,7 +456,13 @@ impl CaDir {
         let params = subject.params(now - time::Duration::minutes(5), not_after)?;
         let serial = hex(&params.serial_number.as_ref().map(SerialNumber::to_bytes).unwrap_or_default());
         let (cert, key_pem) = match signee {
-            Signee::Key(key) => (params.signed_by(key, &issuer)?, Some(key.serialize_pem())),
+            Signee::Key(key, passphrase) => {
+                let pem = match passphrase {
+                    Some(passphrase) => encrypt_key(key, passphrase).map_err(|e| file_error(&self.dir, e))?,
+                    None => key.serialize_pem(),
+                };
+                (params.signed_by(key, &issuer)?, Some(pem))
+            }
             Signee::Csr(mut csr) => {
                 csr.params = params;
                 (csr.signed_by(&issuer)?, None)
@@ -558,7 +576,7 @@ impl CaDir {
             }
             let key = KeyPair::from_pem(&std::fs::read_to_string(&key_path).map_err(|e| file_error(&key_path, e))?)
                 .map_err(|e| file_error(&key_path, e))?;
-            return self.sign(&subject, days, true, Signee::Key(&key));
+            return self.sign(&subject, days, true, Signee::Key(&key, None));
         }
         self.issue(&subject, days, true)
     }
@@ -672,7 +690,8 @@ impl CaDir {
 }
 
 enum Signee<'a> {
-    Key(&'a KeyPair),
+    /// A key made here, and the passphrase to write it encrypted with, if any.
+    Key(&'a KeyPair, Option<&'a str>),
     Csr(Box<CertificateSigningRequestParams>),
 }
 
