@@ -160,6 +160,9 @@ pub struct InitArgs {
     /// Print a JSON manifest of what was written.
     #[arg(long)]
     pub json: bool,
+    /// Replace the site already in DIR: a new CA, new certificates, a new configuration.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -317,18 +320,28 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
         Command::Serve(args) => serve(args),
         Command::Init(args) => {
             let registry = registry()?;
+            if let (Some(found), false) = (crate::site::existing(&args.dir), args.force) {
+                return Err(CliError::Invalid(format!(
+                    "{}: a site is already here ({}); run it with `liandong serve --config {}`, or give --force to replace its CA, certificates and configuration",
+                    args.dir.display(),
+                    found.display(),
+                    args.dir.join("liandong.toml").display()
+                )));
+            }
             let site =
                 crate::site::init(&args.dir, args.listen, args.admin, &registry).map_err(|e| CliError::Failed(e.to_string()))?;
             let text = if args.json {
                 serde_json::to_string_pretty(&site.manifest()).unwrap_or_default() + "\n"
             } else {
+                let names: Vec<&str> = site.identities.iter().map(|(id, _, _)| id.as_str()).collect();
                 format!(
-                    "wrote a site in {}\n  config:     {}\n  run it:     liandong serve --config {}\n  identities: {} client certificates in {}\n",
+                    "wrote a site in {}\n  config:     {}\n  run it:     liandong serve --config {}\n  identities: {} client certificates in {}: {}\n",
                     site.dir.display(),
                     site.config.display(),
                     site.config.display(),
                     site.identities.len(),
-                    site.dir.join("identities").display()
+                    site.dir.join("identities").display(),
+                    names.join(", ")
                 )
             };
             write(stdout, text.as_bytes())
@@ -559,12 +572,27 @@ fn init_logging(format: LogFormat) {
     };
 }
 
+/// The store of a site that has run: an operator's tool reading a database that is not there
+/// (a wrong `--config`, a wrong `store.path`) is refused, instead of creating an empty one and
+/// reporting on it.
+async fn existing_store(config: &crate::config::Config) -> Result<crate::store::Store, CliError> {
+    if let crate::config::Store::Sqlite { path, .. } = &config.store {
+        if !path.is_file() && std::env::var("LIANDONG_STORE_URL").is_err() {
+            return Err(CliError::Failed(format!(
+                "store.path: no database at {} (the gateway makes it when it first starts): is this the site's configuration?",
+                path.display()
+            )));
+        }
+    }
+    crate::server::open_store(config).await.map_err(|e| CliError::Failed(e.to_string()))
+}
+
 fn deliveries(command: &DeliveriesCommand, stdout: &mut dyn Write) -> Result<(), CliError> {
     let (DeliveriesCommand::List { config, .. } | DeliveriesCommand::Replay { config, .. }) = command;
     let config = load_config(config)?;
     let failed = |e: crate::store::StoreError| CliError::Failed(e.to_string());
     let text = runtime()?.block_on(async {
-        let store = crate::server::open_store(&config).await.map_err(failed)?;
+        let store = existing_store(&config).await?;
         let answer: Result<String, CliError> = async {
         match command {
             DeliveriesCommand::List { json, .. } => {
@@ -592,7 +620,7 @@ fn deliveries(command: &DeliveriesCommand, stdout: &mut dyn Write) -> Result<(),
                 Ok(out)
             }
             DeliveriesCommand::Replay { ids, .. } => {
-                let mut out = String::new();
+                let (mut out, mut refused) = (String::new(), 0);
                 let now = crate::model::Timestamp::now().unix_seconds();
                 for id in ids {
                     let done = matches!(
@@ -602,10 +630,15 @@ fn deliveries(command: &DeliveriesCommand, stdout: &mut dyn Write) -> Result<(),
                     if done {
                         out.push_str(&format!("{id}: queued again\n"));
                     } else {
+                        refused += 1;
                         out.push_str(&format!("{id}: {}\n", crate::api::handlers::NOT_REPLAYABLE));
                     }
                 }
-                Ok(out)
+                // Any id not replayed makes the exit status 1, the whole account on stderr.
+                match refused {
+                    0 => Ok(out),
+                    _ => Err(CliError::Failed(format!("{out}{refused} of {} not replayed", ids.len()))),
+                }
             }
         }
         }
@@ -620,7 +653,7 @@ fn audit(command: &AuditCommand, stdout: &mut dyn Write) -> Result<(), CliError>
     let config = load_config(config)?;
     let failed = |e: crate::store::StoreError| CliError::Failed(e.to_string());
     let text = runtime()?.block_on(async {
-        let store = crate::server::open_store(&config).await.map_err(failed)?;
+        let store = existing_store(&config).await?;
         match command {
             AuditCommand::Verify { json, .. } => {
                 let verification = store.verify_audit().await.map_err(failed)?;

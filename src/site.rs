@@ -19,7 +19,8 @@ pub struct Site {
     pub config: PathBuf,
     pub https: SocketAddr,
     pub admin: SocketAddr,
-    /// `(endpoint, certificate, key)` for every registered endpoint.
+    /// `(identity, certificate, key)` of every client identity written: the operator
+    /// (`operator/ops`), the agency (`agency/demo`), and every registered endpoint.
     pub identities: Vec<(String, PathBuf, PathBuf)>,
 }
 
@@ -37,6 +38,12 @@ impl Site {
             "identities": identities,
         })
     }
+}
+
+/// What in `dir` says a site is there already (its configuration, or its CA), if anything:
+/// `liandong init` refuses to replace it without `--force`.
+pub fn existing(dir: &Path) -> Option<PathBuf> {
+    [dir.join("liandong.toml"), dir.join("ca")].into_iter().find(|p| p.exists())
 }
 
 /// Writes a site into `dir` (created if missing; existing files are replaced), its certificates
@@ -62,9 +69,11 @@ pub fn init(dir: &Path, https: SocketAddr, admin: SocketAddr, registry: &Registr
     place(Subject::Server(server_names(https)), dir, "server")?;
     place(Subject::Identity(Identity::Gateway("gateway".into())), dir, "gateway")?;
     let identities_dir = dir.join("identities");
-    place(Subject::Identity(Identity::Operator("ops".into())), &identities_dir, "operator-ops")?;
-    place(Subject::Identity(Identity::Agency("demo".into())), &identities_dir, "agency-demo")?;
     let mut identities = Vec::new();
+    let (cert, key) = place(Subject::Identity(Identity::Operator("ops".into())), &identities_dir, "operator-ops")?;
+    identities.push(("operator/ops".to_string(), cert, key));
+    let (cert, key) = place(Subject::Identity(Identity::Agency("demo".into())), &identities_dir, "agency-demo")?;
+    identities.push(("agency/demo".to_string(), cert, key));
     for endpoint in registry.endpoints() {
         let name = endpoint.id.to_string().replace('/', "-");
         let (cert, key) = place(Subject::Identity(Identity::Endpoint(endpoint.id.clone())), &identities_dir, &name)?;

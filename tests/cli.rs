@@ -423,3 +423,48 @@ fn convert_refuses_a_nine_digit_mbqh() {
     assert!(output.stdout.is_empty());
     assert_eq!(String::from_utf8_lossy(&output.stderr).trim(), "MBQH: expected a six-digit region code, got \"330203101\"");
 }
+
+/// Operator tools that do not lie: `init` does not replace a site without `--force` and lists
+/// every identity it wrote; `audit verify` and `deliveries list` refuse a store that is not
+/// there instead of making an empty one and calling it intact; replaying a dead letter that
+/// does not exist exits non-zero.
+#[tokio::test]
+async fn operator_tools_refuse_what_they_cannot_do() {
+    let dir = std::env::temp_dir().join(format!("liandong-cli-tools-{}", ulid::Ulid::new()));
+    let site = dir.join("site");
+    let at = site.to_str().unwrap();
+    let first = liandong(&["init", at, "--json"], None);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let manifest: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    for identity in ["operator/ops", "agency/demo", "330200/110"] {
+        assert!(manifest["identities"][identity]["cert"].is_string(), "{identity} in {manifest}");
+    }
+    let root = std::fs::read(site.join("ca.pem")).unwrap();
+    let again = liandong(&["init", at], None);
+    assert_eq!(again.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&again.stderr);
+    assert!(text.contains("a site is already here") && text.contains("--force"), "{text}");
+    assert_eq!(std::fs::read(site.join("ca.pem")).unwrap(), root, "nothing was replaced");
+    let forced = liandong(&["init", at, "--force"], None);
+    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    assert!(String::from_utf8_lossy(&forced.stdout).contains("operator/ops, agency/demo, "));
+    assert_ne!(std::fs::read(site.join("ca.pem")).unwrap(), root, "--force makes a new CA");
+
+    let config = site.join("liandong.toml");
+    let config = config.to_str().unwrap();
+    for command in [vec!["audit", "verify", "--config", config], vec!["deliveries", "list", "--config", config]] {
+        let output = liandong(&command, None);
+        assert_eq!(output.status.code(), Some(1), "{command:?}");
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert!(text.contains("no database at"), "{text}");
+    }
+    assert!(!site.join("liandong.db").exists(), "no empty database was made");
+
+    liandong::store::Store::sqlite(&site.join("liandong.db")).await.unwrap();
+    let replay = liandong(&["deliveries", "replay", "--config", config, "999"], None);
+    assert_eq!(replay.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&replay.stderr);
+    assert!(text.contains("999: ") && text.contains("1 of 1 not replayed"), "{text}");
+    assert!(liandong(&["audit", "verify", "--config", config], None).status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
