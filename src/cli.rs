@@ -522,9 +522,10 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
         let config = load_config(file)?;
         crate::server::registry(&config).map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
         crate::security::tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key, config.tls.crl.as_deref())
-            .map_err(|e| CliError::Invalid(format!("{}: tls: {e}", file.display())))?;
-        crate::security::tls::client_config(&config.tls.ca, &config.tls.client_cert, &config.tls.client_key)
-            .map_err(|e| CliError::Invalid(format!("{}: tls: {e}", file.display())))?;
+            .map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
+        let destination_ca = config.tls.destination_ca.as_ref().unwrap_or(&config.tls.ca);
+        crate::security::tls::client_config(destination_ca, &config.tls.client_cert, &config.tls.client_key)
+            .map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
         println!("{}: ok", file.display());
         return Ok(());
     }

@@ -16,7 +16,7 @@ use crate::model::EndpointId;
 
 /// A mistake in the configuration, named by its key.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: {key}: {problem}")]
+#[error("{file}: {}{problem}", if key.is_empty() { String::new() } else { format!("{key}: ") })]
 pub struct ConfigError {
     pub file: String,
     /// The dotted key (`delivery.max_backoff`, `endpoint[2].url`), empty for the whole file.
@@ -269,13 +269,23 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses TOML text, naming the key of any mistake.
+    /// Parses TOML text, naming the key and the line and column of any mistake.
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         let fail = |key: String, problem: String| ConfigError { file: file.to_string(), key, problem };
-        let deserializer = toml::Deserializer::parse(text).map_err(|e| fail(String::new(), e.message().to_string()))?;
+        // "line L, column C: message", where the parser says where.
+        let placed = |error: &toml::de::Error| match error.span() {
+            Some(span) => {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!("line {line}, column {column}: {}", error.message())
+            }
+            None => error.message().to_string(),
+        };
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| fail(String::new(), placed(&e)))?;
         serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
-            fail(if key == "." { String::new() } else { key }, e.into_inner().message().to_string())
+            fail(if key == "." { String::new() } else { key }, placed(&e.into_inner()))
         })
     }
 
@@ -502,6 +512,18 @@ client_key = "gateway-key.pem"
         assert_eq!(err.key, "delivery.max_backoff");
         let err = Config::parse("t.toml", &MINIMAL.replace("127.0.0.1:8443", "nowhere")).unwrap_err();
         assert_eq!(err.key, "listen.https");
+    }
+
+    /// A TOML syntax error, and a value of the wrong type, say the line and column.
+    #[test]
+    fn mistakes_say_where_they_are() {
+        let err = Config::parse("t.toml", &format!("{MINIMAL}\n[delivery]\ntimeout = 10.s\n")).unwrap_err();
+        assert!(err.to_string().starts_with("t.toml: line 12, column 14: "), "{err}");
+        let err = Config::parse("t.toml", &format!("{MINIMAL}\n[listen]\n")).unwrap_err();
+        assert!(err.problem.starts_with("line 11, column 2: duplicate key"), "a table twice: {err}");
+        let err = Config::parse("t.toml", &format!("{MINIMAL}\n[delivery]\ntimeout = 10\n")).unwrap_err();
+        assert_eq!(err.key, "delivery.timeout");
+        assert!(err.problem.starts_with("line 12, column 11: "), "{err}");
     }
 
     #[test]

@@ -64,11 +64,20 @@ pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
 
 /// Loads the registry: the built-in formats and endpoints, plus the configured folder.
 pub fn registry(config: &Config) -> Result<Registry, ServeError> {
-    match &config.profiles {
-        None => Ok(Registry::builtin()),
+    let registry = match &config.profiles {
+        None => Registry::builtin(),
         Some(dir) => Registry::with_dir(dir)
-            .map_err(|errors| ServeError::Profiles(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))),
+            .map_err(|errors| ServeError::Profiles(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?,
+    };
+    // An endpoint's settings for an endpoint the registry does not have would be ignored: a
+    // typo in an id must not silently leave a desk without its deliveries.
+    if let Some(unknown) = config.endpoints.iter().find(|e| registry.endpoint_named(&e.id).is_err()) {
+        return Err(ServeError::Profiles(format!(
+            "[[endpoint]] id = \"{}\": not an endpoint of the registry (see `liandong endpoints`)",
+            unknown.id
+        )));
     }
+    Ok(registry)
 }
 
 /// Runs the gateway until `shutdown` completes.

@@ -468,3 +468,32 @@ async fn operator_tools_refuse_what_they_cannot_do() {
     assert!(liandong(&["audit", "verify", "--config", config], None).status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `serve --check-config` refuses what `serve` would silently ignore or misreport: an endpoint
+/// id the registry does not have, and a key that does not belong to its certificate (naming
+/// both files).
+#[test]
+fn check_config_names_an_unknown_endpoint_and_a_mismatched_key() {
+    let dir = std::env::temp_dir().join(format!("liandong-cli-check-{}", ulid::Ulid::new()));
+    let site = dir.join("site");
+    assert!(liandong(&["init", site.to_str().unwrap()], None).status.success());
+    let config = site.join("liandong.toml");
+    let check = || liandong(&["serve", "--check-config", config.to_str().unwrap()], None);
+    assert!(check().status.success());
+    let text = std::fs::read_to_string(&config).unwrap();
+
+    std::fs::write(&config, text.replacen("id = \"330200/12345\"", "id = \"990000/110\"", 1)).unwrap();
+    let output = check();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("[[endpoint]] id = \"990000/110\": not an endpoint of the registry"), "{stderr}");
+
+    std::fs::write(&config, &text).unwrap();
+    std::fs::copy(site.join("gateway-key.pem"), site.join("server-key.pem")).unwrap();
+    let output = check();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("server-key.pem: this key does not belong to the certificate in"), "{stderr}");
+    assert!(!stderr.contains("tls: tls:"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -29,6 +29,16 @@ fn pem_all<T: PemObject>(path: &Path, none: &str) -> Result<Vec<T>, TlsError> {
     Ok(items)
 }
 
+/// A certificate and key that rustls would not pair, named by their files.
+fn pair_error(cert: &Path, key: &Path, error: rustls::Error) -> TlsError {
+    match error {
+        rustls::Error::InconsistentKeys(_) => {
+            file_error(key, format!("this key does not belong to the certificate in {}", cert.display()))
+        }
+        other => file_error(cert, format!("with the key {}: {other}", key.display())),
+    }
+}
+
 /// Every certificate in a PEM file.
 pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     pem_all(path, "no certificate in the file")
@@ -210,8 +220,10 @@ pub fn audited_server_config(
         builder = builder.with_crls(list).only_check_end_entity_revocation();
     }
     let verifier = Arc::new(Reporting { inner: builder.build().map_err(|e| TlsError::Verifier(e.to_string()))?, audit });
-    let mut config =
-        ServerConfig::builder().with_client_cert_verifier(verifier).with_single_cert(certificates(cert)?, private_key(key)?)?;
+    let mut config = ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certificates(cert)?, private_key(key)?)
+        .map_err(|e| pair_error(cert, key, e))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -221,7 +233,8 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientCon
     install_crypto_provider();
     let mut config = ClientConfig::builder()
         .with_root_certificates(roots(ca)?)
-        .with_client_auth_cert(certificates(cert)?, private_key(key)?)?;
+        .with_client_auth_cert(certificates(cert)?, private_key(key)?)
+        .map_err(|e| pair_error(cert, key, e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
