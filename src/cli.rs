@@ -242,13 +242,19 @@ pub enum DeliveriesCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Put dead letters back in the queue.
+    /// Put dead letters back in the queue: these ids, or every one to a destination, or all.
     Replay {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
         /// Outbox item ids, as `list` shows them.
-        #[arg(required = true)]
+        #[arg(required_unless_present_any = ["destination", "all"], conflicts_with_all = ["destination", "all"])]
         ids: Vec<i64>,
+        /// Every dead letter to this destination (`REGION/PLATFORM`), e.g. after its outage.
+        #[arg(long, value_name = "ENDPOINT", conflicts_with = "all")]
+        destination: Option<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -602,28 +608,50 @@ fn deliveries(command: &DeliveriesCommand, stdout: &mut dyn Write) -> Result<(),
                     let list: Vec<serde_json::Value> = dead
                         .iter()
                         .map(|d| serde_json::json!({"id": d.id, "destination": d.destination.to_string(), "transfer_id": d.transfer_id,
-                            "kind": d.kind.as_str(), "attempts": d.attempts, "last_error": d.last_error}))
+                            "kind": d.kind.as_str(), "created_at": d.created_at, "attempts": d.attempts, "last_error": d.last_error}))
                         .collect();
                     return Ok(serde_json::to_string_pretty(&list).unwrap_or_default() + "\n");
                 }
-                let mut out = format!("{:<8} {:<14} {:<28} {:<9} {:>8}  {}\n", "ID", "DESTINATION", "TRANSFER", "KIND", "ATTEMPTS", "LAST ERROR");
+                let mut out = format!(
+                    "{:<8} {:<14} {:<28} {:<9} {:<20} {:>8}  {}\n",
+                    "ID", "DESTINATION", "TRANSFER", "KIND", "QUEUED (UTC+8)", "ATTEMPTS", "LAST ERROR"
+                );
                 for d in &dead {
+                    let queued = crate::model::Timestamp::from_unix_seconds(d.created_at)
+                        .map_or_else(String::new, |t| t.format_beijing("yyyy-MM-dd HH:mm:ss"));
                     out.push_str(&format!(
-                        "{:<8} {:<14} {:<28} {:<9} {:>8}  {}\n",
+                        "{:<8} {:<14} {:<28} {:<9} {:<20} {:>8}  {}\n",
                         d.id,
                         d.destination.to_string(),
                         d.transfer_id,
                         d.kind.as_str(),
+                        queued,
                         d.attempts,
                         d.last_error.as_deref().unwrap_or("")
                     ));
                 }
                 Ok(out)
             }
-            DeliveriesCommand::Replay { ids, .. } => {
+            DeliveriesCommand::Replay { ids, destination, all, .. } => {
+                let bulk = destination.is_some() || *all;
+                let ids = if bulk {
+                    let (mut chosen, mut after) = (Vec::new(), 0);
+                    loop {
+                        let page = store.dead_letters_after(after, 1000).await.map_err(failed)?;
+                        let Some(last) = page.last() else { break chosen };
+                        after = last.id;
+                        chosen.extend(
+                            page.iter()
+                                .filter(|d| destination.as_ref().is_none_or(|e| d.destination.to_string() == *e))
+                                .map(|d| d.id),
+                        );
+                    }
+                } else {
+                    ids.clone()
+                };
                 let (mut out, mut refused) = (String::new(), 0);
                 let now = crate::model::Timestamp::now().unix_seconds();
-                for id in ids {
+                for id in &ids {
                     let done = matches!(
                         store.write(crate::store::Write::Replay { item_id: *id, at: now }).await.map_err(failed)?,
                         crate::store::WriteResult::Done(true)
@@ -635,7 +663,16 @@ fn deliveries(command: &DeliveriesCommand, stdout: &mut dyn Write) -> Result<(),
                         out.push_str(&format!("{id}: {}\n", crate::api::handlers::NOT_REPLAYABLE));
                     }
                 }
-                // Any id not replayed makes the exit status 1, the whole account on stderr.
+                if bulk {
+                    let which = destination.as_deref().map_or("all destinations".to_string(), |e| format!("to {e}"));
+                    out.push_str(&format!(
+                        "{} of {} dead letters ({which}) queued again; {refused} not replayed\n",
+                        ids.len() - refused,
+                        ids.len()
+                    ));
+                    return Ok(out);
+                }
+                // Any id given that was not replayed makes the exit status 1, the whole account on stderr.
                 match refused {
                     0 => Ok(out),
                     _ => Err(CliError::Failed(format!("{out}{refused} of {} not replayed", ids.len()))),

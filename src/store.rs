@@ -431,7 +431,13 @@ impl Store {
 
     /// Deliveries in the dead-letter state, oldest first.
     pub async fn dead_letters(&self, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
-        let rows = sqlx::query(&format!("{OUTBOX_SELECT} WHERE status = 'dead' ORDER BY id LIMIT $1"))
+        self.dead_letters_after(0, limit).await
+    }
+
+    /// Dead letters with ids after `after`, oldest first: a page of them.
+    pub async fn dead_letters_after(&self, after: i64, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(&format!("{OUTBOX_SELECT} WHERE status = 'dead' AND id > $1 ORDER BY id LIMIT $2"))
+            .bind(after)
             .bind(limit.clamp(1, 1000))
             .fetch_all(&self.pool)
             .await?;

@@ -460,12 +460,44 @@ async fn operator_tools_refuse_what_they_cannot_do() {
     }
     assert!(!site.join("liandong.db").exists(), "no empty database was made");
 
-    liandong::store::Store::sqlite(&site.join("liandong.db")).await.unwrap();
+    let store = liandong::store::Store::sqlite(&site.join("liandong.db")).await.unwrap();
     let replay = liandong(&["deliveries", "replay", "--config", config, "999"], None);
     assert_eq!(replay.status.code(), Some(1));
     let text = String::from_utf8_lossy(&replay.stderr);
     assert!(text.contains("999: ") && text.contains("1 of 1 not replayed"), "{text}");
     assert!(liandong(&["audit", "verify", "--config", config], None).status.success());
+
+    // three dead letters to Ningbo 12345: listed with when they were queued, replayed in bulk
+    let engine = common::stores::engine(store.clone());
+    let police: liandong::model::EndpointId = "330200/110".parse().unwrap();
+    for n in 1..=3 {
+        engine.submit(&police, common::stores::ningbo_request(&format!("LZ-DEAD-{n}"))).await.unwrap();
+    }
+    let now = liandong::store::now_millis();
+    for item in store.due(now, "330200/12345", 10, &[]).await.unwrap() {
+        let error = "HTTP 500".to_string();
+        let dead = liandong::store::Write::Failed {
+            item_id: item.id,
+            at: now / 1000,
+            error,
+            next_attempt_at: now,
+            dead: true,
+            undeliverable: None,
+        };
+        store.write(dead).await.unwrap();
+    }
+    let listed: Value =
+        serde_json::from_slice(&liandong(&["deliveries", "list", "--config", config, "--json"], None).stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+    assert!(listed[0]["created_at"].as_i64().unwrap() > 0 && listed[0]["last_error"] == "HTTP 500", "{listed}");
+    let table = String::from_utf8(liandong(&["deliveries", "list", "--config", config], None).stdout).unwrap();
+    assert!(table.contains("QUEUED (UTC+8)") && table.contains("HTTP 500"), "{table}");
+    let none = liandong(&["deliveries", "replay", "--config", config, "--destination", "330200/110"], None);
+    assert!(String::from_utf8_lossy(&none.stdout).contains("0 of 0 dead letters (to 330200/110) queued again"));
+    let all = liandong(&["deliveries", "replay", "--config", config, "--destination", "330200/12345"], None);
+    assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
+    assert!(String::from_utf8_lossy(&all.stdout).contains("3 of 3 dead letters (to 330200/12345) queued again; 0 not replayed"));
+    assert!(store.dead_letters(10).await.unwrap().is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
