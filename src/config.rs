@@ -245,6 +245,10 @@ pub struct EndpointSettings {
     /// Where its native documents are POSTed (`https://…`). Without it, the endpoint pulls.
     #[serde(default)]
     pub url: Option<String>,
+    /// The SHA-256 (hex) of the desk server's public key (its SubjectPublicKeyInfo): delivery
+    /// to it then also requires that exact key, whatever CA signed its certificate.
+    #[serde(default)]
+    pub server_key_sha256: Option<String>,
     /// Overrides the default `receive_by` of transfers to this endpoint.
     #[serde(default, with = "duration::option")]
     pub receive_within: Option<Duration>,
@@ -404,6 +408,15 @@ impl Config {
             }
             if !seen.insert(&endpoint.id) {
                 return fail(format!("endpoint[{i}].id"), format!("{} appears twice", endpoint.id));
+            }
+            if let Some(pin) = &endpoint.server_key_sha256 {
+                let hex = pin.replace(':', "");
+                if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return fail(
+                        format!("endpoint[{i}].server_key_sha256"),
+                        format!("expected 64 hex digits (the SHA-256 of the server's public key), got {pin:?}"),
+                    );
+                }
             }
             if let Some(url) = &endpoint.url {
                 if !url.starts_with("https://") || url.parse::<hyper::Uri>().is_err() {

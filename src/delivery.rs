@@ -452,7 +452,8 @@ impl Deliverer {
         };
         let content_type = endpoint.content_type();
         let timeout = self.settings.timeout;
-        let (status, answer) = match tokio::time::timeout(timeout, self.post(&url, item, &content_type, body)).await {
+        let pin = self.engine.config.endpoint(&item.destination).and_then(|s| s.server_key_sha256.as_deref());
+        let (status, answer) = match tokio::time::timeout(timeout, self.post(&url, pin, item, &content_type, body)).await {
             Err(_) => return Attempt::Timeout(timeout),
             Ok(Err(attempt)) => return attempt,
             Ok(Ok(answered)) => answered,
@@ -489,14 +490,22 @@ impl Deliverer {
         }
     }
 
-    async fn post(&self, url: &str, item: &OutboxItem, content_type: &str, body: Vec<u8>) -> Result<(u16, Bytes), Attempt> {
+    async fn post(
+        &self,
+        url: &str,
+        pin: Option<&str>,
+        item: &OutboxItem,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, Bytes), Attempt> {
         let uri: hyper::Uri = url.parse().map_err(|e| Attempt::Connect(format!("{url}: {e}")))?;
         let host = uri.host().ok_or_else(|| Attempt::Connect(format!("{url}: no host")))?.trim_matches(['[', ']']).to_string();
         let port = uri.port_u16().unwrap_or(443);
-        let key = format!("{host}:{port}");
+        // A pinned connection is pooled apart: it was checked against that pin.
+        let key = format!("{host}:{port}#{}", pin.unwrap_or(""));
         let mut sender = match self.idle_connection(&key).await {
             Some(sender) => sender,
-            None => self.connect(&host, port).await?,
+            None => self.connect(&host, port, pin).await?,
         };
         // Origin form (RFC 9112 §3.2.1): on a direct connection the request line has the path.
         let target = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -529,18 +538,37 @@ impl Deliverer {
         None
     }
 
-    async fn connect(&self, host: &str, port: u16) -> Result<SendRequest<Full<Bytes>>, Attempt> {
+    async fn connect(&self, host: &str, port: u16, pin: Option<&str>) -> Result<SendRequest<Full<Bytes>>, Attempt> {
         let tcp =
             tokio::net::TcpStream::connect((host, port)).await.map_err(|e| Attempt::Connect(format!("{host}:{port}: {e}")))?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(host.to_string()).map_err(|e| Attempt::Connect(format!("{host}: {e}")))?;
         let tls = self.tls.connect(name, tcp).await.map_err(|e| Attempt::Connect(format!("TLS with {host}:{port}: {e}")))?;
+        if let Some(pin) = pin {
+            let presented = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|leaf| key_sha256(leaf));
+            let wanted = pin.replace(':', "").to_ascii_lowercase();
+            if presented.as_deref() != Some(wanted.as_str()) {
+                return Err(Attempt::Connect(format!(
+                    "TLS with {host}:{port}: the server's key (sha256 {}) is not the one pinned for it (server_key_sha256 {wanted})",
+                    presented.unwrap_or_default()
+                )));
+            }
+        }
         let (sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| Attempt::Connect(e.to_string()))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
         Ok(sender)
+    }
+}
+
+/// The SHA-256 (hex) of a certificate's public key (SubjectPublicKeyInfo), as a pin names it.
+fn key_sha256(certificate: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    match x509_parser::parse_x509_certificate(certificate) {
+        Ok((_, cert)) => Sha256::digest(cert.public_key().raw).iter().map(|b| format!("{b:02x}")).collect(),
+        Err(_) => String::new(),
     }
 }
 

@@ -548,8 +548,26 @@ async fn two_cas_overlap_during_a_rotation_with_both_crls_loaded() {
     assert_eq!(old_client.get("/v1/transfers").await.status, 200);
 }
 
+/// The SHA-256 of a certificate's public key, as OpenSSL computes it (`x509 -pubkey`, `pkey
+/// -outform der`, `dgst -sha256`).
+fn openssl_key_sha256(cert: &Path) -> String {
+    let pubkey = Command::new("openssl").args(["x509", "-noout", "-pubkey", "-in"]).arg(cert).output().unwrap();
+    let mut der = Command::new("openssl")
+        .args(["pkey", "-pubin", "-outform", "der"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    der.stdin.take().unwrap().write_all(&pubkey.stdout).unwrap();
+    let der = der.wait_with_output().unwrap().stdout;
+    use sha2::Digest;
+    sha2::Sha256::digest(&der).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A province's own PKI signs its desk's receiving server: trusted for delivery through
-/// `tls.destination_ca` alone, so the same PKI mints no client identity at the gateway.
+/// `tls.destination_ca` alone, so the same PKI mints no client identity at the gateway; the
+/// desk's key pinned (`server_key_sha256`) is delivered to, another key is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_desks_own_pki_is_trusted_for_delivery_and_nothing_else() {
     use common::net::Receiver;
@@ -560,7 +578,12 @@ async fn a_desks_own_pki_is_trusted_for_delivery_and_nothing_else() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let desk = Receiver::serve_as(&site, "330200/12345", listener, &server.chain, server.key.as_ref().unwrap());
     site.push_to("330200/12345", &desk.url());
-    site.edit_config(|t| t.replace("ca = \"ca.pem\"", "ca = \"ca.pem\"\ndestination_ca = \"province-ca/root.pem\""));
+    // pinned too: the key OpenSSL reads from the desk's certificate
+    let pin = openssl_key_sha256(&server.cert);
+    site.edit_config(|t| {
+        t.replace("ca = \"ca.pem\"", "ca = \"ca.pem\"\ndestination_ca = \"province-ca/root.pem\"")
+            .replace(&format!("url = \"{}\"", desk.url()), &format!("url = \"{}\"\nserver_key_sha256 = \"{pin}\"", desk.url()))
+    });
     let (addr, _admin, _stop) = start_on_free_port(&site).await;
 
     let now = liandong::model::Timestamp::now().format_beijing("yyyy-MM-dd HH:mm:ss");
@@ -576,4 +599,39 @@ async fn a_desks_own_pki_is_trusted_for_delivery_and_nothing_else() {
     let minted = province.issue(&Subject::Identity(Identity::Endpoint("330200/110".parse().unwrap())), 30, true).unwrap();
     let impostor = Client::new(&site, &minted.chain, minted.key.as_ref().unwrap(), addr);
     assert!(impostor.request("GET", "/v1/transfers", Vec::new()).await.is_err(), "the province's PKI is no client CA here");
+}
+
+/// A desk whose server presents another key than the pinned one is not delivered to: the
+/// attempt fails naming both keys, and is retried (the desk may fix its certificate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desk_with_another_key_than_the_pinned_one_is_not_delivered_to() {
+    use common::net::Receiver;
+    let site = Site::new("certs-pinned");
+    let desk = Receiver::start(&site, "330200/12345").await;
+    site.push_to("330200/12345", &desk.url());
+    let wrong = "00".repeat(32);
+    site.edit_config(|t| {
+        t.replace(&format!("url = \"{}\"", desk.url()), &format!("url = \"{}\"\nserver_key_sha256 = \"{wrong}\"", desk.url()))
+    });
+    let (addr, _admin, _stop) = start_on_free_port(&site).await;
+    let now = liandong::model::Timestamp::now().format_beijing("yyyy-MM-dd HH:mm:ss");
+    let document = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+    )
+    .unwrap()
+    .replace("2023-05-08 09:43:00", &now);
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+    let answer = police.post("/v1/native/330200/110/transfers", document.into_bytes()).await;
+    let transfer_id = answer.header("x-liandong-transfer-id").unwrap();
+    let store = liandong::store::Store::sqlite(&site.dir.join("liandong.db")).await.unwrap();
+    let mut error = String::new();
+    for _ in 0..200 {
+        error = store.deliveries_of(&transfer_id).await.unwrap()[0].last_error.clone().unwrap_or_default();
+        if !error.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(error.contains("is not the one pinned for it") && error.contains(&wrong), "{error}");
+    assert!(desk.received().is_empty(), "nothing was sent to the unpinned key");
 }
