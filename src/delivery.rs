@@ -118,7 +118,8 @@ pub fn verdict(attempt: &Attempt) -> Verdict {
 /// The delivery worker.
 pub struct Deliverer {
     engine: Engine,
-    tls: tokio_rustls::TlsConnector,
+    /// The delivery client's TLS material, as last reloaded: each new connection takes it.
+    tls: Arc<crate::security::reload::TlsReloader>,
     settings: Settings,
     /// Idle HTTP/1.1 connections, by `host:port`.
     idle: Mutex<HashMap<String, Vec<SendRequest<Full<Bytes>>>>>,
@@ -196,10 +197,10 @@ enum Taken {
 }
 
 impl Deliverer {
-    pub fn new(engine: Engine, client: Arc<rustls::ClientConfig>, settings: Settings) -> Arc<Deliverer> {
+    pub fn new(engine: Engine, tls: Arc<crate::security::reload::TlsReloader>, settings: Settings) -> Arc<Deliverer> {
         Arc::new(Deliverer {
             engine,
-            tls: tokio_rustls::TlsConnector::from(client),
+            tls,
             settings,
             idle: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
@@ -543,7 +544,8 @@ impl Deliverer {
             tokio::net::TcpStream::connect((host, port)).await.map_err(|e| Attempt::Connect(format!("{host}:{port}: {e}")))?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(host.to_string()).map_err(|e| Attempt::Connect(format!("{host}: {e}")))?;
-        let tls = self.tls.connect(name, tcp).await.map_err(|e| Attempt::Connect(format!("TLS with {host}:{port}: {e}")))?;
+        let connector = tokio_rustls::TlsConnector::from(self.tls.current_client());
+        let tls = connector.connect(name, tcp).await.map_err(|e| Attempt::Connect(format!("TLS with {host}:{port}: {e}")))?;
         if let Some(pin) = pin {
             let presented = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|leaf| key_sha256(leaf));
             let wanted = pin.replace(':', "").to_ascii_lowercase();

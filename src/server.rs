@@ -23,7 +23,7 @@ use crate::engine::Engine;
 use crate::formats::Registry;
 use crate::metrics::{self, counters};
 use crate::model::Timestamp;
-use crate::security::{tls, Identity};
+use crate::security::Identity;
 use crate::store::{Store, StoreError};
 
 /// How long a TLS handshake may take before the connection is dropped.
@@ -86,14 +86,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let server_tls = Arc::new(crate::security::reload::TlsReloader::load(
-        &config.tls.ca,
-        &config.tls.cert,
-        &config.tls.key,
-        config.tls.crl.as_deref(),
-    )?);
-    let destination_ca = config.tls.destination_ca.as_ref().unwrap_or(&config.tls.ca);
-    let client_tls = tls::client_config(destination_ca, &config.tls.client_cert, &config.tls.client_key)?;
+    let server_tls = Arc::new(crate::security::reload::TlsReloader::load(&config.tls)?);
     let registry = Arc::new(registry(&config)?);
     let store = open_store(&config).await?;
     let config = Arc::new(config);
@@ -141,7 +134,7 @@ pub async fn run(
     let state = Arc::new(AppState::new(engine.clone(), config.delivery.unreachable_after.as_secs() as i64));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let deliverer = Deliverer::new(engine.clone(), client_tls, config.delivery.clone());
+    let deliverer = Deliverer::new(engine.clone(), server_tls.clone(), config.delivery.clone());
     let delivery = tokio::spawn(deliverer.run(stopped.clone()));
     let sweeper = tokio::spawn(sweep(engine.clone(), config.delivery.sweep_every, stopped.clone()));
     let admin = tokio::spawn(serve_admin(listeners.admin, state.clone(), server_tls.clone(), stopped.clone()));

@@ -372,6 +372,8 @@ async fn the_gateway_takes_a_crl_and_a_renewed_certificate_without_a_restart() {
     let (reloads_before, failing, text) = metrics().await;
     assert_eq!(failing, 0.0, "{text}");
     assert!(text.contains("liandong_certificate_expiry_seconds{which=\"server\""), "{text}");
+    assert!(text.contains("liandong_certificate_expiry_seconds{which=\"intermediate\""), "{text}");
+    assert!(text.contains("liandong_certificate_expiry_seconds{which=\"client\""), "the delivery certificate: {text}");
     assert!(text.contains("liandong_crl_next_update_seconds"), "{text}");
 
     // revoke it and publish the CRL: after one reload new connections are refused, others served
@@ -422,6 +424,20 @@ async fn the_gateway_takes_a_crl_and_a_renewed_certificate_without_a_restart() {
     assert_ne!(before, renewed.serial);
     assert_eq!(futures_lite(metrics()).1, 0.0, "the reload succeeded");
     assert!(list_works(&mut police_open).await, "a connection from before the renewal still works");
+
+    // the gateway's own delivery certificate is reloaded too (a 10-day one replaces it)
+    let client = ca.issue(&Subject::Identity(Identity::Gateway("gateway".into())), 10, true).unwrap();
+    std::fs::write(site.dir.join("gateway-key.pem"), std::fs::read(client.key.as_ref().unwrap()).unwrap()).unwrap();
+    std::fs::write(site.dir.join("gateway.pem"), std::fs::read(&client.chain).unwrap()).unwrap();
+    eventually(10, "the delivery certificate is reloaded", || {
+        let text = futures_lite(metrics()).2;
+        text.lines()
+            .find(|l| l.starts_with("liandong_certificate_expiry_seconds{which=\"client\""))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<i64>().ok())
+            .is_some_and(|left| left < 11 * 86_400)
+    })
+    .await;
 }
 
 /// Runs a future to completion from inside `eventually`'s synchronous check.
@@ -511,8 +527,10 @@ async fn two_cas_overlap_during_a_rotation_with_both_crls_loaded() {
     let foreign = stranger.issue(&agency, 30, true).unwrap();
     let (cert, key) = (foreign.chain.clone(), foreign.key.clone().unwrap());
     let said = tokio::task::spawn_blocking(move || {
-        let mut s_client = Command::new("openssl")
-            .args(["s_client", "-connect", &addr.to_string(), "-servername", "localhost", "-cert"])
+        // -ign_eof: read on after the request until the server closes (its alert comes then);
+        // at most 10 s, should a regression let the client in and keep the connection.
+        let mut s_client = Command::new("timeout")
+            .args(["10", "openssl", "s_client", "-ign_eof", "-connect", &addr.to_string(), "-servername", "localhost", "-cert"])
             .arg(&cert)
             .arg("-key")
             .arg(&key)

@@ -1,5 +1,6 @@
-//! The server's TLS material, reloaded while the gateway runs: its certificate, the CA bundle it
-//! trusts and the CRL, when the files change (checked every `tls.reload_check`) and on SIGHUP.
+//! The gateway's TLS material, reloaded while it runs: its server certificate, the CA bundle it
+//! trusts and the CRL, and the client certificate it delivers with (and the bundle it trusts
+//! desks' servers by), when the files change (checked every `tls.reload_check`) and on SIGHUP.
 //!
 //! Each new connection takes the configuration current at its handshake; established
 //! connections keep the one they started with, so a reload drops nobody. A reload that fails
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use rustls::ServerConfig;
+use rustls::{ClientConfig, ServerConfig};
 
 use super::TlsError;
 use crate::metrics::{counters, inc};
@@ -35,7 +36,12 @@ pub struct TlsReloader {
     cert: PathBuf,
     key: PathBuf,
     crl: Option<PathBuf>,
+    /// The delivery side: the bundle desks' servers must chain to, the client certificate, its key.
+    destination_ca: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
     current: RwLock<Arc<ServerConfig>>,
+    current_client: RwLock<Arc<ClientConfig>>,
     state: Mutex<Loaded>,
     /// Bumped on every reload that took: open connections look at their peer again.
     reloads: tokio::sync::watch::Sender<u64>,
@@ -58,13 +64,19 @@ struct Loaded {
 
 impl TlsReloader {
     /// Loads the material; a failure here stops the start.
-    pub fn load(ca: &Path, cert: &Path, key: &Path, crl: Option<&Path>) -> Result<TlsReloader, TlsError> {
+    pub fn load(tls: &crate::config::Tls) -> Result<TlsReloader, TlsError> {
         let refusals = super::tls::RefusalAudit::default();
+        let (ca, cert, key, crl) = (&tls.ca, &tls.cert, &tls.key, tls.crl.as_deref());
+        let destination_ca = tls.destination_ca.clone().unwrap_or_else(|| tls.ca.clone());
         let reloader = TlsReloader {
             ca: ca.to_path_buf(),
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             crl: crl.map(Path::to_path_buf),
+            current_client: RwLock::new(super::tls::client_config(&destination_ca, &tls.client_cert, &tls.client_key)?),
+            destination_ca,
+            client_cert: tls.client_cert.clone(),
+            client_key: tls.client_key.clone(),
             current: RwLock::new(super::tls::audited_server_config(ca, cert, key, crl, Some(refusals.clone()))?),
             state: Mutex::new(Loaded::default()),
             reloads: tokio::sync::watch::Sender::new(0),
@@ -80,9 +92,15 @@ impl TlsReloader {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The configuration for the next delivery connection.
+    pub fn current_client(&self) -> Arc<ClientConfig> {
+        self.current_client.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn files(&self) -> Vec<&Path> {
         let mut files = vec![self.ca.as_path(), self.cert.as_path(), self.key.as_path()];
         files.extend(self.crl.as_deref());
+        files.extend([self.destination_ca.as_path(), self.client_cert.as_path(), self.client_key.as_path()]);
         files
     }
 
@@ -92,11 +110,17 @@ impl TlsReloader {
 
     /// Reads what the files say (expiries, the CRL's next update) and their stamps.
     fn describe(&self) -> Result<Loaded, TlsError> {
-        let mut expiries = Vec::new();
-        for (which, path) in [("server", &self.cert), ("ca", &self.ca)] {
-            for der in super::tls::certificates(path)? {
-                if let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) {
-                    expiries.push((which, cert.subject().to_string(), cert.validity().not_after.timestamp()));
+        let mut expiries: Vec<(&'static str, String, i64)> = Vec::new();
+        // The leaf of each chain file is the server's or the client's own; what follows it is
+        // an intermediate CA, whichever file brought it.
+        for (which, path) in [("server", &self.cert), ("client", &self.client_cert), ("ca", &self.ca)] {
+            for (i, der) in super::tls::certificates(path)?.iter().enumerate() {
+                if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) {
+                    let which = if i > 0 && which != "ca" { "intermediate" } else { which };
+                    let entry = (which, cert.subject().to_string(), cert.validity().not_after.timestamp());
+                    if !expiries.contains(&entry) {
+                        expiries.push(entry);
+                    }
                 }
             }
         }
@@ -121,16 +145,24 @@ impl TlsReloader {
     pub fn reload(&self, why: &str, auditor: &Auditor) -> bool {
         let result =
             super::tls::audited_server_config(&self.ca, &self.cert, &self.key, self.crl.as_deref(), Some(self.refusals.clone()))
-                .and_then(|config| self.describe().map(|loaded| (config, loaded)));
+                .and_then(|config| {
+                    let client = super::tls::client_config(&self.destination_ca, &self.client_cert, &self.client_key)?;
+                    Ok((config, client))
+                })
+                .and_then(|(config, client)| self.describe().map(|loaded| (config, client, loaded)));
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match result {
-            Ok((config, loaded)) => {
+            Ok((config, client, loaded)) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
+                *self.current_client.write().unwrap_or_else(|e| e.into_inner()) = client;
                 let expiries: Vec<String> = loaded.expiries.iter().map(|(w, s, t)| format!("{w} {s} until {t}")).collect();
                 *state = loaded;
                 self.reloads.send_modify(|n| *n += 1);
                 inc(&counters().tls_reloads);
-                tracing::info!(why, "reloaded the TLS material (server certificate, CA bundle, CRL)");
+                tracing::info!(
+                    why,
+                    "reloaded the TLS material (server certificate, CA bundle, CRL, delivery client certificate)"
+                );
                 note_change(auditor, "tls.reloaded", serde_json::json!({"why": why, "certificates": expiries}));
                 true
             }
