@@ -52,6 +52,27 @@ fn issued(text: &str, what: &str) -> PathBuf {
     PathBuf::from(line.split_whitespace().nth(1).unwrap())
 }
 
+/// A fresh CA folder made by the tool: (its temporary parent, the CA folder).
+fn new_ca(name: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("liandong-certs-{name}-{}", ulid::Ulid::new()));
+    let ca = dir.join("ca");
+    let mut args = vec!["certs", "init", "--dir", ca.to_str().unwrap()];
+    args.extend(extra);
+    ok(&liandong(&args));
+    (dir, ca)
+}
+
+/// The Ningbo 110 sample transfer, sent now (so no deadline has passed).
+fn ningbo_document() -> Vec<u8> {
+    let now = liandong::model::Timestamp::now().format_beijing("yyyy-MM-dd HH:mm:ss");
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+    )
+    .unwrap()
+    .replace("2023-05-08 09:43:00", &now)
+    .into_bytes()
+}
+
 #[test]
 fn the_tool_issues_renews_revokes_and_openssl_agrees() {
     let dir = std::env::temp_dir().join(format!("liandong-certs-{}", ulid::Ulid::new()));
@@ -202,10 +223,8 @@ fn the_tool_issues_renews_revokes_and_openssl_agrees() {
 /// watches the CA's own certificates; each CA's names are its own.
 #[test]
 fn no_certificate_outlives_its_issuer_and_the_ca_itself_is_watched() {
-    let dir = std::env::temp_dir().join(format!("liandong-certs-cap-{}", ulid::Ulid::new()));
-    let (ca, other) = (dir.join("ca"), dir.join("other"));
-    ok(&liandong(&["certs", "init", "--dir", ca.to_str().unwrap(), "--intermediate-days", "20"]));
-    ok(&liandong(&["certs", "init", "--dir", other.to_str().unwrap()]));
+    let (dir, ca) = new_ca("cap", &["--intermediate-days", "20"]);
+    let (other_dir, other) = new_ca("cap-other", &[]);
     let issued_text = ok(&liandong(&["certs", "issue", "--dir", ca.to_str().unwrap(), "agency", "fire", "--days", "365"]));
     assert!(issued_text.contains("warning: shortened to end with the intermediate CA"), "{issued_text}");
     let not_after = |path: &Path| {
@@ -224,6 +243,7 @@ fn no_certificate_outlives_its_issuer_and_the_ca_itself_is_watched() {
         assert_ne!(subject(&ca.join(file)), subject(&other.join(file)), "two CAs, two names: {file}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other_dir);
 }
 
 /// A ledger edited by hand (a revoked certificate set back to `live`, which would drop it from
@@ -231,10 +251,8 @@ fn no_certificate_outlives_its_issuer_and_the_ca_itself_is_watched() {
 /// by hand is refused naming its first changed entry.
 #[test]
 fn a_ledger_or_log_edited_by_hand_is_refused() {
-    let dir = std::env::temp_dir().join(format!("liandong-certs-log-{}", ulid::Ulid::new()));
-    let ca = dir.join("ca");
+    let (dir, ca) = new_ca("log", &[]);
     let at = ca.to_str().unwrap();
-    ok(&liandong(&["certs", "init", "--dir", at]));
     let issued_text = ok(&liandong(&["certs", "issue", "--dir", at, "agency", "fire"]));
     let serial = issued_text.split_whitespace().skip_while(|w| *w != "serial").nth(1).unwrap().to_string();
     ok(&liandong(&["certs", "revoke", "--dir", at, &serial, "--reason", "key-compromise"]));
@@ -270,10 +288,8 @@ fn a_ledger_or_log_edited_by_hand_is_refused() {
 /// holder with `--encrypt`, which OpenSSL opens with that passphrase.
 #[test]
 fn issued_keys_are_encrypted_on_request() {
-    let dir = std::env::temp_dir().join(format!("liandong-certs-encrypt-{}", ulid::Ulid::new()));
-    let ca = dir.join("ca");
+    let (dir, ca) = new_ca("encrypt", &[]);
     let at = ca.to_str().unwrap();
-    ok(&liandong(&["certs", "init", "--dir", at]));
     let clear = ok(&liandong(&["certs", "issue", "--dir", at, "agency", "fire"]));
     assert!(clear.contains("NOT encrypted: --encrypt FILE"), "{clear}");
     std::fs::write(dir.join("holder-pass"), "for the holder\n").unwrap();
@@ -604,14 +620,8 @@ async fn a_desks_own_pki_is_trusted_for_delivery_and_nothing_else() {
     });
     let (addr, _admin, _stop) = start_on_free_port(&site).await;
 
-    let now = liandong::model::Timestamp::now().format_beijing("yyyy-MM-dd HH:mm:ss");
-    let document = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
-    )
-    .unwrap()
-    .replace("2023-05-08 09:43:00", &now);
     let police = Client::for_endpoint(&site, "330200/110", addr);
-    assert_eq!(police.post("/v1/native/330200/110/transfers", document.into_bytes()).await.status, 200);
+    assert_eq!(police.post("/v1/native/330200/110/transfers", ningbo_document()).await.status, 200);
     eventually(20, "the delivery to the desk whose server the province's PKI signed", || !desk.received().is_empty()).await;
 
     let minted = province.issue(&Subject::Identity(Identity::Endpoint("330200/110".parse().unwrap())), 30, true).unwrap();
@@ -632,14 +642,8 @@ async fn a_desk_with_another_key_than_the_pinned_one_is_not_delivered_to() {
         t.replace(&format!("url = \"{}\"", desk.url()), &format!("url = \"{}\"\nserver_key_sha256 = \"{wrong}\"", desk.url()))
     });
     let (addr, _admin, _stop) = start_on_free_port(&site).await;
-    let now = liandong::model::Timestamp::now().format_beijing("yyyy-MM-dd HH:mm:ss");
-    let document = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
-    )
-    .unwrap()
-    .replace("2023-05-08 09:43:00", &now);
     let police = Client::for_endpoint(&site, "330200/110", addr);
-    let answer = police.post("/v1/native/330200/110/transfers", document.into_bytes()).await;
+    let answer = police.post("/v1/native/330200/110/transfers", ningbo_document()).await;
     let transfer_id = answer.header("x-liandong-transfer-id").unwrap();
     let store = liandong::store::Store::sqlite(&site.dir.join("liandong.db")).await.unwrap();
     let mut error = String::new();
