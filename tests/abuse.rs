@@ -333,3 +333,27 @@ async fn out_of_descriptors_the_listener_pauses_and_recovers() {
     let _ = gateway.kill();
     let _ = gateway.wait();
 }
+
+/// Where the route says which budget a call takes (a status update), a client over its rate
+/// limit is answered 429 — its own busy receipt, `Retry-After` — before it has sent its body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_limit_a_status_is_refused_before_its_body() {
+    use tokio::io::AsyncReadExt;
+    let site = Site::new("abuse-limit-first");
+    site.edit_config(|t| {
+        t + "\n[limits.endpoint]\nsubmit = { per_second = 100, burst = 100 }\nimmediate = { per_second = 100, burst = 100 }\n\
+             status = { per_second = 1, burst = 1 }\nread = { per_second = 100, burst = 100 }\n"
+    });
+    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let hotline = Client::for_endpoint(&site, "330200/12345", addr);
+    let first = hotline.post("/v1/native/330200/12345/status", sample("gd-json/status-accepted.json")).await;
+    assert_ne!(first.status, 429, "the first is within the budget: {}", first.text());
+    let head = b"POST /v1/native/330200/12345/status HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n";
+    let mut stream = hotline.unfinished(head).await;
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer)).await;
+    let n = read.expect("answered without waiting for the body").unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_lowercase();
+    assert!(answer.starts_with("http/1.1 429"), "{answer}");
+    assert!(answer.contains("retry-after") && answer.contains("over the rate limit"), "{answer}");
+}

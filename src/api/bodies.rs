@@ -4,19 +4,38 @@
 //! for one client identity. So a client holding many unfinished bodies gets "busy" once its
 //! share is taken, instead of taking the gateway's memory, and a body sent too slowly is cut
 //! off instead of being held. gRPC streams are not buffered here (tonic bounds its messages).
+//!
+//! Where the route alone says which rate budget a call takes (a status update, a dataset write,
+//! a reconciliation), the rate limit is checked here, before the body is read: a client over
+//! its budget costs no body. A submission's budget depends on its urgency, in the body, so its
+//! handler checks it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{AppState, Peer, MAX_BODY};
+use crate::security::ratelimit::CallKind;
+
+/// The rate budget a route's calls take, when the route alone says it.
+fn kind_by_route(method: &Method, path: &str) -> Option<CallKind> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::POST, ["v1", "native", _, _, "status"]) | (&Method::POST, ["v1", "transfers", _, "status"]) => {
+            Some(CallKind::Status)
+        }
+        (&Method::PUT, ["v1", "datasets", _, "records", ..]) => Some(CallKind::Status),
+        (&Method::POST, ["v1", "reconcile"]) => Some(CallKind::Read),
+        _ => None,
+    }
+}
 
 /// The budgets, and how long a body may take.
 pub struct BodyBudget {
@@ -66,12 +85,20 @@ pub async fn bounded_bodies(State(state): State<Arc<AppState>>, request: Request
     let chunked = headers.contains_key(header::TRANSFER_ENCODING);
     // No body, a gRPC stream, or one over the limit (refused by the handler's own limit from
     // its length alone, in the sender's format): nothing to hold.
-    if grpc || (length.unwrap_or(0) == 0 && !chunked) || length.is_some_and(|l| l > MAX_BODY) {
+    if grpc {
+        return next.run(request).await;
+    }
+    let identity = request.extensions().get::<Peer>().map(|p| p.1.clone()).unwrap_or_default();
+    let path = request.uri().path().to_string();
+    if let (Some(kind), Some(peer)) = (kind_by_route(request.method(), &path), request.extensions().get::<Peer>()) {
+        if let Err(wait) = state.limit(peer, kind) {
+            return over_the_limit(&state, &path, wait);
+        }
+    }
+    if (length.unwrap_or(0) == 0 && !chunked) || length.is_some_and(|l| l > MAX_BODY) {
         return next.run(request).await;
     }
     let claim = length.unwrap_or(MAX_BODY) as u32;
-    let identity = request.extensions().get::<Peer>().map(|p| p.1.clone()).unwrap_or_default();
-    let path = request.uri().path().to_string();
     let budget = &state.bodies;
     let permits = match budget.claim(&identity, claim) {
         Ok(permits) => permits,
@@ -105,6 +132,29 @@ pub async fn bounded_bodies(State(state): State<Arc<AppState>>, request: Request
     response
 }
 
+/// The endpoint of a native route's path (`/v1/native/REGION/PLATFORM/…`).
+fn native_endpoint<'a>(state: &'a AppState, path: &str) -> Option<&'a crate::formats::Endpoint> {
+    let mut parts = path.strip_prefix("/v1/native/")?.split('/');
+    let (region, platform) = (parts.next()?, parts.next()?);
+    state.engine.registry.endpoint_named(&format!("{region}/{platform}")).ok()
+}
+
+/// 429 with `Retry-After`: the sender's busy receipt on the native routes, else the canonical error.
+fn over_the_limit(state: &AppState, path: &str, wait: Duration) -> Response {
+    match native_endpoint(state, path) {
+        Some(endpoint) => super::errors::too_many(
+            super::errors::native_receipt(
+                endpoint,
+                StatusCode::TOO_MANY_REQUESTS,
+                None,
+                Some("busy: over the rate limit; retry later"),
+            ),
+            wait,
+        ),
+        None => super::errors::ApiError::limited(wait).into_response(),
+    }
+}
+
 /// The refusal: 503 and "busy" (retry) or 408 (too slow), in the sender's native receipt on the
 /// native routes, else the canonical error.
 fn refuse(state: &AppState, path: &str, identity: &str, refusal: Refusal) -> Response {
@@ -125,12 +175,7 @@ fn refuse(state: &AppState, path: &str, identity: &str, refusal: Refusal) -> Res
     };
     crate::metrics::refuse(reason);
     tracing::warn!(target: "liandong::request", %identity, path, reason, "refused a request body");
-    let native = path.strip_prefix("/v1/native/").and_then(|rest| {
-        let mut parts = rest.split('/');
-        let (region, platform) = (parts.next()?, parts.next()?);
-        state.engine.registry.endpoint_named(&format!("{region}/{platform}")).ok()
-    });
-    let mut response = match native {
+    let mut response = match native_endpoint(state, path) {
         Some(endpoint) => super::errors::native_receipt(endpoint, status, None, Some(&message)),
         None => super::errors::ApiError::new(status, message).into_response(),
     };

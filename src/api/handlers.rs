@@ -193,10 +193,8 @@ pub async fn native_status(
         Ok(found) => found,
         Err(response) => return *response,
     };
+    // Its rate budget was taken before the body was read (api::bodies).
     let reference = update.transfer_ref.clone();
-    if let Some(busy) = native_limit(&state, &peer, endpoint, CallKind::Status, reference.as_deref()) {
-        return busy;
-    }
     match state.engine.update_status(&endpoint.id, update).await {
         Ok((transfer, _)) => with_header(
             native_receipt(endpoint, StatusCode::OK, reference.as_deref(), None),
@@ -253,7 +251,6 @@ pub async fn status(
     Body(body): Body,
 ) -> Result<Json<Transfer>, ApiError> {
     let caller = caller_endpoint(&peer)?;
-    limited(&state, &peer, CallKind::Status)?;
     let mut value: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
     let object =
