@@ -657,3 +657,21 @@ async fn a_desk_with_another_key_than_the_pinned_one_is_not_delivered_to() {
     assert!(error.contains("is not the one pinned for it") && error.contains(&wrong), "{error}");
     assert!(desk.received().is_empty(), "nothing was sent to the unpinned key");
 }
+
+/// An open connection ends when its client certificate does: opened with a certificate valid
+/// for three more seconds, it works, and once the certificate's `notAfter` passes it is closed
+/// (and a new one is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_connection_ends_when_its_certificate_expires() {
+    use liandong::security::pki::DevCa;
+    let ca = DevCa::new("test CA").unwrap();
+    let site = Site::with_ca("certs-expiry", &ca);
+    let (addr, _admin, _stop) = start_on_free_port(&site).await;
+    let ningbo = Identity::Endpoint("330200/110".parse().unwrap());
+    let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    let (cert, key) = ca.client_until(&ningbo, until).unwrap().write(&site.dir, "short").unwrap();
+    let mut open = grpc(&site, &cert, &key, addr.port()).await;
+    assert!(list_works(&mut open).await, "served while the certificate is good");
+    eventually(15, "the connection ends with its certificate", || !futures_lite(list_works(&mut open))).await;
+    assert!(time::OffsetDateTime::now_utc() >= until, "not before the certificate's end");
+}

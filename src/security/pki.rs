@@ -43,7 +43,7 @@ impl DevCa {
     }
 
     fn issue(&self, common_name: &str, sans: Vec<SanType>, usages: Vec<ExtendedKeyUsagePurpose>) -> Result<Issued, TlsError> {
-        self.issue_between(common_name, sans, usages, (2024, 1, 1), (2034, 1, 1))
+        self.issue_between(common_name, sans, usages, rcgen::date_time_ymd(2024, 1, 1), rcgen::date_time_ymd(2034, 1, 1))
     }
 
     fn issue_between(
@@ -51,8 +51,8 @@ impl DevCa {
         common_name: &str,
         sans: Vec<SanType>,
         usages: Vec<ExtendedKeyUsagePurpose>,
-        not_before: (i32, u8, u8),
-        not_after: (i32, u8, u8),
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
     ) -> Result<Issued, TlsError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
@@ -61,8 +61,8 @@ impl DevCa {
         params.subject_alt_names = sans;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = usages;
-        params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
-        params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        params.not_before = not_before;
+        params.not_after = not_after;
         let key = KeyPair::generate()?;
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer)?;
@@ -92,7 +92,15 @@ impl DevCa {
         let uri = identity.uri();
         let sans = vec![SanType::URI(uri.as_str().try_into()?)];
         let usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.issue_between(&uri, sans, usages, (2023, 1, 1), (2024, 12, 31))
+        self.issue_between(&uri, sans, usages, rcgen::date_time_ymd(2023, 1, 1), rcgen::date_time_ymd(2024, 12, 31))
+    }
+
+    /// A client certificate valid from a minute ago until `not_after` (for tests of expiry).
+    pub fn client_until(&self, identity: &Identity, not_after: time::OffsetDateTime) -> Result<Issued, TlsError> {
+        let uri = identity.uri();
+        let sans = vec![SanType::URI(uri.as_str().try_into()?)];
+        let usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue_between(&uri, sans, usages, time::OffsetDateTime::now_utc() - time::Duration::minutes(1), not_after)
     }
 
     /// A certificate usable both ways (a test destination that is also a client).
