@@ -370,6 +370,18 @@ impl Config {
                 format!("expected 1 to listen.max_connections ({})", self.listen.max_connections),
             );
         }
+        // A body of the largest size (1 MiB) must fit in one identity's share, and a share in
+        // the whole budget, or such bodies would be "busy" for ever.
+        let largest = crate::api::MAX_BODY;
+        if self.listen.body_budget_per_identity < largest {
+            return fail("listen.body_budget_per_identity".into(), format!("expected at least {largest} bytes (one 1 MiB body)"));
+        }
+        if self.listen.body_budget < self.listen.body_budget_per_identity {
+            return fail(
+                "listen.body_budget".into(),
+                format!("expected at least listen.body_budget_per_identity ({})", self.listen.body_budget_per_identity),
+            );
+        }
         let d = &self.delivery;
         if d.initial_backoff.is_zero() || d.initial_backoff > d.max_backoff {
             return fail("delivery.initial_backoff".into(), "expected more than 0 and at most delivery.max_backoff".into());

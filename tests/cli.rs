@@ -502,8 +502,8 @@ async fn operator_tools_refuse_what_they_cannot_do() {
 }
 
 /// `serve --check-config` refuses what `serve` would silently ignore or misreport: an endpoint
-/// id the registry does not have, and a key that does not belong to its certificate (naming
-/// both files).
+/// id the registry does not have, a body budget no body fits in, and a key that does not belong
+/// to its certificate (naming both files).
 #[test]
 fn check_config_names_an_unknown_endpoint_and_a_mismatched_key() {
     let dir = std::env::temp_dir().join(format!("liandong-cli-check-{}", ulid::Ulid::new()));
@@ -519,6 +519,12 @@ fn check_config_names_an_unknown_endpoint_and_a_mismatched_key() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("[[endpoint]] id = \"990000/110\": not an endpoint of the registry"), "{stderr}");
+
+    std::fs::write(&config, text.replacen("[listen]\n", "[listen]\nbody_budget_per_identity = 1000\n", 1)).unwrap();
+    let output = check();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("listen.body_budget_per_identity: expected at least 1048576 bytes"), "{stderr}");
 
     std::fs::write(&config, &text).unwrap();
     std::fs::copy(site.join("gateway-key.pem"), site.join("server-key.pem")).unwrap();
