@@ -668,7 +668,8 @@ async fn an_open_connection_ends_when_its_certificate_expires() {
     let site = Site::with_ca("certs-expiry", &ca);
     let (addr, _admin, _stop) = start_on_free_port(&site).await;
     let ningbo = Identity::Endpoint("330200/110".parse().unwrap());
-    let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    // whole seconds: what the certificate can say
+    let until = (time::OffsetDateTime::now_utc() + time::Duration::seconds(3)).replace_nanosecond(0).unwrap();
     let (cert, key) = ca.client_until(&ningbo, until).unwrap().write(&site.dir, "short").unwrap();
     let mut open = grpc(&site, &cert, &key, addr.port()).await;
     assert!(list_works(&mut open).await, "served while the certificate is good");

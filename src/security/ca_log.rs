@@ -67,16 +67,26 @@ pub fn read(path: &Path) -> Result<Vec<Record>, CaError> {
     Ok(records)
 }
 
-/// Appends a record of `action` with the certificates it changed.
+/// Appends a record of `action` with the certificates it changed. The chain was checked when
+/// the ledger was read ([`check`]); only the last record is needed to extend it.
 pub fn append(path: &Path, action: &str, certificates: Vec<Entry>, crl_number: u64) -> Result<(), CaError> {
-    let records = if path.exists() { read(path)? } else { Vec::new() };
+    let last: Option<Record> = match std::fs::read_to_string(path) {
+        Ok(text) => match text.lines().last() {
+            Some(line) => {
+                Some(serde_json::from_str(line).map_err(|e| tampered(path, format!("its last entry is unreadable: {e}")))?)
+            }
+            None => None,
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(CaError::File { path: path.display().to_string(), problem: e.to_string() }),
+    };
     let mut record = Record {
-        seq: records.len() as u64 + 1,
+        seq: last.as_ref().map_or(0, |r| r.seq) + 1,
         at: time::OffsetDateTime::now_utc().unix_timestamp(),
         action: action.to_string(),
         certificates,
         crl_number,
-        prev: records.last().map_or(String::new(), |r| r.hash.clone()),
+        prev: last.map_or(String::new(), |r| r.hash),
         hash: String::new(),
     };
     record.hash = digest(&record);

@@ -200,19 +200,11 @@ pub async fn put(
         let outcome = match current.get(&record.key) {
             None => PutOutcome::Written,
             Some(_) if seed => PutOutcome::Unchanged,
-            Some(now) if now.owner != record.owner => {
-                stale.push(Stale {
-                    index,
-                    key: record.key.clone(),
-                    current: now.version,
-                    given: record.version,
-                    writer: record.owner.clone(),
-                    owned_by: Some(now.owner.clone()),
-                });
+            Some(now) if now.owner == record.owner && record.version > now.version => PutOutcome::Written,
+            Some(now) if now.owner == record.owner && record.version == now.version && same_content(now, record) => {
                 PutOutcome::Unchanged
             }
-            Some(now) if record.version > now.version => PutOutcome::Written,
-            Some(now) if record.version == now.version && same_content(now, record) => PutOutcome::Unchanged,
+            // Another owner's record, or an older or conflicting version: refused, saying which.
             Some(now) => {
                 stale.push(Stale {
                     index,
@@ -220,7 +212,7 @@ pub async fn put(
                     current: now.version,
                     given: record.version,
                     writer: record.owner.clone(),
-                    owned_by: None,
+                    owned_by: (now.owner != record.owner).then(|| now.owner.clone()),
                 });
                 PutOutcome::Unchanged
             }
