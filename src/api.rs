@@ -25,11 +25,12 @@
 //! failed (nothing was done).
 
 pub mod bodies;
+pub mod context;
 mod datasets;
-pub mod errors;
 pub mod grpc;
 pub(crate) mod handlers;
 pub mod logging;
+pub mod refusal;
 mod sync_grpc;
 
 use std::sync::Arc;
@@ -72,17 +73,16 @@ pub const MAX_BODY: usize = 1 << 20;
 /// The caller, as the TLS layer established it: the identity, its URI (made once per
 /// connection; it is the rate limiters' key), and where its refusals are recorded.
 #[derive(Clone, Debug)]
-pub struct Peer(pub Identity, pub String, pub crate::store::audit::Auditor);
+pub struct Peer {
+    pub identity: Identity,
+    pub uri: String,
+    pub auditor: crate::store::audit::Auditor,
+}
 
 impl Peer {
     pub fn new(identity: Identity, auditor: crate::store::audit::Auditor) -> Peer {
         let uri = identity.uri();
-        Peer(identity, uri, auditor)
-    }
-
-    /// Records a refusal of this caller in the audit trail.
-    pub fn refused(&self, route: &str, reason: &str, message: &str) {
-        self.2.refusal(&self.1, route, reason, message);
+        Peer { identity, uri, auditor }
     }
 }
 
@@ -126,12 +126,12 @@ impl AppState {
         }
     }
 
-    /// Takes one call of `kind` from the caller's budget; when it is spent, how long to wait.
-    pub fn limit(&self, peer: &Peer, kind: crate::security::ratelimit::CallKind) -> Result<(), std::time::Duration> {
-        self.limits.check_keyed(&peer.0, &peer.1, kind).inspect_err(|wait| {
+    /// Takes one call of `kind` from the caller's budget; when it is spent, the refusal saying
+    /// how long to wait.
+    pub fn limit(&self, peer: &Peer, kind: crate::security::ratelimit::CallKind) -> Result<(), refusal::Refusal> {
+        self.limits.check_keyed(&peer.identity, &peer.uri, kind).map_err(|wait| {
             crate::metrics::inc(&crate::metrics::counters().rate_limited);
-            crate::metrics::refuse("rate_limit");
-            tracing::info!(identity = %peer.0, ?kind, retry_after_ms = wait.as_millis() as u64, "rate limited");
+            refusal::Refusal::limited(wait)
         })
     }
 
@@ -160,11 +160,10 @@ pub async fn unknown_route(request: axum::extract::Request) -> axum::response::R
         .is_some_and(|v| v.starts_with("application/grpc"));
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     if grpc {
-        return tonic::Status::unimplemented(format!("no such method {path}")).into_http();
+        return refusal::Refusal::new(refusal::Reason::NoRoute, format!("no such method {path}")).grpc().into_http();
     }
-    crate::metrics::refuse("no_route");
-    errors::ApiError::new(
-        axum::http::StatusCode::NOT_FOUND,
+    refusal::Refusal::new(
+        refusal::Reason::NoRoute,
         format!("no route for {method} {path}: the routes are listed at /v1/openapi.json"),
     )
     .into_response()

@@ -651,9 +651,11 @@ fn deliveries(command: &DeliveriesCommand, stdout: &mut dyn Write) -> Result<(),
                 };
                 let (mut out, mut refused) = (String::new(), 0);
                 let now = crate::model::Timestamp::now().unix_seconds();
+                let by = local_operator();
                 for id in &ids {
+                    let replay = crate::store::Write::Replay { item_id: *id, at: now, by: by.clone(), request_id: String::new() };
                     let done = matches!(
-                        store.write(crate::store::Write::Replay { item_id: *id, at: now }).await.map_err(failed)?,
+                        store.write(replay).await.map_err(failed)?,
                         crate::store::WriteResult::Done(true)
                     );
                     if done {
@@ -826,4 +828,15 @@ pub fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Who runs this command, for the audit trail: `cli:USER@HOST` (the login and the machine; the
+/// CLI has no certificate, its authority is access to the store).
+fn local_operator() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}@{host}")
 }

@@ -26,9 +26,9 @@ use crate::sync::live::LiveDataset;
 /// Why the engine refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The request is not acceptable as it stands (400).
-    #[error("{0}")]
-    Invalid(String),
+    /// The request is not acceptable as it stands (400), naming the field and what was expected.
+    #[error(transparent)]
+    Invalid(#[from] crate::model::ModelError),
     /// The caller may not do this (403).
     #[error("forbidden: {0}")]
     Forbidden(String),
@@ -97,7 +97,10 @@ impl Engine {
         let category = request.case.category.as_str();
         routing::route(&self.directory, &self.store, &self.registry, request.to_platform, region, category, field).await.map_err(
             |e| match e {
-                RouteError::NoEndpoint { .. } => EngineError::Invalid(e.to_string()),
+                RouteError::NoEndpoint { field, .. } => {
+                    let problem = e.to_string().trim_start_matches(&format!("{field}: ")).to_string();
+                    EngineError::Invalid(crate::model::ModelError::new(field, problem))
+                }
                 RouteError::Store(e) => EngineError::Store(e),
             },
         )
@@ -147,7 +150,7 @@ impl Engine {
                 request.case.case_id
             )));
         }
-        request.validate().map_err(|e| EngineError::Invalid(e.to_string()))?;
+        request.validate()?;
         request.to_unit = None;
         let links = self.links_for(sender, &request).await?;
         let decision = self.route(&request).await?;
@@ -194,7 +197,8 @@ impl Engine {
         lifecycle::record_misses(&mut transfer, &misses, now);
         let mut for_destination = transfer.for_destination();
         for_destination.to_region = request.to_region.clone();
-        let payload = serde_json::to_string(&for_destination).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let payload = serde_json::to_string(&for_destination)
+            .map_err(|e| EngineError::Invalid(crate::model::ModelError::new("transfer", e.to_string())))?;
         let write = Write::submit(transfer, request.sender_ref.clone(), payload)?;
         match self.store.write(write).await? {
             WriteResult::Submitted { transfer, created } => {
@@ -258,7 +262,7 @@ impl Engine {
         if update.by != *caller {
             return Err(EngineError::Forbidden(format!("{caller} may report status only as itself, not as {}", update.by)));
         }
-        update.validate().map_err(|e| EngineError::Invalid(e.to_string()))?;
+        update.validate()?;
         let transfer = self.find(caller, &update).await?;
         let role = lifecycle::role_of(&transfer, caller).ok_or_else(|| EngineError::NotFound(transfer.transfer_id.clone()))?;
         let write = Write::Status { transfer_id: transfer.transfer_id.clone(), update: Box::new(update), role };

@@ -159,7 +159,9 @@ pub async fn run(
         .fallback(api::unknown_route)
         .layer(axum::middleware::from_fn(api::logging::time_limit))
         .layer(axum::middleware::from_fn(api::logging::header_limit))
-        .layer(axum::middleware::from_fn(api::logging::log_request));
+        .layer(axum::middleware::from_fn(api::logging::log_request))
+        // Outermost: every answer, log line and refusal below names the request.
+        .layer(axum::middleware::from_fn(api::context::with_request_id));
     let header_timeout = config.listen.header_timeout;
     let connections = crate::security::connections::ConnectionLimits::new(
         config.listen.max_connections,

@@ -33,7 +33,9 @@ async fn the_trail_holds_every_event_and_verify_finds_tampering() {
     eventually(20, "delivered", || !destination.received().is_empty()).await;
     // a refusal: the 12345 reads a transfer it is a party to, the Beijing 110 may not
     let beijing = Client::for_endpoint(&site, "110000/110", addr);
-    assert_eq!(beijing.get(&format!("/v1/transfers/{id}")).await.status, 403);
+    let refused = beijing.get(&format!("/v1/transfers/{id}")).await;
+    assert_eq!(refused.status, 403);
+    let request_id = refused.header("x-request-id").expect("every answer carries its request id");
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let _ = stop.send(());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -102,7 +104,10 @@ async fn the_trail_holds_every_event_and_verify_finds_tampering() {
     let refused: (String, String) =
         sqlx::query_as("SELECT actor, detail FROM audit WHERE action = 'refused'").fetch_one(&mut conn).await.unwrap();
     assert_eq!(refused.0, "liandong://endpoint/110000/110");
-    assert!(refused.1.contains("GET /v1/transfers/{id}"), "{}", refused.1);
+    let detail: serde_json::Value = serde_json::from_str(&refused.1).unwrap();
+    assert_eq!(detail["route"], format!("GET /v1/transfers/{id}"), "{detail}");
+    assert_eq!(detail["reason"], "identity", "{detail}");
+    assert_eq!(detail["request_id"], request_id, "the entry an integrator's quoted id finds: {detail}");
     let loaded: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE action = 'config.loaded'").fetch_one(&mut conn).await.unwrap();
     assert_eq!(loaded, 1);

@@ -12,7 +12,7 @@ use liandong::security::ca::{CaDir, Subject};
 use liandong::security::Identity;
 
 mod common;
-use common::net::{eventually, start_on_free_port, Client, Site};
+use common::net::{eventually, metrics_text, start_on_free_port, Client, Site};
 
 fn liandong(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_liandong")).args(args).env_remove("LIANDONG_CA_PASSPHRASE").output().unwrap()
@@ -366,7 +366,7 @@ async fn the_gateway_takes_a_crl_and_a_renewed_certificate_without_a_restart() {
     let (addr, admin, _stop) = start_on_free_port(&site).await;
     let ca = CaDir::open(&site.dir.join("ca"), None).unwrap();
     let metrics = || async move {
-        let text = reqwest_lite(admin).await;
+        let text = metrics_text(admin).await;
         let value = |name: &str| {
             text.lines()
                 .find(|l| l.starts_with(name))
@@ -461,16 +461,6 @@ fn futures_lite<T>(future: impl std::future::Future<Output = T>) -> T {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
 }
 
-/// The admin listener's /metrics text.
-async fn reqwest_lite(admin: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await.unwrap();
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).await.unwrap();
-    text
-}
-
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_at_once() {
@@ -517,7 +507,7 @@ async fn two_cas_overlap_during_a_rotation_with_both_crls_loaded() {
     });
     let (addr, admin, _stop) = start_on_free_port(&site).await;
     let failing = || {
-        let text = futures_lite(reqwest_lite(admin));
+        let text = futures_lite(metrics_text(admin));
         text.lines().find_map(|l| l.strip_prefix("liandong_tls_reload_failing ")).map(str::to_string).unwrap_or_default()
     };
     let agency = Subject::Identity(Identity::Agency("demo".into()));

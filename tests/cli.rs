@@ -498,6 +498,18 @@ async fn operator_tools_refuse_what_they_cannot_do() {
     assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
     assert!(String::from_utf8_lossy(&all.stdout).contains("3 of 3 dead letters (to 330200/12345) queued again; 0 not replayed"));
     assert!(store.dead_letters(10).await.unwrap().is_empty());
+    // each replay is audited with who did it: the login and the machine
+    let transfer = listed[0]["transfer_id"].as_str().unwrap();
+    let export = liandong(&["audit", "export", "--config", config, "--transfer", transfer], None);
+    let replayed: Vec<Value> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["action"] == "delivery.replayed")
+        .collect();
+    assert_eq!(replayed.len(), 1, "{}", String::from_utf8_lossy(&export.stdout));
+    let actor = replayed[0]["actor"].as_str().unwrap();
+    assert!(actor.starts_with("cli:") && actor.contains('@'), "{actor}");
+    assert_eq!(replayed[0]["detail"]["destination"], "330200/12345");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

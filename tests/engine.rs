@@ -187,7 +187,11 @@ async fn deliveries_are_leased_in_order_retried_and_dead_lettered() {
         let dead = store.dead_letters(10).await.unwrap();
         assert_eq!(dead.len(), 1, "{backend}");
         assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
-        let WriteResult::Done(true) = store.write(Write::Replay { item_id: dead[0].id, at }).await.unwrap() else {
+        let WriteResult::Done(true) = store
+            .write(Write::Replay { item_id: dead[0].id, at, by: "cli:test".into(), request_id: String::new() })
+            .await
+            .unwrap()
+        else {
             panic!("{backend}: replayed")
         };
         assert_eq!(store.lease(now + 62_000, 30_000, 10, &everyone()).await.unwrap().len(), 1, "{backend}");
@@ -413,7 +417,11 @@ async fn an_undeliverable_transfer_is_handed_back_to_its_origin() {
             (State::Rejected, Some("UD-1")),
             "{backend}: by its own reference"
         );
-        let WriteResult::Done(replayed) = store.write(Write::Replay { item_id: item.id, at: now / 1000 }).await.unwrap() else {
+        let WriteResult::Done(replayed) = store
+            .write(Write::Replay { item_id: item.id, at: now / 1000, by: "cli:test".into(), request_id: String::new() })
+            .await
+            .unwrap()
+        else {
             panic!("done")
         };
         assert!(!replayed, "{backend}: the origin has it back; it is not sent again");
@@ -428,7 +436,10 @@ async fn an_undeliverable_transfer_is_handed_back_to_its_origin() {
         };
         store.write(write).await.unwrap();
         assert_eq!(store.transfer(&t.transfer_id).await.unwrap().unwrap().history.len(), t.history.len(), "{backend}");
-        let WriteResult::Done(replayed) = store.write(Write::Replay { item_id: told[0].id, at: now / 1000 }).await.unwrap()
+        let WriteResult::Done(replayed) = store
+            .write(Write::Replay { item_id: told[0].id, at: now / 1000, by: "cli:test".into(), request_id: String::new() })
+            .await
+            .unwrap()
         else {
             panic!("done")
         };

@@ -250,8 +250,21 @@ async fn operators_list_and_replay_dead_letters_over_https() {
     assert!(answer.json()["error"]["message"].as_str().unwrap().contains("re-sent by the origin"), "{}", answer.json());
 
     police.up.store(true, std::sync::atomic::Ordering::SeqCst);
-    let answer = operator.post(&format!("/v1/deliveries/{}/replay", notice["id"]), Vec::new()).await;
+    let path = format!("/v1/deliveries/{}/replay", notice["id"]);
+    let answer = operator.request_with("POST", &path, &[("x-request-id", "replay-by-ops")], Vec::new()).await.unwrap();
     assert_eq!(answer.json()["replayed"], true);
+    // audited in the same commit, with who did it and the request id of the call
+    use sqlx::Connection;
+    let db = format!("sqlite://{}?mode=ro", site.dir.join("liandong.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
+    let (actor, transfer, detail): (String, String, String) =
+        sqlx::query_as("SELECT actor, transfer_id, detail FROM audit WHERE action = 'delivery.replayed'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!((actor.as_str(), transfer.as_str()), ("liandong://operator/ops", transfer_id.as_str()));
+    let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!((detail["request_id"].as_str(), detail["kind"].as_str()), (Some("replay-by-ops"), Some("status")), "{detail}");
     eventually(20, "the replayed notice", || !police.received().is_empty()).await;
     let told: serde_json::Value = serde_json::from_slice(&police.received()[0].body).unwrap();
     assert_eq!((told["LZBH"].as_str(), told["ZT"].as_str()), (Some("LZ202305080001"), Some("30")));

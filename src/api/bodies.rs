@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::refusal::{Reason, Refusal};
 use super::{AppState, Peer, MAX_BODY};
 use crate::security::ratelimit::CallKind;
 
@@ -46,7 +47,7 @@ pub struct BodyBudget {
 }
 
 /// Why a body was not taken.
-enum Refusal {
+enum BodyRefusal {
     /// Every byte of the budget (the gateway's, or this identity's) is held by bodies in flight.
     Busy(&'static str),
     /// The body did not arrive within the timeout.
@@ -64,15 +65,15 @@ impl BodyBudget {
     }
 
     /// Takes `bytes` from the total and from `identity`'s share, at once or not at all.
-    fn claim(&self, identity: &str, bytes: u32) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), Refusal> {
+    fn claim(&self, identity: &str, bytes: u32) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), BodyRefusal> {
         let own = {
             let mut identities = self.identities.lock().unwrap_or_else(|e| e.into_inner());
             // Shares nobody holds are forgotten, so the map stays as small as the clients in flight.
             identities.retain(|_, share| share.available_permits() < self.per_identity);
             identities.entry(identity.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.per_identity))).clone()
         };
-        let own = own.try_acquire_many_owned(bytes).map_err(|_| Refusal::Busy("identity"))?;
-        let total = self.total.clone().try_acquire_many_owned(bytes).map_err(|_| Refusal::Busy("total"))?;
+        let own = own.try_acquire_many_owned(bytes).map_err(|_| BodyRefusal::Busy("identity"))?;
+        let total = self.total.clone().try_acquire_many_owned(bytes).map_err(|_| BodyRefusal::Busy("total"))?;
         Ok((total, own))
     }
 }
@@ -88,11 +89,11 @@ pub async fn bounded_bodies(State(state): State<Arc<AppState>>, request: Request
     if grpc {
         return next.run(request).await;
     }
-    let identity = request.extensions().get::<Peer>().map(|p| p.1.clone()).unwrap_or_default();
+    let identity = request.extensions().get::<Peer>().map(|p| p.uri.clone()).unwrap_or_default();
     let path = request.uri().path().to_string();
     if let (Some(kind), Some(peer)) = (kind_by_route(request.method(), &path), request.extensions().get::<Peer>()) {
-        if let Err(wait) = state.limit(peer, kind) {
-            return over_the_limit(&state, &path, wait);
+        if let Err(refusal) = state.limit(peer, kind) {
+            return answer(&state, &path, refusal);
         }
     }
     if (length.unwrap_or(0) == 0 && !chunked) || length.is_some_and(|l| l > MAX_BODY) {
@@ -102,7 +103,7 @@ pub async fn bounded_bodies(State(state): State<Arc<AppState>>, request: Request
     let budget = &state.bodies;
     let permits = match budget.claim(&identity, claim) {
         Ok(permits) => permits,
-        Err(refusal) => return refuse(&state, &path, &identity, refusal),
+        Err(why) => return answer(&state, &path, body_refusal(why)),
     };
     let (parts, mut body) = request.into_parts();
     let read = async {
@@ -122,7 +123,7 @@ pub async fn bounded_bodies(State(state): State<Arc<AppState>>, request: Request
         Some(bytes)
     };
     let bytes = match tokio::time::timeout(budget.timeout, read).await {
-        Err(_) => return refuse(&state, &path, &identity, Refusal::Slow(budget.timeout)),
+        Err(_) => return answer(&state, &path, body_refusal(BodyRefusal::Slow(budget.timeout))),
         // The client went away mid-body: nobody to answer.
         Ok(None) => return StatusCode::BAD_REQUEST.into_response(),
         Ok(Some(bytes)) => bytes,
@@ -139,48 +140,27 @@ fn native_endpoint<'a>(state: &'a AppState, path: &str) -> Option<&'a crate::for
     state.engine.registry.endpoint_named(&format!("{region}/{platform}")).ok()
 }
 
-/// 429 with `Retry-After`: the sender's busy receipt on the native routes, else the canonical error.
-fn over_the_limit(state: &AppState, path: &str, wait: Duration) -> Response {
+/// The refusal, in the sender's native receipt on the native routes, else in canonical JSON.
+fn answer(state: &AppState, path: &str, refusal: Refusal) -> Response {
     match native_endpoint(state, path) {
-        Some(endpoint) => super::errors::too_many(
-            super::errors::native_receipt(
-                endpoint,
-                StatusCode::TOO_MANY_REQUESTS,
-                None,
-                Some("busy: over the rate limit; retry later"),
-            ),
-            wait,
-        ),
-        None => super::errors::ApiError::limited(wait).into_response(),
+        Some(endpoint) => refusal.native(endpoint, None),
+        None => refusal.into_response(),
     }
 }
 
-/// The refusal: 503 and "busy" (retry) or 408 (too slow), in the sender's native receipt on the
-/// native routes, else the canonical error.
-fn refuse(state: &AppState, path: &str, identity: &str, refusal: Refusal) -> Response {
-    let (status, reason, message) = match refusal {
-        Refusal::Busy(whose) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "body_budget",
+/// 503 and "busy" (retry shortly), or 408 (too slow).
+fn body_refusal(why: BodyRefusal) -> Refusal {
+    match why {
+        BodyRefusal::Busy(whose) => Refusal::new(
+            Reason::BodyBudget,
             format!(
                 "busy: the request bodies in flight {} fill the gateway's memory budget for them; retry shortly",
                 if whose == "identity" { "from this identity" } else { "from all clients" }
             ),
         ),
-        Refusal::Slow(timeout) => (
-            StatusCode::REQUEST_TIMEOUT,
-            "body_too_slow",
+        BodyRefusal::Slow(timeout) => Refusal::new(
+            Reason::BodyTooSlow,
             format!("body: not received within {} s; send the whole document at once", timeout.as_secs_f64()),
         ),
-    };
-    crate::metrics::refuse(reason);
-    tracing::warn!(target: "liandong::request", %identity, path, reason, "refused a request body");
-    let mut response = match native_endpoint(state, path) {
-        Some(endpoint) => super::errors::native_receipt(endpoint, status, None, Some(&message)),
-        None => super::errors::ApiError::new(status, message).into_response(),
-    };
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
-    response
 }

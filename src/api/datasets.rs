@@ -5,12 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::errors::{ApiError, Body};
-use super::handlers::{caller_endpoint, limited};
+use super::handlers::caller_endpoint;
+use super::refusal::{Body, Refusal};
 use super::{AppState, Peer};
 use crate::model::Timestamp;
 use crate::security::ratelimit::CallKind;
@@ -19,51 +18,19 @@ use crate::sync::knowledge::KnowledgeQuery;
 use crate::sync::reconcile::Claim;
 use crate::sync::{Dataset, PutRequest, SyncError};
 
-/// The HTTP status of a dataset error.
-pub fn status_of(error: &SyncError) -> StatusCode {
-    match error {
-        SyncError::Invalid { .. } => StatusCode::BAD_REQUEST,
-        SyncError::Forbidden(_) => StatusCode::FORBIDDEN,
-        SyncError::NotFound(_) => StatusCode::NOT_FOUND,
-        SyncError::Stale { .. } | SyncError::Moved { .. } => StatusCode::CONFLICT,
-        SyncError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-    }
+/// A dataset error, as refused to the caller.
+fn refused(peer: &Peer, error: SyncError) -> Refusal {
+    Refusal::from_sync(&peer.identity, error)
 }
 
-/// The refusal reason counted in metrics, if it is a refusal.
-pub fn refusal_reason(peer: &Peer, error: &SyncError) -> Option<&'static str> {
-    match error {
-        SyncError::Forbidden(_) if matches!(peer.0, crate::security::Identity::Agency(_)) => Some("policy"),
-        SyncError::Forbidden(_) => Some("ownership"),
-        SyncError::Invalid { .. } => Some("bad_document"),
-        SyncError::NotFound(_) => Some("not_found"),
-        SyncError::Stale { .. } | SyncError::Moved { .. } => Some("version"),
-        SyncError::Store(_) => None,
-    }
+fn dataset(peer: &Peer, name: &str) -> Result<Dataset, Refusal> {
+    name.parse().map_err(|e| refused(peer, e))
 }
 
-/// Logs and counts a refusal, and makes the answer.
-pub fn refused(peer: &Peer, route: &str, error: SyncError) -> ApiError {
-    if let Some(reason) = refusal_reason(peer, &error) {
-        crate::metrics::refuse(reason);
-        peer.refused(route, reason, &error.to_string());
-        tracing::warn!(identity = %peer.0, route, reason = %error, "refused");
-    } else {
-        tracing::error!(identity = %peer.0, route, error = %error, "store failed");
-    }
-    ApiError::new(status_of(&error), error.to_string())
-}
-
-fn dataset(peer: &Peer, name: &str) -> Result<Dataset, ApiError> {
-    name.parse().map_err(|e| refused(peer, "/v1/datasets", e))
-}
-
-fn number(query: &HashMap<String, String>, key: &str, default: i64) -> Result<i64, ApiError> {
+fn number(query: &HashMap<String, String>, key: &str, default: i64) -> Result<i64, Refusal> {
     query
         .get(key)
-        .map(|v| {
-            v.parse::<i64>().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("{key}: expected a number, got {v:?}")))
-        })
+        .map(|v| v.parse::<i64>().map_err(|_| Refusal::field(key, format!("expected a number, got {v:?}"))))
         .transpose()
         .map(|v| v.unwrap_or(default))
 }
@@ -72,14 +39,10 @@ pub async fn get_record(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path((name, key)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    limited(&state, &peer, CallKind::Read)?;
+) -> Result<Json<Value>, Refusal> {
+    state.limit(&peer, CallKind::Read)?;
     let dataset = dataset(&peer, &name)?;
-    let record = state
-        .datasets
-        .get(&peer.0, dataset, &key)
-        .await
-        .map_err(|e| refused(&peer, "GET /v1/datasets/{dataset}/records/{key}", e))?;
+    let record = state.datasets.get(&peer.identity, dataset, &key).await.map_err(|e| refused(&peer, e))?;
     Ok(Json(json!(record)))
 }
 
@@ -88,23 +51,18 @@ pub async fn put_record(
     Extension(peer): Extension<Peer>,
     Path((name, key)): Path<(String, String)>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, Refusal> {
     let dataset = dataset(&peer, &name)?;
     let request: PutRequest = serde_json::from_slice(&body).map_err(|e| {
         refused(
             &peer,
-            "PUT /v1/datasets/{dataset}/records/{key}",
             SyncError::invalid(
                 "body",
                 format!("expected {{\"version\", \"body\", \"deleted\"?, \"updated_at\"?, \"force\"?}}: {e}"),
             ),
         )
     })?;
-    let (record, outcome) = state
-        .datasets
-        .put(&peer.0, dataset, &key, request)
-        .await
-        .map_err(|e| refused(&peer, "PUT /v1/datasets/{dataset}/records/{key}", e))?;
+    let (record, outcome) = state.datasets.put(&peer.identity, dataset, &key, request).await.map_err(|e| refused(&peer, e))?;
     Ok(Json(json!({"record": record, "changed": outcome == PutOutcome::Written})))
 }
 
@@ -113,18 +71,13 @@ pub async fn search_knowledge(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    const ROUTE: &str = "GET /v1/knowledge";
-    limited(&state, &peer, CallKind::Read)?;
+) -> Result<Json<Value>, Refusal> {
+    state.limit(&peer, CallKind::Read)?;
     let include_expired = match query.get("include_expired").map(String::as_str) {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
         Some(other) => {
-            return Err(refused(
-                &peer,
-                ROUTE,
-                SyncError::invalid("include_expired", format!("expected true or false, got {other:?}")),
-            ))
+            return Err(refused(&peer, SyncError::invalid("include_expired", format!("expected true or false, got {other:?}"))))
         }
     };
     let limit = number(&query, "limit", 0)?;
@@ -133,9 +86,9 @@ pub async fn search_knowledge(
         category: query.get("category").filter(|c| !c.is_empty()).cloned(),
         include_expired,
         limit: usize::try_from(limit)
-            .map_err(|_| refused(&peer, ROUTE, SyncError::invalid("limit", format!("expected 1 to 100, got {limit}"))))?,
+            .map_err(|_| refused(&peer, SyncError::invalid("limit", format!("expected 1 to 100, got {limit}"))))?,
     };
-    let answer = state.datasets.search(&peer.0, &search).await.map_err(|e| refused(&peer, ROUTE, e))?;
+    let answer = state.datasets.search(&peer.identity, &search).await.map_err(|e| refused(&peer, e))?;
     Ok(Json(json!({"records": answer.records, "total": answer.total})))
 }
 
@@ -144,15 +97,15 @@ pub async fn snapshot(
     Extension(peer): Extension<Peer>,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    limited(&state, &peer, CallKind::Read)?;
+) -> Result<Json<Value>, Refusal> {
+    state.limit(&peer, CallKind::Read)?;
     let dataset = dataset(&peer, &name)?;
     let token = query.get("page_token").map(String::as_str).unwrap_or("");
     let page = state
         .datasets
-        .snapshot(&peer.0, dataset, token, number(&query, "page_size", 1000)?)
+        .snapshot(&peer.identity, dataset, token, number(&query, "page_size", 1000)?)
         .await
-        .map_err(|e| refused(&peer, "GET /v1/datasets/{dataset}/snapshot", e))?;
+        .map_err(|e| refused(&peer, e))?;
     Ok(Json(json!({"records": page.records, "next_page_token": page.next_page_token, "cursor": page.cursor})))
 }
 
@@ -161,15 +114,15 @@ pub async fn changes(
     Extension(peer): Extension<Peer>,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    limited(&state, &peer, CallKind::Read)?;
+) -> Result<Json<Value>, Refusal> {
+    state.limit(&peer, CallKind::Read)?;
     let dataset = dataset(&peer, &name)?;
     let cursor = query.get("cursor").map(String::as_str).unwrap_or("");
     let page = state
         .datasets
-        .changes(&peer.0, dataset, cursor, number(&query, "limit", 1000)?)
+        .changes(&peer.identity, dataset, cursor, number(&query, "limit", 1000)?)
         .await
-        .map_err(|e| refused(&peer, "GET /v1/datasets/{dataset}/changes", e))?;
+        .map_err(|e| refused(&peer, e))?;
     let changes: Vec<Value> =
         page.changes.into_iter().map(|(cursor, record)| json!({"cursor": cursor, "record": record})).collect();
     Ok(Json(json!({"changes": changes, "cursor": page.cursor, "more": page.more})))
@@ -190,12 +143,11 @@ pub async fn reconcile(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, Refusal> {
     let me = caller_endpoint(&peer)?.clone();
     let request: ReconcileBody = serde_json::from_slice(&body).map_err(|e| {
         refused(
             &peer,
-            "POST /v1/reconcile",
             SyncError::invalid(
                 "body",
                 format!("expected {{\"transfers\": [{{\"reference\", \"state\"}}], \"since\"?, \"until\"?}}: {e}"),
@@ -210,6 +162,6 @@ pub async fn reconcile(
         request.until.map(Timestamp::unix_seconds),
     )
     .await
-    .map_err(|e| refused(&peer, "POST /v1/reconcile", SyncError::Store(e)))?;
+    .map_err(|e| refused(&peer, SyncError::Store(e)))?;
     Ok(Json(json!(report)))
 }

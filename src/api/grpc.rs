@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use super::refusal::{Reason, Refusal};
 use super::{AppState, Peer};
 use crate::engine::EngineError;
 use crate::model::{EndpointId, Timestamp};
@@ -20,50 +21,28 @@ use crate::sync::reconcile::{reconcile, Claim};
 /// How often a watch looks for new events when it has caught up.
 const WATCH_POLL: Duration = Duration::from_millis(100);
 
-/// The gRPC status of an engine error (INVALID_ARGUMENT names the field; FAILED_PRECONDITION
-/// names the current state).
-pub fn status_of(error: EngineError) -> Status {
-    let reason = match &error {
-        EngineError::Invalid(_) => Some("bad_document"),
-        EngineError::Forbidden(_) => Some("permission"),
-        EngineError::NotFound(_) => Some("not_found"),
-        EngineError::Refused(_) => Some("transition"),
-        EngineError::Store(_) => None,
-    };
-    if let Some(reason) = reason {
-        crate::metrics::refuse(reason);
-    }
-    match error {
-        EngineError::Invalid(m) => Status::invalid_argument(m),
-        EngineError::Forbidden(m) => Status::permission_denied(m),
-        EngineError::NotFound(m) => Status::not_found(m),
-        EngineError::Refused(r) => Status::failed_precondition(r.to_string()),
-        EngineError::Store(e) => Status::unavailable(e.to_string()),
-    }
+/// An engine error, refused to `who` (recorded, with `ErrorInfo`, `BadRequest` and `RequestInfo`).
+fn refused(who: &Peer, error: EngineError) -> Status {
+    Refusal::from_engine(&who.identity, error).grpc()
 }
 
-/// [`status_of`] for a refusal of `who` on `method`, also written to the audit trail.
-fn refused(who: &Peer, method: &str, error: EngineError) -> Status {
-    if !matches!(error, EngineError::Store(_)) {
-        who.refused(method, "grpc", &error.to_string());
-    }
-    status_of(error)
+/// A field of the request that is not acceptable.
+pub(super) fn invalid(path: &str, expected: impl Into<String>) -> Status {
+    Refusal::field(path, expected).grpc()
 }
 
 pub(super) fn model_error(e: crate::model::ModelError) -> Status {
-    Status::invalid_argument(e.to_string())
+    Refusal::from(e).grpc()
+}
+
+/// The store failed: nothing was done.
+pub(super) fn unavailable(e: crate::store::StoreError) -> Status {
+    super::handlers::unavailable(e).grpc()
 }
 
 /// Takes one call from the caller's budget, or RESOURCE_EXHAUSTED with a `RetryInfo`.
 pub(super) fn limit(state: &AppState, peer: &Peer, kind: CallKind) -> Result<(), Status> {
-    state.limit(peer, kind).map_err(|wait| {
-        use tonic_types::StatusExt;
-        Status::with_error_details(
-            tonic::Code::ResourceExhausted,
-            "busy: over the rate limit; retry later",
-            tonic_types::ErrorDetails::with_retry_info(Some(wait)),
-        )
-    })
+    state.limit(peer, kind).map_err(Refusal::grpc)
 }
 
 /// The caller, as the TLS layer established it.
@@ -74,7 +53,10 @@ pub(super) fn peer<T>(request: &Request<T>) -> Result<Peer, Status> {
 /// The calling endpoint.
 fn caller<T>(request: &Request<T>) -> Result<EndpointId, Status> {
     let peer = peer(request)?;
-    peer.0.endpoint().cloned().ok_or_else(|| Status::permission_denied(format!("{} is not an endpoint", peer.0)))
+    peer.identity
+        .endpoint()
+        .cloned()
+        .ok_or_else(|| Refusal::new(Reason::Identity, format!("forbidden: {} is not an endpoint", peer.identity)).grpc())
 }
 
 /// A server stream that follows a feed from `cursor`: `next_page` answers a page, the cursor
@@ -155,8 +137,7 @@ impl TransferService for Transfers {
     ) -> Result<Response<v1::SubmitTransferResponse>, Status> {
         let me = caller(&request)?;
         let who = peer(&request)?;
-        let mut message =
-            request.into_inner().request.ok_or_else(|| Status::invalid_argument("request: required field is missing"))?;
+        let mut message = request.into_inner().request.ok_or_else(|| invalid("request", crate::model::MISSING))?;
         // What the certificate already says need not be repeated: the sender, and its case.
         if message.from.is_empty() {
             message.from = me.to_string();
@@ -172,7 +153,7 @@ impl TransferService for Transfers {
         }
         let submitted = crate::model::TransferRequest::try_from(message).map_err(model_error)?;
         limit(&self.state, &who, CallKind::for_submission(submitted.case.urgency))?;
-        let submission = self.state.engine.submit(&me, submitted).await.map_err(|e| refused(&who, "SubmitTransfer", e))?;
+        let submission = self.state.engine.submit(&me, submitted).await.map_err(|e| refused(&who, e))?;
         let reachable = super::handlers::reachable(&self.state, &submission.transfer.to).await;
         Ok(Response::new(v1::SubmitTransferResponse {
             transfer: Some(submission.transfer.into()),
@@ -185,21 +166,20 @@ impl TransferService for Transfers {
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Read)?;
         let id = request.into_inner().transfer_id;
-        let transfer = self.state.engine.transfer_for(&who.0, &id).await.map_err(|e| refused(&who, "GetTransfer", e))?;
+        let transfer = self.state.engine.transfer_for(&who.identity, &id).await.map_err(|e| refused(&who, e))?;
         Ok(Response::new(transfer.into()))
     }
 
     async fn update_status(&self, request: Request<v1::UpdateStatusRequest>) -> Result<Response<v1::Transfer>, Status> {
         let me = caller(&request)?;
         let who = peer(&request)?;
-        let mut message =
-            request.into_inner().update.ok_or_else(|| Status::invalid_argument("update: required field is missing"))?;
+        let mut message = request.into_inner().update.ok_or_else(|| invalid("update", crate::model::MISSING))?;
         if message.by.is_empty() {
             message.by = me.to_string();
         }
         let update = crate::model::StatusUpdate::try_from(message).map_err(model_error)?;
         limit(&self.state, &who, CallKind::Status)?;
-        let (transfer, _) = self.state.engine.update_status(&me, update).await.map_err(|e| refused(&who, "UpdateStatus", e))?;
+        let (transfer, _) = self.state.engine.update_status(&me, update).await.map_err(|e| refused(&who, e))?;
         Ok(Response::new(transfer.into()))
     }
 
@@ -210,9 +190,10 @@ impl TransferService for Transfers {
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Read)?;
         let query = request.into_inner();
-        if let (Some(me), false) = (who.0.endpoint(), query.endpoint.is_empty()) {
+        if let (Some(me), false) = (who.identity.endpoint(), query.endpoint.is_empty()) {
             if query.endpoint != me.to_string() {
-                return Err(Status::permission_denied(format!("{me} may list only its own transfers")));
+                let message = format!("forbidden: {me} may list only its own transfers");
+                return Err(Refusal::new(Reason::Identity, message).grpc());
             }
         }
         let state = match query.state {
@@ -220,10 +201,7 @@ impl TransferService for Transfers {
             n => Some(crate::proto::state_from_proto(n, "state").map_err(model_error)?),
         };
         if !query.page_token.is_empty() && query.page_token.parse::<ulid::Ulid>().is_err() {
-            return Err(Status::invalid_argument(format!(
-                "page_token: {:?} is not a next_page_token this gateway gave",
-                query.page_token
-            )));
+            return Err(invalid("page_token", format!("a next_page_token this gateway gave, got {:?}", query.page_token)));
         }
         let page = if query.page_size == 0 { 100 } else { i64::from(query.page_size.min(500)) };
         let filter = TransferFilter {
@@ -235,8 +213,7 @@ impl TransferService for Transfers {
             limit: page,
             after: (!query.page_token.is_empty()).then_some(query.page_token),
         };
-        let (transfers, next) =
-            self.state.engine.transfers_for(&who.0, filter).await.map_err(|e| refused(&who, "ListTransfers", e))?;
+        let (transfers, next) = self.state.engine.transfers_for(&who.identity, filter).await.map_err(|e| refused(&who, e))?;
         let next = next.unwrap_or_default();
         Ok(Response::new(v1::ListTransfersResponse {
             transfers: transfers.into_iter().map(Into::into).collect(),
@@ -252,28 +229,27 @@ impl TransferService for Transfers {
         let message = request.into_inner();
         let store = &self.state.engine.store;
         let cursor = match (message.from_now, message.cursor.is_empty()) {
-            (true, false) => return Err(Status::invalid_argument("cursor: give a cursor or from_now, not both")),
-            (true, true) => store.feed_end(true).await.map_err(|e| status_of(e.into()))?,
+            (true, false) => return Err(invalid("cursor", "a cursor or from_now, not both")),
+            (true, true) => store.feed_end(true).await.map_err(unavailable)?,
             (false, _) => {
-                let cursor = FeedCursor::decode(&message.cursor).map_err(Status::invalid_argument)?;
-                if cursor > store.feed_end(false).await.map_err(|e| status_of(e.into()))? {
-                    return Err(Status::invalid_argument(format!(
-                        "cursor: {:?} is past the end of the feed; it was not given by this gateway",
-                        message.cursor
-                    )));
+                let cursor =
+                    FeedCursor::decode(&message.cursor).map_err(|e| invalid("cursor", e.trim_start_matches("cursor: ")))?;
+                if cursor > store.feed_end(false).await.map_err(unavailable)? {
+                    let given = &message.cursor;
+                    return Err(invalid("cursor", format!("a cursor this gateway gave; {given:?} is past the end of the feed")));
                 }
                 cursor
             }
         };
         // Refuse at once, not in the stream, when the caller may not watch at all.
-        self.state.engine.feed_for(&who.0, cursor, 1).await.map_err(|e| refused(&who, "Watch", e))?;
+        self.state.engine.feed_for(&who.identity, cursor, 1).await.map_err(|e| refused(&who, e))?;
         let engine = self.state.engine.clone();
         let heartbeat =
             |cursor: &FeedCursor| Some(v1::WatchEvent { cursor: cursor.encode(), kind: "heartbeat".to_string(), transfer: None });
         let stream = follow(&self.state, cursor, heartbeat, move |cursor| {
             let (engine, who) = (engine.clone(), who.clone());
             async move {
-                let (events, next, full) = engine.feed_for(&who.0, cursor, 200).await.map_err(status_of)?;
+                let (events, next, full) = engine.feed_for(&who.identity, cursor, 200).await.map_err(|e| refused(&who, e))?;
                 let messages = events
                     .into_iter()
                     .map(|event| v1::WatchEvent {
@@ -295,7 +271,7 @@ impl TransferService for Transfers {
         let mut acknowledged = 0;
         for transfer_id in request.into_inner().transfer_ids {
             let write = Write::Acknowledge { transfer_id, destination: me.clone(), at: Timestamp::now().unix_seconds() };
-            if let WriteResult::Done(true) = self.state.engine.store.write(write).await.map_err(|e| status_of(e.into()))? {
+            if let WriteResult::Done(true) = self.state.engine.store.write(write).await.map_err(unavailable)? {
                 acknowledged += 1;
             }
         }
@@ -319,7 +295,7 @@ impl TransferService for Transfers {
         let report =
             reconcile(&self.state.engine.store, &me, &claims, message.since.map(|t| t.seconds), message.until.map(|t| t.seconds))
                 .await
-                .map_err(|e| status_of(e.into()))?;
+                .map_err(unavailable)?;
         let state = |s: Option<crate::model::State>| s.map_or(0, |s| crate::proto::state_to_proto(s) as i32);
         Ok(Response::new(v1::ReconcileResponse {
             matched: report.matched as u32,

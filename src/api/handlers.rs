@@ -12,10 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::errors::{body_problem, native_receipt, status_of, too_many, ApiError, Body};
+use super::refusal::{body_refusal, native_receipt, Body, Reason, Refusal};
 use super::{AppState, Peer};
-use crate::engine::EngineError;
-use crate::formats::Endpoint;
+use crate::formats::{Endpoint, ReceiptKind};
 use crate::model::{json as canonical, EndpointId, State as TransferState, StatusUpdate, Timestamp, Transfer, TransferRequest};
 use crate::security::ratelimit::CallKind;
 use crate::store::TransferFilter;
@@ -23,16 +22,10 @@ use crate::store::TransferFilter;
 /// The registered endpoint named by the path, and whether the caller is it.
 fn native_endpoint<'a>(state: &'a AppState, peer: &Peer, region: &str, platform: &str) -> Result<&'a Endpoint, Box<Response>> {
     let name = format!("{region}/{platform}");
-    let endpoint = state
-        .engine
-        .registry
-        .endpoint_named(&name)
-        .map_err(|e| Box::new(ApiError::new(StatusCode::NOT_FOUND, e.to_string()).into_response()))?;
-    if peer.0.endpoint() != Some(&endpoint.id) {
-        let message = format!("forbidden: {} may send only as itself, not as {name}", peer.0);
-        tracing::warn!(identity = %peer.0, route = %format!("/v1/native/{name}"), reason = %message, "refused");
-        crate::metrics::refuse("identity");
-        return Err(Box::new(native_receipt(endpoint, StatusCode::FORBIDDEN, None, Some(&message))));
+    let endpoint = state.engine.registry.endpoint_named(&name).map_err(|e| Box::new(Refusal::from(e).into_response()))?;
+    if peer.identity.endpoint() != Some(&endpoint.id) {
+        let message = format!("forbidden: {} may send only as itself, not as {name}", peer.identity);
+        return Err(Box::new(Refusal::new(Reason::Identity, message).native(endpoint, None)));
     }
     Ok(endpoint)
 }
@@ -69,26 +62,6 @@ pub(crate) fn unreachable_notice(destination: &EndpointId, contact: Option<Strin
     notice
 }
 
-fn log_refusal(peer: &Peer, route: &str, error: &EngineError) {
-    let reason = match error {
-        EngineError::Forbidden(_) if matches!(peer.0, crate::security::Identity::Agency(_)) => Some("policy"),
-        EngineError::Forbidden(_) => Some("identity"),
-        EngineError::NotFound(_) => Some("not_found"),
-        EngineError::Refused(_) => Some("transition"),
-        EngineError::Invalid(_) => Some("bad_document"),
-        EngineError::Store(_) => None,
-    };
-    if let Some(reason) = reason {
-        crate::metrics::refuse(reason);
-        peer.refused(route, reason, &error.to_string());
-    }
-    if matches!(error, EngineError::Forbidden(_) | EngineError::NotFound(_) | EngineError::Refused(_)) {
-        tracing::warn!(identity = %peer.0, route, reason = %error, "refused");
-    } else if let EngineError::Store(e) = error {
-        tracing::error!(identity = %peer.0, route, error = %e, "store failed");
-    }
-}
-
 /// The endpoint of a native route (the caller must be it) and the document read with `read`;
 /// otherwise the answer, in that endpoint's own receipt where there is one.
 fn native_document<'a, T>(
@@ -101,10 +74,7 @@ fn native_document<'a, T>(
     let endpoint = native_endpoint(state, peer, region, platform)?;
     match read(endpoint) {
         Ok(document) => Ok((endpoint, document)),
-        Err(e) => {
-            crate::metrics::refuse("bad_document");
-            Err(Box::new(native_receipt(endpoint, StatusCode::BAD_REQUEST, None, Some(&e.to_string()))))
-        }
+        Err(e) => Err(Box::new(Refusal::from(e).native(endpoint, None))),
     }
 }
 
@@ -122,16 +92,13 @@ fn native_body(
         Err(rejection) => rejection,
     };
     let endpoint = native_endpoint(state, peer, region, platform)?;
-    crate::metrics::refuse("too_large");
-    peer.refused("native", "too_large", &body_problem(&rejection));
-    Err(Box::new(native_receipt(endpoint, rejection.status(), None, Some(&body_problem(&rejection)))))
+    Err(Box::new(body_refusal(&rejection).native(endpoint, None)))
 }
 
 /// Takes a call from the caller's budget; over it, the 429 answer in the sender's own receipt.
 fn native_limit(state: &AppState, peer: &Peer, endpoint: &Endpoint, kind: CallKind, reference: Option<&str>) -> Option<Response> {
-    let wait = state.limit(peer, kind).err()?;
-    let busy = native_receipt(endpoint, StatusCode::TOO_MANY_REQUESTS, reference, Some("busy: over the rate limit; retry later"));
-    Some(too_many(busy, wait))
+    let refusal = state.limit(peer, kind).err()?;
+    Some(refusal.native(endpoint, reference))
 }
 
 pub async fn native_transfer(
@@ -167,15 +134,12 @@ pub async fn native_transfer(
                     Some(unreachable_notice(&t.to, state.engine.directory_contact(&addressed).await))
                 }
             };
-            let response = native_receipt(endpoint, StatusCode::OK, Some(&reference), notice.as_deref());
+            let response = native_success(endpoint, Some(&reference), notice.as_deref());
             let response = with_header(response, "x-liandong-transfer-id", &t.transfer_id);
             let response = with_header(response, "x-liandong-destination", &t.to.to_string());
             with_header(response, "x-liandong-destination-status", if reachable { "reachable" } else { "unreachable" })
         }
-        Err(e) => {
-            log_refusal(&peer, "native transfers", &e);
-            native_receipt(endpoint, status_of(&e), Some(&reference), Some(&e.to_string()))
-        }
+        Err(e) => Refusal::from_engine(&peer.identity, e).native(endpoint, Some(&reference)),
     }
 }
 
@@ -196,36 +160,33 @@ pub async fn native_status(
     // Its rate budget was taken before the body was read (api::bodies).
     let reference = update.transfer_ref.clone();
     match state.engine.update_status(&endpoint.id, update).await {
-        Ok((transfer, _)) => with_header(
-            native_receipt(endpoint, StatusCode::OK, reference.as_deref(), None),
-            "x-liandong-transfer-id",
-            &transfer.transfer_id,
-        ),
-        Err(e) => {
-            log_refusal(&peer, "native status", &e);
-            native_receipt(endpoint, status_of(&e), reference.as_deref(), Some(&e.to_string()))
+        Ok((transfer, _)) => {
+            with_header(native_success(endpoint, reference.as_deref(), None), "x-liandong-transfer-id", &transfer.transfer_id)
         }
+        Err(e) => Refusal::from_engine(&peer.identity, e).native(endpoint, reference.as_deref()),
     }
 }
 
-pub(super) fn caller_endpoint(peer: &Peer) -> Result<&EndpointId, ApiError> {
-    peer.0.endpoint().ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, format!("forbidden: {} is not an endpoint", peer.0)))
+/// A native success receipt.
+fn native_success(endpoint: &Endpoint, reference: Option<&str>, message: Option<&str>) -> Response {
+    native_receipt(endpoint, StatusCode::OK, ReceiptKind::Success, reference, message)
 }
 
-pub(super) fn limited(state: &AppState, peer: &Peer, kind: CallKind) -> Result<(), ApiError> {
-    state.limit(peer, kind).map_err(ApiError::limited)
+pub(super) fn caller_endpoint(peer: &Peer) -> Result<&EndpointId, Refusal> {
+    peer.identity
+        .endpoint()
+        .ok_or_else(|| Refusal::new(Reason::Identity, format!("forbidden: {} is not an endpoint", peer.identity)))
 }
 
 pub async fn submit(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Body(body): Body,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     let caller = caller_endpoint(&peer)?;
-    let request: TransferRequest =
-        canonical::parse(&body, TransferRequest::REQUIRED).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    limited(&state, &peer, CallKind::for_submission(request.case.urgency))?;
-    let submission = state.engine.submit(caller, request).await.inspect_err(|e| log_refusal(&peer, "POST /v1/transfers", e))?;
+    let request: TransferRequest = canonical::parse(&body, TransferRequest::REQUIRED)?;
+    state.limit(&peer, CallKind::for_submission(request.case.urgency))?;
+    let submission = state.engine.submit(caller, request).await.map_err(|e| Refusal::from_engine(&peer.identity, e))?;
     let reachable = reachable(&state, &submission.transfer.to).await;
     Ok(Json(json!({
         "transfer": submission.transfer,
@@ -239,9 +200,9 @@ pub async fn get_transfer(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
-) -> Result<Json<Transfer>, ApiError> {
-    limited(&state, &peer, CallKind::Read)?;
-    Ok(Json(state.engine.transfer_for(&peer.0, &id).await.inspect_err(|e| log_refusal(&peer, "GET /v1/transfers/{id}", e))?))
+) -> Result<Json<Transfer>, Refusal> {
+    state.limit(&peer, CallKind::Read)?;
+    Ok(Json(state.engine.transfer_for(&peer.identity, &id).await.map_err(|e| Refusal::from_engine(&peer.identity, e))?))
 }
 
 pub async fn status(
@@ -249,21 +210,15 @@ pub async fn status(
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
     Body(body): Body,
-) -> Result<Json<Transfer>, ApiError> {
+) -> Result<Json<Transfer>, Refusal> {
     let caller = caller_endpoint(&peer)?;
     let mut value: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
-    let object =
-        value.as_object_mut().ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "malformed JSON: expected an object"))?;
+        serde_json::from_slice(&body).map_err(|e| Refusal::new(Reason::BadDocument, format!("malformed JSON: {e}")))?;
+    let object = value.as_object_mut().ok_or_else(|| Refusal::new(Reason::BadDocument, "malformed JSON: expected an object"))?;
     object.entry("by").or_insert_with(|| Value::String(caller.to_string()));
     object.insert("transfer_id".into(), Value::String(id));
-    let update: StatusUpdate =
-        canonical::decode(value, &["state", "at"]).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let (transfer, _) = state
-        .engine
-        .update_status(caller, update)
-        .await
-        .inspect_err(|e| log_refusal(&peer, "POST /v1/transfers/{id}/status", e))?;
+    let update: StatusUpdate = canonical::decode(value, &["state", "at"])?;
+    let (transfer, _) = state.engine.update_status(caller, update).await.map_err(|e| Refusal::from_engine(&peer.identity, e))?;
     Ok(Json(transfer))
 }
 
@@ -271,10 +226,10 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    limited(&state, &peer, CallKind::Read)?;
-    let bad = |key: &str, expected: &str| ApiError::new(StatusCode::BAD_REQUEST, format!("{key}: expected {expected}"));
-    let time = |key: &str| -> Result<Option<i64>, ApiError> {
+) -> Result<Json<Value>, Refusal> {
+    state.limit(&peer, CallKind::Read)?;
+    let bad = |key: &str, expected: &str| Refusal::field(key, format!("expected {expected}"));
+    let time = |key: &str| -> Result<Option<i64>, Refusal> {
         query
             .get(key)
             .map(|t| Timestamp::parse_rfc3339(t, false).map(Timestamp::unix_seconds).map_err(|_| bad(key, "an RFC 3339 time")))
@@ -290,12 +245,12 @@ pub async fn list(
         after: query.get("after").cloned(),
     };
     let (transfers, next) =
-        state.engine.transfers_for(&peer.0, filter).await.inspect_err(|e| log_refusal(&peer, "GET /v1/transfers", e))?;
+        state.engine.transfers_for(&peer.identity, filter).await.map_err(|e| Refusal::from_engine(&peer.identity, e))?;
     Ok(Json(json!({"transfers": transfers, "next": next})))
 }
 
-pub async fn endpoints(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let health = state.engine.store.endpoint_health().await.map_err(EngineError::from)?;
+pub async fn endpoints(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Refusal> {
+    let health = state.engine.store.endpoint_health().await.map_err(unavailable)?;
     let now = Timestamp::now().unix_seconds();
     let list: Vec<Value> = state
         .engine
@@ -318,20 +273,16 @@ pub async fn endpoints(State(state): State<Arc<AppState>>) -> Result<Json<Value>
     Ok(Json(json!({"endpoints": list})))
 }
 
-fn operator(peer: &Peer) -> Result<(), ApiError> {
-    match &peer.0 {
+fn operator(peer: &Peer) -> Result<(), Refusal> {
+    match &peer.identity {
         crate::security::Identity::Operator(_) => Ok(()),
-        other => {
-            tracing::warn!(identity = %other, route = "/v1/deliveries", reason = "not an operator", "refused");
-            crate::metrics::refuse("policy");
-            Err(ApiError::new(StatusCode::FORBIDDEN, format!("forbidden: {other} is not an operator")))
-        }
+        other => Err(Refusal::new(Reason::Policy, format!("forbidden: {other} is not an operator"))),
     }
 }
 
-pub async fn dead_letters(State(state): State<Arc<AppState>>, Extension(peer): Extension<Peer>) -> Result<Json<Value>, ApiError> {
+pub async fn dead_letters(State(state): State<Arc<AppState>>, Extension(peer): Extension<Peer>) -> Result<Json<Value>, Refusal> {
     operator(&peer)?;
-    let dead = state.engine.store.dead_letters(1000).await.map_err(EngineError::from)?;
+    let dead = state.engine.store.dead_letters(1000).await.map_err(unavailable)?;
     let list: Vec<Value> = dead
         .iter()
         .map(|d| {
@@ -346,11 +297,21 @@ pub async fn replay(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, Refusal> {
     operator(&peer)?;
-    let write = crate::store::Write::Replay { item_id: id, at: Timestamp::now().unix_seconds() };
-    match state.engine.store.write(write).await.map_err(EngineError::from)? {
+    let write = crate::store::Write::Replay {
+        item_id: id,
+        at: Timestamp::now().unix_seconds(),
+        by: peer.uri.clone(),
+        request_id: super::context::request_id(),
+    };
+    match state.engine.store.write(write).await.map_err(unavailable)? {
         crate::store::WriteResult::Done(true) => Ok(Json(json!({"id": id, "replayed": true}))),
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, format!("{id} {NOT_REPLAYABLE}"))),
+        _ => Err(Refusal::new(Reason::NotFound, format!("{id} {NOT_REPLAYABLE}"))),
     }
+}
+
+/// A store that failed: nothing was done.
+pub(super) fn unavailable(error: crate::store::StoreError) -> Refusal {
+    Refusal::new(Reason::Unavailable, error.to_string())
 }

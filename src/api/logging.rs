@@ -14,7 +14,7 @@ use super::Peer;
 /// Logs the request after it is answered.
 pub async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let identity = request.extensions().get::<Peer>().map(|p| p.0.to_string()).unwrap_or_default();
+    let identity = request.extensions().get::<Peer>().map(|p| p.uri.clone()).unwrap_or_default();
     let method = request.method().clone();
     let route = request.uri().path().to_string();
     let response = next.run(request).await;
@@ -29,6 +29,7 @@ pub async fn log_request(request: Request, next: Next) -> Response {
         grpc_status,
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
         transfer_id = transfer,
+        request_id = %super::context::request_id(),
         "request"
     );
     response
@@ -63,13 +64,8 @@ pub async fn header_limit(request: Request, next: Next) -> Response {
     if size <= MAX_HEADER_BYTES {
         return next.run(request).await;
     }
-    crate::metrics::refuse("headers_too_large");
-    tracing::warn!(target: "liandong::request", size, "refused: request headers over the limit");
     let problem = format!("request headers: {size} bytes, over the 64 KiB limit ({MAX_HEADER_BYTES} bytes)");
-    axum::response::IntoResponse::into_response(super::errors::ApiError::new(
-        axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        problem,
-    ))
+    axum::response::IntoResponse::into_response(super::refusal::Refusal::new(super::refusal::Reason::HeadersTooLarge, problem))
 }
 
 /// A phone number with its middle hidden: `13900000001` → `139****0001`; short numbers stay.

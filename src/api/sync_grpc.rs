@@ -13,20 +13,9 @@ use crate::security::ratelimit::CallKind;
 use crate::store::PutOutcome;
 use crate::sync::{Dataset, PutRequest, SyncError};
 
-/// The gRPC status of a dataset error, counted as a refusal where it is one.
+/// A dataset error, refused to `peer` (recorded, with `ErrorInfo`, `BadRequest` and `RequestInfo`).
 fn status_of(peer: &super::Peer, error: SyncError) -> Status {
-    if let Some(reason) = super::datasets::refusal_reason(peer, &error) {
-        crate::metrics::refuse(reason);
-        peer.refused("SyncService", reason, &error.to_string());
-        tracing::warn!(identity = %peer.0, reason = %error, "refused");
-    }
-    match error {
-        SyncError::Invalid { .. } => Status::invalid_argument(error.to_string()),
-        SyncError::Forbidden(m) => Status::permission_denied(m),
-        SyncError::NotFound(m) => Status::not_found(m),
-        SyncError::Stale { .. } | SyncError::Moved { .. } => Status::failed_precondition(error.to_string()),
-        SyncError::Store(e) => Status::unavailable(e.to_string()),
-    }
+    super::refusal::Refusal::from_sync(&peer.identity, error).grpc()
 }
 
 /// A stored record as protobuf (a record that no longer reads is a bug: DATA_LOSS).
@@ -76,7 +65,7 @@ impl SyncService for Sync {
             .map_err(|e| status_of(&who, e))?;
         let put = PutRequest { version: message.version, deleted: message.deleted, body, updated_at, force: message.force };
         let (record, outcome) =
-            self.state.datasets.put(&who.0, dataset, &message.key, put).await.map_err(|e| status_of(&who, e))?;
+            self.state.datasets.put(&who.identity, dataset, &message.key, put).await.map_err(|e| status_of(&who, e))?;
         Ok(Response::new(v1::PutResponse { record: Some(record.into()), changed: outcome == PutOutcome::Written }))
     }
 
@@ -85,7 +74,7 @@ impl SyncService for Sync {
         limit(&self.state, &who, CallKind::Read)?;
         let message = request.into_inner();
         let dataset: Dataset = message.dataset.parse().map_err(|e| status_of(&who, e))?;
-        let record = self.state.datasets.get(&who.0, dataset, &message.key).await.map_err(|e| status_of(&who, e))?;
+        let record = self.state.datasets.get(&who.identity, dataset, &message.key).await.map_err(|e| status_of(&who, e))?;
         Ok(Response::new(record.into()))
     }
 
@@ -97,7 +86,7 @@ impl SyncService for Sync {
         let snapshot = self
             .state
             .datasets
-            .snapshot(&who.0, dataset, &message.page_token, page(message.page_size))
+            .snapshot(&who.identity, dataset, &message.page_token, page(message.page_size))
             .await
             .map_err(|e| status_of(&who, e))?;
         Ok(Response::new(v1::SnapshotResponse {
@@ -115,7 +104,7 @@ impl SyncService for Sync {
         let changes = self
             .state
             .datasets
-            .changes(&who.0, dataset, &message.cursor, page(message.limit))
+            .changes(&who.identity, dataset, &message.cursor, page(message.limit))
             .await
             .map_err(|e| status_of(&who, e))?;
         Ok(Response::new(v1::ChangesResponse {
@@ -135,7 +124,7 @@ impl SyncService for Sync {
             include_expired: message.include_expired,
             limit: message.limit as usize,
         };
-        let answer = self.state.datasets.search(&who.0, &query).await.map_err(|e| status_of(&who, e))?;
+        let answer = self.state.datasets.search(&who.identity, &query).await.map_err(|e| status_of(&who, e))?;
         Ok(Response::new(v1::SearchResponse {
             records: answer.records.into_iter().map(Into::into).collect(),
             total: answer.total as u64,
@@ -150,7 +139,7 @@ impl SyncService for Sync {
         let message = request.into_inner();
         let dataset: Dataset = message.dataset.parse().map_err(|e| status_of(&who, e))?;
         // Refuse at once, not in the stream, when the caller may not read it or the cursor is bad.
-        self.state.datasets.changes(&who.0, dataset, &message.cursor, 1).await.map_err(|e| status_of(&who, e))?;
+        self.state.datasets.changes(&who.identity, dataset, &message.cursor, 1).await.map_err(|e| status_of(&who, e))?;
         let datasets = self.state.datasets.clone();
         let stream = follow(
             &self.state,
@@ -159,7 +148,7 @@ impl SyncService for Sync {
             move |cursor: String| {
                 let (datasets, who) = (datasets.clone(), who.clone());
                 async move {
-                    let page = datasets.changes(&who.0, dataset, &cursor, 500).await.map_err(|e| status_of(&who, e))?;
+                    let page = datasets.changes(&who.identity, dataset, &cursor, 500).await.map_err(|e| status_of(&who, e))?;
                     let changes = proto_changes(page.changes)?;
                     Ok((changes, page.cursor, page.more))
                 }

@@ -67,14 +67,14 @@ impl Auditor {
         }
     }
 
-    /// A refusal: who, where, why.
-    pub fn refusal(&self, identity: &str, route: &str, reason: &str, message: &str) {
+    /// A refusal: who, where, why, and the request id its answer carried.
+    pub fn refusal(&self, identity: &str, route: &str, reason: &str, message: &str, request_id: &str) {
         self.note(AuditEntry {
             at: crate::model::Timestamp::now().unix_seconds(),
             actor: identity.to_string(),
             action: "refused".into(),
             transfer_id: None,
-            detail: serde_json::json!({"route": route, "reason": reason, "message": message}),
+            detail: serde_json::json!({"route": route, "reason": reason, "message": message, "request_id": request_id}),
         });
     }
 }

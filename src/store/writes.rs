@@ -34,7 +34,9 @@ pub enum Write {
     Lease { now: i64, lease: i64, wants: Vec<(String, i64)> },
     /// Put a dead letter back in the queue — unless it is a transfer the gateway has already
     /// handed back to its origin as undeliverable: that origin re-sends it (docs/DECISIONS.md).
-    Replay { item_id: i64, at: i64 },
+    /// `by` (an operator's identity URI, or `cli:USER@HOST`) is audited with the replay, and
+    /// `request_id` when it came over HTTPS.
+    Replay { item_id: i64, at: i64, by: String, request_id: String },
     /// Pull delivery: the destination confirms it has the transfer (on its `Watch`).
     Acknowledge { transfer_id: String, destination: String, at: i64 },
     /// Records of one shared dataset, all or nothing (see [`super::records::put`]).
@@ -176,17 +178,25 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
             }
             Ok(WriteResult::Records(result))
         }
-        Write::Replay { item_id, at: _ } => {
-            let changed = sqlx::query(
+        Write::Replay { item_id, at, by, request_id } => {
+            let replayed = sqlx::query(
                 "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, leased_until = 0 WHERE id = $2 AND status = 'dead' \
-                 AND NOT (kind = 'transfer' AND EXISTS (SELECT 1 FROM transfers t WHERE t.transfer_id = outbox.transfer_id AND t.state = 'rejected'))",
+                 AND NOT (kind = 'transfer' AND EXISTS (SELECT 1 FROM transfers t WHERE t.transfer_id = outbox.transfer_id AND t.state = 'rejected')) \
+                 RETURNING transfer_id, destination, kind",
             )
             .bind(super::now_millis())
             .bind(item_id)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-            Ok(WriteResult::Done(changed > 0))
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(row) = replayed else { return Ok(WriteResult::Done(false)) };
+            let (transfer_id, destination, kind): (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let mut detail = serde_json::json!({"item": item_id, "destination": destination, "kind": kind});
+            if !request_id.is_empty() {
+                detail["request_id"] = serde_json::json!(request_id);
+            }
+            let entry = AuditEntry { at, actor: by, action: "delivery.replayed".into(), transfer_id: Some(transfer_id), detail };
+            super::audit::append(tx, backend, &[entry]).await?;
+            Ok(WriteResult::Done(true))
         }
     }
 }

@@ -7,6 +7,27 @@ pub mod stores;
 
 use serde_json::Value;
 
+/// Compares `actual` with the snapshot `tests/snapshots/NAME.txt`; with `UPDATE_SNAPSHOTS=1`
+/// writes it instead. A missing snapshot fails (it is committed with the test).
+pub fn assert_snapshot(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(format!("{name}.txt"));
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (UPDATE_SNAPSHOTS=1 writes it)
+actual:\n{actual}",
+            path.display()
+        )
+    });
+    if expected != actual {
+        panic!("{name}: the answer differs from {}\n--- expected\n{expected}\n--- actual\n{actual}", path.display());
+    }
+}
+
 /// Compares canonical JSON: equal values, except numbers under a `point` within 2e-6
 /// (samples/README.md: an inverse iterated to 1e-6 may differ in the sixth decimal).
 pub fn assert_canonical_eq(actual: &Value, expected: &Value, at: &str) {

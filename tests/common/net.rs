@@ -122,18 +122,31 @@ impl Client {
     }
 
     pub async fn request(&self, method: &str, path: &str, body: Vec<u8>) -> Result<Answer, String> {
+        self.request_with(method, path, &[], body).await
+    }
+
+    /// A request with extra headers.
+    pub async fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Answer, String> {
         let tcp = tokio::net::TcpStream::connect(self.addr).await.map_err(|e| e.to_string())?;
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let tls = self.connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
         tokio::spawn(connection);
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(method)
             .uri(format!("https://localhost:{}{path}", self.addr.port()))
-            .header("host", "localhost")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
+            .header("host", "localhost");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(Bytes::from(body))).unwrap();
         let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -290,4 +303,14 @@ pub async fn start_gateway(site: &Site, https: tokio::net::TcpListener) -> (Sock
         .unwrap();
     });
     (admin_addr, stop)
+}
+
+/// The admin listener's `/metrics` text (plain HTTP, as Prometheus scrapes it).
+pub async fn metrics_text(admin: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    text
 }
