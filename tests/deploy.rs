@@ -91,9 +91,103 @@ fn the_kubernetes_manifests_make_two_probed_replicas_with_mounted_certificates()
     for kind in ["Deployment", "Service", "PodDisruptionBudget", "ConfigMap", "Secret"] {
         assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
     }
+}
+
+/// The compose stack as CI can try it without Docker: the `site` service's copy runs (as root,
+/// with its paths moved to a temporary folder), leaving what the gateways need owned by the
+/// image's user, 0600, and nothing of the CA's keys; the gateway's own configuration check then
+/// passes as that user (setpriv), with the stack's environment and the image's command line.
+#[cfg(unix)]
+#[test]
+fn the_compose_stack_gives_the_image_user_its_files_and_nothing_more() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let compose = &yaml("compose.yaml")[0];
     let services = compose["services"].as_mapping().unwrap();
-    assert_eq!(services.len(), 3, "two gateways and PostgreSQL");
+    assert_eq!(services.len(), 4, "PostgreSQL, the site copy and two gateways");
+    let dockerfile = std::fs::read_to_string(deploy("Dockerfile")).unwrap();
+    let uid: u32 = dockerfile.lines().find_map(|l| l.strip_prefix("USER ")).unwrap().trim().parse().unwrap();
+    let site_service = &compose["services"]["site"];
+    assert_eq!(site_service["user"], "0");
+    let mut replicas = Vec::new();
+    for gateway in ["gateway-a", "gateway-b"] {
+        let service = &compose["services"][gateway];
+        assert_eq!(service["depends_on"]["site"]["condition"], "service_completed_successfully", "{gateway}");
+        assert_eq!(service["volumes"][0], "gateway-files:/etc/liandong:ro", "{gateway}");
+        replicas.push(service["environment"]["LIANDONG_REPLICA"].as_str().unwrap().to_string());
+    }
+    assert_ne!(replicas[0], replicas[1], "each replica its own audit chain");
+
+    let root = std::env::temp_dir().join(format!("liandong-compose-{}", ulid::Ulid::new()));
+    let (site, files) = (root.join("site"), root.join("etc-liandong"));
+    let init = Command::new(env!("CARGO_BIN_EXE_liandong"))
+        .args(["init", site.to_str().unwrap(), "--listen", "0.0.0.0:8443", "--admin", "0.0.0.0:9090"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    // compose writes `$$` for a shell's `$`
+    let script = site_service["command"][0].as_str().unwrap().replace("$$", "$");
+    let script = script.replace("/etc/liandong", files.to_str().unwrap()).replace("/site", site.to_str().unwrap());
+    let copy = Command::new("/bin/sh").args(["-c", &script]).output().unwrap();
+    if !copy.status.success() && not_root() {
+        panic!("this test copies files to uid {uid} and needs root, as CI has: {}", String::from_utf8_lossy(&copy.stderr));
+    }
+    assert!(copy.status.success(), "{}", String::from_utf8_lossy(&copy.stderr));
+    for file in ["liandong.toml", "ca.pem", "server-key.pem", "gateway-key.pem", "ca/crl.pem"] {
+        let meta = std::fs::metadata(files.join(file)).unwrap();
+        assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (uid, 0o600), "{file}");
+    }
+    assert!(!files.join("identities").exists(), "the desks' keys stay out of the gateway");
+    let ca_files: Vec<String> =
+        std::fs::read_dir(files.join("ca")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(ca_files, ["crl.pem"], "of the CA, only its CRL");
+
+    // the image's command line, checked as the image's user with the stack's environment
+    let command: Vec<String> =
+        dockerfile.lines().find_map(|l| l.strip_prefix("CMD ")).map(|json| serde_json::from_str(json).unwrap()).unwrap();
+    assert_eq!(command[..3], ["serve", "--config", "/etc/liandong/liandong.toml"]);
+    let config = files.join("liandong.toml");
+    let mut args: Vec<String> =
+        vec!["--reuid".into(), uid.to_string(), "--regid".into(), uid.to_string(), "--clear-groups".into()];
+    args.push(env!("CARGO_BIN_EXE_liandong").into());
+    args.extend(command[..1].iter().cloned());
+    args.extend(command[3..].iter().cloned());
+    args.extend(["--check-config".to_string(), config.to_str().unwrap().to_string()]);
+    let environment = &compose["services"]["gateway-a"]["environment"];
+    let mut check = Command::new("setpriv");
+    check.args(&args);
+    for (key, value) in environment.as_mapping().unwrap() {
+        check.env(key.as_str().unwrap(), value.as_str().unwrap());
+    }
+    let checked = check.output().unwrap();
+    assert!(checked.status.success(), "{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    // and another user cannot read a key (though it can read what is public)
+    let as_nobody = |file: &Path| {
+        Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "cat"])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    assert!(as_nobody(&site.join("ca.pem")).status.success(), "setpriv runs as another user");
+    assert!(!as_nobody(&files.join("server-key.pem")).status.success(), "the key is readable by another user");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Whether this process runs without root (then the copy's chown cannot work).
+fn not_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() != "0").unwrap_or(true)
+}
+
+#[test]
+fn the_docker_build_context_leaves_out_build_output_and_keys() {
+    let ignore = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".dockerignore")).unwrap();
+    let lines: Vec<&str> = ignore.lines().map(str::trim).collect();
+    for pattern in ["target/", ".git/", "site/", "deploy/site/", "**/*-key.pem", "**/*.db"] {
+        assert!(lines.contains(&pattern), ".dockerignore lacks {pattern}");
+    }
+    let unit = std::fs::read_to_string(deploy("liandong.service")).unwrap();
+    let active: Vec<&str> = unit.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
+    assert!(!active.iter().any(|l| l.contains("CAP_NET_BIND_SERVICE")), "the unit listens above 1024: no capability needed");
 }
 
 #[test]
