@@ -67,6 +67,29 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/openapi.json"),
 ];
 
+/// The route a request took, as a bounded label: `METHOD /template` from [`ROUTES`] (a
+/// dataset key may hold `/`: it is the rest of the path), the method path of a gRPC call to one
+/// of the gateway's services, else `other`.
+pub fn route_template(method: &axum::http::Method, path: &str) -> String {
+    const GRPC_SERVICES: &[&str] =
+        &["/liandong.v1.", "/grpc.health.v1.Health/", "/grpc.reflection.v1.", "/grpc.reflection.v1alpha."];
+    if GRPC_SERVICES.iter().any(|service| path.starts_with(service)) && path.matches('/').count() == 2 {
+        return path.to_string();
+    }
+    let method = method.as_str().to_ascii_lowercase();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let fits = |template: &str| {
+        let parts: Vec<&str> = template.trim_start_matches('/').split('/').collect();
+        let rest = parts.last().is_some_and(|last| *last == "{key}");
+        let arity = if rest { segments.len() >= parts.len() } else { segments.len() == parts.len() };
+        arity && parts.iter().zip(&segments).all(|(part, segment)| part.starts_with('{') || part == segment)
+    };
+    ROUTES
+        .iter()
+        .find(|(m, template)| *m == method && fits(template))
+        .map_or_else(|| "other".to_string(), |(m, template)| format!("{} {template}", m.to_ascii_uppercase()))
+}
+
 /// The largest document accepted.
 pub const MAX_BODY: usize = 1 << 20;
 
@@ -167,6 +190,30 @@ pub async fn unknown_route(request: axum::extract::Request) -> axum::response::R
         format!("no route for {method} {path}: the routes are listed at /v1/openapi.json"),
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+
+    #[test]
+    fn routes_are_labelled_by_their_template() {
+        let label = |m: Method, p: &str| super::route_template(&m, p);
+        assert_eq!(label(Method::POST, "/v1/native/330200/110/transfers"), "POST /v1/native/{region}/{platform}/transfers");
+        assert_eq!(label(Method::GET, "/v1/transfers/01J"), "GET /v1/transfers/{id}");
+        assert_eq!(label(Method::GET, "/v1/transfers"), "GET /v1/transfers");
+        assert_eq!(
+            label(Method::PUT, "/v1/datasets/directory/records/330203101/NP03"),
+            "PUT /v1/datasets/{dataset}/records/{key}"
+        );
+        assert_eq!(
+            label(Method::POST, "/liandong.v1.TransferService/SubmitTransfer"),
+            "/liandong.v1.TransferService/SubmitTransfer"
+        );
+        assert_eq!(label(Method::GET, "/v1/nothing"), "other");
+        assert_eq!(label(Method::POST, "/evil.Service/Method"), "other");
+        assert_eq!(label(Method::DELETE, "/v1/transfers/01J"), "other");
+    }
 }
 
 /// The router of the HTTPS API. The caller's [`Peer`] must be added as an extension.

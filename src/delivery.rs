@@ -271,7 +271,10 @@ impl Deliverer {
                 let this = self.clone();
                 tokio::spawn(async move {
                     let Ok(permit) = budget.acquire_owned().await else { return };
+                    let started = Instant::now();
                     let attempt = this.deliver(&item).await;
+                    let destination = metrics::endpoint_label(&item.destination.to_string());
+                    counters().delivery_seconds.observe(destination, started.elapsed());
                     // The slot is the destination's connection: free as soon as it has answered.
                     drop(permit);
                     this.freed.notify_one();
@@ -386,10 +389,12 @@ impl Deliverer {
         let write = match verdict(&attempt) {
             Verdict::Delivered => {
                 metrics::inc(&counters().deliveries_ok);
+                counters().deliveries_by_endpoint.inc(metrics::endpoint_label(&item.destination.to_string()));
                 Write::Delivered { item_id: item.id, at: now }
             }
             verdict => {
                 metrics::inc(&counters().deliveries_failed);
+                counters().failures_by_endpoint.inc(metrics::endpoint_label(&item.destination.to_string()));
                 let attempts = item.attempts + 1;
                 let too_old = now - item.created_at >= self.settings.dead_after.as_secs() as i64;
                 let dead = verdict == Verdict::Permanent || attempts >= i64::from(self.settings.dead_after_attempts) || too_old;
@@ -401,11 +406,13 @@ impl Deliverer {
                     }
                     (true, DeliveryKind::Transfer) => {
                         metrics::inc(&counters().dead_letters);
+                        counters().dead_letters_by_endpoint.inc(metrics::endpoint_label(&item.destination.to_string()));
                         tracing::error!(item = item.id, %transfer, %destination, error = %attempt, "dead letter: the transfer is rejected as undeliverable and its origin told");
                         Some(self.undeliverable_note(item, &attempt).await)
                     }
                     (true, DeliveryKind::Status) => {
                         metrics::inc(&counters().dead_letters);
+                        counters().dead_letters_by_endpoint.inc(metrics::endpoint_label(&item.destination.to_string()));
                         tracing::error!(item = item.id, %transfer, %destination, error = %attempt, "dead letter: a status notice its receiver never took; replay it once the receiver is mended");
                         None
                     }

@@ -200,12 +200,12 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         say(progress(started, &platforms, &agency_events));
         let pending = store
-            .count_outbox()
+            .outbox_backlog()
             .await
             .map_err(|e| e.to_string())?
             .iter()
-            .filter(|(s, _)| s == "pending")
-            .map(|(_, n)| *n)
+            .filter(|g| g.status == "pending")
+            .map(|g| g.count)
             .sum::<i64>();
         let open = store
             .tally()

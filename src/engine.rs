@@ -203,6 +203,7 @@ impl Engine {
         match self.store.write(write).await? {
             WriteResult::Submitted { transfer, created } => {
                 crate::metrics::inc(&crate::metrics::counters().submissions);
+                crate::metrics::counters().submissions_by_endpoint.inc(crate::metrics::endpoint_label(&sender.to_string()));
                 Ok(Submission { transfer: *transfer, created })
             }
             other => Err(EngineError::Store(StoreError::Corrupt {

@@ -342,21 +342,22 @@ async fn serve_admin(
                 let tls = tls.clone();
                 async move {
                     let store = &state.engine.store;
-                    let states = store.count_by_state().await.unwrap_or_default();
-                    let outbox = store.count_outbox().await.unwrap_or_default();
                     let now = Timestamp::now().unix_seconds();
-                    let unreachable: Vec<String> = store
-                        .endpoint_health()
-                        .await
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|h| h.failing_since.is_some_and(|since| now - since > state.unreachable_after))
-                        .map(|h| h.endpoint)
-                        .collect();
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        metrics::render(&states, &outbox, &unreachable) + &tls.metrics(),
-                    )
+                    let gauges = metrics::StoreGauges {
+                        states: store.count_by_state().await.unwrap_or_default(),
+                        outbox: store.outbox_backlog().await.unwrap_or_default(),
+                        unreachable: store
+                            .endpoint_health()
+                            .await
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|h| h.failing_since.is_some_and(|since| now - since > state.unreachable_after))
+                            .map(|h| h.endpoint)
+                            .collect(),
+                        push: state.engine.config.endpoints.iter().filter(|e| e.url.is_some()).map(|e| e.id.clone()).collect(),
+                        now,
+                    };
+                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render(&gauges) + &tls.metrics())
                 }
             }),
         );

@@ -117,6 +117,16 @@ pub struct OutboxItem {
     pub last_error: Option<String>,
 }
 
+/// One destination's deliveries in one status (`pending` or `dead`), for metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxGauge {
+    pub destination: String,
+    pub status: String,
+    pub count: i64,
+    /// When the oldest of them was queued (Unix seconds).
+    pub oldest: i64,
+}
+
 /// An endpoint's delivery health.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointHealth {
@@ -485,11 +495,22 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, sqlx::Error>>().map_err(StoreError::from)
     }
 
-    /// Outbox counts by status (`pending`, `delivered`, `dead`).
-    pub async fn count_outbox(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT status, COUNT(*) FROM outbox GROUP BY status ORDER BY status").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, sqlx::Error>>().map_err(StoreError::from)
+    /// The backlog and the dead letters by destination, with the oldest of each: read along
+    /// the `outbox_due` index (status first), so it costs what is waiting, not the history of
+    /// everything delivered.
+    pub async fn outbox_backlog(&self) -> Result<Vec<OutboxGauge>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT destination, status, COUNT(*), MIN(created_at) FROM outbox WHERE status IN ('pending', 'dead') \
+             GROUP BY destination, status ORDER BY destination, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxGauge { destination: r.try_get(0)?, status: r.try_get(1)?, count: r.try_get(2)?, oldest: r.try_get(3)? })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 
     /// The change feed after `cursor`, in order, at most `limit`: of the transfers `party` is

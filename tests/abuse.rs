@@ -6,7 +6,7 @@
 use std::path::Path;
 
 mod common;
-use common::net::{start_on_free_port, Client, Site};
+use common::net::{metrics_text, start_on_free_port, Client, Site};
 
 fn sample(path: &str) -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples").join(path)).unwrap()
@@ -221,7 +221,7 @@ async fn connections_over_the_cap_are_shed_before_tls() {
     let mut buffer = [0u8; 16];
     let closed = tokio::time::timeout(std::time::Duration::from_secs(5), over.read(&mut buffer)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the 31st connection is closed at once: {closed:?}");
-    let metrics = reqwest_metrics(admin).await;
+    let metrics = metrics_text(admin).await;
     assert!(metrics.contains("reason=\"connections_per_source\""), "{metrics}");
     drop(idle);
     let mut served = false;
@@ -233,16 +233,6 @@ async fn connections_over_the_cap_are_shed_before_tls() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(served, "served again once the flood went");
-}
-
-/// The admin listener's metrics, over plain HTTP.
-async fn reqwest_metrics(admin: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).await.unwrap();
-    answer
 }
 
 /// Unfinished bodies are bounded: one identity holding its share of the body budget with
@@ -329,7 +319,7 @@ async fn out_of_descriptors_the_listener_pauses_and_recovers() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(served, "served again once the descriptors are back");
-    assert!(reqwest_metrics(admin).await.contains("liandong_refusals_total{reason=\"accept_failed\"}"));
+    assert!(metrics_text(admin).await.contains("liandong_refusals_total{reason=\"accept_failed\"}"));
     let _ = gateway.kill();
     let _ = gateway.wait();
 }

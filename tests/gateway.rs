@@ -4,7 +4,7 @@
 use std::path::Path;
 
 mod common;
-use common::net::{eventually, start_on_free_port, Client, Receiver, Site};
+use common::net::{admin_get, eventually, metric, start_on_free_port, Client, Receiver, Site};
 
 fn sample(path: &str) -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples").join(path)).unwrap()
@@ -86,11 +86,24 @@ async fn a_transfer_goes_across_and_its_status_comes_back() {
     assert_eq!(ningbo_12345.get(&path).await.json(), transfer);
 
     // the admin listener
-    let metrics = reqwest_free_get(admin, "/metrics").await;
+    let metrics = admin_get(admin, "/metrics").await;
     assert!(metrics.contains("liandong_transfers{state=\"accepted\"} 1"), "{metrics}");
     assert!(metrics.contains("liandong_submissions_total ") && !metrics.contains("liandong_submissions_total 0\n"), "{metrics}");
     assert!(!metrics.contains("liandong_status_updates_total 0\n"), "{metrics}");
-    assert!(reqwest_free_get(admin, "/readyz").await.contains("ready"));
+    // per endpoint, by route, by destination; the build (counters are the process's: other
+    // tests in this binary add to them)
+    let at_least_one = |series: &str| {
+        assert!(metric(&metrics, series).is_some_and(|n| n >= 1.0), "{series} in {metrics}");
+    };
+    at_least_one("liandong_endpoint_submissions_total{endpoint=\"330200/110\"}");
+    at_least_one("liandong_endpoint_deliveries_total{endpoint=\"330200/12345\"}");
+    at_least_one("liandong_endpoint_refusals_total{endpoint=\"330200/12345\",reason=\"transition\"}");
+    at_least_one("liandong_endpoint_refusals_total{endpoint=\"330000/12345\",reason=\"identity\"}");
+    at_least_one("liandong_request_duration_seconds_count{route=\"POST /v1/native/{region}/{platform}/transfers\"}");
+    at_least_one("liandong_delivery_duration_seconds_bucket{endpoint=\"330200/12345\",le=\"+Inf\"}");
+    at_least_one("liandong_commit_duration_seconds_count");
+    at_least_one(&format!("liandong_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")));
+    assert!(admin_get(admin, "/readyz").await.contains("ready"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +143,7 @@ async fn wrong_identities_and_bad_documents_are_refused_and_change_nothing() {
     let list = zhejiang_110.get("/v1/transfers").await.json();
     assert_eq!(list["transfers"].as_array().unwrap().len(), 0);
     // every refusal is counted by its reason
-    let metrics = reqwest_free_get(admin, "/metrics").await;
+    let metrics = admin_get(admin, "/metrics").await;
     for reason in ["identity", "bad_document", "not_found"] {
         assert!(metrics.contains(&format!("liandong_refusals_total{{reason=\"{reason}\"}}")), "{reason}: {metrics}");
     }
@@ -185,27 +198,23 @@ async fn a_destination_that_is_down_gets_its_transfer_when_it_comes_back() {
         t.replace("initial_backoff = \"1s\"", "initial_backoff = \"100ms\"")
             .replace("max_backoff = \"5m\"", "max_backoff = \"1s\"")
     });
-    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let (addr, admin, _stop) = start_on_free_port(&site).await;
     let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
     let answer = ningbo_110.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
     let id = answer.header("x-liandong-transfer-id").unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert!(hotline.received().is_empty());
+    // the backlog by destination, pushed, and how long its oldest has waited
+    let metrics = admin_get(admin, "/metrics").await;
+    let labels = "status=\"pending\",endpoint=\"330200/12345\",delivery=\"push\"";
+    assert_eq!(metric(&metrics, &format!("liandong_outbox{{{labels}}}")), Some(1.0), "{metrics}");
+    let waited = metric(&metrics, &format!("liandong_outbox_oldest_seconds{{{labels}}}")).expect("the oldest's age");
+    assert!((0.0..60.0).contains(&waited), "{waited}");
     hotline.up.store(true, std::sync::atomic::Ordering::SeqCst);
     eventually(30, "delivery after the destination recovers", || !hotline.received().is_empty()).await;
     let got = &hotline.received()[0];
     assert_eq!(got.transfer_id.as_deref(), Some(id.as_str()));
     assert!(got.attempt.as_deref().unwrap().parse::<u32>().unwrap() > 1, "it was a retry");
-}
-
-/// A plain HTTP GET to the admin listener.
-async fn reqwest_free_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 /// Dead letters over HTTPS: a transfer its destination never took is handed back to its
@@ -307,7 +316,7 @@ async fn over_the_limit_a_desk_gets_429_its_busy_receipt_and_others_keep_going()
     // another desk keeps its own budget
     let jiangxi = String::from_utf8(sample("jjd-json/transfer-jiangxi-070301.json")).unwrap();
     assert_eq!(quiet.post("/v1/native/360000/110/transfers", jiangxi.into_bytes()).await.status, 200);
-    let metrics = reqwest_free_get(admin, "/metrics").await;
+    let metrics = admin_get(admin, "/metrics").await;
     assert!(metrics.contains("liandong_rate_limited_total "), "{metrics}");
 }
 

@@ -18,6 +18,8 @@ pub async fn log_request(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let route = request.uri().path().to_string();
     let response = next.run(request).await;
+    let template = super::route_template(&method, &route);
+    crate::metrics::counters().request_seconds.observe(format!("route=\"{template}\""), started.elapsed());
     let transfer = response.headers().get("x-liandong-transfer-id").and_then(|v| v.to_str().ok()).unwrap_or("");
     let grpc_status = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("");
     tracing::info!(

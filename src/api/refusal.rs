@@ -228,7 +228,10 @@ impl Refusal {
             tracing::error!(identity, route, request_id = %id, error = %self.message, "store failed");
             return;
         }
-        crate::metrics::refuse(self.reason.label());
+        match peer.as_ref().and_then(|p| p.identity.endpoint()) {
+            Some(endpoint) => crate::metrics::refuse_endpoint(self.reason.label(), &endpoint.to_string()),
+            None => crate::metrics::refuse(self.reason.label()),
+        }
         if self.reason.audited() {
             tracing::warn!(identity, route, request_id = %id, reason = self.reason.label(), field, message = %self.message, "refused");
             if let Some(peer) = &peer {

@@ -59,7 +59,10 @@ async fn run(pool: AnyPool, backend: Backend, mut receiver: mpsc::Receiver<Job>)
                 }
             },
         };
-        if !commit(conn, backend, &mut batch).await {
+        let started = std::time::Instant::now();
+        let committed = commit(conn, backend, &mut batch).await;
+        crate::metrics::counters().commit_seconds.observe(String::new(), started.elapsed());
+        if !committed {
             if let Some(mut conn) = held.take() {
                 conn.close_on_drop();
             }

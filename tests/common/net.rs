@@ -305,12 +305,22 @@ pub async fn start_gateway(site: &Site, https: tokio::net::TcpListener) -> (Sock
     (admin_addr, stop)
 }
 
-/// The admin listener's `/metrics` text (plain HTTP, as Prometheus scrapes it).
-pub async fn metrics_text(admin: SocketAddr) -> String {
+/// A plain HTTP GET to the admin listener (`/healthz`, `/readyz`, `/metrics`): the whole answer.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
     let mut text = String::new();
     tcp.read_to_string(&mut text).await.unwrap();
     text
+}
+
+/// The admin listener's `/metrics` text (plain HTTP, as Prometheus scrapes it).
+pub async fn metrics_text(admin: SocketAddr) -> String {
+    admin_get(admin, "/metrics").await
+}
+
+/// The value of one series (`name{labels}` exactly as rendered) in a `/metrics` text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
