@@ -192,6 +192,28 @@ pub async fn unknown_route(request: axum::extract::Request) -> axum::response::R
     .into_response()
 }
 
+/// The router of the HTTPS API. The caller's [`Peer`] must be added as an extension.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/native/{region}/{platform}/transfers", post(handlers::native_transfer))
+        .route("/v1/native/{region}/{platform}/status", post(handlers::native_status))
+        .route("/v1/transfers", post(handlers::submit).get(handlers::list))
+        .route("/v1/transfers/{id}", get(handlers::get_transfer))
+        .route("/v1/transfers/{id}/status", post(handlers::status))
+        .route("/v1/endpoints", get(handlers::endpoints))
+        .route("/v1/deliveries/dead", get(handlers::dead_letters))
+        .route("/v1/deliveries/{id}/replay", post(handlers::replay))
+        .route("/v1/datasets/{dataset}/records/{*key}", get(datasets::get_record).put(datasets::put_record))
+        .route("/v1/datasets/{dataset}/snapshot", get(datasets::snapshot))
+        .route("/v1/datasets/{dataset}/changes", get(datasets::changes))
+        .route("/v1/knowledge", get(datasets::search_knowledge))
+        .route("/v1/reconcile", post(datasets::reconcile))
+        .route("/v1/openapi.json", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), bodies::bounded_bodies))
+        .with_state(state)
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::Method;
@@ -214,26 +236,4 @@ mod tests {
         assert_eq!(label(Method::POST, "/evil.Service/Method"), "other");
         assert_eq!(label(Method::DELETE, "/v1/transfers/01J"), "other");
     }
-}
-
-/// The router of the HTTPS API. The caller's [`Peer`] must be added as an extension.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v1/native/{region}/{platform}/transfers", post(handlers::native_transfer))
-        .route("/v1/native/{region}/{platform}/status", post(handlers::native_status))
-        .route("/v1/transfers", post(handlers::submit).get(handlers::list))
-        .route("/v1/transfers/{id}", get(handlers::get_transfer))
-        .route("/v1/transfers/{id}/status", post(handlers::status))
-        .route("/v1/endpoints", get(handlers::endpoints))
-        .route("/v1/deliveries/dead", get(handlers::dead_letters))
-        .route("/v1/deliveries/{id}/replay", post(handlers::replay))
-        .route("/v1/datasets/{dataset}/records/{*key}", get(datasets::get_record).put(datasets::put_record))
-        .route("/v1/datasets/{dataset}/snapshot", get(datasets::snapshot))
-        .route("/v1/datasets/{dataset}/changes", get(datasets::changes))
-        .route("/v1/knowledge", get(datasets::search_knowledge))
-        .route("/v1/reconcile", post(datasets::reconcile))
-        .route("/v1/openapi.json", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI) }))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), bodies::bounded_bodies))
-        .with_state(state)
 }
