@@ -113,7 +113,7 @@ impl Peer {
 pub struct AppState {
     pub engine: Engine,
     /// A destination failing longer than this (seconds) is reported unreachable.
-    pub unreachable_after: i64,
+    pub unreachable_after: std::time::Duration,
     /// Endpoint health, read from the store at most once a second (it is on every submit's
     /// answer; a second's staleness is nothing next to `unreachable_after`).
     pub health: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::store::EndpointHealth>>)>>,
@@ -131,7 +131,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(engine: Engine, unreachable_after: i64) -> AppState {
+    pub fn new(engine: Engine, unreachable_after: std::time::Duration) -> AppState {
         let limits = crate::security::ratelimit::RateLimits::new(&engine.config.limits);
         let datasets = crate::sync::Datasets::new(&engine);
         let heartbeat = engine.config.listen.stream_heartbeat;
@@ -156,6 +156,12 @@ impl AppState {
             crate::metrics::inc(&crate::metrics::counters().rate_limited);
             refusal::Refusal::limited(wait)
         })
+    }
+
+    /// Whether a destination failing since `since` (Unix seconds) has failed longer than
+    /// `delivery.unreachable_after` at `now`.
+    pub fn failing_too_long(&self, since: i64, now: i64) -> bool {
+        std::time::Duration::from_secs((now - since).max(0) as u64) > self.unreachable_after
     }
 
     /// Endpoint health, at most a second old.

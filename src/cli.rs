@@ -358,7 +358,12 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
         Command::Route(args) => datasets::route(args, stdout),
         Command::Demo { duration, rate, keep } => {
             let plan = crate::demo::DemoPlan { duration: *duration, rate: *rate, keep: keep.clone() };
-            let report = runtime()?.block_on(crate::demo::run(plan)).map_err(CliError::Failed)?;
+            let runtime = runtime()?;
+            let report = runtime.block_on(crate::demo::run(plan));
+            // What is still running (simulated platforms' connections, the store's pool) is
+            // left, not waited for: the demo has stopped when it says so.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+            let report = report.map_err(CliError::Failed)?;
             write(stdout, report.as_bytes())
         }
         Command::Simulate(args) => simulate(args, stdout),
@@ -551,21 +556,32 @@ fn serve(args: &ServeArgs) -> Result<(), CliError> {
     })
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled: a gateway that has said "ready" must never die of the default
+/// action of a SIGTERM sent in the moment before its accept loop starts.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return interrupt.await.unwrap_or(()),
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let (interrupt, terminate) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    async move {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -398,8 +398,11 @@ impl Config {
         if self.listen.header_timeout.is_zero() {
             return fail("listen.header_timeout".into(), "expected more than 0".into());
         }
-        if d.timeout.is_zero() || d.sweep_every.is_zero() {
+        if d.timeout.is_zero() {
             return fail("delivery.timeout".into(), "expected more than 0".into());
+        }
+        if d.sweep_every.is_zero() {
+            return fail("delivery.sweep_every".into(), "expected more than 0".into());
         }
         if let Err((key, problem)) = self.limits.validate() {
             return fail(key, problem);
@@ -420,6 +423,16 @@ impl Config {
             }
             if !seen.insert(&endpoint.id) {
                 return fail(format!("endpoint[{i}].id"), format!("{} appears twice", endpoint.id));
+            }
+            // A transfer's deadlines are times to the second (canonical.md): a deadline rule
+            // finer than that could not be kept as written.
+            for (key, within) in [("receive_within", endpoint.receive_within), ("resolve_within", endpoint.resolve_within)] {
+                if let Some(within) = within.filter(|w| w.subsec_nanos() != 0 || w.is_zero()) {
+                    return fail(
+                        format!("endpoint[{i}].{key}"),
+                        format!("expected whole seconds, at least 1s (deadlines are kept to the second), got {within:?}"),
+                    );
+                }
             }
             if let Some(pin) = &endpoint.server_key_sha256 {
                 let hex = pin.replace(':', "");

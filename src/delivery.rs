@@ -396,7 +396,7 @@ impl Deliverer {
                 metrics::inc(&counters().deliveries_failed);
                 counters().failures_by_endpoint.inc(metrics::endpoint_label(&item.destination.to_string()));
                 let attempts = item.attempts + 1;
-                let too_old = now - item.created_at >= self.settings.dead_after.as_secs() as i64;
+                let too_old = Duration::from_secs((now - item.created_at).max(0) as u64) >= self.settings.dead_after;
                 let dead = verdict == Verdict::Permanent || attempts >= i64::from(self.settings.dead_after_attempts) || too_old;
                 let (transfer, destination) = (&item.transfer_id, &item.destination);
                 let undeliverable = match (dead, item.kind) {

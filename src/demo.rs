@@ -69,9 +69,9 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
         let file = name.replace('/', "-");
         let behaviour = Behaviour {
             think: Duration::from_millis(400),
-            // Liaoning's 12345 hands lock-outs back: not its county.
+            // Liaoning's 12345 hands lock-outs back: no door number to send the locksmith to.
             reject: if *name == "210000/12345" {
-                vec![("NP05".into(), "非本辖区，请转属地处理".into())]
+                vec![("NP05".into(), "【信息不全】缺少单元、门牌号，请补充后重新移交".into())]
             } else {
                 vec![]
             },
@@ -112,34 +112,34 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
     watch_as_agency(&dir, https_addr, agency_events.clone()).await?;
 
     // Scenarios that are told one by one.
+    let mut scenarios = Vec::new();
     let ningbo = by("330200/110")?;
     let mut wage = ningbo.request("NP03", Urgency::Normal)?;
     wage.case.summary = "农民工讨薪：工地拖欠三个月工资".into();
     wage.to_region = "330203".parse().ok();
-    if let Some(location) = wage.case.location.as_mut() {
-        location.region = "330203101".parse().ok();
-    }
     let id = ningbo.submit(&wage).await?;
     let routed = routed_unit(&dir, https_addr, &id).await;
     say(format!("· 宁波 110 → 12345 讨薪 (unpaid wages), routed to the township: {routed}"));
+    scenarios.push(Scenario { name: "宁波 110 → 12345 讨薪 (unpaid wages)", origin: "330200-110", id });
 
     let zhejiang = by("330000/12345")?;
-    let mut crime = zhejiang.request("PM01", Urgency::Immediate)?;
-    crime.case.summary = "来电称正在发生入室盗窃".into();
+    let crime = zhejiang.request("PM01", Urgency::Immediate)?;
     let id = zhejiang.submit(&crime).await?;
-    say(format!("· 浙江 12345 → 110, a crime in progress: transfer {id}, must be received within 60 s"));
+    say(format!("· 杭州 (浙江 12345) → 110, a burglary in progress: transfer {id}, to be received within 60 s"));
+    scenarios.push(Scenario { name: "浙江 12345 → 110 入室盗窃 (crime in progress)", origin: "330000-12345", id });
 
     let liaoning = by("210000/110")?;
-    let mut lockout = liaoning.request("NP05", Urgency::Normal)?;
-    lockout.case.summary = "被锁门外，请求开锁".into();
-    liaoning.submit(&lockout).await?;
-    say("· 辽宁 110 → 12345 开锁 (lock-out): the 12345 will hand it back, the 110 re-routes it");
+    let lockout = liaoning.request("NP05", Urgency::Normal)?;
+    let id = liaoning.submit(&lockout).await?;
+    say("· 沈阳 (辽宁 110) → 12345 开锁 (lock-out): the 12345 hands it back for the door number; the 110 completes it and sends it again");
+    scenarios.push(Scenario { name: "辽宁 110 → 12345 开锁 (lock-out)", origin: "210000-110", id });
 
     let beijing = by("110000/110")?;
     let mut noise = beijing.request("NP10", Urgency::Normal)?;
     noise.case.summary = "夜间施工噪声扰民（接诉即办）".into();
-    beijing.submit(&noise).await?;
+    let id = beijing.submit(&noise).await?;
     say("· 北京 110 → 12345 接诉即办: resolved, then the citizen is called back and the case closed");
+    scenarios.push(Scenario { name: "北京 110 → 12345 夜间施工噪声 (noise at night)", origin: "110000-110", id });
 
     // Volume: Jiangxi car-moving at the rate, background elsewhere; Jiangxi's 12345 goes down a while.
     let jiangxi = by("360000/110")?;
@@ -219,14 +219,32 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
             break;
         }
     }
-    let report = report(&store, &platforms, &agency_events, &dir, https_addr, admin_addr).await?;
+    let mut report = outcomes(&dir, https_addr, &scenarios).await;
+    report.push_str(&self::report(&store, &platforms, &agency_events).await?);
+    report.push_str(&look_next(plan.keep.as_deref(), &dir, https_addr, admin_addr));
     if plan.keep.is_some() {
         say(format!("\nthe site stays in {}; the gateway runs until Ctrl-C", dir.display()));
+        // Ctrl-C is ours before the report says to press it.
+        #[cfg(unix)]
+        let mut interrupt =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        // Shown now, not on return: the report is what to read while it runs.
         println!("{report}");
+        report.clear();
+        #[cfg(unix)]
+        interrupt.recv().await;
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
+        say("stopping");
+    }
+    let stopping = Instant::now();
+    // The simulated platforms stop answering, so nothing holds the gateway's shutdown up.
+    for platform in &platforms {
+        platform.up.store(false, Ordering::SeqCst);
     }
     let _ = stop.send(());
-    let _ = gateway.await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), gateway).await;
+    tracing::debug!(took_ms = stopping.elapsed().as_millis() as u64, "the gateway stopped");
     if plan.keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -327,13 +345,90 @@ fn progress(started: Instant, platforms: &[Arc<SimulatedPlatform>], agency: &std
     )
 }
 
+/// One scenario told: what it is, who sent it (a file stem under identities/), its transfer.
+struct Scenario {
+    name: &'static str,
+    origin: &'static str,
+    id: String,
+}
+
+/// Each scenario's outcome, read back from the gateway as its sender sees it.
+async fn outcomes(dir: &Path, gateway: SocketAddr, scenarios: &[Scenario]) -> String {
+    let mut out = String::from("\nscenarios\n");
+    for scenario in scenarios {
+        let transfer =
+            match call(dir, gateway, scenario.origin, "GET", &format!("/v1/transfers/{}", scenario.id), Vec::new()).await {
+                Ok(transfer) => transfer,
+                Err(e) => {
+                    out.push_str(&format!("  {}: could not be read ({e})\n", scenario.name));
+                    continue;
+                }
+            };
+        out.push_str(&format!("  {}: {}\n", scenario.name, outcome(&transfer)));
+        if transfer["state"] == "rejected" {
+            // The sender sent it again: the transfer linked to this one says how that went.
+            let listed =
+                call(dir, gateway, scenario.origin, "GET", "/v1/transfers?limit=500", Vec::new()).await.unwrap_or_default();
+            let again = listed["transfers"].as_array().into_iter().flatten().find(|t| {
+                t["links"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|l| l["rel"] == "rerouted_from" && l["transfer_id"] == scenario.id.as_str())
+            });
+            match again {
+                Some(again) => out.push_str(&format!("    sent again, linked to it: {}\n", outcome(again))),
+                None => out.push_str("    not sent again\n"),
+            }
+        }
+    }
+    out
+}
+
+/// A transfer's outcome in a line: its state, who handled it, how it ended.
+fn outcome(transfer: &serde_json::Value) -> String {
+    let history = transfer["history"].as_array().cloned().unwrap_or_default();
+    let at = |state: &str| {
+        history.iter().find(|e| e["state"] == state && e["implied"] != true).and_then(|e| e["at"].as_str().map(String::from))
+    };
+    let mut line = format!("{} ({})", transfer["state"].as_str().unwrap_or("?"), transfer["transfer_id"].as_str().unwrap_or(""));
+    if let Some(unit) = history.iter().rev().find_map(|e| e["unit"]["name"].as_str()) {
+        line.push_str(&format!("; handled by {unit}"));
+    }
+    if let (Some(submitted), Some(received)) = (at("submitted"), at("received").or_else(|| at("accepted"))) {
+        let seconds = |t: &str| crate::model::Timestamp::parse_rfc3339(t, false).map(|t| t.unix_seconds()).unwrap_or(0);
+        line.push_str(&format!("; received after {} s", seconds(&received) - seconds(&submitted)));
+    }
+    if transfer["overdue"] == true {
+        line.push_str("; a deadline was missed (escalated)");
+    }
+    if let Some(rejected) = history.iter().find(|e| e["state"] == "rejected") {
+        let why = rejected["reason_code"].as_str().unwrap_or("other");
+        line.push_str(&format!("; handed back ({why}): {}", rejected["note"].as_str().unwrap_or("")));
+    }
+    if let Some(satisfaction) = transfer["feedback"]["satisfaction"].as_str() {
+        line.push_str(&format!("; citizen called back: {satisfaction}"));
+    }
+    line
+}
+
+/// Where to look next: the site only when it is kept (otherwise it is gone by now).
+fn look_next(keep: Option<&Path>, dir: &Path, https: SocketAddr, admin: SocketAddr) -> String {
+    match keep {
+        Some(_) => format!(
+            "\nwhere to look next\n  the site:     {} (liandong.toml, ca/, identities/)\n  the API:      https://localhost:{} (docs/INTEGRATORS.md), http://{admin}/metrics\n  certificates: liandong certs list --dir {}\n",
+            dir.display(),
+            https.port(),
+            dir.join("ca").display()
+        ),
+        None => "\nwhere to look next\n  run it again with --keep DIR: the site stays in DIR and the gateway keeps running, to explore with the commands in README.md and docs/INTEGRATORS.md\n".to_string(),
+    }
+}
+
 async fn report(
     store: &crate::store::Store,
     platforms: &[Arc<SimulatedPlatform>],
     agency: &std::sync::atomic::AtomicU64,
-    dir: &Path,
-    https: SocketAddr,
-    admin: SocketAddr,
 ) -> Result<String, String> {
     let tally = store.tally().await.map_err(|e| e.to_string())?;
     let (retried, dead) = store.retried_deliveries().await.map_err(|e| e.to_string())?;
@@ -381,12 +476,6 @@ async fn report(
     out.push_str(&format!(
         "the partner agency's Watch saw {} events; platform-side errors: {errors}\n",
         agency.load(Ordering::Relaxed)
-    ));
-    out.push_str(&format!(
-        "\nwhere to look next\n  the site:     {} (liandong.toml, ca/, identities/)\n  the API:      https://localhost:{} (docs/INTEGRATORS.md), http://{admin}/metrics\n  certificates: liandong certs list --dir {}\n  run it again with --keep DIR to explore it while it runs\n",
-        dir.display(),
-        https.port(),
-        dir.join("ca").display()
     ));
     Ok(out)
 }

@@ -44,6 +44,8 @@ pub enum ServeError {
     Profiles(String),
     #[error("listen: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Replica(#[from] crate::store::replicas::ClaimError),
 }
 
 /// The listeners the gateway serves on.
@@ -95,6 +97,9 @@ pub async fn run(
             std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "host".into());
         format!("{host}:{}", listeners.https.local_addr().map(|a| a.port()).unwrap_or(0))
     });
+    // The name is this replica's audit chain: claimed before anything is written under it.
+    let holder = crate::store::replicas::holder_id();
+    store.claim_replica(&replica, &holder).await?;
     crate::store::audit::set_replica(replica.clone());
     let auditor = crate::store::audit::Auditor::start(store.clone());
     store
@@ -131,7 +136,7 @@ pub async fn run(
     let items = engine.categories.records().await;
     let answers = engine.knowledge.records().await;
     tracing::info!(records, items, answers, "routing directory, transfer-item lists and knowledge index loaded");
-    let state = Arc::new(AppState::new(engine.clone(), config.delivery.unreachable_after.as_secs() as i64));
+    let state = Arc::new(AppState::new(engine.clone(), config.delivery.unreachable_after));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let deliverer = Deliverer::new(engine.clone(), server_tls.clone(), config.delivery.clone());
@@ -140,6 +145,7 @@ pub async fn run(
     let admin = tokio::spawn(serve_admin(listeners.admin, state.clone(), server_tls.clone(), stopped.clone()));
     tokio::spawn(server_tls.clone().run(config.tls.reload_check, auditor.clone(), stopped.clone()));
     tokio::spawn(crate::sync::live::follow_engine(&engine, store.clone(), stopped.clone()));
+    let lease = tokio::spawn(hold_replica(store.clone(), replica.clone(), holder.clone(), stopped.clone()));
     // governor remembers every key it has seen; forget the idle ones so memory stays bounded.
     let forgetting = state.clone();
     let mut forget_stop = stopped.clone();
@@ -259,6 +265,7 @@ pub async fn run(
         let _ = delivery.await;
         let _ = sweeper.await;
         let _ = admin.await;
+        let _ = lease.await;
     })
     .await;
     Ok(())
@@ -311,6 +318,28 @@ async fn sweep(engine: Engine, every: Duration, mut stopped: tokio::sync::watch:
     }
 }
 
+/// Renews this replica's name while it runs, and gives it back when it stops. A renewal that
+/// finds the claim gone (the store was away longer than the lease and another gateway took the
+/// name) is logged as an error: two chains are now interleaving.
+async fn hold_replica(store: Store, name: String, holder: String, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(crate::store::replicas::RENEW_EVERY) => {}
+            _ = stopped.changed() => break,
+        }
+        match store.renew_replica(&name, &holder).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!(replica = %name, "this replica's name is held by another gateway now; its audit chain is shared: stop one of them")
+            }
+            Err(e) => tracing::warn!(replica = %name, error = %e, "could not renew this replica's name"),
+        }
+    }
+    if let Err(e) = store.release_replica(&name, &holder).await {
+        tracing::warn!(replica = %name, error = %e, "could not give this replica's name back; it lapses on its own");
+    }
+}
+
 /// `/healthz` (the process runs), `/readyz` (the store answers), `/metrics` (Prometheus).
 async fn serve_admin(
     listener: TcpListener,
@@ -351,7 +380,7 @@ async fn serve_admin(
                             .await
                             .unwrap_or_default()
                             .into_iter()
-                            .filter(|h| h.failing_since.is_some_and(|since| now - since > state.unreachable_after))
+                            .filter(|h| h.failing_since.is_some_and(|since| state.failing_too_long(since, now)))
                             .map(|h| h.endpoint)
                             .collect(),
                         push: state.engine.config.endpoints.iter().filter(|e| e.url.is_some()).map(|e| e.id.clone()).collect(),

@@ -9,7 +9,11 @@
 //!   with a note, when told to refuse that category);
 //! - news that its own transfer was `resolved`: calls the citizen back and `closes` it
 //!   (回访, with satisfaction);
-//! - news that its own transfer was `rejected`: hands it on again, to another county.
+//! - news that its own transfer was `rejected`: sends it again, once — completed when it came
+//!   back for missing information (`【信息不全】`), else to its province's other district.
+//!
+//! Its cases happen in its own province (a real district, an address and coordinates there),
+//! with the reason and words a desk of its side would give.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,6 +34,91 @@ use crate::security::tls;
 
 /// The sample every simulated transfer starts from (the Ningbo 110's document).
 const SAMPLE: &str = include_str!("../tests/spec/samples/jjd-json/transfer-ningbo-township.json");
+
+/// Where a simulated platform's cases happen: a district of its own province (a township for
+/// Ningbo, whose directory the demo fills), an address there with its coordinates (WGS-84),
+/// and a second district to hand a case on to.
+struct Place {
+    prefix: &'static str,
+    city: &'static str,
+    region: &'static str,
+    other_region: &'static str,
+    address: &'static str,
+    point: (f64, f64),
+}
+
+const PLACES: &[Place] = &[
+    Place {
+        prefix: "3302",
+        city: "宁波市",
+        region: "330203101",
+        other_region: "330205",
+        address: "浙江省宁波市海曙区高桥镇望春路88号锦绣家园3幢",
+        point: (29.868336, 121.54399),
+    },
+    Place {
+        prefix: "3300",
+        city: "杭州市",
+        region: "330102",
+        other_region: "330105",
+        address: "浙江省杭州市上城区解放路138号",
+        point: (30.2505, 120.1693),
+    },
+    Place {
+        prefix: "3600",
+        city: "南昌市",
+        region: "360102",
+        other_region: "360103",
+        address: "江西省南昌市东湖区八一大道333号",
+        point: (28.6829, 115.9043),
+    },
+    Place {
+        prefix: "2100",
+        city: "沈阳市",
+        region: "210102",
+        other_region: "210103",
+        address: "辽宁省沈阳市和平区南京北街206号",
+        point: (41.7968, 123.4061),
+    },
+    Place {
+        prefix: "1100",
+        city: "北京市",
+        region: "110101",
+        other_region: "110102",
+        address: "北京市东城区东直门内大街5号",
+        point: (39.9401, 116.4197),
+    },
+];
+
+/// The place of an endpoint's cases (its province's entry; Ningbo's for one not listed).
+fn place_of(endpoint: &EndpointId) -> &'static Place {
+    PLACES.iter().find(|p| endpoint.region.starts_with(p.prefix)).unwrap_or(&PLACES[0])
+}
+
+/// What a caller of this category says (canonical.md's category table, in a caller's words).
+fn summary_of(category: &str) -> &'static str {
+    match category {
+        "NP01" => "举报路边店铺占道经营",
+        "NP02" => "购买的家电有质量问题，商家拒绝退换",
+        "NP03" => "工地拖欠农民工工资三个月",
+        "NP04" => "小区停水一天，物业联系不上",
+        "NP05" => "被锁在家门外，请求开锁",
+        "NP06" => "咨询社保卡补办需要什么材料",
+        "NP07" => "车辆被堵无法驶出，请求联系车主挪车",
+        "NP08" => "路灯不亮，窨井盖缺失",
+        "NP09" => "邻居装修占用公共楼道",
+        "NP10" => "夜间施工噪声扰民",
+        "PM01" => "来电称正在发生入室盗窃",
+        "PM02" => "有人扬言轻生，情绪激动",
+        "PM03" => "路口两车相撞，有人受伤",
+        "PM04" => "饭店门口有人打架",
+        "PM05" => "老人走失，家属求助",
+        "PM06" => "接到冒充客服的电话，已转账",
+        "PM07" => "多人聚集堵路讨要说法",
+        "PM08" => "楼道内堆放液化气罐，有泄漏气味",
+        _ => "市民求助",
+    }
+}
 
 /// How a simulated platform answers the transfers it receives.
 #[derive(Clone, Debug, Default)]
@@ -64,6 +153,8 @@ pub struct SimulatedPlatform {
     pub up: AtomicBool,
     counter: AtomicU64,
     run: String,
+    /// What it sent and has not seen closed, by its reference: to send again when handed back.
+    sent: Mutex<HashMap<String, TransferRequest>>,
 }
 
 impl SimulatedPlatform {
@@ -80,6 +171,7 @@ impl SimulatedPlatform {
         let endpoint = registry.endpoint_named(endpoint).map_err(|e| e.to_string())?.clone();
         let config = tls::client_config(ca, cert, key).map_err(|e| e.to_string())?;
         Ok(Arc::new(SimulatedPlatform {
+            sent: Mutex::new(HashMap::new()),
             endpoint,
             gateway,
             client: tokio_rustls::TlsConnector::from(config),
@@ -160,11 +252,16 @@ impl SimulatedPlatform {
     async fn handle(self: Arc<Self>, transfer_id: String, request: TransferRequest) {
         tokio::time::sleep(self.behaviour.think).await;
         let category = request.case.category.as_str().to_string();
+        let police = self.endpoint.id.platform == crate::model::Platform::Police;
         let unit = Unit {
             code: Some(format!("{}-ZX", self.endpoint.id.region)),
-            name: Some(format!("{}处置中心", self.endpoint.place)),
+            name: Some(format!(
+                "{}{}",
+                place_of(&self.endpoint.id).city,
+                if police { "公安局110指挥中心" } else { "12345热线工单处置中心" }
+            )),
         };
-        let handed_on = request.reason.as_deref().is_some_and(|r| r.contains("改派"));
+        let handed_on = request.reason.as_deref().is_some_and(|r| r.contains("改派") || r.contains("重新移交"));
         if let Some((_, note)) = self.behaviour.reject.iter().find(|(c, _)| *c == category && !handed_on) {
             let mut update = self.update(&transfer_id, State::Rejected);
             update.note = Some(note.clone());
@@ -199,17 +296,29 @@ impl SimulatedPlatform {
                 });
                 if self.send_status(closed).await {
                     self.tally.closed.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut sent) = self.sent.lock() {
+                        sent.remove(&reference);
+                    }
                 }
             }
             State::Rejected if !reference.ends_with("-R") => {
-                // Hand it on again, once, to the next county, with a reference of its own.
-                if let Ok(mut again) = self.request("NP05", Urgency::Normal) {
-                    again.sender_ref = format!("{reference}-R");
-                    again.reason = Some(format!("原转办被退回（{}），改派", update.note.unwrap_or_default()));
-                    again.to_region = format!("{}02", &self.endpoint.id.region[..4]).parse().ok();
-                    if self.submit(&again).await.is_ok() {
-                        self.tally.rerouted.fetch_add(1, Ordering::Relaxed);
+                // Send it again, once, with a reference of its own: completed, when it came back
+                // for missing information; else to the province's other district.
+                let Some(mut again) = self.sent.lock().ok().and_then(|mut sent| sent.remove(&reference)) else { return };
+                let note = update.note.unwrap_or_default();
+                again.sender_ref = format!("{reference}-R");
+                again.requested_at = Timestamp::now();
+                if note.starts_with("【信息不全】") {
+                    again.reason = Some(format!("原转办被退回（{note}），已补充信息后重新移交"));
+                    if let Some(location) = again.case.location.as_mut() {
+                        location.address = location.address.take().map(|a| format!("{a}2单元501室"));
                     }
+                } else {
+                    again.reason = Some(format!("原转办被退回（{note}），改派"));
+                    again.to_region = place_of(&self.endpoint.id).other_region.parse().ok();
+                }
+                if self.submit(&again).await.is_ok() {
+                    self.tally.rerouted.fetch_add(1, Ordering::Relaxed);
                 }
             }
             _ => {}
@@ -239,19 +348,31 @@ impl SimulatedPlatform {
             registry.endpoint(&ningbo).map_err(|e| e.to_string())?.read_transfer(SAMPLE.as_bytes()).map_err(|e| e.to_string())?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let me = self.endpoint.id.clone();
+        let place = place_of(&me);
+        let police = me.platform == crate::model::Platform::Police;
         request.sender_ref = format!("SIM{}{}{n:06}", me.region, self.run);
         request.from = me.clone();
         request.to_platform = me.platform.other();
         request.requested_at = Timestamp::now();
-        request.case.origin = crate::model::Origin { endpoint: me.clone(), local_id: format!("L{}{n:06}", self.run), unit: None };
+        request.reason = Some(if police { "非警务求助，转12345由属地职能部门处置" } else { "涉及警情，移交110处置" }.into());
+        let unit = if police { "公安局指挥中心" } else { "12345政务服务便民热线" };
+        request.case.origin = crate::model::Origin {
+            endpoint: me.clone(),
+            local_id: format!("L{}{n:06}", self.run),
+            unit: Some(Unit { code: None, name: Some(format!("{}{unit}", place.city)) }),
+        };
         request.case.case_id = Case::id_for(&me, &request.case.origin.local_id);
         request.case.category = category.parse().map_err(|e: String| e)?;
         request.case.source_category = None;
+        request.case.summary = summary_of(category).into();
         request.case.urgency = Some(urgency);
         request.case.received_at = request.requested_at;
+        request.case.attachments = Vec::new();
         request.to_region = None;
         if let Some(location) = request.case.location.as_mut() {
-            location.region = format!("{}01", &me.region[..4]).parse().ok();
+            location.address = Some(place.address.into());
+            location.region = place.region.parse().ok();
+            location.point = Some(crate::model::Point { lat: place.point.0, lon: place.point.1 });
         }
         Ok(request)
     }
@@ -259,6 +380,9 @@ impl SimulatedPlatform {
     /// Submits a transfer as a native document; returns the gateway's transfer id.
     pub async fn submit(&self, request: &TransferRequest) -> Result<String, String> {
         let bytes = self.endpoint.write_transfer(request).map_err(|e| e.to_string())?;
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.insert(request.sender_ref.clone(), request.clone());
+        }
         let path = format!("/v1/native/{}/{}/transfers", self.endpoint.id.region, self.endpoint.id.platform.as_str());
         match self.post(&path, bytes).await {
             Ok((200, headers)) => {

@@ -19,6 +19,7 @@
 pub mod audit;
 mod group_commit;
 pub mod records;
+pub mod replicas;
 pub mod schema;
 pub mod writes;
 

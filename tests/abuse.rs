@@ -6,6 +6,7 @@
 use std::path::Path;
 
 mod common;
+use common::net::ConfigEdit;
 use common::net::{metrics_text, start_on_free_port, Client, Site};
 
 fn sample(path: &str) -> Vec<u8> {
@@ -207,7 +208,7 @@ async fn headers_over_64_kib_are_answered_431_naming_the_limit() {
 async fn connections_over_the_cap_are_shed_before_tls() {
     use tokio::io::AsyncReadExt;
     let site = Site::new("abuse-cap");
-    site.edit_config(|text| text.replace("[listen]\n", "[listen]\nmax_connections = 50\nmax_connections_per_source = 30\n"));
+    site.edit_config(|text| text.must_replace("[listen]\n", "[listen]\nmax_connections = 50\nmax_connections_per_source = 30\n"));
     let (addr, admin, _stop) = start_on_free_port(&site).await;
     let police = Client::for_endpoint(&site, "330200/110", addr);
     assert_eq!(police.get("/v1/endpoints").await.status, 200);
@@ -243,7 +244,7 @@ async fn connections_over_the_cap_are_shed_before_tls() {
 async fn unfinished_bodies_are_bounded_per_identity_and_cut_off_when_slow() {
     use tokio::io::AsyncReadExt;
     let site = Site::new("abuse-bodies");
-    site.edit_config(|t| t.replace("[listen]\n", "[listen]\nbody_budget_per_identity = 2000000\nbody_timeout = \"2s\"\n"));
+    site.edit_config(|t| t.must_replace("[listen]\n", "[listen]\nbody_budget_per_identity = 2000000\nbody_timeout = \"2s\"\n"));
     let (addr, _, _stop) = start_on_free_port(&site).await;
     let police = Client::for_endpoint(&site, "330200/110", addr);
     let head = b"POST /v1/native/330200/110/transfers HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n\r\n{\"JJDBH\": \"";
@@ -283,8 +284,8 @@ async fn out_of_descriptors_the_listener_pauses_and_recovers() {
     let site = Site::new("abuse-descriptors");
     let (https, admin) = (free_port(), free_port());
     site.edit_config(|t| {
-        t.replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
-            .replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""))
+        t.must_replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
+            .must_replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""))
     });
     let (https, admin): (std::net::SocketAddr, std::net::SocketAddr) =
         (format!("127.0.0.1:{https}").parse().unwrap(), format!("127.0.0.1:{admin}").parse().unwrap());

@@ -12,6 +12,7 @@ use liandong::security::ca::{CaDir, Subject};
 use liandong::security::Identity;
 
 mod common;
+use common::net::ConfigEdit;
 use common::net::{eventually, metrics_text, start_on_free_port, Client, Site};
 
 fn liandong(args: &[&str]) -> Output {
@@ -362,7 +363,7 @@ async fn list_works(client: &mut TransferServiceClient<tonic::transport::Channel
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_takes_a_crl_and_a_renewed_certificate_without_a_restart() {
     let site = Site::new("certs-reload");
-    site.edit_config(|t| t.replace("crl = \"ca/crl.pem\"", "crl = \"ca/crl.pem\"\nreload_check = \"100ms\""));
+    site.edit_config(|t| t.must_replace("crl = \"ca/crl.pem\"", "crl = \"ca/crl.pem\"\nreload_check = \"100ms\""));
     let (addr, admin, _stop) = start_on_free_port(&site).await;
     let ca = CaDir::open(&site.dir.join("ca"), None).unwrap();
     let metrics = || async move {
@@ -465,7 +466,7 @@ fn futures_lite<T>(future: impl std::future::Future<Output = T>) -> T {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_at_once() {
     let site = Site::new("certs-sighup");
-    site.edit_config(|t| t.replace("crl = \"ca/crl.pem\"", "crl = \"ca/crl.pem\"\nreload_check = \"1h\""));
+    site.edit_config(|t| t.must_replace("crl = \"ca/crl.pem\"", "crl = \"ca/crl.pem\"\nreload_check = \"1h\""));
     let (addr, _admin, _stop) = start_on_free_port(&site).await;
     let ca = CaDir::open(&site.dir.join("ca"), None).unwrap();
     let agency = ca.issue(&Subject::Identity(Identity::Agency("demo".into())), 30, true).unwrap();
@@ -502,8 +503,8 @@ async fn two_cas_overlap_during_a_rotation_with_both_crls_loaded() {
     bundle(&site.dir.join("trust.pem"), &[site.dir.join("ca.pem"), site.dir.join("ca2/chain.pem")]);
     bundle(&site.dir.join("crls.pem"), &crls);
     site.edit_config(|t| {
-        t.replace("ca = \"ca.pem\"", "ca = \"trust.pem\"")
-            .replace("crl = \"ca/crl.pem\"", "crl = \"crls.pem\"\nreload_check = \"100ms\"")
+        t.must_replace("ca = \"ca.pem\"", "ca = \"trust.pem\"")
+            .must_replace("crl = \"ca/crl.pem\"", "crl = \"crls.pem\"\nreload_check = \"100ms\"")
     });
     let (addr, admin, _stop) = start_on_free_port(&site).await;
     let failing = || {
@@ -605,8 +606,10 @@ async fn a_desks_own_pki_is_trusted_for_delivery_and_nothing_else() {
     // pinned too: the key OpenSSL reads from the desk's certificate
     let pin = openssl_key_sha256(&server.cert);
     site.edit_config(|t| {
-        t.replace("ca = \"ca.pem\"", "ca = \"ca.pem\"\ndestination_ca = \"province-ca/root.pem\"")
-            .replace(&format!("url = \"{}\"", desk.url()), &format!("url = \"{}\"\nserver_key_sha256 = \"{pin}\"", desk.url()))
+        t.must_replace("ca = \"ca.pem\"", "ca = \"ca.pem\"\ndestination_ca = \"province-ca/root.pem\"").must_replace(
+            &format!("url = \"{}\"", desk.url()),
+            &format!("url = \"{}\"\nserver_key_sha256 = \"{pin}\"", desk.url()),
+        )
     });
     let (addr, _admin, _stop) = start_on_free_port(&site).await;
 
@@ -629,7 +632,10 @@ async fn a_desk_with_another_key_than_the_pinned_one_is_not_delivered_to() {
     site.push_to("330200/12345", &desk.url());
     let wrong = "00".repeat(32);
     site.edit_config(|t| {
-        t.replace(&format!("url = \"{}\"", desk.url()), &format!("url = \"{}\"\nserver_key_sha256 = \"{wrong}\"", desk.url()))
+        t.must_replace(
+            &format!("url = \"{}\"", desk.url()),
+            &format!("url = \"{}\"\nserver_key_sha256 = \"{wrong}\"", desk.url()),
+        )
     });
     let (addr, _admin, _stop) = start_on_free_port(&site).await;
     let police = Client::for_endpoint(&site, "330200/110", addr);

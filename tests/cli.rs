@@ -513,6 +513,13 @@ async fn operator_tools_refuse_what_they_cannot_do() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `text` with the first `from` replaced by `to`; `from` must be there (an edit that finds
+/// nothing would test the unedited file).
+fn edited(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} is not in the configuration");
+    text.replacen(from, to, 1)
+}
+
 /// `serve --check-config` refuses what `serve` would silently ignore or misreport: an endpoint
 /// id the registry does not have, a body budget no body fits in, and a key that does not belong
 /// to its certificate (naming both files).
@@ -526,13 +533,29 @@ fn check_config_names_an_unknown_endpoint_and_a_mismatched_key() {
     assert!(check().status.success());
     let text = std::fs::read_to_string(&config).unwrap();
 
-    std::fs::write(&config, text.replacen("id = \"330200/12345\"", "id = \"990000/110\"", 1)).unwrap();
+    std::fs::write(&config, edited(&text, "id = \"330200/12345\"", "id = \"990000/110\"")).unwrap();
     let output = check();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("[[endpoint]] id = \"990000/110\": not an endpoint of the registry"), "{stderr}");
 
-    std::fs::write(&config, text.replacen("[listen]\n", "[listen]\nbody_budget_per_identity = 1000\n", 1)).unwrap();
+    // sub-second durations are taken where they are kept as such…
+    let finer = edited(
+        &edited(&text, "unreachable_after = \"2m\"", "unreachable_after = \"500ms\""),
+        "dead_after = \"24h\"",
+        "dead_after = \"1500ms\"",
+    );
+    std::fs::write(&config, finer).unwrap();
+    assert!(check().status.success(), "{}", String::from_utf8_lossy(&check().stderr));
+    // …and a deadline rule finer than a second is refused, naming it
+    std::fs::write(&config, edited(&text, "id = \"330200/12345\"\n", "id = \"330200/12345\"\nreceive_within = \"1500ms\"\n"))
+        .unwrap();
+    let output = check();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("receive_within: expected whole seconds"), "{stderr}");
+
+    std::fs::write(&config, edited(&text, "[listen]\n", "[listen]\nbody_budget_per_identity = 1000\n")).unwrap();
     let output = check();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -30,6 +30,55 @@ fn the_demo_plays_every_scenario_and_closes_the_loops() {
     assert!(open.is_empty(), "every loop closes: {open:?}\n{stdout}");
     assert!(stdout.contains("platform-side errors: 0"), "{stdout}");
     assert!(stdout.contains("0 dead letters"), "{stdout}");
+    // each scenario's outcome, as its sender sees it, with the province's own people
+    let scenario = |name: &str| stdout.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("no {name} in {stdout}"));
+    let wage = scenario("宁波 110 → 12345 讨薪");
+    assert!(wage.contains(": closed") && wage.contains("宁波市") && wage.contains("called back: satisfied"), "{wage}");
+    let crime = scenario("浙江 12345 → 110 入室盗窃");
+    assert!(crime.contains(": closed") && crime.contains("杭州市公安局"), "{crime}");
+    let lockout = scenario("辽宁 110 → 12345 开锁");
+    assert!(lockout.contains(": rejected") && lockout.contains("handed back (insufficient_information)"), "{lockout}");
+    let again = stdout.lines().find(|l| l.contains("sent again, linked to it")).expect("the lock-out sent again");
+    assert!(again.contains(": closed") && again.contains("沈阳市"), "{again}");
+    assert!(scenario("北京 110 → 12345").contains(": closed"), "{stdout}");
+    // the site is gone when the demo ends: it is not offered as a place to look
+    assert!(!stdout.contains("liandong-demo-") && stdout.contains("--keep DIR"), "{stdout}");
+}
+
+/// `--keep DIR`: the report is shown while the gateway runs, the site stays, and Ctrl-C stops
+/// it at once (no graceful wait on the simulated platforms' connections).
+#[cfg(unix)]
+#[test]
+fn the_demo_kept_stops_at_once_on_ctrl_c() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("liandong-demo-keep-{}", ulid::Ulid::new()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_liandong"))
+        .args(["demo", "--duration", "2s", "--rate", "2", "--keep", dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut report = Vec::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let done = line.contains("certificates: liandong certs list");
+        report.push(line);
+        if done {
+            break;
+        }
+    }
+    let report = report.join("\n");
+    assert!(report.contains(&format!("the site:     {}", dir.display())), "{report}");
+    assert!(dir.join("liandong.toml").is_file(), "the site stays");
+    let interrupted = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    let took = interrupted.elapsed();
+    assert!(status.success(), "{status:?}");
+    // Not a speed goal: the gateway's shutdown grace is 10 s, and this says it was not waited out.
+    assert!(took < std::time::Duration::from_secs(5), "Ctrl-C took {took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 mod common;

@@ -11,6 +11,7 @@
 //! in origin form.
 
 mod common;
+use common::net::ConfigEdit;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};
@@ -151,12 +152,12 @@ async fn play(store_url: Option<String>) {
     for (endpoint, port) in &ports {
         site.push_to(endpoint, &format!("https://localhost:{port}/desk"));
     }
-    site.edit_config(|t| t.replace("id = \"110000/12345\"\nurl", "id = \"110000/12345\"\nreceive_within = \"2s\"\nurl"));
+    site.edit_config(|t| t.must_replace("id = \"110000/12345\"\nurl", "id = \"110000/12345\"\nreceive_within = \"2s\"\nurl"));
     let (https, admin) = (free_port(), free_port());
     site.edit_config(|t| {
-        t.replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
-            .replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""))
-            .replace("sweep_every = \"5s\"", "sweep_every = \"1s\"")
+        t.must_replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
+            .must_replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""))
+            .must_replace("sweep_every = \"5s\"", "sweep_every = \"1s\"")
     });
     let gateway = Killed(spawn_gateway(&site, store_url.as_deref()));
     wait_ready(format!("127.0.0.1:{admin}").parse().unwrap()).await;

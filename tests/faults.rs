@@ -5,6 +5,7 @@
 use std::path::Path;
 
 mod common;
+use common::net::ConfigEdit;
 use common::net::{start_gateway, Client, Site};
 
 fn document(n: usize) -> Vec<u8> {
@@ -20,7 +21,7 @@ fn document(n: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_database_refuses_writes_clearly_loses_nothing_and_recovers() {
     let site = Site::new("disk-full");
-    site.edit_config(|t| t.replace("path = \"liandong.db\"", "path = \"liandong.db\"\nmax_size = \"1MB\""));
+    site.edit_config(|t| t.must_replace("path = \"liandong.db\"", "path = \"liandong.db\"\nmax_size = \"1MB\""));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (_, stop) = start_gateway(&site, listener).await;
@@ -59,7 +60,7 @@ async fn a_full_database_refuses_writes_clearly_loses_nothing_and_recovers() {
     }
 
     // space returns: the same gateway takes writes again, the refused document included
-    site.edit_config(|t| t.replace("max_size = \"1MB\"", "max_size = \"64MB\""));
+    site.edit_config(|t| t.must_replace("max_size = \"1MB\"", "max_size = \"64MB\""));
     let listener = loop {
         match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
             Ok(listener) => break listener,

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 mod common;
+use common::net::ConfigEdit;
 use common::net::{admin_get, eventually, metric, start_on_free_port, Client, Receiver, Site};
 
 fn sample(path: &str) -> Vec<u8> {
@@ -195,8 +196,8 @@ async fn a_destination_that_is_down_gets_its_transfer_when_it_comes_back() {
     hotline.up.store(false, std::sync::atomic::Ordering::SeqCst);
     site.push_to("330200/12345", &hotline.url());
     site.edit_config(|t| {
-        t.replace("initial_backoff = \"1s\"", "initial_backoff = \"100ms\"")
-            .replace("max_backoff = \"5m\"", "max_backoff = \"1s\"")
+        t.must_replace("initial_backoff = \"1s\"", "initial_backoff = \"100ms\"")
+            .must_replace("max_backoff = \"5m\"", "max_backoff = \"1s\"")
     });
     let (addr, admin, _stop) = start_on_free_port(&site).await;
     let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
@@ -229,7 +230,7 @@ async fn operators_list_and_replay_dead_letters_over_https() {
     police.up.store(false, std::sync::atomic::Ordering::SeqCst);
     site.push_to("330200/12345", &hotline.url());
     site.push_to("330200/110", &police.url());
-    site.edit_config(|t| t.replace("dead_after_attempts = 30", "dead_after_attempts = 1"));
+    site.edit_config(|t| t.must_replace("dead_after_attempts = 30", "dead_after_attempts = 1"));
     let (addr, _, _stop) = start_on_free_port(&site).await;
     let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
     let (cert, key) = (site.dir.join("identities/operator-ops.pem"), site.dir.join("identities/operator-ops-key.pem"));
@@ -394,7 +395,7 @@ async fn agencies_read_what_their_grant_covers_and_operators_read_all_but_change
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
     let site = Site::new("slowloris");
-    site.edit_config(|t| t.replacen("[listen]\n", "[listen]\nheader_timeout = \"300ms\"\n", 1));
+    site.edit_config(|t| t.must_replacen("[listen]\n", "[listen]\nheader_timeout = \"300ms\"\n", 1));
     let (addr, _, _stop) = start_on_free_port(&site).await;
     let client = Client::for_endpoint(&site, "330200/110", addr);
     // headers that never end: the server must close the connection by itself
@@ -440,7 +441,7 @@ async fn the_receipt_says_when_the_destination_is_unreachable_and_whom_to_phone(
     let site = Site::new("unreachable");
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     site.push_to("330200/12345", &format!("https://127.0.0.1:{closed}/desk"));
-    site.edit_config(|t| t.replace("unreachable_after = \"2m\"", "unreachable_after = \"1s\""));
+    site.edit_config(|t| t.must_replace("unreachable_after = \"2m\"", "unreachable_after = \"1s\""));
     let (addr, _, _stop) = start_on_free_port(&site).await;
     let hotline = Client::for_endpoint(&site, "330200/12345", addr);
     let directory =

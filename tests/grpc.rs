@@ -9,6 +9,7 @@ use liandong::proto::v1::transfer_service_client::TransferServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 mod common;
+use common::net::ConfigEdit;
 use common::net::{start_gateway, Site};
 
 async fn start(site: &Site, https: tokio::net::TcpListener) -> tokio::sync::oneshot::Sender<()> {
@@ -263,7 +264,7 @@ async fn an_agency_watches_only_what_its_grant_covers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edges_a_partner_found_from_reflection() {
     let site = Site::new("grpc-edges");
-    site.edit_config(|t| t.replacen("[listen]\n", "[listen]\nstream_heartbeat = \"300ms\"\n", 1));
+    site.edit_config(|t| t.must_replacen("[listen]\n", "[listen]\nstream_heartbeat = \"300ms\"\n", 1));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let config = liandong::config::Config::load(&site.config).unwrap();

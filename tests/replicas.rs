@@ -9,7 +9,8 @@ use liandong::proto::v1::{self, transfer_service_client::TransferServiceClient};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 mod common;
-use common::crash::{postgres_schema, start_replicas, transfers_by_case};
+use common::crash::{config_on_free_ports, gateway_command, postgres_schema, start_replicas, transfers_by_case, wait_ready};
+use common::net::ConfigEdit;
 use common::net::{eventually, Client, Receiver, Site};
 
 fn document(i: usize) -> Vec<u8> {
@@ -132,9 +133,9 @@ async fn a_replica_killed_while_delivering_leaves_nothing_undelivered() {
     site.push_to("330200/12345", &destination.url());
     // short delivery timeouts, so a dead replica's leases (3 × timeout + 5 s) run out soon
     site.edit_config(|t| {
-        t.replace("timeout = \"10s\"", "timeout = \"1s\"")
-            .replace("initial_backoff = \"1s\"", "initial_backoff = \"200ms\"")
-            .replace("max_backoff = \"5m\"", "max_backoff = \"1s\"")
+        t.must_replace("timeout = \"10s\"", "timeout = \"1s\"")
+            .must_replace("initial_backoff = \"1s\"", "initial_backoff = \"200ms\"")
+            .must_replace("max_backoff = \"5m\"", "max_backoff = \"1s\"")
     });
     let mut replicas = start_replicas(&site, &store).await;
     // the destination is down while 200 transfers pile up through both replicas
@@ -163,4 +164,41 @@ async fn a_replica_killed_while_delivering_leaves_nothing_undelivered() {
     assert!(by_case.values().all(|ids| ids.len() == 1), "no case under two transfer ids");
     println!("replica killed while delivering: {total} delivered, all within {} ms of the kill", killed_at.elapsed().as_millis());
     let _ = replicas[1].0.kill();
+}
+
+/// A replica name is its audit chain: a second gateway under a name a running one holds is
+/// refused at start, naming the holder; a gateway killed outright frees its name on this host at
+/// once (its process is gone), and a clean stop gives the name back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_name_a_running_gateway_holds_is_refused() {
+    let store = postgres_schema("replica_names").await;
+    let site = Site::new("replica-names");
+    let start = |name: &str| {
+        let (config, _, admin) = config_on_free_ports(&site, name);
+        let mut command = gateway_command(&site, &config, Some(&store));
+        command.env("LIANDONG_REPLICA", "twin");
+        (command.spawn().unwrap(), admin)
+    };
+    let (mut first, admin) = start("first");
+    wait_ready(admin).await;
+
+    let (mut second, _) = start("second");
+    let status = tokio::task::spawn_blocking(move || second.wait().unwrap()).await.unwrap();
+    assert!(!status.success(), "a second gateway under the same name is refused");
+    let log = std::fs::read_to_string(site.dir.join("gateway.log")).unwrap();
+    assert!(log.contains("replica name \"twin\" is held by a running gateway"), "{log}");
+
+    // killed outright: its name is free again at once on this host (its process is gone)
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (mut third, admin) = start("third");
+    wait_ready(admin).await;
+    // a clean stop gives the name back
+    let stopped = std::process::Command::new("kill").args(["-TERM", &third.id().to_string()]).status().unwrap();
+    assert!(stopped.success());
+    assert!(tokio::task::spawn_blocking(move || third.wait().unwrap()).await.unwrap().success());
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&store).await.unwrap();
+    let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM replicas WHERE name = 'twin'").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(held, 0, "the name was given back");
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 mod common;
+use common::net::ConfigEdit;
 use common::net::{start_gateway, start_on_free_port, Client, Site};
 
 async fn connect(site: &Site, name: &str, port: u16) -> Channel {
@@ -308,7 +309,10 @@ async fn import_while_desks_submit(postgres: Option<String>) {
     let site = Site::new("import-live");
     if let Some(url) = &postgres {
         site.edit_config(|text| {
-            text.replace("kind = \"sqlite\"\npath = \"liandong.db\"", &format!("kind = \"postgres\"\nurl = \"{url}\"\npool = 4"))
+            text.must_replace(
+                "kind = \"sqlite\"\npath = \"liandong.db\"",
+                &format!("kind = \"postgres\"\nurl = \"{url}\"\npool = 4"),
+            )
         });
         assert!(std::fs::read_to_string(&site.config).unwrap().contains("kind = \"postgres\""));
     }

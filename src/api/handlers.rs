@@ -45,7 +45,7 @@ pub(crate) async fn reachable(state: &AppState, endpoint: &EndpointId) -> bool {
         .health()
         .await
         .iter()
-        .any(|h| h.endpoint == name && h.failing_since.is_some_and(|since| now - since > state.unreachable_after))
+        .any(|h| h.endpoint == name && h.failing_since.is_some_and(|since| state.failing_too_long(since, now)))
 }
 
 /// Why a replay changed nothing.
@@ -258,7 +258,7 @@ pub async fn endpoints(State(state): State<Arc<AppState>>) -> Result<Json<Value>
         .endpoints()
         .map(|e| {
             let h = health.iter().find(|h| h.endpoint == e.id.to_string());
-            let unreachable = h.and_then(|h| h.failing_since).is_some_and(|since| now - since > state.unreachable_after);
+            let unreachable = h.and_then(|h| h.failing_since).is_some_and(|since| state.failing_too_long(since, now));
             json!({
                 "id": e.id.to_string(),
                 "format": e.format.name,

@@ -103,6 +103,12 @@ const STATEMENTS: &[&str] = &[
         failing_since BIGINT,
         last_error TEXT
     )",
+    // Who holds each replica name (its audit chain), until when: see store::replicas.
+    "CREATE TABLE IF NOT EXISTS replicas (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        lease_until BIGINT NOT NULL
+    )",
 ];
 
 /// Columns added after their table was first released: (table, column, type). A store made

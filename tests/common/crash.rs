@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::net::{eventually, Client, Receiver, Site};
+use super::net::{eventually, Client, ConfigEdit, Receiver, Site};
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -21,6 +21,12 @@ pub fn spawn_gateway(site: &Site, store_url: Option<&str>) -> Child {
 
 /// Starts the binary with a given configuration file of the site.
 pub fn spawn_gateway_with(site: &Site, config: &Path, store_url: Option<&str>) -> Child {
+    gateway_command(site, config, store_url).spawn().expect("the gateway starts")
+}
+
+/// The command that starts the binary with a configuration file of the site, its log
+/// appended to the site's `gateway.log`.
+pub fn gateway_command(site: &Site, config: &Path, store_url: Option<&str>) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_liandong"));
     // The gateway's log goes next to its config, for reading after a failure.
     let log = std::fs::OpenOptions::new().create(true).append(true).open(site.dir.join("gateway.log")).expect("a log file");
@@ -30,7 +36,19 @@ pub fn spawn_gateway_with(site: &Site, config: &Path, store_url: Option<&str>) -
         Some(url) => command.env("LIANDONG_STORE_URL", url),
         None => command.env_remove("LIANDONG_STORE_URL"),
     };
-    command.spawn().expect("the gateway starts")
+    command
+}
+
+/// A copy of the site's configuration listening on free ports: `(config, https, admin)`.
+pub fn config_on_free_ports(site: &Site, name: &str) -> (std::path::PathBuf, SocketAddr, SocketAddr) {
+    let (https, admin) = (free_port(), free_port());
+    let config = site.dir.join(format!("liandong-{name}.toml"));
+    let text = std::fs::read_to_string(&site.config)
+        .unwrap()
+        .replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
+        .replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""));
+    std::fs::write(&config, text).unwrap();
+    (config, format!("127.0.0.1:{https}").parse().unwrap(), format!("127.0.0.1:{admin}").parse().unwrap())
 }
 
 pub async fn wait_ready(admin: SocketAddr) {
@@ -75,18 +93,10 @@ pub fn transfers_by_case(destination: &Receiver) -> BTreeMap<String, BTreeSet<St
 /// Two gateway processes on one PostgreSQL schema, each on its own ports, ready: `(process,
 /// https, admin)`.
 pub async fn start_replicas(site: &Site, store: &str) -> Vec<(Child, SocketAddr, SocketAddr)> {
-    let base = std::fs::read_to_string(&site.config).unwrap();
     let mut replicas = Vec::new();
     for name in ["a", "b"] {
-        let (https, admin) = (free_port(), free_port());
-        let config = site.dir.join(format!("liandong-{name}.toml"));
-        let text = base
-            .replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
-            .replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""));
-        std::fs::write(&config, text).unwrap();
+        let (config, https, admin) = config_on_free_ports(site, name);
         let child = spawn_gateway_with(site, &config, Some(store));
-        let (https, admin): (SocketAddr, SocketAddr) =
-            (format!("127.0.0.1:{https}").parse().unwrap(), format!("127.0.0.1:{admin}").parse().unwrap());
         replicas.push((child, https, admin));
     }
     for (_, _, admin) in &replicas {
@@ -118,11 +128,11 @@ pub async fn run(store_url: Option<String>, disruption: Disruption) {
     site.push_to("330200/12345", &destination.url());
     let (https, admin) = (free_port(), free_port());
     site.edit_config(|t| {
-        t.replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
-            .replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""))
-            .replace("initial_backoff = \"1s\"", "initial_backoff = \"200ms\"")
-            .replace("max_backoff = \"5m\"", "max_backoff = \"1s\"")
-            .replace("timeout = \"10s\"", "timeout = \"2s\"")
+        t.must_replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
+            .must_replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""))
+            .must_replace("initial_backoff = \"1s\"", "initial_backoff = \"200ms\"")
+            .must_replace("max_backoff = \"5m\"", "max_backoff = \"1s\"")
+            .must_replace("timeout = \"10s\"", "timeout = \"2s\"")
     });
     let https: SocketAddr = format!("127.0.0.1:{https}").parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();

@@ -49,7 +49,7 @@ impl Site {
     /// Gives an endpoint a delivery URL.
     pub fn push_to(&self, endpoint: &str, url: &str) {
         self.edit_config(|text| {
-            text.replace(
+            text.must_replace(
                 &format!("id = \"{endpoint}\"\n# url = \"https://127.0.0.1:9443/receive\""),
                 &format!("id = \"{endpoint}\"\nurl = \"{url}\""),
             )
@@ -70,6 +70,25 @@ impl Drop for Site {
             return;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Edits of a configuration's text that fail when what they replace is not there: an edit
+/// that silently finds nothing would let a test run against the unedited configuration.
+pub trait ConfigEdit {
+    fn must_replace(&self, from: &str, to: &str) -> String;
+    fn must_replacen(&self, from: &str, to: &str, count: usize) -> String;
+}
+
+impl ConfigEdit for str {
+    fn must_replace(&self, from: &str, to: &str) -> String {
+        assert!(self.contains(from), "{from:?} is not in the configuration");
+        self.replace(from, to)
+    }
+
+    fn must_replacen(&self, from: &str, to: &str, count: usize) -> String {
+        assert!(self.contains(from), "{from:?} is not in the configuration");
+        self.replacen(from, to, count)
     }
 }
 
