@@ -1,94 +1,23 @@
-//! The HTTPS API: native documents from provincial systems, canonical JSON for everything
-//! else. Every request arrives with the caller's [`Identity`], established by the TLS layer
-//! ([`crate::server`]); handlers never look at a document to decide who is calling.
-//!
-//! | route | body | answer |
-//! |---|---|---|
-//! | `POST /v1/native/{region}/{platform}/transfers` | the endpoint's native transfer document | its native receipt |
-//! | `POST /v1/native/{region}/{platform}/status` | its native status document | its native receipt |
-//! | `POST /v1/transfers` | a canonical transfer request | the transfer |
-//! | `GET /v1/transfers/{id}` | | the transfer (its parties only) |
-//! | `POST /v1/transfers/{id}/status` | a canonical status update | the transfer |
-//! | `GET /v1/transfers?state=&overdue=&since=&until=&limit=&after=` | | the caller's transfers |
-//! | `GET /v1/endpoints` | | the registry with each endpoint's delivery health |
-//! | `GET /v1/deliveries/dead` | | dead letters (operators only) |
-//! | `POST /v1/deliveries/{id}/replay` | | puts a dead letter back in the queue (operators only) |
-//! | `GET /v1/datasets/{dataset}/records/{key}` | | one record (keys may contain `/`) |
-//! | `PUT /v1/datasets/{dataset}/records/{key}` | `{"version", "body", "deleted"?, "updated_at"?, "force"?}` | the record; its owner only |
-//! | `GET /v1/datasets/{dataset}/snapshot?page_token=&page_size=` | | a page of a consistent snapshot and its cursor |
-//! | `GET /v1/datasets/{dataset}/changes?cursor=&limit=` | | changes after a cursor, in commit order |
-//! | `GET /v1/knowledge?q=&category=&include_expired=&limit=` | | knowledge answers with every word, best first |
-//! | `POST /v1/reconcile` | the caller's view `{"transfers": [{"reference", "state"}]}` | every difference |
-//!
-//! Statuses: 200; 400 a bad document (the native receipt names the field); 403 not yours;
-//! 404; 409 a refused transition (naming the current state); 413 too large; 503 the store
-//! failed (nothing was done).
+//! The APIs. Two fronts on one mutual-TLS listener — [`https`] (native documents and canonical
+//! JSON) and [`grpc`] (partner agencies) — over what they share: the caller ([`Peer`], from
+//! the TLS layer; no handler looks at a document to decide who is calling), the state
+//! ([`AppState`]), the request in hand ([`context`]), the one refusal model ([`refusal`]) and
+//! the per-request middleware ([`logging`]).
 
-pub mod bodies;
 pub mod context;
-mod datasets;
 pub mod grpc;
-pub(crate) mod handlers;
+pub mod https;
 pub mod logging;
 pub mod refusal;
-mod sync_grpc;
+
+pub use https::{route_template, router, unknown_route, OPENAPI, ROUTES};
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::Router;
-
 use crate::engine::Engine;
+use crate::model::{EndpointId, Timestamp};
 use crate::security::Identity;
-
-/// The OpenAPI 3 description of this API, served at `/v1/openapi.json` (a test checks it
-/// against the routes).
-pub const OPENAPI: &str = include_str!("api/openapi.json");
-
-/// Every route, as (method, path template): what the OpenAPI document must describe.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("post", "/v1/native/{region}/{platform}/transfers"),
-    ("post", "/v1/native/{region}/{platform}/status"),
-    ("post", "/v1/transfers"),
-    ("get", "/v1/transfers"),
-    ("get", "/v1/transfers/{id}"),
-    ("post", "/v1/transfers/{id}/status"),
-    ("get", "/v1/endpoints"),
-    ("get", "/v1/deliveries/dead"),
-    ("post", "/v1/deliveries/{id}/replay"),
-    ("get", "/v1/datasets/{dataset}/records/{key}"),
-    ("put", "/v1/datasets/{dataset}/records/{key}"),
-    ("get", "/v1/datasets/{dataset}/snapshot"),
-    ("get", "/v1/datasets/{dataset}/changes"),
-    ("get", "/v1/knowledge"),
-    ("post", "/v1/reconcile"),
-    ("get", "/v1/openapi.json"),
-];
-
-/// The route a request took, as a bounded label: `METHOD /template` from [`ROUTES`] (a
-/// dataset key may hold `/`: it is the rest of the path), the method path of a gRPC call to one
-/// of the gateway's services, else `other`.
-pub fn route_template(method: &axum::http::Method, path: &str) -> String {
-    const GRPC_SERVICES: &[&str] =
-        &["/liandong.v1.", "/grpc.health.v1.Health/", "/grpc.reflection.v1.", "/grpc.reflection.v1alpha."];
-    if GRPC_SERVICES.iter().any(|service| path.starts_with(service)) && path.matches('/').count() == 2 {
-        return path.to_string();
-    }
-    let method = method.as_str().to_ascii_lowercase();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let fits = |template: &str| {
-        let parts: Vec<&str> = template.trim_start_matches('/').split('/').collect();
-        let rest = parts.last().is_some_and(|last| *last == "{key}");
-        let arity = if rest { segments.len() >= parts.len() } else { segments.len() == parts.len() };
-        arity && parts.iter().zip(&segments).all(|(part, segment)| part.starts_with('{') || part == segment)
-    };
-    ROUTES
-        .iter()
-        .find(|(m, template)| *m == method && fits(template))
-        .map_or_else(|| "other".to_string(), |(m, template)| format!("{} {template}", m.to_ascii_uppercase()))
-}
+use refusal::{Reason, Refusal};
 
 /// The largest document accepted.
 pub const MAX_BODY: usize = 1 << 20;
@@ -127,7 +56,7 @@ pub struct AppState {
     /// How long a stream may be quiet before it sends a heartbeat.
     pub heartbeat: std::time::Duration,
     /// The memory budget of request bodies in flight.
-    pub bodies: bodies::BodyBudget,
+    pub bodies: https::bodies::BodyBudget,
 }
 
 impl AppState {
@@ -136,7 +65,7 @@ impl AppState {
         let datasets = crate::sync::Datasets::new(&engine);
         let heartbeat = engine.config.listen.stream_heartbeat;
         let listen = &engine.config.listen;
-        let bodies = bodies::BodyBudget::new(listen.body_budget, listen.body_budget_per_identity, listen.body_timeout);
+        let bodies = https::bodies::BodyBudget::new(listen.body_budget, listen.body_budget_per_identity, listen.body_timeout);
         AppState {
             engine,
             unreachable_after,
@@ -178,68 +107,18 @@ impl AppState {
     }
 }
 
-/// What a request no route takes is answered: a gRPC call (`content-type: application/grpc…`)
-/// `UNIMPLEMENTED` as gRPC says; anything else 404 with the canonical error body — never a
-/// 200, so a document posted to a mistyped path is not taken for delivered.
-pub async fn unknown_route(request: axum::extract::Request) -> axum::response::Response {
-    let grpc = request
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
-    let (method, path) = (request.method().clone(), request.uri().path().to_string());
-    if grpc {
-        return refusal::Refusal::new(refusal::Reason::NoRoute, format!("no such method {path}")).grpc().into_http();
-    }
-    refusal::Refusal::new(
-        refusal::Reason::NoRoute,
-        format!("no route for {method} {path}: the routes are listed at /v1/openapi.json"),
-    )
-    .into_response()
+/// Whether a destination has been failing for longer than the configured time.
+pub async fn reachable(state: &AppState, endpoint: &EndpointId) -> bool {
+    let now = Timestamp::now().unix_seconds();
+    let name = endpoint.to_string();
+    !state
+        .health()
+        .await
+        .iter()
+        .any(|h| h.endpoint == name && h.failing_since.is_some_and(|since| state.failing_too_long(since, now)))
 }
 
-/// The router of the HTTPS API. The caller's [`Peer`] must be added as an extension.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v1/native/{region}/{platform}/transfers", post(handlers::native_transfer))
-        .route("/v1/native/{region}/{platform}/status", post(handlers::native_status))
-        .route("/v1/transfers", post(handlers::submit).get(handlers::list))
-        .route("/v1/transfers/{id}", get(handlers::get_transfer))
-        .route("/v1/transfers/{id}/status", post(handlers::status))
-        .route("/v1/endpoints", get(handlers::endpoints))
-        .route("/v1/deliveries/dead", get(handlers::dead_letters))
-        .route("/v1/deliveries/{id}/replay", post(handlers::replay))
-        .route("/v1/datasets/{dataset}/records/{*key}", get(datasets::get_record).put(datasets::put_record))
-        .route("/v1/datasets/{dataset}/snapshot", get(datasets::snapshot))
-        .route("/v1/datasets/{dataset}/changes", get(datasets::changes))
-        .route("/v1/knowledge", get(datasets::search_knowledge))
-        .route("/v1/reconcile", post(datasets::reconcile))
-        .route("/v1/openapi.json", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI) }))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), bodies::bounded_bodies))
-        .with_state(state)
-}
-
-#[cfg(test)]
-mod tests {
-    use axum::http::Method;
-
-    #[test]
-    fn routes_are_labelled_by_their_template() {
-        let label = |m: Method, p: &str| super::route_template(&m, p);
-        assert_eq!(label(Method::POST, "/v1/native/330200/110/transfers"), "POST /v1/native/{region}/{platform}/transfers");
-        assert_eq!(label(Method::GET, "/v1/transfers/01J"), "GET /v1/transfers/{id}");
-        assert_eq!(label(Method::GET, "/v1/transfers"), "GET /v1/transfers");
-        assert_eq!(
-            label(Method::PUT, "/v1/datasets/directory/records/330203101/NP03"),
-            "PUT /v1/datasets/{dataset}/records/{key}"
-        );
-        assert_eq!(
-            label(Method::POST, "/liandong.v1.TransferService/SubmitTransfer"),
-            "/liandong.v1.TransferService/SubmitTransfer"
-        );
-        assert_eq!(label(Method::GET, "/v1/nothing"), "other");
-        assert_eq!(label(Method::POST, "/evil.Service/Method"), "other");
-        assert_eq!(label(Method::DELETE, "/v1/transfers/01J"), "other");
-    }
+/// A store that failed: nothing was done.
+pub fn unavailable(error: crate::store::StoreError) -> Refusal {
+    Refusal::new(Reason::Unavailable, error.to_string())
 }

@@ -678,7 +678,7 @@ fn deliveries(command: &DeliveriesCommand, stdout: &mut dyn Write) -> Result<(),
                         out.push_str(&format!("{id}: queued again\n"));
                     } else {
                         refused += 1;
-                        out.push_str(&format!("{id}: {}\n", crate::api::handlers::NOT_REPLAYABLE));
+                        out.push_str(&format!("{id}: {}\n", crate::store::outbox::NOT_REPLAYABLE));
                     }
                 }
                 if bulk {

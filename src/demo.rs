@@ -204,7 +204,7 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
             .await
             .map_err(|e| e.to_string())?
             .iter()
-            .filter(|g| g.status == "pending")
+            .filter(|g| g.status == crate::store::OutboxStatus::Pending)
             .map(|g| g.count)
             .sum::<i64>();
         let open = store

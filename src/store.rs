@@ -18,12 +18,13 @@
 
 pub mod audit;
 mod group_commit;
+pub mod outbox;
 pub mod records;
 pub mod replicas;
 pub mod schema;
+mod sql;
 pub mod writes;
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub use writes::{Write, WriteResult};
 
 use crate::model::{EndpointId, State, Timestamp, Transfer};
 
+pub(crate) use outbox::{outbox_from_row, OUTBOX_SELECT};
+pub use outbox::{DeliveryKind, OutboxGauge, OutboxItem, OutboxStatus};
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,61 +74,6 @@ impl From<sqlx::Error> for StoreError {
 pub enum Backend {
     Sqlite,
     Postgres,
-}
-
-/// What is delivered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeliveryKind {
-    /// A transfer, to its destination.
-    Transfer,
-    /// A status change, to the other party.
-    Status,
-}
-
-impl DeliveryKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryKind::Transfer => "transfer",
-            DeliveryKind::Status => "status",
-        }
-    }
-}
-
-impl FromStr for DeliveryKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "transfer" => Ok(DeliveryKind::Transfer),
-            "status" => Ok(DeliveryKind::Status),
-            other => Err(format!("unknown delivery kind {other:?}")),
-        }
-    }
-}
-
-/// One delivery in the outbox.
-#[derive(Clone, Debug)]
-pub struct OutboxItem {
-    pub id: i64,
-    pub destination: EndpointId,
-    pub transfer_id: String,
-    pub kind: DeliveryKind,
-    /// Canonical JSON of what to render: a transfer request (for a destination) or a status
-    /// update (with the reference the receiver knows the transfer by).
-    pub payload: String,
-    pub attempts: i64,
-    pub created_at: i64,
-    pub status: String,
-    pub last_error: Option<String>,
-}
-
-/// One destination's deliveries in one status (`pending` or `dead`), for metrics.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OutboxGauge {
-    pub destination: String,
-    pub status: String,
-    pub count: i64,
-    /// When the oldest of them was queued (Unix seconds).
-    pub oldest: i64,
 }
 
 /// An endpoint's delivery health.
@@ -508,10 +456,11 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(OutboxGauge { destination: r.try_get(0)?, status: r.try_get(1)?, count: r.try_get(2)?, oldest: r.try_get(3)? })
+                let status: String = r.try_get(1)?;
+                let status = status.parse().map_err(|problem| StoreError::Corrupt { id: "outbox".into(), problem })?;
+                Ok(OutboxGauge { destination: r.try_get(0)?, status, count: r.try_get(2)?, oldest: r.try_get(3)? })
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+            .collect()
     }
 
     /// The change feed after `cursor`, in order, at most `limit`: of the transfers `party` is
@@ -703,27 +652,6 @@ enum Bind {
 /// and `leased_until`, so that sub-second backoff is kept (every other stored time is seconds).
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-pub(crate) const OUTBOX_SELECT: &str =
-    "SELECT id, destination, transfer_id, kind, payload, attempts, created_at, status, last_error FROM outbox";
-
-pub(crate) fn outbox_from_row(row: &AnyRow) -> Result<OutboxItem, StoreError> {
-    let id: i64 = row.try_get(0)?;
-    let corrupt = |problem: String| StoreError::Corrupt { id: format!("outbox {id}"), problem };
-    let destination: String = row.try_get(1)?;
-    let kind: String = row.try_get(3)?;
-    Ok(OutboxItem {
-        id,
-        destination: destination.parse().map_err(corrupt)?,
-        transfer_id: row.try_get(2)?,
-        kind: kind.parse().map_err(corrupt)?,
-        payload: row.try_get(4)?,
-        attempts: row.try_get(5)?,
-        created_at: row.try_get(6)?,
-        status: row.try_get(7)?,
-        last_error: row.try_get(8)?,
-    })
 }
 
 pub(crate) fn transfer_from_row(row: &AnyRow) -> Result<Transfer, StoreError> {

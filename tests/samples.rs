@@ -1,8 +1,9 @@
 //! Golden tests: every sample of the spec translates to exactly its expected canonical JSON,
 //! and every invalid sample is refused naming the field its README gives.
 //!
-//! The samples are kept in `tests/spec/` (a copy of `shared/spec/`, checked against it when
-//! that folder is beside the checkout), so the tests run from a clean clone alone.
+//! The samples are kept in `tests/spec/` (a copy of `shared/spec/`, pinned by
+//! `tests/spec/SHA256SUMS` and checked against `shared/` when that folder is beside the
+//! checkout), so the tests run from a clean clone alone.
 
 use std::path::{Path, PathBuf};
 
@@ -126,19 +127,42 @@ fn success_receipts_carry_the_reference() {
 }
 
 #[test]
-fn the_copied_spec_matches_shared_when_present() {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/samples");
-    if !shared.exists() {
-        return; // a checkout without shared/ beside it: the copy is all there is
+fn the_copied_spec_is_the_one_recorded_and_matches_shared() {
+    use sha2::Digest;
+    // Always: every file of the copy is the one `tests/spec/SHA256SUMS` records (refreshed with
+    // the copy: `cd tests/spec && find . -type f ! -name SHA256SUMS | sort | xargs sha256sum >
+    // SHA256SUMS`), and no file is missing or added.
+    let spec = spec_dir();
+    let recorded = std::fs::read_to_string(spec.join("SHA256SUMS")).unwrap();
+    let mut listed = Vec::new();
+    for line in recorded.lines() {
+        let (hash, file) = line.split_once("  ").unwrap();
+        let bytes = std::fs::read(spec.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(format!("{:x}", sha2::Sha256::digest(&bytes)), hash, "{file} is not the recorded copy");
+        listed.push(file.trim_start_matches("./").to_string());
     }
-    for entry in std::fs::read_dir(&shared).unwrap() {
-        let dir = entry.unwrap().path();
-        let files: Vec<PathBuf> =
-            if dir.is_dir() { std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect() } else { vec![dir.clone()] };
-        for file in files {
-            let relative = file.strip_prefix(&shared).unwrap();
-            let copy = spec_dir().join("samples").join(relative);
-            assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(&copy).unwrap_or_default(), "{}", relative.display());
+    let mut present = Vec::new();
+    let mut folders = vec![spec.clone()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.file_name().is_some_and(|n| n != "SHA256SUMS") {
+                present.push(path.strip_prefix(&spec).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    listed.sort();
+    present.sort();
+    assert_eq!(listed, present, "files in tests/spec and in its SHA256SUMS");
+    // And where the customer's documents are beside this checkout (a working session, not CI's
+    // clean clone), the copy is theirs, byte for byte.
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec");
+    if shared.is_dir() {
+        for file in &present {
+            let theirs = std::fs::read(shared.join(file)).unwrap_or_default();
+            assert_eq!(theirs, std::fs::read(spec.join(file)).unwrap(), "{file} differs from ../shared/spec: refresh the copy");
         }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use sha2::{Digest, Sha256};
 use sqlx::{Any, Row, Transaction};
 
-use super::writes::{values, ROWS_PER_STATEMENT};
+use super::sql::{values, ROWS_PER_STATEMENT};
 use super::{Store, StoreError};
 
 /// The previous hash of a chain's first entry.

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::writes::{tx_stamp, values, ROWS_PER_STATEMENT};
+use super::sql::{tx_stamp, values, ROWS_PER_STATEMENT};
 use super::{Backend, FeedCursor, Store, StoreError};
 use crate::model::{Record, RecordDoc, Timestamp};
 

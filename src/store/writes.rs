@@ -7,6 +7,7 @@
 use sqlx::{Any, Row, Transaction};
 
 use super::audit::AuditEntry;
+use super::sql::{tx_stamp, values, ROWS_PER_STATEMENT};
 use super::{outbox_from_row, transfer_from_row, Backend, DeliveryKind, OutboxItem, StoreError};
 use crate::model::lifecycle::{self, Outcome, Refusal, Role};
 use crate::model::{EndpointId, HistoryEvent, Record, State, StatusUpdate, Timestamp, Transfer};
@@ -211,16 +212,6 @@ pub struct NewTransfer {
     pub document: String,
 }
 
-/// The SQL that stamps an event with its transaction: PostgreSQL's transaction id, so that
-/// feed readers can order by commit safety (see [`super::Store::events_after`]); SQLite has one
-/// writer, so its order is the sequence's.
-pub(super) fn tx_stamp(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Postgres => "txid_current()",
-        Backend::Sqlite => "0",
-    }
-}
-
 /// The `escalations` column of a transfer: the deadlines its history records as missed.
 fn escalations_of(transfer: &Transfer) -> String {
     transfer
@@ -230,40 +221,6 @@ fn escalations_of(transfer: &Transfer) -> String {
         .filter_map(|h| h.note.as_deref())
         .map(|deadline| format!("{deadline};"))
         .collect()
-}
-
-/// Rows per multi-row statement (13 parameters each stays far below both databases' limits).
-pub(super) const ROWS_PER_STATEMENT: usize = 200;
-
-/// Placeholders `($1, $2, …), (…)` for `rows` rows of `columns` parameters, with `literal`
-/// spliced in after the row's parameter numbered `literal.0`. SQLite gets anonymous `?`s: sqlx
-/// looks each numbered one up by name, a linear search per parameter that made binding a
-/// 64-row statement cost more than running it.
-pub(super) fn values(backend: Backend, rows: usize, columns: usize, literal: Option<(usize, &str)>) -> String {
-    let mut out = String::with_capacity(rows * columns * 5);
-    for row in 0..rows {
-        out.push_str(if row == 0 { "(" } else { ", (" });
-        for column in 0..columns {
-            if column > 0 {
-                out.push_str(", ");
-            }
-            match backend {
-                Backend::Sqlite => out.push('?'),
-                Backend::Postgres => {
-                    out.push('$');
-                    out.push_str(&(row * columns + column + 1).to_string());
-                }
-            }
-            if let Some((after, text)) = literal {
-                if column + 1 == after {
-                    out.push_str(", ");
-                    out.push_str(text);
-                }
-            }
-        }
-        out.push(')');
-    }
-    out
 }
 
 /// Stores new transfers, several per statement: each is inserted unless its sender used its

@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::refusal::{body_refusal, native_receipt, Body, Reason, Refusal};
-use super::{AppState, Peer};
+use super::caller_endpoint;
+use crate::api::refusal::{body_refusal, native_receipt, Body, Reason, Refusal};
+use crate::api::{reachable, unavailable, AppState, Peer};
 use crate::formats::{Endpoint, ReceiptKind};
 use crate::model::{json as canonical, EndpointId, State as TransferState, StatusUpdate, Timestamp, Transfer, TransferRequest};
 use crate::security::ratelimit::CallKind;
@@ -36,21 +37,6 @@ fn with_header(mut response: Response, name: &'static str, value: &str) -> Respo
     }
     response
 }
-
-/// Whether a destination has been failing for longer than the configured time.
-pub(crate) async fn reachable(state: &AppState, endpoint: &EndpointId) -> bool {
-    let now = Timestamp::now().unix_seconds();
-    let name = endpoint.to_string();
-    !state
-        .health()
-        .await
-        .iter()
-        .any(|h| h.endpoint == name && h.failing_since.is_some_and(|since| state.failing_too_long(since, now)))
-}
-
-/// Why a replay changed nothing.
-pub(crate) const NOT_REPLAYABLE: &str = "is not a dead letter that can be replayed (a transfer already handed back to its \
-     origin as undeliverable is re-sent by the origin, not replayed)";
 
 /// The message of a success receipt whose destination is unreachable: taken and kept, not yet
 /// delivered, and whom to phone if it cannot wait.
@@ -170,12 +156,6 @@ pub async fn native_status(
 /// A native success receipt.
 fn native_success(endpoint: &Endpoint, reference: Option<&str>, message: Option<&str>) -> Response {
     native_receipt(endpoint, StatusCode::OK, ReceiptKind::Success, reference, message)
-}
-
-pub(super) fn caller_endpoint(peer: &Peer) -> Result<&EndpointId, Refusal> {
-    peer.identity
-        .endpoint()
-        .ok_or_else(|| Refusal::new(Reason::Identity, format!("forbidden: {} is not an endpoint", peer.identity)))
 }
 
 pub async fn submit(
@@ -303,15 +283,10 @@ pub async fn replay(
         item_id: id,
         at: Timestamp::now().unix_seconds(),
         by: peer.uri.clone(),
-        request_id: super::context::request_id(),
+        request_id: crate::api::context::request_id(),
     };
     match state.engine.store.write(write).await.map_err(unavailable)? {
         crate::store::WriteResult::Done(true) => Ok(Json(json!({"id": id, "replayed": true}))),
-        _ => Err(Refusal::new(Reason::NotFound, format!("{id} {NOT_REPLAYABLE}"))),
+        _ => Err(Refusal::new(Reason::NotFound, format!("{id} {}", crate::store::outbox::NOT_REPLAYABLE))),
     }
-}
-
-/// A store that failed: nothing was done.
-pub(super) fn unavailable(error: crate::store::StoreError) -> Refusal {
-    Refusal::new(Reason::Unavailable, error.to_string())
 }

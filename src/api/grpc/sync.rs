@@ -6,16 +6,16 @@ use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::grpc::{follow, limit, peer};
-use super::AppState;
+use super::{follow, limit, peer};
+use crate::api::AppState;
 use crate::proto::v1::{self, sync_service_server::SyncService};
 use crate::security::ratelimit::CallKind;
 use crate::store::PutOutcome;
 use crate::sync::{Dataset, PutRequest, SyncError};
 
 /// A dataset error, refused to `peer` (recorded, with `ErrorInfo`, `BadRequest` and `RequestInfo`).
-fn status_of(peer: &super::Peer, error: SyncError) -> Status {
-    super::refusal::Refusal::from_sync(&peer.identity, error).grpc()
+fn status_of(peer: &crate::api::Peer, error: SyncError) -> Status {
+    crate::api::refusal::Refusal::from_sync(&peer.identity, error).grpc()
 }
 
 /// A stored record as protobuf (a record that no longer reads is a bug: DATA_LOSS).

@@ -21,8 +21,8 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::refusal::{Reason, Refusal};
-use super::{AppState, Peer, MAX_BODY};
+use crate::api::refusal::{Reason, Refusal};
+use crate::api::{AppState, Peer, MAX_BODY};
 use crate::security::ratelimit::CallKind;
 
 /// The rate budget a route's calls take, when the route alone says it.

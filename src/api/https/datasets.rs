@@ -8,9 +8,9 @@ use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::handlers::caller_endpoint;
-use super::refusal::{Body, Refusal};
-use super::{AppState, Peer};
+use super::caller_endpoint;
+use crate::api::refusal::{Body, Refusal};
+use crate::api::{AppState, Peer};
 use crate::model::Timestamp;
 use crate::security::ratelimit::CallKind;
 use crate::store::PutOutcome;
