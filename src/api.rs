@@ -20,7 +20,7 @@ use crate::security::Identity;
 use refusal::{Reason, Refusal};
 
 /// The largest document accepted.
-pub const MAX_BODY: usize = 1 << 20;
+pub use crate::config::MAX_BODY;
 
 /// The caller, as the TLS layer established it: the identity, its URI (made once per
 /// connection; it is the rate limiters' key), and where its refusals are recorded.
@@ -80,10 +80,10 @@ impl AppState {
 
     /// Takes one call of `kind` from the caller's budget; when it is spent, the refusal saying
     /// how long to wait.
-    pub fn limit(&self, peer: &Peer, kind: crate::security::ratelimit::CallKind) -> Result<(), refusal::Refusal> {
+    pub fn limit(&self, peer: &Peer, kind: crate::security::ratelimit::CallKind) -> Result<(), Refusal> {
         self.limits.check_keyed(&peer.identity, &peer.uri, kind).map_err(|wait| {
             crate::metrics::inc(&crate::metrics::counters().rate_limited);
-            refusal::Refusal::limited(wait)
+            Refusal::limited(wait)
         })
     }
 

@@ -24,6 +24,10 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// The largest document a request may carry (1 MiB): the HTTPS front's body limit, and the
+/// unit the body budgets are checked against.
+pub const MAX_BODY: usize = 1 << 20;
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -372,7 +376,7 @@ impl Config {
         }
         // A body of the largest size (1 MiB) must fit in one identity's share, and a share in
         // the whole budget, or such bodies would be "busy" for ever.
-        let largest = crate::api::MAX_BODY;
+        let largest = MAX_BODY;
         if self.listen.body_budget_per_identity < largest {
             return fail("listen.body_budget_per_identity".into(), format!("expected at least {largest} bytes (one 1 MiB body)"));
         }

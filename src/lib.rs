@@ -3,27 +3,23 @@
 //!
 //! # Layout
 //!
-//! Read in this order; each layer uses only the ones above it.
+//! docs/ARCHITECTURE.md draws it; `tests/house.rs` checks the code against it. From the base up,
+//! each part using only the parts on its own line or below:
 //!
-//! - [`model`]: the canonical case-exchange model of `canonical.md` — cases, transfer requests,
-//!   transfers, status updates, dataset records — and the normalisation rules every province's
-//!   data goes through (Beijing time, `+86` phones, WGS-84 points, the category taxonomy).
-//! - [`formats`]: translation between each endpoint's native documents and the model. One
-//!   generic engine reads data files (`profiles/*.toml`, one per format, and the endpoint
-//!   registry) in both directions; no Rust code knows a particular province. Errors name the
-//!   native field (`JQXX.BJSJ: expected yyyy-MM-dd HH:mm:ss, got "2023/05/08"`), and each
-//!   format's receipts are rendered from its profile.
-//! - [`proto`]: the model as protocol buffers (`proto/liandong/v1/`), for gRPC partners, with
-//!   lossless conversion both ways.
-//! - [`config`], [`store`], [`engine`]: the configuration, durable storage (SQLite or
-//!   PostgreSQL), and the transfer engine — destinations, deadlines, the transition rules.
-//! - [`routing`]: three-tier routing by the shared `directory` dataset.
-//! - [`sync`]: shared datasets (owners, growing versions, tombstones, change feeds),
-//!   reconciliation, and a follower client.
-//! - [`security`], [`api`], [`delivery`], [`server`]: mutual TLS and identities, policy and rate
-//!   limits; the HTTPS and gRPC fronts; pushing to destinations; the process that runs them.
-//! - [`cli`]: the `liandong` command line; [`site`], [`loadgen`], [`metrics`], [`simulate`] and
-//!   [`demo`] serve it.
+//! - base: [`model`] (the canonical model of `canonical.md` and its rules: Beijing time, `+86`
+//!   phones, WGS-84 points, the category taxonomy, the transition table) and [`metrics`]
+//!   (process-wide counters and histograms); [`formats`] (each endpoint's native documents ⇄
+//!   the model, driven by `profiles/*.toml`: no Rust code knows a province) and [`proto`] (the
+//!   model as protocol buffers); [`store`] (SQLite or PostgreSQL: writes, outbox, shared
+//!   records, the audit trail, replica names).
+//! - core: [`config`] and [`security`] (settings as plain data; identities, policy, rate
+//!   limits, TLS and the PKI), [`engine`], [`routing`] and [`sync`] (transfers, three-tier
+//!   routing by the `directory`, shared datasets and their feeds). The circles among these
+//!   (config ⇄ security, engine ⇄ sync ⇄ routing) are known and pinned.
+//! - fronts: [`api`] (HTTPS and gRPC over one refusal model) and [`delivery`] (the outbox
+//!   pushed to destinations); [`server`], the process that runs them.
+//! - tools, which nothing in the gateway uses: [`cli`], [`site`], [`loadgen`], [`simulate`],
+//!   [`demo`].
 //!
 //! # Invariants
 //!

@@ -4,7 +4,8 @@
 //! being handed a registry); gauges that live in the store (transfers by state, the delivery
 //! backlog and its age, dead letters) are read from it when `/metrics` is scraped. Labels are
 //! bounded: endpoints come from the registry, routes from the route table (anything else is
-//! `other`), reasons from [`crate::api::refusal::Reason`] and the connection layer.
+//! `other`), reasons from the refusal model and the connection layer. It depends on no other part of
+//! the gateway, so that every part may count.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -98,7 +99,7 @@ pub struct Counters {
     pub submissions: AtomicU64,
     pub status_updates: AtomicU64,
     /// Refusals by reason (`refuse`).
-    pub refusals: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    pub refusals: Mutex<BTreeMap<&'static str, u64>>,
     pub deliveries_ok: AtomicU64,
     pub deliveries_failed: AtomicU64,
     pub dead_letters: AtomicU64,
@@ -157,13 +158,24 @@ pub fn refuse_endpoint(reason: &'static str, endpoint: &str) {
     counters().refusals_by_endpoint.inc(format!("{},reason=\"{reason}\"", endpoint_label(endpoint)));
 }
 
+/// One destination's deliveries in one outbox status (`pending` or `dead`), as the store
+/// counts them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backlog {
+    pub destination: String,
+    pub status: &'static str,
+    pub count: i64,
+    /// When the oldest of them was queued (Unix seconds).
+    pub oldest: i64,
+}
+
 /// What the store holds, read when `/metrics` is scraped.
 #[derive(Debug, Default)]
 pub struct StoreGauges {
     /// Transfers by state.
     pub states: Vec<(String, i64)>,
     /// The backlog and the dead letters by destination.
-    pub outbox: Vec<crate::store::OutboxGauge>,
+    pub outbox: Vec<Backlog>,
     /// Destinations failing for longer than `delivery.unreachable_after`.
     pub unreachable: Vec<String>,
     /// The endpoints the gateway pushes to (the others pull with `Watch`).
@@ -236,7 +248,7 @@ pub fn render(gauges: &StoreGauges) -> String {
         out,
         "# HELP liandong_outbox Deliveries waiting (pending: the backlog) or given up (dead), by destination and how it is delivered (push, or pull by Watch).\n# TYPE liandong_outbox gauge"
     );
-    let labels = |g: &crate::store::OutboxGauge| {
+    let labels = |g: &Backlog| {
         let delivery = if gauges.push.contains(&g.destination) { "push" } else { "pull" };
         format!("status=\"{}\",endpoint=\"{}\",delivery=\"{delivery}\"", g.status, g.destination)
     };

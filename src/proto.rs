@@ -450,7 +450,7 @@ impl TryFrom<&model::RecordDoc> for v1::Record {
             key: String,
             owner: String,
             version: u64,
-            updated_at: model::Timestamp,
+            updated_at: Timestamp,
             #[serde(default)]
             deleted: bool,
             #[serde(default, borrow)]

@@ -104,7 +104,7 @@ pub async fn run(
     let auditor = crate::store::audit::Auditor::start(store.clone());
     store
         .audit(vec![crate::store::audit::AuditEntry {
-            at: crate::model::Timestamp::now().unix_seconds(),
+            at: Timestamp::now().unix_seconds(),
             actor: "gateway".into(),
             action: "config.loaded".into(),
             transfer_id: None,
@@ -374,7 +374,18 @@ async fn serve_admin(
                     let now = Timestamp::now().unix_seconds();
                     let gauges = metrics::StoreGauges {
                         states: store.count_by_state().await.unwrap_or_default(),
-                        outbox: store.outbox_backlog().await.unwrap_or_default(),
+                        outbox: store
+                            .outbox_backlog()
+                            .await
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|g| metrics::Backlog {
+                                destination: g.destination,
+                                status: g.status.as_str(),
+                                count: g.count,
+                                oldest: g.oldest,
+                            })
+                            .collect(),
                         unreachable: store
                             .endpoint_health()
                             .await

@@ -65,7 +65,7 @@ impl FromStr for Dataset {
 }
 
 /// The audit entry of a dataset write: who wrote it and what (the store adds the counts).
-fn dataset_audit(actor: String, action: &str, detail: serde_json::Value) -> AuditEntry {
+fn dataset_audit(actor: String, action: &str, detail: Value) -> AuditEntry {
     AuditEntry { at: Timestamp::now().unix_seconds(), actor, action: action.to_string(), transfer_id: None, detail }
 }
 

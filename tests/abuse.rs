@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-mod common;
+use crate::common;
 use common::net::ConfigEdit;
 use common::net::{metrics_text, start_on_free_port, Client, Site};
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-mod common;
+use crate::common;
 use common::net::{eventually, start_on_free_port, Client, Receiver, Site};
 
 fn liandong(args: &[&str]) -> std::process::Output {

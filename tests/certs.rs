@@ -11,7 +11,7 @@ use liandong::proto::v1::{self, transfer_service_client::TransferServiceClient};
 use liandong::security::ca::{CaDir, Subject};
 use liandong::security::Identity;
 
-mod common;
+use crate::common;
 use common::net::ConfigEdit;
 use common::net::{eventually, metrics_text, start_on_free_port, Client, Site};
 

@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -301,7 +301,7 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
 
     // --if-version: the preview's version; applied only while nothing else wrote the dataset
     let planned = write("planned.csv", "key,owner,version,unit.code\n330205/NP03,330200/12345,1,ZH\n");
-    let version_of = |output: &std::process::Output| {
+    let version_of = |output: &Output| {
         let text = String::from_utf8_lossy(&output.stdout).to_string();
         text.strip_prefix("directory at version ").and_then(|rest| rest.split(':').next()).unwrap().to_string()
     };
@@ -435,7 +435,7 @@ async fn operator_tools_refuse_what_they_cannot_do() {
     let at = site.to_str().unwrap();
     let first = liandong(&["init", at, "--json"], None);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    let manifest: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let manifest: Value = serde_json::from_slice(&first.stdout).unwrap();
     for identity in ["operator/ops", "agency/demo", "330200/110"] {
         assert!(manifest["identities"][identity]["cert"].is_string(), "{identity} in {manifest}");
     }

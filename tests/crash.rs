@@ -8,7 +8,7 @@
 //! size; the long form is in docs/RELIABILITY.md. The PostgreSQL run uses
 //! `LIANDONG_TEST_POSTGRES` (default the local server) in a schema of its own.
 
-mod common;
+use crate::common;
 use common::crash::{postgres_schema, run, Disruption};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use liandong::sync::reconcile::{reconcile, Claim, DifferenceKind};
 use liandong::sync::{Dataset, Datasets, ImportOptions, PutRequest, SyncError};
 use serde_json::json;
 
-mod common;
+use crate::common;
 use common::stores::{engine, ningbo_request, stores};
 
 fn endpoint(s: &str) -> Identity {

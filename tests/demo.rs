@@ -81,7 +81,7 @@ fn the_demo_kept_stops_at_once_on_ctrl_c() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-mod common;
+use crate::common;
 
 /// `liandong simulate` as a partner runs it: it submits in its own format and answers what it
 /// is sent, against a gateway it does not share a process with.

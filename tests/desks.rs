@@ -10,7 +10,7 @@
 //! a desk whose format takes six digits as its county; and every request the gateway makes is
 //! in origin form.
 
-mod common;
+use crate::common;
 use common::net::ConfigEdit;
 
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@ use liandong::model::lifecycle::Outcome;
 use liandong::model::{EndpointId, HistoryEvent, State, StatusUpdate, Timestamp};
 use liandong::store::{Write, WriteResult};
 
-mod common;
+use crate::common;
 use common::stores::{engine, ningbo_request, stores};
 use liandong::model::{Link, LinkRel};
 

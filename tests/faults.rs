@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-mod common;
+use crate::common;
 use common::net::ConfigEdit;
 use common::net::{start_gateway, Client, Site};
 

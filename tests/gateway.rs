@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-mod common;
+use crate::common;
 use common::net::ConfigEdit;
 use common::net::{admin_get, eventually, metric, start_on_free_port, Client, Receiver, Site};
 

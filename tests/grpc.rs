@@ -8,7 +8,7 @@ use liandong::proto::v1;
 use liandong::proto::v1::transfer_service_client::TransferServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-mod common;
+use crate::common;
 use common::net::ConfigEdit;
 use common::net::{start_gateway, Site};
 

@@ -4,7 +4,7 @@
 //! gateway's escalations would otherwise compete with the load being measured); and with
 //! several identities each submits as itself, in its own format.
 
-mod common;
+use crate::common;
 
 use common::net::{start_on_free_port, Site};
 use liandong::loadgen::{run, Plan, Report, Submitter};

@@ -2,7 +2,7 @@
 //! are refusals the clients retry; nothing answered "submitted" is lost or doubled. In a test
 //! binary of its own, so that no other PostgreSQL test runs while the server is down.
 
-mod common;
+use crate::common;
 use common::crash::{postgres_schema, run, Disruption};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

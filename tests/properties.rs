@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::Value;
 
-mod common;
+use crate::common;
 use common::canonical_diff;
 
 fn registry() -> &'static Registry {

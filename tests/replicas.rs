@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use liandong::proto::v1::{self, transfer_service_client::TransferServiceClient};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-mod common;
+use crate::common;
 use common::crash::{config_on_free_ports, gateway_command, postgres_schema, start_replicas, transfers_by_case, wait_ready};
 use common::net::ConfigEdit;
 use common::net::{eventually, Client, Receiver, Site};

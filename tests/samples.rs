@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use liandong::formats::{FormatError, ReceiptKind, Registry};
 use serde_json::Value;
 
-mod common;
+use crate::common;
 use common::assert_canonical_eq;
 
 fn spec_dir() -> PathBuf {

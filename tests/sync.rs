@@ -10,7 +10,7 @@ use liandong::sync::follower::{channel, Follower};
 use serde_json::json;
 use tonic::transport::Channel;
 
-mod common;
+use crate::common;
 use common::net::ConfigEdit;
 use common::net::{start_gateway, start_on_free_port, Client, Site};
 

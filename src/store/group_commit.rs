@@ -81,7 +81,7 @@ const GUARD: &str = "SAVEPOINT liandong_batch";
 const GUARD_RELEASE: &str = "RELEASE SAVEPOINT liandong_batch";
 
 /// Whether the batch's transaction is still the one it began, re-arming the guard if so.
-async fn still_in_transaction(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), sqlx::Error> {
+async fn still_in_transaction(tx: &mut sqlx::Transaction<'_, Any>) -> Result<(), sqlx::Error> {
     sqlx::query(GUARD_RELEASE).execute(&mut **tx).await?;
     sqlx::query(GUARD).execute(&mut **tx).await.map(|_| ())
 }
@@ -123,7 +123,7 @@ impl Group {
 }
 
 impl GroupWork {
-    async fn execute(self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, backend: Backend) -> Result<Vec<WriteResult>, StoreError> {
+    async fn execute(self, tx: &mut sqlx::Transaction<'_, Any>, backend: Backend) -> Result<Vec<WriteResult>, StoreError> {
         match self {
             GroupWork::Submissions(items) => submit_many(tx, backend, items).await,
             GroupWork::Receipts(items) => delivered_many(tx, backend, &items).await,

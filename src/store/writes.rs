@@ -45,7 +45,7 @@ pub enum Write {
     /// same commit — when anything was written.
     PutRecords { dataset: String, records: Vec<Record>, options: super::PutOptions, audit: Option<AuditEntry> },
     /// Entries for the audit trail that come with no other change (refusals, loads, reloads).
-    Audit(Vec<super::audit::AuditEntry>),
+    Audit(Vec<AuditEntry>),
 }
 
 /// What a write did.

@@ -177,7 +177,7 @@ pub async fn run(store_url: Option<String>, disruption: Disruption) {
         if next.load(std::sync::atomic::Ordering::SeqCst) < transfers {
             killed_under_load += 1;
         }
-        let disrupted = std::time::Instant::now();
+        let disrupted = Instant::now();
         match disruption {
             Disruption::KillGateway(_) => {
                 {
@@ -196,7 +196,7 @@ pub async fn run(store_url: Option<String>, disruption: Disruption) {
         // Recovered: ready again (the gateway answers /readyz only when its store answers).
         slowest_recovery = slowest_recovery.max(disrupted.elapsed());
     }
-    let last_disruption = std::time::Instant::now();
+    let last_disruption = Instant::now();
     destination.up.store(true, std::sync::atomic::Ordering::SeqCst);
     for s in submitters {
         s.await.unwrap();

@@ -132,7 +132,7 @@ impl Client {
             roots.add(cert).unwrap();
         }
         let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-        Client { connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)), addr }
+        Client { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), addr }
     }
 
     pub fn for_endpoint(site: &Site, endpoint: &str, addr: SocketAddr) -> Client {
