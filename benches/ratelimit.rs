@@ -14,7 +14,9 @@ fn checks(c: &mut Criterion) {
     // As the gateway calls it: the identity's URI made once per connection.
     let one = Identity::Endpoint("330200/110".parse().unwrap());
     let key = one.uri();
-    c.bench_function("check/one_identity", |b| b.iter(|| limits.check_keyed(std::hint::black_box(&one), &key, CallKind::Submit)));
+    c.bench_function("check/one_identity", |b| {
+        b.iter(|| limits.check_keyed(std::hint::black_box(&one), &key, CallKind::Submit))
+    });
     let many: Vec<(Identity, String)> = (0..10_000)
         .map(|i| {
             let identity = Identity::Agency(format!("agency-{i}"));

@@ -41,7 +41,11 @@ client_key = "gateway-key.pem"
 const CHUNK: usize = 50_000;
 
 fn engine(store: &Store) -> Engine {
-    Engine::new(store.clone(), Arc::new(Registry::builtin()), Arc::new(Config::parse("bench.toml", CONFIG).unwrap()))
+    Engine::new(
+        store.clone(),
+        Arc::new(Registry::builtin()),
+        Arc::new(Config::parse("bench.toml", CONFIG).unwrap()),
+    )
 }
 
 fn resident_mb() -> f64 {
@@ -56,11 +60,19 @@ fn resident_mb() -> f64 {
 
 fn percentiles(mut samples: Vec<Duration>) -> String {
     samples.sort();
-    let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0;
-    format!("p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} calls)", at(0.5), at(0.99), at(1.0), samples.len())
+    let at =
+        |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0;
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} calls)",
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        samples.len()
+    )
 }
 
-const NP: [&str; 10] = ["NP01", "NP02", "NP03", "NP04", "NP05", "NP06", "NP07", "NP08", "NP09", "NP10"];
+const NP: [&str; 10] =
+    ["NP01", "NP02", "NP03", "NP04", "NP05", "NP06", "NP07", "NP08", "NP09", "NP10"];
 
 /// The n-th directory cell: ten categories for each of up to 100,000 Ningbo townships
 /// (`3302CCTTT`).
@@ -79,10 +91,12 @@ fn directory_record(n: usize, version: u64) -> Record {
 
 fn request(n: usize) -> TransferRequest {
     let bytes = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
     )
     .unwrap();
-    let mut request = Registry::builtin().endpoint_named("330200/110").unwrap().read_transfer(&bytes).unwrap();
+    let mut request =
+        Registry::builtin().endpoint_named("330200/110").unwrap().read_transfer(&bytes).unwrap();
     request.sender_ref = format!("BENCH-{n}-{}", ulid::Ulid::new());
     request.requested_at = Timestamp::now();
     request
@@ -107,7 +121,11 @@ async fn load_directory(datasets: &Datasets, from: usize, count: usize, version:
     while n < from + count {
         let end = (n + CHUNK).min(from + count);
         let records: Vec<Record> = (n..end).map(|i| directory_record(i, version)).collect();
-        datasets.import(Dataset::Directory, records, bench()).await.map_err(|e| format!("{:?}", &e[..1])).unwrap();
+        datasets
+            .import(Dataset::Directory, records, bench())
+            .await
+            .map_err(|e| format!("{:?}", &e[..1]))
+            .unwrap();
         n = end;
     }
 }
@@ -128,11 +146,17 @@ async fn routing(directory: usize) {
     let empty = engine(&store);
     empty.directory.refresh(&store).await.unwrap();
     submit(&empty, 200, 0).await;
-    println!("routing: submissions, empty directory:            {}", percentiles(submit(&empty, 2000, 1_000_000).await));
+    println!(
+        "routing: submissions, empty directory:            {}",
+        percentiles(submit(&empty, 2000, 1_000_000).await)
+    );
 
     let started = Instant::now();
     load_directory(&Datasets::new(&empty), 0, directory, 1).await;
-    println!("routing: {directory} directory records imported in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "routing: {directory} directory records imported in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // a restart: the directory is loaded before the first submission, as before ready
     let before = resident_mb();
@@ -145,14 +169,22 @@ async fn routing(directory: usize) {
         started.elapsed().as_secs_f64(),
         resident_mb() - before
     );
-    println!("routing: first submissions after the restart:    {}", percentiles(submit(&restarted, 200, 2_000_000).await));
-    println!("routing: submissions, {directory} records: {}", percentiles(submit(&restarted, 2000, 3_000_000).await));
+    println!(
+        "routing: first submissions after the restart:    {}",
+        percentiles(submit(&restarted, 200, 2_000_000).await)
+    );
+    println!(
+        "routing: submissions, {directory} records: {}",
+        percentiles(submit(&restarted, 2000, 3_000_000).await)
+    );
 
     // another replica imports 100,000 changed records while this one follows and submits
     let (_keep, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(liandong::sync::live::follow_engine(&restarted, store.clone(), stop));
     let replica = engine(&store);
-    let importing = tokio::spawn(async move { load_directory(&Datasets::new(&replica), 0, 100_000.min(directory), 2).await });
+    let importing = tokio::spawn(async move {
+        load_directory(&Datasets::new(&replica), 0, 100_000.min(directory), 2).await
+    });
     let (mut routes, mut during, mut after) = (Vec::new(), Vec::new(), Vec::new());
     let mut n = 4_000_000;
     while !importing.is_finished() {
@@ -170,7 +202,10 @@ async fn routing(directory: usize) {
         after.push(submission);
         n += 1;
     }
-    println!("routing: during and after a replica's import, routing alone: {}", percentiles(routes));
+    println!(
+        "routing: during and after a replica's import, routing alone: {}",
+        percentiles(routes)
+    );
     println!("routing: submissions while a replica's import commits: {}", percentiles(during));
     println!("routing: submissions in the 3 s after it committed:    {}", percentiles(after));
     let _ = std::fs::remove_dir_all(dir);
@@ -271,7 +306,10 @@ async fn knowledge(answers: usize) {
     let mut n = 0;
     while n < answers {
         let end = (n + CHUNK).min(answers);
-        datasets.import(Dataset::Knowledge, (n..end).map(knowledge_record).collect(), bench()).await.unwrap();
+        datasets
+            .import(Dataset::Knowledge, (n..end).map(knowledge_record).collect(), bench())
+            .await
+            .unwrap();
         n = end;
     }
     // a fresh replica builds its index from the log
@@ -288,7 +326,12 @@ async fn knowledge(answers: usize) {
     type MakeQuery<'a> = Box<dyn Fn(usize) -> String + 'a>;
     let kinds: [(&str, MakeQuery); 5] = [
         ("one common word", Box::new(|i| WORDS[i % WORDS.len()].to_string())),
-        ("two words", Box::new(|i| format!("{} {}", WORDS[i % WORDS.len()], WORDS[(i * 7 + 3) % WORDS.len()]))),
+        (
+            "two words",
+            Box::new(|i| {
+                format!("{} {}", WORDS[i % WORDS.len()], WORDS[(i * 7 + 3) % WORDS.len()])
+            }),
+        ),
         ("a rare phrase", Box::new(move |i| format!("第{}号答复", (i * 7919) % answers))),
         ("a Latin word", Box::new(move |i| format!("REF {}", (i * 104_729) % answers))),
         ("one character", Box::new(|i| ["停", "挪", "锁"][i % 3].to_string())),
@@ -306,7 +349,11 @@ async fn knowledge(answers: usize) {
             samples.push(started.elapsed());
             matched += answer.total;
         }
-        println!("knowledge: {name:<30} {} (mean {} matches)", percentiles(samples), matched / calls);
+        println!(
+            "knowledge: {name:<30} {} (mean {} matches)",
+            percentiles(samples),
+            matched / calls
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -316,7 +363,8 @@ fn main() {
     let numbers: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let directory = numbers.first().copied().unwrap_or(1_000_000);
     let answers = numbers.get(1).copied().unwrap_or(100_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         knowledge(answers).await;
         routing(directory).await;

@@ -12,7 +12,10 @@ fn main() {
     };
     let registry = Registry::builtin();
     let endpoint = registry.endpoint_named(endpoint).unwrap();
-    let bytes = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples").join(file)).unwrap();
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples").join(file),
+    )
+    .unwrap();
     let request = endpoint.read_transfer(&bytes).unwrap();
     let mut total = 0;
     for _ in 0..n {

@@ -45,7 +45,8 @@ pub struct AppState {
     pub unreachable_after: std::time::Duration,
     /// Endpoint health, read from the store at most once a second (it is on every submit's
     /// answer; a second's staleness is nothing next to `unreachable_after`).
-    pub health: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::store::EndpointHealth>>)>>,
+    pub health:
+        tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::store::EndpointHealth>>)>>,
     /// Rate limits per identity.
     pub limits: crate::security::ratelimit::RateLimits,
     /// The shared datasets.
@@ -65,7 +66,11 @@ impl AppState {
         let datasets = crate::sync::Datasets::new(&engine);
         let heartbeat = engine.config.listen.stream_heartbeat;
         let listen = &engine.config.listen;
-        let bodies = https::bodies::BodyBudget::new(listen.body_budget, listen.body_budget_per_identity, listen.body_timeout);
+        let bodies = https::bodies::BodyBudget::new(
+            listen.body_budget,
+            listen.body_budget_per_identity,
+            listen.body_timeout,
+        );
         AppState {
             engine,
             unreachable_after,
@@ -80,7 +85,11 @@ impl AppState {
 
     /// Takes one call of `kind` from the caller's budget; when it is spent, the refusal saying
     /// how long to wait.
-    pub fn limit(&self, peer: &Peer, kind: crate::security::ratelimit::CallKind) -> Result<(), Refusal> {
+    pub fn limit(
+        &self,
+        peer: &Peer,
+        kind: crate::security::ratelimit::CallKind,
+    ) -> Result<(), Refusal> {
         self.limits.check_keyed(&peer.identity, &peer.uri, kind).map_err(|wait| {
             crate::metrics::inc(&crate::metrics::counters().rate_limited);
             Refusal::limited(wait)
@@ -111,11 +120,10 @@ impl AppState {
 pub async fn reachable(state: &AppState, endpoint: &EndpointId) -> bool {
     let now = Timestamp::now().unix_seconds();
     let name = endpoint.to_string();
-    !state
-        .health()
-        .await
-        .iter()
-        .any(|h| h.endpoint == name && h.failing_since.is_some_and(|since| state.failing_too_long(since, now)))
+    !state.health().await.iter().any(|h| {
+        h.endpoint == name
+            && h.failing_since.is_some_and(|since| state.failing_too_long(since, now))
+    })
 }
 
 /// A store that failed: nothing was done.

@@ -131,7 +131,12 @@ pub struct SimulateArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The configuration file.
-    #[arg(long, value_name = "FILE", required_unless_present = "check_config", conflicts_with = "check_config")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "check_config",
+        conflicts_with = "check_config"
+    )]
     pub config: Option<PathBuf>,
     /// Check this configuration (keys, files, certificates, profiles) and exit.
     #[arg(long, value_name = "FILE")]
@@ -307,11 +312,13 @@ impl From<FormatError> for CliError {
 pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
     let registry = || match &cli.profiles {
         None => Ok(Registry::builtin()),
-        Some(dir) => Registry::with_dir(dir)
-            .map_err(|errors| CliError::Invalid(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))),
+        Some(dir) => Registry::with_dir(dir).map_err(|errors| {
+            CliError::Invalid(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        }),
     };
-    let write =
-        |out: &mut dyn Write, bytes: &[u8]| out.write_all(bytes).map_err(|e| CliError::Failed(format!("cannot write: {e}")));
+    let write = |out: &mut dyn Write, bytes: &[u8]| {
+        out.write_all(bytes).map_err(|e| CliError::Failed(format!("cannot write: {e}")))
+    };
     match &cli.command {
         Command::Convert(args) => {
             let registry = registry()?;
@@ -334,12 +341,13 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
                     args.dir.join("liandong.toml").display()
                 )));
             }
-            let site =
-                crate::site::init(&args.dir, args.listen, args.admin, &registry).map_err(|e| CliError::Failed(e.to_string()))?;
+            let site = crate::site::init(&args.dir, args.listen, args.admin, &registry)
+                .map_err(|e| CliError::Failed(e.to_string()))?;
             let text = if args.json {
                 serde_json::to_string_pretty(&site.manifest()).unwrap_or_default() + "\n"
             } else {
-                let names: Vec<&str> = site.identities.iter().map(|(id, _, _)| id.as_str()).collect();
+                let names: Vec<&str> =
+                    site.identities.iter().map(|(id, _, _)| id.as_str()).collect();
                 format!(
                     "wrote a site in {}\n  config:     {}\n  run it:     liandong serve --config {}\n  identities: {} client certificates in {}: {}\n",
                     site.dir.display(),
@@ -357,7 +365,8 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
         Command::Datasets { command } => datasets::datasets(command, stdout),
         Command::Route(args) => datasets::route(args, stdout),
         Command::Demo { duration, rate, keep } => {
-            let plan = crate::demo::DemoPlan { duration: *duration, rate: *rate, keep: keep.clone() };
+            let plan =
+                crate::demo::DemoPlan { duration: *duration, rate: *rate, keep: keep.clone() };
             let runtime = runtime()?;
             let report = runtime.block_on(crate::demo::run(plan));
             // What is still running (simulated platforms' connections, the store's pool) is
@@ -373,7 +382,9 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
             let config = load_config(&args.config)?;
             let dir = args.config.parent().unwrap_or(std::path::Path::new("."));
             let endpoints: Vec<String> = match args.identities {
-                Some(n) => config.endpoints.iter().take(n.max(1)).map(|e| e.id.to_string()).collect(),
+                Some(n) => {
+                    config.endpoints.iter().take(n.max(1)).map(|e| e.id.to_string()).collect()
+                }
                 None => args.endpoints.clone(),
             };
             let submitters = endpoints
@@ -388,7 +399,10 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
                 })
                 .collect();
             let plan = crate::loadgen::Plan {
-                url: args.url.clone().unwrap_or_else(|| format!("https://localhost:{}", config.listen.https.port())),
+                url: args
+                    .url
+                    .clone()
+                    .unwrap_or_else(|| format!("https://localhost:{}", config.listen.https.port())),
                 ca: config.tls.ca.clone(),
                 submitters,
                 concurrency: args.concurrency.max(1),
@@ -399,7 +413,8 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
                 deliver: args.deliver.then(|| Box::new(config.clone())),
                 outage: args.outage,
             };
-            let report = runtime()?.block_on(crate::loadgen::run(plan)).map_err(CliError::Failed)?;
+            let report =
+                runtime()?.block_on(crate::loadgen::run(plan)).map_err(CliError::Failed)?;
             let text = if args.json {
                 serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
             } else {
@@ -449,7 +464,9 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
             let mut registry = Registry::builtin();
             let errors = registry.load_dir(dir);
             if !errors.is_empty() {
-                return Err(CliError::Invalid(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")));
+                return Err(CliError::Invalid(
+                    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
+                ));
             }
             let formats: Vec<&str> = registry.formats().map(|f| f.name.as_str()).collect();
             let summary = format!(
@@ -531,16 +548,29 @@ fn load_config(file: &std::path::Path) -> Result<crate::config::Config, CliError
 fn serve(args: &ServeArgs) -> Result<(), CliError> {
     if let Some(file) = &args.check_config {
         let config = load_config(file)?;
-        crate::server::registry(&config).map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
-        crate::security::tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key, config.tls.crl.as_deref())
+        crate::server::registry(&config)
             .map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
+        crate::security::tls::server_config(
+            &config.tls.ca,
+            &config.tls.cert,
+            &config.tls.key,
+            config.tls.crl.as_deref(),
+        )
+        .map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
         let destination_ca = config.tls.destination_ca.as_ref().unwrap_or(&config.tls.ca);
-        crate::security::tls::client_config(destination_ca, &config.tls.client_cert, &config.tls.client_key)
-            .map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
+        crate::security::tls::client_config(
+            destination_ca,
+            &config.tls.client_cert,
+            &config.tls.client_key,
+        )
+        .map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
         println!("{}: ok", file.display());
         return Ok(());
     }
-    let file = args.config.as_ref().ok_or_else(|| CliError::Invalid("serve needs --config FILE".into()))?;
+    let file = args
+        .config
+        .as_ref()
+        .ok_or_else(|| CliError::Invalid("serve needs --config FILE".into()))?;
     let config = load_config(file)?;
     init_logging(args.log_format);
     runtime()?.block_on(async move {
@@ -563,7 +593,8 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let (interrupt, terminate) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+        let (interrupt, terminate) =
+            (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
         async move {
             match (interrupt, terminate) {
                 (Ok(mut interrupt), Ok(mut terminate)) => {
@@ -585,10 +616,13 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -611,7 +645,8 @@ async fn existing_store(config: &crate::config::Config) -> Result<crate::store::
 }
 
 fn deliveries(command: &DeliveriesCommand, stdout: &mut dyn Write) -> Result<(), CliError> {
-    let (DeliveriesCommand::List { config, .. } | DeliveriesCommand::Replay { config, .. }) = command;
+    let (DeliveriesCommand::List { config, .. } | DeliveriesCommand::Replay { config, .. }) =
+        command;
     let config = load_config(config)?;
     let failed = |e: crate::store::StoreError| CliError::Failed(e.to_string());
     let text = runtime()?.block_on(async {
@@ -717,7 +752,9 @@ fn audit(command: &AuditCommand, stdout: &mut dyn Write) -> Result<(), CliError>
                     return Err(CliError::Failed(format!("audit entry {seq}: {problem}")));
                 }
                 if *json {
-                    return Ok(serde_json::to_string_pretty(&verification).unwrap_or_default() + "\n");
+                    return Ok(
+                        serde_json::to_string_pretty(&verification).unwrap_or_default() + "\n"
+                    );
                 }
                 let mut out = String::from("the audit trail is intact\n");
                 for (replica, entries, last) in &verification.chains {
@@ -728,9 +765,14 @@ fn audit(command: &AuditCommand, stdout: &mut dyn Write) -> Result<(), CliError>
             AuditCommand::Export { transfer, .. } => {
                 let entries = store.audit_of(transfer).await.map_err(failed)?;
                 if entries.is_empty() {
-                    return Err(CliError::Invalid(format!("--transfer: no audit entries for {transfer:?}")));
+                    return Err(CliError::Invalid(format!(
+                        "--transfer: no audit entries for {transfer:?}"
+                    )));
                 }
-                Ok(entries.iter().map(|e| serde_json::to_string(e).unwrap_or_default() + "\n").collect())
+                Ok(entries
+                    .iter()
+                    .map(|e| serde_json::to_string(e).unwrap_or_default() + "\n")
+                    .collect())
             }
         }
     })?;
@@ -741,10 +783,13 @@ fn read_input(file: Option<&PathBuf>) -> Result<Vec<u8>, CliError> {
     let mut input = Vec::new();
     match file {
         Some(path) => {
-            input = std::fs::read(path).map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?;
+            input = std::fs::read(path)
+                .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?;
         }
         None => {
-            std::io::stdin().read_to_end(&mut input).map_err(|e| CliError::Failed(format!("cannot read standard input: {e}")))?;
+            std::io::stdin()
+                .read_to_end(&mut input)
+                .map_err(|e| CliError::Failed(format!("cannot read standard input: {e}")))?;
         }
     }
     Ok(input)
@@ -755,7 +800,9 @@ pub fn convert(registry: &Registry, args: &ConvertArgs, input: &[u8]) -> Result<
     let endpoint = |name: &String| registry.endpoint_named(name).map_err(CliError::from);
     let invalid = |e: crate::model::ModelError| CliError::Invalid(e.to_string());
     match (&args.from, &args.to, args.kind) {
-        (None, None, _) => Err(CliError::Invalid("convert needs --from ENDPOINT, --to ENDPOINT, or both".into())),
+        (None, None, _) => {
+            Err(CliError::Invalid("convert needs --from ENDPOINT, --to ENDPOINT, or both".into()))
+        }
         (Some(from), None, Kind::Transfer) => pretty(&endpoint(from)?.read_transfer(input)?),
         (Some(from), None, Kind::Status) => pretty(&endpoint(from)?.read_status(input)?),
         (None, Some(to), Kind::Transfer) => {
@@ -763,7 +810,8 @@ pub fn convert(registry: &Registry, args: &ConvertArgs, input: &[u8]) -> Result<
             native(endpoint(to)?, endpoint(to)?.write_transfer(&request)?)
         }
         (None, Some(to), Kind::Status) => {
-            let mut update: StatusUpdate = json::parse(input, &["state", "at", "by"]).map_err(invalid)?;
+            let mut update: StatusUpdate =
+                json::parse(input, &["state", "at", "by"]).map_err(invalid)?;
             update.validate().map_err(invalid)?;
             native(endpoint(to)?, endpoint(to)?.write_status(&update)?)
         }
@@ -781,7 +829,8 @@ pub fn convert(registry: &Registry, args: &ConvertArgs, input: &[u8]) -> Result<
 /// Canonical JSON of a transfer request, or of a whole transfer (rendered as the gateway sends
 /// it to the destination, with `transfer_id` as the reference).
 fn canonical_transfer(input: &[u8]) -> Result<TransferRequest, crate::model::ModelError> {
-    let is_transfer = serde_json::from_slice::<serde_json::Value>(input).is_ok_and(|v| v.get("transfer_id").is_some());
+    let is_transfer = serde_json::from_slice::<serde_json::Value>(input)
+        .is_ok_and(|v| v.get("transfer_id").is_some());
     let mut request = if is_transfer {
         json::parse::<Transfer>(input, Transfer::REQUIRED)?.for_destination()
     } else {
@@ -822,9 +871,20 @@ fn endpoints(registry: &Registry, as_json: bool) -> String {
     }
     let mut out = format!("{:<14} {:<15} {}\n", "ENDPOINT", "FORMAT", "PLACE");
     for e in registry.endpoints() {
-        let extra: Vec<&str> = e.codes.rows[e.format.codes.rows.len()..].iter().map(|r| r.code.as_str()).collect();
-        let extra = if extra.is_empty() { String::new() } else { format!("  (extra codes: {})", extra.join(", ")) };
-        out.push_str(&format!("{:<14} {:<15} {}{}\n", e.id.to_string(), e.format.name, e.place, extra));
+        let extra: Vec<&str> =
+            e.codes.rows[e.format.codes.rows.len()..].iter().map(|r| r.code.as_str()).collect();
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!("  (extra codes: {})", extra.join(", "))
+        };
+        out.push_str(&format!(
+            "{:<14} {:<15} {}{}\n",
+            e.id.to_string(),
+            e.format.name,
+            e.place,
+            extra
+        ));
     }
     out
 }
@@ -849,7 +909,9 @@ pub fn main() -> ExitCode {
 /// Who runs this command, for the audit trail: `cli:USER@HOST` (the login and the machine; the
 /// CLI has no certificate, its authority is access to the store).
 fn local_operator() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_string())

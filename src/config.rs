@@ -279,7 +279,8 @@ impl Config {
 
     /// Parses TOML text, naming the key and the line and column of any mistake.
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
-        let fail = |key: String, problem: String| ConfigError { file: file.to_string(), key, problem };
+        let fail =
+            |key: String, problem: String| ConfigError { file: file.to_string(), key, problem };
         // "line L, column C: message", where the parser says where.
         let placed = |error: &toml::de::Error| match error.span() {
             Some(span) => {
@@ -290,7 +291,8 @@ impl Config {
             }
             None => error.message().to_string(),
         };
-        let deserializer = toml::Deserializer::parse(text).map_err(|e| fail(String::new(), placed(&e)))?;
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|e| fail(String::new(), placed(&e)))?;
         serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
             fail(if key == "." { String::new() } else { key }, placed(&e.into_inner()))
@@ -298,13 +300,25 @@ impl Config {
     }
 
     /// Environment overrides: `LIANDONG_HTTPS`, `LIANDONG_ADMIN`, `LIANDONG_STORE_URL`.
-    pub fn apply_env(&mut self, file: &str, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let fail = |key: &str, problem: String| ConfigError { file: file.to_string(), key: key.to_string(), problem };
+    pub fn apply_env(
+        &mut self,
+        file: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let fail = |key: &str, problem: String| ConfigError {
+            file: file.to_string(),
+            key: key.to_string(),
+            problem,
+        };
         if let Some(addr) = env("LIANDONG_HTTPS") {
-            self.listen.https = addr.parse().map_err(|e| fail("LIANDONG_HTTPS", format!("expected host:port, {e}")))?;
+            self.listen.https = addr
+                .parse()
+                .map_err(|e| fail("LIANDONG_HTTPS", format!("expected host:port, {e}")))?;
         }
         if let Some(addr) = env("LIANDONG_ADMIN") {
-            self.listen.admin = addr.parse().map_err(|e| fail("LIANDONG_ADMIN", format!("expected host:port, {e}")))?;
+            self.listen.admin = addr
+                .parse()
+                .map_err(|e| fail("LIANDONG_ADMIN", format!("expected host:port, {e}")))?;
         }
         if let Some(url) = env("LIANDONG_STORE_URL") {
             self.store = Store::Postgres {
@@ -324,7 +338,13 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
-        for p in [&mut self.tls.ca, &mut self.tls.cert, &mut self.tls.key, &mut self.tls.client_cert, &mut self.tls.client_key] {
+        for p in [
+            &mut self.tls.ca,
+            &mut self.tls.cert,
+            &mut self.tls.key,
+            &mut self.tls.client_cert,
+            &mut self.tls.client_key,
+        ] {
             resolve(p);
         }
         for p in [&mut self.tls.crl, &mut self.tls.destination_ca].into_iter().flatten() {
@@ -340,7 +360,9 @@ impl Config {
 
     /// Checks what the types cannot: endpoint ids, URLs, durations that make sense, files.
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let fail = |key: String, problem: String| Err(ConfigError { file: file.to_string(), key, problem });
+        let fail = |key: String, problem: String| {
+            Err(ConfigError { file: file.to_string(), key, problem })
+        };
         for (key, path) in [
             ("tls.ca", &self.tls.ca),
             ("tls.cert", &self.tls.cert),
@@ -352,14 +374,19 @@ impl Config {
                 return fail(key.to_string(), format!("no such file: {}", path.display()));
             }
         }
-        for (key, path) in [("tls.crl", &self.tls.crl), ("tls.destination_ca", &self.tls.destination_ca)] {
+        for (key, path) in
+            [("tls.crl", &self.tls.crl), ("tls.destination_ca", &self.tls.destination_ca)]
+        {
             if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
                 return fail(key.into(), format!("no such file: {}", path.display()));
             }
         }
         if let Store::Postgres { url, pool } = &self.store {
             if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-                return fail("store.url".into(), "expected postgres://… (or set LIANDONG_STORE_URL)".into());
+                return fail(
+                    "store.url".into(),
+                    "expected postgres://… (or set LIANDONG_STORE_URL)".into(),
+                );
             }
             if *pool == 0 {
                 return fail("store.pool".into(), "expected at least 1".into());
@@ -368,7 +395,9 @@ impl Config {
         if self.listen.max_connections == 0 {
             return fail("listen.max_connections".into(), "expected at least 1".into());
         }
-        if self.listen.max_connections_per_source == 0 || self.listen.max_connections_per_source > self.listen.max_connections {
+        if self.listen.max_connections_per_source == 0
+            || self.listen.max_connections_per_source > self.listen.max_connections
+        {
             return fail(
                 "listen.max_connections_per_source".into(),
                 format!("expected 1 to listen.max_connections ({})", self.listen.max_connections),
@@ -378,17 +407,26 @@ impl Config {
         // the whole budget, or such bodies would be "busy" for ever.
         let largest = MAX_BODY;
         if self.listen.body_budget_per_identity < largest {
-            return fail("listen.body_budget_per_identity".into(), format!("expected at least {largest} bytes (one 1 MiB body)"));
+            return fail(
+                "listen.body_budget_per_identity".into(),
+                format!("expected at least {largest} bytes (one 1 MiB body)"),
+            );
         }
         if self.listen.body_budget < self.listen.body_budget_per_identity {
             return fail(
                 "listen.body_budget".into(),
-                format!("expected at least listen.body_budget_per_identity ({})", self.listen.body_budget_per_identity),
+                format!(
+                    "expected at least listen.body_budget_per_identity ({})",
+                    self.listen.body_budget_per_identity
+                ),
             );
         }
         let d = &self.delivery;
         if d.initial_backoff.is_zero() || d.initial_backoff > d.max_backoff {
-            return fail("delivery.initial_backoff".into(), "expected more than 0 and at most delivery.max_backoff".into());
+            return fail(
+                "delivery.initial_backoff".into(),
+                "expected more than 0 and at most delivery.max_backoff".into(),
+            );
         }
         if d.dead_after_attempts == 0 {
             return fail("delivery.dead_after_attempts".into(), "expected at least 1".into());
@@ -430,7 +468,10 @@ impl Config {
             }
             // A transfer's deadlines are times to the second (canonical.md): a deadline rule
             // finer than that could not be kept as written.
-            for (key, within) in [("receive_within", endpoint.receive_within), ("resolve_within", endpoint.resolve_within)] {
+            for (key, within) in [
+                ("receive_within", endpoint.receive_within),
+                ("resolve_within", endpoint.resolve_within),
+            ] {
                 if let Some(within) = within.filter(|w| w.subsec_nanos() != 0 || w.is_zero()) {
                     return fail(
                         format!("endpoint[{i}].{key}"),
@@ -449,7 +490,10 @@ impl Config {
             }
             if let Some(url) = &endpoint.url {
                 if !url.starts_with("https://") || url.parse::<hyper::Uri>().is_err() {
-                    return fail(format!("endpoint[{i}].url"), format!("expected an https:// URL, got {url:?}"));
+                    return fail(
+                        format!("endpoint[{i}].url"),
+                        format!("expected an https:// URL, got {url:?}"),
+                    );
                 }
             }
         }
@@ -472,7 +516,9 @@ pub mod size {
         let text = text.trim();
         let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let n: u64 = number.parse().map_err(|_| format!("expected a size such as 500MB or 20GB, got {text:?}"))?;
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("expected a size such as 500MB or 20GB, got {text:?}"))?;
         let unit = match unit.trim() {
             "" | "B" => 1,
             "KB" => 1 << 10,
@@ -484,7 +530,10 @@ pub mod size {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        Option::<String>::deserialize(d)?.map(|t| parse(&t)).transpose().map_err(serde::de::Error::custom)
+        Option::<String>::deserialize(d)?
+            .map(|t| parse(&t))
+            .transpose()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -497,7 +546,9 @@ pub mod duration {
         let text = text.trim();
         let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let n: u64 = number.parse().map_err(|_| format!("expected a duration such as 30s, 10m, 24h; got {text:?}"))?;
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("expected a duration such as 30s, 10m, 24h; got {text:?}"))?;
         let unit_ms = match unit {
             "ms" => 1,
             "s" => 1000,
@@ -506,7 +557,9 @@ pub mod duration {
             "d" => 86_400_000,
             _ => return Err(format!("expected a duration such as 30s, 10m, 24h; got {text:?}")),
         };
-        n.checked_mul(unit_ms).map(Duration::from_millis).ok_or_else(|| format!("duration too long: {text:?}"))
+        n.checked_mul(unit_ms)
+            .map(Duration::from_millis)
+            .ok_or_else(|| format!("duration too long: {text:?}"))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -547,23 +600,32 @@ client_key = "gateway-key.pem"
 
     #[test]
     fn unknown_and_bad_keys_are_named() {
-        let err = Config::parse("t.toml", &format!("{MINIMAL}\n[delivery]\nmax_backof = \"1m\"\n")).unwrap_err();
+        let err = Config::parse("t.toml", &format!("{MINIMAL}\n[delivery]\nmax_backof = \"1m\"\n"))
+            .unwrap_err();
         assert_eq!(err.key, "delivery.max_backof");
         assert!(err.problem.contains("unknown field `max_backof`"), "{err}");
-        let err = Config::parse("t.toml", &format!("{MINIMAL}\n[delivery]\nmax_backoff = \"soon\"\n")).unwrap_err();
+        let err =
+            Config::parse("t.toml", &format!("{MINIMAL}\n[delivery]\nmax_backoff = \"soon\"\n"))
+                .unwrap_err();
         assert_eq!(err.key, "delivery.max_backoff");
-        let err = Config::parse("t.toml", &MINIMAL.replace("127.0.0.1:8443", "nowhere")).unwrap_err();
+        let err =
+            Config::parse("t.toml", &MINIMAL.replace("127.0.0.1:8443", "nowhere")).unwrap_err();
         assert_eq!(err.key, "listen.https");
     }
 
     /// A TOML syntax error, and a value of the wrong type, say the line and column.
     #[test]
     fn mistakes_say_where_they_are() {
-        let err = Config::parse("t.toml", &format!("{MINIMAL}\n[delivery]\ntimeout = 10.s\n")).unwrap_err();
+        let err = Config::parse("t.toml", &format!("{MINIMAL}\n[delivery]\ntimeout = 10.s\n"))
+            .unwrap_err();
         assert!(err.to_string().starts_with("t.toml: line 12, column 14: "), "{err}");
         let err = Config::parse("t.toml", &format!("{MINIMAL}\n[listen]\n")).unwrap_err();
-        assert!(err.problem.starts_with("line 11, column 2: duplicate key"), "a table twice: {err}");
-        let err = Config::parse("t.toml", &format!("{MINIMAL}\n[delivery]\ntimeout = 10\n")).unwrap_err();
+        assert!(
+            err.problem.starts_with("line 11, column 2: duplicate key"),
+            "a table twice: {err}"
+        );
+        let err =
+            Config::parse("t.toml", &format!("{MINIMAL}\n[delivery]\ntimeout = 10\n")).unwrap_err();
         assert_eq!(err.key, "delivery.timeout");
         assert!(err.problem.starts_with("line 12, column 11: "), "{err}");
     }

@@ -66,7 +66,9 @@ impl std::fmt::Display for Attempt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Attempt::Delivered => write!(f, "delivered"),
-            Attempt::Unrenderable(e) => write!(f, "cannot render a document the destination accepts: {e}"),
+            Attempt::Unrenderable(e) => {
+                write!(f, "cannot render a document the destination accepts: {e}")
+            }
             Attempt::NoUrl(d) => write!(f, "no delivery URL for {d}"),
             Attempt::Connect(e) => write!(f, "connect: {e}"),
             Attempt::Http(e) => write!(f, "HTTP: {e}"),
@@ -105,11 +107,15 @@ pub fn verdict(attempt: &Attempt) -> Verdict {
     match attempt {
         Attempt::Delivered => Verdict::Delivered,
         Attempt::Unrenderable(_) => Verdict::Permanent,
-        Attempt::NoUrl(_) | Attempt::Connect(_) | Attempt::Http(_) | Attempt::Timeout(_) => Verdict::Retry,
+        Attempt::NoUrl(_) | Attempt::Connect(_) | Attempt::Http(_) | Attempt::Timeout(_) => {
+            Verdict::Retry
+        }
         Attempt::Answered { status, receipt, .. } => match (*status, receipt) {
             (_, Some(ReceiptKind::Invalid)) => Verdict::Permanent,
             (413, _) => Verdict::Permanent,
-            (_, Some(ReceiptKind::Busy | ReceiptKind::Refused | ReceiptKind::Success)) => Verdict::Retry,
+            (_, Some(ReceiptKind::Busy | ReceiptKind::Refused | ReceiptKind::Success)) => {
+                Verdict::Retry
+            }
             (_, None) => Verdict::Retry,
         },
     }
@@ -197,7 +203,11 @@ enum Taken {
 }
 
 impl Deliverer {
-    pub fn new(engine: Engine, tls: Arc<crate::security::reload::TlsReloader>, settings: Settings) -> Arc<Deliverer> {
+    pub fn new(
+        engine: Engine,
+        tls: Arc<crate::security::reload::TlsReloader>,
+        settings: Settings,
+    ) -> Arc<Deliverer> {
         Arc::new(Deliverer {
             engine,
             tls,
@@ -217,7 +227,14 @@ impl Deliverer {
     /// memory and cost no write (a crash forgets them with everything else in flight, and the
     /// work is simply due again).
     pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let push: Vec<String> = self.engine.config.endpoints.iter().filter(|e| e.url.is_some()).map(|e| e.id.clone()).collect();
+        let push: Vec<String> = self
+            .engine
+            .config
+            .endpoints
+            .iter()
+            .filter(|e| e.url.is_some())
+            .map(|e| e.id.clone())
+            .collect();
         let lease = (self.settings.timeout.as_millis() as i64) * 3 + 5_000;
         let in_memory = self.engine.store.backend() == crate::store::Backend::Sqlite;
         loop {
@@ -247,7 +264,10 @@ impl Deliverer {
                 // once when a probe gets through.
                 let want = match self.probing(destination) {
                     Probe::No => want,
-                    Probe::Due if self.budget(destination).await.available_permits() == self.settings.per_destination => {
+                    Probe::Due
+                        if self.budget(destination).await.available_permits()
+                            == self.settings.per_destination =>
+                    {
                         want.min(1)
                     }
                     Probe::Due | Probe::Wait => 0,
@@ -320,10 +340,15 @@ impl Deliverer {
             }
             return;
         }
-        let entry = down.entry(destination.to_string()).or_insert(Down { failures: 0, next_probe: Instant::now() });
+        let entry = down
+            .entry(destination.to_string())
+            .or_insert(Down { failures: 0, next_probe: Instant::now() });
         entry.failures = entry.failures.saturating_add(1);
-        let delay =
-            self.settings.initial_backoff.saturating_mul(2u32.saturating_pow(entry.failures.min(16) - 1)).min(PROBE_AT_MOST);
+        let delay = self
+            .settings
+            .initial_backoff
+            .saturating_mul(2u32.saturating_pow(entry.failures.min(16) - 1))
+            .min(PROBE_AT_MOST);
         entry.next_probe = Instant::now() + delay;
     }
 
@@ -331,7 +356,10 @@ impl Deliverer {
     /// taken here until its outcome is committed. A read that began before an outcome was
     /// committed may still show that item as due: what was released after the read began is
     /// left out too.
-    async fn take_due(&self, wants: Vec<(String, i64)>) -> Result<Vec<OutboxItem>, crate::store::StoreError> {
+    async fn take_due(
+        &self,
+        wants: Vec<(String, i64)>,
+    ) -> Result<Vec<OutboxItem>, crate::store::StoreError> {
         let now = now_millis();
         let mut items = Vec::new();
         for (destination, free) in wants {
@@ -339,7 +367,11 @@ impl Deliverer {
             // What is out is left out by the read itself (no row of it is read again); what is
             // released during the read is filtered below.
             let held: Vec<i64> = self.taken.lock().map_or(Vec::new(), |t| {
-                t.items.iter().filter(|(_, taken)| matches!(taken, Taken::Out)).map(|(id, _)| *id).collect()
+                t.items
+                    .iter()
+                    .filter(|(_, taken)| matches!(taken, Taken::Out))
+                    .map(|(id, _)| *id)
+                    .collect()
             });
             let mut due = self.engine.store.due(now, &destination, free, &held).await?;
             let Ok(mut taken) = self.taken.lock() else { continue };
@@ -389,15 +421,22 @@ impl Deliverer {
         let write = match verdict(&attempt) {
             Verdict::Delivered => {
                 metrics::inc(&counters().deliveries_ok);
-                counters().deliveries_by_endpoint.inc(metrics::endpoint_label(&item.destination.to_string()));
+                counters()
+                    .deliveries_by_endpoint
+                    .inc(metrics::endpoint_label(&item.destination.to_string()));
                 Write::Delivered { item_id: item.id, at: now }
             }
             verdict => {
                 metrics::inc(&counters().deliveries_failed);
-                counters().failures_by_endpoint.inc(metrics::endpoint_label(&item.destination.to_string()));
+                counters()
+                    .failures_by_endpoint
+                    .inc(metrics::endpoint_label(&item.destination.to_string()));
                 let attempts = item.attempts + 1;
-                let too_old = Duration::from_secs((now - item.created_at).max(0) as u64) >= self.settings.dead_after;
-                let dead = verdict == Verdict::Permanent || attempts >= i64::from(self.settings.dead_after_attempts) || too_old;
+                let too_old = Duration::from_secs((now - item.created_at).max(0) as u64)
+                    >= self.settings.dead_after;
+                let dead = verdict == Verdict::Permanent
+                    || attempts >= i64::from(self.settings.dead_after_attempts)
+                    || too_old;
                 let (transfer, destination) = (&item.transfer_id, &item.destination);
                 let undeliverable = match (dead, item.kind) {
                     (false, _) => {
@@ -406,18 +445,23 @@ impl Deliverer {
                     }
                     (true, DeliveryKind::Transfer) => {
                         metrics::inc(&counters().dead_letters);
-                        counters().dead_letters_by_endpoint.inc(metrics::endpoint_label(&item.destination.to_string()));
+                        counters()
+                            .dead_letters_by_endpoint
+                            .inc(metrics::endpoint_label(&item.destination.to_string()));
                         tracing::error!(item = item.id, %transfer, %destination, error = %attempt, "dead letter: the transfer is rejected as undeliverable and its origin told");
                         Some(self.undeliverable_note(item, &attempt).await)
                     }
                     (true, DeliveryKind::Status) => {
                         metrics::inc(&counters().dead_letters);
-                        counters().dead_letters_by_endpoint.inc(metrics::endpoint_label(&item.destination.to_string()));
+                        counters()
+                            .dead_letters_by_endpoint
+                            .inc(metrics::endpoint_label(&item.destination.to_string()));
                         tracing::error!(item = item.id, %transfer, %destination, error = %attempt, "dead letter: a status notice its receiver never took; replay it once the receiver is mended");
                         None
                     }
                 };
-                let next = now_millis() + backoff(&self.settings, attempts, item.id).as_millis() as i64;
+                let next =
+                    now_millis() + backoff(&self.settings, attempts, item.id).as_millis() as i64;
                 Write::Failed {
                     item_id: item.id,
                     at: now,
@@ -437,7 +481,11 @@ impl Deliverer {
     /// The note of the rejection the gateway makes for an undeliverable transfer: why, and
     /// whom the origin's desk can phone instead (the directory's record for the case).
     async fn undeliverable_note(&self, item: &OutboxItem, attempt: &Attempt) -> String {
-        let mut note = format!("{} {} could not take it ({attempt})", ReasonCode::UNDELIVERABLE_PREFIX, item.destination);
+        let mut note = format!(
+            "{} {} could not take it ({attempt})",
+            ReasonCode::UNDELIVERABLE_PREFIX,
+            item.destination
+        );
         if let Ok(request) = serde_json::from_str::<TransferRequest>(&item.payload) {
             if let Some(contact) = self.engine.directory_contact(&request).await {
                 note.push_str(&format!("; phone {contact}"));
@@ -452,7 +500,8 @@ impl Deliverer {
             Ok(body) => body,
             Err(problem) => return Attempt::Unrenderable(problem),
         };
-        let Some(url) = self.engine.config.endpoint(&item.destination).and_then(|s| s.url.clone()) else {
+        let Some(url) = self.engine.config.endpoint(&item.destination).and_then(|s| s.url.clone())
+        else {
             return Attempt::NoUrl(item.destination.to_string());
         };
         let Ok(endpoint) = self.engine.registry.endpoint(&item.destination) else {
@@ -460,12 +509,19 @@ impl Deliverer {
         };
         let content_type = endpoint.content_type();
         let timeout = self.settings.timeout;
-        let pin = self.engine.config.endpoint(&item.destination).and_then(|s| s.server_key_sha256.as_deref());
-        let (status, answer) = match tokio::time::timeout(timeout, self.post(&url, pin, item, &content_type, body)).await {
-            Err(_) => return Attempt::Timeout(timeout),
-            Ok(Err(attempt)) => return attempt,
-            Ok(Ok(answered)) => answered,
-        };
+        let pin = self
+            .engine
+            .config
+            .endpoint(&item.destination)
+            .and_then(|s| s.server_key_sha256.as_deref());
+        let (status, answer) =
+            match tokio::time::timeout(timeout, self.post(&url, pin, item, &content_type, body))
+                .await
+            {
+                Err(_) => return Attempt::Timeout(timeout),
+                Ok(Err(attempt)) => return attempt,
+                Ok(Ok(answered)) => answered,
+            };
         match endpoint.read_receipt(&answer) {
             Ok(receipt) if (200..300).contains(&status) && receipt.ok => Attempt::Delivered,
             Ok(receipt) => Attempt::Answered {
@@ -473,24 +529,36 @@ impl Deliverer {
                 receipt: receipt.kind,
                 message: receipt.message.unwrap_or_else(|| "no message".into()),
             },
-            Err(e) => Attempt::Answered { status, receipt: None, message: format!("unreadable receipt: {e}") },
+            Err(e) => Attempt::Answered {
+                status,
+                receipt: None,
+                message: format!("unreadable receipt: {e}"),
+            },
         }
     }
 
     /// The item in the destination's native format, read back by the destination's own
     /// profile before it is sent: a document its reader would refuse is never sent.
     pub fn render(&self, item: &OutboxItem) -> Result<Vec<u8>, String> {
-        let endpoint = self.engine.registry.endpoint(&item.destination).map_err(|e| e.to_string())?;
-        let own_reader = |e: crate::formats::FormatError| format!("{}'s own reader refuses it: {e}", item.destination);
+        let endpoint =
+            self.engine.registry.endpoint(&item.destination).map_err(|e| e.to_string())?;
+        let own_reader = |e: crate::formats::FormatError| {
+            format!("{}'s own reader refuses it: {e}", item.destination)
+        };
         match item.kind {
             DeliveryKind::Transfer => {
-                let request: TransferRequest = serde_json::from_str(&item.payload).map_err(|e| e.to_string())?;
+                let request: TransferRequest =
+                    serde_json::from_str(&item.payload).map_err(|e| e.to_string())?;
                 let body = endpoint.write_transfer(&request).map_err(|e| e.to_string())?;
-                endpoint.format.read_transfer(&body, &request.from, &endpoint.codes).map_err(own_reader)?;
+                endpoint
+                    .format
+                    .read_transfer(&body, &request.from, &endpoint.codes)
+                    .map_err(own_reader)?;
                 Ok(body)
             }
             DeliveryKind::Status => {
-                let update: StatusUpdate = serde_json::from_str(&item.payload).map_err(|e| e.to_string())?;
+                let update: StatusUpdate =
+                    serde_json::from_str(&item.payload).map_err(|e| e.to_string())?;
                 let body = endpoint.write_status(&update).map_err(|e| e.to_string())?;
                 endpoint.read_status(&body).map_err(own_reader)?;
                 Ok(body)
@@ -507,7 +575,11 @@ impl Deliverer {
         body: Vec<u8>,
     ) -> Result<(u16, Bytes), Attempt> {
         let uri: hyper::Uri = url.parse().map_err(|e| Attempt::Connect(format!("{url}: {e}")))?;
-        let host = uri.host().ok_or_else(|| Attempt::Connect(format!("{url}: no host")))?.trim_matches(['[', ']']).to_string();
+        let host = uri
+            .host()
+            .ok_or_else(|| Attempt::Connect(format!("{url}: no host")))?
+            .trim_matches(['[', ']'])
+            .to_string();
         let port = uri.port_u16().unwrap_or(443);
         // A pinned connection is pooled apart: it was checked against that pin.
         let key = format!("{host}:{port}#{}", pin.unwrap_or(""));
@@ -526,9 +598,15 @@ impl Deliverer {
             .header("x-liandong-attempt", (item.attempts + 1).to_string())
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| Attempt::Http(e.to_string()))?;
-        let response = sender.send_request(request).await.map_err(|e| Attempt::Http(e.to_string()))?;
+        let response =
+            sender.send_request(request).await.map_err(|e| Attempt::Http(e.to_string()))?;
         let status = response.status().as_u16();
-        let answer = response.into_body().collect().await.map_err(|e| Attempt::Http(e.to_string()))?.to_bytes();
+        let answer = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Attempt::Http(e.to_string()))?
+            .to_bytes();
         if sender.is_ready() {
             self.idle.lock().await.entry(key).or_default().push(sender);
         }
@@ -546,15 +624,30 @@ impl Deliverer {
         None
     }
 
-    async fn connect(&self, host: &str, port: u16, pin: Option<&str>) -> Result<SendRequest<Full<Bytes>>, Attempt> {
-        let tcp =
-            tokio::net::TcpStream::connect((host, port)).await.map_err(|e| Attempt::Connect(format!("{host}:{port}: {e}")))?;
+    async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        pin: Option<&str>,
+    ) -> Result<SendRequest<Full<Bytes>>, Attempt> {
+        let tcp = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| Attempt::Connect(format!("{host}:{port}: {e}")))?;
         let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(host.to_string()).map_err(|e| Attempt::Connect(format!("{host}: {e}")))?;
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| Attempt::Connect(format!("{host}: {e}")))?;
         let connector = tokio_rustls::TlsConnector::from(self.tls.current_client());
-        let tls = connector.connect(name, tcp).await.map_err(|e| Attempt::Connect(format!("TLS with {host}:{port}: {e}")))?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| Attempt::Connect(format!("TLS with {host}:{port}: {e}")))?;
         if let Some(pin) = pin {
-            let presented = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|leaf| key_sha256(leaf));
+            let presented = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| key_sha256(leaf));
             let wanted = pin.replace(':', "").to_ascii_lowercase();
             if presented.as_deref() != Some(wanted.as_str()) {
                 return Err(Attempt::Connect(format!(
@@ -563,8 +656,9 @@ impl Deliverer {
                 )));
             }
         }
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| Attempt::Connect(e.to_string()))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| Attempt::Connect(e.to_string()))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -576,7 +670,9 @@ impl Deliverer {
 fn key_sha256(certificate: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     match x509_parser::parse_x509_certificate(certificate) {
-        Ok((_, cert)) => Sha256::digest(cert.public_key().raw).iter().map(|b| format!("{b:02x}")).collect(),
+        Ok((_, cert)) => {
+            Sha256::digest(cert.public_key().raw).iter().map(|b| format!("{b:02x}")).collect()
+        }
         Err(_) => String::new(),
     }
 }
@@ -585,9 +681,15 @@ fn key_sha256(certificate: &[u8]) -> String {
 /// with ±20 % jitter so that retries of many items do not arrive together.
 pub fn backoff(settings: &Settings, attempts: i64, salt: i64) -> Duration {
     let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-    let base = settings.initial_backoff.saturating_mul(2u32.saturating_pow(exponent)).min(settings.max_backoff);
+    let base = settings
+        .initial_backoff
+        .saturating_mul(2u32.saturating_pow(exponent))
+        .min(settings.max_backoff);
     // A cheap, deterministic spread from the item id and attempt count.
-    let spread = ((salt.wrapping_mul(0x9E37_79B9) ^ attempts.wrapping_mul(0x85EB_CA6B)).rem_euclid(41) - 20) as f64 / 100.0;
+    let spread = ((salt.wrapping_mul(0x9E37_79B9) ^ attempts.wrapping_mul(0x85EB_CA6B))
+        .rem_euclid(41)
+        - 20) as f64
+        / 100.0;
     base.mul_f64(1.0 + spread).min(settings.max_backoff)
 }
 
@@ -608,13 +710,20 @@ mod tests {
 
     #[test]
     fn a_document_the_destination_cannot_take_is_permanent() {
-        assert_eq!(verdict(&Attempt::Unrenderable("MBQH: expected a six-digit region code".into())), Verdict::Permanent);
+        assert_eq!(
+            verdict(&Attempt::Unrenderable("MBQH: expected a six-digit region code".into())),
+            Verdict::Permanent
+        );
     }
 
     #[test]
     fn the_invalid_receipt_is_permanent_whatever_the_status() {
         for status in [200, 400, 422, 500] {
-            assert_eq!(verdict(&answered(status, Some(ReceiptKind::Invalid))), Verdict::Permanent, "{status}");
+            assert_eq!(
+                verdict(&answered(status, Some(ReceiptKind::Invalid))),
+                Verdict::Permanent,
+                "{status}"
+            );
         }
     }
 
@@ -661,9 +770,13 @@ mod tests {
 
     #[test]
     fn backoff_keeps_sub_second_precision() {
-        let settings = Settings { initial_backoff: Duration::from_millis(1500), ..Settings::default() };
+        let settings =
+            Settings { initial_backoff: Duration::from_millis(1500), ..Settings::default() };
         let first = backoff(&settings, 1, 3);
-        assert!(first >= Duration::from_millis(1200) && first <= Duration::from_millis(1800), "{first:?}");
+        assert!(
+            first >= Duration::from_millis(1200) && first <= Duration::from_millis(1800),
+            "{first:?}"
+        );
         assert_ne!(first.subsec_millis(), 0, "{first:?}: not rounded to whole seconds");
     }
 
@@ -673,7 +786,10 @@ mod tests {
         for attempts in 1..20 {
             let d = backoff(&settings, attempts, 7).as_secs_f64();
             let base = (2f64.powi(attempts as i32 - 1)).min(300.0);
-            assert!(d >= base * 0.8 - 1e-9 && d <= (base * 1.2).min(300.0) + 1e-9, "{attempts}: {d}");
+            assert!(
+                d >= base * 0.8 - 1e-9 && d <= (base * 1.2).min(300.0) + 1e-9,
+                "{attempts}: {d}"
+            );
         }
     }
 }

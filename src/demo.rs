@@ -51,16 +51,23 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
     let registry = Registry::builtin();
     let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let (https_addr, admin_addr) =
-        (https.local_addr().map_err(|e| e.to_string())?, admin.local_addr().map_err(|e| e.to_string())?);
-    let site = crate::site::init(&dir, https_addr, admin_addr, &registry).map_err(|e| e.to_string())?;
-    say(format!("site in {} — CA in ca/, config liandong.toml, client certificates in identities/", dir.display()));
+    let (https_addr, admin_addr) = (
+        https.local_addr().map_err(|e| e.to_string())?,
+        admin.local_addr().map_err(|e| e.to_string())?,
+    );
+    let site =
+        crate::site::init(&dir, https_addr, admin_addr, &registry).map_err(|e| e.to_string())?;
+    say(format!(
+        "site in {} — CA in ca/, config liandong.toml, client certificates in identities/",
+        dir.display()
+    ));
 
     // The simulated platforms, each with its receiving server; the gateway pushes to them.
     let mut config_text = std::fs::read_to_string(&site.config).map_err(|e| e.to_string())?;
     let mut platforms = Vec::new();
     for name in PLATFORMS {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         config_text = config_text.replace(
             &format!("id = \"{name}\"\n# url = \"https://127.0.0.1:9443/receive\""),
@@ -85,7 +92,12 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
             &dir.join(format!("identities/{file}-key.pem")),
             behaviour,
         )?;
-        platform.serve(listener, &dir.join("ca.pem"), &dir.join("server.pem"), &dir.join("server-key.pem"))?;
+        platform.serve(
+            listener,
+            &dir.join("ca.pem"),
+            &dir.join("server.pem"),
+            &dir.join("server-key.pem"),
+        )?;
         platforms.push(platform);
     }
     // Quick to call a destination unreachable, and generous limits for the volume.
@@ -99,12 +111,25 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
         crate::config::Store::Postgres { .. } => return Err("the demo runs on SQLite".into()),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let gateway = tokio::spawn(crate::server::run(config, crate::server::Listeners { https, admin }, async move {
-        let _ = stopped.await;
-    }));
+    let gateway = tokio::spawn(crate::server::run(
+        config,
+        crate::server::Listeners { https, admin },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     wait_ready(admin_addr).await?;
-    say(format!("gateway on https://localhost:{} (mTLS: HTTPS and gRPC), admin on http://{admin_addr}", https_addr.port()));
-    let by = |name: &str| platforms.iter().find(|p| p.endpoint.id.to_string() == name).cloned().ok_or("no such platform");
+    say(format!(
+        "gateway on https://localhost:{} (mTLS: HTTPS and gRPC), admin on http://{admin_addr}",
+        https_addr.port()
+    ));
+    let by = |name: &str| {
+        platforms
+            .iter()
+            .find(|p| p.endpoint.id.to_string() == name)
+            .cloned()
+            .ok_or("no such platform")
+    };
 
     // The Ningbo 12345 tells the directory who handles wage disputes in Gaoqiao township.
     let agency_events = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -120,26 +145,40 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
     let id = ningbo.submit(&wage).await?;
     let routed = routed_unit(&dir, https_addr, &id).await;
     say(format!("· 宁波 110 → 12345 讨薪 (unpaid wages), routed to the township: {routed}"));
-    scenarios.push(Scenario { name: "宁波 110 → 12345 讨薪 (unpaid wages)", origin: "330200-110", id });
+    scenarios.push(Scenario {
+        name: "宁波 110 → 12345 讨薪 (unpaid wages)",
+        origin: "330200-110",
+        id,
+    });
 
     let zhejiang = by("330000/12345")?;
     let crime = zhejiang.request("PM01", Urgency::Immediate)?;
     let id = zhejiang.submit(&crime).await?;
     say(format!("· 杭州 (浙江 12345) → 110, a burglary in progress: transfer {id}, to be received within 60 s"));
-    scenarios.push(Scenario { name: "浙江 12345 → 110 入室盗窃 (crime in progress)", origin: "330000-12345", id });
+    scenarios.push(Scenario {
+        name: "浙江 12345 → 110 入室盗窃 (crime in progress)",
+        origin: "330000-12345",
+        id,
+    });
 
     let liaoning = by("210000/110")?;
     let lockout = liaoning.request("NP05", Urgency::Normal)?;
     let id = liaoning.submit(&lockout).await?;
     say("· 沈阳 (辽宁 110) → 12345 开锁 (lock-out): the 12345 hands it back for the door number; the 110 completes it and sends it again");
-    scenarios.push(Scenario { name: "辽宁 110 → 12345 开锁 (lock-out)", origin: "210000-110", id });
+    scenarios.push(Scenario {
+        name: "辽宁 110 → 12345 开锁 (lock-out)", origin: "210000-110", id
+    });
 
     let beijing = by("110000/110")?;
     let mut noise = beijing.request("NP10", Urgency::Normal)?;
     noise.case.summary = "夜间施工噪声扰民（接诉即办）".into();
     let id = beijing.submit(&noise).await?;
     say("· 北京 110 → 12345 接诉即办: resolved, then the citizen is called back and the case closed");
-    scenarios.push(Scenario { name: "北京 110 → 12345 夜间施工噪声 (noise at night)", origin: "110000-110", id });
+    scenarios.push(Scenario {
+        name: "北京 110 → 12345 夜间施工噪声 (noise at night)",
+        origin: "110000-110",
+        id,
+    });
 
     // Volume: Jiangxi car-moving at the rate, background elsewhere; Jiangxi's 12345 goes down a while.
     let jiangxi = by("360000/110")?;
@@ -150,7 +189,8 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
         plan.duration.as_secs()
     ));
     let volume_end = Instant::now() + plan.duration;
-    let outage = (plan.duration / 3, plan.duration / 3 + Duration::from_secs(6).min(plan.duration / 3));
+    let outage =
+        (plan.duration / 3, plan.duration / 3 + Duration::from_secs(6).min(plan.duration / 3));
     let mut outage_told = (false, false);
     let mut next_progress = Instant::now() + Duration::from_secs(2);
     let tick = Duration::from_secs_f64(1.0 / plan.rate.max(0.1));
@@ -158,7 +198,8 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
     let mut n = 0u64;
     while Instant::now() < volume_end {
         let mut car = jiangxi.request("NP07", Urgency::Normal)?;
-        car.case.source_category = Some(SourceCategory { code: "070301".into(), name: Some("占道停车挪车".into()) });
+        car.case.source_category =
+            Some(SourceCategory { code: "070301".into(), name: Some("占道停车挪车".into()) });
         car.case.summary = "车辆被占道停放挡住出口，请求挪车".into();
         let platform = jiangxi.clone();
         tokio::spawn(async move {
@@ -168,7 +209,11 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
         if n.is_multiple_of((plan.rate.max(1.0) as u64 * 2).max(1)) {
             for background in ["330200/110", "110000/12345", "330000/110"] {
                 let platform = by(background)?;
-                let category = if platform.endpoint.id.platform == crate::model::Platform::Police { "NP09" } else { "PM04" };
+                let category = if platform.endpoint.id.platform == crate::model::Platform::Police {
+                    "NP09"
+                } else {
+                    "PM04"
+                };
                 let request = platform.request(category, Urgency::Normal)?;
                 tokio::spawn(async move {
                     let _ = platform.submit(&request).await;
@@ -227,7 +272,8 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
         // Ctrl-C is ours before the report says to press it.
         #[cfg(unix)]
         let mut interrupt =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| e.to_string())?;
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .map_err(|e| e.to_string())?;
         // Shown now, not on return: the report is what to read while it runs.
         println!("{report}");
         report.clear();
@@ -255,7 +301,9 @@ async fn wait_ready(admin: SocketAddr) -> Result<(), String> {
     for _ in 0..100 {
         if let Ok(mut tcp) = tokio::net::TcpStream::connect(admin).await {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let _ = tcp.write_all(b"GET /readyz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await;
+            let _ = tcp
+                .write_all(b"GET /readyz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+                .await;
             let mut answer = String::new();
             let _ = tcp.read_to_string(&mut answer).await;
             if answer.starts_with("HTTP/1.1 200") {
@@ -289,24 +337,42 @@ async fn call(
 
 async fn put_directory(dir: &Path, gateway: SocketAddr) -> Result<(), String> {
     let body = serde_json::json!({"version": 1, "body": {"unit": {"code": "330203101-LB", "name": "高桥镇劳动保障所"}, "phone": "0574-87000000"}});
-    call(dir, gateway, "330200-12345", "PUT", "/v1/datasets/directory/records/330203101/NP03", body.to_string().into_bytes())
-        .await?;
+    call(
+        dir,
+        gateway,
+        "330200-12345",
+        "PUT",
+        "/v1/datasets/directory/records/330203101/NP03",
+        body.to_string().into_bytes(),
+    )
+    .await?;
     Ok(())
 }
 
 async fn routed_unit(dir: &Path, gateway: SocketAddr, id: &str) -> String {
-    match call(dir, gateway, "330200-110", "GET", &format!("/v1/transfers/{id}"), Vec::new()).await {
+    match call(dir, gateway, "330200-110", "GET", &format!("/v1/transfers/{id}"), Vec::new()).await
+    {
         Ok(transfer) => transfer["history"]
             .as_array()
             .and_then(|h| h.iter().find(|e| e["state"] == "routed"))
-            .map(|e| format!("{} ({})", e["unit"]["name"].as_str().unwrap_or(""), e["note"].as_str().unwrap_or("")))
+            .map(|e| {
+                format!(
+                    "{} ({})",
+                    e["unit"]["name"].as_str().unwrap_or(""),
+                    e["note"].as_str().unwrap_or("")
+                )
+            })
             .unwrap_or_else(|| "no directory record".into()),
         Err(e) => format!("({e})"),
     }
 }
 
 /// The partner agency watches its regions' transfers over gRPC.
-async fn watch_as_agency(dir: &Path, gateway: SocketAddr, events: Arc<std::sync::atomic::AtomicU64>) -> Result<(), String> {
+async fn watch_as_agency(
+    dir: &Path,
+    gateway: SocketAddr,
+    events: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<(), String> {
     let channel = crate::sync::follower::channel(
         &format!("https://localhost:{}", gateway.port()),
         &dir.join("ca.pem"),
@@ -329,7 +395,11 @@ async fn watch_as_agency(dir: &Path, gateway: SocketAddr, events: Arc<std::sync:
     Ok(())
 }
 
-fn progress(started: Instant, platforms: &[Arc<SimulatedPlatform>], agency: &std::sync::atomic::AtomicU64) -> String {
+fn progress(
+    started: Instant,
+    platforms: &[Arc<SimulatedPlatform>],
+    agency: &std::sync::atomic::AtomicU64,
+) -> String {
     let sum = |f: fn(&crate::simulate::Tally) -> &std::sync::atomic::AtomicU64| -> u64 {
         platforms.iter().map(|p| f(&p.tally).load(Ordering::Relaxed)).sum()
     };
@@ -356,28 +426,38 @@ struct Scenario {
 async fn outcomes(dir: &Path, gateway: SocketAddr, scenarios: &[Scenario]) -> String {
     let mut out = String::from("\nscenarios\n");
     for scenario in scenarios {
-        let transfer =
-            match call(dir, gateway, scenario.origin, "GET", &format!("/v1/transfers/{}", scenario.id), Vec::new()).await {
-                Ok(transfer) => transfer,
-                Err(e) => {
-                    out.push_str(&format!("  {}: could not be read ({e})\n", scenario.name));
-                    continue;
-                }
-            };
+        let transfer = match call(
+            dir,
+            gateway,
+            scenario.origin,
+            "GET",
+            &format!("/v1/transfers/{}", scenario.id),
+            Vec::new(),
+        )
+        .await
+        {
+            Ok(transfer) => transfer,
+            Err(e) => {
+                out.push_str(&format!("  {}: could not be read ({e})\n", scenario.name));
+                continue;
+            }
+        };
         out.push_str(&format!("  {}: {}\n", scenario.name, outcome(&transfer)));
         if transfer["state"] == "rejected" {
             // The sender sent it again: the transfer linked to this one says how that went.
             let listed =
-                call(dir, gateway, scenario.origin, "GET", "/v1/transfers?limit=500", Vec::new()).await.unwrap_or_default();
+                call(dir, gateway, scenario.origin, "GET", "/v1/transfers?limit=500", Vec::new())
+                    .await
+                    .unwrap_or_default();
             let again = listed["transfers"].as_array().into_iter().flatten().find(|t| {
-                t["links"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|l| l["rel"] == "rerouted_from" && l["transfer_id"] == scenario.id.as_str())
+                t["links"].as_array().into_iter().flatten().any(|l| {
+                    l["rel"] == "rerouted_from" && l["transfer_id"] == scenario.id.as_str()
+                })
             });
             match again {
-                Some(again) => out.push_str(&format!("    sent again, linked to it: {}\n", outcome(again))),
+                Some(again) => {
+                    out.push_str(&format!("    sent again, linked to it: {}\n", outcome(again)))
+                }
                 None => out.push_str("    not sent again\n"),
             }
         }
@@ -389,14 +469,25 @@ async fn outcomes(dir: &Path, gateway: SocketAddr, scenarios: &[Scenario]) -> St
 fn outcome(transfer: &serde_json::Value) -> String {
     let history = transfer["history"].as_array().cloned().unwrap_or_default();
     let at = |state: &str| {
-        history.iter().find(|e| e["state"] == state && e["implied"] != true).and_then(|e| e["at"].as_str().map(String::from))
+        history
+            .iter()
+            .find(|e| e["state"] == state && e["implied"] != true)
+            .and_then(|e| e["at"].as_str().map(String::from))
     };
-    let mut line = format!("{} ({})", transfer["state"].as_str().unwrap_or("?"), transfer["transfer_id"].as_str().unwrap_or(""));
+    let mut line = format!(
+        "{} ({})",
+        transfer["state"].as_str().unwrap_or("?"),
+        transfer["transfer_id"].as_str().unwrap_or("")
+    );
     if let Some(unit) = history.iter().rev().find_map(|e| e["unit"]["name"].as_str()) {
         line.push_str(&format!("; handled by {unit}"));
     }
-    if let (Some(submitted), Some(received)) = (at("submitted"), at("received").or_else(|| at("accepted"))) {
-        let seconds = |t: &str| crate::model::Timestamp::parse_rfc3339(t, false).map(|t| t.unix_seconds()).unwrap_or(0);
+    if let (Some(submitted), Some(received)) =
+        (at("submitted"), at("received").or_else(|| at("accepted")))
+    {
+        let seconds = |t: &str| {
+            crate::model::Timestamp::parse_rfc3339(t, false).map(|t| t.unix_seconds()).unwrap_or(0)
+        };
         line.push_str(&format!("; received after {} s", seconds(&received) - seconds(&submitted)));
     }
     if transfer["overdue"] == true {
@@ -404,7 +495,10 @@ fn outcome(transfer: &serde_json::Value) -> String {
     }
     if let Some(rejected) = history.iter().find(|e| e["state"] == "rejected") {
         let why = rejected["reason_code"].as_str().unwrap_or("other");
-        line.push_str(&format!("; handed back ({why}): {}", rejected["note"].as_str().unwrap_or("")));
+        line.push_str(&format!(
+            "; handed back ({why}): {}",
+            rejected["note"].as_str().unwrap_or("")
+        ));
     }
     if let Some(satisfaction) = transfer["feedback"]["satisfaction"].as_str() {
         line.push_str(&format!("; citizen called back: {satisfaction}"));
@@ -433,7 +527,10 @@ async fn report(
     let tally = store.tally().await.map_err(|e| e.to_string())?;
     let (retried, dead) = store.retried_deliveries().await.map_err(|e| e.to_string())?;
     let mut out = String::from("\ntransfers by direction and state\n");
-    out.push_str(&format!("  {:<12} {:<12} {:>7} {:>9}\n", "direction", "state", "count", "overdue"));
+    out.push_str(&format!(
+        "  {:<12} {:<12} {:>7} {:>9}\n",
+        "direction", "state", "count", "overdue"
+    ));
     for (platform, state, overdue, count) in &tally {
         let direction = if platform == "110" { "110->12345" } else { "12345->110" };
         out.push_str(&format!(
@@ -462,7 +559,9 @@ async fn report(
         }
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
-    let pct = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
+    let pct = |q: f64| {
+        latencies.get(((latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0)
+    };
     out.push_str(&format!(
         "delivery latency (stored → at the destination), {} deliveries: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms\n",
         latencies.len(),

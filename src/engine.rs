@@ -14,7 +14,8 @@ use crate::config::Config;
 use crate::formats::Registry;
 use crate::model::lifecycle::{self, Outcome, Refusal};
 use crate::model::{
-    Deadlines, EndpointId, HistoryEntry, HistoryEvent, Link, LinkRel, State, StatusUpdate, Timestamp, Transfer, TransferRequest,
+    Deadlines, EndpointId, HistoryEntry, HistoryEvent, Link, LinkRel, State, StatusUpdate,
+    Timestamp, Transfer, TransferRequest,
 };
 use crate::routing::{self, Decision, RouteError};
 use crate::security::policy::{Policy, Right};
@@ -85,8 +86,13 @@ impl Engine {
     /// digits), the location, the more specific; else `to_region`; else the location; else the
     /// sender's own region.
     fn routing_region(request: &TransferRequest) -> (&str, &'static str) {
-        let location = request.case.location.as_ref().and_then(|l| l.region.as_ref()).map(|r| r.as_str());
-        routing::region_for(request.to_region.as_ref().map(|r| r.as_str()), location, request.from.region.as_str())
+        let location =
+            request.case.location.as_ref().and_then(|l| l.region.as_ref()).map(|r| r.as_str());
+        routing::region_for(
+            request.to_region.as_ref().map(|r| r.as_str()),
+            location,
+            request.from.region.as_str(),
+        )
     }
 
     /// Routes a request (three-tier routing, [`crate::routing`]): the other platform's endpoint
@@ -95,15 +101,23 @@ impl Engine {
     pub async fn route(&self, request: &TransferRequest) -> Result<Decision, EngineError> {
         let (region, field) = Engine::routing_region(request);
         let category = request.case.category.as_str();
-        routing::route(&self.directory, &self.store, &self.registry, request.to_platform, region, category, field).await.map_err(
-            |e| match e {
-                RouteError::NoEndpoint { field, .. } => {
-                    let problem = e.to_string().trim_start_matches(&format!("{field}: ")).to_string();
-                    EngineError::Invalid(crate::model::ModelError::new(field, problem))
-                }
-                RouteError::Store(e) => EngineError::Store(e),
-            },
+        routing::route(
+            &self.directory,
+            &self.store,
+            &self.registry,
+            request.to_platform,
+            region,
+            category,
+            field,
         )
+        .await
+        .map_err(|e| match e {
+            RouteError::NoEndpoint { field, .. } => {
+                let problem = e.to_string().trim_start_matches(&format!("{field}: ")).to_string();
+                EngineError::Invalid(crate::model::ModelError::new(field, problem))
+            }
+            RouteError::Store(e) => EngineError::Store(e),
+        })
     }
 
     /// Whom to phone about a request's case at its destination, from the `directory`: the
@@ -122,8 +136,13 @@ impl Engine {
     pub fn deadlines(&self, request: &TransferRequest, to: &EndpointId) -> Deadlines {
         let rule = lifecycle::default_deadline(to.platform, request.case.urgency);
         let settings = self.config.endpoint(to);
-        let receive = settings.and_then(|s| s.receive_within).map_or(rule.receive_within, |d| d.as_secs() as i64);
-        let resolve = settings.and_then(|s| s.resolve_within).map(|d| d.as_secs() as i64).or(rule.resolve_within);
+        let receive = settings
+            .and_then(|s| s.receive_within)
+            .map_or(rule.receive_within, |d| d.as_secs() as i64);
+        let resolve = settings
+            .and_then(|s| s.resolve_within)
+            .map(|d| d.as_secs() as i64)
+            .or(rule.resolve_within);
         Deadlines {
             receive_by: request.requested_at.plus_seconds(receive),
             resolve_by: resolve.map(|seconds| request.requested_at.plus_seconds(seconds)),
@@ -131,9 +150,16 @@ impl Engine {
     }
 
     /// Submits a transfer from `sender` (the caller's identity). Answers once durable.
-    pub async fn submit(&self, sender: &EndpointId, mut request: TransferRequest) -> Result<Submission, EngineError> {
+    pub async fn submit(
+        &self,
+        sender: &EndpointId,
+        mut request: TransferRequest,
+    ) -> Result<Submission, EngineError> {
         if request.from != *sender {
-            return Err(EngineError::Forbidden(format!("{sender} may submit only as itself, not as {}", request.from)));
+            return Err(EngineError::Forbidden(format!(
+                "{sender} may submit only as itself, not as {}",
+                request.from
+            )));
         }
         // The case is the sender's own: its origin and its case_id say so (a native document
         // gets both from the certificate; a canonical one must not claim another's).
@@ -197,13 +223,16 @@ impl Engine {
         lifecycle::record_misses(&mut transfer, &misses, now);
         let mut for_destination = transfer.for_destination();
         for_destination.to_region = request.to_region.clone();
-        let payload = serde_json::to_string(&for_destination)
-            .map_err(|e| EngineError::Invalid(crate::model::ModelError::new("transfer", e.to_string())))?;
+        let payload = serde_json::to_string(&for_destination).map_err(|e| {
+            EngineError::Invalid(crate::model::ModelError::new("transfer", e.to_string()))
+        })?;
         let write = Write::submit(transfer, request.sender_ref.clone(), payload)?;
         match self.store.write(write).await? {
             WriteResult::Submitted { transfer, created } => {
                 crate::metrics::inc(&crate::metrics::counters().submissions);
-                crate::metrics::counters().submissions_by_endpoint.inc(crate::metrics::endpoint_label(&sender.to_string()));
+                crate::metrics::counters()
+                    .submissions_by_endpoint
+                    .inc(crate::metrics::endpoint_label(&sender.to_string()));
                 Ok(Submission { transfer: *transfer, created })
             }
             other => Err(EngineError::Store(StoreError::Corrupt {
@@ -216,7 +245,11 @@ impl Engine {
     /// The links of a new transfer: those the sender names, each to a transfer it is a party
     /// to, and `rerouted_from` to its own rejected transfers of the same case (改派: the
     /// gateway adds it, so both desks and the console can follow a case across transfers).
-    async fn links_for(&self, sender: &EndpointId, request: &TransferRequest) -> Result<Vec<Link>, EngineError> {
+    async fn links_for(
+        &self,
+        sender: &EndpointId,
+        request: &TransferRequest,
+    ) -> Result<Vec<Link>, EngineError> {
         let mut links = Vec::with_capacity(request.links.len());
         for (i, link) in request.links.iter().enumerate() {
             let linked = self.store.transfer(&link.transfer_id).await?;
@@ -242,8 +275,13 @@ impl Engine {
     /// Finds the transfer a status update names, as the caller knows it: by `transfer_id`, or
     /// by `transfer_ref` (the gateway's id for a destination, its own `sender_ref` for an
     /// origin). A transfer the caller is no party to is refused as forbidden.
-    pub async fn find(&self, caller: &EndpointId, update: &StatusUpdate) -> Result<Transfer, EngineError> {
-        let reference = update.transfer_id.as_deref().or(update.transfer_ref.as_deref()).unwrap_or_default();
+    pub async fn find(
+        &self,
+        caller: &EndpointId,
+        update: &StatusUpdate,
+    ) -> Result<Transfer, EngineError> {
+        let reference =
+            update.transfer_id.as_deref().or(update.transfer_ref.as_deref()).unwrap_or_default();
         let found = match &update.transfer_id {
             Some(id) => self.store.transfer(id).await?,
             None => match self.store.transfer_by_reference(caller, reference).await? {
@@ -253,26 +291,43 @@ impl Engine {
         };
         match found {
             Some(t) if lifecycle::role_of(&t, caller).is_some() => Ok(t),
-            Some(t) => Err(EngineError::Forbidden(format!("{caller} is not a party to transfer {}", t.transfer_id))),
+            Some(t) => Err(EngineError::Forbidden(format!(
+                "{caller} is not a party to transfer {}",
+                t.transfer_id
+            ))),
             None => Err(EngineError::NotFound(format!("no transfer {reference:?} for {caller}"))),
         }
     }
 
     /// Applies a status update from `caller`. Answers once durable.
-    pub async fn update_status(&self, caller: &EndpointId, mut update: StatusUpdate) -> Result<(Transfer, Outcome), EngineError> {
+    pub async fn update_status(
+        &self,
+        caller: &EndpointId,
+        mut update: StatusUpdate,
+    ) -> Result<(Transfer, Outcome), EngineError> {
         if update.by != *caller {
-            return Err(EngineError::Forbidden(format!("{caller} may report status only as itself, not as {}", update.by)));
+            return Err(EngineError::Forbidden(format!(
+                "{caller} may report status only as itself, not as {}",
+                update.by
+            )));
         }
         update.validate()?;
         let transfer = self.find(caller, &update).await?;
-        let role = lifecycle::role_of(&transfer, caller).ok_or_else(|| EngineError::NotFound(transfer.transfer_id.clone()))?;
-        let write = Write::Status { transfer_id: transfer.transfer_id.clone(), update: Box::new(update), role };
+        let role = lifecycle::role_of(&transfer, caller)
+            .ok_or_else(|| EngineError::NotFound(transfer.transfer_id.clone()))?;
+        let write = Write::Status {
+            transfer_id: transfer.transfer_id.clone(),
+            update: Box::new(update),
+            role,
+        };
         match self.store.write(write).await? {
             WriteResult::Status(Ok((transfer, outcome))) => {
                 crate::metrics::inc(&crate::metrics::counters().status_updates);
                 Ok((*transfer, outcome))
             }
-            WriteResult::Status(Err(StatusRefused::Rule(refusal))) => Err(EngineError::Refused(refusal)),
+            WriteResult::Status(Err(StatusRefused::Rule(refusal))) => {
+                Err(EngineError::Refused(refusal))
+            }
             WriteResult::Status(Err(StatusRefused::NotFound(id))) => Err(EngineError::NotFound(id)),
             other => Err(EngineError::Store(StoreError::Corrupt {
                 id: transfer.transfer_id,
@@ -282,7 +337,11 @@ impl Engine {
     }
 
     /// A transfer, if `who` may read it (its parties, operators, agencies granted its region).
-    pub async fn transfer_for(&self, who: &Identity, transfer_id: &str) -> Result<Transfer, EngineError> {
+    pub async fn transfer_for(
+        &self,
+        who: &Identity,
+        transfer_id: &str,
+    ) -> Result<Transfer, EngineError> {
         match self.store.transfer(transfer_id).await? {
             Some(t) => self.policy.may_read(who, &t).map(|()| t).map_err(EngineError::Forbidden),
             None => Err(EngineError::NotFound(transfer_id.to_string())),
@@ -325,7 +384,10 @@ impl Engine {
         let events = self.store.events_after(party.as_deref(), cursor, limit).await?;
         let full = events.len() as i64 >= limit;
         let last = events.last().map(|e| e.cursor).unwrap_or(cursor);
-        let visible = events.into_iter().filter(|e| self.policy.may(who, &e.transfer, Right::Watch).is_ok()).collect();
+        let visible = events
+            .into_iter()
+            .filter(|e| self.policy.may(who, &e.transfer, Right::Watch).is_ok())
+            .collect();
         Ok((visible, last, full))
     }
 
@@ -339,14 +401,21 @@ impl Engine {
             let mut writes = tokio::task::JoinSet::new();
             for transfer in &candidates {
                 if let Some(deadline) = lifecycle::missed_deadline(transfer, now) {
-                    let write = Write::Escalate { transfer_id: transfer.transfer_id.clone(), deadline, at: now.unix_seconds() };
+                    let write = Write::Escalate {
+                        transfer_id: transfer.transfer_id.clone(),
+                        deadline,
+                        at: now.unix_seconds(),
+                    };
                     let store = self.store.clone();
                     writes.spawn(async move { store.write(write).await });
                 }
             }
             while let Some(done) = writes.join_next().await {
-                let result =
-                    done.map_err(|e| EngineError::Store(StoreError::Commit(format!("an escalation's task failed: {e}"))))?;
+                let result = done.map_err(|e| {
+                    EngineError::Store(StoreError::Commit(format!(
+                        "an escalation's task failed: {e}"
+                    )))
+                })?;
                 if let WriteResult::Done(true) = result? {
                     escalated += 1;
                     progress = true;

@@ -23,9 +23,13 @@ pub mod destination;
 const TEMPLATE: &str = include_str!("../tests/spec/samples/jjd-json/transfer-ningbo-township.json");
 
 /// The case as `endpoint` submits it: from that endpoint to the other platform.
-fn case_for(registry: &crate::formats::Registry, endpoint: &str) -> Result<crate::model::TransferRequest, String> {
+fn case_for(
+    registry: &crate::formats::Registry,
+    endpoint: &str,
+) -> Result<crate::model::TransferRequest, String> {
     let sample = registry.endpoint_named("330200/110").map_err(|e| e.to_string())?;
-    let mut case = sample.read_transfer(TEMPLATE.as_bytes()).map_err(|e| format!("the sample: {e}"))?;
+    let mut case =
+        sample.read_transfer(TEMPLATE.as_bytes()).map_err(|e| format!("the sample: {e}"))?;
     let sender = registry.endpoint_named(endpoint).map_err(|e| e.to_string())?;
     case.from = sender.id.clone();
     case.to_platform = sender.id.platform.other();
@@ -35,7 +39,11 @@ fn case_for(registry: &crate::formats::Registry, endpoint: &str) -> Result<crate
 /// Request `n` of run `run_id`: the case with its own reference and record number, taken and
 /// handed over now — a case from the sample's date would be overdue on arrival, and the
 /// gateway's escalations of it would compete with the load being measured.
-fn fresh(case: &crate::model::TransferRequest, run_id: &str, n: u64) -> crate::model::TransferRequest {
+fn fresh(
+    case: &crate::model::TransferRequest,
+    run_id: &str,
+    n: u64,
+) -> crate::model::TransferRequest {
     let mut request = case.clone();
     request.sender_ref = format!("B{run_id}-{n}");
     request.case.origin.local_id = format!("JB{n}");
@@ -188,7 +196,10 @@ async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Rep
     let sampler = {
         let (arrivals, samples) = (arrivals.clone(), samples.clone());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at((started + Duration::from_millis(100)).into(), Duration::from_millis(100));
+            let mut tick = tokio::time::interval_at(
+                (started + Duration::from_millis(100)).into(),
+                Duration::from_millis(100),
+            );
             loop {
                 tick.tick().await;
                 let delivered = arrivals.delivered.load(Ordering::Relaxed);
@@ -208,7 +219,9 @@ async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Rep
         tokio::time::sleep_until((started + outage).into()).await;
     }
     let (mut last, mut still) = (delivered_then, Instant::now());
-    while arrivals.delivered.load(Ordering::Relaxed) < arrivals.sent_count() && still.elapsed() < Duration::from_secs(30) {
+    while arrivals.delivered.load(Ordering::Relaxed) < arrivals.sent_count()
+        && still.elapsed() < Duration::from_secs(30)
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let now = arrivals.delivered.load(Ordering::Relaxed);
         if now != last {
@@ -222,7 +235,9 @@ async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Rep
     let (mut latencies, undelivered) = arrivals.latencies();
     latencies.sort_unstable();
     let quantile = |q: f64| {
-        latencies.get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)).map_or(0.0, |us| *us as f64 / 1000.0)
+        latencies
+            .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .map_or(0.0, |us| *us as f64 / 1000.0)
     };
     report.delivery = Some(DeliveryReport {
         delivered,
@@ -235,7 +250,12 @@ async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Rep
         p90_ms: quantile(0.9),
         p99_ms: quantile(0.99),
         max_ms: latencies.last().map_or(0.0, |us| *us as f64 / 1000.0),
-        backlog: samples.iter().skip(9).step_by(10).map(|s| [s.at.round(), s.waiting as f64]).collect(),
+        backlog: samples
+            .iter()
+            .skip(9)
+            .step_by(10)
+            .map(|s| [s.at.round(), s.waiting as f64])
+            .collect(),
         after_outage: outage.and_then(|outage| outage_drain(&samples, outage.as_secs_f64())),
     });
     Ok(report)
@@ -243,7 +263,10 @@ async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Rep
 
 /// Native HTTPS documents, each in its sender's format; with `arrivals`, each transfer's send
 /// time is noted for the destination's side.
-async fn run_native(plan: Plan, arrivals: Option<Arc<destination::Arrivals>>) -> Result<Report, String> {
+async fn run_native(
+    plan: Plan,
+    arrivals: Option<Arc<destination::Arrivals>>,
+) -> Result<Report, String> {
     // Several URLs (replicas with no balancer in front): connection `i` goes to the `i`-th,
     // modulo their number.
     let mut targets = Vec::new();
@@ -256,8 +279,10 @@ async fn run_native(plan: Plan, arrivals: Option<Arc<destination::Arrivals>>) ->
     // Per submitter: its TLS identity, its native route, its format, its case.
     let mut senders = Vec::with_capacity(plan.submitters.len());
     for submitter in &plan.submitters {
-        let config = tls::client_config(&plan.ca, &submitter.cert, &submitter.key).map_err(|e| e.to_string())?;
-        let endpoint = registry.endpoint_named(&submitter.endpoint).map_err(|e| e.to_string())?.clone();
+        let config = tls::client_config(&plan.ca, &submitter.cert, &submitter.key)
+            .map_err(|e| e.to_string())?;
+        let endpoint =
+            registry.endpoint_named(&submitter.endpoint).map_err(|e| e.to_string())?.clone();
         let path = format!("/v1/native/{}/transfers", submitter.endpoint);
         let case = case_for(&registry, &submitter.endpoint)?;
         senders.push(Arc::new((tokio_rustls::TlsConnector::from(config), path, endpoint, case)));
@@ -292,12 +317,20 @@ async fn run_native(plan: Plan, arrivals: Option<Arc<destination::Arrivals>>) ->
                     Ok(response) => {
                         let status = response.status();
                         if let (Some(arrivals), true) = (&arrivals, status.is_success()) {
-                            if let Some(id) = response.headers().get("x-liandong-transfer-id").and_then(|v| v.to_str().ok()) {
+                            if let Some(id) = response
+                                .headers()
+                                .get("x-liandong-transfer-id")
+                                .and_then(|v| v.to_str().ok())
+                            {
                                 arrivals.sent(id.to_string(), scheduled);
                             }
                         }
                         let _ = response.into_body().collect().await;
-                        tally.answer(scheduled, status.is_success(), status == hyper::StatusCode::TOO_MANY_REQUESTS);
+                        tally.answer(
+                            scheduled,
+                            status.is_success(),
+                            status == hyper::StatusCode::TOO_MANY_REQUESTS,
+                        );
                     }
                     Err(_) => {
                         tally.errors += 1;
@@ -344,7 +377,12 @@ where
     let started = Instant::now();
     let workers: Vec<_> = (0..plan.concurrency)
         .map(|i| {
-            let turn = Turn { stop: stop.clone(), counter: counter.clone(), run_id: run_id.clone(), pacer: Pacer::new(plan, i) };
+            let turn = Turn {
+                stop: stop.clone(),
+                counter: counter.clone(),
+                run_id: run_id.clone(),
+                pacer: Pacer::new(plan, i),
+            };
             tokio::spawn(worker(i, turn))
         })
         .collect();
@@ -363,7 +401,9 @@ struct Pacer {
 impl Pacer {
     fn new(plan: &Plan, worker: usize) -> Pacer {
         let interval = plan.rate.map(|r| Duration::from_secs_f64(plan.concurrency as f64 / r));
-        let offset = interval.map(|i| i.mul_f64(worker as f64 / plan.concurrency as f64)).unwrap_or_default();
+        let offset = interval
+            .map(|i| i.mul_f64(worker as f64 / plan.concurrency as f64))
+            .unwrap_or_default();
         Pacer { interval, next_send: Instant::now() + offset }
     }
 
@@ -392,7 +432,12 @@ struct Tally {
 
 impl Tally {
     fn new() -> Tally {
-        Tally { histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"), ok: 0, errors: 0, limited: 0 }
+        Tally {
+            histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+            ok: 0,
+            errors: 0,
+            limited: 0,
+        }
     }
 
     /// An answer to the send scheduled at `scheduled`.
@@ -403,13 +448,19 @@ impl Tally {
             self.errors += 1;
             self.limited += u64::from(limited);
         }
-        let _ = self.histogram.record((scheduled.elapsed().as_micros().min(60_000_000) as u64).max(1));
+        let _ =
+            self.histogram.record((scheduled.elapsed().as_micros().min(60_000_000) as u64).max(1));
     }
 }
 
 /// Joins the workers and makes the report.
-async fn collect(workers: Vec<tokio::task::JoinHandle<Tally>>, started: Instant, plan: &Plan) -> Result<Report, String> {
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+async fn collect(
+    workers: Vec<tokio::task::JoinHandle<Tally>>,
+    started: Instant,
+    plan: &Plan,
+) -> Result<Report, String> {
+    let mut histogram =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
     let (mut ok, mut errors, mut limited) = (0, 0, 0);
     for worker in workers {
         let tally = worker.await.map_err(|e| e.to_string())?;
@@ -446,9 +497,12 @@ pub(crate) async fn connect(
 ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
     let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
-    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| e.to_string())?;
     let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(connection);
     Ok(sender)
 }
@@ -465,8 +519,10 @@ async fn run_grpc(plan: Plan) -> Result<Report, String> {
             .ca_certificate(Certificate::from_pem(read(&plan.ca)?))
             .identity(Identity::from_pem(read(&submitter.cert)?, read(&submitter.key)?))
             .domain_name("localhost");
-        let channel =
-            Channel::from_shared(plan.url.clone()).map_err(|e| e.to_string())?.tls_config(tls).map_err(|e| e.to_string())?;
+        let channel = Channel::from_shared(plan.url.clone())
+            .map_err(|e| e.to_string())?
+            .tls_config(tls)
+            .map_err(|e| e.to_string())?;
         senders.push((channel, case_for(&registry, &submitter.endpoint)?));
     }
     drive(&plan, |worker, mut turn| {
@@ -480,9 +536,16 @@ async fn run_grpc(plan: Plan) -> Result<Report, String> {
             let mut client = TransferServiceClient::new(channel);
             while let Some((scheduled, n)) = turn.next().await {
                 let request = fresh(&case, &turn.run_id, n);
-                match client.submit_transfer(SubmitTransferRequest { request: Some(request.into()) }).await {
+                match client
+                    .submit_transfer(SubmitTransferRequest { request: Some(request.into()) })
+                    .await
+                {
                     Ok(_) => tally.answer(scheduled, true, false),
-                    Err(status) => tally.answer(scheduled, false, status.code() == tonic::Code::ResourceExhausted),
+                    Err(status) => tally.answer(
+                        scheduled,
+                        false,
+                        status.code() == tonic::Code::ResourceExhausted,
+                    ),
                 }
             }
             tally
@@ -495,7 +558,11 @@ async fn run_grpc(plan: Plan) -> Result<Report, String> {
 /// transfers (translated once, before the clock starts).
 async fn run_store_only(plan: Plan, config: crate::config::Config) -> Result<Report, String> {
     let registry = crate::server::registry(&config).map_err(|e| e.to_string())?;
-    let cases = plan.submitters.iter().map(|s| case_for(&registry, &s.endpoint)).collect::<Result<Vec<_>, String>>()?;
+    let cases = plan
+        .submitters
+        .iter()
+        .map(|s| case_for(&registry, &s.endpoint))
+        .collect::<Result<Vec<_>, String>>()?;
     let store = crate::server::open_store(&config).await.map_err(|e| e.to_string())?;
     let engine = crate::engine::Engine::new(store, Arc::new(registry), Arc::new(config));
     drive(&plan, |worker, mut turn| {
@@ -526,7 +593,11 @@ mod tests {
             .map(|tenth| {
                 let at = tenth as f64 / 10.0;
                 let back = (at - 10.0).max(0.0);
-                let waiting = if at < 10.0 { (at * 100.0) as u64 } else { (1000.0 - back * 200.0).max(5.0) as u64 };
+                let waiting = if at < 10.0 {
+                    (at * 100.0) as u64
+                } else {
+                    (1000.0 - back * 200.0).max(5.0) as u64
+                };
                 let delivered = (back * 300.0) as u64;
                 Sample { at, waiting, delivered }
             })
@@ -539,7 +610,8 @@ mod tests {
 
     #[test]
     fn a_backlog_that_never_clears_has_no_drain_figure() {
-        let samples: Vec<Sample> = (0..100).map(|i| Sample { at: i as f64 / 10.0, waiting: 500, delivered: 0 }).collect();
+        let samples: Vec<Sample> =
+            (0..100).map(|i| Sample { at: i as f64 / 10.0, waiting: 500, delivered: 0 }).collect();
         assert!(outage_drain(&samples, 2.0).is_none());
     }
 }

@@ -36,7 +36,8 @@ impl Labelled {
 
 /// The upper bounds of the latency buckets, in seconds: from half a millisecond (a commit) to
 /// ten seconds (a delivery's timeout).
-const BOUNDS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const BOUNDS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// One latency histogram: cumulative only when rendered.
 #[derive(Debug, Default)]
@@ -155,7 +156,9 @@ pub fn refuse(reason: &'static str) {
 /// Counts a refusal of an endpoint's call under both its reason and the endpoint.
 pub fn refuse_endpoint(reason: &'static str, endpoint: &str) {
     refuse(reason);
-    counters().refusals_by_endpoint.inc(format!("{},reason=\"{reason}\"", endpoint_label(endpoint)));
+    counters()
+        .refusals_by_endpoint
+        .inc(format!("{},reason=\"{reason}\"", endpoint_label(endpoint)));
 }
 
 /// One destination's deliveries in one outbox status (`pending` or `dead`), as the store
@@ -194,17 +197,36 @@ pub fn render(gauges: &StoreGauges) -> String {
         env!("CARGO_PKG_VERSION")
     );
     let counter = |out: &mut String, name: &str, help: &str, value: &AtomicU64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            value.load(Ordering::Relaxed)
+        );
     };
-    counter(&mut out, "liandong_submissions_total", "Transfers submitted (new and resent).", &c.submissions);
-    counter(&mut out, "liandong_status_updates_total", "Status updates applied or repeated.", &c.status_updates);
+    counter(
+        &mut out,
+        "liandong_submissions_total",
+        "Transfers submitted (new and resent).",
+        &c.submissions,
+    );
+    counter(
+        &mut out,
+        "liandong_status_updates_total",
+        "Status updates applied or repeated.",
+        &c.status_updates,
+    );
     let _ = writeln!(out, "# HELP liandong_refusals_total Requests refused, by reason.\n# TYPE liandong_refusals_total counter");
     if let Ok(by_reason) = c.refusals.lock() {
         for (reason, n) in by_reason.iter() {
             let _ = writeln!(out, "liandong_refusals_total{{reason=\"{reason}\"}} {n}");
         }
     }
-    counter(&mut out, "liandong_tls_reloads_total", "TLS material reloaded (files changed or SIGHUP).", &c.tls_reloads);
+    counter(
+        &mut out,
+        "liandong_tls_reloads_total",
+        "TLS material reloaded (files changed or SIGHUP).",
+        &c.tls_reloads,
+    );
     counter(
         &mut out,
         "liandong_tls_reload_failures_total",
@@ -217,30 +239,87 @@ pub fn render(gauges: &StoreGauges) -> String {
         "Refusal entries dropped from the audit trail during a flood.",
         &c.audit_dropped,
     );
-    counter(&mut out, "liandong_records_written_total", "Shared dataset records written (new versions).", &c.records_written);
-    counter(&mut out, "liandong_deliveries_total", "Deliveries confirmed by a native receipt.", &c.deliveries_ok);
-    counter(&mut out, "liandong_delivery_failures_total", "Delivery attempts that failed.", &c.deliveries_failed);
-    counter(&mut out, "liandong_dead_letters_total", "Deliveries given up as dead letters.", &c.dead_letters);
+    counter(
+        &mut out,
+        "liandong_records_written_total",
+        "Shared dataset records written (new versions).",
+        &c.records_written,
+    );
+    counter(
+        &mut out,
+        "liandong_deliveries_total",
+        "Deliveries confirmed by a native receipt.",
+        &c.deliveries_ok,
+    );
+    counter(
+        &mut out,
+        "liandong_delivery_failures_total",
+        "Delivery attempts that failed.",
+        &c.deliveries_failed,
+    );
+    counter(
+        &mut out,
+        "liandong_dead_letters_total",
+        "Deliveries given up as dead letters.",
+        &c.dead_letters,
+    );
     counter(&mut out, "liandong_escalations_total", "Missed deadlines escalated.", &c.escalations);
-    counter(&mut out, "liandong_tls_handshake_failures_total", "TLS handshakes that failed.", &c.tls_handshake_failures);
-    counter(&mut out, "liandong_rate_limited_total", "Calls refused over a rate limit.", &c.rate_limited);
-    c.submissions_by_endpoint.render(&mut out, "liandong_endpoint_submissions_total", "Transfers submitted, by sender.");
-    c.deliveries_by_endpoint.render(&mut out, "liandong_endpoint_deliveries_total", "Deliveries confirmed, by destination.");
+    counter(
+        &mut out,
+        "liandong_tls_handshake_failures_total",
+        "TLS handshakes that failed.",
+        &c.tls_handshake_failures,
+    );
+    counter(
+        &mut out,
+        "liandong_rate_limited_total",
+        "Calls refused over a rate limit.",
+        &c.rate_limited,
+    );
+    c.submissions_by_endpoint.render(
+        &mut out,
+        "liandong_endpoint_submissions_total",
+        "Transfers submitted, by sender.",
+    );
+    c.deliveries_by_endpoint.render(
+        &mut out,
+        "liandong_endpoint_deliveries_total",
+        "Deliveries confirmed, by destination.",
+    );
     c.failures_by_endpoint.render(
         &mut out,
         "liandong_endpoint_delivery_failures_total",
         "Delivery attempts that failed, by destination.",
     );
-    c.dead_letters_by_endpoint.render(&mut out, "liandong_endpoint_dead_letters_total", "Deliveries given up, by destination.");
+    c.dead_letters_by_endpoint.render(
+        &mut out,
+        "liandong_endpoint_dead_letters_total",
+        "Deliveries given up, by destination.",
+    );
     c.refusals_by_endpoint.render(
         &mut out,
         "liandong_endpoint_refusals_total",
         "An endpoint's calls refused, by endpoint and reason.",
     );
-    c.request_seconds.render(&mut out, "liandong_request_duration_seconds", "Time to answer a request, by route.");
-    c.delivery_seconds.render(&mut out, "liandong_delivery_duration_seconds", "Time of a delivery attempt, by destination.");
-    c.commit_seconds.render(&mut out, "liandong_commit_duration_seconds", "Time of one group commit in the store.");
-    let _ = writeln!(out, "# HELP liandong_transfers Transfers by state.\n# TYPE liandong_transfers gauge");
+    c.request_seconds.render(
+        &mut out,
+        "liandong_request_duration_seconds",
+        "Time to answer a request, by route.",
+    );
+    c.delivery_seconds.render(
+        &mut out,
+        "liandong_delivery_duration_seconds",
+        "Time of a delivery attempt, by destination.",
+    );
+    c.commit_seconds.render(
+        &mut out,
+        "liandong_commit_duration_seconds",
+        "Time of one group commit in the store.",
+    );
+    let _ = writeln!(
+        out,
+        "# HELP liandong_transfers Transfers by state.\n# TYPE liandong_transfers gauge"
+    );
     for (state, n) in &gauges.states {
         let _ = writeln!(out, "liandong_transfers{{state=\"{state}\"}} {n}");
     }
@@ -260,7 +339,12 @@ pub fn render(gauges: &StoreGauges) -> String {
         "# HELP liandong_outbox_oldest_seconds How long the oldest delivery of each destination has waited (pending) or been given up (dead).\n# TYPE liandong_outbox_oldest_seconds gauge"
     );
     for g in &gauges.outbox {
-        let _ = writeln!(out, "liandong_outbox_oldest_seconds{{{}}} {}", labels(g), (gauges.now - g.oldest).max(0));
+        let _ = writeln!(
+            out,
+            "liandong_outbox_oldest_seconds{{{}}} {}",
+            labels(g),
+            (gauges.now - g.oldest).max(0)
+        );
     }
     let _ = writeln!(out, "# HELP liandong_endpoint_unreachable Destinations failing for longer than delivery.unreachable_after.\n# TYPE liandong_endpoint_unreachable gauge");
     for endpoint in &gauges.unreachable {

@@ -138,7 +138,10 @@ impl FromStr for EndpointId {
         if region.len() != 6 || !region.bytes().all(|b| b.is_ascii_digit()) {
             return Err(fail());
         }
-        Ok(EndpointId { region: region.to_string(), platform: platform.parse().map_err(|_| fail())? })
+        Ok(EndpointId {
+            region: region.to_string(),
+            platform: platform.parse().map_err(|_| fail())?,
+        })
     }
 }
 
@@ -158,7 +161,9 @@ impl FromStr for CategoryCode {
         if category::is_known(s) {
             Ok(CategoryCode(s.to_string()))
         } else {
-            Err(format!("unknown canonical category {s:?}; expected NP01–NP10, NP99, PM01–PM08 or PM99"))
+            Err(format!(
+                "unknown canonical category {s:?}; expected NP01–NP10, NP99, PM01–PM08 or PM99"
+            ))
         }
     }
 }
@@ -425,7 +430,10 @@ impl fmt::Display for State {
 impl FromStr for State {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        State::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| format!("unknown state {s:?}"))
+        State::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| format!("unknown state {s:?}"))
     }
 }
 
@@ -545,7 +553,12 @@ impl ReasonCode {
             if let Some(rest) = note.strip_prefix(label) {
                 let rest = rest.trim();
                 if code == ReasonCode::Undeliverable {
-                    return (code, format!("{} {rest}", ReasonCode::UNDELIVERABLE_PREFIX).trim_end().to_string());
+                    return (
+                        code,
+                        format!("{} {rest}", ReasonCode::UNDELIVERABLE_PREFIX)
+                            .trim_end()
+                            .to_string(),
+                    );
                 }
                 return (code, rest.to_string());
             }
@@ -559,7 +572,8 @@ impl ReasonCode {
         match label {
             None => note.to_string(),
             Some(label) if self == ReasonCode::Undeliverable => {
-                let rest = note.strip_prefix(ReasonCode::UNDELIVERABLE_PREFIX).unwrap_or(note).trim();
+                let rest =
+                    note.strip_prefix(ReasonCode::UNDELIVERABLE_PREFIX).unwrap_or(note).trim();
                 format!("{label}{rest}")
             }
             Some(label) => format!("{label}{note}"),
@@ -576,7 +590,10 @@ impl fmt::Display for ReasonCode {
 impl FromStr for ReasonCode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        ReasonCode::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| format!("unknown reason_code {s:?}"))
+        ReasonCode::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unknown reason_code {s:?}"))
     }
 }
 
@@ -608,7 +625,9 @@ impl FromStr for LinkRel {
         [LinkRel::ReroutedFrom, LinkRel::AssistFor, LinkRel::Related]
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown link rel {s:?}; expected rerouted_from, assist_for or related"))
+            .ok_or_else(|| {
+                format!("unknown link rel {s:?}; expected rerouted_from, assist_for or related")
+            })
     }
 }
 
@@ -722,13 +741,18 @@ impl Transfer {
             reason: self.reason.clone(),
             requested_at: self.requested_at,
             case: self.case.clone(),
-            to_unit: self.history.iter().find(|h| h.state == HistoryEvent::Routed).and_then(|h| h.unit.clone()),
+            to_unit: self
+                .history
+                .iter()
+                .find(|h| h.state == HistoryEvent::Routed)
+                .and_then(|h| h.unit.clone()),
             links: self.links.clone(),
         }
     }
 
     /// The canonical fields a transfer must have.
-    pub const REQUIRED: &'static [&'static str] = &["transfer_id", "from", "to", "requested_at", "case", "deadlines", "state"];
+    pub const REQUIRED: &'static [&'static str] =
+        &["transfer_id", "from", "to", "requested_at", "case", "deadlines", "state"];
 
     /// The direction text for a transfer between two platforms.
     pub fn direction_of(from: Platform, to: Platform) -> String {
@@ -770,7 +794,8 @@ impl RecordDoc {
 
 impl Serialize for RecordDoc {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let raw = serde_json::value::RawValue::from_string(self.0.clone()).map_err(serde::ser::Error::custom)?;
+        let raw = serde_json::value::RawValue::from_string(self.0.clone())
+            .map_err(serde::ser::Error::custom)?;
         raw.serialize(serializer)
     }
 }
@@ -845,8 +870,14 @@ impl Case {
 
 impl TransferRequest {
     /// The canonical fields a transfer request must have (after trimming).
-    pub const REQUIRED: &'static [&'static str] =
-        &["sender_ref", "requested_at", "case.origin.local_id", "case.received_at", "case.category", "case.summary"];
+    pub const REQUIRED: &'static [&'static str] = &[
+        "sender_ref",
+        "requested_at",
+        "case.origin.local_id",
+        "case.received_at",
+        "case.category",
+        "case.summary",
+    ];
 
     /// Trims texts, drops empty parts and checks the rules that span fields.
     pub fn validate(&mut self) -> Result<(), ModelError> {
@@ -888,12 +919,16 @@ impl StatusUpdate {
         if let Some(feedback) = &mut self.feedback {
             tidy(&mut feedback.note);
         }
-        let required_for = |path: &str| ModelError::new(path, format!("required for state {}", self.state));
+        let required_for =
+            |path: &str| ModelError::new(path, format!("required for state {}", self.state));
         match (self.state, self.reason_code) {
             (State::Rejected, None) => self.reason_code = Some(ReasonCode::Other),
             (State::Rejected, Some(_)) => {}
             (state, Some(code)) => {
-                return Err(ModelError::new("reason_code", format!("only a rejected update has one, got {code} with {state}")))
+                return Err(ModelError::new(
+                    "reason_code",
+                    format!("only a rejected update has one, got {code} with {state}"),
+                ))
             }
             (_, None) => {}
         }

@@ -16,7 +16,8 @@ pub mod v1 {
 }
 
 /// The encoded file descriptor set of `proto/`, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/liandong_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/liandong_descriptor.bin"));
 
 fn time_to_proto(t: Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.unix_seconds(), nanos: 0 }
@@ -93,7 +94,11 @@ fn satisfaction_to_proto(s: model::Satisfaction) -> v1::Satisfaction {
 }
 
 fn resolution_to_proto(r: model::Resolution) -> v1::Resolution {
-    v1::Resolution { result: r.result, resolved_at: Some(time_to_proto(r.resolved_at)), unit: r.unit.map(unit_to_proto) }
+    v1::Resolution {
+        result: r.result,
+        resolved_at: Some(time_to_proto(r.resolved_at)),
+        unit: r.unit.map(unit_to_proto),
+    }
 }
 
 fn resolution_from_proto(r: v1::Resolution, path: &str) -> Result<model::Resolution, ModelError> {
@@ -142,7 +147,9 @@ impl From<model::Case> for v1::Case {
                 point: l.point.map(|p| v1::Point { lat: p.lat, lon: p.lon }),
             }),
             category: c.category.as_str().to_string(),
-            source_category: c.source_category.map(|s| v1::SourceCategory { code: s.code, name: s.name }),
+            source_category: c
+                .source_category
+                .map(|s| v1::SourceCategory { code: s.code, name: s.name }),
             summary: c.summary,
             urgency: match c.urgency {
                 None => v1::Urgency::Unspecified,
@@ -185,7 +192,10 @@ pub fn case_from_proto(c: v1::Case, path: &str) -> Result<model::Case, ModelErro
             .map(|caller| -> Result<_, ModelError> {
                 Ok(model::Caller {
                     name: caller.name,
-                    phone: caller.phone.map(|p| parse(&p, &format!("{path}.caller.phone"))).transpose()?,
+                    phone: caller
+                        .phone
+                        .map(|p| parse(&p, &format!("{path}.caller.phone")))
+                        .transpose()?,
                     anonymous: caller.anonymous,
                 })
             })
@@ -195,25 +205,36 @@ pub fn case_from_proto(c: v1::Case, path: &str) -> Result<model::Case, ModelErro
             .map(|l| -> Result<_, ModelError> {
                 Ok(model::Location {
                     address: l.address,
-                    region: l.region.map(|r| parse(&r, &format!("{path}.location.region"))).transpose()?,
+                    region: l
+                        .region
+                        .map(|r| parse(&r, &format!("{path}.location.region")))
+                        .transpose()?,
                     point: l
                         .point
                         .map(|p| {
-                            model::Point::new(p.lon, p.lat).map_err(|e| ModelError::new(format!("{path}.location.point"), e))
+                            model::Point::new(p.lon, p.lat)
+                                .map_err(|e| ModelError::new(format!("{path}.location.point"), e))
                         })
                         .transpose()?,
                 })
             })
             .transpose()?,
         category: parse(&c.category, &format!("{path}.category"))?,
-        source_category: c.source_category.map(|s| model::SourceCategory { code: s.code, name: s.name }),
+        source_category: c
+            .source_category
+            .map(|s| model::SourceCategory { code: s.code, name: s.name }),
         summary: c.summary,
         urgency: match v1::Urgency::try_from(c.urgency) {
             Ok(v1::Urgency::Unspecified) => None,
             Ok(v1::Urgency::Immediate) => Some(U::Immediate),
             Ok(v1::Urgency::Urgent) => Some(U::Urgent),
             Ok(v1::Urgency::Normal) => Some(U::Normal),
-            Err(_) => return Err(ModelError::new(format!("{path}.urgency"), format!("expected an urgency, got {}", c.urgency))),
+            Err(_) => {
+                return Err(ModelError::new(
+                    format!("{path}.urgency"),
+                    format!("expected an urgency, got {}", c.urgency),
+                ))
+            }
         },
         attachments: c
             .attachments
@@ -327,7 +348,9 @@ impl From<model::Transfer> for v1::Transfer {
                 .map(|h| v1::HistoryEntry {
                     state: match h.state {
                         model::HistoryEvent::State(s) => state_to_proto(s) as i32,
-                        model::HistoryEvent::Escalated | model::HistoryEvent::Routed => v1::State::Unspecified as i32,
+                        model::HistoryEvent::Escalated | model::HistoryEvent::Routed => {
+                            v1::State::Unspecified as i32
+                        }
                     },
                     escalated: h.state == model::HistoryEvent::Escalated,
                     routed: h.state == model::HistoryEvent::Routed,
@@ -361,7 +384,10 @@ impl TryFrom<v1::Transfer> for model::Transfer {
             requested_at: time_from_proto(t.requested_at, "requested_at")?,
             deadlines: model::Deadlines {
                 receive_by: time_from_proto(deadlines.receive_by, "deadlines.receive_by")?,
-                resolve_by: deadlines.resolve_by.map(|r| time_from_proto(Some(r), "deadlines.resolve_by")).transpose()?,
+                resolve_by: deadlines
+                    .resolve_by
+                    .map(|r| time_from_proto(Some(r), "deadlines.resolve_by"))
+                    .transpose()?,
             },
             state: state_from_proto(t.state, "state")?,
             history: t
@@ -376,14 +402,20 @@ impl TryFrom<v1::Transfer> for model::Transfer {
                         } else if h.routed {
                             model::HistoryEvent::Routed
                         } else {
-                            model::HistoryEvent::State(state_from_proto(h.state, &format!("{path}.state"))?)
+                            model::HistoryEvent::State(state_from_proto(
+                                h.state,
+                                &format!("{path}.state"),
+                            )?)
                         },
                         at: time_from_proto(h.at, &format!("{path}.at"))?,
                         by: h.by,
                         implied: h.implied,
                         unit: h.unit.map(unit_from_proto),
                         note: h.note,
-                        reason_code: h.reason_code.map(|c| parse(&c, &format!("{path}.reason_code"))).transpose()?,
+                        reason_code: h
+                            .reason_code
+                            .map(|c| parse(&c, &format!("{path}.reason_code")))
+                            .transpose()?,
                     })
                 })
                 .collect::<Result<_, ModelError>>()?,
@@ -396,14 +428,22 @@ impl TryFrom<v1::Transfer> for model::Transfer {
 }
 
 fn links_to_proto(links: Vec<model::Link>) -> Vec<v1::Link> {
-    links.into_iter().map(|l| v1::Link { rel: l.rel.as_str().to_string(), transfer_id: l.transfer_id }).collect()
+    links
+        .into_iter()
+        .map(|l| v1::Link { rel: l.rel.as_str().to_string(), transfer_id: l.transfer_id })
+        .collect()
 }
 
 fn links_from_proto(links: Vec<v1::Link>) -> Result<Vec<model::Link>, ModelError> {
     links
         .into_iter()
         .enumerate()
-        .map(|(i, l)| Ok(model::Link { rel: parse(&l.rel, &format!("links[{i}].rel"))?, transfer_id: l.transfer_id }))
+        .map(|(i, l)| {
+            Ok(model::Link {
+                rel: parse(&l.rel, &format!("links[{i}].rel"))?,
+                transfer_id: l.transfer_id,
+            })
+        })
         .collect()
 }
 
@@ -434,7 +474,8 @@ impl TryFrom<v1::Record> for model::Record {
             body: if r.body_json.is_empty() {
                 serde_json::Value::Null
             } else {
-                serde_json::from_str(&r.body_json).map_err(|e| ModelError::new("body_json", format!("expected JSON: {e}")))?
+                serde_json::from_str(&r.body_json)
+                    .map_err(|e| ModelError::new("body_json", format!("expected JSON: {e}")))?
             },
         })
     }
@@ -456,7 +497,8 @@ impl TryFrom<&model::RecordDoc> for v1::Record {
             #[serde(default, borrow)]
             body: Option<&'a serde_json::value::RawValue>,
         }
-        let light: Light<'_> = serde_json::from_str(&doc.0).map_err(|e| ModelError::new("record", e.to_string()))?;
+        let light: Light<'_> =
+            serde_json::from_str(&doc.0).map_err(|e| ModelError::new("record", e.to_string()))?;
         Ok(v1::Record {
             dataset: light.dataset,
             key: light.key,
@@ -464,7 +506,10 @@ impl TryFrom<&model::RecordDoc> for v1::Record {
             version: light.version,
             updated_at: Some(time_to_proto(light.updated_at)),
             deleted: light.deleted,
-            body_json: light.body.map(|b| b.get().to_string()).unwrap_or_else(|| "null".to_string()),
+            body_json: light
+                .body
+                .map(|b| b.get().to_string())
+                .unwrap_or_else(|| "null".to_string()),
         })
     }
 }

@@ -66,7 +66,11 @@ pub fn contains(outer: &str, inner: &str) -> bool {
 /// The region a transfer is routed on, and the field it came from (`canonical.md`, "Routing"):
 /// when `to_region` contains the case's `location`, the location (the more specific); else
 /// `to_region`; else the location; else the sender's own region.
-pub fn region_for<'a>(to_region: Option<&'a str>, location: Option<&'a str>, sender: &'a str) -> (&'a str, &'static str) {
+pub fn region_for<'a>(
+    to_region: Option<&'a str>,
+    location: Option<&'a str>,
+    sender: &'a str,
+) -> (&'a str, &'static str) {
     match (to_region, location) {
         (Some(to), Some(place)) if contains(to, place) => (place, "case.location.region"),
         (Some(to), _) => (to, "to_region"),
@@ -123,7 +127,11 @@ impl Cell {
 /// The coverage of `region` for `categories` (`liandong route --coverage`): a cell for each
 /// township and county the directory names inside `region` (and `region` itself when it is a
 /// county or township), for each category.
-pub fn coverage(directory: &crate::sync::live::View<'_>, region: &str, categories: &[&str]) -> Vec<Cell> {
+pub fn coverage(
+    directory: &crate::sync::live::View<'_>,
+    region: &str,
+    categories: &[&str],
+) -> Vec<Cell> {
     let mut places: std::collections::BTreeSet<String> = directory
         .keys()
         .filter_map(|key| key.split_once('/').map(|(place, _)| place))
@@ -136,9 +144,16 @@ pub fn coverage(directory: &crate::sync::live::View<'_>, region: &str, categorie
     let mut cells = Vec::with_capacity(places.len() * categories.len());
     for place in &places {
         for category in categories {
-            let answered_by = directory_keys(place, category).into_iter().find(|key| directory.contains(key));
-            let tier = answered_by.as_deref().and_then(|k| k.split_once('/')).map(|(r, _)| tier_of(r));
-            cells.push(Cell { region: place.clone(), category: category.to_string(), answered_by, tier });
+            let answered_by =
+                directory_keys(place, category).into_iter().find(|key| directory.contains(key));
+            let tier =
+                answered_by.as_deref().and_then(|k| k.split_once('/')).map(|(r, _)| tier_of(r));
+            cells.push(Cell {
+                region: place.clone(),
+                category: category.to_string(),
+                answered_by,
+                tier,
+            });
         }
     }
     cells
@@ -155,14 +170,13 @@ pub async fn route(
     category: &str,
     field: &'static str,
 ) -> Result<Decision, RouteError> {
-    let endpoint = endpoint_for(registry, region, platform).ok_or_else(|| RouteError::NoEndpoint {
-        field,
-        platform: platform.as_str(),
-        region: region.to_string(),
+    let endpoint = endpoint_for(registry, region, platform).ok_or_else(|| {
+        RouteError::NoEndpoint { field, platform: platform.as_str(), region: region.to_string() }
     })?;
     let considered = directory_keys(region, category);
     let found = directory.lookup(store, &considered).await?;
-    let records: Vec<Record> = considered.iter().filter_map(|key| found.iter().find(|r| &r.key == key)).cloned().collect();
+    let records: Vec<Record> =
+        considered.iter().filter_map(|key| found.iter().find(|r| &r.key == key)).cloned().collect();
     let unit = records.first().and_then(|r| unit_of(&r.body));
     Ok(Decision { endpoint, unit, records, considered })
 }
@@ -178,7 +192,10 @@ mod tests {
 
     #[test]
     fn keys_run_from_township_to_province() {
-        assert_eq!(directory_keys("330203005", "NP07"), ["330203005/NP07", "330203/NP07", "330200/NP07", "330000/NP07"]);
+        assert_eq!(
+            directory_keys("330203005", "NP07"),
+            ["330203005/NP07", "330203/NP07", "330200/NP07", "330000/NP07"]
+        );
         assert_eq!(directory_keys("330200", "NP07"), ["330200/NP07", "330000/NP07"]);
         assert_eq!(directory_keys("330000", "PM01"), ["330000/PM01"]);
     }

@@ -68,12 +68,16 @@ pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
 pub fn registry(config: &Config) -> Result<Registry, ServeError> {
     let registry = match &config.profiles {
         None => Registry::builtin(),
-        Some(dir) => Registry::with_dir(dir)
-            .map_err(|errors| ServeError::Profiles(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?,
+        Some(dir) => Registry::with_dir(dir).map_err(|errors| {
+            ServeError::Profiles(
+                errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+            )
+        })?,
     };
     // An endpoint's settings for an endpoint the registry does not have would be ignored: a
     // typo in an id must not silently leave a desk without its deliveries.
-    if let Some(unknown) = config.endpoints.iter().find(|e| registry.endpoint_named(&e.id).is_err()) {
+    if let Some(unknown) = config.endpoints.iter().find(|e| registry.endpoint_named(&e.id).is_err())
+    {
         return Err(ServeError::Profiles(format!(
             "[[endpoint]] id = \"{}\": not an endpoint of the registry (see `liandong endpoints`)",
             unknown.id
@@ -92,11 +96,13 @@ pub async fn run(
     let registry = Arc::new(registry(&config)?);
     let store = open_store(&config).await?;
     let config = Arc::new(config);
-    let replica = std::env::var("LIANDONG_REPLICA").ok().filter(|r| !r.is_empty()).unwrap_or_else(|| {
-        let host =
-            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "host".into());
-        format!("{host}:{}", listeners.https.local_addr().map(|a| a.port()).unwrap_or(0))
-    });
+    let replica =
+        std::env::var("LIANDONG_REPLICA").ok().filter(|r| !r.is_empty()).unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "host".into());
+            format!("{host}:{}", listeners.https.local_addr().map(|a| a.port()).unwrap_or(0))
+        });
     // The name is this replica's audit chain: claimed before anything is written under it.
     let holder = crate::store::replicas::holder_id();
     store.claim_replica(&replica, &holder).await?;
@@ -119,10 +125,11 @@ pub async fn run(
         .await?;
     let engine = Engine::new(store.clone(), registry, config.clone());
     // The transfer-item lists start as the built-in code tables (added once, never overwritten).
-    let seeded = crate::sync::Datasets::new(&engine).seed_categories().await.map_err(|e| match e {
-        crate::sync::SyncError::Store(e) => ServeError::Store(e),
-        other => ServeError::Profiles(format!("seeding categories: {other}")),
-    })?;
+    let seeded =
+        crate::sync::Datasets::new(&engine).seed_categories().await.map_err(|e| match e {
+            crate::sync::SyncError::Store(e) => ServeError::Store(e),
+            other => ServeError::Profiles(format!("seeding categories: {other}")),
+        })?;
     if seeded > 0 {
         tracing::info!(records = seeded, "seeded the categories dataset from the code tables");
     }
@@ -135,17 +142,28 @@ pub async fn run(
     let records = engine.directory.records().await;
     let items = engine.categories.records().await;
     let answers = engine.knowledge.records().await;
-    tracing::info!(records, items, answers, "routing directory, transfer-item lists and knowledge index loaded");
+    tracing::info!(
+        records,
+        items,
+        answers,
+        "routing directory, transfer-item lists and knowledge index loaded"
+    );
     let state = Arc::new(AppState::new(engine.clone(), config.delivery.unreachable_after));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let deliverer = Deliverer::new(engine.clone(), server_tls.clone(), config.delivery.clone());
     let delivery = tokio::spawn(deliverer.run(stopped.clone()));
     let sweeper = tokio::spawn(sweep(engine.clone(), config.delivery.sweep_every, stopped.clone()));
-    let admin = tokio::spawn(serve_admin(listeners.admin, state.clone(), server_tls.clone(), stopped.clone()));
+    let admin = tokio::spawn(serve_admin(
+        listeners.admin,
+        state.clone(),
+        server_tls.clone(),
+        stopped.clone(),
+    ));
     tokio::spawn(server_tls.clone().run(config.tls.reload_check, auditor.clone(), stopped.clone()));
     tokio::spawn(crate::sync::live::follow_engine(&engine, store.clone(), stopped.clone()));
-    let lease = tokio::spawn(hold_replica(store.clone(), replica.clone(), holder.clone(), stopped.clone()));
+    let lease =
+        tokio::spawn(hold_replica(store.clone(), replica.clone(), holder.clone(), stopped.clone()));
     // governor remembers every key it has seen; forget the idle ones so memory stays bounded.
     let forgetting = state.clone();
     let mut forget_stop = stopped.clone();
@@ -321,7 +339,12 @@ async fn sweep(engine: Engine, every: Duration, mut stopped: tokio::sync::watch:
 /// Renews this replica's name while it runs, and gives it back when it stops. A renewal that
 /// finds the claim gone (the store was away longer than the lease and another gateway took the
 /// name) is logged as an error: two chains are now interleaving.
-async fn hold_replica(store: Store, name: String, holder: String, mut stopped: tokio::sync::watch::Receiver<bool>) {
+async fn hold_replica(
+    store: Store,
+    name: String,
+    holder: String,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(crate::store::replicas::RENEW_EVERY) => {}
@@ -332,7 +355,9 @@ async fn hold_replica(store: Store, name: String, holder: String, mut stopped: t
             Ok(false) => {
                 tracing::error!(replica = %name, "this replica's name is held by another gateway now; its audit chain is shared: stop one of them")
             }
-            Err(e) => tracing::warn!(replica = %name, error = %e, "could not renew this replica's name"),
+            Err(e) => {
+                tracing::warn!(replica = %name, error = %e, "could not renew this replica's name")
+            }
         }
     }
     if let Err(e) = store.release_replica(&name, &holder).await {
@@ -391,13 +416,26 @@ async fn serve_admin(
                             .await
                             .unwrap_or_default()
                             .into_iter()
-                            .filter(|h| h.failing_since.is_some_and(|since| state.failing_too_long(since, now)))
+                            .filter(|h| {
+                                h.failing_since
+                                    .is_some_and(|since| state.failing_too_long(since, now))
+                            })
                             .map(|h| h.endpoint)
                             .collect(),
-                        push: state.engine.config.endpoints.iter().filter(|e| e.url.is_some()).map(|e| e.id.clone()).collect(),
+                        push: state
+                            .engine
+                            .config
+                            .endpoints
+                            .iter()
+                            .filter(|e| e.url.is_some())
+                            .map(|e| e.id.clone())
+                            .collect(),
                         now,
                     };
-                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render(&gauges) + &tls.metrics())
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        metrics::render(&gauges) + &tls.metrics(),
+                    )
                 }
             }),
         );

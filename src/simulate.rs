@@ -28,7 +28,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::formats::{Endpoint, ReceiptKind, Registry};
 use crate::model::{
-    Case, EndpointId, Feedback, Resolution, Satisfaction, State, StatusUpdate, Timestamp, TransferRequest, Unit, Urgency,
+    Case, EndpointId, Feedback, Resolution, Satisfaction, State, StatusUpdate, Timestamp,
+    TransferRequest, Unit, Urgency,
 };
 use crate::security::tls;
 
@@ -185,7 +186,13 @@ impl SimulatedPlatform {
 
     /// Serves deliveries on `listener` with the server certificate `cert`/`key` (clients must
     /// present certificates chained to `ca`), until the process ends.
-    pub fn serve(self: &Arc<Self>, listener: tokio::net::TcpListener, ca: &Path, cert: &Path, key: &Path) -> Result<(), String> {
+    pub fn serve(
+        self: &Arc<Self>,
+        listener: tokio::net::TcpListener,
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<(), String> {
         let config = tls::server_config(ca, cert, key, None).map_err(|e| e.to_string())?;
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let platform = self.clone();
@@ -195,10 +202,14 @@ impl SimulatedPlatform {
                 let (acceptor, platform) = (acceptor.clone(), platform.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        let platform = platform.clone();
-                        async move { Ok::<_, std::convert::Infallible>(platform.receive(request).await) }
-                    });
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let platform = platform.clone();
+                            async move {
+                                Ok::<_, std::convert::Infallible>(platform.receive(request).await)
+                            }
+                        },
+                    );
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), service)
                         .await;
@@ -208,13 +219,20 @@ impl SimulatedPlatform {
         Ok(())
     }
 
-    async fn receive(self: Arc<Self>, request: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
-        let header = |n: &str| request.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    async fn receive(
+        self: Arc<Self>,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> hyper::Response<Full<Bytes>> {
+        let header =
+            |n: &str| request.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (kind, transfer_id) = (header("x-liandong-kind"), header("x-liandong-transfer-id"));
         let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         if !self.up.load(Ordering::SeqCst) {
             let busy = self.endpoint.write_receipt(ReceiptKind::Busy, None, Some("系统维护中"));
-            return hyper::Response::builder().status(503).body(Full::new(Bytes::from(busy))).unwrap_or_default();
+            return hyper::Response::builder()
+                .status(503)
+                .body(Full::new(Bytes::from(busy)))
+                .unwrap_or_default();
         }
         let answer = match kind.as_deref() {
             Some("status") => self.endpoint.read_status(&body).map(|update| {
@@ -224,26 +242,36 @@ impl SimulatedPlatform {
                 reference
             }),
             // A delivered document is in this platform's format, from the other platform.
-            _ => {
-                self.endpoint.format.read_transfer(&body, &self.endpoint.id.counterpart(), &self.endpoint.codes).map(|request| {
+            _ => self
+                .endpoint
+                .format
+                .read_transfer(&body, &self.endpoint.id.counterpart(), &self.endpoint.codes)
+                .map(|request| {
                     let id = transfer_id.unwrap_or_else(|| request.sender_ref.clone());
                     self.tally.received.fetch_add(1, Ordering::Relaxed);
-                    self.tally.arrivals.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), Instant::now());
+                    self.tally
+                        .arrivals
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id.clone(), Instant::now());
                     let platform = self.clone();
                     let handled = id.clone();
                     tokio::spawn(async move { platform.handle(handled, request).await });
                     Some(id)
-                })
-            }
+                }),
         };
         match answer {
             Ok(reference) => {
-                let ok = self.endpoint.write_receipt(ReceiptKind::Success, reference.as_deref(), None);
+                let ok =
+                    self.endpoint.write_receipt(ReceiptKind::Success, reference.as_deref(), None);
                 hyper::Response::new(Full::new(Bytes::from(ok)))
             }
             Err(e) => {
                 let bad = self.endpoint.error_receipt(None, &e);
-                hyper::Response::builder().status(400).body(Full::new(Bytes::from(bad))).unwrap_or_default()
+                hyper::Response::builder()
+                    .status(400)
+                    .body(Full::new(Bytes::from(bad)))
+                    .unwrap_or_default()
             }
         }
     }
@@ -261,8 +289,11 @@ impl SimulatedPlatform {
                 if police { "公安局110指挥中心" } else { "12345热线工单处置中心" }
             )),
         };
-        let handed_on = request.reason.as_deref().is_some_and(|r| r.contains("改派") || r.contains("重新移交"));
-        if let Some((_, note)) = self.behaviour.reject.iter().find(|(c, _)| *c == category && !handed_on) {
+        let handed_on =
+            request.reason.as_deref().is_some_and(|r| r.contains("改派") || r.contains("重新移交"));
+        if let Some((_, note)) =
+            self.behaviour.reject.iter().find(|(c, _)| *c == category && !handed_on)
+        {
             let mut update = self.update(&transfer_id, State::Rejected);
             update.note = Some(note.clone());
             self.send_status(update).await;
@@ -277,8 +308,11 @@ impl SimulatedPlatform {
         let mut resolved = self.update(&transfer_id, State::Resolved);
         resolved.unit = Some(unit.clone());
         resolved.note = Some("已处置完毕".into());
-        resolved.resolution =
-            Some(Resolution { result: "已按诉求办结".into(), resolved_at: resolved.at, unit: Some(unit) });
+        resolved.resolution = Some(Resolution {
+            result: "已按诉求办结".into(),
+            resolved_at: resolved.at,
+            unit: Some(unit),
+        });
         self.send_status(resolved).await;
     }
 
@@ -304,14 +338,19 @@ impl SimulatedPlatform {
             State::Rejected if !reference.ends_with("-R") => {
                 // Send it again, once, with a reference of its own: completed, when it came back
                 // for missing information; else to the province's other district.
-                let Some(mut again) = self.sent.lock().ok().and_then(|mut sent| sent.remove(&reference)) else { return };
+                let Some(mut again) =
+                    self.sent.lock().ok().and_then(|mut sent| sent.remove(&reference))
+                else {
+                    return;
+                };
                 let note = update.note.unwrap_or_default();
                 again.sender_ref = format!("{reference}-R");
                 again.requested_at = Timestamp::now();
                 if note.starts_with("【信息不全】") {
                     again.reason = Some(format!("原转办被退回（{note}），已补充信息后重新移交"));
                     if let Some(location) = again.case.location.as_mut() {
-                        location.address = location.address.take().map(|a| format!("{a}2单元501室"));
+                        location.address =
+                            location.address.take().map(|a| format!("{a}2单元501室"));
                     }
                 } else {
                     again.reason = Some(format!("原转办被退回（{note}），改派"));
@@ -344,8 +383,11 @@ impl SimulatedPlatform {
     pub fn request(&self, category: &str, urgency: Urgency) -> Result<TransferRequest, String> {
         let registry = Registry::builtin();
         let ningbo: EndpointId = "330200/110".parse().map_err(|e: String| e)?;
-        let mut request =
-            registry.endpoint(&ningbo).map_err(|e| e.to_string())?.read_transfer(SAMPLE.as_bytes()).map_err(|e| e.to_string())?;
+        let mut request = registry
+            .endpoint(&ningbo)
+            .map_err(|e| e.to_string())?
+            .read_transfer(SAMPLE.as_bytes())
+            .map_err(|e| e.to_string())?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let me = self.endpoint.id.clone();
         let place = place_of(&me);
@@ -354,7 +396,14 @@ impl SimulatedPlatform {
         request.from = me.clone();
         request.to_platform = me.platform.other();
         request.requested_at = Timestamp::now();
-        request.reason = Some(if police { "非警务求助，转12345由属地职能部门处置" } else { "涉及警情，移交110处置" }.into());
+        request.reason = Some(
+            if police {
+                "非警务求助，转12345由属地职能部门处置"
+            } else {
+                "涉及警情，移交110处置"
+            }
+            .into(),
+        );
         let unit = if police { "公安局指挥中心" } else { "12345政务服务便民热线" };
         request.case.origin = crate::model::Origin {
             endpoint: me.clone(),
@@ -383,11 +432,19 @@ impl SimulatedPlatform {
         if let Ok(mut sent) = self.sent.lock() {
             sent.insert(request.sender_ref.clone(), request.clone());
         }
-        let path = format!("/v1/native/{}/{}/transfers", self.endpoint.id.region, self.endpoint.id.platform.as_str());
+        let path = format!(
+            "/v1/native/{}/{}/transfers",
+            self.endpoint.id.region,
+            self.endpoint.id.platform.as_str()
+        );
         match self.post(&path, bytes).await {
             Ok((200, headers)) => {
                 self.tally.submitted.fetch_add(1, Ordering::Relaxed);
-                Ok(headers.get("x-liandong-transfer-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string())
+                Ok(headers
+                    .get("x-liandong-transfer-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string())
             }
             Ok((status, _)) => {
                 self.tally.errors.fetch_add(1, Ordering::Relaxed);
@@ -406,7 +463,11 @@ impl SimulatedPlatform {
             self.tally.errors.fetch_add(1, Ordering::Relaxed);
             return false;
         };
-        let path = format!("/v1/native/{}/{}/status", self.endpoint.id.region, self.endpoint.id.platform.as_str());
+        let path = format!(
+            "/v1/native/{}/{}/status",
+            self.endpoint.id.region,
+            self.endpoint.id.platform.as_str()
+        );
         let ok = matches!(self.post(&path, bytes).await, Ok((200, _)));
         let counter = if ok { &self.tally.statuses_sent } else { &self.tally.errors };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -414,7 +475,9 @@ impl SimulatedPlatform {
     }
 
     async fn post(&self, path: &str, body: Vec<u8>) -> Result<(u16, hyper::HeaderMap), String> {
-        call(&self.client, self.gateway, "POST", path, body).await.map(|(status, headers, _)| (status, headers))
+        call(&self.client, self.gateway, "POST", path, body)
+            .await
+            .map(|(status, headers, _)| (status, headers))
     }
 }
 

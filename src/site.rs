@@ -27,8 +27,11 @@ pub struct Site {
 impl Site {
     /// The manifest `init --json` prints, for scripts.
     pub fn manifest(&self) -> Value {
-        let identities: serde_json::Map<String, Value> =
-            self.identities.iter().map(|(id, cert, key)| (id.clone(), json!({"cert": cert, "key": key}))).collect();
+        let identities: serde_json::Map<String, Value> = self
+            .identities
+            .iter()
+            .map(|(id, cert, key)| (id.clone(), json!({"cert": cert, "key": key})))
+            .collect();
         json!({
             "config": self.config,
             "ca": self.dir.join("ca.pem"),
@@ -49,34 +52,56 @@ pub fn existing(dir: &Path) -> Option<PathBuf> {
 /// Writes a site into `dir` (created if missing; existing files are replaced), its certificates
 /// made by the security teams' tool ([`CaDir`]): a CA in `ca/` (root, intermediate, ledger, an
 /// empty CRL the gateway loads), and copies under the names the configuration uses.
-pub fn init(dir: &Path, https: SocketAddr, admin: SocketAddr, registry: &Registry) -> Result<Site, TlsError> {
-    let fail = |e: std::io::Error| TlsError::File { path: dir.display().to_string(), problem: e.to_string() };
-    let ca_error = |e: CaError| TlsError::File { path: dir.join("ca").display().to_string(), problem: e.to_string() };
+pub fn init(
+    dir: &Path,
+    https: SocketAddr,
+    admin: SocketAddr,
+    registry: &Registry,
+) -> Result<Site, TlsError> {
+    let fail = |e: std::io::Error| TlsError::File {
+        path: dir.display().to_string(),
+        problem: e.to_string(),
+    };
+    let ca_error = |e: CaError| TlsError::File {
+        path: dir.join("ca").display().to_string(),
+        problem: e.to_string(),
+    };
     std::fs::create_dir_all(dir.join("identities")).map_err(fail)?;
     if dir.join("ca").exists() {
         std::fs::remove_dir_all(dir.join("ca")).map_err(fail)?;
     }
     let ca = CaDir::init(&dir.join("ca"), Algorithm::P256, None, 3650, 1825).map_err(ca_error)?;
     std::fs::copy(dir.join("ca/root.pem"), dir.join("ca.pem")).map_err(fail)?;
-    let place = |subject: Subject, folder: &Path, name: &str| -> Result<(PathBuf, PathBuf), TlsError> {
-        let issued = ca.issue(&subject, 825, true).map_err(ca_error)?;
-        let (cert, key) = (folder.join(format!("{name}.pem")), folder.join(format!("{name}-key.pem")));
-        let read = |p: &Path| std::fs::read_to_string(p).map_err(fail);
-        write_file(&cert, &read(&issued.chain)?, false)?;
-        write_file(&key, &read(issued.key.as_deref().unwrap_or(Path::new("")))?, true)?;
-        Ok((cert, key))
-    };
+    let place =
+        |subject: Subject, folder: &Path, name: &str| -> Result<(PathBuf, PathBuf), TlsError> {
+            let issued = ca.issue(&subject, 825, true).map_err(ca_error)?;
+            let (cert, key) =
+                (folder.join(format!("{name}.pem")), folder.join(format!("{name}-key.pem")));
+            let read = |p: &Path| std::fs::read_to_string(p).map_err(fail);
+            write_file(&cert, &read(&issued.chain)?, false)?;
+            write_file(&key, &read(issued.key.as_deref().unwrap_or(Path::new("")))?, true)?;
+            Ok((cert, key))
+        };
     place(Subject::Server(server_names(https)), dir, "server")?;
     place(Subject::Identity(Identity::Gateway("gateway".into())), dir, "gateway")?;
     let identities_dir = dir.join("identities");
     let mut identities = Vec::new();
-    let (cert, key) = place(Subject::Identity(Identity::Operator("ops".into())), &identities_dir, "operator-ops")?;
+    let (cert, key) = place(
+        Subject::Identity(Identity::Operator("ops".into())),
+        &identities_dir,
+        "operator-ops",
+    )?;
     identities.push(("operator/ops".to_string(), cert, key));
-    let (cert, key) = place(Subject::Identity(Identity::Agency("demo".into())), &identities_dir, "agency-demo")?;
+    let (cert, key) =
+        place(Subject::Identity(Identity::Agency("demo".into())), &identities_dir, "agency-demo")?;
     identities.push(("agency/demo".to_string(), cert, key));
     for endpoint in registry.endpoints() {
         let name = endpoint.id.to_string().replace('/', "-");
-        let (cert, key) = place(Subject::Identity(Identity::Endpoint(endpoint.id.clone())), &identities_dir, &name)?;
+        let (cert, key) = place(
+            Subject::Identity(Identity::Endpoint(endpoint.id.clone())),
+            &identities_dir,
+            &name,
+        )?;
         identities.push((endpoint.id.to_string(), cert, key));
     }
     ca.crl(std::time::Duration::from_secs(30 * 86_400)).map_err(ca_error)?;
@@ -93,8 +118,17 @@ fn server_names(https: SocketAddr) -> Vec<String> {
 }
 
 /// [`init`] with a development CA the caller keeps (tests issue more certificates with it).
-pub fn init_with_ca(dir: &Path, https: SocketAddr, admin: SocketAddr, registry: &Registry, ca: &DevCa) -> Result<Site, TlsError> {
-    let fail = |e: std::io::Error| TlsError::File { path: dir.display().to_string(), problem: e.to_string() };
+pub fn init_with_ca(
+    dir: &Path,
+    https: SocketAddr,
+    admin: SocketAddr,
+    registry: &Registry,
+    ca: &DevCa,
+) -> Result<Site, TlsError> {
+    let fail = |e: std::io::Error| TlsError::File {
+        path: dir.display().to_string(),
+        problem: e.to_string(),
+    };
     std::fs::create_dir_all(dir.join("identities")).map_err(fail)?;
     write_file(&dir.join("ca.pem"), &ca.cert_pem, false)?;
     let names = server_names(https);
@@ -106,7 +140,9 @@ pub fn init_with_ca(dir: &Path, https: SocketAddr, admin: SocketAddr, registry: 
     let mut identities = Vec::new();
     for endpoint in registry.endpoints() {
         let name = endpoint.id.to_string().replace('/', "-");
-        let (cert, key) = ca.client(&Identity::Endpoint(endpoint.id.clone()))?.write(&dir.join("identities"), &name)?;
+        let (cert, key) = ca
+            .client(&Identity::Endpoint(endpoint.id.clone()))?
+            .write(&dir.join("identities"), &name)?;
         identities.push((endpoint.id.to_string(), cert, key));
     }
     write_config(dir, https, admin, registry, None, identities)

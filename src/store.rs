@@ -133,7 +133,10 @@ impl Store {
 
     /// [`Store::sqlite`], the file growing to at most `max_size` bytes: beyond, writes fail as
     /// on a full disk ([`StoreError::Full`]) and what is stored stays intact.
-    pub async fn sqlite_limited(path: &std::path::Path, max_size: Option<u64>) -> Result<Store, StoreError> {
+    pub async fn sqlite_limited(
+        path: &std::path::Path,
+        max_size: Option<u64>,
+    ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let pool = AnyPoolOptions::new()
@@ -157,7 +160,9 @@ impl Store {
                     }
                     if let Some(max) = max_size {
                         // Pages are 4 KiB (SQLite's default for new files).
-                        sqlx::query(&format!("PRAGMA max_page_count = {}", (max / 4096).max(1))).execute(&mut *conn).await?;
+                        sqlx::query(&format!("PRAGMA max_page_count = {}", (max / 4096).max(1)))
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -176,7 +181,11 @@ impl Store {
     /// Connects to PostgreSQL and applies the schema.
     pub async fn postgres(url: &str, pool_size: u32) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let pool = AnyPoolOptions::new().max_connections(pool_size).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(pool_size)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
         migrate(&pool, Backend::Postgres).await?;
         Ok(Store {
             backend: Backend::Postgres,
@@ -223,12 +232,20 @@ async fn add_columns(conn: &mut sqlx::AnyConnection, postgres: bool) -> Result<(
         } else {
             "SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2"
         };
-        let found: i64 = sqlx::query_scalar(exists).bind(*table).bind(*column).fetch_one(&mut *conn).await?;
+        let found: i64 =
+            sqlx::query_scalar(exists).bind(*table).bind(*column).fetch_one(&mut *conn).await?;
         if found == 0 {
-            if let Err(e) = sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}")).execute(&mut *conn).await {
+            if let Err(e) = sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+                .execute(&mut *conn)
+                .await
+            {
                 // Another process opening the same SQLite file at the same moment (a CLI tool
                 // beside the gateway) may have added it first.
-                let found: i64 = sqlx::query_scalar(exists).bind(*table).bind(*column).fetch_one(&mut *conn).await?;
+                let found: i64 = sqlx::query_scalar(exists)
+                    .bind(*table)
+                    .bind(*column)
+                    .fetch_one(&mut *conn)
+                    .await?;
                 if found == 0 {
                     return Err(e.into());
                 }
@@ -241,9 +258,18 @@ async fn add_columns(conn: &mut sqlx::AnyConnection, postgres: bool) -> Result<(
 impl Store {
     /// Executes a write durably: when this returns, the change is committed.
     pub async fn write(&self, write: Write) -> Result<WriteResult, StoreError> {
-        let queues = matches!(write, Write::Submit { .. } | Write::Status { .. } | Write::Failed { .. } | Write::Replay { .. });
+        let queues = matches!(
+            write,
+            Write::Submit { .. }
+                | Write::Status { .. }
+                | Write::Failed { .. }
+                | Write::Replay { .. }
+        );
         let (reply, answer) = oneshot::channel();
-        self.writer.send(group_commit::Job { write, reply }).await.map_err(|_| StoreError::Closed)?;
+        self.writer
+            .send(group_commit::Job { write, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let result = answer.await.map_err(|_| StoreError::Closed)?;
         if queues && result.is_ok() {
             self.outbox_ready.notify_one();
@@ -267,7 +293,11 @@ impl Store {
     }
 
     /// The rejected transfers `sender` sent of the case `case_id`, oldest first.
-    pub async fn rejected_of_case(&self, sender: &EndpointId, case_id: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn rejected_of_case(
+        &self,
+        sender: &EndpointId,
+        case_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
             "SELECT c.transfer_id FROM case_transfers c JOIN transfers t ON t.transfer_id = c.transfer_id \
              WHERE c.sender = $1 AND c.case_id = $2 AND t.state = 'rejected' ORDER BY c.transfer_id",
@@ -281,7 +311,11 @@ impl Store {
 
     /// A transfer by the reference an endpoint knows it by: the gateway's `transfer_id` (the
     /// destination) or the endpoint's own `sender_ref` (the origin).
-    pub async fn transfer_by_reference(&self, endpoint: &EndpointId, reference: &str) -> Result<Option<Transfer>, StoreError> {
+    pub async fn transfer_by_reference(
+        &self,
+        endpoint: &EndpointId,
+        reference: &str,
+    ) -> Result<Option<Transfer>, StoreError> {
         let row = sqlx::query(
             "SELECT transfer_id, document FROM transfers WHERE (sender = $1 AND sender_ref = $2) \
              OR (transfer_id = $2 AND (sender = $1 OR destination = $1)) LIMIT 1",
@@ -343,7 +377,13 @@ impl Store {
 
     /// Takes up to `limit` deliveries of each of the given destinations that are due at `now`,
     /// for `lease` (both in milliseconds since the epoch); see [`Store::lease_from`].
-    pub async fn lease(&self, now: i64, lease: i64, limit: i64, destinations: &[String]) -> Result<Vec<OutboxItem>, StoreError> {
+    pub async fn lease(
+        &self,
+        now: i64,
+        lease: i64,
+        limit: i64,
+        destinations: &[String],
+    ) -> Result<Vec<OutboxItem>, StoreError> {
         let wants: Vec<(String, i64)> = destinations.iter().map(|d| (d.clone(), limit)).collect();
         self.lease_from(now, lease, wants).await
     }
@@ -351,7 +391,12 @@ impl Store {
     /// Takes, for each `(destination, limit)`, up to `limit` of its deliveries that are due at
     /// `now`, for `lease` (milliseconds): pending, due, not held by another worker, and the
     /// first undone item of their transfer for that destination.
-    pub async fn lease_from(&self, now: i64, lease: i64, wants: Vec<(String, i64)>) -> Result<Vec<OutboxItem>, StoreError> {
+    pub async fn lease_from(
+        &self,
+        now: i64,
+        lease: i64,
+        wants: Vec<(String, i64)>,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
         if wants.iter().all(|(_, limit)| *limit <= 0) {
             return Ok(Vec::new());
         }
@@ -362,7 +407,8 @@ impl Store {
             };
         }
         let mut tx = self.pool.begin().await?;
-        let result = writes::execute(&mut tx, self.backend, Write::Lease { now, lease, wants }).await?;
+        let result =
+            writes::execute(&mut tx, self.backend, Write::Lease { now, lease, wants }).await?;
         tx.commit().await?;
         match result {
             WriteResult::Leased(items) => Ok(items),
@@ -374,7 +420,13 @@ impl Store {
     /// first, leaving out the ids in `except`, read without leasing them: on SQLite, where one
     /// gateway owns the file, the deliverer holds its leases in memory instead of writing them
     /// (see [`crate::delivery`]), and gives the ones it holds as `except`.
-    pub async fn due(&self, now: i64, destination: &str, limit: i64, except: &[i64]) -> Result<Vec<OutboxItem>, StoreError> {
+    pub async fn due(
+        &self,
+        now: i64,
+        destination: &str,
+        limit: i64,
+        except: &[i64],
+    ) -> Result<Vec<OutboxItem>, StoreError> {
         let query = match except {
             [] => sqlx::query(writes::DUE).bind(destination).bind(now).bind(now).bind(limit),
             _ => sqlx::query(writes::DUE_EXCEPT)
@@ -394,12 +446,18 @@ impl Store {
     }
 
     /// Dead letters with ids after `after`, oldest first: a page of them.
-    pub async fn dead_letters_after(&self, after: i64, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
-        let rows = sqlx::query(&format!("{OUTBOX_SELECT} WHERE status = 'dead' AND id > $1 ORDER BY id LIMIT $2"))
-            .bind(after)
-            .bind(limit.clamp(1, 1000))
-            .fetch_all(&self.pool)
-            .await?;
+    pub async fn dead_letters_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{OUTBOX_SELECT} WHERE status = 'dead' AND id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(limit.clamp(1, 1000))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(outbox_from_row).collect()
     }
 
@@ -432,16 +490,26 @@ impl Store {
 
     /// Open transfers whose deadline has passed at `now` and that have not been escalated for
     /// it yet (see [`OVERDUE`]).
-    pub async fn overdue_candidates(&self, now: i64, limit: i64) -> Result<Vec<Transfer>, StoreError> {
-        let rows = sqlx::query(OVERDUE).bind(now).bind(now).bind(limit).fetch_all(&self.pool).await?;
+    pub async fn overdue_candidates(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        let rows =
+            sqlx::query(OVERDUE).bind(now).bind(now).bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(transfer_from_row).collect()
     }
 
     /// Counts by state, for metrics and reports.
     pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows =
-            sqlx::query("SELECT state, COUNT(*) FROM transfers GROUP BY state ORDER BY state").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, sqlx::Error>>().map_err(StoreError::from)
+            sqlx::query("SELECT state, COUNT(*) FROM transfers GROUP BY state ORDER BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 
     /// The backlog and the dead letters by destination, with the oldest of each: read along
@@ -457,8 +525,15 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let status: String = r.try_get(1)?;
-                let status = status.parse().map_err(|problem| StoreError::Corrupt { id: "outbox".into(), problem })?;
-                Ok(OutboxGauge { destination: r.try_get(0)?, status, count: r.try_get(2)?, oldest: r.try_get(3)? })
+                let status = status
+                    .parse()
+                    .map_err(|problem| StoreError::Corrupt { id: "outbox".into(), problem })?;
+                Ok(OutboxGauge {
+                    destination: r.try_get(0)?,
+                    status,
+                    count: r.try_get(2)?,
+                    oldest: r.try_get(3)?,
+                })
             })
             .collect()
     }
@@ -472,7 +547,12 @@ impl Store {
     /// than the oldest one still running are handed out: every later event has a larger
     /// transaction id than any handed out, so nothing is missed and nothing repeats. SQLite has
     /// one writer, and its order is the sequence's (transaction id 0).
-    pub async fn events_after(&self, party: Option<&str>, cursor: FeedCursor, limit: i64) -> Result<Vec<FeedEvent>, StoreError> {
+    pub async fn events_after(
+        &self,
+        party: Option<&str>,
+        cursor: FeedCursor,
+        limit: i64,
+    ) -> Result<Vec<FeedEvent>, StoreError> {
         let rows = sqlx::query(&self.events_after_sql())
             .bind(party.unwrap_or(""))
             .bind(party.unwrap_or(""))
@@ -482,7 +562,9 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| event_from_parts(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)).collect()
+        rows.iter()
+            .map(|r| event_from_parts(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
+            .collect()
     }
 
     /// The change feed's page: (party, party, tx, tx, seq, limit).
@@ -500,9 +582,11 @@ impl Store {
     /// newest written at all, beyond which no cursor can be genuine.
     pub async fn feed_end(&self, settled: bool) -> Result<FeedCursor, StoreError> {
         let horizon = if settled { self.horizon() } else { "" };
-        let row = sqlx::query(&format!("SELECT tx, seq FROM events WHERE 1 = 1 {horizon} ORDER BY tx DESC, seq DESC LIMIT 1"))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT tx, seq FROM events WHERE 1 = 1 {horizon} ORDER BY tx DESC, seq DESC LIMIT 1"
+        ))
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(match row {
             Some(row) => FeedCursor { tx: row.try_get(0)?, seq: row.try_get(1)? },
             None => FeedCursor::default(),
@@ -531,7 +615,11 @@ impl Store {
     }
 
     /// One transfer of `party` by the reference it knows it by, as reconciliation compares it.
-    pub async fn transfer_of(&self, party: &str, reference: &str) -> Result<Option<TransferSummary>, StoreError> {
+    pub async fn transfer_of(
+        &self,
+        party: &str,
+        reference: &str,
+    ) -> Result<Option<TransferSummary>, StoreError> {
         let row = sqlx::query(
             "SELECT transfer_id, sender, sender_ref, state FROM transfers WHERE (sender = $1 AND sender_ref = $2) \
              OR (transfer_id = $3 AND (sender = $4 OR destination = $5)) LIMIT 1",
@@ -556,7 +644,9 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get::<i64, _>(2)? != 0, r.try_get(3)?)))
+            .map(|r| {
+                Ok((r.try_get(0)?, r.try_get(1)?, r.try_get::<i64, _>(2)? != 0, r.try_get(3)?))
+            })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
     }
@@ -632,14 +722,21 @@ pub struct FeedEvent {
 fn summary_from_row(row: &AnyRow) -> Result<TransferSummary, StoreError> {
     let transfer_id: String = row.try_get(0)?;
     let state: String = row.try_get(3)?;
-    let state = state.parse().map_err(|e: String| StoreError::Corrupt { id: transfer_id.clone(), problem: e })?;
+    let state = state
+        .parse()
+        .map_err(|e: String| StoreError::Corrupt { id: transfer_id.clone(), problem: e })?;
     Ok(TransferSummary { transfer_id, sender: row.try_get(1)?, sender_ref: row.try_get(2)?, state })
 }
 
 /// An event from its columns.
-pub(crate) fn event_from_parts(seq: i64, tx: i64, kind: String, body: String) -> Result<FeedEvent, StoreError> {
-    let transfer =
-        serde_json::from_str(&body).map_err(|e| StoreError::Corrupt { id: format!("event {seq}"), problem: e.to_string() })?;
+pub(crate) fn event_from_parts(
+    seq: i64,
+    tx: i64,
+    kind: String,
+    body: String,
+) -> Result<FeedEvent, StoreError> {
+    let transfer = serde_json::from_str(&body)
+        .map_err(|e| StoreError::Corrupt { id: format!("event {seq}"), problem: e.to_string() })?;
     Ok(FeedEvent { cursor: FeedCursor { tx, seq }, kind, transfer })
 }
 
@@ -651,7 +748,9 @@ enum Bind {
 /// The time now in milliseconds since the epoch: the unit of the outbox's `next_attempt_at`
 /// and `leased_until`, so that sub-second backoff is kept (every other stored time is seconds).
 pub fn now_millis() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub(crate) fn transfer_from_row(row: &AnyRow) -> Result<Transfer, StoreError> {
@@ -691,7 +790,13 @@ mod tests {
         for text in then {
             query = query.bind(*text);
         }
-        let steps = query.fetch_all(&store.pool).await.unwrap().iter().map(|row| row.try_get::<String, _>(3).unwrap()).collect();
+        let steps = query
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get::<String, _>(3).unwrap())
+            .collect();
         std::fs::remove_dir_all(&dir).unwrap();
         steps
     }
@@ -702,11 +807,18 @@ mod tests {
     async fn due_deliveries_are_read_along_the_index_without_a_sort() {
         let plan = plan(writes::DUE, &["330200/12345"], &[0, 0, 10]).await;
         assert!(plan.iter().any(|step| step.contains("USING INDEX outbox_due")), "{plan:?}");
-        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE") || step.starts_with("SCAN")), "{plan:?}");
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE") || step.starts_with("SCAN")),
+            "{plan:?}"
+        );
         // leaving out what the deliverer holds: the same walk, the ids looked up in a list
-        let plan = plan_then(writes::DUE_EXCEPT, &["330200/12345"], &[0, 0], &["[1, 2]", "10"]).await;
+        let plan =
+            plan_then(writes::DUE_EXCEPT, &["330200/12345"], &[0, 0], &["[1, 2]", "10"]).await;
         assert!(plan.iter().any(|step| step.contains("USING INDEX outbox_due")), "{plan:?}");
-        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE") || step.starts_with("SCAN o")), "{plan:?}");
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE") || step.starts_with("SCAN o")),
+            "{plan:?}"
+        );
     }
 
     /// Recording outcomes reads the items by id, however many: never a walk of the backlog
@@ -728,11 +840,26 @@ mod tests {
         let (events, log) = (store.events_after_sql(), store.log_page_sql());
         std::fs::remove_dir_all(&dir).unwrap();
         let plan = plan(&events, &["", ""], &[0, 0, 5, 10]).await;
-        assert!(plan.iter().any(|step| step.contains("USING INDEX events_feed (tx=? AND seq>?)")), "{plan:?}");
-        let plan = plan_then(&log, &["directory"], &[0, 0, 5, 10], &["\n", "\t", "\t", "\t", "\t", "\t"]).await;
-        assert!(plan.iter().any(|step| step.contains("USING INDEX record_log_feed (dataset=? AND tx=? AND seq>?)")), "{plan:?}");
+        assert!(
+            plan.iter().any(|step| step.contains("USING INDEX events_feed (tx=? AND seq>?)")),
+            "{plan:?}"
+        );
+        let plan =
+            plan_then(&log, &["directory"], &[0, 0, 5, 10], &["\n", "\t", "\t", "\t", "\t", "\t"])
+                .await;
+        assert!(
+            plan.iter()
+                .any(|step| step
+                    .contains("USING INDEX record_log_feed (dataset=? AND tx=? AND seq>?)")),
+            "{plan:?}"
+        );
         // (`SCAN page` walks the page the subquery made, not the log.)
-        assert!(!plan.iter().any(|step| step.starts_with("SCAN record_log") || step.contains("TEMP B-TREE")), "{plan:?}");
+        assert!(
+            !plan
+                .iter()
+                .any(|step| step.starts_with("SCAN record_log") || step.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
     }
 
     /// The sweeper's query reads index ranges: no step of its plan scans the transfers.

@@ -27,7 +27,10 @@ use crate::routing;
 use crate::security::policy::{Policy, Right};
 use crate::security::Identity;
 use crate::store::audit::AuditEntry;
-use crate::store::{FeedCursor, FeedEvent, FeedTable, PutOptions, PutOutcome, PutRefused, Store, StoreError, Write, WriteResult};
+use crate::store::{
+    FeedCursor, FeedEvent, FeedTable, PutOptions, PutOutcome, PutRefused, Store, StoreError, Write,
+    WriteResult,
+};
 use crate::sync::live::LiveDataset;
 
 /// The transfer-item lists' dataset name.
@@ -43,7 +46,8 @@ pub enum Dataset {
 }
 
 impl Dataset {
-    pub const ALL: [Dataset; 4] = [Dataset::Categories, Dataset::Directory, Dataset::Knowledge, Dataset::TransferStatus];
+    pub const ALL: [Dataset; 4] =
+        [Dataset::Categories, Dataset::Directory, Dataset::Knowledge, Dataset::TransferStatus];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -59,14 +63,23 @@ impl FromStr for Dataset {
     type Err = SyncError;
     fn from_str(s: &str) -> Result<Self, SyncError> {
         Dataset::ALL.into_iter().find(|d| d.as_str() == s).ok_or_else(|| {
-            SyncError::invalid("dataset", format!("expected categories, directory, knowledge or transfer_status, got {s:?}"))
+            SyncError::invalid(
+                "dataset",
+                format!("expected categories, directory, knowledge or transfer_status, got {s:?}"),
+            )
         })
     }
 }
 
 /// The audit entry of a dataset write: who wrote it and what (the store adds the counts).
 fn dataset_audit(actor: String, action: &str, detail: Value) -> AuditEntry {
-    AuditEntry { at: Timestamp::now().unix_seconds(), actor, action: action.to_string(), transfer_id: None, detail }
+    AuditEntry {
+        at: Timestamp::now().unix_seconds(),
+        actor,
+        action: action.to_string(),
+        transfer_id: None,
+        detail,
+    }
 }
 
 /// What an import would do (see [`Datasets::preview`]).
@@ -95,7 +108,9 @@ pub enum SyncError {
     #[error("not found: {0}")]
     NotFound(String),
     /// The version does not grow (409 / FAILED_PRECONDITION), naming the current one.
-    #[error("version: {key} is at version {current}; a write must give a greater version, got {given}")]
+    #[error(
+        "version: {key} is at version {current}; a write must give a greater version, got {given}"
+    )]
     Stale { key: String, current: u64, given: u64 },
     /// The dataset changed since the version the write was made against (409 /
     /// FAILED_PRECONDITION): `import --if-version` after a preview.
@@ -165,7 +180,9 @@ impl Import<'_> {
         }
         if self.errors.len() == errors_before && !self.options.force {
             match self.datasets.orphaning(dataset, &records).await {
-                Ok(orphaned) => self.errors.extend(orphaned.into_iter().map(|(i, e)| (lines[i], e.to_string()))),
+                Ok(orphaned) => {
+                    self.errors.extend(orphaned.into_iter().map(|(i, e)| (lines[i], e.to_string())))
+                }
                 Err(e) => self.errors.push((0, e.to_string())),
             }
         }
@@ -174,9 +191,9 @@ impl Import<'_> {
         }
         match self.write.put(&records).await {
             Ok(Ok(_)) => {}
-            Ok(Err(PutRefused::Stale(stale))) => {
-                self.errors.extend(Datasets::refusals(stale).into_iter().map(|(i, e)| (lines[i], e.to_string())))
-            }
+            Ok(Err(PutRefused::Stale(stale))) => self.errors.extend(
+                Datasets::refusals(stale).into_iter().map(|(i, e)| (lines[i], e.to_string())),
+            ),
             Ok(Err(PutRefused::Moved { now })) => {
                 let moved = SyncError::Moved {
                     dataset: dataset.as_str(),
@@ -269,7 +286,9 @@ impl Datasets {
         request: PutRequest,
     ) -> Result<(Record, PutOutcome), SyncError> {
         let Identity::Endpoint(writer) = who else {
-            return Err(SyncError::Forbidden(format!("{who} may not write datasets: only a record's owning endpoint does")));
+            return Err(SyncError::Forbidden(format!(
+                "{who} may not write datasets: only a record's owning endpoint does"
+            )));
         };
         let mut record = Record {
             dataset: dataset.as_str().to_string(),
@@ -282,12 +301,17 @@ impl Datasets {
         };
         if let Some(current) = self.store.record(dataset.as_str(), key).await? {
             if current.owner != record.owner {
-                return Err(SyncError::Forbidden(format!("{key} is owned by {}, not {writer}", current.owner)));
+                return Err(SyncError::Forbidden(format!(
+                    "{key} is owned by {}, not {writer}",
+                    current.owner
+                )));
             }
         }
         self.check(dataset, &mut record)?;
         if !request.force {
-            if let Some((_, error)) = self.orphaning(dataset, std::slice::from_ref(&record)).await?.pop() {
+            if let Some((_, error)) =
+                self.orphaning(dataset, std::slice::from_ref(&record)).await?.pop()
+            {
                 return Err(error);
             }
         }
@@ -297,7 +321,8 @@ impl Datasets {
             json!({"dataset": dataset.as_str(), "key": key, "version": record.version, "deleted": record.deleted}),
         );
         let options = PutOptions { writer: writer.to_string(), ..PutOptions::default() };
-        let mut outcomes = self.store_records(dataset, vec![record.clone()], options, audit).await?;
+        let mut outcomes =
+            self.store_records(dataset, vec![record.clone()], options, audit).await?;
         Ok((record, outcomes.pop().unwrap_or(PutOutcome::Unchanged)))
     }
 
@@ -308,20 +333,33 @@ impl Datasets {
             record.dataset = dataset.as_str().to_string();
         }
         if record.dataset != dataset.as_str() {
-            return Err(SyncError::invalid("dataset", format!("expected {}, got {:?}", dataset.as_str(), record.dataset)));
+            return Err(SyncError::invalid(
+                "dataset",
+                format!("expected {}, got {:?}", dataset.as_str(), record.dataset),
+            ));
         }
         let key = record.key.as_str();
         // Characters, not bytes: a key of Chinese words counts its words' characters.
         if key.is_empty() || key.chars().count() > 200 || key.chars().any(char::is_control) {
-            return Err(SyncError::invalid("key", format!("expected 1 to 200 printable characters, got {key:?}")));
+            return Err(SyncError::invalid(
+                "key",
+                format!("expected 1 to 200 printable characters, got {key:?}"),
+            ));
         }
         if record.version == 0 || record.version > i64::MAX as u64 {
-            return Err(SyncError::invalid("version", "expected a whole number from 1 that grows with each write"));
+            return Err(SyncError::invalid(
+                "version",
+                "expected a whole number from 1 that grows with each write",
+            ));
         }
-        let owner: EndpointId =
-            record.owner.parse().map_err(|e: String| SyncError::invalid("owner", format!("expected an endpoint: {e}")))?;
+        let owner: EndpointId = record.owner.parse().map_err(|e: String| {
+            SyncError::invalid("owner", format!("expected an endpoint: {e}"))
+        })?;
         if self.registry.endpoint(&owner).is_err() {
-            return Err(SyncError::invalid("owner", format!("{owner} is not a registered endpoint")));
+            return Err(SyncError::invalid(
+                "owner",
+                format!("{owner} is not a registered endpoint"),
+            ));
         }
         match dataset {
             Dataset::Categories => {
@@ -331,9 +369,16 @@ impl Datasets {
                         let (platform, code) = rest.split_once('/')?;
                         Some((format!("{r}/{platform}"), code))
                     })
-                    .ok_or_else(|| SyncError::invalid("key", format!("expected ENDPOINT/NATIVE_CODE, got {key:?}")))?;
+                    .ok_or_else(|| {
+                        SyncError::invalid(
+                            "key",
+                            format!("expected ENDPOINT/NATIVE_CODE, got {key:?}"),
+                        )
+                    })?;
                 if endpoint != record.owner {
-                    return Err(SyncError::Forbidden(format!("{key} belongs to {endpoint}'s list, not {owner}'s")));
+                    return Err(SyncError::Forbidden(format!(
+                        "{key} belongs to {endpoint}'s list, not {owner}'s"
+                    )));
                 }
                 if code.trim().is_empty() || code.trim() != code {
                     return Err(SyncError::invalid(
@@ -341,8 +386,14 @@ impl Datasets {
                         format!("expected a native code without surrounding spaces, got {code:?}"),
                     ));
                 }
-                let table = &self.registry.endpoint(&owner).map_err(|e| SyncError::invalid("owner", e.to_string()))?.codes;
-                let catch_all = [(&table.catch_all_np, "NP"), (&table.catch_all_pm, "PM")].into_iter().find(|(c, _)| *c == code);
+                let table = &self
+                    .registry
+                    .endpoint(&owner)
+                    .map_err(|e| SyncError::invalid("owner", e.to_string()))?
+                    .codes;
+                let catch_all = [(&table.catch_all_np, "NP"), (&table.catch_all_pm, "PM")]
+                    .into_iter()
+                    .find(|(c, _)| *c == code);
                 if let Some((_, side)) = catch_all {
                     // Codes with no row render as the catch-all: it may be renamed, never retired
                     // or moved to the other side.
@@ -355,7 +406,8 @@ impl Datasets {
                         ));
                     }
                     check_body(dataset, &mut record.body)?;
-                    let canonical = record.body.get("canonical").and_then(Value::as_str).unwrap_or_default();
+                    let canonical =
+                        record.body.get("canonical").and_then(Value::as_str).unwrap_or_default();
                     if !canonical.starts_with(side) {
                         return Err(SyncError::invalid(
                             "body.canonical",
@@ -379,18 +431,34 @@ impl Datasets {
                 let platform = match category::side_of(code) {
                     Some(category::CategorySide::NonPolice) => Platform::Hotline,
                     Some(category::CategorySide::Police) => Platform::Police,
-                    None => return Err(SyncError::invalid("key", format!("{code:?} is not a canonical category code"))),
+                    None => {
+                        return Err(SyncError::invalid(
+                            "key",
+                            format!("{code:?} is not a canonical category code"),
+                        ))
+                    }
                 };
-                let rightful = routing::endpoint_for(&self.registry, region, platform).ok_or_else(|| {
-                    SyncError::invalid("key", format!("no {} endpoint is registered for region {region}", platform.as_str()))
-                })?;
+                let rightful =
+                    routing::endpoint_for(&self.registry, region, platform).ok_or_else(|| {
+                        SyncError::invalid(
+                            "key",
+                            format!(
+                                "no {} endpoint is registered for region {region}",
+                                platform.as_str()
+                            ),
+                        )
+                    })?;
                 if rightful != owner {
-                    return Err(SyncError::Forbidden(format!("{key} is kept by {rightful}, not {owner}")));
+                    return Err(SyncError::Forbidden(format!(
+                        "{key} is kept by {rightful}, not {owner}"
+                    )));
                 }
             }
             Dataset::Knowledge => {}
             Dataset::TransferStatus => {
-                return Err(SyncError::Forbidden("transfer_status is written by the gateway alone".into()));
+                return Err(SyncError::Forbidden(
+                    "transfer_status is written by the gateway alone".into(),
+                ));
             }
         }
         if record.deleted {
@@ -424,7 +492,12 @@ impl Datasets {
         audit: AuditEntry,
     ) -> Result<Result<Vec<PutOutcome>, Vec<(usize, SyncError)>>, SyncError> {
         let expected = options.expect_at;
-        let write = Write::PutRecords { dataset: dataset.as_str().to_string(), records, options, audit: Some(audit) };
+        let write = Write::PutRecords {
+            dataset: dataset.as_str().to_string(),
+            records,
+            options,
+            audit: Some(audit),
+        };
         let answer = self.store.write(write).await;
         self.written(dataset).await?;
         match answer? {
@@ -438,7 +511,9 @@ impl Datasets {
                 expected: expected.unwrap_or_default().encode(),
                 now: now.encode(),
             }),
-            WriteResult::Records(Err(PutRefused::Stale(stale))) => Ok(Err(Datasets::refusals(stale))),
+            WriteResult::Records(Err(PutRefused::Stale(stale))) => {
+                Ok(Err(Datasets::refusals(stale)))
+            }
             other => Err(SyncError::Store(StoreError::Corrupt {
                 id: dataset.as_str().into(),
                 problem: format!("unexpected answer {other:?}"),
@@ -455,7 +530,8 @@ impl Datasets {
         records: Vec<Record>,
         options: ImportOptions,
     ) -> Result<usize, Vec<(usize, String)>> {
-        let mut import = self.begin_import(dataset, options).await.map_err(|e| vec![(0, e.to_string())])?;
+        let mut import =
+            self.begin_import(dataset, options).await.map_err(|e| vec![(0, e.to_string())])?;
         import.add(records.into_iter().enumerate().map(|(i, r)| (i + 1, r)).collect()).await;
         import.finish().await
     }
@@ -466,11 +542,21 @@ impl Datasets {
     /// what was imported (the file and its SHA-256): the import is one entry of the audit
     /// trail, with its counts. With `options.if_version` (a preview's `version`), nothing is
     /// written unless the dataset is still there.
-    pub async fn begin_import(&self, dataset: Dataset, options: ImportOptions) -> Result<Import<'_>, SyncError> {
+    pub async fn begin_import(
+        &self,
+        dataset: Dataset,
+        options: ImportOptions,
+    ) -> Result<Import<'_>, SyncError> {
         if dataset == Dataset::TransferStatus {
-            return Err(SyncError::Forbidden("transfer_status is written by the gateway alone".into()));
+            return Err(SyncError::Forbidden(
+                "transfer_status is written by the gateway alone".into(),
+            ));
         }
-        let put = PutOptions { writer: format!("import {}", options.source), seed: false, expect_at: options.if_version };
+        let put = PutOptions {
+            writer: format!("import {}", options.source),
+            seed: false,
+            expect_at: options.if_version,
+        };
         let write = self.store.begin_import(dataset.as_str(), put).await?;
         Ok(Import { datasets: self, dataset, write, options, errors: Vec::new() })
     }
@@ -495,8 +581,16 @@ impl Datasets {
         stale
             .into_iter()
             .map(|s| match s.owned_by {
-                Some(owner) => (s.index, SyncError::Forbidden(format!("{} is owned by {owner}, not {}", s.key, s.writer))),
-                None => (s.index, SyncError::Stale { key: s.key, current: s.current, given: s.given }),
+                Some(owner) => (
+                    s.index,
+                    SyncError::Forbidden(format!(
+                        "{} is owned by {owner}, not {}",
+                        s.key, s.writer
+                    )),
+                ),
+                None => {
+                    (s.index, SyncError::Stale { key: s.key, current: s.current, given: s.given })
+                }
             })
             .collect()
     }
@@ -504,11 +598,16 @@ impl Datasets {
     /// The deletions among `records` (by position) that would leave their own cell of the
     /// directory with no unit: a live record with no coarser record for its category (county,
     /// city, province) after these records are applied. Such a deletion needs `force`.
-    async fn orphaning(&self, dataset: Dataset, records: &[Record]) -> Result<Vec<(usize, SyncError)>, SyncError> {
+    async fn orphaning(
+        &self,
+        dataset: Dataset,
+        records: &[Record],
+    ) -> Result<Vec<(usize, SyncError)>, SyncError> {
         if dataset != Dataset::Directory || !records.iter().any(|r| r.deleted) {
             return Ok(Vec::new());
         }
-        let batch: std::collections::HashMap<&str, &Record> = records.iter().map(|r| (r.key.as_str(), r)).collect();
+        let batch: std::collections::HashMap<&str, &Record> =
+            records.iter().map(|r| (r.key.as_str(), r)).collect();
         let mut wanted: Vec<String> = Vec::new();
         for record in records.iter().filter(|r| r.deleted) {
             if let Some((region, category)) = record.key.split_once('/') {
@@ -549,26 +648,43 @@ impl Datasets {
     /// record added, changed, deleted (a tombstone for a live record), unchanged (a repeat), or
     /// refused with why (its form, its owner, a version that does not grow).
     /// Without `force`, a deletion that would leave a cell with no unit is refused.
-    pub async fn preview(&self, dataset: Dataset, mut records: Vec<Record>, force: bool) -> Result<Preview, SyncError> {
+    pub async fn preview(
+        &self,
+        dataset: Dataset,
+        mut records: Vec<Record>,
+        force: bool,
+    ) -> Result<Preview, SyncError> {
         // Read first: a write landing during the preview makes `--if-version` refuse.
         let version = self.store.dataset_position(dataset.as_str()).await?.encode();
-        let mut orphaned: std::collections::HashMap<usize, SyncError> =
-            if force { Default::default() } else { self.orphaning(dataset, &records).await?.into_iter().collect() };
+        let mut orphaned: std::collections::HashMap<usize, SyncError> = if force {
+            Default::default()
+        } else {
+            self.orphaning(dataset, &records).await?.into_iter().collect()
+        };
         let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let mut current = self.store.records_of(dataset.as_str(), &key_refs).await?;
         let mut preview = Preview { version, ..Preview::default() };
         for (i, record) in records.iter_mut().enumerate() {
-            let refused = self.check(dataset, record).err().or_else(|| orphaned.remove(&i)).map(|e| e.to_string());
+            let refused = self
+                .check(dataset, record)
+                .err()
+                .or_else(|| orphaned.remove(&i))
+                .map(|e| e.to_string());
             if let Some(why) = refused {
                 preview.refused.push((i + 1, why));
                 continue;
             }
             let outcome = match current.get(&record.key) {
-                Some(now) if now.owner != record.owner => {
-                    Err(format!("forbidden: {} is owned by {}, not {}", record.key, now.owner, record.owner))
-                }
-                Some(now) if record.version == now.version && now.deleted == record.deleted && now.body == record.body => {
+                Some(now) if now.owner != record.owner => Err(format!(
+                    "forbidden: {} is owned by {}, not {}",
+                    record.key, now.owner, record.owner
+                )),
+                Some(now)
+                    if record.version == now.version
+                        && now.deleted == record.deleted
+                        && now.body == record.body =>
+                {
                     Ok(&mut preview.unchanged)
                 }
                 Some(now) if record.version <= now.version => Err(format!(
@@ -610,7 +726,11 @@ impl Datasets {
                 })
             })
             .collect();
-        let audit = dataset_audit("gateway".into(), "dataset.seed", json!({"dataset": Dataset::Categories.as_str()}));
+        let audit = dataset_audit(
+            "gateway".into(),
+            "dataset.seed",
+            json!({"dataset": Dataset::Categories.as_str()}),
+        );
         let options = PutOptions { writer: "gateway (seed)".into(), seed: true, expect_at: None };
         let outcomes = self.store_records(Dataset::Categories, records, options, audit).await?;
         Ok(outcomes.iter().filter(|o| **o == PutOutcome::Written).count())
@@ -635,14 +755,26 @@ impl Datasets {
     }
 
     /// One record.
-    pub async fn get(&self, who: &Identity, dataset: Dataset, key: &str) -> Result<Record, SyncError> {
+    pub async fn get(
+        &self,
+        who: &Identity,
+        dataset: Dataset,
+        key: &str,
+    ) -> Result<Record, SyncError> {
         self.may_read(who)?;
         if dataset == Dataset::TransferStatus {
-            let transfer = self.store.transfer(key).await?.ok_or_else(|| SyncError::NotFound(key.to_string()))?;
+            let transfer = self
+                .store
+                .transfer(key)
+                .await?
+                .ok_or_else(|| SyncError::NotFound(key.to_string()))?;
             self.policy.may(who, &transfer, Right::ReadDatasets).map_err(SyncError::Forbidden)?;
             return Ok(status_record(&transfer));
         }
-        self.store.record(dataset.as_str(), key).await?.ok_or_else(|| SyncError::NotFound(format!("{} {key}", dataset.as_str())))
+        self.store
+            .record(dataset.as_str(), key)
+            .await?
+            .ok_or_else(|| SyncError::NotFound(format!("{} {key}", dataset.as_str())))
     }
 
     /// A page of a consistent snapshot. The first page (empty token) fixes the cursor the
@@ -657,22 +789,34 @@ impl Datasets {
         self.may_read(who)?;
         let limit = page_size.clamp(1, MAX_PAGE);
         let (at, after) = if page_token.is_empty() {
-            let table = if dataset == Dataset::TransferStatus { FeedTable::Events } else { FeedTable::Records };
+            let table = if dataset == Dataset::TransferStatus {
+                FeedTable::Events
+            } else {
+                FeedTable::Records
+            };
             (self.store.feed_head(table).await?, String::new())
         } else {
-            let (cursor, after) = page_token
-                .split_once(':')
-                .ok_or_else(|| SyncError::invalid("page_token", "expected a token from a previous page"))?;
+            let (cursor, after) = page_token.split_once(':').ok_or_else(|| {
+                SyncError::invalid("page_token", "expected a token from a previous page")
+            })?;
             (
-                FeedCursor::decode(cursor)
-                    .map_err(|_| SyncError::invalid("page_token", "expected a token from a previous page"))?,
+                FeedCursor::decode(cursor).map_err(|_| {
+                    SyncError::invalid("page_token", "expected a token from a previous page")
+                })?,
                 after.to_string(),
             )
         };
         let (records, next) = if dataset == Dataset::TransferStatus {
             let party = who.endpoint().map(ToString::to_string);
-            let (events, next) = self.store.transfer_snapshot(party.as_deref(), at, &after, limit).await?;
-            (self.visible_status(who, events).into_iter().map(|(_, r)| RecordDoc::from_record(&r)).collect(), next)
+            let (events, next) =
+                self.store.transfer_snapshot(party.as_deref(), at, &after, limit).await?;
+            (
+                self.visible_status(who, events)
+                    .into_iter()
+                    .map(|(_, r)| RecordDoc::from_record(&r))
+                    .collect(),
+                next,
+            )
         } else {
             self.store.record_snapshot(dataset.as_str(), at, &after, limit).await?
         };
@@ -684,17 +828,27 @@ impl Datasets {
     }
 
     /// Changes after a cursor (empty: from the beginning), in commit order.
-    pub async fn changes(&self, who: &Identity, dataset: Dataset, cursor: &str, limit: i64) -> Result<ChangesPage, SyncError> {
+    pub async fn changes(
+        &self,
+        who: &Identity,
+        dataset: Dataset,
+        cursor: &str,
+        limit: i64,
+    ) -> Result<ChangesPage, SyncError> {
         self.may_read(who)?;
-        let from =
-            FeedCursor::decode(cursor).map_err(|e| SyncError::invalid("cursor", e.trim_start_matches("cursor: ").to_string()))?;
+        let from = FeedCursor::decode(cursor).map_err(|e| {
+            SyncError::invalid("cursor", e.trim_start_matches("cursor: ").to_string())
+        })?;
         let limit = limit.clamp(1, MAX_PAGE);
         let (changes, last, looked_at) = if dataset == Dataset::TransferStatus {
             let party = who.endpoint().map(ToString::to_string);
             let events = self.store.events_after(party.as_deref(), from, limit).await?;
             let looked_at = events.len();
             let last = events.last().map_or(from, |e| e.cursor);
-            let visible = self.visible_status(who, events).into_iter().map(|(c, r)| (c.encode(), RecordDoc::from_record(&r)));
+            let visible = self
+                .visible_status(who, events)
+                .into_iter()
+                .map(|(c, r)| (c.encode(), RecordDoc::from_record(&r)));
             (visible.collect(), last, looked_at)
         } else {
             let rows = self.store.record_changes(dataset.as_str(), from, limit).await?;
@@ -747,20 +901,34 @@ fn check_body(dataset: Dataset, body: &mut Value) -> Result<(), SyncError> {
         Dataset::TransferStatus => &[],
     };
     if let Some(unknown) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(SyncError::invalid(format!("body.{unknown}"), format!("unknown field; expected {}", allowed.join(", "))));
+        return Err(SyncError::invalid(
+            format!("body.{unknown}"),
+            format!("unknown field; expected {}", allowed.join(", ")),
+        ));
     }
-    let text = |fields: &serde_json::Map<String, Value>, name: &str, required: bool| -> Result<(), SyncError> {
+    let text = |fields: &serde_json::Map<String, Value>,
+                name: &str,
+                required: bool|
+     -> Result<(), SyncError> {
         match fields.get(name) {
             Some(Value::String(s)) if !s.trim().is_empty() => Ok(()),
             None | Some(Value::Null) if !required => Ok(()),
-            None | Some(Value::Null) => Err(SyncError::invalid(format!("body.{name}"), crate::model::MISSING)),
-            Some(other) => Err(SyncError::invalid(format!("body.{name}"), format!("expected text, got {other}"))),
+            None | Some(Value::Null) => {
+                Err(SyncError::invalid(format!("body.{name}"), crate::model::MISSING))
+            }
+            Some(other) => Err(SyncError::invalid(
+                format!("body.{name}"),
+                format!("expected text, got {other}"),
+            )),
         }
     };
     let code = |value: &Value, field: String| -> Result<(), SyncError> {
         match value.as_str() {
             Some(c) if category::is_known(c) => Ok(()),
-            _ => Err(SyncError::invalid(field, format!("expected a canonical category code (NP01…, PM01…), got {value}"))),
+            _ => Err(SyncError::invalid(
+                field,
+                format!("expected a canonical category code (NP01…, PM01…), got {value}"),
+            )),
         }
     };
     match dataset {
@@ -769,10 +937,15 @@ fn check_body(dataset: Dataset, body: &mut Value) -> Result<(), SyncError> {
             text(fields, "name", true)?;
         }
         Dataset::Directory => {
-            let unit = fields.get("unit").ok_or_else(|| SyncError::invalid("body.unit", crate::model::MISSING))?;
-            let unit: crate::model::Unit = serde_json::from_value(unit.clone())
-                .map_err(|e| SyncError::invalid("body.unit", format!("expected {{\"code\", \"name\"}}: {e}")))?;
-            if unit.code.as_deref().unwrap_or("").trim().is_empty() && unit.name.as_deref().unwrap_or("").trim().is_empty() {
+            let unit = fields
+                .get("unit")
+                .ok_or_else(|| SyncError::invalid("body.unit", crate::model::MISSING))?;
+            let unit: crate::model::Unit = serde_json::from_value(unit.clone()).map_err(|e| {
+                SyncError::invalid("body.unit", format!("expected {{\"code\", \"name\"}}: {e}"))
+            })?;
+            if unit.code.as_deref().unwrap_or("").trim().is_empty()
+                && unit.name.as_deref().unwrap_or("").trim().is_empty()
+            {
                 return Err(SyncError::invalid("body.unit", "expected a code or a name"));
             }
             text(fields, "phone", false)?;
@@ -789,7 +962,10 @@ fn check_body(dataset: Dataset, body: &mut Value) -> Result<(), SyncError> {
                     }
                 }
                 Some(other) => {
-                    return Err(SyncError::invalid("body.categories", format!("expected a list of codes, got {other}")))
+                    return Err(SyncError::invalid(
+                        "body.categories",
+                        format!("expected a list of codes, got {other}"),
+                    ))
                 }
             }
             if let Some(until) = fields.get("valid_until").filter(|v| !v.is_null()) {
@@ -798,7 +974,12 @@ fn check_body(dataset: Dataset, body: &mut Value) -> Result<(), SyncError> {
                     Some(Ok(t)) => {
                         fields.insert("valid_until".into(), Value::String(t.to_string()));
                     }
-                    _ => return Err(SyncError::invalid("body.valid_until", format!("expected an RFC 3339 time, got {until}"))),
+                    _ => {
+                        return Err(SyncError::invalid(
+                            "body.valid_until",
+                            format!("expected an RFC 3339 time, got {until}"),
+                        ))
+                    }
                 }
             }
         }

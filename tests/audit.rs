@@ -14,7 +14,8 @@ fn liandong(args: &[&str]) -> std::process::Output {
 
 async fn sql(db: &Path, statement: &str) {
     use sqlx::Connection;
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    let mut conn =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
     sqlx::query(statement).execute(&mut conn).await.unwrap();
 }
 
@@ -25,9 +26,11 @@ async fn the_trail_holds_every_event_and_verify_finds_tampering() {
     site.push_to("330200/12345", &destination.url());
     let (addr, _, stop) = start_on_free_port(&site).await;
     let police = Client::for_endpoint(&site, "330200/110", addr);
-    let sample =
-        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"))
-            .unwrap();
+    let sample = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+    )
+    .unwrap();
     let answer = police.post("/v1/native/330200/110/transfers", sample).await;
     let id = answer.header("x-liandong-transfer-id").unwrap();
     eventually(20, "delivered", || !destination.received().is_empty()).await;
@@ -46,11 +49,17 @@ async fn the_trail_holds_every_event_and_verify_finds_tampering() {
     assert!(String::from_utf8_lossy(&verified.stdout).contains("the audit trail is intact"));
 
     let export = liandong(&["audit", "export", "--config", config, "--transfer", &id]);
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&export.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let actions: Vec<&str> = lines.iter().map(|l| l["action"].as_str().unwrap()).collect();
     // The sample was sent in 2023: it arrives long past its deadlines, overdue on arrival.
-    assert_eq!(actions, ["transfer.submitted", "transfer.escalated", "delivery.delivered", "transfer.delivered"], "{lines:?}");
+    assert_eq!(
+        actions,
+        ["transfer.submitted", "transfer.escalated", "delivery.delivered", "transfer.delivered"],
+        "{lines:?}"
+    );
     assert_eq!(lines[0]["actor"], "330200/110");
     assert_eq!(lines[1]["actor"], "gateway");
     assert_eq!(lines[2]["actor"], "330200/12345");
@@ -67,13 +76,20 @@ async fn the_trail_holds_every_event_and_verify_finds_tampering() {
         copies.push(path);
     }
     let (changed, removed, reordered) = (copies[0].clone(), copies[1].clone(), copies[2].clone());
-    sql(&changed, "UPDATE audit SET actor = '330200/12345' WHERE action = 'transfer.submitted'").await;
+    sql(&changed, "UPDATE audit SET actor = '330200/12345' WHERE action = 'transfer.submitted'")
+        .await;
     sql(&removed, "DELETE FROM audit WHERE action = 'delivery.delivered'").await;
     // swap the first two entries (the configuration load and the submission)
     {
         use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", reordered.display())).await.unwrap();
-        let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM audit ORDER BY seq LIMIT 2").fetch_all(&mut conn).await.unwrap();
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", reordered.display()))
+                .await
+                .unwrap();
+        let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM audit ORDER BY seq LIMIT 2")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
         for statement in [
             format!("UPDATE audit SET seq = -1 WHERE seq = {}", seqs[0]),
             format!("UPDATE audit SET seq = {} WHERE seq = {}", seqs[0], seqs[1]),
@@ -84,31 +100,50 @@ async fn the_trail_holds_every_event_and_verify_finds_tampering() {
     }
     let cases = [
         (&changed, "transfer.submitted", "was changed"),
-        (&removed, "transfer.delivered", "an entry between them was removed, or entries were reordered"),
+        (
+            &removed,
+            "transfer.delivered",
+            "an entry between them was removed, or entries were reordered",
+        ),
         (&reordered, "", "does not start the chain"),
     ];
     for (file, _, expected) in cases {
-        let text = std::fs::read_to_string(&site.config)
-            .unwrap()
-            .replace("path = \"liandong.db\"", &format!("path = \"{}\"", file.file_name().unwrap().to_str().unwrap()));
+        let text = std::fs::read_to_string(&site.config).unwrap().replace(
+            "path = \"liandong.db\"",
+            &format!("path = \"{}\"", file.file_name().unwrap().to_str().unwrap()),
+        );
         let tampered = site.dir.join("tampered.toml");
         std::fs::write(&tampered, text).unwrap();
         let output = liandong(&["audit", "verify", "--config", tampered.to_str().unwrap()]);
         assert_eq!(output.status.code(), Some(1), "{}", file.display());
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.starts_with("audit entry ") && stderr.contains(expected), "{}: {stderr}", file.display());
+        assert!(
+            stderr.starts_with("audit entry ") && stderr.contains(expected),
+            "{}: {stderr}",
+            file.display()
+        );
     }
     // the audit trail names the refusal too
     use sqlx::Connection;
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    let mut conn =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
     let refused: (String, String) =
-        sqlx::query_as("SELECT actor, detail FROM audit WHERE action = 'refused'").fetch_one(&mut conn).await.unwrap();
+        sqlx::query_as("SELECT actor, detail FROM audit WHERE action = 'refused'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
     assert_eq!(refused.0, "liandong://endpoint/110000/110");
     let detail: serde_json::Value = serde_json::from_str(&refused.1).unwrap();
     assert_eq!(detail["route"], format!("GET /v1/transfers/{id}"), "{detail}");
     assert_eq!(detail["reason"], "identity", "{detail}");
-    assert_eq!(detail["request_id"], request_id, "the entry an integrator's quoted id finds: {detail}");
+    assert_eq!(
+        detail["request_id"], request_id,
+        "the entry an integrator's quoted id finds: {detail}"
+    );
     let loaded: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE action = 'config.loaded'").fetch_one(&mut conn).await.unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE action = 'config.loaded'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
     assert_eq!(loaded, 1);
 }

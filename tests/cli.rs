@@ -40,25 +40,38 @@ fn stdout_json(output: &Output) -> Value {
 #[test]
 fn native_to_canonical_from_a_file_and_from_stdin() {
     let file = sample("jqxx-xml/transfer-yunnan-gbk.xml");
-    let expected: Value =
-        serde_json::from_slice(&std::fs::read(sample("jqxx-xml/transfer-yunnan-gbk.canonical.json")).unwrap()).unwrap();
-    let from_file =
-        stdout_json(&liandong(&["convert", "--from", "530000/110", "--kind", "transfer", file.to_str().unwrap()], None));
+    let expected: Value = serde_json::from_slice(
+        &std::fs::read(sample("jqxx-xml/transfer-yunnan-gbk.canonical.json")).unwrap(),
+    )
+    .unwrap();
+    let from_file = stdout_json(&liandong(
+        &["convert", "--from", "530000/110", "--kind", "transfer", file.to_str().unwrap()],
+        None,
+    ));
     common::assert_canonical_eq(&from_file, &expected, "file");
-    let from_stdin =
-        stdout_json(&liandong(&["convert", "--from", "530000/110", "--kind", "transfer"], Some(&std::fs::read(&file).unwrap())));
+    let from_stdin = stdout_json(&liandong(
+        &["convert", "--from", "530000/110", "--kind", "transfer"],
+        Some(&std::fs::read(&file).unwrap()),
+    ));
     assert_eq!(from_stdin, from_file);
 }
 
 #[test]
 fn canonical_to_native_writes_gbk_for_jqxx() {
     let canonical = std::fs::read(sample("jqxx-xml/transfer-yunnan-gbk.canonical.json")).unwrap();
-    let output = liandong(&["convert", "--to", "530000/110", "--kind", "transfer"], Some(&canonical));
+    let output =
+        liandong(&["convert", "--to", "530000/110", "--kind", "transfer"], Some(&canonical));
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.stdout.starts_with(br#"<?xml version="1.0" encoding="GBK"?>"#));
-    assert!(output.stdout.windows(8).any(|w| w == b"&#x4DAE;"), "䶮 is written as a character reference");
+    assert!(
+        output.stdout.windows(8).any(|w| w == b"&#x4DAE;"),
+        "䶮 is written as a character reference"
+    );
     // and it reads back to the same canonical document
-    let back = stdout_json(&liandong(&["convert", "--from", "530000/110", "--kind", "transfer"], Some(&output.stdout)));
+    let back = stdout_json(&liandong(
+        &["convert", "--from", "530000/110", "--kind", "transfer"],
+        Some(&output.stdout),
+    ));
     common::assert_canonical_eq(&back, &serde_json::from_slice(&canonical).unwrap(), "round trip");
 }
 
@@ -72,7 +85,10 @@ fn a_whole_transfer_renders_with_its_transfer_id_as_the_reference() {
         "deadlines": {"receive_by": "2023-05-08T10:13:00+08:00"},
         "state": "submitted", "history": []
     });
-    let output = liandong(&["convert", "--to", "330200/12345", "--kind", "transfer"], Some(transfer.to_string().as_bytes()));
+    let output = liandong(
+        &["convert", "--to", "330200/12345", "--kind", "transfer"],
+        Some(transfer.to_string().as_bytes()),
+    );
     let native = stdout_json(&output);
     assert_eq!(native["lzbh"], "01HZX3V6Q8K2M7R4T9W1Y5C0DE");
     assert_eq!(native["gd"]["sqlx"], "1007");
@@ -81,12 +97,25 @@ fn a_whole_transfer_renders_with_its_transfer_id_as_the_reference() {
 #[test]
 fn native_to_native_across_formats() {
     let file = sample("ticket-json/status-visited.json");
-    let output =
-        liandong(&["convert", "--from", "110000/12345", "--to", "210000/110", "--kind", "status", file.to_str().unwrap()], None);
+    let output = liandong(
+        &[
+            "convert",
+            "--from",
+            "110000/12345",
+            "--to",
+            "210000/110",
+            "--kind",
+            "status",
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
     assert!(output.status.success());
     let text = encoding_text(&output.stdout);
     assert!(
-        text.contains("<ZT>HF</ZT>") && text.contains("<MYD>不满意</MYD>") && text.contains("<LZBH>BJ12345-TR-7781</LZBH>"),
+        text.contains("<ZT>HF</ZT>")
+            && text.contains("<MYD>不满意</MYD>")
+            && text.contains("<LZBH>BJ12345-TR-7781</LZBH>"),
         "{text}"
     );
 }
@@ -142,7 +171,10 @@ fn endpoints_lists_the_registry() {
     let output = liandong(&["endpoints"], None);
     let table = String::from_utf8(output.stdout).unwrap();
     assert_eq!(table.lines().count(), 19, "a header and 18 endpoints");
-    assert!(table.contains("530000/110     jqxx-xml        云南 Yunnan  (extra codes: JW11)"), "{table}");
+    assert!(
+        table.contains("530000/110     jqxx-xml        云南 Yunnan  (extra codes: JW11)"),
+        "{table}"
+    );
     let list = stdout_json(&liandong(&["endpoints", "--json"], None));
     assert_eq!(list.as_array().unwrap().len(), 18);
     assert_eq!(list[12]["id"], "360000/110");
@@ -157,7 +189,16 @@ fn a_seventh_format_is_a_data_file() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("7 formats"));
     let doc = dir.join("transfer.json");
     let canonical = stdout_json(&liandong(
-        &["--profiles", dir.to_str().unwrap(), "convert", "--from", "440000/110", "--kind", "transfer", doc.to_str().unwrap()],
+        &[
+            "--profiles",
+            dir.to_str().unwrap(),
+            "convert",
+            "--from",
+            "440000/110",
+            "--kind",
+            "transfer",
+            doc.to_str().unwrap(),
+        ],
         None,
     ));
     assert_eq!(canonical["case"]["case_id"], "110:440000:GZ20240601001");
@@ -197,9 +238,18 @@ fn profile_mistakes_are_reported_with_file_and_key() {
         )),
         "{stderr}"
     );
-    assert!(lines[1].starts_with(&format!("{}: transfer.fields[0]: unknown field `pth`", file("misspelt.toml"))), "{stderr}");
     assert!(
-        lines[2].starts_with(&format!("{}: endpoint[0].format: unknown format \"no-such-format\"", file("endpoints.toml"))),
+        lines[1].starts_with(&format!(
+            "{}: transfer.fields[0]: unknown field `pth`",
+            file("misspelt.toml")
+        )),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "{}: endpoint[0].format: unknown format \"no-such-format\"",
+            file("endpoints.toml")
+        )),
         "{stderr}"
     );
 }
@@ -213,7 +263,10 @@ fn a_profile_that_is_not_toml_is_reported_with_its_line() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.contains("bad.toml: not valid TOML") && stderr.contains("(line 2, column 10)"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml: not valid TOML") && stderr.contains("(line 2, column 10)"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -228,7 +281,10 @@ fn the_built_in_profiles_pass_their_own_check() {
 fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
     let dir = std::env::temp_dir().join(format!("liandong-cli-data-{}", ulid::Ulid::new()));
     let site = dir.join("site");
-    let output = liandong(&["init", site.to_str().unwrap(), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"], None);
+    let output = liandong(
+        &["init", site.to_str().unwrap(), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+        None,
+    );
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let config = site.join("liandong.toml");
     let config = config.to_str().unwrap();
@@ -253,13 +309,18 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
         "owner.jsonl",
         "\n{\"key\": \"330203/NP03\", \"owner\": \"330000/12345\", \"version\": 1, \"body\": {\"unit\": {\"name\": \"x\"}}}\n",
     );
-    let output = liandong(&["datasets", "import", "--config", config, "directory", &wrong_owner], None);
+    let output =
+        liandong(&["datasets", "import", "--config", config, "directory", &wrong_owner], None);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("owner.jsonl: line 2: forbidden: 330203/NP03 is kept by 330200/12345"), "{stderr}");
+    assert!(
+        stderr.contains("owner.jsonl: line 2: forbidden: 330203/NP03 is kept by 330200/12345"),
+        "{stderr}"
+    );
     let unreadable =
         write("unreadable.jsonl", "{not json\n{\"key\": \"330203/NP05\", \"owner\": \"330200/12345\", \"version\": \"one\"}\n");
-    let output = liandong(&["datasets", "import", "--config", config, "directory", &unreadable], None);
+    let output =
+        liandong(&["datasets", "import", "--config", config, "directory", &unreadable], None);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("line 1: not JSON") && stderr.contains("line 2: "), "{stderr}");
 
@@ -269,9 +330,15 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
     );
     let output = liandong(&["datasets", "import", "--config", config, "directory", &good], None);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "directory: 2 records read, 2 written (0 unchanged)\n");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "directory: 2 records read, 2 written (0 unchanged)\n"
+    );
     let again = liandong(&["datasets", "import", "--config", config, "directory", &good], None);
-    assert_eq!(String::from_utf8_lossy(&again.stdout), "directory: 2 records read, 0 written (2 unchanged)\n");
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        "directory: 2 records read, 0 written (2 unchanged)\n"
+    );
 
     // a dry run says what an import would do, and writes nothing
     let preview = write(
@@ -284,7 +351,10 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
          330203101/NP03,330200/12345,1,GQ,old,,\n",
     );
     // (--force: the deletion of line 4 leaves its county without a unit, counted as a deletion)
-    let output = liandong(&["datasets", "import", "--config", config, "directory", &preview, "--dry-run", "--force"], None);
+    let output = liandong(
+        &["datasets", "import", "--config", config, "directory", &preview, "--dry-run", "--force"],
+        None,
+    );
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -294,107 +364,223 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
             ),
         "{text}"
     );
-    assert!(text.contains("preview.csv: line 6: version: 330203101/NP03 is at version 2"), "{text}");
-    let unchanged =
-        stdout_json(&liandong(&["route", "--config", config, "--region", "330203101", "--category", "NP03", "--json"], None));
+    assert!(
+        text.contains("preview.csv: line 6: version: 330203101/NP03 is at version 2"),
+        "{text}"
+    );
+    let unchanged = stdout_json(&liandong(
+        &["route", "--config", config, "--region", "330203101", "--category", "NP03", "--json"],
+        None,
+    ));
     assert_eq!(unchanged["unit"]["code"], "GQ", "nothing was written");
 
     // --if-version: the preview's version; applied only while nothing else wrote the dataset
-    let planned = write("planned.csv", "key,owner,version,unit.code\n330205/NP03,330200/12345,1,ZH\n");
+    let planned =
+        write("planned.csv", "key,owner,version,unit.code\n330205/NP03,330200/12345,1,ZH\n");
     let version_of = |output: &Output| {
         let text = String::from_utf8_lossy(&output.stdout).to_string();
-        text.strip_prefix("directory at version ").and_then(|rest| rest.split(':').next()).unwrap().to_string()
+        text.strip_prefix("directory at version ")
+            .and_then(|rest| rest.split(':').next())
+            .unwrap()
+            .to_string()
     };
-    let previewed = version_of(&liandong(&["datasets", "import", "--config", config, "directory", &planned, "--dry-run"], None));
+    let previewed = version_of(&liandong(
+        &["datasets", "import", "--config", config, "directory", &planned, "--dry-run"],
+        None,
+    ));
 
     // a deletion (TRUE, as Excel writes it) is a tombstone; export lists it
-    let deletion = write("delete.csv", "key,owner,version,deleted\n330203/NP09,330200/12345,1,TRUE\n");
-    let output = liandong(&["datasets", "import", "--config", config, "directory", &deletion], None);
+    let deletion =
+        write("delete.csv", "key,owner,version,deleted\n330203/NP09,330200/12345,1,TRUE\n");
+    let output =
+        liandong(&["datasets", "import", "--config", config, "directory", &deletion], None);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     // the dataset moved since the preview: refused, nothing written; previewed again, applied
-    let output = liandong(&["datasets", "import", "--config", config, "directory", &planned, "--if-version", &previewed], None);
+    let output = liandong(
+        &[
+            "datasets",
+            "import",
+            "--config",
+            config,
+            "directory",
+            &planned,
+            "--if-version",
+            &previewed,
+        ],
+        None,
+    );
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&format!("not {previewed} as previewed")) && stderr.contains("nothing was written"), "{stderr}");
-    let previewed = version_of(&liandong(&["datasets", "import", "--config", config, "directory", &planned, "--dry-run"], None));
-    let output = liandong(&["datasets", "import", "--config", config, "directory", &planned, "--if-version", &previewed], None);
+    assert!(
+        stderr.contains(&format!("not {previewed} as previewed"))
+            && stderr.contains("nothing was written"),
+        "{stderr}"
+    );
+    let previewed = version_of(&liandong(
+        &["datasets", "import", "--config", config, "directory", &planned, "--dry-run"],
+        None,
+    ));
+    let output = liandong(
+        &[
+            "datasets",
+            "import",
+            "--config",
+            config,
+            "directory",
+            &planned,
+            "--if-version",
+            &previewed,
+        ],
+        None,
+    );
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let output = liandong(&["datasets", "import", "--config", config, "directory", &planned, "--if-version", "soon"], None);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--if-version: expected a version printed by --dry-run"));
+    let output = liandong(
+        &["datasets", "import", "--config", config, "directory", &planned, "--if-version", "soon"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("--if-version: expected a version printed by --dry-run"));
     // deleting the only unit of a cell is refused (in the preview too) unless forced
-    let retire = write("retire.csv", "key,owner,version,deleted\n330205/NP03,330200/12345,2,true\n");
+    let retire =
+        write("retire.csv", "key,owner,version,deleted\n330205/NP03,330200/12345,2,true\n");
     let output = liandong(&["datasets", "import", "--config", config, "directory", &retire], None);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("retire.csv: line 2: deleted: 330205/NP03 is the only unit for NP03 in 330205"), "{stderr}");
-    let output = liandong(&["datasets", "import", "--config", config, "directory", &retire, "--dry-run"], None);
-    assert!(String::from_utf8_lossy(&output.stdout).contains("1 refused"), "{}", String::from_utf8_lossy(&output.stdout));
-    let output = liandong(&["datasets", "import", "--config", config, "directory", &retire, "--force"], None);
+    assert!(
+        stderr.contains(
+            "retire.csv: line 2: deleted: 330205/NP03 is the only unit for NP03 in 330205"
+        ),
+        "{stderr}"
+    );
+    let output = liandong(
+        &["datasets", "import", "--config", config, "directory", &retire, "--dry-run"],
+        None,
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("1 refused"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let output = liandong(
+        &["datasets", "import", "--config", config, "directory", &retire, "--force"],
+        None,
+    );
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     // a record's history: each version, when, by whom
-    let output = liandong(&["datasets", "history", "--config", config, "directory", "330205/NP03", "--json"], None);
+    let output = liandong(
+        &["datasets", "history", "--config", config, "directory", "330205/NP03", "--json"],
+        None,
+    );
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let history: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(history.len(), 2, "{history:?}");
-    assert_eq!((history[0]["version"].as_u64(), history[0]["deleted"].as_bool()), (Some(1), Some(false)));
+    assert_eq!(
+        (history[0]["version"].as_u64(), history[0]["deleted"].as_bool()),
+        (Some(1), Some(false))
+    );
     assert_eq!(history[0]["body"]["unit"]["code"], "ZH");
     assert!(
         history[0]["writer"].as_str().unwrap().starts_with("import ")
             && history[0]["writer"].as_str().unwrap().contains("planned.csv sha256:")
     );
-    assert_eq!((history[1]["version"].as_u64(), history[1]["deleted"].as_bool()), (Some(2), Some(true)));
+    assert_eq!(
+        (history[1]["version"].as_u64(), history[1]["deleted"].as_bool()),
+        (Some(2), Some(true))
+    );
     assert!(history[1]["writer"].as_str().unwrap().contains("retire.csv"));
-    let output = liandong(&["datasets", "history", "--config", config, "directory", "330205/NP03"], None);
+    let output =
+        liandong(&["datasets", "history", "--config", config, "directory", "330205/NP03"], None);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("v1 ") && text.contains("v2 ") && text.contains("deleted"), "{text}");
-    let output = liandong(&["datasets", "history", "--config", config, "directory", "330299/NP03"], None);
+    let output =
+        liandong(&["datasets", "history", "--config", config, "directory", "330299/NP03"], None);
     assert_eq!(output.status.code(), Some(2), "no such record");
     assert!(String::from_utf8_lossy(&output.stderr).contains("330299/NP03"));
 
     // export as JSON Lines and as CSV, tombstones included; the CSV reads back unchanged
     let output = liandong(&["datasets", "export", "--config", config, "directory"], None);
-    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 4);
     // in key order, byte-wise: "330203/…" before "330203101/…"
-    assert_eq!((lines[1]["key"].as_str(), lines[1]["deleted"].as_bool()), (Some("330203/NP09"), Some(true)));
+    assert_eq!(
+        (lines[1]["key"].as_str(), lines[1]["deleted"].as_bool()),
+        (Some("330203/NP09"), Some(true))
+    );
     assert_eq!(lines[2]["body"]["unit"]["name"], "高桥镇, 劳动保障所");
-    let output = liandong(&["datasets", "export", "--config", config, "directory", "--format", "csv"], None);
+    let output =
+        liandong(&["datasets", "export", "--config", config, "directory", "--format", "csv"], None);
     let csv = write("export.csv", &String::from_utf8_lossy(&output.stdout));
     let back = liandong(&["datasets", "import", "--config", config, "directory", &csv], None);
-    assert_eq!(String::from_utf8_lossy(&back.stdout), "directory: 4 records read, 0 written (4 unchanged)\n");
+    assert_eq!(
+        String::from_utf8_lossy(&back.stdout),
+        "directory: 4 records read, 0 written (4 unchanged)\n"
+    );
 
     // routing: the township's record wins; another township falls back to the county
-    let route =
-        stdout_json(&liandong(&["route", "--config", config, "--region", "330203101", "--category", "NP03", "--json"], None));
+    let route = stdout_json(&liandong(
+        &["route", "--config", config, "--region", "330203101", "--category", "NP03", "--json"],
+        None,
+    ));
     assert_eq!(route["endpoint"], "330200/12345");
     assert_eq!(route["unit"]["code"], "GQ");
     assert_eq!(route["considered"][0], "330203101/NP03");
-    let output = liandong(&["route", "--config", config, "--region", "330203102", "--category", "NP03"], None);
+    let output = liandong(
+        &["route", "--config", config, "--region", "330203102", "--category", "NP03"],
+        None,
+    );
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("unit:     HS-RS 海曙区人社局 (directory 330203/NP03 v1"), "{text}");
-    let output = liandong(&["route", "--config", config, "--region", "33020", "--category", "NP03"], None);
+    let output =
+        liandong(&["route", "--config", config, "--region", "33020", "--category", "NP03"], None);
     assert_eq!(output.status.code(), Some(2));
     // as a submission has it: a Zhejiang-wide destination region and the case's township
     let route = stdout_json(&liandong(
-        &["route", "--config", config, "--to-region", "330000", "--location", "330203101", "--category", "NP03", "--json"],
+        &[
+            "route",
+            "--config",
+            config,
+            "--to-region",
+            "330000",
+            "--location",
+            "330203101",
+            "--category",
+            "NP03",
+            "--json",
+        ],
         None,
     ));
-    assert_eq!((route["endpoint"].as_str(), route["unit"]["code"].as_str()), (Some("330200/12345"), Some("GQ")));
-    let route =
-        stdout_json(&liandong(&["route", "--config", config, "--to-region", "330106", "--category", "NP03", "--json"], None));
+    assert_eq!(
+        (route["endpoint"].as_str(), route["unit"]["code"].as_str()),
+        (Some("330200/12345"), Some("GQ"))
+    );
+    let route = stdout_json(&liandong(
+        &["route", "--config", config, "--to-region", "330106", "--category", "NP03", "--json"],
+        None,
+    ));
     assert_eq!(route["endpoint"], "330000/12345", "Hangzhou has no platform of its own");
 
     // coverage: each township and county the directory names, by category, answered where
     let lock = write("lock.csv", "key,owner,version,unit.code\n330203102/NP05,330200/12345,1,KS\n");
-    assert!(liandong(&["datasets", "import", "--config", config, "directory", &lock], None).status.success());
-    let output = liandong(&["route", "--config", config, "--coverage", "330203", "--category", "NP03"], None);
+    assert!(liandong(&["datasets", "import", "--config", config, "directory", &lock], None)
+        .status
+        .success());
+    let output = liandong(
+        &["route", "--config", config, "--coverage", "330203", "--category", "NP03"],
+        None,
+    );
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.starts_with("330203: 3 cells (3 places × 1 categories): 2 answered at their own tier, 1 fall back to a coarser one, 0 have no unit\n"), "{text}");
     assert!(text.contains("  330203102/NP03  falls back to the county: 330203/NP03\n"), "{text}");
-    let report = stdout_json(&liandong(&["route", "--config", config, "--coverage", "330200", "--json"], None));
+    let report = stdout_json(&liandong(
+        &["route", "--config", config, "--coverage", "330200", "--json"],
+        None,
+    ));
     let taxonomy = liandong::model::category::TAXONOMY.len() as u64;
     assert_eq!(report["cells"].as_u64(), Some(3 * taxonomy), "{report}");
     // NP03 answered at both its places; NP05 at the lock-smith's township only
@@ -407,7 +593,10 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
 
     // reconcile against an empty store: everything the endpoint claims is unknown here
     let view = write("view.jsonl", "{\"reference\": \"LZ1\", \"state\": \"accepted\"}\n");
-    let report = stdout_json(&liandong(&["reconcile", "--config", config, "--endpoint", "330200/110", &view, "--json"], None));
+    let report = stdout_json(&liandong(
+        &["reconcile", "--config", config, "--endpoint", "330200/110", &view, "--json"],
+        None,
+    ));
     assert_eq!(report["differences"][0]["kind"], "unknown_here");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -418,10 +607,16 @@ fn convert_refuses_a_nine_digit_mbqh() {
     let document = std::fs::read_to_string(sample("jjd-json/transfer-ningbo-township.json"))
         .unwrap()
         .replace(r#""MBQH": "330203""#, r#""MBQH": "330203101""#);
-    let output = liandong(&["convert", "--from", "330200/110", "--kind", "transfer"], Some(document.as_bytes()));
+    let output = liandong(
+        &["convert", "--from", "330200/110", "--kind", "transfer"],
+        Some(document.as_bytes()),
+    );
     assert_eq!(output.status.code(), Some(2));
     assert!(output.stdout.is_empty());
-    assert_eq!(String::from_utf8_lossy(&output.stderr).trim(), "MBQH: expected a six-digit region code, got \"330203101\"");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim(),
+        "MBQH: expected a six-digit region code, got \"330203101\""
+    );
 }
 
 /// Operator tools that do not lie: `init` does not replace a site without `--force` and lists
@@ -452,7 +647,10 @@ async fn operator_tools_refuse_what_they_cannot_do() {
 
     let config = site.join("liandong.toml");
     let config = config.to_str().unwrap();
-    for command in [vec!["audit", "verify", "--config", config], vec!["deliveries", "list", "--config", config]] {
+    for command in [
+        vec!["audit", "verify", "--config", config],
+        vec!["deliveries", "list", "--config", config],
+    ] {
         let output = liandong(&command, None);
         assert_eq!(output.status.code(), Some(1), "{command:?}");
         let text = String::from_utf8_lossy(&output.stderr);
@@ -471,7 +669,10 @@ async fn operator_tools_refuse_what_they_cannot_do() {
     let engine = common::stores::engine(store.clone());
     let police: liandong::model::EndpointId = "330200/110".parse().unwrap();
     for n in 1..=3 {
-        engine.submit(&police, common::stores::ningbo_request(&format!("LZ-DEAD-{n}"))).await.unwrap();
+        engine
+            .submit(&police, common::stores::ningbo_request(&format!("LZ-DEAD-{n}")))
+            .await
+            .unwrap();
     }
     let now = liandong::store::now_millis();
     for item in store.due(now, "330200/12345", 10, &[]).await.unwrap() {
@@ -486,17 +687,32 @@ async fn operator_tools_refuse_what_they_cannot_do() {
         };
         store.write(dead).await.unwrap();
     }
-    let listed: Value =
-        serde_json::from_slice(&liandong(&["deliveries", "list", "--config", config, "--json"], None).stdout).unwrap();
+    let listed: Value = serde_json::from_slice(
+        &liandong(&["deliveries", "list", "--config", config, "--json"], None).stdout,
+    )
+    .unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
-    assert!(listed[0]["created_at"].as_i64().unwrap() > 0 && listed[0]["last_error"] == "HTTP 500", "{listed}");
-    let table = String::from_utf8(liandong(&["deliveries", "list", "--config", config], None).stdout).unwrap();
+    assert!(
+        listed[0]["created_at"].as_i64().unwrap() > 0 && listed[0]["last_error"] == "HTTP 500",
+        "{listed}"
+    );
+    let table =
+        String::from_utf8(liandong(&["deliveries", "list", "--config", config], None).stdout)
+            .unwrap();
     assert!(table.contains("QUEUED (UTC+8)") && table.contains("HTTP 500"), "{table}");
-    let none = liandong(&["deliveries", "replay", "--config", config, "--destination", "330200/110"], None);
-    assert!(String::from_utf8_lossy(&none.stdout).contains("0 of 0 dead letters (to 330200/110) queued again"));
-    let all = liandong(&["deliveries", "replay", "--config", config, "--destination", "330200/12345"], None);
+    let none = liandong(
+        &["deliveries", "replay", "--config", config, "--destination", "330200/110"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&none.stdout)
+        .contains("0 of 0 dead letters (to 330200/110) queued again"));
+    let all = liandong(
+        &["deliveries", "replay", "--config", config, "--destination", "330200/12345"],
+        None,
+    );
     assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
-    assert!(String::from_utf8_lossy(&all.stdout).contains("3 of 3 dead letters (to 330200/12345) queued again; 0 not replayed"));
+    assert!(String::from_utf8_lossy(&all.stdout)
+        .contains("3 of 3 dead letters (to 330200/12345) queued again; 0 not replayed"));
     assert!(store.dead_letters(10).await.unwrap().is_empty());
     // each replay is audited with who did it: the login and the machine
     let transfer = listed[0]["transfer_id"].as_str().unwrap();
@@ -537,7 +753,10 @@ fn check_config_names_an_unknown_endpoint_and_a_mismatched_key() {
     let output = check();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("[[endpoint]] id = \"990000/110\": not an endpoint of the registry"), "{stderr}");
+    assert!(
+        stderr.contains("[[endpoint]] id = \"990000/110\": not an endpoint of the registry"),
+        "{stderr}"
+    );
 
     // sub-second durations are taken where they are kept as such…
     let finer = edited(
@@ -548,25 +767,42 @@ fn check_config_names_an_unknown_endpoint_and_a_mismatched_key() {
     std::fs::write(&config, finer).unwrap();
     assert!(check().status.success(), "{}", String::from_utf8_lossy(&check().stderr));
     // …and a deadline rule finer than a second is refused, naming it
-    std::fs::write(&config, edited(&text, "id = \"330200/12345\"\n", "id = \"330200/12345\"\nreceive_within = \"1500ms\"\n"))
-        .unwrap();
+    std::fs::write(
+        &config,
+        edited(
+            &text,
+            "id = \"330200/12345\"\n",
+            "id = \"330200/12345\"\nreceive_within = \"1500ms\"\n",
+        ),
+    )
+    .unwrap();
     let output = check();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("receive_within: expected whole seconds"), "{stderr}");
 
-    std::fs::write(&config, edited(&text, "[listen]\n", "[listen]\nbody_budget_per_identity = 1000\n")).unwrap();
+    std::fs::write(
+        &config,
+        edited(&text, "[listen]\n", "[listen]\nbody_budget_per_identity = 1000\n"),
+    )
+    .unwrap();
     let output = check();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("listen.body_budget_per_identity: expected at least 1048576 bytes"), "{stderr}");
+    assert!(
+        stderr.contains("listen.body_budget_per_identity: expected at least 1048576 bytes"),
+        "{stderr}"
+    );
 
     std::fs::write(&config, &text).unwrap();
     std::fs::copy(site.join("gateway-key.pem"), site.join("server-key.pem")).unwrap();
     let output = check();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("server-key.pem: this key does not belong to the certificate in"), "{stderr}");
+    assert!(
+        stderr.contains("server-key.pem: this key does not belong to the certificate in"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("tls: tls:"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

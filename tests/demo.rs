@@ -5,11 +5,21 @@ use std::process::Command;
 
 #[test]
 fn the_demo_plays_every_scenario_and_closes_the_loops() {
-    let output = Command::new(env!("CARGO_BIN_EXE_liandong")).args(["demo", "--duration", "4s", "--rate", "5"]).output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(env!("CARGO_BIN_EXE_liandong"))
+        .args(["demo", "--duration", "4s", "--rate", "5"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("routed to the township: 高桥镇劳动保障所 (directory 330203101/NP03 v1)"), "{stderr}");
-    assert!(stderr.contains("江西 12345 goes down") && stderr.contains("江西 12345 is back"), "{stderr}");
+    assert!(
+        stderr.contains("routed to the township: 高桥镇劳动保障所 (directory 330203101/NP03 v1)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("江西 12345 goes down") && stderr.contains("江西 12345 is back"),
+        "{stderr}"
+    );
     // the table: every transfer closed after the call-back but the Liaoning lock-out handed back,
     // whose re-routed successor closed too
     let row = |direction: &str, state: &str| -> i64 {
@@ -25,20 +35,39 @@ fn the_demo_plays_every_scenario_and_closes_the_loops() {
     assert!(row("12345->110", "closed") >= 1, "{stdout}");
     let open: Vec<&str> = stdout
         .lines()
-        .filter(|l| l.contains("->") && !l.contains("closed") && !l.contains("rejected") && !l.contains("direction"))
+        .filter(|l| {
+            l.contains("->")
+                && !l.contains("closed")
+                && !l.contains("rejected")
+                && !l.contains("direction")
+        })
         .collect();
     assert!(open.is_empty(), "every loop closes: {open:?}\n{stdout}");
     assert!(stdout.contains("platform-side errors: 0"), "{stdout}");
     assert!(stdout.contains("0 dead letters"), "{stdout}");
     // each scenario's outcome, as its sender sees it, with the province's own people
-    let scenario = |name: &str| stdout.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("no {name} in {stdout}"));
+    let scenario = |name: &str| {
+        stdout.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("no {name} in {stdout}"))
+    };
     let wage = scenario("宁波 110 → 12345 讨薪");
-    assert!(wage.contains(": closed") && wage.contains("宁波市") && wage.contains("called back: satisfied"), "{wage}");
+    assert!(
+        wage.contains(": closed")
+            && wage.contains("宁波市")
+            && wage.contains("called back: satisfied"),
+        "{wage}"
+    );
     let crime = scenario("浙江 12345 → 110 入室盗窃");
     assert!(crime.contains(": closed") && crime.contains("杭州市公安局"), "{crime}");
     let lockout = scenario("辽宁 110 → 12345 开锁");
-    assert!(lockout.contains(": rejected") && lockout.contains("handed back (insufficient_information)"), "{lockout}");
-    let again = stdout.lines().find(|l| l.contains("sent again, linked to it")).expect("the lock-out sent again");
+    assert!(
+        lockout.contains(": rejected")
+            && lockout.contains("handed back (insufficient_information)"),
+        "{lockout}"
+    );
+    let again = stdout
+        .lines()
+        .find(|l| l.contains("sent again, linked to it"))
+        .expect("the lock-out sent again");
     assert!(again.contains(": closed") && again.contains("沈阳市"), "{again}");
     assert!(scenario("北京 110 → 12345").contains(": closed"), "{stdout}");
     // the site is gone when the demo ends: it is not offered as a place to look
@@ -72,7 +101,11 @@ fn the_demo_kept_stops_at_once_on_ctrl_c() {
     assert!(report.contains(&format!("the site:     {}", dir.display())), "{report}");
     assert!(dir.join("liandong.toml").is_file(), "the site stays");
     let interrupted = std::time::Instant::now();
-    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
     let status = child.wait().unwrap();
     let took = interrupted.elapsed();
     assert!(status.success(), "{status:?}");
@@ -100,10 +133,36 @@ async fn simulate_plays_one_platform_against_a_gateway() {
     // the 12345 simulated: answers what the 110 (this test) sends it
     let hotline = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_liandong"))
-            .args(["simulate", "330200/12345", "--gateway", &gateway, "--listen", &listen, "--duration", "6s"])
-            .args(["--ca", &format!("{dir}/ca.pem"), "--cert", &format!("{dir}/identities/330200-12345.pem")])
-            .args(["--key", &format!("{dir}/identities/330200-12345-key.pem"), "--server-cert", &format!("{dir}/server.pem")])
-            .args(["--server-key", &format!("{dir}/server-key.pem"), "--rate", "1", "--category", "PM04"])
+            .args([
+                "simulate",
+                "330200/12345",
+                "--gateway",
+                &gateway,
+                "--listen",
+                &listen,
+                "--duration",
+                "6s",
+            ])
+            .args([
+                "--ca",
+                &format!("{dir}/ca.pem"),
+                "--cert",
+                &format!("{dir}/identities/330200-12345.pem"),
+            ])
+            .args([
+                "--key",
+                &format!("{dir}/identities/330200-12345-key.pem"),
+                "--server-cert",
+                &format!("{dir}/server.pem"),
+            ])
+            .args([
+                "--server-key",
+                &format!("{dir}/server-key.pem"),
+                "--rate",
+                "1",
+                "--category",
+                "PM04",
+            ])
             .output()
             .unwrap()
     });
@@ -127,5 +186,8 @@ async fn simulate_plays_one_platform_against_a_gateway() {
     assert!(report.contains("received 1,") && report.contains("errors 0"), "{report}");
     assert!(!report.contains("submitted 0,"), "it submitted police matters to the 110: {report}");
     let transfer = police.get(&format!("/v1/transfers/{id}")).await.json();
-    assert_eq!(transfer["state"], "resolved", "the simulated 12345 accepted and resolved it: {transfer}");
+    assert_eq!(
+        transfer["state"], "resolved",
+        "the simulated 12345 accepted and resolved it: {transfer}"
+    );
 }

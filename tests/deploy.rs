@@ -11,7 +11,9 @@ fn deploy(file: &str) -> PathBuf {
 fn yaml(file: &str) -> Vec<serde_yaml::Value> {
     let text = std::fs::read_to_string(deploy(file)).unwrap();
     serde_yaml::Deserializer::from_str(&text)
-        .map(|document| serde_yaml::Value::deserialize(document).unwrap_or_else(|e| panic!("{file}: {e}")))
+        .map(|document| {
+            serde_yaml::Value::deserialize(document).unwrap_or_else(|e| panic!("{file}: {e}"))
+        })
         .collect()
 }
 
@@ -20,7 +22,8 @@ use serde::Deserialize;
 #[test]
 fn the_example_configuration_passes_check_config() {
     let site = std::env::temp_dir().join(format!("liandong-deploy-{}", ulid::Ulid::new()));
-    let init = Command::new(env!("CARGO_BIN_EXE_liandong")).args(["init"]).arg(&site).output().unwrap();
+    let init =
+        Command::new(env!("CARGO_BIN_EXE_liandong")).args(["init"]).arg(&site).output().unwrap();
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     // The example names its files under tls/; put the site's there.
     std::fs::create_dir_all(site.join("tls")).unwrap();
@@ -36,18 +39,27 @@ fn the_example_configuration_passes_check_config() {
     }
     let config = site.join("production.toml");
     std::fs::copy(deploy("liandong.example.toml"), &config).unwrap();
-    let check = Command::new(env!("CARGO_BIN_EXE_liandong")).args(["serve", "--check-config"]).arg(&config).output().unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_liandong"))
+        .args(["serve", "--check-config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     // and every key of it is documented in docs/CONFIG.md
     let text = std::fs::read_to_string(deploy("liandong.example.toml")).unwrap();
     let table: toml::Table = toml::from_str(&text).unwrap();
-    let documented = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CONFIG.md")).unwrap();
+    let documented =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CONFIG.md"))
+            .unwrap();
     for (section, value) in &table {
         if let toml::Value::Table(keys) = value {
             for key in keys.keys() {
                 let dotted = format!("{section}.{key}");
                 if section != "limits" {
-                    assert!(documented.contains(&format!("`{dotted}`")), "docs/CONFIG.md does not describe {dotted}");
+                    assert!(
+                        documented.contains(&format!("`{dotted}`")),
+                        "docs/CONFIG.md does not describe {dotted}"
+                    );
                 }
             }
         }
@@ -73,7 +85,10 @@ fn the_kubernetes_manifests_make_two_probed_replicas_with_mounted_certificates()
                 let container = &spec["template"]["spec"]["containers"][0];
                 assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
                 assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
-                assert_eq!(container["securityContext"]["readOnlyRootFilesystem"].as_bool(), Some(true));
+                assert_eq!(
+                    container["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+                    Some(true)
+                );
                 let volumes = serde_yaml::to_string(&spec["template"]["spec"]["volumes"]).unwrap();
                 assert!(volumes.contains("secretName: liandong-tls"), "{volumes}");
             }
@@ -82,7 +97,11 @@ fn the_kubernetes_manifests_make_two_probed_replicas_with_mounted_certificates()
                 let text = doc["data"]["liandong.toml"].as_str().unwrap();
                 let parsed = liandong::config::Config::parse("configmap", text);
                 assert!(
-                    parsed.is_ok() || parsed.as_ref().err().is_some_and(|e| e.to_string().contains("no such file")),
+                    parsed.is_ok()
+                        || parsed
+                            .as_ref()
+                            .err()
+                            .is_some_and(|e| e.to_string().contains("no such file")),
                     "{parsed:?}"
                 );
             }
@@ -105,13 +124,17 @@ fn the_compose_stack_gives_the_image_user_its_files_and_nothing_more() {
     let services = compose["services"].as_mapping().unwrap();
     assert_eq!(services.len(), 4, "PostgreSQL, the site copy and two gateways");
     let dockerfile = std::fs::read_to_string(deploy("Dockerfile")).unwrap();
-    let uid: u32 = dockerfile.lines().find_map(|l| l.strip_prefix("USER ")).unwrap().trim().parse().unwrap();
+    let uid: u32 =
+        dockerfile.lines().find_map(|l| l.strip_prefix("USER ")).unwrap().trim().parse().unwrap();
     let site_service = &compose["services"]["site"];
     assert_eq!(site_service["user"], "0");
     let mut replicas = Vec::new();
     for gateway in ["gateway-a", "gateway-b"] {
         let service = &compose["services"][gateway];
-        assert_eq!(service["depends_on"]["site"]["condition"], "service_completed_successfully", "{gateway}");
+        assert_eq!(
+            service["depends_on"]["site"]["condition"], "service_completed_successfully",
+            "{gateway}"
+        );
         assert_eq!(service["volumes"][0], "gateway-files:/etc/liandong:ro", "{gateway}");
         replicas.push(service["environment"]["LIANDONG_REPLICA"].as_str().unwrap().to_string());
     }
@@ -120,16 +143,28 @@ fn the_compose_stack_gives_the_image_user_its_files_and_nothing_more() {
     let root = std::env::temp_dir().join(format!("liandong-compose-{}", ulid::Ulid::new()));
     let (site, files) = (root.join("site"), root.join("etc-liandong"));
     let init = Command::new(env!("CARGO_BIN_EXE_liandong"))
-        .args(["init", site.to_str().unwrap(), "--listen", "0.0.0.0:8443", "--admin", "0.0.0.0:9090"])
+        .args([
+            "init",
+            site.to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:8443",
+            "--admin",
+            "0.0.0.0:9090",
+        ])
         .output()
         .unwrap();
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     // compose writes `$$` for a shell's `$`
     let script = site_service["command"][0].as_str().unwrap().replace("$$", "$");
-    let script = script.replace("/etc/liandong", files.to_str().unwrap()).replace("/site", site.to_str().unwrap());
+    let script = script
+        .replace("/etc/liandong", files.to_str().unwrap())
+        .replace("/site", site.to_str().unwrap());
     let copy = Command::new("/bin/sh").args(["-c", &script]).output().unwrap();
     if !copy.status.success() && not_root() {
-        panic!("this test copies files to uid {uid} and needs root, as CI has: {}", String::from_utf8_lossy(&copy.stderr));
+        panic!(
+            "this test copies files to uid {uid} and needs root, as CI has: {}",
+            String::from_utf8_lossy(&copy.stderr)
+        );
     }
     assert!(copy.status.success(), "{}", String::from_utf8_lossy(&copy.stderr));
     for file in ["liandong.toml", "ca.pem", "server-key.pem", "gateway-key.pem", "ca/crl.pem"] {
@@ -137,17 +172,27 @@ fn the_compose_stack_gives_the_image_user_its_files_and_nothing_more() {
         assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (uid, 0o600), "{file}");
     }
     assert!(!files.join("identities").exists(), "the desks' keys stay out of the gateway");
-    let ca_files: Vec<String> =
-        std::fs::read_dir(files.join("ca")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let ca_files: Vec<String> = std::fs::read_dir(files.join("ca"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(ca_files, ["crl.pem"], "of the CA, only its CRL");
 
     // the image's command line, checked as the image's user with the stack's environment
-    let command: Vec<String> =
-        dockerfile.lines().find_map(|l| l.strip_prefix("CMD ")).map(|json| serde_json::from_str(json).unwrap()).unwrap();
+    let command: Vec<String> = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("CMD "))
+        .map(|json| serde_json::from_str(json).unwrap())
+        .unwrap();
     assert_eq!(command[..3], ["serve", "--config", "/etc/liandong/liandong.toml"]);
     let config = files.join("liandong.toml");
-    let mut args: Vec<String> =
-        vec!["--reuid".into(), uid.to_string(), "--regid".into(), uid.to_string(), "--clear-groups".into()];
+    let mut args: Vec<String> = vec![
+        "--reuid".into(),
+        uid.to_string(),
+        "--regid".into(),
+        uid.to_string(),
+        "--clear-groups".into(),
+    ];
     args.push(env!("CARGO_BIN_EXE_liandong").into());
     args.extend(command[..1].iter().cloned());
     args.extend(command[3..].iter().cloned());
@@ -159,7 +204,12 @@ fn the_compose_stack_gives_the_image_user_its_files_and_nothing_more() {
         check.env(key.as_str().unwrap(), value.as_str().unwrap());
     }
     let checked = check.output().unwrap();
-    assert!(checked.status.success(), "{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
     // and another user cannot read a key (though it can read what is public)
     let as_nobody = |file: &Path| {
         Command::new("setpriv")
@@ -169,25 +219,37 @@ fn the_compose_stack_gives_the_image_user_its_files_and_nothing_more() {
             .unwrap()
     };
     assert!(as_nobody(&site.join("ca.pem")).status.success(), "setpriv runs as another user");
-    assert!(!as_nobody(&files.join("server-key.pem")).status.success(), "the key is readable by another user");
+    assert!(
+        !as_nobody(&files.join("server-key.pem")).status.success(),
+        "the key is readable by another user"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Whether this process runs without root (then the copy's chown cannot work).
 fn not_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() != "0").unwrap_or(true)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() != "0")
+        .unwrap_or(true)
 }
 
 #[test]
 fn the_docker_build_context_leaves_out_build_output_and_keys() {
-    let ignore = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".dockerignore")).unwrap();
+    let ignore =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".dockerignore"))
+            .unwrap();
     let lines: Vec<&str> = ignore.lines().map(str::trim).collect();
     for pattern in ["target/", ".git/", "site/", "deploy/site/", "**/*-key.pem", "**/*.db"] {
         assert!(lines.contains(&pattern), ".dockerignore lacks {pattern}");
     }
     let unit = std::fs::read_to_string(deploy("liandong.service")).unwrap();
     let active: Vec<&str> = unit.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
-    assert!(!active.iter().any(|l| l.contains("CAP_NET_BIND_SERVICE")), "the unit listens above 1024: no capability needed");
+    assert!(
+        !active.iter().any(|l| l.contains("CAP_NET_BIND_SERVICE")),
+        "the unit listens above 1024: no capability needed"
+    );
 }
 
 #[test]
@@ -195,8 +257,15 @@ fn prometheus_scrapes_and_alerts_on_what_the_gateway_exports() {
     let config = &yaml("prometheus/prometheus.yml")[0];
     assert_eq!(config["scrape_configs"][0]["metrics_path"], "/metrics");
     let rules = &yaml("prometheus/alerts.yml")[0]["groups"][0]["rules"];
-    let names: Vec<&str> = rules.as_sequence().unwrap().iter().map(|r| r["alert"].as_str().unwrap()).collect();
-    for wanted in ["DeliveryBacklog", "DeadLetters", "OverdueTransfers", "EndpointUnreachable", "CertificateExpiresSoon"] {
+    let names: Vec<&str> =
+        rules.as_sequence().unwrap().iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    for wanted in [
+        "DeliveryBacklog",
+        "DeadLetters",
+        "OverdueTransfers",
+        "EndpointUnreachable",
+        "CertificateExpiresSoon",
+    ] {
         assert!(names.iter().any(|n| n.ends_with(wanted)), "no alert for {wanted}: {names:?}");
     }
     // every metric an alert uses is one the gateway writes
@@ -205,8 +274,15 @@ fn prometheus_scrapes_and_alerts_on_what_the_gateway_exports() {
         .join("\n");
     for rule in rules.as_sequence().unwrap() {
         let expr = rule["expr"].as_str().unwrap();
-        for metric in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("liandong_")) {
-            assert!(sources.contains(metric), "alert {} uses {metric}, which nothing exports", rule["alert"].as_str().unwrap());
+        for metric in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("liandong_"))
+        {
+            assert!(
+                sources.contains(metric),
+                "alert {} uses {metric}, which nothing exports",
+                rule["alert"].as_str().unwrap()
+            );
         }
     }
 }
@@ -220,7 +296,10 @@ fn the_systemd_unit_is_hardened_and_the_dockerfile_builds_in_stages() {
             assert!(["[Unit]", "[Service]", "[Install]"].contains(&line), "unknown section {line}");
             section = line.to_string();
         } else {
-            assert!(line.contains('=') && !section.is_empty(), "not KEY=value in a section: {line}");
+            assert!(
+                line.contains('=') && !section.is_empty(),
+                "not KEY=value in a section: {line}"
+            );
         }
     }
     for hardening in [
@@ -235,10 +314,15 @@ fn the_systemd_unit_is_hardened_and_the_dockerfile_builds_in_stages() {
     let dockerfile = std::fs::read_to_string(deploy("Dockerfile")).unwrap();
     let stages = dockerfile.lines().filter(|l| l.starts_with("FROM ")).count();
     assert_eq!(stages, 2, "a build stage and a runtime stage");
-    for line in dockerfile.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("&&")) {
+    for line in dockerfile
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("&&"))
+    {
         let instruction = line.split_whitespace().next().unwrap();
         assert!(
-            ["FROM", "WORKDIR", "COPY", "RUN", "USER", "EXPOSE", "ENTRYPOINT", "CMD"].contains(&instruction),
+            ["FROM", "WORKDIR", "COPY", "RUN", "USER", "EXPOSE", "ENTRYPOINT", "CMD"]
+                .contains(&instruction),
             "unknown Dockerfile instruction: {line}"
         );
     }

@@ -41,7 +41,14 @@ const PAIRS: &[Pair] = &[
         destination: ("330200/12345", "gd-json"),
         region: "330203",
         category: "070300",
-        flows: &[("normal", 8), ("reject", 2), ("reopen", 2), ("cancel", 2), ("busy", 2), ("invalid", 2)],
+        flows: &[
+            ("normal", 8),
+            ("reject", 2),
+            ("reopen", 2),
+            ("cancel", 2),
+            ("busy", 2),
+            ("invalid", 2),
+        ],
     },
     // Ningbo 12345 (gd-json) → Ningbo 110 (jjd-json), a township's nine digits: MBQH takes six
     Pair {
@@ -146,13 +153,19 @@ async fn play(store_url: Option<String>) {
     let mut to_desks = python.0.stdin.take().unwrap();
     let mut from_desks = BufReader::new(python.0.stdout.take().unwrap());
     writeln!(to_desks, "PLAN {plan}").unwrap();
-    let ports: BTreeMap<String, u16> = serde_json::from_str(read_line(&mut from_desks, "READY ").trim()).unwrap();
+    let ports: BTreeMap<String, u16> =
+        serde_json::from_str(read_line(&mut from_desks, "READY ").trim()).unwrap();
 
     // Every desk is pushed to; Beijing 12345 must sign within two seconds.
     for (endpoint, port) in &ports {
         site.push_to(endpoint, &format!("https://localhost:{port}/desk"));
     }
-    site.edit_config(|t| t.must_replace("id = \"110000/12345\"\nurl", "id = \"110000/12345\"\nreceive_within = \"2s\"\nurl"));
+    site.edit_config(|t| {
+        t.must_replace(
+            "id = \"110000/12345\"\nurl",
+            "id = \"110000/12345\"\nreceive_within = \"2s\"\nurl",
+        )
+    });
     let (https, admin) = (free_port(), free_port());
     site.edit_config(|t| {
         t.must_replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
@@ -172,7 +185,10 @@ async fn play(store_url: Option<String>) {
     let deadline = Instant::now() + Duration::from_secs(120);
     let transfers = loop {
         let transfers = all_transfers(&store).await;
-        let ended = transfers.values().filter(|t| matches!(t.state, State::Closed | State::Cancelled | State::Rejected)).count();
+        let ended = transfers
+            .values()
+            .filter(|t| matches!(t.state, State::Closed | State::Cancelled | State::Rejected))
+            .count();
         if ended == expected_ends || Instant::now() > deadline {
             break transfers;
         }
@@ -181,7 +197,8 @@ async fn play(store_url: Option<String>) {
     // Let the last notices reach the desks before they report.
     tokio::time::sleep(Duration::from_secs(2)).await;
     writeln!(to_desks, "STOP").unwrap();
-    let report: BTreeMap<String, Vec<Value>> = serde_json::from_str(read_line(&mut from_desks, "REPORT ").trim()).unwrap();
+    let report: BTreeMap<String, Vec<Value>> =
+        serde_json::from_str(read_line(&mut from_desks, "REPORT ").trim()).unwrap();
     let _ = python.0.wait();
     drop(gateway);
 
@@ -190,15 +207,21 @@ async fn play(store_url: Option<String>) {
     let mut by_ref: BTreeMap<(String, String), Transfer> = BTreeMap::new();
     for case in &cases {
         let origin: EndpointId = case["origin"].as_str().unwrap().parse().unwrap();
-        for reference in [case["ref"].as_str().unwrap().to_string(), format!("{}-R", case["ref"].as_str().unwrap())] {
+        for reference in [
+            case["ref"].as_str().unwrap().to_string(),
+            format!("{}-R", case["ref"].as_str().unwrap()),
+        ] {
             if let Some(t) = store.transfer_by_reference(&origin, &reference).await.unwrap() {
                 by_ref.insert((origin.to_string(), reference), t);
             }
         }
     }
     for case in &cases {
-        let (origin, reference, flow) =
-            (case["origin"].as_str().unwrap(), case["ref"].as_str().unwrap(), case["flow"].as_str().unwrap());
+        let (origin, reference, flow) = (
+            case["origin"].as_str().unwrap(),
+            case["ref"].as_str().unwrap(),
+            case["flow"].as_str().unwrap(),
+        );
         let at = format!("{backend}: {reference} ({flow})");
         let Some(transfer) = by_ref.get(&(origin.to_string(), reference.to_string())) else {
             figures.lost += 1;
@@ -211,30 +234,61 @@ async fn play(store_url: Option<String>) {
             _ => State::Closed,
         };
         assert_eq!(transfer.state, expected, "{at}: {:#?}", transfer.history);
-        let entries =
-            |state: State| transfer.history.iter().filter(|h| h.state == HistoryEvent::State(state) && !h.implied).count();
+        let entries = |state: State| {
+            transfer
+                .history
+                .iter()
+                .filter(|h| h.state == HistoryEvent::State(state) && !h.implied)
+                .count()
+        };
         match flow {
             "normal" | "busy" | "late" => {
-                assert_eq!(entries(State::InProgress), 2, "{at}: two progress notes in one second are two updates");
+                assert_eq!(
+                    entries(State::InProgress),
+                    2,
+                    "{at}: two progress notes in one second are two updates"
+                );
                 assert_notices_in_order(&report, origin, reference, &at);
             }
-            "reopen" => assert_eq!(entries(State::Resolved), 2, "{at}: resolved, reopened, resolved again"),
+            "reopen" => {
+                assert_eq!(entries(State::Resolved), 2, "{at}: resolved, reopened, resolved again")
+            }
             "reject" => {
-                let rejected = transfer.history.iter().find(|h| h.state == HistoryEvent::State(State::Rejected)).unwrap();
-                assert_eq!(rejected.reason_code, Some(ReasonCode::OutOfScope), "{at}: the label became the reason code");
-                let rerouted =
-                    by_ref.get(&(origin.to_string(), format!("{reference}-R"))).unwrap_or_else(|| panic!("{at}: re-routed"));
+                let rejected = transfer
+                    .history
+                    .iter()
+                    .find(|h| h.state == HistoryEvent::State(State::Rejected))
+                    .unwrap();
+                assert_eq!(
+                    rejected.reason_code,
+                    Some(ReasonCode::OutOfScope),
+                    "{at}: the label became the reason code"
+                );
+                let rerouted = by_ref
+                    .get(&(origin.to_string(), format!("{reference}-R")))
+                    .unwrap_or_else(|| panic!("{at}: re-routed"));
                 assert_eq!(rerouted.state, State::Closed, "{at}: the re-route closes");
                 assert!(
-                    rerouted.links.iter().any(|l| l.rel == LinkRel::ReroutedFrom && l.transfer_id == transfer.transfer_id),
+                    rerouted
+                        .links
+                        .iter()
+                        .any(|l| l.rel == LinkRel::ReroutedFrom
+                            && l.transfer_id == transfer.transfer_id),
                     "{at}: the re-route links the rejected transfer: {:?}",
                     rerouted.links
                 );
             }
             "invalid" => {
                 let rejected = transfer.history.last().unwrap();
-                assert_eq!((rejected.by.as_str(), rejected.reason_code), ("gateway", Some(ReasonCode::Undeliverable)), "{at}");
-                assert!(rejected.note.as_deref().unwrap_or_default().starts_with("undeliverable:"), "{at}: {rejected:?}");
+                assert_eq!(
+                    (rejected.by.as_str(), rejected.reason_code),
+                    ("gateway", Some(ReasonCode::Undeliverable)),
+                    "{at}"
+                );
+                assert!(
+                    rejected.note.as_deref().unwrap_or_default().starts_with("undeliverable:"),
+                    "{at}: {rejected:?}"
+                );
                 let told = report[origin].iter().any(|e| {
                     e["what"] == "notice"
                         && e["ref"] == reference
@@ -246,7 +300,8 @@ async fn play(store_url: Option<String>) {
             }
             _ => {}
         }
-        let escalations = transfer.history.iter().filter(|h| h.state == HistoryEvent::Escalated).count();
+        let escalations =
+            transfer.history.iter().filter(|h| h.state == HistoryEvent::Escalated).count();
         if flow == "late" {
             assert!(transfer.overdue, "{at}: signed three seconds late, with two to sign");
             assert_eq!(escalations, 1, "{at}: the miss is counted once: {:#?}", transfer.history);
@@ -265,10 +320,17 @@ async fn play(store_url: Option<String>) {
             *first.entry(e["ref"].as_str().unwrap()).or_default() += 1;
         }
         figures.doubled += first.values().filter(|n| **n > 1).count();
-        let refused: Vec<&Value> = events.iter().filter(|e| e["what"] == "refused" || e["what"] == "refused_document").collect();
+        let refused: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["what"] == "refused" || e["what"] == "refused_document")
+            .collect();
         assert!(refused.is_empty(), "{backend}: {endpoint} refused or was refused: {refused:?}");
-        let absolute: Vec<&Value> = events.iter().filter(|e| e["what"] == "absolute_form").collect();
-        assert!(absolute.is_empty(), "{backend}: requests in absolute form reached {endpoint}: {absolute:?}");
+        let absolute: Vec<&Value> =
+            events.iter().filter(|e| e["what"] == "absolute_form").collect();
+        assert!(
+            absolute.is_empty(),
+            "{backend}: requests in absolute form reached {endpoint}: {absolute:?}"
+        );
     }
     eprintln!(
         "{backend}: {} cases and {} re-routes: {} ended as their flow says, lost {}, doubled {}, misses counted {}, undeliverable answered {}",
@@ -303,13 +365,22 @@ struct Figures {
 }
 
 /// The origin desk heard of every step of a normal flow, in order.
-fn assert_notices_in_order(report: &BTreeMap<String, Vec<Value>>, origin: &str, reference: &str, at: &str) {
+fn assert_notices_in_order(
+    report: &BTreeMap<String, Vec<Value>>,
+    origin: &str,
+    reference: &str,
+    at: &str,
+) {
     let heard: Vec<&str> = report[origin]
         .iter()
         .filter(|e| e["what"] == "notice" && e["ref"] == reference)
         .map(|e| e["state"].as_str().unwrap())
         .collect();
-    assert_eq!(heard, ["received", "accepted", "in_progress", "in_progress", "resolved"], "{at}: the origin's desk heard");
+    assert_eq!(
+        heard,
+        ["received", "accepted", "in_progress", "in_progress", "resolved"],
+        "{at}: the origin's desk heard"
+    );
 }
 
 /// Every transfer in the store, by id.
@@ -317,7 +388,8 @@ async fn all_transfers(store: &Store) -> BTreeMap<String, Transfer> {
     let mut all = BTreeMap::new();
     let mut after = None;
     loop {
-        let filter = TransferFilter { limit: 500, after: after.clone(), ..TransferFilter::default() };
+        let filter =
+            TransferFilter { limit: 500, after: after.clone(), ..TransferFilter::default() };
         let page = store.transfers(&filter).await.unwrap();
         let full = page.len() == 500;
         for t in page {

@@ -39,18 +39,25 @@ async fn submit_is_idempotent_by_sender_ref() {
         assert!(first.created, "{backend}");
         assert_eq!(first.transfer.to.to_string(), "330200/12345", "{backend}: Ningbo's own 12345");
         assert_eq!(first.transfer.direction, "110->12345");
-        let receive = first.transfer.deadlines.receive_by.unix_seconds() - first.transfer.requested_at.unix_seconds();
+        let receive = first.transfer.deadlines.receive_by.unix_seconds()
+            - first.transfer.requested_at.unix_seconds();
         assert_eq!(receive, 300, "{backend}: the endpoint's override of receive_by");
         let again = engine.submit(&origin, ningbo_request("LZ-1")).await.unwrap();
         assert!(!again.created, "{backend}");
         assert_eq!(again.transfer.transfer_id, first.transfer.transfer_id, "{backend}");
-        assert_eq!(store.deliveries_of(&first.transfer.transfer_id).await.unwrap().len(), 1, "{backend}: one delivery");
+        assert_eq!(
+            store.deliveries_of(&first.transfer.transfer_id).await.unwrap().len(),
+            1,
+            "{backend}: one delivery"
+        );
         // Concurrent resends of one document make one transfer.
         let handles: Vec<_> = (0..16)
             .map(|_| {
                 let engine = engine.clone();
                 let origin = origin.clone();
-                tokio::spawn(async move { engine.submit(&origin, ningbo_request("LZ-2")).await.unwrap() })
+                tokio::spawn(async move {
+                    engine.submit(&origin, ningbo_request("LZ-2")).await.unwrap()
+                })
             })
             .collect();
         let mut ids = Vec::new();
@@ -72,18 +79,32 @@ async fn identity_and_rules_are_enforced_and_refusals_change_nothing() {
         assert!(matches!(err, EngineError::Forbidden(_)), "{backend}: {err}");
         let t = engine.submit(&origin, ningbo_request("LZ-3")).await.unwrap().transfer;
         // a stranger cannot touch it
-        let err =
-            engine.update_status(&id("210000/12345"), update(&t.transfer_id, State::Accepted, "210000/12345")).await.unwrap_err();
+        let err = engine
+            .update_status(
+                &id("210000/12345"),
+                update(&t.transfer_id, State::Accepted, "210000/12345"),
+            )
+            .await
+            .unwrap_err();
         assert!(matches!(err, EngineError::Forbidden(_)), "{backend}: {err}");
         // the origin cannot accept; nothing changes
         let before = store.transfer(&t.transfer_id).await.unwrap().unwrap();
-        let err = engine.update_status(&origin, update(&t.transfer_id, State::Accepted, "330200/110")).await.unwrap_err();
+        let err = engine
+            .update_status(&origin, update(&t.transfer_id, State::Accepted, "330200/110"))
+            .await
+            .unwrap_err();
         assert!(
-            err.to_string().starts_with("refused: the transfer is submitted; accepted may only be set by the destination"),
+            err.to_string().starts_with(
+                "refused: the transfer is submitted; accepted may only be set by the destination"
+            ),
             "{backend}: {err}"
         );
         assert_eq!(store.transfer(&t.transfer_id).await.unwrap().unwrap(), before, "{backend}");
-        assert_eq!(store.deliveries_of(&t.transfer_id).await.unwrap().len(), 1, "{backend}: no notification");
+        assert_eq!(
+            store.deliveries_of(&t.transfer_id).await.unwrap().len(),
+            1,
+            "{backend}: no notification"
+        );
     }
 }
 
@@ -142,12 +163,19 @@ async fn deliveries_are_leased_in_order_retried_and_dead_lettered() {
         let engine = engine(store.clone());
         let origin = id("330200/110");
         let t = engine.submit(&origin, ningbo_request("LZ-5")).await.unwrap().transfer;
-        engine.update_status(&origin, update(&t.transfer_id, State::Cancelled, "330200/110")).await.unwrap();
+        engine
+            .update_status(&origin, update(&t.transfer_id, State::Cancelled, "330200/110"))
+            .await
+            .unwrap();
         // The outbox keeps its times in milliseconds; everything else in seconds.
         let now = liandong::store::now_millis();
         let at = now / 1000;
         let leased = store.lease(now, 30_000, 10, &everyone()).await.unwrap();
-        assert_eq!(leased.len(), 1, "{backend}: the cancellation waits for the transfer's delivery");
+        assert_eq!(
+            leased.len(),
+            1,
+            "{backend}: the cancellation waits for the transfer's delivery"
+        );
         assert!(
             store.lease(now, 30_000, 10, &everyone()).await.unwrap().is_empty(),
             "{backend}: a leased item is not handed out twice"
@@ -164,13 +192,20 @@ async fn deliveries_are_leased_in_order_retried_and_dead_lettered() {
             })
             .await
             .unwrap();
-        assert!(store.lease(now, 30_000, 10, &everyone()).await.unwrap().is_empty(), "{backend}: not due before its retry time");
+        assert!(
+            store.lease(now, 30_000, 10, &everyone()).await.unwrap().is_empty(),
+            "{backend}: not due before its retry time"
+        );
         let retried = store.lease(now + 61_000, 30_000, 10, &everyone()).await.unwrap();
         assert_eq!(retried[0].id, item.id, "{backend}");
         assert_eq!(retried[0].attempts, 1);
         store.write(Write::Delivered { item_id: item.id, at: at + 61 }).await.unwrap();
         // the transfer is cancelled already, so the delivery receipt records nothing new
-        assert_eq!(store.transfer(&t.transfer_id).await.unwrap().unwrap().state, State::Cancelled, "{backend}");
+        assert_eq!(
+            store.transfer(&t.transfer_id).await.unwrap().unwrap().state,
+            State::Cancelled,
+            "{backend}"
+        );
         let next = store.lease(now + 61_000, 30_000, 10, &everyone()).await.unwrap();
         assert_eq!(next.len(), 1, "{backend}: now the cancellation");
         store
@@ -188,15 +223,27 @@ async fn deliveries_are_leased_in_order_retried_and_dead_lettered() {
         assert_eq!(dead.len(), 1, "{backend}");
         assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
         let WriteResult::Done(true) = store
-            .write(Write::Replay { item_id: dead[0].id, at, by: "cli:test".into(), request_id: String::new() })
+            .write(Write::Replay {
+                item_id: dead[0].id,
+                at,
+                by: "cli:test".into(),
+                request_id: String::new(),
+            })
             .await
             .unwrap()
         else {
             panic!("{backend}: replayed")
         };
-        assert_eq!(store.lease(now + 62_000, 30_000, 10, &everyone()).await.unwrap().len(), 1, "{backend}");
+        assert_eq!(
+            store.lease(now + 62_000, 30_000, 10, &everyone()).await.unwrap().len(),
+            1,
+            "{backend}"
+        );
         let health = store.endpoint_health().await.unwrap();
-        assert!(health.iter().any(|h| h.endpoint == "330200/12345" && h.failing_since.is_some()), "{backend}: {health:?}");
+        assert!(
+            health.iter().any(|h| h.endpoint == "330200/12345" && h.failing_since.is_some()),
+            "{backend}: {health:?}"
+        );
     }
 }
 
@@ -222,7 +269,11 @@ async fn missed_deadlines_are_escalated_once() {
         let engine = engine(store.clone());
         let t = engine.submit(&id("330200/110"), ningbo_request("LZ-7")).await.unwrap().transfer;
         let later = t.deadlines.receive_by.plus_seconds(1);
-        assert_eq!(engine.sweep_deadlines(t.deadlines.receive_by).await.unwrap(), 0, "{backend}: not yet");
+        assert_eq!(
+            engine.sweep_deadlines(t.deadlines.receive_by).await.unwrap(),
+            0,
+            "{backend}: not yet"
+        );
         assert_eq!(engine.sweep_deadlines(later).await.unwrap(), 1, "{backend}");
         assert_eq!(engine.sweep_deadlines(later).await.unwrap(), 0, "{backend}: only once");
         let t = store.transfer(&t.transfer_id).await.unwrap().unwrap();
@@ -240,20 +291,46 @@ async fn a_clock_jump_escalates_each_missed_deadline_once() {
         let engine = engine(store.clone());
         let mut ids = Vec::new();
         for n in 0..5 {
-            ids.push(engine.submit(&id("330200/110"), ningbo_request(&format!("JUMP-{n}"))).await.unwrap().transfer);
+            ids.push(
+                engine
+                    .submit(&id("330200/110"), ningbo_request(&format!("JUMP-{n}")))
+                    .await
+                    .unwrap()
+                    .transfer,
+            );
         }
         let start = ids[0].requested_at;
         let jump = start.plus_seconds(4 * 86_400);
-        assert_eq!(engine.sweep_deadlines(jump).await.unwrap(), 5, "{backend}: receive_by of all five");
+        assert_eq!(
+            engine.sweep_deadlines(jump).await.unwrap(),
+            5,
+            "{backend}: receive_by of all five"
+        );
         // the resolve deadline (72 h) is missed too; the next pass escalates it
-        assert_eq!(engine.sweep_deadlines(jump).await.unwrap(), 5, "{backend}: resolve_by of all five");
+        assert_eq!(
+            engine.sweep_deadlines(jump).await.unwrap(),
+            5,
+            "{backend}: resolve_by of all five"
+        );
         assert_eq!(engine.sweep_deadlines(jump).await.unwrap(), 0, "{backend}: nothing twice");
-        assert_eq!(engine.sweep_deadlines(start).await.unwrap(), 0, "{backend}: back in time, nothing");
-        assert_eq!(engine.sweep_deadlines(jump.plus_seconds(86_400)).await.unwrap(), 0, "{backend}: forward again, nothing");
+        assert_eq!(
+            engine.sweep_deadlines(start).await.unwrap(),
+            0,
+            "{backend}: back in time, nothing"
+        );
+        assert_eq!(
+            engine.sweep_deadlines(jump.plus_seconds(86_400)).await.unwrap(),
+            0,
+            "{backend}: forward again, nothing"
+        );
         for t in &ids {
             let t = store.transfer(&t.transfer_id).await.unwrap().unwrap();
-            let escalations: Vec<&str> =
-                t.history.iter().filter(|h| h.state == HistoryEvent::Escalated).filter_map(|h| h.note.as_deref()).collect();
+            let escalations: Vec<&str> = t
+                .history
+                .iter()
+                .filter(|h| h.state == HistoryEvent::Escalated)
+                .filter_map(|h| h.note.as_deref())
+                .collect();
             assert_eq!(escalations, ["receive_by", "resolve_by"], "{backend}: each deadline once");
             assert!(t.overdue, "{backend}");
         }
@@ -270,14 +347,25 @@ async fn the_change_feed_resumes_from_a_cursor_with_nothing_missed_or_repeated()
     for (backend, store, _dir) in stores("feed").await {
         let engine = engine(store.clone());
         let a = engine.submit(&id("330200/110"), ningbo_request("F-1")).await.unwrap().transfer;
-        let all = store.events_after(Some("330200/12345"), FeedCursor::default(), 100).await.unwrap();
+        let all =
+            store.events_after(Some("330200/12345"), FeedCursor::default(), 100).await.unwrap();
         assert_eq!(all.len(), 1, "{backend}");
         assert!(
-            store.events_after(Some("210000/12345"), FeedCursor::default(), 100).await.unwrap().is_empty(),
+            store
+                .events_after(Some("210000/12345"), FeedCursor::default(), 100)
+                .await
+                .unwrap()
+                .is_empty(),
             "{backend}: a stranger sees nothing"
         );
         let cursor = FeedCursor::decode(&all[0].cursor.encode()).unwrap();
-        engine.update_status(&id("330200/12345"), update(&a.transfer_id, State::Received, "330200/12345")).await.unwrap();
+        engine
+            .update_status(
+                &id("330200/12345"),
+                update(&a.transfer_id, State::Received, "330200/12345"),
+            )
+            .await
+            .unwrap();
         let b = engine.submit(&id("330200/110"), ningbo_request("F-2")).await.unwrap().transfer;
         let after: Vec<(String, String)> = store
             .events_after(Some("330200/12345"), cursor, 100)
@@ -288,7 +376,10 @@ async fn the_change_feed_resumes_from_a_cursor_with_nothing_missed_or_repeated()
             .collect();
         assert_eq!(
             after,
-            vec![("received".to_string(), a.transfer_id.clone()), ("submitted".to_string(), b.transfer_id.clone())],
+            vec![
+                ("received".to_string(), a.transfer_id.clone()),
+                ("submitted".to_string(), b.transfer_id.clone())
+            ],
             "{backend}"
         );
         assert!(FeedCursor::decode("nonsense").is_err());
@@ -308,7 +399,11 @@ async fn a_canonical_sender_may_not_claim_another_endpoints_case() {
         let mut request = ningbo_request("C-2");
         request.case.case_id = "110:330000:JJ1".into();
         let refused = engine.submit(&origin, request).await.unwrap_err();
-        assert!(matches!(refused, EngineError::Forbidden(_)) && refused.to_string().contains("case.case_id"), "{refused}");
+        assert!(
+            matches!(refused, EngineError::Forbidden(_))
+                && refused.to_string().contains("case.case_id"),
+            "{refused}"
+        );
         // a link to a transfer the sender is not party to
         let beijing = {
             let mut r = ningbo_request("C-3");
@@ -320,13 +415,18 @@ async fn a_canonical_sender_may_not_claim_another_endpoints_case() {
             engine.submit(&r.from.clone(), r).await.unwrap().transfer
         };
         let mut request = ningbo_request("C-4");
-        request.links = vec![Link { rel: LinkRel::Related, transfer_id: beijing.transfer_id.clone() }];
+        request.links =
+            vec![Link { rel: LinkRel::Related, transfer_id: beijing.transfer_id.clone() }];
         let refused = engine.submit(&origin, request).await.unwrap_err();
         assert!(
-            matches!(refused, EngineError::Forbidden(_)) && refused.to_string().starts_with("forbidden: links[0]"),
+            matches!(refused, EngineError::Forbidden(_))
+                && refused.to_string().starts_with("forbidden: links[0]"),
             "{refused}"
         );
-        assert!(store.transfer_by_reference(&origin, "C-4").await.unwrap().is_none(), "{backend}: nothing stored");
+        assert!(
+            store.transfer_by_reference(&origin, "C-4").await.unwrap().is_none(),
+            "{backend}: nothing stored"
+        );
     }
 }
 
@@ -337,10 +437,20 @@ async fn a_case_sent_again_after_its_rejection_links_the_rejected_transfer() {
         let (origin, destination) = (id("330200/110"), id("330200/12345"));
         let first = engine.submit(&origin, ningbo_request("RR-1")).await.unwrap().transfer;
         assert!(first.links.is_empty());
-        engine.update_status(&destination, update(&first.transfer_id, State::Rejected, "330200/12345")).await.unwrap();
+        engine
+            .update_status(
+                &destination,
+                update(&first.transfer_id, State::Rejected, "330200/12345"),
+            )
+            .await
+            .unwrap();
         let again = engine.submit(&origin, ningbo_request("RR-2")).await.unwrap().transfer;
         assert_eq!(again.case.case_id, first.case.case_id);
-        assert_eq!(again.links, [Link { rel: LinkRel::ReroutedFrom, transfer_id: first.transfer_id.clone() }], "{backend}");
+        assert_eq!(
+            again.links,
+            [Link { rel: LinkRel::ReroutedFrom, transfer_id: first.transfer_id.clone() }],
+            "{backend}"
+        );
         let stored = store.transfer(&again.transfer_id).await.unwrap().unwrap();
         assert_eq!(stored.links, again.links, "{backend}: the link is stored");
     }
@@ -356,10 +466,15 @@ async fn a_transfer_late_on_arrival_is_overdue_at_once_and_a_late_update_records
         request.requested_at = Timestamp::now().plus_seconds(-40 * 60);
         let t = engine.submit(&origin, request).await.unwrap().transfer;
         assert!(t.overdue, "{backend}");
-        let escalated: Vec<_> = t.history.iter().filter(|h| h.state == HistoryEvent::Escalated).collect();
+        let escalated: Vec<_> =
+            t.history.iter().filter(|h| h.state == HistoryEvent::Escalated).collect();
         assert_eq!(escalated.len(), 1, "{backend}: {:?}", t.history);
         assert_eq!(escalated[0].note.as_deref(), Some("receive_by"));
-        assert_eq!(engine.sweep_deadlines(Timestamp::now()).await.unwrap(), 0, "{backend}: the sweeper does not count it again");
+        assert_eq!(
+            engine.sweep_deadlines(Timestamp::now()).await.unwrap(),
+            0,
+            "{backend}: the sweeper does not count it again"
+        );
         let events = store.events_after(None, Default::default(), 100).await.unwrap();
         assert!(
             events.iter().any(|e| e.kind == "escalated" && e.transfer.transfer_id == t.transfer_id),
@@ -370,15 +485,30 @@ async fn a_transfer_late_on_arrival_is_overdue_at_once_and_a_late_update_records
         let mut request = ningbo_request("LATE-2");
         request.requested_at = Timestamp::now().plus_seconds(-(72 * 3600) + 1);
         let t = engine.submit(&origin, request).await.unwrap().transfer;
-        assert_eq!(t.history.iter().filter(|h| h.state == HistoryEvent::Escalated).count(), 1, "{backend}: receive_by only");
+        assert_eq!(
+            t.history.iter().filter(|h| h.state == HistoryEvent::Escalated).count(),
+            1,
+            "{backend}: receive_by only"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
         let mut resolved = update(&t.transfer_id, State::Resolved, "330200/12345");
-        resolved.resolution =
-            Some(liandong::model::Resolution { result: "已办结".into(), resolved_at: resolved.at, unit: None });
+        resolved.resolution = Some(liandong::model::Resolution {
+            result: "已办结".into(),
+            resolved_at: resolved.at,
+            unit: None,
+        });
         let (t, _) = engine.update_status(&destination, resolved).await.unwrap();
-        let misses: Vec<_> =
-            t.history.iter().filter(|h| h.state == HistoryEvent::Escalated).filter_map(|h| h.note.as_deref()).collect();
-        assert_eq!(misses, ["receive_by", "resolve_by"], "{backend}: received late and resolved late");
+        let misses: Vec<_> = t
+            .history
+            .iter()
+            .filter(|h| h.state == HistoryEvent::Escalated)
+            .filter_map(|h| h.note.as_deref())
+            .collect();
+        assert_eq!(
+            misses,
+            ["receive_by", "resolve_by"],
+            "{backend}: received late and resolved late"
+        );
         assert!(t.overdue);
     }
 }
@@ -406,9 +536,14 @@ async fn an_undeliverable_transfer_is_handed_back_to_its_origin() {
         let t = store.transfer(&t.transfer_id).await.unwrap().unwrap();
         assert_eq!(t.state, State::Rejected, "{backend}");
         let last = t.history.last().unwrap();
-        assert_eq!((last.by.as_str(), last.note.as_deref()), ("gateway", Some(note.as_str())), "{backend}");
+        assert_eq!(
+            (last.by.as_str(), last.note.as_deref()),
+            ("gateway", Some(note.as_str())),
+            "{backend}"
+        );
         assert_eq!(last.reason_code, Some(liandong::model::ReasonCode::Undeliverable));
-        let told = store.lease(liandong::store::now_millis(), 30_000, 10, &everyone()).await.unwrap();
+        let told =
+            store.lease(liandong::store::now_millis(), 30_000, 10, &everyone()).await.unwrap();
         assert_eq!(told.len(), 1, "{backend}: a notice to the origin");
         assert_eq!(told[0].destination.to_string(), "330200/110");
         let notice: StatusUpdate = serde_json::from_str(&told[0].payload).unwrap();
@@ -418,7 +553,12 @@ async fn an_undeliverable_transfer_is_handed_back_to_its_origin() {
             "{backend}: by its own reference"
         );
         let WriteResult::Done(replayed) = store
-            .write(Write::Replay { item_id: item.id, at: now / 1000, by: "cli:test".into(), request_id: String::new() })
+            .write(Write::Replay {
+                item_id: item.id,
+                at: now / 1000,
+                by: "cli:test".into(),
+                request_id: String::new(),
+            })
             .await
             .unwrap()
         else {
@@ -435,9 +575,18 @@ async fn an_undeliverable_transfer_is_handed_back_to_its_origin() {
             undeliverable: None,
         };
         store.write(write).await.unwrap();
-        assert_eq!(store.transfer(&t.transfer_id).await.unwrap().unwrap().history.len(), t.history.len(), "{backend}");
+        assert_eq!(
+            store.transfer(&t.transfer_id).await.unwrap().unwrap().history.len(),
+            t.history.len(),
+            "{backend}"
+        );
         let WriteResult::Done(replayed) = store
-            .write(Write::Replay { item_id: told[0].id, at: now / 1000, by: "cli:test".into(), request_id: String::new() })
+            .write(Write::Replay {
+                item_id: told[0].id,
+                at: now / 1000,
+                by: "cli:test".into(),
+                request_id: String::new(),
+            })
             .await
             .unwrap()
         else {

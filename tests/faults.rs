@@ -10,7 +10,8 @@ use common::net::{start_gateway, Client, Site};
 
 fn document(n: usize) -> Vec<u8> {
     std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
     )
     .unwrap()
     .replace("LZ202305080001", &format!("FULL-{n:05}"))
@@ -21,7 +22,9 @@ fn document(n: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_database_refuses_writes_clearly_loses_nothing_and_recovers() {
     let site = Site::new("disk-full");
-    site.edit_config(|t| t.must_replace("path = \"liandong.db\"", "path = \"liandong.db\"\nmax_size = \"1MB\""));
+    site.edit_config(|t| {
+        t.must_replace("path = \"liandong.db\"", "path = \"liandong.db\"\nmax_size = \"1MB\"")
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (_, stop) = start_gateway(&site, listener).await;
@@ -36,14 +39,19 @@ async fn a_full_database_refuses_writes_clearly_loses_nothing_and_recovers() {
                 refused = Some((n, String::from_utf8_lossy(&answer.body).into_owned()));
                 break;
             }
-            other => panic!("transfer {n}: HTTP {other}: {}", String::from_utf8_lossy(&answer.body)),
+            other => {
+                panic!("transfer {n}: HTTP {other}: {}", String::from_utf8_lossy(&answer.body))
+            }
         }
     }
     let (first_refused, receipt) = refused.expect("the 1 MB store fills up");
     assert!(!answered.is_empty());
     assert!(receipt.contains("full"), "the busy receipt says why: {receipt}");
     // still full: a status or another submission is refused the same way, and reads still work
-    assert_eq!(police.post("/v1/native/330200/110/transfers", document(first_refused + 1)).await.status, 503);
+    assert_eq!(
+        police.post("/v1/native/330200/110/transfers", document(first_refused + 1)).await.status,
+        503
+    );
     assert_eq!(police.get("/v1/transfers?limit=1").await.status, 200, "reads go on");
     let _ = stop.send(());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -51,11 +59,19 @@ async fn a_full_database_refuses_writes_clearly_loses_nothing_and_recovers() {
     // nothing answered is missing, and the file is sound
     {
         use sqlx::Connection;
-        let mut conn =
-            sqlx::SqliteConnection::connect(&format!("sqlite://{}", site.dir.join("liandong.db").display())).await.unwrap();
-        let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&mut conn).await.unwrap();
+        let mut conn = sqlx::SqliteConnection::connect(&format!(
+            "sqlite://{}",
+            site.dir.join("liandong.db").display()
+        ))
+        .await
+        .unwrap();
+        let check: String =
+            sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&mut conn).await.unwrap();
         assert_eq!(check, "ok");
-        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transfers").fetch_one(&mut conn).await.unwrap();
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transfers")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
         assert_eq!(stored as usize, answered.len(), "every answered transfer, and nothing refused");
     }
 

@@ -10,7 +10,9 @@ fn uses() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let modules: BTreeSet<String> = std::fs::read_dir(&src)
         .unwrap()
-        .filter_map(|e| e.unwrap().file_name().to_str().and_then(|n| n.strip_suffix(".rs")).map(String::from))
+        .filter_map(|e| {
+            e.unwrap().file_name().to_str().and_then(|n| n.strip_suffix(".rs")).map(String::from)
+        })
         .filter(|m| m != "lib" && m != "main")
         .collect();
     let mut graph = BTreeMap::new();
@@ -33,7 +35,10 @@ fn uses() -> BTreeMap<String, BTreeSet<String>> {
             let code = text.split("#[cfg(test)]").next().unwrap_or("");
             for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
                 for (at, _) in line.match_indices("crate::") {
-                    let name: String = line[at + 7..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                    let name: String = line[at + 7..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
                     if modules.contains(&name) && &name != module {
                         used.insert(name);
                     }
@@ -130,7 +135,8 @@ fn no_crate_comes_in_two_versions_unless_deny_toml_says_why() {
             continue;
         }
         // all versions but one must be listed, each with its reason
-        let listed = found.iter().filter(|v| skipped.contains(&format!("{crate_name}@{v}"))).count();
+        let listed =
+            found.iter().filter(|v| skipped.contains(&format!("{crate_name}@{v}"))).count();
         assert!(
             listed + 1 >= found.len(),
             "{crate_name} comes in {found:?}: list the older in deny.toml's [bans] skip with a reason, or use one version"

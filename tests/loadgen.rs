@@ -54,7 +54,10 @@ async fn stored(store: &Store) -> i64 {
 fn assert_clean(report: &Report, what: &str) {
     assert!(report.ok > 0, "{what}: nothing was answered: {report:?}");
     assert_eq!(report.errors, 0, "{what}: {report:?}");
-    assert!(report.p50_ms > 0.0 && report.p50_ms <= report.p99_ms && report.p99_ms <= report.max_ms, "{what}: {report:?}");
+    assert!(
+        report.p50_ms > 0.0 && report.p50_ms <= report.p99_ms && report.p99_ms <= report.max_ms,
+        "{what}: {report:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,22 +73,38 @@ async fn every_submission_counted_is_one_transfer_taken_now() {
 
     let config = liandong::config::Config::load(&site.config).unwrap();
     let store = liandong::server::open_store(&config).await.unwrap();
-    assert_eq!(stored(&store).await as u64, native.ok + grpc.ok, "one stored transfer per answer counted ok");
+    assert_eq!(
+        stored(&store).await as u64,
+        native.ok + grpc.ok,
+        "one stored transfer per answer counted ok"
+    );
     let overdue = store.overdue_candidates(Timestamp::now().unix_seconds(), 10).await.unwrap();
-    assert!(overdue.is_empty(), "cases are taken now, not on the sample's date: {:?}", overdue[0].requested_at);
+    assert!(
+        overdue.is_empty(),
+        "cases are taken now, not on the sample's date: {:?}",
+        overdue[0].requested_at
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_only_baseline_writes_through_the_engine() {
     let site = site("loadgen-store");
     let config = liandong::config::Config::load(&site.config).unwrap();
-    let report = run(Plan { store_only: Some(Box::new(config.clone())), ..plan(&site, String::new()) }).await.unwrap();
+    let report =
+        run(Plan { store_only: Some(Box::new(config.clone())), ..plan(&site, String::new()) })
+            .await
+            .unwrap();
     assert_clean(&report, "store only");
     let store = liandong::server::open_store(&config).await.unwrap();
     assert_eq!(stored(&store).await as u64, report.ok);
     // what a 110 desk submitted a moment ago: from the 110, submitted, not overdue
     let tally = store.tally().await.unwrap();
-    assert!(tally.iter().all(|(from, state, overdue, _)| from == "110" && state == "submitted" && !overdue), "{tally:?}");
+    assert!(
+        tally
+            .iter()
+            .all(|(from, state, overdue, _)| from == "110" && state == "submitted" && !overdue),
+        "{tally:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +126,13 @@ async fn several_identities_each_submit_as_themselves_in_their_own_format() {
     let store = liandong::server::open_store(&config).await.unwrap();
     let mut total = 0;
     for endpoint in endpoints {
-        let sent = store.transfers_of(endpoint, None, None).await.unwrap().into_iter().filter(|t| t.sender == endpoint).count();
+        let sent = store
+            .transfers_of(endpoint, None, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.sender == endpoint)
+            .count();
         assert!(sent > 0, "{endpoint} submitted nothing");
         total += sent as u64;
     }
@@ -134,8 +159,15 @@ async fn delivered_counts_what_reached_the_destination() {
     let report = run(deliver).await.unwrap();
     assert_clean(&report, "deliver");
     let delivery = report.delivery.expect("a delivery report");
-    assert_eq!((delivery.delivered, delivery.undelivered, delivery.repeated), (report.ok, 0, 0), "{delivery:?}");
-    assert!(delivery.backlog.iter().any(|[_, waiting]| *waiting > 0.0), "the outage left a backlog: {delivery:?}");
+    assert_eq!(
+        (delivery.delivered, delivery.undelivered, delivery.repeated),
+        (report.ok, 0, 0),
+        "{delivery:?}"
+    );
+    assert!(
+        delivery.backlog.iter().any(|[_, waiting]| *waiting > 0.0),
+        "the outage left a backlog: {delivery:?}"
+    );
     assert!(delivery.p50_ms > 0.0 && delivery.p50_ms <= delivery.p99_ms, "{delivery:?}");
     let store = liandong::server::open_store(&config).await.unwrap();
     assert_eq!(stored(&store).await as u64, report.ok);

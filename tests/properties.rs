@@ -5,8 +5,9 @@
 use liandong::formats::{Endpoint, Registry};
 use liandong::model::geo::{self, CoordSystem};
 use liandong::model::{
-    category, Attachment, AttachmentKind, Caller, Case, CategoryCode, EndpointId, Feedback, Location, Origin, Point, ReasonCode,
-    Region, Resolution, Satisfaction, SourceCategory, State, StatusUpdate, Timestamp, TransferRequest, Unit, Urgency,
+    category, Attachment, AttachmentKind, Caller, Case, CategoryCode, EndpointId, Feedback,
+    Location, Origin, Point, ReasonCode, Region, Resolution, Satisfaction, SourceCategory, State,
+    StatusUpdate, Timestamp, TransferRequest, Unit, Urgency,
 };
 use liandong::proto::v1;
 use proptest::prelude::*;
@@ -64,20 +65,24 @@ fn point() -> impl Strategy<Value = Point> {
 }
 
 fn location() -> impl Strategy<Value = Option<Location>> {
-    (proptest::option::of(text()), proptest::option::of(region()), proptest::option::of(point())).prop_map(
-        |(address, region, point)| {
+    (proptest::option::of(text()), proptest::option::of(region()), proptest::option::of(point()))
+        .prop_map(|(address, region, point)| {
             (address.is_some() || region.is_some() || point.is_some()).then(|| Location {
                 address,
                 region: region.map(|r| r.parse().unwrap()),
                 point,
             })
-        },
-    )
+        })
 }
 
 fn attachment() -> impl Strategy<Value = Attachment> {
     (
-        select(vec![AttachmentKind::Audio, AttachmentKind::Image, AttachmentKind::Video, AttachmentKind::Document]),
+        select(vec![
+            AttachmentKind::Audio,
+            AttachmentKind::Image,
+            AttachmentKind::Video,
+            AttachmentKind::Document,
+        ]),
         "https://[a-z]{1,8}\\.example/[a-z0-9]{1,10}\\?a=1&b=2",
         proptest::option::of("[0-9a-f]{64}"),
     )
@@ -87,16 +92,36 @@ fn attachment() -> impl Strategy<Value = Attachment> {
 /// A transfer request as `endpoint` would send it, with any row of its code table as the
 /// source category.
 fn transfer_from(endpoint: Endpoint) -> impl Strategy<Value = TransferRequest> {
-    let rows: Vec<(String, String, String)> =
-        endpoint.codes.rows.iter().map(|r| (r.canonical.clone(), r.code.clone(), r.name.clone())).collect();
+    let rows: Vec<(String, String, String)> = endpoint
+        .codes
+        .rows
+        .iter()
+        .map(|r| (r.canonical.clone(), r.code.clone(), r.name.clone()))
+        .collect();
     (
-        (reference(), proptest::option::of(region()), proptest::option::of(text()), time(), reference(), unit(), time()),
         (
-            proptest::option::of((proptest::option::of(text()), proptest::option::of(phone()), any::<bool>())),
+            reference(),
+            proptest::option::of(region()),
+            proptest::option::of(text()),
+            time(),
+            reference(),
+            unit(),
+            time(),
+        ),
+        (
+            proptest::option::of((
+                proptest::option::of(text()),
+                proptest::option::of(phone()),
+                any::<bool>(),
+            )),
             location(),
             select(rows),
             text(),
-            proptest::option::of(select(vec![Urgency::Immediate, Urgency::Urgent, Urgency::Normal])),
+            proptest::option::of(select(vec![
+                Urgency::Immediate,
+                Urgency::Urgent,
+                Urgency::Normal,
+            ])),
             proptest::collection::vec(attachment(), 0..3),
         ),
     )
@@ -117,7 +142,11 @@ fn transfer_from(endpoint: Endpoint) -> impl Strategy<Value = TransferRequest> {
                     links: Vec::new(),
                     case: Case {
                         case_id: Case::id_for(&endpoint.id, &local_id),
-                        origin: Origin { endpoint: endpoint.id.clone(), local_id, unit: origin_unit },
+                        origin: Origin {
+                            endpoint: endpoint.id.clone(),
+                            local_id,
+                            unit: origin_unit,
+                        },
                         received_at,
                         caller: caller.map(|(name, phone, anonymous)| Caller {
                             name,
@@ -154,36 +183,60 @@ fn status_from(endpoint: Endpoint) -> impl Strategy<Value = StatusUpdate> {
         unit(),
         proptest::option::of(text()),
         proptest::option::of(text()),
-        proptest::option::of(select(vec![Satisfaction::Satisfied, Satisfaction::BasicallySatisfied, Satisfaction::Dissatisfied])),
+        proptest::option::of(select(vec![
+            Satisfaction::Satisfied,
+            Satisfaction::BasicallySatisfied,
+            Satisfaction::Dissatisfied,
+        ])),
         select(ReasonCode::ALL.to_vec()),
     )
-        .prop_map(move |(transfer_ref, state, at, unit, note, result, satisfaction, reason)| {
-            let note = match state {
-                State::Rejected | State::Cancelled => note.or(Some("原因".to_string())),
-                _ => note,
-            };
-            // linkage.md: a rejection carries its reason code; the gateway's own, undeliverable,
-            // has its canonical note begin `undeliverable:`.
-            let reason_code = (state == State::Rejected).then_some(reason);
-            let note = match (reason_code, note) {
-                (Some(ReasonCode::Undeliverable), Some(note)) => Some(format!("undeliverable: {note}")),
-                (_, note) => note,
-            };
-            let result = if state == State::Resolved { result.or(Some("已办结".to_string())) } else { result };
-            let satisfaction = if state == State::Closed { satisfaction.or(Some(Satisfaction::Satisfied)) } else { satisfaction };
-            StatusUpdate {
-                transfer_id: None,
-                transfer_ref: Some(transfer_ref),
-                state,
-                at,
-                by: endpoint.id.clone(),
-                unit,
-                note,
-                resolution: result.map(|result| Resolution { result, resolved_at: at, unit: None }),
-                feedback: satisfaction.map(|satisfaction| Feedback { satisfaction, visited_at: at, note: None }),
-                reason_code,
-            }
-        })
+        .prop_map(
+            move |(transfer_ref, state, at, unit, note, result, satisfaction, reason)| {
+                let note = match state {
+                    State::Rejected | State::Cancelled => note.or(Some("原因".to_string())),
+                    _ => note,
+                };
+                // linkage.md: a rejection carries its reason code; the gateway's own, undeliverable,
+                // has its canonical note begin `undeliverable:`.
+                let reason_code = (state == State::Rejected).then_some(reason);
+                let note = match (reason_code, note) {
+                    (Some(ReasonCode::Undeliverable), Some(note)) => {
+                        Some(format!("undeliverable: {note}"))
+                    }
+                    (_, note) => note,
+                };
+                let result = if state == State::Resolved {
+                    result.or(Some("已办结".to_string()))
+                } else {
+                    result
+                };
+                let satisfaction = if state == State::Closed {
+                    satisfaction.or(Some(Satisfaction::Satisfied))
+                } else {
+                    satisfaction
+                };
+                StatusUpdate {
+                    transfer_id: None,
+                    transfer_ref: Some(transfer_ref),
+                    state,
+                    at,
+                    by: endpoint.id.clone(),
+                    unit,
+                    note,
+                    resolution: result.map(|result| Resolution {
+                        result,
+                        resolved_at: at,
+                        unit: None,
+                    }),
+                    feedback: satisfaction.map(|satisfaction| Feedback {
+                        satisfaction,
+                        visited_at: at,
+                        note: None,
+                    }),
+                    reason_code,
+                }
+            },
+        )
 }
 
 /// The destination region as a format can carry it. formats.md: `jjd-json`'s `MBQH` is six
@@ -191,7 +244,9 @@ fn status_from(endpoint: Endpoint) -> impl Strategy<Value = StatusUpdate> {
 /// six-digit field is written as its county (canonical.md: regions nest by their digits).
 fn to_region_in(format: &str, region: Option<Region>) -> Option<Region> {
     match region {
-        Some(r) if format == "jjd-json" && r.as_str().len() == 9 => Some(r.as_str()[..6].parse().unwrap()),
+        Some(r) if format == "jjd-json" && r.as_str().len() == 9 => {
+            Some(r.as_str()[..6].parse().unwrap())
+        }
         other => other,
     }
 }
@@ -301,7 +356,8 @@ proptest! {
 
 fn sample_files() -> Vec<(String, String, Vec<u8>)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples");
-    let manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     ["valid", "invalid"]
         .iter()
         .flat_map(|k| manifest[*k].as_array().unwrap().clone())
@@ -350,13 +406,17 @@ fn a_whole_transfer_survives_proto() {
     })).unwrap();
     use prost::Message;
     let wire = v1::Transfer::from(transfer.clone()).encode_to_vec();
-    let back = liandong::model::Transfer::try_from(v1::Transfer::decode(wire.as_slice()).unwrap()).unwrap();
+    let back = liandong::model::Transfer::try_from(v1::Transfer::decode(wire.as_slice()).unwrap())
+        .unwrap();
     assert_eq!(json(&back), json(&transfer));
     // The destination's copy carries the routed unit, through proto too.
     let request = transfer.for_destination();
     assert_eq!(request.to_unit.as_ref().and_then(|u| u.name.as_deref()), Some("高桥镇综合执法队"));
     let back = TransferRequest::try_from(
-        v1::TransferRequest::decode(v1::TransferRequest::from(request.clone()).encode_to_vec().as_slice()).unwrap(),
+        v1::TransferRequest::decode(
+            v1::TransferRequest::from(request.clone()).encode_to_vec().as_slice(),
+        )
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(back, request);

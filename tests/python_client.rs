@@ -23,8 +23,10 @@ async fn a_grpcio_client_submits_reads_watches_and_uses_health_and_reflection() 
         .args(["--ca", site.dir.join("ca.pem").to_str().unwrap()])
         .args(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()])
         .args(["--proto", root.join("proto").to_str().unwrap()]);
-    let output = tokio::task::spawn_blocking(move || command.output().expect("python3 runs")).await.unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let output =
+        tokio::task::spawn_blocking(move || command.output().expect("python3 runs")).await.unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "the Python client failed:\n{stdout}\n{stderr}");
     assert!(stdout.starts_with("ok 0"), "{stdout}");
 }
@@ -43,30 +45,55 @@ async fn grpcurl_lists_describes_checks_health_and_calls_by_reflection() {
     let call = |args: &[&str]| {
         let mut command = std::process::Command::new(&grpcurl);
         command
-            .args(["-cacert", ca.to_str().unwrap(), "-cert", cert.to_str().unwrap(), "-key", key.to_str().unwrap()])
+            .args([
+                "-cacert",
+                ca.to_str().unwrap(),
+                "-cert",
+                cert.to_str().unwrap(),
+                "-key",
+                key.to_str().unwrap(),
+            ])
             .args(["-servername", "localhost"])
             .args(args.iter().map(|a| a.replace("ADDRESS", &address)));
         async move {
-            let output = tokio::task::spawn_blocking(move || command.output().expect("grpcurl runs")).await.unwrap();
+            let output =
+                tokio::task::spawn_blocking(move || command.output().expect("grpcurl runs"))
+                    .await
+                    .unwrap();
             (
                 output.status.success(),
-                String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
+                String::from_utf8_lossy(&output.stdout).into_owned()
+                    + &String::from_utf8_lossy(&output.stderr),
             )
         }
     };
 
     let (ok, services) = call(&["ADDRESS", "list"]).await;
     assert!(ok, "{services}");
-    for service in ["liandong.v1.TransferService", "liandong.v1.SyncService", "grpc.health.v1.Health"] {
+    for service in
+        ["liandong.v1.TransferService", "liandong.v1.SyncService", "grpc.health.v1.Health"]
+    {
         assert!(services.lines().any(|l| l == service), "{service} not listed:\n{services}");
     }
-    let (ok, method) = call(&["ADDRESS", "describe", "liandong.v1.TransferService.SubmitTransfer"]).await;
-    assert!(ok && method.contains("rpc SubmitTransfer ( .liandong.v1.SubmitTransferRequest )"), "{method}");
+    let (ok, method) =
+        call(&["ADDRESS", "describe", "liandong.v1.TransferService.SubmitTransfer"]).await;
+    assert!(
+        ok && method.contains("rpc SubmitTransfer ( .liandong.v1.SubmitTransferRequest )"),
+        "{method}"
+    );
     let (ok, health) = call(&["ADDRESS", "grpc.health.v1.Health/Check"]).await;
     assert!(ok && health.contains("\"status\": \"SERVING\""), "{health}");
-    let (ok, missing) =
-        call(&["-d", r#"{"transfer_id": "01NOSUCHTRANSFER"}"#, "ADDRESS", "liandong.v1.TransferService/GetTransfer"]).await;
-    assert!(!ok && missing.contains("Code: NotFound") && missing.contains("01NOSUCHTRANSFER"), "{missing}");
+    let (ok, missing) = call(&[
+        "-d",
+        r#"{"transfer_id": "01NOSUCHTRANSFER"}"#,
+        "ADDRESS",
+        "liandong.v1.TransferService/GetTransfer",
+    ])
+    .await;
+    assert!(
+        !ok && missing.contains("Code: NotFound") && missing.contains("01NOSUCHTRANSFER"),
+        "{missing}"
+    );
 }
 
 /// grpcurl's binary from the test environment's package, made executable.
@@ -99,13 +126,26 @@ fn make_python_with_grpc(root: &std::path::Path) -> std::path::PathBuf {
         return python;
     }
     let run = |program: &std::path::Path, args: &[&str]| {
-        let status =
-            std::process::Command::new(program).args(args).status().unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+        let status = std::process::Command::new(program)
+            .args(args)
+            .status()
+            .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
         assert!(status.success(), "{} {args:?} failed", program.display());
     };
     run(std::path::Path::new("python3"), &["-m", "venv", venv.to_str().unwrap()]);
     let requirements_path = root.join("tests/python/requirements.txt");
-    run(&python, &["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", requirements_path.to_str().unwrap()]);
+    run(
+        &python,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            requirements_path.to_str().unwrap(),
+        ],
+    );
     std::fs::write(&stamp, requirements).unwrap();
     python
 }

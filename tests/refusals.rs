@@ -16,7 +16,8 @@ use common::assert_snapshot;
 use common::net::{metrics_text, start_on_free_port, Answer, Client, Site};
 
 fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples").join(name)).unwrap()
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples").join(name))
+        .unwrap()
 }
 
 /// An HTTPS answer as a snapshot: status, the headers a caller acts on, and the body (JSON
@@ -49,7 +50,10 @@ fn grpc_snapshot(status: &tonic::Status) -> String {
     }
     if let Some(bad) = details.bad_request() {
         for violation in &bad.field_violations {
-            text.push_str(&format!("BadRequest: {} — {}\n", violation.field, violation.description));
+            text.push_str(&format!(
+                "BadRequest: {} — {}\n",
+                violation.field, violation.description
+            ));
         }
     }
     if let Some(value) = status.metadata().get("x-request-id") {
@@ -67,7 +71,13 @@ async fn channel(site: &Site, endpoint: &str, addr: std::net::SocketAddr) -> Cha
         .ca_certificate(Certificate::from_pem(std::fs::read(site.dir.join("ca.pem")).unwrap()))
         .identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()))
         .domain_name("localhost");
-    Channel::from_shared(format!("https://localhost:{}", addr.port())).unwrap().tls_config(tls).unwrap().connect().await.unwrap()
+    Channel::from_shared(format!("https://localhost:{}", addr.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 fn with_id<T>(message: T, id: &str) -> tonic::Request<T> {
@@ -79,8 +89,11 @@ fn with_id<T>(message: T, id: &str) -> tonic::Request<T> {
 /// A canonical transfer request of the Ningbo 110, from the spec's sample.
 fn grpc_request(sender_ref: &str) -> v1::TransferRequest {
     let registry = liandong::formats::Registry::builtin();
-    let mut request =
-        registry.endpoint_named("330200/110").unwrap().read_transfer(&sample("jjd-json/transfer-ningbo-township.json")).unwrap();
+    let mut request = registry
+        .endpoint_named("330200/110")
+        .unwrap()
+        .read_transfer(&sample("jjd-json/transfer-ningbo-township.json"))
+        .unwrap();
     request.sender_ref = sender_ref.to_string();
     request.requested_at = liandong::model::Timestamp::now();
     request.into()
@@ -99,17 +112,30 @@ async fn each_refusal_on_each_transport_is_answered_recorded_and_audited_alike()
     let police = Client::for_endpoint(&site, "330200/110", addr);
     let hotline = Client::for_endpoint(&site, "330200/12345", addr);
     let liaoning = Client::for_endpoint(&site, "210000/110", addr);
-    let agency =
-        Client::new(&site, &site.dir.join("identities/agency-demo.pem"), &site.dir.join("identities/agency-demo-key.pem"), addr);
+    let agency = Client::new(
+        &site,
+        &site.dir.join("identities/agency-demo.pem"),
+        &site.dir.join("identities/agency-demo-key.pem"),
+        addr,
+    );
 
-    let submitted = police.post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json")).await;
+    let submitted = police
+        .post("/v1/native/330200/110/transfers", sample("jjd-json/transfer-ningbo-township.json"))
+        .await;
     assert_eq!(submitted.status, 200, "{}", submitted.text());
     let transfer_id = submitted.header("x-liandong-transfer-id").unwrap();
     let now = liandong::model::Timestamp::now().to_rfc3339();
     let premature_close = json!({"state": "closed", "at": now, "feedback": {"satisfaction": "satisfied", "visited_at": now}});
-    let record = json!({"version": 1, "body": {"unit": {"code": "GQ-LB", "name": "高桥镇劳动保障所"}}});
-    let put =
-        hotline.request("PUT", "/v1/datasets/directory/records/330203101/NP03", record.to_string().into_bytes()).await.unwrap();
+    let record =
+        json!({"version": 1, "body": {"unit": {"code": "GQ-LB", "name": "高桥镇劳动保障所"}}});
+    let put = hotline
+        .request(
+            "PUT",
+            "/v1/datasets/directory/records/330203101/NP03",
+            record.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
     assert_eq!(put.status, 200, "{}", put.text());
 
     let stale = json!({"version": 1, "body": {"unit": {"name": "别处"}}});
@@ -139,10 +165,38 @@ async fn each_refusal_on_each_transport_is_answered_recorded_and_audited_alike()
             sample("jjd-json/transfer-ningbo-township.json"),
             true,
         ),
-        ("native-too-large", &police, "POST", "/v1/native/330200/110/transfers".into(), too_large, true),
-        ("canonical-bad-document", &police, "GET", "/v1/transfers?state=nonsense".into(), vec![], true),
-        ("canonical-not-an-endpoint", &agency, "POST", "/v1/transfers".into(), b"{}".to_vec(), true),
-        ("canonical-not-found", &police, "GET", "/v1/transfers/01ZZZZZZZZZZZZZZZZZZZZZZZZ".into(), vec![], true),
+        (
+            "native-too-large",
+            &police,
+            "POST",
+            "/v1/native/330200/110/transfers".into(),
+            too_large,
+            true,
+        ),
+        (
+            "canonical-bad-document",
+            &police,
+            "GET",
+            "/v1/transfers?state=nonsense".into(),
+            vec![],
+            true,
+        ),
+        (
+            "canonical-not-an-endpoint",
+            &agency,
+            "POST",
+            "/v1/transfers".into(),
+            b"{}".to_vec(),
+            true,
+        ),
+        (
+            "canonical-not-found",
+            &police,
+            "GET",
+            "/v1/transfers/01ZZZZZZZZZZZZZZZZZZZZZZZZ".into(),
+            vec![],
+            true,
+        ),
         (
             "canonical-transition",
             &hotline,
@@ -170,16 +224,27 @@ async fn each_refusal_on_each_transport_is_answered_recorded_and_audited_alike()
             stale.to_string().into_bytes(),
             true,
         ),
-        ("datasets-bad-document", &hotline, "PUT", "/v1/datasets/knowledge/records/k1".into(), b"{\"body\": 1}".to_vec(), true),
+        (
+            "datasets-bad-document",
+            &hotline,
+            "PUT",
+            "/v1/datasets/knowledge/records/k1".into(),
+            b"{\"body\": 1}".to_vec(),
+            true,
+        ),
     ];
     let mut audited = Vec::new();
     for (name, client, method, path, body, is_audited) in https {
         let id = format!("snap-{name}");
         if name == "canonical-rate-limit" {
             // the first read takes the agency's one call; the next is over the limit
-            let _ = agency.request_with("GET", "/v1/transfers", &[("x-request-id", "snap-spent")], vec![]).await.unwrap();
+            let _ = agency
+                .request_with("GET", "/v1/transfers", &[("x-request-id", "snap-spent")], vec![])
+                .await
+                .unwrap();
         }
-        let answer = client.request_with(method, &path, &[("x-request-id", &id)], body).await.unwrap();
+        let answer =
+            client.request_with(method, &path, &[("x-request-id", &id)], body).await.unwrap();
         assert_snapshot(&format!("refusals/{name}"), &http_snapshot(&answer));
         if is_audited {
             audited.push(id);
@@ -187,19 +252,30 @@ async fn each_refusal_on_each_transport_is_answered_recorded_and_audited_alike()
     }
 
     // the same refusals over gRPC
-    let mut police_grpc = v1::transfer_service_client::TransferServiceClient::new(channel(&site, "330200/110", addr).await);
-    let mut hotline_grpc = v1::transfer_service_client::TransferServiceClient::new(channel(&site, "330200/12345", addr).await);
-    let mut sync_grpc = v1::sync_service_client::SyncServiceClient::new(channel(&site, "330200/110", addr).await);
+    let mut police_grpc = v1::transfer_service_client::TransferServiceClient::new(
+        channel(&site, "330200/110", addr).await,
+    );
+    let mut hotline_grpc = v1::transfer_service_client::TransferServiceClient::new(
+        channel(&site, "330200/12345", addr).await,
+    );
+    let mut sync_grpc =
+        v1::sync_service_client::SyncServiceClient::new(channel(&site, "330200/110", addr).await);
     let mut unknown = grpc_request("R-1");
     unknown.case.as_mut().unwrap().category = "NP42".into();
     let premature = v1::StatusUpdate {
         transfer_id: Some(transfer_id.clone()),
         state: v1::State::Closed as i32,
-        at: Some(prost_types::Timestamp { seconds: liandong::model::Timestamp::now().unix_seconds(), nanos: 0 }),
+        at: Some(prost_types::Timestamp {
+            seconds: liandong::model::Timestamp::now().unix_seconds(),
+            nanos: 0,
+        }),
         by: "330200/12345".into(),
         feedback: Some(v1::Feedback {
             satisfaction: v1::Satisfaction::Satisfied as i32,
-            visited_at: Some(prost_types::Timestamp { seconds: liandong::model::Timestamp::now().unix_seconds(), nanos: 0 }),
+            visited_at: Some(prost_types::Timestamp {
+                seconds: liandong::model::Timestamp::now().unix_seconds(),
+                nanos: 0,
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -208,14 +284,20 @@ async fn each_refusal_on_each_transport_is_answered_recorded_and_audited_alike()
         (
             "grpc-bad-document",
             police_grpc
-                .submit_transfer(with_id(v1::SubmitTransferRequest { request: Some(unknown) }, "snap-grpc-bad-document"))
+                .submit_transfer(with_id(
+                    v1::SubmitTransferRequest { request: Some(unknown) },
+                    "snap-grpc-bad-document",
+                ))
                 .await
                 .unwrap_err(),
         ),
         (
             "grpc-identity",
             hotline_grpc
-                .submit_transfer(with_id(v1::SubmitTransferRequest { request: Some(grpc_request("R-2")) }, "snap-grpc-identity"))
+                .submit_transfer(with_id(
+                    v1::SubmitTransferRequest { request: Some(grpc_request("R-2")) },
+                    "snap-grpc-identity",
+                ))
                 .await
                 .unwrap_err(),
         ),
@@ -232,7 +314,10 @@ async fn each_refusal_on_each_transport_is_answered_recorded_and_audited_alike()
         (
             "grpc-transition",
             hotline_grpc
-                .update_status(with_id(v1::UpdateStatusRequest { update: Some(premature) }, "snap-grpc-transition"))
+                .update_status(with_id(
+                    v1::UpdateStatusRequest { update: Some(premature) },
+                    "snap-grpc-transition",
+                ))
                 .await
                 .unwrap_err(),
         ),
@@ -284,11 +369,16 @@ async fn each_refusal_on_each_transport_is_answered_recorded_and_audited_alike()
     // and the audited ones in the trail, each found by the request id its answer carried
     use sqlx::Connection;
     let db = site.dir.join("liandong.db");
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", db.display())).await.unwrap();
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", db.display()))
+        .await
+        .unwrap();
     let mut found = Vec::new();
     for _ in 0..100 {
         let details: Vec<String> =
-            sqlx::query_scalar("SELECT detail FROM audit WHERE action = 'refused'").fetch_all(&mut conn).await.unwrap();
+            sqlx::query_scalar("SELECT detail FROM audit WHERE action = 'refused'")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
         found = details
             .iter()
             .filter_map(|d| serde_json::from_str::<Value>(d).ok())
@@ -302,5 +392,8 @@ async fn each_refusal_on_each_transport_is_answered_recorded_and_audited_alike()
     for id in &audited {
         assert!(found.contains(id), "{id} is not in the audit trail: {found:?}");
     }
-    assert!(!found.iter().any(|id| id == "snap-canonical-rate-limit"), "a retry-later answer is not audited");
+    assert!(
+        !found.iter().any(|id| id == "snap-canonical-rate-limit"),
+        "a retry-later answer is not audited"
+    );
 }

@@ -9,16 +9,23 @@ use liandong::proto::v1::{self, transfer_service_client::TransferServiceClient};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::common;
-use common::crash::{config_on_free_ports, gateway_command, postgres_schema, start_replicas, transfers_by_case, wait_ready};
+use common::crash::{
+    config_on_free_ports, gateway_command, postgres_schema, start_replicas, transfers_by_case,
+    wait_ready,
+};
 use common::net::ConfigEdit;
 use common::net::{eventually, Client, Receiver, Site};
 
 fn document(i: usize) -> Vec<u8> {
     let sample = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
     )
     .unwrap();
-    sample.replace("LZ202305080001", &format!("REP-{i:05}")).replace("JJ202305080001", &format!("JJR{i:05}")).into_bytes()
+    sample
+        .replace("LZ202305080001", &format!("REP-{i:05}"))
+        .replace("JJ202305080001", &format!("JJR{i:05}"))
+        .into_bytes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,14 +57,18 @@ async fn two_replicas_share_the_work_without_doubling_and_a_watch_sees_both() {
 
     // 300 submissions, alternately through a and b, from 8 concurrent clients
     let total = 300;
-    let clients: Vec<Client> = replicas.iter().map(|(_, https, _)| Client::for_endpoint(&site, "330200/110", *https)).collect();
+    let clients: Vec<Client> = replicas
+        .iter()
+        .map(|(_, https, _)| Client::for_endpoint(&site, "330200/110", *https))
+        .collect();
     let mut tasks = Vec::new();
     for worker in 0..8 {
         let clients = clients.clone();
         tasks.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             for i in (worker..total).step_by(8) {
-                let answer = clients[i % 2].post("/v1/native/330200/110/transfers", document(i)).await;
+                let answer =
+                    clients[i % 2].post("/v1/native/330200/110/transfers", document(i)).await;
                 assert_eq!(answer.status, 200);
                 ids.push(answer.header("x-liandong-transfer-id").unwrap());
             }
@@ -92,12 +103,19 @@ async fn two_replicas_share_the_work_without_doubling_and_a_watch_sees_both() {
     assert!(doubled.is_empty(), "delivered twice by the two replicas: {doubled:?}");
 
     // shared data too: records written through both replicas reach a follower of one, once each
-    let owners: Vec<Client> = replicas.iter().map(|(_, https, _)| Client::for_endpoint(&site, "330200/12345", *https)).collect();
+    let owners: Vec<Client> = replicas
+        .iter()
+        .map(|(_, https, _)| Client::for_endpoint(&site, "330200/12345", *https))
+        .collect();
     let records = 40;
     for i in 0..records {
         let body = serde_json::json!({"version": 1, "body": {"unit": {"code": format!("U{i}"), "name": "单位"}}});
         let answer = owners[i % 2]
-            .request("PUT", &format!("/v1/datasets/directory/records/330203{i:03}/NP07"), body.to_string().into_bytes())
+            .request(
+                "PUT",
+                &format!("/v1/datasets/directory/records/330203{i:03}/NP07"),
+                body.to_string().into_bytes(),
+            )
             .await
             .unwrap();
         assert_eq!(answer.status, 200);
@@ -106,7 +124,10 @@ async fn two_replicas_share_the_work_without_doubling_and_a_watch_sees_both() {
     let mut cursor = String::new();
     let mut keys: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..200 {
-        let page = reader.get(&format!("/v1/datasets/directory/changes?cursor={cursor}&limit=7")).await.json();
+        let page = reader
+            .get(&format!("/v1/datasets/directory/changes?cursor={cursor}&limit=7"))
+            .await
+            .json();
         for change in page["changes"].as_array().unwrap() {
             *keys.entry(change["record"]["key"].as_str().unwrap().to_string()).or_default() += 1;
         }
@@ -141,10 +162,14 @@ async fn a_replica_killed_while_delivering_leaves_nothing_undelivered() {
     // the destination is down while 200 transfers pile up through both replicas
     destination.up.store(false, std::sync::atomic::Ordering::SeqCst);
     let total = 200;
-    let clients: Vec<Client> = replicas.iter().map(|(_, https, _)| Client::for_endpoint(&site, "330200/110", *https)).collect();
+    let clients: Vec<Client> = replicas
+        .iter()
+        .map(|(_, https, _)| Client::for_endpoint(&site, "330200/110", *https))
+        .collect();
     let mut submitted = BTreeMap::new();
     for i in 0..total {
-        let answer = clients[i % 2].post("/v1/native/330200/110/transfers", document(10_000 + i)).await;
+        let answer =
+            clients[i % 2].post("/v1/native/330200/110/transfers", document(10_000 + i)).await;
         assert_eq!(answer.status, 200);
         submitted.insert(answer.header("x-liandong-transfer-id").unwrap(), i);
     }
@@ -155,14 +180,18 @@ async fn a_replica_killed_while_delivering_leaves_nothing_undelivered() {
     replicas[0].0.kill().unwrap();
     replicas[0].0.wait().unwrap();
     eventually(90, "every transfer delivered by the surviving replica", || {
-        let got: std::collections::BTreeSet<String> = destination.received().into_iter().filter_map(|r| r.transfer_id).collect();
+        let got: std::collections::BTreeSet<String> =
+            destination.received().into_iter().filter_map(|r| r.transfer_id).collect();
         submitted.keys().all(|id| got.contains(id))
     })
     .await;
     let by_case = transfers_by_case(&destination);
     assert_eq!(by_case.len(), total, "every case delivered");
     assert!(by_case.values().all(|ids| ids.len() == 1), "no case under two transfer ids");
-    println!("replica killed while delivering: {total} delivered, all within {} ms of the kill", killed_at.elapsed().as_millis());
+    println!(
+        "replica killed while delivering: {total} delivered, all within {} ms of the kill",
+        killed_at.elapsed().as_millis()
+    );
     let _ = replicas[1].0.kill();
 }
 
@@ -194,11 +223,17 @@ async fn a_replica_name_a_running_gateway_holds_is_refused() {
     let (mut third, admin) = start("third");
     wait_ready(admin).await;
     // a clean stop gives the name back
-    let stopped = std::process::Command::new("kill").args(["-TERM", &third.id().to_string()]).status().unwrap();
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &third.id().to_string()])
+        .status()
+        .unwrap();
     assert!(stopped.success());
     assert!(tokio::task::spawn_blocking(move || third.wait().unwrap()).await.unwrap().success());
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(&store).await.unwrap();
-    let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM replicas WHERE name = 'twin'").fetch_one(&mut conn).await.unwrap();
+    let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM replicas WHERE name = 'twin'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(held, 0, "the name was given back");
 }

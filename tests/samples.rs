@@ -32,19 +32,30 @@ fn every_valid_sample_yields_its_canonical_json() {
         let file = case["file"].as_str().unwrap();
         let endpoint = registry.endpoint_named(case["endpoint"].as_str().unwrap()).unwrap();
         let bytes = std::fs::read(spec_dir().join("samples").join(file)).unwrap();
-        let expected: Value =
-            serde_json::from_slice(&std::fs::read(spec_dir().join("samples").join(case["expected"].as_str().unwrap())).unwrap())
-                .unwrap();
+        let expected: Value = serde_json::from_slice(
+            &std::fs::read(spec_dir().join("samples").join(case["expected"].as_str().unwrap()))
+                .unwrap(),
+        )
+        .unwrap();
         let actual = match case["kind"].as_str().unwrap() {
-            "transfer" => serde_json::to_value(endpoint.read_transfer(&bytes).unwrap_or_else(|e| panic!("{file}: {e}"))).unwrap(),
-            _ => serde_json::to_value(endpoint.read_status(&bytes).unwrap_or_else(|e| panic!("{file}: {e}"))).unwrap(),
+            "transfer" => serde_json::to_value(
+                endpoint.read_transfer(&bytes).unwrap_or_else(|e| panic!("{file}: {e}")),
+            )
+            .unwrap(),
+            _ => serde_json::to_value(
+                endpoint.read_status(&bytes).unwrap_or_else(|e| panic!("{file}: {e}")),
+            )
+            .unwrap(),
         };
         assert_canonical_eq(&actual, &expected, file);
     }
 }
 
 /// The sender and the error for an entry of the manifest's `invalid` list.
-fn refusal<'a>(registry: &'a Registry, case: &Value) -> (&'a liandong::formats::Endpoint, FormatError) {
+fn refusal<'a>(
+    registry: &'a Registry,
+    case: &Value,
+) -> (&'a liandong::formats::Endpoint, FormatError) {
     let file = case["file"].as_str().unwrap();
     let endpoint = registry.endpoint_named(case["endpoint"].as_str().unwrap()).unwrap();
     let bytes = std::fs::read(spec_dir().join("samples").join(file)).unwrap();
@@ -72,7 +83,10 @@ fn every_invalid_sample_is_refused_naming_its_field() {
                 assert_eq!(error.field(), None, "{file}: {message}");
                 let example = case["example_message"].as_str().unwrap();
                 let kind = example.split(':').next().unwrap();
-                assert!(message.starts_with(kind), "{file}: {message:?} should start like {example:?}");
+                assert!(
+                    message.starts_with(kind),
+                    "{file}: {message:?} should start like {example:?}"
+                );
             }
         }
         // The receipt is the sender's "bad document" kind and carries the message.
@@ -80,7 +94,11 @@ fn every_invalid_sample_is_refused_naming_its_field() {
         let reading = endpoint.read_receipt(&receipt).unwrap();
         assert!(!reading.ok, "{file}");
         assert_eq!(reading.message.as_deref(), Some(message.as_str()), "{file}");
-        assert_receipt_form(&endpoint.format.encoding.decode(&receipt).unwrap(), case["receipt"].as_str().unwrap(), file);
+        assert_receipt_form(
+            &endpoint.format.encoding.decode(&receipt).unwrap(),
+            case["receipt"].as_str().unwrap(),
+            file,
+        );
     }
 }
 
@@ -138,7 +156,11 @@ fn the_copied_spec_is_the_one_recorded_and_matches_shared() {
     for line in recorded.lines() {
         let (hash, file) = line.split_once("  ").unwrap();
         let bytes = std::fs::read(spec.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert_eq!(format!("{:x}", sha2::Sha256::digest(&bytes)), hash, "{file} is not the recorded copy");
+        assert_eq!(
+            format!("{:x}", sha2::Sha256::digest(&bytes)),
+            hash,
+            "{file} is not the recorded copy"
+        );
         listed.push(file.trim_start_matches("./").to_string());
     }
     let mut present = Vec::new();
@@ -162,7 +184,11 @@ fn the_copied_spec_is_the_one_recorded_and_matches_shared() {
     if shared.is_dir() {
         for file in &present {
             let theirs = std::fs::read(shared.join(file)).unwrap_or_default();
-            assert_eq!(theirs, std::fs::read(spec.join(file)).unwrap(), "{file} differs from ../shared/spec: refresh the copy");
+            assert_eq!(
+                theirs,
+                std::fs::read(spec.join(file)).unwrap(),
+                "{file} differs from ../shared/spec: refresh the copy"
+            );
         }
     }
 }
@@ -222,7 +248,12 @@ fn receipts_are_told_apart_by_kind() {
     ];
     for (endpoint, receipt, kind) in cases {
         let endpoint = registry.endpoint_named(endpoint).unwrap();
-        assert_eq!(endpoint.read_receipt(receipt.as_bytes()).unwrap().kind, *kind, "{} {receipt}", endpoint.id);
+        assert_eq!(
+            endpoint.read_receipt(receipt.as_bytes()).unwrap().kind,
+            *kind,
+            "{} {receipt}",
+            endpoint.id
+        );
     }
 }
 
@@ -232,7 +263,8 @@ fn receipts_are_told_apart_by_kind() {
 fn a_success_receipt_carries_a_notice_in_its_body() {
     let registry = Registry::builtin();
     for endpoint in registry.endpoints() {
-        let receipt = endpoint.write_receipt(ReceiptKind::Success, Some("R-1"), Some("目标平台暂时无法送达"));
+        let receipt =
+            endpoint.write_receipt(ReceiptKind::Success, Some("R-1"), Some("目标平台暂时无法送达"));
         let reading = endpoint.read_receipt(&receipt).unwrap();
         assert!(reading.ok, "{}", endpoint.id);
         let text = endpoint.format.encoding.decode(&receipt).unwrap_or_default();
@@ -246,14 +278,17 @@ fn a_success_receipt_carries_a_notice_in_its_body() {
 fn a_six_digit_region_field_refuses_nine_and_is_written_as_the_county() {
     let registry = Registry::builtin();
     let ningbo_110 = registry.endpoint_named("330200/110").unwrap();
-    let sample = std::fs::read_to_string(spec_dir().join("samples/jjd-json/transfer-ningbo-township.json")).unwrap();
+    let sample =
+        std::fs::read_to_string(spec_dir().join("samples/jjd-json/transfer-ningbo-township.json"))
+            .unwrap();
     let township = sample.replace(r#""MBQH": "330203""#, r#""MBQH": "330203101""#);
     assert_ne!(township, sample);
     let error = ningbo_110.read_transfer(township.as_bytes()).unwrap_err();
     assert_eq!(error.to_string(), "MBQH: expected a six-digit region code, got \"330203101\"");
     let mut request = ningbo_110.read_transfer(sample.as_bytes()).unwrap();
     request.to_region = Some("330203101".parse().unwrap());
-    let written: Value = serde_json::from_slice(&ningbo_110.write_transfer(&request).unwrap()).unwrap();
+    let written: Value =
+        serde_json::from_slice(&ningbo_110.write_transfer(&request).unwrap()).unwrap();
     assert_eq!(written["MBQH"], "330203");
     // gd-json's region fields take nine digits as they are
     let gd = registry.endpoint_named("330200/12345").unwrap();
@@ -267,15 +302,28 @@ fn rejection_labels_are_read_into_reason_codes_and_written_back() {
     use liandong::model::ReasonCode;
     let registry = Registry::builtin();
     let jjd = registry.endpoint_named("330200/12345").unwrap();
-    let status = |note: &str| format!(r#"{{"lzbh": "T1", "gdzt": "退回", "czsj": "2026/11/30 10:00:00", "sm": "{note}"}}"#);
+    let status = |note: &str| {
+        format!(
+            r#"{{"lzbh": "T1", "gdzt": "退回", "czsj": "2026/11/30 10:00:00", "sm": "{note}"}}"#
+        )
+    };
     let read = |note: &str| jjd.read_status(status(note).as_bytes());
     let update = read("【重复】 已由12345转办").unwrap();
-    assert_eq!((update.reason_code, update.note.as_deref()), (Some(ReasonCode::Duplicate), Some("已由12345转办")));
+    assert_eq!(
+        (update.reason_code, update.note.as_deref()),
+        (Some(ReasonCode::Duplicate), Some("已由12345转办"))
+    );
     let update = read("不属于本部门").unwrap();
-    assert_eq!((update.reason_code, update.note.as_deref()), (Some(ReasonCode::Other), Some("不属于本部门")));
+    assert_eq!(
+        (update.reason_code, update.note.as_deref()),
+        (Some(ReasonCode::Other), Some("不属于本部门"))
+    );
     let update = read("【无法送达】目标平台拒收").unwrap();
     assert_eq!(update.note.as_deref(), Some("undeliverable: 目标平台拒收"));
-    assert_eq!(read("【非本辖区】").unwrap_err().to_string(), "sm: a rejection's label needs the reason after it");
+    assert_eq!(
+        read("【非本辖区】").unwrap_err().to_string(),
+        "sm: a rejection's label needs the reason after it"
+    );
     let mut update = read("【非本辖区】应由鄞州区办理").unwrap();
     assert_eq!(update.reason_code, Some(ReasonCode::WrongRegion));
     let written: Value = serde_json::from_slice(&jjd.write_status(&update).unwrap()).unwrap();

@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use liandong::proto::v1::{self, sync_service_client::SyncServiceClient, transfer_service_client::TransferServiceClient};
+use liandong::proto::v1::{
+    self, sync_service_client::SyncServiceClient, transfer_service_client::TransferServiceClient,
+};
 use liandong::sync::follower::{channel, Follower};
 use serde_json::json;
 use tonic::transport::Channel;
@@ -78,7 +80,11 @@ async fn two_followers_end_identical_across_a_disconnect_and_a_restart() {
     let mut b = {
         let mut b_client = SyncServiceClient::new(connect(&site, "operator-ops", port).await);
         let first = b_client
-            .snapshot(v1::SnapshotRequest { dataset: "directory".into(), page_token: String::new(), page_size: 40 })
+            .snapshot(v1::SnapshotRequest {
+                dataset: "directory".into(),
+                page_token: String::new(),
+                page_size: 40,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -91,7 +97,11 @@ async fn two_followers_end_identical_across_a_disconnect_and_a_restart() {
         }
         while !token.is_empty() {
             let page = b_client
-                .snapshot(v1::SnapshotRequest { dataset: "directory".into(), page_token: token, page_size: 40 })
+                .snapshot(v1::SnapshotRequest {
+                    dataset: "directory".into(),
+                    page_token: token,
+                    page_size: 40,
+                })
                 .await
                 .unwrap()
                 .into_inner();
@@ -131,12 +141,20 @@ async fn two_followers_end_identical_across_a_disconnect_and_a_restart() {
 
     // a watch from the end delivers the next write, once
     let mut watch = a_client
-        .watch(v1::ChangesRequest { dataset: "directory".into(), cursor: a.cursor.clone(), limit: 0 })
+        .watch(v1::ChangesRequest {
+            dataset: "directory".into(),
+            cursor: a.cursor.clone(),
+            limit: 0,
+        })
         .await
         .unwrap()
         .into_inner();
     owner.put(put("330203502/NP07", 1, "实时")).await.unwrap();
-    let change = tokio::time::timeout(std::time::Duration::from_secs(10), watch.message()).await.unwrap().unwrap().unwrap();
+    let change = tokio::time::timeout(std::time::Duration::from_secs(10), watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(change.record.unwrap().key, "330203502/NP07");
 
     // refusals carry the proper codes
@@ -148,8 +166,10 @@ async fn two_followers_end_identical_across_a_disconnect_and_a_restart() {
     let status = owner.put(put("bad-key", 1, "x")).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().starts_with("key:"), "{}", status.message());
-    let status =
-        a_client.changes(v1::ChangesRequest { dataset: "nonsense".into(), cursor: String::new(), limit: 0 }).await.unwrap_err();
+    let status = a_client
+        .changes(v1::ChangesRequest { dataset: "nonsense".into(), cursor: String::new(), limit: 0 })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     // the categories were seeded at start
     let jiangxi = a_client
@@ -162,7 +182,8 @@ async fn two_followers_end_identical_across_a_disconnect_and_a_restart() {
 
 fn document(reference: &str) -> Vec<u8> {
     std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
     )
     .unwrap()
     .replace("LZ202305080001", reference)
@@ -178,24 +199,52 @@ async fn https_datasets_routing_and_reconciliation() {
 
     // the owner writes the township's handling unit for wage disputes; others may not
     let record = json!({"version": 1, "body": {"unit": {"code": "GQ-LB", "name": "高桥镇劳动保障所"}, "hours": "8:30-17:00"}});
-    let answer =
-        hotline.request("PUT", "/v1/datasets/directory/records/330203101/NP03", record.to_string().into_bytes()).await.unwrap();
+    let answer = hotline
+        .request(
+            "PUT",
+            "/v1/datasets/directory/records/330203101/NP03",
+            record.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
     assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
     assert_eq!(answer.json()["changed"], true);
-    let again =
-        hotline.request("PUT", "/v1/datasets/directory/records/330203101/NP03", record.to_string().into_bytes()).await.unwrap();
-    assert_eq!((again.status, again.json()["changed"].as_bool()), (200, Some(false)), "a repeat is harmless");
+    let again = hotline
+        .request(
+            "PUT",
+            "/v1/datasets/directory/records/330203101/NP03",
+            record.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.status, again.json()["changed"].as_bool()),
+        (200, Some(false)),
+        "a repeat is harmless"
+    );
     let stale = json!({"version": 1, "body": {"unit": {"name": "别处"}}});
-    let answer =
-        hotline.request("PUT", "/v1/datasets/directory/records/330203101/NP03", stale.to_string().into_bytes()).await.unwrap();
+    let answer = hotline
+        .request(
+            "PUT",
+            "/v1/datasets/directory/records/330203101/NP03",
+            stale.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
     assert_eq!(answer.status, 409);
     assert!(
         answer.json()["error"]["message"].as_str().unwrap().contains("version 1"),
         "{}",
         String::from_utf8_lossy(&answer.body)
     );
-    let answer =
-        police.request("PUT", "/v1/datasets/directory/records/330203101/NP03", record.to_string().into_bytes()).await.unwrap();
+    let answer = police
+        .request(
+            "PUT",
+            "/v1/datasets/directory/records/330203101/NP03",
+            record.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
     assert_eq!(answer.status, 403);
     let answer = police.get("/v1/datasets/directory/records/330203101/NP03").await;
     assert_eq!(answer.json()["body"]["unit"]["name"], "高桥镇劳动保障所");
@@ -207,11 +256,17 @@ async fn https_datasets_routing_and_reconciliation() {
 
     // the knowledge base searched over HTTPS and gRPC
     let entry = json!({"version": 1, "body": {"title": "劳资纠纷怎么投诉", "body": "拨打12333或到人社局劳动监察大队。", "categories": ["NP03"]}});
-    let answer =
-        hotline.request("PUT", "/v1/datasets/knowledge/records/wage-howto", entry.to_string().into_bytes()).await.unwrap();
+    let answer = hotline
+        .request("PUT", "/v1/datasets/knowledge/records/wage-howto", entry.to_string().into_bytes())
+        .await
+        .unwrap();
     assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
     let found = police.get("/v1/knowledge?q=%E5%8A%B3%E8%B5%84&category=NP03").await.json();
-    assert_eq!((found["total"].as_u64(), found["records"][0]["key"].as_str()), (Some(1), Some("wage-howto")), "{found}");
+    assert_eq!(
+        (found["total"].as_u64(), found["records"][0]["key"].as_str()),
+        (Some(1), Some("wage-howto")),
+        "{found}"
+    );
     let refused = police.get("/v1/knowledge?q=").await;
     assert_eq!(refused.status, 400);
     assert!(
@@ -221,13 +276,23 @@ async fn https_datasets_routing_and_reconciliation() {
     );
     let mut grpc = SyncServiceClient::new(connect(&site, "330200/110", addr.port()).await);
     let found = grpc
-        .search(v1::SearchRequest { q: "劳动 监察".into(), category: String::new(), include_expired: false, limit: 0 })
+        .search(v1::SearchRequest {
+            q: "劳动 监察".into(),
+            category: String::new(),
+            include_expired: false,
+            limit: 0,
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!((found.total, found.records[0].key.as_str()), (1, "wage-howto"));
     let refused = grpc
-        .search(v1::SearchRequest { q: "劳动".into(), category: "XX".into(), include_expired: false, limit: 0 })
+        .search(v1::SearchRequest {
+            q: "劳动".into(),
+            category: "XX".into(),
+            include_expired: false,
+            limit: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
@@ -236,33 +301,53 @@ async fn https_datasets_routing_and_reconciliation() {
     // a transfer item the 110 retires from its list is refused by name in its own receipt
     let retire = json!({"version": 2, "deleted": true});
     let answer = police
-        .request("PUT", "/v1/datasets/categories/records/330200/110/070300", retire.to_string().into_bytes())
+        .request(
+            "PUT",
+            "/v1/datasets/categories/records/330200/110/070300",
+            retire.to_string().into_bytes(),
+        )
         .await
         .unwrap();
     assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
     let answer = police.post("/v1/native/330200/110/transfers", document("RETIRED-1")).await;
     let receipt = String::from_utf8_lossy(&answer.body).to_string();
     assert!(
-        answer.status >= 400 && receipt.contains("JQXX.JQLB") && receipt.contains("挪车求助") && receipt.contains("retired"),
+        answer.status >= 400
+            && receipt.contains("JQXX.JQLB")
+            && receipt.contains("挪车求助")
+            && receipt.contains("retired"),
         "{receipt}"
     );
 
     // a wage dispute from the township is routed to that unit
-    let wage = String::from_utf8(document("WAGE-1")).unwrap().replace("\"070300\"", "\"060300\"").replace("挪车求助", "劳资纠纷");
+    let wage = String::from_utf8(document("WAGE-1"))
+        .unwrap()
+        .replace("\"070300\"", "\"060300\"")
+        .replace("挪车求助", "劳资纠纷");
     let answer = police.post("/v1/native/330200/110/transfers", wage.into_bytes()).await;
     assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
     let id = answer.header("x-liandong-transfer-id").unwrap();
     let transfer = police.get(&format!("/v1/transfers/{id}")).await.json();
-    let routed = transfer["history"].as_array().unwrap().iter().find(|h| h["state"] == "routed").cloned();
+    let routed =
+        transfer["history"].as_array().unwrap().iter().find(|h| h["state"] == "routed").cloned();
     assert_eq!(routed.map(|h| h["unit"]["code"].clone()), Some(json!("GQ-LB")), "{transfer}");
 
     // reconciliation: the 110 says WAGE-1 is closed and has one the gateway never saw
     let view = json!({"transfers": [{"reference": "WAGE-1", "state": "closed"}, {"reference": "GHOST", "state": "submitted"}]});
     let report = police.post("/v1/reconcile", view.to_string().into_bytes()).await.json();
-    let kinds: Vec<&str> = report["differences"].as_array().unwrap().iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = report["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["state_differs", "unknown_here"], "{report}");
     let mut grpc = TransferServiceClient::new(connect(&site, "330200/12345", addr.port()).await);
-    let report = grpc.reconcile(v1::ReconcileRequest { transfers: vec![], since: None, until: None }).await.unwrap().into_inner();
+    let report = grpc
+        .reconcile(v1::ReconcileRequest { transfers: vec![], since: None, until: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(report.differences.len(), 1, "the 12345 has not heard of it");
     assert_eq!(report.differences[0].kind, "unknown_there");
     assert_eq!(report.differences[0].reference, id, "the destination knows it by the gateway's id");
@@ -319,20 +404,28 @@ async fn import_while_desks_submit(postgres: Option<String>) {
     let (addr, _, _stop) = start_on_free_port(&site).await;
     let mut csv = String::from("key,owner,version,unit.code,unit.name,phone\n");
     for i in 0..20_000 {
-        csv.push_str(&format!("3302{:02}{:03}/NP07,330200/12345,1,U{i},单位{i},0574-8700{:04}\n", i % 100, i / 100, i % 10_000));
+        csv.push_str(&format!(
+            "3302{:02}{:03}/NP07,330200/12345,1,U{i},单位{i},0574-8700{:04}\n",
+            i % 100,
+            i / 100,
+            i % 10_000
+        ));
     }
     let file = site.dir.join("directory.csv");
     std::fs::write(&file, csv).unwrap();
     let police = Client::for_endpoint(&site, "330200/110", addr);
     let sample = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
     )
     .unwrap();
     let submitting = tokio::spawn(async move {
         let mut answers = Vec::new();
         for i in 0..60 {
             let body = sample.replace("LZ202305080001", &format!("IMP-{i}"));
-            answers.push(police.post("/v1/native/330200/110/transfers", body.into_bytes()).await.status);
+            answers.push(
+                police.post("/v1/native/330200/110/transfers", body.into_bytes()).await.status,
+            );
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
         answers
@@ -342,13 +435,24 @@ async fn import_while_desks_submit(postgres: Option<String>) {
         let file = file.clone();
         let output = tokio::task::spawn_blocking(move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_liandong"))
-                .args(["datasets", "import", "--config", config.to_str().unwrap(), "directory", file.to_str().unwrap()])
+                .args([
+                    "datasets",
+                    "import",
+                    "--config",
+                    config.to_str().unwrap(),
+                    "directory",
+                    file.to_str().unwrap(),
+                ])
                 .output()
                 .unwrap()
         })
         .await
         .unwrap();
-        assert!(output.status.success(), "import {round}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "import {round}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let answers = submitting.await.unwrap();
     assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
@@ -357,7 +461,15 @@ async fn import_while_desks_submit(postgres: Option<String>) {
 /// `liandong datasets follow` as an operator runs it, against the gateway in this process.
 fn follow_cli(site: &Site, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_liandong"))
-        .args(["datasets", "follow", "--config", site.config.to_str().unwrap(), "directory", "--as", "330200-110"])
+        .args([
+            "datasets",
+            "follow",
+            "--config",
+            site.config.to_str().unwrap(),
+            "directory",
+            "--as",
+            "330200-110",
+        ])
         .args(args)
         .output()
         .unwrap()
@@ -379,7 +491,11 @@ async fn follow_resumes_from_its_saved_cursor_watches_and_says_why_it_cannot_con
         serde_json::from_slice(&output.stdout).unwrap()
     };
     let first = report(&follow_cli(&site, &["--server", &server, "--out", &copy_arg, "--json"]));
-    assert_eq!((first["records"].as_u64(), first["resumed_from"].is_null()), (Some(3), true), "{first}");
+    assert_eq!(
+        (first["records"].as_u64(), first["resumed_from"].is_null()),
+        (Some(3), true),
+        "{first}"
+    );
     let cursor = std::fs::read_to_string(liandong::sync::follower::cursor_path(&copy)).unwrap();
     assert_eq!(cursor, first["cursor"].as_str().unwrap());
 
@@ -388,9 +504,16 @@ async fn follow_resumes_from_its_saved_cursor_watches_and_says_why_it_cannot_con
     owner.put(delete("330203002/NP07", 2)).await.unwrap();
     let second = report(&follow_cli(&site, &["--server", &server, "--out", &copy_arg, "--json"]));
     assert_eq!(second["resumed_from"].as_str(), Some(cursor.as_str()), "{second}");
-    assert_eq!((second["records"].as_u64(), second["live"].as_u64()), (Some(2), Some(2)), "{second}");
-    let lines: Vec<serde_json::Value> =
-        std::fs::read_to_string(&copy).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        (second["records"].as_u64(), second["live"].as_u64()),
+        (Some(2), Some(2)),
+        "{second}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&copy)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3, "tombstones kept");
     assert_eq!(lines[1]["body"]["unit"]["name"], "新单位");
     assert_eq!(lines[2]["deleted"], true);
@@ -406,7 +529,15 @@ async fn follow_resumes_from_its_saved_cursor_watches_and_says_why_it_cannot_con
     }
     let mut watcher = Watcher(
         std::process::Command::new(env!("CARGO_BIN_EXE_liandong"))
-            .args(["datasets", "follow", "--config", site.config.to_str().unwrap(), "directory", "--as", "330200-110"])
+            .args([
+                "datasets",
+                "follow",
+                "--config",
+                site.config.to_str().unwrap(),
+                "directory",
+                "--as",
+                "330200-110",
+            ])
             .args(["--server", &server, "--out", &copy_arg, "--watch", "--json"])
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -424,19 +555,31 @@ async fn follow_resumes_from_its_saved_cursor_watches_and_says_why_it_cannot_con
     assert!(caught_up.contains("\"records\":0"), "{caught_up}");
     owner.put(put("330203009/NP07", 1, "夜班")).await.unwrap();
     let change: serde_json::Value =
-        serde_json::from_str(&lines_rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap()).unwrap();
-    assert_eq!((change["key"].as_str(), change["version"].as_u64()), (Some("330203009/NP07"), Some(1)), "{change}");
+        serde_json::from_str(&lines_rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap())
+            .unwrap();
+    assert_eq!(
+        (change["key"].as_str(), change["version"].as_u64()),
+        (Some("330203009/NP07"), Some(1)),
+        "{change}"
+    );
     owner.put(put("330203010/NP07", 1, "白班")).await.unwrap();
     lines_rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
-    common::net::eventually(5, "the copy saved", || std::fs::read_to_string(&copy).unwrap().contains("330203009/NP07")).await;
+    common::net::eventually(5, "the copy saved", || {
+        std::fs::read_to_string(&copy).unwrap().contains("330203009/NP07")
+    })
+    .await;
     drop(watcher);
 
     // when the gateway cannot be reached, it says why
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let closed =
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     let output = follow_cli(&site, &["--server", &closed]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("Connection refused") && stderr.contains("is the gateway running"), "{stderr}");
+    assert!(
+        stderr.contains("Connection refused") && stderr.contains("is the gateway running"),
+        "{stderr}"
+    );
     let stranger = Site::new("sync-follow-stranger");
     let output = follow_cli(&stranger, &["--server", &server]);
     let stderr = String::from_utf8_lossy(&output.stderr);

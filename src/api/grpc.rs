@@ -51,16 +51,20 @@ pub(super) fn limit(state: &AppState, peer: &Peer, kind: CallKind) -> Result<(),
 
 /// The caller, as the TLS layer established it.
 pub(super) fn peer<T>(request: &Request<T>) -> Result<Peer, Status> {
-    request.extensions().get::<Peer>().cloned().ok_or_else(|| Status::unauthenticated("no client certificate"))
+    request
+        .extensions()
+        .get::<Peer>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no client certificate"))
 }
 
 /// The calling endpoint.
 pub(crate) fn caller<T>(request: &Request<T>) -> Result<EndpointId, Status> {
     let peer = peer(request)?;
-    peer.identity
-        .endpoint()
-        .cloned()
-        .ok_or_else(|| Refusal::new(Reason::Identity, format!("forbidden: {} is not an endpoint", peer.identity)).grpc())
+    peer.identity.endpoint().cloned().ok_or_else(|| {
+        Refusal::new(Reason::Identity, format!("forbidden: {} is not an endpoint", peer.identity))
+            .grpc()
+    })
 }
 
 /// A server stream that follows a feed from `cursor`: `next_page` answers a page, the cursor
@@ -87,7 +91,11 @@ where
         let mut quiet_since = tokio::time::Instant::now();
         loop {
             if *closing.borrow_and_update() {
-                let _ = sender.send(Err(Status::unavailable("the gateway is shutting down; resume from your last cursor"))).await;
+                let _ = sender
+                    .send(Err(Status::unavailable(
+                        "the gateway is shutting down; resume from your last cursor",
+                    )))
+                    .await;
                 return;
             }
             let (items, next, more) = match next_page(cursor).await {
@@ -129,7 +137,9 @@ where
 /// The gRPC routes: the transfer service, health checking and reflection.
 pub async fn routes(state: Arc<AppState>) -> axum::Router {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<v1::transfer_service_server::TransferServiceServer<transfers::Transfers>>().await;
+    reporter
+        .set_serving::<v1::transfer_service_server::TransferServiceServer<transfers::Transfers>>()
+        .await;
     // Both reflection versions: grpcurl speaks v1, grpcio's Python client still v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -137,11 +147,12 @@ pub async fn routes(state: Arc<AppState>) -> axum::Router {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection().build_v1().expect("the compiled-in descriptors are valid");
-    let reflection_v1alpha = reflection().build_v1alpha().expect("the compiled-in descriptors are valid");
+    let reflection_v1alpha =
+        reflection().build_v1alpha().expect("the compiled-in descriptors are valid");
     reporter.set_serving::<v1::sync_service_server::SyncServiceServer<sync::Sync>>().await;
-    tonic::service::Routes::new(v1::transfer_service_server::TransferServiceServer::new(transfers::Transfers {
-        state: state.clone(),
-    }))
+    tonic::service::Routes::new(v1::transfer_service_server::TransferServiceServer::new(
+        transfers::Transfers { state: state.clone() },
+    ))
     .add_service(v1::sync_service_server::SyncServiceServer::new(sync::Sync { state }))
     .add_service(health)
     .add_service(reflection_v1)

@@ -67,9 +67,15 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// dataset key may hold `/`: it is the rest of the path), the method path of a gRPC call to one
 /// of the gateway's services, else `other`.
 pub fn route_template(method: &axum::http::Method, path: &str) -> String {
-    const GRPC_SERVICES: &[&str] =
-        &["/liandong.v1.", "/grpc.health.v1.Health/", "/grpc.reflection.v1.", "/grpc.reflection.v1alpha."];
-    if GRPC_SERVICES.iter().any(|service| path.starts_with(service)) && path.matches('/').count() == 2 {
+    const GRPC_SERVICES: &[&str] = &[
+        "/liandong.v1.",
+        "/grpc.health.v1.Health/",
+        "/grpc.reflection.v1.",
+        "/grpc.reflection.v1alpha.",
+    ];
+    if GRPC_SERVICES.iter().any(|service| path.starts_with(service))
+        && path.matches('/').count() == 2
+    {
         return path.to_string();
     }
     let method = method.as_str().to_ascii_lowercase();
@@ -77,19 +83,24 @@ pub fn route_template(method: &axum::http::Method, path: &str) -> String {
     let fits = |template: &str| {
         let parts: Vec<&str> = template.trim_start_matches('/').split('/').collect();
         let rest = parts.last().is_some_and(|last| *last == "{key}");
-        let arity = if rest { segments.len() >= parts.len() } else { segments.len() == parts.len() };
-        arity && parts.iter().zip(&segments).all(|(part, segment)| part.starts_with('{') || part == segment)
+        let arity =
+            if rest { segments.len() >= parts.len() } else { segments.len() == parts.len() };
+        arity
+            && parts
+                .iter()
+                .zip(&segments)
+                .all(|(part, segment)| part.starts_with('{') || part == segment)
     };
-    ROUTES
-        .iter()
-        .find(|(m, template)| *m == method && fits(template))
-        .map_or_else(|| "other".to_string(), |(m, template)| format!("{} {template}", m.to_ascii_uppercase()))
+    ROUTES.iter().find(|(m, template)| *m == method && fits(template)).map_or_else(
+        || "other".to_string(),
+        |(m, template)| format!("{} {template}", m.to_ascii_uppercase()),
+    )
 }
 
 fn caller_endpoint(peer: &Peer) -> Result<&EndpointId, Refusal> {
-    peer.identity
-        .endpoint()
-        .ok_or_else(|| Refusal::new(Reason::Identity, format!("forbidden: {} is not an endpoint", peer.identity)))
+    peer.identity.endpoint().ok_or_else(|| {
+        Refusal::new(Reason::Identity, format!("forbidden: {} is not an endpoint", peer.identity))
+    })
 }
 
 /// What a request no route takes is answered: a gRPC call (`content-type: application/grpc…`)
@@ -105,8 +116,11 @@ pub async fn unknown_route(request: axum::extract::Request) -> axum::response::R
     if grpc {
         return Refusal::new(Reason::NoRoute, format!("no such method {path}")).grpc().into_http();
     }
-    Refusal::new(Reason::NoRoute, format!("no route for {method} {path}: the routes are listed at /v1/openapi.json"))
-        .into_response()
+    Refusal::new(
+        Reason::NoRoute,
+        format!("no route for {method} {path}: the routes are listed at /v1/openapi.json"),
+    )
+    .into_response()
 }
 
 /// The router of the HTTPS API. The caller's [`Peer`] must be added as an extension.
@@ -120,12 +134,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/endpoints", get(transfers::endpoints))
         .route("/v1/deliveries/dead", get(transfers::dead_letters))
         .route("/v1/deliveries/{id}/replay", post(transfers::replay))
-        .route("/v1/datasets/{dataset}/records/{*key}", get(datasets::get_record).put(datasets::put_record))
+        .route(
+            "/v1/datasets/{dataset}/records/{*key}",
+            get(datasets::get_record).put(datasets::put_record),
+        )
         .route("/v1/datasets/{dataset}/snapshot", get(datasets::snapshot))
         .route("/v1/datasets/{dataset}/changes", get(datasets::changes))
         .route("/v1/knowledge", get(datasets::search_knowledge))
         .route("/v1/reconcile", post(datasets::reconcile))
-        .route("/v1/openapi.json", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
         .layer(DefaultBodyLimit::max(super::MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(state.clone(), bodies::bounded_bodies))
         .with_state(state)
@@ -138,7 +158,10 @@ mod tests {
     #[test]
     fn routes_are_labelled_by_their_template() {
         let label = |m: Method, p: &str| super::route_template(&m, p);
-        assert_eq!(label(Method::POST, "/v1/native/330200/110/transfers"), "POST /v1/native/{region}/{platform}/transfers");
+        assert_eq!(
+            label(Method::POST, "/v1/native/330200/110/transfers"),
+            "POST /v1/native/{region}/{platform}/transfers"
+        );
         assert_eq!(label(Method::GET, "/v1/transfers/01J"), "GET /v1/transfers/{id}");
         assert_eq!(label(Method::GET, "/v1/transfers"), "GET /v1/transfers");
         assert_eq!(

@@ -19,9 +19,16 @@ pub async fn log_request(request: Request, next: Next) -> Response {
     let route = request.uri().path().to_string();
     let response = next.run(request).await;
     let template = super::route_template(&method, &route);
-    crate::metrics::counters().request_seconds.observe(format!("route=\"{template}\""), started.elapsed());
-    let transfer = response.headers().get("x-liandong-transfer-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let grpc_status = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("");
+    crate::metrics::counters()
+        .request_seconds
+        .observe(format!("route=\"{template}\""), started.elapsed());
+    let transfer = response
+        .headers()
+        .get("x-liandong-transfer-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let grpc_status =
+        response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("");
     tracing::info!(
         target: "liandong::request",
         identity = %identity,
@@ -61,13 +68,21 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// [`MAX_HEADER_BYTES`]. (The HTTP/1.1 reader's own buffer stops a larger block still, with a
 /// bare 431; HTTP/2 refuses it with its header-list limit.)
 pub async fn header_limit(request: Request, next: Next) -> Response {
-    let size: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum::<usize>()
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
         + request.uri().to_string().len();
     if size <= MAX_HEADER_BYTES {
         return next.run(request).await;
     }
-    let problem = format!("request headers: {size} bytes, over the 64 KiB limit ({MAX_HEADER_BYTES} bytes)");
-    axum::response::IntoResponse::into_response(super::refusal::Refusal::new(super::refusal::Reason::HeadersTooLarge, problem))
+    let problem =
+        format!("request headers: {size} bytes, over the 64 KiB limit ({MAX_HEADER_BYTES} bytes)");
+    axum::response::IntoResponse::into_response(super::refusal::Refusal::new(
+        super::refusal::Reason::HeadersTooLarge,
+        problem,
+    ))
 }
 
 /// A phone number with its middle hidden: `13900000001` → `139****0001`; short numbers stay.

@@ -130,8 +130,12 @@ impl Reason {
     /// (send it again later) or `refused` (a good document the gateway will not take).
     pub fn receipt(self) -> ReceiptKind {
         match self {
-            Reason::BadDocument | Reason::TooLarge | Reason::HeadersTooLarge => ReceiptKind::Invalid,
-            Reason::RateLimit | Reason::BodyBudget | Reason::BodyTooSlow | Reason::Unavailable => ReceiptKind::Busy,
+            Reason::BadDocument | Reason::TooLarge | Reason::HeadersTooLarge => {
+                ReceiptKind::Invalid
+            }
+            Reason::RateLimit | Reason::BodyBudget | Reason::BodyTooSlow | Reason::Unavailable => {
+                ReceiptKind::Busy
+            }
             Reason::Identity
             | Reason::Policy
             | Reason::Ownership
@@ -184,7 +188,10 @@ impl Refusal {
 
     /// Over the rate limit.
     pub fn limited(wait: Duration) -> Refusal {
-        Refusal { retry_after: Some(wait), ..Refusal::new(Reason::RateLimit, "busy: over the rate limit; retry later") }
+        Refusal {
+            retry_after: Some(wait),
+            ..Refusal::new(Reason::RateLimit, "busy: over the rate limit; retry later")
+        }
     }
 
     /// The caller may not do this: `policy` for an agency or operator (its role or regions),
@@ -210,10 +217,14 @@ impl Refusal {
     pub fn from_sync(identity: &Identity, error: SyncError) -> Refusal {
         match error {
             SyncError::Invalid { field, problem } => Refusal::field(field, problem),
-            SyncError::Forbidden(_) if identity.endpoint().is_some() => Refusal::new(Reason::Ownership, error.to_string()),
+            SyncError::Forbidden(_) if identity.endpoint().is_some() => {
+                Refusal::new(Reason::Ownership, error.to_string())
+            }
             SyncError::Forbidden(_) => Refusal::new(Reason::Policy, error.to_string()),
             SyncError::NotFound(_) => Refusal::new(Reason::NotFound, error.to_string()),
-            SyncError::Stale { .. } | SyncError::Moved { .. } => Refusal::new(Reason::Version, error.to_string()),
+            SyncError::Stale { .. } | SyncError::Moved { .. } => {
+                Refusal::new(Reason::Version, error.to_string())
+            }
             SyncError::Store(_) => Refusal::new(Reason::Unavailable, error.to_string()),
         }
     }
@@ -229,7 +240,9 @@ impl Refusal {
             return;
         }
         match peer.as_ref().and_then(|p| p.identity.endpoint()) {
-            Some(endpoint) => crate::metrics::refuse_endpoint(self.reason.label(), &endpoint.to_string()),
+            Some(endpoint) => {
+                crate::metrics::refuse_endpoint(self.reason.label(), &endpoint.to_string())
+            }
             None => crate::metrics::refuse(self.reason.label()),
         }
         if self.reason.audited() {
@@ -264,7 +277,13 @@ impl Refusal {
     pub fn native(self, endpoint: &Endpoint, reference: Option<&str>) -> Response {
         self.record();
         let message = Some(self.message.as_str());
-        let response = native_receipt(endpoint, self.reason.http_status(), self.reason.receipt(), reference, message);
+        let response = native_receipt(
+            endpoint,
+            self.reason.http_status(),
+            self.reason.receipt(),
+            reference,
+            message,
+        );
         self.with_retry_after(response)
     }
 
@@ -275,7 +294,11 @@ impl Refusal {
         use tonic_types::StatusExt;
         self.record();
         let mut details = tonic_types::ErrorDetails::new();
-        details.set_error_info(self.reason.label().to_uppercase(), "liandong", std::collections::HashMap::new());
+        details.set_error_info(
+            self.reason.label().to_uppercase(),
+            "liandong",
+            std::collections::HashMap::new(),
+        );
         details.set_request_info(context::request_id(), "");
         if let Some(field) = &self.field {
             details.add_bad_request_violation(field.path.clone(), field.expected.clone());
@@ -351,9 +374,18 @@ pub fn native_receipt(
 /// The body of a request that could not be taken: over the limit (naming it), or cut short.
 pub fn body_refusal(rejection: &axum::extract::rejection::BytesRejection) -> Refusal {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        Refusal::new(Reason::TooLarge, format!("body: over the 1 MiB limit ({} bytes); send a smaller document", super::MAX_BODY))
+        Refusal::new(
+            Reason::TooLarge,
+            format!(
+                "body: over the 1 MiB limit ({} bytes); send a smaller document",
+                super::MAX_BODY
+            ),
+        )
     } else {
-        Refusal::new(Reason::BadDocument, format!("body: could not be read: {}", rejection.body_text()))
+        Refusal::new(
+            Reason::BadDocument,
+            format!("body: could not be read: {}", rejection.body_text()),
+        )
     }
 }
 
@@ -364,8 +396,14 @@ pub struct Body(pub axum::body::Bytes);
 impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
     type Rejection = Refusal;
 
-    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        axum::body::Bytes::from_request(request, state).await.map(Body).map_err(|rejection| body_refusal(&rejection))
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(request, state)
+            .await
+            .map(Body)
+            .map_err(|rejection| body_refusal(&rejection))
     }
 }
 
@@ -378,7 +416,10 @@ mod tests {
         let labels: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(labels.len(), Reason::ALL.len());
         for reason in Reason::ALL {
-            assert!(reason.http_status().is_client_error() || reason.http_status().is_server_error(), "{reason:?}");
+            assert!(
+                reason.http_status().is_client_error() || reason.http_status().is_server_error(),
+                "{reason:?}"
+            );
             assert_ne!(reason.grpc_code(), Code::Ok, "{reason:?}");
         }
     }
@@ -386,14 +427,22 @@ mod tests {
     #[test]
     fn the_openapi_document_lists_every_reason() {
         let document: Value = serde_json::from_str(super::super::OPENAPI).unwrap();
-        let listed = &document["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["reason"]["enum"];
+        let listed = &document["components"]["schemas"]["Error"]["properties"]["error"]
+            ["properties"]["reason"]["enum"];
         let labels: Vec<&str> = Reason::ALL.iter().map(|r| r.label()).collect();
-        assert_eq!(listed.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect::<Vec<_>>(), labels);
+        assert_eq!(
+            listed.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect::<Vec<_>>(),
+            labels
+        );
     }
 
     #[test]
     fn a_field_problem_names_the_field_and_what_was_expected() {
-        let refusal: Refusal = FormatError::Field { path: "JQXX.BJSJ".into(), problem: "expected yyyyMMddHHmmss".into() }.into();
+        let refusal: Refusal = FormatError::Field {
+            path: "JQXX.BJSJ".into(),
+            problem: "expected yyyyMMddHHmmss".into(),
+        }
+        .into();
         assert_eq!(refusal.reason, Reason::BadDocument);
         assert_eq!(refusal.message, "JQXX.BJSJ: expected yyyyMMddHHmmss");
         let body = refusal.body();

@@ -132,7 +132,9 @@ impl CaArgs {
 /// A CA error as the command's failure: refusals and wrong input exit 2, the rest 1.
 fn failed(error: CaError) -> CliError {
     match error {
-        CaError::File { .. } | CaError::Generate(_) | CaError::Tampered(_) => CliError::Failed(error.to_string()),
+        CaError::File { .. } | CaError::Generate(_) | CaError::Tampered(_) => {
+            CliError::Failed(error.to_string())
+        }
         _ => CliError::Invalid(error.to_string()),
     }
 }
@@ -143,18 +145,29 @@ pub fn subject(kind: &str, names: &[String]) -> Result<Subject, CliError> {
         [name] => Ok(name.clone()),
         _ => Err(CliError::Invalid(format!("{kind}: expected one name, got {}", names.len()))),
     };
-    let identity = |uri: String| Identity::from_uri(&uri).map(Subject::Identity).map_err(CliError::Invalid);
+    let identity =
+        |uri: String| Identity::from_uri(&uri).map(Subject::Identity).map_err(CliError::Invalid);
     match kind {
-        "endpoint" | "agency" | "operator" | "gateway" => identity(format!("liandong://{kind}/{}", one()?)),
+        "endpoint" | "agency" | "operator" | "gateway" => {
+            identity(format!("liandong://{kind}/{}", one()?))
+        }
         "server" => Ok(Subject::Server(names.to_vec())),
-        other => Err(CliError::Invalid(format!("expected endpoint, agency, operator, gateway or server, got {other:?}"))),
+        other => Err(CliError::Invalid(format!(
+            "expected endpoint, agency, operator, gateway or server, got {other:?}"
+        ))),
     }
 }
 
 /// `liandong://endpoint/330200/110` or `endpoint/330200/110`.
 fn identity_subject(text: &str) -> Result<Subject, CliError> {
-    let uri = if text.starts_with("liandong://") { text.to_string() } else { format!("liandong://{text}") };
-    Identity::from_uri(&uri).map(Subject::Identity).map_err(|e| CliError::Invalid(format!("--as: {e}")))
+    let uri = if text.starts_with("liandong://") {
+        text.to_string()
+    } else {
+        format!("liandong://{text}")
+    };
+    Identity::from_uri(&uri)
+        .map(Subject::Identity)
+        .map_err(|e| CliError::Invalid(format!("--as: {e}")))
 }
 
 fn issued_text(files: &IssuedFiles) -> String {
@@ -178,12 +191,17 @@ fn issued_text(files: &IssuedFiles) -> String {
     out
 }
 
-pub fn certs(command: &CertsCommand, registry: &crate::formats::Registry, stdout: &mut dyn Write) -> Result<(), CliError> {
+pub fn certs(
+    command: &CertsCommand,
+    registry: &crate::formats::Registry,
+    stdout: &mut dyn Write,
+) -> Result<(), CliError> {
     let text = match command {
         CertsCommand::Init { ca, algorithm, root_days, intermediate_days } => {
             let passphrase = ca.passphrase()?;
             let encrypted = passphrase.is_some();
-            CaDir::init(&ca.dir, *algorithm, passphrase, *root_days, *intermediate_days).map_err(failed)?;
+            CaDir::init(&ca.dir, *algorithm, passphrase, *root_days, *intermediate_days)
+                .map_err(failed)?;
             format!(
                 "a CA in {dir}: root.pem (the gateway's tls.ca), intermediate.pem, chain.pem, ledger.json\n  keys: {}\n  move root-key.pem offline: only `certs init` needs it\n",
                 if encrypted { "encrypted with the passphrase" } else { "NOT encrypted (give --passphrase-file to encrypt them)" },
@@ -201,13 +219,17 @@ pub fn certs(command: &CertsCommand, registry: &crate::formats::Registry, stdout
             let password = p12.as_ref().map(secret).transpose()?;
             let key_passphrase = encrypt.as_ref().map(secret).transpose()?;
             let ca = ca.open()?;
-            let files = ca.issue_with(&subject, *days, *replace, key_passphrase.as_deref()).map_err(failed)?;
+            let files = ca
+                .issue_with(&subject, *days, *replace, key_passphrase.as_deref())
+                .map_err(failed)?;
             let mut text = issued_text(&files);
             text = match (key_passphrase.is_some(), &files.key) {
-                (true, Some(_)) => text.replace("(mode 0600)", "(mode 0600, encrypted with the --encrypt passphrase)"),
-                (false, Some(_)) if password.is_none() => {
-                    text.replace("(mode 0600)", "(mode 0600, NOT encrypted: --encrypt FILE encrypts it for its holder)")
-                }
+                (true, Some(_)) => text
+                    .replace("(mode 0600)", "(mode 0600, encrypted with the --encrypt passphrase)"),
+                (false, Some(_)) if password.is_none() => text.replace(
+                    "(mode 0600)",
+                    "(mode 0600, NOT encrypted: --encrypt FILE encrypts it for its holder)",
+                ),
                 _ => text,
             };
             if let Some(password) = password {
@@ -230,7 +252,10 @@ pub fn certs(command: &CertsCommand, registry: &crate::formats::Registry, stdout
                 .or(identity.as_deref())
                 .ok_or_else(|| CliError::Invalid("give a SERIAL or --identity".into()))?;
             let serials = ca.open()?.revoke(which, reason).map_err(failed)?;
-            format!("revoked {} ({reason}); run `liandong certs crl` and let the gateway load it\n", serials.join(", "))
+            format!(
+                "revoked {} ({reason}); run `liandong certs crl` and let the gateway load it\n",
+                serials.join(", ")
+            )
         }
         CertsCommand::Crl { ca, next_update } => {
             let path = ca.open()?.crl(*next_update).map_err(failed)?;
@@ -245,8 +270,10 @@ pub fn certs(command: &CertsCommand, registry: &crate::formats::Registry, stdout
             }
         }
         CertsCommand::Inspect { file } => {
-            let bytes = std::fs::read(file).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
-            crate::security::inspect::describe(&file.display().to_string(), &bytes).map_err(failed)?
+            let bytes = std::fs::read(file)
+                .map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
+            crate::security::inspect::describe(&file.display().to_string(), &bytes)
+                .map_err(failed)?
         }
         CertsCommand::CheckExpiry { ca, within } => {
             let expiring = ca.open()?.expiring(*within).map_err(failed)?;
@@ -266,13 +293,18 @@ pub fn certs(command: &CertsCommand, registry: &crate::formats::Registry, stdout
 
 fn list(entries: &[crate::security::ca::Entry]) -> String {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let mut out = format!("{:<44} {:<34} {:<22} {:>9}  {}\n", "IDENTITY", "SERIAL", "NOT AFTER", "DAYS LEFT", "STATUS");
+    let mut out = format!(
+        "{:<44} {:<34} {:<22} {:>9}  {}\n",
+        "IDENTITY", "SERIAL", "NOT AFTER", "DAYS LEFT", "STATUS"
+    );
     for e in entries {
         let status = match e.status {
             Status::Live if e.not_after < now => "expired".to_string(),
             Status::Live => "live".to_string(),
             Status::Replaced => "replaced".to_string(),
-            Status::Revoked => format!("revoked ({})", e.reason.as_deref().unwrap_or("unspecified")),
+            Status::Revoked => {
+                format!("revoked ({})", e.reason.as_deref().unwrap_or("unspecified"))
+            }
         };
         out.push_str(&format!(
             "{:<44} {:<34} {:<22} {:>9}  {status}\n",

@@ -146,9 +146,14 @@ fn dataset(name: &str) -> Result<Dataset, CliError> {
 
 /// Opens the configured store and the datasets over it.
 async fn open(config: &crate::config::Config) -> Result<Datasets, CliError> {
-    let store = crate::server::open_store(config).await.map_err(|e| CliError::Failed(e.to_string()))?;
+    let store =
+        crate::server::open_store(config).await.map_err(|e| CliError::Failed(e.to_string()))?;
     let registry = crate::server::registry(config).map_err(|e| CliError::Invalid(e.to_string()))?;
-    let engine = crate::engine::Engine::new(store, std::sync::Arc::new(registry), std::sync::Arc::new(config.clone()));
+    let engine = crate::engine::Engine::new(
+        store,
+        std::sync::Arc::new(registry),
+        std::sync::Arc::new(config.clone()),
+    );
     Ok(Datasets::new(&engine))
 }
 
@@ -159,30 +164,40 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
                 .as_deref()
                 .map(|v| {
                     crate::store::FeedCursor::decode(v).map_err(|_| {
-                        CliError::Invalid(format!("--if-version: expected a version printed by --dry-run, got {v:?}"))
+                        CliError::Invalid(format!(
+                            "--if-version: expected a version printed by --dry-run, got {v:?}"
+                        ))
                     })
                 })
                 .transpose()?;
             let dataset = dataset(name)?;
             if dataset == Dataset::TransferStatus {
-                return Err(CliError::Invalid("transfer_status is written by the gateway alone".into()));
+                return Err(CliError::Invalid(
+                    "transfer_status is written by the gateway alone".into(),
+                ));
             }
             let config = load_config(config)?;
             // The audit trail names what was imported: the file and its SHA-256.
             let source = {
                 use sha2::Digest;
                 let mut hasher = sha2::Sha256::new();
-                let mut input = std::fs::File::open(file).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
-                std::io::copy(&mut input, &mut hasher).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
+                let mut input = std::fs::File::open(file)
+                    .map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
+                std::io::copy(&mut input, &mut hasher)
+                    .map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
                 let hash: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
                 format!("{} sha256:{hash}", file.display())
             };
             if *dry_run {
-                let (lines, records): (Vec<usize>, Vec<Record>) = read_records(file, dataset)?.into_iter().unzip();
+                let (lines, records): (Vec<usize>, Vec<Record>) =
+                    read_records(file, dataset)?.into_iter().unzip();
                 let count = records.len();
                 let preview = runtime()?.block_on(async {
                     let datasets = open(&config).await?;
-                    datasets.preview(dataset, records, *force).await.map_err(|e| CliError::Failed(e.to_string()))
+                    datasets
+                        .preview(dataset, records, *force)
+                        .await
+                        .map_err(|e| CliError::Failed(e.to_string()))
                 })?;
                 let mut out = format!(
                     "{} at version {}: {count} records read: {} to add, {} to change, {} to delete, {} unchanged, {} refused (dry run: nothing was written)\n",
@@ -195,9 +210,15 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
                     preview.refused.len()
                 );
                 for (n, why) in &preview.refused {
-                    out.push_str(&format!("{}: line {}: {why}\n", file.display(), lines.get(n - 1).copied().unwrap_or(*n)));
+                    out.push_str(&format!(
+                        "{}: line {}: {why}\n",
+                        file.display(),
+                        lines.get(n - 1).copied().unwrap_or(*n)
+                    ));
                 }
-                return stdout.write_all(out.as_bytes()).map_err(|e| CliError::Failed(format!("cannot write: {e}")));
+                return stdout
+                    .write_all(out.as_bytes())
+                    .map_err(|e| CliError::Failed(format!("cannot write: {e}")));
             }
             // Read, checked and written a chunk at a time into one transaction: memory stays
             // bounded whatever the file's size, and nothing is committed unless every line is
@@ -206,10 +227,16 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
             let (count, written) = runtime()?.block_on(async {
                 let datasets = open(&config).await?;
                 let options = crate::sync::ImportOptions { source, if_version, force: *force };
-                let mut import = datasets.begin_import(dataset, options).await.map_err(|e| CliError::Failed(e.to_string()))?;
-                let input = std::fs::File::open(file).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
+                let mut import = datasets
+                    .begin_import(dataset, options)
+                    .await
+                    .map_err(|e| CliError::Failed(e.to_string()))?;
+                let input = std::fs::File::open(file)
+                    .map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
                 let (mut chunk, mut count) = (Vec::with_capacity(IMPORT_CHUNK), 0);
-                for (line, parsed) in RecordReader::new(std::io::BufReader::new(input), is_csv(file), dataset) {
+                for (line, parsed) in
+                    RecordReader::new(std::io::BufReader::new(input), is_csv(file), dataset)
+                {
                     match parsed {
                         Ok(record) => {
                             count += 1;
@@ -234,14 +261,20 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
                 })?;
                 Ok::<_, CliError>((count, written))
             })?;
-            format!("{}: {count} records read, {written} written ({} unchanged)\n", dataset.as_str(), count - written)
+            format!(
+                "{}: {count} records read, {written} written ({} unchanged)\n",
+                dataset.as_str(),
+                count - written
+            )
         }
         DatasetsCommand::Export { config, dataset: name, format } => {
             let dataset = dataset(name)?;
             let config = load_config(config)?;
             // Every key's last write, tombstones included (so a copy learns of deletions).
             let records = runtime()?.block_on(async {
-                let store = crate::server::open_store(&config).await.map_err(|e| CliError::Failed(e.to_string()))?;
+                let store = crate::server::open_store(&config)
+                    .await
+                    .map_err(|e| CliError::Failed(e.to_string()))?;
                 let mut all: Vec<Record> = Vec::new();
                 loop {
                     let after = all.last().map(|r| r.key.clone()).unwrap_or_default();
@@ -257,11 +290,16 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
                 }
             })?;
             match format {
-                TableFormat::Jsonl => records.iter().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect(),
+                TableFormat::Jsonl => records
+                    .iter()
+                    .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
+                    .collect(),
                 TableFormat::Csv => write_csv(&records),
             }
         }
-        DatasetsCommand::History { config, dataset: name, key, json } => history(config, dataset(name)?, key, *json)?,
+        DatasetsCommand::History { config, dataset: name, key, json } => {
+            history(config, dataset(name)?, key, *json)?
+        }
         DatasetsCommand::Follow(args) => return follow(args, stdout),
     };
     stdout.write_all(text.as_bytes()).map_err(|e| CliError::Failed(format!("cannot write: {e}")))
@@ -270,8 +308,13 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
 fn history(config: &Path, dataset: Dataset, key: &str, json: bool) -> Result<String, CliError> {
     let config = load_config(config)?;
     let versions = runtime()?.block_on(async {
-        let store = crate::server::open_store(&config).await.map_err(|e| CliError::Failed(e.to_string()))?;
-        store.record_history(dataset.as_str(), key).await.map_err(|e| CliError::Failed(e.to_string()))
+        let store = crate::server::open_store(&config)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        store
+            .record_history(dataset.as_str(), key)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))
     })?;
     if versions.is_empty() {
         return Err(CliError::Invalid(format!("{} has no record {key:?}", dataset.as_str())));
@@ -306,7 +349,9 @@ fn follow(args: &FollowArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
     let url = match &args.server {
         Some(server) if server.starts_with("https://") => server.clone(),
         Some(server) if server.contains("://") => {
-            return Err(CliError::Invalid(format!("--server: expected HOST:PORT or https://HOST:PORT, got {server:?}")))
+            return Err(CliError::Invalid(format!(
+                "--server: expected HOST:PORT or https://HOST:PORT, got {server:?}"
+            )))
         }
         Some(server) => format!("https://{server}"),
         None => format!("https://localhost:{}", config.listen.https.port()),
@@ -443,7 +488,9 @@ pub fn route(args: &RouteArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
     let config = load_config(&args.config)?;
     if let Some(category) = &args.category {
         if !crate::model::category::is_known(category) {
-            return Err(CliError::Invalid(format!("--category: expected a canonical category code, got {category:?}")));
+            return Err(CliError::Invalid(format!(
+                "--category: expected a canonical category code, got {category:?}"
+            )));
         }
     }
     if let Some(region) = &args.coverage {
@@ -457,16 +504,26 @@ pub fn route(args: &RouteArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
     };
     for (flag, region) in [("--region", &args.region), ("--to-region", &args.to_region)] {
         if let Some(region) = region {
-            let _: crate::model::Region = region.parse().map_err(|e: String| CliError::Invalid(format!("{flag}: {e}")))?;
+            let _: crate::model::Region =
+                region.parse().map_err(|e: String| CliError::Invalid(format!("{flag}: {e}")))?;
         }
     }
-    let (region, field) = crate::routing::region_for(args.to_region.as_deref(), args.region.as_deref(), "");
+    let (region, field) =
+        crate::routing::region_for(args.to_region.as_deref(), args.region.as_deref(), "");
     let field = if field == "to_region" { "--to-region" } else { "--region" };
     let decision = runtime()?.block_on(async {
         let datasets = open(&config).await?;
-        crate::routing::route(&datasets.directory, &datasets.store, &datasets.registry, platform, region, &category, field)
-            .await
-            .map_err(|e| CliError::Invalid(e.to_string()))
+        crate::routing::route(
+            &datasets.directory,
+            &datasets.store,
+            &datasets.registry,
+            platform,
+            region,
+            &category,
+            field,
+        )
+        .await
+        .map_err(|e| CliError::Invalid(e.to_string()))
     })?;
     let text = if args.json {
         serde_json::to_string_pretty(&serde_json::json!({
@@ -509,15 +566,25 @@ fn coverage(
     json: bool,
     stdout: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let _: crate::model::Region = region.parse().map_err(|e: String| CliError::Invalid(format!("--coverage: {e}")))?;
+    let _: crate::model::Region =
+        region.parse().map_err(|e: String| CliError::Invalid(format!("--coverage: {e}")))?;
     let categories: Vec<&str> = match category {
         Some(code) => vec![code],
         None => crate::model::category::TAXONOMY.iter().map(|(code, _, _)| *code).collect(),
     };
     let cells = runtime()?.block_on(async {
         let datasets = open(config).await?;
-        datasets.directory.refresh(&datasets.store).await.map_err(|e| CliError::Failed(e.to_string()))?;
-        Ok::<_, CliError>(datasets.directory.read(|view| crate::routing::coverage(view, region, &categories)).await)
+        datasets
+            .directory
+            .refresh(&datasets.store)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        Ok::<_, CliError>(
+            datasets
+                .directory
+                .read(|view| crate::routing::coverage(view, region, &categories))
+                .await,
+        )
     })?;
     let (covered, gaps): (Vec<_>, Vec<_>) = cells.iter().partition(|c| c.covered_at_its_tier());
     let unanswered = gaps.iter().filter(|c| c.answered_by.is_none()).count();
@@ -540,7 +607,10 @@ fn coverage(
         );
         for cell in &gaps {
             out.push_str(&match (&cell.answered_by, cell.tier) {
-                (Some(key), Some(tier)) => format!("  {}/{}  falls back to the {tier}: {key}\n", cell.region, cell.category),
+                (Some(key), Some(tier)) => format!(
+                    "  {}/{}  falls back to the {tier}: {key}\n",
+                    cell.region, cell.category
+                ),
                 _ => format!("  {}/{}  NO UNIT\n", cell.region, cell.category),
             });
         }
@@ -563,15 +633,19 @@ pub fn reconcile(args: &ReconcileArgs, stdout: &mut dyn Write) -> Result<(), Cli
             .transpose()
     };
     let (since, until) = (time(&args.since, "--since")?, time(&args.until, "--until")?);
-    let text = std::fs::read_to_string(&args.file).map_err(|e| CliError::Failed(format!("{}: {e}", args.file.display())))?;
+    let text = std::fs::read_to_string(&args.file)
+        .map_err(|e| CliError::Failed(format!("{}: {e}", args.file.display())))?;
     let claims: Vec<crate::sync::reconcile::Claim> = if text.trim_start().starts_with('[') {
-        serde_json::from_str(&text).map_err(|e| CliError::Invalid(format!("{}: {e}", args.file.display())))?
+        serde_json::from_str(&text)
+            .map_err(|e| CliError::Invalid(format!("{}: {e}", args.file.display())))?
     } else {
         text.lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(i, l)| {
-                serde_json::from_str(l).map_err(|e| CliError::Invalid(format!("{}: line {}: {e}", args.file.display(), i + 1)))
+                serde_json::from_str(l).map_err(|e| {
+                    CliError::Invalid(format!("{}: line {}: {e}", args.file.display(), i + 1))
+                })
             })
             .collect::<Result<_, _>>()?
     };
@@ -584,9 +658,17 @@ pub fn reconcile(args: &ReconcileArgs, stdout: &mut dyn Write) -> Result<(), Cli
     let text = if args.json {
         serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
     } else {
-        let mut out = format!("{}: {} agree, {} differ\n", report.endpoint, report.matched, report.differences.len());
+        let mut out = format!(
+            "{}: {} agree, {} differ\n",
+            report.endpoint,
+            report.matched,
+            report.differences.len()
+        );
         for d in &report.differences {
-            let kind = serde_json::to_value(d.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            let kind = serde_json::to_value(d.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
             out.push_str(&format!(
                 "  {kind:<14} {:<28} {:<28} {}\n",
                 d.reference,
@@ -643,7 +725,8 @@ fn is_csv(file: &Path) -> bool {
 /// Every record of a file, each with its line, all in memory (`--dry-run`); every unreadable
 /// line is reported.
 fn read_records(file: &Path, dataset: Dataset) -> Result<Vec<(usize, Record)>, CliError> {
-    let input = std::fs::File::open(file).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
+    let input = std::fs::File::open(file)
+        .map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
     let (mut records, mut errors) = (Vec::new(), Vec::new());
     for (line, parsed) in RecordReader::new(std::io::BufReader::new(input), is_csv(file), dataset) {
         match parsed {
@@ -672,7 +755,15 @@ struct RecordReader<R> {
 
 impl<R: std::io::BufRead> RecordReader<R> {
     fn new(input: R, csv: bool, dataset: Dataset) -> RecordReader<R> {
-        RecordReader { input, csv, header: None, line: 0, dataset, now: Timestamp::now(), done: false }
+        RecordReader {
+            input,
+            csv,
+            header: None,
+            line: 0,
+            dataset,
+            now: Timestamp::now(),
+            done: false,
+        }
     }
 
     /// The next row's text and the line it starts on; `None` at the end.
@@ -725,7 +816,9 @@ impl<R: std::io::BufRead> Iterator for RecordReader<R> {
             } else {
                 serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))
             };
-            let record = value.and_then(decode::<ImportLine>).map(|line| line.into_record(self.dataset, self.now));
+            let record = value
+                .and_then(decode::<ImportLine>)
+                .map(|line| line.into_record(self.dataset, self.now));
             return Some((start, record));
         }
         None
@@ -751,7 +844,11 @@ const RECORD_COLUMNS: &[&str] = &["dataset", "key", "owner", "version", "updated
 /// `NAME[]` is a list separated by `;`; empty cells are absent.
 fn csv_row_to_json(header: &[String], cells: &[String]) -> Result<Value, String> {
     if cells.len() != header.len() {
-        return Err(format!("expected {} cells as in the header, got {}", header.len(), cells.len()));
+        return Err(format!(
+            "expected {} cells as in the header, got {}",
+            header.len(),
+            cells.len()
+        ));
     }
     let mut line = Map::new();
     let mut body = Map::new();
@@ -761,14 +858,19 @@ fn csv_row_to_json(header: &[String], cells: &[String]) -> Result<Value, String>
         }
         if RECORD_COLUMNS.contains(&name.as_str()) {
             let value = match name.as_str() {
-                "version" => {
-                    Value::from(cell.parse::<u64>().map_err(|_| format!("version: expected a whole number, got {cell:?}"))?)
-                }
+                "version" => Value::from(
+                    cell.parse::<u64>()
+                        .map_err(|_| format!("version: expected a whole number, got {cell:?}"))?,
+                ),
                 // Spreadsheets write TRUE/FALSE: any case of true/false, yes/no, 1/0.
                 "deleted" => Value::Bool(match cell.to_lowercase().as_str() {
                     "true" | "1" | "yes" => true,
                     "false" | "0" | "no" => false,
-                    _ => return Err(format!("deleted: expected true or false (yes/no, 1/0), got {cell:?}")),
+                    _ => {
+                        return Err(format!(
+                            "deleted: expected true or false (yes/no, 1/0), got {cell:?}"
+                        ))
+                    }
                 }),
                 _ => Value::String(cell.clone()),
             };
@@ -776,14 +878,21 @@ fn csv_row_to_json(header: &[String], cells: &[String]) -> Result<Value, String>
             continue;
         }
         let (path, value) = match name.strip_suffix("[]") {
-            Some(path) => (path, Value::Array(cell.split(';').map(|s| Value::String(s.trim().to_string())).collect())),
+            Some(path) => (
+                path,
+                Value::Array(
+                    cell.split(';').map(|s| Value::String(s.trim().to_string())).collect(),
+                ),
+            ),
             None => (name.as_str(), Value::String(cell.clone())),
         };
         let mut target = &mut body;
         let parts: Vec<&str> = path.split('.').collect();
         for part in &parts[..parts.len() - 1] {
             let entry = target.entry(part.to_string()).or_insert_with(|| Value::Object(Map::new()));
-            target = entry.as_object_mut().ok_or_else(|| format!("{name}: {part} is both a field and a group"))?;
+            target = entry
+                .as_object_mut()
+                .ok_or_else(|| format!("{name}: {part} is both a field and a group"))?;
         }
         target.insert(parts[parts.len() - 1].to_string(), value);
     }
@@ -854,11 +963,18 @@ fn write_csv(records: &[Record]) -> String {
         match value {
             Value::Object(fields) => {
                 for (k, v) in fields {
-                    flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+                    flatten(
+                        &if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") },
+                        v,
+                        out,
+                    );
                 }
             }
             Value::Array(items) => {
-                let joined: Vec<String> = items.iter().map(|i| i.as_str().map_or_else(|| i.to_string(), String::from)).collect();
+                let joined: Vec<String> = items
+                    .iter()
+                    .map(|i| i.as_str().map_or_else(|| i.to_string(), String::from))
+                    .collect();
                 out.insert(format!("{prefix}[]"), joined.join(";"));
             }
             Value::Null => {}
@@ -881,8 +997,13 @@ fn write_csv(records: &[Record]) -> String {
     let mut columns: Vec<String> = flat.iter().flat_map(|f| f.keys().cloned()).collect();
     columns.sort();
     columns.dedup();
-    let quote =
-        |s: &str| if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
+    let quote = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
     let mut out = String::from("key,owner,version,updated_at,deleted");
     for c in &columns {
         out.push(',');
@@ -890,7 +1011,14 @@ fn write_csv(records: &[Record]) -> String {
     }
     out.push('\n');
     for (r, f) in records.iter().zip(&flat) {
-        out.push_str(&format!("{},{},{},{},{}", quote(&r.key), quote(&r.owner), r.version, r.updated_at, r.deleted));
+        out.push_str(&format!(
+            "{},{},{},{},{}",
+            quote(&r.key),
+            quote(&r.owner),
+            r.version,
+            r.updated_at,
+            r.deleted
+        ));
         for c in &columns {
             out.push(',');
             out.push_str(&quote(f.get(c).map(String::as_str).unwrap_or("")));
@@ -931,8 +1059,13 @@ mod tests {
     #[test]
     fn csv_rows_nest_body_fields() {
         let header: Vec<String> =
-            ["key", "owner", "version", "unit.code", "unit.name", "categories[]", "hours"].map(String::from).into();
-        let cells: Vec<String> = ["330203/NP07", "330200/12345", "3", "CG", "城管", "NP07; NP01", ""].map(String::from).into();
+            ["key", "owner", "version", "unit.code", "unit.name", "categories[]", "hours"]
+                .map(String::from)
+                .into();
+        let cells: Vec<String> =
+            ["330203/NP07", "330200/12345", "3", "CG", "城管", "NP07; NP01", ""]
+                .map(String::from)
+                .into();
         let line = csv_row_to_json(&header, &cells).unwrap();
         assert_eq!(
             line,
@@ -947,7 +1080,8 @@ mod tests {
     fn csv_deleted_takes_any_case_and_refuses_the_rest() {
         let header: Vec<String> = ["key", "owner", "version", "deleted"].map(String::from).into();
         let row = |deleted: &str| {
-            let cells: Vec<String> = ["330203/NP07", "330200/12345", "3", deleted].map(String::from).into();
+            let cells: Vec<String> =
+                ["330203/NP07", "330200/12345", "3", deleted].map(String::from).into();
             csv_row_to_json(&header, &cells)
         };
         for yes in ["TRUE", "True", "true", "1", "YES"] {
@@ -956,6 +1090,9 @@ mod tests {
         for no in ["FALSE", "false", "0", "No"] {
             assert_eq!(row(no).unwrap()["deleted"], false, "{no}");
         }
-        assert_eq!(row("deleted").unwrap_err(), "deleted: expected true or false (yes/no, 1/0), got \"deleted\"");
+        assert_eq!(
+            row("deleted").unwrap_err(),
+            "deleted: expected true or false (yes/no, 1/0), got \"deleted\""
+        );
     }
 }

@@ -56,10 +56,13 @@ impl TextEncoding {
         let mut out = String::with_capacity(bytes.len() * 3 / 2 + 16);
         let mut consumed = 0;
         loop {
-            if let Some(max) = decoder.max_utf8_buffer_length_without_replacement(bytes.len() - consumed) {
+            if let Some(max) =
+                decoder.max_utf8_buffer_length_without_replacement(bytes.len() - consumed)
+            {
                 out.reserve(max);
             }
-            let (result, read) = decoder.decode_to_string_without_replacement(&bytes[consumed..], &mut out, true);
+            let (result, read) =
+                decoder.decode_to_string_without_replacement(&bytes[consumed..], &mut out, true);
             consumed += read;
             match result {
                 DecoderResult::InputEmpty => return Ok(out),
@@ -85,7 +88,13 @@ impl TextEncoding {
         let text = if self == TextEncoding::Gbk && text.chars().any(beyond_classic_gbk) {
             owned = text
                 .chars()
-                .map(|c| if beyond_classic_gbk(c) { format!("&#x{:X};", u32::from(c)) } else { c.to_string() })
+                .map(|c| {
+                    if beyond_classic_gbk(c) {
+                        format!("&#x{:X};", u32::from(c))
+                    } else {
+                        c.to_string()
+                    }
+                })
                 .collect::<String>();
             owned.as_str()
         } else {
@@ -98,7 +107,8 @@ impl TextEncoding {
             if let Some(max) = encoder.max_buffer_length_from_utf8_without_replacement(rest.len()) {
                 out.reserve(max);
             }
-            let (result, read) = encoder.encode_from_utf8_to_vec_without_replacement(rest, &mut out, true);
+            let (result, read) =
+                encoder.encode_from_utf8_to_vec_without_replacement(rest, &mut out, true);
             rest = &rest[read..];
             match result {
                 EncoderResult::InputEmpty => return out,

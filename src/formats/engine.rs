@@ -12,12 +12,16 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::encoding::TextEncoding;
-use super::field::{source_category_path, CodeRow, CodeTable, Field, NativeValue, ReadContext, Scope};
+use super::field::{
+    source_category_path, CodeRow, CodeTable, Field, NativeValue, ReadContext, Scope,
+};
 use super::profile::{DocumentProfile, FieldMapping, FormatProfile, ReceiptProfile, Syntax};
 use super::tree::{text_of, token_of, Node, Path};
 use super::{xml, FormatError, ProfileError};
 use crate::model::json as canonical;
-use crate::model::{category, EndpointId, ModelError, ReasonCode, State, StatusUpdate, TransferRequest};
+use crate::model::{
+    category, EndpointId, ModelError, ReasonCode, State, StatusUpdate, TransferRequest,
+};
 
 /// A format profile compiled for use.
 #[derive(Clone, Debug)]
@@ -117,7 +121,11 @@ const TRANSFER_TARGETS: &[Target] = &[
     Target { path: "case.location.point", kinds: &["point"], values: &[] },
     Target { path: "case.category", kinds: &["category"], values: &[] },
     Target { path: "case.summary", kinds: TEXT, values: &[] },
-    Target { path: "case.urgency", kinds: &["enum", "flags"], values: &["immediate", "urgent", "normal"] },
+    Target {
+        path: "case.urgency",
+        kinds: &["enum", "flags"],
+        values: &["immediate", "urgent", "normal"],
+    },
     Target { path: "case.attachments", kinds: &["list"], values: &[] },
 ];
 
@@ -134,7 +142,15 @@ const STATUS_TARGETS: &[Target] = &[
     Target {
         path: "state",
         kinds: ENUM,
-        values: &["received", "accepted", "rejected", "in_progress", "resolved", "closed", "cancelled"],
+        values: &[
+            "received",
+            "accepted",
+            "rejected",
+            "in_progress",
+            "resolved",
+            "closed",
+            "cancelled",
+        ],
     },
     Target { path: "at", kinds: TIME, values: &[] },
     Target { path: "unit.code", kinds: TEXT, values: &[] },
@@ -142,7 +158,11 @@ const STATUS_TARGETS: &[Target] = &[
     Target { path: "note", kinds: TEXT, values: &[] },
     Target { path: "resolution.result", kinds: TEXT, values: &[] },
     Target { path: "resolution.resolved_at", kinds: TIME, values: &[] },
-    Target { path: "feedback.satisfaction", kinds: ENUM, values: &["satisfied", "basically_satisfied", "dissatisfied"] },
+    Target {
+        path: "feedback.satisfaction",
+        kinds: ENUM,
+        values: &["satisfied", "basically_satisfied", "dissatisfied"],
+    },
     Target { path: "feedback.visited_at", kinds: TIME, values: &[] },
 ];
 
@@ -164,7 +184,11 @@ fn kind_name(mapping: &FieldMapping) -> &'static str {
 
 /// Checks that each mapping fills a canonical field that exists, with a suitable kind and
 /// canonical values the model knows.
-fn check_targets(mappings: &[FieldMapping], targets: &[Target], key: &str) -> Result<(), ProfileError> {
+fn check_targets(
+    mappings: &[FieldMapping],
+    targets: &[Target],
+    key: &str,
+) -> Result<(), ProfileError> {
     for (i, mapping) in mappings.iter().enumerate() {
         let at = format!("{key}[{i}]");
         let (canonical, values): (&str, Vec<&str>) = match mapping {
@@ -177,7 +201,9 @@ fn check_targets(mappings: &[FieldMapping], targets: &[Target], key: &str) -> Re
             | FieldMapping::Point { canonical, .. }
             | FieldMapping::Category { canonical, .. }
             | FieldMapping::List { canonical, .. } => (canonical, Vec::new()),
-            FieldMapping::Enum { canonical, values, .. } => (canonical, values.iter().map(|(_, c)| c.as_str()).collect()),
+            FieldMapping::Enum { canonical, values, .. } => {
+                (canonical, values.iter().map(|(_, c)| c.as_str()).collect())
+            }
             FieldMapping::Flags { canonical, flags, otherwise } => {
                 let mut v: Vec<&str> = flags.iter().map(|(_, c)| c.as_str()).collect();
                 v.push(otherwise);
@@ -188,21 +214,30 @@ fn check_targets(mappings: &[FieldMapping], targets: &[Target], key: &str) -> Re
             let known: Vec<&str> = targets.iter().map(|t| t.path).collect();
             ProfileError::at(
                 format!("{at}.canonical"),
-                format!("unknown canonical field {canonical:?}; expected one of {}", known.join(", ")),
+                format!(
+                    "unknown canonical field {canonical:?}; expected one of {}",
+                    known.join(", ")
+                ),
             )
         })?;
         let kind = kind_name(mapping);
         if !target.kinds.contains(&kind) {
             return Err(ProfileError::at(
                 format!("{at}.type"),
-                format!("{canonical} is mapped with type {}, got {kind:?}", target.kinds.join(" or ")),
+                format!(
+                    "{canonical} is mapped with type {}, got {kind:?}",
+                    target.kinds.join(" or ")
+                ),
             ));
         }
         if !target.values.is_empty() {
             if let Some(bad) = values.iter().find(|v| !target.values.contains(v)) {
                 return Err(ProfileError::at(
                     format!("{at}.values"),
-                    format!("{bad:?} is not a value of {canonical}; expected one of {}", target.values.join(", ")),
+                    format!(
+                        "{bad:?} is not a value of {canonical}; expected one of {}",
+                        target.values.join(", ")
+                    ),
                 ));
             }
         }
@@ -214,16 +249,27 @@ fn check_targets(mappings: &[FieldMapping], targets: &[Target], key: &str) -> Re
 }
 
 impl Document {
-    fn compile(profile: &DocumentProfile, syntax: Syntax, targets: &[Target], key: &str) -> Result<Document, ProfileError> {
+    fn compile(
+        profile: &DocumentProfile,
+        syntax: Syntax,
+        targets: &[Target],
+        key: &str,
+    ) -> Result<Document, ProfileError> {
         if syntax == Syntax::Xml && profile.root.is_none() {
-            return Err(ProfileError::at(format!("{key}.root"), "an XML document needs its root element's name"));
+            return Err(ProfileError::at(
+                format!("{key}.root"),
+                "an XML document needs its root element's name",
+            ));
         }
         check_targets(&profile.fields, targets, &format!("{key}.fields"))?;
         let fields = profile
             .fields
             .iter()
             .enumerate()
-            .map(|(i, m)| Field::compile(m).map_err(|(k, e)| ProfileError::at(format!("{key}.fields[{i}].{k}"), e)))
+            .map(|(i, m)| {
+                Field::compile(m)
+                    .map_err(|(k, e)| ProfileError::at(format!("{key}.fields[{i}].{k}"), e))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Document { root: profile.root.clone(), fields })
     }
@@ -244,9 +290,14 @@ impl Document {
 impl Receipts {
     fn compile(profile: &ReceiptProfile, syntax: Syntax) -> Result<Receipts, ProfileError> {
         if syntax == Syntax::Xml && profile.root.is_none() {
-            return Err(ProfileError::at("receipt.root", "an XML receipt needs its root element's name"));
+            return Err(ProfileError::at(
+                "receipt.root",
+                "an XML receipt needs its root element's name",
+            ));
         }
-        let path = |key: &str, p: &str| Path::parse(p).map_err(|e| ProfileError::at(format!("receipt.{key}"), e));
+        let path = |key: &str, p: &str| {
+            Path::parse(p).map_err(|e| ProfileError::at(format!("receipt.{key}"), e))
+        };
         Ok(Receipts {
             root: profile.root.clone(),
             success: Node::from_toml_table(&profile.success),
@@ -254,8 +305,13 @@ impl Receipts {
             refused: Node::from_toml_table(&profile.refused),
             busy: Node::from_toml_table(&profile.busy),
             ok_path: path("ok_path", &profile.ok_path)?,
-            ok_value: NativeValue::from_toml(&profile.ok_value).map_err(|e| ProfileError::at("receipt.ok_value", e))?,
-            message_path: profile.message_path.as_deref().map(|p| path("message_path", p)).transpose()?,
+            ok_value: NativeValue::from_toml(&profile.ok_value)
+                .map_err(|e| ProfileError::at("receipt.ok_value", e))?,
+            message_path: profile
+                .message_path
+                .as_deref()
+                .map(|p| path("message_path", p))
+                .transpose()?,
             ref_path: profile.ref_path.as_deref().map(|p| path("ref_path", p)).transpose()?,
             notice_path: profile
                 .notice_path
@@ -272,15 +328,24 @@ impl Receipts {
 fn fill(template: &Node, reference: Option<&str>, message: Option<&str>) -> Option<Node> {
     match template {
         Node::String(s) => {
-            let whole = |placeholder: &str, value: Option<&str>| (s == placeholder).then(|| value.map(Node::from));
-            if let Some(filled) = whole("{ref}", reference).or_else(|| whole("{message}", message)) {
+            let whole = |placeholder: &str, value: Option<&str>| {
+                (s == placeholder).then(|| value.map(Node::from))
+            };
+            if let Some(filled) = whole("{ref}", reference).or_else(|| whole("{message}", message))
+            {
                 return filled;
             }
-            Some(Node::String(s.replace("{ref}", reference.unwrap_or("")).replace("{message}", message.unwrap_or(""))))
+            Some(Node::String(
+                s.replace("{ref}", reference.unwrap_or(""))
+                    .replace("{message}", message.unwrap_or("")),
+            ))
         }
-        Node::Object(entries) => {
-            Some(Node::Object(entries.iter().filter_map(|(k, v)| fill(v, reference, message).map(|v| (k.clone(), v))).collect()))
-        }
+        Node::Object(entries) => Some(Node::Object(
+            entries
+                .iter()
+                .filter_map(|(k, v)| fill(v, reference, message).map(|v| (k.clone(), v)))
+                .collect(),
+        )),
         other => Some(other.clone()),
     }
 }
@@ -290,7 +355,8 @@ fn fill(template: &Node, reference: Option<&str>, message: Option<&str>) -> Opti
 fn carries_fixed_values(template: &Node, tree: &Node) -> bool {
     match template {
         Node::Object(entries) => entries.iter().all(|(key, child)| {
-            !has_fixed_values(child) || tree.get(key).is_some_and(|value| carries_fixed_values(child, value))
+            !has_fixed_values(child)
+                || tree.get(key).is_some_and(|value| carries_fixed_values(child, value))
         }),
         Node::String(s) if s.contains('{') => true,
         Node::String(_) | Node::Number(_) | Node::Bool(_) => {
@@ -315,25 +381,34 @@ impl Format {
     /// Compiles a profile, checking everything a profile can get wrong.
     pub fn compile(profile: &FormatProfile) -> Result<Format, ProfileError> {
         if profile.name.trim().is_empty() || profile.name.contains(char::is_whitespace) {
-            return Err(ProfileError::at("name", format!("expected a name without spaces, got {:?}", profile.name)));
+            return Err(ProfileError::at(
+                "name",
+                format!("expected a name without spaces, got {:?}", profile.name),
+            ));
         }
-        let encoding = TextEncoding::from_label(&profile.encoding)
-            .ok_or_else(|| ProfileError::at("encoding", format!("expected utf-8, gbk or gb18030, got {:?}", profile.encoding)))?;
+        let encoding = TextEncoding::from_label(&profile.encoding).ok_or_else(|| {
+            ProfileError::at(
+                "encoding",
+                format!("expected utf-8, gbk or gb18030, got {:?}", profile.encoding),
+            )
+        })?;
         if profile.syntax == Syntax::Json && encoding != TextEncoding::Utf8 {
             return Err(ProfileError::at("encoding", "JSON documents are UTF-8"));
         }
         let mut codes = CodeTable::default();
         for (i, (code, name, canonical_code)) in profile.codes.rows.iter().enumerate() {
-            add_row(&mut codes, code, name, canonical_code).map_err(|e| ProfileError::at(format!("codes.rows[{i}]"), e))?;
+            add_row(&mut codes, code, name, canonical_code)
+                .map_err(|e| ProfileError::at(format!("codes.rows[{i}]"), e))?;
         }
         for side in ["NP", "PM"] {
-            let code = profile
-                .codes
-                .catch_all
-                .get(side)
-                .ok_or_else(|| ProfileError::at("codes.catch_all", format!("needs a catch-all code for {side}")))?;
+            let code = profile.codes.catch_all.get(side).ok_or_else(|| {
+                ProfileError::at("codes.catch_all", format!("needs a catch-all code for {side}"))
+            })?;
             let row = codes.rows.iter().find(|r| &r.code == code).ok_or_else(|| {
-                ProfileError::at(format!("codes.catch_all.{side}"), format!("{code:?} is not a code of the table"))
+                ProfileError::at(
+                    format!("codes.catch_all.{side}"),
+                    format!("{code:?} is not a code of the table"),
+                )
             })?;
             if !row.canonical.starts_with(side) {
                 return Err(ProfileError::at(
@@ -348,7 +423,10 @@ impl Format {
             }
         }
         if let Some(extra) = profile.codes.catch_all.keys().find(|k| *k != "NP" && *k != "PM") {
-            return Err(ProfileError::at(format!("codes.catch_all.{extra}"), "catch-alls are given for NP and PM only"));
+            return Err(ProfileError::at(
+                format!("codes.catch_all.{extra}"),
+                "catch-alls are given for NP and PM only",
+            ));
         }
         Ok(Format {
             name: profile.name.clone(),
@@ -356,7 +434,12 @@ impl Format {
             syntax: profile.syntax,
             encoding,
             namespace: profile.namespace.clone(),
-            transfer: Document::compile(&profile.transfer, profile.syntax, TRANSFER_TARGETS, "transfer")?,
+            transfer: Document::compile(
+                &profile.transfer,
+                profile.syntax,
+                TRANSFER_TARGETS,
+                "transfer",
+            )?,
             status: Document::compile(&profile.status, profile.syntax, STATUS_TARGETS, "status")?,
             receipt: Receipts::compile(&profile.receipt, profile.syntax)?,
             codes,
@@ -375,10 +458,12 @@ impl Format {
         match self.syntax {
             Syntax::Json => {
                 let text = self.encoding.decode(bytes).map_err(FormatError::Document)?;
-                let tree: Node =
-                    serde_json::from_str(&text).map_err(|e| FormatError::Document(format!("malformed JSON: {e}")))?;
+                let tree: Node = serde_json::from_str(&text)
+                    .map_err(|e| FormatError::Document(format!("malformed JSON: {e}")))?;
                 if !tree.is_object() {
-                    return Err(FormatError::Document("malformed JSON: expected an object at the top level".into()));
+                    return Err(FormatError::Document(
+                        "malformed JSON: expected an object at the top level".into(),
+                    ));
                 }
                 Ok(tree)
             }
@@ -419,23 +504,35 @@ impl Format {
         let ctx = ReadContext { endpoint, codes, xml: self.syntax == Syntax::Xml };
         let mut out = Value::Object(Map::new());
         for field in &document.fields {
-            field.read(&tree, &ctx, Scope::Document, &mut out).map_err(|(path, problem)| FormatError::Field { path, problem })?;
+            field
+                .read(&tree, &ctx, Scope::Document, &mut out)
+                .map_err(|(path, problem)| FormatError::Field { path, problem })?;
         }
         Ok(out)
     }
 
     /// Native transfer document → canonical transfer request.
-    pub fn read_transfer(&self, bytes: &[u8], endpoint: &EndpointId, codes: &CodeTable) -> Result<TransferRequest, FormatError> {
+    pub fn read_transfer(
+        &self,
+        bytes: &[u8],
+        endpoint: &EndpointId,
+        codes: &CodeTable,
+    ) -> Result<TransferRequest, FormatError> {
         let mut out = self.read_fields(DocumentKind::Transfer, bytes, endpoint, codes)?;
         let from = Value::String(endpoint.to_string());
         canonical::set(&mut out, "from", from.clone());
         canonical::set(&mut out, "case.origin.endpoint", from);
-        if let Some(local_id) = canonical::get(&out, "case.origin.local_id").and_then(Value::as_str) {
+        if let Some(local_id) = canonical::get(&out, "case.origin.local_id").and_then(Value::as_str)
+        {
             let case_id = crate::model::Case::id_for(endpoint, local_id);
             canonical::set(&mut out, "case.case_id", Value::String(case_id));
         }
         if canonical::get(&out, "to_platform").is_none() {
-            canonical::set(&mut out, "to_platform", Value::String(endpoint.platform.other().as_str().to_string()));
+            canonical::set(
+                &mut out,
+                "to_platform",
+                Value::String(endpoint.platform.other().as_str().to_string()),
+            );
         }
         if let Some(caller) = out.pointer_mut("/case/caller").and_then(Value::as_object_mut) {
             caller.entry("anonymous").or_insert(Value::Bool(false));
@@ -446,7 +543,12 @@ impl Format {
     }
 
     /// Native status document → canonical status update (with `transfer_ref`).
-    pub fn read_status(&self, bytes: &[u8], endpoint: &EndpointId, codes: &CodeTable) -> Result<StatusUpdate, FormatError> {
+    pub fn read_status(
+        &self,
+        bytes: &[u8],
+        endpoint: &EndpointId,
+        codes: &CodeTable,
+    ) -> Result<StatusUpdate, FormatError> {
         let mut out = self.read_fields(DocumentKind::Status, bytes, endpoint, codes)?;
         canonical::set(&mut out, "by", Value::String(endpoint.to_string()));
         // `canonical.md`: resolved_at and visited_at equal `at` when the document has no field
@@ -465,7 +567,10 @@ impl Format {
                 let (code, note) = ReasonCode::from_native_note(note);
                 let empty = note.is_empty() || note == ReasonCode::UNDELIVERABLE_PREFIX;
                 if empty && code != ReasonCode::Other {
-                    return Err(self.status.place(ModelError::new("note", "a rejection's label needs the reason after it")));
+                    return Err(self.status.place(ModelError::new(
+                        "note",
+                        "a rejection's label needs the reason after it",
+                    )));
                 }
                 update.note = Some(note);
                 update.reason_code = Some(code);
@@ -477,8 +582,13 @@ impl Format {
 
     /// Canonical transfer request → native transfer document, with `sender_ref` in the
     /// reference field (the gateway passes its `transfer_id` there for a destination).
-    pub fn write_transfer(&self, request: &TransferRequest, codes: &CodeTable) -> Result<Vec<u8>, FormatError> {
-        let mut source = serde_json::to_value(request).map_err(|e| FormatError::Document(e.to_string()))?;
+    pub fn write_transfer(
+        &self,
+        request: &TransferRequest,
+        codes: &CodeTable,
+    ) -> Result<Vec<u8>, FormatError> {
+        let mut source =
+            serde_json::to_value(request).map_err(|e| FormatError::Document(e.to_string()))?;
         apply_code_table(&self.transfer, &mut source, codes);
         self.write(DocumentKind::Transfer, &source)
     }
@@ -486,7 +596,8 @@ impl Format {
     /// Canonical status update → native status document. The reference field carries
     /// `transfer_ref`, or `transfer_id` when there is no `transfer_ref`.
     pub fn write_status(&self, update: &StatusUpdate) -> Result<Vec<u8>, FormatError> {
-        let mut source = serde_json::to_value(update).map_err(|e| FormatError::Document(e.to_string()))?;
+        let mut source =
+            serde_json::to_value(update).map_err(|e| FormatError::Document(e.to_string()))?;
         if canonical::get(&source, "transfer_ref").is_none() {
             if let Some(id) = canonical::get(&source, "transfer_id").cloned() {
                 canonical::set(&mut source, "transfer_ref", id);
@@ -504,7 +615,9 @@ impl Format {
         let xml = self.syntax == Syntax::Xml;
         let mut native = Node::Object(Vec::with_capacity(document.fields.len()));
         for field in &document.fields {
-            field.render(source, xml, &mut native).map_err(|(path, problem)| FormatError::Field { path, problem })?;
+            field
+                .render(source, xml, &mut native)
+                .map_err(|(path, problem)| FormatError::Field { path, problem })?;
         }
         Ok(self.serialize(document.root.as_deref(), &native))
     }
@@ -512,12 +625,22 @@ impl Format {
     fn serialize(&self, root: Option<&str>, native: &Node) -> Vec<u8> {
         match self.syntax {
             Syntax::Json => serde_json::to_vec(native).unwrap_or_default(),
-            Syntax::Xml => xml::write(root.unwrap_or("document"), self.namespace.as_deref(), native, self.encoding),
+            Syntax::Xml => xml::write(
+                root.unwrap_or("document"),
+                self.namespace.as_deref(),
+                native,
+                self.encoding,
+            ),
         }
     }
 
     /// A receipt of the given kind; `reference` is the document's own reference when known.
-    pub fn write_receipt(&self, kind: ReceiptKind, reference: Option<&str>, message: Option<&str>) -> Vec<u8> {
+    pub fn write_receipt(
+        &self,
+        kind: ReceiptKind,
+        reference: Option<&str>,
+        message: Option<&str>,
+    ) -> Vec<u8> {
         let template = match kind {
             ReceiptKind::Success => &self.receipt.success,
             ReceiptKind::Invalid => &self.receipt.invalid,
@@ -525,7 +648,9 @@ impl Format {
             ReceiptKind::Busy => &self.receipt.busy,
         };
         let mut native = fill(template, reference, message).unwrap_or(Node::Null);
-        if let (ReceiptKind::Success, Some(notice), Some(path)) = (kind, message, &self.receipt.notice_path) {
+        if let (ReceiptKind::Success, Some(notice), Some(path)) =
+            (kind, message, &self.receipt.notice_path)
+        {
             path.set(&mut native, Node::String(notice.to_string()));
         }
         self.serialize(self.receipt.root.as_deref(), &native)
@@ -534,7 +659,9 @@ impl Format {
     /// Reads a receipt this format sends (the answer to a delivery).
     pub fn read_receipt(&self, bytes: &[u8]) -> Result<ReceiptReading, FormatError> {
         let tree = self.read_tree(bytes, self.receipt.root.as_deref())?;
-        let text = |path: &Option<Path>| path.as_ref().and_then(|p| p.get(&tree)).and_then(|v| text_of(v).ok().flatten());
+        let text = |path: &Option<Path>| {
+            path.as_ref().and_then(|p| p.get(&tree)).and_then(|v| text_of(v).ok().flatten())
+        };
         let ok = self.receipt.ok_path.get(&tree).and_then(|v| token_of(v).ok().flatten());
         let ok = ok.as_deref() == Some(self.receipt.ok_value.text.as_str());
         let kind = if ok {
@@ -549,14 +676,26 @@ impl Format {
             .find(|(_, template)| carries_fixed_values(template, &tree))
             .map(|(kind, _)| kind)
         };
-        Ok(ReceiptReading { ok, kind, message: text(&self.receipt.message_path), reference: text(&self.receipt.ref_path) })
+        Ok(ReceiptReading {
+            ok,
+            kind,
+            message: text(&self.receipt.message_path),
+            reference: text(&self.receipt.ref_path),
+        })
     }
 }
 
 /// Adds a code-table row after checking it.
-pub fn add_row(codes: &mut CodeTable, code: &str, name: &str, canonical_code: &str) -> Result<(), String> {
+pub fn add_row(
+    codes: &mut CodeTable,
+    code: &str,
+    name: &str,
+    canonical_code: &str,
+) -> Result<(), String> {
     if code.trim().is_empty() || code.trim() != code {
-        return Err(format!("a native code must be non-blank without surrounding spaces, got {code:?}"));
+        return Err(format!(
+            "a native code must be non-blank without surrounding spaces, got {code:?}"
+        ));
     }
     if !category::is_known(canonical_code) {
         return Err(format!("unknown canonical category {canonical_code:?}"));
@@ -564,7 +703,11 @@ pub fn add_row(codes: &mut CodeTable, code: &str, name: &str, canonical_code: &s
     if codes.rows.iter().any(|r| r.code == code) {
         return Err(format!("code {code:?} appears twice"));
     }
-    codes.rows.push(CodeRow { code: code.to_string(), name: name.to_string(), canonical: canonical_code.to_string() });
+    codes.rows.push(CodeRow {
+        code: code.to_string(),
+        name: name.to_string(),
+        canonical: canonical_code.to_string(),
+    });
     Ok(())
 }
 
@@ -575,9 +718,13 @@ pub fn add_row(codes: &mut CodeTable, code: &str, name: &str, canonical_code: &s
 fn apply_code_table(document: &Document, source: &mut Value, codes: &CodeTable) {
     for field in &document.fields {
         let Field::Category { canonical: path, .. } = field else { continue };
-        let Some(code) = canonical::get(source, path).and_then(Value::as_str).map(str::to_string) else { continue };
+        let Some(code) = canonical::get(source, path).and_then(Value::as_str).map(str::to_string)
+        else {
+            continue;
+        };
         let source_path = source_category_path(path);
-        let source_code = canonical::get(source, &format!("{source_path}.code")).and_then(Value::as_str);
+        let source_code =
+            canonical::get(source, &format!("{source_path}.code")).and_then(Value::as_str);
         let Some((row, catch_all)) = codes.row_for(&code, source_code) else { continue };
         if catch_all {
             let name = canonical::get(source, &format!("{source_path}.name"))
@@ -586,15 +733,24 @@ fn apply_code_table(document: &Document, source: &mut Value, codes: &CodeTable) 
                 .or_else(|| category::name_of(&code).map(str::to_string))
                 .unwrap_or_default();
             let summary_path = format!("{}summary", path.strip_suffix("category").unwrap_or(""));
-            let summary = canonical::get(source, &summary_path).and_then(Value::as_str).unwrap_or_default();
+            let summary =
+                canonical::get(source, &summary_path).and_then(Value::as_str).unwrap_or_default();
             let prefixed = format!("【类别：{name}】\n{summary}");
             canonical::set(source, &summary_path, Value::String(prefixed));
         }
-        canonical::set(source, &source_path, serde_json::json!({"code": row.code, "name": row.name}));
+        canonical::set(
+            source,
+            &source_path,
+            serde_json::json!({"code": row.code, "name": row.name}),
+        );
     }
 }
 
 /// Canonical JSON → the typed model, with errors placed at the native field.
-fn typed<T: DeserializeOwned>(document: &Document, out: Value, required: &[&str]) -> Result<T, FormatError> {
+fn typed<T: DeserializeOwned>(
+    document: &Document,
+    out: Value,
+    required: &[&str],
+) -> Result<T, FormatError> {
     canonical::decode(out, required).map_err(|e| document.place(e))
 }

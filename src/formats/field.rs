@@ -95,9 +95,16 @@ impl CodeTable {
     /// it for the same canonical code (so a document rendered back to its own kind of endpoint
     /// keeps `070301` or `JW11`), else the first row with that canonical code, else the
     /// catch-all row for its side. The flag is true when the catch-all was used.
-    pub fn row_for(&self, canonical_code: &str, source_code: Option<&str>) -> Option<(&CodeRow, bool)> {
-        let own = source_code.and_then(|code| self.rows.iter().find(|r| r.code == code && r.canonical == canonical_code));
-        if let Some(row) = own.or_else(|| self.rows.iter().find(|r| r.canonical == canonical_code)) {
+    pub fn row_for(
+        &self,
+        canonical_code: &str,
+        source_code: Option<&str>,
+    ) -> Option<(&CodeRow, bool)> {
+        let own = source_code.and_then(|code| {
+            self.rows.iter().find(|r| r.code == code && r.canonical == canonical_code)
+        });
+        if let Some(row) = own.or_else(|| self.rows.iter().find(|r| r.canonical == canonical_code))
+        {
             return Some((row, false));
         }
         let catch_all = match category::side_of(canonical_code)? {
@@ -141,7 +148,11 @@ impl NativeValue {
             toml::Value::String(s) => (Node::String(s.clone()), s.trim().to_string()),
             toml::Value::Integer(i) => (Node::Number((*i).into()), i.to_string()),
             toml::Value::Boolean(b) => (Node::Bool(*b), b.to_string()),
-            other => return Err(format!("a native value must be text, an integer or a boolean, got {other}")),
+            other => {
+                return Err(format!(
+                    "a native value must be text, an integer or a boolean, got {other}"
+                ))
+            }
         };
         Ok(NativeValue { value, text })
     }
@@ -152,7 +163,9 @@ impl Field {
     pub fn compile(mapping: &FieldMapping) -> Result<Field, (String, String)> {
         let path = |key: &str, text: &str| Path::parse(text).map_err(|e| (key.to_string(), e));
         Ok(match mapping {
-            FieldMapping::Text { canonical, path: p } => Field::Text { canonical: canonical.clone(), path: path("path", p)? },
+            FieldMapping::Text { canonical, path: p } => {
+                Field::Text { canonical: canonical.clone(), path: path("path", p)? }
+            }
             FieldMapping::Time { canonical, path: p, layout, style } => {
                 let style = match (layout, style) {
                     (Some(layout), None) => {
@@ -161,16 +174,30 @@ impl Field {
                     }
                     (None, Some(NamedTimeStyle::EpochMillis)) => TimeFormat::EpochMillis,
                     (None, Some(NamedTimeStyle::Rfc3339)) => TimeFormat::Rfc3339,
-                    _ => return Err(("layout".into(), "give exactly one of `layout` or `style`".into())),
+                    _ => {
+                        return Err((
+                            "layout".into(),
+                            "give exactly one of `layout` or `style`".into(),
+                        ))
+                    }
                 };
                 Field::Time { canonical: canonical.clone(), path: path("path", p)?, style }
             }
-            FieldMapping::Phone { canonical, path: p } => Field::Phone { canonical: canonical.clone(), path: path("path", p)? },
+            FieldMapping::Phone { canonical, path: p } => {
+                Field::Phone { canonical: canonical.clone(), path: path("path", p)? }
+            }
             FieldMapping::Region { canonical, path: p, digits } => {
                 if digits.is_empty() || digits.iter().any(|d| *d != 6 && *d != 9) {
-                    return Err(("digits".into(), format!("a region has 6 or 9 digits, got {digits:?}")));
+                    return Err((
+                        "digits".into(),
+                        format!("a region has 6 or 9 digits, got {digits:?}"),
+                    ));
                 }
-                Field::Region { canonical: canonical.clone(), path: path("path", p)?, digits: digits.clone() }
+                Field::Region {
+                    canonical: canonical.clone(),
+                    path: path("path", p)?,
+                    digits: digits.clone(),
+                }
             }
             FieldMapping::Enum { canonical, path: p, what, values } => {
                 if values.is_empty() {
@@ -180,12 +207,18 @@ impl Field {
                     .iter()
                     .map(|(native, canonical)| {
                         Ok(NativeChoice {
-                            native: NativeValue::from_toml(native).map_err(|e| ("values".to_string(), e))?,
+                            native: NativeValue::from_toml(native)
+                                .map_err(|e| ("values".to_string(), e))?,
                             canonical: canonical.clone(),
                         })
                     })
                     .collect::<Result<_, (String, String)>>()?;
-                Field::Enum { canonical: canonical.clone(), path: path("path", p)?, what: what.clone(), values }
+                Field::Enum {
+                    canonical: canonical.clone(),
+                    path: path("path", p)?,
+                    what: what.clone(),
+                    values,
+                }
             }
             FieldMapping::Bool { canonical, path: p, values: (yes, no) } => Field::Bool {
                 canonical: canonical.clone(),
@@ -193,28 +226,57 @@ impl Field {
                 yes: NativeValue::from_toml(yes).map_err(|e| ("values".to_string(), e))?,
                 no: NativeValue::from_toml(no).map_err(|e| ("values".to_string(), e))?,
             },
-            FieldMapping::Point { canonical, lon, lat, pair, system, system_path, systems, render_system, write } => {
+            FieldMapping::Point {
+                canonical,
+                lon,
+                lat,
+                pair,
+                system,
+                system_path,
+                systems,
+                render_system,
+                write,
+            } => {
                 let source = match (lon, lat, pair) {
-                    (Some(lon), Some(lat), None) => PointSource::Separate { lon: path("lon", lon)?, lat: path("lat", lat)? },
+                    (Some(lon), Some(lat), None) => {
+                        PointSource::Separate { lon: path("lon", lon)?, lat: path("lat", lat)? }
+                    }
                     (None, None, Some(pair)) => PointSource::Pair(path("pair", pair)?),
-                    _ => return Err(("lon".into(), "give either `lon` and `lat`, or `pair`".into())),
+                    _ => {
+                        return Err(("lon".into(), "give either `lon` and `lat`, or `pair`".into()))
+                    }
                 };
                 let system = match (system, system_path) {
                     (Some(system), None) => SystemSource::Fixed(*system),
                     (None, Some(system_path)) => {
                         if systems.is_empty() {
-                            return Err(("systems".into(), "`system_path` needs the list of `systems` it may name".into()));
+                            return Err((
+                                "systems".into(),
+                                "`system_path` needs the list of `systems` it may name".into(),
+                            ));
                         }
                         let render = render_system.ok_or((
                             "render_system".to_string(),
                             "`system_path` needs the `render_system` to write".to_string(),
                         ))?;
                         if !systems.iter().any(|(_, s)| *s == render) {
-                            return Err(("render_system".into(), "must be one of `systems`".into()));
+                            return Err((
+                                "render_system".into(),
+                                "must be one of `systems`".into(),
+                            ));
                         }
-                        SystemSource::Named { path: path("system_path", system_path)?, systems: systems.clone(), render }
+                        SystemSource::Named {
+                            path: path("system_path", system_path)?,
+                            systems: systems.clone(),
+                            render,
+                        }
                     }
-                    _ => return Err(("system".into(), "give exactly one of `system` or `system_path`".into())),
+                    _ => {
+                        return Err((
+                            "system".into(),
+                            "give exactly one of `system` or `system_path`".into(),
+                        ))
+                    }
                 };
                 Field::Point { canonical: canonical.clone(), source, system, write: *write }
             }
@@ -227,8 +289,10 @@ impl Field {
                 if flags.is_empty() {
                     return Err(("flags".into(), "at least one flag is needed".into()));
                 }
-                let flags =
-                    flags.iter().map(|(p, v)| Ok((path("flags", p)?, v.clone()))).collect::<Result<_, (String, String)>>()?;
+                let flags = flags
+                    .iter()
+                    .map(|(p, v)| Ok((path("flags", p)?, v.clone())))
+                    .collect::<Result<_, (String, String)>>()?;
                 Field::Flags { canonical: canonical.clone(), flags, otherwise: otherwise.clone() }
             }
             FieldMapping::Const { path: p, value, when } => Field::Const {
@@ -243,7 +307,9 @@ impl Field {
                 let items = items
                     .iter()
                     .enumerate()
-                    .map(|(i, item)| Field::compile(item).map_err(|(k, e)| (format!("items[{i}].{k}"), e)))
+                    .map(|(i, item)| {
+                        Field::compile(item).map_err(|(k, e)| (format!("items[{i}].{k}"), e))
+                    })
                     .collect::<Result<_, _>>()?;
                 Field::List { canonical: canonical.clone(), path: path("path", p)?, items }
             }
@@ -271,7 +337,10 @@ impl Field {
     /// field: a point's `.lat`, a list item's `[2].uri`), for error messages.
     pub fn native_path_for(&self, target: &str, scope: Scope<'_>) -> Option<String> {
         let own = self.canonical();
-        let inside = target == own || target.strip_prefix(own).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['));
+        let inside = target == own
+            || target
+                .strip_prefix(own)
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['));
         match self {
             Field::Const { .. } => None,
             Field::Category { code, name, .. } => {
@@ -306,13 +375,22 @@ impl Field {
                 let index: usize = index.parse().ok()?;
                 let item_target = rest.strip_prefix('.').unwrap_or(rest);
                 let item_scope = Scope::Item { list: &list, index };
-                items.iter().find_map(|item| item.native_path_for(item_target, item_scope)).or(Some(format!("{list}[{index}]")))
+                items
+                    .iter()
+                    .find_map(|item| item.native_path_for(item_target, item_scope))
+                    .or(Some(format!("{list}[{index}]")))
             }
         }
     }
 
     /// Reads this field from `native` into the canonical tree `out`.
-    pub fn read(&self, native: &Node, ctx: &ReadContext<'_>, scope: Scope<'_>, out: &mut Value) -> Result<(), FieldError> {
+    pub fn read(
+        &self,
+        native: &Node,
+        ctx: &ReadContext<'_>,
+        scope: Scope<'_>,
+        out: &mut Value,
+    ) -> Result<(), FieldError> {
         let at = |path: &Path| scope.name(path);
         match self {
             Field::Text { canonical, path } => {
@@ -325,13 +403,17 @@ impl Field {
                     return Ok(());
                 };
                 let time = match style {
-                    TimeFormat::Layout(layout) => match text_of(value).map_err(|e| (at(path), e))? {
-                        None => return Ok(()),
-                        Some(text) => Timestamp::parse_beijing(&text, layout).map_err(|e| (at(path), e.to_string()))?,
-                    },
+                    TimeFormat::Layout(layout) => {
+                        match text_of(value).map_err(|e| (at(path), e))? {
+                            None => return Ok(()),
+                            Some(text) => Timestamp::parse_beijing(&text, layout)
+                                .map_err(|e| (at(path), e.to_string()))?,
+                        }
+                    }
                     TimeFormat::Rfc3339 => match text_of(value).map_err(|e| (at(path), e))? {
                         None => return Ok(()),
-                        Some(text) => Timestamp::parse_rfc3339(&text, true).map_err(|e| (at(path), e.to_string()))?,
+                        Some(text) => Timestamp::parse_rfc3339(&text, true)
+                            .map_err(|e| (at(path), e.to_string()))?,
                     },
                     TimeFormat::EpochMillis => {
                         let millis = match value {
@@ -341,7 +423,13 @@ impl Field {
                             _ => None,
                         };
                         millis.and_then(Timestamp::from_epoch_millis).ok_or_else(|| {
-                            (at(path), format!("expected integer milliseconds since the epoch, got {}", describe(value)))
+                            (
+                                at(path),
+                                format!(
+                                    "expected integer milliseconds since the epoch, got {}",
+                                    describe(value)
+                                ),
+                            )
                         })?
                     }
                 };
@@ -356,17 +444,28 @@ impl Field {
             Field::Region { canonical, path, digits } => {
                 if let Some(text) = read_text(native, path, scope)? {
                     if !text.bytes().all(|b| b.is_ascii_digit()) || !digits.contains(&text.len()) {
-                        return Err((at(path), format!("expected {}, got {text:?}", region_form(digits))));
+                        return Err((
+                            at(path),
+                            format!("expected {}, got {text:?}", region_form(digits)),
+                        ));
                     }
                     canonical::set(out, canonical, Value::String(text));
                 }
             }
             Field::Enum { canonical, path, what, values } => {
                 if let Some(token) = read_token(native, path, scope)? {
-                    let choice = values.iter().find(|c| c.native.text == token).ok_or_else(|| {
-                        let expected: Vec<&str> = values.iter().map(|c| c.native.text.as_str()).collect();
-                        (at(path), format!("unknown {what} {token:?}; expected one of {}", dedup(&expected).join(", ")))
-                    })?;
+                    let choice =
+                        values.iter().find(|c| c.native.text == token).ok_or_else(|| {
+                            let expected: Vec<&str> =
+                                values.iter().map(|c| c.native.text.as_str()).collect();
+                            (
+                                at(path),
+                                format!(
+                                    "unknown {what} {token:?}; expected one of {}",
+                                    dedup(&expected).join(", ")
+                                ),
+                            )
+                        })?;
                     canonical::set(out, canonical, Value::String(choice.canonical.clone()));
                 }
             }
@@ -377,7 +476,10 @@ impl Field {
                     } else if token == no.text || token == "false" {
                         false
                     } else {
-                        return Err((at(path), format!("expected {} or {}, got {token:?}", yes.text, no.text)));
+                        return Err((
+                            at(path),
+                            format!("expected {} or {}, got {token:?}", yes.text, no.text),
+                        ));
                     };
                     canonical::set(out, canonical, Value::Bool(value));
                 }
@@ -390,10 +492,22 @@ impl Field {
                         match (lon_value, lat_value) {
                             (None, None) => None,
                             (Some(_), None) => {
-                                return Err((at(lat), format!("latitude is missing while {} gives a longitude", at(lon))))
+                                return Err((
+                                    at(lat),
+                                    format!(
+                                        "latitude is missing while {} gives a longitude",
+                                        at(lon)
+                                    ),
+                                ))
                             }
                             (None, Some(_)) => {
-                                return Err((at(lon), format!("longitude is missing while {} gives a latitude", at(lat))))
+                                return Err((
+                                    at(lon),
+                                    format!(
+                                        "longitude is missing while {} gives a latitude",
+                                        at(lat)
+                                    ),
+                                ))
                             }
                             (Some(x), Some(y)) => Some((x, y, at(lon))),
                         }
@@ -402,16 +516,25 @@ impl Field {
                         None | Some(Node::Null) => None,
                         Some(Node::Array(items)) if items.len() == 2 => {
                             let number = |v: &Node| match v {
-                                Node::Number(n) => n.as_f64().ok_or_else(|| (at(pair), format!("expected a number, got {n}"))),
-                                other => {
-                                    Err((at(pair), format!("expected [longitude, latitude] numbers, got {}", describe(other))))
-                                }
+                                Node::Number(n) => n.as_f64().ok_or_else(|| {
+                                    (at(pair), format!("expected a number, got {n}"))
+                                }),
+                                other => Err((
+                                    at(pair),
+                                    format!(
+                                        "expected [longitude, latitude] numbers, got {}",
+                                        describe(other)
+                                    ),
+                                )),
                             };
                             Some((number(&items[0])?, number(&items[1])?, at(pair)))
                         }
                         Some(Node::Array(items)) if items.is_empty() => None,
                         Some(other) => {
-                            return Err((at(pair), format!("expected [longitude, latitude], got {}", describe(other))))
+                            return Err((
+                                at(pair),
+                                format!("expected [longitude, latitude], got {}", describe(other)),
+                            ))
                         }
                     },
                 };
@@ -419,9 +542,21 @@ impl Field {
                     let system = match system {
                         SystemSource::Fixed(system) => *system,
                         SystemSource::Named { path, systems, .. } => {
-                            let names = || systems.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+                            let names = || {
+                                systems
+                                    .iter()
+                                    .map(|(n, _)| n.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            };
                             let token = read_token(native, path, scope)?.ok_or_else(|| {
-                                (at(path), format!("required when coordinates are given; expected one of {}", names()))
+                                (
+                                    at(path),
+                                    format!(
+                                        "required when coordinates are given; expected one of {}",
+                                        names()
+                                    ),
+                                )
                             })?;
                             systems.iter().find(|(name, _)| *name == token).map(|(_, s)| *s).ok_or_else(|| {
                                 (at(path), format!("unknown coordinate system {token:?}; expected one of {}", names()))
@@ -431,7 +566,11 @@ impl Field {
                     Point::new(lon, lat).map_err(|e| (lon_at.clone(), e))?;
                     let (wlon, wlat) = geo::to_wgs84(system, lon, lat);
                     let point = Point::new(wlon, wlat).map_err(|e| (lon_at, e))?;
-                    canonical::set(out, canonical, serde_json::json!({"lat": point.lat, "lon": point.lon}));
+                    canonical::set(
+                        out,
+                        canonical,
+                        serde_json::json!({"lat": point.lat, "lon": point.lon}),
+                    );
                 }
             }
             Field::Category { canonical, code, name } => {
@@ -468,7 +607,12 @@ impl Field {
                             chosen = chosen.or(Some(value));
                         }
                         Some("false") => any = true,
-                        Some(other) => return Err((at(path), format!("expected true or false, got {other:?}"))),
+                        Some(other) => {
+                            return Err((
+                                at(path),
+                                format!("expected true or false, got {other:?}"),
+                            ))
+                        }
                     }
                 }
                 if let Some(value) = chosen.or(any.then_some(otherwise)) {
@@ -517,7 +661,8 @@ impl Field {
         match self {
             Field::Text { path, .. } => path.set(native, Node::String(text(value)?)),
             Field::Time { path, style, .. } => {
-                let time = Timestamp::parse_rfc3339(&text(value)?, false).map_err(|e| (own.clone(), e.to_string()))?;
+                let time = Timestamp::parse_rfc3339(&text(value)?, false)
+                    .map_err(|e| (own.clone(), e.to_string()))?;
                 let rendered = match style {
                     TimeFormat::Layout(layout) => Node::String(time.format_beijing(layout)),
                     TimeFormat::Rfc3339 => Node::String(time.to_rfc3339()),
@@ -526,27 +671,35 @@ impl Field {
                 };
                 path.set(native, rendered);
             }
-            Field::Phone { path, .. } => path.set(native, Node::String(phone::national(&text(value)?))),
+            Field::Phone { path, .. } => {
+                path.set(native, Node::String(phone::national(&text(value)?)))
+            }
             Field::Region { path, digits, .. } => {
                 let region = text(value)?;
                 // Regions nest by their digits: a township's county is its first six.
                 let fitted = match region.len() {
                     n if digits.contains(&n) => region,
                     9 if digits.contains(&6) => region[..6].to_string(),
-                    _ => return Err((own.clone(), format!("the format takes {}, got {region:?}", region_form(digits)))),
+                    _ => {
+                        return Err((
+                            own.clone(),
+                            format!("the format takes {}, got {region:?}", region_form(digits)),
+                        ))
+                    }
                 };
                 path.set(native, Node::String(fitted));
             }
             Field::Enum { path, what, values, .. } => {
                 let wanted = text(value)?;
-                let choice = values
-                    .iter()
-                    .find(|c| c.canonical == wanted)
-                    .ok_or_else(|| (own.clone(), format!("the format has no {what} for {wanted:?}")))?;
+                let choice = values.iter().find(|c| c.canonical == wanted).ok_or_else(|| {
+                    (own.clone(), format!("the format has no {what} for {wanted:?}"))
+                })?;
                 path.set(native, choice.native.value.clone());
             }
             Field::Bool { path, yes, no, .. } => {
-                let flag = value.as_bool().ok_or_else(|| (own.clone(), format!("expected true or false, got {value}")))?;
+                let flag = value
+                    .as_bool()
+                    .ok_or_else(|| (own.clone(), format!("expected true or false, got {value}")))?;
                 path.set(native, if flag { yes.value.clone() } else { no.value.clone() });
             }
             Field::Point { source, system, write, .. } => {
@@ -566,7 +719,8 @@ impl Field {
                     if xml || *write == NumberStyle::String {
                         Node::String(format!("{v:.6}"))
                     } else {
-                        serde_json::Number::from_f64(geo::round6(v)).map_or(Node::Null, Node::Number)
+                        serde_json::Number::from_f64(geo::round6(v))
+                            .map_or(Node::Null, Node::Number)
                     }
                 };
                 match source {
@@ -574,7 +728,9 @@ impl Field {
                         lon.set(native, number(x));
                         lat.set(native, number(y));
                     }
-                    PointSource::Pair(pair) => pair.set(native, Node::Array(vec![number(x), number(y)])),
+                    PointSource::Pair(pair) => {
+                        pair.set(native, Node::Array(vec![number(x), number(y)]))
+                    }
                 }
                 if let SystemSource::Named { path, systems, render } = system {
                     if let Some((name, _)) = systems.iter().find(|(_, s)| s == render) {
@@ -608,7 +764,9 @@ impl Field {
                 for (index, item) in canonical_items.iter().enumerate() {
                     let mut native_item = Node::Null;
                     for field in items {
-                        field.render(item, xml, &mut native_item).map_err(|(p, e)| (format!("{own}[{index}].{p}"), e))?;
+                        field
+                            .render(item, xml, &mut native_item)
+                            .map_err(|(p, e)| (format!("{own}[{index}].{p}"), e))?;
                     }
                     rendered.push(native_item);
                 }
@@ -652,7 +810,8 @@ fn read_token(native: &Node, path: &Path, scope: Scope<'_>) -> Result<Option<Str
 
 /// A coordinate: a JSON number, or a decimal string (`"121.548164"`).
 fn read_number(native: &Node, path: &Path, scope: Scope<'_>) -> Result<Option<f64>, FieldError> {
-    let fail = |v: &Node| (scope.name(path), format!("expected a decimal number, got {}", describe(v)));
+    let fail =
+        |v: &Node| (scope.name(path), format!("expected a decimal number, got {}", describe(v)));
     match path.get(native) {
         None | Some(Node::Null) => Ok(None),
         Some(value @ Node::Number(n)) => n.as_f64().map(Some).ok_or_else(|| fail(value)),
@@ -661,7 +820,8 @@ fn read_number(native: &Node, path: &Path, scope: Scope<'_>) -> Result<Option<f6
             if t.is_empty() {
                 return Ok(None);
             }
-            let decimal = t.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+');
+            let decimal =
+                t.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+');
             match t.parse::<f64>() {
                 Ok(n) if decimal && n.is_finite() => Ok(Some(n)),
                 _ => Err(fail(value)),
@@ -685,10 +845,13 @@ fn dedup<'a>(items: &[&'a str]) -> Vec<&'a str> {
 fn check_layout(layout: &str) -> Result<(), String> {
     for token in ["yyyy", "MM", "dd", "HH", "mm", "ss"] {
         if layout.matches(token).count() != 1 {
-            return Err(format!("a layout names each of yyyy, MM, dd, HH, mm, ss once, got {layout:?}"));
+            return Err(format!(
+                "a layout names each of yyyy, MM, dd, HH, mm, ss once, got {layout:?}"
+            ));
         }
     }
-    let sample = Timestamp::parse_rfc3339("2023-12-31T23:58:40+08:00", false).map_err(|e| e.to_string())?;
+    let sample =
+        Timestamp::parse_rfc3339("2023-12-31T23:58:40+08:00", false).map_err(|e| e.to_string())?;
     match Timestamp::parse_beijing(&sample.format_beijing(layout), layout) {
         Ok(back) if back == sample => Ok(()),
         _ => Err(format!("layout {layout:?} does not read back what it writes")),

@@ -25,7 +25,8 @@ pub const BUILTIN_PROFILES: &[(&str, &str)] = &[
 ];
 
 /// The built-in endpoint registry file.
-pub const BUILTIN_ENDPOINTS: (&str, &str) = ("profiles/endpoints.toml", include_str!("../../profiles/endpoints.toml"));
+pub const BUILTIN_ENDPOINTS: (&str, &str) =
+    ("profiles/endpoints.toml", include_str!("../../profiles/endpoints.toml"));
 
 /// An endpoint with everything needed to translate its documents.
 #[derive(Clone, Debug)]
@@ -51,7 +52,8 @@ impl Endpoint {
 
     /// Replaces the live transfer-item list (the `categories` dataset changed).
     pub fn set_code_table(&self, table: CodeTable) {
-        *self.live_codes.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(table));
+        *self.live_codes.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(Arc::new(table));
     }
 
     /// Native transfer document → canonical transfer request, as sent by this endpoint.
@@ -78,12 +80,19 @@ impl Endpoint {
     pub fn content_type(&self) -> String {
         match self.format.syntax {
             super::profile::Syntax::Json => "application/json; charset=utf-8".to_string(),
-            super::profile::Syntax::Xml => format!("application/xml; charset={}", self.format.encoding.label()),
+            super::profile::Syntax::Xml => {
+                format!("application/xml; charset={}", self.format.encoding.label())
+            }
         }
     }
 
     /// A receipt in this endpoint's format.
-    pub fn write_receipt(&self, kind: ReceiptKind, reference: Option<&str>, message: Option<&str>) -> Vec<u8> {
+    pub fn write_receipt(
+        &self,
+        kind: ReceiptKind,
+        reference: Option<&str>,
+        message: Option<&str>,
+    ) -> Vec<u8> {
         self.format.write_receipt(kind, reference, message)
     }
 
@@ -138,15 +147,26 @@ impl Registry {
     pub fn load_dir(&mut self, dir: &FsPath) -> Vec<ProfileError> {
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
-            Err(e) => return vec![ProfileError::file(dir.display().to_string(), format!("cannot read the directory: {e}"))],
+            Err(e) => {
+                return vec![ProfileError::file(
+                    dir.display().to_string(),
+                    format!("cannot read the directory: {e}"),
+                )]
+            }
         };
-        let mut files: Vec<_> =
-            entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+        let mut files: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
         files.sort();
         let mut errors = Vec::new();
         let mut endpoint_files = Vec::new();
         if files.is_empty() {
-            errors.push(ProfileError::file(dir.display().to_string(), "no *.toml profile or endpoint files"));
+            errors.push(ProfileError::file(
+                dir.display().to_string(),
+                "no *.toml profile or endpoint files",
+            ));
         }
         for path in files {
             let name = path.display().to_string();
@@ -168,8 +188,14 @@ impl Registry {
     }
 
     /// Adds a profile now, or keeps an endpoint file for after all profiles are in.
-    fn add_file(&mut self, file: &str, text: &str, endpoint_files: &mut Vec<(String, String)>) -> Result<(), ProfileError> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| ProfileError::toml(file, text, &e))?;
+    fn add_file(
+        &mut self,
+        file: &str,
+        text: &str,
+        endpoint_files: &mut Vec<(String, String)>,
+    ) -> Result<(), ProfileError> {
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| ProfileError::toml(file, text, &e))?;
         if table.contains_key("endpoint") {
             endpoint_files.push((file.to_string(), text.to_string()));
             return Ok(());
@@ -183,19 +209,35 @@ impl Registry {
     fn add_endpoints(&mut self, file: &str, text: &str) -> Result<(), ProfileError> {
         let parsed: EndpointsFile = deserialize(file, text)?;
         for (i, entry) in parsed.endpoint.iter().enumerate() {
-            let at = |key: &str, problem: String| ProfileError::at(format!("endpoint[{i}].{key}"), problem).in_file(file);
+            let at = |key: &str, problem: String| {
+                ProfileError::at(format!("endpoint[{i}].{key}"), problem).in_file(file)
+            };
             let id: EndpointId = entry.id.parse().map_err(|e| at("id", e))?;
             let format = self.formats.get(&entry.format).cloned().ok_or_else(|| {
                 let known: Vec<&str> = self.formats.keys().map(String::as_str).collect();
-                at("format", format!("unknown format {:?}; expected one of {}", entry.format, known.join(", ")))
+                at(
+                    "format",
+                    format!(
+                        "unknown format {:?}; expected one of {}",
+                        entry.format,
+                        known.join(", ")
+                    ),
+                )
             })?;
             let mut codes = format.codes.clone();
             for (j, (code, name, canonical)) in entry.extra_codes.iter().enumerate() {
-                add_row(&mut codes, code, name, canonical).map_err(|e| at(&format!("extra_codes[{j}]"), e))?;
+                add_row(&mut codes, code, name, canonical)
+                    .map_err(|e| at(&format!("extra_codes[{j}]"), e))?;
             }
             self.endpoints.insert(
                 id.clone(),
-                Endpoint { id, place: entry.place.clone(), format, codes: Arc::new(codes), live_codes: Arc::default() },
+                Endpoint {
+                    id,
+                    place: entry.place.clone(),
+                    format,
+                    codes: Arc::new(codes),
+                    live_codes: Arc::default(),
+                },
             );
         }
         Ok(())
@@ -208,7 +250,8 @@ impl Registry {
 
     /// Looks an endpoint up by its text form (`330200/110`).
     pub fn endpoint_named(&self, id: &str) -> Result<&Endpoint, FormatError> {
-        let parsed: EndpointId = id.parse().map_err(|_| FormatError::UnknownEndpoint(id.to_string()))?;
+        let parsed: EndpointId =
+            id.parse().map_err(|_| FormatError::UnknownEndpoint(id.to_string()))?;
         self.endpoint(&parsed)
     }
 
@@ -224,7 +267,8 @@ impl Registry {
 }
 
 fn deserialize<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, ProfileError> {
-    let deserializer = toml::Deserializer::parse(text).map_err(|e| ProfileError::toml(file, text, &e))?;
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|e| ProfileError::toml(file, text, &e))?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
@@ -251,6 +295,9 @@ impl ProfileError {
                 format!(" (line {line}, column {column})")
             })
             .unwrap_or_default();
-        ProfileError::file(file.to_string(), format!("not valid TOML: {}{location}", first_line(error.message())))
+        ProfileError::file(
+            file.to_string(),
+            format!("not valid TOML: {}{location}", first_line(error.message())),
+        )
     }
 }

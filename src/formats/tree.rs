@@ -64,7 +64,9 @@ impl Node {
             Node::Number(n) => Value::Number(n.clone()),
             Node::String(s) => Value::String(s.clone()),
             Node::Array(items) => Value::Array(items.iter().map(Node::to_json).collect()),
-            Node::Object(entries) => Value::Object(entries.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
+            Node::Object(entries) => {
+                Value::Object(entries.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
         }
     }
 
@@ -73,7 +75,9 @@ impl Node {
         match value {
             toml::Value::String(s) => Node::String(s.clone()),
             toml::Value::Integer(i) => Node::Number((*i).into()),
-            toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Node::Null, Node::Number),
+            toml::Value::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(Node::Null, Node::Number)
+            }
             toml::Value::Boolean(b) => Node::Bool(*b),
             toml::Value::Datetime(d) => Node::String(d.to_string()),
             toml::Value::Array(items) => Node::Array(items.iter().map(Node::from_toml).collect()),
@@ -171,7 +175,8 @@ impl<'de> Deserialize<'de> for Node {
                         return Err(de::Error::custom(format!("duplicate key {key:?}")));
                     }
                     if seen.is_none() && entries.len() >= SCAN_LIMIT {
-                        let mut set: std::collections::HashSet<String> = entries.iter().map(|(k, _)| k.clone()).collect();
+                        let mut set: std::collections::HashSet<String> =
+                            entries.iter().map(|(k, _)| k.clone()).collect();
                         set.insert(key.clone());
                         seen = Some(set);
                     }
@@ -217,7 +222,10 @@ impl Path {
                 }
             }
         }
-        if keys.iter().any(|k| k.contains('[') || k.contains(']') || k.contains(char::is_whitespace)) {
+        if keys
+            .iter()
+            .any(|k| k.contains('[') || k.contains(']') || k.contains(char::is_whitespace))
+        {
             return Err(format!("unexpected character in path {text:?}"));
         }
         Ok(Path { keys, display })
@@ -338,7 +346,10 @@ mod tests {
         let p = Path::parse("JQXX.JQLB@DM").unwrap();
         let doc = node(json!({"JQXX": {"JQLB": {"@DM": "FJW07", "#text": "挪车"}}}));
         assert_eq!(p.get(&doc), Some(&Node::from("FJW07")));
-        assert_eq!(text_of(Path::parse("JQXX.JQLB").unwrap().get(&doc).unwrap()).unwrap().as_deref(), Some("挪车"));
+        assert_eq!(
+            text_of(Path::parse("JQXX.JQLB").unwrap().get(&doc).unwrap()).unwrap().as_deref(),
+            Some("挪车")
+        );
         assert_eq!(Path::parse("@LX").unwrap().in_item("JQXX.FJ", 0), "JQXX.FJ[0]@LX");
         assert_eq!(Path::parse("lx").unwrap().in_item("gd.fj", 2), "gd.fj[2].lx");
         assert_eq!(Path::parse("").unwrap().in_item("JQXX.FJ", 1), "JQXX.FJ[1]");
@@ -370,9 +381,11 @@ mod tests {
 
     #[test]
     fn json_objects_may_not_repeat_a_key() {
-        let err = serde_json::from_str::<Node>(r#"{"LZBH": "a", "x": 1, "LZBH": "b"}"#).unwrap_err();
+        let err =
+            serde_json::from_str::<Node>(r#"{"LZBH": "a", "x": 1, "LZBH": "b"}"#).unwrap_err();
         assert!(err.to_string().contains("duplicate key \"LZBH\""), "{err}");
-        let many: String = (0..100).map(|i| format!("\"k{i}\": {i},")).collect::<String>() + "\"k7\": 0";
+        let many: String =
+            (0..100).map(|i| format!("\"k{i}\": {i},")).collect::<String>() + "\"k7\": 0";
         assert!(serde_json::from_str::<Node>(&format!("{{{many}}}")).is_err());
         let order = serde_json::from_str::<Node>(r#"{"b": 1, "a": 2}"#).unwrap();
         assert_eq!(serde_json::to_string(&order).unwrap(), r#"{"b":1,"a":2}"#);

@@ -29,8 +29,9 @@ pub struct XmlDocument {
 /// Reads a document; `default` is the encoding assumed when there is no declaration.
 pub fn parse(bytes: &[u8], default: TextEncoding) -> Result<XmlDocument, String> {
     let encoding = match declared_encoding(bytes)? {
-        Some(label) => TextEncoding::from_label(&label)
-            .ok_or_else(|| format!("unsupported encoding {label:?}; expected GBK, GB2312, CP936, GB18030 or UTF-8"))?,
+        Some(label) => TextEncoding::from_label(&label).ok_or_else(|| {
+            format!("unsupported encoding {label:?}; expected GBK, GB2312, CP936, GB18030 or UTF-8")
+        })?,
         None => default,
     };
     let text = encoding.decode(bytes)?;
@@ -44,13 +45,19 @@ fn declared_encoding(bytes: &[u8]) -> Result<Option<String>, String> {
     if !bytes.starts_with(b"<?xml") {
         return Ok(None);
     }
-    let end = bytes.windows(2).position(|w| w == b"?>").ok_or("malformed XML: unterminated XML declaration")?;
+    let end = bytes
+        .windows(2)
+        .position(|w| w == b"?>")
+        .ok_or("malformed XML: unterminated XML declaration")?;
     let decl = String::from_utf8_lossy(&bytes[..end]);
     let Some(at) = decl.find("encoding") else {
         return Ok(None);
     };
     let rest = decl[at + "encoding".len()..].trim_start();
-    let rest = rest.strip_prefix('=').ok_or("malformed XML: bad encoding in the XML declaration")?.trim_start();
+    let rest = rest
+        .strip_prefix('=')
+        .ok_or("malformed XML: bad encoding in the XML declaration")?
+        .trim_start();
     let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'');
     let quote = quote.ok_or("malformed XML: bad encoding in the XML declaration")?;
     let value = &rest[1..];
@@ -79,7 +86,9 @@ fn parse_text(text: &str) -> Result<XmlDocument, String> {
         let event_start = reader.buffer_position() as usize;
         let event = match reader.read_event() {
             Ok(event) => event,
-            Err(e) => return Err(malformed_error(text, reader.error_position() as usize, &e.to_string())),
+            Err(e) => {
+                return Err(malformed_error(text, reader.error_position() as usize, &e.to_string()))
+            }
         };
         match event {
             Event::Start(start) | Event::Empty(start) if done.is_some() => {
@@ -88,7 +97,9 @@ fn parse_text(text: &str) -> Result<XmlDocument, String> {
             }
             Event::Start(start) => {
                 if stack.len() >= MAX_DEPTH {
-                    return Err(format!("document is nested too deeply (more than {MAX_DEPTH} levels)"));
+                    return Err(format!(
+                        "document is nested too deeply (more than {MAX_DEPTH} levels)"
+                    ));
                 }
                 let open = open_element(&start, stack.is_empty().then_some(&mut namespace))?;
                 stack.push(open);
@@ -98,7 +109,8 @@ fn parse_text(text: &str) -> Result<XmlDocument, String> {
                 close_element(&mut stack, &mut done, open);
             }
             Event::End(_) => {
-                let open = stack.pop().ok_or_else(|| malformed(event_start, "unexpected end tag"))?;
+                let open =
+                    stack.pop().ok_or_else(|| malformed(event_start, "unexpected end tag"))?;
                 close_element(&mut stack, &mut done, open);
             }
             Event::Text(t) => {
@@ -122,13 +134,20 @@ fn parse_text(text: &str) -> Result<XmlDocument, String> {
                         "gt" => '>',
                         "quot" => '"',
                         "apos" => '\'',
-                        other => return Err(malformed(event_start, &format!("unknown entity &{other};"))),
+                        other => {
+                            return Err(malformed(
+                                event_start,
+                                &format!("unknown entity &{other};"),
+                            ))
+                        }
                     },
                     Err(e) => return Err(malformed(event_start, &e.to_string())),
                 };
                 match stack.last_mut() {
                     Some(open) => open.text.push(ch),
-                    None => return Err(malformed(event_start, "reference outside the root element")),
+                    None => {
+                        return Err(malformed(event_start, "reference outside the root element"))
+                    }
                 }
             }
             Event::DocType(_) => {
@@ -147,7 +166,10 @@ fn parse_text(text: &str) -> Result<XmlDocument, String> {
 
 fn malformed_error(text: &str, position: usize, what: &str) -> String {
     let (line, column) = line_column(text, position);
-    let what = what.strip_prefix("ill-formed document: ").or_else(|| what.strip_prefix("syntax error: ")).unwrap_or(what);
+    let what = what
+        .strip_prefix("ill-formed document: ")
+        .or_else(|| what.strip_prefix("syntax error: "))
+        .unwrap_or(what);
     format!("malformed XML: {what}: line {line}, column {column}")
 }
 
@@ -163,11 +185,19 @@ fn local(name: &str) -> &str {
     name.rsplit_once(':').map_or(name, |(_, local)| local)
 }
 
-fn open_element(start: &BytesStart<'_>, namespace: Option<&mut Option<String>>) -> Result<Open, String> {
+fn open_element(
+    start: &BytesStart<'_>,
+    namespace: Option<&mut Option<String>>,
+) -> Result<Open, String> {
     let qname = start.name();
     let full: &str = qname.as_ref();
     let prefix = full.split_once(':').map(|(p, _)| p.to_string());
-    let mut open = Open { name: local(full).to_string(), attributes: Vec::new(), children: Vec::new(), text: String::new() };
+    let mut open = Open {
+        name: local(full).to_string(),
+        attributes: Vec::new(),
+        children: Vec::new(),
+        text: String::new(),
+    };
     let mut root_namespace = None;
     for attribute in start.attributes().with_checks(true) {
         let attribute = attribute.map_err(|e| format!("malformed XML: {e}"))?;
@@ -222,7 +252,12 @@ fn close_element(stack: &mut [Open], done: &mut Option<(Open, Node)>, open: Open
 }
 
 /// Writes a document: declaration, root (with its namespace) and content, two-space indented.
-pub fn write(root: &str, namespace: Option<&str>, content: &Node, encoding: TextEncoding) -> Vec<u8> {
+pub fn write(
+    root: &str,
+    namespace: Option<&str>,
+    content: &Node,
+    encoding: TextEncoding,
+) -> Vec<u8> {
     let mut out = String::with_capacity(1024);
     out.push_str("<?xml version=\"1.0\" encoding=\"");
     out.push_str(encoding.label());
@@ -277,7 +312,8 @@ fn write_element(out: &mut String, name: &str, value: &Node, depth: usize) {
                 out.push('"');
             }
             let text = value.get(TEXT_KEY);
-            let mut children = entries.iter().filter(|(k, _)| !k.starts_with('@') && k != TEXT_KEY).peekable();
+            let mut children =
+                entries.iter().filter(|(k, _)| !k.starts_with('@') && k != TEXT_KEY).peekable();
             if children.peek().is_none() {
                 match text {
                     Some(text) => {
@@ -366,12 +402,20 @@ mod tests {
 
     #[test]
     fn refusals_of_well_formed_events_name_where_they_are() {
-        let doctype = parse(b"<?xml version=\"1.0\"?>\n<!DOCTYPE r>\n<r/>", TextEncoding::Utf8).unwrap_err();
+        let doctype =
+            parse(b"<?xml version=\"1.0\"?>\n<!DOCTYPE r>\n<r/>", TextEncoding::Utf8).unwrap_err();
         assert!(doctype.contains("DOCTYPE") && doctype.contains("line 2, column 1"), "{doctype}");
-        let entity = parse(b"<r>\n  <a>x</a>\n  <b>&nope;</b>\n</r>", TextEncoding::Utf8).unwrap_err();
-        assert!(entity.contains("unknown entity") && entity.contains("line 3, column 6"), "{entity}");
+        let entity =
+            parse(b"<r>\n  <a>x</a>\n  <b>&nope;</b>\n</r>", TextEncoding::Utf8).unwrap_err();
+        assert!(
+            entity.contains("unknown entity") && entity.contains("line 3, column 6"),
+            "{entity}"
+        );
         let second = parse(b"<r/>\n<s/>", TextEncoding::Utf8).unwrap_err();
-        assert!(second.contains("a second root element") && second.contains("line 2, column 1"), "{second}");
+        assert!(
+            second.contains("a second root element") && second.contains("line 2, column 1"),
+            "{second}"
+        );
     }
 
     #[test]
@@ -395,6 +439,8 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused() {
         let deep = "<a>".repeat(100) + &"</a>".repeat(100);
-        assert!(parse(deep.as_bytes(), TextEncoding::Utf8).unwrap_err().contains("nested too deeply"));
+        assert!(parse(deep.as_bytes(), TextEncoding::Utf8)
+            .unwrap_err()
+            .contains("nested too deeply"));
     }
 }

@@ -55,12 +55,16 @@ impl Arrivals {
     /// Submit → destination latency of every transfer sent and arrived, in microseconds, and
     /// how many sent have not arrived.
     pub fn latencies(&self) -> (Vec<u64>, u64) {
-        let (Ok(sent), Ok(arrived)) = (self.sent.lock(), self.arrived.lock()) else { return (Vec::new(), 0) };
+        let (Ok(sent), Ok(arrived)) = (self.sent.lock(), self.arrived.lock()) else {
+            return (Vec::new(), 0);
+        };
         let mut latencies = Vec::with_capacity(sent.len());
         let mut missing = 0;
         for (id, at) in sent.iter() {
             match arrived.get(id) {
-                Some(came) => latencies.push(came.saturating_duration_since(*at).as_micros() as u64),
+                Some(came) => {
+                    latencies.push(came.saturating_duration_since(*at).as_micros() as u64)
+                }
                 None => missing += 1,
             }
         }
@@ -77,8 +81,13 @@ pub async fn start(
     outage: Option<std::time::Duration>,
 ) -> Result<Arc<Arrivals>, String> {
     let arrivals = Arc::new(Arrivals::default());
-    let tls = crate::security::tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key, None)
-        .map_err(|e| e.to_string())?;
+    let tls = crate::security::tls::server_config(
+        &config.tls.ca,
+        &config.tls.cert,
+        &config.tls.key,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let mut listening = 0;
     for settings in &config.endpoints {
@@ -91,7 +100,11 @@ pub async fn start(
         let endpoint = registry.endpoint_named(&settings.id).map_err(|e| e.to_string())?.clone();
         let addr = format!("127.0.0.1:{}", uri.port_u16().unwrap_or(443));
         // Check now that the address is free; listen for good after the outage.
-        drop(tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("cannot listen as {} at {addr}: {e}", settings.id))?);
+        drop(
+            tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|e| format!("cannot listen as {} at {addr}: {e}", settings.id))?,
+        );
         let listening_at = addr.clone();
         let receipt = Bytes::from(endpoint.write_receipt(ReceiptKind::Success, None, None));
         let content_type = endpoint.content_type();
@@ -114,22 +127,35 @@ pub async fn start(
                     (acceptor.clone(), arrivals.clone(), receipt.clone(), content_type.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        let (arrivals, receipt, content_type) = (arrivals.clone(), receipt.clone(), content_type.clone());
-                        async move {
-                            let transfer = request.headers().get("x-liandong-transfer-id").and_then(|v| v.to_str().ok());
-                            let kind = request.headers().get("x-liandong-kind").and_then(|v| v.to_str().ok());
-                            if let (Some(transfer), Some("transfer")) = (transfer, kind) {
-                                arrivals.arrived(transfer.to_string());
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let (arrivals, receipt, content_type) =
+                                (arrivals.clone(), receipt.clone(), content_type.clone());
+                            async move {
+                                let transfer = request
+                                    .headers()
+                                    .get("x-liandong-transfer-id")
+                                    .and_then(|v| v.to_str().ok());
+                                let kind = request
+                                    .headers()
+                                    .get("x-liandong-kind")
+                                    .and_then(|v| v.to_str().ok());
+                                if let (Some(transfer), Some("transfer")) = (transfer, kind) {
+                                    arrivals.arrived(transfer.to_string());
+                                }
+                                let _ = request.into_body().collect().await;
+                                let mut response = hyper::Response::new(Full::new(receipt));
+                                if let Ok(value) =
+                                    hyper::header::HeaderValue::from_str(&content_type)
+                                {
+                                    response
+                                        .headers_mut()
+                                        .insert(hyper::header::CONTENT_TYPE, value);
+                                }
+                                Ok::<_, std::convert::Infallible>(response)
                             }
-                            let _ = request.into_body().collect().await;
-                            let mut response = hyper::Response::new(Full::new(receipt));
-                            if let Ok(value) = hyper::header::HeaderValue::from_str(&content_type) {
-                                response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
-                            }
-                            Ok::<_, std::convert::Infallible>(response)
-                        }
-                    });
+                        },
+                    );
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), service)
                         .await;

@@ -27,7 +27,11 @@ pub const TAXONOMY: &[(&str, &str, &str)] = &[
     ("PM06", "电信诈骗", "telecom and online fraud"),
     ("PM07", "群体性事件", "mass incidents"),
     ("PM08", "危险物品", "dangerous goods, fire or explosion risk"),
-    ("PM10", "派员协助", "police presence asked for at a department's on-site handling (linkage.md)"),
+    (
+        "PM10",
+        "派员协助",
+        "police presence asked for at a department's on-site handling (linkage.md)",
+    ),
     ("PM99", "其他警务", "other police matters"),
 ];
 

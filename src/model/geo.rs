@@ -132,7 +132,10 @@ mod tests {
                 while lat < 53.0 {
                     let (flon, flat) = from_wgs84(system, lon, lat);
                     let (ilon, ilat) = to_wgs84(system, flon, flat);
-                    assert!((ilon - lon).abs() < 1e-6 && (ilat - lat).abs() < 1e-6, "{system:?} {lon} {lat}");
+                    assert!(
+                        (ilon - lon).abs() < 1e-6 && (ilat - lat).abs() < 1e-6,
+                        "{system:?} {lon} {lat}"
+                    );
                     lat += 1.7;
                 }
                 lon += 2.3;

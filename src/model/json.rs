@@ -54,7 +54,8 @@ pub fn decode<T: DeserializeOwned>(value: Value, required: &[&str]) -> Result<T,
 
 /// Parses canonical JSON text into a typed, validated value.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8], required: &[&str]) -> Result<T, ModelError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| ModelError::new("", format!("malformed JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ModelError::new("", format!("malformed JSON: {e}")))?;
     if !value.is_object() {
         return Err(ModelError::new("", "malformed JSON: expected an object at the top level"));
     }
@@ -74,7 +75,8 @@ mod tests {
             "case": {"case_id": "c", "origin": {"endpoint": "330200/110", "local_id": "J"},
                      "received_at": "2023-05-08T09:41:09+08:00", "category": "NP07", "summary": "s",
                      "caller": {"phone": "12"}}});
-        let err = decode::<TransferRequest>(request.clone(), TransferRequest::REQUIRED).unwrap_err();
+        let err =
+            decode::<TransferRequest>(request.clone(), TransferRequest::REQUIRED).unwrap_err();
         assert_eq!(err.path, "case.caller.phone");
         let mut missing = request;
         missing["case"].as_object_mut().unwrap().remove("summary");

@@ -5,7 +5,8 @@
 //! tests pins the contract down and every replica applies it identically.
 
 use super::{
-    EndpointId, HistoryEntry, HistoryEvent, Platform, ReasonCode, Satisfaction, State, StatusUpdate, Timestamp, Transfer, Urgency,
+    EndpointId, HistoryEntry, HistoryEvent, Platform, ReasonCode, Satisfaction, State,
+    StatusUpdate, Timestamp, Transfer, Urgency,
 };
 
 /// Who is acting on a transfer.
@@ -50,15 +51,26 @@ fn rank(state: State) -> Option<u8> {
     })
 }
 
-const CHAIN: [State; 7] =
-    [State::Submitted, State::Delivered, State::Received, State::Accepted, State::InProgress, State::Resolved, State::Closed];
+const CHAIN: [State; 7] = [
+    State::Submitted,
+    State::Delivered,
+    State::Received,
+    State::Accepted,
+    State::InProgress,
+    State::Resolved,
+    State::Closed,
+];
 
 /// Who may set a state.
 fn setter(state: State) -> Role {
     match state {
         State::Submitted | State::Closed | State::Cancelled => Role::Origin,
         State::Delivered => Role::Gateway,
-        State::Received | State::Accepted | State::Rejected | State::InProgress | State::Resolved => Role::Destination,
+        State::Received
+        | State::Accepted
+        | State::Rejected
+        | State::InProgress
+        | State::Resolved => Role::Destination,
     }
 }
 
@@ -81,7 +93,11 @@ pub fn role_of(transfer: &Transfer, by: &EndpointId) -> Option<Role> {
 /// Applies `update`, made by `role`, to `transfer`: checks the rules, appends the history
 /// (skipped states as `implied`), and sets the state, resolution and feedback. On refusal the
 /// transfer is unchanged.
-pub fn apply(transfer: &mut Transfer, update: &StatusUpdate, role: Role) -> Result<Outcome, Refusal> {
+pub fn apply(
+    transfer: &mut Transfer,
+    update: &StatusUpdate,
+    role: Role,
+) -> Result<Outcome, Refusal> {
     let current = transfer.state;
     let refuse = |reason: String| Refusal { current, reason };
     let wanted = update.state;
@@ -108,16 +124,24 @@ pub fn apply(transfer: &mut Transfer, update: &StatusUpdate, role: Role) -> Resu
     // transfers"), on the destination's behalf, before the destination has it.
     let undeliverable = role == Role::Gateway && wanted == State::Rejected;
     if undeliverable {
-        if update.reason_code != Some(ReasonCode::Undeliverable) || !matches!(current, State::Submitted | State::Delivered) {
-            return Err(refuse("the gateway rejects only an undeliverable transfer, before it is received".into()));
+        if update.reason_code != Some(ReasonCode::Undeliverable)
+            || !matches!(current, State::Submitted | State::Delivered)
+        {
+            return Err(refuse(
+                "the gateway rejects only an undeliverable transfer, before it is received".into(),
+            ));
         }
     } else if update.reason_code == Some(ReasonCode::Undeliverable) {
         return Err(refuse("reason_code undeliverable is the gateway's own".into()));
     }
     if reopen {
-        let dissatisfied = update.feedback.as_ref().is_some_and(|f| f.satisfaction == Satisfaction::Dissatisfied);
+        let dissatisfied =
+            update.feedback.as_ref().is_some_and(|f| f.satisfaction == Satisfaction::Dissatisfied);
         if role != Role::Origin || !dissatisfied {
-            return Err(refuse("only the origin may reopen (重办) a resolved transfer, with feedback dissatisfied".into()));
+            return Err(refuse(
+                "only the origin may reopen (重办) a resolved transfer, with feedback dissatisfied"
+                    .into(),
+            ));
         }
     } else if !undeliverable && setter(wanted) != role {
         let who = match setter(wanted) {
@@ -143,10 +167,13 @@ pub fn apply(transfer: &mut Transfer, update: &StatusUpdate, role: Role) -> Resu
                 return Err(refuse(format!("{wanted} cannot follow {from}")));
             };
             if want <= have {
-                return Err(refuse(format!("{wanted} cannot follow {from}: states only move forward")));
+                return Err(refuse(format!(
+                    "{wanted} cannot follow {from}: states only move forward"
+                )));
             }
             for skipped in &CHAIN[usize::from(have) + 1..usize::from(want)] {
-                let implied_by = if *skipped == State::Delivered { "gateway".to_string() } else { by.clone() };
+                let implied_by =
+                    if *skipped == State::Delivered { "gateway".to_string() } else { by.clone() };
                 entries.push(entry(*skipped, update.at, implied_by, true));
             }
         }
@@ -168,16 +195,26 @@ pub fn apply(transfer: &mut Transfer, update: &StatusUpdate, role: Role) -> Resu
 }
 
 fn entry(state: State, at: Timestamp, by: String, implied: bool) -> HistoryEntry {
-    HistoryEntry { state: HistoryEvent::State(state), at, by, implied, unit: None, note: None, reason_code: None }
+    HistoryEntry {
+        state: HistoryEvent::State(state),
+        at,
+        by,
+        implied,
+        unit: None,
+        note: None,
+        reason_code: None,
+    }
 }
 
 /// Whether `update` repeats one already applied (`canonical.md`: same state, same `at`, same
 /// `note`): answered as success, changing nothing. Two progress notes in one second differ.
 pub fn is_repeat(transfer: &Transfer, update: &StatusUpdate) -> bool {
-    transfer
-        .history
-        .iter()
-        .any(|h| h.state == HistoryEvent::State(update.state) && h.at == update.at && !h.implied && h.note == update.note)
+    transfer.history.iter().any(|h| {
+        h.state == HistoryEvent::State(update.state)
+            && h.at == update.at
+            && !h.implied
+            && h.note == update.note
+    })
 }
 
 /// How far ahead of the gateway's clock a desk's `at` may be, and how far behind an entry the
@@ -188,7 +225,11 @@ pub const CLOCK_SKEW_SECONDS: i64 = 60;
 /// forward (no earlier than its last entry, less the skew allowance where the gateway's own
 /// clock stamped that entry), and nothing is reported from the future (beyond the allowance).
 /// Repeats are checked before this and are never refused here.
-pub fn check_time(transfer: &Transfer, update: &StatusUpdate, now: Timestamp) -> Result<(), Refusal> {
+pub fn check_time(
+    transfer: &Transfer,
+    update: &StatusUpdate,
+    now: Timestamp,
+) -> Result<(), Refusal> {
     let refuse = |reason: String| Refusal { current: transfer.state, reason };
     if update.at.unix_seconds() > now.unix_seconds() + CLOCK_SKEW_SECONDS {
         return Err(refuse(format!(
@@ -224,12 +265,16 @@ pub fn default_deadline(to: Platform, urgency: Option<Urgency>) -> DeadlineRule 
     const MINUTE: i64 = 60;
     const HOUR: i64 = 3600;
     match (to, urgency.unwrap_or(Urgency::Normal)) {
-        (Platform::Police, Urgency::Immediate) => DeadlineRule { receive_within: 60, resolve_within: None },
+        (Platform::Police, Urgency::Immediate) => {
+            DeadlineRule { receive_within: 60, resolve_within: None }
+        }
         (Platform::Police, _) => DeadlineRule { receive_within: 10 * MINUTE, resolve_within: None },
         (Platform::Hotline, Urgency::Immediate | Urgency::Urgent) => {
             DeadlineRule { receive_within: 10 * MINUTE, resolve_within: Some(24 * HOUR) }
         }
-        (Platform::Hotline, Urgency::Normal) => DeadlineRule { receive_within: 30 * MINUTE, resolve_within: Some(72 * HOUR) },
+        (Platform::Hotline, Urgency::Normal) => {
+            DeadlineRule { receive_within: 30 * MINUTE, resolve_within: Some(72 * HOUR) }
+        }
     }
 }
 
@@ -243,7 +288,10 @@ pub fn missed_deadlines(transfer: &Transfer, now: Timestamp) -> Vec<&'static str
     // A deadline already escalated is not missed again: a transfer never received gets its
     // resolve_by escalation too, once.
     let escalated = |deadline: &str| {
-        transfer.history.iter().any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some(deadline))
+        transfer
+            .history
+            .iter()
+            .any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some(deadline))
     };
     if is_terminal(transfer.state) {
         return Vec::new();
@@ -254,7 +302,9 @@ pub fn missed_deadlines(transfer: &Transfer, now: Timestamp) -> Vec<&'static str
     ];
     deadlines
         .into_iter()
-        .filter(|(name, by, target)| by.is_some_and(|by| now > by) && !reached(*target) && !escalated(name))
+        .filter(|(name, by, target)| {
+            by.is_some_and(|by| now > by) && !reached(*target) && !escalated(name)
+        })
         .map(|(name, _, _)| name)
         .collect()
 }
@@ -311,10 +361,18 @@ mod tests {
         let steps: &[(State, Role)] = match state {
             State::Submitted => &[],
             State::Delivered => &[(State::Delivered, Role::Gateway)],
-            State::Received => &[(State::Delivered, Role::Gateway), (State::Received, Role::Destination)],
-            State::Accepted => &[(State::Delivered, Role::Gateway), (State::Accepted, Role::Destination)],
-            State::Resolved => &[(State::Delivered, Role::Gateway), (State::Resolved, Role::Destination)],
-            State::Rejected => &[(State::Delivered, Role::Gateway), (State::Rejected, Role::Destination)],
+            State::Received => {
+                &[(State::Delivered, Role::Gateway), (State::Received, Role::Destination)]
+            }
+            State::Accepted => {
+                &[(State::Delivered, Role::Gateway), (State::Accepted, Role::Destination)]
+            }
+            State::Resolved => {
+                &[(State::Delivered, Role::Gateway), (State::Resolved, Role::Destination)]
+            }
+            State::Rejected => {
+                &[(State::Delivered, Role::Gateway), (State::Rejected, Role::Destination)]
+            }
             _ => unreachable!(),
         };
         for (i, (s, role)) in steps.iter().enumerate() {
@@ -325,7 +383,9 @@ mod tests {
     }
 
     fn update(state: State, by: &str, minute: i64) -> StatusUpdate {
-        let at = Timestamp::parse_rfc3339("2023-05-08T09:43:00+08:00", false).unwrap().plus_seconds(minute * 60);
+        let at = Timestamp::parse_rfc3339("2023-05-08T09:43:00+08:00", false)
+            .unwrap()
+            .plus_seconds(minute * 60);
         StatusUpdate {
             reason_code: (state == State::Rejected).then_some(ReasonCode::Other),
             transfer_id: Some("01HZX3V6Q8K2M7R4T9W1Y5C0DE".into()),
@@ -335,8 +395,11 @@ mod tests {
             by: by.parse().unwrap(),
             unit: None,
             note: matches!(state, State::Rejected | State::Cancelled).then(|| "原因".to_string()),
-            resolution: (state == State::Resolved)
-                .then(|| Resolution { result: "已办结".into(), resolved_at: at, unit: None }),
+            resolution: (state == State::Resolved).then(|| Resolution {
+                result: "已办结".into(),
+                resolved_at: at,
+                unit: None,
+            }),
             feedback: (state == State::Closed).then_some(Feedback {
                 satisfaction: Satisfaction::Satisfied,
                 visited_at: at,
@@ -351,12 +414,20 @@ mod tests {
     #[test]
     fn forward_skips_are_recorded_as_implied() {
         let mut t = transfer(State::Delivered);
-        let Outcome::Applied(entries) = apply(&mut t, &update(State::Accepted, DEST, 4), Role::Destination).unwrap() else {
+        let Outcome::Applied(entries) =
+            apply(&mut t, &update(State::Accepted, DEST, 4), Role::Destination).unwrap()
+        else {
             panic!("applied")
         };
         assert_eq!(entries.len(), 2);
-        assert_eq!((entries[0].state, entries[0].implied), (HistoryEvent::State(State::Received), true));
-        assert_eq!((entries[1].state, entries[1].implied), (HistoryEvent::State(State::Accepted), false));
+        assert_eq!(
+            (entries[0].state, entries[0].implied),
+            (HistoryEvent::State(State::Received), true)
+        );
+        assert_eq!(
+            (entries[1].state, entries[1].implied),
+            (HistoryEvent::State(State::Accepted), false)
+        );
         assert_eq!(t.state, State::Accepted);
         assert_eq!(t.history.len(), 4);
     }
@@ -375,7 +446,10 @@ mod tests {
         let mut t = transfer(State::Delivered);
         apply(&mut t, &update(State::Received, DEST, 5), Role::Destination).unwrap();
         let before = t.clone();
-        assert_eq!(apply(&mut t, &update(State::Received, DEST, 5), Role::Destination), Ok(Outcome::Duplicate));
+        assert_eq!(
+            apply(&mut t, &update(State::Received, DEST, 5), Role::Destination),
+            Ok(Outcome::Duplicate)
+        );
         assert_eq!(t, before);
     }
 
@@ -384,12 +458,12 @@ mod tests {
         let cases: &[(State, State, &str, Role)] = &[
             (State::Accepted, State::Received, DEST, Role::Destination), // backwards
             (State::Accepted, State::Rejected, DEST, Role::Destination), // rejected only from delivered/received
-            (State::Resolved, State::Cancelled, ORIGIN, Role::Origin),   // cancelled only before resolved
-            (State::Delivered, State::Closed, DEST, Role::Destination),  // closed is the origin's
-            (State::Delivered, State::Accepted, ORIGIN, Role::Origin),   // accepted is the destination's
+            (State::Resolved, State::Cancelled, ORIGIN, Role::Origin), // cancelled only before resolved
+            (State::Delivered, State::Closed, DEST, Role::Destination), // closed is the origin's
+            (State::Delivered, State::Accepted, ORIGIN, Role::Origin), // accepted is the destination's
             (State::Rejected, State::Accepted, DEST, Role::Destination), // terminal
             (State::Resolved, State::InProgress, DEST, Role::Destination), // reopen is the origin's
-            (State::Resolved, State::InProgress, ORIGIN, Role::Origin),  // reopen needs dissatisfied feedback
+            (State::Resolved, State::InProgress, ORIGIN, Role::Origin), // reopen needs dissatisfied feedback
             (State::Delivered, State::Delivered, DEST, Role::Destination), // delivered is the gateway's
         ];
         for (from, to, by, role) in cases {
@@ -397,7 +471,10 @@ mod tests {
             let before = t.clone();
             let refusal = apply(&mut t, &update(*to, by, 30), *role).unwrap_err();
             assert_eq!(refusal.current, *from, "{from} -> {to}");
-            assert!(refusal.to_string().starts_with(&format!("refused: the transfer is {from}; ")), "{refusal}");
+            assert!(
+                refusal.to_string().starts_with(&format!("refused: the transfer is {from}; ")),
+                "{refusal}"
+            );
             assert_eq!(t, before, "{from} -> {to} changed the transfer");
         }
     }
@@ -414,7 +491,8 @@ mod tests {
         ];
         for (from, to, by, role) in allowed {
             let mut t = transfer(*from);
-            apply(&mut t, &update(*to, by, 30), *role).unwrap_or_else(|e| panic!("{from} -> {to}: {e}"));
+            apply(&mut t, &update(*to, by, 30), *role)
+                .unwrap_or_else(|e| panic!("{from} -> {to}: {e}"));
             assert_eq!(t.state, *to);
         }
     }
@@ -427,7 +505,11 @@ mod tests {
         apply(&mut t, &update(State::Resolved, DEST, 40), Role::Destination).unwrap();
         assert!(t.resolution.is_some());
         let mut reopen = update(State::InProgress, ORIGIN, 50);
-        reopen.feedback = Some(Feedback { satisfaction: Satisfaction::Dissatisfied, visited_at: reopen.at, note: None });
+        reopen.feedback = Some(Feedback {
+            satisfaction: Satisfaction::Dissatisfied,
+            visited_at: reopen.at,
+            note: None,
+        });
         apply(&mut t, &reopen, Role::Origin).unwrap();
         assert_eq!(t.state, State::InProgress);
         assert_eq!(t.feedback.as_ref().unwrap().satisfaction, Satisfaction::Dissatisfied);
@@ -442,8 +524,15 @@ mod tests {
         second.note = Some("已到场".into());
         assert!(matches!(apply(&mut t, &first, Role::Destination), Ok(Outcome::Applied(_))));
         assert!(matches!(apply(&mut t, &second, Role::Destination), Ok(Outcome::Applied(_))));
-        assert_eq!(apply(&mut t, &second, Role::Destination), Ok(Outcome::Duplicate), "the same note again is a repeat");
-        assert_eq!(t.history.iter().filter(|h| h.state == HistoryEvent::State(State::InProgress)).count(), 2);
+        assert_eq!(
+            apply(&mut t, &second, Role::Destination),
+            Ok(Outcome::Duplicate),
+            "the same note again is a repeat"
+        );
+        assert_eq!(
+            t.history.iter().filter(|h| h.state == HistoryEvent::State(State::InProgress)).count(),
+            2
+        );
     }
 
     #[test]
@@ -471,11 +560,19 @@ mod tests {
     #[test]
     fn an_update_after_a_deadline_records_every_miss_once() {
         let mut t = transfer(State::Delivered);
-        t.deadlines =
-            Deadlines { receive_by: t.requested_at.plus_seconds(60), resolve_by: Some(t.requested_at.plus_seconds(120)) };
-        assert_eq!(super::missed_deadlines(&t, t.requested_at.plus_seconds(59)), Vec::<&str>::new());
+        t.deadlines = Deadlines {
+            receive_by: t.requested_at.plus_seconds(60),
+            resolve_by: Some(t.requested_at.plus_seconds(120)),
+        };
+        assert_eq!(
+            super::missed_deadlines(&t, t.requested_at.plus_seconds(59)),
+            Vec::<&str>::new()
+        );
         assert_eq!(super::missed_deadlines(&t, t.requested_at.plus_seconds(61)), ["receive_by"]);
-        assert_eq!(super::missed_deadlines(&t, t.requested_at.plus_seconds(121)), ["receive_by", "resolve_by"]);
+        assert_eq!(
+            super::missed_deadlines(&t, t.requested_at.plus_seconds(121)),
+            ["receive_by", "resolve_by"]
+        );
         let at = t.requested_at.plus_seconds(61);
         record_misses(&mut t, &["receive_by"], at);
         assert!(t.overdue);
@@ -496,9 +593,15 @@ mod tests {
         assert_eq!((t.state, t.history.last().unwrap().by.as_str()), (State::Rejected, "gateway"));
         assert_eq!(t.history.last().unwrap().reason_code, Some(ReasonCode::Undeliverable));
         let mut received = transfer(State::Received);
-        assert!(apply(&mut received, &undeliverable, Role::Gateway).is_err(), "a received transfer was delivered");
+        assert!(
+            apply(&mut received, &undeliverable, Role::Gateway).is_err(),
+            "a received transfer was delivered"
+        );
         let mut t = transfer(State::Delivered);
-        assert!(apply(&mut t, &undeliverable, Role::Destination).is_err(), "undeliverable is the gateway's own");
+        assert!(
+            apply(&mut t, &undeliverable, Role::Destination).is_err(),
+            "undeliverable is the gateway's own"
+        );
         let mut plain = update(State::Rejected, DEST, 1);
         plain.reason_code = Some(ReasonCode::Other);
         assert!(apply(&mut transfer(State::Submitted), &plain, Role::Gateway).is_err());
@@ -507,8 +610,14 @@ mod tests {
     #[test]
     fn deadline_table() {
         let d = |to, u| default_deadline(to, u);
-        assert_eq!(d(Platform::Police, Some(Urgency::Immediate)), DeadlineRule { receive_within: 60, resolve_within: None });
-        assert_eq!(d(Platform::Police, None), DeadlineRule { receive_within: 600, resolve_within: None });
+        assert_eq!(
+            d(Platform::Police, Some(Urgency::Immediate)),
+            DeadlineRule { receive_within: 60, resolve_within: None }
+        );
+        assert_eq!(
+            d(Platform::Police, None),
+            DeadlineRule { receive_within: 600, resolve_within: None }
+        );
         assert_eq!(
             d(Platform::Hotline, Some(Urgency::Urgent)),
             DeadlineRule { receive_within: 600, resolve_within: Some(86_400) }
@@ -522,8 +631,10 @@ mod tests {
     #[test]
     fn missed_deadlines() {
         let mut t = transfer(State::Delivered);
-        t.deadlines =
-            Deadlines { receive_by: t.requested_at.plus_seconds(1800), resolve_by: Some(t.requested_at.plus_seconds(3600)) };
+        t.deadlines = Deadlines {
+            receive_by: t.requested_at.plus_seconds(1800),
+            resolve_by: Some(t.requested_at.plus_seconds(3600)),
+        };
         assert_eq!(missed_deadline(&t, t.requested_at.plus_seconds(1799)), None);
         assert_eq!(missed_deadline(&t, t.requested_at.plus_seconds(1801)), Some("receive_by"));
         apply(&mut t, &update(State::Accepted, DEST, 31), Role::Destination).unwrap();

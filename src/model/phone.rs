@@ -34,7 +34,9 @@ pub fn normalize(text: &str) -> Result<String, PhoneError> {
     if international {
         // +86 is followed by a mobile number or a landline without its trunk `0`.
         let mobile = n == 11 && digits.starts_with('1');
-        let landline = (9..=11).contains(&n) && !digits.starts_with('0') && !(n == 11 && digits.starts_with('1'));
+        let landline = (9..=11).contains(&n)
+            && !digits.starts_with('0')
+            && !(n == 11 && digits.starts_with('1'));
         return if mobile || landline { Ok(format!("+86{digits}")) } else { Err(fail()) };
     }
     if n == 11 && digits.starts_with('1') {
@@ -83,7 +85,17 @@ mod tests {
 
     #[test]
     fn refusals() {
-        for bad in ["139 0000 000", "", "12", "123456", "1390000000a", "0012345", "+8601234567890", "+86", "018539754712"] {
+        for bad in [
+            "139 0000 000",
+            "",
+            "12",
+            "123456",
+            "1390000000a",
+            "0012345",
+            "+8601234567890",
+            "+86",
+            "018539754712",
+        ] {
             let err = normalize(bad).unwrap_err();
             assert_eq!(err.0, bad);
         }

@@ -51,7 +51,9 @@ impl Timestamp {
 
     /// The current time, to the second.
     pub fn now() -> Self {
-        let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         Timestamp(i64::try_from(seconds).unwrap_or(i64::MAX))
     }
 
@@ -66,7 +68,10 @@ impl Timestamp {
             return None;
         }
         let days = days_from_civil(civil.year, civil.month, civil.day);
-        let local = days * 86_400 + i64::from(civil.hour) * 3600 + i64::from(civil.minute) * 60 + i64::from(civil.second);
+        let local = days * 86_400
+            + i64::from(civil.hour) * 3600
+            + i64::from(civil.minute) * 60
+            + i64::from(civil.second);
         Timestamp::from_unix_seconds(local - offset_seconds)
     }
 
@@ -76,7 +81,14 @@ impl Timestamp {
         let days = local.div_euclid(86_400);
         let secs = local.rem_euclid(86_400);
         let (year, month, day) = civil_from_days(days);
-        CivilTime { year, month, day, hour: (secs / 3600) as u32, minute: (secs % 3600 / 60) as u32, second: (secs % 60) as u32 }
+        CivilTime {
+            year,
+            month,
+            day,
+            hour: (secs / 3600) as u32,
+            minute: (secs % 3600 / 60) as u32,
+            second: (secs % 60) as u32,
+        }
     }
 
     /// Strict RFC 3339: `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)`. With `default_beijing`, a time
@@ -235,7 +247,8 @@ fn parse_layout(text: &str, layout: &str, t_at: usize) -> Option<CivilTime> {
             }
         };
         let digits = t.get(i..i + width)?;
-        if !digits.iter().all(u8::is_ascii_digit) || l.get(i..i + width)?.iter().any(|&c| c != l[i]) {
+        if !digits.iter().all(u8::is_ascii_digit) || l.get(i..i + width)?.iter().any(|&c| c != l[i])
+        {
             return None;
         }
         let value = digits.iter().fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
@@ -325,9 +338,15 @@ mod tests {
 
     #[test]
     fn wrong_layouts_are_refused_with_the_expected_form() {
-        let err = Timestamp::parse_beijing("2023/05/08 09:41:09", "yyyy-MM-dd HH:mm:ss").unwrap_err();
+        let err =
+            Timestamp::parse_beijing("2023/05/08 09:41:09", "yyyy-MM-dd HH:mm:ss").unwrap_err();
         assert_eq!(err.to_string(), r#"expected yyyy-MM-dd HH:mm:ss, got "2023/05/08 09:41:09""#);
-        for bad in ["2023-02-29 00:00:00", "2023-13-01 00:00:00", "2023-01-01 24:00:00", "2023-1-01 00:00:00"] {
+        for bad in [
+            "2023-02-29 00:00:00",
+            "2023-13-01 00:00:00",
+            "2023-01-01 24:00:00",
+            "2023-1-01 00:00:00",
+        ] {
             assert!(Timestamp::parse_beijing(bad, "yyyy-MM-dd HH:mm:ss").is_err(), "{bad}");
         }
         assert!(Timestamp::parse_beijing("2024-02-29 00:00:00", "yyyy-MM-dd HH:mm:ss").is_ok());

@@ -21,8 +21,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, RevocationReason,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams,
+    CertificateSigningRequestParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, RevocationReason,
     RevokedCertParams, SanType, SerialNumber,
 };
 use serde::{Deserialize, Serialize};
@@ -102,10 +103,16 @@ impl Subject {
     /// The file name of its certificate (`endpoint-330200-110`, `server-localhost`).
     pub fn file_stem(&self) -> String {
         let raw = match self {
-            Subject::Identity(identity) => identity.uri().trim_start_matches(super::identity::SCHEME).to_string(),
-            Subject::Server(names) => format!("server-{}", names.first().map(String::as_str).unwrap_or("server")),
+            Subject::Identity(identity) => {
+                identity.uri().trim_start_matches(super::identity::SCHEME).to_string()
+            }
+            Subject::Server(names) => {
+                format!("server-{}", names.first().map(String::as_str).unwrap_or("server"))
+            }
         };
-        raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' }).collect()
+        raw.chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+            .collect()
     }
 
     /// Reads a ledger name back.
@@ -116,7 +123,11 @@ impl Subject {
         }
     }
 
-    fn params(&self, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<CertificateParams, CaError> {
+    fn params(
+        &self,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<CertificateParams, CaError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
         let (common_name, sans, usages) = match self {
@@ -133,7 +144,11 @@ impl Subject {
                         Err(_) => Ok(SanType::DnsName(n.as_str().try_into()?)),
                     })
                     .collect::<Result<Vec<_>, rcgen::Error>>()?;
-                (names.first().cloned().unwrap_or_default(), sans, vec![ExtendedKeyUsagePurpose::ServerAuth])
+                (
+                    names.first().cloned().unwrap_or_default(),
+                    sans,
+                    vec![ExtendedKeyUsagePurpose::ServerAuth],
+                )
             }
         };
         dn.push(DnType::CommonName, common_name);
@@ -161,7 +176,10 @@ fn new_serial() -> SerialNumber {
 
 /// Fills `bytes` from the system's secure random source (through rustls' one provider).
 fn random(bytes: &mut [u8]) {
-    rustls::crypto::ring::default_provider().secure_random.fill(bytes).expect("the system's random source works");
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(bytes)
+        .expect("the system's random source works");
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -255,34 +273,47 @@ impl CaDir {
         super::pki::private_dir(&dir.join("issued")).map_err(|e| file_error(dir, e))?;
         let ca = CaDir { dir: dir.to_path_buf(), passphrase };
         let now = OffsetDateTime::now_utc();
-        let ca_params = |name: &str, days: u32, path_len: Option<u8>| -> Result<CertificateParams, CaError> {
-            let mut params = CertificateParams::new(Vec::<String>::new())?;
-            let mut dn = DistinguishedName::new();
-            dn.push(DnType::CommonName, name);
-            dn.push(DnType::OrganizationName, "Liandong");
-            params.distinguished_name = dn;
-            params.is_ca = IsCa::Ca(path_len.map_or(BasicConstraints::Unconstrained, BasicConstraints::Constrained));
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-            params.not_before = now - time::Duration::minutes(5);
-            params.not_after = now + time::Duration::days(i64::from(days));
-            params.serial_number = Some(new_serial());
-            params.key_identifier_method = KeyIdMethod::Sha256;
-            Ok(params)
-        };
+        let ca_params =
+            |name: &str, days: u32, path_len: Option<u8>| -> Result<CertificateParams, CaError> {
+                let mut params = CertificateParams::new(Vec::<String>::new())?;
+                let mut dn = DistinguishedName::new();
+                dn.push(DnType::CommonName, name);
+                dn.push(DnType::OrganizationName, "Liandong");
+                params.distinguished_name = dn;
+                params.is_ca = IsCa::Ca(
+                    path_len.map_or(BasicConstraints::Unconstrained, BasicConstraints::Constrained),
+                );
+                params.key_usages = vec![
+                    KeyUsagePurpose::KeyCertSign,
+                    KeyUsagePurpose::CrlSign,
+                    KeyUsagePurpose::DigitalSignature,
+                ];
+                params.not_before = now - time::Duration::minutes(5);
+                params.not_after = now + time::Duration::days(i64::from(days));
+                params.serial_number = Some(new_serial());
+                params.key_identifier_method = KeyIdMethod::Sha256;
+                Ok(params)
+            };
         // Each CA's names carry its key's id: verifiers (webpki among them) find a CRL's issuer
         // and a chain's next link by name, so two CAs trusted at once (a rotation) must never
         // share one.
         let root_key = KeyPair::generate_for(algorithm.rcgen())?;
-        let root_params = ca_params(&format!("Liandong root CA {}", key_id(&root_key)), root_days, None)?;
+        let root_params =
+            ca_params(&format!("Liandong root CA {}", key_id(&root_key)), root_days, None)?;
         let root = root_params.self_signed(&root_key)?;
         let intermediate_key = KeyPair::generate_for(algorithm.rcgen())?;
-        let mut intermediate_params =
-            ca_params(&format!("Liandong intermediate CA {}", key_id(&intermediate_key)), intermediate_days, Some(0))?;
+        let mut intermediate_params = ca_params(
+            &format!("Liandong intermediate CA {}", key_id(&intermediate_key)),
+            intermediate_days,
+            Some(0),
+        )?;
         intermediate_params.use_authority_key_identifier_extension = true;
-        let intermediate = intermediate_params.signed_by(&intermediate_key, &Issuer::from_params(&root_params, &root_key))?;
+        let intermediate = intermediate_params
+            .signed_by(&intermediate_key, &Issuer::from_params(&root_params, &root_key))?;
         write_file(&ca.path("root.pem"), &root.pem(), false).map_err(|e| file_error(dir, e))?;
         ca.write_key(&ca.path("root-key.pem"), &root_key)?;
-        write_file(&ca.path("intermediate.pem"), &intermediate.pem(), false).map_err(|e| file_error(dir, e))?;
+        write_file(&ca.path("intermediate.pem"), &intermediate.pem(), false)
+            .map_err(|e| file_error(dir, e))?;
         ca.write_key(&ca.path("intermediate-key.pem"), &intermediate_key)?;
         write_file(&ca.path("chain.pem"), &format!("{}{}", intermediate.pem(), root.pem()), false)
             .map_err(|e| file_error(dir, e))?;
@@ -310,15 +341,22 @@ impl CaDir {
         let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e))?;
         let shown = path.display().to_string();
         if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-            let passphrase = self.passphrase.as_ref().ok_or_else(|| CaError::PassphraseNeeded(shown.clone()))?;
+            let passphrase =
+                self.passphrase.as_ref().ok_or_else(|| CaError::PassphraseNeeded(shown.clone()))?;
             use pkcs8::der::Decode;
-            let (_, document) = pkcs8::SecretDocument::from_pem(&text).map_err(|e| file_error(path, e))?;
-            let info = pkcs8::EncryptedPrivateKeyInfo::from_der(document.as_bytes()).map_err(|e| file_error(path, e))?;
-            let plain = info.decrypt(passphrase).map_err(|_| CaError::WrongPassphrase(shown.clone()))?;
-            return KeyPair::try_from(plain.as_bytes()).map_err(|_| CaError::WrongPassphrase(shown));
+            let (_, document) =
+                pkcs8::SecretDocument::from_pem(&text).map_err(|e| file_error(path, e))?;
+            let info = pkcs8::EncryptedPrivateKeyInfo::from_der(document.as_bytes())
+                .map_err(|e| file_error(path, e))?;
+            let plain =
+                info.decrypt(passphrase).map_err(|_| CaError::WrongPassphrase(shown.clone()))?;
+            return KeyPair::try_from(plain.as_bytes())
+                .map_err(|_| CaError::WrongPassphrase(shown));
         }
         match pem_label(&text) {
-            Some(label) if label.ends_with("PRIVATE KEY") => KeyPair::from_pem(&text).map_err(|e| file_error(path, e)),
+            Some(label) if label.ends_with("PRIVATE KEY") => {
+                KeyPair::from_pem(&text).map_err(|e| file_error(path, e))
+            }
             found => Err(CaError::WrongFileType {
                 path: shown,
                 expected: "a private key (PEM)".into(),
@@ -332,16 +370,24 @@ impl CaDir {
     fn issuer(&self) -> Result<(Issuer<'static, KeyPair>, i64), CaError> {
         let cert_path = self.path("intermediate.pem");
         let key_path = self.path("intermediate-key.pem");
-        let cert_pem = std::fs::read_to_string(&cert_path).map_err(|e| file_error(&cert_path, e))?;
+        let cert_pem =
+            std::fs::read_to_string(&cert_path).map_err(|e| file_error(&cert_path, e))?;
         let der = certificate_der(&cert_path, &cert_pem)?;
-        let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| file_error(&cert_path, e))?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(&der).map_err(|e| file_error(&cert_path, e))?;
         let not_after = cert.validity().not_after.timestamp();
         if not_after <= OffsetDateTime::now_utc().unix_timestamp() {
-            return Err(CaError::Expired { path: cert_path.display().to_string(), not_after: date(not_after) });
+            return Err(CaError::Expired {
+                path: cert_path.display().to_string(),
+                not_after: date(not_after),
+            });
         }
         let key = self.read_key(&key_path)?;
         if key.subject_public_key_info() != cert.tbs_certificate.subject_pki.raw {
-            return Err(CaError::KeyMismatch { key: key_path.display().to_string(), cert: cert_path.display().to_string() });
+            return Err(CaError::KeyMismatch {
+                key: key_path.display().to_string(),
+                cert: cert_path.display().to_string(),
+            });
         }
         Ok((Issuer::from_ca_cert_der(&der.into(), key)?, not_after))
     }
@@ -378,12 +424,16 @@ impl CaDir {
     pub fn check_subject(subject: &Subject, registry: &Registry) -> Result<(), CaError> {
         if let Subject::Identity(Identity::Endpoint(endpoint)) = subject {
             if registry.endpoint(endpoint).is_err() {
-                return Err(CaError::Refused(format!("{endpoint} is not a registered endpoint (see `liandong endpoints`)")));
+                return Err(CaError::Refused(format!(
+                    "{endpoint} is not a registered endpoint (see `liandong endpoints`)"
+                )));
             }
         }
         if let Subject::Server(names) = subject {
             if names.is_empty() || names.iter().any(String::is_empty) {
-                return Err(CaError::Refused("a server certificate needs at least one DNS name or IP address".into()));
+                return Err(CaError::Refused(
+                    "a server certificate needs at least one DNS name or IP address".into(),
+                ));
             }
         }
         Ok(())
@@ -392,7 +442,12 @@ impl CaDir {
     /// Issues a certificate with a new key. A second live certificate for the same subject is
     /// refused unless `replace` (the old one is then marked replaced, and stays valid until it
     /// expires: revoke it when it must stop at once).
-    pub fn issue(&self, subject: &Subject, days: u32, replace: bool) -> Result<IssuedFiles, CaError> {
+    pub fn issue(
+        &self,
+        subject: &Subject,
+        days: u32,
+        replace: bool,
+    ) -> Result<IssuedFiles, CaError> {
         self.issue_with(subject, days, replace, None)
     }
 
@@ -411,20 +466,34 @@ impl CaDir {
     }
 
     /// Signs a partner's CSR as `subject`; nothing of the CSR but its public key is used.
-    pub fn sign_csr(&self, csr_path: &Path, subject: &Subject, days: u32, replace: bool) -> Result<IssuedFiles, CaError> {
+    pub fn sign_csr(
+        &self,
+        csr_path: &Path,
+        subject: &Subject,
+        days: u32,
+        replace: bool,
+    ) -> Result<IssuedFiles, CaError> {
         let text = std::fs::read_to_string(csr_path).map_err(|e| file_error(csr_path, e))?;
         if pem_label(&text).as_deref() != Some("CERTIFICATE REQUEST") {
             return Err(CaError::WrongFileType {
                 path: csr_path.display().to_string(),
                 expected: "a certificate signing request (PEM CERTIFICATE REQUEST)".into(),
-                found: pem_label(&text).map_or("no PEM block".to_string(), |l| format!("a PEM {l}")),
+                found: pem_label(&text)
+                    .map_or("no PEM block".to_string(), |l| format!("a PEM {l}")),
             });
         }
-        let csr = CertificateSigningRequestParams::from_pem(&text).map_err(|e| file_error(csr_path, e))?;
+        let csr = CertificateSigningRequestParams::from_pem(&text)
+            .map_err(|e| file_error(csr_path, e))?;
         self.sign(subject, days, replace, Signee::Csr(Box::new(csr)))
     }
 
-    fn sign(&self, subject: &Subject, days: u32, replace: bool, signee: Signee<'_>) -> Result<IssuedFiles, CaError> {
+    fn sign(
+        &self,
+        subject: &Subject,
+        days: u32,
+        replace: bool,
+        signee: Signee<'_>,
+    ) -> Result<IssuedFiles, CaError> {
         if days == 0 {
             return Err(CaError::Refused("--days: expected at least 1".into()));
         }
@@ -436,7 +505,9 @@ impl CaDir {
             .certificates
             .iter()
             .enumerate()
-            .filter(|(_, e)| e.subject == name && e.status == Status::Live && e.not_after > now.unix_timestamp())
+            .filter(|(_, e)| {
+                e.subject == name && e.status == Status::Live && e.not_after > now.unix_timestamp()
+            })
             .map(|(i, _)| i)
             .collect();
         if let (Some(&first), false) = (live.first(), replace) {
@@ -454,11 +525,14 @@ impl CaDir {
         };
         let capped_by_issuer = not_after < asked;
         let params = subject.params(now - time::Duration::minutes(5), not_after)?;
-        let serial = hex(&params.serial_number.as_ref().map(SerialNumber::to_bytes).unwrap_or_default());
+        let serial =
+            hex(&params.serial_number.as_ref().map(SerialNumber::to_bytes).unwrap_or_default());
         let (cert, key_pem) = match signee {
             Signee::Key(key, passphrase) => {
                 let pem = match passphrase {
-                    Some(passphrase) => encrypt_key(key, passphrase).map_err(|e| file_error(&self.dir, e))?,
+                    Some(passphrase) => {
+                        encrypt_key(key, passphrase).map_err(|e| file_error(&self.dir, e))?
+                    }
                     None => key.serialize_pem(),
                 };
                 (params.signed_by(key, &issuer)?, Some(pem))
@@ -471,9 +545,11 @@ impl CaDir {
         let stem = format!("{}-{}", subject.file_stem(), &serial[..8]);
         let cert_path = self.path(&format!("issued/{stem}.pem"));
         let chain_path = self.path(&format!("issued/{stem}-chain.pem"));
-        let intermediate = std::fs::read_to_string(self.path("intermediate.pem")).map_err(|e| file_error(&self.dir, e))?;
+        let intermediate = std::fs::read_to_string(self.path("intermediate.pem"))
+            .map_err(|e| file_error(&self.dir, e))?;
         write_file(&cert_path, &cert.pem(), false).map_err(|e| file_error(&cert_path, e))?;
-        write_file(&chain_path, &format!("{}{intermediate}", cert.pem()), false).map_err(|e| file_error(&chain_path, e))?;
+        write_file(&chain_path, &format!("{}{intermediate}", cert.pem()), false)
+            .map_err(|e| file_error(&chain_path, e))?;
         let key_path = match &key_pem {
             Some(pem) => {
                 let path = self.path(&format!("issued/{stem}-key.pem"));
@@ -500,23 +576,39 @@ impl CaDir {
         });
         changed.extend(ledger.certificates.last().cloned());
         self.commit("issue", changed, &ledger)?;
-        Ok(IssuedFiles { serial, subject: name, cert: cert_path, key: key_path, chain: chain_path, not_after, capped_by_issuer })
+        Ok(IssuedFiles {
+            serial,
+            subject: name,
+            cert: cert_path,
+            key: key_path,
+            chain: chain_path,
+            not_after,
+            capped_by_issuer,
+        })
     }
 
     /// Writes a PKCS#12 bundle of an issued key and its chain up to the root, next to the
     /// certificate (`…p12`), encrypted with `password` (PBES2, AES-256, HMAC-SHA-256: what
     /// OpenSSL 3 and current JDKs read).
     pub fn write_p12(&self, files: &IssuedFiles, password: &str) -> Result<PathBuf, CaError> {
-        let key_path = files.key.as_ref().ok_or_else(|| CaError::Refused("a signed CSR has no key here to bundle".into()))?;
-        let key = KeyPair::from_pem(&std::fs::read_to_string(key_path).map_err(|e| file_error(key_path, e))?)
-            .map_err(|e| file_error(key_path, e))?;
+        let key_path = files
+            .key
+            .as_ref()
+            .ok_or_else(|| CaError::Refused("a signed CSR has no key here to bundle".into()))?;
+        let key = KeyPair::from_pem(
+            &std::fs::read_to_string(key_path).map_err(|e| file_error(key_path, e))?,
+        )
+        .map_err(|e| file_error(key_path, e))?;
         let mut certs = Vec::new();
         for path in [&files.chain, &self.path("root.pem")] {
             for der in super::tls::certificates(path).map_err(|e| file_error(path, e))? {
-                certs.push(p12_keystore::Certificate::from_der(&der).map_err(|e| file_error(path, e))?);
+                certs.push(
+                    p12_keystore::Certificate::from_der(&der).map_err(|e| file_error(path, e))?,
+                );
             }
         }
-        let private = p12_keystore::PrivateKey::from_der(&key.serialize_der()).map_err(|e| file_error(key_path, e))?;
+        let private = p12_keystore::PrivateKey::from_der(&key.serialize_der())
+            .map_err(|e| file_error(key_path, e))?;
         let mut store = p12_keystore::KeyStore::new();
         let chain = p12_keystore::PrivateKeyChain::new(files.serial.as_bytes(), private, certs);
         store.add_entry(&files.subject, p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
@@ -540,18 +632,25 @@ impl CaDir {
             return if by_serial.len() == 1 {
                 Ok(by_serial)
             } else {
-                Err(CaError::Refused(format!("{which} matches {} serials; give more digits", by_serial.len())))
+                Err(CaError::Refused(format!(
+                    "{which} matches {} serials; give more digits",
+                    by_serial.len()
+                )))
             };
         }
         let by_subject: Vec<usize> = ledger
             .certificates
             .iter()
             .enumerate()
-            .filter(|(_, e)| e.subject == which || Subject::parse(&which).is_ok_and(|s| s.name() == e.subject))
+            .filter(|(_, e)| {
+                e.subject == which || Subject::parse(&which).is_ok_and(|s| s.name() == e.subject)
+            })
             .map(|(i, _)| i)
             .collect();
         if by_subject.is_empty() {
-            return Err(CaError::Refused(format!("no certificate with serial or identity {which:?} in the ledger")));
+            return Err(CaError::Refused(format!(
+                "no certificate with serial or identity {which:?} in the ledger"
+            )));
         }
         Ok(by_subject)
     }
@@ -566,16 +665,23 @@ impl CaDir {
             .rev()
             .map(|&i| &ledger.certificates[i])
             .find(|e| e.status != Status::Revoked)
-            .ok_or_else(|| CaError::Refused(format!("{which}: revoked; issue a new certificate instead")))?
+            .ok_or_else(|| {
+                CaError::Refused(format!("{which}: revoked; issue a new certificate instead"))
+            })?
             .clone();
         let subject = Subject::parse(&entry.subject)?;
         if keep_key {
             let key_path = self.path(&entry.file.replace(".pem", "-key.pem"));
             if !key_path.exists() {
-                return Err(CaError::Refused(format!("{}: no key here (a CSR was signed); renew with a new CSR", entry.subject)));
+                return Err(CaError::Refused(format!(
+                    "{}: no key here (a CSR was signed); renew with a new CSR",
+                    entry.subject
+                )));
             }
-            let key = KeyPair::from_pem(&std::fs::read_to_string(&key_path).map_err(|e| file_error(&key_path, e))?)
-                .map_err(|e| file_error(&key_path, e))?;
+            let key = KeyPair::from_pem(
+                &std::fs::read_to_string(&key_path).map_err(|e| file_error(&key_path, e))?,
+            )
+            .map_err(|e| file_error(&key_path, e))?;
             return self.sign(&subject, days, true, Signee::Key(&key, None));
         }
         self.issue(&subject, days, true)
@@ -585,7 +691,10 @@ impl CaDir {
     pub fn revoke(&self, which: &str, reason: &str) -> Result<Vec<String>, CaError> {
         if !REASONS.iter().any(|(name, _)| *name == reason) {
             let names: Vec<&str> = REASONS.iter().map(|(n, _)| *n).collect();
-            return Err(CaError::Refused(format!("--reason: expected one of {}, got {reason:?}", names.join(", "))));
+            return Err(CaError::Refused(format!(
+                "--reason: expected one of {}, got {reason:?}",
+                names.join(", ")
+            )));
         }
         let mut ledger = self.ledger()?;
         let now = OffsetDateTime::now_utc().unix_timestamp();
@@ -619,19 +728,27 @@ impl CaDir {
             .iter()
             .filter(|e| e.status == Status::Revoked && e.not_after > now.unix_timestamp())
             .map(|e| {
-                let bytes: Vec<u8> =
-                    (0..e.serial.len() / 2).filter_map(|i| u8::from_str_radix(&e.serial[2 * i..2 * i + 2], 16).ok()).collect();
+                let bytes: Vec<u8> = (0..e.serial.len() / 2)
+                    .filter_map(|i| u8::from_str_radix(&e.serial[2 * i..2 * i + 2], 16).ok())
+                    .collect();
                 RevokedCertParams {
                     serial_number: SerialNumber::from_slice(&bytes),
-                    revocation_time: e.revoked_at.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()).unwrap_or(now),
-                    reason_code: REASONS.iter().find(|(n, _)| Some(*n) == e.reason.as_deref()).map(|(_, r)| *r),
+                    revocation_time: e
+                        .revoked_at
+                        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+                        .unwrap_or(now),
+                    reason_code: REASONS
+                        .iter()
+                        .find(|(n, _)| Some(*n) == e.reason.as_deref())
+                        .map(|(_, r)| *r),
                     invalidity_date: None,
                 }
             })
             .collect();
         let params = CertificateRevocationListParams {
             this_update: now - time::Duration::minutes(1),
-            next_update: now + time::Duration::seconds(next_update.as_secs().min(i64::MAX as u64) as i64),
+            next_update: now
+                + time::Duration::seconds(next_update.as_secs().min(i64::MAX as u64) as i64),
             crl_number: SerialNumber::from(ledger.crl_number),
             issuing_distribution_point: None,
             revoked_certs,
@@ -654,7 +771,8 @@ impl CaDir {
             let path = self.path(&format!("{which}.pem"));
             let pem = std::fs::read_to_string(&path).map_err(|e| file_error(&path, e))?;
             let der = certificate_der(&path, &pem)?;
-            let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| file_error(&path, e))?;
+            let (_, cert) =
+                x509_parser::parse_x509_certificate(&der).map_err(|e| file_error(&path, e))?;
             all.push(Entry {
                 serial: cert.raw_serial_as_string().replace(':', ""),
                 subject: format!("ca:{which} ({})", cert.subject()),
@@ -669,9 +787,10 @@ impl CaDir {
         let crl_path = self.path("crl.pem");
         if let Ok(pem) = std::fs::read(&crl_path) {
             use rustls::pki_types::pem::PemObject;
-            let der =
-                rustls::pki_types::CertificateRevocationListDer::from_pem_slice(&pem).map_err(|e| file_error(&crl_path, e))?;
-            let (_, crl) = x509_parser::parse_x509_crl(&der).map_err(|e| file_error(&crl_path, e))?;
+            let der = rustls::pki_types::CertificateRevocationListDer::from_pem_slice(&pem)
+                .map_err(|e| file_error(&crl_path, e))?;
+            let (_, crl) =
+                x509_parser::parse_x509_crl(&der).map_err(|e| file_error(&crl_path, e))?;
             if let Some(next) = crl.next_update() {
                 all.push(Entry {
                     serial: crl.crl_number().map_or(String::new(), |n| format!("#{n}")),
@@ -711,11 +830,13 @@ pub fn pem_label(text: &str) -> Option<String> {
 /// The first certificate of a PEM text, as DER.
 fn certificate_der(path: &Path, pem: &str) -> Result<Vec<u8>, CaError> {
     use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).map(|c| c.to_vec()).map_err(|_| CaError::WrongFileType {
-        path: path.display().to_string(),
-        expected: "a certificate (PEM CERTIFICATE)".into(),
-        found: pem_label(pem).map_or("no PEM block".to_string(), |l| format!("a PEM {l}")),
-    })
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).map(|c| c.to_vec()).map_err(
+        |_| CaError::WrongFileType {
+            path: path.display().to_string(),
+            expected: "a certificate (PEM CERTIFICATE)".into(),
+            found: pem_label(pem).map_or("no PEM block".to_string(), |l| format!("a PEM {l}")),
+        },
+    )
 }
 
 /// A key as encrypted PKCS#8 PEM (PBKDF2-SHA256 600,000 rounds, AES-256-CBC).
@@ -726,11 +847,16 @@ fn encrypt_key(key: &KeyPair, passphrase: &str) -> Result<String, String> {
     random(&mut salt);
     random(&mut iv);
     let params =
-        pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(ENCRYPTION_ROUNDS, &salt, &iv).map_err(|e| e.to_string())?;
+        pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(ENCRYPTION_ROUNDS, &salt, &iv)
+            .map_err(|e| e.to_string())?;
     let der = key.serialize_der();
     let info = pkcs8::PrivateKeyInfo::from_der(&der).map_err(|e| e.to_string())?;
-    let encrypted = info.encrypt_with_params(params, passphrase.as_bytes()).map_err(|e| e.to_string())?;
-    encrypted.to_pem("ENCRYPTED PRIVATE KEY", pkcs8::LineEnding::LF).map(|s| s.to_string()).map_err(|e| e.to_string())
+    let encrypted =
+        info.encrypt_with_params(params, passphrase.as_bytes()).map_err(|e| e.to_string())?;
+    encrypted
+        .to_pem("ENCRYPTED PRIVATE KEY", pkcs8::LineEnding::LF)
+        .map(|s| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// PBKDF2 rounds for encrypted keys (OWASP's 2023 figure for PBKDF2-HMAC-SHA256).
@@ -739,6 +865,15 @@ const ENCRYPTION_ROUNDS: u32 = 600_000;
 /// A Unix time as a date for people.
 pub fn date(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
-        .map(|t| format!("{:04}-{:02}-{:02} {:02}:{:02} UTC", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute()))
+        .map(|t| {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute()
+            )
+        })
         .unwrap_or_else(|_| unix.to_string())
 }

@@ -45,12 +45,13 @@ fn tampered(path: &Path, problem: String) -> CaError {
 
 /// Reads and checks the chain; the records in order.
 pub fn read(path: &Path) -> Result<Vec<Record>, CaError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| CaError::File { path: path.display().to_string(), problem: e.to_string() })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CaError::File { path: path.display().to_string(), problem: e.to_string() })?;
     let mut records: Vec<Record> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let n = i as u64 + 1;
-        let record: Record = serde_json::from_str(line).map_err(|e| tampered(path, format!("entry {n} is unreadable: {e}")))?;
+        let record: Record = serde_json::from_str(line)
+            .map_err(|e| tampered(path, format!("entry {n} is unreadable: {e}")))?;
         let prev = records.last().map_or(String::new(), |r| r.hash.clone());
         if record.seq != n || record.prev != prev || record.hash != digest(&record) {
             return Err(tampered(
@@ -69,16 +70,24 @@ pub fn read(path: &Path) -> Result<Vec<Record>, CaError> {
 
 /// Appends a record of `action` with the certificates it changed. The chain was checked when
 /// the ledger was read ([`check`]); only the last record is needed to extend it.
-pub fn append(path: &Path, action: &str, certificates: Vec<Entry>, crl_number: u64) -> Result<(), CaError> {
+pub fn append(
+    path: &Path,
+    action: &str,
+    certificates: Vec<Entry>,
+    crl_number: u64,
+) -> Result<(), CaError> {
     let last: Option<Record> = match std::fs::read_to_string(path) {
         Ok(text) => match text.lines().last() {
-            Some(line) => {
-                Some(serde_json::from_str(line).map_err(|e| tampered(path, format!("its last entry is unreadable: {e}")))?)
-            }
+            Some(line) => Some(
+                serde_json::from_str(line)
+                    .map_err(|e| tampered(path, format!("its last entry is unreadable: {e}")))?,
+            ),
             None => None,
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(CaError::File { path: path.display().to_string(), problem: e.to_string() }),
+        Err(e) => {
+            return Err(CaError::File { path: path.display().to_string(), problem: e.to_string() })
+        }
     };
     let mut record = Record {
         seq: last.as_ref().map_or(0, |r| r.seq) + 1,
@@ -91,7 +100,10 @@ pub fn append(path: &Path, action: &str, certificates: Vec<Entry>, crl_number: u
     };
     record.hash = digest(&record);
     let line = serde_json::to_string(&record).unwrap_or_default() + "\n";
-    let io = |e: std::io::Error| CaError::File { path: path.display().to_string(), problem: e.to_string() };
+    let io = |e: std::io::Error| CaError::File {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    };
     let mut file = super::pki::append_private(path).map_err(io)?;
     file.write_all(line.as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)
@@ -136,7 +148,10 @@ pub fn check(path: &Path, ledger: &Ledger) -> Result<(), CaError> {
         }
     }
     if let Some(extra) = ledger.certificates.get(expected.len()) {
-        return Err(tampered(&ledger_file, format!("serial {} is in the ledger but not in the CA log", extra.serial)));
+        return Err(tampered(
+            &ledger_file,
+            format!("serial {} is in the ledger but not in the CA log", extra.serial),
+        ));
     }
     if ledger.crl_number != crl_number {
         return Err(tampered(

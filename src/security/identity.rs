@@ -36,10 +36,15 @@ impl Identity {
 
     /// Parses a URI SAN.
     pub fn from_uri(uri: &str) -> Result<Identity, String> {
-        let rest = uri.strip_prefix(SCHEME).ok_or_else(|| format!("not a {SCHEME} identity: {uri:?}"))?;
-        let (kind, name) = rest.split_once('/').ok_or_else(|| format!("expected {SCHEME}KIND/NAME, got {uri:?}"))?;
+        let rest =
+            uri.strip_prefix(SCHEME).ok_or_else(|| format!("not a {SCHEME} identity: {uri:?}"))?;
+        let (kind, name) = rest
+            .split_once('/')
+            .ok_or_else(|| format!("expected {SCHEME}KIND/NAME, got {uri:?}"))?;
         let plain = |n: &str| {
-            if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+            if n.is_empty()
+                || !n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
                 Err(format!("bad name in {uri:?}"))
             } else {
                 Ok(n.to_string())
@@ -56,7 +61,8 @@ impl Identity {
 
     /// The identity in a (verified) certificate: its one Liandong URI SAN.
     pub fn from_certificate(der: &[u8]) -> Result<Identity, String> {
-        let (_, certificate) = X509Certificate::from_der(der).map_err(|e| format!("unreadable certificate: {e}"))?;
+        let (_, certificate) =
+            X509Certificate::from_der(der).map_err(|e| format!("unreadable certificate: {e}"))?;
         let san = certificate
             .subject_alternative_name()
             .map_err(|e| format!("unreadable subjectAltName: {e}"))?
@@ -98,9 +104,12 @@ mod tests {
 
     #[test]
     fn uris_round_trip() {
-        for uri in
-            ["liandong://endpoint/330200/110", "liandong://agency/fire-dept", "liandong://operator/ops1", "liandong://gateway/gw"]
-        {
+        for uri in [
+            "liandong://endpoint/330200/110",
+            "liandong://agency/fire-dept",
+            "liandong://operator/ops1",
+            "liandong://gateway/gw",
+        ] {
             assert_eq!(Identity::from_uri(uri).unwrap().uri(), uri);
         }
         for bad in [

@@ -24,14 +24,19 @@ pub fn describe(path: &str, bytes: &[u8]) -> Result<String, CaError> {
                 n += 1;
                 let _ = write!(out, "{}[{n}] ", if n > 1 { "\n" } else { "" });
                 match kind {
-                    SectionKind::Certificate => {
-                        certificate(&der, &mut out).map_err(|e| wrong(format!("a damaged certificate: {e}")))?
+                    SectionKind::Certificate => certificate(&der, &mut out)
+                        .map_err(|e| wrong(format!("a damaged certificate: {e}")))?,
+                    SectionKind::Csr => {
+                        request(&der, &mut out).map_err(|e| wrong(format!("a damaged CSR: {e}")))?
                     }
-                    SectionKind::Csr => request(&der, &mut out).map_err(|e| wrong(format!("a damaged CSR: {e}")))?,
-                    SectionKind::Crl => crl(&der, &mut out).map_err(|e| wrong(format!("a damaged CRL: {e}")))?,
-                    SectionKind::PrivateKey | SectionKind::EcPrivateKey | SectionKind::RsaPrivateKey => {
-                        out.push_str("private key (not shown; keep it mode 0600 and never commit it)\n")
+                    SectionKind::Crl => {
+                        crl(&der, &mut out).map_err(|e| wrong(format!("a damaged CRL: {e}")))?
                     }
+                    SectionKind::PrivateKey
+                    | SectionKind::EcPrivateKey
+                    | SectionKind::RsaPrivateKey => out.push_str(
+                        "private key (not shown; keep it mode 0600 and never commit it)\n",
+                    ),
                     other => {
                         let _ = writeln!(out, "{other:?} (not described)");
                     }
@@ -42,7 +47,9 @@ pub fn describe(path: &str, bytes: &[u8]) -> Result<String, CaError> {
                 n += 1;
             }
             if n == 0 {
-                return Err(wrong(pem_label(text).map_or("no PEM block".into(), |l| format!("a PEM {l}"))));
+                return Err(wrong(
+                    pem_label(text).map_or("no PEM block".into(), |l| format!("a PEM {l}")),
+                ));
             }
             return Ok(out);
         }
@@ -80,7 +87,8 @@ fn certificate(der: &[u8], out: &mut String) -> Result<(), String> {
     let _ = writeln!(out, "  issuer:     {}", names(cert.issuer()));
     let _ = writeln!(out, "  serial:     {}", cert.raw_serial_as_string().replace(':', ""));
     let _ = writeln!(out, "  not before: {}", date(cert.validity().not_before.timestamp()));
-    let status = if not_after < now { "EXPIRED".to_string() } else { format!("{days_left} days left") };
+    let status =
+        if not_after < now { "EXPIRED".to_string() } else { format!("{days_left} days left") };
     let _ = writeln!(out, "  not after:  {} ({status})", date(not_after));
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         let list: Vec<String> = san.value.general_names.iter().map(ToString::to_string).collect();
@@ -94,9 +102,17 @@ fn certificate(der: &[u8], out: &mut String) -> Result<(), String> {
         if usage.value.client_auth {
             uses.push("client");
         }
-        let _ = writeln!(out, "  used for:   {}", if uses.is_empty() { "other".to_string() } else { uses.join(", ") });
+        let _ = writeln!(
+            out,
+            "  used for:   {}",
+            if uses.is_empty() { "other".to_string() } else { uses.join(", ") }
+        );
     }
-    let _ = writeln!(out, "  key:        {}", key_name(&cert.public_key().algorithm.algorithm.to_id_string()));
+    let _ = writeln!(
+        out,
+        "  key:        {}",
+        key_name(&cert.public_key().algorithm.algorithm.to_id_string())
+    );
     Ok(())
 }
 
@@ -114,8 +130,16 @@ fn request(der: &[u8], out: &mut String) -> Result<(), String> {
     let info = &csr.certification_request_info;
     let _ = writeln!(out, "certificate signing request");
     let _ = writeln!(out, "  subject:    {}", names(&info.subject));
-    let _ = writeln!(out, "  key:        {}", key_name(&info.subject_pki.algorithm.algorithm.to_id_string()));
-    let _ = writeln!(out, "  signature:  {}", if csr.verify_signature().is_ok() { "valid" } else { "INVALID" });
+    let _ = writeln!(
+        out,
+        "  key:        {}",
+        key_name(&info.subject_pki.algorithm.algorithm.to_id_string())
+    );
+    let _ = writeln!(
+        out,
+        "  signature:  {}",
+        if csr.verify_signature().is_ok() { "valid" } else { "INVALID" }
+    );
     out.push_str("  (the identity of a signed certificate comes from `certs sign-csr --as`, never from here)\n");
     Ok(())
 }
@@ -131,7 +155,14 @@ fn crl(der: &[u8], out: &mut String) -> Result<(), String> {
     if let Some(number) = crl.crl_number() {
         let _ = writeln!(out, "  number:      {number}");
     }
-    let revoked: Vec<String> = crl.iter_revoked_certificates().map(|r| r.raw_serial_as_string().replace(':', "")).collect();
-    let _ = writeln!(out, "  revoked:     {}", if revoked.is_empty() { "none".to_string() } else { revoked.join(", ") });
+    let revoked: Vec<String> = crl
+        .iter_revoked_certificates()
+        .map(|r| r.raw_serial_as_string().replace(':', ""))
+        .collect();
+    let _ = writeln!(
+        out,
+        "  revoked:     {}",
+        if revoked.is_empty() { "none".to_string() } else { revoked.join(", ") }
+    );
     Ok(())
 }

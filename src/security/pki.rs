@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 use super::{Identity, TlsError};
@@ -34,7 +34,11 @@ impl DevCa {
         dn.push(DnType::OrganizationName, "Liandong development");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_before = rcgen::date_time_ymd(2024, 1, 1);
         params.not_after = rcgen::date_time_ymd(2035, 1, 1);
         let key = KeyPair::generate()?;
@@ -42,8 +46,19 @@ impl DevCa {
         Ok(DevCa { params, key, cert_pem })
     }
 
-    fn issue(&self, common_name: &str, sans: Vec<SanType>, usages: Vec<ExtendedKeyUsagePurpose>) -> Result<Issued, TlsError> {
-        self.issue_between(common_name, sans, usages, rcgen::date_time_ymd(2024, 1, 1), rcgen::date_time_ymd(2034, 1, 1))
+    fn issue(
+        &self,
+        common_name: &str,
+        sans: Vec<SanType>,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+    ) -> Result<Issued, TlsError> {
+        self.issue_between(
+            common_name,
+            sans,
+            usages,
+            rcgen::date_time_ymd(2024, 1, 1),
+            rcgen::date_time_ymd(2034, 1, 1),
+        )
     }
 
     fn issue_between(
@@ -78,13 +93,21 @@ impl DevCa {
                 Err(_) => Ok(SanType::DnsName((*n).try_into()?)),
             })
             .collect::<Result<Vec<_>, rcgen::Error>>()?;
-        self.issue(names.first().copied().unwrap_or("localhost"), sans, vec![ExtendedKeyUsagePurpose::ServerAuth])
+        self.issue(
+            names.first().copied().unwrap_or("localhost"),
+            sans,
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
+        )
     }
 
     /// A client certificate carrying an identity as its URI SAN.
     pub fn client(&self, identity: &Identity) -> Result<Issued, TlsError> {
         let uri = identity.uri();
-        self.issue(&uri, vec![SanType::URI(uri.as_str().try_into()?)], vec![ExtendedKeyUsagePurpose::ClientAuth])
+        self.issue(
+            &uri,
+            vec![SanType::URI(uri.as_str().try_into()?)],
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+        )
     }
 
     /// A client certificate that expired at the end of 2024 (for tests of refusals).
@@ -92,19 +115,39 @@ impl DevCa {
         let uri = identity.uri();
         let sans = vec![SanType::URI(uri.as_str().try_into()?)];
         let usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.issue_between(&uri, sans, usages, rcgen::date_time_ymd(2023, 1, 1), rcgen::date_time_ymd(2024, 12, 31))
+        self.issue_between(
+            &uri,
+            sans,
+            usages,
+            rcgen::date_time_ymd(2023, 1, 1),
+            rcgen::date_time_ymd(2024, 12, 31),
+        )
     }
 
     /// A client certificate valid from a minute ago until `not_after` (for tests of expiry).
-    pub fn client_until(&self, identity: &Identity, not_after: time::OffsetDateTime) -> Result<Issued, TlsError> {
+    pub fn client_until(
+        &self,
+        identity: &Identity,
+        not_after: time::OffsetDateTime,
+    ) -> Result<Issued, TlsError> {
         let uri = identity.uri();
         let sans = vec![SanType::URI(uri.as_str().try_into()?)];
         let usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.issue_between(&uri, sans, usages, time::OffsetDateTime::now_utc() - time::Duration::minutes(1), not_after)
+        self.issue_between(
+            &uri,
+            sans,
+            usages,
+            time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+            not_after,
+        )
     }
 
     /// A certificate usable both ways (a test destination that is also a client).
-    pub fn server_and_client(&self, names: &[&str], identity: &Identity) -> Result<Issued, TlsError> {
+    pub fn server_and_client(
+        &self,
+        names: &[&str],
+        identity: &Identity,
+    ) -> Result<Issued, TlsError> {
         let mut sans = vec![SanType::URI(identity.uri().as_str().try_into()?)];
         for n in names {
             sans.push(match n.parse::<std::net::IpAddr>() {
@@ -112,7 +155,11 @@ impl DevCa {
                 Err(_) => SanType::DnsName((*n).try_into()?),
             });
         }
-        self.issue(&identity.uri(), sans, vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth])
+        self.issue(
+            &identity.uri(),
+            sans,
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        )
     }
 }
 

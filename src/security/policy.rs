@@ -38,25 +38,42 @@ pub struct AgencyGrant {
 impl AgencyGrant {
     /// Checks the grant; errors are (key, problem) relative to the entry.
     pub fn validate(&self) -> Result<(), (String, String)> {
-        Identity::from_uri(&format!("liandong://agency/{}", self.name)).map_err(|e| ("name".to_string(), e))?;
+        Identity::from_uri(&format!("liandong://agency/{}", self.name))
+            .map_err(|e| ("name".to_string(), e))?;
         if self.regions.is_empty() {
             return Err(("regions".into(), "grant at least one region prefix".into()));
         }
         for region in &self.regions {
-            if region.is_empty() || region.len() > 6 || !region.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(("regions".into(), format!("expected a region prefix of up to six digits, got {region:?}")));
+            if region.is_empty() || region.len() > 6 || !region.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err((
+                    "regions".into(),
+                    format!("expected a region prefix of up to six digits, got {region:?}"),
+                ));
             }
         }
         if self.rights.is_empty() {
-            return Err(("rights".into(), "grant at least one right: read_transfers, watch, read_datasets".into()));
+            return Err((
+                "rights".into(),
+                "grant at least one right: read_transfers, watch, read_datasets".into(),
+            ));
         }
         Ok(())
     }
 
     fn covers(&self, transfer: &Transfer) -> bool {
-        let location = transfer.case.location.as_ref().and_then(|l| l.region.as_ref()).map(|r| r.as_str().to_string());
-        let places = [Some(transfer.from.region.clone()), Some(transfer.to.region.clone()), location];
-        places.iter().flatten().any(|place| self.regions.iter().any(|prefix| place.starts_with(prefix.as_str())))
+        let location = transfer
+            .case
+            .location
+            .as_ref()
+            .and_then(|l| l.region.as_ref())
+            .map(|r| r.as_str().to_string());
+        let places =
+            [Some(transfer.from.region.clone()), Some(transfer.to.region.clone()), location];
+        places
+            .iter()
+            .flatten()
+            .any(|place| self.regions.iter().any(|prefix| place.starts_with(prefix.as_str())))
     }
 }
 
@@ -81,16 +98,22 @@ impl Policy {
     }
 
     /// Whether `identity` may see `transfer` by the given right (reading it, or watching it).
-    pub fn may(&self, identity: &Identity, transfer: &Transfer, right: Right) -> Result<(), String> {
+    pub fn may(
+        &self,
+        identity: &Identity,
+        transfer: &Transfer,
+        right: Right,
+    ) -> Result<(), String> {
         match identity {
             Identity::Endpoint(e) if *e == transfer.from || *e == transfer.to => Ok(()),
             Identity::Endpoint(e) => Err(format!("{e} is not a party to {}", transfer.transfer_id)),
             Identity::Operator(_) => Ok(()),
             Identity::Agency(name) => match self.grant(name) {
                 Some(grant) if grant.rights.contains(&right) && grant.covers(transfer) => Ok(()),
-                Some(grant) if grant.rights.contains(&right) => {
-                    Err(format!("agency {name} is granted regions {:?}, not this transfer's", grant.regions))
-                }
+                Some(grant) if grant.rights.contains(&right) => Err(format!(
+                    "agency {name} is granted regions {:?}, not this transfer's",
+                    grant.regions
+                )),
                 Some(_) => Err(format!("agency {name} is not granted {right:?}")),
                 None => Err(format!("agency {name} has no grant")),
             },
@@ -139,18 +162,33 @@ mod tests {
         let fire = Identity::Agency("nb-fire".into());
         assert!(policy.may_read(&fire, &ningbo).is_ok());
         assert!(policy.may_read(&fire, &beijing).is_err());
-        assert!(policy.may_read(&Identity::Agency("unknown".into()), &ningbo).is_err(), "no grant, no access");
+        assert!(
+            policy.may_read(&Identity::Agency("unknown".into()), &ningbo).is_err(),
+            "no grant, no access"
+        );
         assert!(policy.has_right(&fire, Right::Watch).is_err(), "only what is granted");
         assert!(policy.may_read(&Identity::Operator("ops".into()), &beijing).is_ok());
-        assert!(policy.may_read(&Identity::Endpoint("330200/110".parse().unwrap()), &ningbo).is_ok());
-        assert!(policy.may_read(&Identity::Endpoint("330000/110".parse().unwrap()), &ningbo).is_err());
+        assert!(policy
+            .may_read(&Identity::Endpoint("330200/110".parse().unwrap()), &ningbo)
+            .is_ok());
+        assert!(policy
+            .may_read(&Identity::Endpoint("330000/110".parse().unwrap()), &ningbo)
+            .is_err());
     }
 
     #[test]
     fn grants_are_checked() {
-        let bad = AgencyGrant { name: "a b".into(), regions: vec!["33".into()], rights: vec![Right::Watch] };
+        let bad = AgencyGrant {
+            name: "a b".into(),
+            regions: vec!["33".into()],
+            rights: vec![Right::Watch],
+        };
         assert_eq!(bad.validate().unwrap_err().0, "name");
-        let bad = AgencyGrant { name: "ok".into(), regions: vec!["3302001".into()], rights: vec![Right::Watch] };
+        let bad = AgencyGrant {
+            name: "ok".into(),
+            regions: vec!["3302001".into()],
+            rights: vec![Right::Watch],
+        };
         assert_eq!(bad.validate().unwrap_err().0, "regions");
     }
 }

@@ -102,9 +102,24 @@ impl Default for LimitsConfig {
         let r = |per_second, burst| Rate { per_second, burst };
         LimitsConfig {
             enabled: true,
-            endpoint: ClassLimits { submit: r(500, 1000), immediate: r(100, 200), status: r(500, 1000), read: r(200, 400) },
-            agency: ClassLimits { submit: r(50, 100), immediate: r(20, 40), status: r(50, 100), read: r(100, 200) },
-            operator: ClassLimits { submit: r(1, 1), immediate: r(1, 1), status: r(1, 1), read: r(50, 100) },
+            endpoint: ClassLimits {
+                submit: r(500, 1000),
+                immediate: r(100, 200),
+                status: r(500, 1000),
+                read: r(200, 400),
+            },
+            agency: ClassLimits {
+                submit: r(50, 100),
+                immediate: r(20, 40),
+                status: r(50, 100),
+                read: r(100, 200),
+            },
+            operator: ClassLimits {
+                submit: r(1, 1),
+                immediate: r(1, 1),
+                status: r(1, 1),
+                read: r(50, 100),
+            },
             overrides: Vec::new(),
         }
     }
@@ -123,16 +138,22 @@ fn parse_kind(kind: &str) -> Option<CallKind> {
 impl LimitsConfig {
     /// Checks what serde cannot; errors are (key, problem).
     pub fn validate(&self) -> Result<(), (String, String)> {
-        for (class, limits) in [("endpoint", &self.endpoint), ("agency", &self.agency), ("operator", &self.operator)] {
+        for (class, limits) in
+            [("endpoint", &self.endpoint), ("agency", &self.agency), ("operator", &self.operator)]
+        {
             for kind in ["submit", "immediate", "status", "read"] {
                 let rate = limits.rate(parse_kind(kind).unwrap_or(CallKind::Read));
                 if rate.per_second == 0 || rate.burst == 0 {
-                    return Err((format!("limits.{class}.{kind}"), "per_second and burst must be at least 1".into()));
+                    return Err((
+                        format!("limits.{class}.{kind}"),
+                        "per_second and burst must be at least 1".into(),
+                    ));
                 }
             }
         }
         for (i, o) in self.overrides.iter().enumerate() {
-            Identity::from_uri(&o.identity).map_err(|e| (format!("limits.override[{i}].identity"), e))?;
+            Identity::from_uri(&o.identity)
+                .map_err(|e| (format!("limits.override[{i}].identity"), e))?;
             if parse_kind(&o.kind).is_none() {
                 return Err((
                     format!("limits.override[{i}].kind"),
@@ -140,14 +161,18 @@ impl LimitsConfig {
                 ));
             }
             if o.per_second == 0 || o.burst == 0 {
-                return Err((format!("limits.override[{i}]"), "per_second and burst must be at least 1".into()));
+                return Err((
+                    format!("limits.override[{i}]"),
+                    "per_second and burst must be at least 1".into(),
+                ));
             }
         }
         Ok(())
     }
 }
 
-type Keyed<C> = RateLimiter<String, DefaultKeyedStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+type Keyed<C> =
+    RateLimiter<String, DefaultKeyedStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 fn quota(rate: Rate) -> Quota {
     let per_second = NonZeroU32::new(rate.per_second).unwrap_or(NonZeroU32::MIN);
@@ -182,11 +207,16 @@ impl RateLimits<MonotonicClock> {
 impl<C: Clock + Clone> RateLimits<C> {
     pub fn with_clock(config: &LimitsConfig, clock: C) -> Self {
         let mut classes = HashMap::new();
-        for (class, limits) in [(0u8, &config.endpoint), (1, &config.agency), (2, &config.operator)] {
+        for (class, limits) in [(0u8, &config.endpoint), (1, &config.agency), (2, &config.operator)]
+        {
             for kind in [CallKind::Submit, CallKind::Immediate, CallKind::Status, CallKind::Read] {
                 classes.insert(
                     (class, kind),
-                    RateLimiter::new(quota(limits.rate(kind)), DefaultKeyedStateStore::default(), clock.clone()),
+                    RateLimiter::new(
+                        quota(limits.rate(kind)),
+                        DefaultKeyedStateStore::default(),
+                        clock.clone(),
+                    ),
                 );
             }
         }
@@ -194,7 +224,8 @@ impl<C: Clock + Clone> RateLimits<C> {
         for o in &config.overrides {
             if let Some(kind) = parse_kind(&o.kind) {
                 let rate = Rate { per_second: o.per_second, burst: o.burst };
-                let limiter = RateLimiter::new(quota(rate), DefaultKeyedStateStore::default(), clock.clone());
+                let limiter =
+                    RateLimiter::new(quota(rate), DefaultKeyedStateStore::default(), clock.clone());
                 overrides.entry(o.identity.clone()).or_default().insert(kind, limiter);
             }
         }
@@ -208,11 +239,20 @@ impl<C: Clock + Clone> RateLimits<C> {
 
     /// [`RateLimits::check`] with the identity's URI already made (the hot path: the TLS layer
     /// makes it once per connection).
-    pub fn check_keyed(&self, identity: &Identity, key: &String, kind: CallKind) -> Result<(), Duration> {
+    pub fn check_keyed(
+        &self,
+        identity: &Identity,
+        key: &String,
+        kind: CallKind,
+    ) -> Result<(), Duration> {
         if !self.enabled {
             return Ok(());
         }
-        let own = if self.overrides.is_empty() { None } else { self.overrides.get(key).and_then(|kinds| kinds.get(&kind)) };
+        let own = if self.overrides.is_empty() {
+            None
+        } else {
+            self.overrides.get(key).and_then(|kinds| kinds.get(&kind))
+        };
         let Some(limiter) = own.or_else(|| self.classes.get(&(class_of(identity), kind))) else {
             return Ok(());
         };
@@ -221,7 +261,9 @@ impl<C: Clock + Clone> RateLimits<C> {
 
     /// Forgets identities whose budgets are full again, and gives the memory back.
     pub fn forget_idle(&self) {
-        for limiter in self.classes.values().chain(self.overrides.values().flat_map(HashMap::values)) {
+        for limiter in
+            self.classes.values().chain(self.overrides.values().flat_map(HashMap::values))
+        {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -229,7 +271,11 @@ impl<C: Clock + Clone> RateLimits<C> {
 
     /// How many identities the limiters remember (for tests and metrics).
     pub fn remembered(&self) -> usize {
-        self.classes.values().chain(self.overrides.values().flat_map(HashMap::values)).map(|l| l.len()).sum()
+        self.classes
+            .values()
+            .chain(self.overrides.values().flat_map(HashMap::values))
+            .map(|l| l.len())
+            .sum()
     }
 }
 
@@ -251,7 +297,8 @@ mod tests {
     #[test]
     fn a_burst_then_the_sustained_rate_with_the_time_to_wait() {
         let clock = FakeRelativeClock::default();
-        let limits = RateLimits::with_clock(&limits(Rate { per_second: 10, burst: 3 }), clock.clone());
+        let limits =
+            RateLimits::with_clock(&limits(Rate { per_second: 10, burst: 3 }), clock.clone());
         let desk = endpoint("330200/110");
         for _ in 0..3 {
             assert!(limits.check(&desk, CallKind::Submit).is_ok());
@@ -269,8 +316,14 @@ mod tests {
         let (noisy, quiet) = (endpoint("330200/110"), endpoint("360000/110"));
         assert!(limits.check(&noisy, CallKind::Submit).is_ok());
         assert!(limits.check(&noisy, CallKind::Submit).is_err());
-        assert!(limits.check(&quiet, CallKind::Submit).is_ok(), "another identity keeps its budget");
-        assert!(limits.check(&noisy, CallKind::Immediate).is_ok(), "an immediate transfer is not behind bulk traffic");
+        assert!(
+            limits.check(&quiet, CallKind::Submit).is_ok(),
+            "another identity keeps its budget"
+        );
+        assert!(
+            limits.check(&noisy, CallKind::Immediate).is_ok(),
+            "an immediate transfer is not behind bulk traffic"
+        );
         assert!(limits.check(&noisy, CallKind::Read).is_ok(), "reads have their own budget");
     }
 
@@ -302,7 +355,12 @@ mod tests {
     #[test]
     fn bad_settings_are_named() {
         let mut config = LimitsConfig::default();
-        config.overrides.push(Override { identity: "nobody".into(), kind: "submit".into(), per_second: 1, burst: 1 });
+        config.overrides.push(Override {
+            identity: "nobody".into(),
+            kind: "submit".into(),
+            per_second: 1,
+            burst: 1,
+        });
         assert_eq!(config.validate().unwrap_err().0, "limits.override[0].identity");
         let mut config = LimitsConfig::default();
         config.agency.read.burst = 0;

@@ -73,11 +73,21 @@ impl TlsReloader {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             crl: crl.map(Path::to_path_buf),
-            current_client: RwLock::new(super::tls::client_config(&destination_ca, &tls.client_cert, &tls.client_key)?),
+            current_client: RwLock::new(super::tls::client_config(
+                &destination_ca,
+                &tls.client_cert,
+                &tls.client_key,
+            )?),
             destination_ca,
             client_cert: tls.client_cert.clone(),
             client_key: tls.client_key.clone(),
-            current: RwLock::new(super::tls::audited_server_config(ca, cert, key, crl, Some(refusals.clone()))?),
+            current: RwLock::new(super::tls::audited_server_config(
+                ca,
+                cert,
+                key,
+                crl,
+                Some(refusals.clone()),
+            )?),
             state: Mutex::new(Loaded::default()),
             reloads: tokio::sync::watch::Sender::new(0),
             refusals,
@@ -100,7 +110,11 @@ impl TlsReloader {
     fn files(&self) -> Vec<&Path> {
         let mut files = vec![self.ca.as_path(), self.cert.as_path(), self.key.as_path()];
         files.extend(self.crl.as_deref());
-        files.extend([self.destination_ca.as_path(), self.client_cert.as_path(), self.client_key.as_path()]);
+        files.extend([
+            self.destination_ca.as_path(),
+            self.client_cert.as_path(),
+            self.client_key.as_path(),
+        ]);
         files
     }
 
@@ -113,11 +127,14 @@ impl TlsReloader {
         let mut expiries: Vec<(&'static str, String, i64)> = Vec::new();
         // The leaf of each chain file is the server's or the client's own; what follows it is
         // an intermediate CA, whichever file brought it.
-        for (which, path) in [("server", &self.cert), ("client", &self.client_cert), ("ca", &self.ca)] {
+        for (which, path) in
+            [("server", &self.cert), ("client", &self.client_cert), ("ca", &self.ca)]
+        {
             for (i, der) in super::tls::certificates(path)?.iter().enumerate() {
                 if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) {
                     let which = if i > 0 && which != "ca" { "intermediate" } else { which };
-                    let entry = (which, cert.subject().to_string(), cert.validity().not_after.timestamp());
+                    let entry =
+                        (which, cert.subject().to_string(), cert.validity().not_after.timestamp());
                     if !expiries.contains(&entry) {
                         expiries.push(entry);
                     }
@@ -128,34 +145,55 @@ impl TlsReloader {
             Some(path) => super::tls::crls(path)?,
             None => Vec::new(),
         };
-        let parsed: Vec<_> = crls.iter().filter_map(|der| x509_parser::parse_x509_crl(der).ok().map(|(_, crl)| crl)).collect();
-        let crl_next_update = parsed.iter().filter_map(|crl| crl.next_update().map(|t| t.timestamp())).min();
+        let parsed: Vec<_> = crls
+            .iter()
+            .filter_map(|der| x509_parser::parse_x509_crl(der).ok().map(|(_, crl)| crl))
+            .collect();
+        let crl_next_update =
+            parsed.iter().filter_map(|crl| crl.next_update().map(|t| t.timestamp())).min();
         let revoked = parsed
             .iter()
             .flat_map(|crl| {
                 let issuer = crl.issuer().as_raw().to_vec();
-                crl.iter_revoked_certificates().map(move |r| (issuer.clone(), r.raw_serial().to_vec()))
+                crl.iter_revoked_certificates()
+                    .map(move |r| (issuer.clone(), r.raw_serial().to_vec()))
             })
             .collect();
-        Ok(Loaded { stamps: self.stamps(), expiries, crl_next_update, revoked: Arc::new(revoked), last_error: None })
+        Ok(Loaded {
+            stamps: self.stamps(),
+            expiries,
+            crl_next_update,
+            revoked: Arc::new(revoked),
+            last_error: None,
+        })
     }
 
     /// Loads the files again. On failure the old material stays; the error is logged and
     /// counted. Returns whether the new material is in use.
     pub fn reload(&self, why: &str, auditor: &Auditor) -> bool {
-        let result =
-            super::tls::audited_server_config(&self.ca, &self.cert, &self.key, self.crl.as_deref(), Some(self.refusals.clone()))
-                .and_then(|config| {
-                    let client = super::tls::client_config(&self.destination_ca, &self.client_cert, &self.client_key)?;
-                    Ok((config, client))
-                })
-                .and_then(|(config, client)| self.describe().map(|loaded| (config, client, loaded)));
+        let result = super::tls::audited_server_config(
+            &self.ca,
+            &self.cert,
+            &self.key,
+            self.crl.as_deref(),
+            Some(self.refusals.clone()),
+        )
+        .and_then(|config| {
+            let client = super::tls::client_config(
+                &self.destination_ca,
+                &self.client_cert,
+                &self.client_key,
+            )?;
+            Ok((config, client))
+        })
+        .and_then(|(config, client)| self.describe().map(|loaded| (config, client, loaded)));
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok((config, client, loaded)) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
                 *self.current_client.write().unwrap_or_else(|e| e.into_inner()) = client;
-                let expiries: Vec<String> = loaded.expiries.iter().map(|(w, s, t)| format!("{w} {s} until {t}")).collect();
+                let expiries: Vec<String> =
+                    loaded.expiries.iter().map(|(w, s, t)| format!("{w} {s} until {t}")).collect();
                 *state = loaded;
                 self.reloads.send_modify(|n| *n += 1);
                 inc(&counters().tls_reloads);
@@ -163,7 +201,11 @@ impl TlsReloader {
                     why,
                     "reloaded the TLS material (server certificate, CA bundle, CRL, delivery client certificate)"
                 );
-                note_change(auditor, "tls.reloaded", serde_json::json!({"why": why, "certificates": expiries}));
+                note_change(
+                    auditor,
+                    "tls.reloaded",
+                    serde_json::json!({"why": why, "certificates": expiries}),
+                );
                 true
             }
             Err(e) => {
@@ -172,7 +214,11 @@ impl TlsReloader {
                 state.last_error = Some(e.to_string());
                 inc(&counters().tls_reload_failures);
                 tracing::warn!(why, error = %e, "TLS reload failed; keeping the material loaded before");
-                note_change(auditor, "tls.reload_failed", serde_json::json!({"why": why, "error": e.to_string()}));
+                note_change(
+                    auditor,
+                    "tls.reload_failed",
+                    serde_json::json!({"why": why, "error": e.to_string()}),
+                );
                 false
             }
         }
@@ -183,9 +229,12 @@ impl TlsReloader {
     /// closed — certificate status is checked per connection, so a connection must not outlive
     /// its certificate's withdrawal. Never resolves for a certificate that stays good.
     pub async fn withdrawn(&self, leaf: &[u8]) -> &'static str {
-        let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else { return std::future::pending().await };
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
+            return std::future::pending().await;
+        };
         let key = (cert.issuer().as_raw().to_vec(), cert.raw_serial().to_vec());
-        let left = cert.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
+        let left = cert.validity().not_after.timestamp()
+            - time::OffsetDateTime::now_utc().unix_timestamp();
         let expiry = tokio::time::sleep(Duration::from_secs(left.max(0) as u64));
         tokio::pin!(expiry);
         let mut reloads = self.reloads.subscribe();
@@ -210,10 +259,16 @@ impl TlsReloader {
     }
 
     /// Reloads when the files change (looked at every `every`) and on SIGHUP, until `stop`.
-    pub async fn run(self: Arc<Self>, every: Duration, auditor: Auditor, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(
+        self: Arc<Self>,
+        every: Duration,
+        auditor: Auditor,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let _ = self.refusals.set(auditor.clone());
         #[cfg(unix)]
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
             #[cfg(unix)]
             let signalled = async {

@@ -32,9 +32,10 @@ fn pem_all<T: PemObject>(path: &Path, none: &str) -> Result<Vec<T>, TlsError> {
 /// A certificate and key that rustls would not pair, named by their files.
 fn pair_error(cert: &Path, key: &Path, error: rustls::Error) -> TlsError {
     match error {
-        rustls::Error::InconsistentKeys(_) => {
-            file_error(key, format!("this key does not belong to the certificate in {}", cert.display()))
-        }
+        rustls::Error::InconsistentKeys(_) => file_error(
+            key,
+            format!("this key does not belong to the certificate in {}", cert.display()),
+        ),
         other => file_error(cert, format!("with the key {}: {other}", key.display())),
     }
 }
@@ -46,7 +47,8 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
 
 /// The private key in a PEM file.
 pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(path, format!("no usable private key: {e}")))
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| file_error(path, format!("no usable private key: {e}")))
 }
 
 fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
@@ -67,13 +69,22 @@ pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, T
 /// CA's CRL copied over `tls.crl` would otherwise refuse every client (webpki finds a CRL by its
 /// issuer's name and fails the handshake on its signature), and a stale one would go on
 /// passing certificates revoked since.
-fn check_crls(path: &Path, crls: &[CertificateRevocationListDer<'_>], known: &[CertificateDer<'_>]) -> Result<(), TlsError> {
-    let cas: Vec<_> = known.iter().filter_map(|der| x509_parser::parse_x509_certificate(der).ok().map(|(_, c)| c)).collect();
+fn check_crls(
+    path: &Path,
+    crls: &[CertificateRevocationListDer<'_>],
+    known: &[CertificateDer<'_>],
+) -> Result<(), TlsError> {
+    let cas: Vec<_> = known
+        .iter()
+        .filter_map(|der| x509_parser::parse_x509_certificate(der).ok().map(|(_, c)| c))
+        .collect();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for der in crls {
-        let (_, crl) = x509_parser::parse_x509_crl(der).map_err(|e| file_error(path, format!("an unreadable CRL: {e}")))?;
+        let (_, crl) = x509_parser::parse_x509_crl(der)
+            .map_err(|e| file_error(path, format!("an unreadable CRL: {e}")))?;
         let issuer = crl.issuer().to_string();
-        let named: Vec<_> = cas.iter().filter(|ca| ca.subject().as_raw() == crl.issuer().as_raw()).collect();
+        let named: Vec<_> =
+            cas.iter().filter(|ca| ca.subject().as_raw() == crl.issuer().as_raw()).collect();
         if named.is_empty() {
             return Err(file_error(
                 path,
@@ -155,10 +166,13 @@ impl ClientCertVerifier for Reporting {
             let reason = refusal_reason(error);
             crate::metrics::refuse(reason);
             let (serial, subject) = match x509_parser::parse_x509_certificate(end_entity) {
-                Ok((_, cert)) => (cert.raw_serial_as_string().replace(':', ""), cert.subject().to_string()),
+                Ok((_, cert)) => {
+                    (cert.raw_serial_as_string().replace(':', ""), cert.subject().to_string())
+                }
                 Err(_) => (String::new(), "(unreadable)".to_string()),
             };
-            let identity = super::Identity::from_certificate(end_entity).map(|i| i.uri()).unwrap_or_default();
+            let identity =
+                super::Identity::from_certificate(end_entity).map(|i| i.uri()).unwrap_or_default();
             tracing::warn!(reason, %serial, %subject, %identity, %error, "refused a client certificate at the handshake");
             if let Some(auditor) = self.audit.as_ref().and_then(|a| a.get()) {
                 auditor.note(crate::store::audit::AuditEntry {
@@ -198,7 +212,12 @@ impl ClientCertVerifier for Reporting {
 
 /// The server side: our certificate, and client certificates required, chained to `ca` and
 /// not revoked by `crl` (the leaf is checked: the CRL is the issuing CA's).
-pub fn server_config(ca: &Path, cert: &Path, key: &Path, crl: Option<&Path>) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    crl: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     audited_server_config(ca, cert, key, crl, None)
 }
 
@@ -219,7 +238,10 @@ pub fn audited_server_config(
         check_crls(crl, &list, &known)?;
         builder = builder.with_crls(list).only_check_end_entity_revocation();
     }
-    let verifier = Arc::new(Reporting { inner: builder.build().map_err(|e| TlsError::Verifier(e.to_string()))?, audit });
+    let verifier = Arc::new(Reporting {
+        inner: builder.build().map_err(|e| TlsError::Verifier(e.to_string()))?,
+        audit,
+    });
     let mut config = ServerConfig::builder()
         .with_client_cert_verifier(verifier)
         .with_single_cert(certificates(cert)?, private_key(key)?)

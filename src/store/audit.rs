@@ -68,7 +68,14 @@ impl Auditor {
     }
 
     /// A refusal: who, where, why, and the request id its answer carried.
-    pub fn refusal(&self, identity: &str, route: &str, reason: &str, message: &str, request_id: &str) {
+    pub fn refusal(
+        &self,
+        identity: &str,
+        route: &str,
+        reason: &str,
+        message: &str,
+        request_id: &str,
+    ) {
         self.note(AuditEntry {
             at: crate::model::Timestamp::now().unix_seconds(),
             actor: identity.to_string(),
@@ -123,7 +130,11 @@ pub fn digest(prev_hash: &str, replica: &str, entry: &AuditEntry, detail: &str) 
 }
 
 /// Appends entries to this replica's chain, inside the caller's transaction.
-pub async fn append(tx: &mut Transaction<'_, Any>, backend: super::Backend, entries: &[AuditEntry]) -> Result<(), StoreError> {
+pub async fn append(
+    tx: &mut Transaction<'_, Any>,
+    backend: super::Backend,
+    entries: &[AuditEntry],
+) -> Result<(), StoreError> {
     if entries.is_empty() {
         return Ok(());
     }
@@ -173,7 +184,8 @@ pub struct Verification {
     pub first_problem: Option<(i64, String)>,
 }
 
-const SELECT: &str = "SELECT seq, replica, at, actor, action, transfer_id, detail, prev_hash, hash FROM audit";
+const SELECT: &str =
+    "SELECT seq, replica, at, actor, action, transfer_id, detail, prev_hash, hash FROM audit";
 
 fn stored_from_row(row: &sqlx::any::AnyRow) -> Result<(StoredAudit, String), StoreError> {
     let detail: String = row.try_get(6)?;
@@ -185,7 +197,13 @@ fn stored_from_row(row: &sqlx::any::AnyRow) -> Result<(StoredAudit, String), Sto
         detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail.clone())),
     };
     Ok((
-        StoredAudit { seq: row.try_get(0)?, replica: row.try_get(1)?, entry, prev_hash: row.try_get(7)?, hash: row.try_get(8)? },
+        StoredAudit {
+            seq: row.try_get(0)?,
+            replica: row.try_get(1)?,
+            entry,
+            prev_hash: row.try_get(7)?,
+            hash: row.try_get(8)?,
+        },
         detail,
     ))
 }
@@ -199,7 +217,8 @@ impl Store {
     /// Walks every chain and names the first entry that is changed, missing its predecessor, or
     /// out of order.
     pub async fn verify_audit(&self) -> Result<Verification, StoreError> {
-        let mut chains: std::collections::BTreeMap<String, (u64, String, i64)> = std::collections::BTreeMap::new();
+        let mut chains: std::collections::BTreeMap<String, (u64, String, i64)> =
+            std::collections::BTreeMap::new();
         let mut after = 0i64;
         loop {
             let rows = sqlx::query(&format!("{SELECT} WHERE seq > $1 ORDER BY seq LIMIT 5000"))
@@ -212,8 +231,11 @@ impl Store {
             for row in &rows {
                 let (stored, detail) = stored_from_row(row)?;
                 after = stored.seq;
-                let (count, last_hash, last_seq) = chains.entry(stored.replica.clone()).or_insert((0, GENESIS.to_string(), 0));
-                let problem = if digest(&stored.prev_hash, &stored.replica, &stored.entry, &detail) != stored.hash {
+                let (count, last_hash, last_seq) =
+                    chains.entry(stored.replica.clone()).or_insert((0, GENESIS.to_string(), 0));
+                let problem = if digest(&stored.prev_hash, &stored.replica, &stored.entry, &detail)
+                    != stored.hash
+                {
                     Some("its content does not match its hash: it was changed".to_string())
                 } else if stored.prev_hash != *last_hash && *count == 0 {
                     Some(format!(
@@ -236,19 +258,27 @@ impl Store {
                 *last_seq = stored.seq;
             }
         }
-        Ok(Verification { chains: chains.into_iter().map(|(r, (n, h, _))| (r, n, h)).collect(), first_problem: None })
+        Ok(Verification {
+            chains: chains.into_iter().map(|(r, (n, h, _))| (r, n, h)).collect(),
+            first_problem: None,
+        })
     }
 
     /// Every entry of an action (`dataset.put`, `dataset.import`, …), in order.
     pub async fn audit_by_action(&self, action: &str) -> Result<Vec<StoredAudit>, StoreError> {
-        let rows = sqlx::query(&format!("{SELECT} WHERE action = $1 ORDER BY seq")).bind(action).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&format!("{SELECT} WHERE action = $1 ORDER BY seq"))
+            .bind(action)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(|r| stored_from_row(r).map(|(s, _)| s)).collect()
     }
 
     /// One transfer's evidence: every entry that names it, in order.
     pub async fn audit_of(&self, transfer_id: &str) -> Result<Vec<StoredAudit>, StoreError> {
-        let rows =
-            sqlx::query(&format!("{SELECT} WHERE transfer_id = $1 ORDER BY seq")).bind(transfer_id).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&format!("{SELECT} WHERE transfer_id = $1 ORDER BY seq"))
+            .bind(transfer_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(|r| stored_from_row(r).map(|(s, _)| s)).collect()
     }
 }

@@ -100,7 +100,8 @@ struct Group {
 
 impl Group {
     fn submissions(jobs: Vec<Job>) -> Group {
-        let (mut replies, mut items) = (Vec::with_capacity(jobs.len()), Vec::with_capacity(jobs.len()));
+        let (mut replies, mut items) =
+            (Vec::with_capacity(jobs.len()), Vec::with_capacity(jobs.len()));
         for job in jobs {
             if let Write::Submit { transfer, sender_ref, payload, document } = job.write {
                 items.push(NewTransfer { transfer: *transfer, sender_ref, payload, document });
@@ -111,7 +112,8 @@ impl Group {
     }
 
     fn receipts(jobs: Vec<Job>) -> Group {
-        let (mut replies, mut items) = (Vec::with_capacity(jobs.len()), Vec::with_capacity(jobs.len()));
+        let (mut replies, mut items) =
+            (Vec::with_capacity(jobs.len()), Vec::with_capacity(jobs.len()));
         for job in jobs {
             if let Write::Delivered { item_id, at } = job.write {
                 items.push((item_id, at));
@@ -123,7 +125,11 @@ impl Group {
 }
 
 impl GroupWork {
-    async fn execute(self, tx: &mut sqlx::Transaction<'_, Any>, backend: Backend) -> Result<Vec<WriteResult>, StoreError> {
+    async fn execute(
+        self,
+        tx: &mut sqlx::Transaction<'_, Any>,
+        backend: Backend,
+    ) -> Result<Vec<WriteResult>, StoreError> {
         match self {
             GroupWork::Submissions(items) => submit_many(tx, backend, items).await,
             GroupWork::Receipts(items) => delivered_many(tx, backend, &items).await,
@@ -156,9 +162,11 @@ async fn commit(conn: &mut AnyConnection, backend: Backend, batch: &mut Vec<Job>
         fail_all(batch.drain(..).map(|job| job.reply).collect(), e.to_string());
         return false;
     }
-    let mut answers: Vec<(Reply, Result<WriteResult, StoreError>)> = Vec::with_capacity(batch.len());
+    let mut answers: Vec<(Reply, Result<WriteResult, StoreError>)> =
+        Vec::with_capacity(batch.len());
     // The batch's submissions, and its delivery receipts, each go in a few multi-row statements.
-    let (submits, others): (Vec<Job>, Vec<Job>) = batch.drain(..).partition(|job| matches!(job.write, Write::Submit { .. }));
+    let (submits, others): (Vec<Job>, Vec<Job>) =
+        batch.drain(..).partition(|job| matches!(job.write, Write::Submit { .. }));
     let (receipts, mut pending): (Vec<Job>, Vec<Job>) =
         others.into_iter().partition(|job| matches!(job.write, Write::Delivered { .. }));
     let mut groups = Vec::with_capacity(2);
@@ -200,12 +208,21 @@ async fn commit(conn: &mut AnyConnection, backend: Backend, batch: &mut Vec<Job>
                 if let Err(gone) = still_in_transaction(&mut tx).await {
                     tracing::error!(error = %message, after = %gone, "the store rolled the batch back");
                     fail_all(
-                        answers.into_iter().map(|(r, _)| r).chain(replies).chain(pending.into_iter().map(|j| j.reply)).collect(),
+                        answers
+                            .into_iter()
+                            .map(|(r, _)| r)
+                            .chain(replies)
+                            .chain(pending.into_iter().map(|j| j.reply))
+                            .collect(),
                         message,
                     );
                     return false;
                 }
-                answers.extend(replies.into_iter().map(|reply| (reply, Err(StoreError::Commit(message.clone())))));
+                answers.extend(
+                    replies
+                        .into_iter()
+                        .map(|reply| (reply, Err(StoreError::Commit(message.clone())))),
+                );
             }
         }
     }
@@ -238,7 +255,10 @@ async fn commit(conn: &mut AnyConnection, backend: Backend, batch: &mut Vec<Job>
     }
     // The transaction must still be the one that began: otherwise the whole batch failed.
     if let Err(e) = sqlx::query(GUARD_RELEASE).execute(&mut *tx).await {
-        fail_all(answers.into_iter().map(|(r, _)| r).collect(), format!("the transaction was aborted: {e}"));
+        fail_all(
+            answers.into_iter().map(|(r, _)| r).collect(),
+            format!("the transaction was aborted: {e}"),
+        );
         return false;
     }
     match tx.commit().await {

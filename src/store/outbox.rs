@@ -12,7 +12,8 @@ use super::StoreError;
 use crate::model::EndpointId;
 
 /// Why a replay changed nothing.
-pub const NOT_REPLAYABLE: &str = "is not a dead letter that can be replayed (a transfer already handed back to its \
+pub const NOT_REPLAYABLE: &str =
+    "is not a dead letter that can be replayed (a transfer already handed back to its \
      origin as undeliverable is re-sent by the origin, not replayed)";
 
 /// Where an outbox row stands.

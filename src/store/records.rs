@@ -94,7 +94,11 @@ pub struct ImportWrite {
 
 impl Store {
     /// Begins an import of `dataset`.
-    pub async fn begin_import(&self, dataset: &str, options: PutOptions) -> Result<ImportWrite, StoreError> {
+    pub async fn begin_import(
+        &self,
+        dataset: &str,
+        options: PutOptions,
+    ) -> Result<ImportWrite, StoreError> {
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
@@ -114,7 +118,10 @@ impl Store {
 
 impl ImportWrite {
     /// Puts one chunk (see [`put`]); `expect_at` is checked before the first.
-    pub async fn put(&mut self, records: &[Record]) -> Result<Result<Vec<PutOutcome>, PutRefused>, StoreError> {
+    pub async fn put(
+        &mut self,
+        records: &[Record],
+    ) -> Result<Result<Vec<PutOutcome>, PutRefused>, StoreError> {
         let mut options = self.options.clone();
         if self.chunks > 0 {
             options.expect_at = None;
@@ -134,7 +141,10 @@ impl ImportWrite {
     }
 
     /// Commits everything put, with `audit` (given the counts) when anything was written.
-    pub async fn commit(mut self, audit: Option<super::audit::AuditEntry>) -> Result<usize, StoreError> {
+    pub async fn commit(
+        mut self,
+        audit: Option<super::audit::AuditEntry>,
+    ) -> Result<usize, StoreError> {
         if let (Some(mut entry), true) = (audit, self.written > 0) {
             if let Some(detail) = entry.detail.as_object_mut() {
                 detail.insert("records".into(), self.records.into());
@@ -155,11 +165,16 @@ impl ImportWrite {
 }
 
 /// Where a dataset's log ends: its last change (the beginning when it has none).
-pub async fn position(conn: &mut sqlx::AnyConnection, dataset: &str) -> Result<FeedCursor, StoreError> {
-    let row = sqlx::query("SELECT tx, seq FROM record_log WHERE dataset = $1 ORDER BY tx DESC, seq DESC LIMIT 1")
-        .bind(dataset)
-        .fetch_optional(conn)
-        .await?;
+pub async fn position(
+    conn: &mut sqlx::AnyConnection,
+    dataset: &str,
+) -> Result<FeedCursor, StoreError> {
+    let row = sqlx::query(
+        "SELECT tx, seq FROM record_log WHERE dataset = $1 ORDER BY tx DESC, seq DESC LIMIT 1",
+    )
+    .bind(dataset)
+    .fetch_optional(conn)
+    .await?;
     Ok(match row {
         Some(row) => FeedCursor { tx: row.try_get(0)?, seq: row.try_get(1)? },
         None => FeedCursor::default(),
@@ -180,7 +195,10 @@ pub async fn put(
     let lock = if backend == Backend::Postgres {
         // One writer per dataset at a time across replicas, so that "the dataset has not moved"
         // holds until this commit (SQLite has one writer anyway).
-        sqlx::query("SELECT pg_advisory_xact_lock(727275, hashtext($1))").bind(dataset).execute(&mut **tx).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(727275, hashtext($1))")
+            .bind(dataset)
+            .execute(&mut **tx)
+            .await?;
         " FOR UPDATE"
     } else {
         ""
@@ -200,8 +218,14 @@ pub async fn put(
         let outcome = match current.get(&record.key) {
             None => PutOutcome::Written,
             Some(_) if seed => PutOutcome::Unchanged,
-            Some(now) if now.owner == record.owner && record.version > now.version => PutOutcome::Written,
-            Some(now) if now.owner == record.owner && record.version == now.version && same_content(now, record) => {
+            Some(now) if now.owner == record.owner && record.version > now.version => {
+                PutOutcome::Written
+            }
+            Some(now)
+                if now.owner == record.owner
+                    && record.version == now.version
+                    && same_content(now, record) =>
+            {
                 PutOutcome::Unchanged
             }
             // Another owner's record, or an older or conflicting version: refused, saying which.
@@ -250,7 +274,8 @@ pub async fn put(
         );
         let mut query = sqlx::query(&sql);
         for r in chunk {
-            let doc = serde_json::to_string(r).map_err(|e| StoreError::Corrupt { id: r.key.clone(), problem: e.to_string() })?;
+            let doc = serde_json::to_string(r)
+                .map_err(|e| StoreError::Corrupt { id: r.key.clone(), problem: e.to_string() })?;
             query = query
                 .bind(dataset)
                 .bind(r.key.as_str())
@@ -275,7 +300,10 @@ async fn stored(
     let mut found = HashMap::with_capacity(keys.len());
     for chunk in keys.chunks(ROWS_PER_STATEMENT) {
         let places: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!("{RECORD_SELECT} FROM records WHERE dataset = $1 AND key IN ({}){lock}", places.join(", "));
+        let sql = format!(
+            "{RECORD_SELECT} FROM records WHERE dataset = $1 AND key IN ({}){lock}",
+            places.join(", ")
+        );
         let mut query = sqlx::query(&sql).bind(dataset);
         for key in chunk {
             query = query.bind(*key);
@@ -322,8 +350,10 @@ fn record_from_row(dataset: &str, row: &AnyRow) -> Result<Record, StoreError> {
     let updated_at: i64 = row.try_get(3)?;
     let deleted: i64 = row.try_get(4)?;
     let body: String = row.try_get(5)?;
-    let body = serde_json::from_str(&body)
-        .map_err(|e| StoreError::Corrupt { id: format!("record {dataset}/{key}"), problem: e.to_string() })?;
+    let body = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+        id: format!("record {dataset}/{key}"),
+        problem: e.to_string(),
+    })?;
     Ok(Record {
         dataset: dataset.to_string(),
         key,
@@ -345,16 +375,25 @@ impl Store {
     /// The stored records of these keys (tombstones included), several keys per statement.
     /// Every version of one record, oldest first, each with who wrote it (`None` for writes
     /// made before writers were kept).
-    pub async fn record_history(&self, dataset: &str, key: &str) -> Result<Vec<(Record, Option<String>)>, StoreError> {
-        let rows = sqlx::query("SELECT doc, writer FROM record_log WHERE dataset = $1 AND key = $2 ORDER BY tx, seq")
-            .bind(dataset)
-            .bind(key)
-            .fetch_all(&self.pool)
-            .await?;
+    pub async fn record_history(
+        &self,
+        dataset: &str,
+        key: &str,
+    ) -> Result<Vec<(Record, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT doc, writer FROM record_log WHERE dataset = $1 AND key = $2 ORDER BY tx, seq",
+        )
+        .bind(dataset)
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 let doc = RecordDoc(row.try_get(0)?);
-                let record = doc.record().map_err(|e| StoreError::Corrupt { id: key.to_string(), problem: e.to_string() })?;
+                let record = doc.record().map_err(|e| StoreError::Corrupt {
+                    id: key.to_string(),
+                    problem: e.to_string(),
+                })?;
                 Ok((record, row.try_get::<Option<String>, _>(1)?))
             })
             .collect()
@@ -366,28 +405,40 @@ impl Store {
         position(&mut conn, dataset).await
     }
 
-    pub async fn records_of(&self, dataset: &str, keys: &[&str]) -> Result<HashMap<String, Record>, StoreError> {
+    pub async fn records_of(
+        &self,
+        dataset: &str,
+        keys: &[&str],
+    ) -> Result<HashMap<String, Record>, StoreError> {
         stored(&mut *self.pool.acquire().await?, dataset, keys, "").await
     }
 
     /// Up to `limit` records of a dataset after the key `after`, in key order, tombstones
     /// included: each key's last write, as an export lists them.
-    pub async fn records_after(&self, dataset: &str, after: &str, limit: i64) -> Result<Vec<Record>, StoreError> {
-        let rows = sqlx::query(&format!("{RECORD_SELECT} FROM records WHERE dataset = $1 AND key > $2 ORDER BY key LIMIT $3"))
-            .bind(dataset)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+    pub async fn records_after(
+        &self,
+        dataset: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<Record>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{RECORD_SELECT} FROM records WHERE dataset = $1 AND key > $2 ORDER BY key LIMIT $3"
+        ))
+        .bind(dataset)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|row| record_from_row(dataset, row)).collect()
     }
 
     pub async fn record(&self, dataset: &str, key: &str) -> Result<Option<Record>, StoreError> {
-        let row = sqlx::query(&format!("{RECORD_SELECT} FROM records WHERE dataset = $1 AND key = $2"))
-            .bind(dataset)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query(&format!("{RECORD_SELECT} FROM records WHERE dataset = $1 AND key = $2"))
+                .bind(dataset)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| record_from_row(dataset, &r)).transpose()
     }
 
@@ -397,11 +448,15 @@ impl Store {
         match self.backend {
             Backend::Sqlite => {
                 let row =
-                    sqlx::query(&format!("SELECT COALESCE(MAX(seq), 0) FROM {}", table.name())).fetch_one(&self.pool).await?;
+                    sqlx::query(&format!("SELECT COALESCE(MAX(seq), 0) FROM {}", table.name()))
+                        .fetch_one(&self.pool)
+                        .await?;
                 Ok(FeedCursor { tx: 0, seq: row.try_get(0)? })
             }
             // Every transaction below the oldest running one has ended.
-            Backend::Postgres => Ok(FeedCursor { tx: self.oldest_running().await? - 1, seq: i64::MAX }),
+            Backend::Postgres => {
+                Ok(FeedCursor { tx: self.oldest_running().await? - 1, seq: i64::MAX })
+            }
         }
     }
 
@@ -411,7 +466,9 @@ impl Store {
         match self.backend {
             Backend::Sqlite => Ok(i64::MAX),
             Backend::Postgres => {
-                let row = sqlx::query("SELECT txid_snapshot_xmin(txid_current_snapshot())").fetch_one(&self.pool).await?;
+                let row = sqlx::query("SELECT txid_snapshot_xmin(txid_current_snapshot())")
+                    .fetch_one(&self.pool)
+                    .await?;
                 Ok(row.try_get(0)?)
             }
         }
@@ -445,8 +502,12 @@ impl Store {
         let lines: Option<String> = row.try_get(0)?;
         let mut changes = Vec::new();
         for line in lines.as_deref().unwrap_or("").lines() {
-            let corrupt = |problem: String| StoreError::Corrupt { id: format!("record_log of {dataset}"), problem };
-            let (position, doc) = line.split_once(' ').ok_or_else(|| corrupt(format!("bad line {line:?}")))?;
+            let corrupt = |problem: String| StoreError::Corrupt {
+                id: format!("record_log of {dataset}"),
+                problem,
+            };
+            let (position, doc) =
+                line.split_once(' ').ok_or_else(|| corrupt(format!("bad line {line:?}")))?;
             let position = FeedCursor::decode(position).map_err(corrupt)?;
             changes.push((position, RecordDoc(doc.to_string())));
         }
@@ -496,9 +557,13 @@ impl Store {
                 continue;
             }
             let mut fields = line.splitn(6, '\t');
-            let mut number = || fields.next().and_then(|f| f.parse::<i64>().ok()).ok_or_else(|| corrupt(line));
+            let mut number =
+                || fields.next().and_then(|f| f.parse::<i64>().ok()).ok_or_else(|| corrupt(line));
             let (tx, seq, version, deleted) = (number()?, number()?, number()?, number()?);
-            let (key, doc) = (fields.next().ok_or_else(|| corrupt(line))?, fields.next().ok_or_else(|| corrupt(line))?);
+            let (key, doc) = (
+                fields.next().ok_or_else(|| corrupt(line))?,
+                fields.next().ok_or_else(|| corrupt(line))?,
+            );
             changes.push(LogEntry {
                 cursor: FeedCursor { tx, seq },
                 key: key.to_string(),
@@ -558,11 +623,16 @@ impl Store {
         .bind("\t")
         .fetch_one(&self.pool)
         .await?;
-        let (docs, count, last): (Option<String>, i64, Option<String>) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let (docs, count, last): (Option<String>, i64, Option<String>) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         // Keys hold no control characters, so a tab ends each; keys compare as bytes on both
         // backends (PostgreSQL's columns are COLLATE "C"), as pages are cut.
-        let mut lines: Vec<(&str, &str)> =
-            docs.as_deref().unwrap_or("").lines().filter_map(|line| line.split_once('\t')).collect();
+        let mut lines: Vec<(&str, &str)> = docs
+            .as_deref()
+            .unwrap_or("")
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .collect();
         lines.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let records = lines.into_iter().map(|(_, doc)| RecordDoc(doc.to_string())).collect();
         Ok((records, if count >= limit { last } else { None }))

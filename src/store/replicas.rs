@@ -36,7 +36,9 @@ pub fn holder_id() -> String {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "host".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into())
 }
 
 /// Whether `holder` is a process of this host that has ended (its claim can be taken at once).
@@ -44,9 +46,9 @@ fn ended_here(holder: &str) -> bool {
     let mut parts = holder.splitn(3, ':');
     let (Some(host), Some(pid)) = (parts.next(), parts.next()) else { return false };
     host == hostname()
-        && pid
-            .parse::<u32>()
-            .is_ok_and(|pid| pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        && pid.parse::<u32>().is_ok_and(|pid| {
+            pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        })
 }
 
 impl Store {
@@ -54,11 +56,12 @@ impl Store {
     pub async fn claim_replica(&self, name: &str, holder: &str) -> Result<(), ClaimError> {
         let now = super::now_millis();
         let until = now + LEASE.as_millis() as i64;
-        let current: Option<(String, i64)> = sqlx::query_as("SELECT holder, lease_until FROM replicas WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::from)?;
+        let current: Option<(String, i64)> =
+            sqlx::query_as("SELECT holder, lease_until FROM replicas WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::from)?;
         let taken = match &current {
             None => {
                 sqlx::query("INSERT INTO replicas (name, holder, lease_until) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
@@ -87,13 +90,17 @@ impl Store {
         if taken == 1 {
             return Ok(());
         }
-        let (holder, until) = sqlx::query_as::<_, (String, i64)>("SELECT holder, lease_until FROM replicas WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::from)?
+        let (holder, until) = sqlx::query_as::<_, (String, i64)>(
+            "SELECT holder, lease_until FROM replicas WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from)?
+        .unwrap_or_default();
+        let until = crate::model::Timestamp::from_unix_seconds(until / 1000)
+            .map(|t| t.to_rfc3339())
             .unwrap_or_default();
-        let until = crate::model::Timestamp::from_unix_seconds(until / 1000).map(|t| t.to_rfc3339()).unwrap_or_default();
         Err(ClaimError::Held { name: name.to_string(), holder, until })
     }
 
@@ -101,19 +108,24 @@ impl Store {
     /// lapsed and another took it).
     pub async fn renew_replica(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
         let until = super::now_millis() + LEASE.as_millis() as i64;
-        let renewed = sqlx::query("UPDATE replicas SET lease_until = $1 WHERE name = $2 AND holder = $3")
-            .bind(until)
-            .bind(name)
-            .bind(holder)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let renewed =
+            sqlx::query("UPDATE replicas SET lease_until = $1 WHERE name = $2 AND holder = $3")
+                .bind(until)
+                .bind(name)
+                .bind(holder)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
         Ok(renewed == 1)
     }
 
     /// Gives the name back (a clean stop), so the next start under it need not wait.
     pub async fn release_replica(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM replicas WHERE name = $1 AND holder = $2").bind(name).bind(holder).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM replicas WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }

@@ -121,7 +121,8 @@ pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 
 /// The statements for a backend.
 pub fn statements(postgres: bool) -> Vec<String> {
-    let serial = if postgres { "BIGSERIAL PRIMARY KEY" } else { "INTEGER PRIMARY KEY AUTOINCREMENT" };
+    let serial =
+        if postgres { "BIGSERIAL PRIMARY KEY" } else { "INTEGER PRIMARY KEY AUTOINCREMENT" };
     let bytes = if postgres { "COLLATE \"C\"" } else { "" };
     STATEMENTS.iter().map(|s| s.replace("{serial}", serial).replace("{bytes}", bytes)).collect()
 }

@@ -11,7 +11,12 @@ pub(crate) const ROWS_PER_STATEMENT: usize = 200;
 /// spliced in after the row's parameter numbered `literal.0`. SQLite gets anonymous `?`s: sqlx
 /// looks each numbered one up by name, a linear search per parameter that made binding a
 /// 64-row statement cost more than running it.
-pub(crate) fn values(backend: Backend, rows: usize, columns: usize, literal: Option<(usize, &str)>) -> String {
+pub(crate) fn values(
+    backend: Backend,
+    rows: usize,
+    columns: usize,
+    literal: Option<(usize, &str)>,
+) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         out.push_str(if row == 0 { "(" } else { ", (" });

@@ -27,7 +27,14 @@ pub enum Write {
     /// `dead` is true. A dead transfer delivery with an `undeliverable` note is rejected on
     /// the destination's behalf in the same commit, and its origin told (`canonical.md`,
     /// "Undeliverable transfers").
-    Failed { item_id: i64, at: i64, error: String, next_attempt_at: i64, dead: bool, undeliverable: Option<String> },
+    Failed {
+        item_id: i64,
+        at: i64,
+        error: String,
+        next_attempt_at: i64,
+        dead: bool,
+        undeliverable: Option<String>,
+    },
     /// A deadline was missed: `escalated` in the history, `overdue`, both parties' feeds told.
     Escalate { transfer_id: String, deadline: &'static str, at: i64 },
     /// Take due deliveries for a while: up to so many of each destination's (see
@@ -43,7 +50,12 @@ pub enum Write {
     /// Records of one shared dataset, all or nothing (see [`super::records::put`]).
     /// With `audit`: the entry that says who wrote them (its detail gets the counts), in the
     /// same commit — when anything was written.
-    PutRecords { dataset: String, records: Vec<Record>, options: super::PutOptions, audit: Option<AuditEntry> },
+    PutRecords {
+        dataset: String,
+        records: Vec<Record>,
+        options: super::PutOptions,
+        audit: Option<AuditEntry>,
+    },
     /// Entries for the audit trail that come with no other change (refusals, loads, reloads).
     Audit(Vec<AuditEntry>),
 }
@@ -75,25 +87,42 @@ pub enum StatusRefused {
 impl Write {
     /// A new transfer to store: its JSON is made here, on the submitter's task, not by the
     /// writer that every submission waits for.
-    pub fn submit(transfer: Transfer, sender_ref: String, payload: String) -> Result<Write, StoreError> {
-        let document = serde_json::to_string(&transfer)
-            .map_err(|e| StoreError::Corrupt { id: transfer.transfer_id.clone(), problem: e.to_string() })?;
+    pub fn submit(
+        transfer: Transfer,
+        sender_ref: String,
+        payload: String,
+    ) -> Result<Write, StoreError> {
+        let document = serde_json::to_string(&transfer).map_err(|e| StoreError::Corrupt {
+            id: transfer.transfer_id.clone(),
+            problem: e.to_string(),
+        })?;
         Ok(Write::Submit { transfer: Box::new(transfer), sender_ref, payload, document })
     }
 }
 
 /// Carries out one write inside `tx`.
-pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Write) -> Result<WriteResult, StoreError> {
+pub async fn execute(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    write: Write,
+) -> Result<WriteResult, StoreError> {
     match write {
         Write::Submit { transfer, sender_ref, payload, document } => {
-            let mut results =
-                submit_many(tx, backend, vec![NewTransfer { transfer: *transfer, sender_ref, payload, document }]).await?;
+            let mut results = submit_many(
+                tx,
+                backend,
+                vec![NewTransfer { transfer: *transfer, sender_ref, payload, document }],
+            )
+            .await?;
             Ok(results.pop().unwrap_or(WriteResult::Done(false)))
         }
-        Write::Status { transfer_id, update, role } => status(tx, backend, &transfer_id, &update, role).await,
-        Write::Delivered { item_id, at } => {
-            Ok(delivered_many(tx, backend, &[(item_id, at)]).await?.pop().unwrap_or(WriteResult::Done(false)))
+        Write::Status { transfer_id, update, role } => {
+            status(tx, backend, &transfer_id, &update, role).await
         }
+        Write::Delivered { item_id, at } => Ok(delivered_many(tx, backend, &[(item_id, at)])
+            .await?
+            .pop()
+            .unwrap_or(WriteResult::Done(false))),
         Write::Failed { item_id, at, error, next_attempt_at, dead, undeliverable } => {
             let status = if dead { "dead" } else { "pending" };
             let changed = sqlx::query(
@@ -107,10 +136,12 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
             .execute(&mut **tx)
             .await?
             .rows_affected();
-            let row = sqlx::query("SELECT destination, transfer_id, kind, attempts FROM outbox WHERE id = $1")
-                .bind(item_id)
-                .fetch_optional(&mut **tx)
-                .await?;
+            let row = sqlx::query(
+                "SELECT destination, transfer_id, kind, attempts FROM outbox WHERE id = $1",
+            )
+            .bind(item_id)
+            .fetch_optional(&mut **tx)
+            .await?;
             if let Some(row) = row {
                 let (destination, transfer_id, kind, attempts): (String, String, String, i64) =
                     (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
@@ -135,13 +166,17 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
                 .bind(&error)
                 .execute(&mut **tx)
                 .await?;
-                if let (true, true, Some(note)) = (changed > 0, kind == DeliveryKind::Transfer.as_str(), undeliverable) {
+                if let (true, true, Some(note)) =
+                    (changed > 0, kind == DeliveryKind::Transfer.as_str(), undeliverable)
+                {
                     reject_undeliverable(tx, backend, &transfer_id, note).await?;
                 }
             }
             Ok(WriteResult::Done(changed > 0))
         }
-        Write::Escalate { transfer_id, deadline, at } => escalate(tx, backend, &transfer_id, deadline, at).await,
+        Write::Escalate { transfer_id, deadline, at } => {
+            escalate(tx, backend, &transfer_id, deadline, at).await
+        }
         Write::Acknowledge { transfer_id, destination, at } => {
             let Some((transfer, _)) = load_for_update(tx, backend, &transfer_id).await? else {
                 return Ok(WriteResult::Done(false));
@@ -158,7 +193,9 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
             .bind(&destination)
             .execute(&mut **tx)
             .await?;
-            Ok(WriteResult::Done(mark_delivered_many(tx, backend, &[transfer.transfer_id.as_str()], at).await? > 0))
+            Ok(WriteResult::Done(
+                mark_delivered_many(tx, backend, &[transfer.transfer_id.as_str()], at).await? > 0,
+            ))
         }
         Write::Lease { now, lease, wants } => lease_due(tx, backend, now, lease, &wants).await,
         Write::Audit(entries) => {
@@ -190,12 +227,20 @@ pub async fn execute(tx: &mut Transaction<'_, Any>, backend: Backend, write: Wri
             .fetch_optional(&mut **tx)
             .await?;
             let Some(row) = replayed else { return Ok(WriteResult::Done(false)) };
-            let (transfer_id, destination, kind): (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            let mut detail = serde_json::json!({"item": item_id, "destination": destination, "kind": kind});
+            let (transfer_id, destination, kind): (String, String, String) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let mut detail =
+                serde_json::json!({"item": item_id, "destination": destination, "kind": kind});
             if !request_id.is_empty() {
                 detail["request_id"] = serde_json::json!(request_id);
             }
-            let entry = AuditEntry { at, actor: by, action: "delivery.replayed".into(), transfer_id: Some(transfer_id), detail };
+            let entry = AuditEntry {
+                at,
+                actor: by,
+                action: "delivery.replayed".into(),
+                transfer_id: Some(transfer_id),
+                detail,
+            };
             super::audit::append(tx, backend, &[entry]).await?;
             Ok(WriteResult::Done(true))
         }
@@ -233,7 +278,8 @@ pub async fn submit_many(
 ) -> Result<Vec<WriteResult>, StoreError> {
     let now = Timestamp::now().unix_seconds();
     // The same key twice in one batch: the later ones are answered with the first.
-    let mut first_of: std::collections::HashMap<(String, &str), usize> = std::collections::HashMap::new();
+    let mut first_of: std::collections::HashMap<(String, &str), usize> =
+        std::collections::HashMap::new();
     let mut duplicate_of = vec![None; items.len()];
     for (i, item) in items.iter().enumerate() {
         match first_of.entry((item.transfer.from.to_string(), item.sender_ref.as_str())) {
@@ -274,10 +320,16 @@ pub async fn submit_many(
             inserted.insert(row.try_get::<String, _>(0)?);
         }
     }
-    let created: Vec<usize> = candidates.iter().copied().filter(|&i| inserted.contains(&items[i].transfer.transfer_id)).collect();
+    let created: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|&i| inserted.contains(&items[i].transfer.transfer_id))
+        .collect();
     for chunk in created.chunks(ROWS_PER_STATEMENT) {
-        let sql =
-            format!("INSERT INTO case_transfers (case_id, transfer_id, sender) VALUES {}", values(backend, chunk.len(), 3, None));
+        let sql = format!(
+            "INSERT INTO case_transfers (case_id, transfer_id, sender) VALUES {}",
+            values(backend, chunk.len(), 3, None)
+        );
         let mut query = sqlx::query(&sql);
         for &i in chunk {
             let t = &items[i].transfer;
@@ -289,7 +341,12 @@ pub async fn submit_many(
         .iter()
         .map(|&i| {
             let t = &items[i].transfer;
-            Delivery { destination: &t.to, transfer_id: &t.transfer_id, kind: DeliveryKind::Transfer, payload: &items[i].payload }
+            Delivery {
+                destination: &t.to,
+                transfer_id: &t.transfer_id,
+                kind: DeliveryKind::Transfer,
+                payload: &items[i].payload,
+            }
         })
         .collect();
     enqueue(tx, backend, &deliveries, now).await?;
@@ -305,22 +362,32 @@ pub async fn submit_many(
     record(tx, backend, &events, now).await?;
     let mut results: Vec<Option<WriteResult>> = (0..items.len()).map(|_| None).collect();
     for &i in candidates.iter().filter(|&&i| !inserted.contains(&items[i].transfer.transfer_id)) {
-        let row = sqlx::query("SELECT transfer_id, document FROM transfers WHERE sender = $1 AND sender_ref = $2")
-            .bind(items[i].transfer.from.to_string())
-            .bind(&items[i].sender_ref)
-            .fetch_one(&mut **tx)
-            .await?;
-        results[i] = Some(WriteResult::Submitted { transfer: Box::new(transfer_from_row(&row)?), created: false });
+        let row = sqlx::query(
+            "SELECT transfer_id, document FROM transfers WHERE sender = $1 AND sender_ref = $2",
+        )
+        .bind(items[i].transfer.from.to_string())
+        .bind(&items[i].sender_ref)
+        .fetch_one(&mut **tx)
+        .await?;
+        results[i] = Some(WriteResult::Submitted {
+            transfer: Box::new(transfer_from_row(&row)?),
+            created: false,
+        });
     }
     for (i, item) in items.into_iter().enumerate() {
-        if results[i].is_none() && duplicate_of[i].is_none() && inserted.contains(&item.transfer.transfer_id) {
-            results[i] = Some(WriteResult::Submitted { transfer: Box::new(item.transfer), created: true });
+        if results[i].is_none()
+            && duplicate_of[i].is_none()
+            && inserted.contains(&item.transfer.transfer_id)
+        {
+            results[i] =
+                Some(WriteResult::Submitted { transfer: Box::new(item.transfer), created: true });
         }
     }
     for i in 0..results.len() {
         if let Some(first) = duplicate_of[i] {
             if let Some(WriteResult::Submitted { transfer, .. }) = &results[first] {
-                results[i] = Some(WriteResult::Submitted { transfer: transfer.clone(), created: false });
+                results[i] =
+                    Some(WriteResult::Submitted { transfer: transfer.clone(), created: false });
             }
         }
     }
@@ -354,8 +421,10 @@ async fn save(
     escalation: Option<&str>,
     now: i64,
 ) -> Result<String, StoreError> {
-    let document = serde_json::to_string(transfer)
-        .map_err(|e| StoreError::Corrupt { id: transfer.transfer_id.clone(), problem: e.to_string() })?;
+    let document = serde_json::to_string(transfer).map_err(|e| StoreError::Corrupt {
+        id: transfer.transfer_id.clone(),
+        problem: e.to_string(),
+    })?;
     sqlx::query(
         "UPDATE transfers SET state = $1, overdue = $2, document = $3, updated_at = $4, escalations = escalations || $5 WHERE transfer_id = $6",
     )
@@ -410,8 +479,10 @@ async fn status(
         let mut notice = update.clone();
         notice.transfer_id = Some(transfer.transfer_id.clone());
         notice.transfer_ref = Some(reference);
-        let payload = serde_json::to_string(&notice)
-            .map_err(|e| StoreError::Corrupt { id: transfer_id.to_string(), problem: e.to_string() })?;
+        let payload = serde_json::to_string(&notice).map_err(|e| StoreError::Corrupt {
+            id: transfer_id.to_string(),
+            problem: e.to_string(),
+        })?;
         let delivery = Delivery {
             destination: &receiver,
             transfer_id: &transfer.transfer_id,
@@ -420,7 +491,8 @@ async fn status(
         };
         enqueue(tx, backend, &[delivery], now).await?;
     }
-    let mut events = vec![Event { transfer: &transfer, kind: update.state.as_str(), document: &document }];
+    let mut events =
+        vec![Event { transfer: &transfer, kind: update.state.as_str(), document: &document }];
     if !misses.is_empty() {
         events.push(Event { transfer: &transfer, kind: "escalated", document: &document });
     }
@@ -485,7 +557,8 @@ pub(super) const DUE: &str = due_deliveries!("", "$4");
 /// Due deliveries except those whose ids are in `$4` (a JSON array: what the SQLite deliverer
 /// already holds), `$5` the limit. The ids are checked on the index entry, before the row is
 /// read, so held items cost a backlog's drain nothing (SQLite only: `json_each`).
-pub(super) const DUE_EXCEPT: &str = due_deliveries!(" AND o.id NOT IN (SELECT value FROM json_each($4))", "$5");
+pub(super) const DUE_EXCEPT: &str =
+    due_deliveries!(" AND o.id NOT IN (SELECT value FROM json_each($4))", "$5");
 
 /// Leases up to `limit` due deliveries of each destination until `now + lease`: pending, due,
 /// not leased by another worker, and the first undone item of their transfer for that
@@ -503,7 +576,13 @@ async fn lease_due(
     let sql = format!("{DUE}{lock}");
     let mut items = Vec::new();
     for (destination, limit) in wants.iter().filter(|(_, limit)| *limit > 0) {
-        let rows = sqlx::query(&sql).bind(destination).bind(now).bind(now).bind(*limit).fetch_all(&mut **tx).await?;
+        let rows = sqlx::query(&sql)
+            .bind(destination)
+            .bind(now)
+            .bind(now)
+            .bind(*limit)
+            .fetch_all(&mut **tx)
+            .await?;
         for row in &rows {
             items.push(outbox_from_row(row)?);
         }
@@ -575,7 +654,8 @@ pub async fn delivered_many(
         }
         query.execute(&mut **tx).await?;
     }
-    let destinations: std::collections::BTreeSet<&str> = found.iter().map(|f| f.1.as_str()).collect();
+    let destinations: std::collections::BTreeSet<&str> =
+        found.iter().map(|f| f.1.as_str()).collect();
     for destination in destinations {
         sqlx::query(
             "INSERT INTO endpoint_health (endpoint, last_success) VALUES ($1, $2) \
@@ -598,7 +678,11 @@ pub async fn delivered_many(
         })
         .collect();
     super::audit::append(tx, backend, &entries).await?;
-    let transfer_ids: Vec<&str> = found.iter().filter(|f| f.3 == DeliveryKind::Transfer.as_str()).map(|f| f.2.as_str()).collect();
+    let transfer_ids: Vec<&str> = found
+        .iter()
+        .filter(|f| f.3 == DeliveryKind::Transfer.as_str())
+        .map(|f| f.2.as_str())
+        .collect();
     mark_delivered_many(tx, backend, &transfer_ids, at).await?;
     let done: std::collections::HashSet<i64> = found.iter().map(|f| f.0).collect();
     Ok(items.iter().map(|(id, _)| WriteResult::Done(done.contains(id))).collect())
@@ -644,9 +728,11 @@ async fn mark_delivered_many(
                 feedback: None,
                 reason_code: None,
             };
-            if let Ok(Outcome::Applied(_)) = lifecycle::apply(&mut transfer, &update, Role::Gateway) {
-                let document = serde_json::to_string(&transfer)
-                    .map_err(|e| StoreError::Corrupt { id: transfer.transfer_id.clone(), problem: e.to_string() })?;
+            if let Ok(Outcome::Applied(_)) = lifecycle::apply(&mut transfer, &update, Role::Gateway)
+            {
+                let document = serde_json::to_string(&transfer).map_err(|e| {
+                    StoreError::Corrupt { id: transfer.transfer_id.clone(), problem: e.to_string() }
+                })?;
                 changed.push((transfer, document));
             }
         }
@@ -663,8 +749,10 @@ async fn mark_delivered_many(
         }
         query.execute(&mut **tx).await?;
     }
-    let events: Vec<Event<'_>> =
-        changed.iter().map(|(transfer, document)| Event { transfer, kind: "delivered", document }).collect();
+    let events: Vec<Event<'_>> = changed
+        .iter()
+        .map(|(transfer, document)| Event { transfer, kind: "delivered", document })
+        .collect();
     record(tx, backend, &events, at).await?;
     Ok(changed.len())
 }
@@ -680,14 +768,23 @@ async fn escalate(
         return Ok(WriteResult::Done(false));
     };
     let now = Timestamp::from_unix_seconds(at).unwrap_or_else(Timestamp::now);
-    let already = transfer.history.iter().any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some(deadline));
+    let already = transfer
+        .history
+        .iter()
+        .any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some(deadline));
     if already || lifecycle::missed_deadline(&transfer, now) != Some(deadline) {
         return Ok(WriteResult::Done(false));
     }
     lifecycle::record_misses(&mut transfer, &[deadline], now);
     let escalations = escalation_text(&[deadline]);
     let document = save(tx, &transfer, escalations.as_deref(), at).await?;
-    record(tx, backend, &[Event { transfer: &transfer, kind: "escalated", document: &document }], at).await?;
+    record(
+        tx,
+        backend,
+        &[Event { transfer: &transfer, kind: "escalated", document: &document }],
+        at,
+    )
+    .await?;
     Ok(WriteResult::Done(true))
 }
 
@@ -736,7 +833,12 @@ struct Event<'a> {
 
 /// Appends to the change feed that both parties read (`Watch`): the one writer of event rows,
 /// several per statement.
-async fn record(tx: &mut Transaction<'_, Any>, backend: Backend, events: &[Event<'_>], now: i64) -> Result<(), StoreError> {
+async fn record(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    events: &[Event<'_>],
+    now: i64,
+) -> Result<(), StoreError> {
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO events (transfer_id, origin, destination, kind, body, at, tx) VALUES {}",
@@ -760,7 +862,13 @@ async fn record(tx: &mut Transaction<'_, Any>, backend: Backend, events: &[Event
         .map(|e| {
             // The entry this event wrote: a status update may be followed by the escalations
             // it recorded, and a submission by its routing and any miss on arrival.
-            let last = e.transfer.history.iter().rev().find(|h| h.state.as_str() == e.kind).or(e.transfer.history.last());
+            let last = e
+                .transfer
+                .history
+                .iter()
+                .rev()
+                .find(|h| h.state.as_str() == e.kind)
+                .or(e.transfer.history.last());
             AuditEntry {
                 at: now,
                 actor: last.map_or_else(|| e.transfer.from.to_string(), |h| h.by.clone()),

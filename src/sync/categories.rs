@@ -31,11 +31,17 @@ pub async fn apply(registry: &Registry, categories: &LiveDataset) {
 /// An endpoint's code table: its profile rows in their order (as the records now say, retired
 /// ones left out), then the codes the records add, in key order.
 fn table(profile: &CodeTable, prefix: &str, live: &[Record], retired: &[Record]) -> CodeTable {
-    let code_of = |record: &Record| record.key.strip_prefix(prefix).unwrap_or(&record.key).to_string();
+    let code_of =
+        |record: &Record| record.key.strip_prefix(prefix).unwrap_or(&record.key).to_string();
     let row_of = |record: &Record| CodeRow {
         code: code_of(record),
         name: record.body.get("name").and_then(|v| v.as_str()).unwrap_or_default().to_string(),
-        canonical: record.body.get("canonical").and_then(|v| v.as_str()).unwrap_or_default().to_string(),
+        canonical: record
+            .body
+            .get("canonical")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string(),
     };
     let live_rows: Vec<CodeRow> = live.iter().map(row_of).collect();
     let retired_rows: Vec<CodeRow> = retired.iter().map(row_of).collect();
@@ -78,8 +84,11 @@ mod tests {
     }
 
     fn profile() -> CodeTable {
-        let row =
-            |code: &str, canonical: &str| CodeRow { code: code.into(), name: format!("n{code}"), canonical: canonical.into() };
+        let row = |code: &str, canonical: &str| CodeRow {
+            code: code.into(),
+            name: format!("n{code}"),
+            canonical: canonical.into(),
+        };
         CodeTable {
             rows: vec![row("A", "NP07"), row("B", "NP03"), row("Z", "NP99"), row("Y", "PM99")],
             catch_all_np: "Z".into(),
@@ -98,10 +107,16 @@ mod tests {
         assert_eq!(table.canonical_of("B"), None);
         assert_eq!(table.canonical_of("C"), Some("NP05"));
         assert_eq!(table.canonical_of("Z"), Some("NP99"));
-        assert_eq!(table.retired.iter().map(|r| (r.code.as_str(), r.name.as_str())).collect::<Vec<_>>(), [("B", "劳资")]);
+        assert_eq!(
+            table.retired.iter().map(|r| (r.code.as_str(), r.name.as_str())).collect::<Vec<_>>(),
+            [("B", "劳资")]
+        );
         let codes: Vec<&str> = table.rows.iter().map(|r| r.code.as_str()).collect();
         assert_eq!(codes, ["A", "Z", "Y", "C"]);
         // NP07 has no row any more: it renders as the catch-all.
-        assert_eq!(table.row_for("NP07", None).map(|(r, catch_all)| (r.code.as_str(), catch_all)), Some(("Z", true)));
+        assert_eq!(
+            table.row_for("NP07", None).map(|(r, catch_all)| (r.code.as_str(), catch_all)),
+            Some(("Z", true))
+        );
     }
 }

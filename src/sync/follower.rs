@@ -80,7 +80,10 @@ type Client = SyncServiceClient<Channel>;
 /// How long a RESOURCE_EXHAUSTED answer asks to wait (its RetryInfo), else a fifth of a second.
 fn retry_delay(status: &tonic::Status) -> std::time::Duration {
     use tonic_types::StatusExt;
-    status.get_details_retry_info().and_then(|r| r.retry_delay).unwrap_or(std::time::Duration::from_millis(200))
+    status
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .unwrap_or(std::time::Duration::from_millis(200))
 }
 
 impl Follower {
@@ -91,28 +94,37 @@ impl Follower {
     /// Reads until caught up: a snapshot first when there is no cursor, then changes. Returns
     /// how many records were applied. The next page is asked for as soon as a page arrives,
     /// so the gateway reads it while this one is applied.
-    pub async fn catch_up(&mut self, client: &mut Client, page: u32) -> Result<usize, tonic::Status> {
+    pub async fn catch_up(
+        &mut self,
+        client: &mut Client,
+        page: u32,
+    ) -> Result<usize, tonic::Status> {
         let mut applied = 0;
         if self.cursor.is_empty() {
             let dataset = self.dataset.clone();
             let ask = |client: &Client, token: String| {
                 let mut client = client.clone();
-                let request = v1::SnapshotRequest { dataset: dataset.clone(), page_token: token, page_size: page };
+                let request = v1::SnapshotRequest {
+                    dataset: dataset.clone(),
+                    page_token: token,
+                    page_size: page,
+                };
                 tokio::spawn(async move { client.snapshot(request).await })
             };
             let mut asked = String::new();
             let mut pending = Some(ask(client, asked.clone()));
             while let Some(answer) = pending.take() {
-                let answer = match answer.await.map_err(|e| tonic::Status::internal(e.to_string()))? {
-                    Ok(answer) => answer.into_inner(),
-                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
-                        // Over the read quota: wait as told, and ask for the same page again.
-                        tokio::time::sleep(retry_delay(&status)).await;
-                        pending = Some(ask(client, asked.clone()));
-                        continue;
-                    }
-                    Err(status) => return Err(status),
-                };
+                let answer =
+                    match answer.await.map_err(|e| tonic::Status::internal(e.to_string()))? {
+                        Ok(answer) => answer.into_inner(),
+                        Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                            // Over the read quota: wait as told, and ask for the same page again.
+                            tokio::time::sleep(retry_delay(&status)).await;
+                            pending = Some(ask(client, asked.clone()));
+                            continue;
+                        }
+                        Err(status) => return Err(status),
+                    };
                 if !answer.next_page_token.is_empty() {
                     asked = answer.next_page_token.clone();
                     pending = Some(ask(client, answer.next_page_token));
@@ -125,7 +137,11 @@ impl Follower {
             }
         }
         loop {
-            let request = v1::ChangesRequest { dataset: self.dataset.clone(), cursor: self.cursor.clone(), limit: page };
+            let request = v1::ChangesRequest {
+                dataset: self.dataset.clone(),
+                cursor: self.cursor.clone(),
+                limit: page,
+            };
             let answer = match client.changes(request).await {
                 Ok(answer) => answer.into_inner(),
                 Err(status) if status.code() == tonic::Code::ResourceExhausted => {
@@ -178,9 +194,15 @@ impl Follower {
         let text = std::fs::read_to_string(copy).map_err(|e| format!("{}: {e}", copy.display()))?;
         let mut follower = Follower::new(dataset);
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let record: Record = serde_json::from_str(line).map_err(|e| format!("{}: line {}: {e}", copy.display(), i + 1))?;
+            let record: Record = serde_json::from_str(line)
+                .map_err(|e| format!("{}: line {}: {e}", copy.display(), i + 1))?;
             if record.dataset != dataset {
-                return Err(format!("{}: line {}: a {} record, not {dataset}", copy.display(), i + 1, record.dataset));
+                return Err(format!(
+                    "{}: line {}: a {} record, not {dataset}",
+                    copy.display(),
+                    i + 1,
+                    record.dataset
+                ));
             }
             follower.apply(record.into());
         }
@@ -193,7 +215,8 @@ impl Follower {
     /// changes again, which [`Follower::apply`] ignores, and misses none.
     pub fn save(&self, copy: &Path) -> Result<(), String> {
         let records = self.records().map_err(|e| e.to_string())?;
-        let text: String = records.iter().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect();
+        let text: String =
+            records.iter().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect();
         write_whole(copy, text.as_bytes())?;
         write_whole(&cursor_path(copy), self.cursor.as_bytes())
     }

@@ -46,7 +46,10 @@ impl KnowledgeQuery {
     pub fn check(&self) -> Result<(), SyncError> {
         let q = self.q.trim();
         if q.is_empty() || q.chars().count() > 200 {
-            return Err(SyncError::invalid("q", format!("expected 1 to 200 characters of words to find, got {:?}", self.q)));
+            return Err(SyncError::invalid(
+                "q",
+                format!("expected 1 to 200 characters of words to find, got {:?}", self.q),
+            ));
         }
         if let Some(code) = &self.category {
             if !category::is_known(code) {
@@ -57,7 +60,10 @@ impl KnowledgeQuery {
             }
         }
         if self.limit > MAX_RESULTS {
-            return Err(SyncError::invalid("limit", format!("expected at most {MAX_RESULTS}, got {}", self.limit)));
+            return Err(SyncError::invalid(
+                "limit",
+                format!("expected at most {MAX_RESULTS}, got {}", self.limit),
+            ));
         }
         Ok(())
     }
@@ -127,7 +133,8 @@ impl KnowledgeIndex {
         }
         self.live
             .read(|view| {
-                let mut index = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut index =
+                    self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
                 for key in &keys {
                     index.remove(key);
                     if let Some(record) = view.get(key) {
@@ -188,20 +195,29 @@ impl KnowledgeIndex {
                 let mut ranked: Vec<(u32, &Slot)> = hits
                     .unwrap_or_default()
                     .into_iter()
-                    .filter_map(|(slot, score)| index.slots[slot as usize].as_ref().map(|s| (score, s)))
-                    .filter(|(_, s)| query.include_expired || s.valid_until.is_none_or(|until| until >= now))
+                    .filter_map(|(slot, score)| {
+                        index.slots[slot as usize].as_ref().map(|s| (score, s))
+                    })
+                    .filter(|(_, s)| {
+                        query.include_expired || s.valid_until.is_none_or(|until| until >= now)
+                    })
                     .filter(|(_, s)| wanted_category.is_none_or(|bit| s.categories & bit != 0))
                     .collect();
                 let total = ranked.len();
                 let order = |a: &(u32, &Slot), b: &(u32, &Slot)| {
-                    b.0.cmp(&a.0).then_with(|| b.1.updated_at.cmp(&a.1.updated_at)).then_with(|| a.1.key.cmp(&b.1.key))
+                    b.0.cmp(&a.0)
+                        .then_with(|| b.1.updated_at.cmp(&a.1.updated_at))
+                        .then_with(|| a.1.key.cmp(&b.1.key))
                 };
                 if ranked.len() > limit {
                     ranked.select_nth_unstable_by(limit, order);
                     ranked.truncate(limit);
                 }
                 ranked.sort_by(order);
-                KnowledgeAnswer { records: ranked.iter().filter_map(|(_, s)| view.get(&s.key)).collect(), total }
+                KnowledgeAnswer {
+                    records: ranked.iter().filter_map(|(_, s)| view.get(&s.key)).collect(),
+                    total,
+                }
             })
             .await
     }
@@ -246,13 +262,20 @@ impl Index {
     }
 
     fn insert(&mut self, record: &Record) {
-        let field = |name: &str| record.body.get(name).and_then(Value::as_str).unwrap_or_default().to_lowercase();
+        let field = |name: &str| {
+            record.body.get(name).and_then(Value::as_str).unwrap_or_default().to_lowercase()
+        };
         let slot = self.slots.len() as u32;
         let categories = record
             .body
             .get("categories")
             .and_then(Value::as_array)
-            .map(|codes| codes.iter().filter_map(|c| c.as_str().and_then(category_bit)).fold(0, |bits, bit| bits | bit))
+            .map(|codes| {
+                codes
+                    .iter()
+                    .filter_map(|c| c.as_str().and_then(category_bit))
+                    .fold(0, |bits, bit| bits | bit)
+            })
             .unwrap_or(0);
         let valid_until = record
             .body
@@ -295,7 +318,8 @@ impl Index {
             if is_lone_cjk(token) {
                 let c = token.chars().next().unwrap_or_default();
                 let holders = self.by_char.get(&c).map(Vec::as_slice).unwrap_or_default();
-                let lists: Vec<&[u32]> = holders.iter().filter_map(|t| postings.get(t)).map(Vec::as_slice).collect();
+                let lists: Vec<&[u32]> =
+                    holders.iter().filter_map(|t| postings.get(t)).map(Vec::as_slice).collect();
                 union(&lists)
             } else {
                 postings.get(token).cloned().unwrap_or_default()
@@ -349,7 +373,9 @@ impl Index {
             let either = union(&[&title, &body]);
             candidates = Some(match candidates {
                 None => either,
-                Some(so_far) => so_far.into_iter().filter(|s| either.binary_search(s).is_ok()).collect(),
+                Some(so_far) => {
+                    so_far.into_iter().filter(|s| either.binary_search(s).is_ok()).collect()
+                }
             });
         }
         let mut hits = Hits::new();
@@ -417,7 +443,10 @@ mod tests {
 
     #[test]
     fn hits_of_several_terms_are_the_slots_in_all_with_scores_added() {
-        assert_eq!(both(&vec![(1, 2), (4, 1), (9, 3)], &vec![(4, 2), (9, 1), (12, 1)]), vec![(4, 3), (9, 4)]);
+        assert_eq!(
+            both(&vec![(1, 2), (4, 1), (9, 3)], &vec![(4, 2), (9, 1), (12, 1)]),
+            vec![(4, 3), (9, 4)]
+        );
         assert_eq!(union(&[&[1, 5, 9], &[2, 5]]), vec![1, 2, 5, 9]);
     }
 }

@@ -79,8 +79,11 @@ impl View<'_> {
     /// key's last live version), each in key order.
     pub fn with_prefix(&self, prefix: &str) -> (Vec<Record>, Vec<Record>) {
         let pick = |map: &HashMap<String, Held>| {
-            let mut found: Vec<Record> =
-                map.iter().filter(|(k, _)| k.starts_with(prefix)).filter_map(|(_, held)| held.doc.record().ok()).collect();
+            let mut found: Vec<Record> = map
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .filter_map(|(_, held)| held.doc.record().ok())
+                .collect();
             found.sort_by(|a, b| a.key.cmp(&b.key));
             found
         };
@@ -119,7 +122,10 @@ impl LiveDataset {
         let mut found = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(held) = cache.records.get(key) {
-                found.push(held.doc.record().map_err(|e| StoreError::Corrupt { id: key.clone(), problem: e.to_string() })?);
+                found.push(held.doc.record().map_err(|e| StoreError::Corrupt {
+                    id: key.clone(),
+                    problem: e.to_string(),
+                })?);
             }
         }
         Ok(found)
@@ -162,7 +168,8 @@ impl LiveDataset {
             let mut cache = self.cache.write().await;
             cache.settled = settled;
             for entry in changes {
-                let held_version = |map: &HashMap<String, Held>| map.get(&entry.key).map(|h| h.version);
+                let held_version =
+                    |map: &HashMap<String, Held>| map.get(&entry.key).map(|h| h.version);
                 let newer = held_version(&cache.records).is_none_or(|v| entry.version >= v)
                     && held_version(&cache.retired).is_none_or(|v| entry.version > v);
                 if !newer {
@@ -175,7 +182,9 @@ impl LiveDataset {
                     }
                 } else {
                     cache.retired.remove(&entry.key);
-                    cache.records.insert(entry.key, Held { version: entry.version, doc: entry.doc });
+                    cache
+                        .records
+                        .insert(entry.key, Held { version: entry.version, doc: entry.doc });
                 }
             }
             if changed {
@@ -214,7 +223,14 @@ pub fn follow_engine(
     store: Store,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ()> {
-    follow(engine.directory.clone(), engine.categories.clone(), engine.knowledge.clone(), engine.registry.clone(), store, stop)
+    follow(
+        engine.directory.clone(),
+        engine.categories.clone(),
+        engine.knowledge.clone(),
+        engine.registry.clone(),
+        store,
+        stop,
+    )
 }
 
 /// Keeps the routing directory, the transfer-item lists and the knowledge index caught up with the store every

@@ -129,7 +129,11 @@ pub async fn reconcile(
                 let note = if here == there {
                     format!("{} here, {} there", k.state.as_str(), claim.state.as_str())
                 } else {
-                    format!("{here} here ({}), {there} there ({})", k.state.as_str(), claim.state.as_str())
+                    format!(
+                        "{here} here ({}), {there} there ({})",
+                        k.state.as_str(),
+                        claim.state.as_str()
+                    )
                 };
                 differences.push(Difference {
                     kind: DifferenceKind::StateDiffers,

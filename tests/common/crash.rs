@@ -29,8 +29,15 @@ pub fn spawn_gateway_with(site: &Site, config: &Path, store_url: Option<&str>) -
 pub fn gateway_command(site: &Site, config: &Path, store_url: Option<&str>) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_liandong"));
     // The gateway's log goes next to its config, for reading after a failure.
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(site.dir.join("gateway.log")).expect("a log file");
-    command.args(["serve", "--config", config.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::from(log));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(site.dir.join("gateway.log"))
+        .expect("a log file");
+    command
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
     command.env("RUST_LOG", "warn");
     match store_url {
         Some(url) => command.env("LIANDONG_STORE_URL", url),
@@ -40,7 +47,10 @@ pub fn gateway_command(site: &Site, config: &Path, store_url: Option<&str>) -> C
 }
 
 /// A copy of the site's configuration listening on free ports: `(config, https, admin)`.
-pub fn config_on_free_ports(site: &Site, name: &str) -> (std::path::PathBuf, SocketAddr, SocketAddr) {
+pub fn config_on_free_ports(
+    site: &Site,
+    name: &str,
+) -> (std::path::PathBuf, SocketAddr, SocketAddr) {
     let (https, admin) = (free_port(), free_port());
     let config = site.dir.join(format!("liandong-{name}.toml"));
     let text = std::fs::read_to_string(&site.config)
@@ -48,7 +58,11 @@ pub fn config_on_free_ports(site: &Site, name: &str) -> (std::path::PathBuf, Soc
         .replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{https}\""))
         .replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""));
     std::fs::write(&config, text).unwrap();
-    (config, format!("127.0.0.1:{https}").parse().unwrap(), format!("127.0.0.1:{admin}").parse().unwrap())
+    (
+        config,
+        format!("127.0.0.1:{https}").parse().unwrap(),
+        format!("127.0.0.1:{admin}").parse().unwrap(),
+    )
 }
 
 pub async fn wait_ready(admin: SocketAddr) {
@@ -56,7 +70,9 @@ pub async fn wait_ready(admin: SocketAddr) {
     loop {
         if let Ok(mut tcp) = tokio::net::TcpStream::connect(admin).await {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let _ = tcp.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+            let _ = tcp
+                .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .await;
             let mut answer = String::new();
             let _ = tcp.read_to_string(&mut answer).await;
             if answer.starts_with("HTTP/1.1 200") {
@@ -70,10 +86,14 @@ pub async fn wait_ready(admin: SocketAddr) {
 
 fn document(i: usize) -> Vec<u8> {
     let sample = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
     )
     .unwrap();
-    sample.replace("LZ202305080001", &format!("CRASH-{i:06}")).replace("JJ202305080001", &format!("JJC{i:06}")).into_bytes()
+    sample
+        .replace("LZ202305080001", &format!("CRASH-{i:06}"))
+        .replace("JJ202305080001", &format!("JJC{i:06}"))
+        .into_bytes()
 }
 
 /// What a gd-json destination received: each case's record number, with the transfer ids it
@@ -117,7 +137,8 @@ pub enum Disruption {
 /// Submits `LIANDONG_CRASH_TRANSFERS` transfers while disrupting, then checks that every one
 /// answered "submitted" was delivered, none under two transfer ids.
 pub async fn run(store_url: Option<String>, disruption: Disruption) {
-    let transfers: usize = std::env::var("LIANDONG_CRASH_TRANSFERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let transfers: usize =
+        std::env::var("LIANDONG_CRASH_TRANSFERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let kills = match disruption {
         Disruption::KillGateway(n) | Disruption::RestartPostgres(n) => {
             std::env::var("LIANDONG_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(n)
@@ -154,7 +175,10 @@ pub async fn run(store_url: Option<String>, disruption: Disruption) {
                     return;
                 }
                 loop {
-                    match client.request("POST", "/v1/native/330200/110/transfers", document(i)).await {
+                    match client
+                        .request("POST", "/v1/native/330200/110/transfers", document(i))
+                        .await
+                    {
                         Ok(answer) if answer.status == 200 => {
                             let id = answer.header("x-liandong-transfer-id").unwrap();
                             answered.lock().unwrap().entry(i).or_default().insert(id);
@@ -209,7 +233,8 @@ pub async fn run(store_url: Option<String>, disruption: Disruption) {
     // Every answered transfer reaches the destination.
     let expected: BTreeSet<String> = answered.values().flatten().cloned().collect();
     eventually(120, "every transfer delivered", || {
-        let got: BTreeSet<String> = destination.received().into_iter().filter_map(|r| r.transfer_id).collect();
+        let got: BTreeSet<String> =
+            destination.received().into_iter().filter_map(|r| r.transfer_id).collect();
         expected.is_subset(&got)
     })
     .await;
@@ -236,14 +261,30 @@ pub async fn run(store_url: Option<String>, disruption: Disruption) {
 
 /// Restarts the local PostgreSQL cluster and waits until it answers again.
 pub async fn restart_postgres() {
-    let version = std::fs::read_dir("/etc/postgresql").expect("a Debian PostgreSQL cluster").next().unwrap().unwrap().file_name();
+    let version = std::fs::read_dir("/etc/postgresql")
+        .expect("a Debian PostgreSQL cluster")
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
     let status = Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", version.to_str().unwrap(), "main", "restart", "-m", "fast"])
+        .args([
+            "--skip-systemctl-redirect",
+            version.to_str().unwrap(),
+            "main",
+            "restart",
+            "-m",
+            "fast",
+        ])
         .status()
         .expect("pg_ctlcluster runs");
     assert!(status.success(), "PostgreSQL restarted");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !Command::new("pg_isready").args(["-q", "-h", "127.0.0.1", "-p", "5432"]).status().is_ok_and(|s| s.success()) {
+    while !Command::new("pg_isready")
+        .args(["-q", "-h", "127.0.0.1", "-p", "5432"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
         assert!(Instant::now() < deadline, "PostgreSQL came back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -251,12 +292,18 @@ pub async fn restart_postgres() {
 
 /// A fresh schema in the test database, as a store URL.
 pub async fn postgres_schema(name: &str) -> String {
-    let base = std::env::var("LIANDONG_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let base = std::env::var("LIANDONG_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
     let schema = format!("{name}_{}", std::process::id());
     {
         use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&base).await.expect("PostgreSQL must be running for this test");
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("PostgreSQL must be running for this test");
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
         sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.unwrap();
     }
     let separator = if base.contains('?') { '&' } else { '?' };

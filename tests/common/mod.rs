@@ -10,7 +10,9 @@ use serde_json::Value;
 /// Compares `actual` with the snapshot `tests/snapshots/NAME.txt`; with `UPDATE_SNAPSHOTS=1`
 /// writes it instead. A missing snapshot fails (it is committed with the test).
 pub fn assert_snapshot(name: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(format!("{name}.txt"));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(format!("{name}.txt"));
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, actual).unwrap();
@@ -24,7 +26,10 @@ actual:\n{actual}",
         )
     });
     if expected != actual {
-        panic!("{name}: the answer differs from {}\n--- expected\n{expected}\n--- actual\n{actual}", path.display());
+        panic!(
+            "{name}: the answer differs from {}\n--- expected\n{expected}\n--- actual\n{actual}",
+            path.display()
+        );
     }
 }
 

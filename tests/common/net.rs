@@ -29,7 +29,11 @@ impl Site {
     }
 
     fn folder(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("liandong-{name}-{}-{}", std::process::id(), ulid::Ulid::new()))
+        std::env::temp_dir().join(format!(
+            "liandong-{name}-{}-{}",
+            std::process::id(),
+            ulid::Ulid::new()
+        ))
     }
 
     /// A site whose CA the test keeps, to issue more certificates.
@@ -58,7 +62,10 @@ impl Site {
 
     pub fn identity(&self, endpoint: &str) -> (PathBuf, PathBuf) {
         let name = endpoint.replace('/', "-");
-        (self.dir.join("identities").join(format!("{name}.pem")), self.dir.join("identities").join(format!("{name}-key.pem")))
+        (
+            self.dir.join("identities").join(format!("{name}.pem")),
+            self.dir.join("identities").join(format!("{name}-key.pem")),
+        )
     }
 }
 
@@ -108,7 +115,8 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
@@ -131,7 +139,8 @@ impl Client {
         for cert in tls::certificates(&site.dir.join("ca.pem")).unwrap() {
             roots.add(cert).unwrap();
         }
-        let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let config =
+            rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
         Client { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), addr }
     }
 
@@ -155,8 +164,9 @@ impl Client {
         let tcp = tokio::net::TcpStream::connect(self.addr).await.map_err(|e| e.to_string())?;
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let tls = self.connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(connection);
         let mut request = hyper::Request::builder()
             .method(method)
@@ -184,13 +194,19 @@ impl Client {
         let _ = tls.write_all(bytes).await;
         let _ = tls.flush().await;
         let mut answer = Vec::new();
-        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut answer)).await.is_ok();
+        let closed =
+            tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut answer))
+                .await
+                .is_ok();
         (String::from_utf8_lossy(&answer).into_owned(), closed)
     }
 
     /// Opens a connection and sends `bytes` (a request's head and the start of its body), and
     /// leaves the request unfinished: the stream, to read the answer from later.
-    pub async fn unfinished(&self, bytes: &[u8]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    pub async fn unfinished(
+        &self,
+        bytes: &[u8],
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
         use tokio::io::AsyncWriteExt;
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -234,11 +250,23 @@ impl Receiver {
     }
 
     pub fn serve(site: &Site, endpoint: &str, listener: tokio::net::TcpListener) -> Receiver {
-        Receiver::serve_as(site, endpoint, listener, &site.dir.join("server.pem"), &site.dir.join("server-key.pem"))
+        Receiver::serve_as(
+            site,
+            endpoint,
+            listener,
+            &site.dir.join("server.pem"),
+            &site.dir.join("server-key.pem"),
+        )
     }
 
     /// [`Receiver::serve`] with its own server certificate (a desk with a PKI of its own).
-    pub fn serve_as(site: &Site, endpoint: &str, listener: tokio::net::TcpListener, cert: &Path, key: &Path) -> Receiver {
+    pub fn serve_as(
+        site: &Site,
+        endpoint: &str,
+        listener: tokio::net::TcpListener,
+        cert: &Path,
+        key: &Path,
+    ) -> Receiver {
         let addr = listener.local_addr().unwrap();
         let config = tls::server_config(&site.dir.join("ca.pem"), cert, key, None).unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -250,27 +278,57 @@ impl Receiver {
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { return };
-                let (acceptor, record, up, endpoint) = (acceptor.clone(), record.clone(), up_flag.clone(), endpoint.clone());
+                let (acceptor, record, up, endpoint) =
+                    (acceptor.clone(), record.clone(), up_flag.clone(), endpoint.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        let (record, up, endpoint) = (record.clone(), up.clone(), endpoint.clone());
-                        async move {
-                            let path = request.uri().path().to_string();
-                            let header = |n: &str| request.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
-                            let (transfer_id, attempt) = (header("x-liandong-transfer-id"), header("x-liandong-attempt"));
-                            let body = request.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
-                            if !up.load(std::sync::atomic::Ordering::SeqCst) {
-                                let busy = endpoint.write_receipt(ReceiptKind::Busy, None, Some("down for maintenance"));
-                                return Ok::<_, std::convert::Infallible>(
-                                    hyper::Response::builder().status(503).body(Full::new(Bytes::from(busy))).unwrap(),
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let (record, up, endpoint) =
+                                (record.clone(), up.clone(), endpoint.clone());
+                            async move {
+                                let path = request.uri().path().to_string();
+                                let header = |n: &str| {
+                                    request
+                                        .headers()
+                                        .get(n)
+                                        .and_then(|v| v.to_str().ok())
+                                        .map(str::to_string)
+                                };
+                                let (transfer_id, attempt) = (
+                                    header("x-liandong-transfer-id"),
+                                    header("x-liandong-attempt"),
                                 );
+                                let body = request
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes().to_vec())
+                                    .unwrap_or_default();
+                                if !up.load(std::sync::atomic::Ordering::SeqCst) {
+                                    let busy = endpoint.write_receipt(
+                                        ReceiptKind::Busy,
+                                        None,
+                                        Some("down for maintenance"),
+                                    );
+                                    return Ok::<_, std::convert::Infallible>(
+                                        hyper::Response::builder()
+                                            .status(503)
+                                            .body(Full::new(Bytes::from(busy)))
+                                            .unwrap(),
+                                    );
+                                }
+                                record.lock().unwrap().push(Received {
+                                    path,
+                                    transfer_id,
+                                    attempt,
+                                    body,
+                                });
+                                let ok = endpoint.write_receipt(ReceiptKind::Success, None, None);
+                                Ok(hyper::Response::new(Full::new(Bytes::from(ok))))
                             }
-                            record.lock().unwrap().push(Received { path, transfer_id, attempt, body });
-                            let ok = endpoint.write_receipt(ReceiptKind::Success, None, None);
-                            Ok(hyper::Response::new(Full::new(Bytes::from(ok))))
-                        }
-                    });
+                        },
+                    );
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), service)
                         .await;
@@ -300,7 +358,9 @@ pub async fn eventually(seconds: u64, what: &str, mut check: impl FnMut() -> boo
 
 /// Starts the gateway of `site` in this process on a free port; returns its HTTPS and admin
 /// addresses and a stop switch.
-pub async fn start_on_free_port(site: &Site) -> (SocketAddr, SocketAddr, tokio::sync::oneshot::Sender<()>) {
+pub async fn start_on_free_port(
+    site: &Site,
+) -> (SocketAddr, SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = https.local_addr().unwrap();
     let (admin, stop) = start_gateway(site, https).await;
@@ -309,7 +369,10 @@ pub async fn start_on_free_port(site: &Site) -> (SocketAddr, SocketAddr, tokio::
 
 /// Starts the gateway of `site` in this process on `https` (and an admin listener on port 0);
 /// returns the admin address and a stop switch.
-pub async fn start_gateway(site: &Site, https: tokio::net::TcpListener) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+pub async fn start_gateway(
+    site: &Site,
+    https: tokio::net::TcpListener,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let config = liandong::config::Config::load(&site.config).unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_addr = admin.local_addr().unwrap();
@@ -328,7 +391,11 @@ pub async fn start_gateway(site: &Site, https: tokio::net::TcpListener) -> (Sock
 pub async fn admin_get(admin: SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut text = String::new();
     tcp.read_to_string(&mut text).await.unwrap();
     text

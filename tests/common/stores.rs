@@ -25,7 +25,8 @@ receive_within = "5m"
 "#;
 
 pub fn postgres_url() -> String {
-    std::env::var("LIANDONG_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+    std::env::var("LIANDONG_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
 }
 
 /// A store of each kind, each empty: SQLite in a fresh folder, PostgreSQL in a fresh schema.
@@ -38,7 +39,10 @@ pub async fn stores(name: &str) -> Vec<(&'static str, Store, tempdir::Dir)> {
         let mut conn = sqlx::PgConnection::connect(&postgres_url())
             .await
             .expect("PostgreSQL must be running for these tests (.ci/run starts it)");
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
         sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.unwrap();
     }
     let separator = if postgres_url().contains('?') { '&' } else { '?' };
@@ -57,7 +61,11 @@ mod tempdir {
 
     impl Dir {
         pub fn new(name: &str) -> Dir {
-            let path = std::env::temp_dir().join(format!("liandong-{name}-{}-{}", std::process::id(), ulid::Ulid::new()));
+            let path = std::env::temp_dir().join(format!(
+                "liandong-{name}-{}-{}",
+                std::process::id(),
+                ulid::Ulid::new()
+            ));
             std::fs::create_dir_all(&path).unwrap();
             Dir(Arc::new(path))
         }
@@ -76,13 +84,18 @@ mod tempdir {
 }
 
 pub fn engine(store: Store) -> Engine {
-    Engine::new(store, Arc::new(Registry::builtin()), Arc::new(Config::parse("test.toml", CONFIG).unwrap()))
+    Engine::new(
+        store,
+        Arc::new(Registry::builtin()),
+        Arc::new(Config::parse("test.toml", CONFIG).unwrap()),
+    )
 }
 
 pub fn ningbo_request(sender_ref: &str) -> TransferRequest {
     let registry = Registry::builtin();
     let bytes = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
     )
     .unwrap();
     let mut request = registry.endpoint_named("330200/110").unwrap().read_transfer(&bytes).unwrap();

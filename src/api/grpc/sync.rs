@@ -20,11 +20,17 @@ fn status_of(peer: &crate::api::Peer, error: SyncError) -> Status {
 
 /// A stored record as protobuf (a record that no longer reads is a bug: DATA_LOSS).
 fn proto_record(doc: &crate::model::RecordDoc) -> Result<v1::Record, Status> {
-    v1::Record::try_from(doc).map_err(|e| Status::data_loss(format!("a stored record does not read: {e}")))
+    v1::Record::try_from(doc)
+        .map_err(|e| Status::data_loss(format!("a stored record does not read: {e}")))
 }
 
-fn proto_changes(changes: Vec<(String, crate::model::RecordDoc)>) -> Result<Vec<v1::Change>, Status> {
-    changes.into_iter().map(|(cursor, record)| Ok(v1::Change { cursor, record: Some(proto_record(&record)?) })).collect()
+fn proto_changes(
+    changes: Vec<(String, crate::model::RecordDoc)>,
+) -> Result<Vec<v1::Change>, Status> {
+    changes
+        .into_iter()
+        .map(|(cursor, record)| Ok(v1::Change { cursor, record: Some(proto_record(&record)?) }))
+        .collect()
 }
 
 fn page(requested: u32) -> i64 {
@@ -44,7 +50,10 @@ type ChangeStream = Pin<Box<dyn Stream<Item = Result<v1::Change, Status>> + Send
 
 #[tonic::async_trait]
 impl SyncService for Sync {
-    async fn put(&self, request: Request<v1::PutRequest>) -> Result<Response<v1::PutResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<v1::PutRequest>,
+    ) -> Result<Response<v1::PutResponse>, Status> {
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Status)?;
         let message = request.into_inner();
@@ -52,8 +61,9 @@ impl SyncService for Sync {
         let body = if message.body_json.is_empty() {
             serde_json::Value::Null
         } else {
-            serde_json::from_str(&message.body_json)
-                .map_err(|e| status_of(&who, SyncError::invalid("body_json", format!("expected JSON: {e}"))))?
+            serde_json::from_str(&message.body_json).map_err(|e| {
+                status_of(&who, SyncError::invalid("body_json", format!("expected JSON: {e}")))
+            })?
         };
         let updated_at = message
             .updated_at
@@ -63,10 +73,23 @@ impl SyncService for Sync {
             })
             .transpose()
             .map_err(|e| status_of(&who, e))?;
-        let put = PutRequest { version: message.version, deleted: message.deleted, body, updated_at, force: message.force };
-        let (record, outcome) =
-            self.state.datasets.put(&who.identity, dataset, &message.key, put).await.map_err(|e| status_of(&who, e))?;
-        Ok(Response::new(v1::PutResponse { record: Some(record.into()), changed: outcome == PutOutcome::Written }))
+        let put = PutRequest {
+            version: message.version,
+            deleted: message.deleted,
+            body,
+            updated_at,
+            force: message.force,
+        };
+        let (record, outcome) = self
+            .state
+            .datasets
+            .put(&who.identity, dataset, &message.key, put)
+            .await
+            .map_err(|e| status_of(&who, e))?;
+        Ok(Response::new(v1::PutResponse {
+            record: Some(record.into()),
+            changed: outcome == PutOutcome::Written,
+        }))
     }
 
     async fn get(&self, request: Request<v1::GetRequest>) -> Result<Response<v1::Record>, Status> {
@@ -74,11 +97,19 @@ impl SyncService for Sync {
         limit(&self.state, &who, CallKind::Read)?;
         let message = request.into_inner();
         let dataset: Dataset = message.dataset.parse().map_err(|e| status_of(&who, e))?;
-        let record = self.state.datasets.get(&who.identity, dataset, &message.key).await.map_err(|e| status_of(&who, e))?;
+        let record = self
+            .state
+            .datasets
+            .get(&who.identity, dataset, &message.key)
+            .await
+            .map_err(|e| status_of(&who, e))?;
         Ok(Response::new(record.into()))
     }
 
-    async fn snapshot(&self, request: Request<v1::SnapshotRequest>) -> Result<Response<v1::SnapshotResponse>, Status> {
+    async fn snapshot(
+        &self,
+        request: Request<v1::SnapshotRequest>,
+    ) -> Result<Response<v1::SnapshotResponse>, Status> {
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Read)?;
         let message = request.into_inner();
@@ -96,7 +127,10 @@ impl SyncService for Sync {
         }))
     }
 
-    async fn changes(&self, request: Request<v1::ChangesRequest>) -> Result<Response<v1::ChangesResponse>, Status> {
+    async fn changes(
+        &self,
+        request: Request<v1::ChangesRequest>,
+    ) -> Result<Response<v1::ChangesResponse>, Status> {
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Read)?;
         let message = request.into_inner();
@@ -114,7 +148,10 @@ impl SyncService for Sync {
         }))
     }
 
-    async fn search(&self, request: Request<v1::SearchRequest>) -> Result<Response<v1::SearchResponse>, Status> {
+    async fn search(
+        &self,
+        request: Request<v1::SearchRequest>,
+    ) -> Result<Response<v1::SearchResponse>, Status> {
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Read)?;
         let message = request.into_inner();
@@ -124,7 +161,12 @@ impl SyncService for Sync {
             include_expired: message.include_expired,
             limit: message.limit as usize,
         };
-        let answer = self.state.datasets.search(&who.identity, &query).await.map_err(|e| status_of(&who, e))?;
+        let answer = self
+            .state
+            .datasets
+            .search(&who.identity, &query)
+            .await
+            .map_err(|e| status_of(&who, e))?;
         Ok(Response::new(v1::SearchResponse {
             records: answer.records.into_iter().map(Into::into).collect(),
             total: answer.total as u64,
@@ -133,13 +175,20 @@ impl SyncService for Sync {
 
     type WatchStream = ChangeStream;
 
-    async fn watch(&self, request: Request<v1::ChangesRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<v1::ChangesRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Read)?;
         let message = request.into_inner();
         let dataset: Dataset = message.dataset.parse().map_err(|e| status_of(&who, e))?;
         // Refuse at once, not in the stream, when the caller may not read it or the cursor is bad.
-        self.state.datasets.changes(&who.identity, dataset, &message.cursor, 1).await.map_err(|e| status_of(&who, e))?;
+        self.state
+            .datasets
+            .changes(&who.identity, dataset, &message.cursor, 1)
+            .await
+            .map_err(|e| status_of(&who, e))?;
         let datasets = self.state.datasets.clone();
         let stream = follow(
             &self.state,
@@ -148,7 +197,10 @@ impl SyncService for Sync {
             move |cursor: String| {
                 let (datasets, who) = (datasets.clone(), who.clone());
                 async move {
-                    let page = datasets.changes(&who.identity, dataset, &cursor, 500).await.map_err(|e| status_of(&who, e))?;
+                    let page = datasets
+                        .changes(&who.identity, dataset, &cursor, 500)
+                        .await
+                        .map_err(|e| status_of(&who, e))?;
                     let changes = proto_changes(page.changes)?;
                     Ok((changes, page.cursor, page.more))
                 }

@@ -27,7 +27,10 @@ impl TransferService for Transfers {
     ) -> Result<Response<v1::SubmitTransferResponse>, Status> {
         let me = caller(&request)?;
         let who = peer(&request)?;
-        let mut message = request.into_inner().request.ok_or_else(|| invalid("request", crate::model::MISSING))?;
+        let mut message = request
+            .into_inner()
+            .request
+            .ok_or_else(|| invalid("request", crate::model::MISSING))?;
         // What the certificate already says need not be repeated: the sender, and its case.
         if message.from.is_empty() {
             message.from = me.to_string();
@@ -43,7 +46,8 @@ impl TransferService for Transfers {
         }
         let submitted = crate::model::TransferRequest::try_from(message).map_err(model_error)?;
         limit(&self.state, &who, CallKind::for_submission(submitted.case.urgency))?;
-        let submission = self.state.engine.submit(&me, submitted).await.map_err(|e| refused(&who, e))?;
+        let submission =
+            self.state.engine.submit(&me, submitted).await.map_err(|e| refused(&who, e))?;
         let reachable = crate::api::reachable(&self.state, &submission.transfer.to).await;
         Ok(Response::new(v1::SubmitTransferResponse {
             transfer: Some(submission.transfer.into()),
@@ -52,24 +56,37 @@ impl TransferService for Transfers {
         }))
     }
 
-    async fn get_transfer(&self, request: Request<v1::GetTransferRequest>) -> Result<Response<v1::Transfer>, Status> {
+    async fn get_transfer(
+        &self,
+        request: Request<v1::GetTransferRequest>,
+    ) -> Result<Response<v1::Transfer>, Status> {
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Read)?;
         let id = request.into_inner().transfer_id;
-        let transfer = self.state.engine.transfer_for(&who.identity, &id).await.map_err(|e| refused(&who, e))?;
+        let transfer = self
+            .state
+            .engine
+            .transfer_for(&who.identity, &id)
+            .await
+            .map_err(|e| refused(&who, e))?;
         Ok(Response::new(transfer.into()))
     }
 
-    async fn update_status(&self, request: Request<v1::UpdateStatusRequest>) -> Result<Response<v1::Transfer>, Status> {
+    async fn update_status(
+        &self,
+        request: Request<v1::UpdateStatusRequest>,
+    ) -> Result<Response<v1::Transfer>, Status> {
         let me = caller(&request)?;
         let who = peer(&request)?;
-        let mut message = request.into_inner().update.ok_or_else(|| invalid("update", crate::model::MISSING))?;
+        let mut message =
+            request.into_inner().update.ok_or_else(|| invalid("update", crate::model::MISSING))?;
         if message.by.is_empty() {
             message.by = me.to_string();
         }
         let update = crate::model::StatusUpdate::try_from(message).map_err(model_error)?;
         limit(&self.state, &who, CallKind::Status)?;
-        let (transfer, _) = self.state.engine.update_status(&me, update).await.map_err(|e| refused(&who, e))?;
+        let (transfer, _) =
+            self.state.engine.update_status(&me, update).await.map_err(|e| refused(&who, e))?;
         Ok(Response::new(transfer.into()))
     }
 
@@ -91,7 +108,10 @@ impl TransferService for Transfers {
             n => Some(crate::proto::state_from_proto(n, "state").map_err(model_error)?),
         };
         if !query.page_token.is_empty() && query.page_token.parse::<ulid::Ulid>().is_err() {
-            return Err(invalid("page_token", format!("a next_page_token this gateway gave, got {:?}", query.page_token)));
+            return Err(invalid(
+                "page_token",
+                format!("a next_page_token this gateway gave, got {:?}", query.page_token),
+            ));
         }
         let page = if query.page_size == 0 { 100 } else { i64::from(query.page_size.min(500)) };
         let filter = TransferFilter {
@@ -103,7 +123,12 @@ impl TransferService for Transfers {
             limit: page,
             after: (!query.page_token.is_empty()).then_some(query.page_token),
         };
-        let (transfers, next) = self.state.engine.transfers_for(&who.identity, filter).await.map_err(|e| refused(&who, e))?;
+        let (transfers, next) = self
+            .state
+            .engine
+            .transfers_for(&who.identity, filter)
+            .await
+            .map_err(|e| refused(&who, e))?;
         let next = next.unwrap_or_default();
         Ok(Response::new(v1::ListTransfersResponse {
             transfers: transfers.into_iter().map(Into::into).collect(),
@@ -113,7 +138,10 @@ impl TransferService for Transfers {
 
     type WatchStream = WatchStream;
 
-    async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Read)?;
         let message = request.into_inner();
@@ -122,11 +150,16 @@ impl TransferService for Transfers {
             (true, false) => return Err(invalid("cursor", "a cursor or from_now, not both")),
             (true, true) => store.feed_end(true).await.map_err(unavailable)?,
             (false, _) => {
-                let cursor =
-                    FeedCursor::decode(&message.cursor).map_err(|e| invalid("cursor", e.trim_start_matches("cursor: ")))?;
+                let cursor = FeedCursor::decode(&message.cursor)
+                    .map_err(|e| invalid("cursor", e.trim_start_matches("cursor: ")))?;
                 if cursor > store.feed_end(false).await.map_err(unavailable)? {
                     let given = &message.cursor;
-                    return Err(invalid("cursor", format!("a cursor this gateway gave; {given:?} is past the end of the feed")));
+                    return Err(invalid(
+                        "cursor",
+                        format!(
+                            "a cursor this gateway gave; {given:?} is past the end of the feed"
+                        ),
+                    ));
                 }
                 cursor
             }
@@ -134,12 +167,20 @@ impl TransferService for Transfers {
         // Refuse at once, not in the stream, when the caller may not watch at all.
         self.state.engine.feed_for(&who.identity, cursor, 1).await.map_err(|e| refused(&who, e))?;
         let engine = self.state.engine.clone();
-        let heartbeat =
-            |cursor: &FeedCursor| Some(v1::WatchEvent { cursor: cursor.encode(), kind: "heartbeat".to_string(), transfer: None });
+        let heartbeat = |cursor: &FeedCursor| {
+            Some(v1::WatchEvent {
+                cursor: cursor.encode(),
+                kind: "heartbeat".to_string(),
+                transfer: None,
+            })
+        };
         let stream = follow(&self.state, cursor, heartbeat, move |cursor| {
             let (engine, who) = (engine.clone(), who.clone());
             async move {
-                let (events, next, full) = engine.feed_for(&who.identity, cursor, 200).await.map_err(|e| refused(&who, e))?;
+                let (events, next, full) = engine
+                    .feed_for(&who.identity, cursor, 200)
+                    .await
+                    .map_err(|e| refused(&who, e))?;
                 let messages = events
                     .into_iter()
                     .map(|event| v1::WatchEvent {
@@ -154,21 +195,33 @@ impl TransferService for Transfers {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn acknowledge(&self, request: Request<v1::AcknowledgeRequest>) -> Result<Response<v1::AcknowledgeResponse>, Status> {
+    async fn acknowledge(
+        &self,
+        request: Request<v1::AcknowledgeRequest>,
+    ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
         let me = caller(&request)?.to_string();
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Status)?;
         let mut acknowledged = 0;
         for transfer_id in request.into_inner().transfer_ids {
-            let write = Write::Acknowledge { transfer_id, destination: me.clone(), at: Timestamp::now().unix_seconds() };
-            if let WriteResult::Done(true) = self.state.engine.store.write(write).await.map_err(unavailable)? {
+            let write = Write::Acknowledge {
+                transfer_id,
+                destination: me.clone(),
+                at: Timestamp::now().unix_seconds(),
+            };
+            if let WriteResult::Done(true) =
+                self.state.engine.store.write(write).await.map_err(unavailable)?
+            {
                 acknowledged += 1;
             }
         }
         Ok(Response::new(v1::AcknowledgeResponse { acknowledged }))
     }
 
-    async fn reconcile(&self, request: Request<v1::ReconcileRequest>) -> Result<Response<v1::ReconcileResponse>, Status> {
+    async fn reconcile(
+        &self,
+        request: Request<v1::ReconcileRequest>,
+    ) -> Result<Response<v1::ReconcileResponse>, Status> {
         let me = caller(&request)?;
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Read)?;
@@ -178,22 +231,34 @@ impl TransferService for Transfers {
             .into_iter()
             .enumerate()
             .map(|(i, c)| {
-                let state = crate::proto::state_from_proto(c.state, &format!("transfers[{i}].state")).map_err(model_error)?;
+                let state =
+                    crate::proto::state_from_proto(c.state, &format!("transfers[{i}].state"))
+                        .map_err(model_error)?;
                 Ok(Claim { reference: c.reference, state })
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        let report =
-            reconcile(&self.state.engine.store, &me, &claims, message.since.map(|t| t.seconds), message.until.map(|t| t.seconds))
-                .await
-                .map_err(unavailable)?;
-        let state = |s: Option<crate::model::State>| s.map_or(0, |s| crate::proto::state_to_proto(s) as i32);
+        let report = reconcile(
+            &self.state.engine.store,
+            &me,
+            &claims,
+            message.since.map(|t| t.seconds),
+            message.until.map(|t| t.seconds),
+        )
+        .await
+        .map_err(unavailable)?;
+        let state = |s: Option<crate::model::State>| {
+            s.map_or(0, |s| crate::proto::state_to_proto(s) as i32)
+        };
         Ok(Response::new(v1::ReconcileResponse {
             matched: report.matched as u32,
             differences: report
                 .differences
                 .into_iter()
                 .map(|d| v1::reconcile_response::Difference {
-                    kind: serde_json::to_value(d.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                    kind: serde_json::to_value(d.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
                     reference: d.reference,
                     transfer_id: d.transfer_id.unwrap_or_default(),
                     gateway_state: state(d.gateway_state),

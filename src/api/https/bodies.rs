@@ -29,9 +29,8 @@ use crate::security::ratelimit::CallKind;
 fn kind_by_route(method: &Method, path: &str) -> Option<CallKind> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
-        (&Method::POST, ["v1", "native", _, _, "status"]) | (&Method::POST, ["v1", "transfers", _, "status"]) => {
-            Some(CallKind::Status)
-        }
+        (&Method::POST, ["v1", "native", _, _, "status"])
+        | (&Method::POST, ["v1", "transfers", _, "status"]) => Some(CallKind::Status),
         (&Method::PUT, ["v1", "datasets", _, "records", ..]) => Some(CallKind::Status),
         (&Method::POST, ["v1", "reconcile"]) => Some(CallKind::Read),
         _ => None,
@@ -65,24 +64,45 @@ impl BodyBudget {
     }
 
     /// Takes `bytes` from the total and from `identity`'s share, at once or not at all.
-    fn claim(&self, identity: &str, bytes: u32) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), BodyRefusal> {
+    fn claim(
+        &self,
+        identity: &str,
+        bytes: u32,
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), BodyRefusal> {
         let own = {
             let mut identities = self.identities.lock().unwrap_or_else(|e| e.into_inner());
             // Shares nobody holds are forgotten, so the map stays as small as the clients in flight.
             identities.retain(|_, share| share.available_permits() < self.per_identity);
-            identities.entry(identity.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.per_identity))).clone()
+            identities
+                .entry(identity.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_identity)))
+                .clone()
         };
         let own = own.try_acquire_many_owned(bytes).map_err(|_| BodyRefusal::Busy("identity"))?;
-        let total = self.total.clone().try_acquire_many_owned(bytes).map_err(|_| BodyRefusal::Busy("total"))?;
+        let total = self
+            .total
+            .clone()
+            .try_acquire_many_owned(bytes)
+            .map_err(|_| BodyRefusal::Busy("total"))?;
         Ok((total, own))
     }
 }
 
 /// The middleware: claim, read within the timeout, handle, release.
-pub async fn bounded_bodies(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+pub async fn bounded_bodies(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let headers = request.headers();
-    let grpc = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("application/grpc"));
-    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let grpc = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/grpc"));
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
     let chunked = headers.contains_key(header::TRANSFER_ENCODING);
     // No body, a gRPC stream, or one over the limit (refused by the handler's own limit from
     // its length alone, in the sender's format): nothing to hold.
@@ -91,7 +111,9 @@ pub async fn bounded_bodies(State(state): State<Arc<AppState>>, request: Request
     }
     let identity = request.extensions().get::<Peer>().map(|p| p.uri.clone()).unwrap_or_default();
     let path = request.uri().path().to_string();
-    if let (Some(kind), Some(peer)) = (kind_by_route(request.method(), &path), request.extensions().get::<Peer>()) {
+    if let (Some(kind), Some(peer)) =
+        (kind_by_route(request.method(), &path), request.extensions().get::<Peer>())
+    {
         if let Err(refusal) = state.limit(peer, kind) {
             return answer(&state, &path, refusal);
         }

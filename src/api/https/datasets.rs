@@ -30,7 +30,10 @@ fn dataset(peer: &Peer, name: &str) -> Result<Dataset, Refusal> {
 fn number(query: &HashMap<String, String>, key: &str, default: i64) -> Result<i64, Refusal> {
     query
         .get(key)
-        .map(|v| v.parse::<i64>().map_err(|_| Refusal::field(key, format!("expected a number, got {v:?}"))))
+        .map(|v| {
+            v.parse::<i64>()
+                .map_err(|_| Refusal::field(key, format!("expected a number, got {v:?}")))
+        })
         .transpose()
         .map(|v| v.unwrap_or(default))
 }
@@ -42,7 +45,8 @@ pub async fn get_record(
 ) -> Result<Json<Value>, Refusal> {
     state.limit(&peer, CallKind::Read)?;
     let dataset = dataset(&peer, &name)?;
-    let record = state.datasets.get(&peer.identity, dataset, &key).await.map_err(|e| refused(&peer, e))?;
+    let record =
+        state.datasets.get(&peer.identity, dataset, &key).await.map_err(|e| refused(&peer, e))?;
     Ok(Json(json!(record)))
 }
 
@@ -62,7 +66,11 @@ pub async fn put_record(
             ),
         )
     })?;
-    let (record, outcome) = state.datasets.put(&peer.identity, dataset, &key, request).await.map_err(|e| refused(&peer, e))?;
+    let (record, outcome) = state
+        .datasets
+        .put(&peer.identity, dataset, &key, request)
+        .await
+        .map_err(|e| refused(&peer, e))?;
     Ok(Json(json!({"record": record, "changed": outcome == PutOutcome::Written})))
 }
 
@@ -77,7 +85,13 @@ pub async fn search_knowledge(
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
         Some(other) => {
-            return Err(refused(&peer, SyncError::invalid("include_expired", format!("expected true or false, got {other:?}"))))
+            return Err(refused(
+                &peer,
+                SyncError::invalid(
+                    "include_expired",
+                    format!("expected true or false, got {other:?}"),
+                ),
+            ))
         }
     };
     let limit = number(&query, "limit", 0)?;
@@ -85,10 +99,12 @@ pub async fn search_knowledge(
         q: query.get("q").cloned().unwrap_or_default(),
         category: query.get("category").filter(|c| !c.is_empty()).cloned(),
         include_expired,
-        limit: usize::try_from(limit)
-            .map_err(|_| refused(&peer, SyncError::invalid("limit", format!("expected 1 to 100, got {limit}"))))?,
+        limit: usize::try_from(limit).map_err(|_| {
+            refused(&peer, SyncError::invalid("limit", format!("expected 1 to 100, got {limit}")))
+        })?,
     };
-    let answer = state.datasets.search(&peer.identity, &search).await.map_err(|e| refused(&peer, e))?;
+    let answer =
+        state.datasets.search(&peer.identity, &search).await.map_err(|e| refused(&peer, e))?;
     Ok(Json(json!({"records": answer.records, "total": answer.total})))
 }
 
@@ -106,7 +122,9 @@ pub async fn snapshot(
         .snapshot(&peer.identity, dataset, token, number(&query, "page_size", 1000)?)
         .await
         .map_err(|e| refused(&peer, e))?;
-    Ok(Json(json!({"records": page.records, "next_page_token": page.next_page_token, "cursor": page.cursor})))
+    Ok(Json(
+        json!({"records": page.records, "next_page_token": page.next_page_token, "cursor": page.cursor}),
+    ))
 }
 
 pub async fn changes(
@@ -123,8 +141,11 @@ pub async fn changes(
         .changes(&peer.identity, dataset, cursor, number(&query, "limit", 1000)?)
         .await
         .map_err(|e| refused(&peer, e))?;
-    let changes: Vec<Value> =
-        page.changes.into_iter().map(|(cursor, record)| json!({"cursor": cursor, "record": record})).collect();
+    let changes: Vec<Value> = page
+        .changes
+        .into_iter()
+        .map(|(cursor, record)| json!({"cursor": cursor, "record": record}))
+        .collect();
     Ok(Json(json!({"changes": changes, "cursor": page.cursor, "more": page.more})))
 }
 

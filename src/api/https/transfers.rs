@@ -16,16 +16,29 @@ use super::caller_endpoint;
 use crate::api::refusal::{body_refusal, native_receipt, Body, Reason, Refusal};
 use crate::api::{reachable, unavailable, AppState, Peer};
 use crate::formats::{Endpoint, ReceiptKind};
-use crate::model::{json as canonical, EndpointId, State as TransferState, StatusUpdate, Timestamp, Transfer, TransferRequest};
+use crate::model::{
+    json as canonical, EndpointId, State as TransferState, StatusUpdate, Timestamp, Transfer,
+    TransferRequest,
+};
 use crate::security::ratelimit::CallKind;
 use crate::store::TransferFilter;
 
 /// The registered endpoint named by the path, and whether the caller is it.
-fn native_endpoint<'a>(state: &'a AppState, peer: &Peer, region: &str, platform: &str) -> Result<&'a Endpoint, Box<Response>> {
+fn native_endpoint<'a>(
+    state: &'a AppState,
+    peer: &Peer,
+    region: &str,
+    platform: &str,
+) -> Result<&'a Endpoint, Box<Response>> {
     let name = format!("{region}/{platform}");
-    let endpoint = state.engine.registry.endpoint_named(&name).map_err(|e| Box::new(Refusal::from(e).into_response()))?;
+    let endpoint = state
+        .engine
+        .registry
+        .endpoint_named(&name)
+        .map_err(|e| Box::new(Refusal::from(e).into_response()))?;
     if peer.identity.endpoint() != Some(&endpoint.id) {
-        let message = format!("forbidden: {} may send only as itself, not as {name}", peer.identity);
+        let message =
+            format!("forbidden: {} may send only as itself, not as {name}", peer.identity);
         return Err(Box::new(Refusal::new(Reason::Identity, message).native(endpoint, None)));
     }
     Ok(endpoint)
@@ -41,7 +54,8 @@ fn with_header(mut response: Response, name: &'static str, value: &str) -> Respo
 /// The message of a success receipt whose destination is unreachable: taken and kept, not yet
 /// delivered, and whom to phone if it cannot wait.
 pub(crate) fn unreachable_notice(destination: &EndpointId, contact: Option<String>) -> String {
-    let mut notice = format!("成功：已接收并保存；目标平台 {destination} 暂时无法送达，网关将持续重试");
+    let mut notice =
+        format!("成功：已接收并保存；目标平台 {destination} 暂时无法送达，网关将持续重试");
     if let Some(contact) = contact {
         notice.push_str(&format!("；紧急请致电 {contact}"));
     }
@@ -82,7 +96,13 @@ fn native_body(
 }
 
 /// Takes a call from the caller's budget; over it, the 429 answer in the sender's own receipt.
-fn native_limit(state: &AppState, peer: &Peer, endpoint: &Endpoint, kind: CallKind, reference: Option<&str>) -> Option<Response> {
+fn native_limit(
+    state: &AppState,
+    peer: &Peer,
+    endpoint: &Endpoint,
+    kind: CallKind,
+    reference: Option<&str>,
+) -> Option<Response> {
     let refusal = state.limit(peer, kind).err()?;
     Some(refusal.native(endpoint, reference))
 }
@@ -97,12 +117,19 @@ pub async fn native_transfer(
         Ok(body) => body,
         Err(response) => return *response,
     };
-    let (endpoint, request) = match native_document(&state, &peer, &region, &platform, |e| e.read_transfer(&body)) {
-        Ok(found) => found,
-        Err(response) => return *response,
-    };
+    let (endpoint, request) =
+        match native_document(&state, &peer, &region, &platform, |e| e.read_transfer(&body)) {
+            Ok(found) => found,
+            Err(response) => return *response,
+        };
     let reference = request.sender_ref.clone();
-    if let Some(busy) = native_limit(&state, &peer, endpoint, CallKind::for_submission(request.case.urgency), Some(&reference)) {
+    if let Some(busy) = native_limit(
+        &state,
+        &peer,
+        endpoint,
+        CallKind::for_submission(request.case.urgency),
+        Some(&reference),
+    ) {
         return busy;
     }
     let to_region = request.to_region.clone();
@@ -117,13 +144,20 @@ pub async fn native_transfer(
                 false => {
                     let mut addressed = t.for_destination();
                     addressed.to_region = to_region;
-                    Some(unreachable_notice(&t.to, state.engine.directory_contact(&addressed).await))
+                    Some(unreachable_notice(
+                        &t.to,
+                        state.engine.directory_contact(&addressed).await,
+                    ))
                 }
             };
             let response = native_success(endpoint, Some(&reference), notice.as_deref());
             let response = with_header(response, "x-liandong-transfer-id", &t.transfer_id);
             let response = with_header(response, "x-liandong-destination", &t.to.to_string());
-            with_header(response, "x-liandong-destination-status", if reachable { "reachable" } else { "unreachable" })
+            with_header(
+                response,
+                "x-liandong-destination-status",
+                if reachable { "reachable" } else { "unreachable" },
+            )
         }
         Err(e) => Refusal::from_engine(&peer.identity, e).native(endpoint, Some(&reference)),
     }
@@ -139,16 +173,19 @@ pub async fn native_status(
         Ok(body) => body,
         Err(response) => return *response,
     };
-    let (endpoint, update) = match native_document(&state, &peer, &region, &platform, |e| e.read_status(&body)) {
-        Ok(found) => found,
-        Err(response) => return *response,
-    };
+    let (endpoint, update) =
+        match native_document(&state, &peer, &region, &platform, |e| e.read_status(&body)) {
+            Ok(found) => found,
+            Err(response) => return *response,
+        };
     // Its rate budget was taken before the body was read (api::bodies).
     let reference = update.transfer_ref.clone();
     match state.engine.update_status(&endpoint.id, update).await {
-        Ok((transfer, _)) => {
-            with_header(native_success(endpoint, reference.as_deref(), None), "x-liandong-transfer-id", &transfer.transfer_id)
-        }
+        Ok((transfer, _)) => with_header(
+            native_success(endpoint, reference.as_deref(), None),
+            "x-liandong-transfer-id",
+            &transfer.transfer_id,
+        ),
         Err(e) => Refusal::from_engine(&peer.identity, e).native(endpoint, reference.as_deref()),
     }
 }
@@ -166,7 +203,11 @@ pub async fn submit(
     let caller = caller_endpoint(&peer)?;
     let request: TransferRequest = canonical::parse(&body, TransferRequest::REQUIRED)?;
     state.limit(&peer, CallKind::for_submission(request.case.urgency))?;
-    let submission = state.engine.submit(caller, request).await.map_err(|e| Refusal::from_engine(&peer.identity, e))?;
+    let submission = state
+        .engine
+        .submit(caller, request)
+        .await
+        .map_err(|e| Refusal::from_engine(&peer.identity, e))?;
     let reachable = reachable(&state, &submission.transfer.to).await;
     Ok(Json(json!({
         "transfer": submission.transfer,
@@ -182,7 +223,13 @@ pub async fn get_transfer(
     Path(id): Path<String>,
 ) -> Result<Json<Transfer>, Refusal> {
     state.limit(&peer, CallKind::Read)?;
-    Ok(Json(state.engine.transfer_for(&peer.identity, &id).await.map_err(|e| Refusal::from_engine(&peer.identity, e))?))
+    Ok(Json(
+        state
+            .engine
+            .transfer_for(&peer.identity, &id)
+            .await
+            .map_err(|e| Refusal::from_engine(&peer.identity, e))?,
+    ))
 }
 
 pub async fn status(
@@ -192,13 +239,19 @@ pub async fn status(
     Body(body): Body,
 ) -> Result<Json<Transfer>, Refusal> {
     let caller = caller_endpoint(&peer)?;
-    let mut value: Value =
-        serde_json::from_slice(&body).map_err(|e| Refusal::new(Reason::BadDocument, format!("malformed JSON: {e}")))?;
-    let object = value.as_object_mut().ok_or_else(|| Refusal::new(Reason::BadDocument, "malformed JSON: expected an object"))?;
+    let mut value: Value = serde_json::from_slice(&body)
+        .map_err(|e| Refusal::new(Reason::BadDocument, format!("malformed JSON: {e}")))?;
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| Refusal::new(Reason::BadDocument, "malformed JSON: expected an object"))?;
     object.entry("by").or_insert_with(|| Value::String(caller.to_string()));
     object.insert("transfer_id".into(), Value::String(id));
     let update: StatusUpdate = canonical::decode(value, &["state", "at"])?;
-    let (transfer, _) = state.engine.update_status(caller, update).await.map_err(|e| Refusal::from_engine(&peer.identity, e))?;
+    let (transfer, _) = state
+        .engine
+        .update_status(caller, update)
+        .await
+        .map_err(|e| Refusal::from_engine(&peer.identity, e))?;
     Ok(Json(transfer))
 }
 
@@ -212,20 +265,37 @@ pub async fn list(
     let time = |key: &str| -> Result<Option<i64>, Refusal> {
         query
             .get(key)
-            .map(|t| Timestamp::parse_rfc3339(t, false).map(Timestamp::unix_seconds).map_err(|_| bad(key, "an RFC 3339 time")))
+            .map(|t| {
+                Timestamp::parse_rfc3339(t, false)
+                    .map(Timestamp::unix_seconds)
+                    .map_err(|_| bad(key, "an RFC 3339 time"))
+            })
             .transpose()
     };
     let filter = TransferFilter {
         party: None,
-        state: query.get("state").map(|s| s.parse::<TransferState>().map_err(|_| bad("state", "a state"))).transpose()?,
-        overdue: query.get("overdue").map(|s| s.parse::<bool>().map_err(|_| bad("overdue", "true or false"))).transpose()?,
+        state: query
+            .get("state")
+            .map(|s| s.parse::<TransferState>().map_err(|_| bad("state", "a state")))
+            .transpose()?,
+        overdue: query
+            .get("overdue")
+            .map(|s| s.parse::<bool>().map_err(|_| bad("overdue", "true or false")))
+            .transpose()?,
         since: time("since")?,
         until: time("until")?,
-        limit: query.get("limit").map(|s| s.parse::<i64>().map_err(|_| bad("limit", "a number"))).transpose()?.unwrap_or(100),
+        limit: query
+            .get("limit")
+            .map(|s| s.parse::<i64>().map_err(|_| bad("limit", "a number")))
+            .transpose()?
+            .unwrap_or(100),
         after: query.get("after").cloned(),
     };
-    let (transfers, next) =
-        state.engine.transfers_for(&peer.identity, filter).await.map_err(|e| Refusal::from_engine(&peer.identity, e))?;
+    let (transfers, next) = state
+        .engine
+        .transfers_for(&peer.identity, filter)
+        .await
+        .map_err(|e| Refusal::from_engine(&peer.identity, e))?;
     Ok(Json(json!({"transfers": transfers, "next": next})))
 }
 
@@ -256,11 +326,16 @@ pub async fn endpoints(State(state): State<Arc<AppState>>) -> Result<Json<Value>
 fn operator(peer: &Peer) -> Result<(), Refusal> {
     match &peer.identity {
         crate::security::Identity::Operator(_) => Ok(()),
-        other => Err(Refusal::new(Reason::Policy, format!("forbidden: {other} is not an operator"))),
+        other => {
+            Err(Refusal::new(Reason::Policy, format!("forbidden: {other} is not an operator")))
+        }
     }
 }
 
-pub async fn dead_letters(State(state): State<Arc<AppState>>, Extension(peer): Extension<Peer>) -> Result<Json<Value>, Refusal> {
+pub async fn dead_letters(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<Value>, Refusal> {
     operator(&peer)?;
     let dead = state.engine.store.dead_letters(1000).await.map_err(unavailable)?;
     let list: Vec<Value> = dead
@@ -287,6 +362,9 @@ pub async fn replay(
     };
     match state.engine.store.write(write).await.map_err(unavailable)? {
         crate::store::WriteResult::Done(true) => Ok(Json(json!({"id": id, "replayed": true}))),
-        _ => Err(Refusal::new(Reason::NotFound, format!("{id} {}", crate::store::outbox::NOT_REPLAYABLE))),
+        _ => Err(Refusal::new(
+            Reason::NotFound,
+            format!("{id} {}", crate::store::outbox::NOT_REPLAYABLE),
+        )),
     }
 }
