@@ -566,6 +566,18 @@ pub mod duration {
         parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 
+    /// A duration as the configuration writes it, in the largest unit it is a whole number of
+    /// (hours at most, as people write `24h`): `parse(&format(d)) == d` to the millisecond.
+    pub fn format(duration: Duration) -> String {
+        let ms = duration.as_millis();
+        for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+            if ms >= size && ms % size == 0 {
+                return format!("{}{unit}", ms / size);
+            }
+        }
+        format!("{ms}ms")
+    }
+
     pub mod option {
         use super::*;
 
@@ -649,5 +661,8 @@ client_key = "gateway-key.pem"
         assert_eq!(duration::parse("24h").unwrap(), Duration::from_secs(86_400));
         assert!(duration::parse("5 minutes").is_err());
         assert!(duration::parse("-1s").is_err());
+        for d in ["1s", "5m", "24h", "1500ms", "90s", "0ms"] {
+            assert_eq!(duration::format(duration::parse(d).unwrap()), d);
+        }
     }
 }

@@ -171,6 +171,20 @@ fn write_config(
             )
         })
         .collect();
+    // The delivery settings written out are the defaults themselves, never a second copy.
+    let defaults = crate::config::Delivery::default();
+    let format = crate::config::duration::format;
+    let (initial_backoff, max_backoff, dead_after) = (
+        format(defaults.initial_backoff),
+        format(defaults.max_backoff),
+        format(defaults.dead_after),
+    );
+    let (unreachable_after, timeout, sweep_every) = (
+        format(defaults.unreachable_after),
+        format(defaults.timeout),
+        format(defaults.sweep_every),
+    );
+    let dead_after_attempts = defaults.dead_after_attempts;
     let config = format!(
         r#"# Liandong site written by `liandong init`. Every key is explained in docs/CONFIG.md.
 
@@ -193,13 +207,13 @@ kind = "sqlite"
 path = "liandong.db"
 
 [delivery]
-initial_backoff = "1s"
-max_backoff = "5m"
-dead_after_attempts = 30
-dead_after = "24h"
-unreachable_after = "2m"
-timeout = "10s"
-sweep_every = "5s"
+initial_backoff = "{initial_backoff}"
+max_backoff = "{max_backoff}"
+dead_after_attempts = {dead_after_attempts}
+dead_after = "{dead_after}"
+unreachable_after = "{unreachable_after}"
+timeout = "{timeout}"
+sweep_every = "{sweep_every}"
 
 # What the partner agency `liandong://agency/demo` (identities/agency-demo.pem) may do.
 # Agencies get nothing that is not granted here.

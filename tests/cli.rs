@@ -806,3 +806,15 @@ fn check_config_names_an_unknown_endpoint_and_a_mismatched_key() {
     assert!(!stderr.contains("tls: tls:"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The site `init` writes states the defaults, not a copy of them that could drift: its
+/// delivery settings read back as `Delivery::default()`.
+#[test]
+fn init_writes_the_defaults_themselves() {
+    let dir = std::env::temp_dir().join(format!("liandong-cli-defaults-{}", ulid::Ulid::new()));
+    assert!(liandong(&["init", dir.to_str().unwrap()], None).status.success());
+    let config = liandong::config::Config::load(&dir.join("liandong.toml")).unwrap();
+    let defaults = liandong::config::Delivery::default();
+    assert_eq!(format!("{:?}", config.delivery), format!("{defaults:?}"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
