@@ -571,7 +571,7 @@ pub mod duration {
     pub fn format(duration: Duration) -> String {
         let ms = duration.as_millis();
         for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
-            if ms >= size && ms % size == 0 {
+            if ms >= size && ms.is_multiple_of(size) {
                 return format!("{}{unit}", ms / size);
             }
         }

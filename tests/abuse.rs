@@ -3,16 +3,9 @@
 //! claims another sender, a flood of idle connections — each refused clearly, the store left
 //! unchanged, and the gateway serving an honest client throughout.
 
-use std::path::Path;
-
 use crate::common;
 use common::net::ConfigEdit;
-use common::net::{metrics_text, start_on_free_port, Client, Site};
-
-fn sample(path: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples").join(path))
-        .unwrap()
-}
+use common::net::{metrics_text, sample, start_on_free_port, Client, Site};
 
 /// The site's operator, as a client.
 fn operator(site: &Site, addr: std::net::SocketAddr) -> Client {

@@ -443,18 +443,7 @@ async fn grpc(
     key: &Path,
     port: u16,
 ) -> TransferServiceClient<tonic::transport::Channel> {
-    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity as TlsIdentity};
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(site.dir.join("ca.pem")).unwrap()))
-        .identity(TlsIdentity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()))
-        .domain_name("localhost");
-    let channel = Channel::from_shared(format!("https://localhost:{port}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = crate::common::net::grpc_channel_as(site, cert, key, port).await;
     TransferServiceClient::new(channel)
 }
 

@@ -5,12 +5,9 @@ use std::path::Path;
 
 use crate::common;
 use common::net::ConfigEdit;
-use common::net::{admin_get, eventually, metric, start_on_free_port, Client, Receiver, Site};
-
-fn sample(path: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples").join(path))
-        .unwrap()
-}
+use common::net::{
+    admin_get, eventually, metric, sample, start_on_free_port, Client, Receiver, Site,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_goes_across_and_its_status_comes_back() {

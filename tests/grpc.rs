@@ -2,51 +2,19 @@
 //! lists, watches from a cursor across a gateway restart, acknowledges (pull delivery), and
 //! checks health and reflection.
 
-use std::path::Path;
-
 use liandong::proto::v1;
 use liandong::proto::v1::transfer_service_client::TransferServiceClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::common;
 use common::net::ConfigEdit;
-use common::net::{start_gateway, Site};
+use common::net::{grpc_channel, grpc_channel_as, start_gateway, Site};
 
 async fn start(site: &Site, https: tokio::net::TcpListener) -> tokio::sync::oneshot::Sender<()> {
     start_gateway(site, https).await.1
 }
 
-async fn channel(site: &Site, endpoint: &str, port: u16) -> Channel {
-    let (cert, key) = site.identity(endpoint);
-    channel_as(site, &cert, &key, port).await
-}
-
-/// A channel presenting the certificate `cert` (and its `key`).
-async fn channel_as(site: &Site, cert: &Path, key: &Path, port: u16) -> Channel {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(site.dir.join("ca.pem")).unwrap()))
-        .identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()))
-        .domain_name("localhost");
-    Channel::from_shared(format!("https://localhost:{port}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
 fn request(sender_ref: &str) -> v1::TransferRequest {
-    let registry = liandong::formats::Registry::builtin();
-    let bytes = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/spec/samples/jjd-json/transfer-ningbo-township.json"),
-    )
-    .unwrap();
-    let mut request = registry.endpoint_named("330200/110").unwrap().read_transfer(&bytes).unwrap();
-    request.sender_ref = sender_ref.to_string();
-    request.requested_at = liandong::model::Timestamp::now();
-    request.into()
+    common::stores::ningbo_request(sender_ref).into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,8 +24,8 @@ async fn transfer_service_over_grpc_with_a_resumable_watch() {
     let port = listener.local_addr().unwrap().port();
     let stop = start(&site, listener).await;
 
-    let mut police = TransferServiceClient::new(channel(&site, "330200/110", port).await);
-    let mut hotline = TransferServiceClient::new(channel(&site, "330200/12345", port).await);
+    let mut police = TransferServiceClient::new(grpc_channel(&site, "330200/110", port).await);
+    let mut hotline = TransferServiceClient::new(grpc_channel(&site, "330200/12345", port).await);
 
     // submit, and a resend is the same transfer
     let answer = police
@@ -158,8 +126,8 @@ async fn transfer_service_over_grpc_with_a_resumable_watch() {
         }
     };
     let _stop = start(&site, listener).await;
-    let mut police = TransferServiceClient::new(channel(&site, "330200/110", port).await);
-    let mut hotline = TransferServiceClient::new(channel(&site, "330200/12345", port).await);
+    let mut police = TransferServiceClient::new(grpc_channel(&site, "330200/110", port).await);
+    let mut hotline = TransferServiceClient::new(grpc_channel(&site, "330200/12345", port).await);
     let second = police
         .submit_transfer(v1::SubmitTransferRequest { request: Some(request("G-4")) })
         .await
@@ -205,7 +173,7 @@ async fn transfer_service_over_grpc_with_a_resumable_watch() {
 
     // standard health checking and reflection
     let mut health = tonic_health::pb::health_client::HealthClient::new(
-        channel(&site, "330200/110", port).await,
+        grpc_channel(&site, "330200/110", port).await,
     );
     let serving = health
         .check(tonic_health::pb::HealthCheckRequest {
@@ -223,7 +191,7 @@ async fn transfer_service_over_grpc_with_a_resumable_watch() {
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         ServerReflectionRequest,
     };
-    let mut reflection = ServerReflectionClient::new(channel(&site, "330200/110", port).await);
+    let mut reflection = ServerReflectionClient::new(grpc_channel(&site, "330200/110", port).await);
     let ask = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -258,7 +226,7 @@ async fn over_the_limit_grpc_answers_resource_exhausted_with_retry_info() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let _stop = start(&site, listener).await;
-    let mut police = TransferServiceClient::new(channel(&site, "330200/110", port).await);
+    let mut police = TransferServiceClient::new(grpc_channel(&site, "330200/110", port).await);
     police
         .submit_transfer(v1::SubmitTransferRequest { request: Some(request("L-1")) })
         .await
@@ -285,7 +253,7 @@ async fn an_agency_watches_only_what_its_grant_covers() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let _stop = start(&site, listener).await;
-    let mut police = TransferServiceClient::new(channel(&site, "330200/110", port).await);
+    let mut police = TransferServiceClient::new(grpc_channel(&site, "330200/110", port).await);
     let ningbo = police
         .submit_transfer(v1::SubmitTransferRequest { request: Some(request("A-1")) })
         .await
@@ -299,7 +267,8 @@ async fn an_agency_watches_only_what_its_grant_covers() {
     case.case_id = case.case_id.replace("110:330200:", "110:110000:");
     beijing.case.as_mut().unwrap().location = None;
     beijing.to_region = None;
-    let mut beijing_client = TransferServiceClient::new(channel(&site, "110000/110", port).await);
+    let mut beijing_client =
+        TransferServiceClient::new(grpc_channel(&site, "110000/110", port).await);
     beijing_client
         .submit_transfer(v1::SubmitTransferRequest { request: Some(beijing) })
         .await
@@ -312,7 +281,7 @@ async fn an_agency_watches_only_what_its_grant_covers() {
         .unwrap()
         .into_inner();
 
-    let agency_channel = channel_as(
+    let agency_channel = grpc_channel_as(
         &site,
         &site.dir.join("identities/agency-demo.pem"),
         &site.dir.join("identities/agency-demo-key.pem"),
@@ -340,7 +309,8 @@ async fn an_agency_watches_only_what_its_grant_covers() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
     // the refusal is in the audit trail, with who and which method
-    let mut beijing_read = TransferServiceClient::new(channel(&site, "110000/110", port).await);
+    let mut beijing_read =
+        TransferServiceClient::new(grpc_channel(&site, "110000/110", port).await);
     let ningbo_id = first_id;
     let status = beijing_read
         .get_transfer(v1::GetTransferRequest { transfer_id: ningbo_id })
@@ -388,8 +358,8 @@ async fn the_edges_a_partner_found_from_reflection() {
             let _ = stopped.await;
         },
     ));
-    let mut police = TransferServiceClient::new(channel(&site, "330200/110", port).await);
-    let mut hotline = TransferServiceClient::new(channel(&site, "330200/12345", port).await);
+    let mut police = TransferServiceClient::new(grpc_channel(&site, "330200/110", port).await);
+    let mut hotline = TransferServiceClient::new(grpc_channel(&site, "330200/12345", port).await);
 
     // `from` and the case's origin come from the certificate when left out
     let mut bare = request("E-1");
@@ -455,7 +425,7 @@ async fn the_edges_a_partner_found_from_reflection() {
         site.dir.join("identities/operator-ops.pem"),
         site.dir.join("identities/operator-ops-key.pem"),
     );
-    let mut operator = TransferServiceClient::new(channel_as(&site, &cert, &key, port).await);
+    let mut operator = TransferServiceClient::new(grpc_channel_as(&site, &cert, &key, port).await);
     let mut beijing = request("E-3");
     beijing.from = "110000/110".into();
     let case = beijing.case.as_mut().unwrap();
@@ -463,7 +433,7 @@ async fn the_edges_a_partner_found_from_reflection() {
     case.case_id = case.case_id.replace("110:330200:", "110:110000:");
     case.location = None;
     beijing.to_region = None;
-    TransferServiceClient::new(channel(&site, "110000/110", port).await)
+    TransferServiceClient::new(grpc_channel(&site, "110000/110", port).await)
         .submit_transfer(v1::SubmitTransferRequest { request: Some(beijing) })
         .await
         .unwrap();

@@ -4,21 +4,13 @@
 //! deliberate change), each carrying the request id the caller sent; and each one counted under
 //! the same reason label, and the audited ones found in the trail by that request id.
 
-use std::path::Path;
-
 use liandong::proto::v1;
 use serde_json::{json, Value};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_types::StatusExt;
 
 use crate::common;
 use common::assert_snapshot;
-use common::net::{metrics_text, start_on_free_port, Answer, Client, Site};
-
-fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples").join(name))
-        .unwrap()
-}
+use common::net::{grpc_channel, metrics_text, sample, start_on_free_port, Answer, Client, Site};
 
 /// An HTTPS answer as a snapshot: status, the headers a caller acts on, and the body (JSON
 /// pretty-printed; a receipt in XML as sent).
@@ -65,21 +57,6 @@ fn grpc_snapshot(status: &tonic::Status) -> String {
 /// A refusal over HTTPS: snapshot name, client, method, path, body, and whether it is audited.
 type HttpsCase<'a> = (&'a str, &'a Client, &'a str, String, Vec<u8>, bool);
 
-async fn channel(site: &Site, endpoint: &str, addr: std::net::SocketAddr) -> Channel {
-    let (cert, key) = site.identity(endpoint);
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(site.dir.join("ca.pem")).unwrap()))
-        .identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()))
-        .domain_name("localhost");
-    Channel::from_shared(format!("https://localhost:{}", addr.port()))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
 fn with_id<T>(message: T, id: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("x-request-id", id.parse().unwrap());
@@ -88,15 +65,7 @@ fn with_id<T>(message: T, id: &str) -> tonic::Request<T> {
 
 /// A canonical transfer request of the Ningbo 110, from the spec's sample.
 fn grpc_request(sender_ref: &str) -> v1::TransferRequest {
-    let registry = liandong::formats::Registry::builtin();
-    let mut request = registry
-        .endpoint_named("330200/110")
-        .unwrap()
-        .read_transfer(&sample("jjd-json/transfer-ningbo-township.json"))
-        .unwrap();
-    request.sender_ref = sender_ref.to_string();
-    request.requested_at = liandong::model::Timestamp::now();
-    request.into()
+    common::stores::ningbo_request(sender_ref).into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,13 +222,14 @@ async fn each_refusal_on_each_transport_is_answered_recorded_and_audited_alike()
 
     // the same refusals over gRPC
     let mut police_grpc = v1::transfer_service_client::TransferServiceClient::new(
-        channel(&site, "330200/110", addr).await,
+        grpc_channel(&site, "330200/110", addr.port()).await,
     );
     let mut hotline_grpc = v1::transfer_service_client::TransferServiceClient::new(
-        channel(&site, "330200/12345", addr).await,
+        grpc_channel(&site, "330200/12345", addr.port()).await,
     );
-    let mut sync_grpc =
-        v1::sync_service_client::SyncServiceClient::new(channel(&site, "330200/110", addr).await);
+    let mut sync_grpc = v1::sync_service_client::SyncServiceClient::new(
+        grpc_channel(&site, "330200/110", addr.port()).await,
+    );
     let mut unknown = grpc_request("R-1");
     unknown.case.as_mut().unwrap().category = "NP42".into();
     let premature = v1::StatusUpdate {

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use liandong::proto::v1::{self, transfer_service_client::TransferServiceClient};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::common;
 use common::crash::{
@@ -14,7 +13,7 @@ use common::crash::{
     wait_ready,
 };
 use common::net::ConfigEdit;
-use common::net::{eventually, Client, Receiver, Site};
+use common::net::{eventually, grpc_channel, Client, Receiver, Site};
 
 fn document(i: usize) -> Vec<u8> {
     let sample = std::fs::read_to_string(
@@ -37,18 +36,7 @@ async fn two_replicas_share_the_work_without_doubling_and_a_watch_sees_both() {
     let mut replicas = start_replicas(&site, &store).await;
 
     // a watch on replica a, from the beginning
-    let (cert, key) = site.identity("330200/12345");
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(site.dir.join("ca.pem")).unwrap()))
-        .identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()))
-        .domain_name("localhost");
-    let channel = Channel::from_shared(format!("https://localhost:{}", replicas[0].1.port()))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = grpc_channel(&site, "330200/12345", replicas[0].1.port()).await;
     let mut watch = TransferServiceClient::new(channel)
         .watch(v1::WatchRequest { cursor: String::new(), from_now: false })
         .await

@@ -410,3 +410,38 @@ pub async fn metrics_text(admin: SocketAddr) -> String {
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// A sample document of the spec (`tests/spec/samples/PATH`).
+pub fn sample(path: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/samples").join(path),
+    )
+    .unwrap()
+}
+
+/// A gRPC channel to the gateway on `port`, presenting the certificate `cert` (and its `key`).
+pub async fn grpc_channel_as(
+    site: &Site,
+    cert: &Path,
+    key: &Path,
+    port: u16,
+) -> tonic::transport::Channel {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(site.dir.join("ca.pem")).unwrap()))
+        .identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()))
+        .domain_name("localhost");
+    Channel::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// A gRPC channel as one endpoint of the site.
+pub async fn grpc_channel(site: &Site, endpoint: &str, port: u16) -> tonic::transport::Channel {
+    let (cert, key) = site.identity(endpoint);
+    grpc_channel_as(site, &cert, &key, port).await
+}
