@@ -62,17 +62,18 @@ pub(crate) fn unreachable_notice(destination: &EndpointId, contact: Option<Strin
     notice
 }
 
-/// The endpoint of a native route (the caller must be it) and the document read with `read`;
+/// The endpoint of a native route (the caller must be it) and its body read with `read`;
 /// otherwise the answer, in that endpoint's own receipt where there is one.
 fn native_document<'a, T>(
     state: &'a AppState,
     peer: &Peer,
-    region: &str,
-    platform: &str,
-    read: impl FnOnce(&Endpoint) -> Result<T, crate::formats::FormatError>,
+    (region, platform): (&str, &str),
+    body: Result<Bytes, BytesRejection>,
+    read: impl FnOnce(&Endpoint, &[u8]) -> Result<T, crate::formats::FormatError>,
 ) -> Result<(&'a Endpoint, T), Box<Response>> {
+    let body = native_body(state, peer, region, platform, body)?;
     let endpoint = native_endpoint(state, peer, region, platform)?;
-    match read(endpoint) {
+    match read(endpoint, &body) {
         Ok(document) => Ok((endpoint, document)),
         Err(e) => Err(Box::new(Refusal::from(e).native(endpoint, None))),
     }
@@ -113,12 +114,9 @@ pub async fn native_transfer(
     Path((region, platform)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match native_body(&state, &peer, &region, &platform, body) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
+    let route = (region.as_str(), platform.as_str());
     let (endpoint, request) =
-        match native_document(&state, &peer, &region, &platform, |e| e.read_transfer(&body)) {
+        match native_document(&state, &peer, route, body, |e, body| e.read_transfer(body)) {
             Ok(found) => found,
             Err(response) => return *response,
         };
@@ -169,12 +167,9 @@ pub async fn native_status(
     Path((region, platform)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match native_body(&state, &peer, &region, &platform, body) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
+    let route = (region.as_str(), platform.as_str());
     let (endpoint, update) =
-        match native_document(&state, &peer, &region, &platform, |e| e.read_status(&body)) {
+        match native_document(&state, &peer, route, body, |e, body| e.read_status(body)) {
             Ok(found) => found,
             Err(response) => return *response,
         };
