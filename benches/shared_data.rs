@@ -144,7 +144,7 @@ async fn routing(directory: usize) {
     std::fs::create_dir_all(&dir).unwrap();
     let store = Store::sqlite(&dir.join("bench.db")).await.unwrap();
     let empty = engine(&store);
-    empty.directory.refresh(&store).await.unwrap();
+    empty.directory().refresh(&store).await.unwrap();
     submit(&empty, 200, 0).await;
     println!(
         "routing: submissions, empty directory:            {}",
@@ -162,10 +162,10 @@ async fn routing(directory: usize) {
     let before = resident_mb();
     let restarted = engine(&store);
     let started = Instant::now();
-    restarted.directory.refresh(&store).await.unwrap();
+    restarted.directory().refresh(&store).await.unwrap();
     println!(
         "routing: restart loads {} records in {:.2} s (+{:.0} MB resident)",
-        restarted.directory.records().await,
+        restarted.directory().records().await,
         started.elapsed().as_secs_f64(),
         resident_mb() - before
     );
@@ -316,10 +316,10 @@ async fn knowledge(answers: usize) {
     let before = resident_mb();
     let reader = engine(&store);
     let started = Instant::now();
-    reader.knowledge.refresh(&store).await.unwrap();
+    reader.knowledge().refresh(&store).await.unwrap();
     println!(
         "knowledge: {} answers loaded and indexed in {:.2} s (+{:.0} MB resident, records and index)",
-        reader.knowledge.records().await,
+        reader.knowledge().records().await,
         started.elapsed().as_secs_f64(),
         resident_mb() - before
     );

@@ -61,11 +61,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(engine: Engine, unreachable_after: std::time::Duration) -> AppState {
-        let limits = crate::security::ratelimit::RateLimits::new(&engine.config.limits);
+    /// The state of the fronts: the engine, and from the configuration the listener's
+    /// budgets, the rate limits and when a destination is called unreachable.
+    pub fn new(engine: Engine, config: &crate::config::Config) -> AppState {
+        let limits = crate::security::ratelimit::RateLimits::new(&config.limits);
         let datasets = crate::sync::Datasets::new(&engine);
-        let heartbeat = engine.config.listen.stream_heartbeat;
-        let listen = &engine.config.listen;
+        let heartbeat = config.listen.stream_heartbeat;
+        let unreachable_after = config.delivery.unreachable_after;
+        let listen = &config.listen;
         let bodies = https::bodies::BodyBudget::new(
             listen.body_budget,
             listen.body_budget_per_identity,
@@ -110,7 +113,7 @@ impl AppState {
                 return health.clone();
             }
         }
-        let health = Arc::new(self.engine.store.endpoint_health().await.unwrap_or_default());
+        let health = Arc::new(self.engine.store().endpoint_health().await.unwrap_or_default());
         *cached = Some((std::time::Instant::now(), health.clone()));
         health
     }

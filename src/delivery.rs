@@ -227,16 +227,9 @@ impl Deliverer {
     /// memory and cost no write (a crash forgets them with everything else in flight, and the
     /// work is simply due again).
     pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let push: Vec<String> = self
-            .engine
-            .config
-            .endpoints
-            .iter()
-            .filter(|e| e.url.is_some())
-            .map(|e| e.id.clone())
-            .collect();
+        let push: Vec<String> = self.engine.push_endpoints().map(String::from).collect();
         let lease = (self.settings.timeout.as_millis() as i64) * 3 + 5_000;
-        let in_memory = self.engine.store.backend() == crate::store::Backend::Sqlite;
+        let in_memory = self.engine.store().backend() == crate::store::Backend::Sqlite;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -279,7 +272,7 @@ impl Deliverer {
             let saturated = wants.is_empty();
             let items = match in_memory {
                 true => self.take_due(wants).await,
-                false => self.engine.store.lease_from(now_millis(), lease, wants).await,
+                false => self.engine.store().lease_from(now_millis(), lease, wants).await,
             };
             let items = items.unwrap_or_else(|e| {
                 tracing::error!(error = %e, "taking due deliveries failed");
@@ -305,7 +298,7 @@ impl Deliverer {
             }
             if idle || saturated {
                 tokio::select! {
-                    _ = self.engine.store.outbox_ready() => {}
+                    _ = self.engine.store().outbox_ready() => {}
                     _ = self.freed.notified() => {}
                     _ = tokio::time::sleep(POLL) => {}
                     _ = shutdown.changed() => {}
@@ -373,7 +366,7 @@ impl Deliverer {
                     .map(|(id, _)| *id)
                     .collect()
             });
-            let mut due = self.engine.store.due(now, &destination, free, &held).await?;
+            let mut due = self.engine.store().due(now, &destination, free, &held).await?;
             let Ok(mut taken) = self.taken.lock() else { continue };
             due.retain(|item| match taken.items.get(&item.id) {
                 None => true,
@@ -472,7 +465,7 @@ impl Deliverer {
                 }
             }
         };
-        if let Err(e) = self.engine.store.write(write).await {
+        if let Err(e) = self.engine.store().write(write).await {
             // The lease runs out and the item is tried again: at least once, never lost.
             tracing::error!(item = item.id, error = %e, "recording a delivery outcome failed");
         }
@@ -500,20 +493,16 @@ impl Deliverer {
             Ok(body) => body,
             Err(problem) => return Attempt::Unrenderable(problem),
         };
-        let Some(url) = self.engine.config.endpoint(&item.destination).and_then(|s| s.url.clone())
-        else {
+        let Some(url) = self.engine.endpoint(&item.destination).and_then(|s| s.url.clone()) else {
             return Attempt::NoUrl(item.destination.to_string());
         };
-        let Ok(endpoint) = self.engine.registry.endpoint(&item.destination) else {
+        let Ok(endpoint) = self.engine.registry().endpoint(&item.destination) else {
             return Attempt::Unrenderable(format!("{} is not in the registry", item.destination));
         };
         let content_type = endpoint.content_type();
         let timeout = self.settings.timeout;
-        let pin = self
-            .engine
-            .config
-            .endpoint(&item.destination)
-            .and_then(|s| s.server_key_sha256.as_deref());
+        let pin =
+            self.engine.endpoint(&item.destination).and_then(|s| s.server_key_sha256.as_deref());
         let (status, answer) =
             match tokio::time::timeout(timeout, self.post(&url, pin, item, &content_type, body))
                 .await
@@ -541,7 +530,7 @@ impl Deliverer {
     /// profile before it is sent: a document its reader would refuse is never sent.
     pub fn render(&self, item: &OutboxItem) -> Result<Vec<u8>, String> {
         let endpoint =
-            self.engine.registry.endpoint(&item.destination).map_err(|e| e.to_string())?;
+            self.engine.registry().endpoint(&item.destination).map_err(|e| e.to_string())?;
         let own_reader = |e: crate::formats::FormatError| {
             format!("{}'s own reader refuses it: {e}", item.destination)
         };

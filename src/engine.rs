@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, EndpointSettings};
 use crate::formats::Registry;
 use crate::model::lifecycle::{self, Outcome, Refusal};
 use crate::model::{
@@ -52,19 +52,19 @@ pub struct Submission {
     pub created: bool,
 }
 
-/// The engine: the store, the registry, the per-endpoint settings and the read policy.
+/// The engine: the store, the registry, the endpoints' settings and the read policy, and the
+/// shared datasets it reads as it decides (the directory, the transfer-item lists, the
+/// knowledge base). It takes from the configuration only what it decides with; the rest
+/// (listeners, limits, delivery) belongs to the parts that run them.
 #[derive(Clone)]
 pub struct Engine {
-    pub store: Store,
-    pub registry: Arc<Registry>,
-    pub config: Arc<Config>,
-    pub policy: Arc<Policy>,
-    /// The routing directory, in memory.
-    pub directory: Arc<LiveDataset>,
-    /// The transfer-item lists, in memory: the endpoints' live code tables.
-    pub categories: Arc<LiveDataset>,
-    /// The knowledge base, in memory with its search index.
-    pub knowledge: Arc<crate::sync::knowledge::KnowledgeIndex>,
+    store: Store,
+    registry: Arc<Registry>,
+    endpoints: Arc<Vec<EndpointSettings>>,
+    policy: Arc<Policy>,
+    directory: Arc<LiveDataset>,
+    categories: Arc<LiveDataset>,
+    knowledge: Arc<crate::sync::knowledge::KnowledgeIndex>,
 }
 
 impl Engine {
@@ -73,12 +73,53 @@ impl Engine {
         Engine {
             store,
             registry,
-            config,
+            endpoints: Arc::new(config.endpoints.clone()),
             policy,
             directory: Arc::new(LiveDataset::new(routing::DIRECTORY)),
             categories: Arc::new(LiveDataset::new(crate::sync::CATEGORIES)),
             knowledge: Arc::default(),
         }
+    }
+
+    /// The store it commits to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The endpoint registry (formats, places).
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The agencies' read policy.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// One endpoint's settings (delivery URL, deadline overrides, server key pin), if configured.
+    pub fn endpoint(&self, id: &EndpointId) -> Option<&EndpointSettings> {
+        let id = id.to_string();
+        self.endpoints.iter().find(|e| e.id == id)
+    }
+
+    /// The endpoints the gateway pushes to (those with a delivery URL).
+    pub fn push_endpoints(&self) -> impl Iterator<Item = &str> {
+        self.endpoints.iter().filter(|e| e.url.is_some()).map(|e| e.id.as_str())
+    }
+
+    /// The routing directory, in memory.
+    pub fn directory(&self) -> &Arc<LiveDataset> {
+        &self.directory
+    }
+
+    /// The transfer-item lists, in memory: the endpoints' live code tables.
+    pub fn categories(&self) -> &Arc<LiveDataset> {
+        &self.categories
+    }
+
+    /// The knowledge base, in memory with its search index.
+    pub fn knowledge(&self) -> &Arc<crate::sync::knowledge::KnowledgeIndex> {
+        &self.knowledge
     }
 
     /// The region a request is routed on, and the field it came from (`canonical.md`,
@@ -135,7 +176,7 @@ impl Engine {
     /// The deadlines of a transfer to `to`: the endpoint's overrides, else `canonical.md`'s table.
     pub fn deadlines(&self, request: &TransferRequest, to: &EndpointId) -> Deadlines {
         let rule = lifecycle::default_deadline(to.platform, request.case.urgency);
-        let settings = self.config.endpoint(to);
+        let settings = self.endpoint(to);
         let receive = settings
             .and_then(|s| s.receive_within)
             .map_or(rule.receive_within, |d| d.as_secs() as i64);

@@ -106,7 +106,7 @@ pub async fn run(
     // The name is this replica's audit chain: claimed before anything is written under it.
     let holder = crate::store::replicas::holder_id();
     store.claim_replica(&replica, &holder).await?;
-    crate::store::audit::set_replica(replica.clone());
+    store.name_chain(replica.clone());
     let auditor = crate::store::audit::Auditor::start(store.clone());
     store
         .audit(vec![crate::store::audit::AuditEntry {
@@ -135,20 +135,20 @@ pub async fn run(
     }
     // The routing directory and the transfer-item lists are in memory before the first
     // submission, and kept up to date off the submission path.
-    engine.directory.refresh(&store).await?;
-    engine.categories.refresh(&store).await?;
-    crate::sync::categories::apply(&engine.registry, &engine.categories).await;
-    engine.knowledge.refresh(&store).await?;
-    let records = engine.directory.records().await;
-    let items = engine.categories.records().await;
-    let answers = engine.knowledge.records().await;
+    engine.directory().refresh(&store).await?;
+    engine.categories().refresh(&store).await?;
+    crate::sync::categories::apply(engine.registry(), engine.categories()).await;
+    engine.knowledge().refresh(&store).await?;
+    let records = engine.directory().records().await;
+    let items = engine.categories().records().await;
+    let answers = engine.knowledge().records().await;
     tracing::info!(
         records,
         items,
         answers,
         "routing directory, transfer-item lists and knowledge index loaded"
     );
-    let state = Arc::new(AppState::new(engine.clone(), config.delivery.unreachable_after));
+    let state = Arc::new(AppState::new(engine.clone(), &config));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let deliverer = Deliverer::new(engine.clone(), server_tls.clone(), config.delivery.clone());
@@ -381,7 +381,7 @@ async fn serve_admin(
             get(move || {
                 let state = ready.clone();
                 async move {
-                    if state.engine.store.ping().await {
+                    if state.engine.store().ping().await {
                         (axum::http::StatusCode::OK, "ready\n")
                     } else {
                         (axum::http::StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n")
@@ -395,7 +395,7 @@ async fn serve_admin(
                 let state = scrape.clone();
                 let tls = tls.clone();
                 async move {
-                    let store = &state.engine.store;
+                    let store = &state.engine.store();
                     let now = Timestamp::now().unix_seconds();
                     let gauges = metrics::StoreGauges {
                         states: store.count_by_state().await.unwrap_or_default(),
@@ -422,14 +422,7 @@ async fn serve_admin(
                             })
                             .map(|h| h.endpoint)
                             .collect(),
-                        push: state
-                            .engine
-                            .config
-                            .endpoints
-                            .iter()
-                            .filter(|e| e.url.is_some())
-                            .map(|e| e.id.clone())
-                            .collect(),
+                        push: state.engine.push_endpoints().map(String::from).collect(),
                         now,
                     };
                     (

@@ -123,9 +123,22 @@ pub struct Store {
     /// Woken when a commit queued deliveries, so the deliverer starts at once rather than at
     /// its next poll (other replicas' commits are found by that poll).
     outbox_ready: Arc<tokio::sync::Notify>,
+    /// The replica's name, its audit chain: given once by the gateway that claimed it.
+    chain: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Store {
+    /// Names this store's audit chain: the replica name its gateway claimed
+    /// ([`Store::claim_replica`]). Once; a tool's store keeps `local`.
+    pub fn name_chain(&self, name: String) {
+        let _ = self.chain.set(name);
+    }
+
+    /// This store's audit chain.
+    pub fn chain(&self) -> String {
+        self.chain.get().cloned().unwrap_or_else(|| "local".to_string())
+    }
+
     /// Opens a SQLite file (created if missing), applies the schema, and starts the writer.
     pub async fn sqlite(path: &std::path::Path) -> Result<Store, StoreError> {
         Store::sqlite_limited(path, None).await
@@ -170,11 +183,13 @@ impl Store {
             .connect(&url)
             .await?;
         migrate(&pool, Backend::Sqlite).await?;
+        let chain = Arc::new(std::sync::OnceLock::new());
         Ok(Store {
             backend: Backend::Sqlite,
             pool: pool.clone(),
-            writer: group_commit::start(pool, Backend::Sqlite),
+            writer: group_commit::start(pool, Backend::Sqlite, chain.clone()),
             outbox_ready: Arc::default(),
+            chain,
         })
     }
 
@@ -187,11 +202,13 @@ impl Store {
             .connect(url)
             .await?;
         migrate(&pool, Backend::Postgres).await?;
+        let chain = Arc::new(std::sync::OnceLock::new());
         Ok(Store {
             backend: Backend::Postgres,
             pool: pool.clone(),
-            writer: group_commit::start(pool, Backend::Postgres),
+            writer: group_commit::start(pool, Backend::Postgres, chain.clone()),
             outbox_ready: Arc::default(),
+            chain,
         })
     }
 

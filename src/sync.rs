@@ -268,12 +268,12 @@ pub struct Datasets {
 impl Datasets {
     pub fn new(engine: &Engine) -> Datasets {
         Datasets {
-            store: engine.store.clone(),
-            registry: engine.registry.clone(),
-            policy: engine.policy.clone(),
-            directory: engine.directory.clone(),
-            categories: engine.categories.clone(),
-            knowledge: engine.knowledge.clone(),
+            store: engine.store().clone(),
+            registry: engine.registry().clone(),
+            policy: engine.policy().clone(),
+            directory: engine.directory().clone(),
+            categories: engine.categories().clone(),
+            knowledge: engine.knowledge().clone(),
         }
     }
 

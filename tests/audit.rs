@@ -147,3 +147,25 @@ async fn the_trail_holds_every_event_and_verify_finds_tampering() {
             .unwrap();
     assert_eq!(loaded, 1);
 }
+
+/// Each gateway writes its own chain, named for its replica, even with two in one process:
+/// the name belongs to the gateway's store, not to the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_in_one_process_keep_their_own_chains() {
+    use sqlx::Connection;
+    let (first, second) = (Site::new("audit-chain-a"), Site::new("audit-chain-b"));
+    let (a, admin_a, _stop_a) = start_on_free_port(&first).await;
+    let (b, admin_b, _stop_b) = start_on_free_port(&second).await;
+    common::crash::wait_ready(admin_a).await;
+    common::crash::wait_ready(admin_b).await;
+    for (site, addr) in [(&first, a), (&second, b)] {
+        let db = format!("sqlite://{}", site.dir.join("liandong.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
+        let chains: Vec<String> = sqlx::query_scalar("SELECT DISTINCT replica FROM audit")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(chains.len(), 1, "{chains:?}");
+        assert!(chains[0].ends_with(&format!(":{}", addr.port())), "{chains:?} for {addr}");
+    }
+}

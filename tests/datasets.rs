@@ -530,9 +530,9 @@ async fn routing_takes_the_most_specific_directory_record() {
         ];
         for (region, category, to, unit) in table {
             let decision = liandong::routing::route(
-                &engine.directory,
+                engine.directory(),
                 &store,
-                &engine.registry,
+                engine.registry(),
                 liandong::model::Platform::Hotline,
                 region,
                 category,
@@ -564,9 +564,9 @@ async fn routing_takes_the_most_specific_directory_record() {
             .await
             .unwrap();
         let decision = liandong::routing::route(
-            &engine.directory,
+            engine.directory(),
             &store,
-            &engine.registry,
+            engine.registry(),
             liandong::model::Platform::Hotline,
             "330203101",
             "NP03",
@@ -809,7 +809,7 @@ async fn the_transfer_item_list_is_the_live_code_table() {
         let ningbo = endpoint("330200/110");
         let read = |engine: &liandong::engine::Engine, code: &str| {
             engine
-                .registry
+                .registry()
                 .endpoint_named("330200/110")
                 .unwrap()
                 .read_transfer(&ningbo_document(code))
@@ -871,8 +871,12 @@ async fn the_transfer_item_list_is_the_live_code_table() {
         let mut request = ningbo_request("R-items");
         request.case.category = "NP06".parse().unwrap();
         request.case.source_category = None;
-        let rendered =
-            engine.registry.endpoint_named("330200/110").unwrap().write_transfer(&request).unwrap();
+        let rendered = engine
+            .registry()
+            .endpoint_named("330200/110")
+            .unwrap()
+            .write_transfer(&request)
+            .unwrap();
         let rendered: serde_json::Value = serde_json::from_slice(&rendered).unwrap();
         assert_eq!(rendered["JQXX"]["JQLB"], "079900", "{backend}: {rendered}");
         // the catch-alls stay: never retired, never moved to the other side
@@ -904,8 +908,8 @@ async fn the_transfer_item_list_is_the_live_code_table() {
         // added one stays
         let restarted = common::stores::engine(store.clone());
         assert_eq!(Datasets::new(&restarted).seed_categories().await.unwrap(), 0, "{backend}");
-        restarted.categories.refresh(&store).await.unwrap();
-        liandong::sync::categories::apply(&restarted.registry, &restarted.categories).await;
+        restarted.categories().refresh(&store).await.unwrap();
+        liandong::sync::categories::apply(restarted.registry(), restarted.categories()).await;
         assert!(
             read(&restarted, "070400").unwrap_err().to_string().contains("retired"),
             "{backend}"
@@ -1135,7 +1139,7 @@ async fn the_knowledge_base_is_searched_by_every_word_in_chinese() {
         }
         // another replica (its own index over the same store) finds what this one wrote
         let replica = common::stores::engine(store.clone());
-        replica.knowledge.refresh(&store).await.unwrap();
+        replica.knowledge().refresh(&store).await.unwrap();
         let found = Datasets::new(&replica).search(&police, &search("燃气")).await.unwrap();
         assert_eq!(keys(found), ["water-1"], "{backend}");
     }

@@ -8,8 +8,6 @@
 //! chain never forks. `liandong audit verify` walks the chains and names the first bad entry,
 //! and prints each chain's last hash: keep those outside the database to detect truncation too.
 
-use std::sync::OnceLock;
-
 use sha2::{Digest, Sha256};
 use sqlx::{Any, Row, Transaction};
 
@@ -19,16 +17,17 @@ use super::{Store, StoreError};
 /// The previous hash of a chain's first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-static REPLICA: OnceLock<String> = OnceLock::new();
-
-/// Names this process's chain (once, at start): `LIANDONG_REPLICA`, else `HOST:PORT`.
-pub fn set_replica(name: String) {
-    let _ = REPLICA.set(name);
+tokio::task_local! {
+    /// The chain entries are appended to while a store's writer commits: its replica's name
+    /// ([`super::Store::name_chain`]). A store per gateway, not one name per process: several
+    /// gateways in one process (the tests) keep their own chains.
+    pub(super) static CHAIN: String;
 }
 
-/// This process's chain.
-pub fn replica() -> &'static str {
-    REPLICA.get().map_or("local", String::as_str)
+/// The chain of the commit in hand: its store's replica name, or `local` for a tool's store
+/// that was never given one.
+pub fn replica() -> String {
+    CHAIN.try_with(|name| name.clone()).unwrap_or_else(|_| "local".to_string())
 }
 
 /// Where a gateway's entries that come with no change to the store go (refusals, reloads):
@@ -139,6 +138,7 @@ pub async fn append(
         return Ok(());
     }
     let replica = replica();
+    let replica = replica.as_str();
     let last = sqlx::query("SELECT hash FROM audit WHERE replica = $1 ORDER BY seq DESC LIMIT 1")
         .bind(replica)
         .fetch_optional(&mut **tx)

@@ -27,15 +27,24 @@ pub struct Job {
 }
 
 /// Starts the writer; it ends when every sender is dropped.
-pub fn start(pool: AnyPool, backend: Backend) -> mpsc::Sender<Job> {
+pub fn start(
+    pool: AnyPool,
+    backend: Backend,
+    chain: std::sync::Arc<std::sync::OnceLock<String>>,
+) -> mpsc::Sender<Job> {
     let (sender, receiver) = mpsc::channel(8192);
-    tokio::spawn(run(pool, backend, receiver));
+    tokio::spawn(run(pool, backend, receiver, chain));
     sender
 }
 
 /// The writer keeps one connection while it works (its prepared statements stay warm, and no
 /// batch waits for the pool); after a batch that failed it takes a fresh one.
-async fn run(pool: AnyPool, backend: Backend, mut receiver: mpsc::Receiver<Job>) {
+async fn run(
+    pool: AnyPool,
+    backend: Backend,
+    mut receiver: mpsc::Receiver<Job>,
+    chain: std::sync::Arc<std::sync::OnceLock<String>>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut held: Option<PoolConnection<Any>> = None;
     while let Some(job) = receiver.recv().await {
@@ -60,7 +69,9 @@ async fn run(pool: AnyPool, backend: Backend, mut receiver: mpsc::Receiver<Job>)
             },
         };
         let started = std::time::Instant::now();
-        let committed = commit(conn, backend, &mut batch).await;
+        // The batch's audit entries go to this store's chain (its replica's name).
+        let name = chain.get().cloned().unwrap_or_else(|| "local".to_string());
+        let committed = super::audit::CHAIN.scope(name, commit(conn, backend, &mut batch)).await;
         crate::metrics::counters().commit_seconds.observe(String::new(), started.elapsed());
         if !committed {
             if let Some(mut conn) = held.take() {

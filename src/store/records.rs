@@ -85,6 +85,8 @@ pub struct ImportWrite {
     tx: Transaction<'static, Any>,
     pool: sqlx::AnyPool,
     backend: Backend,
+    /// The audit chain its entry goes to.
+    chain: String,
     dataset: String,
     options: PutOptions,
     chunks: usize,
@@ -107,6 +109,7 @@ impl Store {
             tx,
             pool: self.pool.clone(),
             backend: self.backend,
+            chain: self.chain(),
             dataset: dataset.to_string(),
             options,
             chunks: 0,
@@ -150,7 +153,9 @@ impl ImportWrite {
                 detail.insert("records".into(), self.records.into());
                 detail.insert("written".into(), self.written.into());
             }
-            super::audit::append(&mut self.tx, self.backend, &[entry]).await?;
+            let entries = [entry];
+            let append = super::audit::append(&mut self.tx, self.backend, &entries);
+            super::audit::CHAIN.scope(self.chain.clone(), append).await?;
         }
         self.tx.commit().await?;
         if self.backend == Backend::Sqlite {

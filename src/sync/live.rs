@@ -224,10 +224,10 @@ pub fn follow_engine(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ()> {
     follow(
-        engine.directory.clone(),
-        engine.categories.clone(),
-        engine.knowledge.clone(),
-        engine.registry.clone(),
+        engine.directory().clone(),
+        engine.categories().clone(),
+        engine.knowledge().clone(),
+        engine.registry().clone(),
         store,
         stop,
     )

@@ -145,7 +145,7 @@ impl TransferService for Transfers {
         let who = peer(&request)?;
         limit(&self.state, &who, CallKind::Read)?;
         let message = request.into_inner();
-        let store = &self.state.engine.store;
+        let store = &self.state.engine.store();
         let cursor = match (message.from_now, message.cursor.is_empty()) {
             (true, false) => return Err(invalid("cursor", "a cursor or from_now, not both")),
             (true, true) => store.feed_end(true).await.map_err(unavailable)?,
@@ -210,7 +210,7 @@ impl TransferService for Transfers {
                 at: Timestamp::now().unix_seconds(),
             };
             if let WriteResult::Done(true) =
-                self.state.engine.store.write(write).await.map_err(unavailable)?
+                self.state.engine.store().write(write).await.map_err(unavailable)?
             {
                 acknowledged += 1;
             }
@@ -238,7 +238,7 @@ impl TransferService for Transfers {
             })
             .collect::<Result<Vec<_>, Status>>()?;
         let report = reconcile(
-            &self.state.engine.store,
+            self.state.engine.store(),
             &me,
             &claims,
             message.since.map(|t| t.seconds),

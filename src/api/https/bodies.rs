@@ -159,7 +159,7 @@ pub async fn bounded_bodies(
 fn native_endpoint<'a>(state: &'a AppState, path: &str) -> Option<&'a crate::formats::Endpoint> {
     let mut parts = path.strip_prefix("/v1/native/")?.split('/');
     let (region, platform) = (parts.next()?, parts.next()?);
-    state.engine.registry.endpoint_named(&format!("{region}/{platform}")).ok()
+    state.engine.registry().endpoint_named(&format!("{region}/{platform}")).ok()
 }
 
 /// The refusal, in the sender's native receipt on the native routes, else in canonical JSON.

@@ -176,7 +176,7 @@ pub async fn reconcile(
         )
     })?;
     let report = crate::sync::reconcile::reconcile(
-        &state.engine.store,
+        state.engine.store(),
         &me,
         &request.transfers,
         request.since.map(Timestamp::unix_seconds),

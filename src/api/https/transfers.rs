@@ -33,7 +33,7 @@ fn native_endpoint<'a>(
     let name = format!("{region}/{platform}");
     let endpoint = state
         .engine
-        .registry
+        .registry()
         .endpoint_named(&name)
         .map_err(|e| Box::new(Refusal::from(e).into_response()))?;
     if peer.identity.endpoint() != Some(&endpoint.id) {
@@ -295,11 +295,11 @@ pub async fn list(
 }
 
 pub async fn endpoints(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Refusal> {
-    let health = state.engine.store.endpoint_health().await.map_err(unavailable)?;
+    let health = state.engine.store().endpoint_health().await.map_err(unavailable)?;
     let now = Timestamp::now().unix_seconds();
     let list: Vec<Value> = state
         .engine
-        .registry
+        .registry()
         .endpoints()
         .map(|e| {
             let h = health.iter().find(|h| h.endpoint == e.id.to_string());
@@ -308,7 +308,7 @@ pub async fn endpoints(State(state): State<Arc<AppState>>) -> Result<Json<Value>
                 "id": e.id.to_string(),
                 "format": e.format.name,
                 "place": e.place,
-                "delivery": state.engine.config.endpoint(&e.id).and_then(|s| s.url.clone()).map_or("pull", |_| "push"),
+                "delivery": state.engine.endpoint(&e.id).and_then(|s| s.url.clone()).map_or("pull", |_| "push"),
                 "last_success": h.and_then(|h| h.last_success).and_then(Timestamp::from_unix_seconds),
                 "failing_since": h.and_then(|h| h.failing_since).and_then(Timestamp::from_unix_seconds),
                 "unreachable": unreachable,
@@ -332,7 +332,7 @@ pub async fn dead_letters(
     Extension(peer): Extension<Peer>,
 ) -> Result<Json<Value>, Refusal> {
     operator(&peer)?;
-    let dead = state.engine.store.dead_letters(1000).await.map_err(unavailable)?;
+    let dead = state.engine.store().dead_letters(1000).await.map_err(unavailable)?;
     let list: Vec<Value> = dead
         .iter()
         .map(|d| {
@@ -355,7 +355,7 @@ pub async fn replay(
         by: peer.uri.clone(),
         request_id: crate::api::context::request_id(),
     };
-    match state.engine.store.write(write).await.map_err(unavailable)? {
+    match state.engine.store().write(write).await.map_err(unavailable)? {
         crate::store::WriteResult::Done(true) => Ok(Json(json!({"id": id, "replayed": true}))),
         _ => Err(Refusal::new(
             Reason::NotFound,
