@@ -3,14 +3,10 @@
 //! bad one; `liandong audit export` prints one transfer's evidence.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::common;
+use common::liandong;
 use common::net::{eventually, start_on_free_port, Client, Receiver, Site};
-
-fn liandong(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_liandong")).args(args).output().unwrap()
-}
 
 async fn sql(db: &Path, statement: &str) {
     use sqlx::Connection;

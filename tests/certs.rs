@@ -12,16 +12,9 @@ use liandong::security::ca::{CaDir, Subject};
 use liandong::security::Identity;
 
 use crate::common;
+use common::liandong;
 use common::net::ConfigEdit;
 use common::net::{eventually, metrics_text, start_on_free_port, Client, Site};
-
-fn liandong(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_liandong"))
-        .args(args)
-        .env_remove("LIANDONG_CA_PASSPHRASE")
-        .output()
-        .unwrap()
-}
 
 fn ok(output: &Output) -> String {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

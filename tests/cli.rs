@@ -1,13 +1,13 @@
 //! The `liandong` binary as users run it: conversions, the registry, profile checks, and the
 //! exit status and streams on bad input.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
 
 use crate::common;
+use common::{liandong, liandong_with_input};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -15,21 +15,6 @@ fn root() -> PathBuf {
 
 fn sample(path: &str) -> PathBuf {
     root().join("tests/spec/samples").join(path)
-}
-
-fn liandong(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_liandong"))
-        .args(args)
-        .env_remove("LIANDONG_PROFILES")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or_default()).unwrap();
-    drop(input);
-    child.wait_with_output().unwrap()
 }
 
 fn stdout_json(output: &Output) -> Value {
@@ -44,14 +29,18 @@ fn native_to_canonical_from_a_file_and_from_stdin() {
         &std::fs::read(sample("jqxx-xml/transfer-yunnan-gbk.canonical.json")).unwrap(),
     )
     .unwrap();
-    let from_file = stdout_json(&liandong(
-        &["convert", "--from", "530000/110", "--kind", "transfer", file.to_str().unwrap()],
-        None,
-    ));
+    let from_file = stdout_json(&liandong(&[
+        "convert",
+        "--from",
+        "530000/110",
+        "--kind",
+        "transfer",
+        file.to_str().unwrap(),
+    ]));
     common::assert_canonical_eq(&from_file, &expected, "file");
-    let from_stdin = stdout_json(&liandong(
+    let from_stdin = stdout_json(&liandong_with_input(
         &["convert", "--from", "530000/110", "--kind", "transfer"],
-        Some(&std::fs::read(&file).unwrap()),
+        &std::fs::read(&file).unwrap(),
     ));
     assert_eq!(from_stdin, from_file);
 }
@@ -60,7 +49,7 @@ fn native_to_canonical_from_a_file_and_from_stdin() {
 fn canonical_to_native_writes_gbk_for_jqxx() {
     let canonical = std::fs::read(sample("jqxx-xml/transfer-yunnan-gbk.canonical.json")).unwrap();
     let output =
-        liandong(&["convert", "--to", "530000/110", "--kind", "transfer"], Some(&canonical));
+        liandong_with_input(&["convert", "--to", "530000/110", "--kind", "transfer"], &canonical);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.stdout.starts_with(br#"<?xml version="1.0" encoding="GBK"?>"#));
     assert!(
@@ -68,9 +57,9 @@ fn canonical_to_native_writes_gbk_for_jqxx() {
         "䶮 is written as a character reference"
     );
     // and it reads back to the same canonical document
-    let back = stdout_json(&liandong(
+    let back = stdout_json(&liandong_with_input(
         &["convert", "--from", "530000/110", "--kind", "transfer"],
-        Some(&output.stdout),
+        &output.stdout,
     ));
     common::assert_canonical_eq(&back, &serde_json::from_slice(&canonical).unwrap(), "round trip");
 }
@@ -85,9 +74,9 @@ fn a_whole_transfer_renders_with_its_transfer_id_as_the_reference() {
         "deadlines": {"receive_by": "2023-05-08T10:13:00+08:00"},
         "state": "submitted", "history": []
     });
-    let output = liandong(
+    let output = liandong_with_input(
         &["convert", "--to", "330200/12345", "--kind", "transfer"],
-        Some(transfer.to_string().as_bytes()),
+        transfer.to_string().as_bytes(),
     );
     let native = stdout_json(&output);
     assert_eq!(native["lzbh"], "01HZX3V6Q8K2M7R4T9W1Y5C0DE");
@@ -97,19 +86,16 @@ fn a_whole_transfer_renders_with_its_transfer_id_as_the_reference() {
 #[test]
 fn native_to_native_across_formats() {
     let file = sample("ticket-json/status-visited.json");
-    let output = liandong(
-        &[
-            "convert",
-            "--from",
-            "110000/12345",
-            "--to",
-            "210000/110",
-            "--kind",
-            "status",
-            file.to_str().unwrap(),
-        ],
-        None,
-    );
+    let output = liandong(&[
+        "convert",
+        "--from",
+        "110000/12345",
+        "--to",
+        "210000/110",
+        "--kind",
+        "status",
+        file.to_str().unwrap(),
+    ]);
     assert!(output.status.success());
     let text = encoding_text(&output.stdout);
     assert!(
@@ -157,7 +143,7 @@ fn invalid_input_exits_2_with_one_line_naming_the_field_and_nothing_on_stdout() 
         (&["convert", "--kind", "transfer"], b"{}", "convert needs --from ENDPOINT, --to ENDPOINT, or both"),
     ];
     for (args, input, message) in cases {
-        let output = liandong(args, Some(input));
+        let output = liandong_with_input(args, input);
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         assert!(output.stdout.is_empty(), "{args:?}");
         let stderr = String::from_utf8(output.stderr).unwrap();
@@ -168,14 +154,14 @@ fn invalid_input_exits_2_with_one_line_naming_the_field_and_nothing_on_stdout() 
 
 #[test]
 fn endpoints_lists_the_registry() {
-    let output = liandong(&["endpoints"], None);
+    let output = liandong(&["endpoints"]);
     let table = String::from_utf8(output.stdout).unwrap();
     assert_eq!(table.lines().count(), 19, "a header and 18 endpoints");
     assert!(
         table.contains("530000/110     jqxx-xml        云南 Yunnan  (extra codes: JW11)"),
         "{table}"
     );
-    let list = stdout_json(&liandong(&["endpoints", "--json"], None));
+    let list = stdout_json(&liandong(&["endpoints", "--json"]));
     assert_eq!(list.as_array().unwrap().len(), 18);
     assert_eq!(list[12]["id"], "360000/110");
     assert_eq!(list[12]["extra_codes"], serde_json::json!(["070301"]));
@@ -184,48 +170,42 @@ fn endpoints_lists_the_registry() {
 #[test]
 fn a_seventh_format_is_a_data_file() {
     let dir = root().join("examples/profiles");
-    let output = liandong(&["profiles", "check", dir.to_str().unwrap()], None);
+    let output = liandong(&["profiles", "check", dir.to_str().unwrap()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("7 formats"));
     let doc = dir.join("transfer.json");
-    let canonical = stdout_json(&liandong(
-        &[
-            "--profiles",
-            dir.to_str().unwrap(),
-            "convert",
-            "--from",
-            "440000/110",
-            "--kind",
-            "transfer",
-            doc.to_str().unwrap(),
-        ],
-        None,
-    ));
+    let canonical = stdout_json(&liandong(&[
+        "--profiles",
+        dir.to_str().unwrap(),
+        "convert",
+        "--from",
+        "440000/110",
+        "--kind",
+        "transfer",
+        doc.to_str().unwrap(),
+    ]));
     assert_eq!(canonical["case"]["case_id"], "110:440000:GZ20240601001");
     assert_eq!(canonical["case"]["category"], "NP07");
     assert_eq!(canonical["case"]["caller"]["phone"], "+8613800000000");
-    let native = stdout_json(&liandong(
-        &[
-            "--profiles",
-            dir.to_str().unwrap(),
-            "convert",
-            "--from",
-            "440000/110",
-            "--to",
-            "440000/12345",
-            "--kind",
-            "transfer",
-            doc.to_str().unwrap(),
-        ],
-        None,
-    ));
+    let native = stdout_json(&liandong(&[
+        "--profiles",
+        dir.to_str().unwrap(),
+        "convert",
+        "--from",
+        "440000/110",
+        "--to",
+        "440000/12345",
+        "--kind",
+        "transfer",
+        doc.to_str().unwrap(),
+    ]));
     assert_eq!(native["gd"]["sqlx"], "1007");
 }
 
 #[test]
 fn profile_mistakes_are_reported_with_file_and_key() {
     let dir = root().join("tests/fixtures/bad-profiles");
-    let output = liandong(&["profiles", "check", dir.to_str().unwrap()], None);
+    let output = liandong(&["profiles", "check", dir.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
     let lines: Vec<&str> = stderr.lines().collect();
@@ -259,7 +239,7 @@ fn a_profile_that_is_not_toml_is_reported_with_its_line() {
     let dir = std::env::temp_dir().join(format!("liandong-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("bad.toml"), "name = \"x\"\nsyntax = json\n").unwrap();
-    let output = liandong(&["profiles", "check", dir.to_str().unwrap()], None);
+    let output = liandong(&["profiles", "check", dir.to_str().unwrap()]);
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
@@ -271,7 +251,7 @@ fn a_profile_that_is_not_toml_is_reported_with_its_line() {
 
 #[test]
 fn the_built_in_profiles_pass_their_own_check() {
-    let output = liandong(&["profiles", "check", root().join("profiles").to_str().unwrap()], None);
+    let output = liandong(&["profiles", "check", root().join("profiles").to_str().unwrap()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(stdout.contains("6 formats") && stdout.contains("18 endpoints"), "{stdout}");
@@ -281,10 +261,14 @@ fn the_built_in_profiles_pass_their_own_check() {
 fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
     let dir = std::env::temp_dir().join(format!("liandong-cli-data-{}", ulid::Ulid::new()));
     let site = dir.join("site");
-    let output = liandong(
-        &["init", site.to_str().unwrap(), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
-        None,
-    );
+    let output = liandong(&[
+        "init",
+        site.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let config = site.join("liandong.toml");
     let config = config.to_str().unwrap();
@@ -299,7 +283,7 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
         "bad.csv",
         "key,owner,version,unit.code,unit.name,phone\n330203/NP03,330200/12345,1,HS-RS,海曙区人社局,0574-1\n330203101/NP03,330200/12345,x,GQ,\"高桥镇, 劳动保障所\",\n",
     );
-    let output = liandong(&["datasets", "import", "--config", config, "directory", &bad], None);
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &bad]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("line 3: version: expected a whole number"), "{stderr}");
@@ -309,8 +293,7 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
         "owner.jsonl",
         "\n{\"key\": \"330203/NP03\", \"owner\": \"330000/12345\", \"version\": 1, \"body\": {\"unit\": {\"name\": \"x\"}}}\n",
     );
-    let output =
-        liandong(&["datasets", "import", "--config", config, "directory", &wrong_owner], None);
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &wrong_owner]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -319,8 +302,7 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
     );
     let unreadable =
         write("unreadable.jsonl", "{not json\n{\"key\": \"330203/NP05\", \"owner\": \"330200/12345\", \"version\": \"one\"}\n");
-    let output =
-        liandong(&["datasets", "import", "--config", config, "directory", &unreadable], None);
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &unreadable]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("line 1: not JSON") && stderr.contains("line 2: "), "{stderr}");
 
@@ -328,13 +310,13 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
         "good.csv",
         "key,owner,version,unit.code,unit.name,phone\n330203/NP03,330200/12345,1,HS-RS,海曙区人社局,0574-1\n330203101/NP03,330200/12345,1,GQ,\"高桥镇, 劳动保障所\",\n",
     );
-    let output = liandong(&["datasets", "import", "--config", config, "directory", &good], None);
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &good]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         "directory: 2 records read, 2 written (0 unchanged)\n"
     );
-    let again = liandong(&["datasets", "import", "--config", config, "directory", &good], None);
+    let again = liandong(&["datasets", "import", "--config", config, "directory", &good]);
     assert_eq!(
         String::from_utf8_lossy(&again.stdout),
         "directory: 2 records read, 0 written (2 unchanged)\n"
@@ -351,10 +333,16 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
          330203101/NP03,330200/12345,1,GQ,old,,\n",
     );
     // (--force: the deletion of line 4 leaves its county without a unit, counted as a deletion)
-    let output = liandong(
-        &["datasets", "import", "--config", config, "directory", &preview, "--dry-run", "--force"],
-        None,
-    );
+    let output = liandong(&[
+        "datasets",
+        "import",
+        "--config",
+        config,
+        "directory",
+        &preview,
+        "--dry-run",
+        "--force",
+    ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -368,10 +356,16 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
         text.contains("preview.csv: line 6: version: 330203101/NP03 is at version 2"),
         "{text}"
     );
-    let unchanged = stdout_json(&liandong(
-        &["route", "--config", config, "--region", "330203101", "--category", "NP03", "--json"],
-        None,
-    ));
+    let unchanged = stdout_json(&liandong(&[
+        "route",
+        "--config",
+        config,
+        "--region",
+        "330203101",
+        "--category",
+        "NP03",
+        "--json",
+    ]));
     assert_eq!(unchanged["unit"]["code"], "GQ", "nothing was written");
 
     // --if-version: the preview's version; applied only while nothing else wrote the dataset
@@ -384,32 +378,33 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
             .unwrap()
             .to_string()
     };
-    let previewed = version_of(&liandong(
-        &["datasets", "import", "--config", config, "directory", &planned, "--dry-run"],
-        None,
-    ));
+    let previewed = version_of(&liandong(&[
+        "datasets",
+        "import",
+        "--config",
+        config,
+        "directory",
+        &planned,
+        "--dry-run",
+    ]));
 
     // a deletion (TRUE, as Excel writes it) is a tombstone; export lists it
     let deletion =
         write("delete.csv", "key,owner,version,deleted\n330203/NP09,330200/12345,1,TRUE\n");
-    let output =
-        liandong(&["datasets", "import", "--config", config, "directory", &deletion], None);
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &deletion]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     // the dataset moved since the preview: refused, nothing written; previewed again, applied
-    let output = liandong(
-        &[
-            "datasets",
-            "import",
-            "--config",
-            config,
-            "directory",
-            &planned,
-            "--if-version",
-            &previewed,
-        ],
-        None,
-    );
+    let output = liandong(&[
+        "datasets",
+        "import",
+        "--config",
+        config,
+        "directory",
+        &planned,
+        "--if-version",
+        &previewed,
+    ]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -417,34 +412,42 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
             && stderr.contains("nothing was written"),
         "{stderr}"
     );
-    let previewed = version_of(&liandong(
-        &["datasets", "import", "--config", config, "directory", &planned, "--dry-run"],
-        None,
-    ));
-    let output = liandong(
-        &[
-            "datasets",
-            "import",
-            "--config",
-            config,
-            "directory",
-            &planned,
-            "--if-version",
-            &previewed,
-        ],
-        None,
-    );
+    let previewed = version_of(&liandong(&[
+        "datasets",
+        "import",
+        "--config",
+        config,
+        "directory",
+        &planned,
+        "--dry-run",
+    ]));
+    let output = liandong(&[
+        "datasets",
+        "import",
+        "--config",
+        config,
+        "directory",
+        &planned,
+        "--if-version",
+        &previewed,
+    ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let output = liandong(
-        &["datasets", "import", "--config", config, "directory", &planned, "--if-version", "soon"],
-        None,
-    );
+    let output = liandong(&[
+        "datasets",
+        "import",
+        "--config",
+        config,
+        "directory",
+        &planned,
+        "--if-version",
+        "soon",
+    ]);
     assert!(String::from_utf8_lossy(&output.stderr)
         .contains("--if-version: expected a version printed by --dry-run"));
     // deleting the only unit of a cell is refused (in the preview too) unless forced
     let retire =
         write("retire.csv", "key,owner,version,deleted\n330205/NP03,330200/12345,2,true\n");
-    let output = liandong(&["datasets", "import", "--config", config, "directory", &retire], None);
+    let output = liandong(&["datasets", "import", "--config", config, "directory", &retire]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -453,26 +456,27 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
         ),
         "{stderr}"
     );
-    let output = liandong(
-        &["datasets", "import", "--config", config, "directory", &retire, "--dry-run"],
-        None,
-    );
+    let output =
+        liandong(&["datasets", "import", "--config", config, "directory", &retire, "--dry-run"]);
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("1 refused"),
         "{}",
         String::from_utf8_lossy(&output.stdout)
     );
-    let output = liandong(
-        &["datasets", "import", "--config", config, "directory", &retire, "--force"],
-        None,
-    );
+    let output =
+        liandong(&["datasets", "import", "--config", config, "directory", &retire, "--force"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     // a record's history: each version, when, by whom
-    let output = liandong(
-        &["datasets", "history", "--config", config, "directory", "330205/NP03", "--json"],
-        None,
-    );
+    let output = liandong(&[
+        "datasets",
+        "history",
+        "--config",
+        config,
+        "directory",
+        "330205/NP03",
+        "--json",
+    ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let history: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(history.len(), 2, "{history:?}");
@@ -490,17 +494,15 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
         (Some(2), Some(true))
     );
     assert!(history[1]["writer"].as_str().unwrap().contains("retire.csv"));
-    let output =
-        liandong(&["datasets", "history", "--config", config, "directory", "330205/NP03"], None);
+    let output = liandong(&["datasets", "history", "--config", config, "directory", "330205/NP03"]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("v1 ") && text.contains("v2 ") && text.contains("deleted"), "{text}");
-    let output =
-        liandong(&["datasets", "history", "--config", config, "directory", "330299/NP03"], None);
+    let output = liandong(&["datasets", "history", "--config", config, "directory", "330299/NP03"]);
     assert_eq!(output.status.code(), Some(2), "no such record");
     assert!(String::from_utf8_lossy(&output.stderr).contains("330299/NP03"));
 
     // export as JSON Lines and as CSV, tombstones included; the CSV reads back unchanged
-    let output = liandong(&["datasets", "export", "--config", config, "directory"], None);
+    let output = liandong(&["datasets", "export", "--config", config, "directory"]);
     let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -513,90 +515,98 @@ fn datasets_import_export_route_and_reconcile_on_the_configured_store() {
     );
     assert_eq!(lines[2]["body"]["unit"]["name"], "高桥镇, 劳动保障所");
     let output =
-        liandong(&["datasets", "export", "--config", config, "directory", "--format", "csv"], None);
+        liandong(&["datasets", "export", "--config", config, "directory", "--format", "csv"]);
     let csv = write("export.csv", &String::from_utf8_lossy(&output.stdout));
-    let back = liandong(&["datasets", "import", "--config", config, "directory", &csv], None);
+    let back = liandong(&["datasets", "import", "--config", config, "directory", &csv]);
     assert_eq!(
         String::from_utf8_lossy(&back.stdout),
         "directory: 4 records read, 0 written (4 unchanged)\n"
     );
 
     // routing: the township's record wins; another township falls back to the county
-    let route = stdout_json(&liandong(
-        &["route", "--config", config, "--region", "330203101", "--category", "NP03", "--json"],
-        None,
-    ));
+    let route = stdout_json(&liandong(&[
+        "route",
+        "--config",
+        config,
+        "--region",
+        "330203101",
+        "--category",
+        "NP03",
+        "--json",
+    ]));
     assert_eq!(route["endpoint"], "330200/12345");
     assert_eq!(route["unit"]["code"], "GQ");
     assert_eq!(route["considered"][0], "330203101/NP03");
-    let output = liandong(
-        &["route", "--config", config, "--region", "330203102", "--category", "NP03"],
-        None,
-    );
+    let output =
+        liandong(&["route", "--config", config, "--region", "330203102", "--category", "NP03"]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("unit:     HS-RS 海曙区人社局 (directory 330203/NP03 v1"), "{text}");
     let output =
-        liandong(&["route", "--config", config, "--region", "33020", "--category", "NP03"], None);
+        liandong(&["route", "--config", config, "--region", "33020", "--category", "NP03"]);
     assert_eq!(output.status.code(), Some(2));
     // as a submission has it: a Zhejiang-wide destination region and the case's township
-    let route = stdout_json(&liandong(
-        &[
-            "route",
-            "--config",
-            config,
-            "--to-region",
-            "330000",
-            "--location",
-            "330203101",
-            "--category",
-            "NP03",
-            "--json",
-        ],
-        None,
-    ));
+    let route = stdout_json(&liandong(&[
+        "route",
+        "--config",
+        config,
+        "--to-region",
+        "330000",
+        "--location",
+        "330203101",
+        "--category",
+        "NP03",
+        "--json",
+    ]));
     assert_eq!(
         (route["endpoint"].as_str(), route["unit"]["code"].as_str()),
         (Some("330200/12345"), Some("GQ"))
     );
-    let route = stdout_json(&liandong(
-        &["route", "--config", config, "--to-region", "330106", "--category", "NP03", "--json"],
-        None,
-    ));
+    let route = stdout_json(&liandong(&[
+        "route",
+        "--config",
+        config,
+        "--to-region",
+        "330106",
+        "--category",
+        "NP03",
+        "--json",
+    ]));
     assert_eq!(route["endpoint"], "330000/12345", "Hangzhou has no platform of its own");
 
     // coverage: each township and county the directory names, by category, answered where
     let lock = write("lock.csv", "key,owner,version,unit.code\n330203102/NP05,330200/12345,1,KS\n");
-    assert!(liandong(&["datasets", "import", "--config", config, "directory", &lock], None)
+    assert!(liandong(&["datasets", "import", "--config", config, "directory", &lock])
         .status
         .success());
-    let output = liandong(
-        &["route", "--config", config, "--coverage", "330203", "--category", "NP03"],
-        None,
-    );
+    let output =
+        liandong(&["route", "--config", config, "--coverage", "330203", "--category", "NP03"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.starts_with("330203: 3 cells (3 places × 1 categories): 2 answered at their own tier, 1 fall back to a coarser one, 0 have no unit\n"), "{text}");
     assert!(text.contains("  330203102/NP03  falls back to the county: 330203/NP03\n"), "{text}");
-    let report = stdout_json(&liandong(
-        &["route", "--config", config, "--coverage", "330200", "--json"],
-        None,
-    ));
+    let report =
+        stdout_json(&liandong(&["route", "--config", config, "--coverage", "330200", "--json"]));
     let taxonomy = liandong::model::category::TAXONOMY.len() as u64;
     assert_eq!(report["cells"].as_u64(), Some(3 * taxonomy), "{report}");
     // NP03 answered at both its places; NP05 at the lock-smith's township only
     assert_eq!(report["covered"].as_u64(), Some(3), "{report}");
     assert_eq!(report["fall_back"].as_u64(), Some(1), "{report}");
     assert_eq!(report["no_unit"].as_u64(), Some(3 * taxonomy - 4), "{report}");
-    let output = liandong(&["route", "--config", config, "--coverage", "3302"], None);
+    let output = liandong(&["route", "--config", config, "--coverage", "3302"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--coverage"));
 
     // reconcile against an empty store: everything the endpoint claims is unknown here
     let view = write("view.jsonl", "{\"reference\": \"LZ1\", \"state\": \"accepted\"}\n");
-    let report = stdout_json(&liandong(
-        &["reconcile", "--config", config, "--endpoint", "330200/110", &view, "--json"],
-        None,
-    ));
+    let report = stdout_json(&liandong(&[
+        "reconcile",
+        "--config",
+        config,
+        "--endpoint",
+        "330200/110",
+        &view,
+        "--json",
+    ]));
     assert_eq!(report["differences"][0]["kind"], "unknown_here");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -607,9 +617,9 @@ fn convert_refuses_a_nine_digit_mbqh() {
     let document = std::fs::read_to_string(sample("jjd-json/transfer-ningbo-township.json"))
         .unwrap()
         .replace(r#""MBQH": "330203""#, r#""MBQH": "330203101""#);
-    let output = liandong(
+    let output = liandong_with_input(
         &["convert", "--from", "330200/110", "--kind", "transfer"],
-        Some(document.as_bytes()),
+        document.as_bytes(),
     );
     assert_eq!(output.status.code(), Some(2));
     assert!(output.stdout.is_empty());
@@ -628,19 +638,19 @@ async fn operator_tools_refuse_what_they_cannot_do() {
     let dir = std::env::temp_dir().join(format!("liandong-cli-tools-{}", ulid::Ulid::new()));
     let site = dir.join("site");
     let at = site.to_str().unwrap();
-    let first = liandong(&["init", at, "--json"], None);
+    let first = liandong(&["init", at, "--json"]);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let manifest: Value = serde_json::from_slice(&first.stdout).unwrap();
     for identity in ["operator/ops", "agency/demo", "330200/110"] {
         assert!(manifest["identities"][identity]["cert"].is_string(), "{identity} in {manifest}");
     }
     let root = std::fs::read(site.join("ca.pem")).unwrap();
-    let again = liandong(&["init", at], None);
+    let again = liandong(&["init", at]);
     assert_eq!(again.status.code(), Some(2));
     let text = String::from_utf8_lossy(&again.stderr);
     assert!(text.contains("a site is already here") && text.contains("--force"), "{text}");
     assert_eq!(std::fs::read(site.join("ca.pem")).unwrap(), root, "nothing was replaced");
-    let forced = liandong(&["init", at, "--force"], None);
+    let forced = liandong(&["init", at, "--force"]);
     assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
     assert!(String::from_utf8_lossy(&forced.stdout).contains("operator/ops, agency/demo, "));
     assert_ne!(std::fs::read(site.join("ca.pem")).unwrap(), root, "--force makes a new CA");
@@ -651,7 +661,7 @@ async fn operator_tools_refuse_what_they_cannot_do() {
         vec!["audit", "verify", "--config", config],
         vec!["deliveries", "list", "--config", config],
     ] {
-        let output = liandong(&command, None);
+        let output = liandong(&command);
         assert_eq!(output.status.code(), Some(1), "{command:?}");
         let text = String::from_utf8_lossy(&output.stderr);
         assert!(text.contains("no database at"), "{text}");
@@ -659,11 +669,11 @@ async fn operator_tools_refuse_what_they_cannot_do() {
     assert!(!site.join("liandong.db").exists(), "no empty database was made");
 
     let store = liandong::store::Store::sqlite(&site.join("liandong.db")).await.unwrap();
-    let replay = liandong(&["deliveries", "replay", "--config", config, "999"], None);
+    let replay = liandong(&["deliveries", "replay", "--config", config, "999"]);
     assert_eq!(replay.status.code(), Some(1));
     let text = String::from_utf8_lossy(&replay.stderr);
     assert!(text.contains("999: ") && text.contains("1 of 1 not replayed"), "{text}");
-    assert!(liandong(&["audit", "verify", "--config", config], None).status.success());
+    assert!(liandong(&["audit", "verify", "--config", config]).status.success());
 
     // three dead letters to Ningbo 12345: listed with when they were queued, replayed in bulk
     let engine = common::stores::engine(store.clone());
@@ -688,7 +698,7 @@ async fn operator_tools_refuse_what_they_cannot_do() {
         store.write(dead).await.unwrap();
     }
     let listed: Value = serde_json::from_slice(
-        &liandong(&["deliveries", "list", "--config", config, "--json"], None).stdout,
+        &liandong(&["deliveries", "list", "--config", config, "--json"]).stdout,
     )
     .unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
@@ -697,26 +707,21 @@ async fn operator_tools_refuse_what_they_cannot_do() {
         "{listed}"
     );
     let table =
-        String::from_utf8(liandong(&["deliveries", "list", "--config", config], None).stdout)
-            .unwrap();
+        String::from_utf8(liandong(&["deliveries", "list", "--config", config]).stdout).unwrap();
     assert!(table.contains("QUEUED (UTC+8)") && table.contains("HTTP 500"), "{table}");
-    let none = liandong(
-        &["deliveries", "replay", "--config", config, "--destination", "330200/110"],
-        None,
-    );
+    let none =
+        liandong(&["deliveries", "replay", "--config", config, "--destination", "330200/110"]);
     assert!(String::from_utf8_lossy(&none.stdout)
         .contains("0 of 0 dead letters (to 330200/110) queued again"));
-    let all = liandong(
-        &["deliveries", "replay", "--config", config, "--destination", "330200/12345"],
-        None,
-    );
+    let all =
+        liandong(&["deliveries", "replay", "--config", config, "--destination", "330200/12345"]);
     assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
     assert!(String::from_utf8_lossy(&all.stdout)
         .contains("3 of 3 dead letters (to 330200/12345) queued again; 0 not replayed"));
     assert!(store.dead_letters(10).await.unwrap().is_empty());
     // each replay is audited with who did it: the login and the machine
     let transfer = listed[0]["transfer_id"].as_str().unwrap();
-    let export = liandong(&["audit", "export", "--config", config, "--transfer", transfer], None);
+    let export = liandong(&["audit", "export", "--config", config, "--transfer", transfer]);
     let replayed: Vec<Value> = String::from_utf8_lossy(&export.stdout)
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -743,9 +748,9 @@ fn edited(text: &str, from: &str, to: &str) -> String {
 fn check_config_names_an_unknown_endpoint_and_a_mismatched_key() {
     let dir = std::env::temp_dir().join(format!("liandong-cli-check-{}", ulid::Ulid::new()));
     let site = dir.join("site");
-    assert!(liandong(&["init", site.to_str().unwrap()], None).status.success());
+    assert!(liandong(&["init", site.to_str().unwrap()]).status.success());
     let config = site.join("liandong.toml");
-    let check = || liandong(&["serve", "--check-config", config.to_str().unwrap()], None);
+    let check = || liandong(&["serve", "--check-config", config.to_str().unwrap()]);
     assert!(check().status.success());
     let text = std::fs::read_to_string(&config).unwrap();
 
@@ -812,7 +817,7 @@ fn check_config_names_an_unknown_endpoint_and_a_mismatched_key() {
 #[test]
 fn init_writes_the_defaults_themselves() {
     let dir = std::env::temp_dir().join(format!("liandong-cli-defaults-{}", ulid::Ulid::new()));
-    assert!(liandong(&["init", dir.to_str().unwrap()], None).status.success());
+    assert!(liandong(&["init", dir.to_str().unwrap()]).status.success());
     let config = liandong::config::Config::load(&dir.join("liandong.toml")).unwrap();
     let defaults = liandong::config::Delivery::default();
     assert_eq!(format!("{:?}", config.delivery), format!("{defaults:?}"));

@@ -166,7 +166,17 @@ async fn simulate_plays_one_platform_against_a_gateway() {
             .output()
             .unwrap()
     });
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // the simulated 12345 is up when its receiving port answers
+    let receiving = format!("127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(&receiving).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(up, "the simulated 12345 never listened on {receiving}");
     let police = common::net::Client::for_endpoint(&site, "330200/110", addr);
     let answer = police
         .post(

@@ -7,6 +7,31 @@ pub mod stores;
 
 use serde_json::Value;
 
+/// Runs the `liandong` binary with `args`, as an operator would (no profile folder or CA
+/// passphrase from the environment), and nothing on its standard input.
+pub fn liandong(args: &[&str]) -> std::process::Output {
+    liandong_with_input(args, &[])
+}
+
+/// [`liandong`], with `stdin` on its standard input.
+pub fn liandong_with_input(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_liandong"))
+        .args(args)
+        .env_remove("LIANDONG_PROFILES")
+        .env_remove("LIANDONG_CA_PASSPHRASE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
 /// Compares `actual` with the snapshot `tests/snapshots/NAME.txt`; with `UPDATE_SNAPSHOTS=1`
 /// writes it instead. A missing snapshot fails (it is committed with the test).
 pub fn assert_snapshot(name: &str, actual: &str) {
