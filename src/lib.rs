@@ -44,5 +44,6 @@ pub mod security;
 pub mod server;
 pub mod simulate;
 pub mod site;
+pub mod stats;
 pub mod store;
 pub mod sync;

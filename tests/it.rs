@@ -26,4 +26,5 @@ mod python_client;
 mod refusals;
 mod replicas;
 mod samples;
+mod stats;
 mod sync;

@@ -19,6 +19,7 @@
 //! | `GET /v1/datasets/{dataset}/changes?cursor=&limit=` | | changes after a cursor, in commit order |
 //! | `GET /v1/knowledge?q=&category=&include_expired=&limit=` | | knowledge answers with every word, best first |
 //! | `POST /v1/reconcile` | the caller's view `{"transfers": [{"reference", "state"}]}` | every difference |
+//! | `GET /v1/stats?region=&category=&direction=&since=&until=` | | the figures ([`crate::stats`]) of the transfers the caller may read |
 //!
 //! Statuses: 200; 400 a bad document (the native receipt names the field); 403 not yours;
 //! 404; 409 a refused transition (naming the current state); 413 too large; 503 the store
@@ -60,6 +61,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/datasets/{dataset}/changes"),
     ("get", "/v1/knowledge"),
     ("post", "/v1/reconcile"),
+    ("get", "/v1/stats"),
     ("get", "/v1/openapi.json"),
 ];
 
@@ -142,6 +144,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/datasets/{dataset}/changes", get(datasets::changes))
         .route("/v1/knowledge", get(datasets::search_knowledge))
         .route("/v1/reconcile", post(datasets::reconcile))
+        .route("/v1/stats", get(transfers::stats))
         .route(
             "/v1/openapi.json",
             get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI) }),

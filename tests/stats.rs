@@ -1,0 +1,188 @@
+//! `GET /v1/stats`: the figures of four transfers driven through their states over the API,
+//! each figure checked against a count made here, independently, from what `GET /v1/transfers`
+//! lists to the same caller; the read policy narrows them (an endpoint sees its own, a Beijing
+//! desk none of Ningbo's), the filters narrow them, and a bad filter is refused naming it.
+
+use serde_json::{json, Value};
+
+use crate::common;
+use common::net::{start_on_free_port, Client, Site};
+
+fn now() -> String {
+    liandong::model::Timestamp::now().to_rfc3339()
+}
+
+/// The Ningbo 110's transfer, or the Ningbo 12345's (a public-order case for the 110).
+fn request(sender_ref: &str, from_hotline: bool) -> Vec<u8> {
+    let mut request = common::stores::ningbo_request(sender_ref);
+    if from_hotline {
+        let hotline: liandong::model::EndpointId = "330200/12345".parse().unwrap();
+        request.from = hotline.clone();
+        request.to_platform = liandong::model::Platform::Police;
+        request.case.origin.endpoint = hotline.clone();
+        request.case.origin.unit = None;
+        request.case.case_id = liandong::model::Case::id_for(&hotline, sender_ref);
+        request.case.category = "PM04".parse().unwrap();
+        request.case.source_category = None;
+    }
+    serde_json::to_vec(&request).unwrap()
+}
+
+async fn status(client: &Client, id: &str, update: Value) {
+    let answer =
+        client.post(&format!("/v1/transfers/{id}/status"), update.to_string().into_bytes()).await;
+    assert_eq!(answer.status, 200, "{update}: {}", answer.text());
+}
+
+/// The figures of `GET /v1/transfers` as `client` sees them, counted here.
+async fn counted_from_the_list(client: &Client) -> Value {
+    let listed = client.get("/v1/transfers?limit=500").await.json();
+    let transfers = listed["transfers"].as_array().unwrap();
+    let reached = |t: &Value, state: &str| {
+        t["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["state"] == state)
+            .map(|h| h["at"].as_str().unwrap().to_string())
+    };
+    let seconds =
+        |at: &str| liandong::model::Timestamp::parse_rfc3339(at, false).unwrap().unix_seconds();
+    let mut counts = json!({"transfers": transfers.len(), "received": 0, "received_on_time": 0, "resolved": 0,
+                            "called_back": 0, "satisfied": 0, "rejected": 0});
+    for t in transfers {
+        let bump =
+            |counts: &mut Value, key: &str| counts[key] = json!(counts[key].as_u64().unwrap() + 1);
+        if let Some(at) = reached(t, "received") {
+            bump(&mut counts, "received");
+            if seconds(&at) <= seconds(t["deadlines"]["receive_by"].as_str().unwrap()) {
+                bump(&mut counts, "received_on_time");
+            }
+        }
+        if reached(t, "resolved").is_some() {
+            bump(&mut counts, "resolved");
+        }
+        if t["feedback"].is_object() {
+            bump(&mut counts, "called_back");
+            if matches!(
+                t["feedback"]["satisfaction"].as_str(),
+                Some("satisfied" | "basically_satisfied")
+            ) {
+                bump(&mut counts, "satisfied");
+            }
+        }
+        if t["state"] == "rejected" {
+            bump(&mut counts, "rejected");
+        }
+    }
+    counts
+}
+
+fn figures_counts(stats: &Value) -> Value {
+    let f = &stats["figures"];
+    json!({"transfers": f["transfers"], "received": f["received"]["count"], "received_on_time": f["received_on_time"]["count"],
+           "resolved": f["resolved"]["count"], "called_back": f["called_back"]["count"],
+           "satisfied": f["satisfied"]["count"], "rejected": f["rejected"]["count"]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_figures_are_the_transfers_counted() {
+    let site = Site::new("stats");
+    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+    let hotline = Client::for_endpoint(&site, "330200/12345", addr);
+    let (cert, key) = (
+        site.dir.join("identities/operator-ops.pem"),
+        site.dir.join("identities/operator-ops-key.pem"),
+    );
+    let operator = Client::new(&site, &cert, &key, addr);
+    let beijing = Client::for_endpoint(&site, "110000/110", addr);
+
+    let mut ids = Vec::new();
+    for (reference, client, from_hotline) in [
+        ("ST-A", &police, false),
+        ("ST-B", &police, false),
+        ("ST-C", &police, false),
+        ("ST-D", &hotline, true),
+    ] {
+        let answer = client.post("/v1/transfers", request(reference, from_hotline)).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        ids.push(answer.json()["transfer"]["transfer_id"].as_str().unwrap().to_string());
+    }
+    // A: accepted, resolved, called back satisfied; B: handed back; C: untouched; D: accepted by the 110.
+    status(&hotline, &ids[0], json!({"state": "accepted", "at": now()})).await;
+    let resolved_at = now();
+    status(
+        &hotline,
+        &ids[0],
+        json!({"state": "resolved", "at": resolved_at,
+        "resolution": {"result": "已联系车主挪车", "resolved_at": resolved_at}}),
+    )
+    .await;
+    status(
+        &police,
+        &ids[0],
+        json!({"state": "closed", "at": now(),
+        "feedback": {"satisfaction": "satisfied", "visited_at": now()}}),
+    )
+    .await;
+    status(
+        &hotline,
+        &ids[1],
+        json!({"state": "rejected", "at": now(), "note": "【非职责范围】请联系物业"}),
+    )
+    .await;
+    status(&police, &ids[3], json!({"state": "accepted", "at": now()})).await;
+
+    let stats = operator.get("/v1/stats").await;
+    assert_eq!(stats.status, 200, "{}", stats.text());
+    let stats = stats.json();
+    assert_eq!(figures_counts(&stats), counted_from_the_list(&operator).await, "{stats}");
+    let f = &stats["figures"];
+    assert_eq!(
+        (f["transfers"].as_u64(), f["rejected"]["count"].as_u64(), f["resolved"]["count"].as_u64()),
+        (Some(4), Some(1), Some(1))
+    );
+    assert_eq!(f["by_direction"], json!({"110->12345": 3, "12345->110": 1}), "{f}");
+    assert_eq!(
+        (f["called_back"]["rate"].as_f64(), f["satisfied"]["rate"].as_f64()),
+        (Some(1.0), Some(1.0)),
+        "{f}"
+    );
+    assert_eq!(f["top_categories"][0], json!(["NP07", 3]), "{f}");
+    assert!(
+        f["time_to_resolve"]["median_seconds"].as_i64().is_some_and(|s| (0..60).contains(&s)),
+        "{f}"
+    );
+
+    // what each caller may read, counted the same way
+    for client in [&police, &hotline, &beijing] {
+        let stats = client.get("/v1/stats").await.json();
+        assert_eq!(figures_counts(&stats), counted_from_the_list(client).await, "{stats}");
+    }
+    assert_eq!(beijing.get("/v1/stats").await.json()["figures"]["transfers"], 0);
+
+    // the filters
+    let narrowed = |query: &'static str| {
+        let operator = &operator;
+        async move {
+            operator.get(&format!("/v1/stats?{query}")).await.json()["figures"]["transfers"]
+                .as_u64()
+        }
+    };
+    assert_eq!(narrowed("direction=12345-%3E110").await, Some(1));
+    assert_eq!(narrowed("category=NP07").await, Some(3));
+    assert_eq!(narrowed("region=3302").await, Some(4));
+    assert_eq!(narrowed("region=1100").await, Some(0));
+    assert_eq!(
+        narrowed("until=2020-01-01T00:00:00%2B08:00&since=2019-01-01T00:00:00%2B08:00").await,
+        Some(0)
+    );
+    let refused = operator.get("/v1/stats?direction=sideways").await;
+    assert_eq!(
+        (refused.status, refused.json()["error"]["field"].as_str()),
+        (400, Some("direction")),
+        "{}",
+        refused.text()
+    );
+}
