@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::engine::{Engine, EngineError};
-use crate::model::{HistoryEvent, Satisfaction, State, Timestamp, Transfer};
+use crate::model::{HistoryEvent, ModelError, Satisfaction, State, Timestamp, Transfer};
 use crate::security::Identity;
 use crate::store::TransferFilter;
 
@@ -32,6 +32,49 @@ pub struct StatsQuery {
     pub since: i64,
     /// … and before (Unix seconds).
     pub until: i64,
+}
+
+impl StatsQuery {
+    /// A query from what a caller gave, each part checked (the field named when it is wrong):
+    /// the period defaults to the 30 days before `until`, and `until` to now.
+    pub fn new(
+        region: Option<String>,
+        category: Option<String>,
+        direction: Option<String>,
+        since: Option<i64>,
+        until: Option<i64>,
+    ) -> Result<StatsQuery, ModelError> {
+        let until = until.unwrap_or_else(|| Timestamp::now().unix_seconds() + 1);
+        let since = since.unwrap_or(until - 30 * 86_400);
+        if since >= until {
+            return Err(ModelError::new("since", "expected a time before until"));
+        }
+        let region = region.filter(|r| !r.is_empty());
+        if let Some(region) =
+            region.as_ref().filter(|r| r.len() > 9 || !r.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(ModelError::new(
+                "region",
+                format!("expected a region prefix of up to nine digits, got {region:?}"),
+            ));
+        }
+        let category = category.filter(|c| !c.is_empty());
+        if let Some(category) = &category {
+            category
+                .parse::<crate::model::CategoryCode>()
+                .map_err(|e| ModelError::new("category", e))?;
+        }
+        let direction = direction.filter(|d| !d.is_empty());
+        if let Some(direction) =
+            direction.as_ref().filter(|d| !matches!(d.as_str(), "110->12345" | "12345->110"))
+        {
+            return Err(ModelError::new(
+                "direction",
+                format!("expected 110->12345 or 12345->110, got {direction:?}"),
+            ));
+        }
+        Ok(StatsQuery { region, category, direction, since, until })
+    }
 }
 
 /// A count and its share of what it is a share of (`null` when that is zero).

@@ -185,4 +185,29 @@ async fn the_figures_are_the_transfers_counted() {
         "{}",
         refused.text()
     );
+
+    // the same figures over gRPC, for the partner agency (granted Ningbo: all four)
+    use liandong::proto::v1;
+    use tonic_types::StatusExt;
+    let (cert, key) = (
+        site.dir.join("identities/agency-demo.pem"),
+        site.dir.join("identities/agency-demo-key.pem"),
+    );
+    let mut agency = v1::transfer_service_client::TransferServiceClient::new(
+        common::net::grpc_channel_as(&site, &cert, &key, addr.port()).await,
+    );
+    let answer = agency.get_stats(v1::StatsRequest::default()).await.unwrap().into_inner();
+    let over_https = &stats["figures"];
+    assert_eq!(answer.transfers, over_https["transfers"].as_u64().unwrap());
+    assert_eq!(answer.resolved.unwrap().count, over_https["resolved"]["count"].as_u64().unwrap());
+    assert_eq!(answer.rejected.unwrap().rate, over_https["rejected"]["rate"].as_f64());
+    assert_eq!(answer.by_direction.get("12345->110"), Some(&1));
+    assert_eq!(answer.top_categories[0].category, "NP07");
+    let refused = agency
+        .get_stats(v1::StatsRequest { direction: "sideways".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let details = refused.get_error_details();
+    assert_eq!(details.bad_request().unwrap().field_violations[0].field, "direction");
 }

@@ -268,4 +268,53 @@ impl TransferService for Transfers {
                 .collect(),
         }))
     }
+
+    async fn get_stats(
+        &self,
+        request: Request<v1::StatsRequest>,
+    ) -> Result<Response<v1::StatsResponse>, Status> {
+        let who = peer(&request)?;
+        limit(&self.state, &who, CallKind::Read)?;
+        let message = request.into_inner();
+        let query = crate::stats::StatsQuery::new(
+            Some(message.region),
+            Some(message.category),
+            Some(message.direction),
+            message.since.map(|t| t.seconds),
+            message.until.map(|t| t.seconds),
+        )
+        .map_err(model_error)?;
+        let figures = crate::stats::compute(&self.state.engine, &who.identity, &query)
+            .await
+            .map_err(|e| refused(&who, e))?;
+        let share = |s: crate::stats::Share| Some(v1::Share { count: s.count, rate: s.rate });
+        let times = |t: crate::stats::Times| {
+            Some(v1::Times {
+                count: t.count,
+                median_seconds: t.median_seconds,
+                p90_seconds: t.p90_seconds,
+            })
+        };
+        let at = |seconds: i64| Some(prost_types::Timestamp { seconds, nanos: 0 });
+        Ok(Response::new(v1::StatsResponse {
+            since: at(query.since),
+            until: at(query.until),
+            transfers: figures.transfers,
+            by_direction: figures.by_direction.into_iter().collect(),
+            received: share(figures.received),
+            received_on_time: share(figures.received_on_time),
+            resolved: share(figures.resolved),
+            resolved_on_time: share(figures.resolved_on_time),
+            called_back: share(figures.called_back),
+            satisfied: share(figures.satisfied),
+            rejected: share(figures.rejected),
+            time_to_receive: times(figures.time_to_receive),
+            time_to_resolve: times(figures.time_to_resolve),
+            top_categories: figures
+                .top_categories
+                .into_iter()
+                .map(|(category, count)| v1::CategoryCount { category, count })
+                .collect(),
+        }))
+    }
 }

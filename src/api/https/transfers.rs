@@ -382,41 +382,21 @@ pub async fn stats(
             })
             .transpose()
     };
-    let until = time("until")?.unwrap_or_else(|| Timestamp::now().unix_seconds() + 1);
-    let since = time("since")?.unwrap_or(until - 30 * 86_400);
-    if since >= until {
-        return Err(Refusal::field("since", "expected a time before until"));
-    }
-    let region = query.get("region").filter(|r| !r.is_empty()).cloned();
-    if let Some(region) =
-        region.as_ref().filter(|r| r.len() > 9 || !r.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(Refusal::field(
-            "region",
-            format!("expected a region prefix of up to nine digits, got {region:?}"),
-        ));
-    }
-    let category = query.get("category").filter(|c| !c.is_empty()).cloned();
-    if let Some(category) = &category {
-        category
-            .parse::<crate::model::CategoryCode>()
-            .map_err(|e| Refusal::field("category", e))?;
-    }
-    let direction = query.get("direction").filter(|d| !d.is_empty()).cloned();
-    if let Some(direction) =
-        direction.as_ref().filter(|d| !matches!(d.as_str(), "110->12345" | "12345->110"))
-    {
-        return Err(Refusal::field(
-            "direction",
-            format!("expected 110->12345 or 12345->110, got {direction:?}"),
-        ));
-    }
-    let stats_query = crate::stats::StatsQuery { region, category, direction, since, until };
+    let stats_query = crate::stats::StatsQuery::new(
+        query.get("region").cloned(),
+        query.get("category").cloned(),
+        query.get("direction").cloned(),
+        time("since")?,
+        time("until")?,
+    )?;
     let figures = crate::stats::compute(&state.engine, &peer.identity, &stats_query)
         .await
         .map_err(|e| Refusal::from_engine(&peer.identity, e))?;
     Ok(Json(json!({
-        "period": {"since": Timestamp::from_unix_seconds(since), "until": Timestamp::from_unix_seconds(until)},
+        "period": {
+            "since": Timestamp::from_unix_seconds(stats_query.since),
+            "until": Timestamp::from_unix_seconds(stats_query.until),
+        },
         "region": stats_query.region,
         "category": stats_query.category,
         "direction": stats_query.direction,
