@@ -224,6 +224,8 @@ pub async fn compute(
             until: Some(query.until),
             limit: 500,
             after,
+            reference: None,
+            phone: None,
         };
         let (page, next) = engine.transfers_for(who, filter).await?;
         chosen.extend(page.into_iter().filter(|t| counted(t, query)));

@@ -100,6 +100,11 @@ pub struct TransferFilter {
     pub limit: i64,
     /// Transfer ids after this one (the previous page's last id).
     pub after: Option<String>,
+    /// Either desk's reference: the sender's (`sender_ref`) or the origin desk's case number
+    /// (the local part of `case_id`).
+    pub reference: Option<String>,
+    /// The caller's phone, normalised (`+8613900000001`).
+    pub phone: Option<String>,
 }
 
 /// What the deadline sweeper reads: each half is a range of an index (`transfers_open`,
@@ -378,6 +383,22 @@ impl Store {
         if let Some(after) = &filter.after {
             sql.push_str(&format!(" AND transfer_id > {}", next()));
             binds.push(Bind::Text(after.clone()));
+        }
+        if let Some(reference) = &filter.reference {
+            let (a, b) = (next(), next());
+            sql.push_str(&format!(
+                " AND (sender_ref = {a} OR transfer_id IN \
+                 (SELECT transfer_id FROM case_transfers WHERE case_id LIKE {b} ESCAPE '\\'))"
+            ));
+            let escaped = reference.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            binds.push(Bind::Text(reference.clone()));
+            binds.push(Bind::Text(format!("%:{escaped}")));
+        }
+        if let Some(phone) = &filter.phone {
+            // The document is the transfer's compact JSON; a normalised phone has no LIKE
+            // wildcards in it. (A scan of the period's rows: fine for a desk's search, not indexed.)
+            sql.push_str(&format!(" AND document LIKE {}", next()));
+            binds.push(Bind::Text(format!("%\"phone\":\"{phone}\"%")));
         }
         sql.push_str(&format!(" ORDER BY transfer_id LIMIT {}", next()));
         // 501: the engine asks for one more than a page to know whether another follows.

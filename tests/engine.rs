@@ -595,3 +595,44 @@ async fn an_undeliverable_transfer_is_handed_back_to_its_origin() {
         assert!(replayed, "{backend}");
     }
 }
+
+/// The search a console makes — by either desk's reference, by the caller's phone — reads the
+/// same on both stores, and a reference's `%` or `_` is a character, not a wildcard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_are_found_by_reference_and_phone_on_both_stores() {
+    use liandong::store::TransferFilter;
+    for (backend, store, _dir) in stores("search").await {
+        let engine = engine(store.clone());
+        let origin = id("330200/110");
+        let submitted = engine.submit(&origin, ningbo_request("LZ_50%")).await.unwrap().transfer;
+        engine.submit(&origin, ningbo_request("LZX50Y")).await.unwrap();
+        let find = |reference: Option<&str>, phone: Option<&str>| {
+            let filter = TransferFilter {
+                limit: 100,
+                reference: reference.map(String::from),
+                phone: phone.map(String::from),
+                ..TransferFilter::default()
+            };
+            let store = store.clone();
+            async move {
+                store
+                    .transfers(&filter)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|t| t.transfer_id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(find(Some("LZ_50%"), None).await, [submitted.transfer_id.clone()], "{backend}");
+        let case_number = submitted.case.origin.local_id.clone();
+        assert_eq!(
+            find(Some(&case_number), None).await.len(),
+            2,
+            "{backend}: both carry the sample's case number"
+        );
+        assert!(find(Some("LZ%"), None).await.is_empty(), "{backend}: no wildcard");
+        assert_eq!(find(None, Some("+8613900000001")).await.len(), 2, "{backend}");
+        assert!(find(None, Some("+8613900000002")).await.is_empty(), "{backend}");
+    }
+}

@@ -211,3 +211,59 @@ async fn the_figures_are_the_transfers_counted() {
     let details = refused.get_error_details();
     assert_eq!(details.bad_request().unwrap().field_violations[0].field, "direction");
 }
+
+/// The case a caller phones about is found by either desk's reference or by the caller's
+/// phone as any desk writes it, only among the transfers the searcher may read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_is_found_by_either_reference_or_the_callers_phone() {
+    let site = Site::new("stats-search");
+    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+    let hotline = Client::for_endpoint(&site, "330200/12345", addr);
+    let beijing = Client::for_endpoint(&site, "110000/110", addr);
+    let answer = police
+        .post(
+            "/v1/native/330200/110/transfers",
+            common::net::sample("jjd-json/transfer-ningbo-township.json"),
+        )
+        .await;
+    let id = answer.header("x-liandong-transfer-id").unwrap();
+    let found = |client: &Client, query: &str| {
+        let (client, query) = (client.clone(), query.to_string());
+        async move {
+            let answer = client.get(&format!("/v1/transfers?{query}")).await;
+            assert_eq!(answer.status, 200, "{query}: {}", answer.text());
+            answer.json()["transfers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["transfer_id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    // the sender's reference (LZBH), the origin desk's case number (JJDBH)
+    assert_eq!(found(&hotline, "reference=LZ202305080001").await, [id.clone()]);
+    assert_eq!(found(&hotline, "reference=JJ202305080001").await, [id.clone()]);
+    assert!(found(&hotline, "reference=%25").await.is_empty(), "no wildcards");
+    // the phone, as a desk would type it
+    assert_eq!(found(&hotline, "phone=139-0000-0001").await, [id.clone()]);
+    assert_eq!(found(&police, "phone=%2B86%20139%200000%200001").await, [id.clone()]);
+    assert!(found(&hotline, "phone=13900000002").await.is_empty());
+    assert!(found(&beijing, "phone=13900000001").await.is_empty(), "not Beijing's to read");
+    let refused = hotline.get("/v1/transfers?phone=call-me").await;
+    assert_eq!((refused.status, refused.json()["error"]["field"].as_str()), (400, Some("phone")));
+    // and over gRPC
+    use liandong::proto::v1;
+    let mut client = v1::transfer_service_client::TransferServiceClient::new(
+        common::net::grpc_channel(&site, "330200/12345", addr.port()).await,
+    );
+    let listed = client
+        .list_transfers(v1::ListTransfersRequest {
+            phone: "13900000001".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.transfers.iter().map(|t| t.transfer_id.clone()).collect::<Vec<_>>(), [id]);
+}

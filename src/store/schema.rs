@@ -24,6 +24,8 @@ const STATEMENTS: &[&str] = &[
         UNIQUE (sender, sender_ref)
     )",
     "CREATE INDEX IF NOT EXISTS transfers_destination ON transfers (destination, created_at)",
+    // Finding a transfer by the sender's reference, whoever sent it (a console's search).
+    "CREATE INDEX IF NOT EXISTS transfers_sender_ref ON transfers (sender_ref)",
     "CREATE INDEX IF NOT EXISTS transfers_open ON transfers (state, receive_by)",
     // The open transfers not yet escalated for `resolve_by`, by it: what the sweeper reads.
     "CREATE INDEX IF NOT EXISTS transfers_resolve_due ON transfers (resolve_by) \

@@ -122,6 +122,14 @@ impl TransferService for Transfers {
             until: query.until.map(|t| t.seconds),
             limit: page,
             after: (!query.page_token.is_empty()).then_some(query.page_token),
+            reference: (!query.reference.is_empty()).then(|| query.reference.clone()),
+            phone: match query.phone.as_str() {
+                "" => None,
+                given => Some(
+                    crate::model::phone::normalize(given)
+                        .map_err(|e| invalid("phone", e.to_string()))?,
+                ),
+            },
         };
         let (transfers, next) = self
             .state

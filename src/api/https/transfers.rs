@@ -285,6 +285,15 @@ pub async fn list(
             .transpose()?
             .unwrap_or(100),
         after: query.get("after").cloned(),
+        reference: query.get("reference").filter(|r| !r.is_empty()).cloned(),
+        phone: query
+            .get("phone")
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                crate::model::phone::normalize(p)
+                    .map_err(|e| Refusal::field("phone", e.to_string()))
+            })
+            .transpose()?,
     };
     let (transfers, next) = state
         .engine
