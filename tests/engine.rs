@@ -624,7 +624,11 @@ async fn transfers_are_found_by_reference_and_phone_on_both_stores() {
                     .collect::<Vec<_>>()
             }
         };
-        assert_eq!(find(Some("LZ_50%"), None).await, [submitted.transfer_id.clone()], "{backend}");
+        assert_eq!(
+            find(Some("LZ_50%"), None).await,
+            vec![submitted.transfer_id.clone()],
+            "{backend}"
+        );
         let case_number = submitted.case.origin.local_id.clone();
         assert_eq!(
             find(Some(&case_number), None).await.len(),
