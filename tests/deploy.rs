@@ -328,3 +328,31 @@ fn the_systemd_unit_is_hardened_and_the_dockerfile_builds_in_stages() {
     }
     assert!(dockerfile.contains("USER 10001"), "runs unprivileged");
 }
+
+/// The Grafana dashboard parses, and every metric a panel draws is one the gateway writes.
+#[test]
+fn the_grafana_dashboard_draws_only_what_the_gateway_exports() {
+    let text = std::fs::read_to_string(deploy("grafana/liandong.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let sources = ["src/metrics.rs", "src/security/reload.rs"]
+        .map(|f| std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(f)).unwrap())
+        .join("\n");
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for metric in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("liandong_"))
+            {
+                let base = metric.trim_end_matches("_bucket");
+                assert!(
+                    sources.contains(base),
+                    "panel {} uses {metric}, which nothing exports",
+                    panel["title"]
+                );
+            }
+        }
+    }
+}
