@@ -3,6 +3,7 @@
 //! provinces speaking their own formats with their own certificates, a partner agency watching
 //! over gRPC — and the scenarios of the report this project comes from, played while you watch.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -274,8 +275,9 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
         let mut interrupt =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
                 .map_err(|e| e.to_string())?;
-        // Shown now, not on return: the report is what to read while it runs.
-        println!("{report}");
+        // Shown now, not on return: the report is what to read while it runs. (A reader that
+        // has gone away is no reason to stop the demo.)
+        let _ = writeln!(std::io::stdout(), "{report}");
         report.clear();
         #[cfg(unix)]
         interrupt.recv().await;

@@ -128,6 +128,9 @@ pub struct Store {
     /// Woken when a commit queued deliveries, so the deliverer starts at once rather than at
     /// its next poll (other replicas' commits are found by that poll).
     outbox_ready: Arc<tokio::sync::Notify>,
+    /// Bumped after every write this process commits: live readers of the change feed wait on
+    /// it instead of polling (another replica's commits are found by their slower poll).
+    committed: Arc<tokio::sync::watch::Sender<u64>>,
     /// The replica's name, its audit chain: given once by the gateway that claimed it.
     chain: Arc<std::sync::OnceLock<String>>,
 }
@@ -194,6 +197,7 @@ impl Store {
             pool: pool.clone(),
             writer: group_commit::start(pool, Backend::Sqlite, chain.clone()),
             outbox_ready: Arc::default(),
+            committed: Arc::new(tokio::sync::watch::Sender::new(0)),
             chain,
         })
     }
@@ -213,6 +217,7 @@ impl Store {
             pool: pool.clone(),
             writer: group_commit::start(pool, Backend::Postgres, chain.clone()),
             outbox_ready: Arc::default(),
+            committed: Arc::new(tokio::sync::watch::Sender::new(0)),
             chain,
         })
     }
@@ -296,7 +301,15 @@ impl Store {
         if queues && result.is_ok() {
             self.outbox_ready.notify_one();
         }
+        if result.is_ok() {
+            self.committed.send_modify(|n| *n = n.wrapping_add(1));
+        }
         result
+    }
+
+    /// Changes after every write this process commits (see the field `committed`).
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committed.subscribe()
     }
 
     /// Resolves when a commit of this process may have queued a delivery since the last call

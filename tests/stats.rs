@@ -267,3 +267,87 @@ async fn a_case_is_found_by_either_reference_or_the_callers_phone() {
         .into_inner();
     assert_eq!(listed.transfers.iter().map(|t| t.transfer_id.clone()).collect::<Vec<_>>(), [id]);
 }
+
+/// Reads a server-sent event stream until `wanted` is in it (or `seconds` pass): what was read.
+async fn read_events_until(
+    stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    wanted: &str,
+    seconds: u64,
+) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let mut buffer = vec![0u8; 16 * 1024];
+    while !seen.contains(wanted) {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buffer[..n])),
+            _ => break,
+        }
+    }
+    seen
+}
+
+/// The wall's feed: a transfer submitted after the stream opened arrives on it as a
+/// server-sent event (a batch, with the cursor as its id), carrying no caller's personal
+/// data; an agency's stream carries only its regions' transfers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_carries_what_flows_to_whom_may_see_it() {
+    let site = Site::new("stats-events");
+    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+    let beijing = Client::for_endpoint(&site, "110000/110", addr);
+    let (cert, key) = (
+        site.dir.join("identities/operator-ops.pem"),
+        site.dir.join("identities/operator-ops-key.pem"),
+    );
+    let operator = Client::new(&site, &cert, &key, addr);
+    let (cert, key) = (
+        site.dir.join("identities/agency-demo.pem"),
+        site.dir.join("identities/agency-demo-key.pem"),
+    );
+    let agency = Client::new(&site, &cert, &key, addr);
+    let open = b"GET /v1/events HTTP/1.1\r\nhost: localhost\r\naccept: text/event-stream\r\n\r\n";
+    let mut wall = operator.unfinished(open).await;
+    let mut regional = agency.unfinished(open).await;
+    let head = read_events_until(&mut wall, "\r\n\r\n", 5).await;
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("text/event-stream"), "{head}");
+
+    // a Beijing transfer, then a Ningbo one
+    let mut request = common::stores::ningbo_request("EV-BJ");
+    let capital: liandong::model::EndpointId = "110000/110".parse().unwrap();
+    request.from = capital.clone();
+    request.case.origin.endpoint = capital.clone();
+    request.case.origin.unit = None;
+    request.case.case_id = liandong::model::Case::id_for(&capital, "EV-BJ");
+    request.to_region = None;
+    if let Some(location) = request.case.location.as_mut() {
+        location.region = "110101".parse().ok();
+    }
+    let answer = beijing.post("/v1/transfers", serde_json::to_vec(&request).unwrap()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let beijing_id = answer.json()["transfer"]["transfer_id"].as_str().unwrap().to_string();
+    let answer = police.post("/v1/transfers", request_bytes("EV-NB")).await;
+    let ningbo_id = answer.json()["transfer"]["transfer_id"].as_str().unwrap().to_string();
+
+    let seen = read_events_until(&mut wall, &ningbo_id, 10).await;
+    assert!(
+        seen.contains("event: transfers")
+            && seen.contains(&beijing_id)
+            && seen.contains(&ningbo_id),
+        "{seen}"
+    );
+    assert!(seen.contains("\nid: "), "each message names its cursor: {seen}");
+    assert!(
+        !seen.contains("13900000001") && !seen.contains("李女士"),
+        "no caller's data on a wall: {seen}"
+    );
+    let regional_seen = read_events_until(&mut regional, &ningbo_id, 10).await;
+    assert!(
+        regional_seen.contains(&ningbo_id) && !regional_seen.contains(&beijing_id),
+        "{regional_seen}"
+    );
+}
+
+fn request_bytes(sender_ref: &str) -> Vec<u8> {
+    request(sender_ref, false)
+}

@@ -20,6 +20,7 @@
 //! | `GET /v1/knowledge?q=&category=&include_expired=&limit=` | | knowledge answers with every word, best first |
 //! | `POST /v1/reconcile` | the caller's view `{"transfers": [{"reference", "state"}]}` | every difference |
 //! | `GET /v1/stats?region=&category=&direction=&since=&until=` | | the figures ([`crate::stats`]) of the transfers the caller may read |
+//! | `GET /v1/events?cursor=` | | the change feed as server-sent events, in batches (a wall) |
 //!
 //! Statuses: 200; 400 a bad document (the native receipt names the field); 403 not yours;
 //! 404; 409 a refused transition (naming the current state); 413 too large; 503 the store
@@ -27,6 +28,7 @@
 
 pub mod bodies;
 mod datasets;
+mod events;
 mod transfers;
 
 use std::sync::Arc;
@@ -62,6 +64,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/knowledge"),
     ("post", "/v1/reconcile"),
     ("get", "/v1/stats"),
+    ("get", "/v1/events"),
     ("get", "/v1/openapi.json"),
 ];
 
@@ -145,6 +148,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/knowledge", get(datasets::search_knowledge))
         .route("/v1/reconcile", post(datasets::reconcile))
         .route("/v1/stats", get(transfers::stats))
+        .route("/v1/events", get(events::events))
         .route(
             "/v1/openapi.json",
             get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI) }),
