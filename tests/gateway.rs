@@ -436,8 +436,12 @@ async fn the_openapi_document_describes_exactly_the_routes_that_answer() {
     assert_eq!(described, routes, "the document and the router list the same routes");
     // and each described route is really there: not 404 for want of a route, not 405
     for (method, path) in &routes {
-        let concrete =
+        let mut concrete =
             path.replace("{region}", "330200").replace("{platform}", "110").replace("{id}", "1");
+        if concrete == "/v1/events" {
+            // a stream that never ends: asked with a bad cursor, it answers at once
+            concrete.push_str("?cursor=not-a-cursor");
+        }
         let answer =
             client.request(&method.to_uppercase(), &concrete, b"{}".to_vec()).await.unwrap();
         assert_ne!(answer.status, 405, "{method} {path}");

@@ -257,16 +257,7 @@ pub async fn list(
 ) -> Result<Json<Value>, Refusal> {
     state.limit(&peer, CallKind::Read)?;
     let bad = |key: &str, expected: &str| Refusal::field(key, format!("expected {expected}"));
-    let time = |key: &str| -> Result<Option<i64>, Refusal> {
-        query
-            .get(key)
-            .map(|t| {
-                Timestamp::parse_rfc3339(t, false)
-                    .map(Timestamp::unix_seconds)
-                    .map_err(|_| bad(key, "an RFC 3339 time"))
-            })
-            .transpose()
-    };
+    let time = |key: &str| query_time(&query, key);
     let filter = TransferFilter {
         party: None,
         state: query
@@ -381,16 +372,7 @@ pub async fn stats(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, Refusal> {
     state.limit(&peer, CallKind::Read)?;
-    let time = |key: &str| -> Result<Option<i64>, Refusal> {
-        query
-            .get(key)
-            .map(|t| {
-                Timestamp::parse_rfc3339(t, false).map(Timestamp::unix_seconds).map_err(|_| {
-                    Refusal::field(key, format!("expected an RFC 3339 time, got {t:?}"))
-                })
-            })
-            .transpose()
-    };
+    let time = |key: &str| query_time(&query, key);
     let stats_query = crate::stats::StatsQuery::new(
         query.get("region").cloned(),
         query.get("category").cloned(),
@@ -411,4 +393,17 @@ pub async fn stats(
         "direction": stats_query.direction,
         "figures": figures,
     })))
+}
+
+/// A time given in a query (`since=`, `until=`), as Unix seconds; refused naming the key when it
+/// is not RFC 3339.
+fn query_time(query: &HashMap<String, String>, key: &str) -> Result<Option<i64>, Refusal> {
+    query
+        .get(key)
+        .map(|t| {
+            Timestamp::parse_rfc3339(t, false)
+                .map(Timestamp::unix_seconds)
+                .map_err(|_| Refusal::field(key, format!("expected an RFC 3339 time, got {t:?}")))
+        })
+        .transpose()
 }
