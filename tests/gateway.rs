@@ -289,7 +289,7 @@ async fn operators_list_and_replay_dead_letters_over_https() {
     site.push_to("330200/12345", &hotline.url());
     site.push_to("330200/110", &police.url());
     site.edit_config(|t| t.must_replace("dead_after_attempts = 30", "dead_after_attempts = 1"));
-    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let (addr, admin, _stop) = start_on_free_port(&site).await;
     let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
     let (cert, key) = (
         site.dir.join("identities/operator-ops.pem"),
@@ -319,6 +319,15 @@ async fn operators_list_and_replay_dead_letters_over_https() {
     assert!(transfer["last_error"].as_str().unwrap().contains("down for maintenance"), "{dead}");
     let returned = ningbo_110.get(&format!("/v1/transfers/{transfer_id}")).await.json();
     assert_eq!(returned["state"], "rejected", "handed back to its origin: {returned}");
+    // counted by destination: the failed attempts and the dead letters
+    let metrics = admin_get(admin, "/metrics").await;
+    for series in [
+        "liandong_endpoint_delivery_failures_total{endpoint=\"330200/12345\"}",
+        "liandong_endpoint_dead_letters_total{endpoint=\"330200/12345\"}",
+        "liandong_outbox{status=\"dead\",endpoint=\"330200/12345\",delivery=\"push\"}",
+    ] {
+        assert!(metric(&metrics, series).is_some_and(|n| n >= 1.0), "{series} in {metrics}");
+    }
     assert_eq!(
         ningbo_110.get("/v1/deliveries/dead").await.status,
         403,
