@@ -152,7 +152,7 @@ async fn routing(directory: usize) {
     );
 
     let started = Instant::now();
-    load_directory(&Datasets::new(&empty), 0, directory, 1).await;
+    load_directory(&empty.datasets(), 0, directory, 1).await;
     println!(
         "routing: {directory} directory records imported in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -180,10 +180,10 @@ async fn routing(directory: usize) {
 
     // another replica imports 100,000 changed records while this one follows and submits
     let (_keep, stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(liandong::sync::live::follow_engine(&restarted, store.clone(), stop));
+    tokio::spawn(restarted.follow_datasets(store.clone(), stop));
     let replica = engine(&store);
     let importing = tokio::spawn(async move {
-        load_directory(&Datasets::new(&replica), 0, 100_000.min(directory), 2).await
+        load_directory(&replica.datasets(), 0, 100_000.min(directory), 2).await
     });
     let (mut routes, mut during, mut after) = (Vec::new(), Vec::new(), Vec::new());
     let mut n = 4_000_000;
@@ -302,7 +302,7 @@ async fn knowledge(answers: usize) {
     std::fs::create_dir_all(&dir).unwrap();
     let store = Store::sqlite(&dir.join("bench.db")).await.unwrap();
     let writer = engine(&store);
-    let datasets = Datasets::new(&writer);
+    let datasets = writer.datasets();
     let mut n = 0;
     while n < answers {
         let end = (n + CHUNK).min(answers);
@@ -337,7 +337,7 @@ async fn knowledge(answers: usize) {
         ("one character", Box::new(|i| ["停", "挪", "锁"][i % 3].to_string())),
     ];
     let who = liandong::security::Identity::Endpoint("330200/110".parse().unwrap());
-    let search = Datasets::new(&reader);
+    let search = reader.datasets();
     for (name, make) in kinds {
         let calls = if name == "one character" { 100 } else { 1000 };
         let mut samples = Vec::with_capacity(calls);

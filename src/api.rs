@@ -65,7 +65,7 @@ impl AppState {
     /// budgets, the rate limits and when a destination is called unreachable.
     pub fn new(engine: Engine, config: &crate::config::Config) -> AppState {
         let limits = crate::security::ratelimit::RateLimits::new(&config.limits);
-        let datasets = crate::sync::Datasets::new(&engine);
+        let datasets = engine.datasets();
         let heartbeat = config.listen.stream_heartbeat;
         let unreachable_after = config.delivery.unreachable_after;
         let listen = &config.listen;

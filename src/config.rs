@@ -152,6 +152,21 @@ pub struct Tls {
     pub reload_check: Duration,
 }
 
+impl Tls {
+    /// The files, as the security layer loads them.
+    pub fn files(&self) -> crate::security::reload::TlsFiles {
+        crate::security::reload::TlsFiles {
+            ca: self.ca.clone(),
+            destination_ca: self.destination_ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            crl: self.crl.clone(),
+        }
+    }
+}
+
 fn default_reload_check() -> Duration {
     Duration::from_secs(5)
 }

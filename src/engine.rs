@@ -122,6 +122,34 @@ impl Engine {
         &self.knowledge
     }
 
+    /// The shared datasets over this engine's store and its live copies of them.
+    pub fn datasets(&self) -> crate::sync::Datasets {
+        crate::sync::Datasets {
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+            policy: self.policy.clone(),
+            directory: self.directory.clone(),
+            categories: self.categories.clone(),
+            knowledge: self.knowledge.clone(),
+        }
+    }
+
+    /// Keeps this engine's live datasets caught up with `store` until `stop` ([`crate::sync::live::follow`]).
+    pub fn follow_datasets(
+        &self,
+        store: Store,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> {
+        crate::sync::live::follow(
+            self.directory.clone(),
+            self.categories.clone(),
+            self.knowledge.clone(),
+            self.registry.clone(),
+            store,
+            stop,
+        )
+    }
+
     /// The region a request is routed on, and the field it came from (`canonical.md`,
     /// "Routing"): when `to_region` contains the case's location (regions nest by their
     /// digits), the location, the more specific; else `to_region`; else the location; else the

@@ -11,11 +11,11 @@
 //!   (process-wide counters and histograms); [`formats`] (each endpoint's native documents ⇄
 //!   the model, driven by `profiles/*.toml`: no Rust code knows a province) and [`proto`] (the
 //!   model as protocol buffers); [`store`] (SQLite or PostgreSQL: writes, outbox, shared
-//!   records, the audit trail, replica names).
+//!   records and their live copies in memory, the audit trail, replica names).
 //! - core: [`config`] and [`security`] (settings as plain data; identities, policy, rate
 //!   limits, TLS and the PKI), [`engine`], [`routing`] and [`sync`] (transfers, three-tier
-//!   routing by the `directory`, shared datasets and their feeds). The circles among these
-//!   (config ⇄ security, engine ⇄ sync ⇄ routing) are known and pinned.
+//!   routing by the `directory`, shared datasets and their feeds). No two modules use each
+//!   other.
 //! - fronts: [`api`] (HTTPS and gRPC over one refusal model) and [`delivery`] (the outbox
 //!   pushed to destinations); [`server`], the process that runs them.
 //! - tools, which nothing in the gateway uses: [`cli`], [`site`], [`loadgen`], [`simulate`],

@@ -11,8 +11,8 @@
 
 use crate::formats::Registry;
 use crate::model::{EndpointId, Platform, Record, Unit};
+use crate::store::live::LiveDataset;
 use crate::store::{Store, StoreError};
-use crate::sync::live::LiveDataset;
 
 /// The directory dataset's name.
 pub const DIRECTORY: &str = "directory";
@@ -128,7 +128,7 @@ impl Cell {
 /// township and county the directory names inside `region` (and `region` itself when it is a
 /// county or township), for each category.
 pub fn coverage(
-    directory: &crate::sync::live::View<'_>,
+    directory: &crate::store::live::View<'_>,
     region: &str,
     categories: &[&str],
 ) -> Vec<Cell> {

@@ -92,7 +92,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let server_tls = Arc::new(crate::security::reload::TlsReloader::load(&config.tls)?);
+    let server_tls = Arc::new(crate::security::reload::TlsReloader::load(&config.tls.files())?);
     let registry = Arc::new(registry(&config)?);
     let store = open_store(&config).await?;
     let config = Arc::new(config);
@@ -125,11 +125,10 @@ pub async fn run(
         .await?;
     let engine = Engine::new(store.clone(), registry, config.clone());
     // The transfer-item lists start as the built-in code tables (added once, never overwritten).
-    let seeded =
-        crate::sync::Datasets::new(&engine).seed_categories().await.map_err(|e| match e {
-            crate::sync::SyncError::Store(e) => ServeError::Store(e),
-            other => ServeError::Profiles(format!("seeding categories: {other}")),
-        })?;
+    let seeded = engine.datasets().seed_categories().await.map_err(|e| match e {
+        crate::sync::SyncError::Store(e) => ServeError::Store(e),
+        other => ServeError::Profiles(format!("seeding categories: {other}")),
+    })?;
     if seeded > 0 {
         tracing::info!(records = seeded, "seeded the categories dataset from the code tables");
     }
@@ -161,7 +160,7 @@ pub async fn run(
         stopped.clone(),
     ));
     tokio::spawn(server_tls.clone().run(config.tls.reload_check, auditor.clone(), stopped.clone()));
-    tokio::spawn(crate::sync::live::follow_engine(&engine, store.clone(), stopped.clone()));
+    tokio::spawn(engine.follow_datasets(store.clone(), stopped.clone()));
     let lease =
         tokio::spawn(hold_replica(store.clone(), replica.clone(), holder.clone(), stopped.clone()));
     // governor remembers every key it has seen; forget the idle ones so memory stays bounded.

@@ -18,6 +18,7 @@
 
 pub mod audit;
 mod group_commit;
+pub mod live;
 pub mod outbox;
 pub mod records;
 pub mod replicas;

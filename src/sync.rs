@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::engine::Engine;
 use crate::formats::Registry;
 use crate::model::{category, EndpointId, Platform, Record, RecordDoc, Timestamp, Transfer};
 use crate::routing;
@@ -266,17 +265,6 @@ pub struct Datasets {
 }
 
 impl Datasets {
-    pub fn new(engine: &Engine) -> Datasets {
-        Datasets {
-            store: engine.store().clone(),
-            registry: engine.registry().clone(),
-            policy: engine.policy().clone(),
-            directory: engine.directory().clone(),
-            categories: engine.categories().clone(),
-            knowledge: engine.knowledge().clone(),
-        }
-    }
-
     /// Writes a record as `who`, its owner. Answers the stored record and whether it changed.
     pub async fn put(
         &self,

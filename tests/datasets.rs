@@ -36,7 +36,7 @@ fn unit(code: &str, name: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_owner_writes_versions_grow_and_repeats_are_harmless() {
     for (backend, store, _dir) in stores("ds_owner").await {
-        let datasets = Datasets::new(&engine(store.clone()));
+        let datasets = engine(store.clone()).datasets();
         let ningbo = endpoint("330200/12345");
         let key = "330203/NP07";
         let (_, outcome) = datasets
@@ -223,7 +223,7 @@ async fn catch_up(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_is_the_dataset_at_its_cursor_and_changes_continue_from_it() {
     for (backend, store, _dir) in stores("ds_snapshot").await {
-        let datasets = Datasets::new(&engine(store.clone()));
+        let datasets = engine(store.clone()).datasets();
         let owner = endpoint("330200/12345");
         let towns = ["101", "102", "103", "104", "105", "106", "107"];
         for (i, town) in towns.iter().enumerate() {
@@ -345,7 +345,7 @@ async fn a_snapshot_is_the_dataset_at_its_cursor_and_changes_continue_from_it() 
 async fn transfer_status_mirrors_the_transfers_a_platform_is_party_to() {
     for (backend, store, _dir) in stores("ds_status").await {
         let engine = engine(store.clone());
-        let datasets = Datasets::new(&engine);
+        let datasets = engine.datasets();
         let police: EndpointId = "330200/110".parse().unwrap();
         let first = engine.submit(&police, ningbo_request("S-1")).await.unwrap().transfer;
         let second = engine.submit(&police, ningbo_request("S-2")).await.unwrap().transfer;
@@ -398,7 +398,7 @@ async fn transfer_status_mirrors_the_transfers_a_platform_is_party_to() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn categories_are_seeded_once_and_imports_are_all_or_nothing() {
     for (backend, store, _dir) in stores("ds_seed").await {
-        let datasets = Datasets::new(&engine(store.clone()));
+        let datasets = engine(store.clone()).datasets();
         let added = datasets.seed_categories().await.unwrap();
         assert!(added > 100, "{backend}: {added} rows from the code tables");
         assert_eq!(
@@ -507,7 +507,7 @@ async fn categories_are_seeded_once_and_imports_are_all_or_nothing() {
 async fn routing_takes_the_most_specific_directory_record() {
     for (backend, store, _dir) in stores("ds_route").await {
         let engine = engine(store.clone());
-        let datasets = Datasets::new(&engine);
+        let datasets = engine.datasets();
         let (ningbo, zhejiang) = (endpoint("330200/12345"), endpoint("330000/12345"));
         for (who, key, name) in [
             (&zhejiang, "330000/NP03", "浙江省人社厅"),
@@ -676,9 +676,10 @@ async fn routing_takes_the_most_specific_directory_record() {
         // another replica's write (another engine on the same store) is routed on within a
         // second: the server keeps its directory caught up beside the submissions
         let (_keep, never) = tokio::sync::watch::channel(false);
-        tokio::spawn(liandong::sync::live::follow_engine(&engine, store.clone(), never));
+        tokio::spawn(engine.follow_datasets(store.clone(), never));
         let replica = common::stores::engine(store.clone());
-        Datasets::new(&replica)
+        replica
+            .datasets()
             .put(
                 &ningbo,
                 Dataset::Directory,
@@ -804,7 +805,7 @@ fn item(canonical: &str, name: &str) -> serde_json::Value {
 async fn the_transfer_item_list_is_the_live_code_table() {
     for (backend, store, _dir) in stores("ds_items").await {
         let engine = engine(store.clone());
-        let datasets = Datasets::new(&engine);
+        let datasets = engine.datasets();
         datasets.seed_categories().await.unwrap();
         let ningbo = endpoint("330200/110");
         let read = |engine: &liandong::engine::Engine, code: &str| {
@@ -907,7 +908,7 @@ async fn the_transfer_item_list_is_the_live_code_table() {
         // a restart seeds again and loads the lists: the retired code stays retired, the
         // added one stays
         let restarted = common::stores::engine(store.clone());
-        assert_eq!(Datasets::new(&restarted).seed_categories().await.unwrap(), 0, "{backend}");
+        assert_eq!(restarted.datasets().seed_categories().await.unwrap(), 0, "{backend}");
         restarted.categories().refresh(&store).await.unwrap();
         liandong::sync::categories::apply(restarted.registry(), restarted.categories()).await;
         assert!(
@@ -918,7 +919,7 @@ async fn the_transfer_item_list_is_the_live_code_table() {
 
         // another replica's change takes effect here within a second
         let (_keep, never) = tokio::sync::watch::channel(false);
-        tokio::spawn(liandong::sync::live::follow_engine(&restarted, store.clone(), never));
+        tokio::spawn(restarted.follow_datasets(store.clone(), never));
         datasets
             .put(&ningbo, Dataset::Categories, "330200/110/070311", put(1, item("NP05", "开锁")))
             .await
@@ -985,7 +986,7 @@ async fn a_store_made_by_an_earlier_release_gets_the_writer_column() {
     let postgres =
         liandong::store::Store::postgres(&url, 4).await.expect("an earlier release's store opens");
     for (backend, store) in [("sqlite", sqlite), ("postgres", postgres)] {
-        let datasets = Datasets::new(&engine(store.clone()));
+        let datasets = engine(store.clone()).datasets();
         datasets
             .put(
                 &endpoint("330200/12345"),
@@ -1021,7 +1022,7 @@ async fn the_knowledge_base_is_searched_by_every_word_in_chinese() {
     use liandong::sync::knowledge::KnowledgeQuery;
     for (backend, store, _dir) in stores("ds_knowledge").await {
         let engine = engine(store.clone());
-        let datasets = Datasets::new(&engine);
+        let datasets = engine.datasets();
         let hotline = endpoint("330200/12345");
         let police = endpoint("330200/110");
         let entries = [
@@ -1140,7 +1141,7 @@ async fn the_knowledge_base_is_searched_by_every_word_in_chinese() {
         // another replica (its own index over the same store) finds what this one wrote
         let replica = common::stores::engine(store.clone());
         replica.knowledge().refresh(&store).await.unwrap();
-        let found = Datasets::new(&replica).search(&police, &search("燃气")).await.unwrap();
+        let found = replica.datasets().search(&police, &search("燃气")).await.unwrap();
         assert_eq!(keys(found), ["water-1"], "{backend}");
     }
 }

@@ -154,7 +154,7 @@ async fn open(config: &crate::config::Config) -> Result<Datasets, CliError> {
         std::sync::Arc::new(registry),
         std::sync::Arc::new(config.clone()),
     );
-    Ok(Datasets::new(&engine))
+    Ok(engine.datasets())
 }
 
 pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(), CliError> {

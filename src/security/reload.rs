@@ -62,9 +62,23 @@ struct Loaded {
     last_error: Option<String>,
 }
 
+/// The files the gateway's TLS is made of (PEM), as the configuration names them.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The CA bundle client certificates must chain to.
+    pub ca: PathBuf,
+    /// The CA bundle desks' receiving servers must chain to; `ca` when absent.
+    pub destination_ca: Option<PathBuf>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub crl: Option<PathBuf>,
+}
+
 impl TlsReloader {
     /// Loads the material; a failure here stops the start.
-    pub fn load(tls: &crate::config::Tls) -> Result<TlsReloader, TlsError> {
+    pub fn load(tls: &TlsFiles) -> Result<TlsReloader, TlsError> {
         let refusals = super::tls::RefusalAudit::default();
         let (ca, cert, key, crl) = (&tls.ca, &tls.cert, &tls.key, tls.crl.as_deref());
         let destination_ca = tls.destination_ca.clone().unwrap_or_else(|| tls.ca.clone());
