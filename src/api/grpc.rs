@@ -23,7 +23,9 @@ use crate::security::ratelimit::CallKind;
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::WatchEvent, Status>> + Send>>;
 
 /// How often a watch looks for new events when it has caught up.
-const WATCH_POLL: Duration = Duration::from_millis(100);
+/// A stream that has caught up wakes at once when this gateway commits, and looks again at least
+/// this often for what others wrote (another replica, an import by the CLI).
+const WATCH_POLL: Duration = Duration::from_secs(1);
 
 /// An engine error, refused to `who` (recorded, with `ErrorInfo`, `BadRequest` and `RequestInfo`).
 pub(crate) fn refused(who: &Peer, error: EngineError) -> Status {
@@ -68,9 +70,9 @@ pub(crate) fn caller<T>(request: &Request<T>) -> Result<EndpointId, Status> {
 }
 
 /// A server stream that follows a feed from `cursor`: `next_page` answers a page, the cursor
-/// after it and whether more are waiting; when caught up the stream waits [`WATCH_POLL`] and
-/// asks again, and after `state.heartbeat` without an item it sends `heartbeat(cursor)` (when
-/// the feed has one). It ends when the client goes away, a page fails (with that error), or the
+/// after it and whether more are waiting; when caught up the stream waits for this gateway's
+/// next commit (or at most [`WATCH_POLL`], for other writers) and asks again, and after
+/// `state.heartbeat` without an item it sends `heartbeat(cursor)` (when the feed has one). It ends when the client goes away, a page fails (with that error), or the
 /// gateway begins to shut down (UNAVAILABLE: resume from the last cursor).
 pub(super) fn follow<C, T, F, Fut>(
     state: &AppState,
@@ -86,6 +88,7 @@ where
 {
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
     let mut closing = state.closing.subscribe();
+    let mut commits = state.engine.store().commits();
     let quiet_limit = state.heartbeat;
     tokio::spawn(async move {
         let mut quiet_since = tokio::time::Instant::now();
@@ -123,8 +126,11 @@ where
                 quiet_since = tokio::time::Instant::now();
             }
             if !more {
+                // Until this gateway commits, another writer may have, or a heartbeat is due.
+                let wait = WATCH_POLL.min(quiet_limit.saturating_sub(quiet_since.elapsed()));
                 tokio::select! {
-                    _ = tokio::time::sleep(WATCH_POLL) => {}
+                    changed = commits.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep(wait) => {}
                     _ = sender.closed() => return,
                     _ = closing.changed() => {}
                 }
