@@ -730,6 +730,18 @@ pub struct Transfer {
 }
 
 impl Transfer {
+    /// Whether the transfer lies in the region `prefix` (`33`, `3302`, `330203`): its origin's,
+    /// its destination's or its case location's region begins with it. An agency's grant and a
+    /// figure's region filter both read regions this way.
+    pub fn lies_in(&self, prefix: &str) -> bool {
+        let location =
+            self.case.location.as_ref().and_then(|l| l.region.as_ref()).map(|r| r.as_str());
+        [Some(self.from.region.as_str()), Some(self.to.region.as_str()), location]
+            .into_iter()
+            .flatten()
+            .any(|place| place.starts_with(prefix))
+    }
+
     /// The transfer as a request addressed to its destination: the destination's document
     /// carries the gateway's `transfer_id` in its reference field (`formats.md`).
     pub fn for_destination(&self) -> TransferRequest {

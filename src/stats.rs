@@ -141,14 +141,7 @@ fn reached(transfer: &Transfer, state: State) -> Option<Timestamp> {
 
 /// Whether a transfer is one the query counts.
 fn counted(transfer: &Transfer, query: &StatsQuery) -> bool {
-    let region = query.region.as_deref().is_none_or(|prefix| {
-        let location =
-            transfer.case.location.as_ref().and_then(|l| l.region.as_ref()).map(|r| r.as_str());
-        [Some(transfer.from.region.as_str()), Some(transfer.to.region.as_str()), location]
-            .into_iter()
-            .flatten()
-            .any(|place| place.starts_with(prefix))
-    });
+    let region = query.region.as_deref().is_none_or(|prefix| transfer.lies_in(prefix));
     let category = query.category.as_deref().is_none_or(|c| transfer.case.category.as_str() == c);
     let direction = query.direction.as_deref().is_none_or(|d| transfer.direction == d);
     region && category && direction

@@ -62,18 +62,7 @@ impl AgencyGrant {
     }
 
     fn covers(&self, transfer: &Transfer) -> bool {
-        let location = transfer
-            .case
-            .location
-            .as_ref()
-            .and_then(|l| l.region.as_ref())
-            .map(|r| r.as_str().to_string());
-        let places =
-            [Some(transfer.from.region.clone()), Some(transfer.to.region.clone()), location];
-        places
-            .iter()
-            .flatten()
-            .any(|place| self.regions.iter().any(|prefix| place.starts_with(prefix.as_str())))
+        self.regions.iter().any(|prefix| transfer.lies_in(prefix))
     }
 }
 
