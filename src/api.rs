@@ -2,8 +2,10 @@
 //! JSON) and [`grpc`] (partner agencies) — over what they share: the caller ([`Peer`], from
 //! the TLS layer; no handler looks at a document to decide who is calling), the state
 //! ([`AppState`]), the request in hand ([`context`]), the one refusal model ([`refusal`]) and
-//! the per-request middleware ([`logging`]).
+//! the per-request middleware ([`logging`]). The [`console`]'s pages are served on the HTTPS
+//! front and call the same APIs.
 
+pub mod console;
 pub mod context;
 pub mod grpc;
 pub mod https;

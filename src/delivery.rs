@@ -34,7 +34,7 @@ use crate::config::Delivery as Settings;
 use crate::engine::Engine;
 use crate::formats::ReceiptKind;
 use crate::metrics::{self, counters};
-use crate::model::{ReasonCode, StatusUpdate, Timestamp, TransferRequest};
+use crate::model::{ReasonCode, Timestamp, TransferRequest};
 use crate::store::{now_millis, DeliveryKind, OutboxItem, Write};
 
 /// How often to look for due work when no commit of this process has woken the deliverer:
@@ -527,32 +527,9 @@ impl Deliverer {
     }
 
     /// The item in the destination's native format, read back by the destination's own
-    /// profile before it is sent: a document its reader would refuse is never sent.
+    /// profile before it is sent ([`Engine::render_delivery`]).
     pub fn render(&self, item: &OutboxItem) -> Result<Vec<u8>, String> {
-        let endpoint =
-            self.engine.registry().endpoint(&item.destination).map_err(|e| e.to_string())?;
-        let own_reader = |e: crate::formats::FormatError| {
-            format!("{}'s own reader refuses it: {e}", item.destination)
-        };
-        match item.kind {
-            DeliveryKind::Transfer => {
-                let request: TransferRequest =
-                    serde_json::from_str(&item.payload).map_err(|e| e.to_string())?;
-                let body = endpoint.write_transfer(&request).map_err(|e| e.to_string())?;
-                endpoint
-                    .format
-                    .read_transfer(&body, &request.from, &endpoint.codes)
-                    .map_err(own_reader)?;
-                Ok(body)
-            }
-            DeliveryKind::Status => {
-                let update: StatusUpdate =
-                    serde_json::from_str(&item.payload).map_err(|e| e.to_string())?;
-                let body = endpoint.write_status(&update).map_err(|e| e.to_string())?;
-                endpoint.read_status(&body).map_err(own_reader)?;
-                Ok(body)
-            }
-        }
+        self.engine.render_delivery(item)
     }
 
     async fn post(

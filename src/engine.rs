@@ -20,8 +20,12 @@ use crate::model::{
 use crate::routing::{self, Decision, RouteError};
 use crate::security::policy::{Policy, Right};
 use crate::security::Identity;
+use crate::store::audit::StoredAudit;
 use crate::store::writes::StatusRefused;
-use crate::store::{FeedCursor, FeedEvent, Store, StoreError, TransferFilter, Write, WriteResult};
+use crate::store::{
+    DeliveryKind, FeedCursor, FeedEvent, OutboxItem, Store, StoreError, TransferFilter, Write,
+    WriteResult,
+};
 use crate::sync::live::LiveDataset;
 
 /// Why the engine refused or failed.
@@ -50,6 +54,15 @@ pub struct Submission {
     pub transfer: Transfer,
     /// False when the sender had used this `sender_ref` before: the first transfer is returned.
     pub created: bool,
+}
+
+/// What the gateway holds as evidence of a transfer ([`Engine::evidence_for`]).
+#[derive(Clone, Debug)]
+pub struct Evidence {
+    pub transfer: Transfer,
+    pub audit: Vec<StoredAudit>,
+    /// Each delivery and its native document as text (or why it cannot be rendered).
+    pub deliveries: Vec<(OutboxItem, Result<String, String>)>,
 }
 
 /// The engine: the store, the registry, the endpoints' settings and the read policy, and the
@@ -439,6 +452,61 @@ impl Engine {
         let next = more.then(|| page.last().map(|t| t.transfer_id.clone())).flatten();
         let visible = page.into_iter().filter(|t| self.policy.may_read(who, t).is_ok()).collect();
         Ok((visible, next))
+    }
+
+    /// A delivery in the destination's native format, read back by the destination's own
+    /// profile: a document its reader would refuse is never sent. The deliverer sends it; the
+    /// case page shows it as the destination received it.
+    pub fn render_delivery(&self, item: &OutboxItem) -> Result<Vec<u8>, String> {
+        let endpoint = self.registry.endpoint(&item.destination).map_err(|e| e.to_string())?;
+        let own_reader = |e: crate::formats::FormatError| {
+            format!("{}'s own reader refuses it: {e}", item.destination)
+        };
+        match item.kind {
+            DeliveryKind::Transfer => {
+                let request: TransferRequest =
+                    serde_json::from_str(&item.payload).map_err(|e| e.to_string())?;
+                let body = endpoint.write_transfer(&request).map_err(|e| e.to_string())?;
+                endpoint
+                    .format
+                    .read_transfer(&body, &request.from, &endpoint.codes)
+                    .map_err(own_reader)?;
+                Ok(body)
+            }
+            DeliveryKind::Status => {
+                let update: StatusUpdate =
+                    serde_json::from_str(&item.payload).map_err(|e| e.to_string())?;
+                let body = endpoint.write_status(&update).map_err(|e| e.to_string())?;
+                endpoint.read_status(&body).map_err(own_reader)?;
+                Ok(body)
+            }
+        }
+    }
+
+    /// The evidence of a transfer `who` may read: its audit entries, and its deliveries with
+    /// the native document each destination was (or will be) sent.
+    pub async fn evidence_for(
+        &self,
+        who: &Identity,
+        transfer_id: &str,
+    ) -> Result<Evidence, EngineError> {
+        let transfer = self.transfer_for(who, transfer_id).await?;
+        let audit = self.store.audit_of(&transfer.transfer_id).await?;
+        let deliveries = self
+            .store
+            .deliveries_of(&transfer.transfer_id)
+            .await?
+            .into_iter()
+            .map(|item| {
+                let document = self.render_delivery(&item).and_then(|bytes| {
+                    let endpoint =
+                        self.registry.endpoint(&item.destination).map_err(|e| e.to_string())?;
+                    endpoint.format.encoding.decode(&bytes)
+                });
+                (item, document)
+            })
+            .collect();
+        Ok(Evidence { transfer, audit, deliveries })
     }
 
     /// Change-feed events after `cursor` that `who` may watch, and the cursor to go on from.

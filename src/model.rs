@@ -742,6 +742,18 @@ impl Transfer {
             .any(|place| place.starts_with(prefix))
     }
 
+    /// Whether the gateway gave the transfer up as undeliverable (rejected by the gateway with
+    /// `reason_code` `undeliverable`, `canonical.md`).
+    pub fn undeliverable(&self) -> bool {
+        self.state == State::Rejected
+            && self
+                .history
+                .iter()
+                .rev()
+                .find(|h| h.state == HistoryEvent::State(State::Rejected))
+                .is_some_and(|h| h.reason_code == Some(ReasonCode::Undeliverable))
+    }
+
     /// The transfer as a request addressed to its destination: the destination's document
     /// carries the gateway's `transfer_id` in its reference field (`formats.md`).
     pub fn for_destination(&self) -> TransferRequest {

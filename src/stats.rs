@@ -1,8 +1,8 @@
 //! The figures a province is assessed on (考核), for a region, category, direction and period:
 //! transfers each way, received on time (签收及时率), resolved (办结率), resolved within the
 //! deadline (按期办结率), called back (回访率), satisfied (满意率), rejected (退回率), the median
-//! and p90 time to receive and to resolve, and the top categories. `GET /v1/stats` answers them;
-//! the console will draw them.
+//! and p90 time to receive and to resolve, the top categories and the ones rising week on week
+//! (热点). `GET /v1/stats` and gRPC `GetStats` answer them; the console draws them.
 //!
 //! Each figure is read from the transfers' own histories, exactly as `GET /v1/transfers` shows
 //! them to the same caller (the same read policy: an endpoint its own, an agency its regions, an
@@ -132,6 +132,46 @@ pub struct Figures {
     pub time_to_resolve: Times,
     /// The ten most frequent categories, most first.
     pub top_categories: Vec<(String, u64)>,
+    /// Hot spots (热点): the categories rising fastest week on week — the last seven days of
+    /// the period (or up to now, when the period runs on past it) against the seven before
+    /// (which may lie before the period) — most added first, at most ten, only those that rose.
+    pub rising_categories: Vec<Rising>,
+}
+
+/// A category's transfers in the last week of a period and the week before.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Rising {
+    pub category: String,
+    pub this_week: u64,
+    pub last_week: u64,
+}
+
+const WEEK: i64 = 7 * 86_400;
+
+/// The categories that rose week on week before `until`, most added first.
+pub fn rising<'a>(transfers: impl IntoIterator<Item = &'a Transfer>, until: i64) -> Vec<Rising> {
+    let mut weeks: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for t in transfers {
+        let at = t.requested_at.unix_seconds();
+        let counts = weeks.entry(t.case.category.as_str().to_string()).or_default();
+        if (until - WEEK..until).contains(&at) {
+            counts.0 += 1;
+        } else if (until - 2 * WEEK..until - WEEK).contains(&at) {
+            counts.1 += 1;
+        }
+    }
+    let mut rose: Vec<Rising> = weeks
+        .into_iter()
+        .filter(|(_, (this, last))| this > last)
+        .map(|(category, (this_week, last_week))| Rising { category, this_week, last_week })
+        .collect();
+    rose.sort_by(|a, b| {
+        (b.this_week - b.last_week)
+            .cmp(&(a.this_week - a.last_week))
+            .then_with(|| a.category.cmp(&b.category))
+    });
+    rose.truncate(10);
+    rose
 }
 
 /// When a transfer first reached `state` (an implied step counts: it was passed through).
@@ -195,6 +235,7 @@ pub fn figures<'a>(transfers: impl IntoIterator<Item = &'a Transfer>) -> Figures
         time_to_receive: Times::of(to_receive),
         time_to_resolve: Times::of(to_resolve),
         top_categories,
+        rising_categories: Vec::new(),
     }
 }
 
@@ -206,6 +247,7 @@ pub async fn compute(
     who: &Identity,
     query: &StatsQuery,
 ) -> Result<Figures, EngineError> {
+    // The two weeks before `until` are read too, for the week-on-week comparison.
     let mut chosen = Vec::new();
     let mut after = None;
     loop {
@@ -213,7 +255,9 @@ pub async fn compute(
             party: None,
             state: None,
             overdue: None,
-            since: Some(query.since),
+            since: Some(
+                query.since.min(query.until.min(Timestamp::now().unix_seconds() + 1) - 2 * WEEK),
+            ),
             until: Some(query.until),
             limit: 500,
             after,
@@ -227,7 +271,12 @@ pub async fn compute(
             None => break,
         }
     }
-    Ok(figures(&chosen))
+    let in_period = chosen.iter().filter(|t| t.requested_at.unix_seconds() >= query.since);
+    let mut figures = figures(in_period);
+    // A period that runs on past now (this month's report) compares the last seven days.
+    let end = query.until.min(Timestamp::now().unix_seconds() + 1);
+    figures.rising_categories = rising(&chosen, end);
+    Ok(figures)
 }
 
 #[cfg(test)]
@@ -240,6 +289,40 @@ mod tests {
         assert_eq!((times.median_seconds, times.p90_seconds), (Some(5), Some(9)));
         assert_eq!(Times::of(vec![42]).p90_seconds, Some(42));
         assert_eq!(Times::of(Vec::new()).median_seconds, None);
+    }
+
+    #[test]
+    fn rising_compares_the_last_week_with_the_one_before() {
+        let until = 1_800_000_000;
+        let at = |category: &str, seconds_before: i64| {
+            let mut t: Transfer = serde_json::from_value(serde_json::json!({
+                "transfer_id": "T1",
+                "case": {"case_id": "c", "origin": {"endpoint": "330200/110", "local_id": "J"},
+                         "received_at": "2023-05-08T09:41:09+08:00", "category": "NP07", "summary": "s"},
+                "from": "330200/110", "to": "330200/12345", "direction": "110->12345",
+                "requested_at": "2023-05-08T09:43:00+08:00",
+                "deadlines": {"receive_by": "2023-05-08T10:13:00+08:00"}, "state": "submitted", "history": []
+            }))
+            .unwrap();
+            t.requested_at = Timestamp::from_unix_seconds(until - seconds_before).unwrap();
+            t.case.category = category.parse().unwrap();
+            t
+        };
+        let day = 86_400;
+        let transfers = vec![
+            at("NP03", day),      // this week
+            at("NP03", 2 * day),  // this week
+            at("NP03", 8 * day),  // last week
+            at("PM01", 3 * day),  // this week
+            at("PM02", 9 * day),  // last week only: fell
+            at("PM02", 20 * day), // before both weeks: not counted
+            at("NP05", 6 * day),  // this week
+            at("NP05", 10 * day), // last week: level
+        ];
+        let rose = rising(&transfers, until);
+        let summary: Vec<_> =
+            rose.iter().map(|r| (r.category.as_str(), r.this_week, r.last_week)).collect();
+        assert_eq!(summary, vec![("NP03", 2, 1), ("PM01", 1, 0)]);
     }
 
     #[test]

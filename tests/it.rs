@@ -9,6 +9,7 @@ mod abuse;
 mod audit;
 mod certs;
 mod cli;
+mod console;
 mod crash;
 mod datasets;
 mod demo;

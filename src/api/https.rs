@@ -9,6 +9,8 @@
 //! | `POST /v1/transfers` | a canonical transfer request | the transfer |
 //! | `GET /v1/transfers/{id}` | | the transfer (its parties only) |
 //! | `POST /v1/transfers/{id}/status` | a canonical status update | the transfer |
+//! | `GET /v1/transfers/{id}/evidence` | | its audit entries and deliveries with their native documents (its readers) |
+//! | `GET /v1/whoami` | | the caller's identity, and the regions an agency is granted |
 //! | `GET /v1/transfers?state=&overdue=&since=&until=&limit=&after=` | | the caller's transfers |
 //! | `GET /v1/endpoints` | | the registry with each endpoint's delivery health |
 //! | `GET /v1/deliveries/dead` | | dead letters (operators only) |
@@ -21,6 +23,8 @@
 //! | `POST /v1/reconcile` | the caller's view `{"transfers": [{"reference", "state"}]}` | every difference |
 //! | `GET /v1/stats?region=&category=&direction=&since=&until=` | | the figures ([`crate::stats`]) of the transfers the caller may read |
 //! | `GET /v1/events?cursor=` | | the change feed as server-sent events, in batches (a wall) |
+//!
+//! The console's pages are served beside them (`/console/`, [`super::console`]).
 //!
 //! Statuses: 200; 400 a bad document (the native receipt names the field); 403 not yours;
 //! 404; 409 a refused transition (naming the current state); 413 too large; 503 the store
@@ -39,7 +43,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::refusal::{Reason, Refusal};
-use super::{AppState, Peer};
+use super::{console, AppState, Peer};
 use crate::model::EndpointId;
 
 /// The OpenAPI 3 description of this API, served at `/v1/openapi.json` (a test checks it
@@ -54,6 +58,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/transfers"),
     ("get", "/v1/transfers/{id}"),
     ("post", "/v1/transfers/{id}/status"),
+    ("get", "/v1/transfers/{id}/evidence"),
+    ("get", "/v1/whoami"),
     ("get", "/v1/endpoints"),
     ("get", "/v1/deliveries/dead"),
     ("post", "/v1/deliveries/{id}/replay"),
@@ -136,6 +142,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/transfers", post(transfers::submit).get(transfers::list))
         .route("/v1/transfers/{id}", get(transfers::get_transfer))
         .route("/v1/transfers/{id}/status", post(transfers::status))
+        .route("/v1/transfers/{id}/evidence", get(transfers::evidence))
+        .route("/v1/whoami", get(transfers::whoami))
         .route("/v1/endpoints", get(transfers::endpoints))
         .route("/v1/deliveries/dead", get(transfers::dead_letters))
         .route("/v1/deliveries/{id}/replay", post(transfers::replay))
@@ -149,6 +157,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/reconcile", post(datasets::reconcile))
         .route("/v1/stats", get(transfers::stats))
         .route("/v1/events", get(events::events))
+        .route("/", get(console::to_console))
+        .route("/console", get(console::to_console))
+        .route("/console/", get(console::index))
+        .route("/console/{*file}", get(console::file))
         .route(
             "/v1/openapi.json",
             get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI) }),

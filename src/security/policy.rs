@@ -77,7 +77,8 @@ impl Policy {
         Policy { agencies }
     }
 
-    fn grant(&self, name: &str) -> Option<&AgencyGrant> {
+    /// An agency's grant, if it has one.
+    pub fn grant(&self, name: &str) -> Option<&AgencyGrant> {
         self.agencies.iter().find(|a| a.name == name)
     }
 

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod crash;
 pub mod net;
 pub mod stores;

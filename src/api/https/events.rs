@@ -43,6 +43,7 @@ fn summary(event: &FeedEvent) -> serde_json::Value {
         "category": t.case.category.as_str(),
         "region": t.case.location.as_ref().and_then(|l| l.region.as_ref()).map(|r| r.as_str()),
         "overdue": t.overdue,
+        "undeliverable": t.undeliverable(),
         "at": t.history.last().map(|h| h.at),
     })
 }

@@ -318,6 +318,77 @@ pub async fn endpoints(State(state): State<Arc<AppState>>) -> Result<Json<Value>
     Ok(Json(json!({"endpoints": list})))
 }
 
+/// `GET /v1/whoami`: who the caller's certificate says it is, and what that lets it see (the
+/// console shows its pages by it; the APIs decide by the same identity).
+pub async fn whoami(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+) -> Json<Value> {
+    use crate::security::Identity;
+    let (kind, name) = match &peer.identity {
+        Identity::Endpoint(e) => ("endpoint", e.to_string()),
+        Identity::Agency(n) => ("agency", n.clone()),
+        Identity::Operator(n) => ("operator", n.clone()),
+        Identity::Gateway(n) => ("gateway", n.clone()),
+    };
+    let grant = match &peer.identity {
+        Identity::Agency(name) => state.engine.policy().grant(name),
+        _ => None,
+    };
+    let place = peer
+        .identity
+        .endpoint()
+        .and_then(|e| state.engine.registry().endpoint(e).ok())
+        .map(|e| e.place.clone());
+    Json(json!({
+        "identity": peer.uri,
+        "kind": kind,
+        "name": name,
+        "operator": matches!(peer.identity, Identity::Operator(_)),
+        "regions": grant.map(|g| g.regions.clone()),
+        "rights": grant.map(|g| g.rights.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>()),
+        "place": place,
+    }))
+}
+
+/// `GET /v1/transfers/{id}/evidence`: what the gateway holds as evidence of a transfer the
+/// caller may read — its audit entries (hash-chained) and each delivery with the native
+/// document its destination was sent, as text.
+pub async fn evidence(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Refusal> {
+    state.limit(&peer, CallKind::Read)?;
+    let evidence = state
+        .engine
+        .evidence_for(&peer.identity, &id)
+        .await
+        .map_err(|e| Refusal::from_engine(&peer.identity, e))?;
+    let deliveries: Vec<Value> = evidence
+        .deliveries
+        .iter()
+        .map(|(d, document)| {
+            json!({
+                "id": d.id,
+                "destination": d.destination.to_string(),
+                "kind": d.kind.as_str(),
+                "status": d.status.as_str(),
+                "attempts": d.attempts,
+                "queued_at": Timestamp::from_unix_seconds(d.created_at),
+                "last_error": d.last_error,
+                "document": document.as_ref().ok(),
+                "document_error": document.as_ref().err(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "transfer_id": evidence.transfer.transfer_id,
+        "audit": evidence.audit,
+        "deliveries": deliveries,
+    })))
+}
+
 fn operator(peer: &Peer) -> Result<(), Refusal> {
     match &peer.identity {
         crate::security::Identity::Operator(_) => Ok(()),

@@ -1,0 +1,568 @@
+// The console's pages. Everything shown comes from the gateway's own APIs, called with the
+// browser's client certificate: the page sees what that identity may read, nothing more. The
+// DOM is built with textContent (never innerHTML from data), times are shown in Beijing time,
+// phones masked.
+'use strict';
+
+(() => {
+  const lang = () => localStorage.getItem('liandong.lang') || 'zh';
+  const t = (key, vars) => {
+    let text = (I18N[lang()] && I18N[lang()][key]) || I18N.zh[key] || key;
+    for (const [k, v] of Object.entries(vars || {})) text = text.replace('{' + k + '}', v);
+    return text;
+  };
+  const category = (code) => {
+    const names = I18N.categories[code];
+    return names ? code + ' ' + names[lang() === 'zh' ? 0 : 1] : code;
+  };
+  const stateName = (s) => t('state.' + s);
+
+  // An element: el('td', {class: 'num', dataset: {value: 3}}, 'text', child, …)
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v == null || v === false) continue;
+      if (k === 'dataset') Object.assign(node.dataset, v);
+      else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v === true ? '' : v);
+    }
+    for (const c of children.flat()) {
+      if (c == null) continue;
+      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return node;
+  }
+
+  class ApiError extends Error {
+    constructor(status, body) {
+      // The canonical error body: {"error": {"message", "reason", "field", …}}.
+      const error = (body && (body.error && typeof body.error === 'object' ? body.error : body)) || {};
+      super(error.message || ('HTTP ' + status));
+      this.status = status;
+      this.reason = error.reason;
+    }
+  }
+
+  async function api(path, options) {
+    const response = await fetch(path, Object.assign({ credentials: 'same-origin' }, options));
+    const text = await response.text();
+    let body = null;
+    try { body = text ? JSON.parse(text) : null; } catch (_) { body = { message: text }; }
+    if (!response.ok) throw new ApiError(response.status, body);
+    return body;
+  }
+
+  // Beijing time (UTC+8, no daylight saving), whatever the browser's zone.
+  const BEIJING = 8 * 3600 * 1000;
+  function bj(ts) {
+    if (!ts) return '';
+    const d = new Date(new Date(ts).getTime() + BEIJING);
+    return d.toISOString().slice(0, 19).replace('T', ' ');
+  }
+  // YYYY-MM-DD of a moment, in Beijing.
+  const bjDate = (ms) => new Date(ms + BEIJING).toISOString().slice(0, 10);
+  // The RFC 3339 time of a Beijing day's midnight, `days` after `date`.
+  function bjMidnight(date, days) {
+    const d = new Date(date + 'T00:00:00Z');
+    d.setUTCDate(d.getUTCDate() + (days || 0));
+    return d.toISOString().slice(0, 10) + 'T00:00:00+08:00';
+  }
+  function duration(seconds) {
+    if (seconds == null) return '—';
+    if (seconds < 60) return seconds + 's';
+    if (seconds < 3600) return Math.round(seconds / 60) + 'min';
+    if (seconds < 86400) return (seconds / 3600).toFixed(1) + 'h';
+    return (seconds / 86400).toFixed(1) + 'd';
+  }
+  const percent = (rate) => (rate == null ? '—' : (rate * 100).toFixed(1) + '%');
+  // 13812345678 → 138****5678; an international or short number keeps its first 3 and last 2.
+  function maskPhone(phone) {
+    if (!phone) return '';
+    const digits = String(phone);
+    if (digits.length >= 11) return digits.slice(0, digits.length - 8) + '****' + digits.slice(-4);
+    if (digits.length > 5) return digits.slice(0, 3) + '*'.repeat(digits.length - 5) + digits.slice(-2);
+    return '*'.repeat(digits.length);
+  }
+
+  let who = null;
+  let places = {};
+  const place = (id) => (places[id] ? places[id].split(' ')[0] + ' ' + id.split('/')[1] : id);
+
+  function table(id, headers, rows) {
+    return el('table', { id },
+      el('thead', {}, el('tr', {}, headers.map((h) => el('th', {}, h)))),
+      el('tbody', {}, rows));
+  }
+
+  function exports(name, tables) {
+    const sheets = () => tables().map(([title, node]) => ({ name: title, rows: Xlsx.rowsOf(node) }));
+    return el('div', { class: 'exports' },
+      el('button', { type: 'button', class: 'export-xlsx', onclick: () => Xlsx.download(name + '.xlsx',
+        Xlsx.workbook(sheets()), 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet') },
+      t('export.xlsx')),
+      el('button', { type: 'button', class: 'export-csv', onclick: () => Xlsx.download(name + '.csv',
+        Xlsx.csv(sheets().flatMap((s, i) => (i ? [[], ...s.rows] : s.rows))), 'text/csv;charset=utf-8') },
+      t('export.csv')));
+  }
+
+  function failure(main, error) {
+    const forbidden = error.status === 403 || error.status === 404;
+    main.append(el('p', { class: 'error', id: 'failure', dataset: { status: error.status || 0 } },
+      (forbidden ? t('forbidden') : t('error')) + ': ' + error.message));
+  }
+
+  // ---- the wall -----------------------------------------------------------------------------
+
+  const PROVINCES = {
+    11: '北京', 12: '天津', 13: '河北', 14: '山西', 15: '内蒙古', 21: '辽宁', 22: '吉林', 23: '黑龙江',
+    31: '上海', 32: '江苏', 33: '浙江', 34: '安徽', 35: '福建', 36: '江西', 37: '山东', 41: '河南',
+    42: '湖北', 43: '湖南', 44: '广东', 45: '广西', 46: '海南', 50: '重庆', 51: '四川', 52: '贵州',
+    53: '云南', 54: '西藏', 61: '陕西', 62: '甘肃', 63: '青海', 64: '宁夏', 65: '新疆',
+  };
+
+  async function wall(main) {
+    document.body.classList.add('wall');
+    const today = bjMidnight(bjDate(Date.now()));
+    const counts = { total: 0, '110->12345': 0, '12345->110': 0, overdue: 0, undeliverable: 0 };
+    const seen = new Set();
+    const total = el('div', { class: 'big', id: 'today-total' }, '0');
+    const pairs = ['110->12345', '12345->110'].map((d) =>
+      el('div', { class: 'pair' }, el('span', {}, t('dir.' + d)), el('b', { id: 'today-' + d.replace('->', '-') }, '0')));
+    const overdueCount = el('b', { class: 'alarm', id: 'overdue-count' }, '0');
+    const undeliverableCount = el('b', { class: 'alarm', id: 'undeliverable-count' }, '0');
+    const overdueList = el('ul', { class: 'overdue-list', id: 'overdue-list' });
+    const feed = el('ul', { class: 'feed', id: 'feed' });
+    const status = el('div', { class: 'status', id: 'stream-status' }, t('loading'));
+    const health = el('ul', { class: 'health', id: 'health' });
+    const regions = el('div', { class: 'regions', id: 'regions' });
+    main.append(el('div', { class: 'wall-grid' },
+      el('section', {}, el('h2', {}, t('wall.today')), total, pairs,
+        el('div', { class: 'pair' }, el('span', {}, t('wall.overdue')), overdueCount),
+        el('div', { class: 'pair' }, el('span', {}, t('wall.undeliverable')), undeliverableCount),
+        overdueList),
+      el('section', {}, el('h1', {}, t('wall.title')), status, el('h2', {}, t('wall.live')), feed),
+      el('section', {}, el('h2', {}, t('wall.health')), health, el('h2', {}, t('wall.regions')), regions)));
+
+    const show = () => {
+      total.textContent = counts.total;
+      for (const d of ['110->12345', '12345->110']) {
+        document.getElementById('today-' + d.replace('->', '-')).textContent = counts[d];
+      }
+      overdueCount.textContent = counts.overdue;
+      undeliverableCount.textContent = counts.undeliverable;
+    };
+
+    // The provinces in the registry, each with today's transfers from it.
+    const regionCells = {};
+    for (const id of Object.keys(places)) {
+      const code = id.slice(0, 2);
+      if (regionCells[code]) continue;
+      const count = el('b', {}, '0');
+      regionCells[code] = { node: el('div', { class: 'region', dataset: { province: code } }, PROVINCES[code] || code, count), count, n: 0 };
+    }
+    Object.keys(regionCells).sort().forEach((code) => regions.append(regionCells[code].node));
+
+    async function refreshHealth() {
+      try {
+        const list = (await api('/v1/endpoints')).endpoints;
+        // Failing destinations first; a destination that pulls is healthy unless it fails.
+        const condition = (e) => (e.unreachable ? 'unreachable' : e.failing_since ? 'failing' : 'healthy');
+        const rank = { unreachable: 0, failing: 1, healthy: 2 };
+        list.sort((a, b) => rank[condition(a)] - rank[condition(b)] || a.id.localeCompare(b.id));
+        health.replaceChildren(...list.map((e) => el('li', { dataset: { endpoint: e.id, health: condition(e) } },
+          el('span', {}, el('span', { class: 'dot ' + condition(e) }), place(e.id)),
+          el('span', {}, t('wall.' + condition(e)) + (e.delivery === 'pull' ? ' · ' + t('wall.pull') : '')))));
+      } catch (e) { health.replaceChildren(el('li', { class: 'error' }, e.message)); }
+    }
+
+    async function refreshOverdue() {
+      try {
+        const list = (await api('/v1/transfers?overdue=true&limit=100')).transfers;
+        counts.overdue = list.filter((x) => !['resolved', 'closed', 'cancelled', 'rejected'].includes(x.state)).length;
+        overdueList.replaceChildren(...list.slice(0, 12).map((x) =>
+          el('li', { dataset: { id: x.transfer_id } }, bj(x.deadlines.receive_by).slice(11, 16) + ' ' + place(x.to) + ' · ' + category(x.case.category))));
+        show();
+      } catch (_) { /* an identity without the right sees no list */ }
+    }
+
+    try {
+      const figures = (await api('/v1/stats?since=' + encodeURIComponent(today))).figures;
+      counts.total = figures.transfers;
+      for (const [d, n] of Object.entries(figures.by_direction)) counts[d] = n;
+      show();
+    } catch (e) { failure(main, e); }
+    refreshHealth();
+    refreshOverdue();
+
+    // The feed: batches of events, drawn once per frame whatever their rate.
+    let pending = [];
+    let drawing = false;
+    const draw = () => {
+      drawing = false;
+      const batch = pending;
+      pending = [];
+      const rows = [];
+      for (const e of batch) {
+        if (e.kind === 'submitted' && !seen.has(e.transfer_id)) {
+          seen.add(e.transfer_id);
+          counts.total += 1;
+          counts[e.direction] = (counts[e.direction] || 0) + 1;
+          const cell = regionCells[e.from.slice(0, 2)];
+          if (cell) {
+            cell.n += 1;
+            cell.count.textContent = cell.n;
+            cell.node.classList.add('flash');
+            setTimeout(() => cell.node.classList.remove('flash'), 400);
+          }
+        }
+        if (e.kind === 'escalated') counts.overdue += 1;
+        if (e.undeliverable && e.kind === 'rejected') counts.undeliverable += 1;
+        const cls = ['fresh', e.overdue ? 'overdue' : '', e.undeliverable ? 'undeliverable' : ''].join(' ');
+        rows.push(el('li', { class: cls, dataset: { id: e.transfer_id, kind: e.kind } },
+          el('span', {}, bj(e.at).slice(11)),
+          el('span', {}, place(e.from) + ' → ' + place(e.to)),
+          el('span', {}, category(e.category)),
+          el('span', {}, e.kind === 'escalated' ? t('state.escalated') : stateName(e.state))));
+      }
+      feed.prepend(...rows.reverse().slice(0, 40));
+      while (feed.children.length > 40) feed.lastChild.remove();
+      show();
+    };
+    const source = new EventSource('/v1/events');
+    source.addEventListener('open', () => { status.textContent = '● ' + t('wall.connected'); status.dataset.live = 'true'; });
+    source.addEventListener('error', () => { status.textContent = t('wall.reconnecting'); status.dataset.live = 'false'; });
+    source.addEventListener('transfers', (message) => {
+      pending.push(...JSON.parse(message.data));
+      if (!drawing) { drawing = true; requestAnimationFrame(draw); }
+    });
+    // Destination health and the overdue list change without a transfer event: read again
+    // every 15 s (two small reads, not a scan of the transfers).
+    const timer = setInterval(() => { refreshHealth(); refreshOverdue(); }, 15000);
+    return { stop() { source.close(); clearInterval(timer); document.body.classList.remove('wall'); } };
+  }
+
+  // ---- the figures --------------------------------------------------------------------------
+
+  const charts = [];
+  function chart(node, option) {
+    if (!window.echarts) return;
+    const c = echarts.init(node);
+    c.setOption(option);
+    charts.push(c);
+  }
+
+  function figuresTables(f) {
+    const row = (key, share) => el('tr', { dataset: { figure: key } },
+      el('td', {}, t('figures.' + key)),
+      el('td', { class: 'num', dataset: { value: share.count } }, share.count),
+      el('td', { class: 'num', dataset: { value: share.rate == null ? '' : share.rate.toFixed(4) } }, percent(share.rate)));
+    const main = table('figures-table', [t('figures.metric'), t('figures.count'), t('figures.rate')], [
+      el('tr', { dataset: { figure: 'transfers' } }, el('td', {}, t('figures.transfers')),
+        el('td', { class: 'num', dataset: { value: f.transfers } }, f.transfers), el('td', {}, '')),
+      ...Object.entries(f.by_direction).map(([d, n]) => el('tr', { dataset: { figure: 'direction ' + d } },
+        el('td', {}, t('dir.' + d)), el('td', { class: 'num', dataset: { value: n } }, n), el('td', {}, ''))),
+      row('received_on_time', f.received_on_time),
+      row('resolved', f.resolved),
+      row('resolved_on_time', f.resolved_on_time),
+      row('called_back', f.called_back),
+      row('satisfied', f.satisfied),
+      row('rejected', f.rejected),
+    ]);
+    const timeRow = (key, times) => el('tr', { dataset: { figure: key } }, el('td', {}, t('figures.' + key)),
+      el('td', { class: 'num', dataset: { value: times.count } }, times.count),
+      el('td', { class: 'num', dataset: { value: times.median_seconds == null ? '' : times.median_seconds } }, duration(times.median_seconds)),
+      el('td', { class: 'num', dataset: { value: times.p90_seconds == null ? '' : times.p90_seconds } }, duration(times.p90_seconds)));
+    const times = table('times-table', [t('figures.metric'), t('figures.count'), t('figures.median'), t('figures.p90')],
+      [timeRow('time_to_receive', f.time_to_receive), timeRow('time_to_resolve', f.time_to_resolve)]);
+    const top = table('top-table', [t('col.category'), t('figures.count')], f.top_categories.map(([c, n]) =>
+      el('tr', {}, el('td', {}, category(c)), el('td', { class: 'num', dataset: { value: n } }, n))));
+    const rising = table('rising-table', [t('col.category'), t('figures.this_week'), t('figures.last_week'), t('figures.added')],
+      f.rising_categories.map((r) => el('tr', {}, el('td', {}, category(r.category)),
+        el('td', { class: 'num' }, r.this_week), el('td', { class: 'num' }, r.last_week),
+        el('td', { class: 'num' }, r.this_week - r.last_week))));
+    return { main, times, top, rising };
+  }
+
+  async function figures(main) {
+    const defaultRegion = who && who.regions && who.regions.length === 1 ? who.regions[0] : '';
+    const todayDate = bjDate(Date.now());
+    const monthAgo = bjDate(Date.now() - 30 * 86400000);
+    const form = el('form', { class: 'query', id: 'figures-form' },
+      el('label', {}, t('figures.region'), el('input', { name: 'region', value: defaultRegion, size: 9, pattern: '[0-9]{0,9}' })),
+      el('label', {}, t('figures.category'), el('select', { name: 'category' }, el('option', { value: '' }, t('figures.all')),
+        Object.keys(I18N.categories).map((c) => el('option', { value: c }, category(c))))),
+      el('label', {}, t('figures.direction'), el('select', { name: 'direction' }, el('option', { value: '' }, t('figures.all')),
+        ['110->12345', '12345->110'].map((d) => el('option', { value: d }, t('dir.' + d))))),
+      el('label', {}, t('figures.since'), el('input', { name: 'since', type: 'date', value: monthAgo })),
+      el('label', {}, t('figures.until'), el('input', { name: 'until', type: 'date', value: todayDate })),
+      el('button', { type: 'submit', id: 'figures-query' }, t('figures.query')),
+      el('label', {}, t('figures.month'), el('input', { name: 'month', type: 'month', value: todayDate.slice(0, 7) })),
+      el('button', { type: 'button', id: 'figures-report' }, t('figures.report')));
+    const out = el('div', { id: 'figures-out' });
+    main.append(el('h1', {}, t('figures.title')), form, out);
+
+    async function show(since, until, title) {
+      charts.splice(0).forEach((c) => c.dispose());
+      out.replaceChildren(el('p', {}, t('loading')));
+      const data = new FormData(form);
+      const params = new URLSearchParams({ since, until });
+      for (const k of ['region', 'category', 'direction']) if (data.get(k)) params.set(k, data.get(k));
+      let answer;
+      try { answer = await api('/v1/stats?' + params); } catch (e) { out.replaceChildren(); failure(out, e); return; }
+      const f = answer.figures;
+      const tables = figuresTables(f);
+      const card = (key, share) => el('div', { class: 'card', dataset: { figure: key } },
+        el('div', { class: 'label' }, t('figures.' + key)), el('div', { class: 'value' }, percent(share.rate)));
+      const topChart = el('div', { class: 'chart', id: 'top-chart' });
+      const risingChart = el('div', { class: 'chart', id: 'rising-chart' });
+      const name = 'liandong-' + (data.get('region') || 'all') + '-' + since.slice(0, 10) + '-' + until.slice(0, 10);
+      out.replaceChildren(
+        title ? el('div', { class: 'report-title', id: 'report-title' }, title) : null,
+        el('p', { class: 'muted', id: 'figures-period', dataset: { since: answer.period.since, until: answer.period.until } },
+          bj(answer.period.since) + ' — ' + bj(answer.period.until)),
+        el('div', { class: 'cards' },
+          el('div', { class: 'card', dataset: { figure: 'transfers' } }, el('div', { class: 'label' }, t('figures.transfers')),
+            el('div', { class: 'value' }, f.transfers)),
+          card('received_on_time', f.received_on_time), card('resolved', f.resolved),
+          card('resolved_on_time', f.resolved_on_time), card('called_back', f.called_back),
+          card('satisfied', f.satisfied), card('rejected', f.rejected)),
+        exports(name, () => [[t('figures.title'), tables.main], [t('figures.time_to_receive'), tables.times],
+          [t('figures.top'), tables.top], [t('figures.rising'), tables.rising]]),
+        tables.main, el('h2', {}, t('figures.time_to_receive') + ' / ' + t('figures.time_to_resolve')), tables.times,
+        el('div', { class: 'grid2' },
+          el('div', {}, el('h2', {}, t('figures.top')), topChart, tables.top),
+          el('div', {}, el('h2', {}, t('figures.rising')), risingChart, tables.rising)));
+      chart(topChart, {
+        tooltip: {}, grid: { left: 120, right: 20, top: 10, bottom: 20 },
+        xAxis: { type: 'value', minInterval: 1 },
+        yAxis: { type: 'category', inverse: true, data: f.top_categories.map(([c]) => category(c)) },
+        series: [{ type: 'bar', data: f.top_categories.map(([, n]) => n), itemStyle: { color: '#1e6fd9' } }],
+      });
+      chart(risingChart, {
+        tooltip: {}, legend: { data: [t('figures.last_week'), t('figures.this_week')] },
+        grid: { left: 120, right: 20, top: 30, bottom: 20 },
+        xAxis: { type: 'value', minInterval: 1 },
+        yAxis: { type: 'category', inverse: true, data: f.rising_categories.map((r) => category(r.category)) },
+        series: [
+          { name: t('figures.last_week'), type: 'bar', data: f.rising_categories.map((r) => r.last_week), itemStyle: { color: '#9db4cf' } },
+          { name: t('figures.this_week'), type: 'bar', data: f.rising_categories.map((r) => r.this_week), itemStyle: { color: '#d92d20' } },
+        ],
+      });
+    }
+
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const data = new FormData(form);
+      show(bjMidnight(data.get('since')), bjMidnight(data.get('until'), 1));
+    });
+    document.getElementById('figures-report').addEventListener('click', () => {
+      const month = new FormData(form).get('month');
+      const first = month + '-01';
+      const next = new Date(first + 'T00:00:00Z');
+      next.setUTCMonth(next.getUTCMonth() + 1);
+      const region = new FormData(form).get('region') || t('figures.report.all');
+      show(bjMidnight(first), bjMidnight(next.toISOString().slice(0, 10)),
+        t('figures.report.title', { region, month }));
+    });
+    show(bjMidnight(monthAgo), bjMidnight(todayDate, 1));
+    return { stop() { charts.splice(0).forEach((c) => c.dispose()); } };
+  }
+
+  // ---- search and the case ------------------------------------------------------------------
+
+  function transferRows(list) {
+    return list.map((x) => el('tr', { dataset: { id: x.transfer_id } },
+      el('td', {}, el('a', { href: '#/case/' + x.transfer_id }, x.transfer_id)),
+      el('td', {}, place(x.from)), el('td', {}, place(x.to)),
+      el('td', {}, category(x.case.category)), el('td', {}, stateName(x.state)),
+      el('td', {}, bj(x.requested_at)),
+      el('td', { class: 'caller' }, maskPhone(x.case.caller && x.case.caller.phone))));
+  }
+
+  async function search(main, arg) {
+    const [kind0, q0] = (arg || '').split(':');
+    const form = el('form', { class: 'query', id: 'search-form' },
+      el('label', {}, t('col.kind'), el('select', { name: 'kind' },
+        ['phone', 'reference', 'id'].map((k) => el('option', { value: k, selected: k === kind0 }, t('search.' + k))))),
+      el('label', {}, '\u00a0', el('input', { name: 'q', value: q0 ? decodeURIComponent(q0) : '', size: 32, required: true })),
+      el('button', { type: 'submit', id: 'search-go' }, t('search.go')));
+    const out = el('div', { id: 'search-out' });
+    main.append(el('h1', {}, t('search.title')), form, out);
+    async function run(kind, q) {
+      if (kind === 'id') { location.hash = '#/case/' + encodeURIComponent(q); return; }
+      out.replaceChildren(el('p', {}, t('loading')));
+      try {
+        const answer = await api('/v1/transfers?' + new URLSearchParams({ [kind]: q, limit: 100 }));
+        const tableNode = table('search-results', [t('col.id'), t('col.from'), t('col.to'), t('col.category'),
+          t('col.state'), t('col.requested_at'), t('col.caller')], transferRows(answer.transfers));
+        out.replaceChildren(answer.transfers.length ? tableNode : el('p', { id: 'search-none' }, t('search.none')),
+          answer.transfers.length ? exports('liandong-search', () => [[t('search.title'), tableNode]]) : null);
+      } catch (e) { out.replaceChildren(); failure(out, e); }
+    }
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const data = new FormData(form);
+      run(data.get('kind'), data.get('q').trim());
+    });
+    if (q0) run(kind0, decodeURIComponent(q0));
+  }
+
+  async function caseView(main, id) {
+    main.append(el('h1', {}, t('case.title') + ' ' + id));
+    let transfer, evidence;
+    try {
+      [transfer, evidence] = await Promise.all([
+        api('/v1/transfers/' + encodeURIComponent(id)),
+        api('/v1/transfers/' + encodeURIComponent(id) + '/evidence'),
+      ]);
+    } catch (e) { failure(main, e); return; }
+    const c = transfer.case;
+    const reached = (state) => (transfer.history.find((h) => h.state === state) || {}).at;
+    const deadline = (by, at) => {
+      if (!by) return el('span', { class: 'muted' }, '—');
+      const done = at ? (new Date(at) <= new Date(by) ? 'met' : 'missed') : (new Date() > new Date(by) ? 'missed' : 'pending');
+      return el('span', { class: done === 'missed' ? 'bad' : done === 'met' ? 'good' : 'muted', dataset: { deadline: done } },
+        bj(by) + ' · ' + t('case.' + done));
+    };
+    const summary = table('case-summary', [t('col.id'), transfer.transfer_id], [
+      el('tr', {}, el('th', {}, t('col.state')), el('td', { id: 'case-state' }, stateName(transfer.state),
+        transfer.overdue ? el('span', { class: 'bad' }, ' · ' + t('case.overdue')) : null)),
+      el('tr', {}, el('th', {}, t('col.from') + ' → ' + t('col.to')), el('td', {}, place(transfer.from) + ' → ' + place(transfer.to))),
+      el('tr', {}, el('th', {}, t('col.category')), el('td', {}, category(c.category))),
+      el('tr', {}, el('th', {}, t('col.summary')), el('td', {}, c.summary)),
+      el('tr', {}, el('th', {}, t('col.place')), el('td', {}, (c.location && (c.location.address || c.location.region)) || '')),
+      el('tr', {}, el('th', {}, t('col.caller')), el('td', { class: 'caller' }, maskPhone(c.caller && c.caller.phone))),
+      el('tr', {}, el('th', {}, t('col.requested_at')), el('td', {}, bj(transfer.requested_at))),
+      el('tr', {}, el('th', {}, t('case.receive_by')), el('td', { id: 'deadline-receive' }, deadline(transfer.deadlines.receive_by, reached('received')))),
+      el('tr', {}, el('th', {}, t('case.resolve_by')), el('td', { id: 'deadline-resolve' }, deadline(transfer.deadlines.resolve_by, reached('resolved')))),
+    ]);
+    const timeline = el('ol', { class: 'timeline', id: 'timeline' }, transfer.history.map((h) =>
+      el('li', { class: [h.implied ? 'implied' : '', h.state].join(' '), dataset: { state: h.state } },
+        el('b', {}, bj(h.at)), ' ', stateName(h.state), h.implied ? t('case.implied') : '', ' · ', h.by,
+        h.unit ? ' · ' + (h.unit.name || h.unit.id || '') : '',
+        h.reason_code ? ' · ' + h.reason_code : '', h.note ? ' · ' + h.note : '')));
+    const links = (transfer.links || []).map((l) =>
+      el('li', {}, l.rel + ': ', el('a', { href: '#/case/' + l.transfer_id }, l.transfer_id)));
+    const deliveries = evidence.deliveries.map((d) => el('div', { class: 'delivery', dataset: { delivery: d.id } },
+      el('p', {}, '#' + d.id + ' · ' + d.kind + ' → ' + place(d.destination) + ' · ' + d.status + ' · ' +
+        t('col.attempts') + ' ' + d.attempts + (d.last_error ? ' · ' + d.last_error : '')),
+      d.document != null ? el('pre', { class: 'native' }, d.document) : el('p', { class: 'error' }, d.document_error)));
+    const audit = table('case-audit', [t('col.time'), t('col.by'), t('col.action'), t('col.note'), t('col.hash')],
+      evidence.audit.map((a) => el('tr', {}, el('td', {}, bj(new Date(a.at * 1000).toISOString())), el('td', {}, a.actor),
+        el('td', {}, a.action), el('td', {}, JSON.stringify(a.detail)), el('td', { class: 'muted' }, a.hash.slice(0, 12)))));
+    main.append(summary, el('h2', {}, t('case.timeline')), timeline,
+      links.length ? el('h2', {}, t('case.links')) : null, links.length ? el('ul', { id: 'case-links' }, links) : null,
+      el('h2', {}, t('case.deliveries')), deliveries.length ? deliveries : el('p', { class: 'muted' }, t('ops.none')),
+      el('h2', {}, t('case.audit')), audit);
+  }
+
+  // ---- operations ---------------------------------------------------------------------------
+
+  async function ops(main) {
+    main.append(el('h1', {}, t('ops.title')));
+    if (!who || !who.operator) { main.append(el('p', { class: 'error', id: 'ops-only' }, t('ops.only'))); return; }
+    const notice = el('p', { class: 'notice', id: 'ops-notice' });
+    const dead = el('div', { id: 'dead-letters' });
+    async function loadDead() {
+      try {
+        const list = (await api('/v1/deliveries/dead')).dead_letters;
+        dead.replaceChildren(list.length ? table('dead-table', [t('col.id'), t('col.destination'), t('col.kind'),
+          t('col.attempts'), t('col.error'), ''], list.map((d) => el('tr', { dataset: { delivery: d.id } },
+          el('td', {}, el('a', { href: '#/case/' + d.transfer_id }, d.transfer_id)), el('td', {}, place(d.destination)),
+          el('td', {}, d.kind), el('td', { class: 'num' }, d.attempts), el('td', {}, d.last_error || ''),
+          el('td', {}, el('button', { type: 'button', class: 'replay', onclick: () => replay(d) }, t('ops.replay'))))))
+          : el('p', { class: 'muted' }, t('ops.none')));
+      } catch (e) { failure(dead, e); }
+    }
+    async function replay(d) {
+      if (!window.confirm(t('ops.confirm', { id: d.transfer_id, to: d.destination }))) return;
+      try {
+        await api('/v1/deliveries/' + d.id + '/replay', { method: 'POST' });
+        notice.textContent = t('ops.replayed') + ' (#' + d.id + ')';
+        notice.dataset.replayed = d.id;
+      } catch (e) { notice.textContent = e.message; }
+      loadDead();
+    }
+    const endpoints = el('div', { id: 'endpoints' });
+    try {
+      const list = (await api('/v1/endpoints')).endpoints;
+      endpoints.append(table('endpoints-table', [t('col.id'), t('col.place'), 'format', 'delivery', t('col.status')],
+        list.map((e) => el('tr', { dataset: { endpoint: e.id } }, el('td', {}, e.id), el('td', {}, e.place), el('td', {}, e.format),
+          el('td', {}, e.delivery), el('td', { class: e.unreachable ? 'bad' : e.failing_since ? 'bad' : 'good' },
+            e.unreachable ? t('wall.unreachable') : e.failing_since ? t('wall.failing') + ' ' + bj(e.failing_since)
+              : e.last_success ? bj(e.last_success) : '—')))));
+    } catch (e) { failure(endpoints, e); }
+    const knowledgeOut = el('div', { id: 'knowledge-out' });
+    const knowledge = el('form', { class: 'query', id: 'knowledge-form' },
+      el('input', { name: 'q', size: 32 }), el('button', { type: 'submit' }, t('ops.search')));
+    knowledge.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      try {
+        const answer = await api('/v1/knowledge?' + new URLSearchParams({ q: new FormData(knowledge).get('q') }));
+        knowledgeOut.replaceChildren(table('knowledge-table', ['key', t('col.category'), t('col.summary')],
+          answer.records.map((r) => el('tr', {}, el('td', {}, r.key), el('td', {}, (r.body && r.body.category) || ''),
+            el('td', {}, (r.body && (r.body.title || r.body.question)) || JSON.stringify(r.body))))));
+      } catch (e) { knowledgeOut.replaceChildren(); failure(knowledgeOut, e); }
+    });
+    const directory = el('div', { id: 'directory' });
+    try {
+      const page = await api('/v1/datasets/directory/snapshot?page_size=50');
+      directory.append(table('directory-table', ['key', t('col.by'), 'version', ''], page.records.map((r) =>
+        el('tr', {}, el('td', {}, r.key), el('td', {}, r.owner), el('td', { class: 'num' }, r.version),
+          el('td', {}, JSON.stringify(r.body))))));
+    } catch (e) { failure(directory, e); }
+    main.append(notice, el('h2', {}, t('ops.dead')), dead, el('h2', {}, t('ops.endpoints')), endpoints,
+      el('h2', {}, t('ops.knowledge')), knowledge, knowledgeOut, el('h2', {}, t('ops.directory')), directory);
+    loadDead();
+  }
+
+  // ---- the frame ----------------------------------------------------------------------------
+
+  const PAGES = { wall, figures, search, case: caseView, ops };
+  let current = null;
+
+  async function route() {
+    if (current && current.stop) current.stop();
+    current = null;
+    const [, name, ...rest] = (location.hash || '#/wall').split('/');
+    const page = PAGES[name] ? name : 'wall';
+    document.querySelectorAll('#bar nav a').forEach((a) => a.classList.toggle('here', a.getAttribute('href') === '#/' + page));
+    const main = document.getElementById('page');
+    main.replaceChildren();
+    main.dataset.page = page;
+    current = await PAGES[page](main, rest.join('/'));
+    main.dataset.ready = 'true';
+  }
+
+  function translateFrame() {
+    document.documentElement.lang = lang() === 'zh' ? 'zh-CN' : 'en';
+    document.querySelectorAll('[data-i18n]').forEach((n) => { n.textContent = t(n.dataset.i18n); });
+    if (who) document.getElementById('who').textContent = t('who.' + who.kind) + ' · ' + who.identity;
+  }
+
+  function tick() {
+    document.getElementById('clock').textContent = bj(new Date().toISOString()) + ' 北京时间';
+  }
+
+  async function start() {
+    document.getElementById('lang').addEventListener('click', () => {
+      localStorage.setItem('liandong.lang', lang() === 'zh' ? 'en' : 'zh');
+      translateFrame();
+      route();
+    });
+    try {
+      who = await api('/v1/whoami');
+      places = Object.fromEntries((await api('/v1/endpoints')).endpoints.map((e) => [e.id, e.place]));
+    } catch (e) { failure(document.getElementById('page'), e); }
+    if (!who || !who.operator) document.getElementById('nav-ops').hidden = true;
+    translateFrame();
+    tick();
+    setInterval(tick, 1000);
+    window.addEventListener('hashchange', route);
+    route();
+  }
+
+  // For the browser tests and the curious: the helpers the pages use.
+  window.liandong = { maskPhone, bj, bjMidnight, t };
+  start();
+})();
