@@ -346,6 +346,21 @@ async fn the_event_stream_carries_what_flows_to_whom_may_see_it() {
         regional_seen.contains(&ningbo_id) && !regional_seen.contains(&beijing_id),
         "{regional_seen}"
     );
+
+    // A browser whose connection dropped reconnects with the last id it had (`Last-Event-ID`,
+    // as EventSource does): it gets what came after, and nothing it already showed.
+    let last_id =
+        seen.lines().filter_map(|l| l.strip_prefix("id: ")).last().expect("an id").to_string();
+    drop(wall);
+    let later = police.post("/v1/transfers", request_bytes("EV-NB-2")).await;
+    let later_id = later.json()["transfer"]["transfer_id"].as_str().unwrap().to_string();
+    let resume = format!(
+        "GET /v1/events HTTP/1.1\r\nhost: localhost\r\naccept: text/event-stream\r\nlast-event-id: {last_id}\r\n\r\n"
+    );
+    let mut resumed = operator.unfinished(resume.as_bytes()).await;
+    let after = read_events_until(&mut resumed, &later_id, 10).await;
+    assert!(after.contains(&later_id), "{after}");
+    assert!(!after.contains(&ningbo_id) && !after.contains(&beijing_id), "{after}");
 }
 
 fn request_bytes(sender_ref: &str) -> Vec<u8> {
