@@ -60,6 +60,8 @@ pub struct AppState {
     pub heartbeat: std::time::Duration,
     /// The memory budget of request bodies in flight.
     pub bodies: https::bodies::BodyBudget,
+    /// The TLS material in use, for operators to see its expiry (set by the server).
+    pub tls: Option<Arc<crate::security::reload::TlsReloader>>,
 }
 
 impl AppState {
@@ -85,6 +87,7 @@ impl AppState {
             closing: tokio::sync::watch::Sender::new(false),
             heartbeat,
             bodies,
+            tls: None,
         }
     }
 

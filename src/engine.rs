@@ -21,6 +21,7 @@ use crate::routing::{self, Decision, RouteError};
 use crate::security::policy::{Policy, Right};
 use crate::security::Identity;
 use crate::store::audit::StoredAudit;
+use crate::store::facts::{Aggregates, FactsFilter, FactsIndex};
 use crate::store::writes::StatusRefused;
 use crate::store::{
     DeliveryKind, FeedCursor, FeedEvent, OutboxItem, Store, StoreError, TransferFilter, Write,
@@ -78,6 +79,7 @@ pub struct Engine {
     directory: Arc<LiveDataset>,
     categories: Arc<LiveDataset>,
     knowledge: Arc<crate::sync::knowledge::KnowledgeIndex>,
+    facts: Arc<FactsIndex>,
 }
 
 impl Engine {
@@ -91,6 +93,7 @@ impl Engine {
             directory: Arc::new(LiveDataset::new(routing::DIRECTORY)),
             categories: Arc::new(LiveDataset::new(crate::sync::CATEGORIES)),
             knowledge: Arc::default(),
+            facts: FactsIndex::new(),
         }
     }
 
@@ -145,6 +148,21 @@ impl Engine {
             categories: self.categories.clone(),
             knowledge: self.knowledge.clone(),
         }
+    }
+
+    /// Loads the figures' facts into memory and keeps them caught up with `store` until `stop`
+    /// ([`FactsIndex::follow`]); until loaded, figures are aggregated by the database.
+    pub fn follow_facts(
+        &self,
+        store: Store,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> {
+        self.facts.clone().follow(store, stop)
+    }
+
+    /// Whether the figures' facts are in memory ([`Engine::follow_facts`]).
+    pub async fn facts_loaded(&self) -> bool {
+        self.facts.loaded().await
     }
 
     /// Keeps this engine's live datasets caught up with `store` until `stop` ([`crate::sync::live::follow`]).
@@ -507,6 +525,33 @@ impl Engine {
             })
             .collect();
         Ok(Evidence { transfer, audit, deliveries })
+    }
+
+    /// The figures' aggregates over what `who` may read ([`Policy::scope`]) and `filter`.
+    pub async fn figures_for(
+        &self,
+        who: &Identity,
+        mut filter: FactsFilter,
+    ) -> Result<Aggregates, EngineError> {
+        self.scope(who, &mut filter)?;
+        Ok(self.facts.figures(&self.store, &filter).await?)
+    }
+
+    /// Transfers by category over what `who` may read and `filter`.
+    pub async fn categories_for(
+        &self,
+        who: &Identity,
+        mut filter: FactsFilter,
+    ) -> Result<Vec<(String, u64)>, EngineError> {
+        self.scope(who, &mut filter)?;
+        Ok(self.facts.categories(&self.store, &filter).await?)
+    }
+
+    fn scope(&self, who: &Identity, filter: &mut FactsFilter) -> Result<(), EngineError> {
+        let scope = self.policy.scope(who, Right::ReadTransfers).map_err(EngineError::Forbidden)?;
+        filter.party = scope.party;
+        filter.visible_regions = scope.regions;
+        Ok(())
     }
 
     /// Change-feed events after `cursor` that `who` may watch, and the cursor to go on from.

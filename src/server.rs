@@ -147,7 +147,10 @@ pub async fn run(
         answers,
         "routing directory, transfer-item lists and knowledge index loaded"
     );
-    let state = Arc::new(AppState::new(engine.clone(), &config));
+    let state = Arc::new(AppState {
+        tls: Some(server_tls.clone()),
+        ..AppState::new(engine.clone(), &config)
+    });
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let deliverer = Deliverer::new(engine.clone(), server_tls.clone(), config.delivery.clone());
@@ -161,6 +164,7 @@ pub async fn run(
     ));
     tokio::spawn(server_tls.clone().run(config.tls.reload_check, auditor.clone(), stopped.clone()));
     tokio::spawn(engine.follow_datasets(store.clone(), stopped.clone()));
+    tokio::spawn(engine.follow_facts(store.clone(), stopped.clone()));
     let lease =
         tokio::spawn(hold_replica(store.clone(), replica.clone(), holder.clone(), stopped.clone()));
     // governor remembers every key it has seen; forget the idle ones so memory stays bounded.

@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::engine::{Engine, EngineError};
-use crate::model::{HistoryEvent, ModelError, Satisfaction, State, Timestamp, Transfer};
+use crate::model::{ModelError, Timestamp};
 use crate::security::Identity;
-use crate::store::TransferFilter;
+use crate::store::facts::{Aggregates, Counts, FactsFilter};
 
 /// What to count.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -99,15 +99,24 @@ pub struct Times {
 }
 
 impl Times {
-    fn of(mut seconds: Vec<i64>) -> Times {
-        seconds.sort_unstable();
-        // The nearest-rank percentile: the smallest value at least q of the values are at or below.
+    /// The nearest-rank percentiles of a distribution of (seconds, how many), ascending: the
+    /// smallest value at least q of the values are at or below.
+    fn of(distribution: &[(i64, u64)]) -> Times {
+        let count: u64 = distribution.iter().map(|(_, n)| n).sum();
         let rank = |q: f64| {
-            (!seconds.is_empty()).then(|| {
-                seconds[((q * seconds.len() as f64).ceil() as usize).clamp(1, seconds.len()) - 1]
+            (count > 0).then(|| {
+                let wanted = ((q * count as f64).ceil() as u64).clamp(1, count);
+                let mut seen = 0;
+                distribution
+                    .iter()
+                    .find(|(_, n)| {
+                        seen += n;
+                        seen >= wanted
+                    })
+                    .map_or(0, |(seconds, _)| *seconds)
             })
         };
-        Times { count: seconds.len() as u64, median_seconds: rank(0.5), p90_seconds: rank(0.9) }
+        Times { count, median_seconds: rank(0.5), p90_seconds: rank(0.9) }
     }
 }
 
@@ -148,22 +157,18 @@ pub struct Rising {
 
 const WEEK: i64 = 7 * 86_400;
 
-/// The categories that rose week on week before `until`, most added first.
-pub fn rising<'a>(transfers: impl IntoIterator<Item = &'a Transfer>, until: i64) -> Vec<Rising> {
-    let mut weeks: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for t in transfers {
-        let at = t.requested_at.unix_seconds();
-        let counts = weeks.entry(t.case.category.as_str().to_string()).or_default();
-        if (until - WEEK..until).contains(&at) {
-            counts.0 += 1;
-        } else if (until - 2 * WEEK..until - WEEK).contains(&at) {
-            counts.1 += 1;
-        }
-    }
-    let mut rose: Vec<Rising> = weeks
-        .into_iter()
-        .filter(|(_, (this, last))| this > last)
-        .map(|(category, (this_week, last_week))| Rising { category, this_week, last_week })
+/// The categories that rose from last week's counts to this week's, most added first.
+pub fn rising(this_week: &[(String, u64)], last_week: &[(String, u64)]) -> Vec<Rising> {
+    let before =
+        |category: &str| last_week.iter().find(|(c, _)| c == category).map_or(0, |(_, n)| *n);
+    let mut rose: Vec<Rising> = this_week
+        .iter()
+        .map(|(category, n)| Rising {
+            category: category.clone(),
+            this_week: *n,
+            last_week: before(category),
+        })
+        .filter(|r| r.this_week > r.last_week)
         .collect();
     rose.sort_by(|a, b| {
         (b.this_week - b.last_week)
@@ -174,108 +179,68 @@ pub fn rising<'a>(transfers: impl IntoIterator<Item = &'a Transfer>, until: i64)
     rose
 }
 
-/// When a transfer first reached `state` (an implied step counts: it was passed through).
-fn reached(transfer: &Transfer, state: State) -> Option<Timestamp> {
-    transfer.history.iter().find(|h| h.state == HistoryEvent::State(state)).map(|h| h.at)
-}
-
-/// Whether a transfer is one the query counts.
-fn counted(transfer: &Transfer, query: &StatsQuery) -> bool {
-    let region = query.region.as_deref().is_none_or(|prefix| transfer.lies_in(prefix));
-    let category = query.category.as_deref().is_none_or(|c| transfer.case.category.as_str() == c);
-    let direction = query.direction.as_deref().is_none_or(|d| transfer.direction == d);
-    region && category && direction
-}
-
-/// The figures of these transfers.
-pub fn figures<'a>(transfers: impl IntoIterator<Item = &'a Transfer>) -> Figures {
-    let (mut total, mut received, mut received_on_time, mut resolved, mut resolved_on_time) =
-        (0, 0, 0, 0, 0);
-    let (mut called_back, mut satisfied, mut rejected) = (0, 0, 0);
-    let (mut to_receive, mut to_resolve) = (Vec::new(), Vec::new());
+/// The figures of the facts' aggregates.
+pub fn figures(aggregates: &Aggregates) -> Figures {
+    let mut total = Counts::default();
     let mut by_direction: BTreeMap<String, u64> = BTreeMap::new();
     let mut by_category: BTreeMap<String, u64> = BTreeMap::new();
-    for t in transfers {
-        total += 1;
-        *by_direction.entry(t.direction.clone()).or_default() += 1;
-        *by_category.entry(t.case.category.as_str().to_string()).or_default() += 1;
-        let submitted = t.requested_at.unix_seconds();
-        if let Some(at) = reached(t, State::Received) {
-            received += 1;
-            received_on_time += u64::from(at <= t.deadlines.receive_by);
-            to_receive.push(at.unix_seconds() - submitted);
-        }
-        if let Some(at) = reached(t, State::Resolved) {
-            resolved += 1;
-            resolved_on_time += u64::from(t.deadlines.resolve_by.is_none_or(|by| at <= by));
-            to_resolve.push(at.unix_seconds() - submitted);
-        }
-        if let Some(feedback) = &t.feedback {
-            called_back += 1;
-            satisfied += u64::from(matches!(
-                feedback.satisfaction,
-                Satisfaction::Satisfied | Satisfaction::BasicallySatisfied
-            ));
-        }
-        rejected += u64::from(t.state == State::Rejected);
+    for c in &aggregates.counts {
+        *by_direction.entry(c.direction.clone()).or_default() += c.transfers;
+        *by_category.entry(c.category.clone()).or_default() += c.transfers;
+        total.transfers += c.transfers;
+        total.received += c.received;
+        total.received_on_time += c.received_on_time;
+        total.resolved += c.resolved;
+        total.resolved_on_time += c.resolved_on_time;
+        total.called_back += c.called_back;
+        total.satisfied += c.satisfied;
+        total.rejected += c.rejected;
     }
     let mut top_categories: Vec<(String, u64)> = by_category.into_iter().collect();
     top_categories.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     top_categories.truncate(10);
+    let all = total.transfers;
     Figures {
-        transfers: total,
+        transfers: all,
         by_direction,
-        received: Share::of(received, total),
-        received_on_time: Share::of(received_on_time, total),
-        resolved: Share::of(resolved, total),
-        resolved_on_time: Share::of(resolved_on_time, total),
-        called_back: Share::of(called_back, resolved),
-        satisfied: Share::of(satisfied, called_back),
-        rejected: Share::of(rejected, total),
-        time_to_receive: Times::of(to_receive),
-        time_to_resolve: Times::of(to_resolve),
+        received: Share::of(total.received, all),
+        received_on_time: Share::of(total.received_on_time, all),
+        resolved: Share::of(total.resolved, all),
+        resolved_on_time: Share::of(total.resolved_on_time, all),
+        called_back: Share::of(total.called_back, total.resolved),
+        satisfied: Share::of(total.satisfied, total.called_back),
+        rejected: Share::of(total.rejected, all),
+        time_to_receive: Times::of(&aggregates.to_receive),
+        time_to_resolve: Times::of(&aggregates.to_resolve),
         top_categories,
         rising_categories: Vec::new(),
     }
 }
 
 /// The figures `who` may see for `query`: the transfers `GET /v1/transfers` would list to
-/// `who` in the period, narrowed by region, category and direction. (It reads them page by
-/// page: proportional to the period's transfers, not yet pre-aggregated.)
+/// `who` (the same read policy, [`crate::security::policy::Policy::scope`]) submitted in the
+/// period, narrowed by region, category and direction — aggregated by the store over the
+/// transfers' facts ([`crate::store::facts`]), not read one by one.
 pub async fn compute(
     engine: &Engine,
     who: &Identity,
     query: &StatsQuery,
 ) -> Result<Figures, EngineError> {
-    // The two weeks before `until` are read too, for the week-on-week comparison.
-    let mut chosen = Vec::new();
-    let mut after = None;
-    loop {
-        let filter = TransferFilter {
-            party: None,
-            state: None,
-            overdue: None,
-            since: Some(
-                query.since.min(query.until.min(Timestamp::now().unix_seconds() + 1) - 2 * WEEK),
-            ),
-            until: Some(query.until),
-            limit: 500,
-            after,
-            reference: None,
-            phone: None,
-        };
-        let (page, next) = engine.transfers_for(who, filter).await?;
-        chosen.extend(page.into_iter().filter(|t| counted(t, query)));
-        match next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
-    let in_period = chosen.iter().filter(|t| t.requested_at.unix_seconds() >= query.since);
-    let mut figures = figures(in_period);
+    let filter = FactsFilter {
+        since: query.since,
+        until: query.until,
+        region: query.region.clone(),
+        category: query.category.clone(),
+        direction: query.direction.clone(),
+        ..FactsFilter::default()
+    };
+    let mut figures = figures(&engine.figures_for(who, filter.clone()).await?);
     // A period that runs on past now (this month's report) compares the last seven days.
     let end = query.until.min(Timestamp::now().unix_seconds() + 1);
-    figures.rising_categories = rising(&chosen, end);
+    let week = |since, until| FactsFilter { since, until, ..filter.clone() };
+    let this_week = engine.categories_for(who, week(end - WEEK, end)).await?;
+    let last_week = engine.categories_for(who, week(end - 2 * WEEK, end - WEEK)).await?;
+    figures.rising_categories = rising(&this_week, &last_week);
     Ok(figures)
 }
 
@@ -285,44 +250,30 @@ mod tests {
 
     #[test]
     fn percentiles_are_nearest_rank() {
-        let times = Times::of(vec![10, 1, 9, 2, 8, 3, 7, 4, 6, 5]);
+        let ones: Vec<(i64, u64)> = (1..=10).map(|s| (s, 1)).collect();
+        let times = Times::of(&ones);
         assert_eq!((times.median_seconds, times.p90_seconds), (Some(5), Some(9)));
-        assert_eq!(Times::of(vec![42]).p90_seconds, Some(42));
-        assert_eq!(Times::of(Vec::new()).median_seconds, None);
+        assert_eq!(Times::of(&[(42, 1)]).p90_seconds, Some(42));
+        assert_eq!(Times::of(&[]).median_seconds, None);
+        // weighted: 7 at 10 s, 2 at 600 s, 1 at 7200 s
+        let times = Times::of(&[(10, 7), (600, 2), (7200, 1)]);
+        assert_eq!(
+            (times.count, times.median_seconds, times.p90_seconds),
+            (10, Some(10), Some(600))
+        );
     }
 
     #[test]
-    fn rising_compares_the_last_week_with_the_one_before() {
-        let until = 1_800_000_000;
-        let at = |category: &str, seconds_before: i64| {
-            let mut t: Transfer = serde_json::from_value(serde_json::json!({
-                "transfer_id": "T1",
-                "case": {"case_id": "c", "origin": {"endpoint": "330200/110", "local_id": "J"},
-                         "received_at": "2023-05-08T09:41:09+08:00", "category": "NP07", "summary": "s"},
-                "from": "330200/110", "to": "330200/12345", "direction": "110->12345",
-                "requested_at": "2023-05-08T09:43:00+08:00",
-                "deadlines": {"receive_by": "2023-05-08T10:13:00+08:00"}, "state": "submitted", "history": []
-            }))
-            .unwrap();
-            t.requested_at = Timestamp::from_unix_seconds(until - seconds_before).unwrap();
-            t.case.category = category.parse().unwrap();
-            t
+    fn rising_compares_this_week_with_the_last() {
+        let week = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+            pairs.iter().map(|(c, n)| (c.to_string(), *n)).collect()
         };
-        let day = 86_400;
-        let transfers = vec![
-            at("NP03", day),      // this week
-            at("NP03", 2 * day),  // this week
-            at("NP03", 8 * day),  // last week
-            at("PM01", 3 * day),  // this week
-            at("PM02", 9 * day),  // last week only: fell
-            at("PM02", 20 * day), // before both weeks: not counted
-            at("NP05", 6 * day),  // this week
-            at("NP05", 10 * day), // last week: level
-        ];
-        let rose = rising(&transfers, until);
+        let this = week(&[("NP03", 2), ("PM01", 1), ("NP05", 1)]);
+        let last = week(&[("NP03", 1), ("PM02", 1), ("NP05", 1)]);
+        let rose = rising(&this, &last);
         let summary: Vec<_> =
             rose.iter().map(|r| (r.category.as_str(), r.this_week, r.last_week)).collect();
-        assert_eq!(summary, vec![("NP03", 2, 1), ("PM01", 1, 0)]);
+        assert_eq!(summary, vec![("NP03", 2, 1), ("PM01", 1, 0)], "PM02 fell, NP05 is level");
     }
 
     #[test]

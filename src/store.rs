@@ -17,6 +17,7 @@
 //! destination is done (notifications arrive in order).
 
 pub mod audit;
+pub mod facts;
 mod group_commit;
 pub mod live;
 pub mod outbox;
@@ -236,6 +237,7 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
         // Replicas starting together must not race each other's DDL.
         sqlx::query("SELECT pg_advisory_lock(727274)").execute(&mut *conn).await?;
     }
+    let facts_existed = table_exists(&mut conn, postgres, "transfer_facts").await?;
     let mut result = Ok(());
     for statement in schema::statements(postgres) {
         if let Err(e) = sqlx::query(&statement).execute(&mut *conn).await {
@@ -246,10 +248,31 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
     if result.is_ok() {
         result = add_columns(&mut conn, postgres).await;
     }
+    if result.is_ok() && !facts_existed {
+        result = facts::backfill(&mut conn, backend).await.map(|filled| {
+            if filled > 0 {
+                tracing::info!(transfers = filled, "the figures' facts filled from the transfers");
+            }
+        });
+    }
     if postgres {
         sqlx::query("SELECT pg_advisory_unlock(727274)").execute(&mut *conn).await?;
     }
     result
+}
+
+async fn table_exists(
+    conn: &mut sqlx::AnyConnection,
+    postgres: bool,
+    table: &str,
+) -> Result<bool, StoreError> {
+    let sql = if postgres {
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1"
+    } else {
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1"
+    };
+    let found: i64 = sqlx::query_scalar(sql).bind(table).fetch_one(&mut *conn).await?;
+    Ok(found > 0)
 }
 
 /// Adds [`schema::ADDED_COLUMNS`] a store made by an earlier release lacks.
@@ -615,14 +638,21 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| event_from_parts(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
+            .map(|r| {
+                event_from_parts(
+                    (r.try_get(0)?, r.try_get(1)?),
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                )
+            })
             .collect()
     }
 
     /// The change feed's page: (party, party, tx, tx, seq, limit).
     fn events_after_sql(&self) -> String {
         format!(
-            "SELECT seq, tx, kind, body FROM events WHERE ($1 = '' OR origin = $1 OR destination = $2) \
+            "SELECT seq, tx, kind, body, at FROM events WHERE ($1 = '' OR origin = $1 OR destination = $2) \
              AND {} {} ORDER BY tx, seq LIMIT $6",
             self.after_cursor(3, 4, 5),
             self.horizon()
@@ -769,6 +799,8 @@ pub struct FeedEvent {
     pub cursor: FeedCursor,
     pub kind: String,
     pub transfer: Transfer,
+    /// When it was written (Unix seconds).
+    pub at: i64,
 }
 
 fn summary_from_row(row: &AnyRow) -> Result<TransferSummary, StoreError> {
@@ -782,14 +814,14 @@ fn summary_from_row(row: &AnyRow) -> Result<TransferSummary, StoreError> {
 
 /// An event from its columns.
 pub(crate) fn event_from_parts(
-    seq: i64,
-    tx: i64,
+    (seq, tx): (i64, i64),
     kind: String,
     body: String,
+    at: i64,
 ) -> Result<FeedEvent, StoreError> {
     let transfer = serde_json::from_str(&body)
         .map_err(|e| StoreError::Corrupt { id: format!("event {seq}"), problem: e.to_string() })?;
-    Ok(FeedEvent { cursor: FeedCursor { tx, seq }, kind, transfer })
+    Ok(FeedEvent { cursor: FeedCursor { tx, seq }, kind, transfer, at })
 }
 
 enum Bind {

@@ -767,6 +767,28 @@ impl Datasets {
 
     /// A page of a consistent snapshot. The first page (empty token) fixes the cursor the
     /// snapshot is taken at; the token carries it to the next pages.
+    /// The directory's coverage of `region` (`liandong route --coverage`): each township and
+    /// county it names inside the region, for each category (or `category`), and the record
+    /// that answers for it — its own tier, a coarser one, or none.
+    pub async fn coverage(
+        &self,
+        who: &Identity,
+        region: &str,
+        category: Option<&str>,
+    ) -> Result<Vec<crate::routing::Cell>, SyncError> {
+        self.may_read(who)?;
+        region.parse::<crate::model::Region>().map_err(|e| SyncError::invalid("region", e))?;
+        let categories: Vec<&str> = match category {
+            Some(code) => {
+                code.parse::<crate::model::CategoryCode>()
+                    .map_err(|e| SyncError::invalid("category", e))?;
+                vec![code]
+            }
+            None => crate::model::category::TAXONOMY.iter().map(|(code, _, _)| *code).collect(),
+        };
+        Ok(self.directory.read(|view| crate::routing::coverage(view, region, &categories)).await)
+    }
+
     pub async fn snapshot(
         &self,
         who: &Identity,

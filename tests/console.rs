@@ -246,6 +246,14 @@ async fn an_operator_replays_a_dead_letter_after_confirming_and_it_is_audited() 
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(letters, 2, "the transfer and the notice of its return");
+    // The certificates in use, with their expiry: the server's, a year or more ahead.
+    let server_days = operator
+        .script("return document.querySelector('#certificates-table tr[data-which=\"server\"]')?.dataset.daysLeft")
+        .await;
+    assert!(
+        server_days.as_str().and_then(|d| d.parse::<i64>().ok()).is_some_and(|d| d > 300),
+        "{server_days}"
+    );
     // Ningbo's 110 is back: replay the notice to it.
     police.up.store(true, std::sync::atomic::Ordering::SeqCst);
     let notice = operator
@@ -285,6 +293,23 @@ async fn an_operator_replays_a_dead_letter_after_confirming_and_it_is_audited() 
         .collect();
     assert_eq!(replayed.len(), 1, "{evidence}");
     assert_eq!(replayed[0]["actor"], "liandong://operator/night-shift", "{evidence}");
+
+    // The directory's coverage, asked on the same page.
+    operator
+        .script("document.querySelector('#coverage-form input[name=region]').value = '330203'; return true")
+        .await;
+    operator.click("#coverage-go").await;
+    let no_unit = operator
+        .wait_for(
+            "the coverage",
+            10,
+            "return document.getElementById('coverage-summary')?.dataset.noUnit",
+        )
+        .await;
+    assert!(
+        no_unit.as_str().and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n > 0),
+        "{no_unit}"
+    );
 
     // An agency's console has no replay: operators only.
     let (agency_p12, _) = issue_p12(&site, "agency", "demo-2");
@@ -442,6 +467,34 @@ async fn whoami_and_a_cases_evidence_follow_the_read_policy() {
     );
     let them = agency.get("/v1/whoami").await.json();
     assert_eq!(them["regions"], json!(["3302"]), "{them}");
+    // The certificates in use are for operators only.
+    assert_eq!(agency.get("/v1/certificates").await.status, 403);
+    let ops = Client::new(
+        &site,
+        &site.dir.join("identities/operator-ops.pem"),
+        &site.dir.join("identities/operator-ops-key.pem"),
+        addr,
+    );
+    let loaded = ops.get("/v1/certificates").await.json();
+    let which: Vec<&str> = loaded["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["which"].as_str())
+        .collect();
+    assert!(which.contains(&"server") && which.contains(&"ca"), "{loaded}");
+    assert!(loaded["crl_next_update"].is_string(), "the site's CRL: {loaded}");
+    // The directory's coverage: with no records, Haishu district's blocked cars have no unit.
+    let coverage = ops.get("/v1/directory/coverage?region=330203&category=NP07").await.json();
+    assert_eq!(
+        (coverage["cells"].as_u64(), coverage["no_unit"].as_u64()),
+        (Some(1), Some(1)),
+        "{coverage}"
+    );
+    assert_eq!(coverage["gaps"][0]["answered_by"], Value::Null, "{coverage}");
+    let bad = ops.get("/v1/directory/coverage?region=33x").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("region"), "{}", bad.text());
 
     let evidence = ningbo.get(&format!("/v1/transfers/{id}/evidence")).await.json();
     let actions: Vec<&str> =

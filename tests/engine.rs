@@ -640,3 +640,171 @@ async fn transfers_are_found_by_reference_and_phone_on_both_stores() {
         assert!(find(None, Some("+8613900000002")).await.is_empty(), "{backend}");
     }
 }
+
+/// The figures come from facts kept with every write, on both stores: each figure equals a
+/// count made here from the transfers the same caller lists, for an operator, a party and a
+/// stranger, with region filters; and a store made before the facts existed gets them, from
+/// its transfers, when it is next opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn figures_follow_every_write_and_an_older_store_gets_its_facts() {
+    use liandong::model::{Feedback, Resolution, Satisfaction};
+    use liandong::security::Identity;
+    use liandong::stats::{compute, StatsQuery};
+    for (backend, store, dir) in stores("figures").await {
+        let engine = engine(store.clone());
+        let origin = id("330200/110");
+        let mut ids = Vec::new();
+        for n in 1..=5 {
+            let submitted = engine.submit(&origin, ningbo_request(&format!("LZ-F{n}"))).await;
+            ids.push(submitted.unwrap().transfer.transfer_id);
+        }
+        let hotline = id("330200/12345");
+        let apply = |u: StatusUpdate, by: EndpointId| {
+            let engine = engine.clone();
+            async move { engine.update_status(&by, u).await.unwrap() }
+        };
+        apply(update(&ids[0], State::Received, "330200/12345"), hotline.clone()).await;
+        apply(update(&ids[1], State::Received, "330200/12345"), hotline.clone()).await;
+        let mut resolved = update(&ids[1], State::Resolved, "330200/12345");
+        resolved.resolution = Some(Resolution {
+            result: "已联系车主挪车".into(),
+            resolved_at: Timestamp::now(),
+            unit: None,
+        });
+        apply(resolved, hotline.clone()).await;
+        let mut closed = update(&ids[1], State::Closed, "330200/110");
+        closed.feedback = Some(Feedback {
+            satisfaction: Satisfaction::Satisfied,
+            visited_at: Timestamp::now(),
+            note: None,
+        });
+        apply(closed, origin.clone()).await;
+        apply(update(&ids[2], State::Rejected, "330200/12345"), hotline.clone()).await;
+        // accepted at once: received is implied
+        apply(update(&ids[3], State::Accepted, "330200/12345"), hotline.clone()).await;
+
+        let operator = Identity::Operator("ops".into());
+        let everything = StatsQuery::new(None, None, None, None, None).unwrap();
+        let figures = compute(&engine, &operator, &everything).await.unwrap();
+        // counted here, from the list
+        let filter = liandong::store::TransferFilter { limit: 500, ..Default::default() };
+        let (listed, _) = engine.transfers_for(&operator, filter).await.unwrap();
+        let reached = |t: &liandong::model::Transfer, s: State| {
+            t.history.iter().any(|h| h.state == HistoryEvent::State(s))
+        };
+        let count = |f: &dyn Fn(&liandong::model::Transfer) -> bool| {
+            listed.iter().filter(|t| f(t)).count() as u64
+        };
+        assert_eq!(
+            (
+                figures.transfers,
+                figures.received.count,
+                figures.resolved.count,
+                figures.called_back.count,
+                figures.satisfied.count,
+                figures.rejected.count
+            ),
+            (
+                count(&|_| true),
+                count(&|t| reached(t, State::Received)),
+                count(&|t| reached(t, State::Resolved)),
+                count(&|t| t.feedback.is_some()),
+                count(&|t| t.feedback.is_some()),
+                count(&|t| t.state == State::Rejected)
+            ),
+            "{backend}"
+        );
+        assert_eq!((figures.transfers, figures.received.count), (5, 3), "{backend}");
+        assert_eq!(figures.time_to_receive.count, 3, "{backend}");
+        assert_eq!(figures.by_direction.get("110->12345"), Some(&5), "{backend}");
+
+        // The read policy and the region filter.
+        let party = Identity::Endpoint(hotline.clone());
+        assert_eq!(compute(&engine, &party, &everything).await.unwrap().transfers, 5, "{backend}");
+        let stranger = Identity::Endpoint(id("110000/110"));
+        assert_eq!(
+            compute(&engine, &stranger, &everything).await.unwrap().transfers,
+            0,
+            "{backend}"
+        );
+        let region = |r: &str| StatsQuery::new(Some(r.into()), None, None, None, None).unwrap();
+        let township = compute(&engine, &operator, &region("330203101")).await.unwrap();
+        assert_eq!(township.transfers, 5, "{backend}: the case location's township");
+        let elsewhere = compute(&engine, &operator, &region("3301")).await.unwrap();
+        assert_eq!(elsewhere.transfers, 0, "{backend}: Hangzhou has none");
+
+        // In memory (as a running gateway has them): the same figures, and a write committed
+        // just before an answer is counted in it.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(engine.follow_facts(store.clone(), stopped));
+        for _ in 0..200 {
+            if engine.facts_loaded().await {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(engine.facts_loaded().await, "{backend}: the facts were not loaded");
+        let in_memory = compute(&engine, &operator, &everything).await.unwrap();
+        assert_eq!(in_memory, figures, "{backend}: memory and database agree");
+        for (who, query) in [
+            (&party, &everything),
+            (&stranger, &everything),
+            (&operator, &region("330203101")),
+            (&operator, &region("3301")),
+        ] {
+            let from_memory = compute(&engine, who, query).await.unwrap();
+            assert_eq!(
+                from_memory.transfers,
+                if matches!(who, Identity::Endpoint(e) if e.region.as_str() == "110000")
+                    || query.region.as_deref() == Some("3301")
+                {
+                    0
+                } else {
+                    5
+                },
+                "{backend}"
+            );
+        }
+        apply(update(&ids[4], State::Received, "330200/12345"), hotline.clone()).await;
+        let after = compute(&engine, &operator, &everything).await.unwrap();
+        assert_eq!(after.received.count, figures.received.count + 1, "{backend}");
+        let sixth = engine.submit(&origin, ningbo_request("LZ-F6")).await.unwrap();
+        assert!(sixth.created);
+        assert_eq!(
+            compute(&engine, &operator, &everything).await.unwrap().transfers,
+            6,
+            "{backend}"
+        );
+        stop.send(true).unwrap();
+
+        // A store from before the facts: the table gone, opened again, filled from transfers.
+        let reopened = match backend {
+            "sqlite" => {
+                use sqlx::Connection;
+                let path = dir.path().join("test.db");
+                let mut conn =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .unwrap();
+                sqlx::query("DROP TABLE transfer_facts").execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+                liandong::store::Store::sqlite(&path).await.unwrap()
+            }
+            _ => {
+                use sqlx::Connection;
+                let url = common::stores::schema_url("figures");
+                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query("DROP TABLE transfer_facts").execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+                liandong::store::Store::postgres(&url, 2).await.unwrap()
+            }
+        };
+        let again =
+            compute(&common::stores::engine(reopened), &operator, &everything).await.unwrap();
+        assert_eq!(again.transfers, 6, "{backend}");
+        assert_eq!(again.received.count, after.received.count, "{backend}");
+        assert_eq!(again.resolved.count, figures.resolved.count, "{backend}");
+        assert_eq!(again.satisfied.count, figures.satisfied.count, "{backend}");
+        assert_eq!(again.rejected.count, figures.rejected.count, "{backend}");
+    }
+}

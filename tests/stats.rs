@@ -350,7 +350,7 @@ async fn the_event_stream_carries_what_flows_to_whom_may_see_it() {
     // A browser whose connection dropped reconnects with the last id it had (`Last-Event-ID`,
     // as EventSource does): it gets what came after, and nothing it already showed.
     let last_id =
-        seen.lines().filter_map(|l| l.strip_prefix("id: ")).last().expect("an id").to_string();
+        seen.lines().filter_map(|l| l.strip_prefix("id: ")).next_back().expect("an id").to_string();
     drop(wall);
     let later = police.post("/v1/transfers", request_bytes("EV-NB-2")).await;
     let later_id = later.json()["transfer"]["transfer_id"].as_str().unwrap().to_string();

@@ -14,12 +14,14 @@
 //! | `GET /v1/transfers?state=&overdue=&since=&until=&limit=&after=` | | the caller's transfers |
 //! | `GET /v1/endpoints` | | the registry with each endpoint's delivery health |
 //! | `GET /v1/deliveries/dead` | | dead letters (operators only) |
+//! | `GET /v1/certificates` | | the certificates served and trusted, their expiry, the CRL's next update (operators only) |
 //! | `POST /v1/deliveries/{id}/replay` | | puts a dead letter back in the queue (operators only) |
 //! | `GET /v1/datasets/{dataset}/records/{key}` | | one record (keys may contain `/`) |
 //! | `PUT /v1/datasets/{dataset}/records/{key}` | `{"version", "body", "deleted"?, "updated_at"?, "force"?}` | the record; its owner only |
 //! | `GET /v1/datasets/{dataset}/snapshot?page_token=&page_size=` | | a page of a consistent snapshot and its cursor |
 //! | `GET /v1/datasets/{dataset}/changes?cursor=&limit=` | | changes after a cursor, in commit order |
 //! | `GET /v1/knowledge?q=&category=&include_expired=&limit=` | | knowledge answers with every word, best first |
+//! | `GET /v1/directory/coverage?region=&category=` | | the directory's gaps in a region: cells falling back to a coarser unit or with none |
 //! | `POST /v1/reconcile` | the caller's view `{"transfers": [{"reference", "state"}]}` | every difference |
 //! | `GET /v1/stats?region=&category=&direction=&since=&until=` | | the figures ([`crate::stats`]) of the transfers the caller may read |
 //! | `GET /v1/events?cursor=` | | the change feed as server-sent events, in batches (a wall) |
@@ -62,12 +64,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/whoami"),
     ("get", "/v1/endpoints"),
     ("get", "/v1/deliveries/dead"),
+    ("get", "/v1/certificates"),
     ("post", "/v1/deliveries/{id}/replay"),
     ("get", "/v1/datasets/{dataset}/records/{key}"),
     ("put", "/v1/datasets/{dataset}/records/{key}"),
     ("get", "/v1/datasets/{dataset}/snapshot"),
     ("get", "/v1/datasets/{dataset}/changes"),
     ("get", "/v1/knowledge"),
+    ("get", "/v1/directory/coverage"),
     ("post", "/v1/reconcile"),
     ("get", "/v1/stats"),
     ("get", "/v1/events"),
@@ -146,6 +150,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/whoami", get(transfers::whoami))
         .route("/v1/endpoints", get(transfers::endpoints))
         .route("/v1/deliveries/dead", get(transfers::dead_letters))
+        .route("/v1/certificates", get(transfers::certificates))
         .route("/v1/deliveries/{id}/replay", post(transfers::replay))
         .route(
             "/v1/datasets/{dataset}/records/{*key}",
@@ -154,6 +159,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/datasets/{dataset}/snapshot", get(datasets::snapshot))
         .route("/v1/datasets/{dataset}/changes", get(datasets::changes))
         .route("/v1/knowledge", get(datasets::search_knowledge))
+        .route("/v1/directory/coverage", get(datasets::coverage))
         .route("/v1/reconcile", post(datasets::reconcile))
         .route("/v1/stats", get(transfers::stats))
         .route("/v1/events", get(events::events))

@@ -66,6 +66,15 @@ impl AgencyGrant {
     }
 }
 
+/// What an identity may read, as conditions ([`Policy::scope`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Only transfers this endpoint is a party to.
+    pub party: Option<String>,
+    /// Only transfers lying in one of these region prefixes.
+    pub regions: Option<Vec<String>>,
+}
+
 /// The policy: the agencies' grants.
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
@@ -109,6 +118,22 @@ impl Policy {
             },
             Identity::Gateway(_) => Err("the gateway's identity reads nothing".into()),
         }
+    }
+
+    /// What `identity` may read by `right`, as conditions a query can carry: the transfers of
+    /// one party (an endpoint's own), or of some regions (an agency's grant), or all
+    /// (operators) — the same rule as [`Policy::may`], for aggregates that never see a
+    /// transfer one by one.
+    pub fn scope(&self, identity: &Identity, right: Right) -> Result<Scope, String> {
+        self.has_right(identity, right)?;
+        Ok(match identity {
+            Identity::Endpoint(e) => Scope { party: Some(e.to_string()), regions: None },
+            Identity::Agency(name) => Scope {
+                party: None,
+                regions: Some(self.grant(name).map(|g| g.regions.clone()).unwrap_or_default()),
+            },
+            _ => Scope::default(),
+        })
     }
 
     /// Whether `identity` may use `right` at all (before looking at any transfer).

@@ -49,6 +49,15 @@ pub struct TlsReloader {
     refusals: super::tls::RefusalAudit,
 }
 
+/// The loaded material ([`TlsReloader::certificates`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certificates {
+    /// `(which, subject, not_after)`.
+    pub certificates: Vec<(String, String, i64)>,
+    pub crl_next_update: Option<i64>,
+    pub last_error: Option<String>,
+}
+
 /// What the current material says, for `/metrics`.
 #[derive(Clone, Debug, Default)]
 struct Loaded {
@@ -304,6 +313,22 @@ impl TlsReloader {
                 }
                 _ = stop.changed() => return,
             }
+        }
+    }
+
+    /// The loaded material as an operator reads it: each certificate (`server`, `client` —
+    /// the gateway's own for delivering —, `intermediate`, `ca`) with its subject and expiry
+    /// (Unix seconds), the CRL's next update, and the last reload's error if it failed.
+    pub fn certificates(&self) -> Certificates {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Certificates {
+            certificates: state
+                .expiries
+                .iter()
+                .map(|(which, subject, not_after)| (which.to_string(), subject.clone(), *not_after))
+                .collect(),
+            crl_next_update: state.crl_next_update,
+            last_error: state.last_error,
         }
     }
 

@@ -653,7 +653,7 @@ impl Store {
         limit: i64,
     ) -> Result<(Vec<super::FeedEvent>, Option<String>), StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT transfer_id, seq, tx, kind, body FROM events WHERE transfer_id > $1 AND {} \
+            "SELECT transfer_id, seq, tx, kind, body, at FROM events WHERE transfer_id > $1 AND {} \
              AND ($5 = '' OR origin = $5 OR destination = $6) ORDER BY transfer_id, tx DESC, seq DESC LIMIT $7",
             at_or_before("events", 2, 3, 4)
         ))
@@ -676,7 +676,12 @@ impl Store {
             }
             last = Some(id);
             let (seq, tx): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
-            events.push(super::event_from_parts(seq, tx, row.try_get(3)?, row.try_get(4)?)?);
+            events.push(super::event_from_parts(
+                (seq, tx),
+                row.try_get(3)?,
+                row.try_get(4)?,
+                row.try_get(5)?,
+            )?);
         }
         Ok((events, if full { last } else { None }))
     }

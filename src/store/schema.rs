@@ -3,9 +3,10 @@
 //! Times are Unix seconds (`BIGINT`), booleans `0`/`1`, documents canonical JSON text: the same
 //! column types on both backends, so the same queries serve both.
 
-/// The statements, with `{serial}` standing for an auto-incrementing key column type and
+/// The statements, with `{serial}` standing for an auto-incrementing key column type,
 /// `{bytes}` for byte-wise ordering of text (SQLite's default; `COLLATE "C"` on PostgreSQL), so
-/// that dataset keys sort the same everywhere.
+/// that dataset keys sort the same everywhere, and `{without_rowid}` for a table clustered by
+/// its primary key (SQLite's `WITHOUT ROWID`).
 const STATEMENTS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS transfers (
         transfer_id TEXT PRIMARY KEY,
@@ -105,6 +106,26 @@ const STATEMENTS: &[&str] = &[
         failing_since BIGINT,
         last_error TEXT
     )",
+    // The figures' facts, one row per transfer, clustered by when it was submitted (a period
+    // is one range): see store::facts.
+    "CREATE TABLE IF NOT EXISTS transfer_facts (
+        submitted_at BIGINT NOT NULL,
+        transfer_id TEXT NOT NULL UNIQUE,
+        requested_at BIGINT NOT NULL,
+        origin TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        location TEXT NOT NULL,
+        category TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        receive_by BIGINT NOT NULL,
+        resolve_by BIGINT,
+        received_at BIGINT,
+        resolved_at BIGINT,
+        called_back BIGINT NOT NULL,
+        satisfied BIGINT NOT NULL,
+        rejected BIGINT NOT NULL,
+        PRIMARY KEY (submitted_at, transfer_id)
+    ){without_rowid}",
     // Who holds each replica name (its audit chain), until when: see store::replicas.
     "CREATE TABLE IF NOT EXISTS replicas (
         name TEXT PRIMARY KEY,
@@ -126,5 +147,13 @@ pub fn statements(postgres: bool) -> Vec<String> {
     let serial =
         if postgres { "BIGSERIAL PRIMARY KEY" } else { "INTEGER PRIMARY KEY AUTOINCREMENT" };
     let bytes = if postgres { "COLLATE \"C\"" } else { "" };
-    STATEMENTS.iter().map(|s| s.replace("{serial}", serial).replace("{bytes}", bytes)).collect()
+    let without_rowid = if postgres { "" } else { " WITHOUT ROWID" };
+    STATEMENTS
+        .iter()
+        .map(|s| {
+            s.replace("{serial}", serial)
+                .replace("{bytes}", bytes)
+                .replace("{without_rowid}", without_rowid)
+        })
+        .collect()
 }

@@ -857,6 +857,8 @@ async fn record(
         }
         query.execute(&mut **tx).await?;
     }
+    let changed: Vec<&Transfer> = events.iter().map(|e| e.transfer).collect();
+    super::facts::upsert(tx, backend, &changed, now).await?;
     let entries: Vec<AuditEntry> = events
         .iter()
         .map(|e| {

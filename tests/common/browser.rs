@@ -290,7 +290,7 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // Chromium outlives a killed chromedriver: end it by its profile, then the driver.
         let profile = format!("--user-data-dir={}", self.home.join("profile").display());
-        let _ = Command::new("pkill").args(["-f", &profile]).status();
+        let _ = Command::new("pkill").args(["-f", "--", &profile]).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }

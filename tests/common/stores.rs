@@ -45,10 +45,15 @@ pub async fn stores(name: &str) -> Vec<(&'static str, Store, tempdir::Dir)> {
             .unwrap();
         sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.unwrap();
     }
-    let separator = if postgres_url().contains('?') { '&' } else { '?' };
-    let url = format!("{}{separator}options=-c%20search_path%3D{schema}", postgres_url());
-    let postgres = Store::postgres(&url, 8).await.expect("postgres opens");
+    let postgres = Store::postgres(&schema_url(name), 8).await.expect("postgres opens");
     vec![("sqlite", sqlite, dir.clone()), ("postgres", postgres, dir)]
+}
+
+/// The PostgreSQL URL of the schema [`stores`] made for `name` (to open it again).
+pub fn schema_url(name: &str) -> String {
+    let schema = format!("t_{}_{}", name, std::process::id());
+    let separator = if postgres_url().contains('?') { '&' } else { '?' };
+    format!("{}{separator}options=-c%20search_path%3D{schema}", postgres_url())
 }
 
 /// A tiny temporary folder that is removed when the last handle goes.

@@ -492,6 +492,16 @@
             e.unreachable ? t('wall.unreachable') : e.failing_since ? t('wall.failing') + ' ' + bj(e.failing_since)
               : e.last_success ? bj(e.last_success) : '—')))));
     } catch (e) { failure(endpoints, e); }
+    const certificates = el('div', { id: 'certificates' });
+    try {
+      const loaded = await api('/v1/certificates');
+      certificates.append(table('certificates-table', [t('col.kind'), 'subject', t('certs.expires'), t('certs.days_left')],
+        loaded.certificates.map((c) => el('tr', { dataset: { which: c.which, daysLeft: c.days_left } },
+          el('td', {}, c.which), el('td', {}, c.subject), el('td', {}, bj(c.not_after)),
+          el('td', { class: 'num ' + (c.days_left < 30 ? 'bad' : 'good'), dataset: { value: c.days_left } }, c.days_left)))),
+        loaded.crl_next_update ? el('p', {}, t('certs.crl') + ' ' + bj(loaded.crl_next_update)) : null,
+        loaded.reload_error ? el('p', { class: 'error' }, loaded.reload_error) : null);
+    } catch (e) { failure(certificates, e); }
     const knowledgeOut = el('div', { id: 'knowledge-out' });
     const knowledge = el('form', { class: 'query', id: 'knowledge-form' },
       el('input', { name: 'q', size: 32 }), el('button', { type: 'submit' }, t('ops.search')));
@@ -504,6 +514,23 @@
             el('td', {}, (r.body && (r.body.title || r.body.question)) || JSON.stringify(r.body))))));
       } catch (e) { knowledgeOut.replaceChildren(); failure(knowledgeOut, e); }
     });
+    const coverageOut = el('div', { id: 'coverage-out' });
+    const coverage = el('form', { class: 'query', id: 'coverage-form' },
+      el('label', {}, t('figures.region'), el('input', { name: 'region', size: 9, required: true, pattern: '[0-9]{6}([0-9]{3})?' })),
+      el('button', { type: 'submit', id: 'coverage-go' }, t('ops.search')));
+    coverage.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      try {
+        const answer = await api('/v1/directory/coverage?' + new URLSearchParams({ region: new FormData(coverage).get('region') }));
+        const gaps = table('coverage-table', [t('wall.regions'), t('col.category'), t('coverage.answered_by')],
+          answer.gaps.map((g) => el('tr', { class: g.answered_by ? '' : 'bad', dataset: { cell: g.region + '/' + g.category } },
+            el('td', {}, g.region), el('td', {}, category(g.category)),
+            el('td', {}, g.answered_by ? g.answered_by + ' (' + g.tier + ')' : t('coverage.no_unit')))));
+        coverageOut.replaceChildren(el('p', { id: 'coverage-summary', dataset: { noUnit: answer.no_unit, fallBack: answer.fall_back } },
+          t('coverage.summary', { cells: answer.cells, covered: answer.covered, fall_back: answer.fall_back, no_unit: answer.no_unit })),
+          answer.gaps.length ? gaps : null, answer.gaps.length ? exports('liandong-coverage-' + answer.region, () => [[t('ops.coverage'), gaps]]) : null);
+      } catch (e) { coverageOut.replaceChildren(); failure(coverageOut, e); }
+    });
     const directory = el('div', { id: 'directory' });
     try {
       const page = await api('/v1/datasets/directory/snapshot?page_size=50');
@@ -512,7 +539,10 @@
           el('td', {}, JSON.stringify(r.body))))));
     } catch (e) { failure(directory, e); }
     main.append(notice, el('h2', {}, t('ops.dead')), dead, el('h2', {}, t('ops.endpoints')), endpoints,
-      el('h2', {}, t('ops.knowledge')), knowledge, knowledgeOut, el('h2', {}, t('ops.directory')), directory);
+      el('h2', {}, t('ops.certs')), certificates,
+      el('h2', {}, t('ops.knowledge')), knowledge, knowledgeOut,
+      el('h2', {}, t('ops.coverage')), coverage, coverageOut,
+      el('h2', {}, t('ops.directory')), directory);
     loadDead();
   }
 

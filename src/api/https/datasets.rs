@@ -108,6 +108,36 @@ pub async fn search_knowledge(
     Ok(Json(json!({"records": answer.records, "total": answer.total})))
 }
 
+/// `GET /v1/directory/coverage?region=&category=`: the township × category cells of a region
+/// that fall back to a coarser unit or have none, and how many are covered at their own tier.
+pub async fn coverage(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, Refusal> {
+    state.limit(&peer, CallKind::Read)?;
+    let region = query
+        .get("region")
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| Refusal::field("region", "expected a region code (330203, 330203101)"))?;
+    let category = query.get("category").filter(|c| !c.is_empty()).map(String::as_str);
+    let cells = state
+        .datasets
+        .coverage(&peer.identity, region, category)
+        .await
+        .map_err(|e| refused(&peer, e))?;
+    let (covered, gaps): (Vec<_>, Vec<_>) = cells.iter().partition(|c| c.covered_at_its_tier());
+    let no_unit = gaps.iter().filter(|c| c.answered_by.is_none()).count();
+    Ok(Json(json!({
+        "region": region,
+        "cells": cells.len(),
+        "covered": covered.len(),
+        "fall_back": gaps.len() - no_unit,
+        "no_unit": no_unit,
+        "gaps": gaps,
+    })))
+}
+
 pub async fn snapshot(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,

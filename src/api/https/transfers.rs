@@ -398,6 +398,39 @@ fn operator(peer: &Peer) -> Result<(), Refusal> {
     }
 }
 
+/// `GET /v1/certificates` (operators): the certificates the gateway serves and trusts, each
+/// with its expiry and days left, and the CRL's next update.
+pub async fn certificates(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<Value>, Refusal> {
+    operator(&peer)?;
+    let Some(tls) = &state.tls else {
+        return Ok(Json(
+            json!({"certificates": [], "crl_next_update": null, "reload_error": null}),
+        ));
+    };
+    let loaded = tls.certificates();
+    let now = Timestamp::now().unix_seconds();
+    let list: Vec<Value> = loaded
+        .certificates
+        .iter()
+        .map(|(which, subject, not_after)| {
+            json!({
+                "which": which,
+                "subject": subject,
+                "not_after": Timestamp::from_unix_seconds(*not_after),
+                "days_left": (not_after - now).div_euclid(86_400),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "certificates": list,
+        "crl_next_update": loaded.crl_next_update.and_then(Timestamp::from_unix_seconds),
+        "reload_error": loaded.last_error,
+    })))
+}
+
 pub async fn dead_letters(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
