@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::common;
 use common::browser::{base64_decode, issue_p12, issue_p12_with, Browser};
-use common::net::{sample, start_on_free_port, Client, ConfigEdit, Receiver, Site};
+use common::net::{sample, start_on_free_port, Client, Receiver, Site};
 
 fn screenshot(name: &str, png: &[u8]) {
     if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
@@ -211,14 +211,7 @@ async fn a_case_is_found_by_phone_and_only_its_parties_and_operators_open_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_replays_a_dead_letter_after_confirming_and_it_is_audited() {
-    let site = Site::new("console-dead");
-    let hotline = Receiver::start(&site, "330200/12345").await;
-    let police = Receiver::start(&site, "330200/110").await;
-    hotline.up.store(false, std::sync::atomic::Ordering::SeqCst);
-    police.up.store(false, std::sync::atomic::Ordering::SeqCst);
-    site.push_to("330200/12345", &hotline.url());
-    site.push_to("330200/110", &police.url());
-    site.edit_config(|t| t.must_replace("dead_after_attempts = 30", "dead_after_attempts = 1"));
+    let (site, _hotline, police) = common::net::ningbo_desks_down("console-dead").await;
     let (addr, admin, _stop) = start_on_free_port(&site).await;
     common::crash::wait_ready(admin).await;
     let ningbo = Client::for_endpoint(&site, "330200/110", addr);
@@ -278,12 +271,7 @@ async fn an_operator_replays_a_dead_letter_after_confirming_and_it_is_audited() 
     .await;
 
     // Audited with who did it.
-    let ops = Client::new(
-        &site,
-        &site.dir.join("identities/operator-ops.pem"),
-        &site.dir.join("identities/operator-ops-key.pem"),
-        addr,
-    );
+    let ops = Client::operator(&site, addr);
     let evidence = ops.get(&format!("/v1/transfers/{id}/evidence")).await.json();
     let replayed: Vec<&Value> = evidence["audit"]
         .as_array()
@@ -355,12 +343,7 @@ async fn the_figures_page_shows_what_the_api_lists_and_exports_it_to_excel() {
 
     // Counted here from the list the same identity reads.
     let (operator_p12, pass) = issue_p12(&site, "operator", "linkage-office");
-    let ops = Client::new(
-        &site,
-        &site.dir.join("identities/operator-ops.pem"),
-        &site.dir.join("identities/operator-ops-key.pem"),
-        addr,
-    );
+    let ops = Client::operator(&site, addr);
     let listed = ops.get("/v1/transfers?limit=500").await.json();
     let transfers = listed["transfers"].as_array().unwrap();
     let reached = |t: &Value, state: &str| {
@@ -459,22 +442,12 @@ async fn whoami_and_a_cases_evidence_follow_the_read_policy() {
         (Some("endpoint"), Some("liandong://endpoint/330200/110"), Some(false)),
         "{me}"
     );
-    let agency = Client::new(
-        &site,
-        &site.dir.join("identities/agency-demo.pem"),
-        &site.dir.join("identities/agency-demo-key.pem"),
-        addr,
-    );
+    let agency = Client::for_identity(&site, "agency-demo", addr);
     let them = agency.get("/v1/whoami").await.json();
     assert_eq!(them["regions"], json!(["3302"]), "{them}");
     // The certificates in use are for operators only.
     assert_eq!(agency.get("/v1/certificates").await.status, 403);
-    let ops = Client::new(
-        &site,
-        &site.dir.join("identities/operator-ops.pem"),
-        &site.dir.join("identities/operator-ops-key.pem"),
-        addr,
-    );
+    let ops = Client::operator(&site, addr);
     let loaded = ops.get("/v1/certificates").await.json();
     let which: Vec<&str> = loaded["certificates"]
         .as_array()

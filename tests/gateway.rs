@@ -281,14 +281,7 @@ async fn a_destination_that_is_down_gets_its_transfer_when_it_comes_back() {
 /// went dead is replayed by an operator once its receiver is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_list_and_replay_dead_letters_over_https() {
-    let site = Site::new("dead");
-    let hotline = Receiver::start(&site, "330200/12345").await;
-    let police = Receiver::start(&site, "330200/110").await;
-    hotline.up.store(false, std::sync::atomic::Ordering::SeqCst);
-    police.up.store(false, std::sync::atomic::Ordering::SeqCst);
-    site.push_to("330200/12345", &hotline.url());
-    site.push_to("330200/110", &police.url());
-    site.edit_config(|t| t.must_replace("dead_after_attempts = 30", "dead_after_attempts = 1"));
+    let (site, hotline, police) = common::net::ningbo_desks_down("dead").await;
     let (addr, admin, _stop) = start_on_free_port(&site).await;
     let ningbo_110 = Client::for_endpoint(&site, "330200/110", addr);
     let (cert, key) = (

@@ -726,24 +726,29 @@ impl FactsIndex {
         }
     }
 
-    /// The aggregates of a filter: from memory, caught up first, once loaded; until then from
-    /// the database.
+    /// An answer from memory, caught up first, once loaded; until then from the database.
+    async fn answer<T>(
+        &self,
+        store: &Store,
+        from_memory: impl FnOnce(&Index) -> T,
+        from_database: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let mut guard = self.index.lock().await;
+        if let Some(index) = guard.as_mut() {
+            index.catch_up(store).await?;
+            return Ok(from_memory(index));
+        }
+        drop(guard);
+        from_database.await
+    }
+
+    /// The aggregates of a filter.
     pub async fn figures(
         &self,
         store: &Store,
         filter: &FactsFilter,
     ) -> Result<Aggregates, StoreError> {
-        let mut guard = self.index.lock().await;
-        match guard.as_mut() {
-            Some(index) => {
-                index.catch_up(store).await?;
-                Ok(index.figures(filter))
-            }
-            None => {
-                drop(guard);
-                store.figures(filter).await
-            }
-        }
+        self.answer(store, |index| index.figures(filter), store.figures(filter)).await
     }
 
     /// Transfers by category under a filter, as [`FactsIndex::figures`] counts them.
@@ -752,17 +757,7 @@ impl FactsIndex {
         store: &Store,
         filter: &FactsFilter,
     ) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut guard = self.index.lock().await;
-        match guard.as_mut() {
-            Some(index) => {
-                index.catch_up(store).await?;
-                Ok(index.categories(filter))
-            }
-            None => {
-                drop(guard);
-                store.categories(filter).await
-            }
-        }
+        self.answer(store, |index| index.categories(filter), store.categories(filter)).await
     }
 }
 

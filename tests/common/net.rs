@@ -144,6 +144,22 @@ impl Client {
         Client { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), addr }
     }
 
+    /// The site's operator (`identities/operator-ops.pem`).
+    pub fn operator(site: &Site, addr: SocketAddr) -> Client {
+        Client::for_identity(site, "operator-ops", addr)
+    }
+
+    /// An identity `liandong init` wrote, by its file name (`agency-demo`).
+    pub fn for_identity(site: &Site, name: &str, addr: SocketAddr) -> Client {
+        let dir = site.dir.join("identities");
+        Client::new(
+            site,
+            &dir.join(format!("{name}.pem")),
+            &dir.join(format!("{name}-key.pem")),
+            addr,
+        )
+    }
+
     pub fn for_endpoint(site: &Site, endpoint: &str, addr: SocketAddr) -> Client {
         let (cert, key) = site.identity(endpoint);
         Client::new(site, &cert, &key, addr)
@@ -354,6 +370,21 @@ pub async fn eventually(seconds: u64, what: &str, mut check: impl FnMut() -> boo
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// A site whose two Ningbo desks take deliveries by push and are both down, and whose
+/// deliveries die at their first failure: a transfer from Ningbo's 110 becomes a dead letter,
+/// and so does the notice of its return to the 110. Returns the site, the 12345 and the 110.
+pub async fn ningbo_desks_down(name: &str) -> (Site, Receiver, Receiver) {
+    let site = Site::new(name);
+    let hotline = Receiver::start(&site, "330200/12345").await;
+    let police = Receiver::start(&site, "330200/110").await;
+    hotline.up.store(false, std::sync::atomic::Ordering::SeqCst);
+    police.up.store(false, std::sync::atomic::Ordering::SeqCst);
+    site.push_to("330200/12345", &hotline.url());
+    site.push_to("330200/110", &police.url());
+    site.edit_config(|t| t.must_replace("dead_after_attempts = 30", "dead_after_attempts = 1"));
+    (site, hotline, police)
 }
 
 /// Starts the gateway of `site` in this process on a free port; returns its HTTPS and admin
