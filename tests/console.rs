@@ -27,6 +27,11 @@ fn screenshot(name: &str, png: &[u8]) {
 
 /// Ningbo's 110 hands the township sample over natively; the transfer's id.
 async fn ningbo_transfer(client: &Client, reference: &str) -> String {
+    ningbo_transfer_of_case(client, reference, &format!("JJ-{reference}")).await
+}
+
+/// … as a transfer of the 110's case `case` (its 接警单编号).
+async fn ningbo_transfer_of_case(client: &Client, reference: &str, case: &str) -> String {
     // Taken two minutes ago and handed over now, in Beijing time as the format writes it.
     let beijing = |seconds_ago: i64| {
         let at = liandong::model::Timestamp::now().unix_seconds() - seconds_ago;
@@ -38,7 +43,7 @@ async fn ningbo_transfer(client: &Client, reference: &str) -> String {
         .replace("2023-05-08 09:43:00", &beijing(0))
         .replace("2023-05-08 09:41:09", &beijing(120))
         .replace("LZ202305080001", reference)
-        .replace("JJ202305080001", &format!("JJ-{reference}"));
+        .replace("JJ202305080001", case);
     let answer = client.post("/v1/native/330200/110/transfers", document.into_bytes()).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     answer.header("x-liandong-transfer-id").expect("the transfer id")
@@ -204,6 +209,37 @@ async fn a_case_is_found_by_phone_and_only_its_parties_and_operators_open_it() {
     let shown = stranger.script("return !!document.getElementById('case-summary')").await;
     assert_eq!(shown, json!(false));
     assert!(!stranger.text().await.contains("NB-CASE-1"));
+    // Rejected as another region's, and handed over again: the chain on both case pages.
+    let hotline = Client::for_endpoint(&site, "330200/12345", addr);
+    let now = liandong::model::Timestamp::now().to_rfc3339();
+    let rejection =
+        json!({"state": "rejected", "at": now, "note": "非本辖区", "reason_code": "wrong_region"});
+    let answer = hotline
+        .post(&format!("/v1/transfers/{id}/status"), rejection.to_string().into_bytes())
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let again = ningbo_transfer_of_case(&ningbo, "NB-CASE-2", "JJ-NB-CASE-1").await;
+    operator.open(&format!("#/case/{id}")).await;
+    operator
+        .wait_for(
+            "the re-routing on the first case's page",
+            10,
+            &format!("return !!document.querySelector('#case-chain tr[data-id=\"{again}\"]')"),
+        )
+        .await;
+    operator.open(&format!("#/case/{again}")).await;
+    let link = operator
+        .wait_for(
+            "the link back on the second's",
+            10,
+            "return document.getElementById('case-links')?.innerText",
+        )
+        .await;
+    assert!(
+        link.as_str().unwrap().contains(&id) && link.as_str().unwrap().contains("rerouted_from"),
+        "{link}"
+    );
+
     // … and its own console has no operations page.
     let ops_hidden = stranger.script("return document.getElementById('nav-ops').hidden").await;
     assert_eq!(ops_hidden, json!(true));

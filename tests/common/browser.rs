@@ -207,10 +207,16 @@ impl Browser {
         self.call(method, &path, body).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Opens a console page (`#/wall`, `#/search/phone:…`).
+    /// Opens a console page (`#/wall`, `#/search/phone:…`) afresh — reloaded when it is the
+    /// page already open (a fragment alone would not reload it).
     pub async fn open(&self, fragment: &str) {
         let url = format!("{}/console/{fragment}", self.base);
-        self.command("POST", "/url", Some(json!({"url": url}))).await;
+        let current = self.command("GET", "/url", None).await;
+        if current.as_str() == Some(url.as_str()) {
+            self.command("POST", "/refresh", Some(json!({}))).await;
+        } else {
+            self.command("POST", "/url", Some(json!({"url": url}))).await;
+        }
     }
 
     /// The value of a script run in the page (`return …`).

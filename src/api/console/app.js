@@ -33,6 +33,12 @@
     return node;
   }
 
+  // Children of a node, arrays flattened and absent ones (null) left out: `add` appends,
+  // `put` replaces.
+  const present = (children) => children.flat(Infinity).filter((c) => c != null && c !== false);
+  const add = (node, ...children) => node.append(...present(children));
+  const put = (node, ...children) => node.replaceChildren(...present(children));
+
   class ApiError extends Error {
     constructor(status, body) {
       // The canonical error body: {"error": {"message", "reason", "field", …}}.
@@ -84,6 +90,16 @@
     return '*'.repeat(digits.length);
   }
 
+  // A text with the caller's phone masked wherever it is written, spaced or not (a native
+  // document writes it its own way).
+  function maskIn(text, phone) {
+    if (!phone) return text;
+    const national = String(phone).replace(/^\+86/, '');
+    if (national.length < 5) return text;
+    const spaced = new RegExp('(\\+?86[ -]?)?' + national.split('').join('[ -]?'), 'g');
+    return text.replace(spaced, maskPhone(national));
+  }
+
   let who = null;
   let places = {};
   const place = (id) => (places[id] ? places[id].split(' ')[0] + ' ' + id.split('/')[1] : id);
@@ -107,7 +123,7 @@
 
   function failure(main, error) {
     const forbidden = error.status === 403 || error.status === 404;
-    main.append(el('p', { class: 'error', id: 'failure', dataset: { status: error.status || 0 } },
+    add(main, el('p', { class: 'error', id: 'failure', dataset: { status: error.status || 0 } },
       (forbidden ? t('forbidden') : t('error')) + ': ' + error.message));
   }
 
@@ -135,7 +151,7 @@
     const status = el('div', { class: 'status', id: 'stream-status' }, t('loading'));
     const health = el('ul', { class: 'health', id: 'health' });
     const regions = el('div', { class: 'regions', id: 'regions' });
-    main.append(el('div', { class: 'wall-grid' },
+    add(main, el('div', { class: 'wall-grid' },
       el('section', {}, el('h2', {}, t('wall.today')), total, pairs,
         el('div', { class: 'pair' }, el('span', {}, t('wall.overdue')), overdueCount),
         el('div', { class: 'pair' }, el('span', {}, t('wall.undeliverable')), undeliverableCount),
@@ -160,7 +176,7 @@
       const count = el('b', {}, '0');
       regionCells[code] = { node: el('div', { class: 'region', dataset: { province: code } }, PROVINCES[code] || code, count), count, n: 0 };
     }
-    Object.keys(regionCells).sort().forEach((code) => regions.append(regionCells[code].node));
+    Object.keys(regionCells).sort().forEach((code) => add(regions, regionCells[code].node));
 
     async function refreshHealth() {
       try {
@@ -169,17 +185,17 @@
         const condition = (e) => (e.unreachable ? 'unreachable' : e.failing_since ? 'failing' : 'healthy');
         const rank = { unreachable: 0, failing: 1, healthy: 2 };
         list.sort((a, b) => rank[condition(a)] - rank[condition(b)] || a.id.localeCompare(b.id));
-        health.replaceChildren(...list.map((e) => el('li', { dataset: { endpoint: e.id, health: condition(e) } },
+        put(health, ...list.map((e) => el('li', { dataset: { endpoint: e.id, health: condition(e) } },
           el('span', {}, el('span', { class: 'dot ' + condition(e) }), place(e.id)),
           el('span', {}, t('wall.' + condition(e)) + (e.delivery === 'pull' ? ' · ' + t('wall.pull') : '')))));
-      } catch (e) { health.replaceChildren(el('li', { class: 'error' }, e.message)); }
+      } catch (e) { put(health, el('li', { class: 'error' }, e.message)); }
     }
 
     async function refreshOverdue() {
       try {
         const list = (await api('/v1/transfers?overdue=true&limit=100')).transfers;
         counts.overdue = list.filter((x) => !['resolved', 'closed', 'cancelled', 'rejected'].includes(x.state)).length;
-        overdueList.replaceChildren(...list.slice(0, 12).map((x) =>
+        put(overdueList, ...list.slice(0, 12).map((x) =>
           el('li', { dataset: { id: x.transfer_id } }, bj(x.deadlines.receive_by).slice(11, 16) + ' ' + place(x.to) + ' · ' + category(x.case.category))));
         show();
       } catch (_) { /* an identity without the right sees no list */ }
@@ -299,16 +315,16 @@
       el('label', {}, t('figures.month'), el('input', { name: 'month', type: 'month', value: todayDate.slice(0, 7) })),
       el('button', { type: 'button', id: 'figures-report' }, t('figures.report')));
     const out = el('div', { id: 'figures-out' });
-    main.append(el('h1', {}, t('figures.title')), form, out);
+    add(main, el('h1', {}, t('figures.title')), form, out);
 
     async function show(since, until, title) {
       charts.splice(0).forEach((c) => c.dispose());
-      out.replaceChildren(el('p', {}, t('loading')));
+      put(out, el('p', {}, t('loading')));
       const data = new FormData(form);
       const params = new URLSearchParams({ since, until });
       for (const k of ['region', 'category', 'direction']) if (data.get(k)) params.set(k, data.get(k));
       let answer;
-      try { answer = await api('/v1/stats?' + params); } catch (e) { out.replaceChildren(); failure(out, e); return; }
+      try { answer = await api('/v1/stats?' + params); } catch (e) { put(out); failure(out, e); return; }
       const f = answer.figures;
       const tables = figuresTables(f);
       const card = (key, share) => el('div', { class: 'card', dataset: { figure: key } },
@@ -316,7 +332,7 @@
       const topChart = el('div', { class: 'chart', id: 'top-chart' });
       const risingChart = el('div', { class: 'chart', id: 'rising-chart' });
       const name = 'liandong-' + (data.get('region') || 'all') + '-' + since.slice(0, 10) + '-' + until.slice(0, 10);
-      out.replaceChildren(
+      put(out, 
         title ? el('div', { class: 'report-title', id: 'report-title' }, title) : null,
         el('p', { class: 'muted', id: 'figures-period', dataset: { since: answer.period.since, until: answer.period.until } },
           bj(answer.period.since) + ' — ' + bj(answer.period.until)),
@@ -387,17 +403,17 @@
       el('label', {}, '\u00a0', el('input', { name: 'q', value: q0 ? decodeURIComponent(q0) : '', size: 32, required: true })),
       el('button', { type: 'submit', id: 'search-go' }, t('search.go')));
     const out = el('div', { id: 'search-out' });
-    main.append(el('h1', {}, t('search.title')), form, out);
+    add(main, el('h1', {}, t('search.title')), form, out);
     async function run(kind, q) {
       if (kind === 'id') { location.hash = '#/case/' + encodeURIComponent(q); return; }
-      out.replaceChildren(el('p', {}, t('loading')));
+      put(out, el('p', {}, t('loading')));
       try {
         const answer = await api('/v1/transfers?' + new URLSearchParams({ [kind]: q, limit: 100 }));
         const tableNode = table('search-results', [t('col.id'), t('col.from'), t('col.to'), t('col.category'),
           t('col.state'), t('col.requested_at'), t('col.caller')], transferRows(answer.transfers));
-        out.replaceChildren(answer.transfers.length ? tableNode : el('p', { id: 'search-none' }, t('search.none')),
+        put(out, answer.transfers.length ? tableNode : el('p', { id: 'search-none' }, t('search.none')),
           answer.transfers.length ? exports('liandong-search', () => [[t('search.title'), tableNode]]) : null);
-      } catch (e) { out.replaceChildren(); failure(out, e); }
+      } catch (e) { put(out); failure(out, e); }
     }
     form.addEventListener('submit', (event) => {
       event.preventDefault();
@@ -408,7 +424,7 @@
   }
 
   async function caseView(main, id) {
-    main.append(el('h1', {}, t('case.title') + ' ' + id));
+    add(main, el('h1', {}, t('case.title') + ' ' + id));
     let transfer, evidence;
     try {
       [transfer, evidence] = await Promise.all([
@@ -443,15 +459,26 @@
         h.reason_code ? ' · ' + h.reason_code : '', h.note ? ' · ' + h.note : '')));
     const links = (transfer.links || []).map((l) =>
       el('li', {}, l.rel + ': ', el('a', { href: '#/case/' + l.transfer_id }, l.transfer_id)));
+    // The case's other transfers (a re-routing after a rejection, a later transfer of the same
+    // call): found by the origin's case number, as far as this identity may read them.
+    let others = [];
+    try {
+      const same = await api('/v1/transfers?' + new URLSearchParams({ reference: c.origin.local_id, limit: 50 }));
+      others = same.transfers.filter((x) => x.transfer_id !== transfer.transfer_id && x.case.case_id === c.case_id);
+    } catch (_) { /* the chain is extra; the case is shown without it */ }
+    const chain = others.length ? table('case-chain', [t('col.id'), t('col.to'), t('col.state'), t('col.requested_at')],
+      others.map((x) => el('tr', { dataset: { id: x.transfer_id } }, el('td', {}, el('a', { href: '#/case/' + x.transfer_id }, x.transfer_id)),
+        el('td', {}, place(x.to)), el('td', {}, stateName(x.state)), el('td', {}, bj(x.requested_at))))) : null;
     const deliveries = evidence.deliveries.map((d) => el('div', { class: 'delivery', dataset: { delivery: d.id } },
       el('p', {}, '#' + d.id + ' · ' + d.kind + ' → ' + place(d.destination) + ' · ' + d.status + ' · ' +
         t('col.attempts') + ' ' + d.attempts + (d.last_error ? ' · ' + d.last_error : '')),
-      d.document != null ? el('pre', { class: 'native' }, d.document) : el('p', { class: 'error' }, d.document_error)));
+      d.document != null ? el('pre', { class: 'native' }, maskIn(d.document, c.caller && c.caller.phone))
+        : el('p', { class: 'error' }, d.document_error)));
     const audit = table('case-audit', [t('col.time'), t('col.by'), t('col.action'), t('col.note'), t('col.hash')],
       evidence.audit.map((a) => el('tr', {}, el('td', {}, bj(new Date(a.at * 1000).toISOString())), el('td', {}, a.actor),
         el('td', {}, a.action), el('td', {}, JSON.stringify(a.detail)), el('td', { class: 'muted' }, a.hash.slice(0, 12)))));
-    main.append(summary, el('h2', {}, t('case.timeline')), timeline,
-      links.length ? el('h2', {}, t('case.links')) : null, links.length ? el('ul', { id: 'case-links' }, links) : null,
+    add(main, summary, el('h2', {}, t('case.timeline')), timeline,
+      links.length || chain ? el('h2', {}, t('case.links')) : null, links.length ? el('ul', { id: 'case-links' }, links) : null, chain,
       el('h2', {}, t('case.deliveries')), deliveries.length ? deliveries : el('p', { class: 'muted' }, t('ops.none')),
       el('h2', {}, t('case.audit')), audit);
   }
@@ -459,14 +486,14 @@
   // ---- operations ---------------------------------------------------------------------------
 
   async function ops(main) {
-    main.append(el('h1', {}, t('ops.title')));
-    if (!who || !who.operator) { main.append(el('p', { class: 'error', id: 'ops-only' }, t('ops.only'))); return; }
+    add(main, el('h1', {}, t('ops.title')));
+    if (!who || !who.operator) { add(main, el('p', { class: 'error', id: 'ops-only' }, t('ops.only'))); return; }
     const notice = el('p', { class: 'notice', id: 'ops-notice' });
     const dead = el('div', { id: 'dead-letters' });
     async function loadDead() {
       try {
         const list = (await api('/v1/deliveries/dead')).dead_letters;
-        dead.replaceChildren(list.length ? table('dead-table', [t('col.id'), t('col.destination'), t('col.kind'),
+        put(dead, list.length ? table('dead-table', [t('col.id'), t('col.destination'), t('col.kind'),
           t('col.attempts'), t('col.error'), ''], list.map((d) => el('tr', { dataset: { delivery: d.id } },
           el('td', {}, el('a', { href: '#/case/' + d.transfer_id }, d.transfer_id)), el('td', {}, place(d.destination)),
           el('td', {}, d.kind), el('td', { class: 'num' }, d.attempts), el('td', {}, d.last_error || ''),
@@ -486,7 +513,7 @@
     const endpoints = el('div', { id: 'endpoints' });
     try {
       const list = (await api('/v1/endpoints')).endpoints;
-      endpoints.append(table('endpoints-table', [t('col.id'), t('col.place'), 'format', 'delivery', t('col.status')],
+      add(endpoints, table('endpoints-table', [t('col.id'), t('col.place'), 'format', 'delivery', t('col.status')],
         list.map((e) => el('tr', { dataset: { endpoint: e.id } }, el('td', {}, e.id), el('td', {}, e.place), el('td', {}, e.format),
           el('td', {}, e.delivery), el('td', { class: e.unreachable ? 'bad' : e.failing_since ? 'bad' : 'good' },
             e.unreachable ? t('wall.unreachable') : e.failing_since ? t('wall.failing') + ' ' + bj(e.failing_since)
@@ -495,7 +522,7 @@
     const certificates = el('div', { id: 'certificates' });
     try {
       const loaded = await api('/v1/certificates');
-      certificates.append(table('certificates-table', [t('col.kind'), 'subject', t('certs.expires'), t('certs.days_left')],
+      add(certificates, table('certificates-table', [t('col.kind'), 'subject', t('certs.expires'), t('certs.days_left')],
         loaded.certificates.map((c) => el('tr', { dataset: { which: c.which, daysLeft: c.days_left } },
           el('td', {}, c.which), el('td', {}, c.subject), el('td', {}, bj(c.not_after)),
           el('td', { class: 'num ' + (c.days_left < 30 ? 'bad' : 'good'), dataset: { value: c.days_left } }, c.days_left)))),
@@ -509,10 +536,10 @@
       event.preventDefault();
       try {
         const answer = await api('/v1/knowledge?' + new URLSearchParams({ q: new FormData(knowledge).get('q') }));
-        knowledgeOut.replaceChildren(table('knowledge-table', ['key', t('col.category'), t('col.summary')],
+        put(knowledgeOut, table('knowledge-table', ['key', t('col.category'), t('col.summary')],
           answer.records.map((r) => el('tr', {}, el('td', {}, r.key), el('td', {}, (r.body && r.body.category) || ''),
             el('td', {}, (r.body && (r.body.title || r.body.question)) || JSON.stringify(r.body))))));
-      } catch (e) { knowledgeOut.replaceChildren(); failure(knowledgeOut, e); }
+      } catch (e) { put(knowledgeOut); failure(knowledgeOut, e); }
     });
     const coverageOut = el('div', { id: 'coverage-out' });
     const coverage = el('form', { class: 'query', id: 'coverage-form' },
@@ -526,19 +553,19 @@
           answer.gaps.map((g) => el('tr', { class: g.answered_by ? '' : 'bad', dataset: { cell: g.region + '/' + g.category } },
             el('td', {}, g.region), el('td', {}, category(g.category)),
             el('td', {}, g.answered_by ? g.answered_by + ' (' + g.tier + ')' : t('coverage.no_unit')))));
-        coverageOut.replaceChildren(el('p', { id: 'coverage-summary', dataset: { noUnit: answer.no_unit, fallBack: answer.fall_back } },
+        put(coverageOut, el('p', { id: 'coverage-summary', dataset: { noUnit: answer.no_unit, fallBack: answer.fall_back } },
           t('coverage.summary', { cells: answer.cells, covered: answer.covered, fall_back: answer.fall_back, no_unit: answer.no_unit })),
           answer.gaps.length ? gaps : null, answer.gaps.length ? exports('liandong-coverage-' + answer.region, () => [[t('ops.coverage'), gaps]]) : null);
-      } catch (e) { coverageOut.replaceChildren(); failure(coverageOut, e); }
+      } catch (e) { put(coverageOut); failure(coverageOut, e); }
     });
     const directory = el('div', { id: 'directory' });
     try {
       const page = await api('/v1/datasets/directory/snapshot?page_size=50');
-      directory.append(table('directory-table', ['key', t('col.by'), 'version', ''], page.records.map((r) =>
+      add(directory, table('directory-table', ['key', t('col.by'), 'version', ''], page.records.map((r) =>
         el('tr', {}, el('td', {}, r.key), el('td', {}, r.owner), el('td', { class: 'num' }, r.version),
           el('td', {}, JSON.stringify(r.body))))));
     } catch (e) { failure(directory, e); }
-    main.append(notice, el('h2', {}, t('ops.dead')), dead, el('h2', {}, t('ops.endpoints')), endpoints,
+    add(main, notice, el('h2', {}, t('ops.dead')), dead, el('h2', {}, t('ops.endpoints')), endpoints,
       el('h2', {}, t('ops.certs')), certificates,
       el('h2', {}, t('ops.knowledge')), knowledge, knowledgeOut,
       el('h2', {}, t('ops.coverage')), coverage, coverageOut,
@@ -558,7 +585,7 @@
     const page = PAGES[name] ? name : 'wall';
     document.querySelectorAll('#bar nav a').forEach((a) => a.classList.toggle('here', a.getAttribute('href') === '#/' + page));
     const main = document.getElementById('page');
-    main.replaceChildren();
+    put(main);
     main.dataset.page = page;
     current = await PAGES[page](main, rest.join('/'));
     main.dataset.ready = 'true';
