@@ -62,6 +62,8 @@ pub struct Submission {
 pub struct Evidence {
     pub transfer: Transfer,
     pub audit: Vec<StoredAudit>,
+    /// The native document the transfer was received as, when it came as one.
+    pub received: Option<String>,
     /// Each delivery and its native document as text (or why it cannot be rendered).
     pub deliveries: Vec<(OutboxItem, Result<String, String>)>,
 }
@@ -253,7 +255,18 @@ impl Engine {
     pub async fn submit(
         &self,
         sender: &EndpointId,
+        request: TransferRequest,
+    ) -> Result<Submission, EngineError> {
+        self.submit_native(sender, request, None).await
+    }
+
+    /// [`Engine::submit`], keeping the native document the request was read from (as text)
+    /// as evidence of what the origin sent.
+    pub async fn submit_native(
+        &self,
+        sender: &EndpointId,
         mut request: TransferRequest,
+        native: Option<String>,
     ) -> Result<Submission, EngineError> {
         if request.from != *sender {
             return Err(EngineError::Forbidden(format!(
@@ -326,7 +339,7 @@ impl Engine {
         let payload = serde_json::to_string(&for_destination).map_err(|e| {
             EngineError::Invalid(crate::model::ModelError::new("transfer", e.to_string()))
         })?;
-        let write = Write::submit(transfer, request.sender_ref.clone(), payload)?;
+        let write = Write::submit(transfer, request.sender_ref.clone(), payload, native)?;
         match self.store.write(write).await? {
             WriteResult::Submitted { transfer, created } => {
                 crate::metrics::inc(&crate::metrics::counters().submissions);
@@ -501,8 +514,9 @@ impl Engine {
         }
     }
 
-    /// The evidence of a transfer `who` may read: its audit entries, and its deliveries with
-    /// the native document each destination was (or will be) sent.
+    /// The evidence of a transfer `who` may read: its audit entries, the native document it
+    /// was received as, and its deliveries with the native document each destination was (or
+    /// will be) sent.
     pub async fn evidence_for(
         &self,
         who: &Identity,
@@ -510,6 +524,7 @@ impl Engine {
     ) -> Result<Evidence, EngineError> {
         let transfer = self.transfer_for(who, transfer_id).await?;
         let audit = self.store.audit_of(&transfer.transfer_id).await?;
+        let received = self.store.native_document(&transfer.transfer_id).await?;
         let deliveries = self
             .store
             .deliveries_of(&transfer.transfer_id)
@@ -524,7 +539,7 @@ impl Engine {
                 (item, document)
             })
             .collect();
-        Ok(Evidence { transfer, audit, deliveries })
+        Ok(Evidence { transfer, audit, received, deliveries })
     }
 
     /// The figures' aggregates over what `who` may read ([`Policy::scope`]) and `filter`.

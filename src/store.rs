@@ -311,7 +311,7 @@ impl Store {
     pub async fn write(&self, write: Write) -> Result<WriteResult, StoreError> {
         let queues = matches!(
             write,
-            Write::Submit { .. }
+            Write::Submit(_)
                 | Write::Status { .. }
                 | Write::Failed { .. }
                 | Write::Replay { .. }
@@ -384,6 +384,16 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| transfer_from_row(&r)).transpose()
+    }
+
+    /// The native document a transfer was received as (text), if it came as one.
+    pub async fn native_document(&self, transfer_id: &str) -> Result<Option<String>, StoreError> {
+        let native: Option<Option<String>> =
+            sqlx::query_scalar("SELECT native FROM transfers WHERE transfer_id = $1")
+                .bind(transfer_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(native.flatten())
     }
 
     /// Transfers matching a filter, ordered by id (ULIDs sort by creation time).

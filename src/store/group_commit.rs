@@ -114,8 +114,8 @@ impl Group {
         let (mut replies, mut items) =
             (Vec::with_capacity(jobs.len()), Vec::with_capacity(jobs.len()));
         for job in jobs {
-            if let Write::Submit { transfer, sender_ref, payload, document } = job.write {
-                items.push(NewTransfer { transfer: *transfer, sender_ref, payload, document });
+            if let Write::Submit(new) = job.write {
+                items.push(*new);
                 replies.push(job.reply);
             }
         }
@@ -177,7 +177,7 @@ async fn commit(conn: &mut AnyConnection, backend: Backend, batch: &mut Vec<Job>
         Vec::with_capacity(batch.len());
     // The batch's submissions, and its delivery receipts, each go in a few multi-row statements.
     let (submits, others): (Vec<Job>, Vec<Job>) =
-        batch.drain(..).partition(|job| matches!(job.write, Write::Submit { .. }));
+        batch.drain(..).partition(|job| matches!(job.write, Write::Submit(_)));
     let (receipts, mut pending): (Vec<Job>, Vec<Job>) =
         others.into_iter().partition(|job| matches!(job.write, Write::Delivered { .. }));
     let mut groups = Vec::with_capacity(2);

@@ -140,6 +140,9 @@ pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // Who wrote each version of a shared record (`datasets history`): the endpoint, or the
     // import with its file's hash, or the gateway's seeding.
     ("record_log", "writer", "TEXT"),
+    // The native document a transfer was received as (text, in the sender's format): the case
+    // page's evidence of what the origin sent.
+    ("transfers", "native", "TEXT"),
 ];
 
 /// The statements for a backend.

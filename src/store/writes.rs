@@ -18,7 +18,7 @@ pub enum Write {
     /// A new transfer and its delivery to the destination — or, when the sender has used this
     /// `sender_ref` before, nothing (the first transfer is returned).
     /// Made with [`Write::submit`].
-    Submit { transfer: Box<Transfer>, sender_ref: String, payload: String, document: String },
+    Submit(Box<NewTransfer>),
     /// A status update by one party; the other party is notified in the same commit.
     Status { transfer_id: String, update: Box<StatusUpdate>, role: Role },
     /// The destination's system confirmed a delivery (its native success receipt).
@@ -87,16 +87,18 @@ pub enum StatusRefused {
 impl Write {
     /// A new transfer to store: its JSON is made here, on the submitter's task, not by the
     /// writer that every submission waits for.
+    /// `native`: the document as the sender sent it (as text), kept as evidence.
     pub fn submit(
         transfer: Transfer,
         sender_ref: String,
         payload: String,
+        native: Option<String>,
     ) -> Result<Write, StoreError> {
         let document = serde_json::to_string(&transfer).map_err(|e| StoreError::Corrupt {
             id: transfer.transfer_id.clone(),
             problem: e.to_string(),
         })?;
-        Ok(Write::Submit { transfer: Box::new(transfer), sender_ref, payload, document })
+        Ok(Write::Submit(Box::new(NewTransfer { transfer, sender_ref, payload, document, native })))
     }
 }
 
@@ -107,13 +109,8 @@ pub async fn execute(
     write: Write,
 ) -> Result<WriteResult, StoreError> {
     match write {
-        Write::Submit { transfer, sender_ref, payload, document } => {
-            let mut results = submit_many(
-                tx,
-                backend,
-                vec![NewTransfer { transfer: *transfer, sender_ref, payload, document }],
-            )
-            .await?;
+        Write::Submit(new) => {
+            let mut results = submit_many(tx, backend, vec![*new]).await?;
             Ok(results.pop().unwrap_or(WriteResult::Done(false)))
         }
         Write::Status { transfer_id, update, role } => {
@@ -255,6 +252,8 @@ pub struct NewTransfer {
     pub sender_ref: String,
     pub payload: String,
     pub document: String,
+    /// The native document as received, when it came as one.
+    pub native: Option<String>,
 }
 
 /// The `escalations` column of a transfer: the deadlines its history records as missed.
@@ -294,9 +293,9 @@ pub async fn submit_many(
     for chunk in candidates.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO transfers (transfer_id, sender, sender_ref, destination, state, requested_at, receive_by, resolve_by, \
-             document, created_at, updated_at, overdue, escalations) VALUES {} \
+             document, created_at, updated_at, overdue, escalations, native) VALUES {} \
              ON CONFLICT (sender, sender_ref) DO NOTHING RETURNING transfer_id",
-            values(backend, chunk.len(), 13, None)
+            values(backend, chunk.len(), 14, None)
         );
         let mut query = sqlx::query(&sql);
         for &i in chunk {
@@ -314,7 +313,8 @@ pub async fn submit_many(
                 .bind(now)
                 .bind(now)
                 .bind(i64::from(t.overdue))
-                .bind(escalations_of(t));
+                .bind(escalations_of(t))
+                .bind(items[i].native.as_deref());
         }
         for row in query.fetch_all(&mut **tx).await? {
             inserted.insert(row.try_get::<String, _>(0)?);

@@ -469,6 +469,9 @@
     const chain = others.length ? table('case-chain', [t('col.id'), t('col.to'), t('col.state'), t('col.requested_at')],
       others.map((x) => el('tr', { dataset: { id: x.transfer_id } }, el('td', {}, el('a', { href: '#/case/' + x.transfer_id }, x.transfer_id)),
         el('td', {}, place(x.to)), el('td', {}, stateName(x.state)), el('td', {}, bj(x.requested_at))))) : null;
+    const received = evidence.received != null ? el('div', { class: 'delivery', id: 'case-received' },
+      el('p', {}, t('case.received') + ' ' + place(transfer.from)),
+      el('pre', { class: 'native' }, maskIn(evidence.received, c.caller && c.caller.phone))) : null;
     const deliveries = evidence.deliveries.map((d) => el('div', { class: 'delivery', dataset: { delivery: d.id } },
       el('p', {}, '#' + d.id + ' · ' + d.kind + ' → ' + place(d.destination) + ' · ' + d.status + ' · ' +
         t('col.attempts') + ' ' + d.attempts + (d.last_error ? ' · ' + d.last_error : '')),
@@ -479,7 +482,8 @@
         el('td', {}, a.action), el('td', {}, JSON.stringify(a.detail)), el('td', { class: 'muted' }, a.hash.slice(0, 12)))));
     add(main, summary, el('h2', {}, t('case.timeline')), timeline,
       links.length || chain ? el('h2', {}, t('case.links')) : null, links.length ? el('ul', { id: 'case-links' }, links) : null, chain,
-      el('h2', {}, t('case.deliveries')), deliveries.length ? deliveries : el('p', { class: 'muted' }, t('ops.none')),
+      el('h2', {}, t('case.deliveries')), received,
+      deliveries.length ? deliveries : el('p', { class: 'muted' }, t('ops.none')),
       el('h2', {}, t('case.audit')), audit);
   }
 

@@ -115,8 +115,11 @@ pub async fn native_transfer(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let route = (region.as_str(), platform.as_str());
-    let (endpoint, request) =
-        match native_document(&state, &peer, route, body, |e, body| e.read_transfer(body)) {
+    let (endpoint, (request, native)) =
+        match native_document(&state, &peer, route, body, |e, body| {
+            // Kept as evidence of what was sent, as text in the sender's own encoding.
+            e.read_transfer(body).map(|request| (request, e.format.encoding.decode(body).ok()))
+        }) {
             Ok(found) => found,
             Err(response) => return *response,
         };
@@ -131,7 +134,7 @@ pub async fn native_transfer(
         return busy;
     }
     let to_region = request.to_region.clone();
-    match state.engine.submit(&endpoint.id, request).await {
+    match state.engine.submit_native(&endpoint.id, request, native).await {
         Ok(submission) => {
             let t = &submission.transfer;
             let reachable = reachable(&state, &t.to).await;
@@ -385,6 +388,7 @@ pub async fn evidence(
     Ok(Json(json!({
         "transfer_id": evidence.transfer.transfer_id,
         "audit": evidence.audit,
+        "received": evidence.received,
         "deliveries": deliveries,
     })))
 }
