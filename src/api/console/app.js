@@ -213,10 +213,15 @@
     // The feed: batches of events, drawn once per frame whatever their rate.
     let pending = [];
     let drawing = false;
+    // What the wall has taken in, for whoever measures it (benches/console/wall.py).
+    const taken = { events: 0, batches: 0, lastAt: null };
+    window.liandong.wall = taken;
     const draw = () => {
       drawing = false;
       const batch = pending;
       pending = [];
+      taken.events += batch.length;
+      if (batch.length) taken.lastAt = batch[batch.length - 1].at;
       const rows = [];
       for (const e of batch) {
         if (e.kind === 'submitted' && !seen.has(e.transfer_id)) {
@@ -248,6 +253,7 @@
     source.addEventListener('open', () => { status.textContent = '● ' + t('wall.connected'); status.dataset.live = 'true'; });
     source.addEventListener('error', () => { status.textContent = t('wall.reconnecting'); status.dataset.live = 'false'; });
     source.addEventListener('transfers', (message) => {
+      taken.batches += 1;
       pending.push(...JSON.parse(message.data));
       if (!drawing) { drawing = true; requestAnimationFrame(draw); }
     });
