@@ -311,10 +311,7 @@ impl Store {
     pub async fn write(&self, write: Write) -> Result<WriteResult, StoreError> {
         let queues = matches!(
             write,
-            Write::Submit(_)
-                | Write::Status { .. }
-                | Write::Failed { .. }
-                | Write::Replay { .. }
+            Write::Submit(_) | Write::Status { .. } | Write::Failed { .. } | Write::Replay { .. }
         );
         let (reply, answer) = oneshot::channel();
         self.writer

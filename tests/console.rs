@@ -188,8 +188,12 @@ async fn a_case_is_found_by_phone_and_only_its_parties_and_operators_open_it() {
         .script("return [...document.querySelectorAll('#timeline li')].map(li => li.dataset.state)")
         .await;
     assert!(states.as_array().unwrap().contains(&json!("submitted")), "{states}");
-    let received = operator.script("return document.querySelector('#case-received pre')?.innerText").await;
-    assert!(received.as_str().unwrap().contains("NB-CASE-1"), "the document as Ningbo's 110 sent it: {received}");
+    let received =
+        operator.script("return document.querySelector('#case-received pre')?.innerText").await;
+    assert!(
+        received.as_str().unwrap().contains("NB-CASE-1"),
+        "the document as Ningbo's 110 sent it: {received}"
+    );
     let audit = operator.script("return document.getElementById('case-audit').innerText").await;
     assert!(audit.as_str().unwrap().contains("transfer.submitted"), "{audit}");
     let deadline = operator
@@ -510,7 +514,10 @@ async fn whoami_and_a_cases_evidence_follow_the_read_policy() {
     let evidence = ningbo.get(&format!("/v1/transfers/{id}/evidence")).await.json();
     // The document as the origin sent it, as text.
     let received = evidence["received"].as_str().unwrap();
-    assert!(received.contains("\"LZBH\": \"NB-EVIDENCE-1\"") && received.contains("望春路88号"), "{received}");
+    assert!(
+        received.contains("\"LZBH\": \"NB-EVIDENCE-1\"") && received.contains("望春路88号"),
+        "{received}"
+    );
     let actions: Vec<&str> =
         evidence["audit"].as_array().unwrap().iter().filter_map(|a| a["action"].as_str()).collect();
     assert!(actions.contains(&"transfer.submitted"), "{actions:?}");

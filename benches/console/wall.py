@@ -3,12 +3,13 @@
 
 Starts a gateway (release build) on a fresh site, opens the wall in Debian's headless Chromium
 with an operator's .p12 (as docs/CONSOLE.md sets a browser up), drives `liandong bench` at a
-fixed rate, and reads, every second, what the page has taken in (window.liandong.wall: events,
-batches, the time of the last event drawn). Reports the events per second the browser drew,
-how far behind the newest drawn event was (seconds; event times have one-second resolution),
-and whether the day's counter on the wall equals what was submitted.
+fixed rate, and reads, every second, what the page has drawn (window.liandong.wall: events, batches)
+against the transfers the gateway had committed a moment before (`/metrics`). Reports the
+events per second the browser drew, how many committed transfers it had not drawn yet at each
+reading (a wall that falls behind grows this without bound), and whether the day's counter on
+the wall equals what was submitted.
 
-    python3 benches/console/wall.py [--rate 1000] [--duration 30]
+    python3 benches/console/wall.py [--rate 1000] [--duration 30] [--concurrency 64]
 
 Needs chromium, chromium-driver, libnss3-tools and the AutoSelectCertificateForUrls policy
 (.ci/run installs and writes them). Python's standard library only.
@@ -37,6 +38,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--duration", type=int, default=30)
+    parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
     if not os.path.exists(BIN):
         sys.exit("build it first: cargo build --release")
@@ -91,22 +93,25 @@ def main():
             if script("return document.getElementById('stream-status')?.dataset.live === 'true'"):
                 break
             time.sleep(0.05)
-        bench = subprocess.Popen([BIN, "bench", "--config", config, "--concurrency", "16", "--rate", str(args.rate),
+        bench = subprocess.Popen([BIN, "bench", "--config", config, "--concurrency", str(args.concurrency), "--rate", str(args.rate),
                                   "--duration", f"{args.duration}s", "--json"], stdout=subprocess.PIPE, text=True)
+        def submitted():
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
+            line = next(l for l in metrics.splitlines() if l.startswith("liandong_submissions_total "))
+            return int(float(line.split()[1]))
+
         samples, start = [], time.time()
         while bench.poll() is None:
             time.sleep(1)
+            committed = submitted()
             wall = script("return window.liandong.wall")
-            samples.append((time.time() - start, wall["events"], wall["batches"], wall["lastAt"]))
+            # behind: transfers committed (read just before) that the wall had not drawn yet
+            samples.append((time.time() - start, wall["events"], wall["batches"], committed - wall["events"]))
         report = json.loads(bench.stdout.read())
         time.sleep(3)
         wall = script("return window.liandong.wall")
         total = int(script("return document.getElementById('today-total').innerText"))
-        lags = []
-        for _, _, _, at in samples[1:]:
-            if at:
-                drawn = time.mktime(time.strptime(at[:19], "%Y-%m-%dT%H:%M:%S")) - 8 * 3600 - time.timezone
-                lags.append(max(0.0, time.time() - drawn))
+        lags = [max(0, behind) for _, _, _, behind in samples[1:]]
         events_per_second = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(samples, samples[1:])]
         lags.sort()
         events_per_second.sort()
@@ -117,8 +122,8 @@ def main():
             "wall_events": wall["events"],
             "wall_batches": wall["batches"],
             "wall_events_per_second_median": events_per_second[len(events_per_second) // 2] if events_per_second else None,
-            "lag_seconds_median": lags[len(lags) // 2] if lags else None,
-            "lag_seconds_max": lags[-1] if lags else None,
+            "behind_transfers_median": lags[len(lags) // 2] if lags else None,
+            "behind_transfers_max": lags[-1] if lags else None,
             "todays_counter": total,
         }, indent=2))
     finally:
