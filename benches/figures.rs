@@ -12,25 +12,18 @@
 //! `cargo bench --bench figures [-- TRANSFERS]`. Latencies are percentiles over many calls;
 //! nothing is asserted.
 
-use std::sync::Arc;
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
-use liandong::config::Config;
 use liandong::engine::Engine;
-use liandong::formats::Registry;
 use liandong::security::Identity;
 use liandong::stats::{compute, StatsQuery};
 use liandong::store::Store;
 
-const CONFIG: &str = r#"
-[listen]
-https = "127.0.0.1:0"
-[tls]
-ca = "ca.pem"
-cert = "server.pem"
-key = "server-key.pem"
-client_cert = "gateway.pem"
-client_key = "gateway-key.pem"
+/// The agency the figures are asked as, beside an operator.
+const AGENCY: &str = r#"
 [[agency]]
 name = "zj-command"
 regions = ["33"]
@@ -114,19 +107,6 @@ async fn load(url: &str, transfers: usize, start: i64) {
     println!("loaded {transfers} transfers' facts in {:.1} s", started.elapsed().as_secs_f64());
 }
 
-fn percentiles(mut samples: Vec<Duration>) -> String {
-    samples.sort();
-    let at =
-        |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0;
-    format!(
-        "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} calls)",
-        at(0.5),
-        at(0.99),
-        at(1.0),
-        samples.len()
-    )
-}
-
 async fn measure(store: &str, engine: &Engine, start: i64, calls: usize) {
     let operator = Identity::Operator("bench".into());
     let agency = Identity::Agency("zj-command".into());
@@ -148,13 +128,17 @@ async fn measure(store: &str, engine: &Engine, start: i64, calls: usize) {
             samples.push(at.elapsed());
             assert_eq!(again.transfers, figures.transfers);
         }
-        println!("{store}: {name}: {} transfers: {}", figures.transfers, percentiles(samples));
+        println!(
+            "{store}: {name}: {} transfers: {}",
+            figures.transfers,
+            common::percentiles(samples)
+        );
     }
 }
 
 /// Loads the facts into memory as a running gateway does, then measures again.
 async fn in_memory(name: &str, engine: &Engine, store: &Store, start: i64) {
-    let before = resident_mb();
+    let before = common::resident_mb();
     let loading = Instant::now();
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(engine.follow_facts(store.clone(), stopped));
@@ -164,19 +148,9 @@ async fn in_memory(name: &str, engine: &Engine, store: &Store, start: i64) {
     println!(
         "{name}: facts loaded into memory in {:.2} s, resident memory +{:.0} MB",
         loading.elapsed().as_secs_f64(),
-        resident_mb() - before
+        common::resident_mb() - before
     );
     measure(&format!("{name}, in memory"), engine, start, 100).await;
-}
-
-fn resident_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
 }
 
 fn main() {
@@ -185,7 +159,6 @@ fn main() {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let config = Arc::new(Config::parse("bench.toml", CONFIG).unwrap());
         let start = liandong::model::Timestamp::now().unix_seconds() - YEAR - 86_400;
         let dir =
             std::env::temp_dir().join(format!("liandong-figures-bench-{}", std::process::id()));
@@ -193,7 +166,7 @@ fn main() {
         let path = dir.join("figures.db");
         let store = Store::sqlite(&path).await.unwrap();
         load(&format!("sqlite://{}", path.display()), transfers, start).await;
-        let engine = Engine::new(store.clone(), Arc::new(Registry::builtin()), config.clone());
+        let engine = common::engine_with(&store, AGENCY);
         measure(
             "SQLite, aggregated by the database (before the facts are in memory)",
             &engine,
@@ -218,7 +191,7 @@ fn main() {
                 let mut conn = sqlx::PgConnection::connect(&scoped).await.unwrap();
                 sqlx::query("ANALYZE transfer_facts").execute(&mut conn).await.unwrap();
             }
-            let engine = Engine::new(store.clone(), Arc::new(Registry::builtin()), config);
+            let engine = common::engine_with(&store, AGENCY);
             measure("PostgreSQL, aggregated by the database", &engine, start, 3).await;
             in_memory("PostgreSQL", &engine, &store, start).await;
             use sqlx::Connection;

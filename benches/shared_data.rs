@@ -10,10 +10,11 @@
 //! `cargo bench --bench shared_data [-- DIRECTORY ANSWERS]`. Latencies are percentiles over
 //! many calls; nothing is asserted.
 
-use std::sync::Arc;
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
-use liandong::config::Config;
 use liandong::engine::Engine;
 use liandong::formats::Registry;
 use liandong::model::{Record, Timestamp, TransferRequest};
@@ -26,50 +27,8 @@ fn bench() -> ImportOptions {
 }
 use serde_json::json;
 
-const CONFIG: &str = r#"
-[listen]
-https = "127.0.0.1:0"
-[tls]
-ca = "ca.pem"
-cert = "server.pem"
-key = "server-key.pem"
-client_cert = "gateway.pem"
-client_key = "gateway-key.pem"
-"#;
-
 /// Records per import commit while loading.
 const CHUNK: usize = 50_000;
-
-fn engine(store: &Store) -> Engine {
-    Engine::new(
-        store.clone(),
-        Arc::new(Registry::builtin()),
-        Arc::new(Config::parse("bench.toml", CONFIG).unwrap()),
-    )
-}
-
-fn resident_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
-}
-
-fn percentiles(mut samples: Vec<Duration>) -> String {
-    samples.sort();
-    let at =
-        |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0;
-    format!(
-        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} calls)",
-        at(0.5),
-        at(0.99),
-        at(1.0),
-        samples.len()
-    )
-}
 
 const NP: [&str; 10] =
     ["NP01", "NP02", "NP03", "NP04", "NP05", "NP06", "NP07", "NP08", "NP09", "NP10"];
@@ -143,12 +102,12 @@ async fn routing(directory: usize) {
     let dir = std::env::temp_dir().join(format!("liandong-bench-routing-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let store = Store::sqlite(&dir.join("bench.db")).await.unwrap();
-    let empty = engine(&store);
+    let empty = common::engine_with(&store, "");
     empty.directory().refresh(&store).await.unwrap();
     submit(&empty, 200, 0).await;
     println!(
         "routing: submissions, empty directory:            {}",
-        percentiles(submit(&empty, 2000, 1_000_000).await)
+        common::percentiles(submit(&empty, 2000, 1_000_000).await)
     );
 
     let started = Instant::now();
@@ -159,29 +118,29 @@ async fn routing(directory: usize) {
     );
 
     // a restart: the directory is loaded before the first submission, as before ready
-    let before = resident_mb();
-    let restarted = engine(&store);
+    let before = common::resident_mb();
+    let restarted = common::engine_with(&store, "");
     let started = Instant::now();
     restarted.directory().refresh(&store).await.unwrap();
     println!(
         "routing: restart loads {} records in {:.2} s (+{:.0} MB resident)",
         restarted.directory().records().await,
         started.elapsed().as_secs_f64(),
-        resident_mb() - before
+        common::resident_mb() - before
     );
     println!(
         "routing: first submissions after the restart:    {}",
-        percentiles(submit(&restarted, 200, 2_000_000).await)
+        common::percentiles(submit(&restarted, 200, 2_000_000).await)
     );
     println!(
         "routing: submissions, {directory} records: {}",
-        percentiles(submit(&restarted, 2000, 3_000_000).await)
+        common::percentiles(submit(&restarted, 2000, 3_000_000).await)
     );
 
     // another replica imports 100,000 changed records while this one follows and submits
     let (_keep, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(restarted.follow_datasets(store.clone(), stop));
-    let replica = engine(&store);
+    let replica = common::engine_with(&store, "");
     let importing = tokio::spawn(async move {
         load_directory(&replica.datasets(), 0, 100_000.min(directory), 2).await
     });
@@ -204,10 +163,16 @@ async fn routing(directory: usize) {
     }
     println!(
         "routing: during and after a replica's import, routing alone: {}",
-        percentiles(routes)
+        common::percentiles(routes)
     );
-    println!("routing: submissions while a replica's import commits: {}", percentiles(during));
-    println!("routing: submissions in the 3 s after it committed:    {}", percentiles(after));
+    println!(
+        "routing: submissions while a replica's import commits: {}",
+        common::percentiles(during)
+    );
+    println!(
+        "routing: submissions in the 3 s after it committed:    {}",
+        common::percentiles(after)
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -301,7 +266,7 @@ async fn knowledge(answers: usize) {
     let dir = std::env::temp_dir().join(format!("liandong-bench-knowledge-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let store = Store::sqlite(&dir.join("bench.db")).await.unwrap();
-    let writer = engine(&store);
+    let writer = common::engine_with(&store, "");
     let datasets = writer.datasets();
     let mut n = 0;
     while n < answers {
@@ -313,15 +278,15 @@ async fn knowledge(answers: usize) {
         n = end;
     }
     // a fresh replica builds its index from the log
-    let before = resident_mb();
-    let reader = engine(&store);
+    let before = common::resident_mb();
+    let reader = common::engine_with(&store, "");
     let started = Instant::now();
     reader.knowledge().refresh(&store).await.unwrap();
     println!(
         "knowledge: {} answers loaded and indexed in {:.2} s (+{:.0} MB resident, records and index)",
         reader.knowledge().records().await,
         started.elapsed().as_secs_f64(),
-        resident_mb() - before
+        common::resident_mb() - before
     );
     type MakeQuery<'a> = Box<dyn Fn(usize) -> String + 'a>;
     let kinds: [(&str, MakeQuery); 5] = [
@@ -351,7 +316,7 @@ async fn knowledge(answers: usize) {
         }
         println!(
             "knowledge: {name:<30} {} (mean {} matches)",
-            percentiles(samples),
+            common::percentiles(samples),
             matched / calls
         );
     }

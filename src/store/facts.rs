@@ -473,22 +473,34 @@ fn bucket_seconds(index: usize) -> i64 {
     }
 }
 
-/// Counts per bucket index, grown as needed.
+/// Buckets of the first day (dense).
+const DAY_BUCKETS: usize = 1_794;
+
+/// Counts per bucket: the first day's buckets dense, the rest (ten minutes each, as far as a
+/// document's times reach: a century is millions of them) only where something fell.
 #[derive(Default)]
-struct Histogram(Vec<u64>);
+struct Histogram {
+    day: Vec<u64>,
+    beyond: std::collections::BTreeMap<usize, u64>,
+}
 
 impl Histogram {
     fn add(&mut self, seconds: i64) {
         let i = bucket_index(seconds);
-        if i >= self.0.len() {
-            self.0.resize(i + 1, 0);
+        if i < DAY_BUCKETS {
+            if self.day.is_empty() {
+                self.day = vec![0; DAY_BUCKETS];
+            }
+            self.day[i] += 1;
+        } else {
+            *self.beyond.entry(i).or_default() += 1;
         }
-        self.0[i] += 1;
     }
 
     fn distribution(&self) -> Vec<(i64, u64)> {
-        let buckets = self.0.iter().enumerate().filter(|(_, n)| **n > 0);
-        buckets.map(|(i, n)| (bucket_seconds(i), *n)).collect()
+        let day = self.day.iter().enumerate().filter(|(_, n)| **n > 0);
+        let buckets = day.map(|(i, n)| (i, *n)).chain(self.beyond.iter().map(|(i, n)| (*i, *n)));
+        buckets.map(|(i, n)| (bucket_seconds(i), n)).collect()
     }
 }
 
@@ -783,6 +795,17 @@ mod tests {
         ] {
             assert_eq!(bucket_seconds(bucket_index(d)), sql_bucket(d), "{d} s");
         }
+    }
+
+    #[test]
+    fn a_histogram_keeps_a_century_in_one_bucket_not_millions() {
+        let mut h = Histogram::default();
+        let century = 100 * 365 * 86_400;
+        for d in [10, 10, 3_700, century] {
+            h.add(d);
+        }
+        assert_eq!(h.distribution(), vec![(10, 2), (3_660, 1), (sql_bucket(century), 1)]);
+        assert_eq!(h.beyond.len(), 1);
     }
 
     #[test]
