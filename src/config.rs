@@ -48,6 +48,13 @@ pub struct Config {
     /// What each partner agency may do (deny by default): `[[agency]]` entries.
     #[serde(default, rename = "agency")]
     pub agencies: Vec<crate::security::policy::AgencyGrant>,
+    /// The linkage offices (联动办, `liandong://office/NAME`): their regions and rights, like an
+    /// agency's, plus `decide_disputes` (`docs/LINKAGE.md`). `[[office]]` entries.
+    #[serde(default, rename = "office")]
+    pub offices: Vec<crate::security::policy::AgencyGrant>,
+    /// The linkage defaults (`linkage.md`): `dispute_within`, `urge_interval`.
+    #[serde(default)]
+    pub linkage: Linkage,
     /// Rate limits per identity class and kind of call (`docs/CONFIG.md`).
     #[serde(default)]
     pub limits: crate::security::ratelimit::LimitsConfig,
@@ -205,6 +212,38 @@ fn default_pool() -> u32 {
 impl Default for Store {
     fn default() -> Self {
         Store::Sqlite { path: default_sqlite_path(), max_size: None }
+    }
+}
+
+/// The linkage defaults (`linkage.md`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Linkage {
+    /// How long after a rejection its origin may dispute it, and how long a dispute stays open
+    /// before the first receiver keeps the case (首接负责).
+    #[serde(with = "duration")]
+    pub dispute_within: Duration,
+    /// The least time between two urges (催办) of one transfer.
+    #[serde(with = "duration")]
+    pub urge_interval: Duration,
+}
+
+impl Default for Linkage {
+    fn default() -> Self {
+        Linkage {
+            dispute_within: Duration::from_secs(24 * 3600),
+            urge_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Linkage {
+    /// The settings the linkage rules take.
+    pub fn settings(&self) -> crate::model::linkage::Settings {
+        crate::model::linkage::Settings {
+            dispute_within: self.dispute_within.as_secs() as i64,
+            urge_interval: self.urge_interval.as_secs() as i64,
+        }
     }
 }
 
@@ -472,6 +511,21 @@ impl Config {
             if !names.insert(&agency.name) {
                 return fail(format!("agency[{i}].name"), format!("{} appears twice", agency.name));
             }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, office) in self.offices.iter().enumerate() {
+            if let Err((key, problem)) = office.validate() {
+                return fail(format!("office[{i}].{key}"), problem);
+            }
+            if !names.insert(&office.name) {
+                return fail(format!("office[{i}].name"), format!("{} appears twice", office.name));
+            }
+        }
+        if self.linkage.dispute_within.is_zero() || self.linkage.urge_interval.is_zero() {
+            return fail(
+                "linkage".into(),
+                "dispute_within and urge_interval: expected more than 0".into(),
+            );
         }
         let mut seen = std::collections::HashSet::new();
         for (i, endpoint) in self.endpoints.iter().enumerate() {

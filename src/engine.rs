@@ -13,9 +13,11 @@ use std::sync::Arc;
 use crate::config::{Config, EndpointSettings};
 use crate::formats::Registry;
 use crate::model::lifecycle::{self, Outcome, Refusal};
+use crate::model::lifecycle::DeadlineRule;
+use crate::model::linkage::{self, Action, Actor, Party};
 use crate::model::{
-    Deadlines, EndpointId, HistoryEntry, HistoryEvent, Link, LinkRel, State, StatusUpdate,
-    Timestamp, Transfer, TransferRequest,
+    category, Deadlines, DisputeOutcome, EndpointId, HistoryEntry, HistoryEvent, Link, LinkRel,
+    Platform, RoutingBasis, State, StatusUpdate, Timestamp, Transfer, TransferRequest,
 };
 use crate::routing::{self, Decision, RouteError};
 use crate::security::policy::{Policy, Right};
@@ -82,12 +84,15 @@ pub struct Engine {
     categories: Arc<LiveDataset>,
     knowledge: Arc<crate::sync::knowledge::KnowledgeIndex>,
     facts: Arc<FactsIndex>,
+    linkage: linkage::Settings,
 }
 
 impl Engine {
     pub fn new(store: Store, registry: Arc<Registry>, config: Arc<Config>) -> Engine {
-        let policy = Arc::new(Policy::new(config.agencies.clone()));
+        let policy =
+            Arc::new(Policy::new(config.agencies.clone()).with_offices(config.offices.clone()));
         Engine {
+            linkage: config.linkage.settings(),
             store,
             registry,
             endpoints: Arc::new(config.endpoints.clone()),
@@ -236,19 +241,56 @@ impl Engine {
 
     /// The deadlines of a transfer to `to`: the endpoint's overrides, else `canonical.md`'s table.
     pub fn deadlines(&self, request: &TransferRequest, to: &EndpointId) -> Deadlines {
-        let rule = lifecycle::default_deadline(to.platform, request.case.urgency);
-        let settings = self.endpoint(to);
-        let receive = settings
-            .and_then(|s| s.receive_within)
-            .map_or(rule.receive_within, |d| d.as_secs() as i64);
-        let resolve = settings
-            .and_then(|s| s.resolve_within)
-            .map(|d| d.as_secs() as i64)
-            .or(rule.resolve_within);
+        let rule = self.deadline_rule(to, request.case.urgency);
         Deadlines {
-            receive_by: request.requested_at.plus_seconds(receive),
-            resolve_by: resolve.map(|seconds| request.requested_at.plus_seconds(seconds)),
+            receive_by: request.requested_at.plus_seconds(rule.receive_within),
+            resolve_by: rule.resolve_within.map(|s| request.requested_at.plus_seconds(s)),
         }
+    }
+
+    /// How long a transfer to `to` of this urgency has to be received and resolved.
+    fn deadline_rule(&self, to: &EndpointId, urgency: Option<crate::model::Urgency>) -> DeadlineRule {
+        let rule = lifecycle::default_deadline(to.platform, urgency);
+        let settings = self.endpoint(to);
+        DeadlineRule {
+            receive_within: settings
+                .and_then(|s| s.receive_within)
+                .map_or(rule.receive_within, |d| d.as_secs() as i64),
+            resolve_within: settings
+                .and_then(|s| s.resolve_within)
+                .map(|d| d.as_secs() as i64)
+                .or(rule.resolve_within),
+        }
+    }
+
+    /// Why a transfer goes where it goes (`linkage.md`, "Routing basis"): `negotiated` when it
+    /// re-routes a transfer whose dispute was upheld; `safety_first` when 110 handled it first
+    /// (it carries `prior_handling`); `catalogue` when its category is on the origin's live
+    /// transfer-item list for this direction (the catch-alls NP99/PM99 are not items);
+    /// otherwise none.
+    fn routing_basis(&self, request: &TransferRequest, rerouted: &[Transfer]) -> Option<RoutingBasis> {
+        let upheld = rerouted.iter().any(|t| {
+            t.dispute
+                .as_ref()
+                .and_then(|d| d.decision.as_ref())
+                .is_some_and(|d| d.outcome == DisputeOutcome::Upheld)
+        });
+        if upheld {
+            return Some(RoutingBasis::Negotiated);
+        }
+        if request.from.platform == Platform::Police && request.prior_handling.is_some() {
+            return Some(RoutingBasis::SafetyFirst);
+        }
+        let code = request.case.category.as_str();
+        let side_fits = match category::side_of(code) {
+            Some(category::CategorySide::NonPolice) => request.to_platform == Platform::Hotline,
+            Some(category::CategorySide::Police) => request.to_platform == Platform::Police,
+            None => false,
+        };
+        let listed = self.registry.endpoint(&request.from).is_ok_and(|endpoint| {
+            endpoint.code_table().rows.iter().any(|row| row.canonical == code)
+        });
+        (side_fits && listed && !category::is_catch_all(code)).then_some(RoutingBasis::Catalogue)
     }
 
     /// Submits a transfer from `sender` (the caller's identity). Answers once durable.
@@ -289,32 +331,28 @@ impl Engine {
                 request.case.case_id
             )));
         }
-        request.validate()?;
         request.to_unit = None;
-        let links = self.links_for(sender, &request).await?;
+        request.ruling = None;
+        request.validate()?;
+        let (links, linked) = self.links_for(sender, &request).await?;
+        request.links = links.clone();
         let decision = self.route(&request).await?;
         let to = decision.endpoint;
         let now = Timestamp::now();
-        let mut history = vec![HistoryEntry {
-            state: HistoryEvent::State(State::Submitted),
-            at: now,
-            by: sender.to_string(),
-            implied: false,
-            unit: None,
-            note: None,
-            reason_code: None,
-        }];
+        let mut history =
+            vec![HistoryEntry::new(HistoryEvent::State(State::Submitted), now, sender.to_string())];
         if let (Some(unit), Some(record)) = (decision.unit, decision.records.first()) {
-            history.push(HistoryEntry {
-                state: HistoryEvent::Routed,
-                at: now,
-                by: "gateway".to_string(),
-                implied: false,
-                unit: Some(unit),
-                note: Some(format!("directory {} v{}", record.key, record.version)),
-                reason_code: None,
-            });
+            let mut routed = HistoryEntry::new(HistoryEvent::Routed, now, "gateway");
+            routed.unit = Some(unit);
+            routed.note = Some(format!("directory {} v{}", record.key, record.version));
+            history.push(routed);
         }
+        let rerouted: Vec<Transfer> = linked
+            .iter()
+            .filter(|t| links.iter().any(|l| l.rel == LinkRel::ReroutedFrom && l.transfer_id == t.transfer_id))
+            .cloned()
+            .collect();
+        let routing_basis = self.routing_basis(&request, &rerouted);
         let mut transfer = Transfer {
             transfer_id: ulid::Ulid::new().to_string(),
             case: request.case.clone(),
@@ -330,12 +368,26 @@ impl Engine {
             feedback: None,
             overdue: false,
             links,
+            prior_handling: request.prior_handling.clone(),
+            needed_by: request.needed_by,
+            routing_basis,
+            dispute: None,
+            urges: 0,
         };
         // A transfer that arrives already late is overdue on arrival (`canonical.md`).
         let misses = lifecycle::missed_deadlines(&transfer, now);
         lifecycle::record_misses(&mut transfer, &misses, now);
         let mut for_destination = transfer.for_destination();
         for_destination.to_region = request.to_region.clone();
+        // An assist names its linked transfer, for the destination, by the reference the
+        // destination knows it by: its own sender_ref if it sent it, else the id (`linkage.md`).
+        for link in for_destination.links.iter_mut().filter(|l| l.rel == LinkRel::AssistFor) {
+            if linked.iter().any(|t| t.transfer_id == link.transfer_id && t.from == to) {
+                if let Some(reference) = self.store.sender_ref_of(&link.transfer_id).await? {
+                    link.transfer_id = reference;
+                }
+            }
+        }
         let payload = serde_json::to_string(&for_destination).map_err(|e| {
             EngineError::Invalid(crate::model::ModelError::new("transfer", e.to_string()))
         })?;
@@ -355,34 +407,125 @@ impl Engine {
         }
     }
 
-    /// The links of a new transfer: those the sender names, each to a transfer it is a party
-    /// to, and `rerouted_from` to its own rejected transfers of the same case (改派: the
-    /// gateway adds it, so both desks and the console can follow a case across transfers).
+    /// The links of a new transfer, and the transfers they name: those the sender names, each
+    /// to a transfer it is a party to, and `rerouted_from` to its own rejected transfers of the
+    /// same case (改派: the gateway adds it, so both desks and the console can follow a case
+    /// across transfers). An assist's `assist_for` may name its transfer by the reference the
+    /// sender knows it by (a native document's 【关联单号】: its own `sender_ref`, or the id it
+    /// received) and must name an open one (`linkage.md`).
     async fn links_for(
         &self,
         sender: &EndpointId,
         request: &TransferRequest,
-    ) -> Result<Vec<Link>, EngineError> {
-        let mut links = Vec::with_capacity(request.links.len());
+    ) -> Result<(Vec<Link>, Vec<Transfer>), EngineError> {
+        let mut links: Vec<Link> = Vec::with_capacity(request.links.len());
+        let mut linked: Vec<Transfer> = Vec::new();
         for (i, link) in request.links.iter().enumerate() {
-            let linked = self.store.transfer(&link.transfer_id).await?;
-            if linked.as_ref().is_none_or(|t| lifecycle::role_of(t, sender).is_none()) {
+            let found = match link.rel {
+                LinkRel::AssistFor => {
+                    match self.store.transfer_by_reference(sender, &link.transfer_id).await? {
+                        Some(t) => Some(t),
+                        None => self.store.transfer(&link.transfer_id).await?,
+                    }
+                }
+                _ => self.store.transfer(&link.transfer_id).await?,
+            };
+            let Some(found) = found.filter(|t| lifecycle::role_of(t, sender).is_some()) else {
                 return Err(EngineError::Forbidden(format!(
                     "links[{i}].transfer_id: {sender} is not a party to transfer {:?}",
                     link.transfer_id
                 )));
+            };
+            if link.rel == LinkRel::AssistFor
+                && (lifecycle::is_terminal(found.state) || found.state >= State::Resolved)
+            {
+                return Err(EngineError::Invalid(crate::model::ModelError::new(
+                    format!("links[{i}].transfer_id"),
+                    format!(
+                        "an assist is asked only while its transfer is open; {:?} is {}",
+                        link.transfer_id, found.state
+                    ),
+                )));
             }
-            if !links.contains(link) {
-                links.push(link.clone());
+            let link = Link { rel: link.rel, transfer_id: found.transfer_id.clone() };
+            if !links.contains(&link) {
+                links.push(link);
+                linked.push(found);
             }
         }
         for rejected in self.store.rejected_of_case(sender, &request.case.case_id).await? {
             let link = Link { rel: LinkRel::ReroutedFrom, transfer_id: rejected };
             if !links.contains(&link) {
+                if let Some(t) = self.store.transfer(&link.transfer_id).await? {
+                    linked.push(t);
+                }
                 links.push(link);
             }
         }
-        Ok(links)
+        Ok((links, linked))
+    }
+
+    /// A linkage action (`linkage.md`) by `who` on a transfer it may act on: an endpoint as
+    /// the transfer's origin or destination, a linkage office whose regions cover it (with
+    /// `decide_disputes`). Answers once durable, with the transfer after it.
+    pub async fn act(
+        &self,
+        who: &Identity,
+        transfer_id: &str,
+        action: Action,
+        at: Timestamp,
+    ) -> Result<Transfer, EngineError> {
+        let transfer = match self.store.transfer(transfer_id).await? {
+            Some(t) => t,
+            None => return Err(EngineError::NotFound(transfer_id.to_string())),
+        };
+        let party = match who {
+            crate::security::Identity::Endpoint(e) => match lifecycle::role_of(&transfer, e) {
+                Some(lifecycle::Role::Origin) => Party::Origin,
+                Some(_) => Party::Destination,
+                None => {
+                    return Err(EngineError::Forbidden(format!(
+                        "{e} is not a party to transfer {transfer_id}"
+                    )))
+                }
+            },
+            crate::security::Identity::Office(_) => {
+                self.policy.may_decide(who, &transfer).map_err(EngineError::Forbidden)?;
+                Party::Office
+            }
+            other => {
+                return Err(EngineError::Forbidden(format!(
+                    "{}: only the transfer's desks and a linkage office act on it",
+                    other.uri()
+                )))
+            }
+        };
+        let name = match who {
+            crate::security::Identity::Endpoint(e) => e.to_string(),
+            other => other.uri(),
+        };
+        let rule = self.deadline_rule(&transfer.to, transfer.case.urgency);
+        let write = Write::Linkage {
+            transfer_id: transfer.transfer_id.clone(),
+            action: Box::new(action),
+            actor: Actor { party, name },
+            at,
+            settings: self.linkage,
+            rule,
+        };
+        match self.store.write(write).await? {
+            WriteResult::Linkage(Ok((transfer, _))) => Ok(*transfer),
+            WriteResult::Linkage(Err(StatusRefused::Rule(refusal))) => {
+                Err(EngineError::Refused(refusal))
+            }
+            WriteResult::Linkage(Err(StatusRefused::NotFound(id))) => {
+                Err(EngineError::NotFound(id))
+            }
+            other => Err(EngineError::Store(StoreError::Corrupt {
+                id: transfer.transfer_id,
+                problem: format!("unexpected answer {other:?}"),
+            })),
+        }
     }
 
     /// Finds the transfer a status update names, as the caller knows it: by `transfer_id`, or
@@ -428,6 +571,21 @@ impl Engine {
         let transfer = self.find(caller, &update).await?;
         let role = lifecycle::role_of(&transfer, caller)
             .ok_or_else(|| EngineError::NotFound(transfer.transfer_id.clone()))?;
+        // An in-progress note 【延期申请】reason至time asks for an extension (`linkage.md`): no
+        // state change, an `extension_requested` entry.
+        if update.state == State::InProgress {
+            if let Some(asked) = update.note.as_deref().and_then(linkage::read_extension_request) {
+                let (reason, until) = asked.map_err(|e| {
+                    EngineError::Invalid(crate::model::ModelError::new("note", e.0))
+                })?;
+                let before = transfer.history.len();
+                let who = crate::security::Identity::Endpoint(caller.clone());
+                let action = Action::RequestExtension { until, reason };
+                let after = self.act(&who, &transfer.transfer_id, action, update.at).await?;
+                let written = after.history[before.min(after.history.len())..].to_vec();
+                return Ok((after, Outcome::Applied(written)));
+            }
+        }
         let write = Write::Status {
             transfer_id: transfer.transfer_id.clone(),
             update: Box::new(update),
@@ -619,6 +777,24 @@ impl Engine {
                 }
             }
             if candidates.len() < 200 || !progress {
+                break;
+            }
+        }
+        // The linkage defaults that are due: disputes left open, assists' needed_by.
+        loop {
+            let due = self.store.due_timers(now.unix_seconds(), 200).await?;
+            for (transfer_id, kind) in &due {
+                let rule = match self.store.transfer(transfer_id).await? {
+                    Some(t) => self.deadline_rule(&t.to, t.case.urgency),
+                    None => lifecycle::default_deadline(Platform::Hotline, None),
+                };
+                let write =
+                    Write::Timer { transfer_id: transfer_id.clone(), kind: kind.clone(), now, rule };
+                if let WriteResult::Done(true) = self.store.write(write).await? {
+                    escalated += 1;
+                }
+            }
+            if due.len() < 200 {
                 return Ok(escalated);
             }
         }

@@ -12,6 +12,7 @@ pub mod category;
 pub mod geo;
 pub mod json;
 pub mod lifecycle;
+pub mod linkage;
 pub mod phone;
 pub mod time;
 
@@ -367,6 +368,152 @@ pub struct TransferRequest {
     /// Other transfers of the same case this one relates to (`canonical.md`, `links`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<Link>,
+    /// What the origin did before handing over (先处理后移交, `linkage.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_handling: Option<PriorHandling>,
+    /// When help must be on the scene: assist transfers (PM10/NP11) only (`linkage.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed_by: Option<Timestamp>,
+    /// The linkage office's decision note when an overruled transfer is delivered again
+    /// (【会商裁定】). Set by the gateway for the destination; never read from a sender.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ruling: Option<String>,
+}
+
+/// What the origin already did before handing over (先处理后移交, `linkage.md`). A native
+/// reader gets only `actions` (from the reason's 【先期处置】 part).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorHandling {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_unit: Option<Unit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+    pub actions: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safe: Option<bool>,
+}
+
+/// Why a transfer went where it went (`linkage.md`, "Routing basis").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingBasis {
+    /// On the origin's transfer-item list (分流转办事项清单) for this direction.
+    Catalogue,
+    /// The two platforms agreed on it, after a dispute.
+    Negotiated,
+    /// No agreement: the first receiver keeps it (首接负责).
+    FirstReceiver,
+    /// 110 acted first because life, property or public safety was at risk.
+    SafetyFirst,
+}
+
+impl FromStr for RoutingBasis {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            RoutingBasis::Catalogue,
+            RoutingBasis::Negotiated,
+            RoutingBasis::FirstReceiver,
+            RoutingBasis::SafetyFirst,
+        ]
+        .into_iter()
+        .find(|b| b.as_str() == s)
+        .ok_or_else(|| {
+            format!(
+                "unknown routing_basis {s:?}; expected catalogue, negotiated, first_receiver or safety_first"
+            )
+        })
+    }
+}
+
+impl RoutingBasis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoutingBasis::Catalogue => "catalogue",
+            RoutingBasis::Negotiated => "negotiated",
+            RoutingBasis::FirstReceiver => "first_receiver",
+            RoutingBasis::SafetyFirst => "safety_first",
+        }
+    }
+}
+
+/// A jurisdiction dispute over a rejection (职责争议, `linkage.md`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dispute {
+    pub opened_at: Timestamp,
+    pub by: String,
+    pub note: String,
+    pub state: DisputeState,
+    #[serde(default)]
+    pub notes: Vec<DisputeNote>,
+    #[serde(default)]
+    pub decision: Option<DisputeDecision>,
+}
+
+/// Whether a dispute waits for its decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisputeState {
+    Open,
+    Decided,
+}
+
+/// A consultation note (会商意见); `call_ref` names a three-way call's recording.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisputeNote {
+    pub at: Timestamp,
+    pub by: String,
+    pub note: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_ref: Option<String>,
+}
+
+/// How a dispute was decided.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisputeDecision {
+    pub at: Timestamp,
+    pub by: String,
+    pub outcome: DisputeOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A dispute's outcome (`linkage.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisputeOutcome {
+    /// The rejection stands (维持退回).
+    Upheld,
+    /// The transfer goes back to its destination.
+    Overruled,
+    /// No agreement: the origin keeps the case (首接办理).
+    FirstReceiver,
+}
+
+impl DisputeOutcome {
+    pub const ALL: [DisputeOutcome; 3] =
+        [DisputeOutcome::Upheld, DisputeOutcome::Overruled, DisputeOutcome::FirstReceiver];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisputeOutcome::Upheld => "upheld",
+            DisputeOutcome::Overruled => "overruled",
+            DisputeOutcome::FirstReceiver => "first_receiver",
+        }
+    }
+}
+
+impl FromStr for DisputeOutcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        DisputeOutcome::ALL.into_iter().find(|o| o.as_str() == s).ok_or_else(|| {
+            format!("unknown outcome {s:?}; expected upheld, overruled or first_receiver")
+        })
+    }
 }
 
 /// The lifecycle of a transfer (`canonical.md`, "States").
@@ -650,19 +797,48 @@ pub struct Deadlines {
 
 /// What a history entry records: a state, or an event that is not a state — an escalation
 /// (超时督办), or the routing decision (分流: the handling unit the directory chose).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The linkage events (`linkage.md`) are entries of this kind too: an urge, an extension asked,
+/// granted or refused, a dispute opened, noted or decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HistoryEvent {
     State(State),
     Escalated,
     Routed,
+    Urged,
+    ExtensionRequested,
+    ExtensionGranted,
+    ExtensionRefused,
+    DisputeOpened,
+    DisputeNoted,
+    DisputeDecided,
 }
 
 impl HistoryEvent {
+    /// Every event that is not a state.
+    pub const EVENTS: [HistoryEvent; 9] = [
+        HistoryEvent::Escalated,
+        HistoryEvent::Routed,
+        HistoryEvent::Urged,
+        HistoryEvent::ExtensionRequested,
+        HistoryEvent::ExtensionGranted,
+        HistoryEvent::ExtensionRefused,
+        HistoryEvent::DisputeOpened,
+        HistoryEvent::DisputeNoted,
+        HistoryEvent::DisputeDecided,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             HistoryEvent::State(state) => state.as_str(),
             HistoryEvent::Escalated => "escalated",
             HistoryEvent::Routed => "routed",
+            HistoryEvent::Urged => "urged",
+            HistoryEvent::ExtensionRequested => "extension_requested",
+            HistoryEvent::ExtensionGranted => "extension_granted",
+            HistoryEvent::ExtensionRefused => "extension_refused",
+            HistoryEvent::DisputeOpened => "dispute_opened",
+            HistoryEvent::DisputeNoted => "dispute_noted",
+            HistoryEvent::DisputeDecided => "dispute_decided",
         }
     }
 }
@@ -670,12 +846,9 @@ impl HistoryEvent {
 impl FromStr for HistoryEvent {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        if s == "escalated" {
-            Ok(HistoryEvent::Escalated)
-        } else if s == "routed" {
-            Ok(HistoryEvent::Routed)
-        } else {
-            s.parse().map(HistoryEvent::State)
+        match HistoryEvent::EVENTS.into_iter().find(|e| e.as_str() == s) {
+            Some(event) => Ok(event),
+            None => s.parse().map(HistoryEvent::State),
         }
     }
 }
@@ -699,6 +872,29 @@ pub struct HistoryEntry {
     /// With `rejected`: why (`linkage.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason_code: Option<ReasonCode>,
+    /// With `extension_requested` and `extension_granted`: the new `resolve_by`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Timestamp>,
+    /// With `dispute_decided`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<DisputeOutcome>,
+}
+
+impl HistoryEntry {
+    /// An entry of `state` at `at` by `by`, with nothing else.
+    pub fn new(state: HistoryEvent, at: Timestamp, by: impl Into<String>) -> HistoryEntry {
+        HistoryEntry {
+            state,
+            at,
+            by: by.into(),
+            implied: false,
+            unit: None,
+            note: None,
+            reason_code: None,
+            until: None,
+            outcome: None,
+        }
+    }
 }
 
 /// A transfer (分流转办) as the gateway keeps it.
@@ -727,6 +923,25 @@ pub struct Transfer {
     /// Other transfers of the same case this one relates to (`canonical.md`, `links`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<Link>,
+    /// What the origin did before handing over (`linkage.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_handling: Option<PriorHandling>,
+    /// When help must be on the scene (assists only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed_by: Option<Timestamp>,
+    /// Why it went where it went; absent when its category is on no list (`linkage.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_basis: Option<RoutingBasis>,
+    /// A jurisdiction dispute over its rejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispute: Option<Dispute>,
+    /// How many times it was urged (催办).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub urges: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Transfer {
@@ -771,6 +986,9 @@ impl Transfer {
                 .find(|h| h.state == HistoryEvent::Routed)
                 .and_then(|h| h.unit.clone()),
             links: self.links.clone(),
+            prior_handling: self.prior_handling.clone(),
+            needed_by: self.needed_by,
+            ruling: None,
         }
     }
 
@@ -918,7 +1136,40 @@ impl TransferRequest {
                 ),
             ));
         }
-        self.case.validate("case")
+        self.case.validate("case")?;
+        if let Some(prior) = &mut self.prior_handling {
+            require(&mut prior.actions, "prior_handling.actions")?;
+            Unit::tidy(&mut prior.by_unit);
+        }
+        // `linkage.md`: needed_by and the assist_for link are required on PM10/NP11 transfers
+        // and refused on any other.
+        let assist = category::is_assist(self.case.category.as_str());
+        let assist_links = self.links.iter().filter(|l| l.rel == LinkRel::AssistFor).count();
+        match (assist, self.needed_by.is_some(), assist_links) {
+            (true, false, _) => Err(ModelError::new(
+                "needed_by",
+                "required on an assist (PM10/NP11): when help must be on the scene",
+            )),
+            (true, true, 0) => Err(ModelError::new(
+                "links",
+                "an assist (PM10/NP11) names the transfer it helps with: rel assist_for",
+            )),
+            (true, true, 1) | (false, false, 0) => Ok(()),
+            (true, true, _) => {
+                Err(ModelError::new("links", "an assist helps with one transfer: one assist_for"))
+            }
+            (false, true, _) => Err(ModelError::new(
+                "needed_by",
+                format!("only an assist (PM10/NP11) has one, not {}", self.case.category.as_str()),
+            )),
+            (false, false, _) => Err(ModelError::new(
+                "links",
+                format!(
+                    "assist_for only on an assist (PM10/NP11), not {}",
+                    self.case.category.as_str()
+                ),
+            )),
+        }
     }
 }
 

@@ -271,6 +271,8 @@ impl From<model::TransferRequest> for v1::TransferRequest {
             case: Some(r.case.into()),
             to_unit: r.to_unit.map(unit_to_proto),
             links: links_to_proto(r.links),
+            prior_handling: r.prior_handling.map(prior_to_proto),
+            needed_by: r.needed_by.map(time_to_proto),
         }
     }
 }
@@ -288,6 +290,12 @@ impl TryFrom<v1::TransferRequest> for model::TransferRequest {
             case: case_from_proto(required(r.case, "case")?, "case")?,
             to_unit: r.to_unit.map(unit_from_proto),
             links: links_from_proto(r.links)?,
+            prior_handling: r
+                .prior_handling
+                .map(|p| prior_from_proto(p, "prior_handling"))
+                .transpose()?,
+            needed_by: r.needed_by.map(|t| time_from_proto(Some(t), "needed_by")).transpose()?,
+            ruling: None,
         })
     }
 }
@@ -348,12 +356,18 @@ impl From<model::Transfer> for v1::Transfer {
                 .map(|h| v1::HistoryEntry {
                     state: match h.state {
                         model::HistoryEvent::State(s) => state_to_proto(s) as i32,
-                        model::HistoryEvent::Escalated | model::HistoryEvent::Routed => {
-                            v1::State::Unspecified as i32
-                        }
+                        _ => v1::State::Unspecified as i32,
                     },
                     escalated: h.state == model::HistoryEvent::Escalated,
                     routed: h.state == model::HistoryEvent::Routed,
+                    event: match h.state {
+                        model::HistoryEvent::State(_)
+                        | model::HistoryEvent::Escalated
+                        | model::HistoryEvent::Routed => String::new(),
+                        event => event.as_str().to_string(),
+                    },
+                    until: h.until.map(time_to_proto),
+                    outcome: h.outcome.map(|o| o.as_str().to_string()),
                     at: Some(time_to_proto(h.at)),
                     by: h.by,
                     implied: h.implied,
@@ -366,6 +380,11 @@ impl From<model::Transfer> for v1::Transfer {
             feedback: t.feedback.map(feedback_to_proto),
             overdue: t.overdue,
             links: links_to_proto(t.links),
+            prior_handling: t.prior_handling.map(prior_to_proto),
+            needed_by: t.needed_by.map(time_to_proto),
+            routing_basis: t.routing_basis.map(|b| b.as_str().to_string()),
+            dispute: t.dispute.map(dispute_to_proto),
+            urges: t.urges,
         }
     }
 }
@@ -401,6 +420,8 @@ impl TryFrom<v1::Transfer> for model::Transfer {
                             model::HistoryEvent::Escalated
                         } else if h.routed {
                             model::HistoryEvent::Routed
+                        } else if !h.event.is_empty() {
+                            parse(&h.event, &format!("{path}.event"))?
                         } else {
                             model::HistoryEvent::State(state_from_proto(
                                 h.state,
@@ -416,6 +437,14 @@ impl TryFrom<v1::Transfer> for model::Transfer {
                             .reason_code
                             .map(|c| parse(&c, &format!("{path}.reason_code")))
                             .transpose()?,
+                        until: h
+                            .until
+                            .map(|u| time_from_proto(Some(u), &format!("{path}.until")))
+                            .transpose()?,
+                        outcome: h
+                            .outcome
+                            .map(|o| parse(&o, &format!("{path}.outcome")))
+                            .transpose()?,
                     })
                 })
                 .collect::<Result<_, ModelError>>()?,
@@ -423,8 +452,105 @@ impl TryFrom<v1::Transfer> for model::Transfer {
             feedback: t.feedback.map(|f| feedback_from_proto(f, "feedback")).transpose()?,
             overdue: t.overdue,
             links: links_from_proto(t.links)?,
+            prior_handling: t
+                .prior_handling
+                .map(|p| prior_from_proto(p, "prior_handling"))
+                .transpose()?,
+            needed_by: t.needed_by.map(|n| time_from_proto(Some(n), "needed_by")).transpose()?,
+            routing_basis: t.routing_basis.map(|b| parse(&b, "routing_basis")).transpose()?,
+            dispute: t.dispute.map(dispute_from_proto).transpose()?,
+            urges: t.urges,
         })
     }
+}
+
+fn prior_to_proto(p: model::PriorHandling) -> v1::PriorHandling {
+    v1::PriorHandling {
+        by_unit: p.by_unit.map(unit_to_proto),
+        at: p.at.map(time_to_proto),
+        actions: p.actions,
+        safe: p.safe,
+    }
+}
+
+fn prior_from_proto(p: v1::PriorHandling, path: &str) -> Result<model::PriorHandling, ModelError> {
+    Ok(model::PriorHandling {
+        by_unit: p.by_unit.map(unit_from_proto),
+        at: p.at.map(|t| time_from_proto(Some(t), &format!("{path}.at"))).transpose()?,
+        actions: p.actions,
+        safe: p.safe,
+    })
+}
+
+fn dispute_to_proto(d: model::Dispute) -> v1::Dispute {
+    v1::Dispute {
+        opened_at: Some(time_to_proto(d.opened_at)),
+        by: d.by,
+        note: d.note,
+        state: match d.state {
+            model::DisputeState::Open => "open",
+            model::DisputeState::Decided => "decided",
+        }
+        .to_string(),
+        notes: d
+            .notes
+            .into_iter()
+            .map(|n| v1::DisputeNote {
+                at: Some(time_to_proto(n.at)),
+                by: n.by,
+                note: n.note,
+                call_ref: n.call_ref,
+            })
+            .collect(),
+        decision: d.decision.map(|x| v1::DisputeDecision {
+            at: Some(time_to_proto(x.at)),
+            by: x.by,
+            outcome: x.outcome.as_str().to_string(),
+            note: x.note,
+        }),
+    }
+}
+
+fn dispute_from_proto(d: v1::Dispute) -> Result<model::Dispute, ModelError> {
+    Ok(model::Dispute {
+        opened_at: time_from_proto(d.opened_at, "dispute.opened_at")?,
+        by: d.by,
+        note: d.note,
+        state: match d.state.as_str() {
+            "open" => model::DisputeState::Open,
+            "decided" => model::DisputeState::Decided,
+            other => {
+                return Err(ModelError::new(
+                    "dispute.state",
+                    format!("expected open or decided, got {other:?}"),
+                ))
+            }
+        },
+        notes: d
+            .notes
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                Ok(model::DisputeNote {
+                    at: time_from_proto(n.at, &format!("dispute.notes[{i}].at"))?,
+                    by: n.by,
+                    note: n.note,
+                    call_ref: n.call_ref,
+                })
+            })
+            .collect::<Result<_, ModelError>>()?,
+        decision: d
+            .decision
+            .map(|x| {
+                Ok::<_, ModelError>(model::DisputeDecision {
+                    at: time_from_proto(x.at, "dispute.decision.at")?,
+                    by: x.by,
+                    outcome: parse(&x.outcome, "dispute.decision.outcome")?,
+                    note: x.note,
+                })
+            })
+            .transpose()?,
+    })
 }
 
 fn links_to_proto(links: Vec<model::Link>) -> Vec<v1::Link> {

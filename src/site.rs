@@ -95,6 +95,9 @@ pub fn init(
     let (cert, key) =
         place(Subject::Identity(Identity::Agency("demo".into())), &identities_dir, "agency-demo")?;
     identities.push(("agency/demo".to_string(), cert, key));
+    let (cert, key) =
+        place(Subject::Identity(Identity::Office("demo".into())), &identities_dir, "office-demo")?;
+    identities.push(("office/demo".to_string(), cert, key));
     for endpoint in registry.endpoints() {
         let name = endpoint.id.to_string().replace('/', "-");
         let (cert, key) = place(
@@ -137,6 +140,7 @@ pub fn init_with_ca(
     ca.client(&Identity::Gateway("gateway".into()))?.write(dir, "gateway")?;
     ca.client(&Identity::Operator("ops".into()))?.write(&dir.join("identities"), "operator-ops")?;
     ca.client(&Identity::Agency("demo".into()))?.write(&dir.join("identities"), "agency-demo")?;
+    ca.client(&Identity::Office("demo".into()))?.write(&dir.join("identities"), "office-demo")?;
     let mut identities = Vec::new();
     for endpoint in registry.endpoints() {
         let name = endpoint.id.to_string().replace('/', "-");
@@ -221,6 +225,18 @@ sweep_every = "{sweep_every}"
 name = "demo"
 regions = ["3302"]
 rights = ["read_transfers", "watch", "read_datasets"]
+
+# The linkage office `liandong://office/demo` (identities/office-demo.pem): it decides the
+# jurisdiction disputes, urges and answers extension requests of its regions (docs/LINKAGE.md).
+[[office]]
+name = "demo"
+regions = ["33"]
+rights = ["read_transfers", "watch", "decide_disputes"]
+
+# The linkage defaults (linkage.md).
+[linkage]
+dispute_within = "24h"
+urge_interval = "1h"
 {endpoints}"#
     );
     let config_path = dir.join("liandong.toml");

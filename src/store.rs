@@ -311,7 +311,12 @@ impl Store {
     pub async fn write(&self, write: Write) -> Result<WriteResult, StoreError> {
         let queues = matches!(
             write,
-            Write::Submit(_) | Write::Status { .. } | Write::Failed { .. } | Write::Replay { .. }
+            Write::Submit(_)
+                | Write::Status { .. }
+                | Write::Failed { .. }
+                | Write::Replay { .. }
+                | Write::Linkage { .. }
+                | Write::Timer { .. }
         );
         let (reply, answer) = oneshot::channel();
         self.writer
@@ -346,6 +351,48 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| transfer_from_row(&r)).transpose()
+    }
+
+    /// The reference the origin of a transfer knows it by (its `sender_ref`).
+    pub async fn sender_ref_of(&self, transfer_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT sender_ref FROM transfers WHERE transfer_id = $1")
+            .bind(transfer_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// The transfers that link to `transfer_id`, with how (`rel`): an assist's parent lists its
+    /// assists, a rejected transfer the re-routes that followed it.
+    pub async fn links_to(&self, transfer_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT rel, transfer_id FROM transfer_links WHERE linked_id = $1 ORDER BY transfer_id",
+        )
+        .bind(transfer_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Linkage timers due at `now` (Unix seconds): (transfer, kind), earliest first.
+    pub async fn due_timers(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT transfer_id, kind FROM timers WHERE due <= $1 ORDER BY due, transfer_id LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 
     /// The rejected transfers `sender` sent of the case `case_id`, oldest first.

@@ -20,6 +20,7 @@ mod faults;
 mod gateway;
 mod grpc;
 mod house;
+mod linkage;
 mod loadgen;
 mod postgres_restart;
 mod properties;

@@ -124,13 +124,28 @@ fn transfer_from(endpoint: Endpoint) -> impl Strategy<Value = TransferRequest> {
             ])),
             proptest::collection::vec(attachment(), 0..3),
         ),
+        (proptest::option::of(text()), time()),
     )
         .prop_map(
             move |(
                 (sender_ref, to_region, reason, requested_at, local_id, origin_unit, received_at),
                 (caller, location, (canonical, code, name), summary, urgency, attachments),
+                (prior, needed_by),
             )| {
+                // linkage.md: an assist carries its time (to the minute: labels drop seconds) and
+                // the reference of the transfer it helps with; any transfer may carry prior
+                // handling. Natively all three are labelled parts of the reason.
+                let assist = liandong::model::category::is_assist(&canonical);
+                let minute = |t: Timestamp| Timestamp::from_unix_seconds(t.unix_seconds() / 60 * 60).unwrap();
                 TransferRequest {
+                    prior_handling: prior.map(|actions| liandong::model::PriorHandling {
+                        by_unit: None,
+                        at: None,
+                        actions,
+                        safe: None,
+                    }),
+                    needed_by: assist.then(|| minute(needed_by)),
+                    ruling: None,
                     sender_ref,
                     from: endpoint.id.clone(),
                     to_platform: endpoint.id.platform.other(),
@@ -139,7 +154,14 @@ fn transfer_from(endpoint: Endpoint) -> impl Strategy<Value = TransferRequest> {
                     requested_at,
                     // Set by routing, never read from a document: native round trips leave it out.
                     to_unit: None,
-                    links: Vec::new(),
+                    links: if assist {
+                        vec![liandong::model::Link {
+                            rel: liandong::model::LinkRel::AssistFor,
+                            transfer_id: format!("REF-{local_id}"),
+                        }]
+                    } else {
+                        Vec::new()
+                    },
                     case: Case {
                         case_id: Case::id_for(&endpoint.id, &local_id),
                         origin: Origin {

@@ -35,6 +35,7 @@
 pub mod bodies;
 mod datasets;
 mod events;
+mod linkage;
 mod transfers;
 
 use std::sync::Arc;
@@ -61,6 +62,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/transfers/{id}"),
     ("post", "/v1/transfers/{id}/status"),
     ("get", "/v1/transfers/{id}/evidence"),
+    ("post", "/v1/transfers/{id}/urge"),
+    ("post", "/v1/transfers/{id}/extension"),
+    ("post", "/v1/transfers/{id}/extension/decision"),
+    ("post", "/v1/transfers/{id}/dispute"),
+    ("post", "/v1/transfers/{id}/dispute/notes"),
+    ("post", "/v1/transfers/{id}/dispute/decision"),
     ("get", "/v1/whoami"),
     ("get", "/v1/endpoints"),
     ("get", "/v1/deliveries/dead"),
@@ -147,6 +154,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/transfers/{id}", get(transfers::get_transfer))
         .route("/v1/transfers/{id}/status", post(transfers::status))
         .route("/v1/transfers/{id}/evidence", get(transfers::evidence))
+        .route("/v1/transfers/{id}/urge", post(linkage::urge))
+        .route("/v1/transfers/{id}/extension", post(linkage::request_extension))
+        .route("/v1/transfers/{id}/extension/decision", post(linkage::decide_extension))
+        .route("/v1/transfers/{id}/dispute", post(linkage::open_dispute))
+        .route("/v1/transfers/{id}/dispute/notes", post(linkage::note_dispute))
+        .route("/v1/transfers/{id}/dispute/decision", post(linkage::decide_dispute))
         .route("/v1/whoami", get(transfers::whoami))
         .route("/v1/endpoints", get(transfers::endpoints))
         .route("/v1/deliveries/dead", get(transfers::dead_letters))

@@ -22,8 +22,9 @@ pub enum CertsCommand {
         #[arg(long, default_value_t = 1825)]
         intermediate_days: u32,
     },
-    /// Issue a key and certificate: `endpoint REGION/PLATFORM`, `agency NAME`, `operator NAME`,
-    /// `gateway NAME` or `server NAME…` (DNS names or IP addresses).
+    /// Issue a key and certificate: `endpoint REGION/PLATFORM`, `agency NAME`, `office NAME` (a
+    /// linkage office), `operator NAME`, `gateway NAME` or `server NAME…` (DNS names or IP
+    /// addresses).
     Issue {
         #[command(flatten)]
         ca: CaArgs,
@@ -148,12 +149,12 @@ pub fn subject(kind: &str, names: &[String]) -> Result<Subject, CliError> {
     let identity =
         |uri: String| Identity::from_uri(&uri).map(Subject::Identity).map_err(CliError::Invalid);
     match kind {
-        "endpoint" | "agency" | "operator" | "gateway" => {
+        "endpoint" | "agency" | "office" | "operator" | "gateway" => {
             identity(format!("liandong://{kind}/{}", one()?))
         }
         "server" => Ok(Subject::Server(names.to_vec())),
         other => Err(CliError::Invalid(format!(
-            "expected endpoint, agency, operator, gateway or server, got {other:?}"
+            "expected endpoint, agency, office, operator, gateway or server, got {other:?}"
         ))),
     }
 }

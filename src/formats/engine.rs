@@ -20,7 +20,8 @@ use super::tree::{text_of, token_of, Node, Path};
 use super::{xml, FormatError, ProfileError};
 use crate::model::json as canonical;
 use crate::model::{
-    category, EndpointId, ModelError, ReasonCode, State, StatusUpdate, TransferRequest,
+    category, EndpointId, Link, LinkRel, ModelError, PriorHandling, ReasonCode, State,
+    StatusUpdate, TransferRequest,
 };
 
 /// A format profile compiled for use.
@@ -538,6 +539,23 @@ impl Format {
             caller.entry("anonymous").or_insert(Value::Bool(false));
         }
         let mut request: TransferRequest = typed(&self.transfer, out, TransferRequest::REQUIRED)?;
+        // `linkage.md`: prior handling, an assist's time and reference, and a ruling travel as
+        // labelled parts of the reason.
+        if let Some(native) = request.reason.take() {
+            let parts = crate::model::linkage::split_reason(&native)
+                .map_err(|e| self.transfer.place(ModelError::new("reason", e.0)))?;
+            request.reason = parts.reason;
+            request.prior_handling = parts.prior_actions.map(|actions| PriorHandling {
+                by_unit: None,
+                at: None,
+                actions,
+                safe: None,
+            });
+            request.needed_by = parts.needed_by;
+            if let Some(reference) = parts.linked_ref {
+                request.links.push(Link { rel: LinkRel::AssistFor, transfer_id: reference });
+            }
+        }
         request.validate().map_err(|e| self.transfer.place(e))?;
         Ok(request)
     }
@@ -576,6 +594,15 @@ impl Format {
                 update.reason_code = Some(code);
             }
         }
+        // `linkage.md`: an in-progress note 【延期申请】reason至time asks for an extension; one
+        // that starts so but does not end in 至 and a time is refused.
+        if update.state == State::InProgress {
+            if let Some(Err(e)) =
+                update.note.as_deref().and_then(crate::model::linkage::read_extension_request)
+            {
+                return Err(self.status.place(ModelError::new("note", e.0)));
+            }
+        }
         update.validate().map_err(|e| self.status.place(e))?;
         Ok(update)
     }
@@ -590,6 +617,17 @@ impl Format {
         let mut source =
             serde_json::to_value(request).map_err(|e| FormatError::Document(e.to_string()))?;
         apply_code_table(&self.transfer, &mut source, codes);
+        let linked = request.links.iter().find(|l| l.rel == LinkRel::AssistFor);
+        let reason = crate::model::linkage::compose_reason(
+            request.reason.as_deref(),
+            request.prior_handling.as_ref().map(|p| p.actions.as_str()),
+            request.needed_by,
+            linked.map(|l| l.transfer_id.as_str()),
+            request.ruling.as_deref(),
+        );
+        if let Some(reason) = reason {
+            canonical::set(&mut source, "reason", Value::String(reason));
+        }
         self.write(DocumentKind::Transfer, &source)
     }
 

@@ -49,6 +49,16 @@ pub fn name_of(code: &str) -> Option<&'static str> {
     TAXONOMY.iter().find(|(c, _, _)| *c == code).map(|(_, name, _)| *name)
 }
 
+/// Whether `code` is one side's catch-all (其他): not an item of any transfer-item list.
+pub fn is_catch_all(code: &str) -> bool {
+    matches!(code, "NP99" | "PM99")
+}
+
+/// Whether `code` asks for help on site (`linkage.md`): PM10 派员协助, NP11 部门协助.
+pub fn is_assist(code: &str) -> bool {
+    matches!(code, "PM10" | "NP11")
+}
+
 /// Whether `code` is in the taxonomy.
 pub fn is_known(code: &str) -> bool {
     name_of(code).is_some()

@@ -123,6 +123,8 @@ pub fn apply(
     // The gateway hands back what it cannot deliver (`canonical.md`, "Undeliverable
     // transfers"), on the destination's behalf, before the destination has it.
     let undeliverable = role == Role::Gateway && wanted == State::Rejected;
+    // An assist is cancelled with the transfer it helps (`linkage.md`), by the gateway.
+    let with_parent = role == Role::Gateway && wanted == State::Cancelled;
     if undeliverable {
         if update.reason_code != Some(ReasonCode::Undeliverable)
             || !matches!(current, State::Submitted | State::Delivered)
@@ -143,7 +145,7 @@ pub fn apply(
                     .into(),
             ));
         }
-    } else if !undeliverable && setter(wanted) != role {
+    } else if !undeliverable && !with_parent && setter(wanted) != role {
         let who = match setter(wanted) {
             Role::Origin => "the origin",
             Role::Destination => "the destination",
@@ -195,15 +197,9 @@ pub fn apply(
 }
 
 fn entry(state: State, at: Timestamp, by: String, implied: bool) -> HistoryEntry {
-    HistoryEntry {
-        state: HistoryEvent::State(state),
-        at,
-        by,
-        implied,
-        unit: None,
-        note: None,
-        reason_code: None,
-    }
+    let mut entry = HistoryEntry::new(HistoryEvent::State(state), at, by);
+    entry.implied = implied;
+    entry
 }
 
 /// Whether `update` repeats one already applied (`canonical.md`: same state, same `at`, same
@@ -282,16 +278,15 @@ pub fn default_deadline(to: Platform, urgency: Option<Urgency>) -> DeadlineRule 
 /// recorded at `now` escalates in its own commit (`canonical.md`: whichever comes first, the
 /// late update or the clock, records the miss, once).
 pub fn missed_deadlines(transfer: &Transfer, now: Timestamp) -> Vec<&'static str> {
+    // After an overruling the deadlines start again: only the current round counts.
+    let round = super::linkage::current_round(&transfer.history);
     let reached = |target: State| {
-        transfer.history.iter().any(|h| matches!(h.state, HistoryEvent::State(s) if rank(s) >= rank(target) && rank(s).is_some()))
+        round.iter().any(|h| matches!(h.state, HistoryEvent::State(s) if rank(s) >= rank(target) && rank(s).is_some()))
     };
     // A deadline already escalated is not missed again: a transfer never received gets its
     // resolve_by escalation too, once.
     let escalated = |deadline: &str| {
-        transfer
-            .history
-            .iter()
-            .any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some(deadline))
+        round.iter().any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some(deadline))
     };
     if is_terminal(transfer.state) {
         return Vec::new();
@@ -299,6 +294,8 @@ pub fn missed_deadlines(transfer: &Transfer, now: Timestamp) -> Vec<&'static str
     let deadlines = [
         ("receive_by", Some(transfer.deadlines.receive_by), State::Received),
         ("resolve_by", transfer.deadlines.resolve_by, State::Resolved),
+        // An assist's help must be on the scene (`in_progress`) by `needed_by` (`linkage.md`).
+        ("needed_by", transfer.needed_by, State::InProgress),
     ];
     deadlines
         .into_iter()
@@ -310,27 +307,27 @@ pub fn missed_deadlines(transfer: &Transfer, now: Timestamp) -> Vec<&'static str
 }
 
 /// Marks the deadlines in `misses` as missed on `transfer`: `overdue`, and an `escalated`
-/// entry each.
+/// entry each. An extension request still undecided when `resolve_by` passes is refused
+/// (`linkage.md`).
 pub fn record_misses(transfer: &mut Transfer, misses: &[&str], at: Timestamp) {
     if !misses.is_empty() {
         transfer.overdue = true;
     }
     for deadline in misses {
+        if *deadline == "resolve_by" {
+            if let Some(lapsed) = super::linkage::lapse_extension(transfer, at) {
+                transfer.history.push(lapsed);
+            }
+        }
         transfer.history.push(escalation(deadline, at));
     }
 }
 
 /// The history entry that records a missed deadline (超时督办): not a state.
 pub fn escalation(deadline: &str, at: Timestamp) -> HistoryEntry {
-    HistoryEntry {
-        state: HistoryEvent::Escalated,
-        at,
-        by: "gateway".to_string(),
-        implied: false,
-        unit: None,
-        note: Some(deadline.to_string()),
-        reason_code: None,
-    }
+    let mut entry = HistoryEntry::new(HistoryEvent::Escalated, at, "gateway");
+    entry.note = Some(deadline.to_string());
+    entry
 }
 
 /// Which deadline a transfer has missed at `now`, if any: `receive_by` until it is received,

@@ -19,6 +19,8 @@ pub enum Identity {
     Agency(String),
     /// An operator of the gateway: `liandong://operator/NAME`.
     Operator(String),
+    /// A linkage office (联动办) that settles disputes: `liandong://office/NAME` (`linkage.md`).
+    Office(String),
     /// The gateway itself, when it delivers: `liandong://gateway/NAME`.
     Gateway(String),
 }
@@ -30,6 +32,7 @@ impl Identity {
             Identity::Endpoint(e) => format!("{SCHEME}endpoint/{e}"),
             Identity::Agency(n) => format!("{SCHEME}agency/{n}"),
             Identity::Operator(n) => format!("{SCHEME}operator/{n}"),
+            Identity::Office(n) => format!("{SCHEME}office/{n}"),
             Identity::Gateway(n) => format!("{SCHEME}gateway/{n}"),
         }
     }
@@ -54,6 +57,7 @@ impl Identity {
             "endpoint" => name.parse().map(Identity::Endpoint),
             "agency" => plain(name).map(Identity::Agency),
             "operator" => plain(name).map(Identity::Operator),
+            "office" => plain(name).map(Identity::Office),
             "gateway" => plain(name).map(Identity::Gateway),
             other => Err(format!("unknown identity kind {other:?} in {uri:?}")),
         }

@@ -21,6 +21,9 @@ pub enum Right {
     Watch,
     /// Read the shared datasets.
     ReadDatasets,
+    /// Decide jurisdiction disputes, urge, and answer extension requests in the granted
+    /// regions: a linkage office's right (`liandong://office/NAME`, `linkage.md`).
+    DecideDisputes,
 }
 
 /// One agency's grant (`[[agency]]` in the configuration).
@@ -55,7 +58,8 @@ impl AgencyGrant {
         if self.rights.is_empty() {
             return Err((
                 "rights".into(),
-                "grant at least one right: read_transfers, watch, read_datasets".into(),
+                "grant at least one right: read_transfers, watch, read_datasets, decide_disputes"
+                .into(),
             ));
         }
         Ok(())
@@ -75,20 +79,53 @@ pub struct Scope {
     pub regions: Option<Vec<String>>,
 }
 
-/// The policy: the agencies' grants.
+/// The policy: the agencies' and the linkage offices' grants.
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
     agencies: Vec<AgencyGrant>,
+    offices: Vec<AgencyGrant>,
 }
 
 impl Policy {
     pub fn new(agencies: Vec<AgencyGrant>) -> Policy {
-        Policy { agencies }
+        Policy { agencies, offices: Vec::new() }
+    }
+
+    /// The policy with linkage offices too (`[[office]]`: regions and rights like an agency's).
+    pub fn with_offices(mut self, offices: Vec<AgencyGrant>) -> Policy {
+        self.offices = offices;
+        self
     }
 
     /// An agency's grant, if it has one.
     pub fn grant(&self, name: &str) -> Option<&AgencyGrant> {
         self.agencies.iter().find(|a| a.name == name)
+    }
+
+    /// A linkage office's grant, if it has one.
+    pub fn office(&self, name: &str) -> Option<&AgencyGrant> {
+        self.offices.iter().find(|a| a.name == name)
+    }
+
+    /// The grant of an agency or office identity.
+    fn grant_of<'a>(
+        &'a self,
+        identity: &'a Identity,
+    ) -> Option<(&'static str, &'a str, Option<&'a AgencyGrant>)> {
+        match identity {
+            Identity::Agency(name) => Some(("agency", name, self.grant(name))),
+            Identity::Office(name) => Some(("office", name, self.office(name))),
+            _ => None,
+        }
+    }
+
+    /// Whether `identity` is a linkage office that may act on `transfer` (`decide_disputes`
+    /// and a region covering it).
+    pub fn may_decide(&self, identity: &Identity, transfer: &Transfer) -> Result<(), String> {
+        match identity {
+            Identity::Office(_) => self.may(identity, transfer, Right::DecideDisputes),
+            other => Err(format!("{} is not a linkage office", other.uri())),
+        }
     }
 
     /// Whether `identity` may read `transfer`; the reason when not.
@@ -107,15 +144,20 @@ impl Policy {
             Identity::Endpoint(e) if *e == transfer.from || *e == transfer.to => Ok(()),
             Identity::Endpoint(e) => Err(format!("{e} is not a party to {}", transfer.transfer_id)),
             Identity::Operator(_) => Ok(()),
-            Identity::Agency(name) => match self.grant(name) {
-                Some(grant) if grant.rights.contains(&right) && grant.covers(transfer) => Ok(()),
-                Some(grant) if grant.rights.contains(&right) => Err(format!(
-                    "agency {name} is granted regions {:?}, not this transfer's",
-                    grant.regions
-                )),
-                Some(_) => Err(format!("agency {name} is not granted {right:?}")),
-                None => Err(format!("agency {name} has no grant")),
-            },
+            Identity::Agency(_) | Identity::Office(_) => {
+                let (kind, name, grant) = self.grant_of(identity).unwrap_or(("agency", "", None));
+                match grant {
+                    Some(grant) if grant.rights.contains(&right) && grant.covers(transfer) => {
+                        Ok(())
+                    }
+                    Some(grant) if grant.rights.contains(&right) => Err(format!(
+                        "{kind} {name} is granted regions {:?}, not this transfer's",
+                        grant.regions
+                    )),
+                    Some(_) => Err(format!("{kind} {name} is not granted {right:?}")),
+                    None => Err(format!("{kind} {name} has no grant")),
+                }
+            }
             Identity::Gateway(_) => Err("the gateway's identity reads nothing".into()),
         }
     }
@@ -128,9 +170,14 @@ impl Policy {
         self.has_right(identity, right)?;
         Ok(match identity {
             Identity::Endpoint(e) => Scope { party: Some(e.to_string()), regions: None },
-            Identity::Agency(name) => Scope {
+            Identity::Agency(_) | Identity::Office(_) => Scope {
                 party: None,
-                regions: Some(self.grant(name).map(|g| g.regions.clone()).unwrap_or_default()),
+                regions: Some(
+                    self.grant_of(identity)
+                        .and_then(|(_, _, g)| g)
+                        .map(|g| g.regions.clone())
+                        .unwrap_or_default(),
+                ),
             },
             _ => Scope::default(),
         })
@@ -140,11 +187,14 @@ impl Policy {
     pub fn has_right(&self, identity: &Identity, right: Right) -> Result<(), String> {
         match identity {
             Identity::Endpoint(_) | Identity::Operator(_) => Ok(()),
-            Identity::Agency(name) => match self.grant(name) {
-                Some(grant) if grant.rights.contains(&right) => Ok(()),
-                Some(_) => Err(format!("agency {name} is not granted {right:?}")),
-                None => Err(format!("agency {name} has no grant")),
-            },
+            Identity::Agency(_) | Identity::Office(_) => {
+                let (kind, name, grant) = self.grant_of(identity).unwrap_or(("agency", "", None));
+                match grant {
+                    Some(grant) if grant.rights.contains(&right) => Ok(()),
+                    Some(_) => Err(format!("{kind} {name} is not granted {right:?}")),
+                    None => Err(format!("{kind} {name} has no grant")),
+                }
+            }
             Identity::Gateway(_) => Err("the gateway's identity has no rights here".into()),
         }
     }

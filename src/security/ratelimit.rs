@@ -193,7 +193,7 @@ pub struct RateLimits<C: Clock = MonotonicClock> {
 fn class_of(identity: &Identity) -> u8 {
     match identity {
         Identity::Endpoint(_) => 0,
-        Identity::Agency(_) => 1,
+        Identity::Agency(_) | Identity::Office(_) => 1,
         Identity::Operator(_) | Identity::Gateway(_) => 2,
     }
 }

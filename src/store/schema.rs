@@ -126,6 +126,23 @@ const STATEMENTS: &[&str] = &[
         rejected BIGINT NOT NULL,
         PRIMARY KEY (submitted_at, transfer_id)
     ){without_rowid}",
+    // Every link between transfers (`canonical.md`, `links`), read from the linked side: the
+    // assists to cancel with their parent, and a case page's links both ways.
+    "CREATE TABLE IF NOT EXISTS transfer_links (
+        linked_id TEXT NOT NULL,
+        rel TEXT NOT NULL,
+        transfer_id TEXT NOT NULL,
+        PRIMARY KEY (linked_id, rel, transfer_id)
+    ){without_rowid}",
+    // When a linkage default fires (`linkage.md`): a dispute left open past `dispute_within`,
+    // an assist's `needed_by`. The sweeper reads what is due.
+    "CREATE TABLE IF NOT EXISTS timers (
+        transfer_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        due BIGINT NOT NULL,
+        PRIMARY KEY (transfer_id, kind)
+    )",
+    "CREATE INDEX IF NOT EXISTS timers_due ON timers (due)",
     // Who holds each replica name (its audit chain), until when: see store::replicas.
     "CREATE TABLE IF NOT EXISTS replicas (
         name TEXT PRIMARY KEY,

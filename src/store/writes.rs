@@ -9,8 +9,12 @@ use sqlx::{Any, Row, Transaction};
 use super::audit::AuditEntry;
 use super::sql::{tx_stamp, values, ROWS_PER_STATEMENT};
 use super::{outbox_from_row, transfer_from_row, Backend, DeliveryKind, OutboxItem, StoreError};
-use crate::model::lifecycle::{self, Outcome, Refusal, Role};
-use crate::model::{EndpointId, HistoryEvent, Record, State, StatusUpdate, Timestamp, Transfer};
+use crate::model::lifecycle::{self, DeadlineRule, Outcome, Refusal, Role};
+use crate::model::linkage::{self, Action, Actor, Party};
+use crate::model::{
+    DisputeOutcome, EndpointId, HistoryEntry, HistoryEvent, LinkRel, Record, State, StatusUpdate,
+    Timestamp, Transfer,
+};
 
 /// A change to make durably.
 #[derive(Debug)]
@@ -58,7 +62,26 @@ pub enum Write {
     },
     /// Entries for the audit trail that come with no other change (refusals, loads, reloads).
     Audit(Vec<AuditEntry>),
+    /// A linkage action (`linkage.md`): an urge, an extension asked or answered, a dispute
+    /// opened, noted or decided; the desks it concerns are told in the same commit. `rule`
+    /// gives an overruled transfer's fresh deadlines.
+    Linkage {
+        transfer_id: String,
+        action: Box<Action>,
+        actor: Actor,
+        at: Timestamp,
+        settings: linkage::Settings,
+        rule: DeadlineRule,
+    },
+    /// A linkage timer is due (see [`super::Store::due_timers`]): a dispute still open past
+    /// `dispute_within` is decided `first_receiver` and escalated; a missed `needed_by` is
+    /// escalated. The timer goes in the same commit.
+    Timer { transfer_id: String, kind: String, now: Timestamp, rule: DeadlineRule },
 }
+
+/// The timer kinds (`timers.kind`).
+pub const TIMER_DISPUTE: &str = "dispute";
+pub const TIMER_NEEDED_BY: &str = "needed_by";
 
 /// What a write did.
 #[derive(Debug)]
@@ -68,6 +91,8 @@ pub enum WriteResult {
         created: bool,
     },
     Status(Result<(Box<Transfer>, Outcome), StatusRefused>),
+    /// A linkage action's transfer after it, and the entries it wrote.
+    Linkage(Result<(Box<Transfer>, Vec<HistoryEntry>), StatusRefused>),
     Leased(Vec<OutboxItem>),
     /// What became of each record, or the records whose version does not grow.
     Records(Result<Vec<super::PutOutcome>, super::PutRefused>),
@@ -195,6 +220,12 @@ pub async fn execute(
             ))
         }
         Write::Lease { now, lease, wants } => lease_due(tx, backend, now, lease, &wants).await,
+        Write::Linkage { transfer_id, action, actor, at, settings, rule } => {
+            act(tx, backend, &transfer_id, &action, &actor, at, &settings, rule, None).await
+        }
+        Write::Timer { transfer_id, kind, now, rule } => {
+            timer(tx, backend, &transfer_id, &kind, now, rule).await
+        }
         Write::Audit(entries) => {
             super::audit::append(tx, backend, &entries).await?;
             Ok(WriteResult::Done(true))
@@ -258,8 +289,7 @@ pub struct NewTransfer {
 
 /// The `escalations` column of a transfer: the deadlines its history records as missed.
 fn escalations_of(transfer: &Transfer) -> String {
-    transfer
-        .history
+    linkage::current_round(&transfer.history)
         .iter()
         .filter(|h| h.state == HistoryEvent::Escalated)
         .filter_map(|h| h.note.as_deref())
@@ -336,6 +366,30 @@ pub async fn submit_many(
             query = query.bind(&t.case.case_id).bind(&t.transfer_id).bind(t.from.to_string());
         }
         query.execute(&mut **tx).await?;
+    }
+    let links: Vec<(&str, &str, &str)> = created
+        .iter()
+        .flat_map(|&i| {
+            let t = &items[i].transfer;
+            t.links.iter().map(|l| (l.transfer_id.as_str(), l.rel.as_str(), t.transfer_id.as_str()))
+        })
+        .collect();
+    for chunk in links.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO transfer_links (linked_id, rel, transfer_id) VALUES {} ON CONFLICT DO NOTHING",
+            values(backend, chunk.len(), 3, None)
+        );
+        let mut query = sqlx::query(&sql);
+        for (linked, rel, id) in chunk {
+            query = query.bind(*linked).bind(*rel).bind(*id);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    for &i in &created {
+        let t = &items[i].transfer;
+        if let Some(needed_by) = t.needed_by {
+            set_timer(tx, &t.transfer_id, TIMER_NEEDED_BY, Some(needed_by.unix_seconds())).await?;
+        }
     }
     let deliveries: Vec<Delivery<'_>> = created
         .iter()
@@ -415,10 +469,11 @@ async fn load_for_update(
     }
 }
 
+/// Writes a changed transfer: its document and the columns the sweeper and lists read from it
+/// (state, deadlines — an extension or an overruling moves them — and escalations).
 async fn save(
     tx: &mut Transaction<'_, Any>,
     transfer: &Transfer,
-    escalation: Option<&str>,
     now: i64,
 ) -> Result<String, StoreError> {
     let document = serde_json::to_string(transfer).map_err(|e| StoreError::Corrupt {
@@ -426,13 +481,16 @@ async fn save(
         problem: e.to_string(),
     })?;
     sqlx::query(
-        "UPDATE transfers SET state = $1, overdue = $2, document = $3, updated_at = $4, escalations = escalations || $5 WHERE transfer_id = $6",
+        "UPDATE transfers SET state = $1, overdue = $2, document = $3, updated_at = $4, escalations = $5, \
+         receive_by = $6, resolve_by = $7 WHERE transfer_id = $8",
     )
     .bind(transfer.state.as_str())
     .bind(i64::from(transfer.overdue))
     .bind(&document)
     .bind(now)
-    .bind(escalation.map(|d| format!("{d};")).unwrap_or_default())
+    .bind(escalations_of(transfer))
+    .bind(transfer.deadlines.receive_by.unix_seconds())
+    .bind(transfer.deadlines.resolve_by.map(Timestamp::unix_seconds))
     .bind(&transfer.transfer_id)
     .execute(&mut **tx)
     .await?;
@@ -450,7 +508,8 @@ async fn status(
         return Ok(WriteResult::Status(Err(StatusRefused::NotFound(transfer_id.to_string()))));
     };
     let clock = Timestamp::now();
-    if !lifecycle::is_repeat(&transfer, update) {
+    // The gateway's own updates are stamped by its own clock.
+    if role != Role::Gateway && !lifecycle::is_repeat(&transfer, update) {
         if let Err(refusal) = lifecycle::check_time(&transfer, update, clock) {
             return Ok(WriteResult::Status(Err(refusal.into())));
         }
@@ -467,29 +526,18 @@ async fn status(
     }
     let now = clock.unix_seconds();
     lifecycle::record_misses(&mut transfer, &misses, clock);
-    let escalations = escalation_text(&misses);
-    let document = save(tx, &transfer, escalations.as_deref(), now).await?;
-    // The other party hears of it, by the reference it knows the transfer by.
-    let (receiver, reference) = match role {
-        Role::Destination | Role::Gateway => (transfer.from.clone(), sender_ref),
-        Role::Origin => (transfer.to.clone(), transfer.transfer_id.clone()),
+    let document = save(tx, &transfer, now).await?;
+    // The other party hears of it, by the reference it knows the transfer by. The gateway's
+    // own `delivered` is no news to a desk; its undeliverable rejection is, and an assist
+    // cancelled with its parent (both of the assist's desks hear of that).
+    let receivers: &[Party] = match (role, update.state) {
+        (Role::Origin, _) => &[Party::Destination],
+        (Role::Destination, _) | (Role::Gateway, State::Rejected) => &[Party::Origin],
+        (Role::Gateway, State::Cancelled) => &[Party::Origin, Party::Destination],
+        (Role::Gateway, _) => &[],
     };
-    // The gateway's own `delivered` is no news to a desk; its undeliverable rejection is.
-    if role != Role::Gateway || update.state == State::Rejected {
-        let mut notice = update.clone();
-        notice.transfer_id = Some(transfer.transfer_id.clone());
-        notice.transfer_ref = Some(reference);
-        let payload = serde_json::to_string(&notice).map_err(|e| StoreError::Corrupt {
-            id: transfer_id.to_string(),
-            problem: e.to_string(),
-        })?;
-        let delivery = Delivery {
-            destination: &receiver,
-            transfer_id: &transfer.transfer_id,
-            kind: DeliveryKind::Status,
-            payload: &payload,
-        };
-        enqueue(tx, backend, &[delivery], now).await?;
+    for to in receivers {
+        enqueue_notice(tx, backend, &transfer, &sender_ref, *to, update, now).await?;
     }
     let mut events =
         vec![Event { transfer: &transfer, kind: update.state.as_str(), document: &document }];
@@ -497,7 +545,272 @@ async fn status(
         events.push(Event { transfer: &transfer, kind: "escalated", document: &document });
     }
     record(tx, backend, &events, now).await?;
+    if update.state == State::Cancelled {
+        cancel_assists(tx, backend, &transfer, update.at).await?;
+    }
     Ok(WriteResult::Status(Ok((Box::new(transfer), outcome))))
+}
+
+/// Cancels the open assists of a cancelled transfer (`linkage.md`: an assist is cancelled with
+/// the transfer it helps), by the gateway, in the parent's commit.
+async fn cancel_assists(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    parent: &Transfer,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    let assists: Vec<String> = sqlx::query_scalar(
+        "SELECT transfer_id FROM transfer_links WHERE linked_id = $1 AND rel = $2 ORDER BY transfer_id",
+    )
+    .bind(&parent.transfer_id)
+    .bind(LinkRel::AssistFor.as_str())
+    .fetch_all(&mut **tx)
+    .await?;
+    for id in assists {
+        let Some((assist, _)) = load_for_update(tx, backend, &id).await? else { continue };
+        if lifecycle::is_terminal(assist.state) || assist.state >= State::Resolved {
+            continue;
+        }
+        let update = StatusUpdate {
+            transfer_id: Some(id.clone()),
+            transfer_ref: None,
+            state: State::Cancelled,
+            at: at.max(assist.history.last().map_or(at, |h| h.at)),
+            by: assist.from.clone(),
+            unit: None,
+            note: Some(format!("关联转办已撤回 (transfer {} cancelled)", parent.transfer_id)),
+            resolution: None,
+            feedback: None,
+            reason_code: None,
+        };
+        Box::pin(status(tx, backend, &id, &update, Role::Gateway)).await?;
+    }
+    Ok(())
+}
+
+/// Queues a linkage notice about `transfer` for one of its desks ([`enqueue_notice`]) — only
+/// when the transfer's state has a native code (`received` and after; before that the desk
+/// learns through the feed and the console, `linkage.md`).
+async fn notify(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    transfer: &Transfer,
+    sender_ref: &str,
+    to: Party,
+    notice: &StatusUpdate,
+    now: i64,
+) -> Result<(), StoreError> {
+    if matches!(notice.state, State::Submitted | State::Delivered) {
+        return Ok(());
+    }
+    enqueue_notice(tx, backend, transfer, sender_ref, to, notice, now).await
+}
+
+/// Queues a status document about `transfer` for one of its desks, naming the transfer by the
+/// reference that desk knows it by (the origin its `sender_ref`, the destination the id).
+async fn enqueue_notice(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    transfer: &Transfer,
+    sender_ref: &str,
+    to: Party,
+    notice: &StatusUpdate,
+    now: i64,
+) -> Result<(), StoreError> {
+    let (receiver, reference) = match to {
+        Party::Origin => (&transfer.from, sender_ref.to_string()),
+        _ => (&transfer.to, transfer.transfer_id.clone()),
+    };
+    let mut notice = notice.clone();
+    notice.transfer_id = Some(transfer.transfer_id.clone());
+    notice.transfer_ref = Some(reference);
+    let payload = serde_json::to_string(&notice).map_err(|e| StoreError::Corrupt {
+        id: transfer.transfer_id.clone(),
+        problem: e.to_string(),
+    })?;
+    let delivery = Delivery {
+        destination: receiver,
+        transfer_id: &transfer.transfer_id,
+        kind: DeliveryKind::Status,
+        payload: &payload,
+    };
+    enqueue(tx, backend, &[delivery], now).await
+}
+
+/// Sets (`Some`) or clears a linkage timer of a transfer.
+async fn set_timer(
+    tx: &mut Transaction<'_, Any>,
+    transfer_id: &str,
+    kind: &str,
+    due: Option<i64>,
+) -> Result<(), StoreError> {
+    match due {
+        Some(due) => {
+            sqlx::query(
+                "INSERT INTO timers (transfer_id, kind, due) VALUES ($1, $2, $3) \
+                 ON CONFLICT (transfer_id, kind) DO UPDATE SET due = $4",
+            )
+            .bind(transfer_id)
+            .bind(kind)
+            .bind(due)
+            .bind(due)
+            .execute(&mut **tx)
+            .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM timers WHERE transfer_id = $1 AND kind = $2")
+                .bind(transfer_id)
+                .bind(kind)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Carries out a linkage action (`linkage.md`) on one transfer: the rules of
+/// [`linkage::apply`], deadlines the clock has passed recorded as missed, the transfer saved,
+/// the desks told (status notices in their formats), an overruled transfer delivered again,
+/// the dispute's timer set or cleared, and the feed and audit written. `escalate`: an
+/// escalation to add (a default that fired).
+#[allow(clippy::too_many_arguments)]
+async fn act(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    transfer_id: &str,
+    action: &Action,
+    actor: &Actor,
+    at: Timestamp,
+    settings: &linkage::Settings,
+    rule: DeadlineRule,
+    escalate: Option<&str>,
+) -> Result<WriteResult, StoreError> {
+    let Some((mut transfer, sender_ref)) = load_for_update(tx, backend, transfer_id).await? else {
+        return Ok(WriteResult::Linkage(Err(StatusRefused::NotFound(transfer_id.to_string()))));
+    };
+    let effect = match linkage::apply(&mut transfer, action, actor, at, settings, rule) {
+        Ok(effect) => effect,
+        Err(refusal) => return Ok(WriteResult::Linkage(Err(refusal.into()))),
+    };
+    let clock = Timestamp::now();
+    let now = clock.unix_seconds();
+    let mut entries = effect.entries.clone();
+    if let Some(deadline) = escalate {
+        transfer.overdue = true;
+        let entry = lifecycle::escalation(deadline, clock);
+        transfer.history.push(entry.clone());
+        entries.push(entry);
+    }
+    let misses = lifecycle::missed_deadlines(&transfer, clock);
+    lifecycle::record_misses(&mut transfer, &misses, clock);
+    let document = save(tx, &transfer, now).await?;
+    for notice in &effect.notices {
+        // The notice carries the transfer's current state, from the other party's side.
+        let by = match notice.to {
+            Party::Origin => transfer.to.clone(),
+            _ => transfer.from.clone(),
+        };
+        let update = StatusUpdate {
+            transfer_id: None,
+            transfer_ref: None,
+            state: transfer.state,
+            at,
+            by,
+            unit: None,
+            note: Some(notice.note.clone()),
+            resolution: None,
+            feedback: None,
+            reason_code: None,
+        };
+        notify(tx, backend, &transfer, &sender_ref, notice.to, &update, now).await?;
+    }
+    if effect.redeliver {
+        let mut request = transfer.for_destination();
+        request.ruling = Some(
+            transfer
+                .dispute
+                .as_ref()
+                .and_then(|d| d.decision.as_ref())
+                .and_then(|d| d.note.clone())
+                .unwrap_or_default(),
+        );
+        request.links = destination_links(tx, &transfer).await?;
+        let payload = serde_json::to_string(&request).map_err(|e| StoreError::Corrupt {
+            id: transfer_id.to_string(),
+            problem: e.to_string(),
+        })?;
+        let delivery = Delivery {
+            destination: &transfer.to,
+            transfer_id: &transfer.transfer_id,
+            kind: DeliveryKind::Transfer,
+            payload: &payload,
+        };
+        enqueue(tx, backend, &[delivery], now).await?;
+    }
+    if let Some(due) = effect.dispute_timer {
+        set_timer(tx, transfer_id, TIMER_DISPUTE, due.map(Timestamp::unix_seconds)).await?;
+    }
+    let mut events: Vec<Event<'_>> = effect
+        .entries
+        .iter()
+        .map(|e| Event { transfer: &transfer, kind: e.state.as_str(), document: &document })
+        .collect();
+    if escalate.is_some() || !misses.is_empty() {
+        events.push(Event { transfer: &transfer, kind: "escalated", document: &document });
+    }
+    record(tx, backend, &events, now).await?;
+    Ok(WriteResult::Linkage(Ok((Box::new(transfer), entries))))
+}
+
+/// A due linkage timer: fires the default it stands for, if it still applies, and goes.
+async fn timer(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    transfer_id: &str,
+    kind: &str,
+    now: Timestamp,
+    rule: DeadlineRule,
+) -> Result<WriteResult, StoreError> {
+    set_timer(tx, transfer_id, kind, None).await?;
+    match kind {
+        TIMER_DISPUTE => {
+            // Undecided by `dispute_within`: the first receiver keeps it, and the office hears.
+            let action = Action::DecideDispute {
+                outcome: DisputeOutcome::FirstReceiver,
+                note: Some("dispute_within passed undecided".to_string()),
+            };
+            let gateway = Actor { party: Party::Gateway, name: "gateway".to_string() };
+            let settings = linkage::Settings::default();
+            let result =
+                act(tx, backend, transfer_id, &action, &gateway, now, &settings, rule, Some("dispute"))
+                    .await?;
+            Ok(WriteResult::Done(matches!(result, WriteResult::Linkage(Ok(_)))))
+        }
+        _ => escalate(tx, backend, transfer_id, TIMER_NEEDED_BY, now.unix_seconds()).await,
+    }
+}
+
+/// A transfer's links as its destination's document names them: an assist's linked transfer
+/// by the reference the destination knows it by — its own `sender_ref` if it sent that
+/// transfer, else the `transfer_id` it received (`linkage.md`).
+pub(super) async fn destination_links(
+    tx: &mut Transaction<'_, Any>,
+    transfer: &Transfer,
+) -> Result<Vec<crate::model::Link>, StoreError> {
+    let mut links = transfer.links.clone();
+    for link in links.iter_mut().filter(|l| l.rel == LinkRel::AssistFor) {
+        let sender_ref: Option<String> = sqlx::query_scalar(
+            "SELECT sender_ref FROM transfers WHERE transfer_id = $1 AND sender = $2",
+        )
+        .bind(&link.transfer_id)
+        .bind(transfer.to.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(reference) = sender_ref {
+            link.transfer_id = reference;
+        }
+    }
+    Ok(links)
 }
 
 /// Rejects a transfer the gateway could not deliver, on its destination's behalf (`by`
@@ -526,11 +839,6 @@ async fn reject_undeliverable(
     };
     status(tx, backend, transfer_id, &update, Role::Gateway).await?;
     Ok(())
-}
-
-/// The text for the `escalations` column that `misses` add, if any.
-fn escalation_text(misses: &[&str]) -> Option<String> {
-    (!misses.is_empty()).then(|| misses.join(";"))
 }
 
 /// A destination's due deliveries (`$1` destination, `$2` and `$3` now), with `$except` added
@@ -768,16 +1076,14 @@ async fn escalate(
         return Ok(WriteResult::Done(false));
     };
     let now = Timestamp::from_unix_seconds(at).unwrap_or_else(Timestamp::now);
-    let already = transfer
-        .history
+    let already = linkage::current_round(&transfer.history)
         .iter()
         .any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some(deadline));
-    if already || lifecycle::missed_deadline(&transfer, now) != Some(deadline) {
+    if already || !lifecycle::missed_deadlines(&transfer, now).contains(&deadline) {
         return Ok(WriteResult::Done(false));
     }
     lifecycle::record_misses(&mut transfer, &[deadline], now);
-    let escalations = escalation_text(&[deadline]);
-    let document = save(tx, &transfer, escalations.as_deref(), at).await?;
+    let document = save(tx, &transfer, at).await?;
     record(
         tx,
         backend,

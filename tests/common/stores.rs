@@ -22,6 +22,19 @@ client_key = "gateway-key.pem"
 [[endpoint]]
 id = "330200/12345"
 receive_within = "5m"
+# Linkage offices (tests/linkage.rs): Ningbo's, and Shanghai's that covers none of Ningbo.
+[[office]]
+name = "nb"
+regions = ["3302"]
+rights = ["read_transfers", "decide_disputes"]
+[[office]]
+name = "sh"
+regions = ["31"]
+rights = ["read_transfers", "decide_disputes"]
+[[agency]]
+name = "nb-fire"
+regions = ["3302"]
+rights = ["read_transfers"]
 "#;
 
 pub fn postgres_url() -> String {

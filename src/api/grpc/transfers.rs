@@ -19,8 +19,134 @@ pub struct Transfers {
     pub state: Arc<AppState>,
 }
 
+impl Transfers {
+    /// A linkage action by the caller (an endpoint party or a linkage office), answered with
+    /// the transfer after it.
+    async fn act<T>(
+        &self,
+        request: Request<T>,
+        transfer_id: impl FnOnce(&T) -> String,
+        action: impl FnOnce(T) -> Result<crate::model::linkage::Action, Status>,
+    ) -> Result<Response<v1::Transfer>, Status> {
+        let who = peer(&request)?;
+        limit(&self.state, &who, CallKind::Status)?;
+        let message = request.into_inner();
+        let id = transfer_id(&message);
+        let action = action(message)?;
+        let transfer = self
+            .state
+            .engine
+            .act(&who.identity, &id, action, Timestamp::now())
+            .await
+            .map_err(|e| refused(&who, e))?;
+        Ok(Response::new(transfer.into()))
+    }
+}
+
+/// A required text of a linkage request, trimmed.
+fn text(value: String, path: &str) -> Result<String, Status> {
+    let value = value.trim().to_string();
+    if value.is_empty() {
+        Err(invalid(path, crate::model::MISSING))
+    } else {
+        Ok(value)
+    }
+}
+
+/// An optional text, trimmed; blank is absent.
+fn optional(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
 #[tonic::async_trait]
 impl TransferService for Transfers {
+    async fn urge(
+        &self,
+        request: Request<v1::UrgeRequest>,
+    ) -> Result<Response<v1::Transfer>, Status> {
+        use crate::model::linkage::Action;
+        self.act(request, |m| m.transfer_id.clone(), |m| Ok(Action::Urge { note: text(m.note, "note")? }))
+            .await
+    }
+
+    async fn request_extension(
+        &self,
+        request: Request<v1::RequestExtensionRequest>,
+    ) -> Result<Response<v1::Transfer>, Status> {
+        use crate::model::linkage::Action;
+        self.act(
+            request,
+            |m| m.transfer_id.clone(),
+            |m| {
+                let until = m.until.ok_or_else(|| invalid("until", crate::model::MISSING))?;
+                let until = Timestamp::from_unix_seconds(until.seconds)
+                    .ok_or_else(|| invalid("until", "expected a time"))?;
+                Ok(Action::RequestExtension { until, reason: text(m.reason, "reason")? })
+            },
+        )
+        .await
+    }
+
+    async fn decide_extension(
+        &self,
+        request: Request<v1::DecideExtensionRequest>,
+    ) -> Result<Response<v1::Transfer>, Status> {
+        use crate::model::linkage::Action;
+        self.act(
+            request,
+            |m| m.transfer_id.clone(),
+            |m| Ok(Action::DecideExtension { grant: m.grant, note: optional(m.note) }),
+        )
+        .await
+    }
+
+    async fn open_dispute(
+        &self,
+        request: Request<v1::OpenDisputeRequest>,
+    ) -> Result<Response<v1::Transfer>, Status> {
+        use crate::model::linkage::Action;
+        self.act(
+            request,
+            |m| m.transfer_id.clone(),
+            |m| Ok(Action::OpenDispute { note: text(m.note, "note")? }),
+        )
+        .await
+    }
+
+    async fn note_dispute(
+        &self,
+        request: Request<v1::NoteDisputeRequest>,
+    ) -> Result<Response<v1::Transfer>, Status> {
+        use crate::model::linkage::Action;
+        self.act(
+            request,
+            |m| m.transfer_id.clone(),
+            |m| {
+                Ok(Action::NoteDispute {
+                    note: text(m.note, "note")?,
+                    call_ref: optional(m.call_ref),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn decide_dispute(
+        &self,
+        request: Request<v1::DecideDisputeRequest>,
+    ) -> Result<Response<v1::Transfer>, Status> {
+        use crate::model::linkage::Action;
+        self.act(
+            request,
+            |m| m.transfer_id.clone(),
+            |m| {
+                let outcome = m.outcome.trim().parse().map_err(|e: String| invalid("outcome", e))?;
+                Ok(Action::DecideDispute { outcome, note: optional(m.note) })
+            },
+        )
+        .await
+    }
+
     async fn submit_transfer(
         &self,
         request: Request<v1::SubmitTransferRequest>,

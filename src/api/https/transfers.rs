@@ -331,11 +331,13 @@ pub async fn whoami(
     let (kind, name) = match &peer.identity {
         Identity::Endpoint(e) => ("endpoint", e.to_string()),
         Identity::Agency(n) => ("agency", n.clone()),
+        Identity::Office(n) => ("office", n.clone()),
         Identity::Operator(n) => ("operator", n.clone()),
         Identity::Gateway(n) => ("gateway", n.clone()),
     };
     let grant = match &peer.identity {
         Identity::Agency(name) => state.engine.policy().grant(name),
+        Identity::Office(name) => state.engine.policy().office(name),
         _ => None,
     };
     let place = peer

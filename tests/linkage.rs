@@ -1,0 +1,425 @@
+//! Linkage beyond a transfer (`linkage.md`) over a real store, on SQLite and PostgreSQL:
+//! disputes and the linkage office, urges, extensions, prior handling, assists, the routing
+//! basis, and the defaults firing on time. The desks' documents are written here from
+//! `formats.md` (gd-json for Ningbo's 12345, jjd-json for its 110) and what the gateway sends
+//! them is read the same way, field by field, so that the gateway's own renderer is not what
+//! checks itself.
+
+use liandong::engine::{Engine, EngineError};
+use liandong::formats::Registry;
+use liandong::model::linkage::Action;
+use liandong::model::{
+    CategoryCode, DisputeOutcome, DisputeState, EndpointId, HistoryEvent, PriorHandling,
+    ReasonCode, RoutingBasis, State, StatusUpdate, Timestamp, Transfer,
+};
+use liandong::security::Identity;
+use liandong::store::{DeliveryKind, Store};
+use serde_json::{json, Value};
+
+use crate::common;
+use common::stores::{engine, ningbo_request, stores};
+
+const POLICE: &str = "330200/110";
+const HOTLINE: &str = "330200/12345";
+
+fn id(s: &str) -> EndpointId {
+    s.parse().unwrap()
+}
+
+fn desk(endpoint: &str) -> Identity {
+    Identity::Endpoint(id(endpoint))
+}
+
+fn office(name: &str) -> Identity {
+    Identity::Office(name.to_string())
+}
+
+/// gd-json's time layout (`formats.md`): `yyyy/MM/dd HH:mm:ss`, Beijing time.
+fn gd_time(at: Timestamp) -> String {
+    at.format_beijing("yyyy/MM/dd HH:mm:ss")
+}
+
+/// A label's time (`linkage.md`): Beijing `yyyy-MM-dd HH:mm`.
+fn label_time(at: Timestamp) -> String {
+    at.format_beijing("yyyy-MM-dd HH:mm")
+}
+
+/// Ningbo's 12345 reports a status natively: a gd-json status document (`formats.md`), read
+/// by the endpoint's own reader, applied by the engine as the native route does.
+async fn hotline_says(
+    engine: &Engine,
+    transfer_id: &str,
+    gdzt: &str,
+    sm: Option<&str>,
+) -> Result<Transfer, EngineError> {
+    let mut doc = json!({"lzbh": transfer_id, "gdzt": gdzt, "czsj": gd_time(Timestamp::now())});
+    if let Some(sm) = sm {
+        doc["sm"] = json!(sm);
+    }
+    let registry = Registry::builtin();
+    let update = registry
+        .endpoint_named(HOTLINE)
+        .unwrap()
+        .read_status(doc.to_string().as_bytes())
+        .map_err(|e| EngineError::Invalid(liandong::model::ModelError::new("document", e.to_string())))?;
+    engine.update_status(&id(HOTLINE), update).await.map(|(t, _)| t)
+}
+
+/// A lock-out (NP05) from Ningbo's 110, received by its 12345 and rejected as out of scope —
+/// natively, with the label in front of the note.
+async fn rejected_lockout(engine: &Engine, sender_ref: &str) -> Transfer {
+    let mut request = ningbo_request(sender_ref);
+    request.case.category = "NP05".parse::<CategoryCode>().unwrap();
+    request.case.source_category = None;
+    let t = engine.submit(&id(POLICE), request).await.unwrap().transfer;
+    hotline_says(engine, &t.transfer_id, "签收", None).await.unwrap();
+    let t = hotline_says(engine, &t.transfer_id, "退回", Some("【非职责范围】开锁涉及人身安全，属公安职责"))
+        .await
+        .unwrap();
+    let last = t.history.last().unwrap();
+    assert_eq!(last.reason_code, Some(ReasonCode::OutOfScope), "the label read into reason_code");
+    assert_eq!(last.note.as_deref(), Some("开锁涉及人身安全，属公安职责"), "and stripped");
+    t
+}
+
+/// The native documents queued for `destination` about a transfer, in order, each as JSON
+/// (both Ningbo formats are JSON), with its kind.
+async fn sent_to(engine: &Engine, store: &Store, transfer_id: &str, destination: &str) -> Vec<(DeliveryKind, Value)> {
+    let mut out = Vec::new();
+    for item in store.deliveries_of(transfer_id).await.unwrap() {
+        if item.destination.to_string() != destination {
+            continue;
+        }
+        let bytes = engine.render_delivery(&item).unwrap();
+        out.push((item.kind, serde_json::from_slice(&bytes).unwrap()));
+    }
+    out
+}
+
+/// The last native document queued for `destination` about a transfer.
+async fn last_sent(engine: &Engine, store: &Store, transfer_id: &str, destination: &str) -> Value {
+    sent_to(engine, store, transfer_id, destination).await.pop().unwrap().1
+}
+
+fn refused(result: Result<Transfer, EngineError>, what: &str) -> String {
+    match result {
+        Err(EngineError::Refused(r)) => r.to_string(),
+        Err(EngineError::Forbidden(f)) => format!("forbidden: {f}"),
+        other => panic!("{what}: expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispute_overruled_by_the_office_goes_back_to_the_destination() {
+    for (backend, store, _dir) in stores("dispute_overruled").await {
+        let engine = engine(store.clone());
+        let t = rejected_lockout(&engine, "LZ-D1").await;
+        let tid = t.transfer_id.as_str();
+        let now = Timestamp::now();
+        let opened = engine
+            .act(&desk(POLICE), tid, Action::OpenDispute { note: "被困者无危险，属开锁服务".into() }, now)
+            .await
+            .unwrap();
+        let dispute = opened.dispute.as_ref().unwrap();
+        assert_eq!((dispute.state, dispute.by.as_str()), (DisputeState::Open, POLICE), "{backend}");
+        assert_eq!(opened.state, State::Rejected, "{backend}: a dispute is not a state");
+        assert_eq!(opened.history.last().unwrap().state, HistoryEvent::DisputeOpened);
+        // Consultation: both parties and the office, one with the three-way call's recording.
+        let note = |n: &str, c: Option<&str>| Action::NoteDispute {
+            note: n.into(),
+            call_ref: c.map(str::to_string),
+        };
+        engine.act(&desk(HOTLINE), tid, note("三方通话已进行", Some("REC-20230508-0042")), now).await.unwrap();
+        let noted = engine.act(&office("nb"), tid, note("联动办已听取双方意见", None), now).await.unwrap();
+        let notes = &noted.dispute.as_ref().unwrap().notes;
+        assert_eq!(notes.len(), 2, "{backend}");
+        assert_eq!(notes[0].call_ref.as_deref(), Some("REC-20230508-0042"));
+        assert_eq!(notes[1].by, "liandong://office/nb");
+        // Who may decide: not the origin; not an office of another region; not an agency;
+        // the destination only by withdrawing.
+        let decide = |o: DisputeOutcome| Action::DecideDispute { outcome: o, note: Some("经会商，开锁服务属12345职责".into()) };
+        let r = refused(engine.act(&desk(POLICE), tid, decide(DisputeOutcome::Upheld), now).await, "origin");
+        assert!(r.contains("linkage office"), "{backend}: {r}");
+        let r = refused(engine.act(&office("sh"), tid, decide(DisputeOutcome::Upheld), now).await, "sh");
+        assert!(r.contains("forbidden") && r.contains("31"), "{backend}: {r}");
+        let r = refused(engine.act(&Identity::Agency("nb-fire".into()), tid, decide(DisputeOutcome::Upheld), now).await, "agency");
+        assert!(r.contains("forbidden"), "{backend}: {r}");
+        let r = refused(engine.act(&desk(HOTLINE), tid, decide(DisputeOutcome::Upheld), now).await, "dest");
+        assert!(r.contains("overruled"), "{backend}: {r}");
+        assert_eq!(store.transfer(tid).await.unwrap().unwrap().dispute, noted.dispute, "{backend}: refusals change nothing");
+        let decided_at = Timestamp::now();
+        let t = engine.act(&office("nb"), tid, decide(DisputeOutcome::Overruled), decided_at).await.unwrap();
+        assert_eq!(t.state, State::Delivered, "{backend}: the one transition out of rejected");
+        assert_eq!(t.routing_basis, Some(RoutingBasis::Negotiated));
+        assert_eq!(t.dispute.as_ref().unwrap().decision.as_ref().unwrap().outcome, DisputeOutcome::Overruled);
+        assert_eq!(
+            t.deadlines.receive_by,
+            decided_at.plus_seconds(300),
+            "{backend}: fresh deadlines from the decision (the endpoint's 5 min)"
+        );
+        assert!(!t.overdue);
+        // The destination receives it again in gd-json, the ruling at the end of 转办说明.
+        let sent = sent_to(&engine, &store, tid, HOTLINE).await;
+        let (kind, again) = sent.last().unwrap();
+        assert_eq!(*kind, DeliveryKind::Transfer, "{backend}");
+        let zbsm = again["zbsm"].as_str().unwrap();
+        assert!(zbsm.ends_with("【会商裁定】经会商，开锁服务属12345职责"), "{backend}: {zbsm}");
+        assert_eq!(again["lzbh"], json!(tid));
+        // Its deadlines run anew: the first round's 签收 does not meet the new receive_by.
+        let late = decided_at.plus_seconds(301);
+        assert!(engine.sweep_deadlines(late).await.unwrap() >= 1, "{backend}");
+        let t = store.transfer(tid).await.unwrap().unwrap();
+        assert!(t.overdue, "{backend}: the new receive_by was missed");
+        let again = engine.act(&office("nb"), tid, decide(DisputeOutcome::Upheld), now).await;
+        assert!(refused(again, "decided").contains("no open dispute"), "{backend}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upheld_first_receiver_and_the_dispute_default() {
+    for (backend, store, _dir) in stores("dispute_outcomes").await {
+        let engine = engine(store.clone());
+        let now = Timestamp::now();
+        let open = || Action::OpenDispute { note: "请会商".into() };
+        // Upheld: the rejection stands; both desks are told; the origin's re-route is negotiated.
+        let t = rejected_lockout(&engine, "LZ-U1").await;
+        engine.act(&desk(POLICE), &t.transfer_id, open(), now).await.unwrap();
+        let upheld = Action::DecideDispute { outcome: DisputeOutcome::Upheld, note: Some("属公安职责".into()) };
+        let after = engine.act(&office("nb"), &t.transfer_id, upheld, now).await.unwrap();
+        assert_eq!(after.state, State::Rejected, "{backend}");
+        let to_police = sent_to(&engine, &store, &t.transfer_id, POLICE).await;
+        let (_, notice) = to_police.last().unwrap();
+        assert_eq!(notice["LZBH"], json!("LZ-U1"), "{backend}: the 110 knows it by its own LZBH");
+        assert_eq!(notice["ZT"], json!("30"), "{backend}: with the current state, rejected");
+        assert_eq!(notice["SM"], json!("【会商结果】维持退回：属公安职责"), "{backend}");
+        let to_hotline = sent_to(&engine, &store, &t.transfer_id, HOTLINE).await;
+        assert_eq!(to_hotline.last().unwrap().1["sm"], json!("【会商结果】维持退回：属公安职责"));
+        let mut reroute = ningbo_request("LZ-U1-B");
+        reroute.case = after.case.clone();
+        let rerouted = engine.submit(&id(POLICE), reroute).await.unwrap().transfer;
+        assert_eq!(rerouted.routing_basis, Some(RoutingBasis::Negotiated), "{backend}");
+        assert!(rerouted.links.iter().any(|l| l.transfer_id == t.transfer_id), "{backend}");
+
+        // Only out_of_scope, only within dispute_within, once.
+        let duplicate = engine.submit(&id(POLICE), ningbo_request("LZ-U2")).await.unwrap().transfer;
+        hotline_says(&engine, &duplicate.transfer_id, "退回", Some("【重复】已另案受理")).await.unwrap();
+        let r = refused(engine.act(&desk(POLICE), &duplicate.transfer_id, open(), now).await, "dup");
+        assert!(r.contains("out_of_scope"), "{backend}: {r}");
+        let t = rejected_lockout(&engine, "LZ-U3").await;
+        let too_late = now.plus_seconds(24 * 3600 + 120);
+        let r = refused(engine.act(&desk(POLICE), &t.transfer_id, open(), too_late).await, "late");
+        assert!(r.contains("dispute_within"), "{backend}: {r}");
+        engine.act(&desk(POLICE), &t.transfer_id, open(), now).await.unwrap();
+        let r = refused(engine.act(&desk(POLICE), &t.transfer_id, open(), now).await, "twice");
+        assert!(r.contains("one dispute"), "{backend}: {r}");
+        // The destination withdraws its rejection: overruled, decided by the destination.
+        let withdraw = Action::DecideDispute { outcome: DisputeOutcome::Overruled, note: None };
+        let back = engine.act(&desk(HOTLINE), &t.transfer_id, withdraw, now).await.unwrap();
+        assert_eq!(back.state, State::Delivered, "{backend}");
+        let sent = sent_to(&engine, &store, &t.transfer_id, HOTLINE).await;
+        assert!(sent.last().unwrap().1["zbsm"].as_str().unwrap().ends_with("【会商裁定】"), "{backend}: the label alone");
+
+        // Left undecided: at dispute_within the gateway decides first_receiver and escalates.
+        let t = rejected_lockout(&engine, "LZ-U4").await;
+        engine.act(&desk(POLICE), &t.transfer_id, open(), now).await.unwrap();
+        engine.sweep_deadlines(now.plus_seconds(3600)).await.unwrap();
+        let still = store.transfer(&t.transfer_id).await.unwrap().unwrap();
+        assert_eq!(still.dispute.as_ref().unwrap().state, DisputeState::Open, "{backend}: not before its time");
+        engine.sweep_deadlines(now.plus_seconds(24 * 3600 + 5)).await.unwrap();
+        let decided = store.transfer(&t.transfer_id).await.unwrap().unwrap();
+        let decision = decided.dispute.as_ref().unwrap().decision.clone().unwrap();
+        assert_eq!((decision.outcome, decision.by.as_str()), (DisputeOutcome::FirstReceiver, "gateway"), "{backend}");
+        assert_eq!(decided.routing_basis, Some(RoutingBasis::FirstReceiver));
+        assert!(decided.overdue, "{backend}: escalated to the office");
+        assert!(decided.history.iter().any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some("dispute")));
+        let notice = &last_sent(&engine, &store, &t.transfer_id, POLICE).await;
+        assert!(notice["SM"].as_str().unwrap().starts_with("【会商结果】首接办理"), "{backend}: {notice}");
+        assert_eq!(engine.sweep_deadlines(now.plus_seconds(48 * 3600)).await.unwrap(), 0, "{backend}: once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urges_and_extensions() {
+    for (backend, store, _dir) in stores("urges").await {
+        let engine = engine(store.clone());
+        let t = engine.submit(&id(POLICE), ningbo_request("LZ-E1")).await.unwrap().transfer;
+        let tid = t.transfer_id.as_str();
+        // Before it is received, an urge reaches the desk through the feed only (no native code).
+        let now = Timestamp::now();
+        let urge = |n: &str| Action::Urge { note: n.into() };
+        engine.act(&desk(POLICE), tid, urge("请尽快签收"), now).await.unwrap();
+        assert!(sent_to(&engine, &store, tid, HOTLINE).await.iter().all(|(k, _)| *k == DeliveryKind::Transfer), "{backend}");
+        hotline_says(&engine, tid, "受理", None).await.unwrap();
+        let r = refused(engine.act(&desk(POLICE), tid, urge("再催"), now.plus_seconds(1800)).await, "interval");
+        assert!(r.contains("urge_interval"), "{backend}: {r}");
+        let r = refused(engine.act(&desk(HOTLINE), tid, urge("x"), now.plus_seconds(3600)).await, "dest");
+        assert!(r.contains("origin or the linkage office"), "{backend}: {r}");
+        let t = engine.act(&office("nb"), tid, urge("联动办督促办理"), now.plus_seconds(3600)).await.unwrap();
+        assert_eq!(t.urges, 2, "{backend}");
+        let notice = &last_sent(&engine, &store, tid, HOTLINE).await;
+        assert_eq!((notice["gdzt"].as_str(), notice["sm"].as_str()), (Some("受理"), Some("【催办】联动办督促办理")), "{backend}");
+
+        // An extension asked natively: 办理中 with 【延期申请】reason至time (no state change).
+        let resolve_by = t.deadlines.resolve_by.unwrap();
+        let until = resolve_by.plus_seconds(2 * 86_400);
+        let ask = format!("【延期申请】需协调物业维修 至{}", label_time(until));
+        let t = hotline_says(&engine, tid, "办理中", Some(&ask)).await.unwrap();
+        assert_eq!(t.state, State::Accepted, "{backend}: not a state");
+        let asked = t.history.last().unwrap();
+        assert_eq!(asked.state, HistoryEvent::ExtensionRequested);
+        assert_eq!(asked.note.as_deref(), Some("需协调物业维修"));
+        let until_minute = Timestamp::parse_beijing(&label_time(until), "yyyy-MM-dd HH:mm").unwrap();
+        assert_eq!(asked.until, Some(until_minute), "{backend}: read to the minute");
+        let notice = &last_sent(&engine, &store, tid, POLICE).await;
+        assert_eq!(notice["ZT"], json!("20"), "{backend}: the current state, accepted");
+        assert_eq!(notice["SM"], json!(format!("【延期申请】需协调物业维修至{}", label_time(until))));
+        // malformed: starts with the label but no 至 and a time — refused naming the note.
+        let bad = hotline_says(&engine, tid, "办理中", Some("【延期申请】需协调物业维修")).await;
+        let Err(EngineError::Invalid(e)) = bad else { panic!("{backend}: {bad:?}") };
+        assert!(e.to_string().contains("sm"), "{backend}: names the native field: {e}");
+        // one request at a time; only the origin or the office answers.
+        let again = Action::RequestExtension { until, reason: "再申请".into() };
+        assert!(refused(engine.act(&desk(HOTLINE), tid, again, now).await, "pending").contains("awaits"));
+        let grant = Action::DecideExtension { grant: true, note: None };
+        refused(engine.act(&desk(HOTLINE), tid, grant.clone(), now).await, "dest grants");
+        let t = engine.act(&desk(POLICE), tid, grant, now).await.unwrap();
+        assert_eq!(t.deadlines.resolve_by, Some(until_minute), "{backend}: resolve_by moved");
+        let notice = &last_sent(&engine, &store, tid, HOTLINE).await;
+        assert_eq!(notice["sm"], json!(format!("【延期批准】{}", label_time(until))), "{backend}");
+        // A refusal, canonically.
+        let later = until_minute.plus_seconds(86_400);
+        let ask = Action::RequestExtension { until: later, reason: "仍需协调".into() };
+        engine.act(&desk(HOTLINE), tid, ask, now).await.unwrap();
+        let refuse = Action::DecideExtension { grant: false, note: Some("请按期办结".into()) };
+        let t = engine.act(&office("nb"), tid, refuse, now).await.unwrap();
+        assert_eq!(t.history.last().unwrap().state, HistoryEvent::ExtensionRefused);
+        assert_eq!(t.deadlines.resolve_by, Some(until_minute), "{backend}: unchanged");
+        let notice = &last_sent(&engine, &store, tid, HOTLINE).await;
+        assert_eq!(notice["sm"], json!("【延期驳回】请按期办结"), "{backend}");
+        // Undecided when resolve_by passes: refused by the gateway, with the escalation.
+        let ask = Action::RequestExtension { until: later, reason: "第三次".into() };
+        engine.act(&desk(HOTLINE), tid, ask, now).await.unwrap();
+        engine.sweep_deadlines(until_minute.plus_seconds(1)).await.unwrap();
+        let t = store.transfer(tid).await.unwrap().unwrap();
+        let lapsed = t.history.iter().rev().find(|h| h.state == HistoryEvent::ExtensionRefused).unwrap();
+        assert_eq!(lapsed.by, "gateway", "{backend}");
+        assert!(t.overdue, "{backend}: resolve_by missed");
+        let r = refused(engine.act(&desk(HOTLINE), tid, Action::RequestExtension { until: later, reason: "迟".into() }, until_minute.plus_seconds(2)).await, "after");
+        assert!(r.contains("before resolve_by"), "{backend}: {r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handling_first_and_help_on_site() {
+    for (backend, store, _dir) in stores("assists").await {
+        let engine = engine(store.clone());
+        let registry = Registry::builtin();
+        // A wage dispute 110 handled first: routing basis safety_first, the prior handling
+        // rendered into 12345's 转办说明.
+        let mut request = ningbo_request("LZ-W1");
+        request.case.category = "NP03".parse::<CategoryCode>().unwrap();
+        request.case.source_category = None;
+        request.prior_handling = Some(PriorHandling {
+            by_unit: None,
+            at: Some(Timestamp::now()),
+            actions: "民警到场稳定情绪，现场无冲突".into(),
+            safe: Some(true),
+        });
+        let parent = engine.submit(&id(POLICE), request).await.unwrap().transfer;
+        assert_eq!(parent.routing_basis, Some(RoutingBasis::SafetyFirst), "{backend}");
+        let doc = &sent_to(&engine, &store, &parent.transfer_id, HOTLINE).await[0].1;
+        assert!(doc["zbsm"].as_str().unwrap().ends_with("【先期处置】民警到场稳定情绪，现场无冲突"), "{backend}: {doc}");
+        hotline_says(&engine, &parent.transfer_id, "受理", None).await.unwrap();
+        // A plain NP07 is on the list (catalogue); the catch-all NP99 is on none.
+        let plain = engine.submit(&id(POLICE), ningbo_request("LZ-W2")).await.unwrap().transfer;
+        assert_eq!(plain.routing_basis, Some(RoutingBasis::Catalogue), "{backend}");
+        let mut other = ningbo_request("LZ-W3");
+        other.case.category = "NP99".parse::<CategoryCode>().unwrap();
+        other.case.source_category = None;
+        assert_eq!(engine.submit(&id(POLICE), other).await.unwrap().transfer.routing_basis, None, "{backend}");
+
+        // 12345's enforcement team asks 110 for police presence: a PM10 gd-json document
+        // naming the wage dispute by the id it received (【关联单号】) and the time (【需到场时间】).
+        let needed_by = Timestamp::now().plus_seconds(1800);
+        let assist_doc = |lzbh: &str, zbsm: String, sqlx: &str| {
+            json!({
+                "lzbh": lzbh, "zbsj": gd_time(Timestamp::now()), "zbsm": zbsm, "mbpt": "110",
+                "gd": {"gdbh": format!("GD-{lzbh}"), "ldsj": gd_time(Timestamp::now()), "sqlx": sqlx,
+                       "sqnr": "执法队现场处置欠薪纠纷，需民警到场维持秩序", "qhdm": "330203", "jjcd": "紧急"}
+            })
+            .to_string()
+        };
+        let read = |doc: String| registry.endpoint_named(HOTLINE).unwrap().read_transfer(doc.as_bytes());
+        let zbsm = format!("需民警到场【需到场时间】{}【关联单号】{}", label_time(needed_by), parent.transfer_id);
+        let request = read(assist_doc("GD-A1", zbsm.clone(), "2010")).unwrap();
+        let assist = engine.submit(&id(HOTLINE), request).await.unwrap().transfer;
+        assert_eq!(assist.to.to_string(), POLICE, "{backend}");
+        assert_eq!(assist.case.category.as_str(), "PM10");
+        assert_eq!(assist.links[0].transfer_id, parent.transfer_id, "{backend}: resolved to the id");
+        assert!(assist.needed_by.is_some());
+        // 110 gets it in jjd-json: JQLB 990100, and the wage dispute by its own LZBH.
+        let doc = &sent_to(&engine, &store, &assist.transfer_id, POLICE).await[0].1;
+        assert_eq!(doc["JQXX"]["JQLB"], json!("990100"), "{backend}");
+        let zjyy = doc["ZJYY"].as_str().unwrap();
+        assert!(zjyy.contains(&format!("【需到场时间】{}", label_time(needed_by))), "{backend}: {zjyy}");
+        assert!(zjyy.ends_with("【关联单号】LZ-W1"), "{backend}: {zjyy}");
+        // Refused: no needed_by (naming 转办说明's labels' field), a reference to nothing,
+        // an assist_for on an ordinary category.
+        let e = read(assist_doc("GD-A2", format!("需民警到场【需到场时间】【关联单号】{}", parent.transfer_id), "2010")).unwrap_err();
+        assert!(e.to_string().contains("zbsm"), "{backend}: {e}");
+        let e = read(assist_doc("GD-A3", format!("需民警到场【关联单号】{}", parent.transfer_id), "2010")).unwrap_err();
+        assert!(e.to_string().contains("needed_by"), "{backend}: {e}");
+        let nothing = read(assist_doc("GD-A4", format!("x【需到场时间】{}【关联单号】NO-SUCH", label_time(needed_by)), "2010")).unwrap();
+        assert!(engine.submit(&id(HOTLINE), nothing).await.is_err(), "{backend}");
+        let e = read(assist_doc("GD-A5", zbsm.clone(), "2001")).unwrap_err();
+        assert!(e.to_string().contains("needed_by"), "{backend}: {e}");
+        // A second assist, whose help never arrives; the first one's officers do.
+        let zbsm_b = format!("需民警到场【需到场时间】{}【关联单号】{}", label_time(needed_by), parent.transfer_id);
+        let second = engine.submit(&id(HOTLINE), read(assist_doc("GD-A7", zbsm_b, "2010")).unwrap()).await.unwrap().transfer;
+        let update = StatusUpdate {
+            transfer_id: Some(assist.transfer_id.clone()),
+            transfer_ref: None,
+            state: State::InProgress,
+            at: Timestamp::now(),
+            by: id(POLICE),
+            unit: None,
+            note: Some("海曙分局民警已到场".into()),
+            resolution: None,
+            feedback: None,
+            reason_code: None,
+        };
+        engine.update_status(&id(POLICE), update).await.unwrap();
+        // needed_by missed: escalated like receive_by — the one whose help is not on the scene.
+        engine.sweep_deadlines(needed_by.plus_seconds(60)).await.unwrap();
+        let missed = |t: &Transfer| t.history.iter().any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some("needed_by"));
+        assert!(missed(&store.transfer(&second.transfer_id).await.unwrap().unwrap()), "{backend}");
+        assert!(!missed(&store.transfer(&assist.transfer_id).await.unwrap().unwrap()), "{backend}: on the scene in time");
+        // The wage dispute is withdrawn: its assists go with it, and both of their desks hear.
+        let cancel = StatusUpdate {
+            transfer_id: Some(parent.transfer_id.clone()),
+            state: State::Cancelled,
+            note: Some("当事人已和解".into()),
+            by: id(POLICE),
+            at: Timestamp::now(),
+            transfer_ref: None,
+            unit: None,
+            resolution: None,
+            feedback: None,
+            reason_code: None,
+        };
+        engine.update_status(&id(POLICE), cancel).await.unwrap();
+        for a in [&assist, &second] {
+            let gone = store.transfer(&a.transfer_id).await.unwrap().unwrap();
+            assert_eq!(gone.state, State::Cancelled, "{backend}: cancelled with its parent");
+            assert_eq!(gone.history.last().unwrap().by, "gateway");
+        }
+        let to_police = sent_to(&engine, &store, &assist.transfer_id, POLICE).await;
+        assert_eq!(to_police.last().unwrap().1["ZT"], json!("90"), "{backend}");
+        let to_hotline = sent_to(&engine, &store, &assist.transfer_id, HOTLINE).await;
+        assert_eq!(to_hotline.last().unwrap().1["gdzt"], json!("撤回"), "{backend}");
+        // An assist for a closed-off transfer is refused.
+        let late = read(assist_doc("GD-A6", zbsm, "2010")).unwrap();
+        let e = engine.submit(&id(HOTLINE), late).await.unwrap_err();
+        assert!(e.to_string().contains("open"), "{backend}: {e}");
+    }
+}
