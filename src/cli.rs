@@ -485,7 +485,8 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
 fn simulate(args: &SimulateArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
     use crate::simulate::{Behaviour, SimulatedPlatform};
     let registry = Registry::builtin();
-    let behaviour = Behaviour { think: std::time::Duration::from_millis(500), reject: Vec::new() };
+    let behaviour =
+        Behaviour { think: std::time::Duration::from_millis(500), ..Behaviour::default() };
     let report = runtime()?.block_on(async {
         let platform =
             SimulatedPlatform::new(&registry, &args.endpoint, args.gateway, &args.ca, &args.cert, &args.key, behaviour)

@@ -78,8 +78,21 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
         let behaviour = Behaviour {
             think: Duration::from_millis(400),
             // Liaoning's 12345 hands lock-outs back: no door number to send the locksmith to.
-            reject: if *name == "210000/12345" {
-                vec![("NP05".into(), "【信息不全】缺少单元、门牌号，请补充后重新移交".into())]
+            // Zhejiang's holds them to be police work: the linkage office will decide.
+            reject: match *name {
+                "210000/12345" => {
+                    vec![("NP05".into(), "【信息不全】缺少单元、门牌号，请补充后重新移交".into())]
+                }
+                "330000/12345" => {
+                    vec![("NP05".into(), "【非职责范围】被困人员疑似有危险，属公安110职责".into())]
+                }
+                _ => vec![],
+            },
+            // Ningbo's 12345 needs more time for a municipal facility (延期申请).
+            extend: if *name == "330200/12345" { vec!["NP08".into()] } else { vec![] },
+            // Liaoning's 12345 signs for a burst pipe and leaves it past its deadline.
+            hold: if *name == "210000/12345" {
+                vec![("NP04".into(), LIAONING_HOLD)]
             } else {
                 vec![]
             },
@@ -101,6 +114,12 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
         )?;
         platforms.push(platform);
     }
+    // Liaoning's 12345 has a short deadline here, so that its held case is overdue in the demo.
+    config_text = config_text.replacen(
+        "id = \"210000/12345\"\n",
+        "id = \"210000/12345\"\nresolve_within = \"6s\"\n",
+        1,
+    );
     // Quick to call a destination unreachable, and generous limits for the volume.
     config_text = config_text
         .replace("unreachable_after = \"2m\"", "unreachable_after = \"5s\"")
@@ -143,13 +162,35 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
     let mut wage = ningbo.request("NP03", Urgency::Normal)?;
     wage.case.summary = "农民工讨薪：工地拖欠三个月工资".into();
     wage.to_region = "330203".parse().ok();
+    // 先处理后移交: the police calmed the scene first; the wages are 12345's.
+    wage.prior_handling = Some(crate::model::PriorHandling {
+        by_unit: Some(crate::model::Unit { code: None, name: Some("高桥派出所".into()) }),
+        at: Some(crate::model::Timestamp::now()),
+        actions: "民警到场劝解，现场秩序已恢复，欠薪诉求移交12345".into(),
+        safe: Some(true),
+    });
     let id = ningbo.submit(&wage).await?;
+    // 派员参与现场处置: the labour inspectors going to the site ask 110 for police presence,
+    // naming the wage dispute by the id they received it under.
+    let ningbo_hotline = by("330200/12345")?;
+    let mut assist = ningbo_hotline.request("PM10", Urgency::Urgent)?;
+    assist.case.summary = "劳动监察到工地处置欠薪纠纷，现场人员情绪激动，需民警到场维持秩序".into();
+    assist.needed_by = Some(crate::model::Timestamp::now().plus_seconds(1800));
+    assist.links =
+        vec![crate::model::Link { rel: crate::model::LinkRel::AssistFor, transfer_id: id.clone() }];
+    let assist_id = ningbo_hotline.submit(&assist).await?;
     let routed = routed_unit(&dir, https_addr, &id).await;
-    say(format!("· 宁波 110 → 12345 讨薪 (unpaid wages), routed to the township: {routed}"));
+    say(format!("· 宁波 110 → 12345 讨薪 (unpaid wages), handled first by the police, routed to the township: {routed}"));
+    say("· 宁波 12345 → 110 派员协助: the labour inspectors ask for police presence at the site");
     scenarios.push(Scenario {
         name: "宁波 110 → 12345 讨薪 (unpaid wages)",
         origin: "330200-110",
         id,
+    });
+    scenarios.push(Scenario {
+        name: "宁波 12345 → 110 派员协助 (police presence)",
+        origin: "330200-12345",
+        id: assist_id,
     });
 
     let zhejiang = by("330000/12345")?;
@@ -169,6 +210,37 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
     scenarios.push(Scenario {
         name: "辽宁 110 → 12345 开锁 (lock-out)", origin: "210000-110", id
     });
+
+    // 职责争议: Zhejiang's 12345 hands a lock-out back as police work; the 110 disputes it and
+    // the linkage office decides (see `linkage`, below).
+    let zhejiang_police = by("330000/110")?;
+    let disputed =
+        zhejiang_police.submit(&zhejiang_police.request("NP05", Urgency::Normal)?).await?;
+    say("· 杭州 (浙江 110) → 12345 开锁: handed back as out of scope; the 110 disputes it, the linkage office decides");
+    scenarios.push(Scenario {
+        name: "浙江 110 → 12345 开锁 (lock-out, disputed)",
+        origin: "330000-110",
+        id: disputed.clone(),
+    });
+    // 催办: Liaoning's 12345 leaves a burst pipe past its deadline; the 110 urges it.
+    let liaoning_pipe = liaoning.submit(&liaoning.request("NP04", Urgency::Normal)?).await?;
+    say("· 沈阳 (辽宁 110) → 12345 停水: left past its deadline, escalated, and urged");
+    scenarios.push(Scenario {
+        name: "辽宁 110 → 12345 停水 (no water, urged)",
+        origin: "210000-110",
+        id: liaoning_pipe.clone(),
+    });
+    // 延期: Ningbo's 12345 asks for more time for a broken streetlight; the 110 grants it.
+    let mut lamp = ningbo.request("NP08", Urgency::Normal)?;
+    lamp.case.summary = "小区路灯连续多日不亮，线路需改造".into();
+    let extended = ningbo.submit(&lamp).await?;
+    say("· 宁波 110 → 12345 路灯: the 12345 asks for an extension, the 110 grants it");
+    scenarios.push(Scenario {
+        name: "宁波 110 → 12345 路灯 (streetlight, extended)",
+        origin: "330200-110",
+        id: extended.clone(),
+    });
+    let linkage = tokio::spawn(linkage(dir.clone(), https_addr, disputed, liaoning_pipe, extended));
 
     let beijing = by("110000/110")?;
     let mut noise = beijing.request("NP10", Urgency::Normal)?;
@@ -239,6 +311,12 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
         tokio::time::sleep_until((volume_start + tick * n as u32).into()).await;
     }
 
+    // The linkage scenarios play out beside the volume; their people act as they must.
+    match tokio::time::timeout(Duration::from_secs(60), linkage).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => say(format!("· a linkage scenario did not play: {e}")),
+        _ => say("· the linkage scenarios did not finish in time"),
+    }
     // Let the loops close: deliveries drain, statuses come back, citizens are called back.
     let drain_until = Instant::now() + Duration::from_secs(20);
     let store = crate::store::Store::sqlite(&store_path).await.map_err(|e| e.to_string())?;
@@ -297,6 +375,88 @@ pub async fn run(plan: DemoPlan) -> Result<String, String> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(report)
+}
+
+/// How long Liaoning's 12345 leaves its burst pipe (past its 6 s `resolve_by`).
+const LIAONING_HOLD: Duration = Duration::from_secs(14);
+
+/// The people of the linkage scenarios (`linkage.md`), each through the canonical HTTPS routes
+/// with its own certificate: the Zhejiang 110 disputes its lock-out and the linkage office
+/// (`office-demo`) hears both sides and overrules the rejection; the Liaoning 110 urges its
+/// overdue burst pipe; the Ningbo 110 grants the 12345's extension.
+async fn linkage(
+    dir: PathBuf,
+    gateway: SocketAddr,
+    disputed: String,
+    overdue: String,
+    extended: String,
+) -> Result<(), String> {
+    let post = |identity: &'static str, path: String, body: serde_json::Value| {
+        let dir = dir.clone();
+        async move { call(&dir, gateway, identity, "POST", &path, body.to_string().into_bytes()).await }
+    };
+    let dispute = async {
+        wait_until(&dir, gateway, "330000-110", &disputed, |t| t["state"] == "rejected").await?;
+        post("330000-110", format!("/v1/transfers/{disputed}/dispute"), serde_json::json!({"note": "被困者系老人，无危险情形，开锁服务在分流转办事项清单内，属12345"})).await?;
+        post("office-demo", format!("/v1/transfers/{disputed}/dispute/notes"), serde_json::json!({"note": "三方通话：12345称开锁需核实身份，110称现场无警情", "call_ref": "SFTH-0042"})).await?;
+        let decided = post("office-demo", format!("/v1/transfers/{disputed}/dispute/decision"), serde_json::json!({"outcome": "overruled", "note": "开锁服务属12345职责，身份核实由开锁企业按规定办理"})).await?;
+        say(format!(
+            "· the linkage office overrules the 12345: the lock-out goes back to it ({})",
+            decided["state"].as_str().unwrap_or("?")
+        ));
+        Ok::<_, String>(())
+    };
+    let urge = async {
+        wait_until(&dir, gateway, "210000-110", &overdue, |t| t["overdue"] == true).await?;
+        post(
+            "210000-110",
+            format!("/v1/transfers/{overdue}/urge"),
+            serde_json::json!({"note": "市民反映已停水超时，请尽快处置"}),
+        )
+        .await?;
+        say("· the 辽宁 110 urges its overdue burst pipe (催办)");
+        Ok(())
+    };
+    let extension = async {
+        wait_until(&dir, gateway, "330200-110", &extended, |t| {
+            t["history"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|e| e["state"] == "extension_requested"))
+        })
+        .await?;
+        post(
+            "330200-110",
+            format!("/v1/transfers/{extended}/extension/decision"),
+            serde_json::json!({"grant": true, "note": "同意延期"}),
+        )
+        .await?;
+        say("· the 宁波 110 grants the 12345's extension (延期)");
+        Ok(())
+    };
+    let (a, b, c) = tokio::join!(dispute, urge, extension);
+    a.and(b).and(c)
+}
+
+/// Polls a transfer as `identity` until `done` holds (at most 40 s).
+async fn wait_until(
+    dir: &Path,
+    gateway: SocketAddr,
+    identity: &str,
+    id: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value, String> {
+    let until = Instant::now() + Duration::from_secs(40);
+    loop {
+        let transfer =
+            call(dir, gateway, identity, "GET", &format!("/v1/transfers/{id}"), Vec::new()).await?;
+        if done(&transfer) {
+            return Ok(transfer);
+        }
+        if Instant::now() > until {
+            return Err(format!("transfer {id} never got there: {}", transfer["state"]));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn wait_ready(admin: SocketAddr) -> Result<(), String> {
@@ -505,6 +665,41 @@ fn outcome(transfer: &serde_json::Value) -> String {
     if let Some(satisfaction) = transfer["feedback"]["satisfaction"].as_str() {
         line.push_str(&format!("; citizen called back: {satisfaction}"));
     }
+    // Linkage (linkage.md): why it went there, what was done first, help on site, disputes,
+    // urges, extensions.
+    if let Some(basis) = transfer["routing_basis"].as_str() {
+        line.push_str(&format!("; routing basis {basis}"));
+    }
+    if let Some(actions) = transfer["prior_handling"]["actions"].as_str() {
+        line.push_str(&format!("; handled first: {actions}"));
+    }
+    if let Some(link) =
+        transfer["links"].as_array().into_iter().flatten().find(|l| l["rel"] == "assist_for")
+    {
+        line.push_str(&format!("; assists {}", link["transfer_id"].as_str().unwrap_or("")));
+        let on_scene =
+            history.iter().find(|e| e["state"] == "in_progress").and_then(|e| e["note"].as_str());
+        if let Some(note) = on_scene {
+            line.push_str(&format!(", on the scene: {note}"));
+        }
+    }
+    if let Some(decision) = transfer["dispute"]["decision"].as_object() {
+        line.push_str(&format!(
+            "; disputed, {} by {}: {}",
+            decision.get("outcome").and_then(|o| o.as_str()).unwrap_or("?"),
+            decision.get("by").and_then(|o| o.as_str()).unwrap_or("?"),
+            decision.get("note").and_then(|o| o.as_str()).unwrap_or("")
+        ));
+    }
+    if let Some(urges) = transfer["urges"].as_u64() {
+        line.push_str(&format!("; urged {urges}×"));
+    }
+    if let Some(granted) = history.iter().find(|e| e["state"] == "extension_granted") {
+        line.push_str(&format!(
+            "; extension granted until {}",
+            granted["until"].as_str().unwrap_or("?")
+        ));
+    }
     line
 }
 
@@ -573,6 +768,8 @@ async fn report(
         latencies.last().copied().unwrap_or(0.0)
     ));
     out.push_str(&format!("retried: {retried} deliveries needed more than one attempt (the outage); {dead} dead letters\n"));
+    let urged: u64 = platforms.iter().map(|p| p.tally.urged.load(Ordering::Relaxed)).sum();
+    out.push_str(&format!("urges (催办) the desks received in their own format: {urged}\n"));
     let errors: u64 = platforms.iter().map(|p| p.tally.errors.load(Ordering::Relaxed)).sum();
     out.push_str(&format!(
         "the partner agency's Watch saw {} events; platform-side errors: {errors}\n",

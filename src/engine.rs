@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use crate::config::{Config, EndpointSettings};
 use crate::formats::Registry;
-use crate::model::lifecycle::{self, Outcome, Refusal};
 use crate::model::lifecycle::DeadlineRule;
+use crate::model::lifecycle::{self, Outcome, Refusal};
 use crate::model::linkage::{self, Action, Actor, Party};
 use crate::model::{
     category, Deadlines, DisputeOutcome, EndpointId, HistoryEntry, HistoryEvent, Link, LinkRel,
@@ -249,7 +249,11 @@ impl Engine {
     }
 
     /// How long a transfer to `to` of this urgency has to be received and resolved.
-    fn deadline_rule(&self, to: &EndpointId, urgency: Option<crate::model::Urgency>) -> DeadlineRule {
+    fn deadline_rule(
+        &self,
+        to: &EndpointId,
+        urgency: Option<crate::model::Urgency>,
+    ) -> DeadlineRule {
         let rule = lifecycle::default_deadline(to.platform, urgency);
         let settings = self.endpoint(to);
         DeadlineRule {
@@ -268,7 +272,11 @@ impl Engine {
     /// (it carries `prior_handling`); `catalogue` when its category is on the origin's live
     /// transfer-item list for this direction (the catch-alls NP99/PM99 are not items);
     /// otherwise none.
-    fn routing_basis(&self, request: &TransferRequest, rerouted: &[Transfer]) -> Option<RoutingBasis> {
+    fn routing_basis(
+        &self,
+        request: &TransferRequest,
+        rerouted: &[Transfer],
+    ) -> Option<RoutingBasis> {
         let upheld = rerouted.iter().any(|t| {
             t.dispute
                 .as_ref()
@@ -349,7 +357,11 @@ impl Engine {
         }
         let rerouted: Vec<Transfer> = linked
             .iter()
-            .filter(|t| links.iter().any(|l| l.rel == LinkRel::ReroutedFrom && l.transfer_id == t.transfer_id))
+            .filter(|t| {
+                links
+                    .iter()
+                    .any(|l| l.rel == LinkRel::ReroutedFrom && l.transfer_id == t.transfer_id)
+            })
             .cloned()
             .collect();
         let routing_basis = self.routing_basis(&request, &rerouted);
@@ -788,8 +800,12 @@ impl Engine {
                     Some(t) => self.deadline_rule(&t.to, t.case.urgency),
                     None => lifecycle::default_deadline(Platform::Hotline, None),
                 };
-                let write =
-                    Write::Timer { transfer_id: transfer_id.clone(), kind: kind.clone(), now, rule };
+                let write = Write::Timer {
+                    transfer_id: transfer_id.clone(),
+                    kind: kind.clone(),
+                    now,
+                    rule,
+                };
                 if let WriteResult::Done(true) = self.store.write(write).await? {
                     escalated += 1;
                 }

@@ -6,11 +6,15 @@
 //!
 //! What a simulated platform does with what it receives:
 //! - a transfer addressed to it: `accepted` after a moment, then `resolved` (or `rejected`
-//!   with a note, when told to refuse that category);
+//!   with a note, when told to refuse that category — once: sent back by a ruling, it is worked);
+//!   an assist (PM10/NP11) is `in_progress` when its people are on the scene; told to, it signs
+//!   for a category and leaves it a while (overdue), or asks natively for more time (延期申请);
 //! - news that its own transfer was `resolved`: calls the citizen back and `closes` it
 //!   (回访, with satisfaction);
 //! - news that its own transfer was `rejected`: sends it again, once — completed when it came
-//!   back for missing information (`【信息不全】`), else to its province's other district.
+//!   back for missing information (`【信息不全】`), else to its province's other district; not
+//!   when it was out of scope (its people dispute that) or the first receiver keeps it;
+//! - an urge (`【催办】`) about a transfer it works: counted.
 //!
 //! Its cases happen in its own province (a real district, an address and coordinates there),
 //! with the reason and words a desk of its side would give.
@@ -126,8 +130,13 @@ fn summary_of(category: &str) -> &'static str {
 pub struct Behaviour {
     /// How long before it accepts, and again before it resolves.
     pub think: Duration,
-    /// Categories it hands back (`rejected`, with this note).
+    /// Categories it hands back (`rejected`, with this note) — once: a transfer that comes back
+    /// after the linkage office overruled the rejection is worked.
     pub reject: Vec<(String, String)>,
+    /// Categories it asks more time for (延期申请, natively) once accepted, before resolving.
+    pub extend: Vec<String>,
+    /// Categories it signs for at once but leaves this long before working (an overdue case).
+    pub hold: Vec<(String, Duration)>,
 }
 
 /// What a simulated platform has seen and done.
@@ -138,6 +147,8 @@ pub struct Tally {
     pub statuses_sent: AtomicU64,
     pub closed: AtomicU64,
     pub rerouted: AtomicU64,
+    /// Urges (催办) it was sent about transfers it works.
+    pub urged: AtomicU64,
     pub errors: AtomicU64,
     /// When each transfer it received arrived.
     pub arrivals: Mutex<HashMap<String, Instant>>,
@@ -156,6 +167,8 @@ pub struct SimulatedPlatform {
     run: String,
     /// What it sent and has not seen closed, by its reference: to send again when handed back.
     sent: Mutex<HashMap<String, TransferRequest>>,
+    /// The transfers it handed back: one that comes again was sent back by a ruling.
+    handed_back: Mutex<std::collections::HashSet<String>>,
 }
 
 impl SimulatedPlatform {
@@ -173,6 +186,7 @@ impl SimulatedPlatform {
         let config = tls::client_config(ca, cert, key).map_err(|e| e.to_string())?;
         Ok(Arc::new(SimulatedPlatform {
             sent: Mutex::new(HashMap::new()),
+            handed_back: Mutex::default(),
             endpoint,
             gateway,
             client: tokio_rustls::TlsConnector::from(config),
@@ -291,13 +305,28 @@ impl SimulatedPlatform {
         };
         let handed_on =
             request.reason.as_deref().is_some_and(|r| r.contains("改派") || r.contains("重新移交"));
+        let first_time = self
+            .handed_back
+            .lock()
+            .map(|mut h| !h.contains(&transfer_id) && h.insert(transfer_id.clone()))
+            .unwrap_or(true);
         if let Some((_, note)) =
             self.behaviour.reject.iter().find(|(c, _)| *c == category && !handed_on)
         {
-            let mut update = self.update(&transfer_id, State::Rejected);
-            update.note = Some(note.clone());
-            self.send_status(update).await;
-            return;
+            if first_time {
+                let mut update = self.update(&transfer_id, State::Rejected);
+                update.note = Some(note.clone());
+                self.send_status(update).await;
+                return;
+            }
+        }
+        if let Some((_, hold)) = self.behaviour.hold.iter().find(|(c, _)| *c == category) {
+            let mut received = self.update(&transfer_id, State::Received);
+            received.unit = Some(unit.clone());
+            if !self.send_status(received).await {
+                return;
+            }
+            tokio::time::sleep(*hold).await;
         }
         let mut accepted = self.update(&transfer_id, State::Accepted);
         accepted.unit = Some(unit.clone());
@@ -305,6 +334,24 @@ impl SimulatedPlatform {
             return;
         }
         tokio::time::sleep(self.behaviour.think).await;
+        if crate::model::category::is_assist(&category) {
+            // Help on site (linkage.md): on the scene is in_progress, with the unit.
+            let mut arrived = self.update(&transfer_id, State::InProgress);
+            arrived.unit = Some(unit.clone());
+            arrived.note = Some(format!("{}已派员到达现场", unit.name.clone().unwrap_or_default()));
+            self.send_status(arrived).await;
+            tokio::time::sleep(self.behaviour.think).await;
+        }
+        if self.behaviour.extend.contains(&category) {
+            let mut asked = self.update(&transfer_id, State::InProgress);
+            let until = Timestamp::now().plus_seconds(4 * 86_400);
+            asked.note = Some(crate::model::linkage::extension_request_note(
+                "需协调相关部门现场核实",
+                until,
+            ));
+            self.send_status(asked).await;
+            tokio::time::sleep(self.behaviour.think * 8).await;
+        }
         let mut resolved = self.update(&transfer_id, State::Resolved);
         resolved.unit = Some(unit.clone());
         resolved.note = Some("已处置完毕".into());
@@ -319,7 +366,17 @@ impl SimulatedPlatform {
     /// Reacts to news of its own transfers.
     async fn on_status(self: Arc<Self>, update: StatusUpdate) {
         let Some(reference) = update.transfer_ref.clone() else { return };
+        let note = update.note.as_deref().unwrap_or_default();
+        if note.starts_with(crate::model::linkage::labels::URGE) {
+            self.tally.urged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // Out of scope: the desk's people dispute it (canonically) rather than send it
+        // elsewhere; a dispute the first receiver keeps stays here.
+        let keeps = update.reason_code == Some(crate::model::ReasonCode::OutOfScope)
+            || note.starts_with("【会商结果】首接办理");
         match update.state {
+            State::Rejected if keeps => {}
             State::Resolved => {
                 tokio::time::sleep(self.behaviour.think).await;
                 let mut closed = self.update(&reference, State::Closed);

@@ -70,6 +70,33 @@ fn the_demo_plays_every_scenario_and_closes_the_loops() {
         .expect("the lock-out sent again");
     assert!(again.contains(": closed") && again.contains("沈阳市"), "{again}");
     assert!(scenario("北京 110 → 12345").contains(": closed"), "{stdout}");
+    // linkage.md's scenarios: handled first, help on site, a dispute decided by the linkage
+    // office, an overdue case urged, an extension granted.
+    assert!(
+        wage.contains("routing basis safety_first") && wage.contains("handled first: 民警"),
+        "{wage}"
+    );
+    let assist = scenario("宁波 12345 → 110 派员协助");
+    assert!(assist.contains(": closed") && assist.contains("on the scene: "), "{assist}");
+    let disputed = scenario("浙江 110 → 12345 开锁 (lock-out, disputed)");
+    assert!(
+        disputed.contains(": closed")
+            && disputed.contains("handed back (out_of_scope)")
+            && disputed.contains("overruled by liandong://office/demo")
+            && disputed.contains("routing basis negotiated"),
+        "{disputed}"
+    );
+    let urged = scenario("辽宁 110 → 12345 停水");
+    assert!(
+        urged.contains(": closed") && urged.contains("escalated") && urged.contains("urged 1×"),
+        "{urged}"
+    );
+    let extended = scenario("宁波 110 → 12345 路灯");
+    assert!(
+        extended.contains(": closed") && extended.contains("extension granted until"),
+        "{extended}"
+    );
+    assert!(stdout.contains("urges (催办) the desks received in their own format: 1"), "{stdout}");
     // the site is gone when the demo ends: it is not offered as a place to look
     assert!(!stdout.contains("liandong-demo-") && stdout.contains("--keep DIR"), "{stdout}");
 }

@@ -57,11 +57,10 @@ async fn hotline_says(
         doc["sm"] = json!(sm);
     }
     let registry = Registry::builtin();
-    let update = registry
-        .endpoint_named(HOTLINE)
-        .unwrap()
-        .read_status(doc.to_string().as_bytes())
-        .map_err(|e| EngineError::Invalid(liandong::model::ModelError::new("document", e.to_string())))?;
+    let update =
+        registry.endpoint_named(HOTLINE).unwrap().read_status(doc.to_string().as_bytes()).map_err(
+            |e| EngineError::Invalid(liandong::model::ModelError::new("document", e.to_string())),
+        )?;
     engine.update_status(&id(HOTLINE), update).await.map(|(t, _)| t)
 }
 
@@ -73,9 +72,14 @@ async fn rejected_lockout(engine: &Engine, sender_ref: &str) -> Transfer {
     request.case.source_category = None;
     let t = engine.submit(&id(POLICE), request).await.unwrap().transfer;
     hotline_says(engine, &t.transfer_id, "签收", None).await.unwrap();
-    let t = hotline_says(engine, &t.transfer_id, "退回", Some("【非职责范围】开锁涉及人身安全，属公安职责"))
-        .await
-        .unwrap();
+    let t = hotline_says(
+        engine,
+        &t.transfer_id,
+        "退回",
+        Some("【非职责范围】开锁涉及人身安全，属公安职责"),
+    )
+    .await
+    .unwrap();
     let last = t.history.last().unwrap();
     assert_eq!(last.reason_code, Some(ReasonCode::OutOfScope), "the label read into reason_code");
     assert_eq!(last.note.as_deref(), Some("开锁涉及人身安全，属公安职责"), "and stripped");
@@ -84,7 +88,12 @@ async fn rejected_lockout(engine: &Engine, sender_ref: &str) -> Transfer {
 
 /// The native documents queued for `destination` about a transfer, in order, each as JSON
 /// (both Ningbo formats are JSON), with its kind.
-async fn sent_to(engine: &Engine, store: &Store, transfer_id: &str, destination: &str) -> Vec<(DeliveryKind, Value)> {
+async fn sent_to(
+    engine: &Engine,
+    store: &Store,
+    transfer_id: &str,
+    destination: &str,
+) -> Vec<(DeliveryKind, Value)> {
     let mut out = Vec::new();
     for item in store.deliveries_of(transfer_id).await.unwrap() {
         if item.destination.to_string() != destination {
@@ -117,7 +126,12 @@ async fn a_dispute_overruled_by_the_office_goes_back_to_the_destination() {
         let tid = t.transfer_id.as_str();
         let now = Timestamp::now();
         let opened = engine
-            .act(&desk(POLICE), tid, Action::OpenDispute { note: "被困者无危险，属开锁服务".into() }, now)
+            .act(
+                &desk(POLICE),
+                tid,
+                Action::OpenDispute { note: "被困者无危险，属开锁服务".into() },
+                now,
+            )
             .await
             .unwrap();
         let dispute = opened.dispute.as_ref().unwrap();
@@ -129,29 +143,60 @@ async fn a_dispute_overruled_by_the_office_goes_back_to_the_destination() {
             note: n.into(),
             call_ref: c.map(str::to_string),
         };
-        engine.act(&desk(HOTLINE), tid, note("三方通话已进行", Some("REC-20230508-0042")), now).await.unwrap();
-        let noted = engine.act(&office("nb"), tid, note("联动办已听取双方意见", None), now).await.unwrap();
+        engine
+            .act(&desk(HOTLINE), tid, note("三方通话已进行", Some("REC-20230508-0042")), now)
+            .await
+            .unwrap();
+        let noted =
+            engine.act(&office("nb"), tid, note("联动办已听取双方意见", None), now).await.unwrap();
         let notes = &noted.dispute.as_ref().unwrap().notes;
         assert_eq!(notes.len(), 2, "{backend}");
         assert_eq!(notes[0].call_ref.as_deref(), Some("REC-20230508-0042"));
         assert_eq!(notes[1].by, "liandong://office/nb");
         // Who may decide: not the origin; not an office of another region; not an agency;
         // the destination only by withdrawing.
-        let decide = |o: DisputeOutcome| Action::DecideDispute { outcome: o, note: Some("经会商，开锁服务属12345职责".into()) };
-        let r = refused(engine.act(&desk(POLICE), tid, decide(DisputeOutcome::Upheld), now).await, "origin");
+        let decide = |o: DisputeOutcome| Action::DecideDispute {
+            outcome: o,
+            note: Some("经会商，开锁服务属12345职责".into()),
+        };
+        let r = refused(
+            engine.act(&desk(POLICE), tid, decide(DisputeOutcome::Upheld), now).await,
+            "origin",
+        );
         assert!(r.contains("linkage office"), "{backend}: {r}");
-        let r = refused(engine.act(&office("sh"), tid, decide(DisputeOutcome::Upheld), now).await, "sh");
+        let r = refused(
+            engine.act(&office("sh"), tid, decide(DisputeOutcome::Upheld), now).await,
+            "sh",
+        );
         assert!(r.contains("forbidden") && r.contains("31"), "{backend}: {r}");
-        let r = refused(engine.act(&Identity::Agency("nb-fire".into()), tid, decide(DisputeOutcome::Upheld), now).await, "agency");
+        let r = refused(
+            engine
+                .act(&Identity::Agency("nb-fire".into()), tid, decide(DisputeOutcome::Upheld), now)
+                .await,
+            "agency",
+        );
         assert!(r.contains("forbidden"), "{backend}: {r}");
-        let r = refused(engine.act(&desk(HOTLINE), tid, decide(DisputeOutcome::Upheld), now).await, "dest");
+        let r = refused(
+            engine.act(&desk(HOTLINE), tid, decide(DisputeOutcome::Upheld), now).await,
+            "dest",
+        );
         assert!(r.contains("overruled"), "{backend}: {r}");
-        assert_eq!(store.transfer(tid).await.unwrap().unwrap().dispute, noted.dispute, "{backend}: refusals change nothing");
+        assert_eq!(
+            store.transfer(tid).await.unwrap().unwrap().dispute,
+            noted.dispute,
+            "{backend}: refusals change nothing"
+        );
         let decided_at = Timestamp::now();
-        let t = engine.act(&office("nb"), tid, decide(DisputeOutcome::Overruled), decided_at).await.unwrap();
+        let t = engine
+            .act(&office("nb"), tid, decide(DisputeOutcome::Overruled), decided_at)
+            .await
+            .unwrap();
         assert_eq!(t.state, State::Delivered, "{backend}: the one transition out of rejected");
         assert_eq!(t.routing_basis, Some(RoutingBasis::Negotiated));
-        assert_eq!(t.dispute.as_ref().unwrap().decision.as_ref().unwrap().outcome, DisputeOutcome::Overruled);
+        assert_eq!(
+            t.dispute.as_ref().unwrap().decision.as_ref().unwrap().outcome,
+            DisputeOutcome::Overruled
+        );
         assert_eq!(
             t.deadlines.receive_by,
             decided_at.plus_seconds(300),
@@ -184,7 +229,10 @@ async fn upheld_first_receiver_and_the_dispute_default() {
         // Upheld: the rejection stands; both desks are told; the origin's re-route is negotiated.
         let t = rejected_lockout(&engine, "LZ-U1").await;
         engine.act(&desk(POLICE), &t.transfer_id, open(), now).await.unwrap();
-        let upheld = Action::DecideDispute { outcome: DisputeOutcome::Upheld, note: Some("属公安职责".into()) };
+        let upheld = Action::DecideDispute {
+            outcome: DisputeOutcome::Upheld,
+            note: Some("属公安职责".into()),
+        };
         let after = engine.act(&office("nb"), &t.transfer_id, upheld, now).await.unwrap();
         assert_eq!(after.state, State::Rejected, "{backend}");
         let to_police = sent_to(&engine, &store, &t.transfer_id, POLICE).await;
@@ -202,8 +250,11 @@ async fn upheld_first_receiver_and_the_dispute_default() {
 
         // Only out_of_scope, only within dispute_within, once.
         let duplicate = engine.submit(&id(POLICE), ningbo_request("LZ-U2")).await.unwrap().transfer;
-        hotline_says(&engine, &duplicate.transfer_id, "退回", Some("【重复】已另案受理")).await.unwrap();
-        let r = refused(engine.act(&desk(POLICE), &duplicate.transfer_id, open(), now).await, "dup");
+        hotline_says(&engine, &duplicate.transfer_id, "退回", Some("【重复】已另案受理"))
+            .await
+            .unwrap();
+        let r =
+            refused(engine.act(&desk(POLICE), &duplicate.transfer_id, open(), now).await, "dup");
         assert!(r.contains("out_of_scope"), "{backend}: {r}");
         let t = rejected_lockout(&engine, "LZ-U3").await;
         let too_late = now.plus_seconds(24 * 3600 + 120);
@@ -217,24 +268,45 @@ async fn upheld_first_receiver_and_the_dispute_default() {
         let back = engine.act(&desk(HOTLINE), &t.transfer_id, withdraw, now).await.unwrap();
         assert_eq!(back.state, State::Delivered, "{backend}");
         let sent = sent_to(&engine, &store, &t.transfer_id, HOTLINE).await;
-        assert!(sent.last().unwrap().1["zbsm"].as_str().unwrap().ends_with("【会商裁定】"), "{backend}: the label alone");
+        assert!(
+            sent.last().unwrap().1["zbsm"].as_str().unwrap().ends_with("【会商裁定】"),
+            "{backend}: the label alone"
+        );
 
         // Left undecided: at dispute_within the gateway decides first_receiver and escalates.
         let t = rejected_lockout(&engine, "LZ-U4").await;
         engine.act(&desk(POLICE), &t.transfer_id, open(), now).await.unwrap();
         engine.sweep_deadlines(now.plus_seconds(3600)).await.unwrap();
         let still = store.transfer(&t.transfer_id).await.unwrap().unwrap();
-        assert_eq!(still.dispute.as_ref().unwrap().state, DisputeState::Open, "{backend}: not before its time");
+        assert_eq!(
+            still.dispute.as_ref().unwrap().state,
+            DisputeState::Open,
+            "{backend}: not before its time"
+        );
         engine.sweep_deadlines(now.plus_seconds(24 * 3600 + 5)).await.unwrap();
         let decided = store.transfer(&t.transfer_id).await.unwrap().unwrap();
         let decision = decided.dispute.as_ref().unwrap().decision.clone().unwrap();
-        assert_eq!((decision.outcome, decision.by.as_str()), (DisputeOutcome::FirstReceiver, "gateway"), "{backend}");
+        assert_eq!(
+            (decision.outcome, decision.by.as_str()),
+            (DisputeOutcome::FirstReceiver, "gateway"),
+            "{backend}"
+        );
         assert_eq!(decided.routing_basis, Some(RoutingBasis::FirstReceiver));
         assert!(decided.overdue, "{backend}: escalated to the office");
-        assert!(decided.history.iter().any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some("dispute")));
+        assert!(decided
+            .history
+            .iter()
+            .any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some("dispute")));
         let notice = &last_sent(&engine, &store, &t.transfer_id, POLICE).await;
-        assert!(notice["SM"].as_str().unwrap().starts_with("【会商结果】首接办理"), "{backend}: {notice}");
-        assert_eq!(engine.sweep_deadlines(now.plus_seconds(48 * 3600)).await.unwrap(), 0, "{backend}: once");
+        assert!(
+            notice["SM"].as_str().unwrap().starts_with("【会商结果】首接办理"),
+            "{backend}: {notice}"
+        );
+        assert_eq!(
+            engine.sweep_deadlines(now.plus_seconds(48 * 3600)).await.unwrap(),
+            0,
+            "{backend}: once"
+        );
     }
 }
 
@@ -248,16 +320,35 @@ async fn urges_and_extensions() {
         let now = Timestamp::now();
         let urge = |n: &str| Action::Urge { note: n.into() };
         engine.act(&desk(POLICE), tid, urge("请尽快签收"), now).await.unwrap();
-        assert!(sent_to(&engine, &store, tid, HOTLINE).await.iter().all(|(k, _)| *k == DeliveryKind::Transfer), "{backend}");
+        assert!(
+            sent_to(&engine, &store, tid, HOTLINE)
+                .await
+                .iter()
+                .all(|(k, _)| *k == DeliveryKind::Transfer),
+            "{backend}"
+        );
         hotline_says(&engine, tid, "受理", None).await.unwrap();
-        let r = refused(engine.act(&desk(POLICE), tid, urge("再催"), now.plus_seconds(1800)).await, "interval");
+        let r = refused(
+            engine.act(&desk(POLICE), tid, urge("再催"), now.plus_seconds(1800)).await,
+            "interval",
+        );
         assert!(r.contains("urge_interval"), "{backend}: {r}");
-        let r = refused(engine.act(&desk(HOTLINE), tid, urge("x"), now.plus_seconds(3600)).await, "dest");
+        let r = refused(
+            engine.act(&desk(HOTLINE), tid, urge("x"), now.plus_seconds(3600)).await,
+            "dest",
+        );
         assert!(r.contains("origin or the linkage office"), "{backend}: {r}");
-        let t = engine.act(&office("nb"), tid, urge("联动办督促办理"), now.plus_seconds(3600)).await.unwrap();
+        let t = engine
+            .act(&office("nb"), tid, urge("联动办督促办理"), now.plus_seconds(3600))
+            .await
+            .unwrap();
         assert_eq!(t.urges, 2, "{backend}");
         let notice = &last_sent(&engine, &store, tid, HOTLINE).await;
-        assert_eq!((notice["gdzt"].as_str(), notice["sm"].as_str()), (Some("受理"), Some("【催办】联动办督促办理")), "{backend}");
+        assert_eq!(
+            (notice["gdzt"].as_str(), notice["sm"].as_str()),
+            (Some("受理"), Some("【催办】联动办督促办理")),
+            "{backend}"
+        );
 
         // An extension asked natively: 办理中 with 【延期申请】reason至time (no state change).
         let resolve_by = t.deadlines.resolve_by.unwrap();
@@ -268,18 +359,23 @@ async fn urges_and_extensions() {
         let asked = t.history.last().unwrap();
         assert_eq!(asked.state, HistoryEvent::ExtensionRequested);
         assert_eq!(asked.note.as_deref(), Some("需协调物业维修"));
-        let until_minute = Timestamp::parse_beijing(&label_time(until), "yyyy-MM-dd HH:mm").unwrap();
+        let until_minute =
+            Timestamp::parse_beijing(&label_time(until), "yyyy-MM-dd HH:mm").unwrap();
         assert_eq!(asked.until, Some(until_minute), "{backend}: read to the minute");
         let notice = &last_sent(&engine, &store, tid, POLICE).await;
         assert_eq!(notice["ZT"], json!("20"), "{backend}: the current state, accepted");
-        assert_eq!(notice["SM"], json!(format!("【延期申请】需协调物业维修至{}", label_time(until))));
+        assert_eq!(
+            notice["SM"],
+            json!(format!("【延期申请】需协调物业维修至{}", label_time(until)))
+        );
         // malformed: starts with the label but no 至 and a time — refused naming the note.
         let bad = hotline_says(&engine, tid, "办理中", Some("【延期申请】需协调物业维修")).await;
         let Err(EngineError::Invalid(e)) = bad else { panic!("{backend}: {bad:?}") };
         assert!(e.to_string().contains("sm"), "{backend}: names the native field: {e}");
         // one request at a time; only the origin or the office answers.
         let again = Action::RequestExtension { until, reason: "再申请".into() };
-        assert!(refused(engine.act(&desk(HOTLINE), tid, again, now).await, "pending").contains("awaits"));
+        assert!(refused(engine.act(&desk(HOTLINE), tid, again, now).await, "pending")
+            .contains("awaits"));
         let grant = Action::DecideExtension { grant: true, note: None };
         refused(engine.act(&desk(HOTLINE), tid, grant.clone(), now).await, "dest grants");
         let t = engine.act(&desk(POLICE), tid, grant, now).await.unwrap();
@@ -301,10 +397,21 @@ async fn urges_and_extensions() {
         engine.act(&desk(HOTLINE), tid, ask, now).await.unwrap();
         engine.sweep_deadlines(until_minute.plus_seconds(1)).await.unwrap();
         let t = store.transfer(tid).await.unwrap().unwrap();
-        let lapsed = t.history.iter().rev().find(|h| h.state == HistoryEvent::ExtensionRefused).unwrap();
+        let lapsed =
+            t.history.iter().rev().find(|h| h.state == HistoryEvent::ExtensionRefused).unwrap();
         assert_eq!(lapsed.by, "gateway", "{backend}");
         assert!(t.overdue, "{backend}: resolve_by missed");
-        let r = refused(engine.act(&desk(HOTLINE), tid, Action::RequestExtension { until: later, reason: "迟".into() }, until_minute.plus_seconds(2)).await, "after");
+        let r = refused(
+            engine
+                .act(
+                    &desk(HOTLINE),
+                    tid,
+                    Action::RequestExtension { until: later, reason: "迟".into() },
+                    until_minute.plus_seconds(2),
+                )
+                .await,
+            "after",
+        );
         assert!(r.contains("before resolve_by"), "{backend}: {r}");
     }
 }
@@ -328,7 +435,10 @@ async fn handling_first_and_help_on_site() {
         let parent = engine.submit(&id(POLICE), request).await.unwrap().transfer;
         assert_eq!(parent.routing_basis, Some(RoutingBasis::SafetyFirst), "{backend}");
         let doc = &sent_to(&engine, &store, &parent.transfer_id, HOTLINE).await[0].1;
-        assert!(doc["zbsm"].as_str().unwrap().ends_with("【先期处置】民警到场稳定情绪，现场无冲突"), "{backend}: {doc}");
+        assert!(
+            doc["zbsm"].as_str().unwrap().ends_with("【先期处置】民警到场稳定情绪，现场无冲突"),
+            "{backend}: {doc}"
+        );
         hotline_says(&engine, &parent.transfer_id, "受理", None).await.unwrap();
         // A plain NP07 is on the list (catalogue); the catch-all NP99 is on none.
         let plain = engine.submit(&id(POLICE), ningbo_request("LZ-W2")).await.unwrap().transfer;
@@ -336,7 +446,11 @@ async fn handling_first_and_help_on_site() {
         let mut other = ningbo_request("LZ-W3");
         other.case.category = "NP99".parse::<CategoryCode>().unwrap();
         other.case.source_category = None;
-        assert_eq!(engine.submit(&id(POLICE), other).await.unwrap().transfer.routing_basis, None, "{backend}");
+        assert_eq!(
+            engine.submit(&id(POLICE), other).await.unwrap().transfer.routing_basis,
+            None,
+            "{backend}"
+        );
 
         // 12345's enforcement team asks 110 for police presence: a PM10 gd-json document
         // naming the wage dispute by the id it received (【关联单号】) and the time (【需到场时间】).
@@ -349,33 +463,67 @@ async fn handling_first_and_help_on_site() {
             })
             .to_string()
         };
-        let read = |doc: String| registry.endpoint_named(HOTLINE).unwrap().read_transfer(doc.as_bytes());
-        let zbsm = format!("需民警到场【需到场时间】{}【关联单号】{}", label_time(needed_by), parent.transfer_id);
+        let read =
+            |doc: String| registry.endpoint_named(HOTLINE).unwrap().read_transfer(doc.as_bytes());
+        let zbsm = format!(
+            "需民警到场【需到场时间】{}【关联单号】{}",
+            label_time(needed_by),
+            parent.transfer_id
+        );
         let request = read(assist_doc("GD-A1", zbsm.clone(), "2010")).unwrap();
         let assist = engine.submit(&id(HOTLINE), request).await.unwrap().transfer;
         assert_eq!(assist.to.to_string(), POLICE, "{backend}");
         assert_eq!(assist.case.category.as_str(), "PM10");
-        assert_eq!(assist.links[0].transfer_id, parent.transfer_id, "{backend}: resolved to the id");
+        assert_eq!(
+            assist.links[0].transfer_id, parent.transfer_id,
+            "{backend}: resolved to the id"
+        );
         assert!(assist.needed_by.is_some());
         // 110 gets it in jjd-json: JQLB 990100, and the wage dispute by its own LZBH.
         let doc = &sent_to(&engine, &store, &assist.transfer_id, POLICE).await[0].1;
         assert_eq!(doc["JQXX"]["JQLB"], json!("990100"), "{backend}");
         let zjyy = doc["ZJYY"].as_str().unwrap();
-        assert!(zjyy.contains(&format!("【需到场时间】{}", label_time(needed_by))), "{backend}: {zjyy}");
+        assert!(
+            zjyy.contains(&format!("【需到场时间】{}", label_time(needed_by))),
+            "{backend}: {zjyy}"
+        );
         assert!(zjyy.ends_with("【关联单号】LZ-W1"), "{backend}: {zjyy}");
         // Refused: no needed_by (naming 转办说明's labels' field), a reference to nothing,
         // an assist_for on an ordinary category.
-        let e = read(assist_doc("GD-A2", format!("需民警到场【需到场时间】【关联单号】{}", parent.transfer_id), "2010")).unwrap_err();
+        let e = read(assist_doc(
+            "GD-A2",
+            format!("需民警到场【需到场时间】【关联单号】{}", parent.transfer_id),
+            "2010",
+        ))
+        .unwrap_err();
         assert!(e.to_string().contains("zbsm"), "{backend}: {e}");
-        let e = read(assist_doc("GD-A3", format!("需民警到场【关联单号】{}", parent.transfer_id), "2010")).unwrap_err();
+        let e = read(assist_doc(
+            "GD-A3",
+            format!("需民警到场【关联单号】{}", parent.transfer_id),
+            "2010",
+        ))
+        .unwrap_err();
         assert!(e.to_string().contains("needed_by"), "{backend}: {e}");
-        let nothing = read(assist_doc("GD-A4", format!("x【需到场时间】{}【关联单号】NO-SUCH", label_time(needed_by)), "2010")).unwrap();
+        let nothing = read(assist_doc(
+            "GD-A4",
+            format!("x【需到场时间】{}【关联单号】NO-SUCH", label_time(needed_by)),
+            "2010",
+        ))
+        .unwrap();
         assert!(engine.submit(&id(HOTLINE), nothing).await.is_err(), "{backend}");
         let e = read(assist_doc("GD-A5", zbsm.clone(), "2001")).unwrap_err();
         assert!(e.to_string().contains("needed_by"), "{backend}: {e}");
         // A second assist, whose help never arrives; the first one's officers do.
-        let zbsm_b = format!("需民警到场【需到场时间】{}【关联单号】{}", label_time(needed_by), parent.transfer_id);
-        let second = engine.submit(&id(HOTLINE), read(assist_doc("GD-A7", zbsm_b, "2010")).unwrap()).await.unwrap().transfer;
+        let zbsm_b = format!(
+            "需民警到场【需到场时间】{}【关联单号】{}",
+            label_time(needed_by),
+            parent.transfer_id
+        );
+        let second = engine
+            .submit(&id(HOTLINE), read(assist_doc("GD-A7", zbsm_b, "2010")).unwrap())
+            .await
+            .unwrap()
+            .transfer;
         let update = StatusUpdate {
             transfer_id: Some(assist.transfer_id.clone()),
             transfer_ref: None,
@@ -391,9 +539,16 @@ async fn handling_first_and_help_on_site() {
         engine.update_status(&id(POLICE), update).await.unwrap();
         // needed_by missed: escalated like receive_by — the one whose help is not on the scene.
         engine.sweep_deadlines(needed_by.plus_seconds(60)).await.unwrap();
-        let missed = |t: &Transfer| t.history.iter().any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some("needed_by"));
+        let missed = |t: &Transfer| {
+            t.history.iter().any(|h| {
+                h.state == HistoryEvent::Escalated && h.note.as_deref() == Some("needed_by")
+            })
+        };
         assert!(missed(&store.transfer(&second.transfer_id).await.unwrap().unwrap()), "{backend}");
-        assert!(!missed(&store.transfer(&assist.transfer_id).await.unwrap().unwrap()), "{backend}: on the scene in time");
+        assert!(
+            !missed(&store.transfer(&assist.transfer_id).await.unwrap().unwrap()),
+            "{backend}: on the scene in time"
+        );
         // The wage dispute is withdrawn: its assists go with it, and both of their desks hear.
         let cancel = StatusUpdate {
             transfer_id: Some(parent.transfer_id.clone()),
@@ -422,4 +577,199 @@ async fn handling_first_and_help_on_site() {
         let e = engine.submit(&id(HOTLINE), late).await.unwrap_err();
         assert!(e.to_string().contains("open"), "{backend}: {e}");
     }
+}
+
+/// One endpoint of each format, a transfer sample of it, and the native code of the assist
+/// category it sends (`linkage.md`'s table).
+const FORMATS: &[(&str, &str, &str)] = &[
+    ("330200/110", "jjd-json/transfer-ningbo-township.canonical.json", "079800"),
+    ("210000/110", "jqxx-xml/transfer-liaoning.canonical.json", "FJW11"),
+    ("110000/110", "incident-json/transfer-beijing.canonical.json", "NONPOLICE.ASSIST"),
+    ("330200/12345", "gd-json/transfer-ningbo.canonical.json", "2010"),
+    ("210000/12345", "workorder-xml/transfer-liaoning.canonical.json", "J10"),
+    ("110000/12345", "ticket-json/transfer-beijing.canonical.json", "JQ-10"),
+];
+
+#[test]
+fn labels_round_trip_through_every_format() {
+    let registry = Registry::builtin();
+    for (endpoint_id, sample, assist_code) in FORMATS {
+        let endpoint = registry.endpoint_named(endpoint_id).unwrap();
+        let mut request: liandong::model::TransferRequest =
+            serde_json::from_slice(&common::net::sample(sample)).unwrap();
+        let assist =
+            if endpoint.id.platform == liandong::model::Platform::Police { "NP11" } else { "PM10" };
+        request.case.category = assist.parse::<CategoryCode>().unwrap();
+        request.case.source_category = None;
+        let needed_by = Timestamp::parse_rfc3339("2023-05-08T10:30:00+08:00", false).unwrap();
+        request.needed_by = Some(needed_by);
+        request.links = vec![liandong::model::Link {
+            rel: liandong::model::LinkRel::AssistFor,
+            transfer_id: "LZ-REF-9".into(),
+        }];
+        request.prior_handling = Some(PriorHandling {
+            by_unit: None,
+            at: None,
+            actions: "民警到场处置".into(),
+            safe: None,
+        });
+        request.ruling = Some("经会商属本平台".into());
+        let bytes = endpoint.write_transfer(&request).unwrap();
+        let text = endpoint.format.encoding.decode(&bytes).unwrap();
+        // What linkage.md says the native document holds, read as text.
+        let reason = request.reason.clone().unwrap_or_default();
+        let expected = format!(
+            "{reason}【先期处置】民警到场处置【需到场时间】2023-05-08 10:30【关联单号】LZ-REF-9【会商裁定】经会商属本平台"
+        );
+        assert!(text.contains(&expected), "{endpoint_id}: {text}");
+        assert!(
+            text.contains(assist_code),
+            "{endpoint_id}: the assist's native code {assist_code}"
+        );
+        // Read back: the parts as fields, the ruling dropped.
+        let back = endpoint.read_transfer(&bytes).unwrap();
+        assert_eq!(back.reason, request.reason, "{endpoint_id}");
+        assert_eq!(back.prior_handling.as_ref().map(|p| p.actions.as_str()), Some("民警到场处置"));
+        assert_eq!(back.needed_by, Some(needed_by), "{endpoint_id}");
+        assert_eq!(back.links, request.links, "{endpoint_id}");
+        assert_eq!(back.ruling, None, "{endpoint_id}: the ruling is for people");
+        assert_eq!(back.case.category.as_str(), assist, "{endpoint_id}");
+
+        // Rejection notes: each reason code's label, in front, read back into reason_code.
+        for code in ReasonCode::ALL {
+            let note = if code == ReasonCode::Undeliverable {
+                "undeliverable: 对方系统拒收"
+            } else {
+                "请核实"
+            };
+            let update = StatusUpdate {
+                transfer_id: None,
+                transfer_ref: Some("01J0000000000000000000000".into()),
+                state: State::Rejected,
+                at: needed_by,
+                by: endpoint.id.clone(),
+                unit: None,
+                note: Some(note.into()),
+                resolution: None,
+                feedback: None,
+                reason_code: Some(code),
+            };
+            let bytes = endpoint.write_status(&update).unwrap();
+            let text = endpoint.format.encoding.decode(&bytes).unwrap();
+            let label = ReasonCode::LABELS.iter().find(|(c, _)| *c == code).map(|(_, l)| *l);
+            if let Some(label) = label {
+                assert!(text.contains(label), "{endpoint_id} {code}: {text}");
+            }
+            let back = endpoint.read_status(&bytes).unwrap();
+            assert_eq!(
+                (back.reason_code, back.note.as_deref()),
+                (Some(code), Some(note)),
+                "{endpoint_id}"
+            );
+        }
+        // An extension asked natively, and the notices' notes, travel in the note unchanged.
+        for note in [
+            "【延期申请】需协调物业维修至2023-05-12 18:00",
+            "【催办】请尽快办理",
+            "【延期批准】2023-05-12 18:00",
+        ] {
+            let update = StatusUpdate {
+                transfer_id: None,
+                transfer_ref: Some("01J0000000000000000000000".into()),
+                state: State::InProgress,
+                at: needed_by,
+                by: endpoint.id.clone(),
+                unit: None,
+                note: Some(note.into()),
+                resolution: None,
+                feedback: None,
+                reason_code: None,
+            };
+            let back = endpoint.read_status(&endpoint.write_status(&update).unwrap()).unwrap();
+            assert_eq!(back.note.as_deref(), Some(note), "{endpoint_id}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_office_decides_over_https_and_a_desk_urges_over_grpc() {
+    use common::net::{grpc_channel, start_on_free_port, Client, Site};
+    use liandong::proto::v1;
+    use v1::transfer_service_client::TransferServiceClient;
+    let site = Site::new("linkage-https");
+    let (addr, _admin, _stop) = start_on_free_port(&site).await;
+    let police = Client::for_endpoint(&site, POLICE, addr);
+    let hotline = Client::for_endpoint(&site, HOTLINE, addr);
+    let answer = police
+        .post(
+            "/v1/native/330200/110/transfers",
+            common::net::sample("jjd-json/transfer-ningbo-township.json"),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let listed = hotline.get("/v1/transfers?limit=1").await.json();
+    let tid = listed["transfers"][0]["transfer_id"].as_str().unwrap().to_string();
+    let status = |gdzt: &str, sm: &str| {
+        json!({"lzbh": tid, "gdzt": gdzt, "czsj": gd_time(Timestamp::now()), "sm": sm})
+            .to_string()
+            .into_bytes()
+    };
+    let answer = hotline.post("/v1/native/330200/12345/status", status("签收", "已签收")).await;
+    assert_eq!(answer.json()["code"], json!("200"), "{}", answer.text());
+    // A native extension request that is malformed: gd-json's own error receipt, naming sm.
+    let answer = hotline
+        .post("/v1/native/330200/12345/status", status("办理中", "【延期申请】需协调"))
+        .await;
+    assert_eq!(answer.json()["code"], json!("400"), "{}", answer.text());
+    assert!(answer.text().contains("sm"), "{}", answer.text());
+    let answer = hotline
+        .post("/v1/native/330200/12345/status", status("退回", "【非职责范围】请转公安"))
+        .await;
+    assert_eq!(answer.json()["code"], json!("200"), "{}", answer.text());
+    // The origin disputes canonically; an agency may not decide; the office (init's) does.
+    let answer =
+        police.post(&format!("/v1/transfers/{tid}/dispute"), br#"{"note": "  "}"#.to_vec()).await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert!(answer.text().contains("note"), "{}", answer.text());
+    let answer = police
+        .post(
+            &format!("/v1/transfers/{tid}/dispute"),
+            r#"{"note": "挪车属12345"}"#.as_bytes().to_vec(),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["dispute"]["state"], json!("open"));
+    let decision = r#"{"outcome": "overruled", "note": "经会商属12345"}"#.as_bytes().to_vec();
+    let agency = Client::for_identity(&site, "agency-demo", addr);
+    let answer =
+        agency.post(&format!("/v1/transfers/{tid}/dispute/decision"), decision.clone()).await;
+    assert_eq!(answer.status, 403, "{}", answer.text());
+    let office = Client::for_identity(&site, "office-demo", addr);
+    let answer = office
+        .post(&format!("/v1/transfers/{tid}/dispute/decision"), br#"{"outcome": "maybe"}"#.to_vec())
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert!(answer.text().contains("outcome"), "{}", answer.text());
+    let answer = office.post(&format!("/v1/transfers/{tid}/dispute/decision"), decision).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let t = answer.json();
+    assert_eq!(
+        (t["state"].as_str(), t["routing_basis"].as_str()),
+        (Some("delivered"), Some("negotiated"))
+    );
+    assert_eq!(t["dispute"]["decision"]["by"], json!("liandong://office/demo"));
+    let whoami = office.get("/v1/whoami").await.json();
+    assert_eq!(whoami["kind"], json!("office"), "{whoami}");
+    // Over gRPC: the 12345 accepts, the 110 urges; a second urge at once is refused.
+    hotline.post("/v1/native/330200/12345/status", status("受理", "已受理")).await;
+    let mut grpc = TransferServiceClient::new(grpc_channel(&site, POLICE, addr.port()).await);
+    let urged = grpc
+        .urge(v1::UrgeRequest { transfer_id: tid.clone(), note: "请尽快办理".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(urged.urges, 1);
+    assert_eq!(urged.history.last().unwrap().event, "urged");
+    let again = grpc.urge(v1::UrgeRequest { transfer_id: tid.clone(), note: "再催".into() }).await;
+    assert_eq!(again.unwrap_err().code(), tonic::Code::FailedPrecondition);
 }

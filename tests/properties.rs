@@ -136,7 +136,9 @@ fn transfer_from(endpoint: Endpoint) -> impl Strategy<Value = TransferRequest> {
                 // the reference of the transfer it helps with; any transfer may carry prior
                 // handling. Natively all three are labelled parts of the reason.
                 let assist = liandong::model::category::is_assist(&canonical);
-                let minute = |t: Timestamp| Timestamp::from_unix_seconds(t.unix_seconds() / 60 * 60).unwrap();
+                let minute = |t: Timestamp| {
+                    Timestamp::from_unix_seconds(t.unix_seconds() / 60 * 60).unwrap()
+                };
                 TransferRequest {
                     prior_handling: prior.map(|actions| liandong::model::PriorHandling {
                         by_unit: None,

@@ -286,7 +286,9 @@ pub fn missed_deadlines(transfer: &Transfer, now: Timestamp) -> Vec<&'static str
     // A deadline already escalated is not missed again: a transfer never received gets its
     // resolve_by escalation too, once.
     let escalated = |deadline: &str| {
-        round.iter().any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some(deadline))
+        round
+            .iter()
+            .any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some(deadline))
     };
     if is_terminal(transfer.state) {
         return Vec::new();

@@ -161,7 +161,9 @@ pub fn apply(
         Action::RequestExtension { until, reason } => {
             may(&[Party::Destination])?;
             if lifecycle::is_terminal(current) || current == State::Resolved {
-                return Err(refuse(format!("only an open transfer is extended, not a {current} one")));
+                return Err(refuse(format!(
+                    "only an open transfer is extended, not a {current} one"
+                )));
             }
             let Some(resolve_by) = transfer.deadlines.resolve_by else {
                 return Err(refuse("the transfer has no resolve_by to extend".into()));
@@ -266,18 +268,20 @@ pub fn apply(
                 (Party::Office, _)
                 | (Party::Destination, DisputeOutcome::Overruled)
                 | (Party::Gateway, DisputeOutcome::FirstReceiver) => {}
-                (Party::Destination, _) => {
-                    return Err(refuse(
-                        "the destination decides only by withdrawing its rejection: outcome overruled"
-                            .into(),
-                    ))
-                }
+                (Party::Destination, _) => return Err(refuse(
+                    "the destination decides only by withdrawing its rejection: outcome overruled"
+                        .into(),
+                )),
                 _ => may(&[Party::Office, Party::Destination])?,
             }
             let dispute = open_dispute(transfer).ok_or_else(|| refuse("no open dispute".into()))?;
             dispute.state = DisputeState::Decided;
-            dispute.decision =
-                Some(DisputeDecision { at, by: actor.name.clone(), outcome: *outcome, note: note.clone() });
+            dispute.decision = Some(DisputeDecision {
+                at,
+                by: actor.name.clone(),
+                outcome: *outcome,
+                note: note.clone(),
+            });
             let mut e = entry(HistoryEvent::DisputeDecided, note.clone());
             e.outcome = Some(*outcome);
             effect.entries.push(e);
@@ -569,7 +573,8 @@ mod tests {
         Actor { party, name: name.into() }
     }
 
-    const RULE: DeadlineRule = DeadlineRule { receive_within: 1800, resolve_within: Some(72 * 3600) };
+    const RULE: DeadlineRule =
+        DeadlineRule { receive_within: 1800, resolve_within: Some(72 * 3600) };
 
     #[test]
     fn a_dispute_is_opened_noted_and_overruled_back_to_the_destination() {
@@ -581,7 +586,8 @@ mod tests {
         assert_eq!(e.dispute_timer, Some(Some(opened_at.plus_seconds(24 * 3600))));
         assert_eq!(t.dispute.as_ref().unwrap().state, DisputeState::Open);
         assert!(apply(&mut t, &open, &actor(Party::Origin), opened_at, &s, RULE).is_err(), "once");
-        let note = Action::NoteDispute { note: "三方通话".into(), call_ref: Some("REC-1".into()) };
+        let note =
+            Action::NoteDispute { note: "三方通话".into(), call_ref: Some("REC-1".into()) };
         apply(&mut t, &note, &actor(Party::Destination), opened_at, &s, RULE).unwrap();
         assert_eq!(t.dispute.as_ref().unwrap().notes[0].call_ref.as_deref(), Some("REC-1"));
         // the origin cannot decide; the destination only by withdrawing
@@ -589,8 +595,10 @@ mod tests {
         assert!(apply(&mut t, &upheld, &actor(Party::Origin), opened_at, &s, RULE).is_err());
         assert!(apply(&mut t, &upheld, &actor(Party::Destination), opened_at, &s, RULE).is_err());
         let decided_at = at("2023-05-08T11:00:00+08:00");
-        let overrule =
-            Action::DecideDispute { outcome: DisputeOutcome::Overruled, note: Some("属12345".into()) };
+        let overrule = Action::DecideDispute {
+            outcome: DisputeOutcome::Overruled,
+            note: Some("属12345".into()),
+        };
         let e = apply(&mut t, &overrule, &actor(Party::Office), decided_at, &s, RULE).unwrap();
         assert!(e.redeliver && e.deadlines_reset);
         assert_eq!(t.state, State::Delivered);
@@ -605,7 +613,8 @@ mod tests {
         let s = Settings::default();
         let open = Action::OpenDispute { note: "n".into() };
         let mut t = rejected(ReasonCode::Duplicate);
-        let err = apply(&mut t, &open, &actor(Party::Origin), at("2023-05-08T10:00:00+08:00"), &s, RULE);
+        let err =
+            apply(&mut t, &open, &actor(Party::Origin), at("2023-05-08T10:00:00+08:00"), &s, RULE);
         assert!(err.unwrap_err().reason.contains("out_of_scope"));
         let mut t = rejected(ReasonCode::OutOfScope);
         let late = at("2023-05-09T09:50:01+08:00");
@@ -621,16 +630,25 @@ mod tests {
         let urge = Action::Urge { note: "请尽快".into() };
         let t0 = at("2023-05-08T12:00:00+08:00");
         let e = apply(&mut t, &urge, &actor(Party::Origin), t0, &s, RULE).unwrap();
-        assert_eq!(e.notices, vec![Notice { to: Party::Destination, note: "【催办】请尽快".into() }]);
-        assert!(apply(&mut t, &urge, &actor(Party::Origin), t0.plus_seconds(3599), &s, RULE).is_err());
-        assert!(apply(&mut t, &urge, &actor(Party::Destination), t0.plus_seconds(3600), &s, RULE).is_err());
+        assert_eq!(
+            e.notices,
+            vec![Notice { to: Party::Destination, note: "【催办】请尽快".into() }]
+        );
+        assert!(
+            apply(&mut t, &urge, &actor(Party::Origin), t0.plus_seconds(3599), &s, RULE).is_err()
+        );
+        assert!(apply(&mut t, &urge, &actor(Party::Destination), t0.plus_seconds(3600), &s, RULE)
+            .is_err());
         apply(&mut t, &urge, &actor(Party::Office), t0.plus_seconds(3600), &s, RULE).unwrap();
         assert_eq!(t.urges, 2);
         let until = at("2023-05-12T18:00:00+08:00");
         let ask = Action::RequestExtension { until, reason: "需协调物业".into() };
         let e = apply(&mut t, &ask, &actor(Party::Destination), t0, &s, RULE).unwrap();
         assert_eq!(e.notices[0].note, "【延期申请】需协调物业至2023-05-12 18:00");
-        assert!(apply(&mut t, &ask, &actor(Party::Destination), t0, &s, RULE).is_err(), "one pending");
+        assert!(
+            apply(&mut t, &ask, &actor(Party::Destination), t0, &s, RULE).is_err(),
+            "one pending"
+        );
         assert!(lapse_extension(&t, t0).is_some());
         let grant = Action::DecideExtension { grant: true, note: None };
         assert!(apply(&mut t, &grant, &actor(Party::Destination), t0, &s, RULE).is_err());
@@ -666,12 +684,16 @@ mod tests {
 
     #[test]
     fn extension_requests_read_natively() {
-        let (reason, until) = read_extension_request("【延期申请】需协调物业 至2023-05-12 18:00").unwrap().unwrap();
+        let (reason, until) =
+            read_extension_request("【延期申请】需协调物业 至2023-05-12 18:00").unwrap().unwrap();
         assert_eq!((reason.as_str(), until), ("需协调物业", at("2023-05-12T18:00:00+08:00")));
         assert!(read_extension_request("正在处理").is_none());
         assert!(read_extension_request("【延期申请】需协调物业").unwrap().is_err());
         assert!(read_extension_request("【延期申请】至2023-05-12 18:00").unwrap().is_err());
-        assert_eq!(outcome_note(DisputeOutcome::Upheld, Some("属公安")), "【会商结果】维持退回：属公安");
+        assert_eq!(
+            outcome_note(DisputeOutcome::Upheld, Some("属公安")),
+            "【会商结果】维持退回：属公安"
+        );
         assert_eq!(outcome_note(DisputeOutcome::FirstReceiver, None), "【会商结果】首接办理");
     }
 }

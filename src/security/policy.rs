@@ -59,7 +59,7 @@ impl AgencyGrant {
             return Err((
                 "rights".into(),
                 "grant at least one right: read_transfers, watch, read_datasets, decide_disputes"
-                .into(),
+                    .into(),
             ));
         }
         Ok(())

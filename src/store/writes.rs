@@ -781,9 +781,18 @@ async fn timer(
             };
             let gateway = Actor { party: Party::Gateway, name: "gateway".to_string() };
             let settings = linkage::Settings::default();
-            let result =
-                act(tx, backend, transfer_id, &action, &gateway, now, &settings, rule, Some("dispute"))
-                    .await?;
+            let result = act(
+                tx,
+                backend,
+                transfer_id,
+                &action,
+                &gateway,
+                now,
+                &settings,
+                rule,
+                Some("dispute"),
+            )
+            .await?;
             Ok(WriteResult::Done(matches!(result, WriteResult::Linkage(Ok(_)))))
         }
         _ => escalate(tx, backend, transfer_id, TIMER_NEEDED_BY, now.unix_seconds()).await,

@@ -65,8 +65,12 @@ impl TransferService for Transfers {
         request: Request<v1::UrgeRequest>,
     ) -> Result<Response<v1::Transfer>, Status> {
         use crate::model::linkage::Action;
-        self.act(request, |m| m.transfer_id.clone(), |m| Ok(Action::Urge { note: text(m.note, "note")? }))
-            .await
+        self.act(
+            request,
+            |m| m.transfer_id.clone(),
+            |m| Ok(Action::Urge { note: text(m.note, "note")? }),
+        )
+        .await
     }
 
     async fn request_extension(
@@ -140,7 +144,8 @@ impl TransferService for Transfers {
             request,
             |m| m.transfer_id.clone(),
             |m| {
-                let outcome = m.outcome.trim().parse().map_err(|e: String| invalid("outcome", e))?;
+                let outcome =
+                    m.outcome.trim().parse().map_err(|e: String| invalid("outcome", e))?;
                 Ok(Action::DecideDispute { outcome, note: optional(m.note) })
             },
         )

@@ -134,7 +134,8 @@ pub async fn note_dispute(
     Body(body): Body,
 ) -> Result<Json<Transfer>, Refusal> {
     let Note { note, call_ref } = canonical::parse(&body, &["note"])?;
-    let action = Action::NoteDispute { note: required(note, "note")?, call_ref: optional(call_ref) };
+    let action =
+        Action::NoteDispute { note: required(note, "note")?, call_ref: optional(call_ref) };
     act(&state, &peer, &id, action).await
 }
 
@@ -147,7 +148,6 @@ pub async fn decide_dispute(
     Body(body): Body,
 ) -> Result<Json<Transfer>, Refusal> {
     let decision: DisputeDecision = canonical::parse(&body, &["outcome"])?;
-    let action =
-        Action::DecideDispute { outcome: decision.outcome, note: optional(decision.note) };
+    let action = Action::DecideDispute { outcome: decision.outcome, note: optional(decision.note) };
     act(&state, &peer, &id, action).await
 }
