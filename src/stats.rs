@@ -2,7 +2,9 @@
 //! transfers each way, received on time (签收及时率), resolved (办结率), resolved within the
 //! deadline (按期办结率), called back (回访率), satisfied (满意率), rejected (退回率), the median
 //! and p90 time to receive and to resolve, the top categories and the ones rising week on week
-//! (热点). `GET /v1/stats` and gRPC `GetStats` answer them; the console draws them.
+//! (热点), and what linkage did (routing basis, rejection reasons, disputes, urges, extensions,
+//! assists: `linkage.md`). `GET /v1/stats` and gRPC `GetStats` answer them; the console draws
+//! them.
 //!
 //! Each figure is read from the transfers' own histories, exactly as `GET /v1/transfers` shows
 //! them to the same caller (the same read policy: an endpoint its own, an agency its regions, an
@@ -14,9 +16,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::engine::{Engine, EngineError};
+use crate::model::ReasonCode;
 use crate::model::{ModelError, Timestamp};
 use crate::security::Identity;
-use crate::store::facts::{Aggregates, Counts, FactsFilter};
+use crate::store::facts::{Aggregates, Counts, FactsFilter, LinkageCounts, BASES};
 
 /// What to count.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -145,6 +148,103 @@ pub struct Figures {
     /// the period (or up to now, when the period runs on past it) against the seven before
     /// (which may lie before the period) — most added first, at most ten, only those that rose.
     pub rising_categories: Vec<Rising>,
+    /// What linkage did (`linkage.md`, "The figures these feed").
+    pub linkage: LinkageFigures,
+}
+
+/// The linkage figures (`linkage.md`): why transfers went where they went, why they came back,
+/// the disputes and how they ended, urges, extensions, and help on site.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LinkageFigures {
+    /// Transfers by routing basis; `none`: a category on no transfer-item list (what a
+    /// catalogue revision looks at).
+    pub routing_basis: BTreeMap<String, u64>,
+    /// Transfers ever rejected, by their last rejection's reason.
+    pub rejections_by_reason: BTreeMap<String, u64>,
+    pub disputes: DisputeFigures,
+    pub urges: UrgeFigures,
+    pub extensions: ExtensionFigures,
+    pub assists: AssistFigures,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DisputeFigures {
+    pub opened: u64,
+    pub open: u64,
+    pub upheld: u64,
+    pub overruled: u64,
+    pub first_receiver: u64,
+    /// Decided by the default: `dispute_within` passed undecided.
+    pub decided_late: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct UrgeFigures {
+    pub total: u64,
+    /// Transfers urged at least once, as a share of all transfers.
+    pub urged: Share,
+    /// Urges per transfer (`null` with no transfers).
+    pub per_transfer: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExtensionFigures {
+    pub asked: u64,
+    pub granted: u64,
+    pub refused: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AssistFigures {
+    /// Assists (PM10/NP11) asked for.
+    pub asked: u64,
+    /// Committed (accepted), a share of those asked.
+    pub committed: Share,
+    /// On the scene by `needed_by`, a share of those asked.
+    pub on_scene_in_time: Share,
+}
+
+impl LinkageFigures {
+    fn of(c: &LinkageCounts, transfers: u64) -> LinkageFigures {
+        let routing_basis = BASES
+            .iter()
+            .zip(c.by_basis)
+            .map(|(b, n)| (b.map_or("none", |b| b.as_str()).to_string(), n))
+            .collect();
+        let rejections_by_reason = ReasonCode::ALL
+            .iter()
+            .zip(c.rejected_by_reason)
+            .map(|(code, n)| (code.as_str().to_string(), n))
+            .collect();
+        let [open, upheld, overruled, first_receiver] = c.disputes;
+        LinkageFigures {
+            routing_basis,
+            rejections_by_reason,
+            disputes: DisputeFigures {
+                opened: c.disputes.iter().sum(),
+                open,
+                upheld,
+                overruled,
+                first_receiver,
+                decided_late: c.disputes_decided_late,
+            },
+            urges: UrgeFigures {
+                total: c.urges,
+                urged: Share::of(c.urged, transfers),
+                per_transfer: (transfers > 0).then(|| c.urges as f64 / transfers as f64),
+            },
+            extensions: ExtensionFigures {
+                asked: c.extensions_asked,
+                granted: c.extensions_granted,
+                refused: c.extensions_refused,
+            },
+            assists: AssistFigures {
+                asked: c.assists,
+                committed: Share::of(c.assists_committed, c.assists),
+                on_scene_in_time: Share::of(c.assists_on_time, c.assists),
+            },
+        }
+    }
 }
 
 /// A category's transfers in the last week of a period and the week before.
@@ -195,6 +295,7 @@ pub fn figures(aggregates: &Aggregates) -> Figures {
         total.called_back += c.called_back;
         total.satisfied += c.satisfied;
         total.rejected += c.rejected;
+        total.linkage.merge(&c.linkage);
     }
     let mut top_categories: Vec<(String, u64)> = by_category.into_iter().collect();
     top_categories.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -214,6 +315,7 @@ pub fn figures(aggregates: &Aggregates) -> Figures {
         time_to_resolve: Times::of(&aggregates.to_resolve),
         top_categories,
         rising_categories: Vec::new(),
+        linkage: LinkageFigures::of(&total.linkage, all),
     }
 }
 

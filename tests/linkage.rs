@@ -773,3 +773,156 @@ async fn the_office_decides_over_https_and_a_desk_urges_over_grpc() {
     let again = grpc.urge(v1::UrgeRequest { transfer_id: tid.clone(), note: "再催".into() }).await;
     assert_eq!(again.unwrap_err().code(), tonic::Code::FailedPrecondition);
 }
+
+/// The figures count what linkage did (`linkage.md`, "The figures these feed"), on both stores,
+/// from the database and from memory alike, each equal to a count made here from the listed
+/// transfers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_figures_count_what_linkage_did() {
+    use liandong::stats::{compute, StatsQuery};
+    for (backend, store, _dir) in stores("linkage_figures").await {
+        let engine = engine(store.clone());
+        let now = Timestamp::now();
+        // urged twice, an extension granted and another refused
+        let t1 = engine.submit(&id(POLICE), ningbo_request("LZ-F1")).await.unwrap().transfer;
+        hotline_says(&engine, &t1.transfer_id, "受理", None).await.unwrap();
+        for at in [now, now.plus_seconds(3600)] {
+            engine
+                .act(&desk(POLICE), &t1.transfer_id, Action::Urge { note: "催".into() }, at)
+                .await
+                .unwrap();
+        }
+        let until = t1.deadlines.resolve_by.unwrap().plus_seconds(86_400);
+        for grant in [true, false] {
+            let ask = Action::RequestExtension {
+                until: until.plus_seconds(if grant { 0 } else { 86_400 }),
+                reason: "协调".into(),
+            };
+            engine.act(&desk(HOTLINE), &t1.transfer_id, ask, now).await.unwrap();
+            engine
+                .act(
+                    &desk(POLICE),
+                    &t1.transfer_id,
+                    Action::DecideExtension { grant, note: None },
+                    now,
+                )
+                .await
+                .unwrap();
+        }
+        // a dispute overruled, another left to the default
+        let open = || Action::OpenDispute { note: "请会商".into() };
+        let t2 = rejected_lockout(&engine, "LZ-F2").await;
+        engine.act(&desk(POLICE), &t2.transfer_id, open(), now).await.unwrap();
+        let overrule = Action::DecideDispute { outcome: DisputeOutcome::Overruled, note: None };
+        engine.act(&office("nb"), &t2.transfer_id, overrule, now).await.unwrap();
+        let t3 = rejected_lockout(&engine, "LZ-F3").await;
+        engine.act(&desk(POLICE), &t3.transfer_id, open(), now).await.unwrap();
+        // a catch-all, rejected as a duplicate
+        let mut other = ningbo_request("LZ-F4");
+        other.case.category = "NP99".parse::<CategoryCode>().unwrap();
+        other.case.source_category = None;
+        let t4 = engine.submit(&id(POLICE), other).await.unwrap().transfer;
+        hotline_says(&engine, &t4.transfer_id, "退回", Some("【重复】已有工单")).await.unwrap();
+        // handled first, with two assists: one on the scene in time, one only committed
+        let mut wage = ningbo_request("LZ-F5");
+        wage.case.category = "NP03".parse::<CategoryCode>().unwrap();
+        wage.case.source_category = None;
+        wage.prior_handling =
+            Some(PriorHandling {
+                by_unit: None, at: None, actions: "民警到场".into(), safe: None
+            });
+        let t5 = engine.submit(&id(POLICE), wage).await.unwrap().transfer;
+        let registry = Registry::builtin();
+        let mut assists = Vec::new();
+        for n in 0..2 {
+            let doc = json!({
+                "lzbh": format!("GD-F{n}"), "zbsj": gd_time(now), "mbpt": "110",
+                "zbsm": format!("需民警到场【需到场时间】{}【关联单号】{}", label_time(now.plus_seconds(1800)), t5.transfer_id),
+                "gd": {"gdbh": format!("GD-F{n}"), "ldsj": gd_time(now), "sqlx": "2010", "sqnr": "需民警到场", "qhdm": "330203"}
+            });
+            let request = registry
+                .endpoint_named(HOTLINE)
+                .unwrap()
+                .read_transfer(doc.to_string().as_bytes())
+                .unwrap();
+            assists.push(engine.submit(&id(HOTLINE), request).await.unwrap().transfer);
+        }
+        for (n, state) in [State::InProgress, State::Accepted].into_iter().enumerate() {
+            let update = StatusUpdate {
+                transfer_id: Some(assists[n].transfer_id.clone()),
+                transfer_ref: None,
+                state,
+                at: Timestamp::now(),
+                by: id(POLICE),
+                unit: None,
+                note: None,
+                resolution: None,
+                feedback: None,
+                reason_code: None,
+            };
+            engine.update_status(&id(POLICE), update).await.unwrap();
+        }
+        // the default decides the open dispute (in the future: a query's period is asked so)
+        engine.sweep_deadlines(now.plus_seconds(24 * 3600 + 5)).await.unwrap();
+
+        let operator = Identity::Operator("ops".into());
+        let everything =
+            StatsQuery::new(None, None, None, None, Some(now.unix_seconds() + 86_400 * 3)).unwrap();
+        let from_database = compute(&engine, &operator, &everything).await.unwrap();
+        let l = &from_database.linkage;
+        // counted here, from the list
+        let filter = liandong::store::TransferFilter { limit: 500, ..Default::default() };
+        let (listed, _) = engine.transfers_for(&operator, filter).await.unwrap();
+        for basis in ["catalogue", "negotiated", "first_receiver", "safety_first"] {
+            let here = listed
+                .iter()
+                .filter(|t| t.routing_basis.map(|b| b.as_str()) == Some(basis))
+                .count() as u64;
+            assert_eq!(l.routing_basis[basis], here, "{backend}: {basis}");
+        }
+        assert_eq!(
+            l.routing_basis["none"],
+            listed.iter().filter(|t| t.routing_basis.is_none()).count() as u64
+        );
+        assert_eq!(l.routing_basis["none"], 1, "{backend}: the catch-all");
+        assert_eq!(l.routing_basis["safety_first"], 1, "{backend}");
+        assert_eq!(
+            (l.rejections_by_reason["out_of_scope"], l.rejections_by_reason["duplicate"]),
+            (2, 1),
+            "{backend}"
+        );
+        let d = &l.disputes;
+        assert_eq!(
+            (d.opened, d.open, d.overruled, d.first_receiver, d.upheld, d.decided_late),
+            (2, 0, 1, 1, 0, 1),
+            "{backend}"
+        );
+        assert_eq!((l.urges.total, l.urges.urged.count), (2, 1), "{backend}");
+        assert_eq!(
+            (l.extensions.asked, l.extensions.granted, l.extensions.refused),
+            (2, 1, 1),
+            "{backend}"
+        );
+        let a = &l.assists;
+        assert_eq!((a.asked, a.committed.count, a.on_scene_in_time.count), (2, 2, 1), "{backend}");
+        let urges_listed: u32 = listed.iter().map(|t| t.urges).sum();
+        assert_eq!(l.urges.total, u64::from(urges_listed), "{backend}");
+
+        // In memory, the same.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(engine.follow_facts(store.clone(), stopped));
+        for _ in 0..300 {
+            if engine.facts_loaded().await {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(engine.facts_loaded().await, "{backend}");
+        let from_memory = compute(&engine, &operator, &everything).await.unwrap();
+        assert_eq!(
+            from_memory.linkage, from_database.linkage,
+            "{backend}: memory and database agree"
+        );
+        stop.send(true).unwrap();
+    }
+}

@@ -13,7 +13,10 @@ use sqlx::{Any, Row, Transaction};
 
 use super::sql::{values, ROWS_PER_STATEMENT};
 use super::{Backend, Store, StoreError};
-use crate::model::{HistoryEvent, Satisfaction, State, Timestamp, Transfer};
+use crate::model::{
+    category, DisputeOutcome, DisputeState, HistoryEvent, ReasonCode, RoutingBasis, Satisfaction,
+    State, Timestamp, Transfer,
+};
 
 /// One transfer's facts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +44,246 @@ pub struct Fact {
     pub satisfied: bool,
     /// It stands rejected now.
     pub rejected: bool,
+    /// What linkage (`linkage.md`) did with it.
+    pub linkage: LinkageFact,
+}
+
+/// The routing bases in the order the facts number them (0: none).
+pub const BASES: [Option<RoutingBasis>; 5] = [
+    None,
+    Some(RoutingBasis::Catalogue),
+    Some(RoutingBasis::Negotiated),
+    Some(RoutingBasis::FirstReceiver),
+    Some(RoutingBasis::SafetyFirst),
+];
+
+/// A transfer's linkage facts, as small numbers (a million of them stay small in memory).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkageFact {
+    /// Its routing basis: an index of [`BASES`].
+    pub basis: u8,
+    /// 0 never rejected; else 1 + the index in [`ReasonCode::ALL`] of its last rejection's code.
+    pub reason: u8,
+    /// 0 no dispute; 1 open; 2 upheld, 3 overruled, 4 first receiver.
+    pub dispute: u8,
+    /// Its dispute was decided by the default (`dispute_within` passed undecided).
+    pub dispute_late: bool,
+    pub urges: u32,
+    pub extensions_asked: u8,
+    pub extensions_granted: u8,
+    pub extensions_refused: u8,
+    /// 0 not an assist; 1 asked; 2 committed (accepted); 3 on the scene by `needed_by`.
+    pub assist: u8,
+}
+
+impl LinkageFact {
+    pub fn of(transfer: &Transfer) -> LinkageFact {
+        let count = |event: HistoryEvent| {
+            transfer.history.iter().filter(|h| h.state == event).count().min(255) as u8
+        };
+        let reason = transfer
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.state == HistoryEvent::State(State::Rejected))
+            .map_or(0, |h| {
+                let code = h.reason_code.unwrap_or(ReasonCode::Other);
+                1 + ReasonCode::ALL.iter().position(|c| *c == code).unwrap_or(5) as u8
+            });
+        let dispute = transfer.dispute.as_ref().map_or(0, |d| match (d.state, &d.decision) {
+            (DisputeState::Open, _) | (_, None) => 1,
+            (_, Some(decision)) => match decision.outcome {
+                DisputeOutcome::Upheld => 2,
+                DisputeOutcome::Overruled => 3,
+                DisputeOutcome::FirstReceiver => 4,
+            },
+        });
+        let assist = if category::is_assist(transfer.case.category.as_str()) {
+            let at = |state: State| {
+                transfer
+                    .history
+                    .iter()
+                    .find(|h| h.state == HistoryEvent::State(state))
+                    .map(|h| h.at)
+            };
+            let on_scene = at(State::InProgress)
+                .is_some_and(|t| transfer.needed_by.is_none_or(|needed| t <= needed));
+            let committed = at(State::Accepted).is_some() || at(State::InProgress).is_some();
+            if on_scene {
+                3
+            } else if committed {
+                2
+            } else {
+                1
+            }
+        } else {
+            0
+        };
+        LinkageFact {
+            basis: BASES.iter().position(|b| *b == transfer.routing_basis).unwrap_or(0) as u8,
+            reason,
+            dispute,
+            dispute_late: transfer
+                .dispute
+                .as_ref()
+                .and_then(|d| d.decision.as_ref())
+                .is_some_and(|d| d.by == "gateway"),
+            urges: transfer.urges,
+            extensions_asked: count(HistoryEvent::ExtensionRequested),
+            extensions_granted: count(HistoryEvent::ExtensionGranted),
+            extensions_refused: count(HistoryEvent::ExtensionRefused),
+            assist,
+        }
+    }
+
+    /// The columns of `transfer_facts` that hold it, in order.
+    const COLUMNS: [&'static str; 9] = [
+        "basis",
+        "reason",
+        "dispute",
+        "dispute_late",
+        "urges",
+        "ext_asked",
+        "ext_granted",
+        "ext_refused",
+        "assist",
+    ];
+
+    fn values(&self) -> [i64; 9] {
+        [
+            i64::from(self.basis),
+            i64::from(self.reason),
+            i64::from(self.dispute),
+            i64::from(self.dispute_late),
+            i64::from(self.urges),
+            i64::from(self.extensions_asked),
+            i64::from(self.extensions_granted),
+            i64::from(self.extensions_refused),
+            i64::from(self.assist),
+        ]
+    }
+
+    fn from_values(v: &[i64]) -> Option<LinkageFact> {
+        let small = |i: usize| u8::try_from(*v.get(i)?).ok();
+        Some(LinkageFact {
+            basis: small(0)?,
+            reason: small(1)?,
+            dispute: small(2)?,
+            dispute_late: *v.get(3)? == 1,
+            urges: u32::try_from(*v.get(4)?).ok()?,
+            extensions_asked: small(5)?,
+            extensions_granted: small(6)?,
+            extensions_refused: small(7)?,
+            assist: small(8)?,
+        })
+    }
+}
+
+/// Linkage counts of a group of transfers (`linkage.md`, "The figures these feed").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkageCounts {
+    /// Transfers by routing basis, in [`BASES`] order (none first).
+    pub by_basis: [u64; 5],
+    /// Transfers ever rejected, by their last rejection's reason, in [`ReasonCode::ALL`] order.
+    pub rejected_by_reason: [u64; 6],
+    /// Disputes open, upheld, overruled, first receiver.
+    pub disputes: [u64; 4],
+    /// Disputes decided by the default.
+    pub disputes_decided_late: u64,
+    pub urges: u64,
+    /// Transfers urged at least once.
+    pub urged: u64,
+    pub extensions_asked: u64,
+    pub extensions_granted: u64,
+    pub extensions_refused: u64,
+    pub assists: u64,
+    pub assists_committed: u64,
+    pub assists_on_time: u64,
+}
+
+impl LinkageCounts {
+    fn add(&mut self, f: &LinkageFact) {
+        self.by_basis[usize::from(f.basis).min(4)] += 1;
+        if f.reason > 0 {
+            self.rejected_by_reason[usize::from(f.reason - 1).min(5)] += 1;
+        }
+        if f.dispute > 0 {
+            self.disputes[usize::from(f.dispute - 1).min(3)] += 1;
+        }
+        self.disputes_decided_late += u64::from(f.dispute_late);
+        self.urges += u64::from(f.urges);
+        self.urged += u64::from(f.urges > 0);
+        self.extensions_asked += u64::from(f.extensions_asked);
+        self.extensions_granted += u64::from(f.extensions_granted);
+        self.extensions_refused += u64::from(f.extensions_refused);
+        self.assists += u64::from(f.assist >= 1);
+        self.assists_committed += u64::from(f.assist >= 2);
+        self.assists_on_time += u64::from(f.assist == 3);
+    }
+
+    /// Adds another group's counts.
+    pub fn merge(&mut self, o: &LinkageCounts) {
+        for (a, b) in self.by_basis.iter_mut().zip(o.by_basis) {
+            *a += b;
+        }
+        for (a, b) in self.rejected_by_reason.iter_mut().zip(o.rejected_by_reason) {
+            *a += b;
+        }
+        for (a, b) in self.disputes.iter_mut().zip(o.disputes) {
+            *a += b;
+        }
+        self.disputes_decided_late += o.disputes_decided_late;
+        self.urges += o.urges;
+        self.urged += o.urged;
+        self.extensions_asked += o.extensions_asked;
+        self.extensions_granted += o.extensions_granted;
+        self.extensions_refused += o.extensions_refused;
+        self.assists += o.assists;
+        self.assists_committed += o.assists_committed;
+        self.assists_on_time += o.assists_on_time;
+    }
+
+    /// The SQL aggregates that compute these counts, in the order [`LinkageCounts::read`] takes
+    /// them.
+    fn sql(sum: impl Fn(&str) -> String) -> Vec<String> {
+        let mut out: Vec<String> = (0..5).map(|i| sum(&format!("basis = {i}"))).collect();
+        out.extend((1..=6).map(|i| sum(&format!("reason = {i}"))));
+        out.extend((1..=4).map(|i| sum(&format!("dispute = {i}"))));
+        out.push(sum("dispute_late = 1"));
+        out.push("CAST(SUM(urges) AS BIGINT)".into());
+        out.push(sum("urges > 0"));
+        for column in ["ext_asked", "ext_granted", "ext_refused"] {
+            out.push(format!("CAST(SUM({column}) AS BIGINT)"));
+        }
+        out.push(sum("assist >= 1"));
+        out.push(sum("assist >= 2"));
+        out.push(sum("assist = 3"));
+        out
+    }
+
+    fn read(v: &[u64]) -> LinkageCounts {
+        let at = |i: usize| v.get(i).copied().unwrap_or(0);
+        let mut c = LinkageCounts::default();
+        for i in 0..5 {
+            c.by_basis[i] = at(i);
+        }
+        for i in 0..6 {
+            c.rejected_by_reason[i] = at(5 + i);
+        }
+        for i in 0..4 {
+            c.disputes[i] = at(11 + i);
+        }
+        c.disputes_decided_late = at(15);
+        c.urges = at(16);
+        c.urged = at(17);
+        c.extensions_asked = at(18);
+        c.extensions_granted = at(19);
+        c.extensions_refused = at(20);
+        c.assists = at(21);
+        c.assists_committed = at(22);
+        c.assists_on_time = at(23);
+        c
+    }
 }
 
 fn reached(transfer: &Transfer, state: State) -> Option<i64> {
@@ -79,11 +322,12 @@ impl Fact {
                 matches!(f.satisfaction, Satisfaction::Satisfied | Satisfaction::BasicallySatisfied)
             }),
             rejected: transfer.state == State::Rejected,
+            linkage: LinkageFact::of(transfer),
         }
     }
 }
 
-const COLUMNS: usize = 15;
+const COLUMNS: usize = 15 + LinkageFact::COLUMNS.len();
 
 /// Writes the facts of these transfers (inserted, or replaced where they changed). A
 /// transfer's `submitted_at` never changes: it is the first write's `now`, kept on conflict.
@@ -101,12 +345,18 @@ pub(crate) async fn upsert(
         let sql = format!(
             "INSERT INTO transfer_facts (transfer_id, submitted_at, requested_at, origin, destination, \
              location, category, direction, receive_by, resolve_by, received_at, resolved_at, \
-             called_back, satisfied, rejected) VALUES {} \
+             called_back, satisfied, rejected, {linkage}) VALUES {} \
              ON CONFLICT (transfer_id) DO UPDATE SET received_at = excluded.received_at, \
              resolved_at = excluded.resolved_at, called_back = excluded.called_back, \
              satisfied = excluded.satisfied, rejected = excluded.rejected, \
-             resolve_by = excluded.resolve_by, receive_by = excluded.receive_by",
-            values(backend, chunk.len(), COLUMNS, None)
+             resolve_by = excluded.resolve_by, receive_by = excluded.receive_by, {updates}",
+            values(backend, chunk.len(), COLUMNS, None),
+            linkage = LinkageFact::COLUMNS.join(", "),
+            updates = LinkageFact::COLUMNS
+                .iter()
+                .map(|c| format!("{c} = excluded.{c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         let mut query = sqlx::query(&sql);
         for t in chunk {
@@ -127,6 +377,9 @@ pub(crate) async fn upsert(
                 .bind(i64::from(f.called_back))
                 .bind(i64::from(f.satisfied))
                 .bind(i64::from(f.rejected));
+            for value in f.linkage.values() {
+                query = query.bind(value);
+            }
         }
         query.execute(&mut **tx).await?;
     }
@@ -162,6 +415,7 @@ pub struct Counts {
     pub called_back: u64,
     pub satisfied: u64,
     pub rejected: u64,
+    pub linkage: LinkageCounts,
 }
 
 /// The aggregates of a filter: counts by direction and category, and the distributions of the
@@ -261,8 +515,9 @@ impl Store {
         let sum = |condition: &str| {
             format!("CAST(SUM(CASE WHEN {condition} THEN 1 ELSE 0 END) AS BIGINT)")
         };
+        let linkage = LinkageCounts::sql(sum);
         let sql = format!(
-            "SELECT direction, category, COUNT(*), {}, {}, {}, {}, {}, {}, {} FROM transfer_facts WHERE {} GROUP BY direction, category",
+            "SELECT direction, category, COUNT(*), {}, {}, {}, {}, {}, {}, {}, {} FROM transfer_facts WHERE {} GROUP BY direction, category",
             sum("received_at IS NOT NULL"),
             sum("received_at <= receive_by"),
             sum("resolved_at IS NOT NULL"),
@@ -270,6 +525,7 @@ impl Store {
             sum("called_back = 1"),
             sum("satisfied = 1"),
             sum("rejected = 1"),
+            linkage.join(", "),
             clause.sql,
         );
         let count = |row: &sqlx::any::AnyRow, i: usize| -> Result<u64, StoreError> {
@@ -288,6 +544,11 @@ impl Store {
                 called_back: count(&row, 7)?,
                 satisfied: count(&row, 8)?,
                 rejected: count(&row, 9)?,
+                linkage: LinkageCounts::read(
+                    &(0..linkage.len())
+                        .map(|i| count(&row, 10 + i))
+                        .collect::<Result<Vec<u64>, StoreError>>()?,
+                ),
             });
         }
         let mut times = Vec::new();
@@ -361,11 +622,13 @@ pub(crate) async fn backfill(
 /// endpoint ids, regions, codes and numbers).
 fn parse_line(line: &str) -> Option<Fact> {
     let fields: Vec<&str> = line.split('|').collect();
+    let (fields, linkage) = fields.split_at_checked(15)?;
     let [id, submitted, requested, origin, destination, location, category, direction, receive_by, resolve_by, received, resolved, called_back, satisfied, rejected] =
-        fields.as_slice()
+        fields
     else {
         return None;
     };
+    let linkage: Vec<i64> = linkage.iter().map(|v| v.parse().ok()).collect::<Option<_>>()?;
     let time = |t: &str| t.parse::<i64>().ok();
     let optional = |t: &str| if t.is_empty() { Some(None) } else { time(t).map(Some) };
     Some(Fact {
@@ -384,6 +647,7 @@ fn parse_line(line: &str) -> Option<Fact> {
         called_back: *called_back == "1",
         satisfied: *satisfied == "1",
         rejected: *rejected == "1",
+        linkage: LinkageFact::from_values(&linkage)?,
     })
 }
 
@@ -407,6 +671,7 @@ struct Kept {
     called_back: bool,
     satisfied: bool,
     rejected: bool,
+    linkage: LinkageFact,
 }
 
 /// Names interned as small numbers.
@@ -523,6 +788,7 @@ impl Index {
             called_back: f.called_back,
             satisfied: f.satisfied,
             rejected: f.rejected,
+            linkage: f.linkage,
         };
         match self.by_id.get(f.transfer_id.as_str()) {
             Some(&i) => {
@@ -606,6 +872,7 @@ impl Index {
             c.called_back += u64::from(row.called_back);
             c.satisfied += u64::from(row.satisfied);
             c.rejected += u64::from(row.rejected);
+            c.linkage.add(&row.linkage);
         }
         let counts = counts
             .into_iter()
@@ -679,6 +946,15 @@ impl FactsIndex {
             "called_back",
             "satisfied",
             "rejected",
+            "basis",
+            "reason",
+            "dispute",
+            "dispute_late",
+            "urges",
+            "ext_asked",
+            "ext_granted",
+            "ext_refused",
+            "assist",
         ]
         .map(|c| format!("COALESCE(CAST({c} AS TEXT), '')"))
         .join(" || '|' || ");

@@ -160,6 +160,17 @@ pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // The native document a transfer was received as (text, in the sender's format): the case
     // page's evidence of what the origin sent.
     ("transfers", "native", "TEXT"),
+    // The figures' linkage facts (`linkage.md`, store::facts::LinkageFact): 0 for transfers
+    // from before linkage, which had none.
+    ("transfer_facts", "basis", "BIGINT NOT NULL DEFAULT 0"),
+    ("transfer_facts", "reason", "BIGINT NOT NULL DEFAULT 0"),
+    ("transfer_facts", "dispute", "BIGINT NOT NULL DEFAULT 0"),
+    ("transfer_facts", "dispute_late", "BIGINT NOT NULL DEFAULT 0"),
+    ("transfer_facts", "urges", "BIGINT NOT NULL DEFAULT 0"),
+    ("transfer_facts", "ext_asked", "BIGINT NOT NULL DEFAULT 0"),
+    ("transfer_facts", "ext_granted", "BIGINT NOT NULL DEFAULT 0"),
+    ("transfer_facts", "ext_refused", "BIGINT NOT NULL DEFAULT 0"),
+    ("transfer_facts", "assist", "BIGINT NOT NULL DEFAULT 0"),
 ];
 
 /// The statements for a backend.

@@ -435,7 +435,36 @@ impl TransferService for Transfers {
             })
         };
         let at = |seconds: i64| Some(prost_types::Timestamp { seconds, nanos: 0 });
+        let l = figures.linkage;
+        let linkage = Some(v1::LinkageFigures {
+            routing_basis: l.routing_basis.into_iter().collect(),
+            rejections_by_reason: l.rejections_by_reason.into_iter().collect(),
+            disputes: Some(v1::DisputeFigures {
+                opened: l.disputes.opened,
+                open: l.disputes.open,
+                upheld: l.disputes.upheld,
+                overruled: l.disputes.overruled,
+                first_receiver: l.disputes.first_receiver,
+                decided_late: l.disputes.decided_late,
+            }),
+            urges: Some(v1::UrgeFigures {
+                total: l.urges.total,
+                urged: share(l.urges.urged),
+                per_transfer: l.urges.per_transfer,
+            }),
+            extensions: Some(v1::ExtensionFigures {
+                asked: l.extensions.asked,
+                granted: l.extensions.granted,
+                refused: l.extensions.refused,
+            }),
+            assists: Some(v1::AssistFigures {
+                asked: l.assists.asked,
+                committed: share(l.assists.committed),
+                on_scene_in_time: share(l.assists.on_scene_in_time),
+            }),
+        });
         Ok(Response::new(v1::StatsResponse {
+            linkage,
             since: at(query.since),
             until: at(query.until),
             transfers: figures.transfers,
