@@ -107,6 +107,28 @@ pub struct TransferFilter {
     pub reference: Option<String>,
     /// The caller's phone, normalised (`+8613900000001`).
     pub phone: Option<String>,
+    /// Only transfers waiting for a linkage decision: `dispute` (an open dispute) or
+    /// `extension` (an extension request unanswered) — the linkage office's and the desks'
+    /// work list (`linkage.md`).
+    pub pending: Option<Pending>,
+}
+
+/// What a transfer may wait for a decision on ([`TransferFilter::pending`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pending {
+    Dispute,
+    Extension,
+}
+
+impl std::str::FromStr for Pending {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Pending, String> {
+        match s {
+            "dispute" => Ok(Pending::Dispute),
+            "extension" => Ok(Pending::Extension),
+            _ => Err(format!("expected dispute or extension, got {s:?}")),
+        }
+    }
 }
 
 /// What the deadline sweeper reads: each half is a range of an index (`transfers_open`,
@@ -484,6 +506,21 @@ impl Store {
             let escaped = reference.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
             binds.push(Bind::Text(reference.clone()));
             binds.push(Bind::Text(format!("%:{escaped}")));
+        }
+        if let Some(pending) = filter.pending {
+            // An open dispute and an unanswered extension request each hold a timer (the
+            // default that decides them), cleared when they are decided.
+            sql.push_str(&format!(
+                " AND transfer_id IN (SELECT transfer_id FROM timers WHERE kind = {})",
+                next()
+            ));
+            binds.push(Bind::Text(
+                match pending {
+                    Pending::Dispute => writes::TIMER_DISPUTE,
+                    Pending::Extension => writes::TIMER_EXTENSION,
+                }
+                .to_string(),
+            ));
         }
         if let Some(phone) = &filter.phone {
             // The document is the transfer's compact JSON; a normalised phone has no LIKE

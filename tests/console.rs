@@ -532,3 +532,124 @@ async fn whoami_and_a_cases_evidence_follow_the_read_policy() {
     assert!(matches!(refused.status, 403 | 404), "{}", refused.text());
     assert!(!refused.text().contains("NB-EVIDENCE-1"));
 }
+
+/// A jurisdiction dispute settled in the console (`linkage.md`): Ningbo's 110 desk disputes a
+/// rejection out of scope on the case page; the linkage office finds it on its work list,
+/// hears both sides and overrules the rejection; the transfer is back with the 12345 and the
+/// figures count the dispute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispute_is_opened_by_the_desk_and_decided_by_the_linkage_office() {
+    let site = Site::new("console-linkage");
+    site.edit_config(|t| {
+        t + "\n[[office]]\nname = \"nb-office\"\nregions = [\"3302\"]\nrights = [\"read_transfers\", \"watch\", \"decide_disputes\"]\n"
+    });
+    let (addr, admin, _stop) = start_on_free_port(&site).await;
+    common::crash::wait_ready(admin).await;
+    let police = Client::for_endpoint(&site, "330200/110", addr);
+    let hotline = Client::for_endpoint(&site, "330200/12345", addr);
+    let id = ningbo_transfer(&police, "NB-DISPUTE-1").await;
+    // The 12345 signs for it and hands it back as out of scope, natively (gd-json, formats.md).
+    let now = liandong::model::Timestamp::now().format_beijing("yyyy/MM/dd HH:mm:ss");
+    for (gdzt, sm) in [("签收", "已签收"), ("退回", "【非职责范围】挪车属公安交警职责")]
+    {
+        let doc = json!({"lzbh": id, "gdzt": gdzt, "czsj": now, "sm": sm}).to_string();
+        let answer = hotline.post("/v1/native/330200/12345/status", doc.into_bytes()).await;
+        assert_eq!(answer.json()["code"], json!("200"), "{}", answer.text());
+    }
+    let (desk_p12, pass) = issue_p12_with(&site, "endpoint", "330200/110", &["--replace"]);
+    let (office_p12, _) = issue_p12(&site, "office", "nb-office");
+    let desk = Browser::start(&site, &desk_p12, &pass, addr).await;
+    let office = Browser::start(&site, &office_p12, &pass, addr).await;
+
+    desk.open(&format!("#/case/{id}")).await;
+    desk.wait_for(
+        "the linkage actions",
+        20,
+        "return !!document.getElementById('linkage-do-dispute')",
+    )
+    .await;
+    let basis = desk.script("return document.getElementById('linkage-basis').innerText").await;
+    assert_eq!(basis, json!("清单内事项"), "NP07 is on Ningbo 110's list");
+    desk.script("document.getElementById('linkage-note').value = '车辆堵门属挪车服务，在分流清单内'; return true").await;
+    desk.click("#linkage-do-dispute").await;
+    desk.wait_for(
+        "the dispute, open",
+        20,
+        "return document.querySelector('#linkage-dispute')?.dataset.state === 'open'",
+    )
+    .await;
+    assert_eq!(
+        desk.script("return !!document.getElementById('linkage-do-overruled')").await,
+        json!(false),
+        "a desk cannot decide"
+    );
+
+    office.open("#/linkage").await;
+    office
+        .wait_for(
+            "the dispute on the office's work list",
+            20,
+            &format!("return !!document.querySelector('#linkage-disputes tr[data-id=\"{id}\"]')"),
+        )
+        .await;
+    office.open(&format!("#/case/{id}")).await;
+    office
+        .wait_for(
+            "the decision buttons",
+            20,
+            "return !!document.getElementById('linkage-do-overruled')",
+        )
+        .await;
+    office
+        .script("document.getElementById('linkage-note').value = '三方通话后认定属12345'; document.getElementById('linkage-call-ref').value = 'SFTH-7'; return true")
+        .await;
+    office.click("#linkage-do-note").await;
+    office
+        .wait_for(
+            "the consultation note",
+            20,
+            "return [...document.querySelectorAll('#linkage-dispute li')].some(li => li.innerText.includes('SFTH-7'))",
+        )
+        .await;
+    office
+        .script("document.getElementById('linkage-note').value = '经会商属12345职责'; return true")
+        .await;
+    office.click("#linkage-do-overruled").await;
+    office
+        .wait_for(
+            "the decision",
+            20,
+            "return document.querySelector('#linkage-decision')?.dataset.outcome === 'overruled'",
+        )
+        .await;
+    let state = office.script("return document.getElementById('case-state').innerText").await;
+    assert!(state.as_str().unwrap().contains("已送达"), "back with the 12345: {state}");
+    let timeline = office.script("return document.getElementById('timeline').innerText").await;
+    assert!(timeline.as_str().unwrap().contains("争议裁定"), "{timeline}");
+    // As the API says, independently.
+    let transfer = hotline.get(&format!("/v1/transfers/{id}")).await.json();
+    assert_eq!(transfer["dispute"]["decision"]["by"], json!("liandong://office/nb-office"));
+    assert_eq!(transfer["dispute"]["notes"][0]["call_ref"], json!("SFTH-7"));
+    office.open("#/linkage").await;
+    office
+        .wait_for(
+            "the emptied work list",
+            20,
+            "return !!document.getElementById('linkage-no-disputes')",
+        )
+        .await;
+
+    // The figures count it.
+    office.open("#/figures").await;
+    office
+        .wait_for("the figures form", 20, "return !!document.getElementById('figures-query')")
+        .await;
+    office.click("#figures-query").await;
+    office
+        .wait_for(
+            "the linkage figures",
+            20,
+            "return document.querySelector('#linkage-table tr[data-figure=\"disputes overruled\"] td.num')?.dataset.value === '1'",
+        )
+        .await;
+}

@@ -98,6 +98,8 @@ pub struct Effect {
     pub redeliver: bool,
     /// The dispute's default is due at this time (opened) — or no longer (decided: `Some(None)`).
     pub dispute_timer: Option<Option<Timestamp>>,
+    /// An extension request waits until `resolve_by` (asked) — or no longer (answered).
+    pub extension_timer: Option<Option<Timestamp>>,
     /// Deadlines were reset: the store's deadline columns and escalations follow.
     pub deadlines_reset: bool,
 }
@@ -191,6 +193,7 @@ pub fn apply(
             let mut e = entry(HistoryEvent::ExtensionRequested, Some(reason.clone()));
             e.until = Some(*until);
             effect.entries.push(e);
+            effect.extension_timer = Some(Some(resolve_by));
             effect
                 .notices
                 .push(Notice { to: Party::Origin, note: extension_request_note(reason, *until) });
@@ -200,6 +203,7 @@ pub fn apply(
             let Some(until) = pending_extension(transfer).map(|p| p.until) else {
                 return Err(refuse("no extension request awaits an answer".into()));
             };
+            effect.extension_timer = Some(None);
             if *grant {
                 let until = until.unwrap_or(at);
                 transfer.deadlines.resolve_by = Some(until);

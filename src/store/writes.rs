@@ -82,6 +82,8 @@ pub enum Write {
 /// The timer kinds (`timers.kind`).
 pub const TIMER_DISPUTE: &str = "dispute";
 pub const TIMER_NEEDED_BY: &str = "needed_by";
+/// An extension request waiting for its answer, due at `resolve_by` (when it lapses).
+pub const TIMER_EXTENSION: &str = "extension";
 
 /// What a write did.
 #[derive(Debug)]
@@ -750,6 +752,9 @@ async fn act(
     if let Some(due) = effect.dispute_timer {
         set_timer(tx, transfer_id, TIMER_DISPUTE, due.map(Timestamp::unix_seconds)).await?;
     }
+    if let Some(due) = effect.extension_timer {
+        set_timer(tx, transfer_id, TIMER_EXTENSION, due.map(Timestamp::unix_seconds)).await?;
+    }
     let mut events: Vec<Event<'_>> = effect
         .entries
         .iter()
@@ -794,6 +799,10 @@ async fn timer(
             )
             .await?;
             Ok(WriteResult::Done(matches!(result, WriteResult::Linkage(Ok(_)))))
+        }
+        // An unanswered extension lapses with resolve_by's escalation (which records it).
+        TIMER_EXTENSION => {
+            escalate(tx, backend, transfer_id, "resolve_by", now.unix_seconds()).await
         }
         _ => escalate(tx, backend, transfer_id, TIMER_NEEDED_BY, now.unix_seconds()).await,
     }

@@ -302,7 +302,25 @@
       f.rising_categories.map((r) => el('tr', {}, el('td', {}, category(r.category)),
         el('td', { class: 'num' }, r.this_week), el('td', { class: 'num' }, r.last_week),
         el('td', { class: 'num' }, r.this_week - r.last_week))));
-    return { main, times, top, rising };
+    const l = f.linkage;
+    const countRow = (key, n, figure) => el('tr', { dataset: { figure: figure || key } }, el('td', {}, t(key)),
+      el('td', { class: 'num', dataset: { value: n } }, n), el('td', {}, ''));
+    const shareRow = (key, share, figure) => el('tr', { dataset: { figure } }, el('td', {}, t(key)),
+      el('td', { class: 'num', dataset: { value: share.count } }, share.count),
+      el('td', { class: 'num', dataset: { value: share.rate == null ? '' : share.rate.toFixed(4) } }, percent(share.rate)));
+    const linkage = table('linkage-table', [t('figures.metric'), t('figures.count'), t('figures.rate')], [
+      ...Object.entries(l.routing_basis).map(([b, n]) => countRow('basis.' + b, n, 'basis ' + b)),
+      ...Object.entries(l.rejections_by_reason).filter(([, n]) => n > 0).map(([r, n]) => countRow('reason.' + r, n, 'reason ' + r)),
+      ...['opened', 'open', 'upheld', 'overruled', 'first_receiver', 'decided_late'].map((k) =>
+        countRow('figures.disputes.' + k, l.disputes[k], 'disputes ' + k)),
+      countRow('figures.urges', l.urges.total, 'urges'),
+      shareRow('figures.urged', l.urges.urged, 'urged'),
+      ...['asked', 'granted', 'refused'].map((k) => countRow('figures.extensions.' + k, l.extensions[k], 'extensions ' + k)),
+      countRow('figures.assists.asked', l.assists.asked, 'assists asked'),
+      shareRow('figures.assists.committed', l.assists.committed, 'assists committed'),
+      shareRow('figures.assists.on_scene_in_time', l.assists.on_scene_in_time, 'assists on_scene_in_time'),
+    ]);
+    return { main, times, top, rising, linkage };
   }
 
   async function figures(main) {
@@ -349,11 +367,12 @@
           card('resolved_on_time', f.resolved_on_time), card('called_back', f.called_back),
           card('satisfied', f.satisfied), card('rejected', f.rejected)),
         exports(name, () => [[t('figures.title'), tables.main], [t('figures.time_to_receive'), tables.times],
-          [t('figures.top'), tables.top], [t('figures.rising'), tables.rising]]),
+          [t('figures.top'), tables.top], [t('figures.rising'), tables.rising], [t('figures.linkage'), tables.linkage]]),
         tables.main, el('h2', {}, t('figures.time_to_receive') + ' / ' + t('figures.time_to_resolve')), tables.times,
         el('div', { class: 'grid2' },
           el('div', {}, el('h2', {}, t('figures.top')), topChart, tables.top),
-          el('div', {}, el('h2', {}, t('figures.rising')), risingChart, tables.rising)));
+          el('div', {}, el('h2', {}, t('figures.rising')), risingChart, tables.rising)),
+        el('h2', {}, t('figures.linkage')), tables.linkage);
       chart(topChart, {
         tooltip: {}, grid: { left: 120, right: 20, top: 10, bottom: 20 },
         xAxis: { type: 'value', minInterval: 1 },
@@ -462,7 +481,8 @@
       el('li', { class: [h.implied ? 'implied' : '', h.state].join(' '), dataset: { state: h.state } },
         el('b', {}, bj(h.at)), ' ', stateName(h.state), h.implied ? t('case.implied') : '', ' · ', h.by,
         h.unit ? ' · ' + (h.unit.name || h.unit.id || '') : '',
-        h.reason_code ? ' · ' + h.reason_code : '', h.note ? ' · ' + h.note : '')));
+        h.reason_code ? ' · ' + t('reason.' + h.reason_code) : '', h.outcome ? ' · ' + t('outcome.' + h.outcome) : '',
+        h.until ? ' · ' + t('linkage.until') + ' ' + bj(h.until) : '', h.note ? ' · ' + h.note : '')));
     const links = (transfer.links || []).map((l) =>
       el('li', {}, l.rel + ': ', el('a', { href: '#/case/' + l.transfer_id }, l.transfer_id)));
     // The case's other transfers (a re-routing after a rejection, a later transfer of the same
@@ -486,11 +506,116 @@
     const audit = table('case-audit', [t('col.time'), t('col.by'), t('col.action'), t('col.note'), t('col.hash')],
       evidence.audit.map((a) => el('tr', {}, el('td', {}, bj(new Date(a.at * 1000).toISOString())), el('td', {}, a.actor),
         el('td', {}, a.action), el('td', {}, JSON.stringify(a.detail)), el('td', { class: 'muted' }, a.hash.slice(0, 12)))));
-    add(main, summary, el('h2', {}, t('case.timeline')), timeline,
+    const panel = linkagePanel(transfer, evidence);
+    add(main, summary, panel, el('h2', {}, t('case.timeline')), timeline,
       links.length || chain ? el('h2', {}, t('case.links')) : null, links.length ? el('ul', { id: 'case-links' }, links) : null, chain,
       el('h2', {}, t('case.deliveries')), received,
       deliveries.length ? deliveries : el('p', { class: 'muted' }, t('ops.none')),
       el('h2', {}, t('case.audit')), audit);
+  }
+
+  // ---- linkage (linkage.md) ------------------------------------------------------------------
+
+  // Who the viewer is to a transfer: its origin, its destination, a linkage office, or none.
+  function roleIn(transfer) {
+    if (!who) return null;
+    if (who.kind === 'endpoint') return who.name === transfer.from ? 'origin' : who.name === transfer.to ? 'destination' : null;
+    if (who.kind === 'office' && (who.rights || []).includes('DecideDisputes')) return 'office';
+    return null;
+  }
+
+  // The case's linkage: why it went there, what was done first, help on site, the dispute,
+  // and the actions this viewer may take (each a canonical route; the page reloads after).
+  function linkagePanel(transfer, evidence) {
+    const open = !['resolved', 'closed', 'cancelled', 'rejected'].includes(transfer.state);
+    const d = transfer.dispute;
+    const pending = (() => {
+      for (const h of [...transfer.history].reverse()) {
+        if (h.state === 'extension_granted' || h.state === 'extension_refused') return null;
+        if (h.state === 'extension_requested') return h;
+      }
+      return null;
+    })();
+    const lastRejection = [...transfer.history].reverse().find((h) => h.state === 'rejected');
+    const rows = [
+      el('tr', {}, el('th', {}, t('linkage.basis')), el('td', { id: 'linkage-basis' }, t('basis.' + (transfer.routing_basis || 'none')))),
+      transfer.prior_handling ? el('tr', {}, el('th', {}, t('linkage.prior')), el('td', { id: 'linkage-prior' }, transfer.prior_handling.actions)) : null,
+      transfer.needed_by ? el('tr', {}, el('th', {}, t('linkage.needed_by')), el('td', {}, bj(transfer.needed_by))) : null,
+      transfer.urges ? el('tr', {}, el('th', {}, t('linkage.urges')), el('td', { id: 'linkage-urges' }, transfer.urges)) : null,
+      pending ? el('tr', {}, el('th', {}, t('state.extension_requested')), el('td', { id: 'linkage-pending' },
+        t('linkage.until') + ' ' + bj(pending.until) + ' · ' + (pending.note || ''))) : null,
+    ];
+    const dispute = d ? el('div', { id: 'linkage-dispute', dataset: { state: d.state } },
+      el('h3', {}, t('linkage.dispute') + ' · ' + t('dispute.' + d.state)),
+      el('p', {}, bj(d.opened_at) + ' · ' + d.by + ' · ' + d.note),
+      el('ul', {}, (d.notes || []).map((n) => el('li', {}, bj(n.at) + ' · ' + n.by + ' · ' + n.note + (n.call_ref ? ' · ' + t('linkage.call_ref') + ' ' + n.call_ref : '')))),
+      d.decision ? el('p', { id: 'linkage-decision', dataset: { outcome: d.decision.outcome } }, t('linkage.decision') + ': ' +
+        t('outcome.' + d.decision.outcome) + ' · ' + d.decision.by + ' · ' + bj(d.decision.at) + (d.decision.note ? ' · ' + d.decision.note : '')) : null) : null;
+    const linked = (evidence.linked_from || []).length ? el('div', {}, el('h3', {}, t('linkage.linked_from')),
+      el('ul', { id: 'linkage-linked-from' }, evidence.linked_from.map((l) =>
+        el('li', {}, l.rel + ': ', el('a', { href: '#/case/' + l.transfer_id }, l.transfer_id))))) : null;
+    const role = roleIn(transfer);
+    const note = el('input', { name: 'note', size: 40, placeholder: t('linkage.note'), id: 'linkage-note' });
+    const callRef = el('input', { name: 'call_ref', size: 16, placeholder: t('linkage.call_ref'), id: 'linkage-call-ref' });
+    const until = el('input', { name: 'until', type: 'datetime-local', id: 'linkage-until' });
+    const status = el('span', { id: 'linkage-status' });
+    const act = (id, label, path, body) => el('button', { type: 'button', id: 'linkage-do-' + id, onclick: async () => {
+      try {
+        await api('/v1/transfers/' + encodeURIComponent(transfer.transfer_id) + path, {
+          method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body()) });
+        status.textContent = t('linkage.done');
+        route();
+      } catch (e) { status.textContent = t('error') + ': ' + e.message; status.className = 'error'; }
+    } }, t(label));
+    const text = () => note.value.trim();
+    const decide = (o) => act(o, 'linkage.do.' + o, '/dispute/decision', () => ({ outcome: o, note: text() || undefined }));
+    const actions = [];
+    const disputeOpen = d && d.state === 'open';
+    if (role === 'origin' || role === 'office') {
+      if (open) actions.push(act('urge', 'linkage.do.urge', '/urge', () => ({ note: text() })));
+      if (pending) actions.push(act('grant', 'linkage.do.grant', '/extension/decision', () => ({ grant: true, note: text() || undefined })),
+        act('refuse', 'linkage.do.refuse', '/extension/decision', () => ({ grant: false, note: text() || undefined })));
+    }
+    if (role === 'origin' && !d && transfer.state === 'rejected' && lastRejection && lastRejection.reason_code === 'out_of_scope') {
+      actions.push(act('dispute', 'linkage.do.dispute', '/dispute', () => ({ note: text() })));
+    }
+    if (role && disputeOpen) actions.push(act('note', 'linkage.do.note', '/dispute/notes', () => ({ note: text(), call_ref: callRef.value.trim() || undefined })));
+    if (role === 'office' && disputeOpen) actions.push(decide('upheld'), decide('overruled'), decide('first_receiver'));
+    if (role === 'destination' && disputeOpen) actions.push(act('withdraw', 'linkage.do.withdraw', '/dispute/decision', () => ({ outcome: 'overruled', note: text() || undefined })));
+    if (role === 'destination' && open && transfer.deadlines.resolve_by && !pending) {
+      actions.push(until, act('extension', 'linkage.do.extension', '/extension', () => ({
+        until: until.value ? until.value + ':00+08:00' : '', reason: text() })));
+    }
+    return el('section', { class: 'linkage', id: 'linkage' }, el('h2', {}, t('linkage.panel')),
+      table('linkage-summary', [t('linkage.panel'), ''], present(rows)), dispute, linked,
+      actions.length ? el('div', { class: 'query', id: 'linkage-actions' }, note, disputeOpen ? callRef : null, actions, status) : null);
+  }
+
+  // The linkage work list: open disputes and unanswered extension requests this identity sees.
+  async function linkage(main) {
+    add(main, el('h1', {}, t('linkage.title')));
+    const rows = (list, extra) => list.map((x) => el('tr', { dataset: { id: x.transfer_id } },
+      el('td', {}, el('a', { href: '#/case/' + x.transfer_id }, x.transfer_id)),
+      el('td', {}, place(x.from)), el('td', {}, place(x.to)), el('td', {}, category(x.case.category)),
+      el('td', {}, stateName(x.state)), el('td', {}, extra(x))));
+    try {
+      const [disputes, extensions] = await Promise.all([
+        api('/v1/transfers?' + new URLSearchParams({ pending: 'dispute', limit: 200 })),
+        api('/v1/transfers?' + new URLSearchParams({ pending: 'extension', limit: 200 })),
+      ]);
+      const head = [t('col.id'), t('col.from'), t('col.to'), t('col.category'), t('col.state'), t('col.note')];
+      const disputeTable = table('linkage-disputes', head, rows(disputes.transfers, (x) =>
+        bj(x.dispute.opened_at) + ' · ' + x.dispute.note));
+      const extensionTable = table('linkage-extensions', head, rows(extensions.transfers, (x) => {
+        const asked = [...x.history].reverse().find((h) => h.state === 'extension_requested') || {};
+        return t('linkage.until') + ' ' + bj(asked.until) + ' · ' + (asked.note || '');
+      }));
+      add(main, el('h2', {}, t('linkage.disputes')),
+        disputes.transfers.length ? disputeTable : el('p', { class: 'muted', id: 'linkage-no-disputes' }, t('ops.none')),
+        el('h2', {}, t('linkage.extensions')),
+        extensions.transfers.length ? extensionTable : el('p', { class: 'muted', id: 'linkage-no-extensions' }, t('ops.none')),
+        exports('liandong-linkage', () => [[t('linkage.disputes'), disputeTable], [t('linkage.extensions'), extensionTable]]));
+    } catch (e) { failure(main, e); }
   }
 
   // ---- operations ---------------------------------------------------------------------------
@@ -585,7 +710,7 @@
 
   // ---- the frame ----------------------------------------------------------------------------
 
-  const PAGES = { wall, figures, search, case: caseView, ops };
+  const PAGES = { wall, figures, search, case: caseView, linkage, ops };
   let current = null;
 
   async function route() {

@@ -261,6 +261,10 @@ impl TransferService for Transfers {
                         .map_err(|e| invalid("phone", e.to_string()))?,
                 ),
             },
+            pending: match query.pending.as_str() {
+                "" => None,
+                given => Some(given.parse().map_err(|e: String| invalid("pending", e))?),
+            },
         };
         let (transfers, next) = self
             .state

@@ -288,6 +288,11 @@ pub async fn list(
                     .map_err(|e| Refusal::field("phone", e.to_string()))
             })
             .transpose()?,
+        pending: query
+            .get("pending")
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().map_err(|e: String| Refusal::field("pending", e)))
+            .transpose()?,
     };
     let (transfers, next) = state
         .engine
@@ -392,6 +397,11 @@ pub async fn evidence(
         "audit": evidence.audit,
         "received": evidence.received,
         "deliveries": deliveries,
+        "linked_from": evidence
+            .linked_from
+            .iter()
+            .map(|(rel, id)| json!({"rel": rel, "transfer_id": id}))
+            .collect::<Vec<Value>>(),
     })))
 }
 
