@@ -386,16 +386,9 @@ impl Store {
     /// The transfers that link to `transfer_id`, with how (`rel`): an assist's parent lists its
     /// assists, a rejected transfer the re-routes that followed it.
     pub async fn links_to(&self, transfer_id: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT rel, transfer_id FROM transfer_links WHERE linked_id = $1 ORDER BY transfer_id",
-        )
-        .bind(transfer_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        let sql =
+            "SELECT rel, transfer_id FROM transfer_links WHERE linked_id = $1 ORDER BY transfer_id";
+        self.pairs(sqlx::query(sql).bind(transfer_id)).await
     }
 
     /// Linkage timers due at `now` (Unix seconds): (transfer, kind), earliest first.
@@ -404,13 +397,16 @@ impl Store {
         now: i64,
         limit: i64,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT transfer_id, kind FROM timers WHERE due <= $1 ORDER BY due, transfer_id LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = "SELECT transfer_id, kind FROM timers WHERE due <= $1 ORDER BY due, transfer_id LIMIT $2";
+        self.pairs(sqlx::query(sql).bind(now).bind(limit)).await
+    }
+
+    /// The rows of a query of two text columns.
+    async fn pairs<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<Result<_, sqlx::Error>>()

@@ -735,15 +735,7 @@ async fn figures_follow_every_write_and_an_older_store_gets_its_facts() {
 
         // In memory (as a running gateway has them): the same figures, and a write committed
         // just before an answer is counted in it.
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(engine.follow_facts(store.clone(), stopped));
-        for _ in 0..200 {
-            if engine.facts_loaded().await {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert!(engine.facts_loaded().await, "{backend}: the facts were not loaded");
+        let stop = common::stores::facts_in_memory(&engine, &store).await;
         let in_memory = compute(&engine, &operator, &everything).await.unwrap();
         assert_eq!(in_memory, figures, "{backend}: memory and database agree");
         for (who, query) in [

@@ -110,6 +110,22 @@ async fn last_sent(engine: &Engine, store: &Store, transfer_id: &str, destinatio
     sent_to(engine, store, transfer_id, destination).await.pop().unwrap().1
 }
 
+/// A status update by `by` on a transfer named by its id.
+fn status(transfer_id: &str, state: State, by: &str, note: Option<&str>) -> StatusUpdate {
+    StatusUpdate {
+        transfer_id: Some(transfer_id.to_string()),
+        transfer_ref: None,
+        state,
+        at: Timestamp::now(),
+        by: id(by),
+        unit: None,
+        note: note.map(str::to_string),
+        resolution: None,
+        feedback: None,
+        reason_code: None,
+    }
+}
+
 fn refused(result: Result<Transfer, EngineError>, what: &str) -> String {
     match result {
         Err(EngineError::Refused(r)) => r.to_string(),
@@ -524,18 +540,8 @@ async fn handling_first_and_help_on_site() {
             .await
             .unwrap()
             .transfer;
-        let update = StatusUpdate {
-            transfer_id: Some(assist.transfer_id.clone()),
-            transfer_ref: None,
-            state: State::InProgress,
-            at: Timestamp::now(),
-            by: id(POLICE),
-            unit: None,
-            note: Some("海曙分局民警已到场".into()),
-            resolution: None,
-            feedback: None,
-            reason_code: None,
-        };
+        let update =
+            status(&assist.transfer_id, State::InProgress, POLICE, Some("海曙分局民警已到场"));
         engine.update_status(&id(POLICE), update).await.unwrap();
         // needed_by missed: escalated like receive_by — the one whose help is not on the scene.
         engine.sweep_deadlines(needed_by.plus_seconds(60)).await.unwrap();
@@ -550,18 +556,7 @@ async fn handling_first_and_help_on_site() {
             "{backend}: on the scene in time"
         );
         // The wage dispute is withdrawn: its assists go with it, and both of their desks hear.
-        let cancel = StatusUpdate {
-            transfer_id: Some(parent.transfer_id.clone()),
-            state: State::Cancelled,
-            note: Some("当事人已和解".into()),
-            by: id(POLICE),
-            at: Timestamp::now(),
-            transfer_ref: None,
-            unit: None,
-            resolution: None,
-            feedback: None,
-            reason_code: None,
-        };
+        let cancel = status(&parent.transfer_id, State::Cancelled, POLICE, Some("当事人已和解"));
         engine.update_status(&id(POLICE), cancel).await.unwrap();
         for a in [&assist, &second] {
             let gone = store.transfer(&a.transfer_id).await.unwrap().unwrap();
@@ -614,6 +609,14 @@ fn labels_round_trip_through_every_format() {
             safe: None,
         });
         request.ruling = Some("经会商属本平台".into());
+        // A status this endpoint sends about a transfer it knows by a reference.
+        let native_status = |state: State, note: &str| StatusUpdate {
+            transfer_ref: Some("01J0000000000000000000000".into()),
+            transfer_id: None,
+            at: needed_by,
+            by: endpoint.id.clone(),
+            ..status("", state, endpoint_id, Some(note))
+        };
         let bytes = endpoint.write_transfer(&request).unwrap();
         let text = endpoint.format.encoding.decode(&bytes).unwrap();
         // What linkage.md says the native document holds, read as text.
@@ -642,18 +645,8 @@ fn labels_round_trip_through_every_format() {
             } else {
                 "请核实"
             };
-            let update = StatusUpdate {
-                transfer_id: None,
-                transfer_ref: Some("01J0000000000000000000000".into()),
-                state: State::Rejected,
-                at: needed_by,
-                by: endpoint.id.clone(),
-                unit: None,
-                note: Some(note.into()),
-                resolution: None,
-                feedback: None,
-                reason_code: Some(code),
-            };
+            let update =
+                StatusUpdate { reason_code: Some(code), ..native_status(State::Rejected, note) };
             let bytes = endpoint.write_status(&update).unwrap();
             let text = endpoint.format.encoding.decode(&bytes).unwrap();
             let label = ReasonCode::LABELS.iter().find(|(c, _)| *c == code).map(|(_, l)| *l);
@@ -673,18 +666,7 @@ fn labels_round_trip_through_every_format() {
             "【催办】请尽快办理",
             "【延期批准】2023-05-12 18:00",
         ] {
-            let update = StatusUpdate {
-                transfer_id: None,
-                transfer_ref: Some("01J0000000000000000000000".into()),
-                state: State::InProgress,
-                at: needed_by,
-                by: endpoint.id.clone(),
-                unit: None,
-                note: Some(note.into()),
-                resolution: None,
-                feedback: None,
-                reason_code: None,
-            };
+            let update = native_status(State::InProgress, note);
             let back = endpoint.read_status(&endpoint.write_status(&update).unwrap()).unwrap();
             assert_eq!(back.note.as_deref(), Some(note), "{endpoint_id}");
         }
@@ -848,18 +830,7 @@ async fn the_figures_count_what_linkage_did() {
             assists.push(engine.submit(&id(HOTLINE), request).await.unwrap().transfer);
         }
         for (n, state) in [State::InProgress, State::Accepted].into_iter().enumerate() {
-            let update = StatusUpdate {
-                transfer_id: Some(assists[n].transfer_id.clone()),
-                transfer_ref: None,
-                state,
-                at: Timestamp::now(),
-                by: id(POLICE),
-                unit: None,
-                note: None,
-                resolution: None,
-                feedback: None,
-                reason_code: None,
-            };
+            let update = status(&assists[n].transfer_id, state, POLICE, None);
             engine.update_status(&id(POLICE), update).await.unwrap();
         }
         // the default decides the open dispute (in the future: a query's period is asked so)
@@ -909,15 +880,7 @@ async fn the_figures_count_what_linkage_did() {
         assert_eq!(l.urges.total, u64::from(urges_listed), "{backend}");
 
         // In memory, the same.
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(engine.follow_facts(store.clone(), stopped));
-        for _ in 0..300 {
-            if engine.facts_loaded().await {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert!(engine.facts_loaded().await, "{backend}");
+        let stop = common::stores::facts_in_memory(&engine, &store).await;
         let from_memory = compute(&engine, &operator, &everything).await.unwrap();
         assert_eq!(
             from_memory.linkage, from_database.linkage,

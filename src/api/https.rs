@@ -146,6 +146,11 @@ pub async fn unknown_route(request: axum::extract::Request) -> axum::response::R
 }
 
 /// The router of the HTTPS API. The caller's [`Peer`] must be added as an extension.
+/// The `POST` route of one linkage action ([`linkage::act`]).
+fn linkage_route(kind: linkage::Kind) -> axum::routing::MethodRouter<Arc<AppState>> {
+    post(move |state, peer, id, body| linkage::act(kind, state, peer, id, body))
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/native/{region}/{platform}/transfers", post(transfers::native_transfer))
@@ -154,12 +159,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/transfers/{id}", get(transfers::get_transfer))
         .route("/v1/transfers/{id}/status", post(transfers::status))
         .route("/v1/transfers/{id}/evidence", get(transfers::evidence))
-        .route("/v1/transfers/{id}/urge", post(linkage::urge))
-        .route("/v1/transfers/{id}/extension", post(linkage::request_extension))
-        .route("/v1/transfers/{id}/extension/decision", post(linkage::decide_extension))
-        .route("/v1/transfers/{id}/dispute", post(linkage::open_dispute))
-        .route("/v1/transfers/{id}/dispute/notes", post(linkage::note_dispute))
-        .route("/v1/transfers/{id}/dispute/decision", post(linkage::decide_dispute))
+        .route("/v1/transfers/{id}/urge", linkage_route(linkage::Kind::Urge))
+        .route("/v1/transfers/{id}/extension", linkage_route(linkage::Kind::RequestExtension))
+        .route(
+            "/v1/transfers/{id}/extension/decision",
+            linkage_route(linkage::Kind::DecideExtension),
+        )
+        .route("/v1/transfers/{id}/dispute", linkage_route(linkage::Kind::OpenDispute))
+        .route("/v1/transfers/{id}/dispute/notes", linkage_route(linkage::Kind::NoteDispute))
+        .route("/v1/transfers/{id}/dispute/decision", linkage_route(linkage::Kind::DecideDispute))
         .route("/v1/whoami", get(transfers::whoami))
         .route("/v1/endpoints", get(transfers::endpoints))
         .route("/v1/deliveries/dead", get(transfers::dead_letters))

@@ -946,17 +946,11 @@ impl FactsIndex {
             "called_back",
             "satisfied",
             "rejected",
-            "basis",
-            "reason",
-            "dispute",
-            "dispute_late",
-            "urges",
-            "ext_asked",
-            "ext_granted",
-            "ext_refused",
-            "assist",
         ]
+        .iter()
+        .chain(LinkageFact::COLUMNS.iter())
         .map(|c| format!("COALESCE(CAST({c} AS TEXT), '')"))
+        .collect::<Vec<_>>()
         .join(" || '|' || ");
         let sql = format!("SELECT {line} FROM transfer_facts");
         let mut rows = sqlx::query(&sql).fetch(&store.pool);
@@ -1086,10 +1080,13 @@ mod tests {
 
     #[test]
     fn a_line_of_facts_reads_back() {
-        let line = "01J|100|90|330200/110|330200/12345|330203101|NP07|110->12345|400||120||1|0|0";
+        let line = "01J|100|90|330200/110|330200/12345|330203101|NP07|110->12345|400||120||1|0|0|2|1|3|0|4|1|1|0|0";
         let fact = parse_line(line).unwrap();
         assert_eq!((fact.resolve_by, fact.received_at, fact.called_back), (None, Some(120), true));
+        let l = fact.linkage;
+        assert_eq!((l.basis, l.reason, l.dispute, l.urges, l.extensions_granted), (2, 1, 3, 4, 1));
         assert!(parse_line("01J|100").is_none(), "too few fields");
+        assert!(parse_line(line.rsplit_once('|').unwrap().0).is_none(), "a linkage field short");
         assert!(parse_line(&line.replace("|400|", "|x|")).is_none(), "a number that is not one");
     }
 }

@@ -590,24 +590,6 @@ async fn cancel_assists(
     Ok(())
 }
 
-/// Queues a linkage notice about `transfer` for one of its desks ([`enqueue_notice`]) — only
-/// when the transfer's state has a native code (`received` and after; before that the desk
-/// learns through the feed and the console, `linkage.md`).
-async fn notify(
-    tx: &mut Transaction<'_, Any>,
-    backend: Backend,
-    transfer: &Transfer,
-    sender_ref: &str,
-    to: Party,
-    notice: &StatusUpdate,
-    now: i64,
-) -> Result<(), StoreError> {
-    if matches!(notice.state, State::Submitted | State::Delivered) {
-        return Ok(());
-    }
-    enqueue_notice(tx, backend, transfer, sender_ref, to, notice, now).await
-}
-
 /// Queues a status document about `transfer` for one of its desks, naming the transfer by the
 /// reference that desk knows it by (the origin its `sender_ref`, the destination the id).
 async fn enqueue_notice(
@@ -706,8 +688,11 @@ async fn act(
     let misses = lifecycle::missed_deadlines(&transfer, clock);
     lifecycle::record_misses(&mut transfer, &misses, clock);
     let document = save(tx, &transfer, now).await?;
-    for notice in &effect.notices {
-        // The notice carries the transfer's current state, from the other party's side.
+    // A notice carries the transfer's current state, from the other party's side — pushed only
+    // when that state has a native code (`received` and after; before that the desk learns
+    // through the feed and the console, `linkage.md`).
+    let native = !matches!(transfer.state, State::Submitted | State::Delivered);
+    for notice in effect.notices.iter().filter(|_| native) {
         let by = match notice.to {
             Party::Origin => transfer.to.clone(),
             _ => transfer.from.clone(),
@@ -724,7 +709,7 @@ async fn act(
             feedback: None,
             reason_code: None,
         };
-        notify(tx, backend, &transfer, &sender_ref, notice.to, &update, now).await?;
+        enqueue_notice(tx, backend, &transfer, &sender_ref, notice.to, &update, now).await?;
     }
     if effect.redeliver {
         let mut request = transfer.for_destination();

@@ -121,3 +121,17 @@ pub fn ningbo_request(sender_ref: &str) -> TransferRequest {
     request.requested_at = Timestamp::now();
     request
 }
+
+/// Loads the figures' facts of `store` into `engine`'s memory, as a running gateway has them;
+/// dropping (or sending `true` on) the answer stops following the store.
+pub async fn facts_in_memory(engine: &Engine, store: &Store) -> tokio::sync::watch::Sender<bool> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(engine.follow_facts(store.clone(), stopped));
+    for _ in 0..300 {
+        if engine.facts_loaded().await {
+            return stop;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the facts were not loaded");
+}

@@ -62,92 +62,71 @@ fn optional(text: Option<String>) -> Option<String> {
     text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
 }
 
-async fn act(
-    state: &AppState,
-    peer: &Peer,
-    id: &str,
-    action: Action,
+/// The linkage actions, as the routes name them.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    Urge,
+    RequestExtension,
+    DecideExtension,
+    OpenDispute,
+    NoteDispute,
+    DecideDispute,
+}
+
+impl Kind {
+    /// The action a route's body asks for: each body checked by its own shape, the field named.
+    fn action(self, body: &[u8]) -> Result<Action, Refusal> {
+        Ok(match self {
+            Kind::Urge => {
+                let Note { note, .. } = canonical::parse(body, &["note"])?;
+                Action::Urge { note: required(note, "note")? }
+            }
+            Kind::RequestExtension => {
+                let asked: ExtensionRequest = canonical::parse(body, &["until", "reason"])?;
+                Action::RequestExtension {
+                    until: asked.until,
+                    reason: required(asked.reason, "reason")?,
+                }
+            }
+            Kind::DecideExtension => {
+                let decision: ExtensionDecision = canonical::parse(body, &["grant"])?;
+                Action::DecideExtension { grant: decision.grant, note: optional(decision.note) }
+            }
+            Kind::OpenDispute => {
+                let Note { note, .. } = canonical::parse(body, &["note"])?;
+                Action::OpenDispute { note: required(note, "note")? }
+            }
+            Kind::NoteDispute => {
+                let Note { note, call_ref } = canonical::parse(body, &["note"])?;
+                Action::NoteDispute { note: required(note, "note")?, call_ref: optional(call_ref) }
+            }
+            Kind::DecideDispute => {
+                let decision: DisputeDecision = canonical::parse(body, &["outcome"])?;
+                Action::DecideDispute { outcome: decision.outcome, note: optional(decision.note) }
+            }
+        })
+    }
+}
+
+/// `POST /v1/transfers/{id}/urge` `{"note"}` (催办: the origin or a linkage office),
+/// `/extension` `{"until", "reason"}` (延期申请: the destination), `/extension/decision`
+/// `{"grant", "note"?}` (the origin or an office), `/dispute` `{"note"}` (the origin, of an
+/// `out_of_scope` rejection), `/dispute/notes` `{"note", "call_ref"?}` (either party or an
+/// office), `/dispute/decision` `{"outcome", "note"?}` (an office; the destination withdrawing,
+/// `overruled`): the action `kind` by the caller, answered with the transfer after it.
+pub async fn act(
+    kind: Kind,
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    Body(body): Body,
 ) -> Result<Json<Transfer>, Refusal> {
-    state.limit(peer, CallKind::Status)?;
+    let action = kind.action(&body)?;
+    state.limit(&peer, CallKind::Status)?;
     let transfer = state
         .engine
-        .act(&peer.identity, id, action, Timestamp::now())
+        .act(&peer.identity, &id, action, Timestamp::now())
         .await
         .map_err(|e| Refusal::from_engine(&peer.identity, e))?;
     Ok(Json(transfer))
-}
-
-/// `POST /v1/transfers/{id}/urge` `{"note"}`: 催办, by the origin or a linkage office.
-pub async fn urge(
-    State(state): State<Arc<AppState>>,
-    Extension(peer): Extension<Peer>,
-    Path(id): Path<String>,
-    Body(body): Body,
-) -> Result<Json<Transfer>, Refusal> {
-    let Note { note, .. } = canonical::parse(&body, &["note"])?;
-    act(&state, &peer, &id, Action::Urge { note: required(note, "note")? }).await
-}
-
-/// `POST /v1/transfers/{id}/extension` `{"until", "reason"}`: 延期申请, by the destination.
-pub async fn request_extension(
-    State(state): State<Arc<AppState>>,
-    Extension(peer): Extension<Peer>,
-    Path(id): Path<String>,
-    Body(body): Body,
-) -> Result<Json<Transfer>, Refusal> {
-    let asked: ExtensionRequest = canonical::parse(&body, &["until", "reason"])?;
-    let action =
-        Action::RequestExtension { until: asked.until, reason: required(asked.reason, "reason")? };
-    act(&state, &peer, &id, action).await
-}
-
-/// `POST /v1/transfers/{id}/extension/decision` `{"grant", "note"?}`: by the origin or a
-/// linkage office.
-pub async fn decide_extension(
-    State(state): State<Arc<AppState>>,
-    Extension(peer): Extension<Peer>,
-    Path(id): Path<String>,
-    Body(body): Body,
-) -> Result<Json<Transfer>, Refusal> {
-    let decision: ExtensionDecision = canonical::parse(&body, &["grant"])?;
-    let action = Action::DecideExtension { grant: decision.grant, note: optional(decision.note) };
-    act(&state, &peer, &id, action).await
-}
-
-/// `POST /v1/transfers/{id}/dispute` `{"note"}`: the origin disputes an `out_of_scope`
-/// rejection.
-pub async fn open_dispute(
-    State(state): State<Arc<AppState>>,
-    Extension(peer): Extension<Peer>,
-    Path(id): Path<String>,
-    Body(body): Body,
-) -> Result<Json<Transfer>, Refusal> {
-    let Note { note, .. } = canonical::parse(&body, &["note"])?;
-    act(&state, &peer, &id, Action::OpenDispute { note: required(note, "note")? }).await
-}
-
-/// `POST /v1/transfers/{id}/dispute/notes` `{"note", "call_ref"?}`: a consultation note.
-pub async fn note_dispute(
-    State(state): State<Arc<AppState>>,
-    Extension(peer): Extension<Peer>,
-    Path(id): Path<String>,
-    Body(body): Body,
-) -> Result<Json<Transfer>, Refusal> {
-    let Note { note, call_ref } = canonical::parse(&body, &["note"])?;
-    let action =
-        Action::NoteDispute { note: required(note, "note")?, call_ref: optional(call_ref) };
-    act(&state, &peer, &id, action).await
-}
-
-/// `POST /v1/transfers/{id}/dispute/decision` `{"outcome", "note"?}`: by a linkage office, or
-/// by the destination withdrawing its rejection (`overruled`).
-pub async fn decide_dispute(
-    State(state): State<Arc<AppState>>,
-    Extension(peer): Extension<Peer>,
-    Path(id): Path<String>,
-    Body(body): Body,
-) -> Result<Json<Transfer>, Refusal> {
-    let decision: DisputeDecision = canonical::parse(&body, &["outcome"])?;
-    let action = Action::DecideDispute { outcome: decision.outcome, note: optional(decision.note) };
-    act(&state, &peer, &id, action).await
 }
