@@ -68,9 +68,9 @@ pub struct Evidence {
     pub received: Option<String>,
     /// Each delivery and its native document as text (or why it cannot be rendered).
     pub deliveries: Vec<(OutboxItem, Result<String, String>)>,
-    /// The transfers that link to this one (its assists, the re-routes that followed it), as
-    /// (rel, transfer id), those `who` may read.
-    pub linked_from: Vec<(String, String)>,
+    /// The transfers that link to this one (its assists, the re-routes that followed it), with
+    /// how (`rel`), those `who` may read.
+    pub linked_from: Vec<(String, Transfer)>,
 }
 
 /// The engine: the store, the registry, the endpoints' settings and the read policy, and the
@@ -714,8 +714,8 @@ impl Engine {
             .collect();
         let mut linked_from = Vec::new();
         for (rel, id) in self.store.links_to(&transfer.transfer_id).await? {
-            if self.transfer_for(who, &id).await.is_ok() {
-                linked_from.push((rel, id));
+            if let Ok(linked) = self.transfer_for(who, &id).await {
+                linked_from.push((rel, linked));
             }
         }
         Ok(Evidence { transfer, audit, received, deliveries, linked_from })

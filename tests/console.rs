@@ -233,6 +233,15 @@ async fn a_case_is_found_by_phone_and_only_its_parties_and_operators_open_it() {
             &format!("return !!document.querySelector('#case-chain tr[data-id=\"{again}\"]')"),
         )
         .await;
+    // … and on its timeline, at the time it was made, with the transfers linking to it.
+    let linked = operator
+        .script("return [...document.querySelectorAll('#timeline li[data-state=\"linked\"]')].map(li => li.dataset.rel + ' ' + li.innerText).join('\\n')")
+        .await;
+    let linked = linked.as_str().unwrap();
+    assert!(linked.starts_with("rerouted_from ") && linked.contains(&again), "{linked}");
+    let listed =
+        operator.script("return document.getElementById('linkage-linked-from')?.innerText").await;
+    assert!(listed.as_str().unwrap_or_default().contains(&again), "{listed}");
     operator.open(&format!("#/case/{again}")).await;
     let link = operator
         .wait_for(

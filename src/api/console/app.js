@@ -477,7 +477,15 @@
       el('tr', {}, el('th', {}, t('case.receive_by')), el('td', { id: 'deadline-receive' }, deadline(transfer.deadlines.receive_by, reached('received')))),
       el('tr', {}, el('th', {}, t('case.resolve_by')), el('td', { id: 'deadline-resolve' }, deadline(transfer.deadlines.resolve_by, reached('resolved')))),
     ]);
-    const timeline = el('ol', { class: 'timeline', id: 'timeline' }, transfer.history.map((h) =>
+    // The timeline: the history, and the transfers linked to this one (an assist asked for it,
+    // a re-route after it) at the time they were made.
+    const linkedEntries = (evidence.linked_from || []).map((l) => ({ state: 'linked', at: l.requested_at, by: l.from, linked: l }));
+    const entries = [...transfer.history, ...linkedEntries].sort((a, b) => new Date(a.at) - new Date(b.at));
+    const timeline = el('ol', { class: 'timeline', id: 'timeline' }, entries.map((h) => h.linked
+      ? el('li', { class: 'linked', dataset: { state: 'linked', rel: h.linked.rel } }, el('b', {}, bj(h.at)), ' ',
+        t('rel.' + h.linked.rel) + ' · ' + category(h.linked.category) + ' · ', el('a', { href: '#/case/' + h.linked.transfer_id }, h.linked.transfer_id),
+        ' · ' + stateName(h.linked.state))
+      :
       el('li', { class: [h.implied ? 'implied' : '', h.state].join(' '), dataset: { state: h.state } },
         el('b', {}, bj(h.at)), ' ', stateName(h.state), h.implied ? t('case.implied') : '', ' · ', h.by,
         h.unit ? ' · ' + (h.unit.name || h.unit.id || '') : '',
@@ -553,7 +561,8 @@
         t('outcome.' + d.decision.outcome) + ' · ' + d.decision.by + ' · ' + bj(d.decision.at) + (d.decision.note ? ' · ' + d.decision.note : '')) : null) : null;
     const linked = (evidence.linked_from || []).length ? el('div', {}, el('h3', {}, t('linkage.linked_from')),
       el('ul', { id: 'linkage-linked-from' }, evidence.linked_from.map((l) =>
-        el('li', {}, l.rel + ': ', el('a', { href: '#/case/' + l.transfer_id }, l.transfer_id))))) : null;
+        el('li', { dataset: { rel: l.rel, id: l.transfer_id } }, l.rel + ': ', el('a', { href: '#/case/' + l.transfer_id }, l.transfer_id),
+          ' · ' + category(l.category) + ' · ' + place(l.from) + ' → ' + place(l.to) + ' · ' + stateName(l.state))))) : null;
     const role = roleIn(transfer);
     const note = el('input', { name: 'note', size: 40, placeholder: t('linkage.note'), id: 'linkage-note' });
     const callRef = el('input', { name: 'call_ref', size: 16, placeholder: t('linkage.call_ref'), id: 'linkage-call-ref' });

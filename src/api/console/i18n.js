@@ -82,6 +82,7 @@ window.I18N = {
     'state.extension_refused': '驳回延期', 'state.dispute_opened': '提出职责争议', 'state.dispute_noted': '会商意见',
     'state.dispute_decided': '争议裁定',
     'who.office': '联动办',
+    'rel.assist_for': '派员协助请求', 'rel.rerouted_from': '改派', 'rel.related': '关联',
   },
   en: {
     'brand': 'Liandong · 110 ⇄ 12345',
@@ -161,6 +162,7 @@ window.I18N = {
     'state.extension_refused': 'extension refused', 'state.dispute_opened': 'dispute opened', 'state.dispute_noted': 'dispute note',
     'state.dispute_decided': 'dispute decided',
     'who.office': 'linkage office',
+    'rel.assist_for': 'help on site asked', 'rel.rerouted_from': 're-routed', 'rel.related': 'related',
   },
   categories: {
     NP01: ['行政违法举报', 'administrative-law violations'], NP02: ['消费纠纷', 'consumer disputes'],

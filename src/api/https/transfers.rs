@@ -400,7 +400,17 @@ pub async fn evidence(
         "linked_from": evidence
             .linked_from
             .iter()
-            .map(|(rel, id)| json!({"rel": rel, "transfer_id": id}))
+            .map(|(rel, t)| {
+                json!({
+                    "rel": rel,
+                    "transfer_id": t.transfer_id,
+                    "category": t.case.category,
+                    "state": t.state,
+                    "requested_at": t.requested_at,
+                    "from": t.from,
+                    "to": t.to,
+                })
+            })
             .collect::<Vec<Value>>(),
     })))
 }
