@@ -277,7 +277,13 @@ async fn upheld_first_receiver_and_the_dispute_default() {
         let r = refused(engine.act(&desk(POLICE), &t.transfer_id, open(), too_late).await, "late");
         assert!(r.contains("dispute_within"), "{backend}: {r}");
         engine.act(&desk(POLICE), &t.transfer_id, open(), now).await.unwrap();
-        let r = refused(engine.act(&desk(POLICE), &t.transfer_id, open(), now).await, "twice");
+        // the same dispute sent again is a repeat (nothing doubled); another is refused
+        let again = engine.act(&desk(POLICE), &t.transfer_id, open(), now).await.unwrap();
+        let opened =
+            again.history.iter().filter(|h| h.state == HistoryEvent::DisputeOpened).count();
+        assert_eq!(opened, 1, "{backend}");
+        let other = Action::OpenDispute { note: "再议".into() };
+        let r = refused(engine.act(&desk(POLICE), &t.transfer_id, other, now).await, "twice");
         assert!(r.contains("one dispute"), "{backend}: {r}");
         // The destination withdraws its rejection: overruled, decided by the destination.
         let withdraw = Action::DecideDispute { outcome: DisputeOutcome::Overruled, note: None };
@@ -721,6 +727,21 @@ async fn the_office_decides_over_https_and_a_desk_urges_over_grpc() {
         .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.json()["dispute"]["state"], json!("open"));
+    // Sent again (a retry after a lost answer): the same answer, nothing doubled.
+    let again = police
+        .post(
+            &format!("/v1/transfers/{tid}/dispute"),
+            r#"{"note": "挪车属12345"}"#.as_bytes().to_vec(),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    let opened = again.json()["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["state"] == "dispute_opened")
+        .count();
+    assert_eq!(opened, 1, "{}", again.text());
     let decision = r#"{"outcome": "overruled", "note": "经会商属12345"}"#.as_bytes().to_vec();
     let agency = Client::for_identity(&site, "agency-demo", addr);
     let answer =
@@ -887,5 +908,58 @@ async fn the_figures_count_what_linkage_did() {
             "{backend}: memory and database agree"
         );
         stop.send(true).unwrap();
+    }
+}
+
+/// Two replicas sweeping at once fire each linkage default once: a second gateway on the same
+/// store (a second process's store on SQLite's file, a second pool on PostgreSQL's schema) and
+/// this one sweep together; the dispute is decided once, escalated once, its desks told once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_fire_a_default_once() {
+    for (backend, store, dir) in stores("replica_timers").await {
+        let other = match backend {
+            "sqlite" => Store::sqlite(&dir.path().join("test.db")).await.unwrap(),
+            _ => Store::postgres(&common::stores::schema_url("replica_timers"), 4).await.unwrap(),
+        };
+        let (one, two) = (engine(store.clone()), engine(other));
+        let now = Timestamp::now();
+        let mut disputed = Vec::new();
+        for n in 0..5 {
+            let t = rejected_lockout(&one, &format!("LZ-R{n}")).await;
+            one.act(
+                &desk(POLICE),
+                &t.transfer_id,
+                Action::OpenDispute { note: "请会商".into() },
+                now,
+            )
+            .await
+            .unwrap();
+            disputed.push(t.transfer_id);
+        }
+        let later = now.plus_seconds(24 * 3600 + 5);
+        let (a, b) = tokio::join!(one.sweep_deadlines(later), two.sweep_deadlines(later));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a + b, 5, "{backend}: each default fired once between them ({a} + {b})");
+        for id in &disputed {
+            let t = store.transfer(id).await.unwrap().unwrap();
+            let decided =
+                t.history.iter().filter(|h| h.state == HistoryEvent::DisputeDecided).count();
+            let escalated = t
+                .history
+                .iter()
+                .filter(|h| {
+                    h.state == HistoryEvent::Escalated && h.note.as_deref() == Some("dispute")
+                })
+                .count();
+            assert_eq!((decided, escalated), (1, 1), "{backend}: {id}");
+            let outcomes = sent_to(&one, &store, id, POLICE)
+                .await
+                .into_iter()
+                .filter(|(_, doc)| {
+                    doc["SM"].as_str().is_some_and(|s| s.starts_with("【会商结果】"))
+                })
+                .count();
+            assert_eq!(outcomes, 1, "{backend}: the 110 told once");
+        }
     }
 }

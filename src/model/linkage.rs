@@ -132,6 +132,11 @@ pub fn apply(
             Err(refuse(format!("a {} may be made only by {}", action.name(), names.join(" or "))))
         }
     };
+    // The same action by the same actor, already applied (a client's retry after a lost
+    // answer): success, and nothing changes — nothing doubled.
+    if is_repeat(transfer, action, actor, at, settings) {
+        return Ok(Effect::default());
+    }
     let mut effect = Effect::default();
     let entry = |event: HistoryEvent, note: Option<String>| {
         let mut e = HistoryEntry::new(event, at, actor.name.clone());
@@ -322,6 +327,57 @@ pub fn apply(
     }
     transfer.history.extend(effect.entries.iter().cloned());
     Ok(effect)
+}
+
+/// Whether `action` by `actor` is the last such action already applied: the dispute this
+/// actor opened with this note, its last note, the decision it made, its urge or extension
+/// request still standing, its answer to the last request.
+/// An urge is a repeat only within `urge_interval` of the last (after it, it is a new urge).
+pub fn is_repeat(
+    transfer: &Transfer,
+    action: &Action,
+    actor: &Actor,
+    at: Timestamp,
+    settings: &Settings,
+) -> bool {
+    let by = actor.name.as_str();
+    let dispute = transfer.dispute.as_ref();
+    let last = |event: HistoryEvent| transfer.history.iter().rev().find(|h| h.state == event);
+    match action {
+        Action::OpenDispute { note } => dispute.is_some_and(|d| d.by == by && d.note == *note),
+        Action::NoteDispute { note, call_ref } => dispute
+            .and_then(|d| d.notes.last())
+            .is_some_and(|n| n.by == by && n.note == *note && n.call_ref == *call_ref),
+        Action::DecideDispute { outcome, note } => dispute
+            .and_then(|d| d.decision.as_ref())
+            .is_some_and(|d| d.by == by && d.outcome == *outcome && d.note == *note),
+        Action::Urge { note } => last(HistoryEvent::Urged).is_some_and(|h| {
+            h.by == by
+                && h.note.as_deref() == Some(note.as_str())
+                && at < h.at.plus_seconds(settings.urge_interval)
+        }),
+        Action::RequestExtension { until, reason } => {
+            pending_extension(transfer).is_some_and(|h| {
+                h.by == by && h.until == Some(*until) && h.note.as_deref() == Some(reason.as_str())
+            })
+        }
+        Action::DecideExtension { grant, note } => {
+            let answered = transfer.history.iter().rev().find(|h| {
+                matches!(
+                    h.state,
+                    HistoryEvent::ExtensionGranted
+                        | HistoryEvent::ExtensionRefused
+                        | HistoryEvent::ExtensionRequested
+                )
+            });
+            let event = if *grant {
+                HistoryEvent::ExtensionGranted
+            } else {
+                HistoryEvent::ExtensionRefused
+            };
+            answered.is_some_and(|h| h.state == event && h.by == by && h.note == *note)
+        }
+    }
 }
 
 /// The last rejection entry of a transfer.
@@ -610,6 +666,34 @@ mod tests {
         assert_eq!(t.deadlines.receive_by, decided_at.plus_seconds(1800));
         assert_eq!(current_round(&t.history).len(), 1, "the round starts after the decision");
         assert!(apply(&mut t, &overrule, &actor(Party::Office), decided_at, &s, RULE).is_err());
+    }
+
+    #[test]
+    fn a_retried_action_changes_nothing_and_succeeds() {
+        let s = Settings::default();
+        let mut t = rejected(ReasonCode::OutOfScope);
+        let t0 = at("2023-05-08T10:00:00+08:00");
+        let open = Action::OpenDispute { note: "请会商".into() };
+        apply(&mut t, &open, &actor(Party::Origin), t0, &s, RULE).unwrap();
+        let note = Action::NoteDispute { note: "意见".into(), call_ref: None };
+        apply(&mut t, &note, &actor(Party::Office), t0, &s, RULE).unwrap();
+        let decide = Action::DecideDispute { outcome: DisputeOutcome::Upheld, note: None };
+        apply(&mut t, &decide, &actor(Party::Office), t0, &s, RULE).unwrap();
+        let before = t.clone();
+        for action in [&open, &note, &decide] {
+            let again = apply(&mut t, action, &actor(Party::Office), t0, &s, RULE);
+            if action == &open {
+                assert!(again.is_err(), "another actor's open is no repeat");
+                let again = apply(&mut t, action, &actor(Party::Origin), t0, &s, RULE).unwrap();
+                assert_eq!(again, Effect::default());
+            } else {
+                assert_eq!(again.unwrap(), Effect::default());
+            }
+        }
+        assert_eq!(t, before, "nothing doubled");
+        // a different note is new (and refused now: the dispute is decided)
+        let other = Action::NoteDispute { note: "另一意见".into(), call_ref: None };
+        assert!(apply(&mut t, &other, &actor(Party::Office), t0, &s, RULE).is_err());
     }
 
     #[test]

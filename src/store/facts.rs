@@ -77,6 +77,36 @@ pub struct LinkageFact {
 }
 
 impl LinkageFact {
+    /// The fact in one word, as the index in memory keeps it (a million rows: 8 MB): basis,
+    /// reason, dispute (3 bits each), decided late (1), assist (2), then urges (16, saturating)
+    /// and the extensions asked, granted, refused (8 each).
+    fn pack(&self) -> u64 {
+        u64::from(self.basis & 7)
+            | u64::from(self.reason & 7) << 3
+            | u64::from(self.dispute & 7) << 6
+            | u64::from(self.dispute_late) << 9
+            | u64::from(self.assist & 3) << 10
+            | u64::from(self.urges.min(u32::from(u16::MAX))) << 12
+            | u64::from(self.extensions_asked) << 28
+            | u64::from(self.extensions_granted) << 36
+            | u64::from(self.extensions_refused) << 44
+    }
+
+    fn unpack(word: u64) -> LinkageFact {
+        let bits = |shift: u32, width: u32| ((word >> shift) & ((1 << width) - 1)) as u8;
+        LinkageFact {
+            basis: bits(0, 3),
+            reason: bits(3, 3),
+            dispute: bits(6, 3),
+            dispute_late: bits(9, 1) == 1,
+            assist: bits(10, 2),
+            urges: ((word >> 12) & 0xffff) as u32,
+            extensions_asked: bits(28, 8),
+            extensions_granted: bits(36, 8),
+            extensions_refused: bits(44, 8),
+        }
+    }
+
     pub fn of(transfer: &Transfer) -> LinkageFact {
         let count = |event: HistoryEvent| {
             transfer.history.iter().filter(|h| h.state == event).count().min(255) as u8
@@ -202,8 +232,15 @@ pub struct LinkageCounts {
 }
 
 impl LinkageCounts {
-    fn add(&mut self, f: &LinkageFact) {
-        self.by_basis[usize::from(f.basis).min(4)] += 1;
+    /// Adds a packed fact ([`LinkageFact::pack`]); most transfers have nothing but a basis.
+    fn add_packed(&mut self, word: u64) {
+        self.by_basis[((word & 7) as usize).min(4)] += 1;
+        if word >> 3 != 0 {
+            self.add_rest(&LinkageFact::unpack(word));
+        }
+    }
+
+    fn add_rest(&mut self, f: &LinkageFact) {
         if f.reason > 0 {
             self.rejected_by_reason[usize::from(f.reason - 1).min(5)] += 1;
         }
@@ -671,7 +708,8 @@ struct Kept {
     called_back: bool,
     satisfied: bool,
     rejected: bool,
-    linkage: LinkageFact,
+    /// [`LinkageFact::pack`]ed.
+    linkage: u64,
 }
 
 /// Names interned as small numbers.
@@ -788,7 +826,7 @@ impl Index {
             called_back: f.called_back,
             satisfied: f.satisfied,
             rejected: f.rejected,
-            linkage: f.linkage,
+            linkage: f.linkage.pack(),
         };
         match self.by_id.get(f.transfer_id.as_str()) {
             Some(&i) => {
@@ -872,7 +910,7 @@ impl Index {
             c.called_back += u64::from(row.called_back);
             c.satisfied += u64::from(row.satisfied);
             c.rejected += u64::from(row.rejected);
-            c.linkage.add(&row.linkage);
+            c.linkage.add_packed(row.linkage);
         }
         let counts = counts
             .into_iter()
@@ -1076,6 +1114,33 @@ mod tests {
         }
         assert_eq!(h.distribution(), vec![(10, 2), (3_660, 1), (sql_bucket(century), 1)]);
         assert_eq!(h.beyond.len(), 1);
+    }
+
+    #[test]
+    fn a_linkage_fact_packs_into_a_word_and_back() {
+        let fact = LinkageFact {
+            basis: 4,
+            reason: 6,
+            dispute: 4,
+            dispute_late: true,
+            urges: 70_000,
+            extensions_asked: 255,
+            extensions_granted: 3,
+            extensions_refused: 250,
+            assist: 3,
+        };
+        let back = LinkageFact::unpack(fact.pack());
+        assert_eq!(back, LinkageFact { urges: 65_535, ..fact }, "urges saturate");
+        assert_eq!(LinkageFact::unpack(LinkageFact::default().pack()), LinkageFact::default());
+        let (mut packed, mut plain) = (LinkageCounts::default(), LinkageCounts::default());
+        for f in [fact, LinkageFact::default(), LinkageFact { basis: 1, ..LinkageFact::default() }]
+        {
+            packed.add_packed(f.pack());
+            let f = LinkageFact::unpack(f.pack());
+            plain.by_basis[usize::from(f.basis)] += 1;
+            plain.add_rest(&f);
+        }
+        assert_eq!(packed, plain);
     }
 
     #[test]

@@ -676,6 +676,11 @@ async fn act(
         Ok(effect) => effect,
         Err(refusal) => return Ok(WriteResult::Linkage(Err(refusal.into()))),
     };
+    if effect.entries.is_empty() {
+        // A repeat of an action already applied (every action writes an entry): nothing to
+        // write, no default to fire again.
+        return Ok(WriteResult::Linkage(Ok((Box::new(transfer), Vec::new()))));
+    }
     let clock = Timestamp::now();
     let now = clock.unix_seconds();
     let mut entries = effect.entries.clone();
@@ -783,7 +788,9 @@ async fn timer(
                 Some("dispute"),
             )
             .await?;
-            Ok(WriteResult::Done(matches!(result, WriteResult::Linkage(Ok(_)))))
+            let fired =
+                matches!(&result, WriteResult::Linkage(Ok((_, entries))) if !entries.is_empty());
+            Ok(WriteResult::Done(fired))
         }
         // An unanswered extension lapses with resolve_by's escalation (which records it).
         TIMER_EXTENSION => {
