@@ -645,7 +645,8 @@ mod tests {
         let e = apply(&mut t, &open, &actor(Party::Origin), opened_at, &s, RULE).unwrap();
         assert_eq!(e.dispute_timer, Some(Some(opened_at.plus_seconds(24 * 3600))));
         assert_eq!(t.dispute.as_ref().unwrap().state, DisputeState::Open);
-        assert!(apply(&mut t, &open, &actor(Party::Origin), opened_at, &s, RULE).is_err(), "once");
+        let other = Action::OpenDispute { note: "再议".into() };
+        assert!(apply(&mut t, &other, &actor(Party::Origin), opened_at, &s, RULE).is_err(), "once");
         let note =
             Action::NoteDispute { note: "三方通话".into(), call_ref: Some("REC-1".into()) };
         apply(&mut t, &note, &actor(Party::Destination), opened_at, &s, RULE).unwrap();
@@ -665,7 +666,10 @@ mod tests {
         assert_eq!(t.routing_basis, Some(RoutingBasis::Negotiated));
         assert_eq!(t.deadlines.receive_by, decided_at.plus_seconds(1800));
         assert_eq!(current_round(&t.history).len(), 1, "the round starts after the decision");
-        assert!(apply(&mut t, &overrule, &actor(Party::Office), decided_at, &s, RULE).is_err());
+        let retried = apply(&mut t, &overrule, &actor(Party::Office), decided_at, &s, RULE);
+        assert_eq!(retried.unwrap(), Effect::default(), "the same decision again: a repeat");
+        let other = Action::DecideDispute { outcome: DisputeOutcome::Upheld, note: None };
+        assert!(apply(&mut t, &other, &actor(Party::Office), decided_at, &s, RULE).is_err());
     }
 
     #[test]
@@ -722,9 +726,12 @@ mod tests {
             e.notices,
             vec![Notice { to: Party::Destination, note: "【催办】请尽快".into() }]
         );
+        let again = Action::Urge { note: "再催".into() };
         assert!(
-            apply(&mut t, &urge, &actor(Party::Origin), t0.plus_seconds(3599), &s, RULE).is_err()
+            apply(&mut t, &again, &actor(Party::Origin), t0.plus_seconds(3599), &s, RULE).is_err()
         );
+        let retried = apply(&mut t, &urge, &actor(Party::Origin), t0.plus_seconds(5), &s, RULE);
+        assert_eq!(retried.unwrap(), Effect::default(), "the same urge again: a repeat");
         assert!(apply(&mut t, &urge, &actor(Party::Destination), t0.plus_seconds(3600), &s, RULE)
             .is_err());
         apply(&mut t, &urge, &actor(Party::Office), t0.plus_seconds(3600), &s, RULE).unwrap();
@@ -733,10 +740,13 @@ mod tests {
         let ask = Action::RequestExtension { until, reason: "需协调物业".into() };
         let e = apply(&mut t, &ask, &actor(Party::Destination), t0, &s, RULE).unwrap();
         assert_eq!(e.notices[0].note, "【延期申请】需协调物业至2023-05-12 18:00");
+        let other = Action::RequestExtension { until, reason: "另一理由".into() };
         assert!(
-            apply(&mut t, &ask, &actor(Party::Destination), t0, &s, RULE).is_err(),
+            apply(&mut t, &other, &actor(Party::Destination), t0, &s, RULE).is_err(),
             "one pending"
         );
+        let retried = apply(&mut t, &ask, &actor(Party::Destination), t0, &s, RULE).unwrap();
+        assert_eq!(retried, Effect::default(), "the same request again: a repeat");
         assert!(lapse_extension(&t, t0).is_some());
         let grant = Action::DecideExtension { grant: true, note: None };
         assert!(apply(&mut t, &grant, &actor(Party::Destination), t0, &s, RULE).is_err());
