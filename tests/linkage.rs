@@ -577,7 +577,52 @@ async fn handling_first_and_help_on_site() {
         let late = read(assist_doc("GD-A6", zbsm, "2010")).unwrap();
         let e = engine.submit(&id(HOTLINE), late).await.unwrap_err();
         assert!(e.to_string().contains("open"), "{backend}: {e}");
+
+        // The other way: 12345 hands 110 a brawl (canonically); 110, handling it, asks 12345
+        // for a department on the scene — an NP11 jjd-json document (formats.md: JQLB 079800)
+        // naming the brawl by the id it received; 12345 gets it in gd-json naming the brawl by
+        // its own reference.
+        let mut brawl = ningbo_request("GD-BRAWL-1");
+        let hotline_id = id(HOTLINE);
+        brawl.from = hotline_id.clone();
+        brawl.to_platform = liandong::model::Platform::Police;
+        brawl.case.origin.endpoint = hotline_id.clone();
+        brawl.case.origin.unit = None;
+        brawl.case.case_id = liandong::model::Case::id_for(&hotline_id, "GD-BRAWL-1");
+        brawl.case.category = "PM04".parse::<CategoryCode>().unwrap();
+        brawl.case.source_category = None;
+        brawl.to_region = None;
+        let brawl = engine.submit(&hotline_id, brawl).await.unwrap().transfer;
+        assert_eq!(brawl.to.to_string(), POLICE, "{backend}");
+        let jjd_time = |t: Timestamp| t.format_beijing("yyyy-MM-dd HH:mm:ss");
+        let np11 = json!({
+            "LZBH": "LZ-NP11-1", "ZJSJ": jjd_time(now_plus(0)), "MBPT": "12345",
+            "ZJYY": format!("现场有商户纠纷需市场监管到场【需到场时间】{}【关联单号】{}", label_time(needed_by), brawl.transfer_id),
+            "JQXX": {"JJDBH": "JJ-NP11-1", "BJSJ": jjd_time(now_plus(0)), "JQLB": "079800",
+                     "BJNR": "饭店门口纠纷，民警处置中，需市场监管部门到场", "XZQH": "330203", "JQDJ": "2"}
+        });
+        let request = registry
+            .endpoint_named(POLICE)
+            .unwrap()
+            .read_transfer(np11.to_string().as_bytes())
+            .unwrap();
+        assert_eq!(request.case.category.as_str(), "NP11", "{backend}");
+        let dept = engine.submit(&id(POLICE), request).await.unwrap().transfer;
+        assert_eq!(
+            (dept.to.to_string().as_str(), dept.links[0].transfer_id.as_str()),
+            (HOTLINE, brawl.transfer_id.as_str())
+        );
+        let doc = &sent_to(&engine, &store, &dept.transfer_id, HOTLINE).await[0].1;
+        assert_eq!(doc["gd"]["sqlx"], json!("1011"), "{backend}: NP11 in gd-json");
+        assert!(
+            doc["zbsm"].as_str().unwrap().ends_with("【关联单号】GD-BRAWL-1"),
+            "{backend}: {doc}"
+        );
     }
+}
+
+fn now_plus(seconds: i64) -> Timestamp {
+    Timestamp::now().plus_seconds(seconds)
 }
 
 /// One endpoint of each format, a transfer sample of it, and the native code of the assist
@@ -742,6 +787,35 @@ async fn the_office_decides_over_https_and_a_desk_urges_over_grpc() {
         .filter(|h| h["state"] == "dispute_opened")
         .count();
     assert_eq!(opened, 1, "{}", again.text());
+    // The office's work list, over gRPC: the open dispute; a bad filter named.
+    let identities = site.dir.join("identities");
+    let office_channel = common::net::grpc_channel_as(
+        &site,
+        &identities.join("office-demo.pem"),
+        &identities.join("office-demo-key.pem"),
+        addr.port(),
+    )
+    .await;
+    let mut office_grpc = TransferServiceClient::new(office_channel);
+    let pending = office_grpc
+        .list_transfers(v1::ListTransfersRequest {
+            pending: "dispute".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let listed: Vec<&str> = pending.transfers.iter().map(|t| t.transfer_id.as_str()).collect();
+    assert_eq!(listed, vec![tid.as_str()], "the open dispute, and nothing else");
+    let bad = office_grpc
+        .list_transfers(v1::ListTransfersRequest {
+            pending: "everything".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("pending"), "{}", bad.message());
     let decision = r#"{"outcome": "overruled", "note": "经会商属12345"}"#.as_bytes().to_vec();
     let agency = Client::for_identity(&site, "agency-demo", addr);
     let answer =
