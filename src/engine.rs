@@ -487,9 +487,10 @@ impl Engine {
         &self,
         who: &Identity,
         transfer_id: &str,
-        action: Action,
+        mut action: Action,
         at: Timestamp,
     ) -> Result<Transfer, EngineError> {
+        action.validate()?;
         let transfer = match self.store.transfer(transfer_id).await? {
             Some(t) => t,
             None => return Err(EngineError::NotFound(transfer_id.to_string())),
@@ -805,16 +806,8 @@ impl Engine {
         loop {
             let due = self.store.due_timers(now.unix_seconds(), 200).await?;
             for (transfer_id, kind) in &due {
-                let rule = match self.store.transfer(transfer_id).await? {
-                    Some(t) => self.deadline_rule(&t.to, t.case.urgency),
-                    None => lifecycle::default_deadline(Platform::Hotline, None),
-                };
-                let write = Write::Timer {
-                    transfer_id: transfer_id.clone(),
-                    kind: kind.clone(),
-                    now,
-                    rule,
-                };
+                let write =
+                    Write::Timer { transfer_id: transfer_id.clone(), kind: kind.clone(), now };
                 if let WriteResult::Done(true) = self.store.write(write).await? {
                     escalated += 1;
                 }

@@ -360,6 +360,33 @@ proptest! {
         let _ = endpoint.read_receipt(&bytes);
     }
 
+    /// Texts made of linkage.md's labels and pieces of times and words, in any arrangement:
+    /// the label readers answer or refuse, never panic; what a reason reads as composes back
+    /// into a reason that reads the same.
+    #[test]
+    fn linkage_labels_in_any_arrangement_never_panic(pieces in proptest::collection::vec(select(vec![
+        "【先期处置】", "【需到场时间】", "【关联单号】", "【会商裁定】", "【延期申请】", "【催办】",
+        "【非职责范围】", "【无法送达】", "至", "2023-05-08 10:30", "2023-13-40 99:99", " ", "讨薪", "R-1", "【", "】",
+    ]), 0..12)) {
+        use liandong::model::linkage;
+        let text: String = pieces.concat();
+        let _ = linkage::read_extension_request(&text);
+        let _ = liandong::model::ReasonCode::from_native_note(&text);
+        if let Ok(parts) = linkage::split_reason(&text) {
+            let again = linkage::compose_reason(
+                parts.reason.as_deref(),
+                parts.prior_actions.as_deref(),
+                parts.needed_by,
+                parts.linked_ref.as_deref(),
+                None,
+            );
+            if let Some(again) = again {
+                let reread = linkage::split_reason(&again);
+                prop_assert_eq!(reread.as_ref().ok(), Some(&parts), "{} -> {}", text, again);
+            }
+        }
+    }
+
     /// Samples with bytes changed, cut short or spliced: refused or read, never a panic, and
     /// whatever is read is valid canonical data that renders again.
     #[test]

@@ -256,6 +256,17 @@ pub struct DeadlineRule {
     pub resolve_within: Option<i64>,
 }
 
+impl DeadlineRule {
+    /// The spans a transfer's own deadlines give (from its `requested_at`).
+    pub fn spans_of(transfer: &Transfer) -> DeadlineRule {
+        let from = transfer.requested_at.unix_seconds();
+        DeadlineRule {
+            receive_within: transfer.deadlines.receive_by.unix_seconds() - from,
+            resolve_within: transfer.deadlines.resolve_by.map(|r| r.unix_seconds() - from),
+        }
+    }
+}
+
 /// The default deadlines for a transfer to `to` of the given urgency (absent = normal).
 pub fn default_deadline(to: Platform, urgency: Option<Urgency>) -> DeadlineRule {
     const MINUTE: i64 = 60;

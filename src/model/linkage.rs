@@ -52,6 +52,23 @@ pub enum Action {
 }
 
 impl Action {
+    /// Trims its texts, drops blank optional ones, and refuses a blank required one, naming it
+    /// (`note`, `reason`) — for every front alike.
+    pub fn validate(&mut self) -> Result<(), super::ModelError> {
+        match self {
+            Action::Urge { note } | Action::OpenDispute { note } => super::require(note, "note"),
+            Action::RequestExtension { reason, .. } => super::require(reason, "reason"),
+            Action::DecideExtension { note, .. } | Action::DecideDispute { note, .. } => {
+                super::tidy(note);
+                Ok(())
+            }
+            Action::NoteDispute { note, call_ref } => {
+                super::tidy(call_ref);
+                super::require(note, "note")
+            }
+        }
+    }
+
     /// The action's name, as routes, audit entries and errors say it.
     pub fn name(&self) -> &'static str {
         match self {
@@ -100,8 +117,6 @@ pub struct Effect {
     pub dispute_timer: Option<Option<Timestamp>>,
     /// An extension request waits until `resolve_by` (asked) — or no longer (answered).
     pub extension_timer: Option<Option<Timestamp>>,
-    /// Deadlines were reset: the store's deadline columns and escalations follow.
-    pub deadlines_reset: bool,
 }
 
 /// Applies `action` by `actor` at `at` to `transfer`; on refusal the transfer is unchanged.
@@ -219,7 +234,6 @@ pub fn apply(
                     to: Party::Destination,
                     note: format!("{}{}", labels::EXTENSION_GRANTED, label_time(until)),
                 });
-                effect.deadlines_reset = true;
             } else {
                 effect.entries.push(entry(HistoryEvent::ExtensionRefused, note.clone()));
                 effect.notices.push(Notice {
@@ -311,7 +325,6 @@ pub fn apply(
                     delivered.note = Some(labels::RULING.to_string());
                     effect.entries.push(delivered);
                     effect.redeliver = true;
-                    effect.deadlines_reset = true;
                 }
                 DisputeOutcome::Upheld | DisputeOutcome::FirstReceiver => {
                     if *outcome == DisputeOutcome::FirstReceiver {
@@ -661,7 +674,7 @@ mod tests {
             note: Some("属12345".into()),
         };
         let e = apply(&mut t, &overrule, &actor(Party::Office), decided_at, &s, RULE).unwrap();
-        assert!(e.redeliver && e.deadlines_reset);
+        assert!(e.redeliver);
         assert_eq!(t.state, State::Delivered);
         assert_eq!(t.routing_basis, Some(RoutingBasis::Negotiated));
         assert_eq!(t.deadlines.receive_by, decided_at.plus_seconds(1800));

@@ -76,7 +76,7 @@ pub enum Write {
     /// A linkage timer is due (see [`super::Store::due_timers`]): a dispute still open past
     /// `dispute_within` is decided `first_receiver` and escalated; a missed `needed_by` is
     /// escalated. The timer goes in the same commit.
-    Timer { transfer_id: String, kind: String, now: Timestamp, rule: DeadlineRule },
+    Timer { transfer_id: String, kind: String, now: Timestamp },
 }
 
 /// The timer kinds (`timers.kind`).
@@ -223,10 +223,10 @@ pub async fn execute(
         }
         Write::Lease { now, lease, wants } => lease_due(tx, backend, now, lease, &wants).await,
         Write::Linkage { transfer_id, action, actor, at, settings, rule } => {
-            act(tx, backend, &transfer_id, &action, &actor, at, &settings, rule, None).await
+            act(tx, backend, &transfer_id, &action, &actor, at, &settings, Some(rule), None).await
         }
-        Write::Timer { transfer_id, kind, now, rule } => {
-            timer(tx, backend, &transfer_id, &kind, now, rule).await
+        Write::Timer { transfer_id, kind, now } => {
+            timer(tx, backend, &transfer_id, &kind, now).await
         }
         Write::Audit(entries) => {
             super::audit::append(tx, backend, &entries).await?;
@@ -656,7 +656,8 @@ async fn set_timer(
 /// [`linkage::apply`], deadlines the clock has passed recorded as missed, the transfer saved,
 /// the desks told (status notices in their formats), an overruled transfer delivered again,
 /// the dispute's timer set or cleared, and the feed and audit written. `escalate`: an
-/// escalation to add (a default that fired).
+/// escalation to add (a default that fired). `rule`: an overruled transfer's fresh deadlines
+/// (`None`: the spans of its own deadlines — a default never overrules).
 #[allow(clippy::too_many_arguments)]
 async fn act(
     tx: &mut Transaction<'_, Any>,
@@ -666,12 +667,13 @@ async fn act(
     actor: &Actor,
     at: Timestamp,
     settings: &linkage::Settings,
-    rule: DeadlineRule,
+    rule: Option<DeadlineRule>,
     escalate: Option<&str>,
 ) -> Result<WriteResult, StoreError> {
     let Some((mut transfer, sender_ref)) = load_for_update(tx, backend, transfer_id).await? else {
         return Ok(WriteResult::Linkage(Err(StatusRefused::NotFound(transfer_id.to_string()))));
     };
+    let rule = rule.unwrap_or_else(|| DeadlineRule::spans_of(&transfer));
     let effect = match linkage::apply(&mut transfer, action, actor, at, settings, rule) {
         Ok(effect) => effect,
         Err(refusal) => return Ok(WriteResult::Linkage(Err(refusal.into()))),
@@ -717,7 +719,21 @@ async fn act(
         enqueue_notice(tx, backend, &transfer, &sender_ref, notice.to, &update, now).await?;
     }
     if effect.redeliver {
-        let mut request = transfer.for_destination();
+        // The transfer as its destination was first sent it (its references already in the
+        // destination's own terms), now with the ruling.
+        let first: String = sqlx::query_scalar(
+            "SELECT payload FROM outbox WHERE transfer_id = $1 AND destination = $2 AND kind = 'transfer' ORDER BY id LIMIT 1",
+        )
+        .bind(&transfer.transfer_id)
+        .bind(transfer.to.to_string())
+        .fetch_one(&mut **tx)
+        .await?;
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+            id: transfer_id.to_string(),
+            problem: e.to_string(),
+        };
+        let mut request: crate::model::TransferRequest =
+            serde_json::from_str(&first).map_err(corrupt)?;
         request.ruling = Some(
             transfer
                 .dispute
@@ -726,11 +742,7 @@ async fn act(
                 .and_then(|d| d.note.clone())
                 .unwrap_or_default(),
         );
-        request.links = destination_links(tx, &transfer).await?;
-        let payload = serde_json::to_string(&request).map_err(|e| StoreError::Corrupt {
-            id: transfer_id.to_string(),
-            problem: e.to_string(),
-        })?;
+        let payload = serde_json::to_string(&request).map_err(corrupt)?;
         let delivery = Delivery {
             destination: &transfer.to,
             transfer_id: &transfer.transfer_id,
@@ -764,7 +776,6 @@ async fn timer(
     transfer_id: &str,
     kind: &str,
     now: Timestamp,
-    rule: DeadlineRule,
 ) -> Result<WriteResult, StoreError> {
     set_timer(tx, transfer_id, kind, None).await?;
     match kind {
@@ -784,7 +795,7 @@ async fn timer(
                 &gateway,
                 now,
                 &settings,
-                rule,
+                None,
                 Some("dispute"),
             )
             .await?;
@@ -798,29 +809,6 @@ async fn timer(
         }
         _ => escalate(tx, backend, transfer_id, TIMER_NEEDED_BY, now.unix_seconds()).await,
     }
-}
-
-/// A transfer's links as its destination's document names them: an assist's linked transfer
-/// by the reference the destination knows it by — its own `sender_ref` if it sent that
-/// transfer, else the `transfer_id` it received (`linkage.md`).
-pub(super) async fn destination_links(
-    tx: &mut Transaction<'_, Any>,
-    transfer: &Transfer,
-) -> Result<Vec<crate::model::Link>, StoreError> {
-    let mut links = transfer.links.clone();
-    for link in links.iter_mut().filter(|l| l.rel == LinkRel::AssistFor) {
-        let sender_ref: Option<String> = sqlx::query_scalar(
-            "SELECT sender_ref FROM transfers WHERE transfer_id = $1 AND sender = $2",
-        )
-        .bind(&link.transfer_id)
-        .bind(transfer.to.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(reference) = sender_ref {
-            link.transfer_id = reference;
-        }
-    }
-    Ok(links)
 }
 
 /// Rejects a transfer the gateway could not deliver, on its destination's behalf (`by`

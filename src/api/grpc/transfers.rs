@@ -43,21 +43,6 @@ impl Transfers {
     }
 }
 
-/// A required text of a linkage request, trimmed.
-fn text(value: String, path: &str) -> Result<String, Status> {
-    let value = value.trim().to_string();
-    if value.is_empty() {
-        Err(invalid(path, crate::model::MISSING))
-    } else {
-        Ok(value)
-    }
-}
-
-/// An optional text, trimmed; blank is absent.
-fn optional(value: Option<String>) -> Option<String> {
-    value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
-}
-
 #[tonic::async_trait]
 impl TransferService for Transfers {
     async fn urge(
@@ -65,12 +50,7 @@ impl TransferService for Transfers {
         request: Request<v1::UrgeRequest>,
     ) -> Result<Response<v1::Transfer>, Status> {
         use crate::model::linkage::Action;
-        self.act(
-            request,
-            |m| m.transfer_id.clone(),
-            |m| Ok(Action::Urge { note: text(m.note, "note")? }),
-        )
-        .await
+        self.act(request, |m| m.transfer_id.clone(), |m| Ok(Action::Urge { note: m.note })).await
     }
 
     async fn request_extension(
@@ -85,7 +65,7 @@ impl TransferService for Transfers {
                 let until = m.until.ok_or_else(|| invalid("until", crate::model::MISSING))?;
                 let until = Timestamp::from_unix_seconds(until.seconds)
                     .ok_or_else(|| invalid("until", "expected a time"))?;
-                Ok(Action::RequestExtension { until, reason: text(m.reason, "reason")? })
+                Ok(Action::RequestExtension { until, reason: m.reason })
             },
         )
         .await
@@ -99,7 +79,7 @@ impl TransferService for Transfers {
         self.act(
             request,
             |m| m.transfer_id.clone(),
-            |m| Ok(Action::DecideExtension { grant: m.grant, note: optional(m.note) }),
+            |m| Ok(Action::DecideExtension { grant: m.grant, note: m.note }),
         )
         .await
     }
@@ -109,12 +89,8 @@ impl TransferService for Transfers {
         request: Request<v1::OpenDisputeRequest>,
     ) -> Result<Response<v1::Transfer>, Status> {
         use crate::model::linkage::Action;
-        self.act(
-            request,
-            |m| m.transfer_id.clone(),
-            |m| Ok(Action::OpenDispute { note: text(m.note, "note")? }),
-        )
-        .await
+        self.act(request, |m| m.transfer_id.clone(), |m| Ok(Action::OpenDispute { note: m.note }))
+            .await
     }
 
     async fn note_dispute(
@@ -125,12 +101,7 @@ impl TransferService for Transfers {
         self.act(
             request,
             |m| m.transfer_id.clone(),
-            |m| {
-                Ok(Action::NoteDispute {
-                    note: text(m.note, "note")?,
-                    call_ref: optional(m.call_ref),
-                })
-            },
+            |m| Ok(Action::NoteDispute { note: m.note, call_ref: m.call_ref }),
         )
         .await
     }
@@ -146,7 +117,7 @@ impl TransferService for Transfers {
             |m| {
                 let outcome =
                     m.outcome.trim().parse().map_err(|e: String| invalid("outcome", e))?;
-                Ok(Action::DecideDispute { outcome, note: optional(m.note) })
+                Ok(Action::DecideDispute { outcome, note: m.note })
             },
         )
         .await

@@ -47,21 +47,6 @@ struct DisputeDecision {
     note: Option<String>,
 }
 
-/// Trims a required text; blank is refused naming the field.
-fn required(text: String, path: &str) -> Result<String, Refusal> {
-    let text = text.trim().to_string();
-    if text.is_empty() {
-        Err(crate::model::ModelError::missing(path).into())
-    } else {
-        Ok(text)
-    }
-}
-
-/// Trims an optional text; blank is absent.
-fn optional(text: Option<String>) -> Option<String> {
-    text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
-}
-
 /// The linkage actions, as the routes name them.
 #[derive(Clone, Copy, Debug)]
 pub enum Kind {
@@ -74,35 +59,33 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The action a route's body asks for: each body checked by its own shape, the field named.
+    /// The action a route's body asks for: each body checked by its own shape, the field named
+    /// (its texts are checked by the engine, [`Action::validate`]).
     fn action(self, body: &[u8]) -> Result<Action, Refusal> {
         Ok(match self {
             Kind::Urge => {
                 let Note { note, .. } = canonical::parse(body, &["note"])?;
-                Action::Urge { note: required(note, "note")? }
+                Action::Urge { note }
             }
             Kind::RequestExtension => {
                 let asked: ExtensionRequest = canonical::parse(body, &["until", "reason"])?;
-                Action::RequestExtension {
-                    until: asked.until,
-                    reason: required(asked.reason, "reason")?,
-                }
+                Action::RequestExtension { until: asked.until, reason: asked.reason }
             }
             Kind::DecideExtension => {
                 let decision: ExtensionDecision = canonical::parse(body, &["grant"])?;
-                Action::DecideExtension { grant: decision.grant, note: optional(decision.note) }
+                Action::DecideExtension { grant: decision.grant, note: decision.note }
             }
             Kind::OpenDispute => {
                 let Note { note, .. } = canonical::parse(body, &["note"])?;
-                Action::OpenDispute { note: required(note, "note")? }
+                Action::OpenDispute { note }
             }
             Kind::NoteDispute => {
                 let Note { note, call_ref } = canonical::parse(body, &["note"])?;
-                Action::NoteDispute { note: required(note, "note")?, call_ref: optional(call_ref) }
+                Action::NoteDispute { note, call_ref }
             }
             Kind::DecideDispute => {
                 let decision: DisputeDecision = canonical::parse(body, &["outcome"])?;
-                Action::DecideDispute { outcome: decision.outcome, note: optional(decision.note) }
+                Action::DecideDispute { outcome: decision.outcome, note: decision.note }
             }
         })
     }
