@@ -214,6 +214,10 @@ pub struct BenchArgs {
     /// come back: the backlog the outage made, and how fast it drains while submissions go on.
     #[arg(long, requires = "deliver", value_parser = crate::config::duration::parse)]
     pub outage: Option<std::time::Duration>,
+    /// With --outage: the destinations go down this long after the start instead (a long run's
+    /// outage in its middle), and the connections the gateway had are cut.
+    #[arg(long, requires = "outage", value_parser = crate::config::duration::parse)]
+    pub outage_from: Option<std::time::Duration>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -411,7 +415,10 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), CliError> {
                 grpc: args.grpc,
                 store_only: args.store_only.then(|| Box::new(config.clone())),
                 deliver: args.deliver.then(|| Box::new(config.clone())),
-                outage: args.outage,
+                outage: args.outage.map(|lasting| crate::loadgen::Outage {
+                    from: args.outage_from.unwrap_or_default(),
+                    lasting,
+                }),
             };
             let report =
                 runtime()?.block_on(crate::loadgen::run(plan)).map_err(CliError::Failed)?;

@@ -230,6 +230,11 @@ impl Deliverer {
         let push: Vec<String> = self.engine.push_endpoints().map(String::from).collect();
         let lease = (self.settings.timeout.as_millis() as i64) * 3 + 5_000;
         let in_memory = self.engine.store().backend() == crate::store::Backend::Sqlite;
+        // Destinations whose last read found less than it asked for: nothing more is due there
+        // until a commit queues work or the poll comes round (retries, other replicas' work),
+        // so a freed slot does not read them again. (With few waiting, each delivery's freed
+        // slot read the outbox again for one or two items: a read per two deliveries.)
+        let mut caught_up: std::collections::HashSet<String> = std::collections::HashSet::new();
         loop {
             if *shutdown.borrow() {
                 return;
@@ -239,7 +244,7 @@ impl Deliverer {
             // destination, once half of what was read has gone.
             let mut wants = Vec::with_capacity(push.len());
             let mut left = self.settings.batch;
-            for destination in &push {
+            for destination in push.iter().filter(|d| !caught_up.contains(*d)) {
                 let want = if in_memory {
                     let out = self.taken.lock().map_or(0, |t| t.out_to(destination));
                     if out <= self.settings.batch / 2 {
@@ -271,13 +276,20 @@ impl Deliverer {
             }
             let saturated = wants.is_empty();
             let items = match in_memory {
-                true => self.take_due(wants).await,
-                false => self.engine.store().lease_from(now_millis(), lease, wants).await,
+                true => self.take_due(wants.clone()).await,
+                false => self.engine.store().lease_from(now_millis(), lease, wants.clone()).await,
             };
             let items = items.unwrap_or_else(|e| {
                 tracing::error!(error = %e, "taking due deliveries failed");
                 Vec::new()
             });
+            for (destination, want) in &wants {
+                let got =
+                    items.iter().filter(|i| i.destination.to_string() == *destination).count();
+                if (got as i64) < *want {
+                    caught_up.insert(destination.clone());
+                }
+            }
             let idle = items.is_empty();
             for item in items {
                 let budget = self.budget(&item.destination.to_string()).await;
@@ -297,10 +309,13 @@ impl Deliverer {
                 });
             }
             if idle || saturated {
+                // A freed slot may take more of a backlog; work newly queued, or come due, needs
+                // a read of every destination. (An item queued behind one in flight waits for
+                // either: at most a poll.)
                 tokio::select! {
-                    _ = self.engine.store().outbox_ready() => {}
+                    _ = self.engine.store().outbox_ready() => caught_up.clear(),
                     _ = self.freed.notified() => {}
-                    _ = tokio::time::sleep(POLL) => {}
+                    _ = tokio::time::sleep(POLL) => caught_up.clear(),
                     _ = shutdown.changed() => {}
                 }
             }

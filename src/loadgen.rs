@@ -83,8 +83,24 @@ pub struct Plan {
     /// Also play the destinations of this site's configuration (`destination`): count what
     /// arrives, the backlog each second, submit → destination latency, and the drain after.
     pub deliver: Option<Box<crate::config::Config>>,
-    /// With `deliver`: the destinations are down (nothing listens) for this long first.
-    pub outage: Option<Duration>,
+    /// With `deliver`: a window in which the destinations are down (nothing listens, and
+    /// the connections they had are cut).
+    pub outage: Option<Outage>,
+}
+
+/// When the destinations are down during a `--deliver` run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Outage {
+    /// From the start of the run (zero: down from the first submission).
+    pub from: Duration,
+    pub lasting: Duration,
+}
+
+impl Outage {
+    /// When the destinations come back, from the start of the run.
+    pub fn back(&self) -> Duration {
+        self.from + self.lasting
+    }
 }
 
 /// What happened.
@@ -132,6 +148,9 @@ pub struct DeliveryReport {
     pub max_ms: f64,
     /// `[seconds since the start, submitted and not yet arrived]`, once a second.
     pub backlog: Vec<[f64; 2]>,
+    /// Minute by minute of sending: what was sent, what of it arrived, and its submit →
+    /// destination latency (what a long run compares between its start and its end).
+    pub minutes: Vec<destination::Minute>,
     /// With `--outage`: the backlog the outage left and how fast it cleared once the
     /// destination came back (while any submissions still went on).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,7 +209,7 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
 /// A native run while playing the destinations: the submissions' report, and what arrived.
 async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Report, String> {
     let registry = crate::formats::Registry::builtin();
-    let arrivals = destination::start(&config, &registry, plan.outage).await?;
+    let arrivals = destination::start(&config, &registry, plan.outage.unwrap_or_default()).await?;
     let started = Instant::now();
     let samples = Arc::new(std::sync::Mutex::new(Vec::<Sample>::new()));
     let sampler = {
@@ -216,7 +235,7 @@ async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Rep
     let delivered_then = arrivals.delivered.load(Ordering::Relaxed);
     // The drain: until everything sent has arrived, or nothing has for 30 s (after any outage).
     if let Some(outage) = outage {
-        tokio::time::sleep_until((started + outage).into()).await;
+        tokio::time::sleep_until((started + outage.back()).into()).await;
     }
     let (mut last, mut still) = (delivered_then, Instant::now());
     while arrivals.delivered.load(Ordering::Relaxed) < arrivals.sent_count()
@@ -229,7 +248,14 @@ async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Rep
         }
     }
     sampler.abort();
-    let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    // And a last look now: the backlog may have cleared since the sampler's last one.
+    let mut samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let delivered = arrivals.delivered.load(Ordering::Relaxed);
+    samples.push(Sample {
+        at: started.elapsed().as_secs_f64(),
+        waiting: arrivals.sent_count().saturating_sub(delivered),
+        delivered,
+    });
     let drain_seconds = started.elapsed().as_secs_f64() - submitting;
     let delivered = arrivals.delivered.load(Ordering::Relaxed);
     let (mut latencies, undelivered) = arrivals.latencies();
@@ -256,7 +282,8 @@ async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Rep
             .step_by(10)
             .map(|s| [s.at.round(), s.waiting as f64])
             .collect(),
-        after_outage: outage.and_then(|outage| outage_drain(&samples, outage.as_secs_f64())),
+        after_outage: outage.and_then(|outage| outage_drain(&samples, outage.back().as_secs_f64())),
+        minutes: arrivals.minutes(started),
     });
     Ok(report)
 }

@@ -151,7 +151,10 @@ async fn delivered_counts_what_reached_the_destination() {
     let config = liandong::config::Config::load(&site.config).unwrap();
     let deliver = Plan {
         deliver: Some(Box::new(config.clone())),
-        outage: Some(std::time::Duration::from_millis(1500)),
+        outage: Some(liandong::loadgen::Outage {
+            from: std::time::Duration::ZERO,
+            lasting: std::time::Duration::from_millis(1500),
+        }),
         duration: std::time::Duration::from_secs(2),
         rate: Some(200.0),
         ..plan(&site, format!("https://localhost:{}", addr.port()))
@@ -169,6 +172,43 @@ async fn delivered_counts_what_reached_the_destination() {
         "the outage left a backlog: {delivery:?}"
     );
     assert!(delivery.p50_ms > 0.0 && delivery.p50_ms <= delivery.p99_ms, "{delivery:?}");
+    let minutes = &delivery.minutes;
+    assert_eq!(minutes.iter().map(|m| m.sent).sum::<u64>(), report.ok, "{minutes:?}");
+    assert_eq!(minutes.iter().map(|m| m.arrived).sum::<u64>(), report.ok, "{minutes:?}");
     let store = liandong::server::open_store(&config).await.unwrap();
     assert_eq!(stored(&store).await as u64, report.ok);
+}
+
+/// `--outage-from`: the destination answers, goes down in the middle of the run (its
+/// connections cut), and comes back; everything submitted arrives, the backlog the outage made
+/// is reported, and the submissions went on throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_in_the_middle_of_a_run_is_survived() {
+    let site = site("loadgen-outage-from");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    site.push_to("330200/12345", &format!("https://127.0.0.1:{port}/desk"));
+    let (addr, _, _stop) = start_on_free_port(&site).await;
+    let config = liandong::config::Config::load(&site.config).unwrap();
+    let deliver = Plan {
+        deliver: Some(Box::new(config.clone())),
+        outage: Some(liandong::loadgen::Outage {
+            from: std::time::Duration::from_secs(1),
+            lasting: std::time::Duration::from_millis(1500),
+        }),
+        duration: std::time::Duration::from_secs(3),
+        rate: Some(200.0),
+        ..plan(&site, format!("https://localhost:{}", addr.port()))
+    };
+    let report = run(deliver).await.unwrap();
+    assert_clean(&report, "deliver");
+    let delivery = report.delivery.expect("a delivery report");
+    assert_eq!((delivery.delivered, delivery.undelivered), (report.ok, 0), "{delivery:?}");
+    let outage =
+        delivery.after_outage.as_ref().unwrap_or_else(|| panic!("no drain figure: {delivery:?}"));
+    assert!(outage.backlog > 0, "the outage left a backlog: {delivery:?}");
+    // Before the outage the destination kept up; during it the backlog grew.
+    let at = |second: f64| {
+        delivery.backlog.iter().find(|[t, _]| *t >= second).map(|[_, waiting]| *waiting)
+    };
+    assert!(at(2.0) > at(1.0), "{delivery:?}");
 }

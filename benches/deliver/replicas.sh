@@ -4,6 +4,13 @@
 # transfer is counted once whichever replica took it and whichever delivered it.
 #   cargo build --release
 #   benches/deliver/replicas.sh [SECONDS] [CONNECTIONS] [RATE|max]
+# The hour-long run (docs/PERFORMANCE.md, "An hour with an outage"):
+#   OUTAGE=300s OUTAGE_FROM=1200s FLAT_OUT_AROUND=20 MEMORY_LOG=rss.tsv JSON=soak.json \
+#     benches/deliver/replicas.sh 3600 64 1000
+#   OUTAGE, OUTAGE_FROM   the destination down for OUTAGE, from OUTAGE_FROM after the start
+#   FLAT_OUT_AROUND=S     a flat-out S-second run before and after (the capacity at each end)
+#   MEMORY_LOG=FILE       both replicas' resident memory every 10 s (seconds, a KiB, b KiB)
+#   JSON=FILE             the main run's report as JSON (with its minute-by-minute figures)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-8}
@@ -26,8 +33,26 @@ for port in 29090 29091; do
 done
 rate_arg=()
 [ "$rate" != max ] && rate_arg=(--rate "$rate")
-target/release/liandong bench --config "$site/liandong.toml" --deliver --url https://localhost:28443,https://localhost:28447 \
-  --concurrency "$connections" --duration "${seconds}s" "${rate_arg[@]}"
+bench() { target/release/liandong bench --config "$site/liandong.toml" --deliver --url https://localhost:28443,https://localhost:28447 \
+  --concurrency "$connections" "$@"; }
+if [ "${MEMORY_LOG:-}" ]; then
+  start=$(date +%s)
+  while sleep 10; do
+    echo "$(( $(date +%s) - start )) $(ps -o rss= -p $a) $(ps -o rss= -p $b)" >>"$MEMORY_LOG"
+  done &
+  sampler=$!
+  trap 'kill $a $b $sampler 2>/dev/null; rm -rf "$site"' EXIT
+fi
+[ "${FLAT_OUT_AROUND:-}" ] && { echo "before:"; bench --duration "${FLAT_OUT_AROUND}s"; }
+outage=()
+[ "${OUTAGE:-}" ] && outage=(--outage "$OUTAGE" ${OUTAGE_FROM:+--outage-from "$OUTAGE_FROM"})
+if [ "${JSON:-}" ]; then
+  bench --duration "${seconds}s" "${rate_arg[@]}" "${outage[@]}" --json >"$JSON"
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print({k: v for k, v in d.items() if k != "delivery"}); print({k: v for k, v in d["delivery"].items() if k not in ("backlog", "minutes")})' "$JSON"
+else
+  bench --duration "${seconds}s" "${rate_arg[@]}" "${outage[@]}"
+fi
+[ "${FLAT_OUT_AROUND:-}" ] && { echo "after:"; bench --duration "${FLAT_OUT_AROUND}s"; }
 # Who delivered what: each replica's audit chain names its deliveries.
 psql -q -h 127.0.0.1 -U postgres test -At -c "SET search_path = bench_replicas; \
   SELECT 'delivered by ' || replica || ': ' || COUNT(*) FROM audit WHERE action = 'delivery.delivered' GROUP BY replica ORDER BY replica; \

@@ -52,6 +52,44 @@ impl Arrivals {
         }
     }
 
+    /// Minute by minute of sending (from `started`): sent, arrived, and the latency
+    /// percentiles of those that arrived.
+    pub fn minutes(&self, started: Instant) -> Vec<Minute> {
+        let (Ok(sent), Ok(arrived)) = (self.sent.lock(), self.arrived.lock()) else {
+            return Vec::new();
+        };
+        let mut minutes: Vec<(u64, Vec<u64>)> = Vec::new();
+        for (id, at) in sent.iter() {
+            let minute = at.saturating_duration_since(started).as_secs() as usize / 60;
+            if minutes.len() <= minute {
+                minutes.resize_with(minute + 1, Default::default);
+            }
+            minutes[minute].0 += 1;
+            if let Some(came) = arrived.get(id) {
+                minutes[minute].1.push(came.saturating_duration_since(*at).as_micros() as u64);
+            }
+        }
+        minutes
+            .into_iter()
+            .enumerate()
+            .map(|(minute, (sent, mut latencies))| {
+                latencies.sort_unstable();
+                let quantile = |q: f64| {
+                    latencies
+                        .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                        .map_or(0.0, |us| *us as f64 / 1000.0)
+                };
+                Minute {
+                    minute: minute as u64,
+                    sent,
+                    arrived: latencies.len() as u64,
+                    p50_ms: quantile(0.5),
+                    p99_ms: quantile(0.99),
+                }
+            })
+            .collect()
+    }
+
     /// Submit → destination latency of every transfer sent and arrived, in microseconds, and
     /// how many sent have not arrived.
     pub fn latencies(&self) -> (Vec<u64>, u64) {
@@ -72,13 +110,25 @@ impl Arrivals {
     }
 }
 
+/// One minute of a `--deliver` run, by when the transfers were sent.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Minute {
+    pub minute: u64,
+    pub sent: u64,
+    /// Of those sent this minute, how many arrived (at any time).
+    pub arrived: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
 /// Listens at every local delivery URL of `config` (`https://127.0.0.1:PORT/…` or
-/// `localhost`) as that endpoint would, after `outage` (until then nothing listens: the
-/// destination is down); the listeners live as long as the runtime.
+/// `localhost`) as that endpoint would, except during `outage` (then nothing listens and the
+/// connections the gateway had are cut: the destination is down); the listeners live as long
+/// as the runtime.
 pub async fn start(
     config: &crate::config::Config,
     registry: &Registry,
-    outage: Option<std::time::Duration>,
+    outage: super::Outage,
 ) -> Result<Arc<Arrivals>, String> {
     let arrivals = Arc::new(Arrivals::default());
     let tls = crate::security::tls::server_config(
@@ -109,57 +159,35 @@ pub async fn start(
         let receipt = Bytes::from(endpoint.write_receipt(ReceiptKind::Success, None, None));
         let content_type = endpoint.content_type();
         let (acceptor, arrivals) = (acceptor.clone(), arrivals.clone());
+        let started = tokio::time::Instant::now();
         tokio::spawn(async move {
-            if let Some(outage) = outage {
-                tokio::time::sleep(outage).await;
-            }
-            let listener = match tokio::net::TcpListener::bind(&listening_at).await {
-                Ok(listener) => listener,
-                Err(e) => {
-                    eprintln!("the destination cannot listen at {listening_at}: {e}");
+            let (down, back) = (started + outage.from, started + outage.back());
+            loop {
+                if tokio::time::Instant::now() >= down && !outage.lasting.is_zero() {
+                    tokio::time::sleep_until(back).await;
+                }
+                let listener = match tokio::net::TcpListener::bind(&listening_at).await {
+                    Ok(listener) => listener,
+                    Err(e) => {
+                        eprintln!("the destination cannot listen at {listening_at}: {e}");
+                        return;
+                    }
+                };
+                // Serve until the outage begins (if it is still ahead); then every connection
+                // is dropped with the listener.
+                let serving = serve(
+                    listener,
+                    acceptor.clone(),
+                    arrivals.clone(),
+                    receipt.clone(),
+                    content_type.clone(),
+                );
+                if tokio::time::Instant::now() < down && !outage.lasting.is_zero() {
+                    let _ = tokio::time::timeout_at(down, serving).await;
+                } else {
+                    serving.await;
                     return;
                 }
-            };
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                let _ = tcp.set_nodelay(true);
-                let (acceptor, arrivals, receipt, content_type) =
-                    (acceptor.clone(), arrivals.clone(), receipt.clone(), content_type.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let service = hyper::service::service_fn(
-                        move |request: hyper::Request<hyper::body::Incoming>| {
-                            let (arrivals, receipt, content_type) =
-                                (arrivals.clone(), receipt.clone(), content_type.clone());
-                            async move {
-                                let transfer = request
-                                    .headers()
-                                    .get("x-liandong-transfer-id")
-                                    .and_then(|v| v.to_str().ok());
-                                let kind = request
-                                    .headers()
-                                    .get("x-liandong-kind")
-                                    .and_then(|v| v.to_str().ok());
-                                if let (Some(transfer), Some("transfer")) = (transfer, kind) {
-                                    arrivals.arrived(transfer.to_string());
-                                }
-                                let _ = request.into_body().collect().await;
-                                let mut response = hyper::Response::new(Full::new(receipt));
-                                if let Ok(value) =
-                                    hyper::header::HeaderValue::from_str(&content_type)
-                                {
-                                    response
-                                        .headers_mut()
-                                        .insert(hyper::header::CONTENT_TYPE, value);
-                                }
-                                Ok::<_, std::convert::Infallible>(response)
-                            }
-                        },
-                    );
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
             }
         });
         listening += 1;
@@ -170,4 +198,51 @@ pub async fn start(
         );
     }
     Ok(arrivals)
+}
+
+/// Accepts and answers until dropped; the connections end with it.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    arrivals: Arc<Arrivals>,
+    receipt: Bytes,
+    content_type: String,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, arrivals, receipt, content_type) =
+            (acceptor.clone(), arrivals.clone(), receipt.clone(), content_type.clone());
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let service = hyper::service::service_fn(
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let (arrivals, receipt, content_type) =
+                        (arrivals.clone(), receipt.clone(), content_type.clone());
+                    async move {
+                        let transfer = request
+                            .headers()
+                            .get("x-liandong-transfer-id")
+                            .and_then(|v| v.to_str().ok());
+                        let kind =
+                            request.headers().get("x-liandong-kind").and_then(|v| v.to_str().ok());
+                        if let (Some(transfer), Some("transfer")) = (transfer, kind) {
+                            arrivals.arrived(transfer.to_string());
+                        }
+                        let _ = request.into_body().collect().await;
+                        let mut response = hyper::Response::new(Full::new(receipt));
+                        if let Ok(value) = hyper::header::HeaderValue::from_str(&content_type) {
+                            response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                },
+            );
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+        });
+    }
 }

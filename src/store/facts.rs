@@ -655,6 +655,33 @@ pub(crate) async fn backfill(
     }
 }
 
+/// The columns of a `transfer_facts` row (its table named by `prefix`) as one `|`-separated
+/// text, as [`parse_line`] reads it.
+fn fact_line(prefix: &str) -> String {
+    [
+        "transfer_id",
+        "submitted_at",
+        "requested_at",
+        "origin",
+        "destination",
+        "location",
+        "category",
+        "direction",
+        "receive_by",
+        "resolve_by",
+        "received_at",
+        "resolved_at",
+        "called_back",
+        "satisfied",
+        "rejected",
+    ]
+    .iter()
+    .chain(LinkageFact::COLUMNS.iter())
+    .map(|c| format!("COALESCE(CAST({prefix}{c} AS TEXT), '')"))
+    .collect::<Vec<_>>()
+    .join(" || '|' || ")
+}
+
 /// A row of `transfer_facts` read as one `|`-separated line (no field holds a `|`: ids,
 /// endpoint ids, regions, codes and numbers).
 fn parse_line(line: &str) -> Option<Fact> {
@@ -840,20 +867,40 @@ impl Index {
         }
     }
 
-    /// Applies every change committed since the last one applied.
+    /// Applies every change committed since the last one applied: the facts rows of the
+    /// transfers the feed's new events name, as they stand now (applying is idempotent, and
+    /// the newest facts are what counts). The rows, not the events: an event carries the whole
+    /// transfer as JSON, and parsing one per event cost the gateway a twentieth of its CPU
+    /// under load (docs/PERFORMANCE.md, "Delivery").
     async fn catch_up(&mut self, store: &Store) -> Result<(), StoreError> {
+        const PAGE: usize = 1000;
+        let sql = format!(
+            "SELECT e.tx, e.seq, {} FROM events e JOIN transfer_facts f ON f.transfer_id = e.transfer_id \
+             WHERE {} {} ORDER BY e.tx, e.seq LIMIT {PAGE}",
+            fact_line("f."),
+            store.after_cursor(1, 2, 3),
+            store.horizon()
+        );
         loop {
-            let events = store.events_after(None, self.cursor, 1000).await?;
-            for event in &events {
-                self.apply(Fact::of(&event.transfer, event.at));
+            let rows = sqlx::query(&sql)
+                .bind(self.cursor.tx)
+                .bind(self.cursor.tx)
+                .bind(self.cursor.seq)
+                .fetch_all(&store.pool)
+                .await?;
+            for row in &rows {
+                let line: String = row.try_get(2)?;
+                let fact = parse_line(&line).ok_or_else(|| StoreError::Corrupt {
+                    id: "transfer_facts".into(),
+                    problem: format!("unreadable row {line:?}"),
+                })?;
+                self.apply(fact);
             }
-            match events.last() {
-                Some(last) if events.len() == 1000 => self.cursor = last.cursor,
-                Some(last) => {
-                    self.cursor = last.cursor;
-                    return Ok(());
-                }
-                None => return Ok(()),
+            if let Some(last) = rows.last() {
+                self.cursor = super::FeedCursor { tx: last.try_get(0)?, seq: last.try_get(1)? };
+            }
+            if rows.len() < PAGE {
+                return Ok(());
             }
         }
     }
@@ -968,29 +1015,7 @@ impl FactsIndex {
         let mut index = Index { cursor: store.feed_end(true).await?, ..Index::default() };
         // One text column per row: decoding fifteen columns of a million rows through the
         // Any driver took ten times as long as splitting one string.
-        let line = [
-            "transfer_id",
-            "submitted_at",
-            "requested_at",
-            "origin",
-            "destination",
-            "location",
-            "category",
-            "direction",
-            "receive_by",
-            "resolve_by",
-            "received_at",
-            "resolved_at",
-            "called_back",
-            "satisfied",
-            "rejected",
-        ]
-        .iter()
-        .chain(LinkageFact::COLUMNS.iter())
-        .map(|c| format!("COALESCE(CAST({c} AS TEXT), '')"))
-        .collect::<Vec<_>>()
-        .join(" || '|' || ");
-        let sql = format!("SELECT {line} FROM transfer_facts");
+        let sql = format!("SELECT {} FROM transfer_facts", fact_line(""));
         let mut rows = sqlx::query(&sql).fetch(&store.pool);
         while let Some(row) = rows.next().await {
             let line: String = row?.try_get(0)?;
