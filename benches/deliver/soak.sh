@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Long runs with the destination played by the generator (docs/PERFORMANCE.md, "Delivery"):
+# one gateway on SQLite, or two replicas on one PostgreSQL (the generator spreads its
+# connections over both, so every transfer is counted once whichever replica took it and
+# whichever delivered it).
+#   cargo build --release
+#   benches/deliver/soak.sh [SECONDS] [CONNECTIONS] [RATE|max]
+#   STORE=sqlite|postgres   the store (postgres by default)
+#   REPLICAS=1|2            gateways on it (2 by default; SQLite takes one)
+#   OUTAGE, OUTAGE_FROM     the destination down for OUTAGE, from OUTAGE_FROM after the start
+#   FLAT_OUT_AROUND=S       a flat-out S-second run before and after (the capacity at each end)
+#   MEMORY_LOG=FILE         the gateways' resident memory every 10 s (seconds, then KiB each)
+#   JSON=FILE               the main run's report as JSON (with its minute-by-minute figures)
+#   GATEWAY=path/to/liandong   run this build as the gateways (the generator stays target/release/liandong)
+# The hour with an outage (docs/PERFORMANCE.md, "An hour with an outage"):
+#   STORE=sqlite REPLICAS=1 OUTAGE=300s OUTAGE_FROM=600s FLAT_OUT_AROUND=20 MEMORY_LOG=rss.tsv \
+#     JSON=soak.json benches/deliver/soak.sh 3600 64 1000
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+seconds=${1:-8}
+connections=${2:-64}
+rate=${3:-max}
+site=$(mktemp -d)
+. benches/site.sh
+bench_site "$site"
+perl -0pi -e 's|id = "330200/12345"\n# url = "[^"]*"|id = "330200/12345"\nurl = "https://127.0.0.1:28445/desk"|' "$site/liandong.toml"
+store=${STORE:-postgres}
+replicas=${REPLICAS:-2}
+urls=https://localhost:28443
+ports=29090
+if [ "$store" = postgres ]; then
+  psql -q -h 127.0.0.1 -U postgres test -c "DROP SCHEMA IF EXISTS bench_replicas CASCADE; CREATE SCHEMA bench_replicas" 2>/dev/null
+  export LIANDONG_STORE_URL="postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3Dbench_replicas"
+fi
+LIANDONG_REPLICA=a RUST_LOG=warn ${GATEWAY:-target/release/liandong} serve --config "$site/liandong.toml" 2>"$site/a.log" &
+gateways=$!
+if [ "$replicas" = 2 ]; then
+  sed -e 's|^https = .*|https = "127.0.0.1:28447"|' -e 's|^admin = .*|admin = "127.0.0.1:29091"|' "$site/liandong.toml" >"$site/liandong-b.toml"
+  LIANDONG_REPLICA=b RUST_LOG=warn ${GATEWAY:-target/release/liandong} serve --config "$site/liandong-b.toml" 2>"$site/b.log" &
+  gateways="$gateways $!"
+  urls=$urls,https://localhost:28447
+  ports="$ports 29091"
+fi
+trap 'kill $gateways 2>/dev/null; rm -rf "$site"' EXIT
+for port in $ports; do
+  for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
+done
+rate_arg=()
+[ "$rate" != max ] && rate_arg=(--rate "$rate")
+bench() { target/release/liandong bench --config "$site/liandong.toml" --deliver --url "$urls" \
+  --concurrency "$connections" "$@"; }
+if [ "${MEMORY_LOG:-}" ]; then
+  start=$(date +%s)
+  while sleep 10; do
+    echo "$(( $(date +%s) - start ))" $(for g in $gateways; do ps -o rss= -p "$g"; done) >>"$MEMORY_LOG"
+  done &
+  sampler=$!
+  trap 'kill $gateways $sampler 2>/dev/null; rm -rf "$site"' EXIT
+fi
+[ "${FLAT_OUT_AROUND:-}" ] && { echo "before:"; bench --duration "${FLAT_OUT_AROUND}s"; }
+outage=()
+[ "${OUTAGE:-}" ] && outage=(--outage "$OUTAGE" ${OUTAGE_FROM:+--outage-from "$OUTAGE_FROM"})
+if [ "${JSON:-}" ]; then
+  bench --duration "${seconds}s" "${rate_arg[@]}" "${outage[@]}" --json >"$JSON"
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print({k: v for k, v in d.items() if k != "delivery"}); print({k: v for k, v in d["delivery"].items() if k not in ("backlog", "minutes")})' "$JSON"
+else
+  bench --duration "${seconds}s" "${rate_arg[@]}" "${outage[@]}"
+fi
+[ "${FLAT_OUT_AROUND:-}" ] && { echo "after:"; bench --duration "${FLAT_OUT_AROUND}s"; }
+[ "$store" = postgres ] || exit 0
+# Who delivered what: each replica's audit chain names its deliveries.
+psql -q -h 127.0.0.1 -U postgres test -At -c "SET search_path = bench_replicas; \
+  SELECT 'delivered by ' || replica || ': ' || COUNT(*) FROM audit WHERE action = 'delivery.delivered' GROUP BY replica ORDER BY replica; \
+  SELECT 'deliveries recorded twice: ' || COUNT(*) FROM (SELECT transfer_id FROM audit WHERE action = 'delivery.delivered' GROUP BY transfer_id HAVING COUNT(*) > 1) d;"
