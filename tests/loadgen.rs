@@ -139,28 +139,44 @@ async fn several_identities_each_submit_as_themselves_in_their_own_format() {
     assert_eq!(total, report.ok);
 }
 
-/// `--deliver`: the generator is also the destination, and what it reports arrived is what the
-/// gateway delivered — each transfer it counted ok, once, with none left behind; with
-/// `--outage` the destination is down first and the backlog arrives when it comes back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delivered_counts_what_reached_the_destination() {
-    let site = site("loadgen-deliver");
+/// A `--deliver` run at 200/s for `seconds` against a gateway pushing Ningbo 12345's transfers
+/// to the generator, the destination down `from` for `lasting`: the report, and the store (with
+/// its site, which holds its folder).
+async fn run_delivering(
+    name: &str,
+    seconds: u64,
+    from: std::time::Duration,
+    lasting: std::time::Duration,
+) -> (liandong::loadgen::Report, liandong::store::Store, Site) {
+    let site = site(name);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     site.push_to("330200/12345", &format!("https://127.0.0.1:{port}/desk"));
     let (addr, _, _stop) = start_on_free_port(&site).await;
     let config = liandong::config::Config::load(&site.config).unwrap();
     let deliver = Plan {
         deliver: Some(Box::new(config.clone())),
-        outage: Some(liandong::loadgen::Outage {
-            from: std::time::Duration::ZERO,
-            lasting: std::time::Duration::from_millis(1500),
-        }),
-        duration: std::time::Duration::from_secs(2),
+        outage: Some(liandong::loadgen::Outage { from, lasting }),
+        duration: std::time::Duration::from_secs(seconds),
         rate: Some(200.0),
         ..plan(&site, format!("https://localhost:{}", addr.port()))
     };
     let report = run(deliver).await.unwrap();
     assert_clean(&report, "deliver");
+    (report, liandong::server::open_store(&config).await.unwrap(), site)
+}
+
+/// `--deliver`: the generator is also the destination, and what it reports arrived is what the
+/// gateway delivered — each transfer it counted ok, once, with none left behind; with
+/// `--outage` the destination is down first and the backlog arrives when it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_counts_what_reached_the_destination() {
+    let (report, store, _site) = run_delivering(
+        "loadgen-deliver",
+        2,
+        std::time::Duration::ZERO,
+        std::time::Duration::from_millis(1500),
+    )
+    .await;
     let delivery = report.delivery.expect("a delivery report");
     assert_eq!(
         (delivery.delivered, delivery.undelivered, delivery.repeated),
@@ -175,7 +191,6 @@ async fn delivered_counts_what_reached_the_destination() {
     let minutes = &delivery.minutes;
     assert_eq!(minutes.iter().map(|m| m.sent).sum::<u64>(), report.ok, "{minutes:?}");
     assert_eq!(minutes.iter().map(|m| m.arrived).sum::<u64>(), report.ok, "{minutes:?}");
-    let store = liandong::server::open_store(&config).await.unwrap();
     assert_eq!(stored(&store).await as u64, report.ok);
 }
 
@@ -184,23 +199,13 @@ async fn delivered_counts_what_reached_the_destination() {
 /// is reported, and the submissions went on throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_in_the_middle_of_a_run_is_survived() {
-    let site = site("loadgen-outage-from");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    site.push_to("330200/12345", &format!("https://127.0.0.1:{port}/desk"));
-    let (addr, _, _stop) = start_on_free_port(&site).await;
-    let config = liandong::config::Config::load(&site.config).unwrap();
-    let deliver = Plan {
-        deliver: Some(Box::new(config.clone())),
-        outage: Some(liandong::loadgen::Outage {
-            from: std::time::Duration::from_secs(1),
-            lasting: std::time::Duration::from_millis(1500),
-        }),
-        duration: std::time::Duration::from_secs(3),
-        rate: Some(200.0),
-        ..plan(&site, format!("https://localhost:{}", addr.port()))
-    };
-    let report = run(deliver).await.unwrap();
-    assert_clean(&report, "deliver");
+    let (report, store, _site) = run_delivering(
+        "loadgen-outage-from",
+        3,
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_millis(1500),
+    )
+    .await;
     let delivery = report.delivery.expect("a delivery report");
     assert_eq!((delivery.delivered, delivery.undelivered), (report.ok, 0), "{delivery:?}");
     let outage =
@@ -211,4 +216,5 @@ async fn an_outage_in_the_middle_of_a_run_is_survived() {
         delivery.backlog.iter().find(|[t, _]| *t >= second).map(|[_, waiting]| *waiting)
     };
     assert!(at(2.0) > at(1.0), "{delivery:?}");
+    assert_eq!(stored(&store).await as u64, report.ok);
 }
