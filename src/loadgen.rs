@@ -257,14 +257,9 @@ async fn run_delivering(plan: Plan, config: crate::config::Config) -> Result<Rep
         delivered,
     });
     let drain_seconds = started.elapsed().as_secs_f64() - submitting;
-    let delivered = arrivals.delivered.load(Ordering::Relaxed);
     let (mut latencies, undelivered) = arrivals.latencies();
     latencies.sort_unstable();
-    let quantile = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
-            .map_or(0.0, |us| *us as f64 / 1000.0)
-    };
+    let quantile = |q: f64| destination::quantile_ms(&latencies, q);
     report.delivery = Some(DeliveryReport {
         delivered,
         repeated: arrivals.repeated.load(Ordering::Relaxed),

@@ -74,17 +74,12 @@ impl Arrivals {
             .enumerate()
             .map(|(minute, (sent, mut latencies))| {
                 latencies.sort_unstable();
-                let quantile = |q: f64| {
-                    latencies
-                        .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
-                        .map_or(0.0, |us| *us as f64 / 1000.0)
-                };
                 Minute {
                     minute: minute as u64,
                     sent,
                     arrived: latencies.len() as u64,
-                    p50_ms: quantile(0.5),
-                    p99_ms: quantile(0.99),
+                    p50_ms: quantile_ms(&latencies, 0.5),
+                    p99_ms: quantile_ms(&latencies, 0.99),
                 }
             })
             .collect()
@@ -108,6 +103,13 @@ impl Arrivals {
         }
         (latencies, missing)
     }
+}
+
+/// The `q` quantile of sorted latencies in microseconds, in milliseconds (0 when none).
+pub fn quantile_ms(sorted: &[u64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * q).ceil() as usize).saturating_sub(1))
+        .map_or(0.0, |us| *us as f64 / 1000.0)
 }
 
 /// One minute of a `--deliver` run, by when the transfers were sent.
