@@ -28,6 +28,10 @@ const STATEMENTS: &[&str] = &[
     // Finding a transfer by the sender's reference, whoever sent it (a console's search).
     "CREATE INDEX IF NOT EXISTS transfers_sender_ref ON transfers (sender_ref)",
     "CREATE INDEX IF NOT EXISTS transfers_open ON transfers (state, receive_by)",
+    // The transfers not yet received nor escalated for `receive_by`, by it: what the
+    // sweeper reads (escalated ones leave the index, so a page never walks past them).
+    "CREATE INDEX IF NOT EXISTS transfers_receive_due ON transfers (receive_by) \
+     WHERE state IN ('submitted', 'delivered') AND escalations NOT LIKE '%receive_by%'",
     // The open transfers not yet escalated for `resolve_by`, by it: what the sweeper reads.
     "CREATE INDEX IF NOT EXISTS transfers_resolve_due ON transfers (resolve_by) \
      WHERE state NOT IN ('rejected', 'closed', 'cancelled', 'resolved') AND escalations NOT LIKE '%resolve_by%'",

@@ -910,7 +910,7 @@ async fn lease_due(
 
 /// `?, ?, ?` (SQLite) or `$FIRST, …` (PostgreSQL): `n` parameters for an `IN (…)` list. A
 /// statement uses one style throughout: SQLite numbers `$1` and `?` independently.
-fn in_list(backend: Backend, n: usize, first: usize) -> String {
+pub(super) fn in_list(backend: Backend, n: usize, first: usize) -> String {
     (0..n)
         .map(|i| match backend {
             Backend::Sqlite => "?".to_string(),
