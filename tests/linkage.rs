@@ -764,21 +764,13 @@ async fn the_office_decides_over_https_and_a_desk_urges_over_grpc() {
         police.post(&format!("/v1/transfers/{tid}/dispute"), br#"{"note": "  "}"#.to_vec()).await;
     assert_eq!(answer.status, 400, "{}", answer.text());
     assert!(answer.text().contains("note"), "{}", answer.text());
-    let answer = police
-        .post(
-            &format!("/v1/transfers/{tid}/dispute"),
-            r#"{"note": "挪车属12345"}"#.as_bytes().to_vec(),
-        )
-        .await;
+    let (dispute, opening) =
+        (format!("/v1/transfers/{tid}/dispute"), r#"{"note": "挪车属12345"}"#.as_bytes());
+    let answer = police.post(&dispute, opening.to_vec()).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.json()["dispute"]["state"], json!("open"));
     // Sent again (a retry after a lost answer): the same answer, nothing doubled.
-    let again = police
-        .post(
-            &format!("/v1/transfers/{tid}/dispute"),
-            r#"{"note": "挪车属12345"}"#.as_bytes().to_vec(),
-        )
-        .await;
+    let again = police.post(&dispute, opening.to_vec()).await;
     assert_eq!(again.status, 200, "{}", again.text());
     let opened = again.json()["history"]
         .as_array()
