@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use records::{FeedTable, ImportWrite, LogEntry, PutOptions, PutOutcome, PutRefused, Stale};
 pub use writes::{Write, WriteResult};
@@ -164,7 +164,7 @@ pub struct Store {
     backend: Backend,
     pool: AnyPool,
     /// The replica's writer, which batches commits.
-    writer: mpsc::Sender<group_commit::Job>,
+    writer: group_commit::Writer,
     /// Woken when a commit queued deliveries, so the deliverer starts at once rather than at
     /// its next poll (other replicas' commits are found by that poll).
     outbox_ready: Arc<tokio::sync::Notify>,
@@ -347,6 +347,20 @@ async fn add_columns(conn: &mut sqlx::AnyConnection, postgres: bool) -> Result<(
 impl Store {
     /// Executes a write durably: when this returns, the change is committed.
     pub async fn write(&self, write: Write) -> Result<WriteResult, StoreError> {
+        self.write_in(group_commit::Lane::Urgent, write).await
+    }
+
+    /// [`Store::write`] for housekeeping nobody waits on (escalations, linkage timers): it
+    /// yields to the other writes, a few dozen per commit (see [`group_commit`]).
+    pub async fn write_yielding(&self, write: Write) -> Result<WriteResult, StoreError> {
+        self.write_in(group_commit::Lane::Yielding, write).await
+    }
+
+    async fn write_in(
+        &self,
+        lane: group_commit::Lane,
+        write: Write,
+    ) -> Result<WriteResult, StoreError> {
         let queues = matches!(
             write,
             Write::Submit(_)
@@ -358,9 +372,9 @@ impl Store {
         );
         let (reply, answer) = oneshot::channel();
         self.writer
-            .send(group_commit::Job { write, reply })
+            .send(lane, group_commit::Job { write, reply })
             .await
-            .map_err(|_| StoreError::Closed)?;
+            .map_err(|()| StoreError::Closed)?;
         let result = answer.await.map_err(|_| StoreError::Closed)?;
         if queues && result.is_ok() {
             self.outbox_ready.notify_one();

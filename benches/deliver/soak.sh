@@ -70,6 +70,9 @@ if [ "${JSON:-}" ]; then
 else
   bench --duration "${seconds}s" "${rate_arg[@]}" "${outage[@]}"
 fi
+escalated() { for port in $ports; do curl -s "http://127.0.0.1:$port/metrics"; done |
+  awk '/^liandong_escalations_total/ { n += $2 } END { print "escalated: " n + 0 }'; }
+escalated
 [ "${FLAT_OUT_AROUND:-}" ] && { echo "after:"; bench --duration "${FLAT_OUT_AROUND}s"; }
 [ "$store" = postgres ] || exit 0
 # Who delivered what: each replica's audit chain names its deliveries.

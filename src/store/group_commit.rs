@@ -3,6 +3,12 @@
 //! it is the only writer; on PostgreSQL each replica has one, and replicas still write
 //! concurrently (row locks and `SKIP LOCKED` keep them apart).
 //!
+//! Writes come in two lanes. A desk's submission, a delivery's outcome, an operator's action
+//! are *urgent*: someone is waiting on the answer. The deadline sweeper's escalations and
+//! linkage timers *yield*: a commit carries at most [`YIELDING_SHARE`] of them, so a burst of
+//! thousands of escalations (a desk that stopped confirming receipt) never makes a submission
+//! wait behind it, and the sweeper, which waits for each page's writes, slows to what is left.
+//!
 //! Each write runs in its own savepoint: one that fails is rolled back alone and answered with
 //! its error; the others commit. Nobody is answered before the batch's commit returns, and the
 //! commit is attempted only on a transaction shown to be the one that began (see [`GUARD`]).
@@ -11,11 +17,28 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, Any, AnyConnection, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::writes::{delivered_many, execute, submit_many, NewTransfer, Write, WriteResult};
+use super::writes::{
+    delivered_many, escalate_many, execute, submit_many, Escalation, NewTransfer, Write,
+    WriteResult,
+};
 use super::{Backend, StoreError};
 
 /// The most writes one commit carries.
 const MAX_BATCH: usize = 512;
+
+/// The most yielding writes (escalations, timers) one commit carries: the most an urgent write
+/// can find ahead of it. Small enough that a commit of them costs a few milliseconds, large
+/// enough that the sweeper alone still commits hundreds a second.
+pub const YIELDING_SHARE: usize = 64;
+
+/// Which queue a write waits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// Someone waits on the answer: taken first, as many as a commit carries.
+    Urgent,
+    /// Housekeeping that can wait a commit or two: at most [`YIELDING_SHARE`] per commit.
+    Yielding,
+}
 
 /// Where a write's answer goes.
 type Reply = oneshot::Sender<Result<WriteResult, StoreError>>;
@@ -26,15 +49,80 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<WriteResult, StoreError>>,
 }
 
+/// The writer's two queues.
+#[derive(Clone)]
+pub struct Writer {
+    urgent: mpsc::Sender<Job>,
+    yielding: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Queues a write; an error means the writer is gone.
+    pub async fn send(&self, lane: Lane, job: Job) -> Result<(), ()> {
+        let queue = match lane {
+            Lane::Urgent => &self.urgent,
+            Lane::Yielding => &self.yielding,
+        };
+        queue.send(job).await.map_err(|_| ())
+    }
+}
+
+/// The receiving ends of a [`Writer`].
+struct Queues {
+    urgent: mpsc::Receiver<Job>,
+    yielding: mpsc::Receiver<Job>,
+}
+
 /// Starts the writer; it ends when every sender is dropped.
 pub fn start(
     pool: AnyPool,
     backend: Backend,
     chain: std::sync::Arc<std::sync::OnceLock<String>>,
-) -> mpsc::Sender<Job> {
-    let (sender, receiver) = mpsc::channel(8192);
-    tokio::spawn(run(pool, backend, receiver, chain));
-    sender
+) -> Writer {
+    let (urgent, urgent_queue) = mpsc::channel(8192);
+    let (yielding, yielding_queue) = mpsc::channel(8192);
+    let queues = Queues { urgent: urgent_queue, yielding: yielding_queue };
+    tokio::spawn(run(pool, backend, queues, chain));
+    Writer { urgent, yielding }
+}
+
+impl Queues {
+    /// The next batch: waits for a first write (an urgent one if both wait), then takes every
+    /// urgent write waiting, up to [`MAX_BATCH`], and yielding ones up to [`YIELDING_SHARE`].
+    /// `None` once every sender is gone and nothing is left.
+    async fn next_batch(&mut self, batch: &mut Vec<Job>) -> Option<()> {
+        let mut yielded = 0;
+        tokio::select! {
+            biased;
+            Some(job) = self.urgent.recv() => batch.push(job),
+            Some(job) = self.yielding.recv() => {
+                batch.push(job);
+                yielded = 1;
+            }
+            else => return None,
+        }
+        self.fill(batch, yielded);
+        Some(())
+    }
+
+    /// Adds what is already waiting to a batch holding `yielded` yielding writes.
+    fn fill(&mut self, batch: &mut Vec<Job>, mut yielded: usize) {
+        while batch.len() < MAX_BATCH {
+            match self.urgent.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        while batch.len() < MAX_BATCH && yielded < YIELDING_SHARE {
+            match self.yielding.try_recv() {
+                Ok(job) => {
+                    batch.push(job);
+                    yielded += 1;
+                }
+                Err(_) => break,
+            }
+        }
+    }
 }
 
 /// The writer keeps one connection while it works (its prepared statements stay warm, and no
@@ -42,19 +130,12 @@ pub fn start(
 async fn run(
     pool: AnyPool,
     backend: Backend,
-    mut receiver: mpsc::Receiver<Job>,
+    mut queues: Queues,
     chain: std::sync::Arc<std::sync::OnceLock<String>>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut held: Option<PoolConnection<Any>> = None;
-    while let Some(job) = receiver.recv().await {
-        batch.push(job);
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+    while queues.next_batch(&mut batch).await.is_some() {
         let conn = match held.as_mut() {
             Some(conn) => conn,
             None => match pool.acquire().await {
@@ -101,6 +182,7 @@ async fn still_in_transaction(tx: &mut sqlx::Transaction<'_, Any>) -> Result<(),
 enum GroupWork {
     Submissions(Vec<NewTransfer>),
     Receipts(Vec<(i64, i64)>),
+    Escalations(Vec<Escalation>),
 }
 
 /// A group and the replies of its writes, in the same order as its results.
@@ -133,6 +215,18 @@ impl Group {
         }
         Group { replies, work: GroupWork::Receipts(items) }
     }
+
+    fn escalations(jobs: Vec<Job>) -> Group {
+        let (mut replies, mut items) =
+            (Vec::with_capacity(jobs.len()), Vec::with_capacity(jobs.len()));
+        for job in jobs {
+            if let Write::Escalate { transfer_id, deadline, at } = job.write {
+                items.push(Escalation { transfer_id, deadline, at });
+                replies.push(job.reply);
+            }
+        }
+        Group { replies, work: GroupWork::Escalations(items) }
+    }
 }
 
 impl GroupWork {
@@ -144,6 +238,7 @@ impl GroupWork {
         match self {
             GroupWork::Submissions(items) => submit_many(tx, backend, items).await,
             GroupWork::Receipts(items) => delivered_many(tx, backend, &items).await,
+            GroupWork::Escalations(items) => escalate_many(tx, backend, &items).await,
         }
     }
 }
@@ -175,17 +270,23 @@ async fn commit(conn: &mut AnyConnection, backend: Backend, batch: &mut Vec<Job>
     }
     let mut answers: Vec<(Reply, Result<WriteResult, StoreError>)> =
         Vec::with_capacity(batch.len());
-    // The batch's submissions, and its delivery receipts, each go in a few multi-row statements.
+    // The batch's submissions, its delivery receipts and its escalations each go in a few
+    // multi-row statements.
     let (submits, others): (Vec<Job>, Vec<Job>) =
         batch.drain(..).partition(|job| matches!(job.write, Write::Submit(_)));
-    let (receipts, mut pending): (Vec<Job>, Vec<Job>) =
+    let (receipts, others): (Vec<Job>, Vec<Job>) =
         others.into_iter().partition(|job| matches!(job.write, Write::Delivered { .. }));
-    let mut groups = Vec::with_capacity(2);
+    let (escalations, mut pending): (Vec<Job>, Vec<Job>) =
+        others.into_iter().partition(|job| matches!(job.write, Write::Escalate { .. }));
+    let mut groups = Vec::with_capacity(3);
     if !submits.is_empty() {
         groups.push(Group::submissions(submits));
     }
     if !receipts.is_empty() {
         groups.push(Group::receipts(receipts));
+    }
+    if !escalations.is_empty() {
+        groups.push(Group::escalations(escalations));
     }
     let alone = groups.len() == 1 && pending.is_empty();
     for group in groups {
@@ -283,5 +384,88 @@ async fn commit(conn: &mut AnyConnection, backend: Backend, batch: &mut Vec<Job>
             fail_all(answers.into_iter().map(|(r, _)| r).collect(), e.to_string());
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job whose lane can be told from its write: urgent ones are audit writes, yielding
+    /// ones escalations.
+    fn job(lane: Lane) -> Job {
+        let write = match lane {
+            Lane::Urgent => Write::Audit(Vec::new()),
+            Lane::Yielding => {
+                Write::Escalate { transfer_id: "t".to_string(), deadline: "receive_by", at: 0 }
+            }
+        };
+        Job { write, reply: oneshot::channel().0 }
+    }
+
+    fn lanes(batch: &[Job]) -> Vec<Lane> {
+        batch
+            .iter()
+            .map(|job| match job.write {
+                Write::Escalate { .. } => Lane::Yielding,
+                _ => Lane::Urgent,
+            })
+            .collect()
+    }
+
+    /// Queues the writes, in this order, and returns the writer's queues.
+    async fn queued(writes: &[(Lane, usize)]) -> (Writer, Queues) {
+        let (urgent, urgent_queue) = mpsc::channel(8192);
+        let (yielding, yielding_queue) = mpsc::channel(8192);
+        let writer = Writer { urgent, yielding };
+        for (lane, count) in writes {
+            for _ in 0..*count {
+                writer.send(*lane, job(*lane)).await.unwrap();
+            }
+        }
+        (writer, Queues { urgent: urgent_queue, yielding: yielding_queue })
+    }
+
+    #[tokio::test]
+    async fn a_submission_never_waits_behind_more_than_a_share_of_escalations() {
+        // A thousand escalations were queued before three urgent writes.
+        let (_writer, mut queues) = queued(&[(Lane::Yielding, 1000), (Lane::Urgent, 3)]).await;
+        let mut batch = Vec::new();
+        queues.next_batch(&mut batch).await.unwrap();
+        let lanes = lanes(&batch);
+        assert_eq!(lanes.len(), 3 + YIELDING_SHARE);
+        assert!(lanes[..3].iter().all(|l| *l == Lane::Urgent), "{lanes:?}");
+        assert!(lanes[3..].iter().all(|l| *l == Lane::Yielding));
+    }
+
+    #[tokio::test]
+    async fn escalations_alone_still_commit_a_share_at_a_time_and_all_are_taken() {
+        let (writer, mut queues) = queued(&[(Lane::Yielding, 200)]).await;
+        drop(writer);
+        let mut sizes = Vec::new();
+        let mut batch = Vec::new();
+        while queues.next_batch(&mut batch).await.is_some() {
+            sizes.push(batch.len());
+            batch.clear();
+        }
+        let expected: Vec<usize> =
+            (0..200).collect::<Vec<_>>().chunks(YIELDING_SHARE).map(<[_]>::len).collect();
+        assert_eq!(sizes, expected);
+    }
+
+    #[tokio::test]
+    async fn urgent_writes_fill_a_commit_and_escalations_are_not_starved() {
+        // More urgent writes than a commit carries: the first commit is all urgent, and the
+        // escalations ride the next (which has room), not after every urgent write ever.
+        let (_writer, mut queues) =
+            queued(&[(Lane::Yielding, 10), (Lane::Urgent, MAX_BATCH + 100)]).await;
+        let mut batch = Vec::new();
+        queues.next_batch(&mut batch).await.unwrap();
+        assert_eq!(lanes(&batch), vec![Lane::Urgent; MAX_BATCH]);
+        batch.clear();
+        queues.next_batch(&mut batch).await.unwrap();
+        let lanes = lanes(&batch);
+        assert_eq!(lanes.iter().filter(|l| **l == Lane::Urgent).count(), 100);
+        assert_eq!(lanes.iter().filter(|l| **l == Lane::Yielding).count(), 10);
     }
 }

@@ -1063,6 +1063,75 @@ async fn mark_delivered_many(
     Ok(changed.len())
 }
 
+/// A transfer to escalate for a deadline it missed, as of `at`.
+pub struct Escalation {
+    pub transfer_id: String,
+    pub deadline: &'static str,
+    pub at: i64,
+}
+
+/// Escalates transfers for the deadlines they missed, their reads and the events, facts and
+/// audit entries they write several per statement: each is escalated unless it is gone, was
+/// already escalated for that deadline in this round, or no longer misses it (`Done(false)`).
+/// On SQLite and PostgreSQL alike, a group commit's escalations go through here together.
+pub async fn escalate_many(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    items: &[Escalation],
+) -> Result<Vec<WriteResult>, StoreError> {
+    let mut ids: Vec<&str> = items.iter().map(|e| e.transfer_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // In id order, so that two replicas' sweeps lock shared rows in the same order.
+    let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+    let mut transfers = std::collections::HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT transfer_id, document FROM transfers WHERE transfer_id IN ({}) ORDER BY transfer_id{lock}",
+            in_list(backend, chunk.len(), 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let transfer = transfer_from_row(&row)?;
+            transfers.insert(transfer.transfer_id.clone(), transfer);
+        }
+    }
+    let mut results = Vec::with_capacity(items.len());
+    // Each escalation's transfer as it left it, its document and its moment.
+    let mut escalated: Vec<(Transfer, String, i64)> = Vec::new();
+    for item in items {
+        let Some(transfer) = transfers.get_mut(&item.transfer_id) else {
+            results.push(WriteResult::Done(false));
+            continue;
+        };
+        let now = Timestamp::from_unix_seconds(item.at).unwrap_or_else(Timestamp::now);
+        let already = linkage::current_round(&transfer.history).iter().any(|h| {
+            h.state == HistoryEvent::Escalated && h.note.as_deref() == Some(item.deadline)
+        });
+        if already || !lifecycle::missed_deadlines(transfer, now).contains(&item.deadline) {
+            results.push(WriteResult::Done(false));
+            continue;
+        }
+        lifecycle::record_misses(transfer, &[item.deadline], now);
+        let document = save(tx, transfer, item.at).await?;
+        escalated.push((transfer.clone(), document, item.at));
+        results.push(WriteResult::Done(true));
+    }
+    // One sweep's escalations share their moment: recorded together, a run of moments each.
+    for run in escalated.chunk_by(|a, b| a.2 == b.2) {
+        let events: Vec<Event<'_>> = run
+            .iter()
+            .map(|(transfer, document, _)| Event { transfer, kind: "escalated", document })
+            .collect();
+        record(tx, backend, &events, run[0].2).await?;
+    }
+    Ok(results)
+}
+
+/// [`escalate_many`] for one transfer.
 async fn escalate(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
@@ -1070,26 +1139,8 @@ async fn escalate(
     deadline: &'static str,
     at: i64,
 ) -> Result<WriteResult, StoreError> {
-    let Some((mut transfer, _)) = load_for_update(tx, backend, transfer_id).await? else {
-        return Ok(WriteResult::Done(false));
-    };
-    let now = Timestamp::from_unix_seconds(at).unwrap_or_else(Timestamp::now);
-    let already = linkage::current_round(&transfer.history)
-        .iter()
-        .any(|h| h.state == HistoryEvent::Escalated && h.note.as_deref() == Some(deadline));
-    if already || !lifecycle::missed_deadlines(&transfer, now).contains(&deadline) {
-        return Ok(WriteResult::Done(false));
-    }
-    lifecycle::record_misses(&mut transfer, &[deadline], now);
-    let document = save(tx, &transfer, at).await?;
-    record(
-        tx,
-        backend,
-        &[Event { transfer: &transfer, kind: "escalated", document: &document }],
-        at,
-    )
-    .await?;
-    Ok(WriteResult::Done(true))
+    let item = Escalation { transfer_id: transfer_id.to_string(), deadline, at };
+    Ok(escalate_many(tx, backend, &[item]).await?.pop().unwrap_or(WriteResult::Done(false)))
 }
 
 /// A delivery to queue.
