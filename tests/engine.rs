@@ -282,6 +282,35 @@ async fn missed_deadlines_are_escalated_once() {
     }
 }
 
+/// Two sweeps at once over the same overdue transfers (two replicas' sweepers, or a sweep that
+/// overlaps the next): their escalations share commits, the same transfer's twice in one, and
+/// each transfer is escalated once all the same, with one event and one audit entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_sweeps_escalate_each_transfer_once() {
+    for (backend, store, _dir) in stores("overlap").await {
+        let engine = engine(store.clone());
+        let mut ids = Vec::new();
+        for n in 0..300 {
+            let request = ningbo_request(&format!("OVERLAP-{n}"));
+            ids.push(engine.submit(&id("330200/110"), request).await.unwrap().transfer);
+        }
+        let later = ids[0].deadlines.receive_by.plus_seconds(60);
+        let (a, b) = tokio::join!(engine.sweep_deadlines(later), engine.sweep_deadlines(later));
+        assert_eq!(a.unwrap() + b.unwrap(), 300, "{backend}: each once, by one sweep or the other");
+        assert_eq!(engine.sweep_deadlines(later).await.unwrap(), 0, "{backend}");
+        for t in &ids {
+            let t = store.transfer(&t.transfer_id).await.unwrap().unwrap();
+            let escalated = t.history.iter().filter(|h| h.state == HistoryEvent::Escalated);
+            assert_eq!(escalated.count(), 1, "{backend}: {}", t.transfer_id);
+            assert!(t.overdue, "{backend}");
+        }
+        let audited = store.audit_by_action("transfer.escalated").await.unwrap();
+        assert_eq!(audited.len(), 300, "{backend}");
+        let verified = store.verify_audit().await.unwrap();
+        assert_eq!(verified.first_problem, None, "{backend}");
+    }
+}
+
 /// The clock jumps: three days forward (both deadlines pass at once), then back to the start:
 /// each missed deadline is escalated exactly once, and going back undoes nothing and repeats
 /// nothing.
