@@ -23,7 +23,7 @@ use super::writes::{
 };
 use super::{Backend, StoreError};
 
-/// The most writes one commit carries.
+/// The most urgent writes one commit carries.
 const MAX_BATCH: usize = 512;
 
 /// The most yielding writes (escalations, timers) one commit carries: the most an urgent write
@@ -87,8 +87,8 @@ pub fn start(
 }
 
 impl Queues {
-    /// The next batch: waits for a first write (an urgent one if both wait), then takes every
-    /// urgent write waiting, up to [`MAX_BATCH`], and yielding ones up to [`YIELDING_SHARE`].
+    /// The next batch: waits for a first write (an urgent one if both wait), then takes the
+    /// urgent writes waiting, up to [`MAX_BATCH`], and yielding ones up to [`YIELDING_SHARE`].
     /// `None` once every sender is gone and nothing is left.
     async fn next_batch(&mut self, batch: &mut Vec<Job>) -> Option<()> {
         let mut yielded = 0;
@@ -105,15 +105,17 @@ impl Queues {
         Some(())
     }
 
-    /// Adds what is already waiting to a batch holding `yielded` yielding writes.
+    /// Adds what is already waiting to a batch holding `yielded` yielding writes: urgent ones
+    /// up to [`MAX_BATCH`] of them, then yielding ones up to [`YIELDING_SHARE`] — beyond the
+    /// urgent ones, so that a flood of urgent writes never starves them.
     fn fill(&mut self, batch: &mut Vec<Job>, mut yielded: usize) {
-        while batch.len() < MAX_BATCH {
+        while batch.len() - yielded < MAX_BATCH {
             match self.urgent.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
-        while batch.len() < MAX_BATCH && yielded < YIELDING_SHARE {
+        while yielded < YIELDING_SHARE {
             match self.yielding.try_recv() {
                 Ok(job) => {
                     batch.push(job);
@@ -454,18 +456,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn urgent_writes_fill_a_commit_and_escalations_are_not_starved() {
-        // More urgent writes than a commit carries: the first commit is all urgent, and the
-        // escalations ride the next (which has room), not after every urgent write ever.
+    async fn a_flood_of_urgent_writes_never_starves_the_escalations() {
+        // More urgent writes waiting than two commits carry: each commit still takes its share
+        // of escalations, after a full load of urgent ones.
         let (_writer, mut queues) =
-            queued(&[(Lane::Yielding, 10), (Lane::Urgent, MAX_BATCH + 100)]).await;
+            queued(&[(Lane::Yielding, 100), (Lane::Urgent, 2 * MAX_BATCH + 7)]).await;
+        let mut commits = Vec::new();
         let mut batch = Vec::new();
-        queues.next_batch(&mut batch).await.unwrap();
-        assert_eq!(lanes(&batch), vec![Lane::Urgent; MAX_BATCH]);
-        batch.clear();
-        queues.next_batch(&mut batch).await.unwrap();
-        let lanes = lanes(&batch);
-        assert_eq!(lanes.iter().filter(|l| **l == Lane::Urgent).count(), 100);
-        assert_eq!(lanes.iter().filter(|l| **l == Lane::Yielding).count(), 10);
+        for _ in 0..3 {
+            queues.next_batch(&mut batch).await.unwrap();
+            let lanes = lanes(&batch);
+            let urgent = lanes.iter().take_while(|l| **l == Lane::Urgent).count();
+            assert!(lanes[urgent..].iter().all(|l| *l == Lane::Yielding), "urgent ones first");
+            commits.push((urgent, lanes.len() - urgent));
+            batch.clear();
+        }
+        let escalations = [YIELDING_SHARE, 100 - YIELDING_SHARE, 0];
+        let expected: Vec<(usize, usize)> =
+            [MAX_BATCH, MAX_BATCH, 7].into_iter().zip(escalations).collect();
+        assert_eq!(commits, expected);
     }
 }
