@@ -471,6 +471,32 @@ async fn load_for_update(
     }
 }
 
+/// Reads transfers by id, several per statement, leaving out ids not found: in id order, and
+/// locked on PostgreSQL, so that two replicas' writes of several transfers lock shared rows in
+/// the same order.
+async fn load_many_for_update(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    ids: &[&str],
+) -> Result<Vec<Transfer>, StoreError> {
+    let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+    let mut transfers = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT transfer_id, document FROM transfers WHERE transfer_id IN ({}) ORDER BY transfer_id{lock}",
+            in_list(backend, chunk.len(), 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            transfers.push(transfer_from_row(&row)?);
+        }
+    }
+    Ok(transfers)
+}
+
 /// Writes a changed transfer: its document and the columns the sweeper and lists read from it
 /// (state, deadlines — an extension or an overruling moves them — and escalations).
 async fn save(
@@ -1009,38 +1035,26 @@ async fn mark_delivered_many(
     transfer_ids: &[&str],
     at: i64,
 ) -> Result<usize, StoreError> {
-    let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
     let mut changed: Vec<(Transfer, String)> = Vec::new();
-    for chunk in transfer_ids.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "SELECT transfer_id, document FROM transfers WHERE transfer_id IN ({}) ORDER BY transfer_id{lock}",
-            in_list(backend, chunk.len(), 1)
-        );
-        let mut query = sqlx::query(&sql);
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        for row in query.fetch_all(&mut **tx).await? {
-            let mut transfer = transfer_from_row(&row)?;
-            let update = StatusUpdate {
-                transfer_id: Some(transfer.transfer_id.clone()),
-                transfer_ref: None,
-                state: State::Delivered,
-                at: Timestamp::from_unix_seconds(at).unwrap_or_else(Timestamp::now),
-                by: transfer.to.clone(),
-                unit: None,
-                note: None,
-                resolution: None,
-                feedback: None,
-                reason_code: None,
-            };
-            if let Ok(Outcome::Applied(_)) = lifecycle::apply(&mut transfer, &update, Role::Gateway)
-            {
-                let document = serde_json::to_string(&transfer).map_err(|e| {
-                    StoreError::Corrupt { id: transfer.transfer_id.clone(), problem: e.to_string() }
-                })?;
-                changed.push((transfer, document));
-            }
+    for mut transfer in load_many_for_update(tx, backend, transfer_ids).await? {
+        let update = StatusUpdate {
+            transfer_id: Some(transfer.transfer_id.clone()),
+            transfer_ref: None,
+            state: State::Delivered,
+            at: Timestamp::from_unix_seconds(at).unwrap_or_else(Timestamp::now),
+            by: transfer.to.clone(),
+            unit: None,
+            note: None,
+            resolution: None,
+            feedback: None,
+            reason_code: None,
+        };
+        if let Ok(Outcome::Applied(_)) = lifecycle::apply(&mut transfer, &update, Role::Gateway) {
+            let document = serde_json::to_string(&transfer).map_err(|e| StoreError::Corrupt {
+                id: transfer.transfer_id.clone(),
+                problem: e.to_string(),
+            })?;
+            changed.push((transfer, document));
         }
     }
     for chunk in changed.chunks(ROWS_PER_STATEMENT) {
@@ -1082,23 +1096,12 @@ pub async fn escalate_many(
     let mut ids: Vec<&str> = items.iter().map(|e| e.transfer_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    // In id order, so that two replicas' sweeps lock shared rows in the same order.
-    let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
-    let mut transfers = std::collections::HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "SELECT transfer_id, document FROM transfers WHERE transfer_id IN ({}) ORDER BY transfer_id{lock}",
-            in_list(backend, chunk.len(), 1)
-        );
-        let mut query = sqlx::query(&sql);
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        for row in query.fetch_all(&mut **tx).await? {
-            let transfer = transfer_from_row(&row)?;
-            transfers.insert(transfer.transfer_id.clone(), transfer);
-        }
-    }
+    let mut transfers: std::collections::HashMap<String, Transfer> =
+        load_many_for_update(tx, backend, &ids)
+            .await?
+            .into_iter()
+            .map(|t| (t.transfer_id.clone(), t))
+            .collect();
     let mut results = Vec::with_capacity(items.len());
     // Each escalation's transfer as it left it, its document and its moment.
     let mut escalated: Vec<(Transfer, String, i64)> = Vec::new();
