@@ -696,10 +696,7 @@ impl Store {
         }
         let mut transfers = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(sql::ROWS_PER_STATEMENT) {
-            let list = writes::in_list(self.backend, chunk.len(), 1);
-            let query = format!(
-                "SELECT transfer_id, document FROM transfers WHERE transfer_id IN ({list}) ORDER BY transfer_id"
-            );
+            let query = writes::transfers_by_id_sql(self.backend, chunk.len(), false);
             let rows = chunk
                 .iter()
                 .fold(sqlx::query(&query), |q, id| q.bind(id))

@@ -471,6 +471,15 @@ async fn load_for_update(
     }
 }
 
+/// `n` transfers' ids and documents by id, in id order (`$1`…), locked if `for_update`.
+pub(super) fn transfers_by_id_sql(backend: Backend, n: usize, for_update: bool) -> String {
+    let lock = if for_update { " FOR UPDATE" } else { "" };
+    format!(
+        "SELECT transfer_id, document FROM transfers WHERE transfer_id IN ({}) ORDER BY transfer_id{lock}",
+        in_list(backend, n, 1)
+    )
+}
+
 /// Reads transfers by id, several per statement, leaving out ids not found: in id order, and
 /// locked on PostgreSQL, so that two replicas' writes of several transfers lock shared rows in
 /// the same order.
@@ -479,13 +488,9 @@ async fn load_many_for_update(
     backend: Backend,
     ids: &[&str],
 ) -> Result<Vec<Transfer>, StoreError> {
-    let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
     let mut transfers = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "SELECT transfer_id, document FROM transfers WHERE transfer_id IN ({}) ORDER BY transfer_id{lock}",
-            in_list(backend, chunk.len(), 1)
-        );
+        let sql = transfers_by_id_sql(backend, chunk.len(), backend == Backend::Postgres);
         let mut query = sqlx::query(&sql);
         for id in chunk {
             query = query.bind(*id);
@@ -936,7 +941,7 @@ async fn lease_due(
 
 /// `?, ?, ?` (SQLite) or `$FIRST, …` (PostgreSQL): `n` parameters for an `IN (…)` list. A
 /// statement uses one style throughout: SQLite numbers `$1` and `?` independently.
-pub(super) fn in_list(backend: Backend, n: usize, first: usize) -> String {
+fn in_list(backend: Backend, n: usize, first: usize) -> String {
     (0..n)
         .map(|i| match backend {
             Backend::Sqlite => "?".to_string(),
@@ -1111,10 +1116,8 @@ pub async fn escalate_many(
             continue;
         };
         let now = Timestamp::from_unix_seconds(item.at).unwrap_or_else(Timestamp::now);
-        let already = linkage::current_round(&transfer.history).iter().any(|h| {
-            h.state == HistoryEvent::Escalated && h.note.as_deref() == Some(item.deadline)
-        });
-        if already || !lifecycle::missed_deadlines(transfer, now).contains(&item.deadline) {
+        // A deadline already escalated in this round is not missed again.
+        if !lifecycle::missed_deadlines(transfer, now).contains(&item.deadline) {
             results.push(WriteResult::Done(false));
             continue;
         }
