@@ -370,14 +370,33 @@ fn everyone() -> Vec<String> {
     Registry::builtin().endpoints().map(|e| e.id.to_string()).collect()
 }
 
+/// `party`'s feed after `cursor`, once it holds at least `want` events (or after 5 s): on
+/// PostgreSQL the feed stays behind any transaction still running in the server — another
+/// test's, here — so that a cursor never skips one that commits later.
+async fn settled_feed(
+    store: &liandong::store::Store,
+    party: &str,
+    cursor: liandong::store::FeedCursor,
+    want: usize,
+) -> Vec<liandong::store::FeedEvent> {
+    let mut events = Vec::new();
+    for _ in 0..200 {
+        events = store.events_after(Some(party), cursor, 100).await.unwrap();
+        if events.len() >= want {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    events
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_change_feed_resumes_from_a_cursor_with_nothing_missed_or_repeated() {
     use liandong::store::FeedCursor;
     for (backend, store, _dir) in stores("feed").await {
         let engine = engine(store.clone());
         let a = engine.submit(&id("330200/110"), ningbo_request("F-1")).await.unwrap().transfer;
-        let all =
-            store.events_after(Some("330200/12345"), FeedCursor::default(), 100).await.unwrap();
+        let all = settled_feed(&store, "330200/12345", FeedCursor::default(), 1).await;
         assert_eq!(all.len(), 1, "{backend}");
         assert!(
             store
@@ -396,10 +415,8 @@ async fn the_change_feed_resumes_from_a_cursor_with_nothing_missed_or_repeated()
             .await
             .unwrap();
         let b = engine.submit(&id("330200/110"), ningbo_request("F-2")).await.unwrap().transfer;
-        let after: Vec<(String, String)> = store
-            .events_after(Some("330200/12345"), cursor, 100)
+        let after: Vec<(String, String)> = settled_feed(&store, "330200/12345", cursor, 2)
             .await
-            .unwrap()
             .into_iter()
             .map(|e| (e.kind, e.transfer.transfer_id))
             .collect();
@@ -829,5 +846,55 @@ async fn figures_follow_every_write_and_an_older_store_gets_its_facts() {
         assert_eq!(again.resolved.count, figures.resolved.count, "{backend}");
         assert_eq!(again.satisfied.count, figures.satisfied.count, "{backend}");
         assert_eq!(again.rejected.count, figures.rejected.count, "{backend}");
+    }
+}
+
+/// A figure counts every write committed before it was asked, even while another transaction
+/// in the same PostgreSQL server runs: the facts read beyond the horizon for an answer (the
+/// horizon keeps the feed's cursor from skipping a transaction that commits later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn figures_count_a_write_while_another_transaction_is_still_running() {
+    use liandong::security::Identity;
+    use liandong::stats::{compute, StatsQuery};
+    for (backend, store, _dir) in stores("figures_horizon").await {
+        let engine = engine(store.clone());
+        let stop = common::stores::facts_in_memory(&engine, &store).await;
+        let operator = Identity::Operator("ops".into());
+        let everything = || StatsQuery::new(None, None, None, None, None).unwrap();
+        // Another session's transaction, begun before the write and open through the answer.
+        let open = match backend {
+            "postgres" => {
+                use sqlx::Connection;
+                let mut conn =
+                    sqlx::PgConnection::connect(&common::stores::postgres_url()).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+                sqlx::query("SELECT txid_current()").execute(&mut conn).await.unwrap();
+                Some(conn)
+            }
+            _ => None,
+        };
+        let origin = id("330200/110");
+        let first = engine.submit(&origin, ningbo_request("LZ-H1")).await.unwrap().transfer;
+        assert_eq!(
+            compute(&engine, &operator, &everything()).await.unwrap().transfers,
+            1,
+            "{backend}"
+        );
+        engine
+            .update_status(
+                &id("330200/12345"),
+                update(&first.transfer_id, State::Received, "330200/12345"),
+            )
+            .await
+            .unwrap();
+        engine.submit(&origin, ningbo_request("LZ-H2")).await.unwrap();
+        let query = everything();
+        let figures = compute(&engine, &operator, &query).await.unwrap();
+        assert_eq!((figures.transfers, figures.received.count), (2, 1), "{backend}");
+        drop(open);
+        // Once it ends, the same figures: what was applied early is applied again, unchanged.
+        let settled = compute(&engine, &operator, &query).await.unwrap();
+        assert_eq!(settled, figures, "{backend}");
+        stop.send(true).unwrap();
     }
 }

@@ -872,20 +872,41 @@ impl Index {
     /// the newest facts are what counts). The rows, not the events: an event carries the whole
     /// transfer as JSON, and parsing one per event cost the gateway a twentieth of its CPU
     /// under load (docs/PERFORMANCE.md, "Delivery").
-    async fn catch_up(&mut self, store: &Store) -> Result<(), StoreError> {
+    ///
+    /// The cursor moves only up to the store's horizon (on PostgreSQL, below every transaction
+    /// still running, so none that commits later is skipped). With `to_the_end`, what is
+    /// committed beyond it is applied too, without moving the cursor: an answer then counts
+    /// every write committed before it was asked, even while another transaction in the same
+    /// server (an import, another replica's long write) holds the horizon back; it is applied
+    /// again once settled, which changes nothing.
+    async fn catch_up(&mut self, store: &Store, to_the_end: bool) -> Result<(), StoreError> {
+        self.cursor = self.apply_after(store, self.cursor, store.horizon()).await?;
+        if to_the_end && !store.horizon().is_empty() {
+            self.apply_after(store, self.cursor, "").await?;
+        }
+        Ok(())
+    }
+
+    /// Applies the facts of every event after `cursor` (below `horizon`), a page at a time;
+    /// returns the cursor of the last one.
+    async fn apply_after(
+        &mut self,
+        store: &Store,
+        mut cursor: super::FeedCursor,
+        horizon: &str,
+    ) -> Result<super::FeedCursor, StoreError> {
         const PAGE: usize = 1000;
         let sql = format!(
             "SELECT e.tx, e.seq, {} FROM events e JOIN transfer_facts f ON f.transfer_id = e.transfer_id \
-             WHERE {} {} ORDER BY e.tx, e.seq LIMIT {PAGE}",
+             WHERE {} {horizon} ORDER BY e.tx, e.seq LIMIT {PAGE}",
             fact_line("f."),
             store.after_cursor(1, 2, 3),
-            store.horizon()
         );
         loop {
             let rows = sqlx::query(&sql)
-                .bind(self.cursor.tx)
-                .bind(self.cursor.tx)
-                .bind(self.cursor.seq)
+                .bind(cursor.tx)
+                .bind(cursor.tx)
+                .bind(cursor.seq)
                 .fetch_all(&store.pool)
                 .await?;
             for row in &rows {
@@ -897,10 +918,10 @@ impl Index {
                 self.apply(fact);
             }
             if let Some(last) = rows.last() {
-                self.cursor = super::FeedCursor { tx: last.try_get(0)?, seq: last.try_get(1)? };
+                cursor = super::FeedCursor { tx: last.try_get(0)?, seq: last.try_get(1)? };
             }
             if rows.len() < PAGE {
-                return Ok(());
+                return Ok(cursor);
             }
         }
     }
@@ -1026,7 +1047,7 @@ impl FactsIndex {
             index.apply(fact);
         }
         drop(rows);
-        index.catch_up(store).await?;
+        index.catch_up(store, false).await?;
         Ok(index)
     }
 
@@ -1064,7 +1085,7 @@ impl FactsIndex {
                 _ = stop.changed() => return,
             }
             if let Some(index) = self.index.lock().await.as_mut() {
-                if let Err(e) = index.catch_up(&store).await {
+                if let Err(e) = index.catch_up(&store, false).await {
                     tracing::warn!(error = %e, "the figures' facts could not catch up");
                 }
             }
@@ -1080,7 +1101,7 @@ impl FactsIndex {
     ) -> Result<T, StoreError> {
         let mut guard = self.index.lock().await;
         if let Some(index) = guard.as_mut() {
-            index.catch_up(store).await?;
+            index.catch_up(store, true).await?;
             return Ok(from_memory(index));
         }
         drop(guard);
