@@ -480,6 +480,8 @@ impl Deliverer {
                 }
             }
         };
+        // A confirmed delivery's record yields to the desks' writes (`Write::lane`): during a
+        // drain, new submissions go first.
         if let Err(e) = self.engine.store().write(write).await {
             // The lease runs out and the item is tried again: at least once, never lost.
             tracing::error!(item = item.id, error = %e, "recording a delivery outcome failed");

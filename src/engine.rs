@@ -784,7 +784,7 @@ impl Engine {
                         at: now.unix_seconds(),
                     };
                     let store = self.store.clone();
-                    writes.spawn(async move { store.write_yielding(write).await });
+                    writes.spawn(async move { store.write(write).await });
                 }
             }
             while let Some(done) = writes.join_next().await {
@@ -808,7 +808,7 @@ impl Engine {
             for (transfer_id, kind) in &due {
                 let write =
                     Write::Timer { transfer_id: transfer_id.clone(), kind: kind.clone(), now };
-                if let WriteResult::Done(true) = self.store.write_yielding(write).await? {
+                if let WriteResult::Done(true) = self.store.write(write).await? {
                     escalated += 1;
                 }
             }

@@ -345,22 +345,11 @@ async fn add_columns(conn: &mut sqlx::AnyConnection, postgres: bool) -> Result<(
 }
 
 impl Store {
-    /// Executes a write durably: when this returns, the change is committed.
+    /// Executes a write durably: when this returns, the change is committed. Writes nobody
+    /// waits on (escalations, linkage timers, the record of a confirmed delivery) yield to the
+    /// others, a few dozen per commit ([`Write::lane`], [`group_commit`]).
     pub async fn write(&self, write: Write) -> Result<WriteResult, StoreError> {
-        self.write_in(group_commit::Lane::Urgent, write).await
-    }
-
-    /// [`Store::write`] for housekeeping nobody waits on (escalations, linkage timers): it
-    /// yields to the other writes, a few dozen per commit (see [`group_commit`]).
-    pub async fn write_yielding(&self, write: Write) -> Result<WriteResult, StoreError> {
-        self.write_in(group_commit::Lane::Yielding, write).await
-    }
-
-    async fn write_in(
-        &self,
-        lane: group_commit::Lane,
-        write: Write,
-    ) -> Result<WriteResult, StoreError> {
+        let lane = write.lane();
         let queues = matches!(
             write,
             Write::Submit(_)

@@ -3,11 +3,12 @@
 //! it is the only writer; on PostgreSQL each replica has one, and replicas still write
 //! concurrently (row locks and `SKIP LOCKED` keep them apart).
 //!
-//! Writes come in two lanes. A desk's submission, a delivery's outcome, an operator's action
-//! are *urgent*: someone is waiting on the answer. The deadline sweeper's escalations and
-//! linkage timers *yield*: a commit carries at most [`YIELDING_SHARE`] of them, so a burst of
-//! thousands of escalations (a desk that stopped confirming receipt) never makes a submission
-//! wait behind it, and the sweeper, which waits for each page's writes, slows to what is left.
+//! Writes come in two lanes. A desk's submission, a status update, an operator's action are
+//! *urgent*: someone is waiting on the answer. The deadline sweeper's escalations, linkage
+//! timers and the records of confirmed deliveries *yield*: a commit carries at most
+//! [`YIELDING_SHARE`] of them, so a burst of thousands (a desk that stopped confirming receipt,
+//! a backlog draining after an outage) never makes a submission wait behind it, and the sweeper
+//! and the deliverer, which wait for their writes, slow to what is left.
 //!
 //! Each write runs in its own savepoint: one that fails is rolled back alone and answered with
 //! its error; the others commit. Nobody is answered before the batch's commit returns, and the
@@ -26,7 +27,7 @@ use super::{Backend, StoreError};
 /// The most urgent writes one commit carries.
 const MAX_BATCH: usize = 512;
 
-/// The most yielding writes (escalations, timers) one commit carries: the most an urgent write
+/// The most yielding writes (escalations, timers, confirmed deliveries) one commit carries: the most an urgent write
 /// can find ahead of it. Small enough that a commit of them costs a few milliseconds, large
 /// enough that the sweeper alone still commits hundreds a second.
 pub const YIELDING_SHARE: usize = 64;
@@ -406,13 +407,27 @@ mod tests {
     }
 
     fn lanes(batch: &[Job]) -> Vec<Lane> {
-        batch
-            .iter()
-            .map(|job| match job.write {
-                Write::Escalate { .. } => Lane::Yielding,
-                _ => Lane::Urgent,
-            })
-            .collect()
+        batch.iter().map(|job| job.write.lane()).collect()
+    }
+
+    /// What yields: the writes nobody waits on. What a desk or an operator waits on does not.
+    #[test]
+    fn housekeeping_yields_and_what_someone_waits_on_does_not() {
+        let yielding = [
+            Write::Escalate { transfer_id: "t".into(), deadline: "receive_by", at: 0 },
+            Write::Delivered { item_id: 1, at: 0 },
+        ];
+        assert!(yielding.iter().all(|w| w.lane() == Lane::Yielding));
+        let failed = Write::Failed {
+            item_id: 1,
+            at: 0,
+            error: "refused".into(),
+            next_attempt_at: 0,
+            dead: true,
+            undeliverable: None,
+        };
+        let urgent = [Write::Audit(Vec::new()), failed];
+        assert!(urgent.iter().all(|w| w.lane() == Lane::Urgent));
     }
 
     /// Queues the writes, in this order, and returns the writer's queues.

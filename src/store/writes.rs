@@ -112,6 +112,19 @@ pub enum StatusRefused {
 }
 
 impl Write {
+    /// Which of the writer's queues this write waits in: housekeeping nobody waits on — an
+    /// escalation, a linkage timer, the record of a delivery the destination confirmed —
+    /// yields to the rest ([`super::group_commit`]).
+    pub fn lane(&self) -> super::group_commit::Lane {
+        use super::group_commit::Lane;
+        match self {
+            Write::Escalate { .. } | Write::Timer { .. } | Write::Delivered { .. } => {
+                Lane::Yielding
+            }
+            _ => Lane::Urgent,
+        }
+    }
+
     /// A new transfer to store: its JSON is made here, on the submitter's task, not by the
     /// writer that every submission waits for.
     /// `native`: the document as the sender sent it (as text), kept as evidence.
