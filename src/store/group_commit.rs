@@ -27,9 +27,10 @@ use super::{Backend, StoreError};
 /// The most urgent writes one commit carries.
 const MAX_BATCH: usize = 512;
 
-/// The most yielding writes (escalations, timers, confirmed deliveries) one commit carries: the most an urgent write
-/// can find ahead of it. Small enough that a commit of them costs a few milliseconds, large
-/// enough that the sweeper alone still commits hundreds a second.
+/// The most yielding writes (escalations, timers, confirmed deliveries) one commit carries:
+/// the most an urgent write can find ahead of it. Small enough that a commit of them costs a
+/// few milliseconds, large enough that the sweeper or a drain alone still commits thousands a
+/// second.
 pub const YIELDING_SHARE: usize = 64;
 
 /// Which queue a write waits in.
