@@ -154,11 +154,15 @@ async fn routing(directory: usize) {
     }
     importing.await.unwrap();
     // and while this replica catches up with it (within a second), and after
+    // (each second apart too: this replica catches up within the first)
     let caught_up = Instant::now();
+    let mut by_second: Vec<Vec<Duration>> = vec![Vec::new(); 3];
     while caught_up.elapsed() < Duration::from_secs(3) {
+        let second = (caught_up.elapsed().as_secs() as usize).min(2);
         let (route, submission) = route_and_submit(&restarted, n).await;
         routes.push(route);
         after.push(submission);
+        by_second[second].push(submission);
         n += 1;
     }
     println!(
@@ -173,6 +177,13 @@ async fn routing(directory: usize) {
         "routing: submissions in the 3 s after it committed:    {}",
         common::percentiles(after)
     );
+    for (second, samples) in by_second.into_iter().enumerate() {
+        println!(
+            "routing:   … in second {} after it:                  {}",
+            second + 1,
+            common::percentiles(samples)
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
