@@ -4,7 +4,9 @@
 //!
 //! A [`LiveDataset`] is loaded before the server says it is ready, follows the log every
 //! [`REFRESH`] in the background (another replica's or an import's writes are seen within a
-//! second), and catches up at once when this replica has written to it.
+//! second), and catches up at once when this replica has written to it. A catch-up of more
+//! than a page (another process's import) is paced: after each page it waits as long as the
+//! page took, so that the submissions beside it keep half the processors.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -156,8 +158,12 @@ impl LiveDataset {
         let _one = self.refreshing.lock().await;
         let mut changed_keys = Vec::new();
         self.stale.store(false, Ordering::Release);
-        let mut from = self.cache.read().await.settled;
+        let (mut from, loaded) = {
+            let cache = self.cache.read().await;
+            (cache.settled, cache.refreshed.is_some())
+        };
         loop {
+            let page_began = Instant::now();
             let (changes, settled) = store.record_changes_now(self.dataset, from, PAGE).await?;
             let full = changes.len() as i64 >= PAGE;
             if let Some(last) = changes.last() {
@@ -193,8 +199,12 @@ impl LiveDataset {
                 cache.refreshed = Some(Instant::now());
                 return Ok(changed_keys);
             }
-            // Let lookups in between pages.
+            // Let lookups in between pages; once loaded, a long catch-up (another process's
+            // import) leaves the processors to the submissions half the time.
             drop(cache);
+            if loaded {
+                tokio::time::sleep(page_began.elapsed()).await;
+            }
         }
     }
 
