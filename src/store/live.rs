@@ -4,9 +4,9 @@
 //!
 //! A [`LiveDataset`] is loaded before the server says it is ready, follows the log every
 //! [`REFRESH`] in the background (another replica's or an import's writes are seen within a
-//! second), and catches up at once when this replica has written to it. A catch-up of more
-//! than a page (another process's import) is paced: after each page it waits as long as the
-//! page took, so that the submissions beside it keep half the processors.
+//! second), and catches up at once when this replica has written to it. A background catch-up
+//! of more than a page (another process's import) is paced: after each page it waits as long
+//! as the page took, so that the submissions beside it keep half the processors.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -157,10 +157,12 @@ impl LiveDataset {
     pub async fn refresh_keys(&self, store: &Store) -> Result<Vec<String>, StoreError> {
         let _one = self.refreshing.lock().await;
         let mut changed_keys = Vec::new();
-        self.stale.store(false, Ordering::Release);
-        let (mut from, loaded) = {
+        // Paced only in the background: not the first load (before ready), nor a catch-up
+        // after this replica's own write, which a lookup may be waiting on.
+        let own_write = self.stale.swap(false, Ordering::AcqRel);
+        let (mut from, paced) = {
             let cache = self.cache.read().await;
-            (cache.settled, cache.refreshed.is_some())
+            (cache.settled, cache.refreshed.is_some() && !own_write)
         };
         loop {
             let page_began = Instant::now();
@@ -202,7 +204,7 @@ impl LiveDataset {
             // Let lookups in between pages; once loaded, a long catch-up (another process's
             // import) leaves the processors to the submissions half the time.
             drop(cache);
-            if loaded {
+            if paced {
                 tokio::time::sleep(page_began.elapsed()).await;
             }
         }
