@@ -55,6 +55,9 @@ pub struct Config {
     /// The linkage defaults (`linkage.md`): `dispute_within`, `urge_interval`.
     #[serde(default)]
     pub linkage: Linkage,
+    /// The assessment figures: how many transfers' facts each replica keeps in memory.
+    #[serde(default)]
+    pub figures: Figures,
     /// Rate limits per identity class and kind of call (`docs/CONFIG.md`).
     #[serde(default)]
     pub limits: crate::security::ratelimit::LimitsConfig,
@@ -244,6 +247,22 @@ impl Linkage {
             dispute_within: self.dispute_within.as_secs() as i64,
             urge_interval: self.urge_interval.as_secs() as i64,
         }
+    }
+}
+
+/// The assessment figures (`GET /v1/stats`, the console's 考核 page).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Figures {
+    /// The most transfers whose facts are kept in memory (about 130 MB a million), where a
+    /// province's year answers in milliseconds; past it they are let go and the database
+    /// aggregates every figure (seconds for a million). 0: never in memory.
+    pub memory_limit: usize,
+}
+
+impl Default for Figures {
+    fn default() -> Self {
+        Figures { memory_limit: 5_000_000 }
     }
 }
 

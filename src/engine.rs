@@ -103,7 +103,7 @@ impl Engine {
             directory: Arc::new(LiveDataset::new(routing::DIRECTORY)),
             categories: Arc::new(LiveDataset::new(crate::sync::CATEGORIES)),
             knowledge: Arc::default(),
-            facts: FactsIndex::new(),
+            facts: FactsIndex::new(config.figures.memory_limit),
         }
     }
 

@@ -189,6 +189,7 @@ fn write_config(
         format(defaults.sweep_every),
     );
     let dead_after_attempts = defaults.dead_after_attempts;
+    let memory_limit = crate::config::Figures::default().memory_limit;
     let config = format!(
         r#"# Liandong site written by `liandong init`. Every key is explained in docs/CONFIG.md.
 
@@ -237,6 +238,11 @@ rights = ["read_transfers", "watch", "decide_disputes"]
 [linkage]
 dispute_within = "24h"
 urge_interval = "1h"
+
+# The figures' facts kept in memory (about 130 MB a million transfers); past the limit the
+# database aggregates the figures instead (docs/CONFIG.md).
+[figures]
+memory_limit = {memory_limit}
 {endpoints}"#
     );
     let config_path = dir.join("liandong.toml");

@@ -849,6 +849,52 @@ async fn figures_follow_every_write_and_an_older_store_gets_its_facts() {
     }
 }
 
+/// The figures' facts in memory are bounded (`[figures] memory_limit`): past the limit they
+/// are let go and the database answers, the same figures; a store already past it at start is
+/// never loaded; a limit of 0 never loads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn figures_past_the_memory_limit_are_let_go_and_the_database_answers() {
+    use liandong::security::Identity;
+    use liandong::stats::{compute, StatsQuery};
+    let operator = Identity::Operator("ops".into());
+    let transfers = |engine: liandong::engine::Engine| {
+        let operator = operator.clone();
+        async move {
+            let everything = StatsQuery::new(None, None, None, None, None).unwrap();
+            compute(&engine, &operator, &everything).await.unwrap().transfers
+        }
+    };
+    for (backend, store, _dir) in stores("figures_limit").await {
+        let engine = common::stores::engine_with(store.clone(), "[figures]\nmemory_limit = 3");
+        let origin = id("330200/110");
+        for n in 1..=2 {
+            engine.submit(&origin, ningbo_request(&format!("LZ-M{n}"))).await.unwrap();
+        }
+        let stop = common::stores::facts_in_memory(&engine, &store).await;
+        assert_eq!(transfers(engine.clone()).await, 2, "{backend}");
+        for n in 3..=4 {
+            engine.submit(&origin, ningbo_request(&format!("LZ-M{n}"))).await.unwrap();
+        }
+        assert_eq!(transfers(engine.clone()).await, 4, "{backend}: counted by the database");
+        assert!(!engine.facts_loaded().await, "{backend}: four facts are over the limit of three");
+        stop.send(true).unwrap();
+
+        // Started again over four transfers: not loaded at all, and the figures still answer.
+        for more in ["[figures]\nmemory_limit = 3", "[figures]\nmemory_limit = 0"] {
+            let again = common::stores::engine_with(store.clone(), more);
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let following = tokio::spawn(again.follow_facts(store.clone(), stopped));
+            tokio::time::timeout(std::time::Duration::from_secs(10), following)
+                .await
+                .expect("following ends at once when the facts are over the limit")
+                .unwrap();
+            assert!(!again.facts_loaded().await, "{backend}: {more}");
+            assert_eq!(transfers(again.clone()).await, 4, "{backend}: {more}");
+            drop(stop);
+        }
+    }
+}
+
 /// A figure counts every write committed before it was asked, even while another transaction
 /// in the same PostgreSQL server runs: the facts read beyond the horizon for an answer (the
 /// horizon keeps the feed's cursor from skipping a transaction that commits later).

@@ -12,6 +12,7 @@
 #   MEMORY_LOG=FILE         the gateways' resident memory every 10 s (seconds, then KiB each)
 #   JSON=FILE               the main run's report as JSON (with its minute-by-minute figures)
 #   RECEIVE_WITHIN=60s      the destination's receive_by (never confirmed here, so escalated)
+#   FIGURES_MEMORY_LIMIT=N  [figures] memory_limit (0: the figures' facts never in memory)
 #   GATEWAY=path/to/liandong   run this build as the gateways (the generator stays target/release/liandong)
 # The hour with an outage (docs/PERFORMANCE.md, "An hour with an outage"):
 #   STORE=sqlite REPLICAS=1 OUTAGE=300s OUTAGE_FROM=600s FLAT_OUT_AROUND=20 MEMORY_LOG=rss.tsv \
@@ -28,6 +29,7 @@ perl -0pi -e 's|id = "330200/12345"\n# url = "[^"]*"|id = "330200/12345"\nurl = 
 # The desk never confirms receipt: each transfer is escalated once its receive_by passes (30 min
 # by canonical.md's table); RECEIVE_WITHIN=60s brings that load into a short run.
 [ "${RECEIVE_WITHIN:-}" ] && perl -0pi -e "s|(url = \"https://127.0.0.1:28445/desk\")|\$1\nreceive_within = \"$RECEIVE_WITHIN\"|" "$site/liandong.toml"
+[ "${FIGURES_MEMORY_LIMIT:-}" ] && sed -i "s|^memory_limit = .*|memory_limit = $FIGURES_MEMORY_LIMIT|" "$site/liandong.toml"
 store=${STORE:-postgres}
 replicas=${REPLICAS:-2}
 urls=https://localhost:28443

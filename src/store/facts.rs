@@ -1014,14 +1014,25 @@ impl Index {
 /// this gateway's commits and other replicas' alike — every few seconds and before each
 /// answer, so an answer counts every write committed before it. Until it is loaded, the figures are
 /// aggregated by the database ([`Store::figures`]), the same figures more slowly.
-#[derive(Default)]
+///
+/// Memory grows with the transfers kept (about 130 MB a million), so it is bounded: past
+/// `limit` transfers (`[figures] memory_limit`) the facts are let go and the database answers
+/// every figure from then on (docs/DECISIONS.md, "Figures"). A limit of 0 never loads them.
 pub struct FactsIndex {
     index: tokio::sync::Mutex<Option<Index>>,
+    limit: usize,
+}
+
+/// What became of a load.
+enum Loaded {
+    Index(Index),
+    OverLimit,
 }
 
 impl FactsIndex {
-    pub fn new() -> std::sync::Arc<FactsIndex> {
-        std::sync::Arc::new(FactsIndex::default())
+    /// Facts of up to `limit` transfers in memory.
+    pub fn new(limit: usize) -> std::sync::Arc<FactsIndex> {
+        std::sync::Arc::new(FactsIndex { index: tokio::sync::Mutex::new(None), limit })
     }
 
     /// Whether the facts are in memory yet.
@@ -1029,7 +1040,7 @@ impl FactsIndex {
         self.index.lock().await.is_some()
     }
 
-    async fn load(store: &Store) -> Result<Index, StoreError> {
+    async fn load(store: &Store, limit: usize) -> Result<Loaded, StoreError> {
         use tokio_stream::StreamExt;
         // The feed's end first: whatever commits while the table is read is applied again
         // after (applying is idempotent), so nothing falls between the two.
@@ -1045,10 +1056,25 @@ impl FactsIndex {
                 problem: format!("unreadable row {line:?}"),
             })?;
             index.apply(fact);
+            if index.rows.len() > limit {
+                return Ok(Loaded::OverLimit);
+            }
         }
         drop(rows);
         index.catch_up(store, false).await?;
-        Ok(index)
+        Ok(if index.rows.len() > limit { Loaded::OverLimit } else { Loaded::Index(index) })
+    }
+
+    /// Lets the facts go when they have grown past the limit: the database answers from then on.
+    fn let_go_if_over(&self, slot: &mut Option<Index>) {
+        if slot.as_ref().is_some_and(|index| index.rows.len() > self.limit) {
+            *slot = None;
+            tracing::warn!(
+                limit = self.limit,
+                "the figures' facts have outgrown [figures] memory_limit and were let go; \
+                 figures are aggregated by the database from now on (slower)"
+            );
+        }
     }
 
     /// Loads the facts, then keeps them caught up with `store` until `stop`, every five seconds
@@ -1058,10 +1084,21 @@ impl FactsIndex {
         store: Store,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
+        if self.limit == 0 {
+            return;
+        }
         let started = std::time::Instant::now();
         let index = loop {
-            match FactsIndex::load(&store).await {
-                Ok(index) => break index,
+            match FactsIndex::load(&store, self.limit).await {
+                Ok(Loaded::Index(index)) => break index,
+                Ok(Loaded::OverLimit) => {
+                    tracing::warn!(
+                        limit = self.limit,
+                        "more transfers than [figures] memory_limit: the figures' facts are not \
+                         kept in memory; figures are aggregated by the database (slower)"
+                    );
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "the figures' facts could not be loaded; retrying");
                     tokio::select! {
@@ -1084,11 +1121,12 @@ impl FactsIndex {
                 _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
                 _ = stop.changed() => return,
             }
-            if let Some(index) = self.index.lock().await.as_mut() {
-                if let Err(e) = index.catch_up(&store, false).await {
-                    tracing::warn!(error = %e, "the figures' facts could not catch up");
-                }
+            let mut slot = self.index.lock().await;
+            let Some(index) = slot.as_mut() else { return };
+            if let Err(e) = index.catch_up(&store, false).await {
+                tracing::warn!(error = %e, "the figures' facts could not catch up");
             }
+            self.let_go_if_over(&mut slot);
         }
     }
 
@@ -1099,12 +1137,15 @@ impl FactsIndex {
         from_memory: impl FnOnce(&Index) -> T,
         from_database: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let mut guard = self.index.lock().await;
-        if let Some(index) = guard.as_mut() {
+        let mut slot = self.index.lock().await;
+        if let Some(index) = slot.as_mut() {
             index.catch_up(store, true).await?;
-            return Ok(from_memory(index));
+            self.let_go_if_over(&mut slot);
+            if let Some(index) = slot.as_ref() {
+                return Ok(from_memory(index));
+            }
         }
-        drop(guard);
+        drop(slot);
         from_database.await
     }
 

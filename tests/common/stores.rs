@@ -102,10 +102,16 @@ mod tempdir {
 }
 
 pub fn engine(store: Store) -> Engine {
+    engine_with(store, "")
+}
+
+/// An engine whose configuration has `more` besides the tests' own (whole TOML tables).
+pub fn engine_with(store: Store, more: &str) -> Engine {
+    let config = format!("{CONFIG}\n{more}");
     Engine::new(
         store,
         Arc::new(Registry::builtin()),
-        Arc::new(Config::parse("test.toml", CONFIG).unwrap()),
+        Arc::new(Config::parse("test.toml", &config).unwrap()),
     )
 }
 
