@@ -115,6 +115,12 @@ pub enum SyncError {
     /// FAILED_PRECONDITION): `import --if-version` after a preview.
     #[error("version: {dataset} is at version {now}, not {expected} as previewed (preview again)")]
     Moved { dataset: &'static str, expected: String, now: String },
+    /// A key was written by someone else while an import was being checked against it (409 /
+    /// FAILED_PRECONDITION): nothing of the import was written.
+    #[error(
+        "version: {key} was written (now version {now}) while this import was being checked; nothing was written (import again)"
+    )]
+    Changed { key: String, now: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -190,18 +196,42 @@ impl Import<'_> {
         }
         match self.write.put(&records).await {
             Ok(Ok(_)) => {}
-            Ok(Err(PutRefused::Stale(stale))) => self.errors.extend(
-                Datasets::refusals(stale).into_iter().map(|(i, e)| (lines[i], e.to_string())),
-            ),
-            Ok(Err(PutRefused::Moved { now })) => {
+            Ok(Err(refused)) => self.errors.extend(Import::refusals(
+                dataset,
+                self.options.if_version,
+                refused,
+                &lines,
+            )),
+            Err(e) => self.errors.push((0, e.to_string())),
+        }
+    }
+
+    /// Why the store refused the import, by the file's line (0: not one line's); `lines` are
+    /// those of the records refused by their position.
+    fn refusals(
+        dataset: Dataset,
+        if_version: Option<FeedCursor>,
+        refused: PutRefused,
+        lines: &[usize],
+    ) -> Vec<(usize, String)> {
+        let line = |i: usize| lines.get(i).copied().unwrap_or(0);
+        match refused {
+            PutRefused::Stale(stale) => Datasets::refusals(stale)
+                .into_iter()
+                .map(|(i, e)| (line(i), e.to_string()))
+                .collect(),
+            PutRefused::Moved { now } => {
                 let moved = SyncError::Moved {
                     dataset: dataset.as_str(),
-                    expected: self.options.if_version.unwrap_or_default().encode(),
+                    expected: if_version.unwrap_or_default().encode(),
                     now: now.encode(),
                 };
-                self.errors.push((0, moved.to_string()));
+                vec![(0, moved.to_string())]
             }
-            Err(e) => self.errors.push((0, e.to_string())),
+            PutRefused::Changed(changed) => changed
+                .into_iter()
+                .map(|(key, now)| (0, SyncError::Changed { key, now }.to_string()))
+                .collect(),
         }
     }
 
@@ -218,9 +248,16 @@ impl Import<'_> {
         }
         let detail = json!({"dataset": self.dataset.as_str(), "source": self.options.source});
         let audit = dataset_audit("import".into(), "dataset.import", detail);
-        let written = self.write.commit(Some(audit)).await.map_err(|e| vec![(0, e.to_string())])?;
+        let Import { datasets, dataset, write, options, .. } = self;
+        let written = match write.commit(Some(audit)).await {
+            Ok(Ok(written)) => written,
+            Ok(Err(refused)) => {
+                return Err(Import::refusals(dataset, options.if_version, refused, &[]))
+            }
+            Err(e) => return Err(vec![(0, e.to_string())]),
+        };
         crate::metrics::add(&crate::metrics::counters().records_written, written as u64);
-        self.datasets.written(self.dataset).await.map_err(|e| vec![(0, e.to_string())])?;
+        datasets.written(dataset).await.map_err(|e| vec![(0, e.to_string())])?;
         Ok(written)
     }
 }

@@ -503,6 +503,108 @@ async fn categories_are_seeded_once_and_imports_are_all_or_nothing() {
     }
 }
 
+/// An import is checked a chunk at a time and committed whole, and a later record of a key in
+/// the same import is checked against its earlier one, across chunks. While it is under way the
+/// gateway goes on writing (on SQLite the chunks are staged beside the store, not written under
+/// its one write lock: a submission made meanwhile would otherwise wait for the import and fail
+/// with "database is locked"). A key written by someone else after the import was checked
+/// against it refuses the whole import, naming the key; the scratch file never stays behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_is_checked_beside_the_gateways_writes_and_applied_whole() {
+    let record = |key: &str, version: u64, name: &str| Record {
+        dataset: "directory".into(),
+        key: key.into(),
+        owner: "330200/12345".into(),
+        version,
+        updated_at: Timestamp::now(),
+        deleted: false,
+        body: unit("U", name),
+    };
+    let lines = |records: Vec<Record>| records.into_iter().enumerate().collect::<Vec<_>>();
+    let leftovers = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("import"))
+            .count()
+    };
+    for (backend, store, dir) in stores("ds_staged").await {
+        let engine = engine(store.clone());
+        let datasets = engine.datasets();
+        let mut import =
+            datasets.begin_import(Dataset::Directory, import_options("e.jsonl")).await.unwrap();
+        import
+            .add(lines(vec![
+                record("330203/NP01", 1, "a1"),
+                record("330203/NP02", 1, "b1"),
+                record("330203/NP01", 2, "a2"),
+            ]))
+            .await;
+        // A desk submits while the import is under way: answered at once.
+        let submitted =
+            engine.submit(&"330200/110".parse().unwrap(), ningbo_request("LZ-S1")).await;
+        assert!(submitted.unwrap().created, "{backend}");
+        import
+            .add(lines(vec![record("330203/NP01", 3, "a3"), record("330203/NP03", 1, "c1")]))
+            .await;
+        assert_eq!(import.finish().await.unwrap(), 5, "{backend}: every version written");
+        let a = store.record("directory", "330203/NP01").await.unwrap().unwrap();
+        assert_eq!((a.version, &a.body["unit"]["name"]), (3, &json!("a3")), "{backend}");
+        let history = store.record_history("directory", "330203/NP01").await.unwrap();
+        let versions: Vec<u64> = history.iter().map(|(r, _)| r.version).collect();
+        assert_eq!(versions, [1, 2, 3], "{backend}");
+        assert_eq!(history[2].1.as_deref(), Some("import e.jsonl"), "{backend}");
+
+        // Within one import, across chunks: a version that does not grow on the import's own
+        // earlier record is refused, by its line.
+        let mut import =
+            datasets.begin_import(Dataset::Directory, import_options("f.jsonl")).await.unwrap();
+        import.add(lines(vec![record("330203/NP04", 1, "d1")])).await;
+        import.add(vec![(7, record("330203/NP04", 1, "d1 again, changed"))]).await;
+        let errors = import.finish().await.unwrap_err();
+        assert_eq!(errors.len(), 1, "{backend}: {errors:?}");
+        assert_eq!(errors[0].0, 7, "{backend}: {errors:?}");
+        assert!(store.record("directory", "330203/NP04").await.unwrap().is_none(), "{backend}");
+
+        if backend == "sqlite" {
+            // Checked against the store, then the store moves: nothing is written.
+            let mut import =
+                datasets.begin_import(Dataset::Directory, import_options("g.jsonl")).await.unwrap();
+            import
+                .add(lines(vec![record("330203/NP05", 1, "e1"), record("330203/NP02", 2, "b2")]))
+                .await;
+            datasets
+                .put(
+                    &endpoint("330200/12345"),
+                    Dataset::Directory,
+                    "330203/NP05",
+                    put(1, unit("U", "x")),
+                )
+                .await
+                .unwrap();
+            let errors = import.finish().await.unwrap_err();
+            assert_eq!(
+                errors,
+                [(
+                    0,
+                    "version: 330203/NP05 was written (now version 1) while this import was \
+                     being checked; nothing was written (import again)"
+                        .to_string()
+                )],
+                "{backend}"
+            );
+            let b = store.record("directory", "330203/NP02").await.unwrap().unwrap();
+            assert_eq!(b.version, 1, "{backend}: nothing of it written");
+            // An import dropped half-way writes nothing and leaves no file.
+            let mut import =
+                datasets.begin_import(Dataset::Directory, import_options("h.jsonl")).await.unwrap();
+            import.add(lines(vec![record("330203/NP06", 1, "f1")])).await;
+            drop(import);
+            assert!(store.record("directory", "330203/NP06").await.unwrap().is_none());
+            assert_eq!(leftovers(dir.path()), 0, "no scratch file left");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_takes_the_most_specific_directory_record() {
     for (backend, store, _dir) in stores("ds_route").await {

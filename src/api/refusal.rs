@@ -222,7 +222,7 @@ impl Refusal {
             }
             SyncError::Forbidden(_) => Refusal::new(Reason::Policy, error.to_string()),
             SyncError::NotFound(_) => Refusal::new(Reason::NotFound, error.to_string()),
-            SyncError::Stale { .. } | SyncError::Moved { .. } => {
+            SyncError::Stale { .. } | SyncError::Moved { .. } | SyncError::Changed { .. } => {
                 Refusal::new(Reason::Version, error.to_string())
             }
             SyncError::Store(_) => Refusal::new(Reason::Unavailable, error.to_string()),

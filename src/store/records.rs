@@ -62,6 +62,10 @@ pub enum PutRefused {
     /// The dataset is no longer where the writer expected (`import --if-version`): it is at
     /// `now`.
     Moved { now: FeedCursor },
+    /// Keys written by someone else while an import was being checked (SQLite's staged
+    /// import), each with its version now: the import was checked against what is no longer
+    /// there.
+    Changed(Vec<(String, u64)>),
 }
 
 /// How one put is made: who writes (kept with each version in the log), whether it only
@@ -77,14 +81,22 @@ pub struct PutOptions {
     pub expect_at: Option<FeedCursor>,
 }
 
-/// An import's write: chunk after chunk in one transaction, committed whole at the end or
-/// dropped (rolled back) — all or nothing, with only one chunk in memory at a time. Taken
-/// straight from the pool, beside the group-commit writer: an import is one long write, and
-/// on SQLite it holds the write lock (`BEGIN IMMEDIATE`) from its first chunk to its commit.
+/// An import's write, all or nothing, with only one chunk in memory at a time.
+///
+/// On PostgreSQL: chunk after chunk in one transaction, committed whole at the end or dropped
+/// (rolled back). It locks only the rows it writes, so the replicas' writes go on beside it.
+///
+/// On SQLite one such transaction would hold the store's only write lock from the first chunk
+/// to the commit — tens of seconds for a million records, longer than a desk's submission may
+/// wait for it (the busy timeout, 10 s). So each chunk is checked against the store as it
+/// stands and *staged* in a scratch database beside it, with no lock on the store; the commit
+/// then applies them all in one short write (set-based statements inside SQLite), after making
+/// sure that no key the chunks were checked against has been written since — if one has,
+/// nothing is written and the key is named ([`PutRefused::Changed`]).
 pub struct ImportWrite {
-    tx: Transaction<'static, Any>,
-    pool: sqlx::AnyPool,
+    way: ImportWay,
     backend: Backend,
+    pool: sqlx::AnyPool,
     /// The audit chain its entry goes to.
     chain: String,
     dataset: String,
@@ -94,6 +106,14 @@ pub struct ImportWrite {
     written: usize,
 }
 
+/// Where an import's chunks go until its commit.
+enum ImportWay {
+    /// PostgreSQL: the import's own transaction.
+    Transaction(Transaction<'static, Any>),
+    /// SQLite: a scratch database.
+    Staged(Staging),
+}
+
 impl Store {
     /// Begins an import of `dataset`.
     pub async fn begin_import(
@@ -101,12 +121,12 @@ impl Store {
         dataset: &str,
         options: PutOptions,
     ) -> Result<ImportWrite, StoreError> {
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+        let way = match self.backend {
+            Backend::Sqlite => ImportWay::Staged(Staging::open(&self.pool).await?),
+            Backend::Postgres => ImportWay::Transaction(self.pool.begin().await?),
         };
         Ok(ImportWrite {
-            tx,
+            way,
             pool: self.pool.clone(),
             backend: self.backend,
             chain: self.chain(),
@@ -120,7 +140,8 @@ impl Store {
 }
 
 impl ImportWrite {
-    /// Puts one chunk (see [`put`]); `expect_at` is checked before the first.
+    /// Puts one chunk (see [`put`]); `expect_at` is checked before the first (and, on SQLite,
+    /// again at the commit).
     pub async fn put(
         &mut self,
         records: &[Record],
@@ -131,7 +152,12 @@ impl ImportWrite {
         }
         self.chunks += 1;
         self.records += records.len();
-        let result = put(&mut self.tx, self.backend, &self.dataset, records, &options).await?;
+        let result = match &mut self.way {
+            ImportWay::Transaction(tx) => {
+                put(tx, self.backend, &self.dataset, records, &options).await?
+            }
+            ImportWay::Staged(staging) => staging.put(&self.dataset, records, &options).await?,
+        };
         if let Ok(outcomes) = &result {
             self.written += outcomes.iter().filter(|o| **o == PutOutcome::Written).count();
         }
@@ -145,27 +171,236 @@ impl ImportWrite {
 
     /// Commits everything put, with `audit` (given the counts) when anything was written.
     pub async fn commit(
-        mut self,
+        self,
         audit: Option<super::audit::AuditEntry>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Result<usize, PutRefused>, StoreError> {
+        let mut entries = Vec::new();
         if let (Some(mut entry), true) = (audit, self.written > 0) {
             if let Some(detail) = entry.detail.as_object_mut() {
                 detail.insert("records".into(), self.records.into());
                 detail.insert("written".into(), self.written.into());
             }
-            let entries = [entry];
-            let append = super::audit::append(&mut self.tx, self.backend, &entries);
-            super::audit::CHAIN.scope(self.chain.clone(), append).await?;
+            entries.push(entry);
         }
-        self.tx.commit().await?;
-        if self.backend == Backend::Sqlite {
-            // Fold the import's write-ahead log into the database now, here, rather than leave
-            // it to whichever commit of the gateway's next crosses the checkpoint threshold
-            // (a submission would pay for the import). Best effort: a busy reader only makes
-            // it partial.
-            let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.pool).await;
+        let append = |tx| async {
+            let append = super::audit::append(tx, self.backend, &entries);
+            super::audit::CHAIN.scope(self.chain.clone(), append).await
+        };
+        match self.way {
+            ImportWay::Transaction(mut tx) => {
+                append(&mut tx).await?;
+                tx.commit().await?;
+            }
+            ImportWay::Staged(mut staging) => {
+                let mut tx =
+                    sqlx::Connection::begin_with(&mut staging.conn, "BEGIN IMMEDIATE").await?;
+                if let Err(refused) = Staging::apply(&mut tx, &self.dataset, &self.options).await? {
+                    return Ok(Err(refused));
+                }
+                append(&mut tx).await?;
+                tx.commit().await?;
+                // Fold the import's write-ahead log into the database now, here, rather than
+                // leave it to whichever commit of the gateway's next crosses the checkpoint
+                // threshold (a submission would pay for the import). Best effort: a busy
+                // reader only makes it partial.
+                let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.pool).await;
+            }
         }
-        Ok(self.written)
+        Ok(Ok(self.written))
+    }
+}
+
+/// An SQLite import's scratch database: a file beside the store's, attached to a connection
+/// taken out of the pool for the import alone; both go when the import ends, committed or not.
+struct Staging {
+    conn: sqlx::AnyConnection,
+    path: std::path::PathBuf,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Staging {
+    async fn open(pool: &sqlx::AnyPool) -> Result<Staging, StoreError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut conn = pool.acquire().await?.detach();
+        let main: String =
+            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_one(&mut conn)
+                .await?;
+        let dir = std::path::Path::new(&main)
+            .parent()
+            .filter(|_| !main.is_empty())
+            .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!(".liandong-import-{}-{n}.db", std::process::id()));
+        let mut staging = Staging { conn, path };
+        sqlx::query("ATTACH DATABASE ? AS stage")
+            .bind(staging.path.to_string_lossy().into_owned())
+            .execute(&mut staging.conn)
+            .await?;
+        for statement in [
+            // Scratch: nothing to recover after a crash.
+            "PRAGMA stage.journal_mode = OFF",
+            "PRAGMA stage.synchronous = OFF",
+            // The records to write, in the import's order.
+            "CREATE TABLE stage.rows (seq INTEGER PRIMARY KEY, key TEXT NOT NULL, \
+             owner TEXT NOT NULL, version INTEGER NOT NULL, updated_at INTEGER NOT NULL, \
+             deleted INTEGER NOT NULL, body TEXT NOT NULL, doc TEXT NOT NULL)",
+            "CREATE INDEX stage.rows_by_key ON rows (key, seq)",
+            // Each key as the store had it when a chunk was checked against it.
+            "CREATE TABLE stage.observed (key TEXT PRIMARY KEY, present INTEGER NOT NULL, \
+             version INTEGER NOT NULL, owner TEXT NOT NULL)",
+        ] {
+            sqlx::query(statement).execute(&mut staging.conn).await?;
+        }
+        Ok(staging)
+    }
+
+    /// Checks a chunk against what this import staged before, else the store as it stands
+    /// (noting what it saw), and stages what it writes.
+    async fn put(
+        &mut self,
+        dataset: &str,
+        records: &[Record],
+        options: &PutOptions,
+    ) -> Result<Result<Vec<PutOutcome>, PutRefused>, StoreError> {
+        if let Some(expected) = options.expect_at {
+            let now = position(&mut self.conn, dataset).await?;
+            if now != expected {
+                return Ok(Err(PutRefused::Moved { now }));
+            }
+        }
+        let mut keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut current = self.staged(dataset, &keys).await?;
+        let unseen: Vec<&str> =
+            keys.iter().copied().filter(|key| !current.contains_key(*key)).collect();
+        let stored = stored(&mut self.conn, dataset, &unseen, "").await?;
+        for chunk in unseen.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT OR IGNORE INTO stage.observed (key, present, version, owner) VALUES {}",
+                values(Backend::Sqlite, chunk.len(), 4, None)
+            );
+            let mut query = sqlx::query(&sql);
+            for key in chunk {
+                let seen = stored.get(*key);
+                query = query
+                    .bind(*key)
+                    .bind(i64::from(seen.is_some()))
+                    .bind(seen.map_or(0, version))
+                    .bind(seen.map_or(String::new(), |r| r.owner.clone()));
+            }
+            query.execute(&mut self.conn).await?;
+        }
+        current.extend(stored);
+        let decided = match decide(records, &current, options.seed) {
+            Ok(decided) => decided,
+            Err(stale) => return Ok(Err(PutRefused::Stale(stale))),
+        };
+        for chunk in decided.written.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO stage.rows (key, owner, version, updated_at, deleted, body, doc) VALUES {}",
+                values(Backend::Sqlite, chunk.len(), 7, None)
+            );
+            let mut query = sqlx::query(&sql);
+            for r in chunk {
+                let doc = serde_json::to_string(r).map_err(|e| StoreError::Corrupt {
+                    id: r.key.clone(),
+                    problem: e.to_string(),
+                })?;
+                query = query
+                    .bind(r.key.as_str())
+                    .bind(r.owner.as_str())
+                    .bind(version(r))
+                    .bind(r.updated_at.unix_seconds())
+                    .bind(i64::from(r.deleted))
+                    .bind(r.body.to_string())
+                    .bind(doc);
+            }
+            query.execute(&mut self.conn).await?;
+        }
+        Ok(Ok(decided.outcomes))
+    }
+
+    /// The last record this import staged for each of these keys.
+    async fn staged(
+        &mut self,
+        dataset: &str,
+        keys: &[&str],
+    ) -> Result<HashMap<String, Record>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let places = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "{RECORD_SELECT} FROM stage.rows WHERE seq IN \
+                 (SELECT MAX(seq) FROM stage.rows WHERE key IN ({places}) GROUP BY key)"
+            );
+            let mut query = sqlx::query(&sql);
+            for key in chunk {
+                query = query.bind(*key);
+            }
+            for row in query.fetch_all(&mut self.conn).await? {
+                let record = record_from_row(dataset, &row)?;
+                found.insert(record.key.clone(), record);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes what was staged, in `tx` (the store's write lock held): unless the dataset has
+    /// moved from `expect_at`, or a key was written by someone else since it was checked.
+    async fn apply(
+        tx: &mut Transaction<'_, Any>,
+        dataset: &str,
+        options: &PutOptions,
+    ) -> Result<Result<(), PutRefused>, StoreError> {
+        if let Some(expected) = options.expect_at {
+            let now = position(tx, dataset).await?;
+            if now != expected {
+                return Ok(Err(PutRefused::Moved { now }));
+            }
+        }
+        let changed: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT o.key, COALESCE(r.version, 0) FROM stage.observed o \
+             LEFT JOIN main.records r ON r.dataset = ? AND r.key = o.key \
+             WHERE (r.key IS NULL) <> (o.present = 0) \
+             OR (r.key IS NOT NULL AND (r.version <> o.version OR r.owner <> o.owner)) \
+             ORDER BY o.key LIMIT 100",
+        )
+        .bind(dataset)
+        .fetch_all(&mut **tx)
+        .await?;
+        if !changed.is_empty() {
+            let changed = changed.into_iter().map(|(key, now)| (key, now.max(0) as u64));
+            return Ok(Err(PutRefused::Changed(changed.collect())));
+        }
+        sqlx::query(&format!(
+            "INSERT INTO main.record_log (dataset, key, version, deleted, doc, writer, tx) \
+             SELECT ?, key, version, deleted, doc, ?, {} FROM stage.rows ORDER BY seq",
+            tx_stamp(Backend::Sqlite)
+        ))
+        .bind(dataset)
+        .bind(options.writer.as_str())
+        .execute(&mut **tx)
+        .await?;
+        // Each key's last staged write.
+        sqlx::query(
+            "INSERT INTO main.records (dataset, key, owner, version, updated_at, deleted, body) \
+             SELECT ?, key, owner, version, updated_at, deleted, body FROM stage.rows s \
+             WHERE NOT EXISTS (SELECT 1 FROM stage.rows t WHERE t.key = s.key AND t.seq > s.seq) \
+             ON CONFLICT (dataset, key) DO UPDATE SET owner = excluded.owner, \
+             version = excluded.version, updated_at = excluded.updated_at, \
+             deleted = excluded.deleted, body = excluded.body",
+        )
+        .bind(dataset)
+        .execute(&mut **tx)
+        .await?;
+        Ok(Ok(()))
     }
 }
 
@@ -184,6 +419,65 @@ pub async fn position(
         Some(row) => FeedCursor { tx: row.try_get(0)?, seq: row.try_get(1)? },
         None => FeedCursor::default(),
     })
+}
+
+/// What a put of `records` does over `current` (each key's record before it): the outcome of
+/// each, and the records to write in order — or every record that may not be written.
+struct Decided<'r> {
+    outcomes: Vec<PutOutcome>,
+    written: Vec<&'r Record>,
+}
+
+fn decide<'r>(
+    records: &'r [Record],
+    stored: &HashMap<String, Record>,
+    seed: bool,
+) -> Result<Decided<'r>, Vec<Stale>> {
+    let mut outcomes = Vec::with_capacity(records.len());
+    let mut stale = Vec::new();
+    let mut written: Vec<&Record> = Vec::new();
+    // What this put has written so far: a later record of the same key is compared with it.
+    let mut written_here: HashMap<&str, &Record> = HashMap::new();
+    for (index, record) in records.iter().enumerate() {
+        let now =
+            written_here.get(record.key.as_str()).copied().or_else(|| stored.get(&record.key));
+        let outcome = match now {
+            None => PutOutcome::Written,
+            Some(_) if seed => PutOutcome::Unchanged,
+            Some(now) if now.owner == record.owner && record.version > now.version => {
+                PutOutcome::Written
+            }
+            Some(now)
+                if now.owner == record.owner
+                    && record.version == now.version
+                    && same_content(now, record) =>
+            {
+                PutOutcome::Unchanged
+            }
+            // Another owner's record, or an older or conflicting version: refused, saying which.
+            Some(now) => {
+                stale.push(Stale {
+                    index,
+                    key: record.key.clone(),
+                    current: now.version,
+                    given: record.version,
+                    writer: record.owner.clone(),
+                    owned_by: (now.owner != record.owner).then(|| now.owner.clone()),
+                });
+                PutOutcome::Unchanged
+            }
+        };
+        if outcome == PutOutcome::Written {
+            written_here.insert(record.key.as_str(), record);
+            written.push(record);
+        }
+        outcomes.push(outcome);
+    }
+    if stale.is_empty() {
+        Ok(Decided { outcomes, written })
+    } else {
+        Err(stale)
+    }
 }
 
 /// Stores records of one dataset, all or nothing: when any version does not grow (and is not a
@@ -215,46 +509,13 @@ pub async fn put(
         }
     }
     let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
-    let mut current = stored(tx, dataset, &keys, lock).await?;
-    let mut outcomes = Vec::with_capacity(records.len());
-    let mut stale = Vec::new();
-    let mut accepted: Vec<&Record> = Vec::new();
-    for (index, record) in records.iter().enumerate() {
-        let outcome = match current.get(&record.key) {
-            None => PutOutcome::Written,
-            Some(_) if seed => PutOutcome::Unchanged,
-            Some(now) if now.owner == record.owner && record.version > now.version => {
-                PutOutcome::Written
-            }
-            Some(now)
-                if now.owner == record.owner
-                    && record.version == now.version
-                    && same_content(now, record) =>
-            {
-                PutOutcome::Unchanged
-            }
-            // Another owner's record, or an older or conflicting version: refused, saying which.
-            Some(now) => {
-                stale.push(Stale {
-                    index,
-                    key: record.key.clone(),
-                    current: now.version,
-                    given: record.version,
-                    writer: record.owner.clone(),
-                    owned_by: (now.owner != record.owner).then(|| now.owner.clone()),
-                });
-                PutOutcome::Unchanged
-            }
-        };
-        if outcome == PutOutcome::Written {
-            current.insert(record.key.clone(), record.clone());
-            accepted.push(record);
-        }
-        outcomes.push(outcome);
-    }
-    if !stale.is_empty() {
-        return Ok(Err(PutRefused::Stale(stale)));
-    }
+    let current = stored(tx, dataset, &keys, lock).await?;
+    let accepted = match decide(records, &current, seed) {
+        Ok(accepted) => accepted,
+        Err(stale) => return Ok(Err(PutRefused::Stale(stale))),
+    };
+    let outcomes = accepted.outcomes;
+    let accepted = accepted.written;
     // The table holds each key's last write; the log every write.
     let mut last: Vec<&Record> = Vec::new();
     let mut seen = std::collections::HashSet::new();
