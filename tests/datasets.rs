@@ -33,6 +33,19 @@ fn unit(code: &str, name: &str) -> serde_json::Value {
     json!({"unit": {"code": code, "name": name}, "phone": "0574-87000000"})
 }
 
+/// A directory record of Ningbo 12345's.
+fn directory_record(key: &str, version: u64, name: &str) -> Record {
+    Record {
+        dataset: "directory".into(),
+        key: key.into(),
+        owner: "330200/12345".into(),
+        version,
+        updated_at: Timestamp::now(),
+        deleted: false,
+        body: unit("U", name),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_owner_writes_versions_grow_and_repeats_are_harmless() {
     for (backend, store, _dir) in stores("ds_owner").await {
@@ -412,15 +425,7 @@ async fn categories_are_seeded_once_and_imports_are_all_or_nothing() {
             .unwrap();
         assert_eq!(jiangxi.body, json!({"canonical": "NP07", "name": "占道停车挪车"}), "{backend}");
 
-        let record = |key: &str, version: u64, name: &str| Record {
-            dataset: "directory".into(),
-            key: key.into(),
-            owner: "330200/12345".into(),
-            version,
-            updated_at: Timestamp::now(),
-            deleted: false,
-            body: unit("U", name),
-        };
+        let record = directory_record;
         let written = datasets
             .import(
                 Dataset::Directory,
@@ -511,15 +516,7 @@ async fn categories_are_seeded_once_and_imports_are_all_or_nothing() {
 /// against it refuses the whole import, naming the key; the scratch file never stays behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_is_checked_beside_the_gateways_writes_and_applied_whole() {
-    let record = |key: &str, version: u64, name: &str| Record {
-        dataset: "directory".into(),
-        key: key.into(),
-        owner: "330200/12345".into(),
-        version,
-        updated_at: Timestamp::now(),
-        deleted: false,
-        body: unit("U", name),
-    };
+    let record = directory_record;
     let lines = |records: Vec<Record>| records.into_iter().enumerate().collect::<Vec<_>>();
     let leftovers = |dir: &std::path::Path| {
         std::fs::read_dir(dir)

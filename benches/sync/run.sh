@@ -19,18 +19,7 @@ immediate = { per_second = 1, burst = 1 }
 status = { per_second = 1, burst = 1 }
 read = { per_second = 1000000, burst = 1000000 }
 LIMITS
-python3 - "$records" "$site/directory.jsonl" <<'PY'
-import json, sys
-count, path = int(sys.argv[1]), sys.argv[2]
-categories = ["NP01", "NP02", "NP03", "NP04", "NP05", "NP06", "NP07", "NP08", "NP09", "NP10"]
-with open(path, "w") as out:
-    for n in range(count):
-        region = "3302%05d" % (n // 10)
-        key = f"{region}/{categories[n % 10]}"
-        out.write(json.dumps({"key": key, "owner": "330200/12345", "version": 1, "updated_at": "2026-11-28T08:00:00+08:00",
-                              "body": {"unit": {"code": key, "name": "宁波市某镇综合执法队"}, "phone": "0574-87000000",
-                                       "hours": "8:30-17:00"}}, ensure_ascii=False) + "\n")
-PY
+python3 benches/sync/directory.py "$records" "$site/directory.jsonl"
 echo "import (one transaction, read a chunk at a time):"
 /usr/bin/time -f "  %e s, %M KB maximum resident" \
   target/release/liandong datasets import --config "$site/site/liandong.toml" directory "$site/directory.jsonl"

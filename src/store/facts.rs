@@ -1023,12 +1023,6 @@ pub struct FactsIndex {
     limit: usize,
 }
 
-/// What became of a load.
-enum Loaded {
-    Index(Index),
-    OverLimit,
-}
-
 impl FactsIndex {
     /// Facts of up to `limit` transfers in memory.
     pub fn new(limit: usize) -> std::sync::Arc<FactsIndex> {
@@ -1040,7 +1034,8 @@ impl FactsIndex {
         self.index.lock().await.is_some()
     }
 
-    async fn load(store: &Store, limit: usize) -> Result<Loaded, StoreError> {
+    /// The facts, or `None` when there are more than `limit`.
+    async fn load(store: &Store, limit: usize) -> Result<Option<Index>, StoreError> {
         use tokio_stream::StreamExt;
         // The feed's end first: whatever commits while the table is read is applied again
         // after (applying is idempotent), so nothing falls between the two.
@@ -1057,12 +1052,12 @@ impl FactsIndex {
             })?;
             index.apply(fact);
             if index.rows.len() > limit {
-                return Ok(Loaded::OverLimit);
+                return Ok(None);
             }
         }
         drop(rows);
         index.catch_up(store, false).await?;
-        Ok(if index.rows.len() > limit { Loaded::OverLimit } else { Loaded::Index(index) })
+        Ok((index.rows.len() <= limit).then_some(index))
     }
 
     /// Lets the facts go when they have grown past the limit: the database answers from then on.
@@ -1090,8 +1085,8 @@ impl FactsIndex {
         let started = std::time::Instant::now();
         let index = loop {
             match FactsIndex::load(&store, self.limit).await {
-                Ok(Loaded::Index(index)) => break index,
-                Ok(Loaded::OverLimit) => {
+                Ok(Some(index)) => break index,
+                Ok(None) => {
                     tracing::warn!(
                         limit = self.limit,
                         "more transfers than [figures] memory_limit: the figures' facts are not \
