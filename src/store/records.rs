@@ -268,11 +268,8 @@ impl Staging {
         records: &[Record],
         options: &PutOptions,
     ) -> Result<Result<Vec<PutOutcome>, PutRefused>, StoreError> {
-        if let Some(expected) = options.expect_at {
-            let now = position(&mut self.conn, dataset).await?;
-            if now != expected {
-                return Ok(Err(PutRefused::Moved { now }));
-            }
+        if let Some(moved) = moved(&mut self.conn, dataset, options.expect_at).await? {
+            return Ok(Err(moved));
         }
         let mut keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
         keys.sort_unstable();
@@ -309,10 +306,7 @@ impl Staging {
             );
             let mut query = sqlx::query(&sql);
             for r in chunk {
-                let doc = serde_json::to_string(r).map_err(|e| StoreError::Corrupt {
-                    id: r.key.clone(),
-                    problem: e.to_string(),
-                })?;
+                let doc = log_doc(r)?;
                 query = query
                     .bind(r.key.as_str())
                     .bind(r.owner.as_str())
@@ -359,11 +353,8 @@ impl Staging {
         dataset: &str,
         options: &PutOptions,
     ) -> Result<Result<(), PutRefused>, StoreError> {
-        if let Some(expected) = options.expect_at {
-            let now = position(tx, dataset).await?;
-            if now != expected {
-                return Ok(Err(PutRefused::Moved { now }));
-            }
+        if let Some(moved) = moved(tx, dataset, options.expect_at).await? {
+            return Ok(Err(moved));
         }
         let changed: Vec<(String, i64)> = sqlx::query_as(
             "SELECT o.key, COALESCE(r.version, 0) FROM stage.observed o \
@@ -421,13 +412,31 @@ pub async fn position(
     })
 }
 
-/// What a put of `records` does over `current` (each key's record before it): the outcome of
-/// each, and the records to write in order — or every record that may not be written.
+/// The refusal of a write that expected the dataset `at` a position it has moved from.
+async fn moved(
+    conn: &mut sqlx::AnyConnection,
+    dataset: &str,
+    at: Option<FeedCursor>,
+) -> Result<Option<PutRefused>, StoreError> {
+    let Some(expected) = at else { return Ok(None) };
+    let now = position(conn, dataset).await?;
+    Ok((now != expected).then_some(PutRefused::Moved { now }))
+}
+
+/// A record as its log entry keeps it.
+fn log_doc(record: &Record) -> Result<String, StoreError> {
+    serde_json::to_string(record)
+        .map_err(|e| StoreError::Corrupt { id: record.key.clone(), problem: e.to_string() })
+}
+
+/// What a put does: the outcome of each record, and the records to write, in order.
 struct Decided<'r> {
     outcomes: Vec<PutOutcome>,
     written: Vec<&'r Record>,
 }
 
+/// What a put of `records` does over `stored` (each key's record before it) — or every record
+/// that may not be written.
 fn decide<'r>(
     records: &'r [Record],
     stored: &HashMap<String, Record>,
@@ -502,20 +511,15 @@ pub async fn put(
     } else {
         ""
     };
-    if let Some(expected) = options.expect_at {
-        let now = position(tx, dataset).await?;
-        if now != expected {
-            return Ok(Err(PutRefused::Moved { now }));
-        }
+    if let Some(moved) = moved(tx, dataset, options.expect_at).await? {
+        return Ok(Err(moved));
     }
     let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
     let current = stored(tx, dataset, &keys, lock).await?;
-    let accepted = match decide(records, &current, seed) {
-        Ok(accepted) => accepted,
+    let Decided { outcomes, written: accepted } = match decide(records, &current, seed) {
+        Ok(decided) => decided,
         Err(stale) => return Ok(Err(PutRefused::Stale(stale))),
     };
-    let outcomes = accepted.outcomes;
-    let accepted = accepted.written;
     // The table holds each key's last write; the log every write.
     let mut last: Vec<&Record> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -540,8 +544,7 @@ pub async fn put(
         );
         let mut query = sqlx::query(&sql);
         for r in chunk {
-            let doc = serde_json::to_string(r)
-                .map_err(|e| StoreError::Corrupt { id: r.key.clone(), problem: e.to_string() })?;
+            let doc = log_doc(r)?;
             query = query
                 .bind(dataset)
                 .bind(r.key.as_str())
