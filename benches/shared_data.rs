@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use liandong::engine::Engine;
 use liandong::formats::Registry;
-use liandong::model::{Record, Timestamp, TransferRequest};
+use liandong::model::{Case, Record, Timestamp, TransferRequest};
 use liandong::store::Store;
 use liandong::sync::knowledge::KnowledgeQuery;
 use liandong::sync::{Dataset, Datasets, ImportOptions};
@@ -57,6 +57,10 @@ fn request(n: usize) -> TransferRequest {
     let mut request =
         Registry::builtin().endpoint_named("330200/110").unwrap().read_transfer(&bytes).unwrap();
     request.sender_ref = format!("BENCH-{n}-{}", ulid::Ulid::new());
+    // each submission a case of its own, as a desk's are (one case handed over thousands of
+    // times would make each submission read its earlier transfers: not what is measured here)
+    request.case.origin.local_id = format!("JB{n}-{}", ulid::Ulid::new());
+    request.case.case_id = Case::id_for(&request.from, &request.case.origin.local_id);
     request.requested_at = Timestamp::now();
     request
 }
