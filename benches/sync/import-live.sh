@@ -6,6 +6,7 @@
 # run — the import included.
 #   cargo build --release
 #   benches/sync/import-live.sh [RECORDS] [RATE]          # default 1000000 records, 100/s
+#   ORDER=shuffled …             the file's records in a random order (default: key order)
 #   GATEWAY=path/to/liandong …   this build as the gateway and the importer (A/B); the
 #                                generator stays target/release/liandong
 set -euo pipefail
@@ -16,7 +17,7 @@ site=$(mktemp -d)
 trap 'kill "${gateway:-0}" 2>/dev/null || true; rm -rf "$site"' EXIT
 . benches/site.sh
 bench_site "$site/site"
-python3 benches/sync/directory.py "$records" "$site/directory.jsonl"
+python3 benches/sync/directory.py "$records" "$site/directory.jsonl" "${ORDER:-sorted}"
 liandong=${GATEWAY:-target/release/liandong}
 RUST_LOG=warn $liandong serve --config "$site/site/liandong.toml" 2>"$site/gateway.log" &
 gateway=$!
