@@ -651,11 +651,8 @@ impl Deliverer {
 
 /// The SHA-256 (hex) of a certificate's public key (SubjectPublicKeyInfo), as a pin names it.
 fn key_sha256(certificate: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
     match x509_parser::parse_x509_certificate(certificate) {
-        Ok((_, cert)) => {
-            Sha256::digest(cert.public_key().raw).iter().map(|b| format!("{b:02x}")).collect()
-        }
+        Ok((_, cert)) => crate::model::digest::sha256_hex(cert.public_key().raw),
         Err(_) => String::new(),
     }
 }

@@ -9,6 +9,7 @@
 //! that path back to the sender's own field name.
 
 pub mod category;
+pub mod digest;
 pub mod geo;
 pub mod json;
 pub mod lifecycle;

@@ -165,6 +165,14 @@ pub async fn run(
     tokio::spawn(server_tls.clone().run(config.tls.reload_check, auditor.clone(), stopped.clone()));
     tokio::spawn(engine.follow_datasets(store.clone(), stopped.clone()));
     tokio::spawn(engine.follow_facts(store.clone(), stopped.clone()));
+    if store.autovacuum_off().await? {
+        tracing::warn!(
+            every_seconds = crate::store::upkeep::EVERY.as_secs(),
+            "PostgreSQL's autovacuum is off: the gateway vacuums and analyzes its own tables \
+             (turn autovacuum on and this stops; docs/OPERATORS.md)"
+        );
+        tokio::spawn(upkeep(store.clone(), stopped.clone()));
+    }
     let lease =
         tokio::spawn(hold_replica(store.clone(), replica.clone(), holder.clone(), stopped.clone()));
     // governor remembers every key it has seen; forget the idle ones so memory stays bounded.
@@ -334,6 +342,26 @@ async fn sweep(engine: Engine, every: Duration, mut stopped: tokio::sync::watch:
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Vacuums and analyzes the store's tables now and every [`crate::store::upkeep::EVERY`]
+/// (PostgreSQL with autovacuum off: without it a growing table keeps the plans of an empty one).
+async fn upkeep(store: Store, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let started = std::time::Instant::now();
+        match store.upkeep().await {
+            Ok(true) => tracing::info!(
+                seconds = started.elapsed().as_secs_f64(),
+                "the store's tables vacuumed and analyzed"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "vacuuming the store's tables failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(crate::store::upkeep::EVERY) => {}
             _ = stopped.changed() => return,
         }
     }

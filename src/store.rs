@@ -25,6 +25,7 @@ pub mod records;
 pub mod replicas;
 pub mod schema;
 mod sql;
+pub mod upkeep;
 pub mod writes;
 
 use std::sync::Arc;

@@ -944,3 +944,51 @@ async fn figures_count_a_write_while_another_transaction_is_still_running() {
         stop.send(true).unwrap();
     }
 }
+
+/// Where PostgreSQL's autovacuum is off, a table created empty keeps an empty table's plans for
+/// ever (the hour on two replicas stopped delivering at a million transfers): the gateway then
+/// vacuums and analyzes its own tables, one replica at a time. SQLite needs none of it.
+#[tokio::test]
+async fn the_gateway_vacuums_and_analyzes_its_tables_where_postgres_autovacuum_is_off() {
+    use sqlx::Connection;
+    for (backend, store, _dir) in stores("upkeep").await {
+        let engine = engine(store.clone());
+        for n in 1..=3 {
+            engine.submit(&id("330200/110"), ningbo_request(&format!("LZ-U{n}"))).await.unwrap();
+        }
+        if backend == "sqlite" {
+            assert!(!store.autovacuum_off().await.unwrap());
+            assert!(!store.upkeep().await.unwrap(), "SQLite has no upkeep to run");
+            continue;
+        }
+        let url = common::stores::schema_url("upkeep");
+        let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+        let (autovacuum, track_counts): (String, String) =
+            sqlx::query_as("SELECT current_setting('autovacuum'), current_setting('track_counts')")
+                .fetch_one(&mut other)
+                .await
+                .unwrap();
+        assert_eq!(
+            store.autovacuum_off().await.unwrap(),
+            autovacuum != "on" || track_counts != "on",
+            "autovacuum {autovacuum}, track_counts {track_counts}"
+        );
+        // another replica at it: this one leaves it
+        sqlx::query("SELECT pg_advisory_lock(727275)").execute(&mut other).await.unwrap();
+        assert!(!store.upkeep().await.unwrap(), "skipped while another replica holds the upkeep");
+        sqlx::query("SELECT pg_advisory_unlock(727275)").execute(&mut other).await.unwrap();
+        assert!(store.upkeep().await.unwrap());
+        // VACUUM and ANALYZE leave the planner an exact count of a small table's rows (-1 for
+        // a table never vacuumed nor analyzed)
+        for table in ["outbox", "transfers", "case_transfers"] {
+            let (planned, rows): (f32, i64) = sqlx::query_as(&format!(
+                "SELECT c.reltuples, (SELECT COUNT(*) FROM {table}) FROM pg_class c \
+                 WHERE c.oid = '{table}'::regclass"
+            ))
+            .fetch_one(&mut other)
+            .await
+            .unwrap();
+            assert_eq!((planned, rows), (3.0, 3), "{table}");
+        }
+    }
+}

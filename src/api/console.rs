@@ -49,10 +49,8 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
 
 /// The entity tag of an asset: its SHA-256, cut short (the binary is the version).
 fn etag(asset: &Asset) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(asset.bytes);
-    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
+    let digest = crate::model::digest::sha256_hex(asset.bytes);
+    format!("\"{}\"", &digest[..24])
 }
 
 fn serve(asset: &Asset, request: &HeaderMap) -> Response {
@@ -119,7 +117,6 @@ mod tests {
 
     #[test]
     fn vendored_files_match_their_recorded_hashes() {
-        use sha2::Digest;
         let recorded = recorded_hashes();
         assert!(!recorded.is_empty(), "vendor/README.md records no hash");
         for (file, hash) in recorded {
@@ -127,8 +124,7 @@ mod tests {
                 .iter()
                 .find(|a| a.path == format!("vendor/{file}"))
                 .unwrap_or_else(|| panic!("{file} is recorded but not served"));
-            let actual: String =
-                sha2::Sha256::digest(asset.bytes).iter().map(|b| format!("{b:02x}")).collect();
+            let actual = crate::model::digest::sha256_hex(asset.bytes);
             assert_eq!(actual, hash, "{file} is not the vendored release");
         }
     }

@@ -185,7 +185,7 @@ pub fn datasets(command: &DatasetsCommand, stdout: &mut dyn Write) -> Result<(),
                     .map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
                 std::io::copy(&mut input, &mut hasher)
                     .map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
-                let hash: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                let hash = crate::model::digest::hex(&hasher.finalize());
                 format!("{} sha256:{hash}", file.display())
             };
             if *dry_run {

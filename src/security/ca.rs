@@ -182,9 +182,7 @@ fn random(bytes: &mut [u8]) {
         .expect("the system's random source works");
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::model::digest::hex;
 
 /// A certificate's status in the ledger.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

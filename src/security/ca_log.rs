@@ -10,7 +10,6 @@ use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::ca::{CaError, Entry, Ledger};
 
@@ -35,8 +34,7 @@ fn digest(record: &Record) -> String {
     let mut unhashed = record.clone();
     unhashed.hash = String::new();
     let text = serde_json::to_string(&unhashed).unwrap_or_default();
-    let sum = Sha256::digest(format!("{}\n{text}", record.prev).as_bytes());
-    sum.iter().map(|b| format!("{b:02x}")).collect()
+    crate::model::digest::sha256_hex(format!("{}\n{text}", record.prev).as_bytes())
 }
 
 fn tampered(path: &Path, problem: String) -> CaError {

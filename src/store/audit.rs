@@ -125,7 +125,7 @@ pub fn digest(prev_hash: &str, replica: &str, entry: &AuditEntry, detail: &str) 
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part.as_bytes());
     }
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::model::digest::hex(&hasher.finalize())
 }
 
 /// Appends entries to this replica's chain, inside the caller's transaction.

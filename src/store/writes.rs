@@ -1255,15 +1255,10 @@ async fn record(
                     "to": e.transfer.to.to_string(),
                     "state": e.transfer.state.as_str(),
                     "entry": last,
-                    "document_sha256": sha256(e.document),
+                    "document_sha256": crate::model::digest::sha256_hex(e.document.as_bytes()),
                 }),
             }
         })
         .collect();
     super::audit::append(tx, backend, &entries).await
-}
-
-fn sha256(text: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,0 +1,74 @@
+//! PostgreSQL's upkeep of the gateway's tables when its autovacuum is off.
+//!
+//! PostgreSQL plans each query from statistics that autovacuum's `ANALYZE` keeps, and reclaims
+//! the dead rows every update leaves behind with its `VACUUM`. Some installs turn autovacuum off;
+//! then a table created empty is planned as empty for ever. Found in the hour on two replicas
+//! (docs/PERFORMANCE.md): at a million transfers the outbox's due read chose a plan that ran for
+//! minutes and the rejected-transfers lookup on each submission took seconds, so deliveries
+//! stopped and submissions timed out. So where autovacuum is off the gateway says so at start
+//! and runs `VACUUM (ANALYZE)` of its own tables every [`EVERY`], one replica at a time.
+
+use std::time::Duration;
+
+use super::{Backend, Store, StoreError};
+
+/// How often the gateway vacuums and analyzes its tables where autovacuum is off.
+pub const EVERY: Duration = Duration::from_secs(300);
+
+/// The tables the gateway updates or grows all the time, the busiest first.
+pub const TABLES: &[&str] = &[
+    "outbox",
+    "transfers",
+    "case_transfers",
+    "timers",
+    "events",
+    "transfer_facts",
+    "audit",
+    "records",
+    "record_log",
+];
+
+/// One upkeep at a time across replicas (a session-level advisory lock).
+const LOCK: i64 = 727275;
+
+impl Store {
+    /// Whether the gateway must look after its tables itself: PostgreSQL with autovacuum (or
+    /// the row counts it works from) off. SQLite needs none of it.
+    pub async fn autovacuum_off(&self) -> Result<bool, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(false);
+        }
+        let (autovacuum, track_counts): (String, String) =
+            sqlx::query_as("SELECT current_setting('autovacuum'), current_setting('track_counts')")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(autovacuum != "on" || track_counts != "on")
+    }
+
+    /// `VACUUM (ANALYZE)` of each of [`TABLES`] on PostgreSQL, unless another replica is at it:
+    /// answers whether it ran. Neither blocks the gateway's reads and writes.
+    pub async fn upkeep(&self) -> Result<bool, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(false);
+        }
+        let mut conn = self.pool.acquire().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LOCK)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !locked {
+            return Ok(false);
+        }
+        let mut result = Ok(true);
+        for table in TABLES {
+            if let Err(e) =
+                sqlx::query(&format!("VACUUM (ANALYZE) {table}")).execute(&mut *conn).await
+            {
+                result = Err(e.into());
+                break;
+            }
+        }
+        sqlx::query("SELECT pg_advisory_unlock($1)").bind(LOCK).execute(&mut *conn).await?;
+        result
+    }
+}
