@@ -32,6 +32,7 @@ use time::OffsetDateTime;
 use super::pki::write_file;
 use super::Identity;
 use crate::formats::Registry;
+use crate::model::digest::hex;
 
 /// Why a CA operation failed; every message names the file or the identity at fault.
 #[derive(Debug, thiserror::Error)]
@@ -181,8 +182,6 @@ fn random(bytes: &mut [u8]) {
         .fill(bytes)
         .expect("the system's random source works");
 }
-
-use crate::model::digest::hex;
 
 /// A certificate's status in the ledger.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
