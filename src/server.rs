@@ -329,9 +329,24 @@ const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// Concurrent HTTP/2 streams per connection (each Watch is one).
 const MAX_STREAMS: u32 = 128;
 
-/// The deadline sweeper: escalates missed deadlines every `every`.
-async fn sweep(engine: Engine, every: Duration, mut stopped: tokio::sync::watch::Receiver<bool>) {
+/// Runs `work` now and then every `every`, until the server stops.
+async fn repeat<F: std::future::Future<Output = ()>>(
+    every: Duration,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+    mut work: impl FnMut() -> F,
+) {
     loop {
+        work().await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// The deadline sweeper: escalates missed deadlines every `every`.
+async fn sweep(engine: Engine, every: Duration, stopped: tokio::sync::watch::Receiver<bool>) {
+    repeat(every, stopped, || async {
         match engine.sweep_deadlines(Timestamp::now()).await {
             Ok(0) => {}
             Ok(n) => {
@@ -340,17 +355,14 @@ async fn sweep(engine: Engine, every: Duration, mut stopped: tokio::sync::watch:
             }
             Err(e) => tracing::error!(error = %e, "the deadline sweep failed"),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stopped.changed() => return,
-        }
-    }
+    })
+    .await
 }
 
 /// Vacuums and analyzes the store's tables now and every [`crate::store::upkeep::EVERY`]
 /// (PostgreSQL with autovacuum off: without it a growing table keeps the plans of an empty one).
-async fn upkeep(store: Store, mut stopped: tokio::sync::watch::Receiver<bool>) {
-    loop {
+async fn upkeep(store: Store, stopped: tokio::sync::watch::Receiver<bool>) {
+    repeat(crate::store::upkeep::EVERY, stopped, || async {
         let started = std::time::Instant::now();
         match store.upkeep().await {
             Ok(true) => tracing::info!(
@@ -360,11 +372,8 @@ async fn upkeep(store: Store, mut stopped: tokio::sync::watch::Receiver<bool>) {
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "vacuuming the store's tables failed"),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(crate::store::upkeep::EVERY) => {}
-            _ = stopped.changed() => return,
-        }
-    }
+    })
+    .await
 }
 
 /// Renews this replica's name while it runs, and gives it back when it stops. A renewal that

@@ -64,16 +64,21 @@ impl Store {
         if !locked {
             return Ok(false);
         }
-        let mut result = Ok(true);
+        let mut vacuumed = Ok(());
         for table in TABLES {
-            if let Err(e) =
-                sqlx::query(&format!("VACUUM (ANALYZE) {table}")).execute(&mut *conn).await
-            {
-                result = Err(e.into());
+            vacuumed = sqlx::query(&format!("VACUUM (ANALYZE) {table}"))
+                .execute(&mut *conn)
+                .await
+                .map(drop);
+            if vacuumed.is_err() {
                 break;
             }
         }
-        sqlx::query("SELECT pg_advisory_unlock($1)").bind(LOCK).execute(&mut *conn).await?;
-        result
+        // Unlocked whatever happened; a failed VACUUM is the error to tell.
+        let unlocked =
+            sqlx::query("SELECT pg_advisory_unlock($1)").bind(LOCK).execute(&mut *conn).await;
+        vacuumed?;
+        unlocked?;
+        Ok(true)
     }
 }
