@@ -329,16 +329,16 @@ const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// Concurrent HTTP/2 streams per connection (each Watch is one).
 const MAX_STREAMS: u32 = 128;
 
-/// Runs `work` now and then every `every`, until the server stops.
+/// Runs `work` now and then after each of `pauses`, until the server stops (or the pauses end).
 async fn repeat<F: std::future::Future<Output = ()>>(
-    every: Duration,
+    pauses: impl IntoIterator<Item = Duration>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
     mut work: impl FnMut() -> F,
 ) {
-    loop {
+    for pause in pauses {
         work().await;
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = stopped.changed() => return,
         }
     }
@@ -346,7 +346,7 @@ async fn repeat<F: std::future::Future<Output = ()>>(
 
 /// The deadline sweeper: escalates missed deadlines every `every`.
 async fn sweep(engine: Engine, every: Duration, stopped: tokio::sync::watch::Receiver<bool>) {
-    repeat(every, stopped, || async {
+    repeat(std::iter::repeat(every), stopped, || async {
         match engine.sweep_deadlines(Timestamp::now()).await {
             Ok(0) => {}
             Ok(n) => {
@@ -359,10 +359,11 @@ async fn sweep(engine: Engine, every: Duration, stopped: tokio::sync::watch::Rec
     .await
 }
 
-/// Vacuums and analyzes the store's tables now and every [`crate::store::upkeep::EVERY`]
-/// (PostgreSQL with autovacuum off: without it a growing table keeps the plans of an empty one).
+/// Vacuums and analyzes the store's tables now, after [`crate::store::upkeep::pauses`] (every
+/// [`crate::store::upkeep::EVERY`] after the first minute): PostgreSQL with autovacuum off,
+/// where a growing table keeps the plans of an empty one.
 async fn upkeep(store: Store, stopped: tokio::sync::watch::Receiver<bool>) {
-    repeat(crate::store::upkeep::EVERY, stopped, || async {
+    repeat(crate::store::upkeep::pauses(), stopped, || async {
         let started = std::time::Instant::now();
         match store.upkeep().await {
             Ok(true) => tracing::info!(
