@@ -329,7 +329,8 @@ const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// Concurrent HTTP/2 streams per connection (each Watch is one).
 const MAX_STREAMS: u32 = 128;
 
-/// Runs `work` now and then after each of `pauses`, until the server stops (or the pauses end).
+/// Runs `work`, waits the next of `pauses`, and again, until the server stops or the pauses
+/// run out.
 async fn repeat<F: std::future::Future<Output = ()>>(
     pauses: impl IntoIterator<Item = Duration>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
