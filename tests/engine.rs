@@ -950,6 +950,7 @@ async fn figures_count_a_write_while_another_transaction_is_still_running() {
 /// vacuums and analyzes its own tables, one replica at a time. SQLite needs none of it.
 #[tokio::test]
 async fn the_gateway_vacuums_and_analyzes_its_tables_where_postgres_autovacuum_is_off() {
+    use liandong::store::upkeep;
     use sqlx::Connection;
     for (backend, store, _dir) in stores("upkeep").await {
         let engine = engine(store.clone());
@@ -974,9 +975,17 @@ async fn the_gateway_vacuums_and_analyzes_its_tables_where_postgres_autovacuum_i
             "autovacuum {autovacuum}, track_counts {track_counts}"
         );
         // another replica at it: this one leaves it
-        sqlx::query("SELECT pg_advisory_lock(727275)").execute(&mut other).await.unwrap();
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(upkeep::LOCK)
+            .execute(&mut other)
+            .await
+            .unwrap();
         assert!(!store.upkeep().await.unwrap(), "skipped while another replica holds the upkeep");
-        sqlx::query("SELECT pg_advisory_unlock(727275)").execute(&mut other).await.unwrap();
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(upkeep::LOCK)
+            .execute(&mut other)
+            .await
+            .unwrap();
         assert!(store.upkeep().await.unwrap());
         // VACUUM and ANALYZE leave the planner an exact count of a small table's rows (-1 for
         // a table never vacuumed nor analyzed)

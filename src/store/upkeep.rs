@@ -45,8 +45,8 @@ pub const TABLES: &[&str] = &[
     "record_log",
 ];
 
-/// One upkeep at a time across replicas (a session-level advisory lock).
-const LOCK: i64 = 727275;
+/// One upkeep at a time across replicas: the key of the session-level advisory lock it holds.
+pub const LOCK: i64 = 727275;
 
 impl Store {
     /// Whether the gateway must look after its tables itself: PostgreSQL with autovacuum (or
