@@ -12,3 +12,11 @@ status = { per_second = 1000000, burst = 1000000 }
 read = { per_second = 1000000, burst = 1000000 }
 LIMITS
 }
+
+# `stop_processes PID…` stops these processes and their children: a gateway run under a
+# wrapper (GATEWAY="heaptrack … liandong") is the wrapper's child, and left running it would hold
+# the ports and the schema of the next run.
+stop_processes() {
+  for p in "$@"; do pkill -P "$p" 2>/dev/null || true; done
+  kill "$@" 2>/dev/null || true
+}

@@ -30,7 +30,7 @@ if [ "$store" = postgres ]; then
 fi
 RUST_LOG=${GATEWAY_LOG_LEVEL:-warn} ${GATEWAY:-target/release/liandong} serve --config "$site/liandong.toml" 2>"$site/gateway.log" &
 gateway=$!
-trap 'kill $gateway 2>/dev/null; [ "${KEEP_LOG:-}" ] && cp "$site/gateway.log" "$KEEP_LOG"; rm -rf "$site"' EXIT
+trap 'stop_processes $gateway; [ "${KEEP_LOG:-}" ] && cp "$site/gateway.log" "$KEEP_LOG"; rm -rf "$site"' EXIT
 for _ in $(seq 1 50); do curl -sf http://127.0.0.1:29090/readyz >/dev/null && break; sleep 0.2; done
 rate_arg=()
 [ "$rate" != max ] && rate_arg=(--rate "$rate")

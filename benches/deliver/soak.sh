@@ -13,7 +13,9 @@
 #   JSON=FILE               the main run's report as JSON (with its minute-by-minute figures)
 #   RECEIVE_WITHIN=60s      the destination's receive_by (never confirmed here, so escalated)
 #   FIGURES_MEMORY_LIMIT=N  [figures] memory_limit (0: the figures' facts never in memory)
-#   GATEWAY=path/to/liandong   run this build as the gateways (the generator stays target/release/liandong)
+#   GATEWAY=path/to/liandong   run this build as the gateways (the generator stays target/release/liandong);
+#                           a wrapper works too (GATEWAY="heaptrack -o ht /tmp/liandong-system-alloc":
+#                           its children are stopped with it, benches/site.sh; MEMORY_LOG then reads the wrapper)
 # The hour with an outage (docs/PERFORMANCE.md, "An hour with an outage"):
 #   STORE=sqlite REPLICAS=1 OUTAGE=300s OUTAGE_FROM=600s FLAT_OUT_AROUND=20 MEMORY_LOG=rss.tsv \
 #     JSON=soak.json benches/deliver/soak.sh 3600 64 1000
@@ -47,7 +49,7 @@ if [ "$replicas" = 2 ]; then
   urls=$urls,https://localhost:28447
   ports="$ports 29091"
 fi
-trap 'kill $gateways 2>/dev/null; rm -rf "$site"' EXIT
+trap 'stop_processes $gateways; rm -rf "$site"' EXIT
 for port in $ports; do
   for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
 done
@@ -61,7 +63,7 @@ if [ "${MEMORY_LOG:-}" ]; then
     echo "$(( $(date +%s) - start ))" $(for g in $gateways; do ps -o rss= -p "$g"; done) >>"$MEMORY_LOG"
   done &
   sampler=$!
-  trap 'kill $gateways $sampler 2>/dev/null; rm -rf "$site"' EXIT
+  trap 'stop_processes $gateways $sampler; rm -rf "$site"' EXIT
 fi
 [ "${FLAT_OUT_AROUND:-}" ] && { echo "before:"; bench --duration "${FLAT_OUT_AROUND}s"; }
 outage=()
