@@ -937,13 +937,17 @@ async fn lease_due(
             items.push(outbox_from_row(row)?);
         }
     }
+    // The lease moves the item's next attempt too: the `outbox_due` index then holds it past
+    // `now` until the lease runs out, so the next round's read starts after it instead of
+    // walking every item out or awaiting its record (thousands while a backlog drains).
     for chunk in items.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "UPDATE outbox SET leased_until = {} WHERE id IN ({})",
+            "UPDATE outbox SET leased_until = {}, next_attempt_at = {} WHERE id IN ({})",
             in_list(backend, 1, 1),
-            in_list(backend, chunk.len(), 2)
+            in_list(backend, 1, 2),
+            in_list(backend, chunk.len(), 3)
         );
-        let mut query = sqlx::query(&sql).bind(now + lease);
+        let mut query = sqlx::query(&sql).bind(now + lease).bind(now + lease);
         for item in chunk {
             query = query.bind(item.id);
         }
@@ -1007,6 +1011,18 @@ pub async fn delivered_many(
     let destinations: std::collections::BTreeSet<&str> =
         found.iter().map(|f| f.1.as_str()).collect();
     for destination in destinations {
+        // Written when it changes (at most once a second while healthy), not by every commit:
+        // the row is one per destination, and on PostgreSQL each write locked it until its
+        // commit, so two replicas' commits during a drain queued behind each other on it.
+        let health: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT last_success, failing_since FROM endpoint_health WHERE endpoint = $1",
+        )
+        .bind(destination)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if matches!(health, Some((Some(last), None)) if last >= at) {
+            continue;
+        }
         sqlx::query(
             "INSERT INTO endpoint_health (endpoint, last_success) VALUES ($1, $2) \
              ON CONFLICT (endpoint) DO UPDATE SET last_success = $3, failing_since = NULL, last_error = NULL",
