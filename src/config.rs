@@ -293,7 +293,8 @@ pub struct Delivery {
     /// Deliveries in flight to one destination at once (its connections): one slow desk holds
     /// up only its own, and a small desk is never sent more than this at a time.
     pub per_destination: usize,
-    /// Deliveries taken from the queue per round.
+    /// Deliveries taken from the queue per round, and the most of one destination this gateway
+    /// holds taken and not yet recorded.
     pub batch: usize,
 }
 

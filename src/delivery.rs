@@ -136,8 +136,8 @@ pub struct Deliverer {
     freed: tokio::sync::Notify,
     /// The destinations that stopped answering, and when to probe each next.
     down: std::sync::Mutex<HashMap<String, Down>>,
-    /// SQLite: the outbox items this deliverer has taken (its leases), and those whose
-    /// outcome it recorded lately.
+    /// The outbox items this deliverer has taken and not yet recorded (on SQLite its leases),
+    /// and those whose outcome it recorded lately.
     taken: std::sync::Mutex<TakenItems>,
 }
 
@@ -163,7 +163,8 @@ enum Probe {
 /// gateway notices it is back.
 const PROBE_AT_MOST: Duration = Duration::from_secs(5);
 
-/// The outbox items this deliverer took on SQLite, and when their outcomes were committed.
+/// The outbox items this deliverer took and has not yet recorded, and (for SQLite's reads)
+/// when the outcomes of the others were committed.
 #[derive(Debug, Default)]
 struct TakenItems {
     items: HashMap<i64, Taken>,
@@ -190,8 +191,8 @@ impl TakenItems {
 
     /// The outcome of item `id` of `destination` is committed (or failed to be) at `now`: it
     /// may be taken again by reads that begin from then on. An item not taken here changes
-    /// nothing: on PostgreSQL the leases are the store's, and nothing is held here (holding
-    /// every delivery's release there grew a replica's memory by ~80 bytes a delivery).
+    /// nothing. What was released a second ago is forgotten here (an earlier build forgot only
+    /// in SQLite's reads, and a PostgreSQL replica remembered every delivery it ever made).
     fn release(&mut self, destination: &str, id: i64, now: Instant) {
         let Some(taken @ Taken::Out) = self.items.get_mut(&id) else { return };
         *taken = Taken::Released(now);
@@ -199,6 +200,7 @@ impl TakenItems {
             *out = out.saturating_sub(1);
         }
         self.released.push_back((now, id));
+        self.forget_old(now);
     }
 
     /// How many items are remembered, out or lately released.
@@ -222,7 +224,7 @@ impl TakenItems {
     }
 }
 
-/// An outbox item this deliverer took on SQLite.
+/// An outbox item this deliverer took.
 #[derive(Clone, Copy, Debug)]
 enum Taken {
     /// Being delivered, or its outcome being recorded.
@@ -268,9 +270,13 @@ impl Deliverer {
             if *shutdown.borrow() {
                 return;
             }
-            // PostgreSQL: each destination's free slots, the round's batch shared among them.
-            // SQLite (leases in memory, which never run out): read ahead, up to a batch per
-            // destination, once half of what was read has gone.
+            // PostgreSQL: each destination's free slots, the round's batch shared among them,
+            // and never more than a batch of a destination out: taken and not yet recorded.
+            // A slot is free once the destination answers, but the record of a confirmed
+            // delivery yields to the desks' writes; without the bound a drain sent on while
+            // thousands of records waited (and their leases ran down), and took the store
+            // from the submissions. SQLite (leases in memory, which never run out): read
+            // ahead, up to a batch per destination, once half of what was read has gone.
             let mut wants = Vec::with_capacity(push.len());
             let mut left = self.settings.batch;
             for destination in push.iter().filter(|d| !caught_up.contains(*d)) {
@@ -282,7 +288,13 @@ impl Deliverer {
                         0
                     }
                 } else {
-                    let free = self.budget(destination).await.available_permits().min(left);
+                    let out = self.taken.lock().map_or(0, |t| t.out_to(destination));
+                    let free = self
+                        .budget(destination)
+                        .await
+                        .available_permits()
+                        .min(left)
+                        .min(self.settings.batch.saturating_sub(out));
                     left -= free;
                     free
                 };
@@ -306,7 +318,7 @@ impl Deliverer {
             let saturated = wants.is_empty();
             let items = match in_memory {
                 true => self.take_due(wants.clone()).await,
-                false => self.engine.store().lease_from(now_millis(), lease, wants.clone()).await,
+                false => self.lease(lease, &wants).await,
             };
             let items = items.unwrap_or_else(|e| {
                 tracing::error!(error = %e, "taking due deliveries failed");
@@ -333,9 +345,7 @@ impl Deliverer {
                     drop(permit);
                     this.freed.notify_one();
                     this.record(&item, attempt).await;
-                    if in_memory {
-                        this.release(&item);
-                    }
+                    this.release(&item);
                     this.freed.notify_one();
                 });
             }
@@ -427,8 +437,24 @@ impl Deliverer {
         Ok(items)
     }
 
-    /// SQLite: the outcome of `item` is committed (or failed to be): it may be taken again by
-    /// reads that begin from now on.
+    /// PostgreSQL: leases due work in the store for this replica, and notes it out here.
+    async fn lease(
+        &self,
+        lease: i64,
+        wants: &[(String, i64)],
+    ) -> Result<Vec<OutboxItem>, crate::store::StoreError> {
+        let items = self.engine.store().lease_from(now_millis(), lease, wants.to_vec()).await?;
+        if let Ok(mut taken) = self.taken.lock() {
+            for (destination, _) in wants {
+                let ids = items.iter().filter(|i| i.destination.to_string() == *destination);
+                taken.take(destination, ids.map(|i| i.id));
+            }
+        }
+        Ok(items)
+    }
+
+    /// The outcome of `item` is committed (or failed to be): it is no longer out, and (SQLite)
+    /// may be taken again by reads that begin from now on.
     fn release(&self, item: &OutboxItem) {
         if let Ok(mut taken) = self.taken.lock() {
             taken.release(&item.destination.to_string(), item.id, Instant::now());

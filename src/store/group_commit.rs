@@ -33,6 +33,17 @@ const MAX_BATCH: usize = 512;
 /// second.
 pub const YIELDING_SHARE: usize = 64;
 
+/// On PostgreSQL, the fewest yielding writes a commit that carries urgent ones takes: such a
+/// commit takes one yielding write per urgent one, at least this many and at most
+/// [`YIELDING_SHARE`]. A confirmed delivery's record costs a PostgreSQL commit far more than a
+/// submission (its outbox row, its transfer read and rewritten, an event, two audit entries),
+/// and with 64 of them beside every few submissions a draining backlog took most of the
+/// store and the desks' submissions waited seconds (docs/PERFORMANCE.md, "The drain yields to
+/// the desks"). One per urgent write keeps a flat-out load's deliveries recorded as fast as
+/// its submissions. SQLite's commits carry a full share: its records are cheap, and its drain
+/// already waits for them.
+pub const POSTGRES_LEAST_SHARE: usize = 16;
+
 /// Which queue a write waits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lane {
@@ -73,6 +84,8 @@ impl Writer {
 struct Queues {
     urgent: mpsc::Receiver<Job>,
     yielding: mpsc::Receiver<Job>,
+    /// The fewest yielding writes a commit with urgent ones takes ([`POSTGRES_LEAST_SHARE`]).
+    least_share: usize,
 }
 
 /// Starts the writer; it ends when every sender is dropped.
@@ -83,12 +96,25 @@ pub fn start(
 ) -> Writer {
     let (urgent, urgent_queue) = mpsc::channel(8192);
     let (yielding, yielding_queue) = mpsc::channel(8192);
-    let queues = Queues { urgent: urgent_queue, yielding: yielding_queue };
+    let least_share = match backend {
+        Backend::Sqlite => YIELDING_SHARE,
+        Backend::Postgres => POSTGRES_LEAST_SHARE,
+    };
+    let queues = Queues { urgent: urgent_queue, yielding: yielding_queue, least_share };
     tokio::spawn(run(pool, backend, queues, chain));
     Writer { urgent, yielding }
 }
 
 impl Queues {
+    /// How many yielding writes a commit carrying `urgent` urgent writes takes: a full share
+    /// alone, else one per urgent write between `least_share` and [`YIELDING_SHARE`].
+    fn share(&self, urgent: usize) -> usize {
+        match urgent {
+            0 => YIELDING_SHARE,
+            n => n.clamp(self.least_share, YIELDING_SHARE),
+        }
+    }
+
     /// The next batch: waits for a first write (an urgent one if both wait), then takes the
     /// urgent writes waiting, up to [`MAX_BATCH`], and yielding ones up to [`YIELDING_SHARE`].
     /// `None` once every sender is gone and nothing is left.
@@ -108,7 +134,7 @@ impl Queues {
     }
 
     /// Adds what is already waiting to a batch holding `yielded` yielding writes: urgent ones
-    /// up to [`MAX_BATCH`] of them, then yielding ones up to [`YIELDING_SHARE`] — beyond the
+    /// up to [`MAX_BATCH`] of them, then yielding ones up to [`Queues::share`] — beyond the
     /// urgent ones, so that a flood of urgent writes never starves them.
     fn fill(&mut self, batch: &mut Vec<Job>, mut yielded: usize) {
         while batch.len() - yielded < MAX_BATCH {
@@ -117,7 +143,8 @@ impl Queues {
                 Err(_) => break,
             }
         }
-        while yielded < YIELDING_SHARE {
+        let share = self.share(batch.len() - yielded).max(yielded);
+        while yielded < share {
             match self.yielding.try_recv() {
                 Ok(job) => {
                     batch.push(job);
@@ -433,6 +460,11 @@ mod tests {
 
     /// Queues the writes, in this order, and returns the writer's queues.
     async fn queued(writes: &[(Lane, usize)]) -> (Writer, Queues) {
+        queued_with(YIELDING_SHARE, writes).await
+    }
+
+    /// [`queued`], for a store whose commits with urgent writes take at least `least_share`.
+    async fn queued_with(least_share: usize, writes: &[(Lane, usize)]) -> (Writer, Queues) {
         let (urgent, urgent_queue) = mpsc::channel(8192);
         let (yielding, yielding_queue) = mpsc::channel(8192);
         let writer = Writer { urgent, yielding };
@@ -441,7 +473,34 @@ mod tests {
                 writer.send(*lane, job(*lane)).await.unwrap();
             }
         }
-        (writer, Queues { urgent: urgent_queue, yielding: yielding_queue })
+        (writer, Queues { urgent: urgent_queue, yielding: yielding_queue, least_share })
+    }
+
+    /// The (urgent, yielding) writes of the next batch.
+    async fn next_split(queues: &mut Queues) -> (usize, usize) {
+        let mut batch = Vec::new();
+        queues.next_batch(&mut batch).await.unwrap();
+        let urgent = lanes(&batch).iter().filter(|l| **l == Lane::Urgent).count();
+        (urgent, batch.len() - urgent)
+    }
+
+    #[tokio::test]
+    async fn on_postgresql_a_drain_records_one_delivery_per_submission_beside_it() {
+        // A backlog's thousands of records wait; submissions keep coming.
+        let (writer, mut queues) =
+            queued_with(POSTGRES_LEAST_SHARE, &[(Lane::Yielding, 5000), (Lane::Urgent, 3)]).await;
+        assert_eq!(next_split(&mut queues).await, (3, POSTGRES_LEAST_SHARE), "at least the least");
+        for _ in 0..40 {
+            writer.send(Lane::Urgent, job(Lane::Urgent)).await.unwrap();
+        }
+        assert_eq!(next_split(&mut queues).await, (40, 40), "one per submission");
+        for _ in 0..MAX_BATCH + 1 {
+            writer.send(Lane::Urgent, job(Lane::Urgent)).await.unwrap();
+        }
+        assert_eq!(next_split(&mut queues).await, (MAX_BATCH, YIELDING_SHARE), "at most a share");
+        // The last submission, and a commit of records alone takes a full share.
+        assert_eq!(next_split(&mut queues).await, (1, POSTGRES_LEAST_SHARE));
+        assert_eq!(next_split(&mut queues).await, (0, YIELDING_SHARE));
     }
 
     #[tokio::test]
