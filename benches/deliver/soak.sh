@@ -11,11 +11,17 @@
 #   FLAT_OUT_AROUND=S       a flat-out S-second run before and after (the capacity at each end)
 #   MEMORY_LOG=FILE         the gateways' resident memory every 10 s (seconds, then KiB each)
 #   JSON=FILE               the main run's report as JSON (with its minute-by-minute figures)
+#   METRICS_LOG=FILE        each gateway every 5 s, from its /metrics: native submissions answered/s
+#                           and their mean time, commits/s and their mean time (what the desks saw
+#                           on the gateway's side while a drain ran)
 #   RECEIVE_WITHIN=60s      the destination's receive_by (never confirmed here, so escalated)
 #   FIGURES_MEMORY_LIMIT=N  [figures] memory_limit (0: the figures' facts never in memory)
 #   GATEWAY=path/to/liandong   run this build as the gateways (the generator stays target/release/liandong);
 #                           a wrapper works too (GATEWAY="heaptrack -o ht /tmp/liandong-system-alloc":
 #                           its children are stopped with it, benches/site.sh; MEMORY_LOG then reads the wrapper)
+# A drain beside the desks' submissions (docs/PERFORMANCE.md, "The drain yields to the desks"):
+#   STORE=postgres REPLICAS=2 OUTAGE=60s OUTAGE_FROM=30s JSON=drain.json METRICS_LOG=metrics.txt \
+#     benches/deliver/soak.sh 200 64 1000
 # The hour with an outage (docs/PERFORMANCE.md, "An hour with an outage"):
 #   STORE=sqlite REPLICAS=1 OUTAGE=300s OUTAGE_FROM=600s FLAT_OUT_AROUND=20 MEMORY_LOG=rss.tsv \
 #     JSON=soak.json benches/deliver/soak.sh 3600 64 1000
@@ -64,6 +70,30 @@ if [ "${MEMORY_LOG:-}" ]; then
   done &
   sampler=$!
   trap 'stop_processes $gateways $sampler; rm -rf "$site"' EXIT
+fi
+if [ "${METRICS_LOG:-}" ]; then
+  # The change of each counter over the 5 s before, per gateway (its admin port).
+  (
+    declare -A last
+    start=$(date +%s)
+    while sleep 5; do
+      for port in $ports; do
+        now=$(curl -s "http://127.0.0.1:$port/metrics" | awk '
+          /^liandong_request_duration_seconds_(sum|count)\{route="POST \/v1\/native/ { r[$1 ~ /_sum/] = $NF }
+          /^liandong_commit_duration_seconds_(sum|count)/ { c[$1 ~ /_sum/] = $NF }
+          END { print r[0] + 0, r[1] + 0, c[0] + 0, c[1] + 0 }')
+        if [ "${last[$port]:-}" ]; then
+          echo "${last[$port]} $now" | awk -v t=$(( $(date +%s) - start )) -v p="$port" '{
+            n = $5 - $1; c = $7 - $3
+            printf "%d s  gateway %s  submissions %.0f/s, %.1f ms  commits %.0f/s, %.1f ms\n",
+              t, p, n / 5, n ? ($6 - $2) / n * 1000 : 0, c / 5, c ? ($8 - $4) / c * 1000 : 0 }' >>"$METRICS_LOG"
+        fi
+        last[$port]=$now
+      done
+    done
+  ) &
+  metrics_sampler=$!
+  trap 'stop_processes $gateways ${sampler:-} $metrics_sampler; rm -rf "$site"' EXIT
 fi
 [ "${FLAT_OUT_AROUND:-}" ] && { echo "before:"; bench --duration "${FLAT_OUT_AROUND}s"; }
 outage=()
