@@ -180,6 +180,17 @@ async fn deliveries_are_leased_in_order_retried_and_dead_lettered() {
             store.lease(now, 30_000, 10, &everyone()).await.unwrap().is_empty(),
             "{backend}: a leased item is not handed out twice"
         );
+        // A lease that runs out (its replica died) makes the item due again, then and not before.
+        assert!(
+            store.lease(now + 29_000, 30_000, 10, &everyone()).await.unwrap().is_empty(),
+            "{backend}: out until its lease runs out"
+        );
+        let again = store.lease(now + 30_000, 30_000, 10, &everyone()).await.unwrap();
+        assert_eq!(
+            again.iter().map(|i| i.id).collect::<Vec<_>>(),
+            [leased[0].id],
+            "{backend}: due again once its lease ran out"
+        );
         let item = &leased[0];
         store
             .write(Write::Failed {
@@ -234,14 +245,21 @@ async fn deliveries_are_leased_in_order_retried_and_dead_lettered() {
         else {
             panic!("{backend}: replayed")
         };
-        assert_eq!(
-            store.lease(now + 62_000, 30_000, 10, &everyone()).await.unwrap().len(),
-            1,
-            "{backend}"
-        );
+        let replayed = store.lease(now + 62_000, 30_000, 10, &everyone()).await.unwrap();
+        assert_eq!(replayed.len(), 1, "{backend}");
         let health = store.endpoint_health().await.unwrap();
         assert!(
             health.iter().any(|h| h.endpoint == "330200/12345" && h.failing_since.is_some()),
+            "{backend}: {health:?}"
+        );
+        // A success in the second of the last one still clears the failure (the health row is
+        // written only when it changes).
+        store.write(Write::Delivered { item_id: replayed[0].id, at: at + 61 }).await.unwrap();
+        let health = store.endpoint_health().await.unwrap();
+        assert!(
+            health.iter().any(|h| h.endpoint == "330200/12345"
+                && h.failing_since.is_none()
+                && h.last_success == Some(at + 61)),
             "{backend}: {health:?}"
         );
     }
