@@ -93,6 +93,7 @@ if [ "${METRICS_LOG:-}" ]; then
     done
   ) &
   metrics_sampler=$!
+  disown "$metrics_sampler"  # stopped by the trap, without the shell's "Terminated"
   trap 'stop_processes $gateways ${sampler:-} $metrics_sampler; rm -rf "$site"' EXIT
 fi
 [ "${FLAT_OUT_AROUND:-}" ] && { echo "before:"; bench --duration "${FLAT_OUT_AROUND}s"; }
