@@ -729,7 +729,7 @@ mod tests {
         Attempt::Answered { status, receipt, message: "m".into() }
     }
 
-    // What a deliverer remembers of the items it took (SQLite's leases in memory).
+    // What a deliverer remembers of the items it took (on SQLite its leases, held in memory).
 
     #[test]
     fn a_taken_item_is_remembered_until_a_second_after_its_release() {
@@ -751,7 +751,7 @@ mod tests {
 
     #[test]
     fn releasing_what_was_not_taken_here_remembers_nothing() {
-        // PostgreSQL: the store holds the leases, and every delivery is still released.
+        // A release of an item this deliverer never took (nor holds any longer) is a no-op.
         let mut taken = TakenItems::default();
         let start = Instant::now();
         for id in 0..1000 {

@@ -6,9 +6,10 @@
 //! Writes come in two lanes. A desk's submission, a status update, an operator's action are
 //! *urgent*: someone is waiting on the answer. The deadline sweeper's escalations, linkage
 //! timers and the records of confirmed deliveries *yield*: a commit carries at most
-//! [`YIELDING_SHARE`] of them, so a burst of thousands (a desk that stopped confirming receipt,
-//! a backlog draining after an outage) never makes a submission wait behind it, and the sweeper
-//! and the deliverer, which wait for their writes, slow to what is left.
+//! [`YIELDING_SHARE`] of them (on PostgreSQL, beside urgent writes, one per urgent write from
+//! [`POSTGRES_LEAST_SHARE`] up), so a burst of thousands (a desk that stopped confirming
+//! receipt, a backlog draining after an outage) never makes a submission wait behind it, and the
+//! sweeper and the deliverer, which wait for their writes, slow to what is left.
 //!
 //! Each write runs in its own savepoint: one that fails is rolled back alone and answered with
 //! its error; the others commit. Nobody is answered before the batch's commit returns, and the
@@ -116,7 +117,7 @@ impl Queues {
     }
 
     /// The next batch: waits for a first write (an urgent one if both wait), then takes the
-    /// urgent writes waiting, up to [`MAX_BATCH`], and yielding ones up to [`YIELDING_SHARE`].
+    /// urgent writes waiting, up to [`MAX_BATCH`], and yielding ones up to [`Queues::share`].
     /// `None` once every sender is gone and nothing is left.
     async fn next_batch(&mut self, batch: &mut Vec<Job>) -> Option<()> {
         let mut yielded = 0;
