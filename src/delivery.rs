@@ -445,9 +445,8 @@ impl Deliverer {
     ) -> Result<Vec<OutboxItem>, crate::store::StoreError> {
         let items = self.engine.store().lease_from(now_millis(), lease, wants.to_vec()).await?;
         if let Ok(mut taken) = self.taken.lock() {
-            for (destination, _) in wants {
-                let ids = items.iter().filter(|i| i.destination.to_string() == *destination);
-                taken.take(destination, ids.map(|i| i.id));
+            for item in &items {
+                taken.take(&item.destination.to_string(), [item.id]);
             }
         }
         Ok(items)

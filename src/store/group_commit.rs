@@ -144,7 +144,7 @@ impl Queues {
                 Err(_) => break,
             }
         }
-        let share = self.share(batch.len() - yielded).max(yielded);
+        let share = self.share(batch.len() - yielded);
         while yielded < share {
             match self.yielding.try_recv() {
                 Ok(job) => {
