@@ -72,21 +72,22 @@ if [ "${MEMORY_LOG:-}" ]; then
   trap 'stop_processes $gateways $sampler; rm -rf "$site"' EXIT
 fi
 if [ "${METRICS_LOG:-}" ]; then
-  # The change of each counter over the 5 s before, per gateway (its admin port).
+  # The change of each counter since the gateway's sample before (about 5 s, divided by the
+  # time that really passed between the two reads), per gateway (its admin port).
   (
     declare -A last
     start=$(date +%s)
     while sleep 5; do
       for port in $ports; do
-        now=$(curl -s "http://127.0.0.1:$port/metrics" | awk '
+        now="$(date +%s.%N) $(curl -s "http://127.0.0.1:$port/metrics" | awk '
           /^liandong_request_duration_seconds_(sum|count)\{route="POST \/v1\/native/ { r[$1 ~ /_sum/] = $NF }
           /^liandong_commit_duration_seconds_(sum|count)/ { c[$1 ~ /_sum/] = $NF }
-          END { print r[0] + 0, r[1] + 0, c[0] + 0, c[1] + 0 }')
+          END { print r[0] + 0, r[1] + 0, c[0] + 0, c[1] + 0 }')"
         if [ "${last[$port]:-}" ]; then
           echo "${last[$port]} $now" | awk -v t=$(( $(date +%s) - start )) -v p="$port" '{
-            n = $5 - $1; c = $7 - $3
+            s = $6 - $1; n = $7 - $2; c = $9 - $4
             printf "%d s  gateway %s  submissions %.0f/s, %.1f ms  commits %.0f/s, %.1f ms\n",
-              t, p, n / 5, n ? ($6 - $2) / n * 1000 : 0, c / 5, c ? ($8 - $4) / c * 1000 : 0 }' >>"$METRICS_LOG"
+              t, p, n / s, n ? ($8 - $3) / n * 1000 : 0, c / s, c ? ($10 - $5) / c * 1000 : 0 }' >>"$METRICS_LOG"
         fi
         last[$port]=$now
       done
