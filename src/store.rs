@@ -22,6 +22,7 @@ mod group_commit;
 pub mod live;
 pub mod outbox;
 pub mod records;
+mod rejected_lookup;
 pub mod replicas;
 pub mod schema;
 mod sql;
@@ -60,6 +61,9 @@ pub enum StoreError {
     /// The writer task is gone (the gateway is shutting down).
     #[error("store: shutting down")]
     Closed,
+    /// A read shared by several requests failed (each of them is told).
+    #[error("store: {0}")]
+    Read(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -174,6 +178,8 @@ pub struct Store {
     committed: Arc<tokio::sync::watch::Sender<u64>>,
     /// The replica's name, its audit chain: given once by the gateway that claimed it.
     chain: Arc<std::sync::OnceLock<String>>,
+    /// Where submissions ask for their case's rejected transfers, several per statement.
+    rejected: rejected_lookup::RejectedLookup,
 }
 
 impl Store {
@@ -236,6 +242,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Sqlite,
             pool: pool.clone(),
+            rejected: rejected_lookup::RejectedLookup::start(pool.clone(), Backend::Sqlite),
             writer: group_commit::start(pool, Backend::Sqlite, chain.clone()),
             outbox_ready: Arc::default(),
             committed: Arc::new(tokio::sync::watch::Sender::new(0)),
@@ -256,6 +263,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Postgres,
             pool: pool.clone(),
+            rejected: rejected_lookup::RejectedLookup::start(pool.clone(), Backend::Postgres),
             writer: group_commit::start(pool, Backend::Postgres, chain.clone()),
             outbox_ready: Arc::default(),
             committed: Arc::new(tokio::sync::watch::Sender::new(0)),
@@ -433,21 +441,14 @@ impl Store {
             .map_err(StoreError::from)
     }
 
-    /// The rejected transfers `sender` sent of the case `case_id`, oldest first.
+    /// The rejected transfers `sender` sent of the case `case_id`, oldest first (asked with
+    /// the other submissions of the moment: [`rejected_lookup`]).
     pub async fn rejected_of_case(
         &self,
         sender: &EndpointId,
         case_id: &str,
     ) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT c.transfer_id FROM case_transfers c JOIN transfers t ON t.transfer_id = c.transfer_id \
-             WHERE c.sender = $1 AND c.case_id = $2 AND t.state = 'rejected' ORDER BY c.transfer_id",
-        )
-        .bind(sender.to_string())
-        .bind(case_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| r.try_get::<String, _>(0).map_err(StoreError::from)).collect()
+        self.rejected.ask(sender.to_string(), case_id.to_string()).await
     }
 
     /// A transfer by the reference an endpoint knows it by: the gateway's `transfer_id` (the
@@ -1068,6 +1069,94 @@ mod tests {
                 .any(|step| step.starts_with("SCAN record_log") || step.contains("TEMP B-TREE")),
             "{plan:?}"
         );
+    }
+
+    /// The shared read of cases' rejected transfers walks the asked cases and finds each one's
+    /// transfers along `case_transfers_case`: never a scan of the cases or the transfers.
+    #[tokio::test]
+    async fn rejected_transfers_of_several_cases_are_read_along_the_index() {
+        let asked = ["330200/110", "110:330200:A", "330200/110", "110:330200:B"];
+        let plan = plan(&rejected_lookup::rejected_sql(Backend::Sqlite, 2), &asked, &[]).await;
+        assert!(
+            plan.iter().any(|step| step.contains("USING INDEX case_transfers_case")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN c") || step.starts_with("SCAN t")),
+            "{plan:?}"
+        );
+    }
+
+    /// Submissions asking at the same moment, more than one statement holds, each get their
+    /// own case's rejected transfers, in id order, and nothing of another sender's or case's.
+    #[tokio::test]
+    async fn each_submission_gets_its_own_cases_rejected_transfers() {
+        let dir = std::env::temp_dir().join(format!("liandong-rejected-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::sqlite(&dir.join("rejected.db")).await.unwrap();
+        use std::collections::HashMap;
+        // case n of a sender: n % 4 transfers, every other one rejected (stored newest first)
+        let senders = ["330200/110", "360700/110"];
+        let mut expected: HashMap<(String, String), Vec<String>> = HashMap::new();
+        for sender in senders {
+            for n in 0..100 {
+                let case = format!("110:{}:{n}", &sender[..6]);
+                for k in (0..n % 4).rev() {
+                    let id = format!("{sender}-{n}-{k}");
+                    let state = if k % 2 == 0 { "rejected" } else { "received" };
+                    sqlx::query(
+                        "INSERT INTO transfers (transfer_id, sender, sender_ref, destination, state, \
+                         requested_at, receive_by, document, created_at, updated_at) \
+                         VALUES ($1, $2, $3, '330200/12345', $4, 0, 0, '{}', 0, 0)",
+                    )
+                    .bind(&id)
+                    .bind(sender)
+                    .bind(&id)
+                    .bind(state)
+                    .execute(&store.pool)
+                    .await
+                    .unwrap();
+                    sqlx::query("INSERT INTO case_transfers (case_id, transfer_id, sender) VALUES ($1, $2, $3)")
+                        .bind(&case)
+                        .bind(&id)
+                        .bind(sender)
+                        .execute(&store.pool)
+                        .await
+                        .unwrap();
+                    if state == "rejected" {
+                        expected.entry((sender.to_string(), case.clone())).or_default().push(id);
+                    }
+                }
+            }
+        }
+        for ids in expected.values_mut() {
+            ids.sort();
+        }
+        // every case of both senders asked at once, each twice, and under the other sender
+        let mut asks = tokio::task::JoinSet::new();
+        for round in 0..2 {
+            for (i, sender) in senders.iter().enumerate() {
+                for n in 0..100 {
+                    let store = store.clone();
+                    let asker: EndpointId = senders[(i + round) % 2].parse().unwrap();
+                    let case = format!("110:{}:{n}", &sender[..6]);
+                    asks.spawn(async move {
+                        let found = store.rejected_of_case(&asker, &case).await.unwrap();
+                        (asker.to_string(), case, found)
+                    });
+                }
+            }
+        }
+        let mut answered = 0;
+        while let Some(answer) = asks.join_next().await {
+            let (asker, case, found) = answer.unwrap();
+            let want = expected.get(&(asker.clone(), case.clone())).cloned().unwrap_or_default();
+            assert_eq!(found, want, "{asker} {case}");
+            answered += 1;
+        }
+        assert_eq!(answered, 400);
+        assert!(expected.values().any(|ids| ids.len() == 2));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The sweeper's queries each read their partial index in deadline order and stop at the

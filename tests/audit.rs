@@ -53,12 +53,16 @@ async fn the_trail_holds_every_event_and_verify_finds_tampering() {
     // The sample was sent in 2023: it arrives long past its deadlines, overdue on arrival.
     assert_eq!(
         actions,
-        ["transfer.submitted", "transfer.escalated", "delivery.delivered", "transfer.delivered"],
+        ["transfer.submitted", "transfer.escalated", "transfer.delivered"],
         "{lines:?}"
     );
     assert_eq!(lines[0]["actor"], "330200/110");
     assert_eq!(lines[1]["actor"], "gateway");
+    // One entry for the delivery: the state it recorded and the receipt that confirmed it.
     assert_eq!(lines[2]["actor"], "330200/12345");
+    assert_eq!(lines[2]["detail"]["state"], "delivered");
+    assert_eq!(lines[2]["detail"]["delivery"]["destination"], "330200/12345");
+    assert_eq!(lines[2]["detail"]["delivery"]["kind"], "transfer");
     assert!(lines[0]["detail"]["document_sha256"].as_str().is_some_and(|h| h.len() == 64));
     let refusals = liandong(&["audit", "verify", "--config", config, "--json"]);
     assert!(refusals.status.success());
@@ -74,7 +78,7 @@ async fn the_trail_holds_every_event_and_verify_finds_tampering() {
     let (changed, removed, reordered) = (copies[0].clone(), copies[1].clone(), copies[2].clone());
     sql(&changed, "UPDATE audit SET actor = '330200/12345' WHERE action = 'transfer.submitted'")
         .await;
-    sql(&removed, "DELETE FROM audit WHERE action = 'delivery.delivered'").await;
+    sql(&removed, "DELETE FROM audit WHERE action = 'transfer.escalated'").await;
     // swap the first two entries (the configuration load and the submission)
     {
         use sqlx::Connection;

@@ -230,9 +230,10 @@ pub async fn execute(
             .bind(&destination)
             .execute(&mut **tx)
             .await?;
-            Ok(WriteResult::Done(
-                mark_delivered_many(tx, backend, &[transfer.transfer_id.as_str()], at).await? > 0,
-            ))
+            let acknowledged = [(transfer.transfer_id.as_str(), destination.as_str())];
+            let recorded =
+                mark_delivered_many(tx, backend, &acknowledged, ACKNOWLEDGEMENT, at).await?;
+            Ok(WriteResult::Done(!recorded.is_empty()))
         }
         Write::Lease { now, lease, wants } => lease_due(tx, backend, now, lease, &wants).await,
         Write::Linkage { transfer_id, action, actor, at, settings, rule } => {
@@ -422,10 +423,10 @@ pub async fn submit_many(
     let mut events: Vec<Event<'_>> = Vec::with_capacity(created.len());
     for &i in &created {
         let (transfer, document) = (&items[i].transfer, items[i].document.as_str());
-        events.push(Event { transfer, kind: "submitted", document });
+        events.push(Event::new(transfer, "submitted", document));
         // Overdue on arrival: both parties hear of the escalation like any other.
         if transfer.overdue {
-            events.push(Event { transfer, kind: "escalated", document });
+            events.push(Event::new(transfer, "escalated", document));
         }
     }
     record(tx, backend, &events, now).await?;
@@ -585,10 +586,9 @@ async fn status(
     for to in receivers {
         enqueue_notice(tx, backend, &transfer, &sender_ref, *to, update, now).await?;
     }
-    let mut events =
-        vec![Event { transfer: &transfer, kind: update.state.as_str(), document: &document }];
+    let mut events = vec![Event::new(&transfer, update.state.as_str(), &document)];
     if !misses.is_empty() {
-        events.push(Event { transfer: &transfer, kind: "escalated", document: &document });
+        events.push(Event::new(&transfer, "escalated", &document));
     }
     record(tx, backend, &events, now).await?;
     if update.state == State::Cancelled {
@@ -801,13 +801,10 @@ async fn act(
     if let Some(due) = effect.extension_timer {
         set_timer(tx, transfer_id, TIMER_EXTENSION, due.map(Timestamp::unix_seconds)).await?;
     }
-    let mut events: Vec<Event<'_>> = effect
-        .entries
-        .iter()
-        .map(|e| Event { transfer: &transfer, kind: e.state.as_str(), document: &document })
-        .collect();
+    let mut events: Vec<Event<'_>> =
+        effect.entries.iter().map(|e| Event::new(&transfer, e.state.as_str(), &document)).collect();
     if escalate.is_some() || !misses.is_empty() {
-        events.push(Event { transfer: &transfer, kind: "escalated", document: &document });
+        events.push(Event::new(&transfer, "escalated", &document));
     }
     record(tx, backend, &events, now).await?;
     Ok(WriteResult::Linkage(Ok((Box::new(transfer), entries))))
@@ -1033,25 +1030,38 @@ pub async fn delivered_many(
         .execute(&mut **tx)
         .await?;
     }
+    let transfers: Vec<(&str, &str)> = found
+        .iter()
+        .filter(|f| f.3 == DeliveryKind::Transfer.as_str())
+        .map(|f| (f.2.as_str(), f.1.as_str()))
+        .collect();
+    let recorded = mark_delivered_many(tx, backend, &transfers, SUCCESS_RECEIPT, at).await?;
+    // A delivery that recorded `delivered` is in that entry; the others (notices, a transfer
+    // already past `delivered`) get one of their own.
     let entries: Vec<AuditEntry> = found
         .iter()
+        .filter(|f| !(f.3 == DeliveryKind::Transfer.as_str() && recorded.contains(f.2.as_str())))
         .map(|(_, destination, transfer_id, kind, at)| AuditEntry {
             at: *at,
             actor: destination.clone(),
             action: "delivery.delivered".into(),
             transfer_id: Some(transfer_id.clone()),
-            detail: serde_json::json!({"destination": destination, "kind": kind, "answer": "the destination's success receipt"}),
+            detail: receipt(destination, kind, SUCCESS_RECEIPT),
         })
         .collect();
     super::audit::append(tx, backend, &entries).await?;
-    let transfer_ids: Vec<&str> = found
-        .iter()
-        .filter(|f| f.3 == DeliveryKind::Transfer.as_str())
-        .map(|f| f.2.as_str())
-        .collect();
-    mark_delivered_many(tx, backend, &transfer_ids, at).await?;
     let done: std::collections::HashSet<i64> = found.iter().map(|f| f.0).collect();
     Ok(items.iter().map(|(id, _)| WriteResult::Done(done.contains(id))).collect())
+}
+
+/// How a destination confirmed a delivery, as its audit entry says: a pushed document's answer,
+/// or a pull endpoint's acknowledgement.
+const SUCCESS_RECEIPT: &str = "the destination's success receipt";
+const ACKNOWLEDGEMENT: &str = "the destination's acknowledgement";
+
+/// What an audit entry says of a confirmed delivery.
+fn receipt(destination: &str, kind: &str, answer: &str) -> serde_json::Value {
+    serde_json::json!({"destination": destination, "kind": kind, "answer": answer})
 }
 
 /// `n` outbox items by id, with their status. By id alone: with `status = 'pending'` in the
@@ -1061,16 +1071,23 @@ pub(super) fn outbox_items_sql(backend: Backend, n: usize) -> String {
     format!("SELECT id, destination, transfer_id, kind, status FROM outbox WHERE id IN ({}) ORDER BY id", in_list(backend, n, 1))
 }
 
-/// Records `delivered` on these transfers, each unless it is already past it (its destination
-/// answered first), several per statement; returns how many were recorded.
-async fn mark_delivered_many(
+/// Records `delivered` on these transfers (id, the destination that confirmed it, `answer`
+/// saying how), each unless
+/// it is already past it (its destination answered first), several per statement; returns the
+/// ids recorded. Each one's audit entry names the receipt too, and the figures' facts are
+/// written only where `delivered` moved them (it moves none today: no new row per delivery).
+async fn mark_delivered_many<'a>(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
-    transfer_ids: &[&str],
+    transfers: &[(&'a str, &'a str)],
+    answer: &str,
     at: i64,
-) -> Result<usize, StoreError> {
-    let mut changed: Vec<(Transfer, String)> = Vec::new();
-    for mut transfer in load_many_for_update(tx, backend, transfer_ids).await? {
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let destination_of: std::collections::HashMap<&str, &str> = transfers.iter().copied().collect();
+    let transfer_ids: Vec<&str> = transfers.iter().map(|t| t.0).collect();
+    let mut changed: Vec<(Transfer, String, bool)> = Vec::new();
+    for mut transfer in load_many_for_update(tx, backend, &transfer_ids).await? {
+        let facts_before = super::facts::Fact::of(&transfer, 0);
         let update = StatusUpdate {
             transfer_id: Some(transfer.transfer_id.clone()),
             transfer_ref: None,
@@ -1088,7 +1105,8 @@ async fn mark_delivered_many(
                 id: transfer.transfer_id.clone(),
                 problem: e.to_string(),
             })?;
-            changed.push((transfer, document));
+            let facts = super::facts::Fact::of(&transfer, 0) != facts_before;
+            changed.push((transfer, document, facts));
         }
     }
     for chunk in changed.chunks(ROWS_PER_STATEMENT) {
@@ -1098,17 +1116,23 @@ async fn mark_delivered_many(
             values(backend, chunk.len(), 3, None)
         );
         let mut query = sqlx::query(&sql);
-        for (transfer, document) in chunk {
+        for (transfer, document, _) in chunk {
             query = query.bind(&transfer.transfer_id).bind(transfer.state.as_str()).bind(document);
         }
         query.execute(&mut **tx).await?;
     }
     let events: Vec<Event<'_>> = changed
         .iter()
-        .map(|(transfer, document)| Event { transfer, kind: "delivered", document })
+        .map(|(transfer, document, facts)| Event {
+            facts: *facts,
+            receipt: destination_of
+                .get(transfer.transfer_id.as_str())
+                .map(|destination| Receipt { destination, answer }),
+            ..Event::new(transfer, "delivered", document)
+        })
         .collect();
     record(tx, backend, &events, at).await?;
-    Ok(changed.len())
+    Ok(changed.into_iter().map(|(transfer, _, _)| transfer.transfer_id).collect())
 }
 
 /// A transfer to escalate for a deadline it missed, as of `at`.
@@ -1159,7 +1183,7 @@ pub async fn escalate_many(
     for run in escalated.chunk_by(|a, b| a.2 == b.2) {
         let events: Vec<Event<'_>> = run
             .iter()
-            .map(|(transfer, document, _)| Event { transfer, kind: "escalated", document })
+            .map(|(transfer, document, _)| Event::new(transfer, "escalated", document))
             .collect();
         record(tx, backend, &events, run[0].2).await?;
     }
@@ -1219,6 +1243,23 @@ struct Event<'a> {
     transfer: &'a Transfer,
     kind: &'a str,
     document: &'a str,
+    /// Whether the change may have moved the transfer's facts for the figures (rewritten if so).
+    facts: bool,
+    /// The destination's confirmation this change records: its audit entry's actor and detail.
+    receipt: Option<Receipt<'a>>,
+}
+
+/// A destination's confirmation of a delivery.
+struct Receipt<'a> {
+    destination: &'a str,
+    /// How it confirmed: [`SUCCESS_RECEIPT`] or [`ACKNOWLEDGEMENT`].
+    answer: &'a str,
+}
+
+impl<'a> Event<'a> {
+    fn new(transfer: &'a Transfer, kind: &'a str, document: &'a str) -> Event<'a> {
+        Event { transfer, kind, document, facts: true, receipt: None }
+    }
 }
 
 /// Appends to the change feed that both parties read (`Watch`): the one writer of event rows,
@@ -1247,7 +1288,7 @@ async fn record(
         }
         query.execute(&mut **tx).await?;
     }
-    let changed: Vec<&Transfer> = events.iter().map(|e| e.transfer).collect();
+    let changed: Vec<&Transfer> = events.iter().filter(|e| e.facts).map(|e| e.transfer).collect();
     super::facts::upsert(tx, backend, &changed, now).await?;
     let entries: Vec<AuditEntry> = events
         .iter()
@@ -1261,18 +1302,27 @@ async fn record(
                 .rev()
                 .find(|h| h.state.as_str() == e.kind)
                 .or(e.transfer.history.last());
+            let mut detail = serde_json::json!({
+                "from": e.transfer.from.to_string(),
+                "to": e.transfer.to.to_string(),
+                "state": e.transfer.state.as_str(),
+                "entry": last,
+                "document_sha256": crate::model::digest::sha256_hex(e.document.as_bytes()),
+            });
+            let actor = match &e.receipt {
+                Some(r) => {
+                    detail["delivery"] =
+                        receipt(r.destination, DeliveryKind::Transfer.as_str(), r.answer);
+                    r.destination.to_string()
+                }
+                None => last.map_or_else(|| e.transfer.from.to_string(), |h| h.by.clone()),
+            };
             AuditEntry {
                 at: now,
-                actor: last.map_or_else(|| e.transfer.from.to_string(), |h| h.by.clone()),
+                actor,
                 action: format!("transfer.{}", e.kind),
                 transfer_id: Some(e.transfer.transfer_id.clone()),
-                detail: serde_json::json!({
-                    "from": e.transfer.from.to_string(),
-                    "to": e.transfer.to.to_string(),
-                    "state": e.transfer.state.as_str(),
-                    "entry": last,
-                    "document_sha256": crate::model::digest::sha256_hex(e.document.as_bytes()),
-                }),
+                detail,
             }
         })
         .collect();
