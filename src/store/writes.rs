@@ -1071,11 +1071,10 @@ pub(super) fn outbox_items_sql(backend: Backend, n: usize) -> String {
     format!("SELECT id, destination, transfer_id, kind, status FROM outbox WHERE id IN ({}) ORDER BY id", in_list(backend, n, 1))
 }
 
-/// Records `delivered` on these transfers (id, the destination that confirmed it, `answer`
-/// saying how), each unless
-/// it is already past it (its destination answered first), several per statement; returns the
-/// ids recorded. Each one's audit entry names the receipt too, and the figures' facts are
-/// written only where `delivered` moved them (it moves none today: no new row per delivery).
+/// Records `delivered` on these transfers (id, the destination that confirmed it; `answer` says
+/// how), each unless it is already past it (its destination answered first), several per
+/// statement; returns the ids recorded. Each one's audit entry names the confirmation too, and
+/// the figures' facts are rewritten only where `delivered` moved them (today it moves none).
 async fn mark_delivered_many<'a>(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
