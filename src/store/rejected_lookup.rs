@@ -3,25 +3,21 @@
 //!
 //! One statement each made it the one statement per submission besides the group commit, and
 //! on SQLite every statement is a hand-off to a connection's thread and back: flat out, about
-//! 7 % of the gateway's CPU (docs/PERFORMANCE.md, "One read for the submissions of a moment").
-//! So the submissions that ask at the same moment share one statement: the first asks at once,
-//! those that come while [`IN_FLIGHT`] statements run wait for the next free one, which asks for
-//! them all (at most [`MOST_ASKED`]). Alone, a submission waits no longer than it did.
+//! 7 % of the gateway's CPU (docs/PERFORMANCE.md, "Fewer statements per transfer"). So the
+//! submissions that ask at the same moment share one statement: one runs at a time, and the
+//! asks that come while it runs go together in the next (at most [`MOST_ASKED`]). Alone, a
+//! submission waits no longer than it did.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use sqlx::{AnyPool, Row};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use super::sql::values;
 use super::{Backend, StoreError};
 
 /// The most cases one statement asks about (two parameters each).
 pub const MOST_ASKED: usize = 128;
-
-/// Statements running at once; the asks that come meanwhile wait for the next.
-pub const IN_FLIGHT: usize = 1;
 
 /// One submission's question: `sender`'s rejected transfers of `case_id`.
 struct Ask {
@@ -41,9 +37,7 @@ impl RejectedLookup {
     pub(super) fn start(pool: AnyPool, backend: Backend) -> RejectedLookup {
         let (asks, mut waiting) = mpsc::unbounded_channel::<Ask>();
         tokio::spawn(async move {
-            let slots = Arc::new(Semaphore::new(IN_FLIGHT));
             while let Some(first) = waiting.recv().await {
-                let Ok(slot) = slots.clone().acquire_owned().await else { break };
                 // The submissions already running get to ask first: under load they come
                 // microseconds apart, and this one statement answers them too.
                 tokio::task::yield_now().await;
@@ -54,11 +48,7 @@ impl RejectedLookup {
                         Err(_) => break,
                     }
                 }
-                let pool = pool.clone();
-                tokio::spawn(async move {
-                    answer(&pool, backend, batch).await;
-                    drop(slot);
-                });
+                answer(&pool, backend, batch).await;
             }
         });
         RejectedLookup { asks }
