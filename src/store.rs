@@ -170,10 +170,10 @@ pub struct Store {
     pool: AnyPool,
     /// The replica's writer, which batches commits.
     writer: group_commit::Writer,
-    /// Woken when a commit queued deliveries, so the deliverer starts at once rather than at
-    /// its next poll (other replicas' commits are found by that poll).
+    /// Woken once by each commit that queued deliveries, so the deliverer starts at once
+    /// rather than at its next poll (other replicas' commits are found by that poll).
     outbox_ready: Arc<tokio::sync::Notify>,
-    /// Bumped after every write this process commits: live readers of the change feed wait on
+    /// Bumped after every commit of this process's writer: live readers of the change feed wait on
     /// it instead of polling (another replica's commits are found by their slower poll).
     committed: Arc<tokio::sync::watch::Sender<u64>>,
     /// The replica's name, its audit chain: given once by the gateway that claimed it.
@@ -239,13 +239,14 @@ impl Store {
             .await?;
         migrate(&pool, Backend::Sqlite).await?;
         let chain = Arc::new(std::sync::OnceLock::new());
+        let signals = group_commit::Signals::default();
         Ok(Store {
             backend: Backend::Sqlite,
             pool: pool.clone(),
             rejected: rejected_lookup::RejectedLookup::start(pool.clone(), Backend::Sqlite),
-            writer: group_commit::start(pool, Backend::Sqlite, chain.clone()),
-            outbox_ready: Arc::default(),
-            committed: Arc::new(tokio::sync::watch::Sender::new(0)),
+            writer: group_commit::start(pool, Backend::Sqlite, chain.clone(), signals.clone()),
+            outbox_ready: signals.outbox_ready,
+            committed: signals.committed,
             chain,
         })
     }
@@ -260,13 +261,14 @@ impl Store {
             .await?;
         migrate(&pool, Backend::Postgres).await?;
         let chain = Arc::new(std::sync::OnceLock::new());
+        let signals = group_commit::Signals::default();
         Ok(Store {
             backend: Backend::Postgres,
             pool: pool.clone(),
             rejected: rejected_lookup::RejectedLookup::start(pool.clone(), Backend::Postgres),
-            writer: group_commit::start(pool, Backend::Postgres, chain.clone()),
-            outbox_ready: Arc::default(),
-            committed: Arc::new(tokio::sync::watch::Sender::new(0)),
+            writer: group_commit::start(pool, Backend::Postgres, chain.clone(), signals.clone()),
+            outbox_ready: signals.outbox_ready,
+            committed: signals.committed,
             chain,
         })
     }
@@ -359,28 +361,12 @@ impl Store {
     /// others, a few dozen per commit ([`Write::lane`], [`group_commit`]).
     pub async fn write(&self, write: Write) -> Result<WriteResult, StoreError> {
         let lane = write.lane();
-        let queues = matches!(
-            write,
-            Write::Submit(_)
-                | Write::Status { .. }
-                | Write::Failed { .. }
-                | Write::Replay { .. }
-                | Write::Linkage { .. }
-                | Write::Timer { .. }
-        );
         let (reply, answer) = oneshot::channel();
         self.writer
             .send(lane, group_commit::Job { write, reply })
             .await
             .map_err(|()| StoreError::Closed)?;
-        let result = answer.await.map_err(|_| StoreError::Closed)?;
-        if queues && result.is_ok() {
-            self.outbox_ready.notify_one();
-        }
-        if result.is_ok() {
-            self.committed.send_modify(|n| *n = n.wrapping_add(1));
-        }
-        result
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Changes after every write this process commits (see the field `committed`).

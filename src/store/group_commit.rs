@@ -15,9 +15,11 @@
 //! its error; the others commit. Nobody is answered before the batch's commit returns, and the
 //! commit is attempted only on a transaction shown to be the one that began (see [`GUARD`]).
 
+use std::sync::Arc;
+
 use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, Any, AnyConnection, AnyPool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::writes::{
     delivered_many, escalate_many, execute, submit_many, Escalation, NewTransfer, Write,
@@ -89,11 +91,32 @@ struct Queues {
     least_share: usize,
 }
 
+/// What the writer tells once per commit, before it answers the commit's writes: one wake-up
+/// and one bump for a commit of dozens, where each write's own woke the deliverer dozens of
+/// times for one read's worth of work (docs/PERFORMANCE.md, "One wake-up per commit").
+#[derive(Clone, Default)]
+pub struct Signals {
+    /// Woken when a commit carried a write that may queue a delivery.
+    pub outbox_ready: Arc<Notify>,
+    /// Bumped after every commit that carried a write that succeeded.
+    pub committed: Arc<watch::Sender<u64>>,
+}
+
+impl Signals {
+    fn tell(&self, queued: bool) {
+        if queued {
+            self.outbox_ready.notify_one();
+        }
+        self.committed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
 /// Starts the writer; it ends when every sender is dropped.
 pub fn start(
     pool: AnyPool,
     backend: Backend,
     chain: std::sync::Arc<std::sync::OnceLock<String>>,
+    signals: Signals,
 ) -> Writer {
     let (urgent, urgent_queue) = mpsc::channel(8192);
     let (yielding, yielding_queue) = mpsc::channel(8192);
@@ -102,7 +125,7 @@ pub fn start(
         Backend::Postgres => POSTGRES_LEAST_SHARE,
     };
     let queues = Queues { urgent: urgent_queue, yielding: yielding_queue, least_share };
-    tokio::spawn(run(pool, backend, queues, chain));
+    tokio::spawn(run(pool, backend, queues, chain, signals));
     Writer { urgent, yielding }
 }
 
@@ -164,6 +187,7 @@ async fn run(
     backend: Backend,
     mut queues: Queues,
     chain: std::sync::Arc<std::sync::OnceLock<String>>,
+    signals: Signals,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut held: Option<PoolConnection<Any>> = None;
@@ -184,7 +208,8 @@ async fn run(
         let started = std::time::Instant::now();
         // The batch's audit entries go to this store's chain (its replica's name).
         let name = chain.get().cloned().unwrap_or_else(|| "local".to_string());
-        let committed = super::audit::CHAIN.scope(name, commit(conn, backend, &mut batch)).await;
+        let committed =
+            super::audit::CHAIN.scope(name, commit(conn, backend, &mut batch, &signals)).await;
         crate::metrics::counters().commit_seconds.observe(String::new(), started.elapsed());
         if !committed {
             if let Some(mut conn) = held.take() {
@@ -276,7 +301,12 @@ impl GroupWork {
 }
 
 /// Commits the batch and answers every write in it; false if anything in it failed.
-async fn commit(conn: &mut AnyConnection, backend: Backend, batch: &mut Vec<Job>) -> bool {
+async fn commit(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    batch: &mut Vec<Job>,
+    signals: &Signals,
+) -> bool {
     let fail_all = |jobs: Vec<Reply>, message: String| {
         for reply in jobs {
             let _ = reply.send(Err(StoreError::Commit(message.clone())));
@@ -300,6 +330,7 @@ async fn commit(conn: &mut AnyConnection, backend: Backend, batch: &mut Vec<Job>
         fail_all(batch.drain(..).map(|job| job.reply).collect(), e.to_string());
         return false;
     }
+    let queues = batch.iter().any(|job| job.write.queues_delivery());
     let mut answers: Vec<(Reply, Result<WriteResult, StoreError>)> =
         Vec::with_capacity(batch.len());
     // The batch's submissions, its delivery receipts and its escalations each go in a few
@@ -407,6 +438,9 @@ async fn commit(conn: &mut AnyConnection, backend: Backend, batch: &mut Vec<Job>
     }
     match tx.commit().await {
         Ok(()) => {
+            if answers.iter().any(|(_, result)| result.is_ok()) {
+                signals.tell(queues);
+            }
             for (reply, result) in answers {
                 let _ = reply.send(result);
             }

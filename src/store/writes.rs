@@ -125,6 +125,20 @@ impl Write {
         }
     }
 
+    /// Whether this write may queue a delivery (a transfer, a status notice, a replay): the
+    /// commit that carries it wakes the deliverer.
+    pub fn queues_delivery(&self) -> bool {
+        matches!(
+            self,
+            Write::Submit(_)
+                | Write::Status { .. }
+                | Write::Failed { .. }
+                | Write::Replay { .. }
+                | Write::Linkage { .. }
+                | Write::Timer { .. }
+        )
+    }
+
     /// A new transfer to store: its JSON is made here, on the submitter's task, not by the
     /// writer that every submission waits for.
     /// `native`: the document as the sender sent it (as text), kept as evidence.
