@@ -41,6 +41,11 @@ pub fn decode<T: DeserializeOwned>(value: Value, required: &[&str]) -> Result<T,
             return Err(ModelError::missing(*path));
         }
     }
+    // Most documents are well formed: decoded from a borrow first, with no path tracked, and
+    // decoded again (tracking the path, to name the field) only when that fails.
+    if let Ok(typed) = T::deserialize(&value) {
+        return Ok(typed);
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
