@@ -125,7 +125,29 @@ pub fn start(
         Backend::Postgres => POSTGRES_LEAST_SHARE,
     };
     let queues = Queues { urgent: urgent_queue, yielding: yielding_queue, least_share };
-    tokio::spawn(run(pool, backend, queues, chain, signals));
+    let writer = run(pool, backend, queues, chain, signals);
+    // Its own thread: between a commit's statements the writer waits for SQLite's (or the
+    // server's) answer, and on the shared runtime each answer then waited behind the requests
+    // being served — the commit every submission waits for took three times its work
+    // (docs/PERFORMANCE.md, "The writer on its own thread"). Should the thread not start, the
+    // writer runs on the shared runtime as before.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name("liandong-writer".into()).spawn(move || {
+        let Ok(writer) = rx.recv() else { return };
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(writer),
+            Err(e) => tracing::error!(error = %e, "the writer's runtime did not start"),
+        }
+    });
+    match spawned {
+        Ok(_) => {
+            let _ = tx.send(writer);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the writer's thread did not start: it shares the runtime");
+            tokio::spawn(writer);
+        }
+    }
     Writer { urgent, yielding }
 }
 
