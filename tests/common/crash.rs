@@ -292,8 +292,7 @@ pub async fn restart_postgres() {
 
 /// A fresh schema in the test database, as a store URL.
 pub async fn postgres_schema(name: &str) -> String {
-    let base = std::env::var("LIANDONG_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let base = super::stores::postgres_url();
     let schema = format!("{name}_{}", std::process::id());
     {
         use sqlx::Connection;

@@ -2,7 +2,8 @@
 //! PostgreSQL server (127.0.0.1:5432, database `test`, or `LIANDONG_TEST_POSTGRES`) in a fresh
 //! schema. A missing PostgreSQL fails the run: it is never skipped.
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use liandong::config::Config;
 use liandong::engine::Engine;
@@ -37,7 +38,44 @@ regions = ["3302"]
 rights = ["read_transfers"]
 "#;
 
+/// PostgreSQL is one server for every test of this binary, and one test restarts it
+/// (tests/postgres_restart.rs). That test takes the server alone; every other test that uses it
+/// holds a share from its first use until its thread ends (libtest runs each test on a thread
+/// of its own), so none of them meets the server down.
+static SERVER: RwLock<()> = RwLock::new(());
+
+thread_local! {
+    static SHARE: RefCell<Option<RwLockReadGuard<'static, ()>>> = const { RefCell::new(None) };
+    static ALONE: RefCell<Option<RwLockWriteGuard<'static, ()>>> = const { RefCell::new(None) };
+}
+
+/// This test uses PostgreSQL: it waits while the restarting test runs, and holds it off until
+/// this test ends. Once per test (a second share could wait behind the restarting test).
+pub fn share_postgres() {
+    if ALONE.with(|alone| alone.borrow().is_some()) {
+        return;
+    }
+    SHARE.with(|share| {
+        let mut share = share.borrow_mut();
+        if share.is_none() {
+            *share = Some(SERVER.read().unwrap_or_else(PoisonError::into_inner));
+        }
+    });
+}
+
+/// This test restarts PostgreSQL: it waits for the tests using it to end, and holds off the
+/// others until it ends.
+pub fn take_postgres_alone() {
+    ALONE.with(|alone| {
+        let mut alone = alone.borrow_mut();
+        if alone.is_none() {
+            *alone = Some(SERVER.write().unwrap_or_else(PoisonError::into_inner));
+        }
+    });
+}
+
 pub fn postgres_url() -> String {
+    share_postgres();
     std::env::var("LIANDONG_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
 }
