@@ -173,8 +173,8 @@ pub struct Store {
     /// Woken once by each commit that queued deliveries, so the deliverer starts at once
     /// rather than at its next poll (other replicas' commits are found by that poll).
     outbox_ready: Arc<tokio::sync::Notify>,
-    /// Bumped after every commit of this process's writer: live readers of the change feed wait on
-    /// it instead of polling (another replica's commits are found by their slower poll).
+    /// Bumped after every commit of this process's writer: live readers of the change feed
+    /// wait on it instead of polling (another replica's commits are found by their slower poll).
     committed: Arc<tokio::sync::watch::Sender<u64>>,
     /// The replica's name, its audit chain: given once by the gateway that claimed it.
     chain: Arc<std::sync::OnceLock<String>>,
@@ -369,7 +369,7 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Changes after every write this process commits (see the field `committed`).
+    /// Changes after every commit of this process's writer (see the field `committed`).
     pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
         self.committed.subscribe()
     }

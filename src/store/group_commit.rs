@@ -93,7 +93,7 @@ struct Queues {
 
 /// What the writer tells once per commit, before it answers the commit's writes: one wake-up
 /// and one bump for a commit of dozens, where each write's own woke the deliverer dozens of
-/// times for one read's worth of work (docs/PERFORMANCE.md, "One wake-up per commit").
+/// times for one read's worth of work (docs/PERFORMANCE.md, "The writer on its own thread").
 #[derive(Clone, Default)]
 pub struct Signals {
     /// Woken when a commit carried a write that may queue a delivery.
