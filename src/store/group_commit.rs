@@ -515,6 +515,41 @@ mod tests {
         assert!(urgent.iter().all(|w| w.lane() == Lane::Urgent));
     }
 
+    /// A commit tells once, however many writes it carries: one bump of the commit counter,
+    /// and one wake-up of the deliverer only when a write in it may have queued a delivery.
+    #[tokio::test]
+    async fn a_commit_tells_once_and_wakes_the_deliverer_only_for_what_may_queue() {
+        let dir = std::env::temp_dir().join(format!("liandong-signals-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = super::super::Store::sqlite(&dir.join("signals.db")).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        let signals = Signals::default();
+        let counter = signals.committed.subscribe();
+        // Three writes that queue nothing: one bump, no wake-up.
+        let mut batch: Vec<Job> = (0..3).map(|_| job(Lane::Urgent)).collect();
+        assert!(commit(&mut conn, Backend::Sqlite, &mut batch, &signals).await);
+        assert_eq!(*counter.borrow(), 1);
+        assert!(!woken(&signals).await, "nothing queued, nobody woken");
+        // Beside them a linkage timer, which may queue a notice: one bump, one wake-up.
+        let timer = Write::Timer {
+            transfer_id: "none".into(),
+            kind: super::super::writes::TIMER_DISPUTE.into(),
+            now: crate::model::Timestamp::now(),
+        };
+        let mut batch: Vec<Job> = (0..3).map(|_| job(Lane::Urgent)).collect();
+        batch.push(Job { write: timer, reply: oneshot::channel().0 });
+        assert!(commit(&mut conn, Backend::Sqlite, &mut batch, &signals).await);
+        assert_eq!(*counter.borrow(), 2);
+        assert!(woken(&signals).await, "woken once");
+        assert!(!woken(&signals).await, "and only once");
+    }
+
+    /// Whether a wake-up is waiting (a `Notify` keeps one for the next waiter).
+    async fn woken(signals: &Signals) -> bool {
+        let notified = signals.outbox_ready.notified();
+        tokio::time::timeout(std::time::Duration::from_millis(10), notified).await.is_ok()
+    }
+
     /// Queues the writes, in this order, and returns the writer's queues.
     async fn queued(writes: &[(Lane, usize)]) -> (Writer, Queues) {
         queued_with(YIELDING_SHARE, writes).await
