@@ -64,6 +64,9 @@ pub enum StoreError {
     /// A read shared by several requests failed (each of them is told).
     #[error("store: {0}")]
     Read(String),
+    /// The writer's thread could not start (the store does not open).
+    #[error("store: the writer's thread did not start: {0}")]
+    Writer(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -170,12 +173,10 @@ pub struct Store {
     pool: AnyPool,
     /// The replica's writer, which batches commits.
     writer: group_commit::Writer,
-    /// Woken once by each commit that queued deliveries, so the deliverer starts at once
-    /// rather than at its next poll (other replicas' commits are found by that poll).
-    outbox_ready: Arc<tokio::sync::Notify>,
-    /// Bumped after every commit of this process's writer: live readers of the change feed
-    /// wait on it instead of polling (another replica's commits are found by their slower poll).
-    committed: Arc<tokio::sync::watch::Sender<u64>>,
+    /// What the writer tells after each commit: the deliverer waits on its `outbox_ready`
+    /// rather than its next poll, live readers of the change feed on `committed` rather than
+    /// polling (another replica's commits are found by those polls).
+    signals: group_commit::Signals,
     /// The replica's name, its audit chain: given once by the gateway that claimed it.
     chain: Arc<std::sync::OnceLock<String>>,
     /// Where submissions ask for their case's rejected transfers, several per statement.
@@ -244,9 +245,9 @@ impl Store {
             backend: Backend::Sqlite,
             pool: pool.clone(),
             rejected: rejected_lookup::RejectedLookup::start(pool.clone(), Backend::Sqlite),
-            writer: group_commit::start(pool, Backend::Sqlite, chain.clone(), signals.clone()),
-            outbox_ready: signals.outbox_ready,
-            committed: signals.committed,
+            writer: group_commit::start(pool, Backend::Sqlite, chain.clone(), signals.clone())
+                .map_err(|e| StoreError::Writer(e.to_string()))?,
+            signals,
             chain,
         })
     }
@@ -266,9 +267,9 @@ impl Store {
             backend: Backend::Postgres,
             pool: pool.clone(),
             rejected: rejected_lookup::RejectedLookup::start(pool.clone(), Backend::Postgres),
-            writer: group_commit::start(pool, Backend::Postgres, chain.clone(), signals.clone()),
-            outbox_ready: signals.outbox_ready,
-            committed: signals.committed,
+            writer: group_commit::start(pool, Backend::Postgres, chain.clone(), signals.clone())
+                .map_err(|e| StoreError::Writer(e.to_string()))?,
+            signals,
             chain,
         })
     }
@@ -369,15 +370,15 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Changes after every commit of this process's writer (see the field `committed`).
+    /// Changes after every commit of this process's writer (see [`group_commit::Signals`]).
     pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.committed.subscribe()
+        self.signals.committed.subscribe()
     }
 
     /// Resolves when a commit of this process may have queued a delivery since the last call
     /// (a wake-up is kept if nobody was waiting).
     pub async fn outbox_ready(&self) {
-        self.outbox_ready.notified().await
+        self.signals.outbox_ready.notified().await
     }
 
     /// A transfer by id.

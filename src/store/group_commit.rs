@@ -111,13 +111,14 @@ impl Signals {
     }
 }
 
-/// Starts the writer; it ends when every sender is dropped.
+/// Starts the writer on a thread of its own; it ends when every sender is dropped. An error
+/// means the thread or its runtime could not be made.
 pub fn start(
     pool: AnyPool,
     backend: Backend,
     chain: std::sync::Arc<std::sync::OnceLock<String>>,
     signals: Signals,
-) -> Writer {
+) -> std::io::Result<Writer> {
     let (urgent, urgent_queue) = mpsc::channel(8192);
     let (yielding, yielding_queue) = mpsc::channel(8192);
     let least_share = match backend {
@@ -125,30 +126,16 @@ pub fn start(
         Backend::Postgres => POSTGRES_LEAST_SHARE,
     };
     let queues = Queues { urgent: urgent_queue, yielding: yielding_queue, least_share };
-    let writer = run(pool, backend, queues, chain, signals);
     // Its own thread: between a commit's statements the writer waits for SQLite's (or the
     // server's) answer, and on the shared runtime each answer then waited behind the requests
     // being served — the commit every submission waits for took three times its work
-    // (docs/PERFORMANCE.md, "The writer on its own thread"). Should the thread not start, the
-    // writer runs on the shared runtime as before.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let spawned = std::thread::Builder::new().name("liandong-writer".into()).spawn(move || {
-        let Ok(writer) = rx.recv() else { return };
-        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(runtime) => runtime.block_on(writer),
-            Err(e) => tracing::error!(error = %e, "the writer's runtime did not start"),
-        }
-    });
-    match spawned {
-        Ok(_) => {
-            let _ = tx.send(writer);
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "the writer's thread did not start: it shares the runtime");
-            tokio::spawn(writer);
-        }
-    }
-    Writer { urgent, yielding }
+    // (docs/PERFORMANCE.md, "The writer on its own thread").
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let writer = run(pool, backend, queues, chain, signals);
+    std::thread::Builder::new()
+        .name("liandong-writer".into())
+        .spawn(move || runtime.block_on(writer))?;
+    Ok(Writer { urgent, yielding })
 }
 
 impl Queues {
