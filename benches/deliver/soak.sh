@@ -111,7 +111,9 @@ escalated() { for port in $ports; do curl -s "http://127.0.0.1:$port/metrics"; d
 escalated
 [ "${FLAT_OUT_AROUND:-}" ] && { echo "after:"; bench --duration "${FLAT_OUT_AROUND}s"; }
 [ "$store" = postgres ] || exit 0
-# Who delivered what: each replica's audit chain names its deliveries.
+# Who delivered what: each replica's audit chain names its deliveries (`transfer.delivered`, or
+# `delivery.delivered` for one that changed no state: docs/DECISIONS.md, "One audit entry per
+# confirmed delivery"), and a transfer recorded delivered twice is a delivery doubled.
 psql -q -h 127.0.0.1 -U postgres test -At -c "SET search_path = bench_replicas; \
-  SELECT 'delivered by ' || replica || ': ' || COUNT(*) FROM audit WHERE action = 'delivery.delivered' GROUP BY replica ORDER BY replica; \
-  SELECT 'deliveries recorded twice: ' || COUNT(*) FROM (SELECT transfer_id FROM audit WHERE action = 'delivery.delivered' GROUP BY transfer_id HAVING COUNT(*) > 1) d;"
+  SELECT 'delivered by ' || replica || ': ' || COUNT(*) FROM audit WHERE action IN ('transfer.delivered', 'delivery.delivered') GROUP BY replica ORDER BY replica; \
+  SELECT 'deliveries recorded twice: ' || COUNT(*) FROM (SELECT transfer_id FROM audit WHERE action IN ('transfer.delivered', 'delivery.delivered') GROUP BY transfer_id HAVING COUNT(*) > 1) d;"
