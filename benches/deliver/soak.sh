@@ -16,6 +16,9 @@
 #                           on the gateway's side while a drain ran)
 #   RECEIVE_WITHIN=60s      the destination's receive_by (never confirmed here, so escalated)
 #   FIGURES_MEMORY_LIMIT=N  [figures] memory_limit (0: the figures' facts never in memory)
+#   PREFILL=N               PostgreSQL: first about N delivered transfers in every table (copies of
+#                           a 5-s run's, benches/deliver/prefill.sql): the tables as late in an hour
+#   GATEWAY_LOG_LEVEL=info KEEP_LOG=DIR   the gateways' logs (a.log, b.log) kept in DIR
 #   GATEWAY=path/to/liandong   run this build as the gateways (the generator stays target/release/liandong);
 #                           a wrapper works too (GATEWAY="heaptrack -o ht /tmp/liandong-system-alloc":
 #                           its children are stopped with it, benches/site.sh; MEMORY_LOG then reads the wrapper)
@@ -46,16 +49,21 @@ if [ "$store" = postgres ]; then
   psql -q -h 127.0.0.1 -U postgres test -c "DROP SCHEMA IF EXISTS bench_replicas CASCADE; CREATE SCHEMA bench_replicas" 2>/dev/null
   export LIANDONG_STORE_URL="postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3Dbench_replicas"
 fi
-LIANDONG_REPLICA=a RUST_LOG=warn ${GATEWAY:-target/release/liandong} serve --config "$site/liandong.toml" 2>"$site/a.log" &
+LIANDONG_REPLICA=a RUST_LOG=${GATEWAY_LOG_LEVEL:-warn} ${GATEWAY:-target/release/liandong} serve --config "$site/liandong.toml" 2>"$site/a.log" &
 gateways=$!
 if [ "$replicas" = 2 ]; then
   sed -e 's|^https = .*|https = "127.0.0.1:28447"|' -e 's|^admin = .*|admin = "127.0.0.1:29091"|' "$site/liandong.toml" >"$site/liandong-b.toml"
-  LIANDONG_REPLICA=b RUST_LOG=warn ${GATEWAY:-target/release/liandong} serve --config "$site/liandong-b.toml" 2>"$site/b.log" &
+  LIANDONG_REPLICA=b RUST_LOG=${GATEWAY_LOG_LEVEL:-warn} ${GATEWAY:-target/release/liandong} serve --config "$site/liandong-b.toml" 2>"$site/b.log" &
   gateways="$gateways $!"
   urls=$urls,https://localhost:28447
   ports="$ports 29091"
 fi
-trap 'stop_processes $gateways; rm -rf "$site"' EXIT
+leave() {
+  stop_processes "$@"
+  [ "${KEEP_LOG:-}" ] && mkdir -p "$KEEP_LOG" && cp "$site"/*.log "$KEEP_LOG"/
+  rm -rf "$site"
+}
+trap 'leave $gateways' EXIT
 for port in $ports; do
   for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
 done
@@ -69,7 +77,7 @@ if [ "${MEMORY_LOG:-}" ]; then
     echo "$(( $(date +%s) - start ))" $(for g in $gateways; do ps -o rss= -p "$g"; done) >>"$MEMORY_LOG"
   done &
   sampler=$!
-  trap 'stop_processes $gateways $sampler; rm -rf "$site"' EXIT
+  trap 'leave $gateways $sampler' EXIT
 fi
 if [ "${METRICS_LOG:-}" ]; then
   # The change of each counter since the gateway's sample before (about 5 s, divided by the
@@ -95,7 +103,15 @@ if [ "${METRICS_LOG:-}" ]; then
   ) &
   metrics_sampler=$!
   disown "$metrics_sampler"  # stopped by the trap, without the shell's "Terminated"
-  trap 'stop_processes $gateways ${sampler:-} $metrics_sampler; rm -rf "$site"' EXIT
+  trap 'leave $gateways ${sampler:-} $metrics_sampler' EXIT
+fi
+if [ "${PREFILL:-}" ] && [ "$store" = postgres ]; then
+  bench --duration 5s --rate 1000 >/dev/null
+  started=$(date +%s)
+  psql -q -h 127.0.0.1 -U postgres test -v n="$PREFILL" -v schema=bench_replicas -f benches/deliver/prefill.sql
+  psql -q -h 127.0.0.1 -U postgres test -At -c "SELECT 'prefilled in $(( $(date +%s) - started )) s: ' || \
+    (SELECT COUNT(*) FROM bench_replicas.transfers) || ' transfers, ' || pg_size_pretty(SUM(pg_total_relation_size(relid))) \
+    FROM pg_stat_user_tables WHERE schemaname = 'bench_replicas'"
 fi
 [ "${FLAT_OUT_AROUND:-}" ] && { echo "before:"; bench --duration "${FLAT_OUT_AROUND}s"; }
 outage=()
