@@ -360,18 +360,25 @@ async fn sweep(engine: Engine, every: Duration, stopped: tokio::sync::watch::Rec
     .await
 }
 
-/// Vacuums and analyzes the store's tables now, after [`crate::store::upkeep::pauses`] (every
-/// [`crate::store::upkeep::EVERY`] after the first minute): PostgreSQL with autovacuum off,
-/// where a growing table keeps the plans of an empty one.
+/// Vacuums and analyzes the store's tables that are due now, after
+/// [`crate::store::upkeep::pauses`] (every [`crate::store::upkeep::EVERY`] after the first
+/// minute): PostgreSQL with autovacuum off, where a growing table keeps the plans of an empty one.
 async fn upkeep(store: Store, stopped: tokio::sync::watch::Receiver<bool>) {
     repeat(crate::store::upkeep::pauses(), stopped, || async {
         let started = std::time::Instant::now();
         match store.upkeep().await {
-            Ok(true) => tracing::info!(
-                seconds = started.elapsed().as_secs_f64(),
-                "the store's tables vacuumed and analyzed"
-            ),
-            Ok(false) => {}
+            Ok(Some(done)) if !done.is_empty() => {
+                let named = |pick: fn(&crate::store::upkeep::Due) -> bool| {
+                    done.iter().filter(|(_, due)| pick(due)).map(|(t, _)| *t).collect::<Vec<_>>()
+                };
+                tracing::info!(
+                    seconds = started.elapsed().as_secs_f64(),
+                    vacuumed = ?named(|due| due.vacuum),
+                    analyzed = ?named(|due| due.analyze),
+                    "the store's tables that were due vacuumed and analyzed"
+                )
+            }
+            Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "vacuuming the store's tables failed"),
         }
     })

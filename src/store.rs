@@ -167,6 +167,14 @@ fn overdue_sql(backend: Backend, deadline: &str) -> String {
 }
 
 /// The store.
+/// The longest a PostgreSQL lease read may run (`statement_timeout`, milliseconds) before the
+/// server cancels it; the deliverer's next round reads again, with a fresh snapshot. A lease
+/// read takes milliseconds, but one that ran for minutes was found with the tables past the
+/// server's memory (docs/PERFORMANCE.md, "The upkeep past the server's memory"): its snapshot
+/// kept every delivery's dead outbox rows alive for every other reader and for `VACUUM`, so each
+/// lease read walked more of them and took longer, and deliveries all but stopped.
+pub const LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
@@ -577,6 +585,8 @@ impl Store {
             };
         }
         let mut tx = self.pool.begin().await?;
+        let timeout = format!("SET LOCAL statement_timeout = {}", LEASE_TIMEOUT.as_millis());
+        sqlx::query(&timeout).execute(&mut *tx).await?;
         let result =
             writes::execute(&mut tx, self.backend, Write::Lease { now, lease, wants }).await?;
         tx.commit().await?;

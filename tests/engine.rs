@@ -157,6 +157,45 @@ async fn status_flow_notifies_the_other_party_by_its_own_reference() {
     }
 }
 
+/// A PostgreSQL lease read that cannot finish is cancelled by the server after
+/// `store::LEASE_TIMEOUT`, and the next read goes through: a read left running for minutes
+/// kept every delivery's dead outbox rows alive for every other reader (docs/PERFORMANCE.md,
+/// "The upkeep past the server's memory"). Here the read waits on a lock another session holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_lease_read_that_cannot_finish_is_cancelled_and_the_next_goes_through() {
+    use sqlx::Connection;
+    for (backend, store, _dir) in stores("lease_timeout").await {
+        if backend != "postgres" {
+            continue;
+        }
+        let engine = engine(store.clone());
+        engine.submit(&id("330200/110"), ningbo_request("LZ-T1")).await.unwrap();
+        let mut other = sqlx::PgConnection::connect(&common::stores::schema_url("lease_timeout"))
+            .await
+            .unwrap();
+        sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+        sqlx::query("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let now = liandong::store::now_millis();
+        let started = std::time::Instant::now();
+        let read = tokio::time::timeout(
+            liandong::store::LEASE_TIMEOUT * 4,
+            store.lease(now, 30_000, 10, &everyone()),
+        )
+        .await
+        .expect("the lease read was left running");
+        let waited = started.elapsed();
+        let error = read.expect_err("the lease read cannot have finished").to_string();
+        assert!(error.contains("statement timeout"), "{error}");
+        assert!(waited >= liandong::store::LEASE_TIMEOUT, "cancelled after {waited:?}");
+        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+        let leased = store.lease(now, 30_000, 10, &everyone()).await.unwrap();
+        assert_eq!(leased.len(), 1, "the next read takes the delivery");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_are_leased_in_order_retried_and_dead_lettered() {
     for (backend, store, _dir) in stores("outbox").await {
@@ -965,19 +1004,24 @@ async fn figures_count_a_write_while_another_transaction_is_still_running() {
 
 /// Where PostgreSQL's autovacuum is off, a table created empty keeps an empty table's plans for
 /// ever (the hour on two replicas stopped delivering at a million transfers): the gateway then
-/// vacuums and analyzes its own tables, one replica at a time. SQLite needs none of it.
+/// vacuums and analyzes its own tables, one replica at a time, each when autovacuum would have
+/// (`store::upkeep::Changes::due`), so a table that has not changed is left alone. SQLite needs
+/// none of it.
 #[tokio::test]
-async fn the_gateway_vacuums_and_analyzes_its_tables_where_postgres_autovacuum_is_off() {
+async fn the_gateway_vacuums_and_analyzes_its_tables_that_are_due_where_postgres_autovacuum_is_off()
+{
     use liandong::store::upkeep;
     use sqlx::Connection;
+    // 60 transfers: more changed rows than autovacuum's rule lets a young table go unanalyzed
+    const SUBMITTED: i64 = 60;
     for (backend, store, _dir) in stores("upkeep").await {
         let engine = engine(store.clone());
-        for n in 1..=3 {
+        for n in 1..=SUBMITTED {
             engine.submit(&id("330200/110"), ningbo_request(&format!("LZ-U{n}"))).await.unwrap();
         }
         if backend == "sqlite" {
             assert!(!store.autovacuum_off().await.unwrap());
-            assert!(!store.upkeep().await.unwrap(), "SQLite has no upkeep to run");
+            assert!(store.upkeep().await.unwrap().is_none(), "SQLite has no upkeep to run");
             continue;
         }
         let url = common::stores::schema_url("upkeep");
@@ -992,21 +1036,50 @@ async fn the_gateway_vacuums_and_analyzes_its_tables_where_postgres_autovacuum_i
             autovacuum != "on" || track_counts != "on",
             "autovacuum {autovacuum}, track_counts {track_counts}"
         );
+        // The server counts a connection's changes when it sends them, up to 10 s after its
+        // transaction: wait until the writer's are counted, so what is due is known.
+        let counted = || async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT n_mod_since_analyze FROM pg_stat_user_tables \
+                 WHERE schemaname = current_schema() AND relname = 'case_transfers'",
+            )
+            .fetch_one(&mut sqlx::PgConnection::connect(&url).await.unwrap())
+            .await
+            .unwrap();
+            n
+        };
+        let waited = std::time::Instant::now();
+        while counted().await < SUBMITTED {
+            assert!(
+                waited.elapsed() < std::time::Duration::from_secs(30),
+                "the writer's changes never counted"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
         // another replica at it: this one leaves it
         sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(upkeep::LOCK)
             .execute(&mut other)
             .await
             .unwrap();
-        assert!(!store.upkeep().await.unwrap(), "skipped while another replica holds the upkeep");
+        assert!(
+            store.upkeep().await.unwrap().is_none(),
+            "skipped while another replica holds the upkeep"
+        );
         sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(upkeep::LOCK)
             .execute(&mut other)
             .await
             .unwrap();
-        assert!(store.upkeep().await.unwrap());
-        // VACUUM and ANALYZE leave the planner an exact count of a small table's rows (-1 for
-        // a table never vacuumed nor analyzed)
+        let done = store.upkeep().await.unwrap().expect("the upkeep ran");
+        let analyzed: Vec<&str> =
+            done.iter().filter(|(_, due)| due.analyze).map(|(table, _)| *table).collect();
+        for table in ["outbox", "transfers", "case_transfers"] {
+            assert!(analyzed.contains(&table), "{table} not analyzed: {done:?}");
+        }
+        assert!(!done.iter().any(|(table, _)| *table == "timers"), "timers is empty: {done:?}");
+        // ANALYZE leaves the planner an exact count of a small table's rows (-1 for a table
+        // never vacuumed nor analyzed)
         for table in ["outbox", "transfers", "case_transfers"] {
             let (planned, rows): (f32, i64) = sqlx::query_as(&format!(
                 "SELECT c.reltuples, (SELECT COUNT(*) FROM {table}) FROM pg_class c \
@@ -1015,7 +1088,9 @@ async fn the_gateway_vacuums_and_analyzes_its_tables_where_postgres_autovacuum_i
             .fetch_one(&mut other)
             .await
             .unwrap();
-            assert_eq!((planned, rows), (3.0, 3), "{table}");
+            assert_eq!((planned, rows), (SUBMITTED as f32, SUBMITTED), "{table}");
         }
+        // nothing has changed since: nothing is due
+        assert_eq!(store.upkeep().await.unwrap(), Some(vec![]));
     }
 }

@@ -7,10 +7,17 @@
 //! replicas (docs/PERFORMANCE.md): at a million transfers the outbox's due read ran for minutes
 //! (one for 27), the rejected-transfers lookup on each submission took seconds and each commit's
 //! read of its audit chain's last hash scanned the chain, so deliveries stopped and submissions
-//! timed out. So where autovacuum is off the gateway says so at start and runs `VACUUM
-//! (ANALYZE)` of its own tables every [`EVERY`] (more often in the first minute, while they are
-//! small and growing fast: [`pauses`]), one replica at a time: each run also makes every
-//! connection plan its statements again, for the tables as they now are.
+//! timed out. So where autovacuum is off the gateway says so at start and looks after its own
+//! tables every [`EVERY`] (more often in the first minute, while they are small and growing
+//! fast: [`pauses`]), one replica at a time.
+//!
+//! Each table is vacuumed or analyzed when autovacuum itself would have done it (its rule at
+//! PostgreSQL's default settings: [`Changes::due`]), not every time: `ANALYZE` reads a sample of
+//! 30,000 pages wherever they are on disk, and once the tables outgrew the server's memory
+//! (about 3 million transfers, 30 GB, on a 24 GB machine) the upkeep of every table every
+//! minute read 150–200 MB/s for 10 s of each minute and the desks' submissions waited seconds
+//! (docs/PERFORMANCE.md, "The upkeep past the server's memory"). Each `ANALYZE` also makes
+//! every connection plan its statements again, for the table as it now is.
 
 use std::time::Duration;
 
@@ -48,6 +55,64 @@ pub const TABLES: &[&str] = &[
 /// One upkeep at a time across replicas: the key of the session-level advisory lock it holds.
 pub const LOCK: i64 = 727275;
 
+/// A table's changes since it was last vacuumed and analyzed (`pg_stat_user_tables`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Its live rows, as the server counts them.
+    pub live: i64,
+    /// The dead rows its updates and deletes left since its last vacuum.
+    pub dead: i64,
+    /// The rows inserted since its last vacuum.
+    pub inserted: i64,
+    /// The rows inserted, updated or deleted since its last analyze.
+    pub modified: i64,
+}
+
+/// What a table is due.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Due {
+    pub vacuum: bool,
+    pub analyze: bool,
+}
+
+impl Due {
+    /// The statement that does it, if anything is due.
+    fn statement(self, table: &str) -> Option<String> {
+        match (self.vacuum, self.analyze) {
+            (true, true) => Some(format!("VACUUM (ANALYZE) {table}")),
+            (true, false) => Some(format!("VACUUM {table}")),
+            (false, true) => Some(format!("ANALYZE {table}")),
+            (false, false) => None,
+        }
+    }
+}
+
+/// The outbox, a queue: its dead rows are vacuumed at every upkeep that finds more than this
+/// many, whatever the table's size. Each delivery leaves two (its lease, its outcome), each a
+/// dead entry in the `outbox_due` index that every lease read walks past until a vacuum removes
+/// it; and the outbox's vacuum is cheap (its dead rows are in its newest pages).
+pub const QUEUE_DEAD_ROWS: i64 = 1000;
+
+impl Changes {
+    /// Autovacuum's rule at PostgreSQL's default settings: vacuum once the dead rows pass
+    /// 50 + 20 % of the live ones (`autovacuum_vacuum_threshold`, `_scale_factor`) or the rows
+    /// inserted since the last vacuum pass 1,000 + 20 % (`autovacuum_vacuum_insert_threshold`,
+    /// `_scale_factor`: the visibility map that index-only scans use); analyze once the rows
+    /// changed pass 50 + 10 % (`autovacuum_analyze_threshold`, `_scale_factor`). The outbox is
+    /// vacuumed past [`QUEUE_DEAD_ROWS`] dead rows.
+    pub fn due(&self, table: &str) -> Due {
+        let live = self.live.max(0) as f64;
+        let dead_limit = if table == "outbox" { QUEUE_DEAD_ROWS as f64 } else { 50.0 + 0.2 * live };
+        Due {
+            vacuum: self.dead as f64 > dead_limit || self.inserted as f64 > 1000.0 + 0.2 * live,
+            analyze: self.modified as f64 > 50.0 + 0.1 * live,
+        }
+    }
+}
+
+/// What one upkeep did: each table it vacuumed or analyzed, with what.
+pub type Upkept = Vec<(&'static str, Due)>;
+
 impl Store {
     /// Whether the gateway must look after its tables itself: PostgreSQL with autovacuum (or
     /// the row counts it works from) off. SQLite needs none of it.
@@ -62,11 +127,13 @@ impl Store {
         Ok(autovacuum != "on" || track_counts != "on")
     }
 
-    /// `VACUUM (ANALYZE)` of each of [`TABLES`] on PostgreSQL, unless another replica is at it:
-    /// answers whether it ran. Neither blocks the gateway's reads and writes.
-    pub async fn upkeep(&self) -> Result<bool, StoreError> {
+    /// Vacuums and analyzes each of [`TABLES`] that is due ([`Changes::due`]; every one of
+    /// them where the server keeps no row counts, `track_counts` off), unless another replica
+    /// is at it: answers what it did, or `None` if it did not run (SQLite, or another replica's
+    /// upkeep under way). Neither blocks the gateway's reads and writes.
+    pub async fn upkeep(&self) -> Result<Option<Upkept>, StoreError> {
         if self.backend != Backend::Postgres {
-            return Ok(false);
+            return Ok(None);
         }
         let mut conn = self.pool.acquire().await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
@@ -74,30 +141,84 @@ impl Store {
             .fetch_one(&mut *conn)
             .await?;
         if !locked {
-            return Ok(false);
+            return Ok(None);
         }
-        let mut vacuumed = Ok(());
-        for table in TABLES {
-            vacuumed = sqlx::query(&format!("VACUUM (ANALYZE) {table}"))
-                .execute(&mut *conn)
-                .await
-                .map(drop);
-            if vacuumed.is_err() {
-                break;
-            }
-        }
+        let done = upkeep_tables(&mut conn).await;
         // Unlocked whatever happened; a failed VACUUM is the error to tell.
         let unlocked =
             sqlx::query("SELECT pg_advisory_unlock($1)").bind(LOCK).execute(&mut *conn).await;
-        vacuumed?;
+        let done = done?;
         unlocked?;
-        Ok(true)
+        Ok(Some(done))
     }
+}
+
+/// The upkeep's work, on a connection holding [`LOCK`].
+async fn upkeep_tables(conn: &mut sqlx::AnyConnection) -> Result<Upkept, StoreError> {
+    let counted: String =
+        sqlx::query_scalar("SELECT current_setting('track_counts')").fetch_one(&mut *conn).await?;
+    let changes: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT relname::text, n_live_tup, n_dead_tup, n_ins_since_vacuum, n_mod_since_analyze \
+         FROM pg_stat_user_tables WHERE schemaname = current_schema()",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut done = Upkept::new();
+    for table in TABLES {
+        let due = if counted != "on" {
+            Due { vacuum: true, analyze: true }
+        } else {
+            changes
+                .iter()
+                .find(|(name, ..)| name == table)
+                .map(|&(_, live, dead, inserted, modified)| {
+                    Changes { live, dead, inserted, modified }.due(table)
+                })
+                .unwrap_or_default()
+        };
+        if let Some(statement) = due.statement(table) {
+            sqlx::query(&statement).execute(&mut *conn).await?;
+            done.push((table, due));
+        }
+    }
+    Ok(done)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_is_due_what_autovacuum_would_have_done_at_its_default_settings() {
+        let at = |live, dead, inserted, modified| Changes { live, dead, inserted, modified };
+        let due = |vacuum, analyze| Due { vacuum, analyze };
+        // young tables: analyzed once 50 rows have changed, vacuumed once the rows inserted pass
+        // 1,000 + 20 %
+        assert_eq!(at(0, 0, 0, 0).due("transfers"), due(false, false));
+        assert_eq!(at(60, 0, 60, 60).due("transfers"), due(false, true));
+        assert_eq!(at(1200, 0, 1200, 1200).due("events"), due(false, true));
+        assert_eq!(at(1500, 0, 1500, 1500).due("events"), due(true, true));
+        // three million transfers: a minute's 60,000 new rows and 60,000 updates are nothing
+        // due, until 10 % of the rows have changed (analyze) or 20 % died (vacuum)
+        let big = 3_000_000;
+        assert_eq!(at(big, 60_000, 60_000, 120_000).due("transfers"), due(false, false));
+        assert_eq!(at(big, 60_000, 60_000, 300_051).due("transfers"), due(false, true));
+        assert_eq!(at(big, 600_051, 0, 0).due("transfers"), due(true, false));
+        assert_eq!(at(big, 0, 601_001, 0).due("audit"), due(true, false));
+        // the outbox, a queue, is vacuumed past a thousand dead rows whatever its size
+        assert_eq!(at(big, 1_001, 0, 0).due("outbox"), due(true, false));
+        assert_eq!(at(big, 1_000, 0, 0).due("outbox"), due(false, false));
+        assert_eq!(at(big, 1_001, 0, 0).due("transfers"), due(false, false));
+    }
+
+    #[test]
+    fn each_due_is_one_statement() {
+        let due = |vacuum, analyze| Due { vacuum, analyze };
+        assert_eq!(due(true, true).statement("outbox").as_deref(), Some("VACUUM (ANALYZE) outbox"));
+        assert_eq!(due(true, false).statement("outbox").as_deref(), Some("VACUUM outbox"));
+        assert_eq!(due(false, true).statement("outbox").as_deref(), Some("ANALYZE outbox"));
+        assert_eq!(due(false, false).statement("outbox"), None);
+    }
 
     #[test]
     fn the_upkeep_comes_often_while_the_tables_are_young_then_every_minute() {
