@@ -166,15 +166,15 @@ fn overdue_sql(backend: Backend, deadline: &str) -> String {
     )
 }
 
-/// The store.
-/// The longest a PostgreSQL lease read may run (`statement_timeout`, milliseconds) before the
-/// server cancels it; the deliverer's next round reads again, with a fresh snapshot. A lease
+/// The longest a PostgreSQL lease read may run (its transaction's `statement_timeout`) before
+/// the server cancels it; the deliverer's next round reads again, with a fresh snapshot. A lease
 /// read takes milliseconds, but one that ran for minutes was found with the tables past the
 /// server's memory (docs/PERFORMANCE.md, "The upkeep past the server's memory"): its snapshot
 /// kept every delivery's dead outbox rows alive for every other reader and for `VACUUM`, so each
 /// lease read walked more of them and took longer, and deliveries all but stopped.
 pub const LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The store.
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
