@@ -356,3 +356,54 @@ fn the_grafana_dashboard_draws_only_what_the_gateway_exports() {
         }
     }
 }
+
+/// The gauges each replica reads from the shared store (`metrics::StoreGauges`: the transfers by
+/// state, the outbox, the unreachable endpoints) say the same thing on every replica: a panel or
+/// an alert that summed them over the replicas would count each transfer once per replica. Each
+/// is taken with `max` (or `min`) over the replicas before anything is summed.
+#[test]
+fn the_store_wide_gauges_are_never_summed_over_replicas() {
+    const STORE_WIDE: [&str; 4] = [
+        "liandong_transfers",
+        "liandong_outbox",
+        "liandong_outbox_oldest_seconds",
+        "liandong_endpoint_unreachable",
+    ];
+    let text = std::fs::read_to_string(deploy("grafana/liandong.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().unwrap().clone())
+        .map(|target| target["expr"].as_str().unwrap().to_string())
+        .collect();
+    let rules = &yaml("prometheus/alerts.yml")[0]["groups"][0]["rules"];
+    exprs.extend(rules.as_sequence().unwrap().iter().map(|r| r["expr"].as_str().unwrap().into()));
+    let words = |expr: &str| -> Vec<String> {
+        expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let mut checked = 0;
+    for expr in &exprs {
+        let words = words(expr);
+        for (at, word) in words.iter().enumerate() {
+            if !STORE_WIDE.contains(&word.as_str()) {
+                continue;
+            }
+            // the aggregation nearest the gauge is the one applied over the replicas first
+            let nearest = words[..at]
+                .iter()
+                .rev()
+                .find(|w| ["sum", "max", "min", "avg", "count"].contains(&w.as_str()));
+            assert!(
+                matches!(nearest.map(String::as_str), Some("max" | "min")),
+                "{word} is aggregated over the replicas with {nearest:?} in {expr}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "only {checked} uses of the store-wide gauges found");
+}
