@@ -19,6 +19,17 @@ fn yaml(file: &str) -> Vec<serde_yaml::Value> {
 
 use serde::Deserialize;
 
+/// The shipped Grafana dashboard.
+fn dashboard() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(deploy("grafana/liandong.json")).unwrap())
+        .unwrap()
+}
+
+/// The names in a PromQL expression (metrics, functions, labels), in order.
+fn words(expr: &str) -> impl Iterator<Item = &str> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty())
+}
+
 #[test]
 fn the_example_configuration_passes_check_config() {
     let site = std::env::temp_dir().join(format!("liandong-deploy-{}", ulid::Ulid::new()));
@@ -274,10 +285,7 @@ fn prometheus_scrapes_and_alerts_on_what_the_gateway_exports() {
         .join("\n");
     for rule in rules.as_sequence().unwrap() {
         let expr = rule["expr"].as_str().unwrap();
-        for metric in expr
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter(|w| w.starts_with("liandong_"))
-        {
+        for metric in words(expr).filter(|w| w.starts_with("liandong_")) {
             assert!(
                 sources.contains(metric),
                 "alert {} uses {metric}, which nothing exports",
@@ -332,8 +340,7 @@ fn the_systemd_unit_is_hardened_and_the_dockerfile_builds_in_stages() {
 /// The Grafana dashboard parses, and every metric a panel draws is one the gateway writes.
 #[test]
 fn the_grafana_dashboard_draws_only_what_the_gateway_exports() {
-    let text = std::fs::read_to_string(deploy("grafana/liandong.json")).unwrap();
-    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let dashboard = dashboard();
     let sources = ["src/metrics.rs", "src/security/reload.rs"]
         .map(|f| std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(f)).unwrap())
         .join("\n");
@@ -342,10 +349,7 @@ fn the_grafana_dashboard_draws_only_what_the_gateway_exports() {
     for panel in panels {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
-            for metric in expr
-                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .filter(|w| w.starts_with("liandong_"))
-            {
+            for metric in words(expr).filter(|w| w.starts_with("liandong_")) {
                 let base = metric.trim_end_matches("_bucket");
                 assert!(
                     sources.contains(base),
@@ -369,9 +373,7 @@ fn the_store_wide_gauges_are_never_summed_over_replicas() {
         "liandong_outbox_oldest_seconds",
         "liandong_endpoint_unreachable",
     ];
-    let text = std::fs::read_to_string(deploy("grafana/liandong.json")).unwrap();
-    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let mut exprs: Vec<String> = dashboard["panels"]
+    let mut exprs: Vec<String> = dashboard()["panels"]
         .as_array()
         .unwrap()
         .iter()
@@ -380,26 +382,20 @@ fn the_store_wide_gauges_are_never_summed_over_replicas() {
         .collect();
     let rules = &yaml("prometheus/alerts.yml")[0]["groups"][0]["rules"];
     exprs.extend(rules.as_sequence().unwrap().iter().map(|r| r["expr"].as_str().unwrap().into()));
-    let words = |expr: &str| -> Vec<String> {
-        expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter(|w| !w.is_empty())
-            .map(String::from)
-            .collect()
-    };
     let mut checked = 0;
     for expr in &exprs {
-        let words = words(expr);
+        let words: Vec<&str> = words(expr).collect();
         for (at, word) in words.iter().enumerate() {
-            if !STORE_WIDE.contains(&word.as_str()) {
+            if !STORE_WIDE.contains(word) {
                 continue;
             }
             // the aggregation nearest the gauge is the one applied over the replicas first
             let nearest = words[..at]
                 .iter()
                 .rev()
-                .find(|w| ["sum", "max", "min", "avg", "count"].contains(&w.as_str()));
+                .find(|w| ["sum", "max", "min", "avg", "count"].contains(w));
             assert!(
-                matches!(nearest.map(String::as_str), Some("max" | "min")),
+                matches!(nearest.copied(), Some("max" | "min")),
                 "{word} is aggregated over the replicas with {nearest:?} in {expr}"
             );
             checked += 1;

@@ -1038,18 +1038,18 @@ async fn the_gateway_vacuums_and_analyzes_its_tables_that_are_due_where_postgres
         );
         // The server counts a connection's changes when it sends them, up to 10 s after its
         // transaction: wait until the writer's are counted, so what is due is known.
-        let counted = || async {
-            let n: i64 = sqlx::query_scalar(
+        let waited = std::time::Instant::now();
+        loop {
+            let counted: i64 = sqlx::query_scalar(
                 "SELECT n_mod_since_analyze FROM pg_stat_user_tables \
                  WHERE schemaname = current_schema() AND relname = 'case_transfers'",
             )
-            .fetch_one(&mut sqlx::PgConnection::connect(&url).await.unwrap())
+            .fetch_one(&mut other)
             .await
             .unwrap();
-            n
-        };
-        let waited = std::time::Instant::now();
-        while counted().await < SUBMITTED {
+            if counted >= SUBMITTED {
+                break;
+            }
             assert!(
                 waited.elapsed() < std::time::Duration::from_secs(30),
                 "the writer's changes never counted"

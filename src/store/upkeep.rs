@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use super::{Backend, Store, StoreError};
 
-/// How often the gateway vacuums and analyzes its tables where autovacuum is off, once started.
+/// How often the gateway looks for tables due a vacuum or an analyze where autovacuum is off,
+/// once started.
 /// (A minute: at 1,000 transfers a second the tables grow by 60,000 rows between runs; five
 /// minutes left the first five after a start with plans for empty tables.)
 pub const EVERY: Duration = Duration::from_secs(60);
