@@ -427,24 +427,23 @@ fn everyone() -> Vec<String> {
     Registry::builtin().endpoints().map(|e| e.id.to_string()).collect()
 }
 
-/// `party`'s feed after `cursor`, once it holds at least `want` events (or after 5 s): on
-/// PostgreSQL the feed stays behind any transaction still running in the server — another
-/// test's, here — so that a cursor never skips one that commits later.
+/// `party`'s feed (everyone's with `None`) after `cursor`, once `done` holds of it (or after
+/// 30 s): on PostgreSQL the feed stays behind any transaction still running in the server —
+/// another test's, here — so that a cursor never skips one that commits later.
 async fn settled_feed(
     store: &liandong::store::Store,
-    party: &str,
+    party: Option<&str>,
     cursor: liandong::store::FeedCursor,
-    want: usize,
+    done: impl Fn(&[liandong::store::FeedEvent]) -> bool,
 ) -> Vec<liandong::store::FeedEvent> {
-    let mut events = Vec::new();
-    for _ in 0..200 {
-        events = store.events_after(Some(party), cursor, 100).await.unwrap();
-        if events.len() >= want {
-            break;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let events = store.events_after(party, cursor, 100).await.unwrap();
+        if done(&events) || std::time::Instant::now() > deadline {
+            return events;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    events
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,7 +452,9 @@ async fn the_change_feed_resumes_from_a_cursor_with_nothing_missed_or_repeated()
     for (backend, store, _dir) in stores("feed").await {
         let engine = engine(store.clone());
         let a = engine.submit(&id("330200/110"), ningbo_request("F-1")).await.unwrap().transfer;
-        let all = settled_feed(&store, "330200/12345", FeedCursor::default(), 1).await;
+        let all =
+            settled_feed(&store, Some("330200/12345"), FeedCursor::default(), |e| !e.is_empty())
+                .await;
         assert_eq!(all.len(), 1, "{backend}");
         assert!(
             store
@@ -472,11 +473,12 @@ async fn the_change_feed_resumes_from_a_cursor_with_nothing_missed_or_repeated()
             .await
             .unwrap();
         let b = engine.submit(&id("330200/110"), ningbo_request("F-2")).await.unwrap().transfer;
-        let after: Vec<(String, String)> = settled_feed(&store, "330200/12345", cursor, 2)
-            .await
-            .into_iter()
-            .map(|e| (e.kind, e.transfer.transfer_id))
-            .collect();
+        let after: Vec<(String, String)> =
+            settled_feed(&store, Some("330200/12345"), cursor, |e| e.len() >= 2)
+                .await
+                .into_iter()
+                .map(|e| (e.kind, e.transfer.transfer_id))
+                .collect();
         assert_eq!(
             after,
             vec![
@@ -578,11 +580,12 @@ async fn a_transfer_late_on_arrival_is_overdue_at_once_and_a_late_update_records
             0,
             "{backend}: the sweeper does not count it again"
         );
-        let events = store.events_after(None, Default::default(), 100).await.unwrap();
-        assert!(
-            events.iter().any(|e| e.kind == "escalated" && e.transfer.transfer_id == t.transfer_id),
-            "{backend}: both parties hear"
-        );
+        let heard = |e: &liandong::store::FeedEvent| {
+            e.kind == "escalated" && e.transfer.transfer_id == t.transfer_id
+        };
+        let events =
+            settled_feed(&store, None, Default::default(), |events| events.iter().any(heard)).await;
+        assert!(events.iter().any(heard), "{backend}: both parties hear");
 
         // sent 71 h 59 min 59 s ago and resolved now, after both deadlines: both misses, once each
         let mut request = ningbo_request("LATE-2");
