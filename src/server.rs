@@ -171,7 +171,10 @@ pub async fn run(
             "PostgreSQL's autovacuum is off: the gateway vacuums and analyzes its own tables \
              (turn autovacuum on and this stops; docs/OPERATORS.md)"
         );
-        tokio::spawn(upkeep(store.clone(), stopped.clone()));
+        use crate::store::upkeep::{self, Part};
+        tokio::spawn(keep_up(store.clone(), Part::Tables, upkeep::pauses(), stopped.clone()));
+        let queue = std::iter::repeat(upkeep::QUEUE_EVERY);
+        tokio::spawn(keep_up(store.clone(), Part::Queue, queue, stopped.clone()));
     }
     let lease =
         tokio::spawn(hold_replica(store.clone(), replica.clone(), holder.clone(), stopped.clone()));
@@ -360,19 +363,29 @@ async fn sweep(engine: Engine, every: Duration, stopped: tokio::sync::watch::Rec
     .await
 }
 
-/// Vacuums and analyzes the store's tables that are due now, after
-/// [`crate::store::upkeep::pauses`] (every [`crate::store::upkeep::EVERY`] after the first
-/// minute): PostgreSQL with autovacuum off, where a growing table keeps the plans of an empty one.
-async fn upkeep(store: Store, stopped: tokio::sync::watch::Receiver<bool>) {
-    repeat(crate::store::upkeep::pauses(), stopped, || async {
+/// Vacuums and analyzes `part`'s tables that are due now, then after each of `pauses`:
+/// PostgreSQL with autovacuum off, where a growing table keeps the plans of an empty one. The
+/// other tables' upkeeps are logged; the queue's, every [`crate::store::upkeep::QUEUE_EVERY`],
+/// only when one takes more than a second (it is a symptom then).
+async fn keep_up(
+    store: Store,
+    part: crate::store::upkeep::Part,
+    pauses: impl IntoIterator<Item = Duration>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    repeat(pauses, stopped, || async {
         let started = std::time::Instant::now();
-        match store.upkeep().await {
+        match store.upkeep(part).await {
             Ok(Some(done)) if !done.is_empty() => {
+                let seconds = started.elapsed().as_secs_f64();
+                if part == crate::store::upkeep::Part::Queue && seconds < 1.0 {
+                    return;
+                }
                 let named = |pick: fn(&crate::store::upkeep::Due) -> bool| {
                     done.iter().filter(|(_, due)| pick(due)).map(|(t, _)| *t).collect::<Vec<_>>()
                 };
                 tracing::info!(
-                    seconds = started.elapsed().as_secs_f64(),
+                    seconds,
                     vacuumed = ?named(|due| due.vacuum),
                     analyzed = ?named(|due| due.analyze),
                     "the store's tables that were due vacuumed and analyzed"

@@ -1131,7 +1131,7 @@ async fn figures_count_a_write_while_another_transaction_is_still_running() {
 #[tokio::test]
 async fn the_gateway_vacuums_and_analyzes_its_tables_that_are_due_where_postgres_autovacuum_is_off()
 {
-    use liandong::store::upkeep;
+    use liandong::store::upkeep::{self, Part};
     use sqlx::Connection;
     // 60 transfers: more changed rows than autovacuum's rule lets a young table go unanalyzed
     const SUBMITTED: i64 = 60;
@@ -1142,7 +1142,9 @@ async fn the_gateway_vacuums_and_analyzes_its_tables_that_are_due_where_postgres
         }
         if backend == "sqlite" {
             assert!(!store.autovacuum_off().await.unwrap());
-            assert!(store.upkeep().await.unwrap().is_none(), "SQLite has no upkeep to run");
+            for part in [Part::Tables, Part::Queue] {
+                assert!(store.upkeep(part).await.unwrap().is_none(), "SQLite has no upkeep to run");
+            }
             continue;
         }
         let url = common::stores::schema_url("upkeep");
@@ -1177,28 +1179,32 @@ async fn the_gateway_vacuums_and_analyzes_its_tables_that_are_due_where_postgres
             );
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        // another replica at it: this one leaves it
+        // another replica at the tables: this one leaves them, and still keeps up the queue
         sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(upkeep::LOCK)
             .execute(&mut other)
             .await
             .unwrap();
         assert!(
-            store.upkeep().await.unwrap().is_none(),
+            store.upkeep(Part::Tables).await.unwrap().is_none(),
             "skipped while another replica holds the upkeep"
         );
+        let queue = store.upkeep(Part::Queue).await.unwrap().expect("the queue's upkeep ran");
+        assert_eq!(queue.iter().map(|(table, _)| *table).collect::<Vec<_>>(), ["outbox"]);
+        assert!(queue[0].1.analyze, "the outbox analyzed: {queue:?}");
         sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(upkeep::LOCK)
             .execute(&mut other)
             .await
             .unwrap();
-        let done = store.upkeep().await.unwrap().expect("the upkeep ran");
+        let done = store.upkeep(Part::Tables).await.unwrap().expect("the upkeep ran");
         let analyzed: Vec<&str> =
             done.iter().filter(|(_, due)| due.analyze).map(|(table, _)| *table).collect();
-        for table in ["outbox", "transfers", "case_transfers"] {
+        for table in ["transfers", "case_transfers"] {
             assert!(analyzed.contains(&table), "{table} not analyzed: {done:?}");
         }
         assert!(!done.iter().any(|(table, _)| *table == "timers"), "timers is empty: {done:?}");
+        assert!(!done.iter().any(|(table, _)| *table == "outbox"), "the queue apart: {done:?}");
         // ANALYZE leaves the planner an exact count of a small table's rows (-1 for a table
         // never vacuumed nor analyzed)
         for table in ["outbox", "transfers", "case_transfers"] {
@@ -1212,6 +1218,7 @@ async fn the_gateway_vacuums_and_analyzes_its_tables_that_are_due_where_postgres
             assert_eq!((planned, rows), (SUBMITTED as f32, SUBMITTED), "{table}");
         }
         // nothing has changed since: nothing is due
-        assert_eq!(store.upkeep().await.unwrap(), Some(vec![]));
+        assert_eq!(store.upkeep(Part::Tables).await.unwrap(), Some(vec![]));
+        assert_eq!(store.upkeep(Part::Queue).await.unwrap(), Some(vec![]));
     }
 }

@@ -9,7 +9,8 @@
 //! read of its audit chain's last hash scanned the chain, so deliveries stopped and submissions
 //! timed out. So where autovacuum is off the gateway says so at start and looks after its own
 //! tables every [`EVERY`] (more often in the first minute, while they are small and growing
-//! fast: [`pauses`]), one replica at a time.
+//! fast: [`pauses`]), and after its queue, the outbox, every [`QUEUE_EVERY`] on its own, one
+//! replica at a time.
 //!
 //! Each table is vacuumed or analyzed when autovacuum itself would have done it (its rule at
 //! PostgreSQL's default settings: [`Changes::due`]), not every time: `ANALYZE` reads a sample of
@@ -40,9 +41,19 @@ pub fn pauses() -> impl Iterator<Item = Duration> {
     std::iter::successors(Some(FIRST_PAUSE), |pause| Some((*pause * 2).min(EVERY)))
 }
 
-/// The tables the gateway updates or grows all the time, the busiest first.
+/// The queue: the outbox, vacuumed on its own every [`QUEUE_EVERY`], so that its dead rows
+/// never wait behind a large table's vacuum. In the hour on two replicas one `VACUUM` of the
+/// transfers took 108 s at 3.4 million; the outbox, next in line, went unvacuumed meanwhile, its
+/// lease reads slowed past their timeout, and the deliveries stalled (docs/PERFORMANCE.md,
+/// "The hour at 7a71129").
+pub const QUEUE: &[&str] = &["outbox"];
+
+/// How often the queue's upkeep runs. It holds what waits, so each run costs the backlog;
+/// ten seconds at 1,000 deliveries a second is about 30,000 dead rows.
+pub const QUEUE_EVERY: Duration = Duration::from_secs(10);
+
+/// The other tables the gateway updates or grows all the time, the busiest first.
 pub const TABLES: &[&str] = &[
-    "outbox",
     "transfers",
     "case_transfers",
     "timers",
@@ -56,6 +67,32 @@ pub const TABLES: &[&str] = &[
 
 /// One upkeep at a time across replicas: the key of the session-level advisory lock it holds.
 pub const LOCK: i64 = 727275;
+
+/// One upkeep of the queue at a time across replicas, beside the other tables' ([`LOCK`]).
+pub const QUEUE_LOCK: i64 = 727276;
+
+/// What one upkeep looks after: the queue ([`QUEUE`]) or the other tables ([`TABLES`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Queue,
+    Tables,
+}
+
+impl Part {
+    pub fn tables(self) -> &'static [&'static str] {
+        match self {
+            Part::Queue => QUEUE,
+            Part::Tables => TABLES,
+        }
+    }
+
+    pub fn lock(self) -> i64 {
+        match self {
+            Part::Queue => QUEUE_LOCK,
+            Part::Tables => LOCK,
+        }
+    }
+}
 
 /// A table's changes since it was last vacuumed and analyzed (`pg_stat_user_tables`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -105,7 +142,8 @@ impl Changes {
     /// vacuumed past [`QUEUE_DEAD_ROWS`] dead rows.
     pub fn due(&self, table: &str) -> Due {
         let live = self.live.max(0) as f64;
-        let dead_limit = if table == "outbox" { QUEUE_DEAD_ROWS as f64 } else { 50.0 + 0.2 * live };
+        let dead_limit =
+            if QUEUE.contains(&table) { QUEUE_DEAD_ROWS as f64 } else { 50.0 + 0.2 * live };
         Due {
             vacuum: self.dead as f64 > dead_limit || self.inserted as f64 > 1000.0 + 0.2 * live,
             analyze: self.modified as f64 > 50.0 + 0.1 * live,
@@ -130,34 +168,39 @@ impl Store {
         Ok(autovacuum != "on" || track_counts != "on")
     }
 
-    /// Vacuums and analyzes each of [`TABLES`] that is due ([`Changes::due`]; every one of
-    /// them where the server keeps no row counts, `track_counts` off), unless another replica
-    /// is at it: answers what it did, or `None` if it did not run (SQLite, or another replica's
-    /// upkeep under way). Neither blocks the gateway's reads and writes.
-    pub async fn upkeep(&self) -> Result<Option<Upkept>, StoreError> {
+    /// Vacuums and analyzes each of `part`'s tables that is due ([`Changes::due`]; every one
+    /// of them where the server keeps no row counts, `track_counts` off), unless another
+    /// replica is at it: answers what it did, or `None` if it did not run (SQLite, or another
+    /// replica's upkeep of that part under way). Neither blocks the gateway's reads and writes.
+    pub async fn upkeep(&self, part: Part) -> Result<Option<Upkept>, StoreError> {
         if self.backend != Backend::Postgres {
             return Ok(None);
         }
         let mut conn = self.pool.acquire().await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(LOCK)
+            .bind(part.lock())
             .fetch_one(&mut *conn)
             .await?;
         if !locked {
             return Ok(None);
         }
-        let done = upkeep_tables(&mut conn).await;
+        let done = upkeep_tables(&mut conn, part.tables()).await;
         // Unlocked whatever happened; a failed VACUUM is the error to tell.
-        let unlocked =
-            sqlx::query("SELECT pg_advisory_unlock($1)").bind(LOCK).execute(&mut *conn).await;
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(part.lock())
+            .execute(&mut *conn)
+            .await;
         let done = done?;
         unlocked?;
         Ok(Some(done))
     }
 }
 
-/// The upkeep's work, on a connection holding [`LOCK`].
-async fn upkeep_tables(conn: &mut sqlx::AnyConnection) -> Result<Upkept, StoreError> {
+/// The upkeep's work on `tables`, on a connection holding their part's lock.
+async fn upkeep_tables(
+    conn: &mut sqlx::AnyConnection,
+    tables: &'static [&'static str],
+) -> Result<Upkept, StoreError> {
     let counted: String =
         sqlx::query_scalar("SELECT current_setting('track_counts')").fetch_one(&mut *conn).await?;
     let changes: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
@@ -167,7 +210,7 @@ async fn upkeep_tables(conn: &mut sqlx::AnyConnection) -> Result<Upkept, StoreEr
     .fetch_all(&mut *conn)
     .await?;
     let mut done = Upkept::new();
-    for table in TABLES {
+    for table in tables {
         let due = if counted != "on" {
             Due { vacuum: true, analyze: true }
         } else {
