@@ -41,7 +41,7 @@ pub use writes::{Write, WriteResult};
 
 use crate::model::{EndpointId, State, Timestamp, Transfer};
 
-pub(crate) use outbox::{outbox_from_row, DELIVERED_SELECT, OUTBOX_SELECT};
+pub(crate) use outbox::{outbox_from_row, OUTBOX_SELECT};
 pub use outbox::{DeliveryKind, OutboxGauge, OutboxItem, OutboxStatus};
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -306,9 +306,6 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
     if result.is_ok() {
         result = add_columns(&mut conn, postgres).await;
     }
-    if result.is_ok() {
-        result = move_delivered_out_of_the_outbox(&mut conn).await;
-    }
     if result.is_ok() && !facts_existed {
         result = facts::backfill(&mut conn, backend).await.map(|filled| {
             if filled > 0 {
@@ -320,33 +317,6 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_advisory_unlock(727274)").execute(&mut *conn).await?;
     }
     result
-}
-
-/// Moves the delivered items an earlier release kept in the outbox to `delivered`, once: the
-/// same copy-then-delete the deliverer makes, in one transaction, and idempotent (an item
-/// already copied is not copied again). With none left it reads one index entry.
-async fn move_delivered_out_of_the_outbox(
-    conn: &mut sqlx::AnyConnection,
-) -> Result<(), StoreError> {
-    use sqlx::Connection;
-    let mut tx = conn.begin().await?;
-    let moved = sqlx::query(
-        "INSERT INTO delivered (id, destination, transfer_id, kind, payload, attempts, last_error, created_at, delivered_at) \
-         SELECT id, destination, transfer_id, kind, payload, attempts, last_error, created_at, COALESCE(delivered_at, created_at) \
-         FROM outbox WHERE status = 'delivered' ON CONFLICT (id) DO NOTHING",
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    sqlx::query("DELETE FROM outbox WHERE status = 'delivered'").execute(&mut *tx).await?;
-    tx.commit().await?;
-    if moved > 0 {
-        tracing::info!(
-            deliveries = moved,
-            "the outbox's delivered items moved to the delivered table"
-        );
-    }
-    Ok(())
 }
 
 async fn table_exists(
@@ -673,13 +643,10 @@ impl Store {
 
     /// Every outbox item of a transfer, in order.
     pub async fn deliveries_of(&self, transfer_id: &str) -> Result<Vec<OutboxItem>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "{OUTBOX_SELECT} WHERE transfer_id = $1 UNION ALL {DELIVERED_SELECT} WHERE transfer_id = $2 ORDER BY id"
-        ))
-        .bind(transfer_id)
-        .bind(transfer_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&format!("{OUTBOX_SELECT} WHERE transfer_id = $1 ORDER BY id"))
+            .bind(transfer_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(outbox_from_row).collect()
     }
 
@@ -891,8 +858,7 @@ impl Store {
     /// Deliveries that needed more than one attempt, and how many were given up.
     pub async fn retried_deliveries(&self) -> Result<(i64, i64), StoreError> {
         let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM outbox WHERE attempts > 1) + (SELECT COUNT(*) FROM delivered WHERE attempts > 1), \
-             (SELECT COUNT(*) FROM outbox WHERE status = 'dead')",
+            "SELECT COALESCE(SUM(CASE WHEN attempts > 1 THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) FROM outbox",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -1068,22 +1034,6 @@ mod tests {
         let ids: Vec<i64> = (1..=200).collect();
         let steps = plan(&writes::outbox_items_sql(Backend::Sqlite, ids.len()), &[], &ids).await;
         assert!(steps.iter().all(|step| step.contains("USING INTEGER PRIMARY KEY")), "{steps:?}");
-    }
-
-    /// Moving delivered items out of the queue finds them by id, however many: never a walk
-    /// of the backlog.
-    #[tokio::test]
-    async fn delivered_items_are_moved_by_id() {
-        let ids: Vec<i64> = (1..=200).collect();
-        for sql in writes::move_sql(Backend::Sqlite, ids.len()) {
-            let numbers: Vec<i64> =
-                if sql.starts_with("INSERT") { [&[1, 0][..], &ids].concat() } else { ids.clone() };
-            let steps = plan(&sql, &[], &numbers).await;
-            assert!(
-                steps.iter().all(|step| step.contains("USING INTEGER PRIMARY KEY")),
-                "{sql}: {steps:?}"
-            );
-        }
     }
 
     /// The feeds read from the cursor on, along their index (a page must not cost more as the

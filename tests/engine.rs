@@ -8,9 +8,8 @@ use liandong::model::{EndpointId, HistoryEvent, State, StatusUpdate, Timestamp};
 use liandong::store::{Write, WriteResult};
 
 use crate::common;
-use common::stores::{engine, ningbo_request, raw, stores};
+use common::stores::{engine, ningbo_request, stores};
 use liandong::model::{Link, LinkRel};
-use liandong::store::outbox::OutboxStatus;
 
 fn id(s: &str) -> EndpointId {
     s.parse().unwrap()
@@ -307,7 +306,7 @@ async fn deliveries_are_leased_in_order_retried_and_dead_lettered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_receipt_marks_the_transfer_delivered() {
-    for (backend, store, dir) in stores("delivered").await {
+    for (backend, store, _dir) in stores("delivered").await {
         let engine = engine(store.clone());
         let t = engine.submit(&id("330200/110"), ningbo_request("LZ-6")).await.unwrap().transfer;
         let now = liandong::store::now_millis();
@@ -318,123 +317,6 @@ async fn a_delivery_receipt_marks_the_transfer_delivered() {
         assert_eq!(t.state, State::Delivered, "{backend}");
         assert_eq!(t.history.last().unwrap().by, "gateway");
         assert_eq!(store.endpoint_health().await.unwrap()[0].failing_since, None);
-        // the delivered item has left the queue, and is still the transfer's delivery
-        let raw = raw(backend, &dir, "delivered").await;
-        assert_eq!(raw.count("SELECT COUNT(*) FROM outbox").await, 0, "{backend}");
-        assert_eq!(raw.count("SELECT COUNT(*) FROM delivered").await, 1, "{backend}");
-        let deliveries = store.deliveries_of(&t.transfer_id).await.unwrap();
-        assert_eq!(deliveries.len(), 1, "{backend}");
-        assert_eq!(
-            (deliveries[0].id, deliveries[0].status, deliveries[0].attempts),
-            (item.id, OutboxStatus::Delivered, 1),
-            "{backend}"
-        );
-        assert_eq!(deliveries[0].payload, item.payload, "{backend}");
-        // a second receipt for it (a replica's retry after a lost answer) changes nothing
-        let again = store.write(Write::Delivered { item_id: item.id, at }).await.unwrap();
-        assert!(matches!(again, WriteResult::Done(false)), "{backend}");
-        assert_eq!(raw.count("SELECT COUNT(*) FROM delivered").await, 1, "{backend}");
-    }
-}
-
-/// Two replicas recording the same deliveries at once (each took a receipt for them: a lease
-/// that ran out while the first answer was on its way) move each item once and record each
-/// delivery once: the second move finds the item gone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_recording_the_same_deliveries_at_once_record_each_once() {
-    const TRANSFERS: usize = 60;
-    let postgres = stores("twice").await.into_iter().find(|(backend, ..)| *backend == "postgres");
-    let (backend, store, dir) = postgres.unwrap();
-    let other =
-        liandong::store::Store::postgres(&common::stores::schema_url("twice"), 8).await.unwrap();
-    let engine = engine(store.clone());
-    for n in 0..TRANSFERS {
-        engine.submit(&id("330200/110"), ningbo_request(&format!("TW-{n}"))).await.unwrap();
-    }
-    let now = liandong::store::now_millis();
-    let items = store.lease(now, 30_000, TRANSFERS as i64, &everyone()).await.unwrap();
-    assert_eq!(items.len(), TRANSFERS);
-    let record = |store: liandong::store::Store, ids: Vec<i64>| {
-        tokio::spawn(async move {
-            let mut recorded = 0;
-            for id in ids {
-                let write = Write::Delivered { item_id: id, at: now / 1000 };
-                if let WriteResult::Done(true) = store.write(write).await.unwrap() {
-                    recorded += 1;
-                }
-            }
-            recorded
-        })
-    };
-    let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
-    let (a, b) = (record(store.clone(), ids.clone()), record(other, ids));
-    let (a, b) = (a.await.unwrap(), b.await.unwrap());
-    assert_eq!(a + b, TRANSFERS, "{backend}: each delivery recorded by one of them");
-    let raw = raw(backend, &dir, "twice").await;
-    assert_eq!(raw.count("SELECT COUNT(*) FROM delivered").await, TRANSFERS as i64);
-    assert_eq!(raw.count("SELECT COUNT(*) FROM outbox").await, 0);
-    let twice = "SELECT COUNT(*) FROM (SELECT transfer_id FROM audit WHERE action IN \
-                 ('transfer.delivered', 'delivery.delivered') GROUP BY transfer_id HAVING COUNT(*) <> 1) d";
-    assert_eq!(raw.count(twice).await, 0, "every delivery in the audit once");
-    let audited = "SELECT COUNT(DISTINCT transfer_id) FROM audit WHERE action IN \
-                   ('transfer.delivered', 'delivery.delivered')";
-    assert_eq!(raw.count(audited).await, TRANSFERS as i64);
-}
-
-/// A store from a release that kept delivered items in the outbox (marked `delivered`) has
-/// them moved to `delivered` at its next opening, once; a move cut short between its copy and
-/// its delete is finished without a second copy.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_from_before_the_delivered_table_has_its_delivered_items_moved_once() {
-    for (backend, store, dir) in stores("legacy").await {
-        let engine = engine(store.clone());
-        let mut ids = Vec::new();
-        for n in 0..3 {
-            let t = engine.submit(&id("330200/110"), ningbo_request(&format!("OLD-{n}"))).await;
-            ids.push(t.unwrap().transfer.transfer_id);
-        }
-        let now = liandong::store::now_millis();
-        for item in store.lease(now, 30_000, 10, &everyone()).await.unwrap() {
-            store.write(Write::Delivered { item_id: item.id, at: now / 1000 }).await.unwrap();
-        }
-        let before: Vec<_> = store.deliveries_of(&ids[0]).await.unwrap();
-        // as an earlier release left them: in the outbox, marked delivered; the first one's
-        // copy already made (a start cut short after it)
-        let raw = raw(backend, &dir, "legacy").await;
-        raw.execute(
-            "INSERT INTO outbox (id, destination, transfer_id, kind, payload, status, attempts, next_attempt_at, \
-             last_error, created_at, delivered_at) SELECT id, destination, transfer_id, kind, payload, 'delivered', \
-             attempts, 0, last_error, created_at, delivered_at FROM delivered",
-        )
-        .await;
-        raw.execute(&format!("DELETE FROM delivered WHERE transfer_id <> '{}'", ids[0])).await;
-        assert_eq!(raw.count("SELECT COUNT(*) FROM outbox WHERE status = 'delivered'").await, 3);
-        drop(engine);
-        drop(store);
-        for _ in 0..2 {
-            let store = match backend {
-                "sqlite" => liandong::store::Store::sqlite(&dir.path().join("test.db")).await,
-                _ => {
-                    liandong::store::Store::postgres(&common::stores::schema_url("legacy"), 2).await
-                }
-            }
-            .unwrap();
-            assert_eq!(raw.count("SELECT COUNT(*) FROM outbox").await, 0, "{backend}");
-            assert_eq!(raw.count("SELECT COUNT(*) FROM delivered").await, 3, "{backend}");
-            for transfer_id in &ids {
-                let deliveries = store.deliveries_of(transfer_id).await.unwrap();
-                assert_eq!(deliveries.len(), 1, "{backend}: {deliveries:?}");
-                assert_eq!(deliveries[0].status, OutboxStatus::Delivered, "{backend}");
-            }
-            let after = store.deliveries_of(&ids[0]).await.unwrap();
-            assert_eq!(
-                (after[0].id, after[0].attempts, &after[0].payload),
-                (before[0].id, before[0].attempts, &before[0].payload),
-                "{backend}"
-            );
-            let waiting = store.lease(now + 60_000, 30_000, 10, &everyone()).await.unwrap();
-            assert!(waiting.is_empty(), "{backend}: nothing delivered is delivered again");
-        }
     }
 }
 

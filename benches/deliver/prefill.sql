@@ -1,7 +1,7 @@
 -- The tables as an hour at 1,000/s leaves them, in minutes (benches/deliver/soak.sh, PREFILL=N):
 -- copies of the transfers already in the schema (a short run's, each delivered) until about N,
 -- each with its own transfer id, sender reference and case, in every table a transfer has rows
--- in. Every copy is delivered and closed to the gateway: its outbox item is in `delivered`, its
+-- in. Every copy is delivered and closed to the gateway: its outbox item is `delivered`, its
 -- audit entries are on a chain of their own (`prefill`, whose hashes are the originals': a copy
 -- is bulk, not a record), so the gateways' work and chains are their own.
 --   psql -v n=3000000 -v schema=bench_replicas -f benches/deliver/prefill.sql
@@ -21,10 +21,11 @@ INSERT INTO transfers (transfer_id, sender, sender_ref, destination, state, over
          t.receive_by, t.resolve_by, t.escalations, replace(t.document, t.transfer_id, c.new_id), t.created_at,
          t.updated_at
   FROM copies c JOIN transfers t ON t.transfer_id = c.old_id;
-INSERT INTO delivered (id, destination, transfer_id, kind, payload, attempts, last_error, created_at, delivered_at)
-  SELECT nextval('outbox_id_seq'), d.destination, c.new_id, d.kind, replace(d.payload, d.transfer_id, c.new_id),
-         d.attempts, d.last_error, d.created_at, d.delivered_at
-  FROM copies c JOIN delivered d ON d.transfer_id = c.old_id;
+INSERT INTO outbox (destination, transfer_id, kind, payload, status, attempts, next_attempt_at, leased_until,
+                    last_error, created_at, delivered_at)
+  SELECT o.destination, c.new_id, o.kind, replace(o.payload, o.transfer_id, c.new_id), o.status, o.attempts,
+         o.next_attempt_at, o.leased_until, o.last_error, o.created_at, o.delivered_at
+  FROM copies c JOIN outbox o ON o.transfer_id = c.old_id AND o.status = 'delivered';
 INSERT INTO events (transfer_id, origin, destination, kind, body, at, tx)
   SELECT c.new_id, e.origin, e.destination, e.kind, replace(e.body, e.transfer_id, c.new_id), e.at, e.tx
   FROM copies c JOIN events e ON e.transfer_id = c.old_id;
@@ -44,7 +45,6 @@ COMMIT;
 -- the gateway's own upkeep of what changes, not a first vacuum of every copy.
 VACUUM (ANALYZE) transfers;
 VACUUM (ANALYZE) outbox;
-VACUUM (ANALYZE) delivered;
 VACUUM (ANALYZE) events;
 VACUUM (ANALYZE) audit;
 VACUUM (ANALYZE) case_transfers;

@@ -1,10 +1,7 @@
 //! The outbox: what the gateway owes each destination, written in the same commit as the
 //! change it reports (a transfer to deliver, a status to tell), and taken by the deliverer.
 //! Its rows are `pending` until a destination's receipt makes them `delivered`, or until the
-//! gateway gives up on them (`dead`: a dead letter an operator may replay). A delivered item
-//! leaves the queue in the commit that records it, for the `delivered` table: the outbox is a
-//! queue that holds what waits, so what reads and vacuums it costs the backlog, not the history
-//! (docs/PERFORMANCE.md, "The outbox keeps only what waits").
+//! gateway gives up on them (`dead`: a dead letter an operator may replay).
 
 use std::str::FromStr;
 
@@ -115,10 +112,6 @@ pub struct OutboxGauge {
 
 pub(crate) const OUTBOX_SELECT: &str =
     "SELECT id, destination, transfer_id, kind, payload, attempts, created_at, status, last_error FROM outbox";
-
-/// The columns of [`OUTBOX_SELECT`], of the items moved out of the queue once delivered.
-pub(crate) const DELIVERED_SELECT: &str =
-    "SELECT id, destination, transfer_id, kind, payload, attempts, created_at, 'delivered' AS status, last_error FROM delivered";
 
 pub(crate) fn outbox_from_row(row: &AnyRow) -> Result<OutboxItem, StoreError> {
     let id: i64 = row.try_get(0)?;

@@ -3,8 +3,7 @@
 //! Times are Unix seconds (`BIGINT`), booleans `0`/`1`, documents canonical JSON text: the same
 //! column types on both backends, so the same queries serve both.
 
-/// The statements, with `{serial}` standing for an auto-incrementing key column type, `{key}`
-/// for an integer key given on insert (SQLite's rowid),
+/// The statements, with `{serial}` standing for an auto-incrementing key column type,
 /// `{bytes}` for byte-wise ordering of text (SQLite's default; `COLLATE "C"` on PostgreSQL), so
 /// that dataset keys sort the same everywhere, and `{without_rowid}` for a table clustered by
 /// its primary key (SQLite's `WITHOUT ROWID`).
@@ -52,22 +51,6 @@ const STATEMENTS: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, destination, next_attempt_at)",
     "CREATE INDEX IF NOT EXISTS outbox_transfer ON outbox (transfer_id, destination, status, id)",
-    // The outbox's items once their destination confirmed them, moved out of the queue in the
-    // commit that records it: the outbox keeps only what waits (pending) or was given up
-    // (dead), so its indexes, and the vacuum a queue needs, stay the size of the backlog, not
-    // of every delivery ever made (see store::outbox).
-    "CREATE TABLE IF NOT EXISTS delivered (
-        id {key},
-        destination TEXT NOT NULL,
-        transfer_id TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        attempts BIGINT NOT NULL,
-        last_error TEXT,
-        created_at BIGINT NOT NULL,
-        delivered_at BIGINT NOT NULL
-    )",
-    "CREATE INDEX IF NOT EXISTS delivered_transfer ON delivered (transfer_id, id)",
     "CREATE TABLE IF NOT EXISTS events (
         seq {serial},
         transfer_id TEXT NOT NULL,
@@ -198,14 +181,12 @@ pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 pub fn statements(postgres: bool) -> Vec<String> {
     let serial =
         if postgres { "BIGSERIAL PRIMARY KEY" } else { "INTEGER PRIMARY KEY AUTOINCREMENT" };
-    let key = if postgres { "BIGINT PRIMARY KEY" } else { "INTEGER PRIMARY KEY" };
     let bytes = if postgres { "COLLATE \"C\"" } else { "" };
     let without_rowid = if postgres { "" } else { " WITHOUT ROWID" };
     STATEMENTS
         .iter()
         .map(|s| {
             s.replace("{serial}", serial)
-                .replace("{key}", key)
                 .replace("{bytes}", bytes)
                 .replace("{without_rowid}", without_rowid)
         })

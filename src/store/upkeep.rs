@@ -58,7 +58,6 @@ pub const TABLES: &[&str] = &[
     "case_transfers",
     "timers",
     "events",
-    "delivered",
     "transfer_facts",
     "audit",
     "records",
@@ -129,8 +128,7 @@ impl Due {
 /// The outbox, a queue: its dead rows are vacuumed at every upkeep that finds more than this
 /// many, whatever the table's size. Each delivery leaves two (its lease, its outcome), each a
 /// dead entry in the `outbox_due` index that every lease read walks past until a vacuum removes
-/// it; and the outbox's vacuum is cheap: its dead rows are in its newest pages, and it holds
-/// only what waits (a delivered item moves to `delivered`), so its indexes are the backlog's.
+/// it; and the outbox's vacuum is cheap (its dead rows are in its newest pages).
 pub const QUEUE_DEAD_ROWS: i64 = 1000;
 
 impl Changes {

@@ -235,15 +235,15 @@ pub async fn execute(
             if transfer.to.to_string() != destination {
                 return Ok(WriteResult::Done(false));
             }
-            let acknowledged: Vec<i64> = sqlx::query_scalar(
-                "SELECT id FROM outbox WHERE transfer_id = $1 AND destination = $2 \
+            sqlx::query(
+                "UPDATE outbox SET status = 'delivered', delivered_at = $1 WHERE transfer_id = $2 AND destination = $3 \
                  AND kind = 'transfer' AND status = 'pending'",
             )
+            .bind(at)
             .bind(&transfer_id)
             .bind(&destination)
-            .fetch_all(&mut **tx)
+            .execute(&mut **tx)
             .await?;
-            move_delivered(tx, backend, &acknowledged, 0, at).await?;
             let acknowledged = [(transfer.transfer_id.as_str(), destination.as_str())];
             let recorded =
                 mark_delivered_many(tx, backend, &acknowledged, ACKNOWLEDGEMENT, at).await?;
@@ -780,12 +780,8 @@ async fn act(
         // The transfer as its destination was first sent it (its references already in the
         // destination's own terms), now with the ruling.
         let first: String = sqlx::query_scalar(
-            "SELECT payload FROM (SELECT id, payload FROM outbox WHERE transfer_id = $1 AND destination = $2 AND kind = 'transfer' \
-             UNION ALL SELECT id, payload FROM delivered WHERE transfer_id = $3 AND destination = $4 AND kind = 'transfer') AS sent \
-             ORDER BY id LIMIT 1",
+            "SELECT payload FROM outbox WHERE transfer_id = $1 AND destination = $2 AND kind = 'transfer' ORDER BY id LIMIT 1",
         )
-        .bind(&transfer.transfer_id)
-        .bind(transfer.to.to_string())
         .bind(&transfer.transfer_id)
         .bind(transfer.to.to_string())
         .fetch_one(&mut **tx)
@@ -1011,9 +1007,18 @@ pub async fn delivered_many(
     }
     found.sort_by_key(|f| f.0);
     let at = found.iter().map(|f| f.4).max().unwrap_or_default();
-    let ids: Vec<i64> = found.iter().map(|f| f.0).collect();
-    let moved = move_delivered(tx, backend, &ids, 1, at).await?;
-    found.retain(|f| moved.contains(&f.0));
+    for chunk in found.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "UPDATE outbox SET status = 'delivered', delivered_at = {}, attempts = attempts + 1, leased_until = 0 WHERE id IN ({})",
+            in_list(backend, 1, 1),
+            in_list(backend, chunk.len(), 2)
+        );
+        let mut query = sqlx::query(&sql).bind(at);
+        for f in chunk {
+            query = query.bind(f.0);
+        }
+        query.execute(&mut **tx).await?;
+    }
     let destinations: std::collections::BTreeSet<&str> =
         found.iter().map(|f| f.1.as_str()).collect();
     for destination in destinations {
@@ -1061,68 +1066,6 @@ pub async fn delivered_many(
     super::audit::append(tx, backend, &entries).await?;
     let done: std::collections::HashSet<i64> = found.iter().map(|f| f.0).collect();
     Ok(items.iter().map(|(id, _)| WriteResult::Done(done.contains(id))).collect())
-}
-
-/// Moves these outbox items, where still pending, out of the queue into `delivered`, their
-/// attempts raised by `attempt` (1: this attempt's receipt; 0: a pull endpoint's
-/// acknowledgement, which is no attempt), delivered `at`; returns the ids moved (see
-/// [`move_sql`]).
-async fn move_delivered(
-    tx: &mut Transaction<'_, Any>,
-    backend: Backend,
-    ids: &[i64],
-    attempt: i64,
-    at: i64,
-) -> Result<std::collections::HashSet<i64>, StoreError> {
-    let mut moved = std::collections::HashSet::with_capacity(ids.len());
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        for (n, sql) in move_sql(backend, chunk.len()).iter().enumerate() {
-            let mut query = sqlx::query_scalar::<_, i64>(sql);
-            if n == 0 {
-                query = query.bind(attempt).bind(at);
-            }
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            match backend {
-                Backend::Postgres => moved.extend(query.fetch_all(&mut **tx).await?),
-                Backend::Sqlite => {
-                    query.fetch_all(&mut **tx).await?;
-                    moved.extend(chunk);
-                }
-            }
-        }
-    }
-    Ok(moved)
-}
-
-/// The statements that move `n` outbox items (`$3`, …) to `delivered`, their attempts raised
-/// by `$1`, delivered at `$2` (the first statement takes those two). On PostgreSQL one
-/// statement, which returns the ids it moved: a concurrent move of the same item (another
-/// replica's receipt for it, an acknowledgement) waits on its row, then finds it gone and moves
-/// nothing, so only one of them records the delivery. SQLite has one writer, whose transaction
-/// has read the items pending: it copies, then deletes, by id alone (as [`outbox_items_sql`]
-/// reads them, for the same reason).
-pub(super) fn move_sql(backend: Backend, n: usize) -> Vec<String> {
-    const COLUMNS: &str =
-        "id, destination, transfer_id, kind, payload, attempts, last_error, created_at";
-    let copy = format!(
-        "INSERT INTO delivered ({COLUMNS}, delivered_at) SELECT id, destination, transfer_id, kind, payload, attempts + {}, \
-         last_error, created_at, {}",
-        in_list(backend, 1, 1),
-        in_list(backend, 1, 2)
-    );
-    let ids = in_list(backend, n, 3);
-    match backend {
-        Backend::Postgres => vec![format!(
-            "WITH moved AS (DELETE FROM outbox WHERE id IN ({ids}) AND status = 'pending' RETURNING {COLUMNS}), \
-             copied AS ({copy} FROM moved) SELECT id FROM moved"
-        )],
-        Backend::Sqlite => vec![
-            format!("{copy} FROM outbox WHERE id IN ({ids})"),
-            format!("DELETE FROM outbox WHERE id IN ({ids})"),
-        ],
-    }
 }
 
 /// How a destination confirmed a delivery, as its audit entry says: a pushed document's answer,
