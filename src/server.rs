@@ -172,9 +172,9 @@ pub async fn run(
              (turn autovacuum on and this stops; docs/OPERATORS.md)"
         );
         use crate::store::upkeep::{self, Part};
-        tokio::spawn(keep_up(store.clone(), Part::Tables, upkeep::pauses(), stopped.clone()));
-        let queue = std::iter::repeat(upkeep::QUEUE_EVERY);
-        tokio::spawn(keep_up(store.clone(), Part::Queue, queue, stopped.clone()));
+        for part in [Part::Tables, Part::Queue] {
+            tokio::spawn(keep_up(store.clone(), part, upkeep::pauses(), stopped.clone()));
+        }
     }
     let lease =
         tokio::spawn(hold_replica(store.clone(), replica.clone(), holder.clone(), stopped.clone()));
@@ -364,9 +364,7 @@ async fn sweep(engine: Engine, every: Duration, stopped: tokio::sync::watch::Rec
 }
 
 /// Vacuums and analyzes `part`'s tables that are due now, then after each of `pauses`:
-/// PostgreSQL with autovacuum off, where a growing table keeps the plans of an empty one. The
-/// other tables' upkeeps are logged; the queue's, every [`crate::store::upkeep::QUEUE_EVERY`],
-/// only when one takes more than a second (it is a symptom then).
+/// PostgreSQL with autovacuum off, where a growing table keeps the plans of an empty one.
 async fn keep_up(
     store: Store,
     part: crate::store::upkeep::Part,
@@ -378,9 +376,6 @@ async fn keep_up(
         match store.upkeep(part).await {
             Ok(Some(done)) if !done.is_empty() => {
                 let seconds = started.elapsed().as_secs_f64();
-                if part == crate::store::upkeep::Part::Queue && seconds < 1.0 {
-                    return;
-                }
                 let named = |pick: fn(&crate::store::upkeep::Due) -> bool| {
                     done.iter().filter(|(_, due)| pick(due)).map(|(t, _)| *t).collect::<Vec<_>>()
                 };

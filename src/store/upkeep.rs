@@ -9,8 +9,8 @@
 //! read of its audit chain's last hash scanned the chain, so deliveries stopped and submissions
 //! timed out. So where autovacuum is off the gateway says so at start and looks after its own
 //! tables every [`EVERY`] (more often in the first minute, while they are small and growing
-//! fast: [`pauses`]), and after its queue, the outbox, every [`QUEUE_EVERY`] on its own, one
-//! replica at a time.
+//! fast: [`pauses`]), the queue (the outbox) apart from the others ([`Part`]), one replica at
+//! a time.
 //!
 //! Each table is vacuumed or analyzed when autovacuum itself would have done it (its rule at
 //! PostgreSQL's default settings: [`Changes::due`]), not every time: `ANALYZE` reads a sample of
@@ -41,16 +41,12 @@ pub fn pauses() -> impl Iterator<Item = Duration> {
     std::iter::successors(Some(FIRST_PAUSE), |pause| Some((*pause * 2).min(EVERY)))
 }
 
-/// The queue: the outbox, vacuumed on its own every [`QUEUE_EVERY`], so that its dead rows
-/// never wait behind a large table's vacuum. In the hour on two replicas one `VACUUM` of the
-/// transfers took 108 s at 3.4 million; the outbox, next in line, went unvacuumed meanwhile, its
-/// lease reads slowed past their timeout, and the deliveries stalled (docs/PERFORMANCE.md,
-/// "The hour at 7a71129").
+/// The queue: the outbox, looked after on its own (under [`QUEUE_LOCK`]), so that its dead
+/// rows never wait behind a large table's vacuum. In the hour on two replicas one `VACUUM` of
+/// the transfers took 108 s at 3.4 million; the outbox, next in line, went unvacuumed
+/// meanwhile, its lease reads slowed past their timeout, and the deliveries stalled
+/// (docs/PERFORMANCE.md, "The hour at 7a71129").
 pub const QUEUE: &[&str] = &["outbox"];
-
-/// How often the queue's upkeep runs. It holds what waits, so each run costs the backlog;
-/// ten seconds at 1,000 deliveries a second is about 30,000 dead rows.
-pub const QUEUE_EVERY: Duration = Duration::from_secs(10);
 
 /// The other tables the gateway updates or grows all the time, the busiest first.
 pub const TABLES: &[&str] = &[
