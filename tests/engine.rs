@@ -8,7 +8,7 @@ use liandong::model::{EndpointId, HistoryEvent, State, StatusUpdate, Timestamp};
 use liandong::store::{Write, WriteResult};
 
 use crate::common;
-use common::stores::{engine, ningbo_request, stores};
+use common::stores::{engine, ningbo_request, raw, stores};
 use liandong::model::{Link, LinkRel};
 
 fn id(s: &str) -> EndpointId {
@@ -318,6 +318,48 @@ async fn a_delivery_receipt_marks_the_transfer_delivered() {
         assert_eq!(t.history.last().unwrap().by, "gateway");
         assert_eq!(store.endpoint_health().await.unwrap()[0].failing_since, None);
     }
+}
+
+/// Two replicas recording the same deliveries at once (each took a receipt for them: a lease
+/// that ran out while the first answer was on its way) move each item once and record each
+/// delivery once: the second move finds the item gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_recording_the_same_deliveries_at_once_record_each_once() {
+    const TRANSFERS: usize = 60;
+    let postgres = stores("twice").await.into_iter().find(|(backend, ..)| *backend == "postgres");
+    let (backend, store, dir) = postgres.unwrap();
+    let other =
+        liandong::store::Store::postgres(&common::stores::schema_url("twice"), 8).await.unwrap();
+    let engine = engine(store.clone());
+    for n in 0..TRANSFERS {
+        engine.submit(&id("330200/110"), ningbo_request(&format!("TW-{n}"))).await.unwrap();
+    }
+    let now = liandong::store::now_millis();
+    let items = store.lease(now, 30_000, TRANSFERS as i64, &everyone()).await.unwrap();
+    assert_eq!(items.len(), TRANSFERS);
+    let record = |store: liandong::store::Store, ids: Vec<i64>| {
+        tokio::spawn(async move {
+            let mut recorded = 0;
+            for id in ids {
+                let write = Write::Delivered { item_id: id, at: now / 1000 };
+                if let WriteResult::Done(true) = store.write(write).await.unwrap() {
+                    recorded += 1;
+                }
+            }
+            recorded
+        })
+    };
+    let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+    let (a, b) = (record(store.clone(), ids.clone()), record(other, ids));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!(a + b, TRANSFERS, "{backend}: each delivery recorded by one of them");
+    let raw = raw(backend, &dir, "twice").await;
+    let twice = "SELECT COUNT(*) FROM (SELECT transfer_id FROM audit WHERE action IN \
+                 ('transfer.delivered', 'delivery.delivered') GROUP BY transfer_id HAVING COUNT(*) <> 1) d";
+    assert_eq!(raw.count(twice).await, 0, "every delivery in the audit once");
+    let audited = "SELECT COUNT(DISTINCT transfer_id) FROM audit WHERE action IN \
+                   ('transfer.delivered', 'delivery.delivered')";
+    assert_eq!(raw.count(audited).await, TRANSFERS as i64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

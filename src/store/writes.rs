@@ -1007,18 +1007,35 @@ pub async fn delivered_many(
     }
     found.sort_by_key(|f| f.0);
     let at = found.iter().map(|f| f.4).max().unwrap_or_default();
+    // On PostgreSQL another replica may be recording the same delivery at this moment (its
+    // lease ran out while this one's answer was on its way): the update is guarded by the
+    // status and says which items it changed, so the second waits on the row, changes nothing,
+    // and records nothing. SQLite has one writer, whose transaction has just read them pending;
+    // there the update goes by id alone, for the reason `outbox_items_sql` gives.
+    let guard = match backend {
+        Backend::Postgres => " AND status = 'pending' RETURNING id",
+        Backend::Sqlite => "",
+    };
+    let mut marked = std::collections::HashSet::with_capacity(found.len());
     for chunk in found.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "UPDATE outbox SET status = 'delivered', delivered_at = {}, attempts = attempts + 1, leased_until = 0 WHERE id IN ({})",
+            "UPDATE outbox SET status = 'delivered', delivered_at = {}, attempts = attempts + 1, leased_until = 0 WHERE id IN ({}){guard}",
             in_list(backend, 1, 1),
             in_list(backend, chunk.len(), 2)
         );
-        let mut query = sqlx::query(&sql).bind(at);
+        let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(at);
         for f in chunk {
             query = query.bind(f.0);
         }
-        query.execute(&mut **tx).await?;
+        match backend {
+            Backend::Postgres => marked.extend(query.fetch_all(&mut **tx).await?),
+            Backend::Sqlite => {
+                query.fetch_all(&mut **tx).await?;
+                marked.extend(chunk.iter().map(|f| f.0));
+            }
+        }
     }
+    found.retain(|f| marked.contains(&f.0));
     let destinations: std::collections::BTreeSet<&str> =
         found.iter().map(|f| f.1.as_str()).collect();
     for destination in destinations {
