@@ -1144,5 +1144,18 @@ async fn the_gateway_vacuums_and_analyzes_its_tables_that_are_due_where_postgres
         // nothing has changed since: nothing is due
         assert_eq!(store.upkeep(Part::Tables).await.unwrap(), Some(vec![]));
         assert_eq!(store.upkeep(Part::Queue).await.unwrap(), Some(vec![]));
+        // a backlog: the outbox analyzed at every upkeep while it lasts, changed or not
+        sqlx::query(&format!(
+            "INSERT INTO outbox (destination, transfer_id, kind, payload, next_attempt_at, created_at) \
+             SELECT '330200/12345', 'wait-' || g, 'transfer', '{{}}', 0, 0 FROM generate_series(1, {}) g",
+            upkeep::QUEUE_WAITING + 1 - SUBMITTED
+        ))
+        .execute(&mut other)
+        .await
+        .unwrap();
+        for _ in 0..2 {
+            let queue = store.upkeep(Part::Queue).await.unwrap().expect("the queue's upkeep ran");
+            assert!(queue.iter().any(|(t, due)| *t == "outbox" && due.analyze), "{queue:?}");
+        }
     }
 }

@@ -127,6 +127,16 @@ impl Due {
 /// it; and the outbox's vacuum is cheap (its dead rows are in its newest pages).
 pub const QUEUE_DEAD_ROWS: i64 = 1000;
 
+/// The outbox is analyzed at every upkeep that finds more than this many items waiting,
+/// whatever autovacuum's rule says. Analyzed while almost nothing waited, its statistics take a
+/// pending item for rare, and PostgreSQL plans the lease read's check for an earlier item of
+/// the same transfer as a walk of every pending item for every candidate: with a backlog, each
+/// read outlasts its timeout and the backlog cannot drain. Autovacuum's rule would analyze it
+/// again only after changes to a tenth of its rows — 350,000 at 3.5 million transfers, which a
+/// stalled queue never makes (docs/PERFORMANCE.md, "The hour at 7a71129": an `ANALYZE` by hand
+/// ended that stall in 40 s).
+pub const QUEUE_WAITING: i64 = 1000;
+
 impl Changes {
     /// Autovacuum's rule at PostgreSQL's default settings: vacuum once the dead rows pass
     /// 50 + 20 % of the live ones (`autovacuum_vacuum_threshold`, `_scale_factor`) or the rows
@@ -215,6 +225,17 @@ async fn upkeep_tables(
                     Changes { live, dead, inserted, modified }.due(table)
                 })
                 .unwrap_or_default()
+        };
+        let due = if QUEUE.contains(table) && !due.analyze {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE status = 'pending' LIMIT $1) AS waiting",
+            )
+            .bind(QUEUE_WAITING + 1)
+            .fetch_one(&mut *conn)
+            .await?;
+            Due { analyze: waiting > QUEUE_WAITING, ..due }
+        } else {
+            due
         };
         if let Some(statement) = due.statement(table) {
             sqlx::query(&statement).execute(&mut *conn).await?;
