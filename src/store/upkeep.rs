@@ -100,6 +100,9 @@ pub struct Changes {
     pub inserted: i64,
     /// The rows inserted, updated or deleted since its last analyze.
     pub modified: i64,
+    /// For the queue, the items waiting, counted up to just past [`QUEUE_WAITING`]; 0 for
+    /// the other tables.
+    pub waiting: i64,
 }
 
 /// What a table is due.
@@ -124,7 +127,8 @@ impl Due {
 /// The outbox, a queue: its dead rows are vacuumed at every upkeep that finds more than this
 /// many, whatever the table's size. Each delivery leaves two (its lease, its outcome), each a
 /// dead entry in the `outbox_due` index that every lease read walks past until a vacuum removes
-/// it; and the outbox's vacuum is cheap (its dead rows are in its newest pages).
+/// it. Its vacuum reads each of its indexes in full: seconds once they hold millions of
+/// delivered items (docs/PERFORMANCE.md, "The upkeep past the server's memory").
 pub const QUEUE_DEAD_ROWS: i64 = 1000;
 
 /// The outbox is analyzed at every upkeep that finds more than this many items waiting,
@@ -143,14 +147,16 @@ impl Changes {
     /// inserted since the last vacuum pass 1,000 + 20 % (`autovacuum_vacuum_insert_threshold`,
     /// `_scale_factor`: the visibility map that index-only scans use); analyze once the rows
     /// changed pass 50 + 10 % (`autovacuum_analyze_threshold`, `_scale_factor`). The outbox is
-    /// vacuumed past [`QUEUE_DEAD_ROWS`] dead rows.
+    /// vacuumed past [`QUEUE_DEAD_ROWS`] dead rows, and analyzed while more than
+    /// [`QUEUE_WAITING`] items wait.
     pub fn due(&self, table: &str) -> Due {
         let live = self.live.max(0) as f64;
-        let dead_limit =
-            if QUEUE.contains(&table) { QUEUE_DEAD_ROWS as f64 } else { 50.0 + 0.2 * live };
+        let queue = QUEUE.contains(&table);
+        let dead_limit = if queue { QUEUE_DEAD_ROWS as f64 } else { 50.0 + 0.2 * live };
         Due {
             vacuum: self.dead as f64 > dead_limit || self.inserted as f64 > 1000.0 + 0.2 * live,
-            analyze: self.modified as f64 > 50.0 + 0.1 * live,
+            analyze: self.modified as f64 > 50.0 + 0.1 * live
+                || (queue && self.waiting > QUEUE_WAITING),
         }
     }
 }
@@ -218,24 +224,14 @@ async fn upkeep_tables(
         let due = if counted != "on" {
             Due { vacuum: true, analyze: true }
         } else {
+            let waiting = if QUEUE.contains(table) { queue_waiting(conn).await? } else { 0 };
             changes
                 .iter()
                 .find(|(name, ..)| name == table)
                 .map(|&(_, live, dead, inserted, modified)| {
-                    Changes { live, dead, inserted, modified }.due(table)
+                    Changes { live, dead, inserted, modified, waiting }.due(table)
                 })
                 .unwrap_or_default()
-        };
-        let due = if QUEUE.contains(table) && !due.analyze {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE status = 'pending' LIMIT $1) AS waiting",
-            )
-            .bind(QUEUE_WAITING + 1)
-            .fetch_one(&mut *conn)
-            .await?;
-            Due { analyze: waiting > QUEUE_WAITING, ..due }
-        } else {
-            due
         };
         if let Some(statement) = due.statement(table) {
             sqlx::query(&statement).execute(&mut *conn).await?;
@@ -245,13 +241,25 @@ async fn upkeep_tables(
     Ok(done)
 }
 
+/// The outbox's waiting items, counted along `outbox_due` up to just past [`QUEUE_WAITING`].
+async fn queue_waiting(conn: &mut sqlx::AnyConnection) -> Result<i64, StoreError> {
+    let waiting = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE status = 'pending' LIMIT $1) AS waiting",
+    )
+    .bind(QUEUE_WAITING + 1)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(waiting)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_table_is_due_what_autovacuum_would_have_done_at_its_default_settings() {
-        let at = |live, dead, inserted, modified| Changes { live, dead, inserted, modified };
+        let at =
+            |live, dead, inserted, modified| Changes { live, dead, inserted, modified, waiting: 0 };
         let due = |vacuum, analyze| Due { vacuum, analyze };
         // young tables: analyzed once 50 rows have changed, vacuumed once the rows inserted pass
         // 1,000 + 20 %
@@ -270,6 +278,10 @@ mod tests {
         assert_eq!(at(big, 1_001, 0, 0).due("outbox"), due(true, false));
         assert_eq!(at(big, 1_000, 0, 0).due("outbox"), due(false, false));
         assert_eq!(at(big, 1_001, 0, 0).due("transfers"), due(false, false));
+        // and analyzed while more than a thousand wait, changed or not
+        let waiting = |waiting| Changes { live: big, waiting, ..Changes::default() };
+        assert_eq!(waiting(1_001).due("outbox"), due(false, true));
+        assert_eq!(waiting(1_000).due("outbox"), due(false, false));
     }
 
     #[test]

@@ -107,37 +107,6 @@ pub fn schema_url(name: &str) -> String {
     format!("{}{separator}options=-c%20search_path%3D{schema}", postgres_url())
 }
 
-/// A plain connection to the store [`stores`] made for `name` as `backend`, for what a test
-/// checks beneath the gateway: a table's rows, the audit trail.
-pub async fn raw(backend: &str, dir: &tempdir::Dir, name: &str) -> Raw {
-    match backend {
-        "sqlite" => Raw::Sqlite(
-            sqlx::SqlitePool::connect(&format!(
-                "sqlite://{}",
-                dir.path().join("test.db").display()
-            ))
-            .await
-            .unwrap(),
-        ),
-        _ => Raw::Postgres(sqlx::PgPool::connect(&schema_url(name)).await.unwrap()),
-    }
-}
-
-pub enum Raw {
-    Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
-}
-
-impl Raw {
-    pub async fn count(&self, sql: &str) -> i64 {
-        match self {
-            Raw::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
-            Raw::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
-        }
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-    }
-}
-
 /// A tiny temporary folder that is removed when the last handle goes.
 mod tempdir {
     use std::path::{Path, PathBuf};
