@@ -304,6 +304,193 @@ async fn deliveries_are_leased_in_order_retried_and_dead_lettered() {
     }
 }
 
+/// The statuses of a transfer's deliveries, in order.
+async fn statuses(store: &liandong::store::Store, transfer_id: &str) -> Vec<String> {
+    let items = store.deliveries_of(transfer_id).await.unwrap();
+    items.iter().map(|i| i.status.to_string()).collect()
+}
+
+/// A delivery behind an undone one of its transfer for the same destination waits `queued`
+/// (the deliverer's read never sees it) and becomes pending when that one is delivered or
+/// given up; a replayed dead letter waits behind what is undone like a new delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_behind_an_undone_one_of_its_transfer_waits_queued_and_goes_next() {
+    for (backend, store, _dir) in stores("queued").await {
+        let engine = engine(store.clone());
+        let origin = id("330200/110");
+        let t = engine.submit(&origin, ningbo_request("QU-1")).await.unwrap().transfer;
+        let t = t.transfer_id;
+        engine.update_status(&origin, update(&t, State::Cancelled, "330200/110")).await.unwrap();
+        assert_eq!(statuses(&store, &t).await, ["pending", "queued"], "{backend}");
+        let now = liandong::store::now_millis();
+        let at = now / 1000;
+        let leased = store.lease(now, 30_000, 10, &everyone()).await.unwrap();
+        assert_eq!(leased.len(), 1, "{backend}: only the transfer is due");
+        let dead = Write::Failed {
+            item_id: leased[0].id,
+            at,
+            error: "HTTP 500".into(),
+            next_attempt_at: now,
+            dead: true,
+            undeliverable: None,
+        };
+        store.write(dead).await.unwrap();
+        assert_eq!(
+            statuses(&store, &t).await,
+            ["dead", "pending"],
+            "{backend}: given up, the next goes"
+        );
+        let replay = Write::Replay {
+            item_id: leased[0].id,
+            at,
+            by: "cli:test".into(),
+            request_id: String::new(),
+        };
+        assert!(matches!(store.write(replay).await.unwrap(), WriteResult::Done(true)));
+        assert_eq!(
+            statuses(&store, &t).await,
+            ["queued", "pending"],
+            "{backend}: the replayed transfer waits for the cancellation on its way"
+        );
+        let next = store.lease(now, 30_000, 10, &everyone()).await.unwrap();
+        assert_eq!(next.len(), 1, "{backend}");
+        assert_eq!(next[0].kind, liandong::store::DeliveryKind::Status, "{backend}");
+        store.write(Write::Delivered { item_id: next[0].id, at }).await.unwrap();
+        assert_eq!(statuses(&store, &t).await, ["pending", "delivered"], "{backend}");
+        // (a replay is due from the moment it was made)
+        let later = liandong::store::now_millis();
+        let last = store.lease(later, 30_000, 10, &everyone()).await.unwrap();
+        assert_eq!(last.iter().map(|i| i.id).collect::<Vec<_>>(), [leased[0].id], "{backend}");
+    }
+}
+
+/// A store from before queued deliveries (no `outbox_queued` index), with two deliveries of one
+/// transfer pending for one desk, gets the later one queued when it is next opened; a
+/// transfer's only delivery stays pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_store_gets_the_deliveries_behind_an_earlier_one_queued_when_opened() {
+    for (backend, store, dir) in stores("upgrade").await {
+        let engine = engine(store.clone());
+        let origin = id("330200/110");
+        let first = engine.submit(&origin, ningbo_request("UP-1")).await.unwrap().transfer;
+        let alone = engine.submit(&origin, ningbo_request("UP-2")).await.unwrap().transfer;
+        let cancel = update(&first.transfer_id, State::Cancelled, "330200/110");
+        engine.update_status(&origin, cancel).await.unwrap();
+        // as an earlier release left it
+        let older = [
+            "UPDATE outbox SET status = 'pending' WHERE status = 'queued'",
+            "DROP INDEX outbox_queued",
+        ];
+        drop((engine, store));
+        let reopened = match backend {
+            "sqlite" => {
+                use sqlx::Connection;
+                let path = dir.path().join("test.db");
+                let url = format!("sqlite://{}", path.display());
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                for statement in older {
+                    sqlx::query(statement).execute(&mut conn).await.unwrap();
+                }
+                conn.close().await.unwrap();
+                liandong::store::Store::sqlite(&path).await.unwrap()
+            }
+            _ => {
+                use sqlx::Connection;
+                let url = common::stores::schema_url("upgrade");
+                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                for statement in older {
+                    sqlx::query(statement).execute(&mut conn).await.unwrap();
+                }
+                conn.close().await.unwrap();
+                liandong::store::Store::postgres(&url, 2).await.unwrap()
+            }
+        };
+        assert_eq!(
+            statuses(&reopened, &first.transfer_id).await,
+            ["pending", "queued"],
+            "{backend}"
+        );
+        assert_eq!(statuses(&reopened, &alone.transfer_id).await, ["pending"], "{backend}");
+    }
+}
+
+/// Two replicas, one recording deliveries of notices while the other queues the next notice
+/// of the same transfer behind each at the same moment: every queued notice is promoted once
+/// the one before it is done, none is left waiting behind nothing, and no transfer has two
+/// pending for one desk. (Both lock the transfer first; without that, a notice was stranded.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_queued_while_the_one_before_it_finishes_on_another_replica_is_never_stranded() {
+    const TRANSFERS: usize = 120;
+    let postgres = stores("strand").await.into_iter().find(|(backend, ..)| *backend == "postgres");
+    let (_, store, _dir) = postgres.unwrap();
+    let url = common::stores::schema_url("strand");
+    let other = liandong::store::Store::postgres(&url, 8).await.unwrap();
+    let (origin, hotline) = (id("330200/110"), id("330200/12345"));
+    let here = engine(store.clone());
+    let mut transfers = Vec::with_capacity(TRANSFERS);
+    for n in 0..TRANSFERS {
+        let submitted = here.submit(&origin, ningbo_request(&format!("ST-{n}")));
+        transfers.push(submitted.await.unwrap().transfer.transfer_id);
+    }
+    // the transfers delivered and signed for: a notice to the origin each, taken for delivery
+    let now = liandong::store::now_millis();
+    for item in store.lease(now, 30_000, TRANSFERS as i64, &everyone()).await.unwrap() {
+        store.write(Write::Delivered { item_id: item.id, at: now / 1000 }).await.unwrap();
+    }
+    for t in &transfers {
+        here.update_status(&hotline, update(t, State::Received, "330200/12345")).await.unwrap();
+    }
+    let now = liandong::store::now_millis();
+    let notices = store.lease(now, 30_000, TRANSFERS as i64, &everyone()).await.unwrap();
+    assert_eq!(notices.len(), TRANSFERS);
+    // The receipts' commit is held (another transaction has the origin's health row, which
+    // the first success to it writes) while the acceptances are written on the other replica.
+    // Had the acceptances not waited for the receipts' transfers, they would have found their
+    // notices still pending and been queued after the receipts had looked for what to promote
+    // (stranded: 1 or 2 each run, the first commit's, with the lock taken out; 0 with it).
+    use sqlx::Connection;
+    let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("INSERT INTO endpoint_health (endpoint, last_success) VALUES ('330200/110', 0)")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut writes = tokio::task::JoinSet::new();
+    for notice in &notices {
+        let (store, write) =
+            (store.clone(), Write::Delivered { item_id: notice.id, at: now / 1000 });
+        writes
+            .spawn(async move { store.write(write).await.map(|_| ()).map_err(|e| e.to_string()) });
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let there = engine(other);
+    for transfer in &transfers {
+        let (there, hotline) = (there.clone(), hotline.clone());
+        let accepted = update(transfer, State::Accepted, "330200/12345");
+        writes.spawn(async move {
+            there.update_status(&hotline, accepted).await.map(|_| ()).map_err(|e| e.to_string())
+        });
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    while let Some(done) = writes.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let mut raw = sqlx::PgConnection::connect(&url).await.unwrap();
+    let stranded = "SELECT COUNT(*) FROM outbox q WHERE q.status = 'queued' AND NOT EXISTS \
+                    (SELECT 1 FROM outbox p WHERE p.transfer_id = q.transfer_id AND p.destination = q.destination AND p.status = 'pending')";
+    assert_eq!(sqlx::query_scalar::<_, i64>(stranded).fetch_one(&mut raw).await.unwrap(), 0);
+    let doubled = "SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE status = 'pending' \
+                   GROUP BY transfer_id, destination HAVING COUNT(*) > 1) d";
+    assert_eq!(sqlx::query_scalar::<_, i64>(doubled).fetch_one(&mut raw).await.unwrap(), 0);
+    let due = "SELECT COUNT(*) FROM outbox WHERE kind = 'status' AND status = 'pending'";
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>(due).fetch_one(&mut raw).await.unwrap(),
+        TRANSFERS as i64,
+        "each acceptance is due once the notice before it is delivered"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_receipt_marks_the_transfer_delivered() {
     for (backend, store, _dir) in stores("delivered").await {

@@ -1,7 +1,11 @@
 //! The outbox: what the gateway owes each destination, written in the same commit as the
 //! change it reports (a transfer to deliver, a status to tell), and taken by the deliverer.
 //! Its rows are `pending` until a destination's receipt makes them `delivered`, or until the
-//! gateway gives up on them (`dead`: a dead letter an operator may replay).
+//! gateway gives up on them (`dead`: a dead letter an operator may replay). A row queued
+//! behind an undone earlier one of the same transfer for the same destination is `queued`,
+//! and becomes `pending` when that one is done: so each transfer's deliveries go out in order
+//! while the deliverer's read stays a plain walk of the due `pending` rows (docs/DECISIONS.md,
+//! "What waits behind an earlier delivery is queued").
 
 use std::str::FromStr;
 
@@ -21,6 +25,9 @@ pub const NOT_REPLAYABLE: &str =
 pub enum OutboxStatus {
     /// Waiting: due now or at its next attempt.
     Pending,
+    /// Waiting behind an earlier delivery of its transfer to the same destination, not yet
+    /// done: pending once that one is delivered or given up.
+    Queued,
     /// The destination's receipt said it has it.
     Delivered,
     /// Given up: a dead letter.
@@ -31,6 +38,7 @@ impl OutboxStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             OutboxStatus::Pending => "pending",
+            OutboxStatus::Queued => "queued",
             OutboxStatus::Delivered => "delivered",
             OutboxStatus::Dead => "dead",
         }
@@ -48,6 +56,7 @@ impl FromStr for OutboxStatus {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "pending" => Ok(OutboxStatus::Pending),
+            "queued" => Ok(OutboxStatus::Queued),
             "delivered" => Ok(OutboxStatus::Delivered),
             "dead" => Ok(OutboxStatus::Dead),
             other => Err(format!("unknown outbox status {other:?}")),
@@ -100,7 +109,8 @@ pub struct OutboxItem {
     pub last_error: Option<String>,
 }
 
-/// One destination's deliveries in one status (`pending` or `dead`), for metrics.
+/// One destination's deliveries in one status (`pending` or `dead`), for metrics: `pending`
+/// counts the queued ones too (all that waits).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxGauge {
     pub destination: String,

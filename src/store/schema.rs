@@ -51,6 +51,9 @@ const STATEMENTS: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, destination, next_attempt_at)",
     "CREATE INDEX IF NOT EXISTS outbox_transfer ON outbox (transfer_id, destination, status, id)",
+    // The deliveries queued behind an earlier one of their transfer, by transfer: what is
+    // promoted when that one is done (a few rows, whatever the backlog).
+    "CREATE INDEX IF NOT EXISTS outbox_queued ON outbox (transfer_id, destination, id) WHERE status = 'queued'",
     "CREATE TABLE IF NOT EXISTS events (
         seq {serial},
         transfer_id TEXT NOT NULL,

@@ -8,7 +8,9 @@ use sqlx::{Any, Row, Transaction};
 
 use super::audit::AuditEntry;
 use super::sql::{tx_stamp, values, ROWS_PER_STATEMENT};
-use super::{outbox_from_row, transfer_from_row, Backend, DeliveryKind, OutboxItem, StoreError};
+use super::{
+    outbox_from_row, transfer_from_row, Backend, DeliveryKind, OutboxItem, OutboxStatus, StoreError,
+};
 use crate::model::lifecycle::{self, DeadlineRule, Outcome, Refusal, Role};
 use crate::model::linkage::{self, Action, Actor, Party};
 use crate::model::{
@@ -176,6 +178,9 @@ pub async fn execute(
             .unwrap_or(WriteResult::Done(false))),
         Write::Failed { item_id, at, error, next_attempt_at, dead, undeliverable } => {
             let status = if dead { "dead" } else { "pending" };
+            // An item given up on lets the next of its transfer go: its transfer is locked
+            // first, as for every change to what waits (see `promote_next`).
+            let pair = if dead { lock_item_transfer(tx, backend, item_id).await? } else { None };
             let changed = sqlx::query(
                 "UPDATE outbox SET attempts = attempts + 1, status = $1, next_attempt_at = $2, leased_until = 0, last_error = $3 \
                  WHERE id = $4 AND status = 'pending'",
@@ -217,6 +222,9 @@ pub async fn execute(
                 .bind(&error)
                 .execute(&mut **tx)
                 .await?;
+                if let (true, Some(pair)) = (changed > 0, &pair) {
+                    promote_next(tx, backend, std::slice::from_ref(pair)).await?;
+                }
                 if let (true, true, Some(note)) =
                     (changed > 0, kind == DeliveryKind::Transfer.as_str(), undeliverable)
                 {
@@ -235,15 +243,18 @@ pub async fn execute(
             if transfer.to.to_string() != destination {
                 return Ok(WriteResult::Done(false));
             }
+            // The transfer's deliveries, the one on its way and any queued behind it (a
+            // redelivery with a ruling): the desk has the transfer.
             sqlx::query(
                 "UPDATE outbox SET status = 'delivered', delivered_at = $1 WHERE transfer_id = $2 AND destination = $3 \
-                 AND kind = 'transfer' AND status = 'pending'",
+                 AND kind = 'transfer' AND status IN ('pending', 'queued')",
             )
             .bind(at)
             .bind(&transfer_id)
             .bind(&destination)
             .execute(&mut **tx)
             .await?;
+            promote_next(tx, backend, &[(transfer_id.clone(), destination.clone())]).await?;
             let acknowledged = [(transfer.transfer_id.as_str(), destination.as_str())];
             let recorded =
                 mark_delivered_many(tx, backend, &acknowledged, ACKNOWLEDGEMENT, at).await?;
@@ -275,11 +286,19 @@ pub async fn execute(
             Ok(WriteResult::Records(result))
         }
         Write::Replay { item_id, at, by, request_id } => {
+            // Replayed, a dead letter waits like a new delivery: behind what of its transfer
+            // for that destination is still undone, if anything.
+            let Some((transfer_id, destination)) = lock_item_transfer(tx, backend, item_id).await?
+            else {
+                return Ok(WriteResult::Done(false));
+            };
+            let status = first_status(tx, &transfer_id, &destination).await?;
             let replayed = sqlx::query(
-                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, leased_until = 0 WHERE id = $2 AND status = 'dead' \
+                "UPDATE outbox SET status = $1, attempts = 0, next_attempt_at = $2, leased_until = 0 WHERE id = $3 AND status = 'dead' \
                  AND NOT (kind = 'transfer' AND EXISTS (SELECT 1 FROM transfers t WHERE t.transfer_id = outbox.transfer_id AND t.state = 'rejected')) \
                  RETURNING transfer_id, destination, kind",
             )
+            .bind(status.as_str())
             .bind(super::now_millis())
             .bind(item_id)
             .fetch_optional(&mut **tx)
@@ -430,6 +449,7 @@ pub async fn submit_many(
                 transfer_id: &t.transfer_id,
                 kind: DeliveryKind::Transfer,
                 payload: &items[i].payload,
+                status: OutboxStatus::Pending,
             }
         })
         .collect();
@@ -670,11 +690,13 @@ async fn enqueue_notice(
         id: transfer.transfer_id.clone(),
         problem: e.to_string(),
     })?;
+    let status = first_status(tx, &transfer.transfer_id, &receiver.to_string()).await?;
     let delivery = Delivery {
         destination: receiver,
         transfer_id: &transfer.transfer_id,
         kind: DeliveryKind::Status,
         payload: &payload,
+        status,
     };
     enqueue(tx, backend, &[delivery], now).await
 }
@@ -801,11 +823,13 @@ async fn act(
                 .unwrap_or_default(),
         );
         let payload = serde_json::to_string(&request).map_err(corrupt)?;
+        let status = first_status(tx, &transfer.transfer_id, &transfer.to.to_string()).await?;
         let delivery = Delivery {
             destination: &transfer.to,
             transfer_id: &transfer.transfer_id,
             kind: DeliveryKind::Transfer,
             payload: &payload,
+            status,
         };
         enqueue(tx, backend, &[delivery], now).await?;
     }
@@ -895,16 +919,16 @@ async fn reject_undeliverable(
 }
 
 /// A destination's due deliveries (`$1` destination, `$2` and `$3` now), with `$except` added
-/// to the condition and `$limit` the limit's parameter: pending, due, not leased, and the first
-/// undone item of their transfer for that destination (so each transfer's deliveries go out in
-/// order), longest due first along the `outbox_due` index.
+/// to the condition and `$limit` the limit's parameter: pending, due and not leased, longest
+/// due first along the `outbox_due` index. Nothing else is asked: a delivery behind an undone
+/// earlier one of its transfer is `queued`, not `pending`, so the read needs no look at other
+/// rows — the look whose plan followed the table's statistics (a walk of every pending item
+/// for every candidate when they were taken with little waiting: docs/PERFORMANCE.md).
 macro_rules! due_deliveries {
     ($except:literal, $limit:literal) => {
         concat!(
             "SELECT id, destination, transfer_id, kind, payload, attempts, created_at, status, last_error \
-             FROM outbox o WHERE o.status = 'pending' AND o.destination = $1 AND o.next_attempt_at <= $2 AND o.leased_until <= $3 \
-             AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.transfer_id = o.transfer_id AND p.destination = o.destination \
-             AND p.status = 'pending' AND p.id < o.id)",
+             FROM outbox o WHERE o.status = 'pending' AND o.destination = $1 AND o.next_attempt_at <= $2 AND o.leased_until <= $3",
             $except,
             " ORDER BY o.next_attempt_at LIMIT ",
             $limit
@@ -921,9 +945,9 @@ pub(super) const DUE: &str = due_deliveries!("", "$4");
 pub(super) const DUE_EXCEPT: &str =
     due_deliveries!(" AND o.id NOT IN (SELECT value FROM json_each($4))", "$5");
 
-/// Leases up to `limit` due deliveries of each destination until `now + lease`: pending, due,
-/// not leased by another worker, and the first undone item of their transfer for that
-/// destination (so each transfer's deliveries go out in order). Longest due first, read along
+/// Leases up to `limit` due deliveries of each destination until `now + lease`: pending (so
+/// the first undone of their transfer for that destination), due, not leased by another
+/// worker. Longest due first, read along
 /// the `outbox_due` index one destination at a time, so a round costs what it takes, not the
 /// size of the backlog; the leases are taken in one statement.
 async fn lease_due(
@@ -1007,6 +1031,8 @@ pub async fn delivered_many(
     }
     found.sort_by_key(|f| f.0);
     let at = found.iter().map(|f| f.4).max().unwrap_or_default();
+    let transfer_ids: Vec<&str> = found.iter().map(|f| f.2.as_str()).collect();
+    lock_transfers(tx, backend, &transfer_ids).await?;
     // On PostgreSQL another replica may be recording the same delivery at this moment (its
     // lease ran out while this one's answer was on its way): the update is guarded by the
     // status and says which items it changed, so the second waits on the row, changes nothing,
@@ -1036,6 +1062,9 @@ pub async fn delivered_many(
         }
     }
     found.retain(|f| marked.contains(&f.0));
+    let done_pairs: Vec<(String, String)> =
+        found.iter().map(|f| (f.2.clone(), f.1.clone())).collect();
+    promote_next(tx, backend, &done_pairs).await?;
     let destinations: std::collections::BTreeSet<&str> =
         found.iter().map(|f| f.1.as_str()).collect();
     for destination in destinations {
@@ -1232,12 +1261,135 @@ async fn escalate(
     Ok(escalate_many(tx, backend, &[item]).await?.pop().unwrap_or(WriteResult::Done(false)))
 }
 
+/// Where a new delivery of `transfer_id` for `destination` starts: `queued` when an earlier
+/// one of the transfer for that destination is still undone (pending or queued), else
+/// `pending`. Read by transfer along `outbox_transfer` (a transfer has a handful of rows): the
+/// condition names no status, so no statistics can send it along `outbox_due` instead. The
+/// caller holds the transfer's row (PostgreSQL), as does whoever finishes a delivery
+/// ([`promote_next`]): so one never misses the other's change.
+async fn first_status(
+    tx: &mut Transaction<'_, Any>,
+    transfer_id: &str,
+    destination: &str,
+) -> Result<OutboxStatus, StoreError> {
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM outbox WHERE transfer_id = $1 AND destination = $2")
+            .bind(transfer_id)
+            .bind(destination)
+            .fetch_all(&mut **tx)
+            .await?;
+    let undone = statuses.iter().any(|s| s == "pending" || s == "queued");
+    Ok(if undone { OutboxStatus::Queued } else { OutboxStatus::Pending })
+}
+
+/// After deliveries left `pending` (delivered, or given up), makes the earliest delivery
+/// queued behind each of them pending: the next of that transfer for that destination.
+/// `pairs` are (transfer, destination); each had one pending delivery, the one that left, so
+/// no check for another is needed. Read along `outbox_queued`, which holds only queued rows.
+/// The transfers are locked already (PostgreSQL: [`lock_transfers`]), so a delivery being
+/// queued behind one of them at this moment has either committed (and is seen here) or waits
+/// and then finds it done (and starts pending).
+async fn promote_next(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    pairs: &[(String, String)],
+) -> Result<(), StoreError> {
+    let wanted: std::collections::HashSet<(&str, &str)> =
+        pairs.iter().map(|(t, d)| (t.as_str(), d.as_str())).collect();
+    let mut ids: Vec<&str> = wanted.iter().map(|(t, _)| *t).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut next: std::collections::HashMap<(String, String), i64> = Default::default();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT id, transfer_id, destination FROM outbox WHERE status = 'queued' AND transfer_id IN ({})",
+            in_list(backend, chunk.len(), 1)
+        );
+        let mut query = sqlx::query_as::<_, (i64, String, String)>(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for (id, transfer_id, destination) in query.fetch_all(&mut **tx).await? {
+            if wanted.contains(&(transfer_id.as_str(), destination.as_str())) {
+                let first = next.entry((transfer_id, destination)).or_insert(id);
+                *first = (*first).min(id);
+            }
+        }
+    }
+    let promoted: Vec<i64> = next.into_values().collect();
+    for chunk in promoted.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "UPDATE outbox SET status = 'pending' WHERE status = 'queued' AND id IN ({})",
+            in_list(backend, chunk.len(), 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Locks transfers' rows (PostgreSQL; in id order, as every write of several transfers does)
+/// before what waits for them changes: see [`promote_next`]. SQLite has one writer.
+async fn lock_transfers(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    ids: &[&str],
+) -> Result<(), StoreError> {
+    if backend != Backend::Postgres {
+        return Ok(());
+    }
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT transfer_id FROM transfers WHERE transfer_id IN ({}) ORDER BY transfer_id FOR UPDATE",
+            in_list(backend, chunk.len(), 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        query.fetch_all(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// An outbox item's (transfer, destination), its transfer locked ([`lock_transfers`]).
+async fn lock_item_transfer(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    item_id: i64,
+) -> Result<Option<(String, String)>, StoreError> {
+    let pair: Option<(String, String)> =
+        sqlx::query_as("SELECT transfer_id, destination FROM outbox WHERE id = $1")
+            .bind(item_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if let Some((transfer_id, _)) = &pair {
+        lock_transfers(tx, backend, &[transfer_id.as_str()]).await?;
+    }
+    Ok(pair)
+}
+
+/// Queues, in a store from before queued deliveries, every pending delivery behind an earlier
+/// pending one of its transfer for the same destination (run once, at the upgrade).
+pub(super) const QUEUE_BEHIND_EARLIER: &str =
+    "UPDATE outbox SET status = 'queued' WHERE status = 'pending' AND EXISTS (SELECT 1 FROM outbox p \
+     WHERE p.transfer_id = outbox.transfer_id AND p.destination = outbox.destination AND p.status = 'pending' AND p.id < outbox.id)";
+
 /// A delivery to queue.
 struct Delivery<'a> {
     destination: &'a EndpointId,
     transfer_id: &'a str,
     kind: DeliveryKind,
     payload: &'a str,
+    /// `pending`, or `queued` behind an undone earlier delivery of its transfer to the same
+    /// destination ([`first_status`]; a new transfer's first delivery is pending).
+    status: OutboxStatus,
 }
 
 /// Queues deliveries, due at once: the one writer of outbox rows, several per statement.
@@ -1250,8 +1402,8 @@ async fn enqueue(
     let due = super::now_millis();
     for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO outbox (destination, transfer_id, kind, payload, next_attempt_at, created_at) VALUES {}",
-            values(backend, chunk.len(), 6, None)
+            "INSERT INTO outbox (destination, transfer_id, kind, payload, status, next_attempt_at, created_at) VALUES {}",
+            values(backend, chunk.len(), 7, None)
         );
         let mut query = sqlx::query(&sql);
         for d in chunk {
@@ -1260,6 +1412,7 @@ async fn enqueue(
                 .bind(d.transfer_id)
                 .bind(d.kind.as_str())
                 .bind(d.payload)
+                .bind(d.status.as_str())
                 .bind(due)
                 .bind(now);
         }
