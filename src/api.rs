@@ -47,8 +47,9 @@ pub struct AppState {
     pub unreachable_after: std::time::Duration,
     /// Endpoint health, read from the store at most once a second (it is on every submit's
     /// answer; a second's staleness is nothing next to `unreachable_after`).
-    pub health:
-        tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::store::EndpointHealth>>)>>,
+    pub health: Cached<Vec<crate::store::EndpointHealth>>,
+    /// The transfers by state for `/metrics`, counted at most every [`STATES_EVERY`].
+    pub states: Cached<Vec<(String, i64)>>,
     /// Rate limits per identity.
     pub limits: crate::security::ratelimit::RateLimits,
     /// The shared datasets.
@@ -81,7 +82,8 @@ impl AppState {
         AppState {
             engine,
             unreachable_after,
-            health: tokio::sync::Mutex::new(None),
+            health: Cached::new(std::time::Duration::from_secs(1)),
+            states: Cached::new(STATES_EVERY),
             limits,
             datasets,
             closing: tokio::sync::watch::Sender::new(false),
@@ -112,15 +114,53 @@ impl AppState {
 
     /// Endpoint health, at most a second old.
     pub async fn health(&self) -> Arc<Vec<crate::store::EndpointHealth>> {
-        let mut cached = self.health.lock().await;
-        if let Some((at, health)) = cached.as_ref() {
-            if at.elapsed() < std::time::Duration::from_secs(1) {
-                return health.clone();
+        self.health.get(|| self.engine.store().endpoint_health()).await
+    }
+
+    /// The transfers by state, at most [`STATES_EVERY`] old.
+    pub async fn states(&self) -> Arc<Vec<(String, i64)>> {
+        self.states.get(|| self.engine.store().count_by_state()).await
+    }
+}
+
+/// How often `/metrics` counts the transfers by state, at most: the count reads every
+/// transfer (1–7.7 s at 3.5 million under load, measured: docs/PERFORMANCE.md), and a scrape
+/// every few seconds from each replica kept one running all the time.
+pub const STATES_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A value read from the store at most once per `every`, shared by whoever asks meanwhile.
+/// One read at a time: who asks during it waits for it, rather than reading again. A read
+/// that fails is not kept: the last value is answered (or an empty one), and the next asker
+/// reads again.
+pub struct Cached<T> {
+    every: std::time::Duration,
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Arc<T>)>>,
+}
+
+impl<T: Default> Cached<T> {
+    pub fn new(every: std::time::Duration) -> Cached<T> {
+        Cached { every, last: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The value, read with `read` if the last is older than `every`.
+    pub async fn get<F, E>(&self, read: impl FnOnce() -> F) -> Arc<T>
+    where
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        let mut last = self.last.lock().await;
+        if let Some((at, value)) = last.as_ref() {
+            if at.elapsed() < self.every {
+                return value.clone();
             }
         }
-        let health = Arc::new(self.engine.store().endpoint_health().await.unwrap_or_default());
-        *cached = Some((std::time::Instant::now(), health.clone()));
-        health
+        match read().await {
+            Ok(value) => {
+                let value = Arc::new(value);
+                *last = Some((std::time::Instant::now(), value.clone()));
+                value
+            }
+            Err(_) => last.as_ref().map(|(_, value)| value.clone()).unwrap_or_default(),
+        }
     }
 }
 
@@ -137,4 +177,28 @@ pub async fn reachable(state: &AppState, endpoint: &EndpointId) -> bool {
 /// A store that failed: nothing was done.
 pub fn unavailable(error: crate::store::StoreError) -> Refusal {
     Refusal::new(Reason::Unavailable, error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A cached value is read again only once it is older than its period; a failed read
+    /// answers the last value and is not kept.
+    #[tokio::test]
+    async fn a_cached_value_is_read_once_per_period_and_a_failed_read_keeps_the_last() {
+        let read = |n: i64| move || async move { Ok::<_, ()>(n) };
+        let kept = Cached::new(Duration::from_secs(3600));
+        assert_eq!(*kept.get(read(1)).await, 1);
+        assert_eq!(*kept.get(read(2)).await, 1, "within its period: the first read");
+        let fresh = Cached::new(Duration::ZERO);
+        assert_eq!(*fresh.get(read(1)).await, 1);
+        assert_eq!(*fresh.get(read(2)).await, 2, "past its period: read again");
+        let failed = || async { Err::<i64, ()>(()) };
+        assert_eq!(*fresh.get(failed).await, 2, "a failed read answers the last value");
+        assert_eq!(*fresh.get(read(3)).await, 3, "and is not kept");
+        let never: Cached<i64> = Cached::new(Duration::ZERO);
+        assert_eq!(*never.get(failed).await, 0, "nothing read yet: the empty value");
+    }
 }

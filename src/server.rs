@@ -455,7 +455,7 @@ async fn serve_admin(
                     let store = &state.engine.store();
                     let now = Timestamp::now().unix_seconds();
                     let gauges = metrics::StoreGauges {
-                        states: store.count_by_state().await.unwrap_or_default(),
+                        states: state.states().await.as_ref().clone(),
                         outbox: store
                             .outbox_backlog()
                             .await

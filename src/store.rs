@@ -296,11 +296,6 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_advisory_lock(727274)").execute(&mut *conn).await?;
     }
     let facts_existed = table_exists(&mut conn, postgres, "transfer_facts").await?;
-    // A store from before deliveries were queued behind each other (no `outbox_queued`) may
-    // hold several pending deliveries of one transfer for one destination: all but the first
-    // are queued, once, so that the deliverer's plain read keeps them in order.
-    let queue_earlier = table_exists(&mut conn, postgres, "outbox").await?
-        && !index_exists(&mut conn, postgres, "outbox_queued").await?;
     let mut result = Ok(());
     for statement in schema::statements(postgres) {
         if let Err(e) = sqlx::query(&statement).execute(&mut *conn).await {
@@ -311,19 +306,8 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
     if result.is_ok() {
         result = add_columns(&mut conn, postgres).await;
     }
-    if result.is_ok() && queue_earlier {
-        result = sqlx::query(writes::QUEUE_BEHIND_EARLIER)
-            .execute(&mut *conn)
-            .await
-            .map(|done| {
-                if done.rows_affected() > 0 {
-                    tracing::info!(
-                        deliveries = done.rows_affected(),
-                        "deliveries behind an earlier one of their transfer queued"
-                    );
-                }
-            })
-            .map_err(StoreError::from);
+    if result.is_ok() {
+        result = migrate_data(&mut conn).await;
     }
     if result.is_ok() && !facts_existed {
         result = facts::backfill(&mut conn, backend).await.map(|filled| {
@@ -352,18 +336,38 @@ async fn table_exists(
     Ok(found > 0)
 }
 
-async fn index_exists(
-    conn: &mut sqlx::AnyConnection,
-    postgres: bool,
-    index: &str,
-) -> Result<bool, StoreError> {
-    let sql = if postgres {
-        "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $1"
-    } else {
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = $1"
-    };
-    let found: i64 = sqlx::query_scalar(sql).bind(index).fetch_one(&mut *conn).await?;
-    Ok(found > 0)
+/// Makes the [`schema::DATA_MIGRATIONS`] this store has not had, each with its mark in one
+/// transaction (under the schema's lock on PostgreSQL, so replicas starting together make each
+/// once; a tool opening the same SQLite file at that moment makes it again, which changes
+/// nothing).
+async fn migrate_data(conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    for (name, statement) in schema::DATA_MIGRATIONS {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM data_migrations WHERE name = $1")
+                .bind(*name)
+                .fetch_one(&mut *conn)
+                .await?;
+        if applied > 0 {
+            continue;
+        }
+        let mut tx = conn.begin().await?;
+        let changed = sqlx::query(statement).execute(&mut *tx).await?.rows_affected();
+        sqlx::query("INSERT INTO data_migrations (name, applied_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(*name)
+            .bind(Timestamp::now().unix_seconds())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if changed > 0 {
+            tracing::info!(
+                migration = *name,
+                rows = changed,
+                "the store's rows brought up to date"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Adds [`schema::ADDED_COLUMNS`] a store made by an earlier release lacks.

@@ -364,7 +364,7 @@ async fn a_delivery_behind_an_undone_one_of_its_transfer_waits_queued_and_goes_n
     }
 }
 
-/// A store from before queued deliveries (no `outbox_queued` index), with two deliveries of one
+/// A store from before queued deliveries (no `outbox_queued` data migration), with two deliveries of one
 /// transfer pending for one desk, gets the later one queued when it is next opened; a
 /// transfer's only delivery stays pending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,7 +379,7 @@ async fn an_older_store_gets_the_deliveries_behind_an_earlier_one_queued_when_op
         // as an earlier release left it
         let older = [
             "UPDATE outbox SET status = 'pending' WHERE status = 'queued'",
-            "DROP INDEX outbox_queued",
+            "DROP TABLE data_migrations",
         ];
         drop((engine, store));
         let reopened = match backend {
@@ -414,6 +414,17 @@ async fn an_older_store_gets_the_deliveries_behind_an_earlier_one_queued_when_op
     }
 }
 
+/// Two stores on one fresh PostgreSQL schema, as two replicas have: with the schema's URL.
+async fn two_postgres_replicas(
+    name: &str,
+) -> (liandong::store::Store, liandong::store::Store, String, common::stores::tempdir::Dir) {
+    let postgres = stores(name).await.into_iter().find(|(backend, ..)| *backend == "postgres");
+    let (_, store, dir) = postgres.unwrap();
+    let url = common::stores::schema_url(name);
+    let other = liandong::store::Store::postgres(&url, 8).await.unwrap();
+    (store, other, url, dir)
+}
+
 /// Two replicas, one recording deliveries of notices while the other queues the next notice
 /// of the same transfer behind each at the same moment: every queued notice is promoted once
 /// the one before it is done, none is left waiting behind nothing, and no transfer has two
@@ -421,10 +432,7 @@ async fn an_older_store_gets_the_deliveries_behind_an_earlier_one_queued_when_op
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_queued_while_the_one_before_it_finishes_on_another_replica_is_never_stranded() {
     const TRANSFERS: usize = 120;
-    let postgres = stores("strand").await.into_iter().find(|(backend, ..)| *backend == "postgres");
-    let (_, store, _dir) = postgres.unwrap();
-    let url = common::stores::schema_url("strand");
-    let other = liandong::store::Store::postgres(&url, 8).await.unwrap();
+    let (store, other, url, _dir) = two_postgres_replicas("strand").await;
     let (origin, hotline) = (id("330200/110"), id("330200/12345"));
     let here = engine(store.clone());
     let mut transfers = Vec::with_capacity(TRANSFERS);
@@ -513,10 +521,8 @@ async fn a_delivery_receipt_marks_the_transfer_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_recording_the_same_deliveries_at_once_record_each_once() {
     const TRANSFERS: usize = 60;
-    let postgres = stores("twice").await.into_iter().find(|(backend, ..)| *backend == "postgres");
-    let (backend, store, _dir) = postgres.unwrap();
-    let url = common::stores::schema_url("twice");
-    let other = liandong::store::Store::postgres(&url, 8).await.unwrap();
+    let (store, other, url, _dir) = two_postgres_replicas("twice").await;
+    let backend = "postgres";
     let engine = engine(store.clone());
     for n in 0..TRANSFERS {
         engine.submit(&id("330200/110"), ningbo_request(&format!("TW-{n}"))).await.unwrap();

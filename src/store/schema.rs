@@ -51,9 +51,6 @@ const STATEMENTS: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, destination, next_attempt_at)",
     "CREATE INDEX IF NOT EXISTS outbox_transfer ON outbox (transfer_id, destination, status, id)",
-    // The deliveries queued behind an earlier one of their transfer, by transfer: what is
-    // promoted when that one is done (a few rows, whatever the backlog).
-    "CREATE INDEX IF NOT EXISTS outbox_queued ON outbox (transfer_id, destination, id) WHERE status = 'queued'",
     "CREATE TABLE IF NOT EXISTS events (
         seq {serial},
         transfer_id TEXT NOT NULL,
@@ -150,6 +147,12 @@ const STATEMENTS: &[&str] = &[
         PRIMARY KEY (transfer_id, kind)
     )",
     "CREATE INDEX IF NOT EXISTS timers_due ON timers (due)",
+    // The changes to existing rows a release made once, when it first opened the store (see
+    // `DATA_MIGRATIONS`), by name.
+    "CREATE TABLE IF NOT EXISTS data_migrations (
+        name TEXT PRIMARY KEY,
+        applied_at BIGINT NOT NULL
+    )",
     // Who holds each replica name (its audit chain), until when: see store::replicas.
     "CREATE TABLE IF NOT EXISTS replicas (
         name TEXT PRIMARY KEY,
@@ -178,6 +181,14 @@ pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("transfer_facts", "ext_granted", "BIGINT NOT NULL DEFAULT 0"),
     ("transfer_facts", "ext_refused", "BIGINT NOT NULL DEFAULT 0"),
     ("transfer_facts", "assist", "BIGINT NOT NULL DEFAULT 0"),
+];
+
+/// Changes to existing rows, each made once, when a release first opens a store (a new store's
+/// tables are empty, so there they change nothing): (name, statement).
+pub const DATA_MIGRATIONS: &[(&str, &str)] = &[
+    // Deliveries queued behind an earlier one of their transfer (docs/DECISIONS.md, "What waits
+    // behind an earlier delivery is queued"): a store from before may hold several pending.
+    ("outbox_queued", super::writes::QUEUE_BEHIND_EARLIER),
 ];
 
 /// The statements for a backend.

@@ -1263,10 +1263,12 @@ async fn escalate(
 
 /// Where a new delivery of `transfer_id` for `destination` starts: `queued` when an earlier
 /// one of the transfer for that destination is still undone (pending or queued), else
-/// `pending`. Read by transfer along `outbox_transfer` (a transfer has a handful of rows): the
-/// condition names no status, so no statistics can send it along `outbox_due` instead. The
-/// caller holds the transfer's row (PostgreSQL), as does whoever finishes a delivery
-/// ([`promote_next`]): so one never misses the other's change.
+/// `pending`. The caller holds the transfer's row (PostgreSQL), as does whoever finishes a
+/// delivery ([`promote_next`]): so one never misses the other's change.
+///
+/// Read by transfer along `outbox_transfer` (a transfer has a handful of rows), the status
+/// checked here: with the status in the condition PostgreSQL may walk `outbox_due` instead,
+/// every row of that status, when its statistics say there are none (as it did the lease read).
 async fn first_status(
     tx: &mut Transaction<'_, Any>,
     transfer_id: &str,
@@ -1278,17 +1280,19 @@ async fn first_status(
             .bind(destination)
             .fetch_all(&mut **tx)
             .await?;
-    let undone = statuses.iter().any(|s| s == "pending" || s == "queued");
+    let undone = statuses
+        .iter()
+        .any(|s| s == OutboxStatus::Pending.as_str() || s == OutboxStatus::Queued.as_str());
     Ok(if undone { OutboxStatus::Queued } else { OutboxStatus::Pending })
 }
 
 /// After deliveries left `pending` (delivered, or given up), makes the earliest delivery
 /// queued behind each of them pending: the next of that transfer for that destination.
 /// `pairs` are (transfer, destination); each had one pending delivery, the one that left, so
-/// no check for another is needed. Read along `outbox_queued`, which holds only queued rows.
-/// The transfers are locked already (PostgreSQL: [`lock_transfers`]), so a delivery being
-/// queued behind one of them at this moment has either committed (and is seen here) or waits
-/// and then finds it done (and starts pending).
+/// no check for another is needed. The transfers are locked already (PostgreSQL:
+/// [`lock_transfers`]), so a delivery being queued behind one of them at this moment has
+/// either committed (and is seen here) or waits and then finds it done (and starts pending).
+/// Read by transfer, the status checked here, for the reason [`first_status`] gives.
 async fn promote_next(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
@@ -1302,15 +1306,16 @@ async fn promote_next(
     let mut next: std::collections::HashMap<(String, String), i64> = Default::default();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "SELECT id, transfer_id, destination FROM outbox WHERE status = 'queued' AND transfer_id IN ({})",
+            "SELECT id, transfer_id, destination, status FROM outbox WHERE transfer_id IN ({})",
             in_list(backend, chunk.len(), 1)
         );
-        let mut query = sqlx::query_as::<_, (i64, String, String)>(&sql);
+        let mut query = sqlx::query_as::<_, (i64, String, String, String)>(&sql);
         for id in chunk {
             query = query.bind(*id);
         }
-        for (id, transfer_id, destination) in query.fetch_all(&mut **tx).await? {
-            if wanted.contains(&(transfer_id.as_str(), destination.as_str())) {
+        for (id, transfer_id, destination, status) in query.fetch_all(&mut **tx).await? {
+            let queued = status == OutboxStatus::Queued.as_str();
+            if queued && wanted.contains(&(transfer_id.as_str(), destination.as_str())) {
                 let first = next.entry((transfer_id, destination)).or_insert(id);
                 *first = (*first).min(id);
             }
@@ -1376,7 +1381,7 @@ async fn lock_item_transfer(
 }
 
 /// Queues, in a store from before queued deliveries, every pending delivery behind an earlier
-/// pending one of its transfer for the same destination (run once, at the upgrade).
+/// pending one of its transfer for the same destination (a data migration: run once).
 pub(super) const QUEUE_BEHIND_EARLIER: &str =
     "UPDATE outbox SET status = 'queued' WHERE status = 'pending' AND EXISTS (SELECT 1 FROM outbox p \
      WHERE p.transfer_id = outbox.transfer_id AND p.destination = outbox.destination AND p.status = 'pending' AND p.id < outbox.id)";

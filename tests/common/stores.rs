@@ -108,7 +108,7 @@ pub fn schema_url(name: &str) -> String {
 }
 
 /// A tiny temporary folder that is removed when the last handle goes.
-mod tempdir {
+pub mod tempdir {
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
