@@ -364,6 +364,63 @@ async fn a_delivery_behind_an_undone_one_of_its_transfer_waits_queued_and_goes_n
     }
 }
 
+/// Runs statements on a test store's database behind its back (`stores(name)`'s).
+async fn raw_sql(
+    backend: &str,
+    dir: &common::stores::tempdir::Dir,
+    name: &str,
+    statements: &[&str],
+) {
+    use sqlx::Connection;
+    let url = match backend {
+        "sqlite" => format!("sqlite://{}", dir.path().join("test.db").display()),
+        _ => common::stores::schema_url(name),
+    };
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    for statement in statements {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+}
+
+/// A pull desk acknowledging a transfer has it, re-deliveries queued behind included; a
+/// notice still on its way keeps what is queued behind it waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_transfer_leaves_a_notice_on_its_way_in_front_of_its_queue() {
+    for (backend, store, dir) in stores("acked").await {
+        let engine = engine(store.clone());
+        let origin = id("330200/110");
+        let t = engine.submit(&origin, ningbo_request("AK-1")).await.unwrap().transfer.transfer_id;
+        let cancel = update(&t, State::Cancelled, "330200/110");
+        engine.update_status(&origin, cancel).await.unwrap();
+        // the transfer pending, its cancellation queued; then a re-delivery and a notice more
+        // queued behind them, as a ruling and an urge would queue them
+        let queue = format!(
+            "INSERT INTO outbox (destination, transfer_id, kind, payload, status, next_attempt_at, created_at) \
+             VALUES ('330200/12345', '{t}', 'transfer', '{{}}', 'queued', 0, 0), ('330200/12345', '{t}', 'status', '{{}}', 'queued', 0, 0)"
+        );
+        raw_sql(backend, &dir, "acked", &[&queue]).await;
+        let acknowledge = |at| Write::Acknowledge {
+            transfer_id: t.clone(),
+            destination: "330200/12345".into(),
+            at,
+        };
+        store.write(acknowledge(1)).await.unwrap();
+        assert_eq!(
+            statuses(&store, &t).await,
+            ["delivered", "pending", "delivered", "queued"],
+            "{backend}: the transfer and its re-delivery delivered, the cancellation next"
+        );
+        // acknowledged again while the cancellation is on its way: the notice behind it waits
+        store.write(acknowledge(2)).await.unwrap();
+        assert_eq!(
+            statuses(&store, &t).await,
+            ["delivered", "pending", "delivered", "queued"],
+            "{backend}"
+        );
+    }
+}
+
 /// A store from before queued deliveries (no `outbox_queued` data migration), with two deliveries of one
 /// transfer pending for one desk, gets the later one queued when it is next opened; a
 /// transfer's only delivery stays pending.
@@ -382,26 +439,11 @@ async fn an_older_store_gets_the_deliveries_behind_an_earlier_one_queued_when_op
             "DROP TABLE data_migrations",
         ];
         drop((engine, store));
+        raw_sql(backend, &dir, "upgrade", &older).await;
         let reopened = match backend {
-            "sqlite" => {
-                use sqlx::Connection;
-                let path = dir.path().join("test.db");
-                let url = format!("sqlite://{}", path.display());
-                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                for statement in older {
-                    sqlx::query(statement).execute(&mut conn).await.unwrap();
-                }
-                conn.close().await.unwrap();
-                liandong::store::Store::sqlite(&path).await.unwrap()
-            }
+            "sqlite" => liandong::store::Store::sqlite(&dir.path().join("test.db")).await.unwrap(),
             _ => {
-                use sqlx::Connection;
                 let url = common::stores::schema_url("upgrade");
-                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-                for statement in older {
-                    sqlx::query(statement).execute(&mut conn).await.unwrap();
-                }
-                conn.close().await.unwrap();
                 liandong::store::Store::postgres(&url, 2).await.unwrap()
             }
         };

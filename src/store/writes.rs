@@ -1288,8 +1288,9 @@ async fn first_status(
 
 /// After deliveries left `pending` (delivered, or given up), makes the earliest delivery
 /// queued behind each of them pending: the next of that transfer for that destination.
-/// `pairs` are (transfer, destination); each had one pending delivery, the one that left, so
-/// no check for another is needed. The transfers are locked already (PostgreSQL:
+/// `pairs` are (transfer, destination); a pair with a delivery still pending keeps its queue
+/// as it is (an acknowledgement marks a transfer's deliveries, not the notice that may be on
+/// its way). The transfers are locked already (PostgreSQL:
 /// [`lock_transfers`]), so a delivery being queued behind one of them at this moment has
 /// either committed (and is seen here) or waits and then finds it done (and starts pending).
 /// Read by transfer, the status checked here, for the reason [`first_status`] gives.
@@ -1304,6 +1305,7 @@ async fn promote_next(
     ids.sort_unstable();
     ids.dedup();
     let mut next: std::collections::HashMap<(String, String), i64> = Default::default();
+    let mut busy: std::collections::HashSet<(String, String)> = Default::default();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "SELECT id, transfer_id, destination, status FROM outbox WHERE transfer_id IN ({})",
@@ -1314,14 +1316,19 @@ async fn promote_next(
             query = query.bind(*id);
         }
         for (id, transfer_id, destination, status) in query.fetch_all(&mut **tx).await? {
-            let queued = status == OutboxStatus::Queued.as_str();
-            if queued && wanted.contains(&(transfer_id.as_str(), destination.as_str())) {
+            if !wanted.contains(&(transfer_id.as_str(), destination.as_str())) {
+                continue;
+            }
+            if status == OutboxStatus::Pending.as_str() {
+                busy.insert((transfer_id, destination));
+            } else if status == OutboxStatus::Queued.as_str() {
                 let first = next.entry((transfer_id, destination)).or_insert(id);
                 *first = (*first).min(id);
             }
         }
     }
-    let promoted: Vec<i64> = next.into_values().collect();
+    let promoted: Vec<i64> =
+        next.into_iter().filter(|(pair, _)| !busy.contains(pair)).map(|(_, id)| id).collect();
     for chunk in promoted.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "UPDATE outbox SET status = 'pending' WHERE status = 'queued' AND id IN ({})",
