@@ -421,9 +421,9 @@ async fn an_acknowledged_transfer_leaves_a_notice_on_its_way_in_front_of_its_que
     }
 }
 
-/// A store from before queued deliveries (no `outbox_queued` data migration), with two deliveries of one
-/// transfer pending for one desk, gets the later one queued when it is next opened; a
-/// transfer's only delivery stays pending.
+/// A store from before queued deliveries (no `outbox_queued` data migration), with two
+/// deliveries of one transfer pending for one desk, gets the later one queued when it is next
+/// opened; a transfer's only delivery stays pending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_store_gets_the_deliveries_behind_an_earlier_one_queued_when_opened() {
     for (backend, store, dir) in stores("upgrade").await {

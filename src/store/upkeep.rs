@@ -132,13 +132,14 @@ impl Due {
 pub const QUEUE_DEAD_ROWS: i64 = 1000;
 
 /// The outbox is analyzed at every upkeep that finds more than this many items waiting,
-/// whatever autovacuum's rule says. Analyzed while almost nothing waited, its statistics take a
-/// pending item for rare, and PostgreSQL plans the lease read's check for an earlier item of
-/// the same transfer as a walk of every pending item for every candidate: with a backlog, each
-/// read outlasts its timeout and the backlog cannot drain. Autovacuum's rule would analyze it
-/// again only after changes to a tenth of its rows — 350,000 at 3.5 million transfers, which a
-/// stalled queue never makes (docs/PERFORMANCE.md, "The hour at 7a71129": an `ANALYZE` by hand
-/// ended that stall in 40 s).
+/// whatever autovacuum's rule says: autovacuum's rule would analyze it again only after
+/// changes to a tenth of its rows (350,000 at 3.5 million transfers), so statistics taken
+/// while almost nothing waited would last a whole backlog. Made for the lease read's check for
+/// an earlier item of its transfer, which those statistics turned into a walk of every pending
+/// item for every candidate (docs/PERFORMANCE.md, "The hour at 7a71129"); that check is gone
+/// (deliveries behind another are `queued`), and the rule now keeps the other reads of the
+/// outbox (the backlog gauge, the dead letters) planned for what waits. One `ANALYZE` a minute
+/// while a backlog lasts.
 pub const QUEUE_WAITING: i64 = 1000;
 
 impl Changes {

@@ -1329,14 +1329,26 @@ async fn promote_next(
     }
     let promoted: Vec<i64> =
         next.into_iter().filter(|(pair, _)| !busy.contains(pair)).map(|(_, id)| id).collect();
-    for chunk in promoted.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "UPDATE outbox SET status = 'pending' WHERE status = 'queued' AND id IN ({})",
-            in_list(backend, chunk.len(), 1)
-        );
+    let promote = "UPDATE outbox SET status = 'pending' WHERE status = 'queued' AND id IN ({})";
+    execute_over(tx, backend, promote, &promoted).await
+}
+
+/// Runs `statement` — its `IN` list written `{}` — over `values`, as many statements as
+/// [`ROWS_PER_STATEMENT`] makes.
+async fn execute_over<V>(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    statement: &str,
+    values: &[V],
+) -> Result<(), StoreError>
+where
+    V: Clone + Send + for<'q> sqlx::Encode<'q, Any> + sqlx::Type<Any> + 'static,
+{
+    for chunk in values.chunks(ROWS_PER_STATEMENT) {
+        let sql = statement.replace("{}", &in_list(backend, chunk.len(), 1));
         let mut query = sqlx::query(&sql);
-        for id in chunk {
-            query = query.bind(*id);
+        for value in chunk {
+            query = query.bind(value.clone());
         }
         query.execute(&mut **tx).await?;
     }
@@ -1353,21 +1365,11 @@ async fn lock_transfers(
     if backend != Backend::Postgres {
         return Ok(());
     }
-    let mut ids = ids.to_vec();
+    let mut ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
     ids.sort_unstable();
     ids.dedup();
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "SELECT transfer_id FROM transfers WHERE transfer_id IN ({}) ORDER BY transfer_id FOR UPDATE",
-            in_list(backend, chunk.len(), 1)
-        );
-        let mut query = sqlx::query(&sql);
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        query.fetch_all(&mut **tx).await?;
-    }
-    Ok(())
+    let lock = "SELECT transfer_id FROM transfers WHERE transfer_id IN ({}) ORDER BY transfer_id FOR UPDATE";
+    execute_over(tx, backend, lock, &ids).await
 }
 
 /// An outbox item's (transfer, destination), its transfer locked ([`lock_transfers`]).
