@@ -18,6 +18,8 @@
 #   FIGURES_MEMORY_LIMIT=N  [figures] memory_limit (0: the figures' facts never in memory)
 #   PREFILL=N               PostgreSQL: first about N delivered transfers in every table (copies of
 #                           a 5-s run's, benches/deliver/prefill.sql): the tables as late in an hour
+#   KEEP_STORE=1            PostgreSQL: the tables as the run before left them (not emptied first), to
+#                           measure a store's end state again (its counts at the end are the whole store's)
 #   GATEWAY_LOG_LEVEL=info KEEP_LOG=DIR   the gateways' logs (a.log, b.log) kept in DIR
 #   GATEWAY=path/to/liandong   run this build as the gateways (the generator stays target/release/liandong);
 #                           a wrapper works too (GATEWAY="heaptrack -o ht /tmp/liandong-system-alloc":
@@ -46,7 +48,8 @@ replicas=${REPLICAS:-2}
 urls=https://localhost:28443
 ports=29090
 if [ "$store" = postgres ]; then
-  psql -q -h 127.0.0.1 -U postgres test -c "DROP SCHEMA IF EXISTS bench_replicas CASCADE; CREATE SCHEMA bench_replicas" 2>/dev/null
+  [ "${KEEP_STORE:-}" ] ||
+    psql -q -h 127.0.0.1 -U postgres test -c "DROP SCHEMA IF EXISTS bench_replicas CASCADE; CREATE SCHEMA bench_replicas" 2>/dev/null
   export LIANDONG_STORE_URL="postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3Dbench_replicas"
 fi
 LIANDONG_REPLICA=a RUST_LOG=${GATEWAY_LOG_LEVEL:-warn} ${GATEWAY:-target/release/liandong} serve --config "$site/liandong.toml" 2>"$site/a.log" &

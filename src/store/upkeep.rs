@@ -87,6 +87,52 @@ impl Part {
             Part::Tables => LOCK,
         }
     }
+
+    /// How fast its `VACUUM` may go ([`Pace`]).
+    pub fn pace(self) -> Pace {
+        match self {
+            Part::Queue => Pace::FullSpeed,
+            Part::Tables => Pace::Autovacuum,
+        }
+    }
+}
+
+/// How fast an upkeep's statement works: PostgreSQL's cost-based delay (`vacuum_cost_delay`),
+/// which a `VACUUM` run as a statement leaves off and autovacuum turns on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pace {
+    /// No pauses: the queue's dead rows slow every lease read until they are gone, and its
+    /// vacuum is short while nothing waits for long.
+    FullSpeed,
+    /// Autovacuum's own pauses (`autovacuum_vacuum_cost_delay` and `_cost_limit`, 2 ms per 200
+    /// units of work at their defaults). Unpaused, one `VACUUM` of the transfers at 3.4 million
+    /// read and wrote as fast as the disk went for up to 108 s, one of the two cores it
+    /// shares with the desks' submissions (docs/PERFORMANCE.md, "The upkeep at autovacuum's
+    /// pace"); autovacuum would have worked at this pace, and the gateway stands in for it.
+    Autovacuum,
+}
+
+impl Pace {
+    /// The statement that sets this pace on the upkeep's connection, for its session: each
+    /// statement of an upkeep is preceded by its own, so a pooled connection never carries
+    /// another's.
+    fn statement(self) -> &'static str {
+        match self {
+            Pace::FullSpeed => "SELECT set_config('vacuum_cost_delay', '0', false)",
+            // -1 is autovacuum's "as the statements' setting": the server's, not what an
+            // earlier statement of this session set (`reset_val`)
+            Pace::Autovacuum => {
+                "SELECT set_config('vacuum_cost_delay', \
+                     CASE current_setting('autovacuum_vacuum_cost_delay') WHEN '-1' \
+                     THEN (SELECT reset_val FROM pg_settings WHERE name = 'vacuum_cost_delay') \
+                     ELSE current_setting('autovacuum_vacuum_cost_delay') END, false), \
+                 set_config('vacuum_cost_limit', \
+                     CASE current_setting('autovacuum_vacuum_cost_limit') WHEN '-1' \
+                     THEN (SELECT reset_val FROM pg_settings WHERE name = 'vacuum_cost_limit') \
+                     ELSE current_setting('autovacuum_vacuum_cost_limit') END, false)"
+            }
+        }
+    }
 }
 
 /// A table's changes since it was last vacuumed and analyzed (`pg_stat_user_tables`).
@@ -113,14 +159,20 @@ pub struct Due {
 }
 
 impl Due {
-    /// The statement that does it, if anything is due.
-    fn statement(self, table: &str) -> Option<String> {
-        match (self.vacuum, self.analyze) {
-            (true, true) => Some(format!("VACUUM (ANALYZE) {table}")),
-            (true, false) => Some(format!("VACUUM {table}")),
-            (false, true) => Some(format!("ANALYZE {table}")),
-            (false, false) => None,
+    /// The statements that do it, each with its pace: a `VACUUM` at `part`'s, an `ANALYZE` at
+    /// full speed whatever the part. A `VACUUM` holds back no one's view of the rows, so a
+    /// paced one costs the others only its pauses; an `ANALYZE` holds a snapshot while it runs,
+    /// and every dead row of the queue made meanwhile stays in the lease read's way until it
+    /// ends, so it is kept short (docs/PERFORMANCE.md, "The upkeep at autovacuum's pace").
+    fn statements(self, table: &str, part: Part) -> Vec<(Pace, String)> {
+        let mut statements = Vec::new();
+        if self.vacuum {
+            statements.push((part.pace(), format!("VACUUM {table}")));
         }
+        if self.analyze {
+            statements.push((Pace::FullSpeed, format!("ANALYZE {table}")));
+        }
+        statements
     }
 }
 
@@ -195,7 +247,7 @@ impl Store {
         if !locked {
             return Ok(None);
         }
-        let done = upkeep_tables(&mut conn, part.tables()).await;
+        let done = upkeep_tables(&mut conn, part).await;
         // Unlocked whatever happened; a failed VACUUM is the error to tell.
         let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(part.lock())
@@ -208,10 +260,7 @@ impl Store {
 }
 
 /// The upkeep's work on `tables`, on a connection holding their part's lock.
-async fn upkeep_tables(
-    conn: &mut sqlx::AnyConnection,
-    tables: &'static [&'static str],
-) -> Result<Upkept, StoreError> {
+async fn upkeep_tables(conn: &mut sqlx::AnyConnection, part: Part) -> Result<Upkept, StoreError> {
     let counted: String =
         sqlx::query_scalar("SELECT current_setting('track_counts')").fetch_one(&mut *conn).await?;
     let changes: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
@@ -221,7 +270,7 @@ async fn upkeep_tables(
     .fetch_all(&mut *conn)
     .await?;
     let mut done = Upkept::new();
-    for table in tables {
+    for table in part.tables() {
         let due = if counted != "on" {
             Due { vacuum: true, analyze: true }
         } else {
@@ -234,10 +283,15 @@ async fn upkeep_tables(
                 })
                 .unwrap_or_default()
         };
-        if let Some(statement) = due.statement(table) {
-            sqlx::query(&statement).execute(&mut *conn).await?;
-            done.push((table, due));
+        let statements = due.statements(table, part);
+        if statements.is_empty() {
+            continue;
         }
+        for (pace, statement) in statements {
+            sqlx::query(pace.statement()).execute(&mut *conn).await?;
+            sqlx::query(&statement).execute(&mut *conn).await?;
+        }
+        done.push((table, due));
     }
     Ok(done)
 }
@@ -286,12 +340,119 @@ mod tests {
     }
 
     #[test]
-    fn each_due_is_one_statement() {
+    fn a_vacuum_goes_at_its_parts_pace_and_an_analyze_at_full_speed() {
         let due = |vacuum, analyze| Due { vacuum, analyze };
-        assert_eq!(due(true, true).statement("outbox").as_deref(), Some("VACUUM (ANALYZE) outbox"));
-        assert_eq!(due(true, false).statement("outbox").as_deref(), Some("VACUUM outbox"));
-        assert_eq!(due(false, true).statement("outbox").as_deref(), Some("ANALYZE outbox"));
-        assert_eq!(due(false, false).statement("outbox"), None);
+        let owned = |list: &[(Pace, &str)]| {
+            list.iter().map(|(pace, s)| (*pace, s.to_string())).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            due(true, true).statements("transfers", Part::Tables),
+            owned(&[
+                (Pace::Autovacuum, "VACUUM transfers"),
+                (Pace::FullSpeed, "ANALYZE transfers")
+            ])
+        );
+        assert_eq!(
+            due(true, false).statements("audit", Part::Tables),
+            owned(&[(Pace::Autovacuum, "VACUUM audit")])
+        );
+        assert_eq!(
+            due(false, true).statements("transfers", Part::Tables),
+            owned(&[(Pace::FullSpeed, "ANALYZE transfers")])
+        );
+        assert_eq!(
+            due(true, true).statements("outbox", Part::Queue),
+            owned(&[(Pace::FullSpeed, "VACUUM outbox"), (Pace::FullSpeed, "ANALYZE outbox")])
+        );
+        assert!(due(false, false).statements("outbox", Part::Queue).is_empty());
+    }
+
+    /// Each pace is the session's setting it says, whatever the connection had before; and
+    /// the tables' upkeep vacuums at autovacuum's. A pool of one connection, so that what the
+    /// upkeep left on it is what is read after.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_tables_are_vacuumed_at_autovacuums_pace_and_the_queue_at_full_speed() {
+        use sqlx::Connection;
+        let url = std::env::var("LIANDONG_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+        let schema = format!("upkeep_pace_{}", std::process::id());
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        for statement in
+            [format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), format!("CREATE SCHEMA {schema}")]
+        {
+            sqlx::query(&statement).execute(&mut conn).await.unwrap();
+        }
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let store =
+            Store::postgres(&format!("{url}{separator}options=-c%20search_path%3D{schema}"), 1)
+                .await
+                .unwrap();
+        let setting = |name: &'static str| {
+            let pool = store.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, String>(&format!("SELECT current_setting('{name}')"))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        let paced =
+            || async { (setting("vacuum_cost_delay").await, setting("vacuum_cost_limit").await) };
+        // autovacuum's own, as the server has them (-1: the statements' setting)
+        let autovacuums: (String, String) = sqlx::query_as(
+            "SELECT CASE current_setting('autovacuum_vacuum_cost_delay') WHEN '-1' \
+                    THEN current_setting('vacuum_cost_delay') \
+                    ELSE current_setting('autovacuum_vacuum_cost_delay') END, \
+                    CASE current_setting('autovacuum_vacuum_cost_limit') WHEN '-1' \
+                    THEN current_setting('vacuum_cost_limit') \
+                    ELSE current_setting('autovacuum_vacuum_cost_limit') END",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_ne!(autovacuums.0, "0", "autovacuum pauses at the server's settings");
+        // what the session set before is not the server's setting autovacuum falls back on
+        sqlx::query("SET vacuum_cost_limit = 999").execute(&store.pool).await.unwrap();
+        for pace in [Pace::Autovacuum, Pace::FullSpeed, Pace::Autovacuum, Pace::FullSpeed] {
+            sqlx::query(pace.statement()).execute(&store.pool).await.unwrap();
+            match pace {
+                Pace::Autovacuum => assert_eq!(paced().await, autovacuums),
+                Pace::FullSpeed => assert_eq!(setting("vacuum_cost_delay").await, "0"),
+            }
+        }
+        // rows inserted and analyzed by hand: only a vacuum is due, and the upkeep leaves its
+        // pace on the connection
+        sqlx::query(&format!("SET search_path = {schema}")).execute(&mut conn).await.unwrap();
+        sqlx::query(
+            "INSERT INTO case_transfers (case_id, transfer_id, sender) \
+             SELECT 'C' || g, 'T' || g, '330200/110' FROM generate_series(1, 2000) g",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        // the server counts a connection's changes up to seconds after it sends them: they
+        // are counted before the analyze, or they would count as changed since
+        let waited = std::time::Instant::now();
+        loop {
+            let (inserted, modified): (i64, i64) = sqlx::query_as(
+                "SELECT n_ins_since_vacuum, n_mod_since_analyze FROM pg_stat_user_tables \
+                 WHERE schemaname = current_schema() AND relname = 'case_transfers'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            if inserted >= 2000 && modified >= 2000 {
+                break;
+            }
+            assert!(waited.elapsed() < Duration::from_secs(30), "the inserts never counted");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        sqlx::query("ANALYZE case_transfers").execute(&mut conn).await.unwrap();
+        let done = store.upkeep(Part::Tables).await.unwrap().expect("the tables' upkeep ran");
+        assert_eq!(done, vec![("case_transfers", Due { vacuum: true, analyze: false })]);
+        assert_eq!(paced().await, autovacuums);
+        drop(store);
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut conn).await.unwrap();
     }
 
     #[test]
