@@ -18,7 +18,8 @@
 //! (about 3 million transfers, 30 GB, on a 24 GB machine) the upkeep of every table every
 //! minute read 150–200 MB/s for 10 s of each minute and the desks' submissions waited seconds
 //! (docs/PERFORMANCE.md, "The upkeep past the server's memory"). Each `ANALYZE` also makes
-//! every connection plan its statements again, for the table as it now is.
+//! every connection plan its statements again, for the table as it now is. And each `VACUUM`
+//! of the tables goes at autovacuum's pace, not at a statement's full speed ([`Pace`]).
 
 use std::time::Duration;
 
