@@ -1066,17 +1066,17 @@ mod tests {
         );
     }
 
-    /// PostgreSQL's plan of the lease read, where its statistics were taken when nothing was
-    /// waiting (the hour's stall: docs/PERFORMANCE.md), is still a walk of `outbox_due` that
-    /// stops at its limit: no anti-join, no subplan, no sort. With the earlier read (a
-    /// `NOT EXISTS` for an earlier pending item of the transfer) the same data planned a walk of
-    /// every pending item for each candidate.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_postgres_lease_read_walks_the_index_whatever_the_statistics() {
+    /// A PostgreSQL schema of its own for one test (`LIANDONG_TEST_POSTGRES`, or the local
+    /// server): a connection whose search path is the schema, a store on it with `pool_size`
+    /// connections, and the schema's name, for the test to drop.
+    pub(crate) async fn scratch_postgres(
+        prefix: &str,
+        pool_size: u32,
+    ) -> (sqlx::PgConnection, Store, String) {
         use sqlx::Connection;
         let url = std::env::var("LIANDONG_TEST_POSTGRES")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-        let schema = format!("plan_lease_{}", std::process::id());
+        let schema = format!("{prefix}_{}", std::process::id());
         let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
         for statement in
             [format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), format!("CREATE SCHEMA {schema}")]
@@ -1085,8 +1085,19 @@ mod tests {
         }
         let separator = if url.contains('?') { '&' } else { '?' };
         let in_schema = format!("{url}{separator}options=-c%20search_path%3D{schema}");
-        let store = Store::postgres(&in_schema, 2).await.unwrap();
+        let store = Store::postgres(&in_schema, pool_size).await.unwrap();
         sqlx::query(&format!("SET search_path = {schema}")).execute(&mut conn).await.unwrap();
+        (conn, store, schema)
+    }
+
+    /// PostgreSQL's plan of the lease read, where its statistics were taken when nothing was
+    /// waiting (the hour's stall: docs/PERFORMANCE.md), is still a walk of `outbox_due` that
+    /// stops at its limit: no anti-join, no subplan, no sort. With the earlier read (a
+    /// `NOT EXISTS` for an earlier pending item of the transfer) the same data planned a walk of
+    /// every pending item for each candidate.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_postgres_lease_read_walks_the_index_whatever_the_statistics() {
+        let (mut conn, store, schema) = scratch_postgres("plan_lease", 2).await;
         let fill = |status: &str, from: i64, to: i64| {
             format!(
                 "INSERT INTO outbox (destination, transfer_id, kind, payload, status, next_attempt_at, created_at) \

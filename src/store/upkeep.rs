@@ -373,21 +373,8 @@ mod tests {
     /// upkeep left on it is what is read after.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_tables_are_vacuumed_at_autovacuums_pace_and_the_queue_at_full_speed() {
-        use sqlx::Connection;
-        let url = std::env::var("LIANDONG_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-        let schema = format!("upkeep_pace_{}", std::process::id());
-        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-        for statement in
-            [format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), format!("CREATE SCHEMA {schema}")]
-        {
-            sqlx::query(&statement).execute(&mut conn).await.unwrap();
-        }
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let store =
-            Store::postgres(&format!("{url}{separator}options=-c%20search_path%3D{schema}"), 1)
-                .await
-                .unwrap();
+        let (mut conn, store, schema) =
+            crate::store::tests::scratch_postgres("upkeep_pace", 1).await;
         let setting = |name: &'static str| {
             let pool = store.pool.clone();
             async move {
@@ -423,7 +410,6 @@ mod tests {
         }
         // rows inserted and analyzed by hand: only a vacuum is due, and the upkeep leaves its
         // pace on the connection
-        sqlx::query(&format!("SET search_path = {schema}")).execute(&mut conn).await.unwrap();
         sqlx::query(
             "INSERT INTO case_transfers (case_id, transfer_id, sender) \
              SELECT 'C' || g, 'T' || g, '330200/110' FROM generate_series(1, 2000) g",
