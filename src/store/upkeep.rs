@@ -107,9 +107,9 @@ pub enum Pace {
     FullSpeed,
     /// Autovacuum's own pauses (`autovacuum_vacuum_cost_delay` and `_cost_limit`, 2 ms per 200
     /// units of work at their defaults). Unpaused, one `VACUUM` of the transfers at 3.4 million
-    /// read and wrote as fast as the disk went for up to 108 s, one of the two cores it
-    /// shares with the desks' submissions (docs/PERFORMANCE.md, "The upkeep at autovacuum's
-    /// pace"); autovacuum would have worked at this pace, and the gateway stands in for it.
+    /// took the disk and one of the two cores from the desks' submissions for up to 108 s
+    /// (docs/PERFORMANCE.md, "The upkeep at autovacuum's pace"); autovacuum would have worked
+    /// at this pace, and the gateway stands in for it.
     Autovacuum,
 }
 
@@ -372,7 +372,7 @@ mod tests {
     /// the tables' upkeep vacuums at autovacuum's. A pool of one connection, so that what the
     /// upkeep left on it is what is read after.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_tables_are_vacuumed_at_autovacuums_pace_and_the_queue_at_full_speed() {
+    async fn the_tables_are_vacuumed_at_autovacuums_pace_whatever_the_session_set_before() {
         let (mut conn, store, schema) =
             crate::store::tests::scratch_postgres("upkeep_pace", 1).await;
         let setting = |name: &'static str| {

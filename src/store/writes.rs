@@ -1290,9 +1290,9 @@ async fn first_status(
 /// queued behind each of them pending: the next of that transfer for that destination.
 /// `pairs` are (transfer, destination); a pair with a delivery still pending keeps its queue
 /// as it is (an acknowledgement marks a transfer's deliveries, not the notice that may be on
-/// its way). The transfers are locked already (PostgreSQL:
-/// [`lock_transfers`]), so a delivery being queued behind one of them at this moment has
-/// either committed (and is seen here) or waits and then finds it done (and starts pending).
+/// its way). The transfers are locked already (PostgreSQL: [`lock_transfers`]), so a delivery
+/// being queued behind one of them at this moment has either committed (and is seen here) or
+/// waits and then finds it done (and starts pending).
 /// Read by transfer, the status checked here, for the reason [`first_status`] gives.
 async fn promote_next(
     tx: &mut Transaction<'_, Any>,
