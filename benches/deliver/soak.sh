@@ -9,6 +9,9 @@
 #   REPLICAS=1|2            gateways on it (2 by default; SQLite takes one)
 #   OUTAGE, OUTAGE_FROM     the destination down for OUTAGE, from OUTAGE_FROM after the start
 #   FLAT_OUT_AROUND=S       a flat-out S-second run before and after (the capacity at each end)
+#   MACHINE=1               the machine's own speed before the gateways start and after they stop
+#                           (benches/machine.sh), so that an end slower than the start can be told
+#                           from a machine that slowed
 #   MEMORY_LOG=FILE         the gateways' resident memory every 10 s (seconds, then KiB each)
 #   JSON=FILE               the main run's report as JSON (with its minute-by-minute figures)
 #   METRICS_LOG=FILE        each gateway every 5 s, from its /metrics: native submissions answered/s
@@ -52,6 +55,8 @@ if [ "$store" = postgres ]; then
     psql -q -h 127.0.0.1 -U postgres test -c "DROP SCHEMA IF EXISTS bench_replicas CASCADE; CREATE SCHEMA bench_replicas" 2>/dev/null
   export LIANDONG_STORE_URL="postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3Dbench_replicas"
 fi
+machine() { [ "${MACHINE:-}" ] && echo "machine $1: $(benches/machine.sh)"; true; }
+machine before
 LIANDONG_REPLICA=a RUST_LOG=${GATEWAY_LOG_LEVEL:-warn} ${GATEWAY:-target/release/liandong} serve --config "$site/liandong.toml" 2>"$site/a.log" &
 gateways=$!
 if [ "$replicas" = 2 ]; then
@@ -63,6 +68,7 @@ if [ "$replicas" = 2 ]; then
 fi
 leave() {
   stop_processes "$@"
+  [ "${MACHINE:-}" ] && { wait "$@" 2>/dev/null; machine after; }
   [ "${KEEP_LOG:-}" ] && mkdir -p "$KEEP_LOG" && cp "$site"/*.log "$KEEP_LOG"/
   rm -rf "$site"
 }
