@@ -38,15 +38,18 @@ fn case_for(
 
 /// Request `n` of run `run_id`: the case with its own reference and record number, taken and
 /// handed over now — a case from the sample's date would be overdue on arrival, and the
-/// gateway's escalations of it would compete with the load being measured.
+/// gateway's escalations of it would compete with the load being measured. Both numbers rise
+/// with time, as a desk's do (`J2101022023050800017` in formats.md: the date, then a padded
+/// sequence), run after run: a number that starts again at 1 each run, unpadded, lands all over
+/// the store's index of cases on a store kept from the run before.
 fn fresh(
     case: &crate::model::TransferRequest,
     run_id: &str,
     n: u64,
 ) -> crate::model::TransferRequest {
     let mut request = case.clone();
-    request.sender_ref = format!("B{run_id}-{n}");
-    request.case.origin.local_id = format!("JB{n}");
+    request.sender_ref = format!("B{run_id}-{n:010}");
+    request.case.origin.local_id = format!("JB{run_id}{n:010}");
     request.case.case_id = crate::model::Case::id_for(&request.from, &request.case.origin.local_id);
     request.requested_at = crate::model::time::Timestamp::now();
     request
@@ -628,6 +631,26 @@ mod tests {
         assert_eq!(drain.backlog, 1000);
         assert!((drain.cleared_seconds - 5.0).abs() < 0.15, "{drain:?}");
         assert!((drain.delivered_per_second - 300.0).abs() < 10.0, "{drain:?}");
+    }
+
+    /// A desk's numbers rise: within a run past a power of ten, and from one run to the next
+    /// (each run's id is a ULID, later runs sort after), so a kept store's indexes of
+    /// references and cases grow at one end, as a desk's would.
+    #[test]
+    fn the_generators_references_and_case_numbers_rise_run_after_run() {
+        let registry = crate::formats::Registry::builtin();
+        let case = super::case_for(&registry, "330200/110").unwrap();
+        let first_run = ulid::Ulid::new().to_string();
+        let later_run = ulid::Ulid::from_parts(ulid::Ulid::new().timestamp_ms() + 1, 0).to_string();
+        let keys = |run: &str, n: u64| {
+            let request = super::fresh(&case, run, n);
+            (request.sender_ref, request.case.case_id)
+        };
+        let sequence =
+            [keys(&first_run, 9), keys(&first_run, 10), keys(&first_run, 11), keys(&later_run, 1)];
+        for pair in sequence.windows(2) {
+            assert!(pair[0].0 < pair[1].0 && pair[0].1 < pair[1].1, "{pair:?}");
+        }
     }
 
     #[test]
