@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The machine's speed now, apart from the gateway: run before and after a long benchmark, so
 # that a figure at its end can be told from a machine that slowed under it (docs/PERFORMANCE.md,
-# "The machine at both ends of the hour"). Three yardsticks, none of them Liandong's code:
+# "The hour with the machine measured at both ends"). Three yardsticks, none of them Liandong's code:
 #   cpu     one core hashing: `openssl speed` SHA-256 on 16 KiB blocks (MB/s)
 #   fsync   one 8 KiB write and fdatasync, as a commit does (`pg_test_fsync`, ops/s), on this disk
 #   server  the PostgreSQL server on small fresh tables: `pgbench` TPC-B-like, 16 clients, 15 s
