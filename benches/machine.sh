@@ -13,7 +13,9 @@ export PGOPTIONS="-c client_min_messages=warning"
 cpu=$(openssl speed -seconds 3 -evp sha256 2>/dev/null | awk '/^sha256/ {print $NF}' | tr -d k)
 cpu=$(awk -v k="$cpu" 'BEGIN {printf "%.0f", k / 1000}')
 dir=$(mktemp -d)
-fsync=$(cd "$dir" && /usr/lib/postgresql/*/bin/pg_test_fsync -s 1 -f "$dir/probe" 2>/dev/null |
+# the newest server's tools where several are installed (a glob would run them all)
+bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+fsync=$(cd "$dir" && "$bin/pg_test_fsync" -s 1 -f "$dir/probe" 2>/dev/null |
   awk '/one 8kB write/ {one = 1} one && !done && /^[ \t]+fdatasync/ {printf "%.0f", $2; done = 1}')
 rm -rf "$dir"
 psql -q $pg -d postgres -c "DROP DATABASE IF EXISTS machine" -c "CREATE DATABASE machine" >/dev/null
